@@ -1,0 +1,21 @@
+"""fixnet: Keras models in int8 fixed point, run by integer-only Cython kernels.
+
+    import fixnet
+    qm = fixnet.load("model.h5").quantize(calibration_inputs)
+    probs = qm.predict(x)
+"""
+from .errors import (AccumulatorOverflowError, CalibrationError, FixnetError, InputDtypeError,
+                     InputError, InputShapeError, MissingWeightError, ModelFileError,
+                     NonFiniteInputError, OverflowRiskError, QuantizationError,
+                     UnsupportedLayerError)
+from .api import FloatModel, load
+from .runtime import QuantizedModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load", "FloatModel", "QuantizedModel", "FixnetError", "ModelFileError", "MissingWeightError",
+    "UnsupportedLayerError", "InputError", "InputShapeError", "InputDtypeError",
+    "NonFiniteInputError", "CalibrationError", "QuantizationError", "OverflowRiskError",
+    "AccumulatorOverflowError",
+]

@@ -1,0 +1,45 @@
+"""IR ops: one module per op, each holding the op's shape rule, its float reference, its
+quantization, and the runtime step that calls its Cython kernel (with the oracle beside it).
+
+Where a Keras layer class becomes IR nodes: ``fixnet/keras_layers.py``.
+"""
+from ..errors import FixnetError
+
+
+class Op:
+    """An IR op. Subclasses set ``name`` and implement the three stages."""
+    name = ""
+
+    def infer_shapes(self, node, in_shapes):
+        """Output shapes (without batch) from input shapes."""
+        raise NotImplementedError
+
+    def run_float(self, node, inputs):
+        """Float reference: list of float arrays (with batch) -> list of outputs."""
+        raise NotImplementedError
+
+    def output_qparams(self, node, q):
+        """QParams of each output; default: from the calibrated range of the tensor."""
+        return [q.qparams_from_stats(t) for t in node.outputs]
+
+    def quantize(self, node, q):
+        """Build the runtime Step for this node (see fixnet.runtime.Step)."""
+        raise NotImplementedError
+
+
+OPS = {}
+
+
+def register(cls):
+    OPS[cls.name] = cls()
+    return cls
+
+
+def op_for(node):
+    try:
+        return OPS[node.op]
+    except KeyError:
+        raise FixnetError(f"{node.describe()}: internal op '{node.op}' has no implementation") from None
+
+
+from . import dense, affine, activation, softmax, reshape  # noqa: E402,F401  (fills OPS)

@@ -1,0 +1,82 @@
+"""affine: y = clamp(x * scale[c] + offset[c]) over the last axis. What a BatchNormalization
+becomes when there is no Dense before it to fold into.
+
+int8: the per-channel scale is a one-tap symmetric weight w_q[c] in {-127, 0, 127};
+      acc = bias_eff[c] + x_q * w_q[c]; y_q = clamp(y_zp + multiply_by_quantized_multiplier(acc, ...))
+"""
+import numpy as np
+
+from .. import oracle
+from .._kernels import _elementwise
+from ..errors import OverflowRiskError
+from ..quant.qparams import (activation_bounds, quantize_bias, quantize_weights,
+                             requant_multipliers, INT32_MAX)
+from ..runtime import OverflowBound, Step
+from . import Op, register
+from .dense import ACC_INPUT_MAX, apply_clamp
+
+
+@register
+class Affine(Op):
+    name = "affine"
+
+    def infer_shapes(self, node, in_shapes):
+        (s,) = in_shapes
+        c = node.weights["scale"].shape[0]
+        if not s or s[-1] != c:
+            from ..errors import UnsupportedLayerError
+            raise UnsupportedLayerError(f"{node.describe()}: acts on {c} channels of the last "
+                                        f"axis, but its input has shape {s}")
+        return [tuple(s)]
+
+    def run_float(self, node, inputs):
+        (x,) = inputs
+        y = np.asarray(x, np.float64) * node.weights["scale"] + node.weights["offset"]
+        return [apply_clamp(y, node.attrs.get("clamp"))]
+
+    def quantize(self, node, q):
+        x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
+        w_q, w_scale = quantize_weights(node.weights["scale"][:, None], per_channel=True)
+        w_q = w_q[:, 0]
+        bias_scale = x_qp.scale * w_scale
+        b_q = quantize_bias(node.weights["offset"], bias_scale, node.describe())
+        b_eff = b_q - x_qp.zero_point * w_q.astype(np.int64)
+        if np.any(np.abs(b_eff) > INT32_MAX):
+            raise OverflowRiskError(f"{node.describe()}: its int32 offset does not fit int32")
+        m0, shift = requant_multipliers(bias_scale / y_qp.scale, node.describe())
+        lo, hi = activation_bounds(node.attrs.get("clamp"), y_qp)
+        return AffineStep(node.name, node.layer, node.inputs, node.outputs, w_q,
+                          b_eff.astype(np.int32), m0, shift, y_qp.zero_point, lo, hi)
+
+
+class AffineStep(Step):
+    op = "affine"
+
+    def __init__(self, name, layer, inputs, outputs, w_q, bias, m0, shift, out_zp, act_min, act_max):
+        super().__init__(name, layer, inputs, outputs)
+        self.w_q, self.bias, self.m0, self.shift = w_q, bias, m0, shift     # all [C]
+        self.out_zp, self.act_min, self.act_max = int(out_zp), int(act_min), int(act_max)
+
+    def bind(self, bufs):
+        c = self.w_q.shape[0]
+        args = (bufs[self.inputs[0]].reshape(-1, c), self.w_q, self.bias, self.m0, self.shift,
+                self.out_zp, self.act_min, self.act_max, bufs[self.outputs[0]].reshape(-1, c))
+        kernel = _elementwise.channel_affine
+        return lambda: kernel(*args)
+
+    def oracle(self, ins):
+        x = ins[0]
+        c = self.w_q.shape[0]
+        y = oracle.channel_affine(x.reshape(-1, c), self.w_q, self.bias, self.m0, self.shift,
+                                  self.out_zp, self.act_min, self.act_max)
+        return [y.reshape(x.shape)]
+
+    def accumulators(self, ins):
+        c = self.w_q.shape[0]
+        x = ins[0].reshape(-1, c).astype(np.int64)
+        return self.bias.astype(np.int64) + x * self.w_q.astype(np.int64)
+
+    def overflow_bound(self):
+        worst = np.abs(self.bias.astype(np.int64)) + ACC_INPUT_MAX * np.abs(self.w_q.astype(np.int64))
+        worst = worst << np.maximum(self.shift.astype(np.int64), 0)
+        return OverflowBound(self.layer, self.op, worst)

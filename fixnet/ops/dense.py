@@ -1,0 +1,101 @@
+"""dense: y = clamp(x @ kernel + bias). Keras Dense (BatchNorm folded in, activation fused).
+
+int8: acc[c] = bias_eff[c] + sum_k x_q[k] * w_q[c, k]   (int32; bias_eff holds -x_zp * sum_k w_q)
+      y_q[c] = clamp(y_zp + multiply_by_quantized_multiplier(acc, m0[c], shift[c]))
+"""
+import numpy as np
+
+from .. import oracle
+from .._kernels import _dense
+from ..errors import OverflowRiskError, UnsupportedLayerError
+from ..quant.qparams import (activation_bounds, quantize_bias, quantize_weights,
+                             requant_multipliers, INT32_MAX)
+from ..runtime import OverflowBound, Step
+from . import Op, register
+
+ACC_INPUT_MAX = 128      # the kernel multiplies raw int8 codes: |x_q| <= 128
+
+
+def apply_clamp(y, clamp):
+    if clamp is None:
+        return y
+    lo, hi = clamp
+    if lo is not None:
+        y = np.maximum(y, lo)
+    if hi is not None:
+        y = np.minimum(y, hi)
+    return y
+
+
+@register
+class Dense(Op):
+    name = "dense"
+
+    def infer_shapes(self, node, in_shapes):
+        (s,) = in_shapes
+        k, c = node.weights["kernel"].shape
+        if not s or s[-1] != k:
+            raise UnsupportedLayerError(f"{node.describe()}: input shape {s} does not end in the "
+                                        f"kernel's {k} inputs")
+        return [tuple(s[:-1]) + (c,)]
+
+    def run_float(self, node, inputs):
+        (x,) = inputs
+        w = node.weights["kernel"].astype(np.float64)
+        y = np.asarray(x, np.float64) @ w
+        if "bias" in node.weights:
+            y = y + node.weights["bias"]
+        return [apply_clamp(y, node.attrs.get("clamp"))]
+
+    def quantize(self, node, q):
+        x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
+        kernel = node.weights["kernel"]
+        w_q, w_scale = quantize_weights(kernel.T, per_channel=q.per_channel)     # [C, K]
+        bias_scale = x_qp.scale * w_scale
+        bias = node.weights.get("bias", np.zeros(kernel.shape[1]))
+        b_q = quantize_bias(bias, bias_scale, node.describe())
+        b_eff = b_q - x_qp.zero_point * w_q.astype(np.int64).sum(axis=1)
+        if np.any(np.abs(b_eff) > INT32_MAX):
+            raise OverflowRiskError(f"{node.describe()}: its int32 bias with the input "
+                                    "zero-point term folded in does not fit int32")
+        m0, shift = requant_multipliers(bias_scale / y_qp.scale, node.describe())
+        lo, hi = activation_bounds(node.attrs.get("clamp"), y_qp)
+        return DenseStep(node.name, node.layer, node.inputs, node.outputs,
+                         np.ascontiguousarray(w_q), b_eff.astype(np.int32), m0, shift,
+                         y_qp.zero_point, lo, hi)
+
+
+class DenseStep(Step):
+    op = "dense"
+
+    def __init__(self, name, layer, inputs, outputs, w_q, bias, m0, shift, out_zp, act_min, act_max):
+        super().__init__(name, layer, inputs, outputs)
+        self.w_q, self.bias, self.m0, self.shift = w_q, bias, m0, shift   # [C, K], [C] x3
+        self.out_zp, self.act_min, self.act_max = int(out_zp), int(act_min), int(act_max)
+
+    def bind(self, bufs):
+        x = bufs[self.inputs[0]]
+        y = bufs[self.outputs[0]]
+        k, c = self.w_q.shape[1], self.w_q.shape[0]
+        x2, y2 = x.reshape(-1, k), y.reshape(-1, c)
+        args = (x2, self.w_q, self.bias, self.m0, self.shift, self.out_zp, self.act_min,
+                self.act_max, y2)
+        kernel = _dense.dense
+        return lambda: kernel(*args)
+
+    def accumulators(self, ins):
+        k = self.w_q.shape[1]
+        return oracle.dense_accumulators(ins[0].reshape(-1, k), self.w_q, self.bias)
+
+    def oracle(self, ins):
+        x = ins[0]
+        k = self.w_q.shape[1]
+        y = oracle.dense(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift,
+                         self.out_zp, self.act_min, self.act_max)
+        return [y.reshape(x.shape[:-1] + (self.w_q.shape[0],))]
+
+    def overflow_bound(self):
+        worst = (np.abs(self.bias.astype(np.int64))
+                 + ACC_INPUT_MAX * np.abs(self.w_q.astype(np.int64)).sum(axis=1))
+        worst = worst << np.maximum(self.shift.astype(np.int64), 0)   # left shift before the multiply
+        return OverflowBound(self.layer, self.op, worst)

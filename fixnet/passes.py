@@ -1,0 +1,110 @@
+"""Graph rewrites before quantization. Each takes a Graph and returns a new one computing the
+same function (up to float rounding): identities removed, BatchNorm folded into the Dense before
+it, clamp activations fused into the layer before them."""
+import copy
+
+import numpy as np
+
+from .activations import ACTIVATIONS, relu_with_params
+from .graph import Graph
+
+
+def _copy(graph):
+    nodes = [copy.copy(n) for n in graph.nodes]
+    for n in nodes:
+        n.inputs, n.outputs = list(n.inputs), list(n.outputs)
+        n.attrs, n.weights = dict(n.attrs), dict(n.weights)
+    return Graph(list(graph.inputs), list(graph.outputs), nodes, dict(graph.shapes), graph.name,
+                 graph.source)
+
+
+def _rename_tensor(graph, old, new):
+    for n in graph.nodes:
+        n.inputs = [new if t == old else t for t in n.inputs]
+    graph.outputs = [new if t == old else t for t in graph.outputs]
+
+
+def _sole_consumer(graph, tensor):
+    """The one node reading ``tensor``, if exactly one does and it is not a model output."""
+    if tensor in graph.outputs:
+        return None
+    users = graph.consumers().get(tensor, [])
+    return users[0] if len(users) == 1 else None
+
+
+def remove_identities(graph):
+    g = _copy(graph)
+    for n in list(g.nodes):
+        if n.op != "identity":
+            continue
+        src, dst = n.inputs[0], n.outputs[0]
+        if dst in g.outputs and src in g.inputs:
+            continue       # an identity model: keep a node so the output has a producer
+        g.nodes.remove(n)
+        if dst in g.outputs:
+            # keep the model's output name: the producer of src writes dst instead
+            prod = g.producers()[src]
+            prod.outputs = [dst if t == src else t for t in prod.outputs]
+            _rename_tensor(g, src, dst)
+            g.shapes[dst] = g.shapes[src]
+        else:
+            _rename_tensor(g, dst, src)
+    return g
+
+
+def fold_batchnorm(graph):
+    """dense (no clamp) -> affine  becomes one dense with scaled kernel and shifted bias."""
+    g = _copy(graph)
+    prods = g.producers()
+    for bn in list(g.nodes):
+        if bn.op != "affine":
+            continue
+        d = prods.get(bn.inputs[0])
+        if d is None or d.op != "dense" or d.attrs.get("clamp") is not None:
+            continue
+        if _sole_consumer(g, bn.inputs[0]) is not bn:
+            continue
+        scale, offset = bn.weights["scale"], bn.weights["offset"]
+        kernel = d.weights["kernel"].astype(np.float64) * scale[None, :]
+        bias = d.weights.get("bias", np.zeros(kernel.shape[1])).astype(np.float64) * scale + offset
+        d.weights = {"kernel": kernel, "bias": bias}
+        d.attrs["clamp"] = bn.attrs.get("clamp")
+        d.attrs["folded"] = d.attrs.get("folded", []) + [bn.layer]
+        d.outputs = list(bn.outputs)
+        g.nodes.remove(bn)
+        prods = g.producers()
+    return g
+
+
+def _clamp_of(node):
+    if node.op != "activation":
+        return None
+    if node.attrs["fn"] == "relu_params":
+        return relu_with_params(**node.attrs["params"])[1]
+    return ACTIVATIONS[node.attrs["fn"]][1]
+
+
+def fuse_activations(graph):
+    """dense/affine -> clamp activation (relu, relu6, ...) becomes the producer's clamp bounds."""
+    g = _copy(graph)
+    prods = g.producers()
+    for act in list(g.nodes):
+        clamp = _clamp_of(act)
+        if clamp is None:
+            continue
+        p = prods.get(act.inputs[0])
+        if p is None or p.op not in ("dense", "affine") or p.attrs.get("clamp") is not None:
+            continue
+        if _sole_consumer(g, act.inputs[0]) is not act:
+            continue
+        p.attrs["clamp"] = clamp
+        p.attrs["fused"] = p.attrs.get("fused", []) + [act.layer]
+        p.outputs = list(act.outputs)
+        g.nodes.remove(act)
+        prods = g.producers()
+    return g
+
+
+def optimize(graph):
+    """All passes, in the order that lets each enable the next."""
+    return fuse_activations(fold_batchnorm(remove_identities(graph)))

@@ -1,0 +1,229 @@
+"""QuantizedModel: a flat list of integer kernel steps over buffers planned once per batch size.
+
+Float appears only at the two boundaries of predict: quantizing a float input and dequantizing
+the outputs. Everything between is int8 tensors and integer kernels.
+"""
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ._kernels import _elementwise
+from .errors import InputDtypeError, InputShapeError, NonFiniteInputError, FixnetError
+from .quant.qparams import QParams
+
+MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
+_ARENAS_KEPT = 4
+
+
+@dataclass
+class TensorSpec:
+    shape: Tuple[int, ...]          # without batch
+    qparams: QParams
+
+
+@dataclass
+class OverflowBound:
+    """Static proof for one layer: the worst |int32 accumulator| any input can produce."""
+    layer: str
+    op: str
+    worst: np.ndarray               # int64 [channels]: worst-case |accumulator| per output channel
+    what: str = "accumulator"
+
+    @property
+    def headroom_bits(self):
+        """Bits left before int32 wraps (>= 0 means proven; negative means it can wrap)."""
+        w = max(int(self.worst.max()) if self.worst.size else 0, 1)
+        return 31.0 - float(np.log2(w))
+
+    @property
+    def proven(self):
+        return int(self.worst.max() if self.worst.size else 0) < 2 ** 31
+
+
+class Step:
+    """One kernel call. Subclasses implement ``bind`` (fast path) and ``oracle`` (ground truth)."""
+    op = ""
+    alias = False     # True: output buffer is a reshaped view of the input buffer, no kernel runs
+
+    def __init__(self, name, layer, inputs, outputs):
+        self.name = name          # node name
+        self.layer = layer        # Keras layer name (for messages)
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+
+    def bind(self, bufs):
+        """Return a zero-argument callable that runs the Cython kernel on the given buffers."""
+        raise NotImplementedError
+
+    def oracle(self, ins):
+        """Pure-NumPy integer result: list of int8 input arrays -> list of int8 outputs."""
+        raise NotImplementedError
+
+    def accumulators(self, ins):
+        """int64 accumulators before requantization (None for ops without one)."""
+        return None
+
+    def overflow_bound(self) -> Optional[OverflowBound]:
+        return None
+
+
+class QuantizedModel:
+    """An int8 network ready to run. Build one with ``fixnet.load(path).quantize(data)``."""
+
+    def __init__(self, steps: List[Step], tensors, inputs, outputs, name="model", source=""):
+        self.steps = steps
+        self.tensors = tensors        # name -> TensorSpec
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.name = name
+        self.source = source
+        self._arenas = OrderedDict()
+
+    # -- properties users look at -------------------------------------------------------
+    @property
+    def input_shapes(self):
+        return [self.tensors[t].shape for t in self.inputs]
+
+    @property
+    def input_qparams(self):
+        return [self.tensors[t].qparams for t in self.inputs]
+
+    @property
+    def output_qparams(self):
+        return [self.tensors[t].qparams for t in self.outputs]
+
+    def __repr__(self):
+        return (f"<QuantizedModel '{self.name}': {len(self.steps)} int8 steps, "
+                f"inputs {self.input_shapes}, outputs {[self.tensors[t].shape for t in self.outputs]}>")
+
+    # -- running --------------------------------------------------------------------------
+    def predict(self, x, output="float32"):
+        """Run the int8 network.
+
+        x: float32/float64 array (quantized at the input with the input's scale and zero
+           point), or int8 (taken as already quantized); shape (batch,) + input shape. A list
+           of arrays for a model with several inputs.
+        output: "float32" (dequantized, the default) or "int8" (raw codes; see output_qparams).
+        Returns one array, or a list for a model with several outputs.
+        """
+        if output not in ("float32", "int8"):
+            raise FixnetError(f"predict: output must be 'float32' or 'int8', not {output!r}")
+        xs = self._check_inputs(x)
+        n = xs[0].shape[0]
+        results = [np.empty((n,) + self.tensors[t].shape,
+                            np.float32 if output == "float32" else np.int8) for t in self.outputs]
+        for start in range(0, n, MAX_ROWS_PER_PASS):
+            stop = min(n, start + MAX_ROWS_PER_PASS)
+            bufs, calls = self._arena(stop - start)
+            for t, xi in zip(self.inputs, xs):
+                self._load_input(t, xi[start:stop], bufs[t])
+            for call in calls:
+                call()
+            for t, res in zip(self.outputs, results):
+                if output == "int8":
+                    res[start:stop] = bufs[t]
+                else:
+                    qp = self.tensors[t].qparams
+                    _elementwise.dequantize(bufs[t].reshape(-1), qp.scale, qp.zero_point,
+                                            res[start:stop].reshape(-1))
+        return results[0] if len(results) == 1 else results
+
+    def predict_oracle(self, x):
+        """The same network run step by step with the pure-NumPy oracle (int8 outputs).
+        Slow; it is the ground truth the Cython kernels are checked against."""
+        xs = self._check_inputs(x)
+        vals = {}
+        for t, xi in zip(self.inputs, xs):
+            vals[t] = xi if xi.dtype == np.int8 else self.tensors[t].qparams.quantize(xi)
+        for s in self.steps:
+            outs = s.oracle([vals[t] for t in s.inputs])
+            for t, o in zip(s.outputs, outs):
+                vals[t] = o.reshape((o.shape[0],) + self.tensors[t].shape)
+        res = [vals[t] for t in self.outputs]
+        return res[0] if len(res) == 1 else res
+
+    def _load_input(self, name, x, buf):
+        if x.dtype == np.int8:
+            np.copyto(buf, x)
+            return
+        qp = self.tensors[name].qparams
+        bad = _elementwise.quantize(np.ascontiguousarray(x, np.float32).reshape(-1), qp.scale,
+                                    qp.zero_point, buf.reshape(-1))
+        if bad:
+            raise NonFiniteInputError(
+                f"input '{name}' holds {bad} NaN or infinite value(s); int8 cannot represent them")
+
+    def _check_inputs(self, x):
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(self.inputs):
+            raise InputShapeError(f"model takes {len(self.inputs)} input(s) "
+                                  f"({', '.join(self.inputs)}), got {len(xs)} array(s)")
+        out = []
+        n = None
+        for name, xi in zip(self.inputs, xs):
+            xi = check_input_array(xi, name, self.tensors[name].shape, allow_int8=True)
+            if n is not None and xi.shape[0] != n:
+                raise InputShapeError(f"input '{name}' has batch size {xi.shape[0]}, another "
+                                      f"input has {n}")
+            n = xi.shape[0]
+            out.append(xi)
+        return out
+
+    def _arena(self, n):
+        """Buffers for batch size n and the kernel calls bound to them, planned once."""
+        if n in self._arenas:
+            self._arenas.move_to_end(n)
+            return self._arenas[n]
+        bufs = {}
+        for t in self.inputs:
+            bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
+        calls = []
+        for s in self.steps:
+            if s.alias:
+                src = bufs[s.inputs[0]]
+                bufs[s.outputs[0]] = src.reshape((n,) + self.tensors[s.outputs[0]].shape)
+                continue
+            for t in s.outputs:
+                bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
+            calls.append(s.bind(bufs))
+        self._arenas[n] = (bufs, calls)
+        while len(self._arenas) > _ARENAS_KEPT:
+            self._arenas.popitem(last=False)
+        return bufs, calls
+
+    # -- the overflow proof --------------------------------------------------------------
+    def overflow_bounds(self):
+        return [b for b in (s.overflow_bound() for s in self.steps) if b is not None]
+
+    def overflow_report(self):
+        """Per-layer static bound on every int32 accumulator, with headroom in bits."""
+        from .report import OverflowReport
+        return OverflowReport(self.overflow_bounds())
+
+
+def check_input_array(x, name, shape, allow_int8):
+    """Validate one input array against the model's input ``shape`` (without batch)."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # ragged lists and the like
+            raise InputDtypeError(f"input '{name}': cannot be made into an array ({e})") from None
+    if x.dtype == np.int8 and allow_int8:
+        pass
+    elif x.dtype.kind == "f":
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+    else:
+        allowed = "float32 or int8" if allow_int8 else "float32"
+        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass {allowed} "
+                              "(int8 means already quantized with the model's input scale/zero point)")
+    want = tuple(shape)
+    if x.shape[1:] != want or x.ndim != len(want) + 1:
+        hint = ""
+        if x.shape == want:
+            hint = "; this looks like a single sample: add a batch axis (x[None])"
+        raise InputShapeError(f"input '{name}': expected shape (batch, {', '.join(map(str, want))})"
+                              f"{',' if len(want) == 1 else ''} got {x.shape}{hint}")
+    return x
