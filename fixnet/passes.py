@@ -76,6 +76,30 @@ def fold_batchnorm(graph):
     return g
 
 
+def fold_affine_into_next_dense(graph):
+    """affine (no clamp) -> dense  becomes one dense: x*s + o feeding W is x @ (s * W) + o @ W.
+    This is a BatchNormalization right after the input or a Flatten."""
+    g = _copy(graph)
+    prods = g.producers()
+    for d in list(g.nodes):
+        if d.op != "dense":
+            continue
+        a = prods.get(d.inputs[0])
+        if a is None or a.op != "affine" or a.attrs.get("clamp") is not None:
+            continue
+        if _sole_consumer(g, d.inputs[0]) is not d:
+            continue
+        kernel = d.weights["kernel"].astype(np.float64)
+        bias = d.weights.get("bias", np.zeros(kernel.shape[1])).astype(np.float64)
+        d.weights = {"kernel": a.weights["scale"][:, None] * kernel,
+                     "bias": bias + a.weights["offset"] @ kernel}
+        d.attrs["folded"] = [a.layer] + d.attrs.get("folded", [])
+        d.inputs = list(a.inputs)
+        g.nodes.remove(a)
+        prods = g.producers()
+    return g
+
+
 def _clamp_of(node):
     if node.op != "activation":
         return None
@@ -107,4 +131,4 @@ def fuse_activations(graph):
 
 def optimize(graph):
     """All passes, in the order that lets each enable the next."""
-    return fuse_activations(fold_batchnorm(remove_identities(graph)))
+    return fuse_activations(fold_affine_into_next_dense(fold_batchnorm(remove_identities(graph))))

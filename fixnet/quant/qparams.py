@@ -51,7 +51,8 @@ def qparams_from_range(lo, hi):
         raise QuantizationError(f"range [{lo}, {hi}] is not finite")
     if hi - lo < 1e-12:            # a tensor that is always 0: any scale represents it
         return QParams(1.0 / 255.0, INT8_MIN)
-    scale = (hi - lo) / 255.0
+    # scales are stored as float32, as TFLite stores them, so both quantize alike
+    scale = float(np.float32((hi - lo) / 255.0))
     zp = int(np.clip(round_half_away(INT8_MIN - lo / scale), INT8_MIN, INT8_MAX))
     return QParams(scale, zp)
 

@@ -1,0 +1,37 @@
+import os
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = os.path.join(ROOT, "models")
+FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS) if f.endswith(".h5"))
+
+
+def fixture_path(name, ext=".h5"):
+    return os.path.join(MODELS, name + ext)
+
+
+def fixture_data(name):
+    with np.load(fixture_path(name, ".npz")) as d:
+        return {k: d[k] for k in d.files}
+
+
+@pytest.fixture
+def copy_fixture(tmp_path):
+    """Copy a fixture .h5 to tmp so a test can damage or edit it."""
+    def make(name="mlp_func_tfk2", new_name=None):
+        dst = tmp_path / ((new_name or name) + ".h5")
+        shutil.copy(fixture_path(name), dst)
+        return str(dst)
+    return make
+
+
+def edit_config(path, edit):
+    """Rewrite the JSON model_config of an .h5 file in place with ``edit(dict) -> dict``."""
+    import json
+    with h5py.File(path, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        f.attrs["model_config"] = json.dumps(edit(cfg))

@@ -1,0 +1,184 @@
+"""The numeric contract: what quantize() produces, and the static overflow proof."""
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fixnet
+from fixnet import oracle
+from fixnet.ops.dense import DenseStep
+from fixnet.quant.qparams import qparams_from_range, quantize_weights
+from conftest import fixture_data, fixture_path
+
+
+@pytest.fixture(scope="module")
+def seq():
+    d = fixture_data("mlp_seq_k3")
+    fm = fixnet.load(fixture_path("mlp_seq_k3"))
+    return d, fm, fm.quantize(d["x_calib"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-1e4, 1e4), st.floats(-1e4, 1e4))
+def test_activation_range_contains_zero_exactly_and_covers_the_range(a, b):
+    lo, hi = min(a, b), max(a, b)
+    qp = qparams_from_range(lo, hi)
+    assert -128 <= qp.zero_point <= 127
+    assert qp.scale > 0
+    rlo, rhi = qp.real_range
+    # real 0.0 is exactly the zero-point code
+    assert qp.dequantize(qp.zero_point) == 0.0
+    # the range is covered up to the half step lost to the zero point's rounding
+    assert rlo <= min(lo, 0.0) + qp.scale and rhi >= max(hi, 0.0) - qp.scale
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 40), st.floats(1e-4, 1e3))
+def test_weights_are_symmetric_per_channel_in_minus127_127(c, k, mag):
+    rng = np.random.default_rng(c * 1000 + k)
+    w = rng.normal(size=(c, k)) * mag * rng.uniform(0.01, 1, size=(c, 1))
+    q, scale = quantize_weights(w)
+    assert q.dtype == np.int8 and q.min() >= -127 and q.max() <= 127
+    assert np.all(np.abs(q).max(axis=1) == 127)        # each channel uses its full range
+    assert np.all(np.abs(q * scale[:, None] - w) <= scale[:, None] / 2 + 1e-12)
+
+
+def test_per_tensor_weights_option(seq):
+    d, fm, _ = seq
+    qm = fm.quantize(d["x_calib"], per_channel=False)
+    for s in qm.steps:
+        if isinstance(s, DenseStep):
+            assert np.abs(s.w_q).max() == 127
+            assert np.unique(np.abs(s.w_q).max(axis=1)).size > 1   # one scale for all channels
+    assert (qm.predict(d["x_test"]).argmax(1) == d["y_test"]).mean() >= 0.95
+
+
+def test_quantized_steps_follow_the_contract(seq):
+    d, fm, qm = seq
+    dense = [s for s in qm.steps if isinstance(s, DenseStep)]
+    assert len(dense) == 3                                   # BatchNorm folded, ReLUs fused, no Dropout
+    assert [s.op for s in qm.steps] == ["dense", "dense", "dense", "softmax"]
+    for s in dense:
+        assert s.w_q.dtype == np.int8 and s.w_q.min() >= -127
+        assert s.bias.dtype == np.int32
+        assert np.all((s.m0 >= 2 ** 30) | (s.m0 == 0)) and s.m0.dtype == np.int32
+    # the first two layers carry a ReLU: their clamp starts at the zero point (real 0.0)
+    for s in dense[:2]:
+        assert s.act_min == s.out_zp
+    assert dense[2].act_min == -128
+    sm = qm.output_qparams[0]
+    assert (sm.scale, sm.zero_point) == (1 / 256, -128)
+
+
+def test_zero_point_term_is_folded_into_the_bias(seq):
+    # acc = bias + sum (x_q - x_zp) w_q  ==  (bias - x_zp sum w_q) + sum x_q w_q
+    d, fm, qm = seq
+    s = qm.steps[0]
+    x_qp = qm.input_qparams[0]
+    x_q = x_qp.quantize(d["x_test"][:20]).astype(np.int64)
+    w = s.w_q.astype(np.int64)
+    kernel = fm.graph.nodes[0].weights["kernel"].astype(np.float64)
+    w_scale = np.abs(kernel).max(axis=0) / 127
+    b_true = oracle.round_half_away(fm.graph.nodes[0].weights["bias"] / (x_qp.scale * w_scale))
+    acc_true = b_true + (x_q - x_qp.zero_point) @ w.T
+    assert np.array_equal(oracle.dense_accumulators(x_q.astype(np.int8), s.w_q, s.bias), acc_true)
+
+
+def test_any_batch_size_and_chunking(seq):
+    d, _, qm = seq
+    x = np.concatenate([d["x_test"]] * 2)               # 720 rows: several 256-row passes
+    full = qm.predict(x)
+    assert full.shape == (720, 10) and full.dtype == np.float32
+    for n in (0, 1, 7, 256, 257):
+        assert np.array_equal(qm.predict(x[:n]), full[:n])
+    # arenas are reused: running again gives the same answer
+    assert np.array_equal(qm.predict(x[:7]), full[:7])
+
+
+def test_int8_input_is_taken_as_quantized(seq):
+    d, _, qm = seq
+    x = d["x_test"][:50]
+    xq = qm.input_qparams[0].quantize(x)
+    assert np.array_equal(qm.predict(xq, output="int8"), qm.predict(x, output="int8"))
+    out = qm.predict(x)
+    raw = qm.predict(x, output="int8")
+    assert raw.dtype == np.int8
+    assert np.array_equal(out, qm.output_qparams[0].dequantize(raw))
+
+
+def test_float64_and_noncontiguous_input(seq):
+    d, _, qm = seq
+    x = d["x_test"][:40]
+    ref = qm.predict(x)
+    assert np.array_equal(qm.predict(x.astype(np.float64)), ref)
+    xt = np.asfortranarray(x)
+    assert np.array_equal(qm.predict(xt), ref)
+    assert np.array_equal(qm.predict(x[::2]), ref[::2])
+
+
+def test_calibration_as_list_of_batches_or_generator(seq):
+    d, fm, qm = seq
+    batches = [d["x_calib"][i:i + 50] for i in range(0, 200, 50)]
+    qm2 = fm.quantize(batches)
+    qm3 = fm.quantize(b for b in batches)
+    x = d["x_test"]
+    assert np.array_equal(qm2.predict(x, output="int8"), qm.predict(x, output="int8"))
+    assert np.array_equal(qm3.predict(x, output="int8"), qm.predict(x, output="int8"))
+
+
+def _set_bias(path, layer, dataset, value):
+    with h5py.File(path, "r+") as f:
+        ds = f[f"model_weights/{layer}/{dataset}"]
+        b = np.array(ds)
+        b[3] = value
+        ds[...] = b
+
+
+def test_overflow_risk_names_the_layer(copy_fixture):
+    # a bias so large that |bias_q| alone is close to 2^31: the worst-case accumulator cannot
+    # be proven to stay inside int32
+    p = copy_fixture("mlp_seq_tfk2")
+    d = fixture_data("mlp_seq_tfk2")
+    fm = fixnet.load(p)
+    qm = fm.quantize(d["x_calib"])
+    s = qm.steps[2]                                      # dense_2, 32 -> 10
+    kernel = fm.graph.nodes[-2].weights["kernel"]
+    in_scale = qm.tensors[s.inputs[0]].qparams.scale
+    w_scale = np.abs(kernel[:, 3]).max() / 127
+    _set_bias(p, "dense_2", "dense_2/bias:0", (2 ** 31 - 1000) * in_scale * w_scale)
+    fm = fixnet.load(p)
+    with pytest.raises(fixnet.OverflowRiskError, match=r"layer 'dense_2'.*channel 3"):
+        fm.quantize(d["x_calib"])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        qm = fm.quantize(d["x_calib"], on_overflow_risk="warn")
+    assert any("dense_2" in str(x.message) for x in w)
+    rep = qm.overflow_report()
+    assert not rep.proven
+    bad = [r for r in rep if not r["proven"]]
+    assert [r["layer"] for r in bad] == ["dense_2"] and bad[0]["headroom_bits"] <= 0
+    assert "NO" in str(rep)
+
+
+def test_bias_beyond_int32_is_a_quantization_error(copy_fixture):
+    p = copy_fixture("mlp_seq_tfk2")
+    d = fixture_data("mlp_seq_tfk2")
+    _set_bias(p, "dense_2", "dense_2/bias:0", 1e9)
+    with pytest.raises(fixnet.QuantizationError, match=r"dense_2.*channel 3"):
+        fixnet.load(p).quantize(d["x_calib"])
+
+
+def test_overflow_report_structure(seq):
+    _, _, qm = seq
+    rep = qm.overflow_report().to_dict()
+    assert rep["proven"]
+    names = [r["layer"] for r in rep["layers"]]
+    assert names == ["dense", "dense_1", "dense_2", "dense_2"]
+    for r in rep["layers"]:
+        assert r["worst_abs"] < 2 ** 31 and r["headroom_bits"] > 0
+    # the dense bound is |bias| + 128 * sum|w_q| per channel: check it independently
+    s = qm.steps[0]
+    worst = np.abs(s.bias.astype(np.int64)) + 128 * np.abs(s.w_q.astype(np.int64)).sum(1)
+    assert rep["layers"][0]["worst_abs"] == int(worst.max())
