@@ -1,0 +1,302 @@
+"""The integer semantics of every fixnet int8 op, in plain NumPy: the bit-exact ground truth.
+
+The Cython kernels in ``fixnet/_kernels`` must agree with these functions bit for bit, and
+checked execution runs them (with int64 accumulators) to prove no int32 accumulator wraps.
+Arithmetic is done in int64 throughout, so nothing here can overflow silently; inputs that
+the contract says are int32 are checked to be int32.
+
+Conventions (gemmlowp / TFLite, Jacob et al. CVPR 2018):
+
+* a quantized tensor holds int8 ``q`` and means ``scale * (q - zero_point)``;
+* a real multiplier ``M`` in (0, 2^30) is stored as ``m0 * 2^(shift - 31)`` with ``m0`` in
+  [2^30, 2^31) (or ``m0 = 0`` for M = 0) and ``shift`` in [-31, 30];
+* int32 accumulators that leave int32 wrap modulo 2^32 (the kernels define it that way; the
+  quantizer's overflow proof says it never happens, ``dense_accumulators`` checks it).
+"""
+import math
+
+import numpy as np
+
+INT32_MIN = -(2 ** 31)
+INT32_MAX = 2 ** 31 - 1
+
+__all__ = [
+    "saturating_rounding_doubling_high_mul",
+    "rounding_divide_by_pot",
+    "multiply_by_quantized_multiplier",
+    "quantize_multiplier",
+    "round_half_away",
+    "quantize",
+    "dequantize",
+    "dense",
+    "dense_accumulators",
+    "softmax",
+    "lookup",
+    "channel_affine",
+    "channel_affine_accumulators",
+    "requantize",
+]
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+def _int64(a, name, lo=INT32_MIN, hi=INT32_MAX):
+    """a as an int64 array, after checking every value lies in [lo, hi]."""
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "iub":
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        raise ValueError(f"{name}: values must lie in [{lo}, {hi}], "
+                         f"got [{arr.min()}, {arr.max()}]")
+    return arr
+
+
+def _wrap_int32(a):
+    """int64 values modulo 2^32, as two's complement int32 values (still int64 dtype)."""
+    return ((a + 2 ** 31) & 0xFFFFFFFF) - 2 ** 31
+
+
+def _check_zero_point(zp, name):
+    if not -128 <= int(zp) <= 127:
+        raise ValueError(f"{name} = {zp} is outside the int8 range [-128, 127]")
+
+
+def _check_output_range(out_zp, act_min, act_max):
+    _check_zero_point(out_zp, "out_zp")
+    if not -128 <= int(act_min) <= int(act_max) <= 127:
+        raise ValueError(f"act_min = {act_min}, act_max = {act_max} must satisfy "
+                         f"-128 <= act_min <= act_max <= 127")
+
+
+def _check_scale(scale):
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale = {scale!r} must be finite and positive")
+
+
+def _clamp_to_int8(out_zp, value, act_min, act_max):
+    return np.clip(np.int64(out_zp) + value, act_min, act_max).astype(np.int8)
+
+
+# ---- fixed-point arithmetic ----------------------------------------------------------------
+
+def saturating_rounding_doubling_high_mul(a, b):
+    """High 32 bits of 2*a*b, i.e. round(a * b / 2^31), ties toward +inf.
+
+    a, b: int32 values (arrays broadcast). The one result beyond int32, a = b = -2^31, is
+    saturated to 2^31 - 1. Returns int32.
+    """
+    a = _int64(a, "a")
+    b = _int64(b, "b")
+    ab = a * b  # |ab| <= 2^62: exact in int64
+    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    t = ab + nudge
+    quotient = np.sign(t) * (np.abs(t) >> 31)  # C division: truncates toward zero
+    result = np.where((a == INT32_MIN) & (b == INT32_MIN), np.int64(INT32_MAX), quotient)
+    return result.astype(np.int32)
+
+
+def rounding_divide_by_pot(x, exponent):
+    """x / 2^exponent rounded to nearest, ties away from zero.
+
+    x: int32 values; exponent: integers in [0, 31] (arrays broadcast). Returns int32.
+    """
+    x = _int64(x, "x")
+    exponent = _int64(exponent, "exponent", 0, 31)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return ((x >> exponent) + (remainder > threshold)).astype(np.int32)
+
+
+def multiply_by_quantized_multiplier(acc, m0, shift):
+    """acc * m0 * 2^(shift - 31), in integer arithmetic with two roundings (TFLite's).
+
+    acc: int32 values; m0: int32, normally in [2^30, 2^31) or 0; shift: in [-31, 30]
+    (arrays broadcast). For shift > 0, acc is first multiplied by 2^shift and saturated to
+    int32 (defined here; C++ TFLite leaves that overflow undefined); for shift < 0 the
+    product is divided by 2^-shift with rounding_divide_by_pot. Returns int32.
+    """
+    acc = _int64(acc, "acc")
+    m0 = _int64(m0, "m0")
+    shift = _int64(shift, "shift", -31, 30)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    x = np.clip(acc * (np.int64(1) << left), INT32_MIN, INT32_MAX)  # |acc * 2^30| < 2^62
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, m0), right)
+
+
+def quantize_multiplier(real):
+    """Split a real multiplier into (m0, shift) with real ~= m0 * 2^(shift - 31).
+
+    real: float >= 0, < 2^30. m0 in [2^30, 2^31) and shift in [-31, 30], relative error at
+    most 2^-31; (0, 0) for real == 0 or real too small to represent (shift would be < -31).
+    Raises ValueError for negative, non-finite or too large (>= 2^30, shift > 30) values.
+    """
+    real = float(real)
+    if not math.isfinite(real) or real < 0:
+        raise ValueError(f"quantize_multiplier: real = {real!r} must be finite and >= 0")
+    if real == 0.0:
+        return 0, 0
+    fraction, shift = math.frexp(real)  # real = fraction * 2^shift, fraction in [0.5, 1)
+    # fraction * 2^31 is exact in double; +0.5 is exact too (at most 22 fraction bits left),
+    # so this is round half away from zero (as C round()) on a positive value.
+    m0 = math.floor(fraction * 2.0 ** 31 + 0.5)
+    if m0 == 2 ** 31:
+        m0 //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        raise ValueError(f"quantize_multiplier: real = {real!r} is too large "
+                         f"(needs shift {shift} > 30)")
+    return int(m0), int(shift)
+
+
+# ---- float boundaries ----------------------------------------------------------------------
+
+def round_half_away(v):
+    """Round float64 values to the nearest integer, ties away from zero (C round()).
+
+    Returns float64 (values may exceed every integer type); NaN and inf pass through.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    t = np.trunc(v)
+    with np.errstate(invalid="ignore"):  # inf - inf
+        frac = v - t  # exact: t and v share the exponent or t == 0
+        return np.where(np.abs(frac) >= 0.5, t + np.sign(v), t)
+
+
+def quantize(x, scale, zp):
+    """Real values -> int8: clamp(round_half_away(float64(x) / scale) + zp, -128, 127).
+
+    x: float array (any shape); scale: real units per int8 step, finite > 0; zp in
+    [-128, 127]. Non-finite x map to zp (count them with ``~np.isfinite(x)``).
+    Returns int8 of x's shape.
+    """
+    _check_scale(scale)
+    _check_zero_point(zp, "zp")
+    x = np.asarray(x)
+    v = x.astype(np.float64)
+    finite = np.isfinite(v)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = round_half_away(np.where(finite, v, 0.0) / scale) + zp
+    q = np.clip(q, -128, 127)
+    return np.where(finite, q, zp).astype(np.int8)
+
+
+def dequantize(q, scale, zp):
+    """int8 -> real values: float32(float64(q - zp) * scale). Returns float32."""
+    _check_scale(scale)
+    _check_zero_point(zp, "zp")
+    q = _int64(q, "q", -128, 127)
+    return ((q - zp).astype(np.float64) * scale).astype(np.float32)
+
+
+# ---- layers --------------------------------------------------------------------------------
+
+def dense_accumulators(x, w, bias):
+    """Exact int64 accumulators of dense: bias[c] + sum_k x[n, k] * w[c, k].
+
+    x: int8 [N, K]; w: int8 [C, K]; bias: int32 [C]. Returns int64 [N, C]; a value outside
+    int32 means the int32 kernel would wrap (checked mode raises on it).
+    """
+    x = _int64(x, "x", -128, 127)
+    w = _int64(w, "w", -128, 127)
+    bias = _int64(bias, "bias")
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"dense: x {x.shape} and w {w.shape} must be [N, K] and [C, K]")
+    if bias.shape != (w.shape[0],):
+        raise ValueError(f"dense: bias has shape {bias.shape}, expected ({w.shape[0]},)")
+    # int64 matmul is exact here: |sum| <= K * 2^14 + 2^31, far below 2^63.
+    return bias[None, :] + x @ w.T
+
+
+def dense(x, w, bias, m0, shift, out_zp, act_min, act_max):
+    """Fully connected int8 layer.
+
+    out[n, c] = clamp(out_zp + multiply_by_quantized_multiplier(acc[n, c], m0[c], shift[c]),
+    act_min, act_max), acc = dense_accumulators(x, w, bias) taken modulo 2^32 as int32.
+    x: int8 [N, K] (input zero point folded into bias); w: int8 [C, K] in [-127, 127];
+    bias, m0, shift: int32 [C]. Returns int8 [N, C].
+    """
+    _check_output_range(out_zp, act_min, act_max)
+    acc = _wrap_int32(dense_accumulators(x, w, bias))
+    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(acc, m0, shift),
+                          act_min, act_max)
+
+
+def channel_affine_accumulators(x, w, bias):
+    """Exact int64 accumulators of channel_affine: bias[c] + x[n, c] * w[c].
+
+    x: int8 [N, C]; w: int8 [C]; bias: int32 [C]. Returns int64 [N, C].
+    """
+    x = _int64(x, "x", -128, 127)
+    w = _int64(w, "w", -128, 127)
+    bias = _int64(bias, "bias")
+    if x.ndim != 2 or w.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
+        raise ValueError(f"channel_affine: x {x.shape}, w {w.shape}, bias {bias.shape} "
+                         f"must be [N, C], [C], [C]")
+    return bias[None, :] + x * w[None, :]
+
+
+def channel_affine(x, w, bias, m0, shift, out_zp, act_min, act_max):
+    """Per-channel scale and offset on int8 (e.g. a BatchNorm that could not be folded).
+
+    out[n, c] = clamp(out_zp + multiply_by_quantized_multiplier(bias[c] + x[n, c] * w[c],
+    m0[c], shift[c]), act_min, act_max), the accumulator taken modulo 2^32 as int32.
+    x: int8 [N, C]; w: int8 [C]; bias, m0, shift: int32 [C]. Returns int8 [N, C].
+    """
+    _check_output_range(out_zp, act_min, act_max)
+    acc = _wrap_int32(channel_affine_accumulators(x, w, bias))
+    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(acc, m0, shift),
+                          act_min, act_max)
+
+
+def requantize(x, in_zp, m0, shift, out_zp, act_min, act_max):
+    """Move int8 data to another (scale, zero point): real factor in_scale / out_scale.
+
+    out = clamp(out_zp + multiply_by_quantized_multiplier(x - in_zp, m0, shift),
+    act_min, act_max). x: int8, any shape; in_zp, out_zp in [-128, 127]. Returns int8.
+    """
+    _check_zero_point(in_zp, "in_zp")
+    _check_output_range(out_zp, act_min, act_max)
+    x = _int64(x, "x", -128, 127)
+    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(x - in_zp, m0, shift),
+                          act_min, act_max)
+
+
+def lookup(x, table):
+    """out = table[x + 128]: an int8 -> int8 function given as 256 entries. Returns int8."""
+    table = np.asarray(table)
+    if table.shape != (256,):
+        raise ValueError(f"lookup: table has shape {table.shape}, expected (256,)")
+    x = _int64(x, "x", -128, 127)
+    return table[x + 128].astype(np.int8)
+
+
+def softmax(x, exp_table):
+    """Row-wise softmax on int8 logits; output scale 1/256, zero point -128.
+
+    x: int8 [N, C]. exp_table: int32 [256], entry d ~ 2^K * exp(-input_scale * d), entries
+    in [0, exp_table[0]], C * exp_table[0] < 2^31 and 256 * exp_table[0] < 2^31.
+    Per row: e_i = exp_table[max(x) - x_i], s = sum e_i,
+    out_i = clamp((256 * e_i + s // 2) // s - 128, -128, 127). Returns int8 [N, C].
+    """
+    x = _int64(x, "x", -128, 127)
+    table = _int64(exp_table, "exp_table", 0)
+    if x.ndim != 2:
+        raise ValueError(f"softmax: x has shape {x.shape}, expected [N, C]")
+    if table.shape != (256,):
+        raise ValueError(f"softmax: exp_table has shape {table.shape}, expected (256,)")
+    top = int(table[0])
+    if top <= 0 or table.max() > top:
+        raise ValueError("softmax: exp_table entries must lie in [0, exp_table[0]], "
+                         "exp_table[0] > 0")
+    if x.shape[1] * top >= 2 ** 31 or 256 * top >= 2 ** 31:
+        raise ValueError("softmax: C * exp_table[0] and 256 * exp_table[0] must be < 2^31")
+    if x.shape[1] == 0:
+        return np.zeros(x.shape, dtype=np.int8)
+    e = table[x.max(axis=1, keepdims=True) - x]
+    s = e.sum(axis=1, keepdims=True)
+    return np.clip((256 * e + s // 2) // s - 128, -128, 127).astype(np.int8)
