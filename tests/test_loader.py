@@ -12,13 +12,14 @@ from conftest import FIXTURES, edit_config, fixture_data, fixture_path
 from keras20 import to_keras20
 
 
-def test_loader_never_imports_tensorflow():
+def test_loader_never_imports_tensorflow(tmp_path):
     code = ("import sys, fixnet, numpy as np; fm = fixnet.load(sys.argv[1]);"
             "d = np.load(sys.argv[2]); fm.quantize(d['x_calib']).predict(d['x_test']);"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'torch')];"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code, fixture_path("mlp_func_k3"),
-                        fixture_path("mlp_func_k3", ".npz")], capture_output=True, text=True)
+                        fixture_path("mlp_func_k3", ".npz")], capture_output=True, text=True,
+                       cwd=str(tmp_path))   # import the installed fixnet, not the source tree
     assert r.returncode == 0, r.stdout + r.stderr
 
 
