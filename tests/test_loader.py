@@ -1,5 +1,6 @@
 """The HDF5 loader across Keras generations, read with h5py only."""
 import json
+import os
 import subprocess
 import sys
 
@@ -17,9 +18,11 @@ def test_loader_never_imports_tensorflow(tmp_path):
             "d = np.load(sys.argv[2]); fm.quantize(d['x_calib']).predict(d['x_test']);"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'torch')];"
             "print(bad); sys.exit(1 if bad else 0)")
+    # the subprocess imports the same fixnet this test process imported
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fixnet.__file__)))
     r = subprocess.run([sys.executable, "-c", code, fixture_path("mlp_func_k3"),
                         fixture_path("mlp_func_k3", ".npz")], capture_output=True, text=True,
-                       cwd=str(tmp_path))   # import the installed fixnet, not the source tree
+                       cwd=str(tmp_path), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
