@@ -8,12 +8,21 @@ from .errors import FixnetError, InputDtypeError, InputShapeError
 from .runtime import check_input_array
 
 
-def load(path):
-    """Read a Keras HDF5 model file (``model.save("x.h5")``) into a FloatModel.
+def load(path, weights=None):
+    """Read a Keras model into a FloatModel. Never imports TensorFlow, never runs code stored
+    in a file.
 
-    Never imports TensorFlow, never runs code stored in the file.
+    path: a full-model HDF5 file (``model.save("x.h5")``, any Keras from 2.0 to 3), a Keras 3
+        ``.keras`` archive, or an architecture JSON (``model.to_json()``) with ``weights``.
+    weights: with a JSON architecture, the weights file (``save_weights``: ``.h5`` or
+        ``.weights.h5``).
     """
-    from .keras_h5 import load_keras_h5
+    from .keras_h5 import load_keras_h5, load_keras_json
+    if weights is not None:
+        return FloatModel(load_keras_json(path, weights))
+    if os.fspath(path).lower().endswith(".json"):
+        raise FixnetError(f"{path}: an architecture JSON needs its weights: "
+                          "fixnet.load(path, weights='model.weights.h5')")
     return FloatModel(load_keras_h5(path))
 
 

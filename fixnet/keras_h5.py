@@ -56,19 +56,76 @@ class LayerWeights:
             f"{tuple(got)}, expected {tuple(want)}")
 
 
-def _read_layer_weights(root, path, layer, class_name):
-    if root is None or layer not in root:
-        return LayerWeights(path, layer, class_name, [])
-    g = root[layer]
-    names = [_text(n) for n in g.attrs.get("weight_names", [])]
-    items = []
-    for wn in names:
-        if wn not in g:
-            raise MissingWeightError(f"{path}: layer '{layer}' ({class_name}) lists weight "
-                                     f"'{wn}' but the file does not hold it")
-        short = wn.rsplit("/", 1)[-1].split(":", 1)[0]
-        items.append((short, np.asarray(g[wn][()], dtype=np.float32)))
-    return LayerWeights(path, layer, class_name, items)
+class LegacyWeights:
+    """Weights laid out as Keras 2 and Keras 3's ``.h5`` writers do: one group per layer under
+    the root (``model_weights`` in a full-model file, the file root after save_weights), with a
+    ``weight_names`` attribute listing dataset paths relative to that group, in order."""
+
+    def __init__(self, root, path):
+        self.root, self.path = root, path
+
+    def layer(self, name, class_name):
+        if self.root is None or name not in self.root:
+            return LayerWeights(self.path, name, class_name, [])
+        g = self.root[name]
+        return LayerWeights(self.path, name, class_name,
+                            self._items(g, [_text(n) for n in g.attrs.get("weight_names", [])],
+                                        name, class_name))
+
+    def _items(self, g, names, layer, class_name):
+        items = []
+        for wn in names:
+            if wn not in g:
+                raise MissingWeightError(f"{self.path}: layer '{layer}' ({class_name}) lists weight "
+                                         f"'{wn}' but the file does not hold it")
+            short = wn.rsplit("/", 1)[-1].split(":", 1)[0]
+            items.append((short, np.asarray(g[wn][()], dtype=np.float32)))
+        return items
+
+    def nested(self, name):
+        """The weights of a model used as a layer: all in the group named after it, each weight
+        path ending in <inner layer>/<weight>."""
+        g = self.root[name] if self.root is not None and name in self.root else None
+        return _NestedLegacyWeights(g, self.path, self)
+
+
+class _NestedLegacyWeights(LegacyWeights):
+    def __init__(self, group, path, parent):
+        super().__init__(group, path)
+        self.names = [_text(n) for n in group.attrs.get("weight_names", [])] if group is not None else []
+
+    def layer(self, name, class_name):
+        mine = [n for n in self.names if len(n.split("/")) >= 2 and n.split("/")[-2] == name]
+        if self.root is None:
+            return LayerWeights(self.path, name, class_name, [])
+        return LayerWeights(self.path, name, class_name, self._items(self.root, mine, name, class_name))
+
+    def nested(self, name):
+        return self          # deeper nesting: the same flat list, filtered by inner layer name
+
+
+class KerasV3Weights:
+    """Weights as Keras 3's native writer lays them out (``.keras`` archives and
+    ``.weights.h5``): ``layers/<layer>/vars/<i>``, nested models under ``layers/<model>/layers``."""
+
+    def __init__(self, root, path):
+        self.root, self.path = root, path
+
+    def _group(self, name):
+        layers = self.root.get("layers") if self.root is not None else None
+        return layers.get(name) if layers is not None else None
+
+    def layer(self, name, class_name):
+        g = self._group(name)
+        vars_ = g.get("vars") if g is not None else None
+        items = []
+        if vars_ is not None:
+            for k in sorted(vars_.keys(), key=lambda v: int(v) if v.isdigit() else v):
+                items.append((f"#{k}", np.asarray(vars_[k][()], dtype=np.float32)))
+        return LayerWeights(self.path, name, class_name, items)
+
+    def nested(self, name):
+        return KerasV3Weights(self._group(name), self.path)
 
 
 def _tensor_name(layer, node_index, tensor_index):
@@ -170,19 +227,65 @@ def _layer_problem(layer):
     return "no fixnet handler for this layer class yet"
 
 
+def _layer_name(layer):
+    return layer.get("name") or layer.get("config", {}).get("name", "?")
+
+
+def _as_functional(model_cfg, path):
+    """(class_name, functional config) of a model config; Sequential is rewritten."""
+    cls = model_cfg.get("class_name")
+    config = model_cfg.get("config")
+    if cls == "Sequential":
+        return cls, _sequential_as_functional(config, path)
+    if cls not in MODEL_CLASSES or not isinstance(config, dict):
+        raise ModelFileError(f"{path}: top-level class '{cls}' is not a Keras model")
+    return cls, config
+
+
+def _problems(config, path, prefix=""):
+    """(layer, class, reason) for every layer, nested models included, fixnet cannot handle."""
+    out = []
+    for l in config.get("layers", []):
+        cls = l.get("class_name", "?")
+        if cls == "InputLayer":
+            continue
+        if cls in MODEL_CLASSES:
+            try:
+                _, inner = _as_functional(l, path)
+            except ModelFileError as e:
+                out.append((prefix + _layer_name(l), cls, str(e)))
+                continue
+            out.extend(_problems(inner, path, prefix + _layer_name(l) + "/"))
+            continue
+        reason = _layer_problem(l)
+        if reason:
+            out.append((prefix + _layer_name(l), cls, reason))
+    return out
+
+
 class _Builder:
-    def __init__(self, path, weights_root):
+    """Turns a (functional-form) model config into IR nodes, recursing into nested models."""
+
+    def __init__(self, path, weights, keras_version):
         self.path = path
-        self.root = weights_root
+        self.weights = weights
+        self.keras_version = keras_version
         self.nodes = []
         self.shapes = {}
+        self.alias = {}             # tensor name -> the tensor it is another name for
         self.problems = []          # (layer, class, reason)
         self.names = set()
+        self.graph_inputs = []
 
-    def emit_for(self, layer_name, class_name):
+    def resolve(self, t):
+        while t in self.alias:
+            t = self.alias[t]
+        return t
+
+    def emit_for(self, node_base, layer_name, class_name):
         def emit(op, inputs, outputs, attrs, weights, suffix):
             from .ops import op_for
-            base = f"{layer_name}/{suffix}" if suffix else layer_name
+            base = f"{node_base}/{suffix}" if suffix else node_base
             name, k = base, 1
             while name in self.names:        # a layer called twice, or split into several nodes
                 k += 1
@@ -196,33 +299,42 @@ class _Builder:
         return emit
 
     def build(self, model_cfg):
-        cls = model_cfg.get("class_name")
-        config = model_cfg.get("config")
-        if cls == "Sequential":
-            config = _sequential_as_functional(config, self.path)
-        elif cls not in MODEL_CLASSES:
-            raise ModelFileError(f"{self.path}: top-level class '{cls}' is not a Keras model")
-        layers = config.get("layers", [])
-        problems = [(l.get("name") or l.get("config", {}).get("name", "?"), l.get("class_name", "?"), r)
-                    for l in layers if l.get("class_name") != "InputLayer"
-                    for r in [_layer_problem(l)] if r]
+        _, config = _as_functional(model_cfg, self.path)
+        problems = _problems(config, self.path)
         if problems:
             raise _unsupported(self.path, problems)
+        outputs = self.expand(config, "", self.weights, None)
+        if self.problems:
+            raise _unsupported(self.path, self.problems)
+        return Graph(self.graph_inputs, outputs, self.nodes, dict(self.shapes),
+                     config.get("name", "model"), self.path)
 
-        inputs = []
-        for ref in _io_refs(config.get("input_layers", [])):
-            inputs.append(_tensor_name(*ref))
-        # every call of every layer, processed once all its inputs exist
+    def expand(self, config, prefix, weights, bound_inputs):
+        """Emit the nodes of one (possibly nested) functional config. ``bound_inputs``: the
+        outer tensors a nested model is called on (None at the top level). Returns the names of
+        the tensors its outputs are."""
+        layers = config.get("layers", [])
+        input_refs = _io_refs(config.get("input_layers", []))
+        if bound_inputs is not None and len(bound_inputs) != len(input_refs):
+            raise ModelFileError(f"{self.path}: nested model '{prefix.rstrip('/')}' takes "
+                                 f"{len(input_refs)} inputs but is called on {len(bound_inputs)}")
+        tname = lambda lname, n, t: _tensor_name(prefix + lname, n, t)
         pending = []
         for layer in layers:
-            lname = layer.get("name") or layer["config"]["name"]
+            lname = _layer_name(layer)
             if layer.get("class_name") == "InputLayer":
+                t = tname(lname, 0, 0)
+                refs = [r[0] for r in input_refs]
+                if bound_inputs is not None and lname in refs:
+                    self.alias[t] = bound_inputs[refs.index(lname)]
+                    continue
                 shape = _input_shape(layer.get("config", {}))
                 if shape is None or any(d is None for d in shape):
                     raise UnsupportedLayerError(
                         f"{self.path}: input '{lname}' has shape {shape}; fixnet needs every "
                         "dimension but the batch to be fixed")
-                self.shapes[_tensor_name(lname, 0, 0)] = shape
+                self.shapes[t] = shape
+                self.graph_inputs.append(t)
                 continue
             for i, node in enumerate(layer.get("inbound_nodes", [])):
                 pending.append((layer, i, _inbound_refs(node)))
@@ -231,44 +343,45 @@ class _Builder:
             progressed = False
             for item in list(pending):
                 layer, i, refs = item
-                names = [_tensor_name(*r) for r in refs]
+                names = [self.resolve(tname(*r)) for r in refs]
                 if any(n in unknown for n in names):
-                    unknown.add(_tensor_name(layer.get("name"), i, 0))
-                    pending.remove(item)
-                    progressed = True
+                    unknown.add(tname(_layer_name(layer), i, 0))
+                elif all(n in self.shapes for n in names):
+                    self._call(layer, i, names, unknown, prefix, weights)
+                else:
                     continue
-                if all(n in self.shapes for n in names):
-                    self._call(layer, i, names, unknown)
-                    pending.remove(item)
-                    progressed = True
+                pending.remove(item)
+                progressed = True
             if not progressed:
-                missing = sorted({n for _, _, refs in pending for n in (_tensor_name(*r) for r in refs)
-                                  if n not in self.shapes})
+                missing = sorted({self.resolve(tname(*r)) for _, _, refs in pending for r in refs}
+                                 - set(self.shapes))
                 raise ModelFileError(f"{self.path}: the model config refers to tensors no layer "
                                      f"produces: {', '.join(missing)}")
-        if self.problems:
-            raise _unsupported(self.path, self.problems)
-        outputs = [_tensor_name(*r) for r in _io_refs(config.get("output_layers", []))]
-        for t in outputs:
-            if t not in self.shapes:
-                raise ModelFileError(f"{self.path}: model output '{t}' is never produced")
-        return Graph(inputs, outputs, self.nodes, dict(self.shapes), config.get("name", "model"),
-                     self.path)
+        outputs = [self.resolve(tname(*r)) for r in _io_refs(config.get("output_layers", []))]
+        if not self.problems:
+            for t in outputs:
+                if t not in self.shapes:
+                    raise ModelFileError(f"{self.path}: model output '{t}' is never produced")
+        return outputs
 
-    def _call(self, layer, node_index, inputs, unknown):
-        lname = layer.get("name") or layer["config"]["name"]
+    def _call(self, layer, node_index, inputs, unknown, prefix, weights):
+        lname = _layer_name(layer)
         cls = layer["class_name"]
-        out = _tensor_name(lname, node_index, 0)
-        weights = _read_layer_weights(self.root, self.path, lname, cls)
-        kl = KerasLayer(lname, cls, layer.get("config", {}), weights, inputs,
-                        [self.shapes[t] for t in inputs], [out], self.emit_for(lname, cls))
+        out = _tensor_name(prefix + lname, node_index, 0)
+        if cls in MODEL_CLASSES:
+            _, inner = _as_functional(layer, self.path)
+            inner_prefix = prefix + lname + (f"#{node_index}" if node_index else "") + "/"
+            outs = self.expand(inner, inner_prefix, weights.nested(lname), inputs)
+            for k, t in enumerate(outs):
+                self.alias[_tensor_name(prefix + lname, node_index, k)] = t
+            return
+        kl = KerasLayer(lname, cls, layer.get("config", {}), weights.layer(lname, cls), inputs,
+                        [self.shapes[t] for t in inputs], [out],
+                        self.emit_for(prefix + lname, lname, cls), self.keras_version)
         try:
             KERAS_LAYERS[cls](kl)
-        except Unsupported as e:
-            self.problems.append((lname, cls, str(e)))
-            unknown.add(out)
-        except UnsupportedLayerError as e:
-            self.problems.append((lname, cls, str(e)))
+        except (Unsupported, UnsupportedLayerError) as e:
+            self.problems.append((prefix + lname, cls, str(e)))
             unknown.add(out)
 
 
@@ -278,43 +391,129 @@ def _unsupported(path, problems):
         f"{path}: {len(problems)} layer(s) fixnet cannot run:\n{lines}", problems)
 
 
-def load_keras_h5(path):
-    """Read a Keras full-model HDF5 file (``model.save("x.h5")``) into a float Graph."""
-    import h5py
-
-    path = os.fspath(path)
+def _guarded(path, fn):
+    """Run a reader, turning any low-level failure into a ModelFileError naming the file."""
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(8)
-    except OSError as e:
-        raise ModelFileError(f"{path}: cannot open ({e.strerror or e})") from None
-    if magic[:4] == b"PK\x03\x04":
-        raise ModelFileError(f"{path}: this is a zip archive (a Keras 3 .keras file?); fixnet reads "
-                             "Keras HDF5 files (.h5) so far")
-    if magic != HDF5_MAGIC:
-        raise ModelFileError(f"{path}: not an HDF5 file (a Keras model saved with model.save('x.h5') "
-                             "starts with the HDF5 signature)")
-    try:
-        f = h5py.File(path, "r")
-    except Exception as e:
-        raise ModelFileError(f"{path}: the HDF5 file cannot be read; it may be truncated or "
-                             f"damaged ({e})") from None
-    try:
-        with f:
-            raw = f.attrs.get("model_config")
-            if raw is None:
-                if "layer_names" in f.attrs:
-                    raise ModelFileError(f"{path}: holds weights only (save_weights); fixnet needs "
-                                         "the model saved with model.save('x.h5')")
-                raise ModelFileError(f"{path}: an HDF5 file, but not a Keras model (no model_config)")
-            try:
-                model_cfg = json.loads(_text(raw))
-            except ValueError as e:
-                raise ModelFileError(f"{path}: model_config is not valid JSON ({e})") from None
-            root = f["model_weights"] if "model_weights" in f else f
-            return _Builder(path, root).build(model_cfg)
+        return fn()
     except FixnetError:
         raise
     except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise ModelFileError(f"{path}: damaged or unexpected Keras file structure "
                              f"({type(e).__name__}: {e})") from None
+
+
+def _open_h5(path, what="model"):
+    import h5py
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot open ({e.strerror or e})") from None
+    if magic != HDF5_MAGIC:
+        raise ModelFileError(f"{path}: not an HDF5 file (a Keras {what} saved as .h5 starts with "
+                             "the HDF5 signature)")
+    try:
+        return h5py.File(path, "r")
+    except Exception as e:
+        raise ModelFileError(f"{path}: the HDF5 file cannot be read; it may be truncated or "
+                             f"damaged ({e})") from None
+
+
+def _json(text, path, what):
+    try:
+        return json.loads(_text(text))
+    except ValueError as e:
+        raise ModelFileError(f"{path}: {what} is not valid JSON ({e})") from None
+
+
+def weights_source(f, path):
+    """The right reader for the weights in an open HDF5 file (full model or weights only)."""
+    if "model_weights" in f:
+        return LegacyWeights(f["model_weights"], path)
+    if "layer_names" in f.attrs:
+        return LegacyWeights(f, path)
+    if "layers" in f:
+        return KerasV3Weights(f, path)
+    raise ModelFileError(f"{path}: no Keras weights found (neither a model_weights group, "
+                         "layer_names, nor a Keras 3 'layers' group)")
+
+
+def load_keras_h5(path):
+    """Read a Keras full-model HDF5 file (``model.save("x.h5")``) into a float Graph."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot open ({e.strerror or e})") from None
+    if magic == b"PK\x03\x04":
+        return load_keras_archive(path)
+    f = _open_h5(path)
+
+    def read():
+        with f:
+            raw = f.attrs.get("model_config")
+            if raw is None:
+                if "layer_names" in f.attrs or "layers" in f:
+                    raise ModelFileError(
+                        f"{path}: holds weights only (save_weights); load it together with the "
+                        "architecture: fixnet.load('model.json', weights=path)")
+                raise ModelFileError(f"{path}: an HDF5 file, but not a Keras model (no model_config)")
+            model_cfg = _json(raw, path, "model_config")
+            version = _text(f.attrs.get("keras_version", "2"))
+            return _Builder(path, weights_source(f, path), version).build(model_cfg)
+    return _guarded(path, read)
+
+
+def load_keras_archive(path):
+    """Read a Keras 3 ``.keras`` archive: a zip of config.json, metadata.json and
+    model.weights.h5. Nothing in it is executed."""
+    import io
+    import zipfile
+
+    import h5py
+
+    def read():
+        try:
+            z = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as e:
+            raise ModelFileError(f"{path}: a damaged zip archive ({e})") from None
+        with z:
+            names = set(z.namelist())
+            if "config.json" not in names:
+                raise ModelFileError(f"{path}: a zip archive without config.json: not a Keras "
+                                     ".keras model file")
+            cfg = _json(z.read("config.json"), path, "config.json")
+            meta = _json(z.read("metadata.json"), path, "metadata.json") if "metadata.json" in names else {}
+            wname = "model.weights.h5"
+            if wname not in names:
+                raise ModelFileError(f"{path}: the archive holds no {wname}")
+            try:
+                f = h5py.File(io.BytesIO(z.read(wname)), "r")
+            except Exception as e:
+                raise ModelFileError(f"{path}: {wname} inside the archive cannot be read ({e})") from None
+        with f:
+            version = str(meta.get("keras_version", "3"))
+            return _Builder(path, KerasV3Weights(f, f"{path}:{wname}"), version).build(cfg)
+    return _guarded(path, read)
+
+
+def load_keras_json(path, weights):
+    """Read an architecture JSON (``model.to_json()``) and a weights file (``save_weights``:
+    Keras 2 ``.h5`` or Keras 3 ``.weights.h5``, or a full-model ``.h5``)."""
+    path, weights = os.fspath(path), os.fspath(weights)
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot open ({e.strerror or e})") from None
+    cfg = _json(text, path, "the architecture file")
+    if not isinstance(cfg, dict) or "class_name" not in cfg:
+        raise ModelFileError(f"{path}: JSON, but not a Keras model architecture (no class_name)")
+    f = _open_h5(weights, "weights file")
+
+    def read():
+        with f:
+            version = str(cfg.get("keras_version") or _text(f.attrs.get("keras_version", "3")))
+            return _Builder(path, weights_source(f, weights), version).build(cfg)
+    return _guarded(weights, read)

@@ -7,7 +7,7 @@ these over the whole model and reports them together.
 """
 import numpy as np
 
-from .activations import ACTIVATIONS
+from . import activations
 
 KERAS_LAYERS = {}
 
@@ -32,8 +32,10 @@ def keras_layer(*class_names):
 class KerasLayer:
     """What a handler sees of one call of a Keras layer."""
 
-    def __init__(self, name, class_name, config, weights, inputs, input_shapes, outputs, emit):
+    def __init__(self, name, class_name, config, weights, inputs, input_shapes, outputs, emit,
+                 keras_version="3"):
         self.name = name
+        self.keras_version = keras_version    # of the writer: some definitions changed in Keras 3
         self.class_name = class_name
         self.config = config
         self.weights = weights              # fixnet.keras_h5.LayerWeights
@@ -48,6 +50,13 @@ class KerasLayer:
     def tensor(self, suffix):
         """Name of an intermediate tensor private to this layer."""
         return f"{self.outputs[0]}/{suffix}"
+
+    @property
+    def keras3(self):
+        try:
+            return int(str(self.keras_version).split(".")[0]) >= 3
+        except ValueError:
+            return True
 
     def single_input(self):
         if len(self.inputs) != 1:
@@ -74,14 +83,38 @@ def activation_name(ident):
     return name.lower()
 
 
+def activation_params(layer, name):
+    """Parameters that make a named activation mean what it meant to the file's writer."""
+    return {"keras3": layer.keras3} if activations.canonical(name) == "hard_sigmoid" else {}
+
+
 def emit_activation(layer, src, dst, name):
-    """Emit the node(s) computing activation ``name`` from tensor src to tensor dst."""
+    """Emit the node computing activation ``name`` from tensor src to tensor dst."""
     if name == "softmax":
         layer.emit("softmax", [src], [dst], {"axis": -1}, suffix="softmax")
-    elif name in ACTIVATIONS:
-        layer.emit("activation", [src], [dst], {"fn": name}, suffix=name)
+    elif name == "linear":
+        layer.emit("identity", [src], [dst], suffix="linear")
+    elif activations.known(name):
+        layer.emit("activation", [src], [dst], {"fn": activations.canonical(name),
+                                                 "params": activation_params(layer, name)},
+                   suffix=name)
     else:
         raise Unsupported(f"activation '{name}' is not supported yet")
+
+
+def emit_with_activation(layer, op, inputs, attrs, weights, act_ident):
+    """Emit a layer's main node, with its ``activation=`` fused as a clamp where it is one, or
+    as a following node otherwise."""
+    name = activation_name(act_ident)
+    clamp = None
+    if name != "linear" and activations.known(name):
+        clamp = activations.activation(name, **activation_params(layer, name))[1]
+    if name == "linear" or clamp is not None:
+        layer.emit(op, inputs, layer.outputs, dict(attrs, clamp=clamp), weights)
+        return
+    pre = layer.tensor("preactivation")
+    layer.emit(op, inputs, [pre], dict(attrs, clamp=None), weights)
+    emit_activation(layer, pre, layer.outputs[0], name)
 
 
 def channel_axis_is_last(axis, rank):
@@ -91,6 +124,42 @@ def channel_axis_is_last(axis, rank):
             return False
         axis = axis[0]
     return axis == -1 or axis == rank        # rank excludes batch, so the last axis is `rank`
+
+
+def ntuple(value, n, what):
+    """A Keras int-or-sequence argument as an n-tuple of ints."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise Unsupported(f"{what} {value!r} should have {n} entries")
+        return tuple(int(v) for v in value)
+    return (int(value),) * n
+
+
+def require_channels_last(layer):
+    fmt = layer.config.get("data_format") or "channels_last"
+    if fmt != "channels_last":
+        raise Unsupported(f"data_format='{fmt}' is not supported; fixnet runs channels_last "
+                          "(NHWC) models: rebuild the model with channels_last")
+
+
+def rank_of(class_name):
+    return 1 if "1D" in class_name else 2
+
+
+def window_attrs(layer, rank, kernel_key="kernel_size", default_strides=None):
+    """kernel_size, strides, dilation and padding of a conv/pool layer, as 2D (H, W) tuples;
+    a 1D layer gets H = 1."""
+    cfg = layer.config
+    k = ntuple(cfg[kernel_key], rank, kernel_key)
+    strides = cfg.get("strides")
+    s = ntuple(strides if strides is not None else (default_strides or 1), rank, "strides")
+    d = ntuple(cfg.get("dilation_rate", 1), rank, "dilation_rate")
+    padding = str(cfg.get("padding", "valid")).lower()
+    if padding not in ("valid", "same", "causal") or (padding == "causal" and rank != 1):
+        raise Unsupported(f"padding '{padding}' is not supported")
+    if rank == 1:
+        k, s, d = (1,) + k, (1,) + s, (1,) + d
+    return {"rank": rank, "kernel_size": k, "strides": s, "dilation": d, "padding": padding}
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -110,14 +179,166 @@ def dense(layer):
         if w["bias"].shape != (units,):
             layer.weights.misshapen("bias", w["bias"].shape, (units,))
         weights["bias"] = w["bias"]
-    act = activation_name(cfg.get("activation"))
-    if act == "linear" or (act in ACTIVATIONS and ACTIVATIONS[act][1] is not None):
-        clamp = ACTIVATIONS[act][1] if act != "linear" else None
-        layer.emit("dense", [src], layer.outputs, {"clamp": clamp}, weights)
+    emit_with_activation(layer, "dense", [src], {}, weights, cfg.get("activation"))
+
+
+@keras_layer("Conv1D", "Conv2D", "Convolution1D", "Convolution2D")
+def conv(layer):
+    cfg = layer.config
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    rank = rank_of(layer.class_name)
+    attrs = window_attrs(layer, rank)
+    groups = int(cfg.get("groups", 1) or 1)
+    use_bias = cfg.get("use_bias", True)
+    w = layer.weights.take(["kernel", "bias"] if use_bias else ["kernel"])
+    kernel = w["kernel"]
+    filters = int(cfg.get("filters", kernel.shape[-1]))
+    cin = shape[-1] if shape else None
+    want = tuple(attrs["kernel_size"][2 - rank:]) + ((cin // groups) if cin else -1, filters)
+    if kernel.shape != want:
+        layer.weights.misshapen("kernel", kernel.shape, want)
+    if rank == 1:
+        kernel = kernel[None]
+    weights = {"kernel": kernel}
+    if use_bias:
+        if w["bias"].shape != (filters,):
+            layer.weights.misshapen("bias", w["bias"].shape, (filters,))
+        weights["bias"] = w["bias"]
+    emit_with_activation(layer, "conv2d", [src], dict(attrs, groups=groups), weights,
+                         cfg.get("activation"))
+
+
+@keras_layer("DepthwiseConv1D", "DepthwiseConv2D")
+def depthwise_conv(layer):
+    cfg = layer.config
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    rank = rank_of(layer.class_name)
+    attrs = window_attrs(layer, rank)
+    m = int(cfg.get("depth_multiplier", 1))
+    use_bias = cfg.get("use_bias", True)
+    w = layer.weights.take(["depthwise_kernel", "bias"] if use_bias else ["depthwise_kernel"])
+    kernel = w["depthwise_kernel"]
+    want = tuple(attrs["kernel_size"][2 - rank:]) + (shape[-1], m)
+    if kernel.shape != want:
+        layer.weights.misshapen("depthwise_kernel", kernel.shape, want)
+    weights = {"kernel": kernel[None] if rank == 1 else kernel}
+    if use_bias:
+        if w["bias"].shape != (shape[-1] * m,):
+            layer.weights.misshapen("bias", w["bias"].shape, (shape[-1] * m,))
+        weights["bias"] = w["bias"]
+    emit_with_activation(layer, "depthwise_conv2d", [src], attrs, weights, cfg.get("activation"))
+
+
+@keras_layer("SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "SeparableConvolution2D")
+def separable_conv(layer):
+    """A depthwise convolution (no bias) followed by a 1x1 convolution (with the bias and the
+    activation)."""
+    cfg = layer.config
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    rank = rank_of(layer.class_name)
+    attrs = window_attrs(layer, rank)
+    m = int(cfg.get("depth_multiplier", 1))
+    use_bias = cfg.get("use_bias", True)
+    names = ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if use_bias else [])
+    w = layer.weights.take(names)
+    dk, pk = w["depthwise_kernel"], w["pointwise_kernel"]
+    c = shape[-1]
+    filters = int(cfg.get("filters", pk.shape[-1]))
+    want_d = tuple(attrs["kernel_size"][2 - rank:]) + (c, m)
+    want_p = (1,) * rank + (c * m, filters)
+    if dk.shape != want_d:
+        layer.weights.misshapen("depthwise_kernel", dk.shape, want_d)
+    if pk.shape != want_p:
+        layer.weights.misshapen("pointwise_kernel", pk.shape, want_p)
+    mid = layer.tensor("depthwise")
+    layer.emit("depthwise_conv2d", [src], [mid], dict(attrs, clamp=None),
+               {"kernel": dk[None] if rank == 1 else dk}, suffix="depthwise")
+    pointwise = {"rank": rank, "kernel_size": (1, 1), "strides": (1, 1), "dilation": (1, 1),
+                 "padding": "valid", "groups": 1}
+    weights = {"kernel": pk[None] if rank == 1 else pk}
+    if use_bias:
+        weights["bias"] = w["bias"]
+    emit_with_activation(layer, "conv2d", [mid], pointwise, weights, cfg.get("activation"))
+
+
+@keras_layer("MaxPooling1D", "MaxPooling2D", "MaxPool1D", "MaxPool2D",
+             "AveragePooling1D", "AveragePooling2D", "AvgPool1D", "AvgPool2D")
+def pooling(layer):
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    rank = rank_of(layer.class_name)
+    pool = layer.config.get("pool_size", 2)
+    attrs = window_attrs(layer, rank, kernel_key="pool_size", default_strides=pool)
+    attrs["kind"] = "max" if "Max" in layer.class_name else "avg"
+    attrs.pop("dilation")
+    layer.emit("pool", [src], layer.outputs, attrs)
+
+
+@keras_layer("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
+             "GlobalMaxPooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
+             "GlobalMaxPool2D")
+def global_pooling(layer):
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    kind = "max" if "Max" in layer.class_name else "avg"
+    layer.emit("global_pool", [src], layer.outputs,
+               {"kind": kind, "rank": rank_of(layer.class_name),
+                "keepdims": bool(layer.config.get("keepdims", False))})
+
+
+@keras_layer("ZeroPadding1D", "ZeroPadding2D")
+def zero_padding(layer):
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    rank = rank_of(layer.class_name)
+    p = layer.config.get("padding", 1)
+    if rank == 1:
+        pads = ((0, 0), ntuple(p, 2, "padding"))
+    elif isinstance(p, (list, tuple)) and p and isinstance(p[0], (list, tuple)):
+        pads = (ntuple(p[0], 2, "padding"), ntuple(p[1], 2, "padding"))
     else:
-        pre = layer.tensor("preactivation")
-        layer.emit("dense", [src], [pre], {"clamp": None}, weights)
-        emit_activation(layer, pre, layer.outputs[0], act)
+        h, w = ntuple(p, 2, "padding")
+        pads = ((h, h), (w, w))
+    layer.emit("pad", [src], layer.outputs, {"pads": pads, "rank": rank})
+
+
+MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Average": "average",
+          "Maximum": "maximum", "Minimum": "minimum"}
+
+
+@keras_layer(*MERGES)
+def merge(layer):
+    kind = MERGES[layer.class_name]
+    ins = layer.inputs
+    if len(ins) < 2 or (kind == "subtract" and len(ins) != 2):
+        raise Unsupported(f"{layer.class_name} of {len(ins)} inputs")
+    if kind == "average" and len(ins) > 2:
+        # sum pairwise, then one scale by 1/n
+        acc = ins[0]
+        for i, t in enumerate(ins[1:], 1):
+            out = layer.tensor(f"sum{i}")
+            layer.emit("binary", [acc, t], [out], {"kind": "add"}, suffix=f"add{i}")
+            acc = out
+        c = layer.input_shapes[0][-1]
+        layer.emit("affine", [acc], layer.outputs, {"clamp": None},
+                   {"scale": np.full(c, 1.0 / len(ins)), "offset": np.zeros(c)}, suffix="mean")
+        return
+    acc = ins[0]
+    for i, t in enumerate(ins[1:], 1):
+        last = i == len(ins) - 1
+        out = layer.outputs[0] if last else layer.tensor(f"partial{i}")
+        layer.emit("binary", [acc, t], [out], {"kind": kind}, suffix="" if last else f"{kind}{i}")
+        acc = out
+
+
+@keras_layer("Concatenate")
+def concatenate(layer):
+    if len(layer.inputs) < 2:
+        raise Unsupported(f"Concatenate of {len(layer.inputs)} input")
+    layer.emit("concat", layer.inputs, layer.outputs, {"axis": int(layer.config.get("axis", -1))})
 
 
 @keras_layer("BatchNormalization")
@@ -141,14 +362,54 @@ def batch_normalization(layer):
     layer.emit("affine", [src], layer.outputs, {"clamp": None}, {"scale": inv, "offset": offset})
 
 
+def _per_channel(value, c, what):
+    """A scalar or a per-last-axis-channel vector (any broadcastable shape) as a vector of c."""
+    v = np.asarray(value, np.float64)
+    if v.size == 1:
+        return np.full(c, float(v.ravel()[0]))
+    squeezed = v.reshape(-1)
+    if squeezed.size == c and (v.ndim <= 1 or all(d == 1 for d in v.shape[:-1])):
+        return squeezed
+    raise Unsupported(f"{what} of shape {v.shape} varies along more than the last axis")
+
+
+@keras_layer("Rescaling")
+def rescaling(layer):
+    src, shape = layer.single_input()
+    c = shape[-1]
+    scale = _per_channel(layer.config.get("scale", 1.0), c, "scale")
+    offset = _per_channel(layer.config.get("offset", 0.0), c, "offset")
+    layer.emit("affine", [src], layer.outputs, {"clamp": None}, {"scale": scale, "offset": offset})
+
+
+@keras_layer("Normalization")
+def normalization(layer):
+    """y = (x - mean) / max(sqrt(variance), 1e-7)  (or its inverse with invert=True)."""
+    cfg = layer.config
+    src, shape = layer.single_input()
+    axis = cfg.get("axis", -1)
+    if not (channel_axis_is_last(axis, len(shape)) or axis in (None, [], ())):
+        raise Unsupported(f"normalises over axis {axis}; only the last axis is supported")
+    c = shape[-1]
+    if cfg.get("mean") is not None and cfg.get("variance") is not None:
+        mean, var = cfg["mean"], cfg["variance"]
+    else:
+        w = layer.weights.take(["mean", "variance", "count"]) if len(layer.weights.items) == 3 \
+            else layer.weights.take(["mean", "variance"])
+        mean, var = w["mean"], w["variance"]
+    mean = _per_channel(mean, c, "mean")
+    std = np.maximum(np.sqrt(_per_channel(var, c, "variance")), 1e-7)
+    if cfg.get("invert", False):
+        scale, offset = std, mean
+    else:
+        scale, offset = 1.0 / std, -mean / std
+    layer.emit("affine", [src], layer.outputs, {"clamp": None}, {"scale": scale, "offset": offset})
+
+
 @keras_layer("Activation")
 def activation(layer):
     src, _ = layer.single_input()
-    name = activation_name(layer.config.get("activation"))
-    if name == "linear":
-        layer.emit("identity", [src], layer.outputs)
-    else:
-        emit_activation(layer, src, layer.outputs[0], name)
+    emit_activation(layer, src, layer.outputs[0], activation_name(layer.config.get("activation")))
 
 
 @keras_layer("ReLU")
@@ -156,11 +417,32 @@ def relu(layer):
     cfg = layer.config
     src, _ = layer.single_input()
     max_value = cfg.get("max_value")
-    slope = float(cfg.get("negative_slope", 0.0) or 0.0)
-    threshold = float(cfg.get("threshold", 0.0) or 0.0)
     params = {"max_value": None if max_value is None else float(max_value),
-              "negative_slope": slope, "threshold": threshold}
-    layer.emit("activation", [src], layer.outputs, {"fn": "relu_params", "params": params})
+              "negative_slope": float(cfg.get("negative_slope", 0.0) or 0.0),
+              "threshold": float(cfg.get("threshold", 0.0) or 0.0)}
+    layer.emit("activation", [src], layer.outputs, {"fn": "relu", "params": params})
+
+
+@keras_layer("ReLU6")
+def relu6(layer):
+    src, _ = layer.single_input()
+    layer.emit("activation", [src], layer.outputs, {"fn": "relu6"})
+
+
+@keras_layer("LeakyReLU")
+def leaky_relu(layer):
+    cfg = layer.config
+    src, _ = layer.single_input()
+    slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
+    layer.emit("activation", [src], layer.outputs,
+               {"fn": "leaky_relu", "params": {"negative_slope": float(slope)}})
+
+
+@keras_layer("ELU")
+def elu(layer):
+    src, _ = layer.single_input()
+    layer.emit("activation", [src], layer.outputs,
+               {"fn": "elu", "params": {"alpha": float(layer.config.get("alpha", 1.0))}})
 
 
 @keras_layer("Softmax")
@@ -179,6 +461,20 @@ def flatten(layer):
         raise Unsupported("Flatten with data_format='channels_first' reorders data; "
                           "only channels_last is supported")
     layer.emit("reshape", [src], layer.outputs, {"shape": (-1,)})
+
+
+@keras_layer("Reshape")
+def reshape(layer):
+    src, _ = layer.single_input()
+    layer.emit("reshape", [src], layer.outputs,
+               {"shape": tuple(int(d) for d in layer.config["target_shape"])})
+
+
+@keras_layer("Permute")
+def permute(layer):
+    src, _ = layer.single_input()
+    layer.emit("transpose", [src], layer.outputs,
+               {"perm": tuple(int(d) - 1 for d in layer.config["dims"])})
 
 
 @keras_layer("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout",

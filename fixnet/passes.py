@@ -5,7 +5,7 @@ import copy
 
 import numpy as np
 
-from .activations import ACTIVATIONS, relu_with_params
+from .ops.activation import activation_function
 from .graph import Graph
 
 
@@ -103,9 +103,7 @@ def fold_affine_into_next_dense(graph):
 def _clamp_of(node):
     if node.op != "activation":
         return None
-    if node.attrs["fn"] == "relu_params":
-        return relu_with_params(**node.attrs["params"])[1]
-    return ACTIVATIONS[node.attrs["fn"]][1]
+    return activation_function(node.attrs)[1]
 
 
 def fuse_activations(graph):

@@ -35,12 +35,19 @@ def test_wrong_file_type(tmp_path):
         fixnet.load(str(p))
 
 
-def test_zip_archive_is_named(tmp_path):
+def test_zip_archives_that_are_not_keras_models(tmp_path):
     import zipfile
     p = tmp_path / "model.keras"
     with zipfile.ZipFile(p, "w") as z:
-        z.writestr("config.json", "{}")
-    with pytest.raises(fixnet.ModelFileError, match="zip archive"):
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(fixnet.ModelFileError, match=r"model\.keras: a zip archive without config\.json"):
+        fixnet.load(str(p))
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("config.json", '{"class_name": "Sequential", "config": {"layers": []}}')
+    with pytest.raises(fixnet.ModelFileError, match=r"model\.keras: the archive holds no model\.weights\.h5"):
+        fixnet.load(str(p))
+    p.write_bytes(b"PK\x03\x04 and then garbage")
+    with pytest.raises(fixnet.ModelFileError, match=r"model\.keras: a damaged zip archive"):
         fixnet.load(str(p))
 
 

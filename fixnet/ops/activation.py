@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import oracle
 from .._kernels import _elementwise
-from ..activations import ACTIVATIONS, relu_with_params
+from ..activations import activation
 from ..quant.qparams import activation_bounds, requant_multipliers
 from ..runtime import OverflowBound, Step
 from . import Op, register
@@ -16,9 +16,7 @@ from . import Op, register
 
 def activation_function(attrs):
     """(function, clamp) for an activation node's attrs."""
-    if attrs["fn"] == "relu_params":
-        return relu_with_params(**attrs["params"])
-    return ACTIVATIONS[attrs["fn"]]
+    return activation(attrs["fn"], **attrs.get("params", {}))
 
 
 @register

@@ -58,3 +58,42 @@ class AliasStep(Step):
 
     def oracle(self, ins):
         return [ins[0]]
+
+
+@register
+class Transpose(Op):
+    """attrs: perm, a permutation of the non-batch axes (0-based). A pure data move: int8 codes
+    are copied in the new order, scale and zero point unchanged."""
+    name = "transpose"
+
+    def infer_shapes(self, node, in_shapes):
+        (s,) = in_shapes
+        perm = node.attrs["perm"]
+        if sorted(perm) != list(range(len(s))):
+            raise UnsupportedLayerError(f"{node.describe()}: {tuple(p + 1 for p in perm)} is not a "
+                                        f"permutation of the {len(s)} non-batch axes")
+        return [tuple(s[p] for p in perm)]
+
+    def run_float(self, node, inputs):
+        return [np.transpose(inputs[0], (0,) + tuple(p + 1 for p in node.attrs["perm"]))]
+
+    def output_qparams(self, node, q):
+        return [q.qparams(node.inputs[0])]
+
+    def quantize(self, node, q):
+        return TransposeStep(node.name, node.layer, node.inputs, node.outputs, node.attrs["perm"])
+
+
+class TransposeStep(Step):
+    op = "transpose"
+
+    def __init__(self, name, layer, inputs, outputs, perm):
+        super().__init__(name, layer, inputs, outputs)
+        self.axes = (0,) + tuple(p + 1 for p in perm)
+
+    def bind(self, bufs):
+        src, dst = bufs[self.inputs[0]].transpose(self.axes), bufs[self.outputs[0]]
+        return lambda: np.copyto(dst, src)
+
+    def oracle(self, ins):
+        return [np.ascontiguousarray(ins[0].transpose(self.axes))]

@@ -1,0 +1,227 @@
+"""conv2d and depthwise_conv2d (NHWC; 1D layers are the H = 1 case). Keras Conv1D/Conv2D,
+DepthwiseConv1D/2D and the two halves of SeparableConv1D/2D.
+
+int8, per output channel c: acc = bias_eff[c] + sum over the window of x_q * w_q[c]
+(int32; padded taps read the input zero point, and bias_eff holds -x_zp * sum w_q[c], so
+padding contributes exactly 0), y_q = clamp(y_zp + multiply_by_quantized_multiplier(acc)).
+"""
+import numpy as np
+
+from .. import oracle
+from .._kernels import _conv
+from ..errors import OverflowRiskError, UnsupportedLayerError
+from ..quant.qparams import (activation_bounds, quantize_bias, quantize_weights,
+                             requant_multipliers, INT32_MAX)
+from ..runtime import OverflowBound, Step
+from . import Op, register
+from .dense import ACC_INPUT_MAX, apply_clamp
+from .spatial import geometry, windows
+
+
+def as_nhwc_shape(shape, rank):
+    """(H, W, C) of a rank-1 (L, C) or rank-2 (H, W, C) feature map."""
+    return (1,) + tuple(shape) if rank == 1 else tuple(shape)
+
+
+def window_geometry(node, in_shape):
+    """(in_hw, out_hw, pads) for a window op node; pads = ((top, bottom), (left, right))."""
+    h, w, _ = as_nhwc_shape(in_shape, node.attrs["rank"])
+    try:
+        oh, ow, ph, pw = geometry((h, w), node.attrs["kernel_size"], node.attrs["strides"],
+                                  node.attrs.get("dilation", (1, 1)), node.attrs["padding"])
+    except ValueError as e:
+        raise UnsupportedLayerError(f"{node.describe()}: {e}") from None
+    return (h, w), (oh, ow), (ph, pw)
+
+
+def _out_shape(node, oh, ow, c):
+    return (ow, c) if node.attrs["rank"] == 1 else (oh, ow, c)
+
+
+class _WindowOp(Op):
+    """Shared by conv2d and depthwise_conv2d."""
+
+    def float_windows(self, node, x):
+        n = x.shape[0]
+        _, (oh, ow), pads = window_geometry(node, x.shape[1:])
+        x4 = np.asarray(x, np.float64).reshape((n,) + as_nhwc_shape(x.shape[1:], node.attrs["rank"]))
+        return windows(x4, node.attrs["kernel_size"], node.attrs["strides"], node.attrs["dilation"],
+                       pads, 0.0), (oh, ow)
+
+    def finish(self, node, y, n, oh, ow):
+        if "bias" in node.weights:
+            y = y + node.weights["bias"]
+        y = apply_clamp(y, node.attrs.get("clamp"))
+        return [y.reshape((n,) + _out_shape(node, oh, ow, y.shape[-1]))]
+
+    def quantize_common(self, node, q, w_q, w_scale):
+        """bias, multipliers and clamp for per-output-channel weights w_q [C, ...]."""
+        x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
+        bias_scale = x_qp.scale * w_scale
+        bias = node.weights.get("bias", np.zeros(w_q.shape[0]))
+        b_q = quantize_bias(bias, bias_scale, node.describe())
+        b_eff = b_q - x_qp.zero_point * w_q.reshape(w_q.shape[0], -1).astype(np.int64).sum(axis=1)
+        if np.any(np.abs(b_eff) > INT32_MAX):
+            raise OverflowRiskError(f"{node.describe()}: its int32 bias with the input zero-point "
+                                    "term folded in does not fit int32")
+        m0, shift = requant_multipliers(bias_scale / y_qp.scale, node.describe())
+        lo, hi = activation_bounds(node.attrs.get("clamp"), y_qp)
+        _, (oh, ow), pads = window_geometry(node, q.shape(node.inputs[0]))
+        return dict(bias=b_eff.astype(np.int32), m0=m0, shift=shift, pad_value=x_qp.zero_point,
+                    out_zp=y_qp.zero_point, act_min=lo, act_max=hi, pads=pads,
+                    nhwc_in=as_nhwc_shape(q.shape(node.inputs[0]), node.attrs["rank"]),
+                    nhwc_out=(oh, ow, w_q.shape[0] if w_q.ndim == 4 else w_q.shape[-1]))
+
+
+@register
+class Conv2D(_WindowOp):
+    name = "conv2d"
+
+    def infer_shapes(self, node, in_shapes):
+        (s,) = in_shapes
+        kh, kw, cin_g, cout = node.weights["kernel"].shape
+        groups = node.attrs.get("groups", 1)
+        if len(s) != node.attrs["rank"] + 1 or s[-1] != cin_g * groups:
+            raise UnsupportedLayerError(f"{node.describe()}: input shape {s} does not match the "
+                                        f"kernel's {cin_g * groups} input channels")
+        _, (oh, ow), _ = window_geometry(node, s)
+        return [_out_shape(node, oh, ow, cout)]
+
+    def run_float(self, node, inputs):
+        x = inputs[0]
+        win, (oh, ow) = self.float_windows(node, x)            # [N, OH, OW, KH, KW, Cin]
+        k = node.weights["kernel"].astype(np.float64)          # [KH, KW, Cin_g, Cout]
+        g = node.attrs.get("groups", 1)
+        cin_g, cout = k.shape[2], k.shape[3]
+        cout_g = cout // g
+        parts = [np.einsum("nhwijc,ijco->nhwo", win[..., i * cin_g:(i + 1) * cin_g],
+                           k[..., i * cout_g:(i + 1) * cout_g], optimize=True) for i in range(g)]
+        y = parts[0] if g == 1 else np.concatenate(parts, axis=-1)
+        return self.finish(node, y, x.shape[0], oh, ow)
+
+    def quantize(self, node, q):
+        k = node.weights["kernel"]                              # [KH, KW, Cin_g, Cout]
+        w_q, w_scale = quantize_weights(np.transpose(k, (3, 0, 1, 2)), per_channel=q.per_channel)
+        p = self.quantize_common(node, q, w_q, w_scale)
+        return ConvStep(node.name, node.layer, node.inputs, node.outputs,
+                        np.ascontiguousarray(w_q), node.attrs["strides"], node.attrs["dilation"],
+                        node.attrs.get("groups", 1), **p)
+
+
+@register
+class DepthwiseConv2D(_WindowOp):
+    name = "depthwise_conv2d"
+
+    def infer_shapes(self, node, in_shapes):
+        (s,) = in_shapes
+        kh, kw, c, m = node.weights["kernel"].shape
+        if len(s) != node.attrs["rank"] + 1 or s[-1] != c:
+            raise UnsupportedLayerError(f"{node.describe()}: input shape {s} does not match the "
+                                        f"kernel's {c} channels")
+        _, (oh, ow), _ = window_geometry(node, s)
+        return [_out_shape(node, oh, ow, c * m)]
+
+    def run_float(self, node, inputs):
+        x = inputs[0]
+        win, (oh, ow) = self.float_windows(node, x)
+        k = node.weights["kernel"].astype(np.float64)          # [KH, KW, C, M]
+        y = np.einsum("nhwijc,ijcm->nhwcm", win, k, optimize=True)
+        y = y.reshape(y.shape[:3] + (-1,))
+        return self.finish(node, y, x.shape[0], oh, ow)
+
+    def quantize(self, node, q):
+        k = node.weights["kernel"]
+        kh, kw, c, m = k.shape
+        flat = k.reshape(kh, kw, c * m)
+        w_q, w_scale = quantize_weights(np.transpose(flat, (2, 0, 1)), per_channel=q.per_channel)
+        p = self.quantize_common(node, q, w_q, w_scale)
+        w_q = np.ascontiguousarray(np.transpose(w_q, (1, 2, 0)))   # [KH, KW, C*M]
+        return DepthwiseStep(node.name, node.layer, node.inputs, node.outputs, w_q,
+                             node.attrs["strides"], node.attrs["dilation"], m, **p)
+
+
+class _WindowStep(Step):
+    def __init__(self, name, layer, inputs, outputs, w_q, strides, dilation, bias, m0, shift,
+                 pad_value, out_zp, act_min, act_max, pads, nhwc_in, nhwc_out):
+        super().__init__(name, layer, inputs, outputs)
+        self.w_q, self.bias, self.m0, self.shift = w_q, bias, m0, shift
+        self.strides, self.dilation = tuple(strides), tuple(dilation)
+        self.pad_value, self.out_zp = int(pad_value), int(out_zp)
+        self.act_min, self.act_max = int(act_min), int(act_max)
+        self.pads = pads
+        self.nhwc_in, self.nhwc_out = tuple(nhwc_in), tuple(nhwc_out)
+
+    def views(self, x, y):
+        return x.reshape((-1,) + self.nhwc_in), y.reshape((-1,) + self.nhwc_out)
+
+    def geometry_args(self):
+        return (self.strides[0], self.strides[1], self.dilation[0], self.dilation[1],
+                self.pads[0][0], self.pads[1][0])
+
+    def channel_weights(self):
+        """|w_q| summed per output channel (for the overflow bound)."""
+        raise NotImplementedError
+
+    def overflow_bound(self):
+        worst = np.abs(self.bias.astype(np.int64)) + ACC_INPUT_MAX * self.channel_weights()
+        return OverflowBound(self.layer, self.op, worst << np.maximum(self.shift.astype(np.int64), 0))
+
+
+class ConvStep(_WindowStep):
+    op = "conv2d"
+
+    def __init__(self, name, layer, inputs, outputs, w_q, strides, dilation, groups, **p):
+        super().__init__(name, layer, inputs, outputs, w_q, strides, dilation, **p)
+        self.groups = int(groups)
+
+    def _args(self, x4):
+        return (x4, self.w_q, self.bias, self.m0, self.shift) + self.geometry_args() + (
+            self.groups, self.pad_value, self.out_zp, self.act_min, self.act_max)
+
+    def bind(self, bufs):
+        x4, y4 = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
+        return _conv.Conv2dCall(*self._args(x4), y4)
+
+    def oracle(self, ins):
+        x4 = ins[0].reshape((-1,) + self.nhwc_in)
+        y = oracle.conv2d(*self._args(x4), out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
+        return [y]
+
+    def accumulators(self, ins):
+        x4 = ins[0].reshape((-1,) + self.nhwc_in)
+        return oracle.conv2d_accumulators(
+            x4, self.w_q, self.bias, *self.geometry_args(), self.groups, self.pad_value,
+            out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
+
+    def channel_weights(self):
+        return np.abs(self.w_q.astype(np.int64)).reshape(self.w_q.shape[0], -1).sum(axis=1)
+
+
+class DepthwiseStep(_WindowStep):
+    op = "depthwise_conv2d"
+
+    def __init__(self, name, layer, inputs, outputs, w_q, strides, dilation, depth_multiplier, **p):
+        super().__init__(name, layer, inputs, outputs, w_q, strides, dilation, **p)
+        self.depth_multiplier = int(depth_multiplier)
+
+    def _args(self, x4):
+        return (x4, self.w_q, self.bias, self.m0, self.shift) + self.geometry_args() + (
+            self.depth_multiplier, self.pad_value, self.out_zp, self.act_min, self.act_max)
+
+    def bind(self, bufs):
+        x4, y4 = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
+        return _conv.DepthwiseConv2dCall(*self._args(x4), y4)
+
+    def oracle(self, ins):
+        x4 = ins[0].reshape((-1,) + self.nhwc_in)
+        return [oracle.depthwise_conv2d(*self._args(x4), out_h=self.nhwc_out[0],
+                                        out_w=self.nhwc_out[1])]
+
+    def accumulators(self, ins):
+        x4 = ins[0].reshape((-1,) + self.nhwc_in)
+        return oracle.depthwise_conv2d_accumulators(
+            x4, self.w_q, self.bias, *self.geometry_args(), self.depth_multiplier, self.pad_value,
+            out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
+
+    def channel_weights(self):
+        return np.abs(self.w_q.astype(np.int64)).reshape(-1, self.w_q.shape[-1]).sum(axis=0)
