@@ -482,3 +482,14 @@ def permute(layer):
 def identity_at_inference(layer):
     src, _ = layer.single_input()
     layer.emit("identity", [src], layer.outputs)
+
+
+@keras_layer("PReLU")
+def prelu(layer):
+    src, shape = layer.single_input()
+    alpha = layer.weights.take(["alpha"])["alpha"]
+    try:
+        full = np.broadcast_to(alpha, shape)
+    except ValueError:
+        layer.weights.misshapen("alpha", alpha.shape, shape)
+    layer.emit("prelu", [src], layer.outputs, {}, {"alpha": np.array(full, np.float64)})

@@ -52,26 +52,56 @@ def remove_identities(graph):
     return g
 
 
+def _scale_output_channels(node, scale, offset):
+    """Fold y*scale + offset (per output channel) into a dense/conv node's weights."""
+    k = node.weights["kernel"].astype(np.float64)
+    if node.op == "depthwise_conv2d":                    # [KH, KW, C, M], channel o = c*M + m
+        kernel = k * scale.reshape(k.shape[2], k.shape[3])
+    else:                                                # [..., Cout]
+        kernel = k * scale
+    bias = node.weights.get("bias", np.zeros(scale.shape[0])).astype(np.float64) * scale + offset
+    node.weights = {"kernel": kernel, "bias": bias}
+
+
+CHANNEL_OPS = ("dense", "conv2d", "depthwise_conv2d")
+
+
 def fold_batchnorm(graph):
-    """dense (no clamp) -> affine  becomes one dense with scaled kernel and shifted bias."""
+    """dense/conv (no clamp) -> affine  becomes one dense/conv with scaled kernel and shifted bias."""
     g = _copy(graph)
     prods = g.producers()
     for bn in list(g.nodes):
         if bn.op != "affine":
             continue
         d = prods.get(bn.inputs[0])
-        if d is None or d.op != "dense" or d.attrs.get("clamp") is not None:
+        if d is None or d.op not in CHANNEL_OPS or d.attrs.get("clamp") is not None:
             continue
         if _sole_consumer(g, bn.inputs[0]) is not bn:
             continue
-        scale, offset = bn.weights["scale"], bn.weights["offset"]
-        kernel = d.weights["kernel"].astype(np.float64) * scale[None, :]
-        bias = d.weights.get("bias", np.zeros(kernel.shape[1])).astype(np.float64) * scale + offset
-        d.weights = {"kernel": kernel, "bias": bias}
+        _scale_output_channels(d, bn.weights["scale"], bn.weights["offset"])
         d.attrs["clamp"] = bn.attrs.get("clamp")
         d.attrs["folded"] = d.attrs.get("folded", []) + [bn.layer]
         d.outputs = list(bn.outputs)
         g.nodes.remove(bn)
+        prods = g.producers()
+    return g
+
+
+def fold_padding(graph):
+    """pad -> conv/depthwise with 'valid' padding  becomes the convolution's own padding (both
+    pad with real 0.0, so this is exact)."""
+    g = _copy(graph)
+    prods = g.producers()
+    for c in list(g.nodes):
+        if c.op not in ("conv2d", "depthwise_conv2d") or c.attrs.get("padding") != "valid":
+            continue
+        p = prods.get(c.inputs[0])
+        if p is None or p.op != "pad" or _sole_consumer(g, c.inputs[0]) is not c:
+            continue
+        c.attrs["padding"] = tuple(tuple(x) for x in p.attrs["pads"])
+        c.attrs["folded"] = [p.layer] + c.attrs.get("folded", [])
+        c.inputs = list(p.inputs)
+        g.nodes.remove(p)
         prods = g.producers()
     return g
 
@@ -107,7 +137,8 @@ def _clamp_of(node):
 
 
 def fuse_activations(graph):
-    """dense/affine -> clamp activation (relu, relu6, ...) becomes the producer's clamp bounds."""
+    """dense/conv/affine/add -> clamp activation (relu, relu6, ...) becomes the producer's clamp
+    bounds."""
     g = _copy(graph)
     prods = g.producers()
     for act in list(g.nodes):
@@ -115,7 +146,7 @@ def fuse_activations(graph):
         if clamp is None:
             continue
         p = prods.get(act.inputs[0])
-        if p is None or p.op not in ("dense", "affine") or p.attrs.get("clamp") is not None:
+        if p is None or p.op not in CHANNEL_OPS + ("affine", "binary") or p.attrs.get("clamp") is not None:
             continue
         if _sole_consumer(g, act.inputs[0]) is not act:
             continue
@@ -129,4 +160,5 @@ def fuse_activations(graph):
 
 def optimize(graph):
     """All passes, in the order that lets each enable the next."""
-    return fuse_activations(fold_affine_into_next_dense(fold_batchnorm(remove_identities(graph))))
+    g = fold_padding(fold_batchnorm(remove_identities(graph)))
+    return fuse_activations(fold_affine_into_next_dense(g))

@@ -35,3 +35,20 @@ def edit_config(path, edit):
     with h5py.File(path, "r+") as f:
         cfg = json.loads(f.attrs["model_config"])
         f.attrs["model_config"] = json.dumps(edit(cfg))
+
+
+def as_list(d, key):
+    """Fixture arrays stored as ``key`` (one tensor) or ``key_0, key_1, ...`` (several)."""
+    if key in d:
+        return [d[key]]
+    out = []
+    while f"{key}_{len(out)}" in d:
+        out.append(d[f"{key}_{len(out)}"])
+    return out
+
+
+def sqnr_db(ref, test):
+    """Signal-to-quantization-noise ratio of ``test`` against ``ref``, in dB."""
+    ref = np.asarray(ref, np.float64)
+    noise = np.sum((ref - np.asarray(test, np.float64)) ** 2)
+    return float("inf") if noise == 0 else 10.0 * np.log10(np.sum(ref ** 2) / noise)

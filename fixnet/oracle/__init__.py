@@ -4,3 +4,4 @@ re-exported here, so ``from fixnet import oracle; oracle.dense(...)``."""
 from .core import *          # noqa: F401,F403  fixed-point helpers, quantize, dense, softmax, ...
 from .conv import *          # noqa: F401,F403  conv2d, depthwise_conv2d
 from .pool import *          # noqa: F401,F403  pooling, binary elementwise, concat, pad
+from .activation import *    # noqa: F401,F403  prelu
