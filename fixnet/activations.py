@@ -76,6 +76,15 @@ def canonical(name):
     return ALIASES.get(name, name)
 
 
+def saturation_window(name, **params):
+    """(a, b) when the function is constant below a and above b (its int8 table then only
+    needs inputs in [a, b], so the layer before can clamp to it and quantize finer), else None."""
+    name = canonical(name)
+    if name == "hard_sigmoid":
+        return (-3.0, 3.0) if params.get("keras3", True) else (-2.5, 2.5)
+    return None
+
+
 def known(name):
     return canonical(name) in FUNCTIONS
 

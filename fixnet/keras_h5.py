@@ -33,12 +33,19 @@ class LayerWeights:
         self.path, self.layer, self.class_name = path, layer, class_name
         self.items = items                    # [(short_name, array)]
 
+    # names some writers use for a weight that other writers call differently
+    ALIASES = {"depthwise_kernel": ("kernel",)}
+
     def take(self, names):
         """Return {name: float32 array} for the weights a handler needs, by name, falling back
         to file order when the names differ (older writers)."""
         by_name = {}
         for short, arr in self.items:
             by_name.setdefault(short, arr)
+        for name in names:
+            for alt in self.ALIASES.get(name, ()):
+                if name not in by_name and alt in by_name and alt not in names:
+                    by_name[name] = by_name.pop(alt)
         if all(n in by_name for n in names):
             return {n: by_name[n] for n in names}
         if len(self.items) == len(names) and not any(n in by_name for n in names):

@@ -158,7 +158,38 @@ def fuse_activations(graph):
     return g
 
 
+def clamp_before_saturating_activations(graph):
+    """dense/conv/affine -> f, with f constant outside [a, b] (hard_sigmoid): the producer's
+    output is shifted by -a and clamped to [0, b - a], and f reads y + a. The function is
+    unchanged; the int8 range of the producer covers only inputs that matter, and its grid
+    starts exactly at the window's edge (as TFLite's relu6(x + 3) / 6 decomposition has it)."""
+    from .activations import saturation_window
+    g = _copy(graph)
+    prods = g.producers()
+    for act in g.nodes:
+        if act.op != "activation":
+            continue
+        window = saturation_window(act.attrs["fn"], **act.attrs.get("params", {}))
+        p = prods.get(act.inputs[0])
+        if window is None or p is None or p.op not in CHANNEL_OPS + ("affine",):
+            continue
+        if p.attrs.get("clamp") is not None or _sole_consumer(g, act.inputs[0]) is not act:
+            continue
+        a, b = window
+        if p.op == "affine":
+            p.weights = dict(p.weights, offset=p.weights["offset"] - a)
+        else:
+            n_out = p.weights["kernel"].shape[-1]
+            if p.op == "depthwise_conv2d":
+                n_out = p.weights["kernel"].shape[2] * p.weights["kernel"].shape[3]
+            bias = p.weights.get("bias", np.zeros(n_out))
+            p.weights = dict(p.weights, bias=np.asarray(bias, np.float64) - a)
+        p.attrs["clamp"] = (0.0, b - a)
+        act.attrs = dict(act.attrs, params=dict(act.attrs.get("params", {}), input_offset=a))
+    return g
+
+
 def optimize(graph):
     """All passes, in the order that lets each enable the next."""
     g = fold_padding(fold_batchnorm(remove_identities(graph)))
-    return fuse_activations(fold_affine_into_next_dense(g))
+    return clamp_before_saturating_activations(fuse_activations(fold_affine_into_next_dense(g)))

@@ -69,6 +69,31 @@ class Step:
         return None
 
 
+class _Arena:
+    """Everything planned for one batch size: int8 buffers, the kernel calls bound to them, and
+    the float boundaries (an InputStage per input, an OutputStage per output and dtype)."""
+    __slots__ = ("bufs", "calls", "loads", "float_stores", "int8_stores")
+
+    def __init__(self, bufs, calls, loads, float_stores, int8_stores):
+        self.bufs = bufs
+        self.calls = tuple(calls)
+        self.loads = tuple(loads)
+        self.float_stores = tuple(float_stores)
+        self.int8_stores = tuple(int8_stores)
+
+
+class _FastPlan:
+    """What predict's fast path needs for one (output, input shape) of a one-input model."""
+    __slots__ = ("arena", "load", "calls", "stores", "single_output")
+
+    def __init__(self, arena, stores):
+        self.arena = arena
+        self.load = arena.loads[0]
+        self.calls = arena.calls
+        self.stores = tuple(stores)
+        self.single_output = len(self.stores) == 1
+
+
 class QuantizedModel:
     """An int8 network ready to run. Build one with ``fixnet.load(path).quantize(data)``."""
 
@@ -79,7 +104,8 @@ class QuantizedModel:
         self.outputs = list(outputs)
         self.name = name
         self.source = source
-        self._arenas = OrderedDict()
+        self._arenas = OrderedDict()  # batch size -> _Arena, the most recently used last
+        self._fast = {}               # (output, input shape) -> _FastPlan (one-input models)
 
     # -- properties users look at -------------------------------------------------------
     @property
@@ -106,29 +132,61 @@ class QuantizedModel:
            point), or int8 (taken as already quantized); shape (batch,) + input shape. A list
            of arrays for a model with several inputs.
         output: "float32" (dequantized, the default) or "int8" (raw codes; see output_qparams).
-        Returns one array, or a list for a model with several outputs.
+        Returns one array, or a list for a model with several outputs; new arrays every call
+        (never views of the model's internal buffers).
         """
+        # Fast path: one C-contiguous float32/int8 array of a shape seen before (so its arena
+        # and the checks of every argument are done): a dict lookup, the input stage (a
+        # C-level dtype/shape check, then copy or quantize into the arena), the kernel calls
+        # and the output stage (a new array). Anything else goes through _predict.
+        try:
+            plan = self._fast[output, x.shape]
+        except (AttributeError, KeyError, TypeError):
+            return self._predict(x, output)
+        if plan.load(x):        # -1: not a dtype/layout the stage takes; > 0: NaN or inf
+            return self._predict(x, output)
+        for call in plan.calls:
+            call()
+        if plan.single_output:
+            return plan.stores[0]()
+        return [store() for store in plan.stores]
+
+    def _predict(self, x, output):
+        """predict for any input: checks (with the error messages), conversions, chunks of
+        MAX_ROWS_PER_PASS rows; registers the fast path for the shape when it applies."""
         if output not in ("float32", "int8"):
             raise FixnetError(f"predict: output must be 'float32' or 'int8', not {output!r}")
+        as_float = output == "float32"
         xs = self._check_inputs(x)
         n = xs[0].shape[0]
-        results = [np.empty((n,) + self.tensors[t].shape,
-                            np.float32 if output == "float32" else np.int8) for t in self.outputs]
+        if 0 < n <= MAX_ROWS_PER_PASS:
+            arena = self._arena(n)
+            self._run_pass(arena, xs)
+            stores = arena.float_stores if as_float else arena.int8_stores
+            results = [store() for store in stores]
+            if (len(self.inputs) == 1 and isinstance(x, np.ndarray)
+                    and n in self._arenas and self._arenas[n] is arena):
+                self._fast[output, x.shape] = _FastPlan(arena, stores)
+            return results[0] if len(results) == 1 else results
+        results = [np.empty((n,) + self.tensors[t].shape, np.float32 if as_float else np.int8)
+                   for t in self.outputs]
         for start in range(0, n, MAX_ROWS_PER_PASS):
             stop = min(n, start + MAX_ROWS_PER_PASS)
-            bufs, calls = self._arena(stop - start)
-            for t, xi in zip(self.inputs, xs):
-                self._load_input(t, xi[start:stop], bufs[t])
-            for call in calls:
-                call()
-            for t, res in zip(self.outputs, results):
-                if output == "int8":
-                    res[start:stop] = bufs[t]
-                else:
-                    qp = self.tensors[t].qparams
-                    _elementwise.dequantize(bufs[t].reshape(-1), qp.scale, qp.zero_point,
-                                            res[start:stop].reshape(-1))
+            arena = self._arena(stop - start)
+            self._run_pass(arena, [xi[start:stop] for xi in xs])
+            stores = arena.float_stores if as_float else arena.int8_stores
+            for res, store in zip(results, stores):
+                res[start:stop] = store()
         return results[0] if len(results) == 1 else results
+
+    def _run_pass(self, arena, xs):
+        for name, stage, xi in zip(self.inputs, arena.loads, xs):
+            bad = stage(np.ascontiguousarray(xi))
+            if bad:
+                raise NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite "
+                                          f"value(s); int8 cannot represent them")
+        for call in arena.calls:
+            call()
 
     def predict_oracle(self, x):
         """The same network run step by step with the pure-NumPy oracle (int8 outputs).
@@ -143,17 +201,6 @@ class QuantizedModel:
                 vals[t] = o.reshape((o.shape[0],) + self.tensors[t].shape)
         res = [vals[t] for t in self.outputs]
         return res[0] if len(res) == 1 else res
-
-    def _load_input(self, name, x, buf):
-        if x.dtype == np.int8:
-            np.copyto(buf, x)
-            return
-        qp = self.tensors[name].qparams
-        bad = _elementwise.quantize(np.ascontiguousarray(x, np.float32).reshape(-1), qp.scale,
-                                    qp.zero_point, buf.reshape(-1))
-        if bad:
-            raise NonFiniteInputError(
-                f"input '{name}' holds {bad} NaN or infinite value(s); int8 cannot represent them")
 
     def _check_inputs(self, x):
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
@@ -173,9 +220,10 @@ class QuantizedModel:
 
     def _arena(self, n):
         """Buffers for batch size n and the kernel calls bound to them, planned once."""
-        if n in self._arenas:
+        arena = self._arenas.get(n)
+        if arena is not None:
             self._arenas.move_to_end(n)
-            return self._arenas[n]
+            return arena
         bufs = {}
         for t in self.inputs:
             bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
@@ -188,10 +236,21 @@ class QuantizedModel:
             for t in s.outputs:
                 bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
             calls.append(s.bind(bufs))
-        self._arenas[n] = (bufs, calls)
+        arena = _Arena(bufs, calls,
+                       [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
+                                                self.tensors[t].qparams.zero_point)
+                        for t in self.inputs],
+                       [self._output_stage(bufs[t], t, True) for t in self.outputs],
+                       [self._output_stage(bufs[t], t, False) for t in self.outputs])
+        self._arenas[n] = arena
         while len(self._arenas) > _ARENAS_KEPT:
-            self._arenas.popitem(last=False)
-        return bufs, calls
+            _, old = self._arenas.popitem(last=False)
+            self._fast = {k: p for k, p in self._fast.items() if p.arena is not old}
+        return arena
+
+    def _output_stage(self, buf, name, as_float):
+        qp = self.tensors[name].qparams
+        return _elementwise.OutputStage(buf, qp.scale, qp.zero_point, as_float)
 
     # -- the overflow proof --------------------------------------------------------------
     def overflow_bounds(self):

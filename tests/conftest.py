@@ -7,7 +7,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
-FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS) if f.endswith(".h5"))
+FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS) if f.endswith(".h5") and f.startswith("mlp_"))  # the MLPs
 
 
 def fixture_path(name, ext=".h5"):

@@ -4,16 +4,44 @@ boundaries of a network (quantize the input, dequantize the output).
 
 Bit-exact with the functions of the same names in ``fixnet.oracle``. Private: fixnet.runtime
 plans the calls.
+
+Calling pattern (shared by every kernel module): ``FooCall(...)`` takes exactly the arguments
+of ``foo(...)``, checks them once and keeps the arrays; calling it runs the kernel on what the
+input holds now, with no checks. ``foo(...)`` is ``FooCall(...)()``. Small parameters
+(tables, multipliers) are copied or precomputed at construction; x is read on every call.
+A Call object with scratch space (ChannelAffineCall) must not run in two threads at once.
+
+``InputStage`` and ``OutputStage`` are the float boundaries of ``QuantizedModel.predict``:
+bound to an arena buffer once, they take the caller's array (or make the result array) with
+a few C-level checks instead of typed-memoryview conversions.
 """
-from libc.math cimport isfinite, round
-from libc.stdint cimport int8_t, int32_t, uint32_t
+cimport cython
+cimport numpy as cnp
+from libc.float cimport FLT_MAX
+from libc.math cimport fabsf, isfinite
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
+from libc.string cimport memcpy
+
+import numpy as np
 
 from fixnet._kernels.fixedpoint cimport (
     check_length,
     check_multipliers,
     check_output_range,
+    requant_constants,
     requantize_accumulator,
+    requantize_block,
+    requantize_block_left,
 )
+
+cnp.import_array()
+
+cdef enum:
+    # Release the GIL only for calls over at least this many elements: below it, releasing
+    # and re-taking the GIL costs more than other threads could gain.
+    NOGIL_MIN_ELEMENTS = 65536
+    # quantize counts non-finite values in an int32 per chunk of this many elements.
+    COUNT_CHUNK = 1 << 30
 
 
 cdef int check_scale(str kernel, double scale, int zp) except -1:
@@ -25,16 +53,428 @@ cdef int check_scale(str kernel, double scale, int zp) except -1:
     return 0
 
 
+# ---- the loops (raw pointers, no checks) ---------------------------------------------------
+
+cdef void lookup_impl(const int8_t* x, const int8_t* table, int8_t* out,
+                      Py_ssize_t size) noexcept nogil:
+    """out[i] = table[x[i] + 128]; table points at 256 entries."""
+    cdef Py_ssize_t i
+    cdef const int8_t* centred = table + 128
+    for i in range(size):
+        out[i] = centred[x[i]]
+
+
+cdef void channel_affine_impl(const int8_t* x, const int8_t* w, const int32_t* bias,
+                              const int32_t* m0, const int32_t* left, const int64_t* nudge,
+                              const int64_t* neg_adjust, const int64_t* total_shift,
+                              bint any_left_shift, int32_t out_zp, int32_t act_min,
+                              int32_t act_max, int32_t* acc, int8_t* out, Py_ssize_t n_rows,
+                              Py_ssize_t n_channels) noexcept nogil:
+    """Per row: acc[c] = bias[c] + x[n, c] * w[c] modulo 2^32 (vectorises), then one
+    branch-free requantize_block over the row."""
+    cdef Py_ssize_t n, c
+    cdef const int8_t* x_row
+    for n in range(n_rows):
+        x_row = x + n * n_channels
+        for c in range(n_channels):
+            acc[c] = <int32_t>(<uint32_t>bias[c] + <uint32_t>(<int32_t>x_row[c] * <int32_t>w[c]))
+        if any_left_shift:
+            requantize_block_left(acc, n_channels, m0, left, nudge, neg_adjust, total_shift,
+                                  out_zp, act_min, act_max, out + n * n_channels)
+        else:
+            requantize_block(acc, n_channels, m0, nudge, neg_adjust, total_shift, out_zp,
+                             act_min, act_max, out + n * n_channels)
+
+
+cdef Py_ssize_t count_nonfinite(const float* x, Py_ssize_t size) noexcept nogil:
+    """The number of NaN and +-inf among x[0:size]: one vectorised compare-and-count pass
+    (|x| <= FLT_MAX is false for NaN and +-inf)."""
+    cdef Py_ssize_t start = 0, stop, i, total = 0
+    cdef int32_t bad
+    while start < size:
+        stop = start + COUNT_CHUNK if size - start > COUNT_CHUNK else size
+        bad = 0
+        for i in range(start, stop):
+            bad += not (fabsf(x[i]) <= FLT_MAX)
+        total += bad
+        start = stop
+    return total
+
+
+cdef void quantize_finite(const float* x, double scale, int32_t zp, int8_t* out,
+                          Py_ssize_t size) noexcept nogil:
+    """out[i] = clamp(round_half_away((double)x[i] / scale) + zp, -128, 127) for finite x.
+
+    Branch-free, so gcc vectorises it (divpd, cvttpd2dq): the quotient v is first clamped to
+    [-129 - zp, 128 - zp] (anything beyond rounds and clamps to the same int8; the clamp also
+    makes the int32 conversion defined); t = trunc(v); v - t is exact in double, and so is
+    2 (v - t), whose truncation is -1, 0 or +1 exactly when |v - t| >= 0.5: the rounding
+    half away from zero, with no comparison (the bounds depend on zp, not on constants, so
+    gcc cannot specialise the clamped cases into branches)."""
+    cdef Py_ssize_t i
+    cdef double v, frac
+    cdef double lo = -129.0 - zp, hi = 128.0 - zp
+    cdef int32_t t
+    for i in range(size):
+        v = <double>x[i] / scale
+        v = v if v > lo else lo
+        v = v if v < hi else hi
+        t = <int32_t>v
+        frac = v - <double>t
+        t = t + <int32_t>(frac + frac) + zp
+        t = t if t > -128 else -128
+        t = t if t < 127 else 127
+        out[i] = <int8_t>t
+
+
+cdef void quantize_any(const float* x, double scale, int32_t zp, int8_t* out,
+                       Py_ssize_t size) noexcept nogil:
+    """quantize_finite, except that non-finite x[i] give out[i] = zp (the oracle's rule)."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        if fabsf(x[i]) <= FLT_MAX:
+            quantize_finite(x + i, scale, zp, out + i, 1)
+        else:
+            out[i] = <int8_t>zp
+
+
+cdef Py_ssize_t quantize_impl(const float* x, double scale, int32_t zp, int8_t* out,
+                              Py_ssize_t size) noexcept nogil:
+    """quantize: returns the number of non-finite x (those get zp). A counting pass first,
+    then the vectorised loop; the slower per-element loop only if there is a bad value."""
+    cdef Py_ssize_t bad = count_nonfinite(x, size)
+    if bad:
+        quantize_any(x, scale, zp, out, size)
+    else:
+        quantize_finite(x, scale, zp, out, size)
+    return bad
+
+
+cdef void dequantize_impl(const int8_t* x, double scale, int32_t zp, float* out,
+                          Py_ssize_t size) noexcept nogil:
+    """out[i] = (float)((double)(x[i] - zp) * scale) (vectorises: cvtdq2pd, mulpd, cvtpd2ps)."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        out[i] = <float>(<double>(<int32_t>x[i] - zp) * scale)
+
+
+# ---- Call objects --------------------------------------------------------------------------
+
+@cython.auto_pickle(False)
+cdef class LookupCall:
+    """lookup with its arguments checked once; the table is copied here."""
+    cdef const int8_t[::1] x
+    cdef int8_t[::1] out
+    cdef int8_t table[256]
+    cdef Py_ssize_t size
+    cdef bint release_gil
+
+    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] table not None,
+                 int8_t[::1] out not None):
+        check_length("lookup", "table", table.shape[0], 256, "one entry per int8 value")
+        check_length("lookup", "out", out.shape[0], x.shape[0], "same as x")
+        memcpy(self.table, &table[0], 256)
+        self.x, self.out, self.size = x, out, x.shape[0]
+        self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
+
+    def __call__(self):
+        if self.size == 0:
+            return
+        if self.release_gil:
+            with nogil:
+                lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
+        else:
+            lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
+
+
+@cython.auto_pickle(False)
+cdef class RequantizeCall:
+    """requantize with its arguments checked once. An int8 input has 256 possible values: the
+    constructor tabulates the result for each (with the scalar reference helper
+    requantize_accumulator), and a call is a table lookup."""
+    cdef const int8_t[::1] x
+    cdef int8_t[::1] out
+    cdef int8_t table[256]
+    cdef Py_ssize_t size
+    cdef bint release_gil
+
+    def __init__(self, const int8_t[::1] x not None, int in_zp, int m0, int shift, int out_zp,
+                 int act_min, int act_max, int8_t[::1] out not None):
+        cdef int32_t m0_32, shift_32
+        cdef int v
+        check_length("requantize", "out", out.shape[0], x.shape[0], "same as x")
+        if not -128 <= in_zp <= 127:
+            raise ValueError(f"requantize: in_zp = {in_zp} is outside the int8 range [-128, 127]")
+        check_output_range("requantize", out_zp, act_min, act_max)
+        m0_32 = m0
+        shift_32 = shift
+        check_multipliers("requantize", &m0_32, &shift_32, 1)
+        for v in range(-128, 128):
+            self.table[v + 128] = requantize_accumulator(v - in_zp, m0_32, shift_32, out_zp,
+                                                         act_min, act_max)
+        self.x, self.out, self.size = x, out, x.shape[0]
+        self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
+
+    def __call__(self):
+        if self.size == 0:
+            return
+        if self.release_gil:
+            with nogil:
+                lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
+        else:
+            lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
+
+
+@cython.auto_pickle(False)
+cdef class ChannelAffineCall:
+    """channel_affine with its arguments checked once; w and bias are copied and the
+    requantization constants of m0 and shift precomputed here."""
+    cdef const int8_t[:, ::1] x
+    cdef int8_t[:, ::1] out
+    cdef object params                  # NumPy arrays the pointers below point into
+    cdef const int8_t* w
+    cdef const int32_t* bias
+    cdef const int32_t* m0
+    cdef const int32_t* left
+    cdef const int64_t* consts          # nudge, neg_adjust, total_shift: [3, C]
+    cdef int32_t* acc
+    cdef Py_ssize_t n_rows, n_channels
+    cdef int32_t out_zp, act_min, act_max
+    cdef bint any_left_shift, release_gil
+
+    def __init__(self, const int8_t[:, ::1] x not None, const int8_t[::1] w not None,
+                 const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
+                 const int32_t[::1] shift not None, int out_zp, int act_min, int act_max,
+                 int8_t[:, ::1] out not None):
+        cdef Py_ssize_t n_rows = x.shape[0], n_channels = x.shape[1], c
+        check_length("channel_affine", "w", w.shape[0], n_channels, "one per channel, C = x.shape[1]")
+        check_length("channel_affine", "bias", bias.shape[0], n_channels, "one per channel, C = x.shape[1]")
+        check_length("channel_affine", "m0", m0.shape[0], n_channels, "one per channel, C = x.shape[1]")
+        check_length("channel_affine", "shift", shift.shape[0], n_channels, "one per channel, C = x.shape[1]")
+        if out.shape[0] != n_rows or out.shape[1] != n_channels:
+            raise ValueError(f"channel_affine: out has shape ({out.shape[0]}, {out.shape[1]}), "
+                             f"expected the shape of x, ({n_rows}, {n_channels})")
+        check_output_range("channel_affine", out_zp, act_min, act_max)
+        if n_channels:
+            check_multipliers("channel_affine", &m0[0], &shift[0], n_channels)
+        cdef Py_ssize_t size = max(n_channels, 1)
+        w_c = np.zeros(size, np.int8)
+        bias_c = np.zeros(size, np.int32)
+        m0_c = np.zeros(size, np.int32)
+        left_c = np.zeros(size, np.int32)
+        consts = np.zeros((3, size), np.int64)
+        w_c[:n_channels] = np.asarray(w)
+        bias_c[:n_channels] = np.asarray(bias)
+        m0_c[:n_channels] = np.asarray(m0)
+        cdef int32_t[::1] left_v = left_c
+        cdef int64_t[:, ::1] consts_v = consts
+        for c in range(n_channels):
+            requant_constants(shift[c], &consts_v[0, c], &consts_v[1, c], &consts_v[2, c],
+                              &left_v[c])
+        acc = np.zeros(size, np.int32)
+        self.params = (w_c, bias_c, m0_c, left_c, consts, acc)
+        self.w = <const int8_t*><size_t>w_c.ctypes.data
+        self.bias = <const int32_t*><size_t>bias_c.ctypes.data
+        self.m0 = <const int32_t*><size_t>m0_c.ctypes.data
+        self.left = &left_v[0]
+        self.consts = &consts_v[0, 0]
+        self.acc = <int32_t*><size_t>acc.ctypes.data
+        self.any_left_shift = bool(np.any(np.asarray(shift) > 0))
+        self.x, self.out = x, out
+        self.n_rows, self.n_channels = n_rows, n_channels
+        self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
+        self.release_gil = n_rows * n_channels >= NOGIL_MIN_ELEMENTS
+
+    cdef void run(self) noexcept nogil:
+        cdef Py_ssize_t c = self.n_channels
+        channel_affine_impl(&self.x[0, 0], self.w, self.bias, self.m0, self.left, self.consts,
+                            self.consts + c, self.consts + 2 * c, self.any_left_shift,
+                            self.out_zp, self.act_min, self.act_max, self.acc,
+                            &self.out[0, 0], self.n_rows, c)
+
+    def __call__(self):
+        if self.n_rows == 0 or self.n_channels == 0:
+            return
+        if self.release_gil:
+            with nogil:
+                self.run()
+        else:
+            self.run()
+
+
+@cython.auto_pickle(False)
+cdef class QuantizeCall:
+    """quantize with its arguments checked once; a call returns the non-finite count."""
+    cdef const float[::1] x
+    cdef int8_t[::1] out
+    cdef double scale
+    cdef int32_t zp
+    cdef Py_ssize_t size
+    cdef bint release_gil
+
+    def __init__(self, const float[::1] x not None, double scale, int zp,
+                 int8_t[::1] out not None):
+        check_scale("quantize", scale, zp)
+        check_length("quantize", "out", out.shape[0], x.shape[0], "same as x")
+        self.x, self.out, self.scale, self.zp, self.size = x, out, scale, zp, x.shape[0]
+        self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
+
+    def __call__(self):
+        cdef Py_ssize_t bad
+        if self.size == 0:
+            return 0
+        if self.release_gil:
+            with nogil:
+                bad = quantize_impl(&self.x[0], self.scale, self.zp, &self.out[0], self.size)
+        else:
+            bad = quantize_impl(&self.x[0], self.scale, self.zp, &self.out[0], self.size)
+        return bad
+
+
+@cython.auto_pickle(False)
+cdef class DequantizeCall:
+    """dequantize with its arguments checked once."""
+    cdef const int8_t[::1] x
+    cdef float[::1] out
+    cdef double scale
+    cdef int32_t zp
+    cdef Py_ssize_t size
+    cdef bint release_gil
+
+    def __init__(self, const int8_t[::1] x not None, double scale, int zp,
+                 float[::1] out not None):
+        check_scale("dequantize", scale, zp)
+        check_length("dequantize", "out", out.shape[0], x.shape[0], "same as x")
+        self.x, self.out, self.scale, self.zp, self.size = x, out, scale, zp, x.shape[0]
+        self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
+
+    def __call__(self):
+        if self.size == 0:
+            return
+        if self.release_gil:
+            with nogil:
+                dequantize_impl(&self.x[0], self.scale, self.zp, &self.out[0], self.size)
+        else:
+            dequantize_impl(&self.x[0], self.scale, self.zp, &self.out[0], self.size)
+
+
+# ---- the float boundaries of predict -------------------------------------------------------
+
+@cython.auto_pickle(False)
+cdef class InputStage:
+    """Puts the caller's input into an arena buffer: ``stage(x)`` copies an int8 x, or
+    quantizes a float32 x (as quantize), into ``out`` and returns the number of non-finite
+    values (0 for int8), or -1 without touching anything if x is not a C-contiguous NumPy
+    array of dtype float32 or int8 and shape ``shape`` (the caller then converts it).
+
+    out: the arena buffer, int8, C-contiguous, shape ``shape``; scale, zp: the input's
+    quantization (as quantize)."""
+    cdef object buffer
+    cdef int8_t* out
+    cdef cnp.npy_intp dims[32]
+    cdef int ndim
+    cdef Py_ssize_t size
+    cdef double scale
+    cdef int32_t zp
+
+    def __init__(self, cnp.ndarray out not None, double scale, int zp):
+        cdef int d
+        check_scale("quantize", scale, zp)
+        if cnp.PyArray_TYPE(out) != cnp.NPY_INT8 or not cnp.PyArray_IS_C_CONTIGUOUS(out):
+            raise ValueError("InputStage: out must be a C-contiguous int8 array")
+        if not cnp.PyArray_ISWRITEABLE(out):
+            raise ValueError("InputStage: out must be writeable")
+        if out.ndim > 32:
+            raise ValueError("InputStage: out has more than 32 dimensions")
+        self.buffer, self.out = out, <int8_t*>cnp.PyArray_DATA(out)
+        self.ndim, self.size = out.ndim, out.size
+        for d in range(self.ndim):
+            self.dims[d] = cnp.PyArray_DIM(out, d)
+        self.scale, self.zp = scale, zp
+
+    def __call__(self, x):
+        cdef cnp.ndarray a
+        cdef int kind, d
+        cdef Py_ssize_t bad
+        if type(x) is not cnp.ndarray:
+            return -1
+        a = <cnp.ndarray>x
+        kind = cnp.PyArray_TYPE(a)
+        if (kind != cnp.NPY_FLOAT32 and kind != cnp.NPY_INT8) or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            return -1
+        if cnp.PyArray_NDIM(a) != self.ndim:
+            return -1
+        for d in range(self.ndim):
+            if cnp.PyArray_DIM(a, d) != self.dims[d]:
+                return -1
+        if self.size == 0:
+            return 0
+        if kind == cnp.NPY_INT8:
+            memcpy(self.out, cnp.PyArray_DATA(a), self.size)
+            return 0
+        if self.size >= NOGIL_MIN_ELEMENTS:
+            with nogil:
+                bad = quantize_impl(<const float*>cnp.PyArray_DATA(a), self.scale, self.zp,
+                                    self.out, self.size)
+        else:
+            bad = quantize_impl(<const float*>cnp.PyArray_DATA(a), self.scale, self.zp,
+                                self.out, self.size)
+        return bad
+
+
+@cython.auto_pickle(False)
+cdef class OutputStage:
+    """Makes predict's result from an arena buffer: ``stage()`` returns a new array (the caller
+    owns it) of x's shape, float32 (dequantized, as dequantize) or an int8 copy.
+
+    x: the arena buffer, int8, C-contiguous; scale, zp: the output's quantization;
+    as_float: dequantize (True) or copy the int8 codes (False)."""
+    cdef object buffer
+    cdef const int8_t* x
+    cdef int ndim
+    cdef cnp.npy_intp dims[32]
+    cdef Py_ssize_t size
+    cdef double scale
+    cdef int32_t zp
+    cdef bint as_float
+
+    def __init__(self, cnp.ndarray x not None, double scale, int zp, bint as_float):
+        cdef int d
+        check_scale("dequantize", scale, zp)
+        if cnp.PyArray_TYPE(x) != cnp.NPY_INT8 or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+            raise ValueError("OutputStage: x must be a C-contiguous int8 array")
+        if x.ndim > 32:
+            raise ValueError("OutputStage: x has more than 32 dimensions")
+        self.buffer, self.x = x, <const int8_t*>cnp.PyArray_DATA(x)
+        self.ndim, self.size = x.ndim, x.size
+        for d in range(self.ndim):
+            self.dims[d] = cnp.PyArray_DIM(x, d)
+        self.scale, self.zp, self.as_float = scale, zp, as_float
+
+    def __call__(self):
+        cdef cnp.ndarray result
+        if not self.as_float:
+            result = cnp.PyArray_EMPTY(self.ndim, self.dims, cnp.NPY_INT8, 0)
+            memcpy(cnp.PyArray_DATA(result), self.x, self.size)
+            return result
+        result = cnp.PyArray_EMPTY(self.ndim, self.dims, cnp.NPY_FLOAT32, 0)
+        if self.size >= NOGIL_MIN_ELEMENTS:
+            with nogil:
+                dequantize_impl(self.x, self.scale, self.zp, <float*>cnp.PyArray_DATA(result),
+                                self.size)
+        else:
+            dequantize_impl(self.x, self.scale, self.zp, <float*>cnp.PyArray_DATA(result),
+                            self.size)
+        return result
+
+
+# ---- Python entry points -------------------------------------------------------------------
+
 def lookup(const int8_t[::1] x not None, const int8_t[::1] table not None,
            int8_t[::1] out not None):
     """out[i] = table[x[i] + 128]: any int8 -> int8 function as a 256-entry table
     (sigmoid, tanh, swish, ...; built at quantize time)."""
-    cdef Py_ssize_t size = x.shape[0], i
-    check_length("lookup", "table", table.shape[0], 256, "one entry per int8 value")
-    check_length("lookup", "out", out.shape[0], size, "same as x")
-    with nogil:
-        for i in range(size):
-            out[i] = table[<int>x[i] + 128]
+    LookupCall(x, table, out)()
 
 
 def channel_affine(const int8_t[:, ::1] x not None, const int8_t[::1] w not None,
@@ -48,22 +488,7 @@ def channel_affine(const int8_t[:, ::1] x not None, const int8_t[::1] w not None
     x: int8 [N, C]; w: int8 [C]; bias, m0, shift: int32 [C]; out: int8 [N, C].
     The accumulator bias + x * w wraps modulo 2^32 if it leaves int32 (as in dense).
     """
-    cdef Py_ssize_t n_rows = x.shape[0], n_channels = x.shape[1], n, c
-    check_length("channel_affine", "w", w.shape[0], n_channels, "one per channel, C = x.shape[1]")
-    check_length("channel_affine", "bias", bias.shape[0], n_channels, "one per channel, C = x.shape[1]")
-    check_length("channel_affine", "m0", m0.shape[0], n_channels, "one per channel, C = x.shape[1]")
-    check_length("channel_affine", "shift", shift.shape[0], n_channels, "one per channel, C = x.shape[1]")
-    if out.shape[0] != n_rows or out.shape[1] != n_channels:
-        raise ValueError(f"channel_affine: out has shape ({out.shape[0]}, {out.shape[1]}), "
-                         f"expected the shape of x, ({n_rows}, {n_channels})")
-    check_output_range("channel_affine", out_zp, act_min, act_max)
-    check_multipliers("channel_affine", &m0[0], &shift[0], n_channels)
-    cdef int32_t acc
-    with nogil:
-        for n in range(n_rows):
-            for c in range(n_channels):
-                acc = <int32_t>(<uint32_t>bias[c] + <uint32_t>(<int32_t>x[n, c] * <int32_t>w[c]))
-                out[n, c] = requantize_accumulator(acc, m0[c], shift[c], out_zp, act_min, act_max)
+    ChannelAffineCall(x, w, bias, m0, shift, out_zp, act_min, act_max, out)()
 
 
 def requantize(const int8_t[::1] x not None, int in_zp, int m0, int shift, int out_zp,
@@ -73,19 +498,7 @@ def requantize(const int8_t[::1] x not None, int in_zp, int m0, int shift, int o
 
     in_zp, out_zp: int8 zero points; m0 in [2^30, 2^31) or 0; shift in [-31, 30].
     """
-    cdef Py_ssize_t size = x.shape[0], i
-    cdef int32_t m0_32, shift_32
-    check_length("requantize", "out", out.shape[0], size, "same as x")
-    if not -128 <= in_zp <= 127:
-        raise ValueError(f"requantize: in_zp = {in_zp} is outside the int8 range [-128, 127]")
-    check_output_range("requantize", out_zp, act_min, act_max)
-    m0_32 = m0
-    shift_32 = shift
-    check_multipliers("requantize", &m0_32, &shift_32, 1)
-    with nogil:
-        for i in range(size):
-            out[i] = requantize_accumulator(<int32_t>x[i] - in_zp, m0_32, shift_32,
-                                            out_zp, act_min, act_max)
+    RequantizeCall(x, in_zp, m0, shift, out_zp, act_min, act_max, out)()
 
 
 def quantize(const float[::1] x not None, double scale, int zp, int8_t[::1] out not None):
@@ -94,33 +507,10 @@ def quantize(const float[::1] x not None, double scale, int zp, int8_t[::1] out 
 
     Returns the number of non-finite x[i] (NaN, +-inf); those get out[i] = zp.
     """
-    cdef Py_ssize_t size = x.shape[0], i, nonfinite = 0
-    cdef double v
-    check_scale("quantize", scale, zp)
-    check_length("quantize", "out", out.shape[0], size, "same as x")
-    with nogil:
-        for i in range(size):
-            v = x[i]
-            if not isfinite(v):
-                nonfinite += 1
-                out[i] = <int8_t>zp
-                continue
-            # Clamp in double: v / scale can be far beyond any integer type.
-            v = round(v / scale) + zp
-            if v < -128.0:
-                v = -128.0
-            elif v > 127.0:
-                v = 127.0
-            out[i] = <int8_t>v
-    return nonfinite
+    return QuantizeCall(x, scale, zp, out)()
 
 
 def dequantize(const int8_t[::1] x not None, double scale, int zp, float[::1] out not None):
     """out[i] = (float)((double)(x[i] - zp) * scale): int8 back to real units.
     scale finite and > 0; zp in [-128, 127]."""
-    cdef Py_ssize_t size = x.shape[0], i
-    check_scale("dequantize", scale, zp)
-    check_length("dequantize", "out", out.shape[0], size, "same as x")
-    with nogil:
-        for i in range(size):
-            out[i] = <float>(<double>(<int>x[i] - zp) * scale)
+    DequantizeCall(x, scale, zp, out)()

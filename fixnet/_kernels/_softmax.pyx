@@ -3,8 +3,109 @@
 
 Output is int8 probabilities with scale 1/256 and zero point -128. Bit-exact with
 ``fixnet.oracle.softmax``. Private: fixnet.runtime plans the calls.
+
+Calling pattern (shared by every kernel module): ``SoftmaxCall(x, exp_table, out)`` checks
+its arguments once and copies the (checked) table; calling it runs the kernel on what x holds
+now. ``softmax(...)`` is ``SoftmaxCall(...)()``. A SoftmaxCall owns a scratch row: do not run
+one object from two threads at once.
 """
+cimport cython
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
+from libc.string cimport memcpy
+
+import numpy as np
+
+cdef enum:
+    # Release the GIL only for calls over at least this many elements.
+    NOGIL_MIN_ELEMENTS = 16384
+
+
+cdef void softmax_impl(const int8_t* x, const int32_t* exp_table, int32_t* e, int8_t* out,
+                       Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
+    """Per row: m = max(x), e_i = exp_table[m - x_i], s = sum e_i,
+    out_i = min((256 e_i + s // 2) // s - 128, 127).
+
+    The quotient is computed as a double division, which is exact here: numerator and s are
+    integers below 2^53, so the correctly rounded quotient never crosses an integer it should
+    not (a non-integer quotient is at least 1/s away from one, far more than its rounding
+    error of quotient * 2^-53), and truncating it (>= 0) is the floor. Unlike the integer
+    division it vectorises (divpd)."""
+    cdef Py_ssize_t n, i
+    cdef const int8_t* x_row
+    cdef int8_t* out_row
+    cdef int32_t row_max, total, q
+    cdef double half, denominator
+    for n in range(n_rows):
+        x_row = x + n * n_cols
+        out_row = out + n * n_cols
+        row_max = x_row[0]
+        for i in range(1, n_cols):
+            row_max = x_row[i] if x_row[i] > row_max else row_max
+        total = 0  # <= C * exp_table[0] < 2^31 by the entry check; >= exp_table[0] > 0
+        for i in range(n_cols):
+            e[i] = exp_table[row_max - x_row[i]]
+        for i in range(n_cols):
+            total += e[i]
+        half = <double>(total // 2)
+        denominator = <double>total
+        for i in range(n_cols):
+            # 256 * e < 2^31 and half < 2^30: the numerator is an integer below 2^32, exact
+            # in double (formed in double: int32 -> double converts in SIMD, int64 does not).
+            q = <int32_t>((<double>e[i] * 256.0 + half) / denominator) - 128
+            out_row[i] = <int8_t>(q if q < 127 else 127)  # q >= -128 since e >= 0
+
+
+@cython.auto_pickle(False)
+cdef class SoftmaxCall:
+    """softmax with its arguments checked once; the table is copied here (its checks are the
+    overflow proof, so a later change to the caller's array must not reach the kernel)."""
+    cdef const int8_t[:, ::1] x
+    cdef int8_t[:, ::1] out
+    cdef int32_t exp_table[256]
+    cdef object scratch
+    cdef int32_t* e
+    cdef Py_ssize_t n_rows, n_cols
+    cdef bint release_gil
+
+    def __init__(self, const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,
+                 int8_t[:, ::1] out not None):
+        cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], d
+        cdef int32_t top
+        if exp_table.shape[0] != 256:
+            raise ValueError(f"softmax: exp_table has length {exp_table.shape[0]}, expected 256 "
+                             f"(one entry per difference max(x) - x in 0..255)")
+        if out.shape[0] != n_rows or out.shape[1] != n_cols:
+            raise ValueError(f"softmax: out has shape ({out.shape[0]}, {out.shape[1]}), "
+                             f"expected the shape of x, ({n_rows}, {n_cols})")
+        top = exp_table[0]
+        if top <= 0:
+            raise ValueError(f"softmax: exp_table[0] = {top} must be positive (it is 2^K, exp(0))")
+        for d in range(256):
+            if exp_table[d] < 0 or exp_table[d] > top:
+                raise ValueError(f"softmax: exp_table[{d}] = {exp_table[d]} is outside "
+                                 f"[0, exp_table[0]] = [0, {top}]")
+        if <int64_t>n_cols * top >= (<int64_t>1 << 31):
+            raise ValueError(f"softmax: C * exp_table[0] = {n_cols} * {top} >= 2^31: the int32 "
+                             f"sum of a row could overflow; build the table with a smaller K")
+        if <int64_t>top * 256 >= (<int64_t>1 << 31):
+            raise ValueError(f"softmax: 256 * exp_table[0] = 256 * {top} >= 2^31; "
+                             f"build the table with a smaller K")
+        memcpy(self.exp_table, &exp_table[0], 256 * sizeof(int32_t))
+        self.scratch = np.zeros(max(n_cols, 1), np.int32)
+        self.e = <int32_t*><size_t>self.scratch.ctypes.data
+        self.x, self.out, self.n_rows, self.n_cols = x, out, n_rows, n_cols
+        self.release_gil = n_rows * n_cols >= NOGIL_MIN_ELEMENTS
+
+    def __call__(self):
+        if self.n_rows == 0 or self.n_cols == 0:
+            return
+        if self.release_gil:
+            with nogil:
+                softmax_impl(&self.x[0, 0], self.exp_table, self.e, &self.out[0, 0],
+                             self.n_rows, self.n_cols)
+        else:
+            softmax_impl(&self.x[0, 0], self.exp_table, self.e, &self.out[0, 0],
+                         self.n_rows, self.n_cols)
 
 
 def softmax(const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,
@@ -17,50 +118,4 @@ def softmax(const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not No
     Raises ValueError unless C * exp_table[0] < 2^31 and 256 * exp_table[0] < 2^31, which
     (with the entry range) proves the int32 sum and the scaled numerator cannot overflow.
     """
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1]
-    cdef Py_ssize_t n, i, d
-    cdef int32_t top
-    if exp_table.shape[0] != 256:
-        raise ValueError(f"softmax: exp_table has length {exp_table.shape[0]}, expected 256 "
-                         f"(one entry per difference max(x) - x in 0..255)")
-    if out.shape[0] != n_rows or out.shape[1] != n_cols:
-        raise ValueError(f"softmax: out has shape ({out.shape[0]}, {out.shape[1]}), "
-                         f"expected the shape of x, ({n_rows}, {n_cols})")
-    top = exp_table[0]
-    if top <= 0:
-        raise ValueError(f"softmax: exp_table[0] = {top} must be positive (it is 2^K, exp(0))")
-    for d in range(256):
-        if exp_table[d] < 0 or exp_table[d] > top:
-            raise ValueError(f"softmax: exp_table[{d}] = {exp_table[d]} is outside "
-                             f"[0, exp_table[0]] = [0, {top}]")
-    if <int64_t>n_cols * top >= (<int64_t>1 << 31):
-        raise ValueError(f"softmax: C * exp_table[0] = {n_cols} * {top} >= 2^31: the int32 "
-                         f"sum of a row could overflow; build the table with a smaller K")
-    if <int64_t>top * 256 >= (<int64_t>1 << 31):
-        raise ValueError(f"softmax: 256 * exp_table[0] = 256 * {top} >= 2^31; "
-                         f"build the table with a smaller K")
-    if n_rows == 0 or n_cols == 0:
-        return
-
-    cdef const int8_t* x_row
-    cdef int8_t* out_row
-    cdef int8_t row_max
-    cdef int32_t total, q
-    cdef uint32_t half
-    with nogil:
-        for n in range(n_rows):
-            x_row = &x[n, 0]
-            out_row = &out[n, 0]
-            row_max = x_row[0]
-            for i in range(1, n_cols):
-                if x_row[i] > row_max:
-                    row_max = x_row[i]
-            total = 0  # <= C * exp_table[0] < 2^31 by the entry check; >= exp_table[0] > 0
-            for i in range(n_cols):
-                total += exp_table[row_max - x_row[i]]
-            half = <uint32_t>(total // 2)
-            for i in range(n_cols):
-                # 256 * e < 2^31 and total // 2 < 2^30: the numerator fits uint32.
-                q = <int32_t>((<uint32_t>exp_table[row_max - x_row[i]] * 256 + half)
-                              // <uint32_t>total) - 128
-                out_row[i] = <int8_t>(q if q < 127 else 127)  # q >= -128 since e >= 0
+    SoftmaxCall(x, exp_table, out)()

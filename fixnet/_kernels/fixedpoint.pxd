@@ -14,7 +14,7 @@ Right shifts of negative int32 values are arithmetic: implementation-defined in 
 arithmetic on every compiler and target fixnet builds with (gcc, clang, MSVC).
 """
 cimport cython
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t, INT32_MIN, INT32_MAX
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t, INT32_MIN, INT32_MAX
 
 # Length of the int16 copy of an input row that dense keeps on the stack (8 KiB). Within one
 # block a dot product of int8 values is at most 4096 * 128 * 128 = 2^26 in magnitude, so the
@@ -169,3 +169,75 @@ cdef inline int check_multipliers(str kernel, const int32_t* m0, const int32_t* 
         if not is_valid_shift(shift[i]):
             raise ValueError(f"{kernel}: shift[{i}] = {shift[i]} must be in [-31, 30]")
     return 0
+
+
+# ---- branch-free requantization over blocks (the epilogue of dense, channel_affine) -------
+#
+# multiply_by_quantized_multiplier rounds twice (SRDHM, then rounding_divide_by_pot). Both
+# roundings fold into one arithmetic right shift of the int64 product: with m0 >= 0 and
+# y = SRDHM(x, m0) = floor((x * m0 + 2^30) / 2^31) (exact whenever m0 >= 0; the one
+# saturating case needs m0 = INT32_MIN), and r = max(-shift, 0),
+#
+#   rounding_divide_by_pot(y, r) = floor((y + half - [y < 0 and r > 0]) / 2^r),  half = 2^r / 2
+#                                = floor((x * m0 + 2^30 + 2^31 * (half - [u < 0] * [r > 0]))
+#                                        / 2^(31 + r)),                          u = x * m0 + 2^30
+#
+# (floor(floor(a / 2^31) + b) / 2^r) = floor((a + 2^31 b) / 2^(31 + r)) for integer b, and
+# y < 0 exactly when u < 0.) Every term stays below 2^62 + 2^61 + 2^30 in magnitude, so
+# int64 holds it. The per-channel constants are precomputed by requant_constants; the loops
+# below are straight-line (selects, min/max, shifts), which gcc vectorises for AVX2 and up
+# (vpmuldq, vpsravq) and keeps branch-free in scalar code.
+
+cdef inline void requant_constants(int32_t shift, int64_t* nudge, int64_t* neg_adjust,
+                                   int64_t* total_shift, int32_t* left) noexcept nogil:
+    """Constants of requantize_precomputed for one (m0, shift): shift in [-31, 30]."""
+    cdef int r = -shift if shift < 0 else 0
+    left[0] = shift if shift > 0 else 0
+    total_shift[0] = 31 + r
+    nudge[0] = ((<int64_t>1 << r) >> 1) << 31            # 2^31 * half
+    neg_adjust[0] = (<int64_t>1 << 31) if r > 0 else 0   # 2^31 * [r > 0]
+
+
+cdef inline int32_t requantize_precomputed(int64_t x, int64_t m0, int64_t nudge,
+                                           int64_t neg_adjust, int64_t total_shift) noexcept nogil:
+    """multiply_by_quantized_multiplier(x, m0, shift) for x already shifted left and saturated
+    to int32 (x = acc when shift <= 0), m0 in [0, 2^31), constants from requant_constants.
+    Branch-free; bit-exact with the two-rounding definition (see the comment above)."""
+    cdef int64_t u = x * m0 + (<int64_t>1 << 30)
+    return <int32_t>((u + nudge - ((u >> 63) & neg_adjust)) >> total_shift)
+
+
+cdef inline void requantize_block(const int32_t* acc, Py_ssize_t n, const int32_t* m0,
+                                  const int64_t* nudge, const int64_t* neg_adjust,
+                                  const int64_t* total_shift, int32_t out_zp,
+                                  int32_t act_min, int32_t act_max, int8_t* out) noexcept nogil:
+    """out[c] = requantize_accumulator(acc[c], m0[c], shift[c], out_zp, act_min, act_max)
+    for c < n, when every shift[c] <= 0 (no left shift). Per-channel constants from
+    requant_constants. One branch-free loop: vectorises (vpmuldq, vpsravq) for AVX2 and up."""
+    cdef Py_ssize_t c
+    cdef int32_t lo = act_min - out_zp, hi = act_max - out_zp, v
+    for c in range(n):
+        v = requantize_precomputed(acc[c], m0[c], nudge[c], neg_adjust[c], total_shift[c])
+        v = lo if v < lo else v
+        v = hi if v > hi else v
+        out[c] = <int8_t>(v + out_zp)
+
+
+cdef inline void requantize_block_left(const int32_t* acc, Py_ssize_t n, const int32_t* m0,
+                                       const int32_t* left, const int64_t* nudge,
+                                       const int64_t* neg_adjust, const int64_t* total_shift,
+                                       int32_t out_zp, int32_t act_min, int32_t act_max,
+                                       int8_t* out) noexcept nogil:
+    """requantize_block for any shifts in [-31, 30]: the accumulator is first shifted left by
+    left[c] = max(shift[c], 0) and saturated to int32 (multiply_by_quantized_multiplier)."""
+    cdef Py_ssize_t c
+    cdef int32_t lo = act_min - out_zp, hi = act_max - out_zp, v
+    cdef int64_t x
+    for c in range(n):
+        x = <int64_t>(<uint64_t><int64_t>acc[c] << left[c])   # |acc| 2^left < 2^61: no wrap
+        x = INT32_MAX if x > INT32_MAX else x
+        x = INT32_MIN if x < INT32_MIN else x
+        v = requantize_precomputed(x, m0[c], nudge[c], neg_adjust[c], total_shift[c])
+        v = lo if v < lo else v
+        v = hi if v > hi else v
+        out[c] = <int8_t>(v + out_zp)

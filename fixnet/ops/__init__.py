@@ -20,7 +20,7 @@ class Op:
 
     def output_qparams(self, node, q):
         """QParams of each output; default: from the calibrated range of the tensor."""
-        return [q.qparams_from_stats(t) for t in node.outputs]
+        return [q.preferred_qparams(t) for t in node.outputs]
 
     def quantize(self, node, q):
         """Build the runtime Step for this node (see fixnet.runtime.Step)."""
@@ -42,4 +42,4 @@ def op_for(node):
         raise FixnetError(f"{node.describe()}: internal op '{node.op}' has no implementation") from None
 
 
-from . import dense, affine, activation, softmax, reshape  # noqa: E402,F401  (fills OPS)
+from . import dense, affine, activation, softmax, reshape, conv, pool, merge, prelu  # noqa: E402,F401  (fills OPS)

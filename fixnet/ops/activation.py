@@ -16,7 +16,12 @@ from . import Op, register
 
 def activation_function(attrs):
     """(function, clamp) for an activation node's attrs."""
-    return activation(attrs["fn"], **attrs.get("params", {}))
+    params = dict(attrs.get("params", {}))
+    offset = params.pop("input_offset", 0.0)      # set by passes.clamp_before_saturating_activations
+    f, clamp = activation(attrs["fn"], **params)
+    if offset:
+        return (lambda y: f(y + offset)), None
+    return f, clamp
 
 
 @register
@@ -53,10 +58,9 @@ class RescaleStep(Step):
         self.out_zp, self.act_min, self.act_max = int(out_zp), int(act_min), int(act_max)
 
     def bind(self, bufs):
-        args = (bufs[self.inputs[0]].reshape(-1), self.in_zp, self.m0, self.shift, self.out_zp,
-                self.act_min, self.act_max, bufs[self.outputs[0]].reshape(-1))
-        kernel = _elementwise.requantize
-        return lambda: kernel(*args)
+        return _elementwise.RequantizeCall(
+            bufs[self.inputs[0]].reshape(-1), self.in_zp, self.m0, self.shift, self.out_zp,
+            self.act_min, self.act_max, bufs[self.outputs[0]].reshape(-1))
 
     def oracle(self, ins):
         x = ins[0]
@@ -81,9 +85,8 @@ class LookupStep(Step):
         self.table = np.ascontiguousarray(table, np.int8)
 
     def bind(self, bufs):
-        args = (bufs[self.inputs[0]].reshape(-1), self.table, bufs[self.outputs[0]].reshape(-1))
-        kernel = _elementwise.lookup
-        return lambda: kernel(*args)
+        return _elementwise.LookupCall(bufs[self.inputs[0]].reshape(-1), self.table,
+                                       bufs[self.outputs[0]].reshape(-1))
 
     def oracle(self, ins):
         x = ins[0]

@@ -59,10 +59,9 @@ class AffineStep(Step):
 
     def bind(self, bufs):
         c = self.w_q.shape[0]
-        args = (bufs[self.inputs[0]].reshape(-1, c), self.w_q, self.bias, self.m0, self.shift,
-                self.out_zp, self.act_min, self.act_max, bufs[self.outputs[0]].reshape(-1, c))
-        kernel = _elementwise.channel_affine
-        return lambda: kernel(*args)
+        return _elementwise.ChannelAffineCall(
+            bufs[self.inputs[0]].reshape(-1, c), self.w_q, self.bias, self.m0, self.shift,
+            self.out_zp, self.act_min, self.act_max, bufs[self.outputs[0]].reshape(-1, c))
 
     def oracle(self, ins):
         x = ins[0]

@@ -70,7 +70,7 @@ class _WindowOp(Op):
         return dict(bias=b_eff.astype(np.int32), m0=m0, shift=shift, pad_value=x_qp.zero_point,
                     out_zp=y_qp.zero_point, act_min=lo, act_max=hi, pads=pads,
                     nhwc_in=as_nhwc_shape(q.shape(node.inputs[0]), node.attrs["rank"]),
-                    nhwc_out=(oh, ow, w_q.shape[0] if w_q.ndim == 4 else w_q.shape[-1]))
+                    nhwc_out=(oh, ow, w_q.shape[0]))
 
 
 @register

@@ -72,16 +72,29 @@ class DenseStep(Step):
         super().__init__(name, layer, inputs, outputs)
         self.w_q, self.bias, self.m0, self.shift = w_q, bias, m0, shift   # [C, K], [C] x3
         self.out_zp, self.act_min, self.act_max = int(out_zp), int(act_min), int(act_max)
+        self._packed = None
+        self.packed_weights()       # at quantize time, once, shared by every arena
+
+    def packed_weights(self):
+        """w_q in the dense kernel's layout (_dense.pack_dense_weights), packed once; packed
+        again only if w_q was replaced by another array (not if it was changed in place)."""
+        if self._packed is None or self._packed.source is not self.w_q:
+            self._packed = _dense.pack_dense_weights(self.w_q)
+        return self._packed
+
+    def __getstate__(self):
+        # The packed copy is derived data of this build's kernels: not pickled, packed again.
+        state = dict(self.__dict__)
+        state["_packed"] = None
+        return state
 
     def bind(self, bufs):
         x = bufs[self.inputs[0]]
         y = bufs[self.outputs[0]]
         k, c = self.w_q.shape[1], self.w_q.shape[0]
-        x2, y2 = x.reshape(-1, k), y.reshape(-1, c)
-        args = (x2, self.w_q, self.bias, self.m0, self.shift, self.out_zp, self.act_min,
-                self.act_max, y2)
-        kernel = _dense.dense
-        return lambda: kernel(*args)
+        return _dense.DenseCall(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift,
+                                self.out_zp, self.act_min, self.act_max, y.reshape(-1, c),
+                                packed=self.packed_weights())
 
     def accumulators(self, ins):
         k = self.w_q.shape[1]

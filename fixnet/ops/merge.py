@@ -182,5 +182,5 @@ class ConcatStep(Step):
         out = np.empty((outer, self.total), np.int8)
         for x, (zp, m0, shift, inner, offset) in zip(ins, self.parts):
             out[:, offset:offset + inner] = oracle.requantize_into(
-                x.reshape(outer, inner), zp, m0, shift, self.out_zp, offset)
+                x.reshape(outer, inner), zp, m0, shift, self.out_zp)
         return [out.reshape((-1,) + self.out_shape)]

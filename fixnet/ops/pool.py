@@ -85,7 +85,7 @@ class GlobalPool(Op):
     def output_qparams(self, node, q):
         if node.attrs["kind"] == "max":
             return [q.qparams(node.inputs[0])]
-        return [q.qparams_from_stats(node.outputs[0])]
+        return [q.preferred_qparams(node.outputs[0])]
 
     def quantize(self, node, q):
         in_shape = q.shape(node.inputs[0])

@@ -1,0 +1,355 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Binary elementwise int8 kernels: add / subtract, multiply, maximum / minimum.
+
+x, y and out are flat int8 arrays of one length (the caller flattens and broadcasts).
+Bit-exact with ``fixnet.oracle.add`` / ``mul`` / ``maximum``. Private: fixnet.runtime builds
+one Call object per layer (arguments checked once) and calls it in a loop.
+
+An int8 input has only 256 values, so whatever depends on one input alone is computed once
+per value into a table when the Call object is built: add's rescaled inputs sx, sy (then one
+multiply_by_quantized_multiplier per element instead of three) and maximum's requantized
+inputs (then a table lookup and a max per element). When x is at least as long as the
+256 x 256 table of every (x, y) pair, add and mul build that table (64 KiB, costing about
+one direct call) and then do one lookup per element, about 5x faster (the fixed-point
+helpers do not vectorise).
+"""
+cimport cython
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, INT32_MAX, INT32_MIN
+
+from fixnet._kernels.fixedpoint cimport (
+    check_length,
+    check_multipliers,
+    check_output_range,
+    multiply_by_quantized_multiplier,
+    requantize_accumulator,
+    wrapping_add_int32,
+)
+
+# Below this many elements a call keeps the GIL: releasing it would cost more than the work.
+# From PAIR_TABLE_MIN_SIZE elements on, add and mul use a table of all 256 * 256 results.
+cdef enum:
+    NOGIL_MIN_SIZE = 4096
+    PAIR_TABLE_MIN_SIZE = 65536
+
+
+# ---- the loops -----------------------------------------------------------------------------
+
+cdef void add_impl(const int8_t* x, const int8_t* y, int8_t* out, Py_ssize_t size,
+                   const int32_t* x_table, const int32_t* y_table, int32_t out_m0, int out_shift,
+                   int out_zp, int act_min, int act_max) noexcept nogil:
+    """out[i] = clamp(out_zp + MBQM(x_table[x[i]] + y_table[y[i]], out_m0, out_shift)), the
+    sum wrapping modulo 2^32; tables indexed by value + 128 (subtract: y_table holds -sy)."""
+    cdef Py_ssize_t i
+    cdef int32_t r
+    for i in range(size):
+        r = wrapping_add_int32(x_table[<int>x[i] + 128], y_table[<int>y[i] + 128])
+        out[i] = requantize_accumulator(r, out_m0, out_shift, out_zp, act_min, act_max)
+
+
+cdef void pair_table_impl(const int8_t* x, const int8_t* y, int8_t* out, Py_ssize_t size,
+                          const int8_t* table) noexcept nogil:
+    """out[i] = table[(x[i] + 128) * 256 + y[i] + 128]: any int8 x int8 -> int8 function."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        out[i] = table[((<int>x[i] + 128) << 8) + (<int>y[i] + 128)]
+
+
+cdef int8_t* allocate_pair_table() except NULL:
+    """256 * 256 bytes for a table of results indexed by (x + 128) * 256 + y + 128."""
+    cdef int8_t* table = <int8_t*>PyMem_Malloc(256 * 256)
+    if table == NULL:
+        raise MemoryError()
+    return table
+
+
+cdef void fill_pair_rows(int8_t* row_x, int8_t* all_y, int v) noexcept nogil:
+    """row_x[:] = v - 128, all_y[j] = j - 128: the 256 pairs of row v of a pair table."""
+    cdef int j
+    for j in range(256):
+        row_x[j] = <int8_t>(v - 128)
+        all_y[j] = <int8_t>(j - 128)
+
+
+cdef void mul_impl(const int8_t* x, const int8_t* y, int8_t* out, Py_ssize_t size, int x_zp,
+                   int y_zp, int32_t m0, int shift, int out_zp, int act_min,
+                   int act_max) noexcept nogil:
+    """out[i] = clamp(out_zp + MBQM((x[i] - x_zp) * (y[i] - y_zp), m0, shift)); the product
+    is at most 255^2 in magnitude."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        out[i] = requantize_accumulator((<int32_t>x[i] - x_zp) * (<int32_t>y[i] - y_zp),
+                                        m0, shift, out_zp, act_min, act_max)
+
+
+cdef void maximum_impl(const int8_t* x, const int8_t* y, int8_t* out, Py_ssize_t size,
+                       const int8_t* x_table, const int8_t* y_table, bint take_min) noexcept nogil:
+    """out[i] = max (min) of x_table[x[i]] and y_table[y[i]], tables indexed by value + 128.
+
+    The tables hold the clamped requantized inputs: clamping is monotone, so
+    clamp(max(rx, ry)) == max(clamp(rx), clamp(ry)), and likewise for min.
+    """
+    cdef Py_ssize_t i
+    cdef int8_t a, b
+    if take_min:
+        for i in range(size):
+            a, b = x_table[<int>x[i] + 128], y_table[<int>y[i] + 128]
+            out[i] = a if a < b else b
+    else:
+        for i in range(size):
+            a, b = x_table[<int>x[i] + 128], y_table[<int>y[i] + 128]
+            out[i] = a if a > b else b
+
+
+# ---- entry checks --------------------------------------------------------------------------
+
+cdef int check_binary_arrays(str kernel, const int8_t[::1] x, const int8_t[::1] y,
+                             int8_t[::1] out) except -1:
+    check_length(kernel, "y", y.shape[0], x.shape[0], "same as x; broadcast before the kernel")
+    check_length(kernel, "out", out.shape[0], x.shape[0], "same as x")
+    return 0
+
+
+cdef int check_zero_point(str kernel, str name, int zp) except -1:
+    if not -128 <= zp <= 127:
+        raise ValueError(f"{kernel}: {name} = {zp} is outside the int8 range [-128, 127]")
+    return 0
+
+
+cdef int check_multiplier(str kernel, str m0_name, int m0, str shift_name, int shift) except -1:
+    """check_multipliers for one (m0, shift) pair, naming the arguments."""
+    cdef int32_t m0_32 = m0, shift_32 = shift
+    try:
+        check_multipliers(kernel, &m0_32, &shift_32, 1)
+    except ValueError as e:
+        raise ValueError(str(e).replace("m0[0]", m0_name).replace("shift[0]", shift_name)) from None
+    return 0
+
+
+cdef int check_flag(str kernel, str name, int value) except -1:
+    if value != 0 and value != 1:
+        raise ValueError(f"{kernel}: {name} = {value} must be 0 or 1")
+    return 0
+
+
+cdef int check_left_shift(int left_shift, str zp_name, int zp) except -1:
+    """left_shift in [0, 24], and (x - zp) * 2^left_shift in int32 for every int8 x."""
+    if not 0 <= left_shift <= 24:
+        raise ValueError(f"add: left_shift = {left_shift} must be in [0, 24]")
+    if ((<int64_t>(127 - zp) << left_shift) > INT32_MAX
+            or (<int64_t>(-128 - zp) << left_shift) < INT32_MIN):
+        raise ValueError(f"add: left_shift = {left_shift} with {zp_name} = {zp}: "
+                         f"(x - {zp_name}) * 2^left_shift can leave int32")
+    return 0
+
+
+# ---- Python entry points -------------------------------------------------------------------
+
+@cython.auto_pickle(False)
+cdef class AddCall:
+    """add with its arguments checked once: ``AddCall(...)()`` runs the kernel.
+
+    Holds the 256-entry tables of sx and sy (sy negated for subtract); keeps x, y, out alive.
+    """
+    cdef const int8_t[::1] x, y
+    cdef int8_t[::1] out
+    cdef int32_t x_table[256]
+    cdef int32_t y_table[256]
+    cdef int32_t out_m0
+    cdef int out_shift, out_zp, act_min, act_max
+    cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
+    cdef bint release_gil
+
+    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
+                 int x_m0, int x_shift, int y_zp, int y_m0, int y_shift, int left_shift,
+                 int out_m0, int out_shift, int out_zp, int act_min, int act_max, int subtract,
+                 int8_t[::1] out not None):
+        check_binary_arrays("add", x, y, out)
+        check_zero_point("add", "x_zp", x_zp)
+        check_zero_point("add", "y_zp", y_zp)
+        check_multiplier("add", "x_m0", x_m0, "x_shift", x_shift)
+        check_multiplier("add", "y_m0", y_m0, "y_shift", y_shift)
+        check_multiplier("add", "out_m0", out_m0, "out_shift", out_shift)
+        check_left_shift(left_shift, "x_zp", x_zp)
+        check_left_shift(left_shift, "y_zp", y_zp)
+        check_output_range("add", out_zp, act_min, act_max)
+        check_flag("add", "subtract", subtract)
+        cdef int v
+        cdef int32_t sy
+        for v in range(-128, 128):
+            self.x_table[v + 128] = multiply_by_quantized_multiplier(
+                (v - x_zp) * (<int32_t>1 << left_shift), x_m0, x_shift)
+            sy = multiply_by_quantized_multiplier((v - y_zp) * (<int32_t>1 << left_shift),
+                                                  y_m0, y_shift)
+            # sx - sy == sx + (-sy) modulo 2^32; negate as unsigned (defined for any sy).
+            self.y_table[v + 128] = <int32_t>(0u - <uint32_t>sy) if subtract else sy
+        self.x, self.y, self.out = x, y, out
+        self.out_m0, self.out_shift, self.out_zp = out_m0, out_shift, out_zp
+        self.act_min, self.act_max = act_min, act_max
+        self.release_gil = x.shape[0] >= NOGIL_MIN_SIZE
+        PyMem_Free(self.pair_table)  # in case __init__ runs twice
+        self.pair_table = NULL
+        cdef int8_t row_x[256]
+        cdef int8_t all_y[256]
+        if x.shape[0] >= PAIR_TABLE_MIN_SIZE:
+            self.pair_table = allocate_pair_table()
+            for v in range(256):  # row v: the 256 pairs (v - 128, y) through the kernel itself
+                fill_pair_rows(row_x, all_y, v)
+                add_impl(row_x, all_y, self.pair_table + 256 * v, 256, self.x_table,
+                         self.y_table, out_m0, out_shift, out_zp, act_min, act_max)
+
+    def __dealloc__(self):
+        PyMem_Free(self.pair_table)
+
+    @property
+    def uses_pair_table(self):
+        """True if a call is one lookup per element in the table of all 256 x 256 results."""
+        return self.pair_table != NULL
+
+    def __call__(self):
+        cdef Py_ssize_t size = self.x.shape[0]
+        if size == 0:
+            return
+        if self.pair_table != NULL:  # size >= PAIR_TABLE_MIN_SIZE > NOGIL_MIN_SIZE
+            with nogil:
+                pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
+        elif self.release_gil:
+            with nogil:
+                add_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
+                         self.out_m0, self.out_shift, self.out_zp, self.act_min, self.act_max)
+        else:
+            add_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
+                     self.out_m0, self.out_shift, self.out_zp, self.act_min, self.act_max)
+
+
+@cython.auto_pickle(False)
+cdef class MulCall:
+    """mul with its arguments checked once: ``MulCall(...)()`` runs the kernel."""
+    cdef const int8_t[::1] x, y
+    cdef int8_t[::1] out
+    cdef int x_zp, y_zp, shift, out_zp, act_min, act_max
+    cdef int32_t m0
+    cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
+    cdef bint release_gil
+
+    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
+                 int y_zp, int m0, int shift, int out_zp, int act_min, int act_max,
+                 int8_t[::1] out not None):
+        check_binary_arrays("mul", x, y, out)
+        check_zero_point("mul", "x_zp", x_zp)
+        check_zero_point("mul", "y_zp", y_zp)
+        check_multiplier("mul", "m0", m0, "shift", shift)
+        check_output_range("mul", out_zp, act_min, act_max)
+        self.x, self.y, self.out = x, y, out
+        self.x_zp, self.y_zp, self.m0, self.shift = x_zp, y_zp, m0, shift
+        self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
+        self.release_gil = x.shape[0] >= NOGIL_MIN_SIZE
+        PyMem_Free(self.pair_table)  # in case __init__ runs twice
+        self.pair_table = NULL
+        cdef int8_t row_x[256]
+        cdef int8_t all_y[256]
+        cdef int v
+        if x.shape[0] >= PAIR_TABLE_MIN_SIZE:
+            self.pair_table = allocate_pair_table()
+            for v in range(256):  # row v: the 256 pairs (v - 128, y) through the kernel itself
+                fill_pair_rows(row_x, all_y, v)
+                mul_impl(row_x, all_y, self.pair_table + 256 * v, 256, x_zp, y_zp, m0, shift,
+                         out_zp, act_min, act_max)
+
+    def __dealloc__(self):
+        PyMem_Free(self.pair_table)
+
+    @property
+    def uses_pair_table(self):
+        """True if a call is one lookup per element in the table of all 256 x 256 results."""
+        return self.pair_table != NULL
+
+    def __call__(self):
+        cdef Py_ssize_t size = self.x.shape[0]
+        if size == 0:
+            return
+        if self.pair_table != NULL:  # size >= PAIR_TABLE_MIN_SIZE > NOGIL_MIN_SIZE
+            with nogil:
+                pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
+        elif self.release_gil:
+            with nogil:
+                mul_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_zp, self.y_zp,
+                         self.m0, self.shift, self.out_zp, self.act_min, self.act_max)
+        else:
+            mul_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_zp, self.y_zp,
+                     self.m0, self.shift, self.out_zp, self.act_min, self.act_max)
+
+
+@cython.auto_pickle(False)
+cdef class MaximumCall:
+    """maximum with its arguments checked once: ``MaximumCall(...)()`` runs the kernel.
+
+    Holds the 256-entry tables clamp(out_zp + MBQM(v - zp, m0, shift)) of both inputs.
+    """
+    cdef const int8_t[::1] x, y
+    cdef int8_t[::1] out
+    cdef int8_t x_table[256]
+    cdef int8_t y_table[256]
+    cdef bint take_min, release_gil
+
+    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
+                 int x_m0, int x_shift, int y_zp, int y_m0, int y_shift, int out_zp,
+                 int act_min, int act_max, int take_min, int8_t[::1] out not None):
+        check_binary_arrays("maximum", x, y, out)
+        check_zero_point("maximum", "x_zp", x_zp)
+        check_zero_point("maximum", "y_zp", y_zp)
+        check_multiplier("maximum", "x_m0", x_m0, "x_shift", x_shift)
+        check_multiplier("maximum", "y_m0", y_m0, "y_shift", y_shift)
+        check_output_range("maximum", out_zp, act_min, act_max)
+        check_flag("maximum", "take_min", take_min)
+        cdef int v
+        for v in range(-128, 128):
+            self.x_table[v + 128] = requantize_accumulator(v - x_zp, x_m0, x_shift, out_zp,
+                                                           act_min, act_max)
+            self.y_table[v + 128] = requantize_accumulator(v - y_zp, y_m0, y_shift, out_zp,
+                                                           act_min, act_max)
+        self.x, self.y, self.out = x, y, out
+        self.take_min = take_min
+        self.release_gil = x.shape[0] >= NOGIL_MIN_SIZE
+
+    def __call__(self):
+        cdef Py_ssize_t size = self.x.shape[0]
+        if size == 0:
+            return
+        if self.release_gil:
+            with nogil:
+                maximum_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table,
+                             self.y_table, self.take_min)
+        else:
+            maximum_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table,
+                         self.y_table, self.take_min)
+
+
+def add(const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp, int x_m0,
+        int x_shift, int y_zp, int y_m0, int y_shift, int left_shift, int out_m0, int out_shift,
+        int out_zp, int act_min, int act_max, int subtract, int8_t[::1] out not None):
+    """TFLite's quantized add (subtract if subtract == 1) of int8 x and y into out.
+
+    sx = MBQM((x - x_zp) * 2^left_shift, x_m0, x_shift), sy likewise; r = sx + sy (sx - sy),
+    int32 wrapping modulo 2^32; out = clamp(out_zp + MBQM(r, out_m0, out_shift), act_min,
+    act_max). Zero points int8; m0s in [2^30, 2^31) or 0, shifts in [-31, 30]; left_shift in
+    [0, 24] with (x - zp) * 2^left_shift in int32 for every int8 x (TFLite uses 20).
+    """
+    AddCall(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0, out_shift,
+            out_zp, act_min, act_max, subtract, out)()
+
+
+def mul(const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp, int y_zp, int m0,
+        int shift, int out_zp, int act_min, int act_max, int8_t[::1] out not None):
+    """out = clamp(out_zp + MBQM((x - x_zp) * (y - y_zp), m0, shift), act_min, act_max);
+    real factor x_scale * y_scale / out_scale."""
+    MulCall(x, y, x_zp, y_zp, m0, shift, out_zp, act_min, act_max, out)()
+
+
+def maximum(const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp, int x_m0,
+            int x_shift, int y_zp, int y_m0, int y_shift, int out_zp, int act_min, int act_max,
+            int take_min, int8_t[::1] out not None):
+    """out = clamp(max(rx, ry), act_min, act_max) (min if take_min == 1), with
+    rx = out_zp + MBQM(x - x_zp, x_m0, x_shift) and ry likewise (exact, before the clamp)."""
+    MaximumCall(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp, act_min, act_max,
+                take_min, out)()

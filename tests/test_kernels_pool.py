@@ -1,0 +1,671 @@
+"""Pooling, binary elementwise and layout kernels (_pool, _binary, _layout) are bit-exact with
+fixnet.oracle on random shapes, windows, zero points, multipliers and clamp bounds; the
+oracle itself is checked against independent definitions (naive loops, exact fractions, real
+arithmetic, np.pad, np.concatenate); every kernel rejects bad arguments with ValueError.
+
+Hypothesis draws shapes, parameters and a seed; NumPy fills the arrays from the seed (with the
+int8 extremes mixed in), which keeps the examples fast while hypothesis still shrinks shapes.
+"""
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fixnet import oracle
+from fixnet._kernels import _binary, _layout, _pool
+
+SETTINGS = settings(max_examples=150, deadline=None)
+
+seeds = st.integers(0, 2 ** 32 - 1)
+zero_points = st.integers(-128, 127)
+batch = st.one_of(st.just(1), st.integers(0, 3))
+channels = st.one_of(st.just(1), st.integers(1, 40))
+multipliers = st.one_of(st.just(0), st.just(2 ** 30), st.integers(2 ** 30, 2 ** 31 - 1))
+
+
+@st.composite
+def clamp_bounds(draw):
+    """(act_min, act_max): the full int8 range, a ReLU-like bound, or anything valid."""
+    return draw(st.one_of(
+        st.just((-128, 127)),
+        st.tuples(zero_points, st.just(127)),
+        st.tuples(zero_points, zero_points).map(sorted).map(tuple),
+    ))
+
+
+def int8_array(rng, shape, lo=-128, hi=127):
+    """Uniform int8 in [lo, hi], with about 10% of entries forced to lo or hi."""
+    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int8)
+    extremes = rng.random(shape) < 0.1
+    a[extremes] = rng.choice(np.array([lo, hi], np.int8), size=int(extremes.sum()))
+    return a
+
+
+# ---- pooling -------------------------------------------------------------------------------
+
+@st.composite
+def pool_axis(draw, length):
+    """(pool, stride, pad, n_out) along one axis of `length` with every window non-empty.
+
+    pad < pool keeps the first window in bounds; n_out <= (length - 1 + pad) // stride + 1
+    keeps the last one in bounds. Pools longer than the axis make windows that hang over
+    both edges; the largest n_out makes the last windows hang over the far edge.
+    """
+    pool = draw(st.one_of(st.integers(1, 4), st.integers(1, length + 3)))
+    stride = draw(st.integers(1, 4))
+    pad = draw(st.integers(0, pool - 1))
+    most = (length - 1 + pad) // stride + 1
+    n_out = draw(st.one_of(st.just(most), st.integers(0, most)))
+    return pool, stride, pad, n_out
+
+
+@st.composite
+def pool_geometry(draw, max_hw=12):
+    """(H, W, (pool_h, pool_w, stride_h, stride_w, pad_top, pad_left), OH, OW); sometimes
+    global pooling (pool = (H, W), stride 1, no padding, 1 x 1 output)."""
+    h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
+    if draw(st.integers(0, 9)) == 0:
+        return h, w, (h, w, 1, 1, 0, 0), 1, 1
+    ph, sh, pt, oh = draw(pool_axis(h))
+    pw, sw, pl, ow = draw(pool_axis(w))
+    return h, w, (ph, pw, sh, sw, pt, pl), oh, ow
+
+
+def run_pool(kernel, x, params, oh, ow):
+    out = np.full((x.shape[0], oh, ow, x.shape[3]), 99, np.int8)
+    assert getattr(_pool, kernel)(x, *params, out) is None
+    return out
+
+
+@SETTINGS
+@given(seeds, batch, channels, pool_geometry())
+def test_max_pool2d_matches_oracle(seed, n, c, geometry):
+    h, w, params, oh, ow = geometry
+    x = int8_array(np.random.default_rng(seed), (n, h, w, c))
+    np.testing.assert_array_equal(run_pool("max_pool2d", x, params, oh, ow),
+                                  oracle.max_pool2d(x, *params, out_h=oh, out_w=ow))
+
+
+@SETTINGS
+@given(seeds, batch, channels, pool_geometry(), st.booleans())
+def test_avg_pool2d_matches_oracle(seed, n, c, geometry, narrow):
+    h, w, params, oh, ow = geometry
+    # Narrow values make exact halves (the rounding ties) common.
+    x = int8_array(np.random.default_rng(seed), (n, h, w, c), *((-3, 3) if narrow else ()))
+    np.testing.assert_array_equal(run_pool("avg_pool2d", x, params, oh, ow),
+                                  oracle.avg_pool2d(x, *params, out_h=oh, out_w=ow))
+
+
+def in_bounds_windows(h, w, params, oh_count, ow_count):
+    """Naive: for each output (oh, ow), the list of in-bounds (row, col) of its window."""
+    ph, pw, sh, sw, pt, pl = params
+    return {(oh, ow): [(r, q) for r in range(oh * sh - pt, oh * sh - pt + ph)
+                       for q in range(ow * sw - pl, ow * sw - pl + pw)
+                       if 0 <= r < h and 0 <= q < w]
+            for oh in range(oh_count) for ow in range(ow_count)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeds, st.integers(0, 2), st.integers(1, 4), pool_geometry(max_hw=6))
+def test_max_pool2d_oracle_is_max_over_in_bounds_elements(seed, n, c, geometry):
+    h, w, params, oh, ow = geometry
+    x = int8_array(np.random.default_rng(seed), (n, h, w, c))
+    expected = np.empty((n, oh, ow, c), np.int8)
+    for (i, j), cells in in_bounds_windows(h, w, params, oh, ow).items():
+        assert cells  # the geometry strategy only makes windows with an in-bounds element
+        for b in range(n):
+            for ch in range(c):
+                expected[b, i, j, ch] = max(int(x[b, r, q, ch]) for r, q in cells)
+    np.testing.assert_array_equal(oracle.max_pool2d(x, *params, out_h=oh, out_w=ow), expected)
+
+
+def round_half_away(f):
+    """A Fraction rounded to the nearest integer, ties away from zero."""
+    magnitude = math.floor(abs(f) + Fraction(1, 2))
+    return magnitude if f >= 0 else -magnitude
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeds, st.integers(0, 2), st.integers(1, 4), pool_geometry(max_hw=6), st.booleans())
+def test_avg_pool2d_oracle_is_rounded_exact_mean(seed, n, c, geometry, narrow):
+    h, w, params, oh, ow = geometry
+    x = int8_array(np.random.default_rng(seed), (n, h, w, c), *((-3, 3) if narrow else ()))
+    expected = np.empty((n, oh, ow, c), np.int8)
+    for (i, j), cells in in_bounds_windows(h, w, params, oh, ow).items():
+        for b in range(n):
+            for ch in range(c):
+                mean = Fraction(sum(int(x[b, r, q, ch]) for r, q in cells), len(cells))
+                expected[b, i, j, ch] = round_half_away(mean)
+    np.testing.assert_array_equal(oracle.avg_pool2d(x, *params, out_h=oh, out_w=ow), expected)
+
+
+def test_avg_pool2d_rounds_ties_away_from_zero():
+    # 1 x 2 windows of (a, b): means 1.5, -1.5, 0.5, -0.5, 127, -128, 126.5, -127.5
+    pairs = [(1, 2), (-1, -2), (-1, 2), (1, -2), (127, 127), (-128, -128), (126, 127), (-127, -128)]
+    x = np.array(pairs, np.int8).reshape(1, 1, 2 * len(pairs), 1)
+    params = (1, 2, 1, 2, 0, 0)
+    expected = [2, -2, 1, -1, 127, -128, 127, -128]
+    out = run_pool("avg_pool2d", x, params, 1, len(pairs))
+    assert out.ravel().tolist() == expected
+    assert oracle.avg_pool2d(x, *params, out_h=1, out_w=len(pairs)).ravel().tolist() == expected
+
+
+def test_padding_never_wins_and_is_not_counted():
+    # All values negative: a zero from padding would win a max and shrink a mean.
+    x = np.full((1, 2, 2, 3), -100, np.int8)
+    x[0, 0, 0] = -7
+    params = (3, 3, 1, 1, 1, 1)  # 3 x 3 "same" windows over a 2 x 2 input
+    assert (run_pool("max_pool2d", x, params, 2, 2) == -7).all()
+    avg = run_pool("avg_pool2d", x, params, 2, 2)
+    assert (avg == round_half_away(Fraction(-7 - 3 * 100, 4))).all()  # every window: 4 cells
+
+
+@settings(max_examples=40, deadline=None)
+@given(seeds, batch, channels, st.integers(1, 12), st.integers(1, 12))
+def test_global_pooling(seed, n, c, h, w):
+    x = int8_array(np.random.default_rng(seed), (n, h, w, c))
+    params = (h, w, 1, 1, 0, 0)
+    np.testing.assert_array_equal(run_pool("max_pool2d", x, params, 1, 1)[:, 0, 0],
+                                  x.max(axis=(1, 2), initial=-128))
+    s = x.astype(np.int64).sum(axis=(1, 2))
+    k = h * w
+    np.testing.assert_array_equal(run_pool("avg_pool2d", x, params, 1, 1)[:, 0, 0],
+                                  np.sign(s) * ((np.abs(s) + k // 2) // k))
+
+
+@pytest.mark.parametrize("kernel, call_class", [("max_pool2d", _pool.MaxPool2dCall),
+                                                ("avg_pool2d", _pool.AvgPool2dCall)])
+def test_pool_call_object_rereads_its_input(kernel, call_class):
+    rng = np.random.default_rng(1)
+    x = int8_array(rng, (2, 9, 7, 19))
+    x.setflags(write=False)  # kernels take read-only inputs
+    params = (3, 2, 2, 2, 1, 0)
+    out = np.empty((2, 5, 3, 19), np.int8)
+    call = call_class(x, *params, out)
+    for _ in range(3):
+        x.setflags(write=True)
+        x[...] = int8_array(rng, x.shape)
+        x.setflags(write=False)
+        assert call() is None
+        np.testing.assert_array_equal(out, getattr(oracle, kernel)(x, *params, out_h=5, out_w=3))
+
+
+def test_pool_large_enough_to_release_the_gil():
+    rng = np.random.default_rng(2)
+    x = int8_array(rng, (3, 30, 30, 40))
+    params = (3, 3, 1, 1, 1, 1)
+    for kernel in ("max_pool2d", "avg_pool2d"):
+        np.testing.assert_array_equal(run_pool(kernel, x, params, 30, 30),
+                                      getattr(oracle, kernel)(x, *params, out_h=30, out_w=30))
+
+
+def pool_args(**changes):
+    args = dict(x=np.zeros((2, 5, 6, 3), np.int8), pool_h=2, pool_w=3, stride_h=2,
+                stride_w=3, pad_top=1, pad_left=0, out=np.zeros((2, 3, 2, 3), np.int8))
+    args.update(changes)
+    return args
+
+
+@pytest.mark.parametrize("kernel", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("changes, match", [
+    (dict(pool_h=0), "pool_h"),
+    (dict(pool_w=-1), "pool_w"),
+    (dict(stride_h=0), "stride_h"),
+    (dict(stride_w=0), "stride_w"),
+    (dict(pad_top=-1), "pad_top"),
+    (dict(pad_left=-2), "pad_left"),
+    (dict(pad_top=2), "pad_top"),                          # first window: rows [-2, 0)
+    (dict(pad_left=3), "pad_left"),                        # first window: cols [-3, 0)
+    (dict(out=np.zeros((2, 4, 2, 3), np.int8)), "out has height 4"),  # last window at row 5
+    (dict(out=np.zeros((2, 3, 3, 3), np.int8)), "out has width 3"),   # last window at col 6
+    (dict(out=np.zeros((1, 3, 2, 3), np.int8)), "out has shape"),     # N
+    (dict(out=np.zeros((2, 3, 2, 4), np.int8)), "out has shape"),     # C
+    (dict(x=np.zeros((2, 0, 6, 3), np.int8)), "height 0"),
+    (dict(x=np.zeros((2, 5, 6, 3), np.int16)), "dtype"),              # Cython's buffer check
+    (dict(x=np.zeros((2, 5, 3, 6), np.int8).transpose(0, 1, 3, 2)), "contiguous"),
+])
+def test_pool_rejects(kernel, changes, match):
+    with pytest.raises(ValueError, match=match):
+        getattr(_pool, kernel)(**pool_args(**changes))
+
+
+def test_pool_accepts_empty_outputs_and_batches():
+    # Zero output rows: no window to check; zero images: nothing to do.
+    for kernel in ("max_pool2d", "avg_pool2d"):
+        getattr(_pool, kernel)(**pool_args(out=np.zeros((2, 0, 2, 3), np.int8)))
+        getattr(_pool, kernel)(**pool_args(x=np.zeros((0, 5, 6, 3), np.int8),
+                                           out=np.zeros((0, 3, 2, 3), np.int8)))
+
+
+def test_pool_oracle_rejects_empty_windows():
+    x = np.zeros((1, 5, 6, 3), np.int8)
+    with pytest.raises(ValueError, match="pad_top"):
+        oracle.max_pool2d(x, 2, 3, 2, 3, 2, 0, out_h=3, out_w=2)
+    with pytest.raises(ValueError, match="out_h"):
+        oracle.avg_pool2d(x, 2, 3, 2, 3, 1, 0, out_h=4, out_w=2)
+
+
+def test_avg_pool2d_rejects_windows_whose_sum_could_wrap():
+    x, out = np.zeros((1, 4, 4, 1), np.int8), np.zeros((1, 1, 1, 1), np.int8)
+    _pool.avg_pool2d(x, 4096, 4095, 1, 1, 0, 0, out)  # 4096 * 4095 * 128 < 2^31
+    with pytest.raises(ValueError, match="pool_h \\* pool_w"):
+        _pool.avg_pool2d(x, 4096, 4096, 1, 1, 0, 0, out)
+    with pytest.raises(ValueError, match="pool_h \\* pool_w"):
+        oracle.avg_pool2d(x, 4096, 4096, 1, 1, 0, 0, out_h=1, out_w=1)
+    _pool.max_pool2d(x, 4096, 4096, 1, 1, 0, 0, out)  # max pooling sums nothing
+
+
+# ---- binary elementwise --------------------------------------------------------------------
+
+# 70000: above the 65536 elements from which add and mul switch to a table of all results.
+sizes = st.one_of(st.just(0), st.just(1), st.integers(0, 300), st.just(5000), st.just(70000))
+
+
+@st.composite
+def add_params(draw):
+    """add's parameters after x, y: realistic (TFLite's recipe from real scales) or arbitrary
+    valid ones (saturating left shifts, wrapping sums)."""
+    x_zp, y_zp, out_zp = draw(zero_points), draw(zero_points), draw(zero_points)
+    if draw(st.booleans()):
+        left_shift = 20
+        x_scale, y_scale = draw(st.floats(1e-3, 1.0)), draw(st.floats(1e-3, 1.0))
+        out_scale = draw(st.floats(0.25, 4.0)) * max(x_scale, y_scale)
+        twice_max = 2 * max(x_scale, y_scale)
+        x_m0, x_shift = oracle.quantize_multiplier(x_scale / twice_max)
+        y_m0, y_shift = oracle.quantize_multiplier(y_scale / twice_max)
+        out_m0, out_shift = oracle.quantize_multiplier(twice_max / (2 ** left_shift * out_scale))
+    else:
+        left_shift = draw(st.integers(0, 24))
+        if left_shift == 24:  # (x - zp) * 2^24 fits int32 only for zp = 0
+            x_zp = y_zp = 0
+        x_m0, y_m0, out_m0 = draw(multipliers), draw(multipliers), draw(multipliers)
+        x_shift, y_shift, out_shift = (draw(st.integers(-31, 30)) for _ in range(3))
+    return (x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0, out_shift, out_zp,
+            *draw(clamp_bounds()), draw(st.sampled_from([0, 1])))
+
+
+def run_binary(kernel, x, y, *params):
+    out = np.full(x.shape, 99, np.int8)
+    assert getattr(_binary, kernel)(x, y, *params, out) is None
+    return out
+
+
+@SETTINGS
+@given(seeds, sizes, add_params())
+def test_add_matches_oracle(seed, size, params):
+    rng = np.random.default_rng(seed)
+    x, y = int8_array(rng, size), int8_array(rng, size)
+    np.testing.assert_array_equal(run_binary("add", x, y, *params), oracle.add(x, y, *params))
+
+
+def every_pair():
+    """x, y of length 65536 holding every (x, y) pair of int8 values once."""
+    values = np.arange(-128, 128).astype(np.int8)
+    return np.repeat(values, 256), np.tile(values, 256)
+
+
+@settings(max_examples=25, deadline=None)
+@given(add_params())
+def test_add_on_every_pair_both_paths(params):
+    # 65536 elements: the kernel uses its table of all 256 x 256 results; in chunks of 256
+    # it computes them directly. Both agree with the oracle on every input pair.
+    x, y = every_pair()
+    assert _binary.AddCall(x, y, *params, np.empty_like(x)).uses_pair_table
+    assert not _binary.AddCall(x[:256], y[:256], *params, np.empty(256, np.int8)).uses_pair_table
+    expected = oracle.add(x, y, *params)
+    np.testing.assert_array_equal(run_binary("add", x, y, *params), expected)
+    chunks = [run_binary("add", x[i:i + 256], y[i:i + 256], *params) for i in range(0, 65536, 256)]
+    np.testing.assert_array_equal(np.concatenate(chunks), expected)
+
+
+def test_add_intermediate_wraps_like_the_oracle():
+    # sx and sy saturate near +-2^31 (shift 30 and the largest m0), so sx + sy leaves int32
+    # and wraps modulo 2^32 in both the kernel and the oracle; add_accumulators shows it.
+    x = np.array([127, -128, 127, -128, 0], np.int8)
+    y = np.array([127, -128, -128, 127, 0], np.int8)
+    params = (0, 2 ** 31 - 1, 30, 0, 2 ** 31 - 1, 30, 0, 2 ** 30, -20, 0, -128, 127, 0)
+    r = oracle.add_accumulators(x, y, 0, 2 ** 31 - 1, 30, 0, 2 ** 31 - 1, 30, 0, 0)
+    assert r.max() > 2 ** 31 - 1 and r.min() < -(2 ** 31)
+    np.testing.assert_array_equal(run_binary("add", x, y, *params), oracle.add(x, y, *params))
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 300), zero_points, zero_points, zero_points,
+       st.floats(1e-3, 1.0), st.floats(1e-3, 1.0), st.floats(0.25, 4.0), st.booleans(),
+       st.booleans())
+def test_add_oracle_approximates_the_real_sum(seed, size, x_zp, y_zp, out_zp, x_scale, y_scale,
+                                              out_ratio, same_scale, subtract):
+    # TFLite's recipe: both inputs to a scale 2^-20 * 2 max(scale), sum, rescale to the output.
+    if same_scale:
+        y_scale = x_scale
+    out_scale = out_ratio * max(x_scale, y_scale)
+    twice_max = 2 * max(x_scale, y_scale)
+    x_m0, x_shift = oracle.quantize_multiplier(x_scale / twice_max)
+    y_m0, y_shift = oracle.quantize_multiplier(y_scale / twice_max)
+    out_m0, out_shift = oracle.quantize_multiplier(twice_max / (2 ** 20 * out_scale))
+    if same_scale:
+        assert (x_m0, x_shift) == (y_m0, y_shift) == (2 ** 30, 0)
+    rng = np.random.default_rng(seed)
+    x, y = int8_array(rng, size), int8_array(rng, size)
+    out = oracle.add(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, 20, out_m0, out_shift,
+                     out_zp, -128, 127, int(subtract))
+    real_x = x_scale * (x.astype(np.float64) - x_zp)
+    real_y = y_scale * (y.astype(np.float64) - y_zp)
+    real = real_x - real_y if subtract else real_x + real_y
+    expected = np.clip(out_zp + real / out_scale, -128, 127)  # the exact result, in LSBs
+    error = np.abs(out - expected)
+    assert error.max() <= 1.0
+    assert error.max() <= 0.5 + 1e-3  # in fact: rounding to nearest, plus 2^-20-size errors
+
+
+@SETTINGS
+@given(seeds, sizes, zero_points, zero_points, multipliers,
+       st.one_of(st.integers(-31, 30), st.integers(-16, -6)), zero_points, clamp_bounds())
+def test_mul_matches_oracle(seed, size, x_zp, y_zp, m0, shift, out_zp, bounds):
+    rng = np.random.default_rng(seed)
+    x, y = int8_array(rng, size), int8_array(rng, size)
+    params = (x_zp, y_zp, m0, shift, out_zp, *bounds)
+    np.testing.assert_array_equal(run_binary("mul", x, y, *params), oracle.mul(x, y, *params))
+
+
+@settings(max_examples=25, deadline=None)
+@given(zero_points, zero_points, multipliers,
+       st.one_of(st.integers(-31, 30), st.integers(-16, -6)), zero_points, clamp_bounds())
+def test_mul_on_every_pair_both_paths(x_zp, y_zp, m0, shift, out_zp, bounds):
+    x, y = every_pair()
+    params = (x_zp, y_zp, m0, shift, out_zp, *bounds)
+    assert _binary.MulCall(x, y, *params, np.empty_like(x)).uses_pair_table
+    expected = oracle.mul(x, y, *params)
+    np.testing.assert_array_equal(run_binary("mul", x, y, *params), expected)
+    chunks = [run_binary("mul", x[i:i + 256], y[i:i + 256], *params) for i in range(0, 65536, 256)]
+    np.testing.assert_array_equal(np.concatenate(chunks), expected)
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 300), zero_points, zero_points, zero_points,
+       st.floats(1e-3, 1.0), st.floats(1e-3, 1.0), st.floats(0.01, 1.0))
+def test_mul_oracle_approximates_the_real_product(seed, size, x_zp, y_zp, out_zp, x_scale,
+                                                  y_scale, out_ratio):
+    out_scale = out_ratio * x_scale * y_scale * 128
+    m0, shift = oracle.quantize_multiplier(x_scale * y_scale / out_scale)
+    rng = np.random.default_rng(seed)
+    x, y = int8_array(rng, size), int8_array(rng, size)
+    out = oracle.mul(x, y, x_zp, y_zp, m0, shift, out_zp, -128, 127)
+    real = x_scale * (x.astype(np.float64) - x_zp) * y_scale * (y.astype(np.float64) - y_zp)
+    error = np.abs(out - np.clip(out_zp + real / out_scale, -128, 127))
+    assert error.max() <= 1.0
+    # Two roundings (TFLite's): the doubling high multiply rounds to a unit of 2^-right of
+    # the result, then the right shift rounds to nearest; e.g. 79 / 32 = 2.47 becomes
+    # 39.5 -> 40 (m0 = 2^30), then 40 / 16 = 2.5 -> 3.
+    right = max(-shift, 0)
+    assert error.max() <= 0.5 + 2.0 ** -(right + 1) + 1e-6
+
+
+@st.composite
+def maximum_params(draw):
+    """maximum's parameters after x, y: from real scales (factors 1/4 .. 4), or arbitrary."""
+    x_zp, y_zp, out_zp = draw(zero_points), draw(zero_points), draw(zero_points)
+    if draw(st.booleans()):
+        x_m0, x_shift = oracle.quantize_multiplier(draw(st.floats(0.25, 4.0)))
+        y_m0, y_shift = oracle.quantize_multiplier(draw(st.floats(0.25, 4.0)))
+    else:
+        x_m0, y_m0 = draw(multipliers), draw(multipliers)
+        x_shift, y_shift = draw(st.integers(-31, 30)), draw(st.integers(-31, 30))
+    return (x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp, *draw(clamp_bounds()),
+            draw(st.sampled_from([0, 1])))
+
+
+@SETTINGS
+@given(seeds, sizes, maximum_params())
+def test_maximum_matches_oracle(seed, size, params):
+    rng = np.random.default_rng(seed)
+    x, y = int8_array(rng, size), int8_array(rng, size)
+    np.testing.assert_array_equal(run_binary("maximum", x, y, *params),
+                                  oracle.maximum(x, y, *params))
+
+
+@pytest.mark.parametrize("take_min", [0, 1])
+def test_maximum_in_one_quantization_is_numpy_max(take_min):
+    # Factor 1 (m0 = 2^30, shift 1) and one zero point everywhere: plain max / min, clamped.
+    x = np.repeat(np.arange(-128, 128), 256).astype(np.int8)
+    y = np.tile(np.arange(-128, 128), 256).astype(np.int8)
+    params = (9, 2 ** 30, 1, 9, 2 ** 30, 1, 9, -20, 100, take_min)
+    expected = np.clip((np.minimum if take_min else np.maximum)(x, y), -20, 100)
+    np.testing.assert_array_equal(oracle.maximum(x, y, *params), expected)
+    np.testing.assert_array_equal(run_binary("maximum", x, y, *params), expected)
+
+
+@pytest.mark.parametrize("size", [700, 70000])  # 70000: add and mul use their pair tables
+def test_binary_call_objects_reread_their_inputs(size):
+    rng = np.random.default_rng(3)
+    x, y, out = int8_array(rng, size), int8_array(rng, size), np.empty(size, np.int8)
+    add_p = (3, 2 ** 30 + 7, -1, -5, 2 ** 30 + 9, -2, 20, 1500000000, -18, 4, -128, 127, 1)
+    mul_p = (3, -7, 1500000000, -8, 4, -100, 127)
+    max_p = (3, 2 ** 30 + 5, 1, -7, 2 ** 30 + 99, -2, 4, -100, 100, 0)
+    calls = [(_binary.AddCall(x, y, *add_p, out), oracle.add, add_p),
+             (_binary.MulCall(x, y, *mul_p, out), oracle.mul, mul_p),
+             (_binary.MaximumCall(x, y, *max_p, out), oracle.maximum, max_p)]
+    for _ in range(2):
+        x[:], y[:] = int8_array(rng, size), int8_array(rng, size)
+        for call, reference, params in calls:
+            assert call() is None
+            np.testing.assert_array_equal(out, reference(x, y, *params))
+
+
+def i8(*shape):
+    return np.zeros(shape, np.int8)
+
+
+ADD = (0, 2 ** 30, 0, 0, 2 ** 30, 0, 20, 2 ** 30, -20, 0, -128, 127, 0)
+MUL = (0, 0, 2 ** 30, -8, 0, -128, 127)
+MAX = (0, 2 ** 30, 1, 0, 2 ** 30, 1, 0, -128, 127, 0)
+
+
+def with_param(params, index, value):
+    return params[:index] + (value,) + params[index + 1:]
+
+
+@pytest.mark.parametrize("kernel, params, index, value, match", [
+    ("add", ADD, 0, 128, "x_zp"),
+    ("add", ADD, 1, 2 ** 29, "x_m0"),
+    ("add", ADD, 2, 31, "x_shift"),
+    ("add", ADD, 3, -129, "y_zp"),
+    ("add", ADD, 4, -5, "y_m0"),
+    ("add", ADD, 5, -32, "y_shift"),
+    ("add", ADD, 6, 25, "left_shift"),
+    ("add", ADD, 6, -1, "left_shift"),
+    ("add", with_param(ADD, 0, 1), 6, 24, "left_shift = 24 with x_zp = 1"),
+    ("add", with_param(ADD, 3, -1), 6, 24, "left_shift = 24 with y_zp = -1"),
+    ("add", ADD, 7, 12345, "out_m0"),
+    ("add", ADD, 8, 31, "out_shift"),
+    ("add", ADD, 9, 128, "out_zp"),
+    ("add", with_param(ADD, 11, 5), 10, 10, "act_min"),    # act_min > act_max
+    ("add", ADD, 11, 128, "act_max"),
+    ("add", ADD, 12, 2, "subtract"),
+    ("mul", MUL, 0, 200, "x_zp"),
+    ("mul", MUL, 1, -200, "y_zp"),
+    ("mul", MUL, 2, 7, "m0"),
+    ("mul", MUL, 3, 31, "shift"),
+    ("mul", MUL, 4, -129, "out_zp"),
+    ("mul", MUL, 5, -129, "act_min"),
+    ("maximum", MAX, 0, 128, "x_zp"),
+    ("maximum", MAX, 1, 1, "x_m0"),
+    ("maximum", MAX, 2, -40, "x_shift"),
+    ("maximum", MAX, 3, 300, "y_zp"),
+    ("maximum", MAX, 4, 2 ** 30 - 1, "y_m0"),
+    ("maximum", MAX, 5, 31, "y_shift"),
+    ("maximum", MAX, 6, 128, "out_zp"),
+    ("maximum", MAX, 8, -200, "act_max"),
+    ("maximum", MAX, 9, -1, "take_min"),
+])
+def test_binary_rejects_parameters(kernel, params, index, value, match):
+    with pytest.raises(ValueError, match=match):
+        getattr(_binary, kernel)(i8(4), i8(4), *with_param(params, index, value), i8(4))
+
+
+@pytest.mark.parametrize("kernel, params", [("add", ADD), ("mul", MUL), ("maximum", MAX)])
+def test_binary_rejects_arrays(kernel, params):
+    f = getattr(_binary, kernel)
+    with pytest.raises(ValueError, match="y has length 3"):
+        f(i8(4), i8(3), *params, i8(4))
+    with pytest.raises(ValueError, match="out has length 5"):
+        f(i8(4), i8(4), *params, i8(5))
+    with pytest.raises(ValueError, match="dtype"):
+        f(np.zeros(4, np.uint8), i8(4), *params, i8(4))
+    with pytest.raises(ValueError, match="contiguous"):
+        f(i8(8)[::2], i8(4), *params, i8(4))
+    with pytest.raises(TypeError):
+        f(None, i8(4), *params, i8(4))
+
+
+def test_binary_oracle_rejects_what_the_kernels_reject():
+    with pytest.raises(ValueError, match="left_shift"):
+        oracle.add(i8(4), i8(4), *with_param(with_param(ADD, 0, 1), 6, 24))
+    with pytest.raises(ValueError, match="subtract"):
+        oracle.add(i8(4), i8(4), *with_param(ADD, 12, 2))
+    with pytest.raises(ValueError, match="take_min"):
+        oracle.maximum(i8(4), i8(4), *with_param(MAX, 9, 3))
+    with pytest.raises(ValueError, match="shape"):
+        oracle.mul(i8(4), i8(5), *MUL)
+
+
+# ---- requantize_into (Concatenate), pad_nhwc -----------------------------------------------
+
+@st.composite
+def requantize_params(draw):
+    """(in_zp, m0, shift, out_zp): a plain copy (m0 = 0, one zero point) or a rescale."""
+    in_zp = draw(zero_points)
+    if draw(st.integers(0, 3)) == 0:
+        return in_zp, 0, draw(st.integers(-31, 30)), in_zp
+    m0 = draw(st.integers(2 ** 30, 2 ** 31 - 1))
+    shift = draw(st.one_of(st.integers(-31, 30), st.integers(-2, 2)))
+    return in_zp, m0, shift, draw(zero_points)
+
+
+@SETTINGS
+@given(seeds, st.integers(0, 5), st.integers(0, 40), st.integers(0, 20), requantize_params(),
+       st.data())
+def test_requantize_into_matches_oracle(seed, outer, n, extra, params, data):
+    rng = np.random.default_rng(seed)
+    x = int8_array(rng, (outer, n))
+    offset = data.draw(st.integers(0, extra))
+    before = int8_array(rng, (outer, n + extra))
+    out = before.copy()
+    assert _layout.requantize_into(x, *params, out, offset) is None
+    np.testing.assert_array_equal(out[:, offset:offset + n], oracle.requantize_into(x, *params))
+    # Nothing outside the block is touched.
+    np.testing.assert_array_equal(out[:, :offset], before[:, :offset])
+    np.testing.assert_array_equal(out[:, offset + n:], before[:, offset + n:])
+
+
+def test_requantize_into_with_m0_zero_is_a_copy():
+    rng = np.random.default_rng(4)
+    x = int8_array(rng, (3, 17))
+    np.testing.assert_array_equal(oracle.requantize_into(x, 5, 0, 0, 5), x)
+    out = np.zeros((3, 30), np.int8)
+    _layout.requantize_into(x, 5, 0, 0, 5, out, 13)
+    np.testing.assert_array_equal(out[:, 13:], x)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeds, st.integers(0, 2), st.integers(1, 6), st.integers(1, 6), st.integers(1, 8),
+       st.integers(1, 3), st.integers(0, 3), st.booleans(), zero_points)
+def test_concatenate_along_any_axis(seed, n, h, w, c, n_inputs, axis, same_quantization, out_zp):
+    # How the runtime uses requantize_into: view each input as [outer, axis_len * inner] and
+    # write it at the running offset.
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for _ in range(n_inputs):
+        shape = [n, h, w, c]
+        shape[axis] = int(rng.integers(0, 5))
+        shapes.append(shape)
+    xs = [int8_array(rng, s) for s in shapes]
+    if same_quantization:
+        params = [(out_zp, 0, 0) for _ in xs]
+    else:
+        params = [(int(rng.integers(-128, 128)), *oracle.quantize_multiplier(rng.uniform(0.3, 3)))
+                  for _ in xs]
+    out_shape = list(shapes[0])
+    out_shape[axis] = sum(s[axis] for s in shapes)
+    out = np.full(out_shape, 99, np.int8)
+    outer = int(np.prod(out_shape[:axis]))
+    out2d = out.reshape(outer, int(np.prod(out_shape[axis:])))
+    blocks, offset = [], 0
+    for x, (in_zp, m0, shift) in zip(xs, params):
+        x2d = x.reshape(outer, int(np.prod(x.shape[axis:])))
+        _layout.requantize_into(x2d, in_zp, m0, shift, out_zp, out2d, offset)
+        blocks.append((x2d, in_zp, m0, shift))
+        offset += x2d.shape[1]
+    assert offset == out2d.shape[1]
+    np.testing.assert_array_equal(out2d, oracle.concatenate(blocks, out_zp))
+    if same_quantization:
+        np.testing.assert_array_equal(out, np.concatenate(xs, axis=axis))
+
+
+def test_requantize_into_call_object():
+    rng = np.random.default_rng(5)
+    x, out = int8_array(rng, (4, 300)), np.zeros((4, 310), np.int8)
+    call = _layout.RequantizeIntoCall(x, -3, 1234567890, 1, 7, out, 10)
+    for _ in range(2):
+        x[...] = int8_array(rng, x.shape)
+        assert call() is None
+        np.testing.assert_array_equal(out[:, 10:], oracle.requantize_into(x, -3, 1234567890, 1, 7))
+
+
+@pytest.mark.parametrize("args, match", [
+    ((i8(2, 3), 0, 2 ** 30, 0, 0, i8(3, 5), 0), "out has shape"),
+    ((i8(2, 3), 0, 2 ** 30, 0, 0, i8(2, 5), 3), "offset = 3"),
+    ((i8(2, 3), 0, 2 ** 30, 0, 0, i8(2, 5), -1), "offset = -1"),
+    ((i8(2, 3), 0, 2 ** 30, 0, 0, i8(2, 5), 2 ** 63 - 2), "offset = 9223372036854775806"),
+    ((i8(2, 3), 128, 2 ** 30, 0, 0, i8(2, 5), 0), "in_zp"),
+    ((i8(2, 3), 0, 2 ** 30, 0, -129, i8(2, 5), 0), "out_zp"),
+    ((i8(2, 3), 0, 5, 0, 0, i8(2, 5), 0), "m0 = 5"),
+    ((i8(2, 3), 0, 2 ** 30, 31, 0, i8(2, 5), 0), "shift = 31"),
+    ((i8(2, 3), 1, 0, 0, 2, i8(2, 5), 0), "m0 = 0"),     # a copy needs one zero point
+    ((np.zeros((3, 2), np.int8).T, 0, 0, 0, 0, i8(2, 5), 0), "contiguous"),
+])
+def test_requantize_into_rejects(args, match):
+    with pytest.raises(ValueError, match=match):
+        _layout.requantize_into(*args)
+
+
+@SETTINGS
+@given(seeds, batch, st.integers(0, 12), st.integers(0, 12), channels,
+       st.tuples(*[st.integers(0, 4)] * 4), zero_points)
+def test_pad_nhwc_matches_oracle_and_np_pad(seed, n, h, w, c, pads, value):
+    top, bottom, left, right = pads
+    x = int8_array(np.random.default_rng(seed), (n, h, w, c))
+    out = np.full((n, h + top + bottom, w + left + right, c), 99, np.int8)
+    assert _layout.pad_nhwc(x, top, bottom, left, right, value, out) is None
+    expected = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+    np.testing.assert_array_equal(oracle.pad_nhwc(x, top, bottom, left, right, value), expected)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_pad_nhwc_call_object():
+    rng = np.random.default_rng(6)
+    x, out = int8_array(rng, (2, 40, 40, 24)), np.zeros((2, 43, 42, 24), np.int8)
+    call = _layout.PadNhwcCall(x, 1, 2, 0, 2, -128, out)
+    for _ in range(2):
+        x[...] = int8_array(rng, x.shape)
+        assert call() is None
+        np.testing.assert_array_equal(out, oracle.pad_nhwc(x, 1, 2, 0, 2, -128))
+
+
+@pytest.mark.parametrize("pads, value, out_shape, match", [
+    ((-1, 0, 0, 0), 0, (1, 2, 3, 4), "top"),
+    ((0, -1, 0, 0), 0, (1, 2, 3, 4), "bottom"),
+    ((0, 0, -1, 0), 0, (1, 2, 3, 4), "left"),
+    ((0, 0, 0, -1), 0, (1, 2, 3, 4), "right"),
+    ((0, 0, 0, 0), 128, (1, 3, 3, 4), "value"),
+    ((1, 1, 0, 0), 0, (1, 3, 3, 4), "out has shape"),
+    ((0, 0, 1, 0), 0, (1, 3, 3, 4), "out has shape"),
+    ((0, 0, 0, 0), 0, (2, 3, 3, 4), "out has shape"),
+    ((0, 0, 0, 0), 0, (1, 3, 3, 5), "out has shape"),
+])
+def test_pad_nhwc_rejects(pads, value, out_shape, match):
+    with pytest.raises(ValueError, match=match):
+        _layout.pad_nhwc(i8(1, 3, 3, 4), *pads, value, np.zeros(out_shape, np.int8))
