@@ -11,6 +11,7 @@ Per-layer parsing lives in fixnet.keras_layers.
 """
 import json
 import os
+import re
 
 import numpy as np
 
@@ -89,6 +90,9 @@ class LegacyWeights:
             items.append((short, np.asarray(g[wn][()], dtype=np.float32)))
         return items
 
+    def bind(self, layers):
+        return self
+
     def nested(self, name):
         """The weights of a model used as a layer: all in the group named after it, each weight
         path ending in <inner layer>/<weight>."""
@@ -111,16 +115,39 @@ class _NestedLegacyWeights(LegacyWeights):
         return self          # deeper nesting: the same flat list, filtered by inner layer name
 
 
+def _snake_case(name):
+    """Keras 3's name for an object of a class, as its native weights file uses it."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
 class KerasV3Weights:
     """Weights as Keras 3's native writer lays them out (``.keras`` archives and
-    ``.weights.h5``): ``layers/<layer>/vars/<i>``, nested models under ``layers/<model>/layers``."""
+    ``.weights.h5``): ``layers/<key>/vars/<i>``, nested models under ``layers/<key>/layers``.
+    The key is not the layer's name but its class in snake case, numbered in layer order
+    (dense, dense_1, ...): ``bind`` learns the order from the model config."""
 
     def __init__(self, root, path):
         self.root, self.path = root, path
+        self.keys = {}
+
+    def bind(self, layers):
+        """``layers``: (name, class_name) of the model's layers in order (what model.layers
+        lists: a Sequential's InputLayer is not one of them)."""
+        counts = {}
+        for name, cls in layers:
+            base = _snake_case(cls)
+            k = counts.get(base, 0)
+            counts[base] = k + 1
+            self.keys[name] = base if k == 0 else f"{base}_{k}"
+        return self
 
     def _group(self, name):
         layers = self.root.get("layers") if self.root is not None else None
-        return layers.get(name) if layers is not None else None
+        if layers is None:
+            return None
+        return layers.get(self.keys.get(name, name))
 
     def layer(self, name, class_name):
         g = self._group(name)
@@ -283,6 +310,7 @@ class _Builder:
         self.problems = []          # (layer, class, reason)
         self.names = set()
         self.graph_inputs = []
+        self.layer_weights = {}     # (weights source id, layer) -> (source, LayerWeights)
 
     def resolve(self, t):
         while t in self.alias:
@@ -306,21 +334,23 @@ class _Builder:
         return emit
 
     def build(self, model_cfg):
-        _, config = _as_functional(model_cfg, self.path)
+        cls, config = _as_functional(model_cfg, self.path)
         problems = _problems(config, self.path)
         if problems:
             raise _unsupported(self.path, problems)
-        outputs = self.expand(config, "", self.weights, None)
+        outputs = self.expand(config, "", self.weights, None, cls)
         if self.problems:
             raise _unsupported(self.path, self.problems)
         return Graph(self.graph_inputs, outputs, self.nodes, dict(self.shapes),
                      config.get("name", "model"), self.path)
 
-    def expand(self, config, prefix, weights, bound_inputs):
+    def expand(self, config, prefix, weights, bound_inputs, model_class="Functional"):
         """Emit the nodes of one (possibly nested) functional config. ``bound_inputs``: the
         outer tensors a nested model is called on (None at the top level). Returns the names of
         the tensors its outputs are."""
         layers = config.get("layers", [])
+        weights = weights.bind([(_layer_name(l), l.get("class_name", "")) for l in layers
+                                if not (model_class == "Sequential" and l.get("class_name") == "InputLayer")])
         input_refs = _io_refs(config.get("input_layers", []))
         if bound_inputs is not None and len(bound_inputs) != len(input_refs):
             raise ModelFileError(f"{self.path}: nested model '{prefix.rstrip('/')}' takes "
@@ -374,15 +404,18 @@ class _Builder:
     def _call(self, layer, node_index, inputs, unknown, prefix, weights):
         lname = _layer_name(layer)
         cls = layer["class_name"]
+        key = (id(weights), lname)
+        if key not in self.layer_weights:          # a layer called twice shares its weights
+            self.layer_weights[key] = (weights, weights.layer(lname, cls) if cls not in MODEL_CLASSES else None)
         out = _tensor_name(prefix + lname, node_index, 0)
         if cls in MODEL_CLASSES:
-            _, inner = _as_functional(layer, self.path)
+            inner_cls, inner = _as_functional(layer, self.path)
             inner_prefix = prefix + lname + (f"#{node_index}" if node_index else "") + "/"
-            outs = self.expand(inner, inner_prefix, weights.nested(lname), inputs)
+            outs = self.expand(inner, inner_prefix, weights.nested(lname), inputs, inner_cls)
             for k, t in enumerate(outs):
                 self.alias[_tensor_name(prefix + lname, node_index, k)] = t
             return
-        kl = KerasLayer(lname, cls, layer.get("config", {}), weights.layer(lname, cls), inputs,
+        kl = KerasLayer(lname, cls, layer.get("config", {}), self.layer_weights[key][1], inputs,
                         [self.shapes[t] for t in inputs], [out],
                         self.emit_for(prefix + lname, lname, cls), self.keras_version)
         try:
