@@ -297,6 +297,30 @@ def _problems(config, path, prefix=""):
     return out
 
 
+def _node_index_remap(layers, config):
+    """{(layer, node index as referenced): index into the layer's inbound_nodes}.
+
+    Files normally number a layer's calls 0, 1, ... as listed in its inbound_nodes, but
+    tf.keras 2 writes references to a nested model with the model's own numbering, in which
+    call 0 is the model's construction (``["feature_mlp", 1, 0]`` for its first call in the
+    outer graph). Where a layer is referenced with indices beyond its inbound nodes, the
+    referenced indices are mapped onto its calls in order."""
+    counts = {_layer_name(l): len(l.get("inbound_nodes", [])) for l in layers}
+    referenced = {}
+    for l in layers:
+        for node in l.get("inbound_nodes", []):
+            for name, n, _ in _inbound_refs(node):
+                referenced.setdefault(name, set()).add(n)
+    for name, n, _ in _io_refs(config.get("output_layers", [])):
+        referenced.setdefault(name, set()).add(n)
+    remap = {}
+    for name, idx in referenced.items():
+        n_calls = counts.get(name, 0)
+        if n_calls and max(idx) >= n_calls and len(idx) <= n_calls:
+            remap.update({(name, k): i for i, k in enumerate(sorted(idx))})
+    return remap
+
+
 class _Builder:
     """Turns a (functional-form) model config into IR nodes, recursing into nested models."""
 
@@ -355,7 +379,8 @@ class _Builder:
         if bound_inputs is not None and len(bound_inputs) != len(input_refs):
             raise ModelFileError(f"{self.path}: nested model '{prefix.rstrip('/')}' takes "
                                  f"{len(input_refs)} inputs but is called on {len(bound_inputs)}")
-        tname = lambda lname, n, t: _tensor_name(prefix + lname, n, t)
+        remap = _node_index_remap(layers, config)
+        tname = lambda lname, n, t: _tensor_name(prefix + lname, remap.get((lname, n), n), t)
         pending = []
         for layer in layers:
             lname = _layer_name(layer)
