@@ -13,11 +13,15 @@ def load(path, weights=None):
     in a file.
 
     path: a full-model HDF5 file (``model.save("x.h5")``, any Keras from 2.0 to 3), a Keras 3
-        ``.keras`` archive, or an architecture JSON (``model.to_json()``) with ``weights``.
+        ``.keras`` archive, or an architecture JSON (``model.to_json()``) with ``weights``;
+        or a fixnet ``.fxn`` file, which gives back the QuantizedModel it holds.
     weights: with a JSON architecture, the weights file (``save_weights``: ``.h5`` or
         ``.weights.h5``).
     """
+    from .fxn import is_fxn_file, load_model
     from .keras_h5 import load_keras_h5, load_keras_json
+    if weights is None and is_fxn_file(path):
+        return load_model(path)
     if weights is not None:
         return FloatModel(load_keras_json(path, weights))
     if os.fspath(path).lower().endswith(".json"):
@@ -69,9 +73,40 @@ class FloatModel:
         res = [np.concatenate([p[k] for p in parts]) for k in range(len(self.graph.outputs))]
         return res[0] if len(res) == 1 else res
 
-    def quantize(self, calibration=None, per_channel=True, on_overflow_risk="error",
-                 batch_size=128):
-        """Convert to int8 (see fixnet.quant.quantizer.quantize_graph). Returns a QuantizedModel."""
+    def quantize(self, calibration=None, method="mse", *, percentile=99.99, per_channel=True,
+                 weight_clipping=None, bias_correction=True, input_range=None,
+                 on_overflow_risk="error", batch_size=128, progress="auto"):
+        """Convert to int8. Returns a QuantizedModel.
+
+        calibration: representative inputs the activation ranges are measured on (a few hundred
+            is plenty): an array (one-input models), a list with one array per input, or any
+            iterable of batches, e.g. a generator (read once; batches are arrays, or lists of
+            arrays for several inputs). Only fixed-size histograms are kept, whatever its size.
+            None: data-free quantization (ranges from the model's BatchNormalization statistics
+            and a propagated input range; warns that calibration data usually does better).
+        method: how each activation tensor's range is chosen from its histogram:
+            "minmax" (nothing clipped), "percentile" (clips 100 - ``percentile`` % on each side),
+            "mse" (least expected squared quantization error: clipping + rounding), "entropy"
+            (TensorRT's KL divergence), or "auto" (per tensor, see fixnet.quant.quantizer).
+            Model inputs always keep their min/max.
+        percentile: for method="percentile", in (50, 100].
+        per_channel: one weight scale per output channel (True) or per tensor.
+        weight_clipping: None (weights scaled to their largest |w|) or "mse" (per channel, the
+            clipping threshold of least squared weight error).
+        bias_correction: subtract from each dense/conv layer's int32 bias the mean output shift
+            its weight rounding causes on the calibration data.
+        input_range: (lo, hi) of the model's input values in real units (a pair per input for
+            several inputs), for data-free quantization when the model does not start with a
+            Rescaling or Normalization layer.
+        on_overflow_risk: "error" raises OverflowRiskError naming the layer when no proof exists
+            that its int32 accumulator cannot wrap; "warn" only warns.
+        batch_size: samples per pass of the float reference during calibration.
+        progress: a progress bar during calibration: "auto" (on a terminal, for runs longer
+            than a second), True or False.
+        """
         from .quant.quantizer import quantize_graph
-        return quantize_graph(self.graph, calibration, per_channel=per_channel,
-                              on_overflow_risk=on_overflow_risk, batch_size=batch_size)
+        return quantize_graph(self.graph, calibration, method, percentile=percentile,
+                              per_channel=per_channel, weight_clipping=weight_clipping,
+                              bias_correction=bias_correction, input_range=input_range,
+                              on_overflow_risk=on_overflow_risk, batch_size=batch_size,
+                              progress=progress)

@@ -261,6 +261,14 @@ class QuantizedModel:
         from .report import OverflowReport
         return OverflowReport(self.overflow_bounds())
 
+    # -- the portable file -----------------------------------------------------------------
+    def save(self, path):
+        """Write the int8 network to one versioned ``.fxn`` file (see fixnet/fxn.py): int8
+        weights, int32 biases, multipliers, tables and the graph; no float weights.
+        ``fixnet.load(path)`` reads it back with bit-identical predictions."""
+        from .fxn import save_model
+        save_model(self, path)
+
 
 def check_input_array(x, name, shape, allow_int8):
     """Validate one input array against the model's input ``shape`` (without batch)."""
