@@ -125,16 +125,21 @@ class QuantizedModel:
                 f"inputs {self.input_shapes}, outputs {[self.tensors[t].shape for t in self.outputs]}>")
 
     # -- running --------------------------------------------------------------------------
-    def predict(self, x, output="float32"):
+    def predict(self, x, output="float32", check_overflow=False):
         """Run the int8 network.
 
         x: float32/float64 array (quantized at the input with the input's scale and zero
            point), or int8 (taken as already quantized); shape (batch,) + input shape. A list
            of arrays for a model with several inputs.
         output: "float32" (dequantized, the default) or "int8" (raw codes; see output_qparams).
+        check_overflow: run through the NumPy oracle with int64 accumulators instead, raising
+           fixnet.AccumulatorOverflowError naming the layer if any int32 accumulator would
+           wrap (same results, much slower); ``last_check`` then holds per-layer counts.
         Returns one array, or a list for a model with several outputs; new arrays every call
         (never views of the model's internal buffers).
         """
+        if check_overflow:
+            return self._predict_checked(x, output)
         # Fast path: one C-contiguous float32/int8 array of a shape seen before (so its arena
         # and the checks of every argument are done): a dict lookup, the input stage (a
         # C-level dtype/shape check, then copy or quantize into the arena), the kernel calls
@@ -187,6 +192,15 @@ class QuantizedModel:
                                           f"value(s); int8 cannot represent them")
         for call in arena.calls:
             call()
+
+    def _predict_checked(self, x, output):
+        from .checked import run_checked
+        if output not in ("float32", "int8"):
+            raise FixnetError(f"predict: output must be 'float32' or 'int8', not {output!r}")
+        outs, self.last_check = run_checked(self, x)
+        if output == "float32":
+            outs = [self.tensors[t].qparams.dequantize(o) for t, o in zip(self.outputs, outs)]
+        return outs[0] if len(outs) == 1 else outs
 
     def predict_oracle(self, x):
         """The same network run step by step with the pure-NumPy oracle (int8 outputs).

@@ -1,0 +1,98 @@
+"""Checked execution: the int8 network run step by step through the NumPy oracle with int64
+accumulators, raising AccumulatorOverflowError (naming the layer) if any int32 accumulator the
+kernels use would wrap, and counting how often each layer saturates at the int8 clamp.
+
+The outputs are bit-identical to ``QuantizedModel.predict`` (the kernels are bit-exact with
+the oracle); only slower.
+"""
+import numpy as np
+
+from . import oracle
+from .errors import AccumulatorOverflowError
+from .report import render_table
+
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
+def _accumulators(step, ins):
+    """int64 intermediates of a step that the kernels hold in int32, or None."""
+    acc = step.accumulators(ins)
+    if acc is not None:
+        return acc
+    if step.op in ("add", "subtract", "average"):
+        p = step.params
+        return oracle.add_accumulators(ins[0].reshape(-1), ins[1].reshape(-1), p["x_zp"], p["x_m0"],
+                                       p["x_shift"], p["y_zp"], p["y_m0"], p["y_shift"],
+                                       p["left_shift"], p["subtract"])
+    return None
+
+
+def _unclamped(step, acc):
+    """out_zp + requantized accumulator, before the clamp (None where the step has none)."""
+    m0, shift, zp = getattr(step, "m0", None), getattr(step, "shift", None), getattr(step, "out_zp", None)
+    if m0 is None or zp is None or acc is None or np.ndim(m0) == 0:
+        return None
+    c = np.asarray(m0).shape[0]
+    if acc.shape[-1] != c:
+        return None
+    inside = np.clip(acc, INT32_MIN, INT32_MAX)
+    return oracle.multiply_by_quantized_multiplier(inside, m0, shift).astype(np.int64) + zp
+
+
+class CheckReport:
+    """What a checked run saw, per layer: the largest |int32 accumulator| and how many
+    outputs the int8 clamp cut (values the requantized result put beyond [-128, 127])."""
+
+    def __init__(self):
+        self.records = []
+
+    def to_dict(self):
+        return {"layers": [dict(r) for r in self.records]}
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __str__(self):
+        rows = [(r["layer"], r["op"], r["max_abs_accumulator"], r["saturated"], r["outputs"],
+                 f"{100.0 * r['saturated'] / max(r['outputs'], 1):.2f}%") for r in self.records]
+        return render_table("checked execution", ["layer", "op", "max |acc|", "saturated",
+                                                  "outputs", "share"], rows)
+
+
+def run_checked(qm, x):
+    """Run ``qm`` on ``x`` through the oracle with overflow checks. Returns (int8 outputs,
+    CheckReport); raises AccumulatorOverflowError on the first accumulator that wraps."""
+    xs = qm._check_inputs(x)
+    vals = {}
+    for t, xi in zip(qm.inputs, xs):
+        vals[t] = xi if xi.dtype == np.int8 else qm.tensors[t].qparams.quantize(xi)
+        if xi.dtype != np.int8 and not np.all(np.isfinite(xi)):
+            from .errors import NonFiniteInputError
+            raise NonFiniteInputError(f"input '{t}' holds NaN or infinite values")
+    report = CheckReport()
+    for s in qm.steps:
+        ins = [vals[t] for t in s.inputs]
+        acc = _accumulators(s, ins)
+        max_abs = None
+        if acc is not None:
+            acc = np.asarray(acc, np.int64)
+            max_abs = int(np.abs(acc).max()) if acc.size else 0
+            if acc.size and (acc.max() > INT32_MAX or acc.min() < INT32_MIN):
+                where = np.unravel_index(np.argmax(np.abs(acc)), acc.shape)
+                raise AccumulatorOverflowError(
+                    f"layer '{s.layer}' ({s.op}): an int32 accumulator would wrap: "
+                    f"{int(acc[where])} at index {tuple(int(i) for i in where)} is outside int32")
+        outs = s.oracle(ins)
+        for t, o in zip(s.outputs, outs):
+            vals[t] = o.reshape((o.shape[0],) + qm.tensors[t].shape)
+        raw = _unclamped(s, acc)
+        saturated = 0
+        if raw is not None:
+            # below -128 is a fused ReLU doing its job when the clamp starts at real 0
+            lower_is_activation = getattr(s, "act_min", -128) == s.out_zp
+            saturated = int(np.count_nonzero(raw > 127))
+            if not lower_is_activation:
+                saturated += int(np.count_nonzero(raw < -128))
+        report.records.append({"layer": s.layer, "op": s.op, "max_abs_accumulator": max_abs,
+                               "saturated": saturated, "outputs": int(sum(o.size for o in outs))})
+    return [vals[t] for t in qm.outputs], report

@@ -1,0 +1,49 @@
+"""Checked execution: the oracle with int64 accumulators, bit-identical to the kernels, raising
+AccumulatorOverflowError naming the layer when an int32 accumulator would wrap."""
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+import fixnet
+from conftest import fixture_data, fixture_path
+
+
+@pytest.mark.parametrize("name", ["mlp_func_k3", "resnet_small_k3", "concat_branches_tfk2"])
+def test_checked_run_is_bit_identical_and_reports_every_layer(name):
+    d = fixture_data(name)
+    qm = fixnet.load(fixture_path(name)).quantize(d["x_calib"])
+    x = d["x_test"][:40]
+    assert np.array_equal(qm.predict(x, output="int8", check_overflow=True), qm.predict(x, output="int8"))
+    assert np.array_equal(qm.predict(x, check_overflow=True), qm.predict(x))
+    rep = qm.last_check
+    assert [r["layer"] for r in rep] == [s.layer for s in qm.steps]
+    # the static bound is never below what a real run sees
+    bounds = {(b.layer, b.op): int(b.worst.max()) for b in qm.overflow_bounds()}
+    for r in rep:
+        if r["max_abs_accumulator"] is not None and (r["layer"], r["op"]) in bounds:
+            assert r["max_abs_accumulator"] <= bounds[r["layer"], r["op"]]
+    assert "checked execution" in str(rep)
+
+
+def test_crafted_model_trips_checked_execution(copy_fixture):
+    # dense_2's channel 3 gets a bias just below 2^31: any positive dot product wraps int32
+    p = copy_fixture("mlp_seq_tfk2")
+    d = fixture_data("mlp_seq_tfk2")
+    qm = fixnet.load(p).quantize(d["x_calib"])
+    s = qm.steps[2]
+    fm = fixnet.load(p)
+    kernel = fm.graph.nodes[-2].weights["kernel"]
+    in_scale = qm.tensors[s.inputs[0]].qparams.scale
+    w_scale = np.abs(kernel[:, 3]).max() / 127
+    with h5py.File(p, "r+") as f:
+        ds = f["model_weights/dense_2/dense_2/bias:0"]
+        b = np.array(ds)
+        b[3] = (2 ** 31 - 2) * in_scale * w_scale
+        ds[...] = b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qm = fixnet.load(p).quantize(d["x_calib"], on_overflow_risk="warn")
+    with pytest.raises(fixnet.AccumulatorOverflowError, match=r"layer 'dense_2' \(dense\).*wrap"):
+        qm.predict(d["x_test"], check_overflow=True)
