@@ -104,9 +104,13 @@ class FloatModel:
         progress: a progress bar during calibration: "auto" (on a terminal, for runs longer
             than a second), True or False.
         """
+        from .passes import optimize
         from .quant.quantizer import quantize_graph
-        return quantize_graph(self.graph, calibration, method, percentile=percentile,
-                              per_channel=per_channel, weight_clipping=weight_clipping,
-                              bias_correction=bias_correction, input_range=input_range,
-                              on_overflow_risk=on_overflow_risk, batch_size=batch_size,
-                              progress=progress)
+        qm = quantize_graph(self.graph, calibration, method, percentile=percentile,
+                            per_channel=per_channel, weight_clipping=weight_clipping,
+                            bias_correction=bias_correction, input_range=input_range,
+                            on_overflow_risk=on_overflow_risk, batch_size=batch_size,
+                            progress=progress)
+        if getattr(qm, "float_graph", None) is None:
+            qm.float_graph = optimize(self.graph)     # for qm.report(x); never saved to .fxn
+        return qm

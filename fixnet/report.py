@@ -1,6 +1,8 @@
 """Reports as structured records (``to_dict``) and as readable tables (``str``)."""
 import io
 
+import numpy as np
+
 
 def render_table(title, columns, rows):
     """A plain-text table drawn by rich (imported only when a table is shown)."""
@@ -45,3 +47,94 @@ class OverflowReport:
                  "yes" if r["proven"] else "NO") for r in self.records]
         return render_table("int32 overflow proof (worst case over all int8 inputs)",
                             ["layer", "op", "what", "worst |acc|", "headroom bits", "proven"], rows)
+
+
+def _sqnr_db(ref, test):
+    ref = np.asarray(ref, np.float64)
+    noise = float(np.sum((ref - np.asarray(test, np.float64)) ** 2))
+    signal = float(np.sum(ref ** 2))
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+
+
+class ErrorReport:
+    """Where the quantization error comes from, per layer (per runtime step):
+
+    - sqnr_db: float reference vs dequantized int8 output of the step, on the given inputs
+      (error accumulated from the network's input up to here);
+    - clipped: share of the float values outside the int8 range chosen for the tensor;
+    - saturated: outputs the int8 clamp cut (checked execution's count);
+    - max_abs_accumulator and headroom_bits: the largest int32 accumulator seen, and the static
+      proof's headroom (bits below 2^31 in the worst case over all inputs);
+    - weight_range_use: mean over output channels of max|w_q| / 127 (1.0 = full int8 range).
+    """
+
+    def __init__(self, records):
+        self.records = records
+
+    def to_dict(self):
+        return {"layers": [dict(r) for r in self.records]}
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __str__(self):
+        def f(v, fmt):
+            return "" if v is None else format(v, fmt)
+        rows = [(r["layer"], r["op"], f(r["sqnr_db"], ".1f"), f(100 * r["clipped"], ".3f") if r["clipped"] is not None else "",
+                 r["saturated"], f(r["headroom_bits"], ".1f"), f(r["weight_range_use"], ".2f"))
+                for r in self.records]
+        return render_table("quantization error by layer",
+                            ["layer", "op", "SQNR dB", "clipped %", "saturated", "headroom bits",
+                             "weight range use"], rows)
+
+
+def error_report(qm, float_graph, x):
+    """Build an ErrorReport for QuantizedModel ``qm`` on inputs ``x`` (see qm.report)."""
+    from . import reference
+    from .checked import run_checked
+
+    xs = qm._check_inputs(x)
+    floats = {}
+    if float_graph is not None:      # a model read from a .fxn file has no float weights
+        reference.run(float_graph, [np.asarray(v, np.float64) for v in xs],
+                      observe=lambda t, v: floats.__setitem__(t, v))
+    # int8 values of every tensor, through the oracle (bit-identical to the kernels)
+    ints = {}
+    for t, xi in zip(qm.inputs, xs):
+        ints[t] = xi if xi.dtype == np.int8 else qm.tensors[t].qparams.quantize(xi)
+    for s in qm.steps:
+        for t, o in zip(s.outputs, s.oracle([ints[t] for t in s.inputs])):
+            ints[t] = o.reshape((o.shape[0],) + qm.tensors[t].shape)
+    _, check = run_checked(qm, x)
+    bounds = {}
+    for b in qm.overflow_bounds():
+        bounds.setdefault((b.layer, b.op), b)
+    records = []
+    for s, c in zip(qm.steps, check):
+        t = s.outputs[0]
+        qp = qm.tensors[t].qparams
+        ref = floats.get(t)
+        sqnr = clipped = None
+        if ref is not None:
+            sqnr = _sqnr_db(ref, qp.dequantize(ints[t]))
+            lo, hi = qp.real_range
+            clipped = float(np.mean((ref < lo - qp.scale / 2) | (ref > hi + qp.scale / 2)))
+        b = bounds.get((s.layer, s.op))
+        w = getattr(s, "w_q", None)
+        use = None
+        if w is not None:
+            per_channel = np.abs(w.astype(np.int32)).reshape(w.shape[0], -1).max(axis=1) \
+                if s.op != "depthwise_conv2d" else np.abs(w.astype(np.int32)).reshape(-1, w.shape[-1]).max(axis=0)
+            use = float(per_channel.mean() / 127.0)
+        records.append({"layer": s.layer, "op": s.op, "tensor": t,
+                        "sqnr_db": None if sqnr is None else float(sqnr),
+                        "clipped": clipped, "saturated": c["saturated"],
+                        "max_abs_accumulator": c["max_abs_accumulator"],
+                        "headroom_bits": None if b is None else round(b.headroom_bits, 2),
+                        "weight_range_use": use, "scale": qp.scale, "zero_point": qp.zero_point})
+    return ErrorReport(records)

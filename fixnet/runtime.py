@@ -275,6 +275,15 @@ class QuantizedModel:
         from .report import OverflowReport
         return OverflowReport(self.overflow_bounds())
 
+    def report(self, x):
+        """Where the quantization error comes from, layer by layer, on inputs ``x``: SQNR of
+        each int8 tensor against the float network, share of values clipped by each range,
+        int8 saturation counts, accumulator headroom and weight range use. Returns an
+        ErrorReport: ``print(report)`` for a table, ``report.to_dict()`` for records. (A model
+        read from a .fxn file has no float network: SQNR and clipping are then left empty.)"""
+        from .report import error_report
+        return error_report(self, getattr(self, "float_graph", None), x)
+
     # -- the portable file -----------------------------------------------------------------
     def save(self, path):
         """Write the int8 network to one versioned ``.fxn`` file (see fixnet/fxn.py): int8
