@@ -131,7 +131,10 @@ class QuantizedModel:
         x: float32/float64 array (quantized at the input with the input's scale and zero
            point), or int8 (taken as already quantized); shape (batch,) + input shape. A list
            of arrays for a model with several inputs.
-        output: "float32" (dequantized, the default) or "int8" (raw codes; see output_qparams).
+        x may also be uint8: the int8 codes + 128 (zero point + 128), like TFLite's uint8
+           input type (camera pixels, for a model whose input range is [0, 255]).
+        output: "float32" (dequantized, the default), "int8" (raw codes; see output_qparams)
+           or "uint8" (the codes + 128).
         check_overflow: run through the NumPy oracle with int64 accumulators instead, raising
            fixnet.AccumulatorOverflowError naming the layer if any int32 accumulator would
            wrap (same results, much slower); ``last_check`` then holds per-layer counts.
@@ -159,8 +162,10 @@ class QuantizedModel:
     def _predict(self, x, output):
         """predict for any input: checks (with the error messages), conversions, chunks of
         MAX_ROWS_PER_PASS rows; registers the fast path for the shape when it applies."""
+        if output == "uint8":
+            return _as_uint8(self._predict(x, "int8"))
         if output not in ("float32", "int8"):
-            raise FixnetError(f"predict: output must be 'float32' or 'int8', not {output!r}")
+            raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
         as_float = output == "float32"
         xs = self._check_inputs(x)
         n = xs[0].shape[0]
@@ -195,8 +200,10 @@ class QuantizedModel:
 
     def _predict_checked(self, x, output):
         from .checked import run_checked
+        if output == "uint8":
+            return _as_uint8(self._predict_checked(x, "int8"))
         if output not in ("float32", "int8"):
-            raise FixnetError(f"predict: output must be 'float32' or 'int8', not {output!r}")
+            raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
         outs, self.last_check = run_checked(self, x)
         if output == "float32":
             outs = [self.tensors[t].qparams.dequantize(o) for t, o in zip(self.outputs, outs)]
@@ -284,6 +291,14 @@ class QuantizedModel:
         from .report import error_report
         return error_report(self, getattr(self, "float_graph", None), x)
 
+    def dequantized_weights(self):
+        """The float weights this int8 network really computes with, reconstructed from its
+        integers: {step name: {"kernel": ..., "bias": ...}} in Keras's layouts (Dense [in, out],
+        Conv [KH, KW, in, out], Depthwise [KH, KW, C, multiplier]), with any BatchNorm folded in.
+        See fixnet/dequantize.py."""
+        from .dequantize import dequantized_weights
+        return dequantized_weights(self)
+
     # -- the portable file -----------------------------------------------------------------
     def save(self, path):
         """Write the int8 network to one versioned ``.fxn`` file (see fixnet/fxn.py): int8
@@ -291,6 +306,13 @@ class QuantizedModel:
         ``fixnet.load(path)`` reads it back with bit-identical predictions."""
         from .fxn import save_model
         save_model(self, path)
+
+
+def _as_uint8(out):
+    """int8 codes q -> uint8 codes q + 128 (same scale, zero point + 128)."""
+    if isinstance(out, list):
+        return [_as_uint8(o) for o in out]
+    return np.bitwise_xor(out, np.int8(-128)).view(np.uint8)
 
 
 def check_input_array(x, name, shape, allow_int8):
@@ -302,13 +324,18 @@ def check_input_array(x, name, shape, allow_int8):
             raise InputDtypeError(f"input '{name}': cannot be made into an array ({e})") from None
     if x.dtype == np.int8 and allow_int8:
         pass
+    elif x.dtype == np.uint8 and allow_int8:
+        # uint8 codes u mean the same as int8 codes u - 128 (zero point + 128), as TFLite's
+        # uint8 input type: e.g. camera pixels for a model whose input range is [0, 255]
+        x = np.bitwise_xor(x.view(np.int8), np.int8(-128))
     elif x.dtype.kind == "f":
         if x.dtype != np.float32:
             x = x.astype(np.float32)
     else:
-        allowed = "float32 or int8" if allow_int8 else "float32"
+        allowed = "float32, int8 or uint8" if allow_int8 else "float32"
         raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass {allowed} "
-                              "(int8 means already quantized with the model's input scale/zero point)")
+                              "(int8 means already quantized with the model's input scale/zero "
+                              "point; uint8 the same codes + 128)")
     want = tuple(shape)
     if x.shape[1:] != want or x.ndim != len(want) + 1:
         hint = ""
