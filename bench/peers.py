@@ -413,9 +413,15 @@ def machine_info(threads):
         if mod in sys.modules:
             versions[mod] = getattr(sys.modules[mod], "__version__", "?")
     import fixnet
+    import fixnet._kernels as kernels
     return {"date": datetime.date.today().isoformat(), "cpu": cpu,
             "machine": platform.machine(), "cores": os.cpu_count(), "threads": threads,
             "platform": platform.platform(), "fixnet_path": os.path.dirname(fixnet.__file__),
+            # which kernel build ran (fixnet._kernels: baseline, avx2, avx512vnni, dotprod;
+            # FIXNET_ISA forces one) and which builds this install has for this CPU
+            "fixnet_isa": getattr(kernels, "ISA", "baseline"),
+            "fixnet_builds": (kernels.available_builds()
+                              if hasattr(kernels, "available_builds") else ["baseline"]),
             "versions": versions}
 
 
@@ -583,7 +589,9 @@ def main(args):
     console.print(f"[bold]fixnet peers[/bold], {results['machine']['date']}, "
                   f"{results['machine']['cpu']} ({results['machine']['cores']} cores), "
                   f"{args.threads} thread(s) per runtime, {args.rounds} rounds; "
-                  f"fixnet from {results['machine']['fixnet_path']}")
+                  f"fixnet from {results['machine']['fixnet_path']}, kernels built for "
+                  f"{results['machine']['fixnet_isa']} (of {results['machine']['fixnet_builds']};"
+                  f" FIXNET_ISA forces one)")
     versions = results["machine"]["versions"]
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     console.print()

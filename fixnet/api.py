@@ -74,7 +74,8 @@ class FloatModel:
         return res[0] if len(res) == 1 else res
 
     def quantize(self, calibration=None, method="mse", *, percentile=99.99, per_channel=True,
-                 weight_clipping=None, bias_correction=True, input_range=None,
+                 weight_clipping=None, weight_rounding="adaptive", bias_correction=True,
+                 input_range=None,
                  on_overflow_risk="error", batch_size=128, progress="auto"):
         """Convert to int8. Returns a QuantizedModel.
 
@@ -93,6 +94,8 @@ class FloatModel:
         per_channel: one weight scale per output channel (True) or per tensor.
         weight_clipping: None (weights scaled to their largest |w|) or "mse" (per channel, the
             clipping threshold of least squared weight error).
+        weight_rounding: "adaptive" (each layer's int8 weights rounded to minimise its output
+            error on the calibration data, see fixnet.quant.rounding) or "nearest".
         bias_correction: subtract from each dense/conv layer's int32 bias the mean output shift
             its weight rounding causes on the calibration data.
         input_range: (lo, hi) of the model's input values in real units (a pair per input for
@@ -108,7 +111,8 @@ class FloatModel:
         from .quant.quantizer import quantize_graph
         qm = quantize_graph(self.graph, calibration, method, percentile=percentile,
                             per_channel=per_channel, weight_clipping=weight_clipping,
-                            bias_correction=bias_correction, input_range=input_range,
+                            weight_rounding=weight_rounding, bias_correction=bias_correction,
+                            input_range=input_range,
                             on_overflow_risk=on_overflow_risk, batch_size=batch_size,
                             progress=progress)
         if getattr(qm, "float_graph", None) is None:

@@ -79,6 +79,12 @@ def fold_batchnorm(graph):
         if _sole_consumer(g, bn.inputs[0]) is not bn:
             continue
         _scale_output_channels(d, bn.weights["scale"], bn.weights["offset"])
+        if "input_mean" in bn.attrs and "input_var" in bn.attrs:
+            # the BatchNormalization's moving statistics describe the layer's output before the
+            # fold; after it, the folded output's are these (for data-free quantization)
+            s, o = bn.weights["scale"], bn.weights["offset"]
+            d.attrs["output_stats"] = (np.asarray(bn.attrs["input_mean"]) * s + o,
+                                       np.asarray(bn.attrs["input_var"]) * s * s)
         d.attrs["clamp"] = bn.attrs.get("clamp")
         d.attrs["folded"] = d.attrs.get("folded", []) + [bn.layer]
         d.outputs = list(bn.outputs)
@@ -124,6 +130,8 @@ def fold_affine_into_next_dense(graph):
         d.weights = {"kernel": a.weights["scale"][:, None] * kernel,
                      "bias": bias + a.weights["offset"] @ kernel}
         d.attrs["folded"] = [a.layer] + d.attrs.get("folded", [])
+        if "input_mean" in a.attrs and "input_var" in a.attrs:
+            d.attrs["input_stats"] = (a.attrs["input_mean"], a.attrs["input_var"])
         d.inputs = list(a.inputs)
         g.nodes.remove(a)
         prods = g.producers()
@@ -184,6 +192,9 @@ def clamp_before_saturating_activations(graph):
                 n_out = p.weights["kernel"].shape[2] * p.weights["kernel"].shape[3]
             bias = p.weights.get("bias", np.zeros(n_out))
             p.weights = dict(p.weights, bias=np.asarray(bias, np.float64) - a)
+            if "output_stats" in p.attrs:
+                m, v = p.attrs["output_stats"]
+                p.attrs["output_stats"] = (np.asarray(m) - a, v)
         p.attrs["clamp"] = (0.0, b - a)
         act.attrs = dict(act.attrs, params=dict(act.attrs.get("params", {}), input_offset=a))
     return g

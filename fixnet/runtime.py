@@ -163,7 +163,7 @@ class QuantizedModel:
         """predict for any input: checks (with the error messages), conversions, chunks of
         MAX_ROWS_PER_PASS rows; registers the fast path for the shape when it applies."""
         if output == "uint8":
-            return _as_uint8(self._predict(x, "int8"))
+            return _as_uint8(self.predict(x, "int8"))     # the int8 fast path, then + 128
         if output not in ("float32", "int8"):
             raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
         as_float = output == "float32"

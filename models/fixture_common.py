@@ -15,7 +15,6 @@ Keras order (``model.inputs`` / ``model.outputs``): ``x_test_0, x_test_1, ...,
 keras_float_0, keras_float_1, tflite_int8_raw_0, tflite_output_scale_1, ...``.
 Single-input single-output models use the unsuffixed MLP key layout.
 """
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import time
 
 import numpy as np
 
-from make_models import HERE, SEED, WRITERS, quantize_input, seed_everything  # noqa: F401
+from make_models import HERE, WRITERS, quantize_input, seed_everything
 
 SIZE_LIMIT = 1 << 20
 
@@ -49,11 +48,6 @@ def run_writers(script, extra_args=(), env_override=None):
 
 def import_keras(writer):
     import tensorflow as tf
-
-    if os.environ.get("FIXNET_SINGLE_THREAD") == "1":
-        # must happen before TensorFlow runs its first op
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
 
     if writer == "keras3":
         import keras

@@ -3,7 +3,6 @@
 Used by make_models.write_readme() through make_cnn_models.readme_section() and
 make_layer_models.readme_section().
 """
-import json
 import os
 
 import numpy as np
@@ -202,13 +201,6 @@ def activation_table():
     return "\n".join(rows)
 
 
-def slices_table(base):
-    d = _load(base)
-    if d is None or "output_slices" not in d:
-        return ""
-    return json.loads(str(d["output_slices"]))
-
-
 def _files(pattern_exts):
     rows = []
     for name in pattern_exts:
@@ -322,7 +314,8 @@ FORMATS_TEXT = """
 | `cnn_digits_k3.keras` | Keras 3 native archive, `model.save("x.keras")` of the trained `cnn_digits_k3` | `cnn_digits_k3.npz` |
 | `multi_io_k3.keras` | the same for `multi_io_k3` | `multi_io_k3.npz` |
 | `cnn_digits_k3.json` + `cnn_digits_k3.weights.h5` | `model.to_json()` + Keras 3 `model.save_weights("x.weights.h5")` (Keras 3's own weights format, not the legacy HDF5 layout) | `cnn_digits_k3.npz` |
-| `cnn_digits_tfk2.json` + `cnn_digits_tfk2.weights.h5` | `model.to_json()` + tf.keras 2 `model.save_weights("x.weights.h5")` (HDF5, chosen by the `.h5` suffix) | `cnn_digits_tfk2.npz` |
+| `cnn_digits_tfk2.json` + `cnn_digits_tfk2.weights.h5` | `model.to_json()` + tf.keras 2's classic HDF5 weights file (`model.save_weights("x.h5")`, renamed: tf.keras 2.21 sends `*.weights.h5` names to its Keras-3-style writer; older tf.keras 2 wrote this layout for any `.h5` name) | `cnn_digits_tfk2.npz` |
+| `cnn_digits_tfk2.json` + `cnn_digits_tfk2_saving_lib.weights.h5` | `model.save_weights("x.weights.h5")` in tf.keras 2.21: the Keras-3-style layout (`layers/<name>/vars/<i>`), with tf.keras 2's small differences (below) | `cnn_digits_tfk2.npz` |
 
 Same weights as the `.h5` of the same name; the script reloads each (`load_model` for
 `.keras`, `model_from_json` + `load_weights` for the pairs) and asserts the predictions
@@ -338,12 +331,11 @@ the zip entries time stamps, so `.keras` files are not byte-identical run to run
 def extended_readme():
     import make_cnn_models as mc
     import make_layer_models as ml
-    parts = [EXTENDED_HEAD, CNN_TEXT, cnn_section(mc.MODELS, mc.ARCH, mc.TRAIN), LAYER_TEXT,
-             layer_section(ml.GROUPS, ml.DESCRIPTION), ACT_TEXT, activation_table(), FORMATS_TEXT]
     files = ["cnn_digits_k3.keras", "multi_io_k3.keras", "cnn_digits_k3.json", "cnn_digits_k3.weights.h5",
-             "cnn_digits_tfk2.json", "cnn_digits_tfk2.weights.h5"]
-    parts.append("\n".join(_files(files)))
-    parts.append(NOTES_TEXT)
+             "cnn_digits_tfk2.json", "cnn_digits_tfk2.weights.h5", "cnn_digits_tfk2_saving_lib.weights.h5"]
+    parts = [EXTENDED_HEAD, CNN_TEXT, cnn_section(mc.MODELS, mc.ARCH, mc.TRAIN), LAYER_TEXT,
+             layer_section(ml.GROUPS, ml.DESCRIPTION), ACT_TEXT, activation_table(),
+             FORMATS_TEXT + "\n".join(_files(files)), NOTES_TEXT]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
 
@@ -392,6 +384,12 @@ NOTES_TEXT = """
   above). `concat_branches`: GlobalAveragePooling straight after the height-axis
   Concatenate learned too slowly (0.72 after 25 epochs); a Conv2D(64, 3, strides 2) sits
   between them.
+* `multi_io`: in a first version a tensor (the shared Dense's output) fed three layers,
+  and training gave different weights in every process (both writers; also with one
+  TensorFlow thread and op determinism on) — apparently the order in which TensorFlow
+  sums the three incoming gradients varies, and a + b + c is not associative in float.
+  Now no tensor of `multi_io` feeds more than two layers and repeated runs give
+  identical files.
 * `mobilenetv2_*`: `.h5` saved without the optimizer (see above), ~2.1 MiB; 8 epochs.
 * `x_test` of the CNN fixtures is rounded to 2⁻¹⁰ (see above) so that the `.npz` files
   stay below 1 MB (bilinear 32×32 values are exact anyway).
@@ -414,10 +412,29 @@ NOTES_TEXT = """
   `model_weights/<name>/mean:0` etc. directly, no `<name>/` sub-group; Keras 3's `count`
   is 0, tf.keras 2's is the number of adapted values). Given `mean=` / `variance=`, the
   values are in the config and the layer has no weights (both writers).
-* `LeakyReLU`: `alpha` (float32-rounded, 0.20000000298023224) in tf.keras 2,
-  `negative_slope` in Keras 3. Activation names as written: Keras 3 writes `"silu"` for
-  both `swish` and `silu`; tf.keras 2 keeps `"swish"` / `"silu"`. `hard_sigmoid` is
+* `LeakyReLU`: `alpha` in tf.keras 2, `negative_slope` in Keras 3. tf.keras 2 writes
+  float32-rounded values for these (`alpha` 0.20000000298023224, ELU `alpha`
+  0.699999988079071, ReLU `negative_slope` 0.10000000149011612); Keras 3 writes 0.2,
+  0.7, 0.1. Activation names as written: Keras 3 writes `"silu"` for both `swish` and
+  `silu`, tf.keras 2 writes `"swish"` for both. `hard_sigmoid` is
   `relu6(x + 3) / 6` in Keras 3 but `clip(0.2 x + 0.5, 0, 1)` in tf.keras 2; `gelu` is
   the exact erf form in both (`approximate=False`).
 * `*.weights.h5` are weights-only files (no `model_config`), not full models.
+  `cnn_digits_tfk2.weights.h5` has the classic layout: root attrs `layer_names`,
+  `backend`, `keras_version`; one group per layer (also weightless ones) with attr
+  `weight_names` (`conv2d/kernel:0`, ...) and datasets at `<layer>/<layer>/kernel:0`,
+  plus an empty `top_level_model_weights` group not listed in `layer_names` (full `.h5`
+  files of both writers have it too) — the
+  `model_weights` group of a full tf.keras 2 `.h5`, at the root. The Keras-3-style files
+  (`cnn_digits_k3.weights.h5`, `cnn_digits_tfk2_saving_lib.weights.h5`, and
+  `model.weights.h5` inside `.keras`) have no attributes naming weights: variables are
+  datasets `layers/<layer>/vars/0, 1, ...` in the layer's weight order (Dense /
+  Conv: kernel, bias; BatchNormalization: gamma, beta, moving_mean, moving_variance),
+  a nested model's layers under `layers/<model>/layers/<layer>/vars/`, plus
+  `optimizer/vars/...` (and, from tf.keras 2, `metrics/...`). The group keys are
+  the *class-derived* names (`dense_1`, `sequential`, `input_layer_1`, in the order
+  the layers were tracked), not the layer names: Keras 3 stores the layer name as the
+  `name` attribute of each `vars` group (e.g. `layers/dense_1/vars` has
+  `name="shared_dense"`), tf.keras 2's saving_lib stores no names at all. Match them to
+  the config's layers by position / class, not by name.
 """

@@ -15,12 +15,13 @@ Per model ``<name>_<k3|tfk2>``: ``.h5`` (``model.save``), ``.tflite`` (full-inte
 * ``cnn_digits_k3.keras`` and ``multi_io_k3.keras`` -- Keras 3 native archives;
 * ``cnn_digits_{k3,tfk2}.json`` (``model.to_json()``) + ``cnn_digits_k3.weights.h5``
   (Keras 3 ``save_weights``) / ``cnn_digits_tfk2.weights.h5`` (tf.keras 2
-  ``save_weights`` to HDF5) -- the same weights as ``cnn_digits_<w>.h5``, so
-  ``cnn_digits_<w>.npz`` is their golden data too (the script checks both reload
-  to the same outputs within 1e-6).
+  ``save_weights`` in its classic HDF5 layout) and
+  ``cnn_digits_tfk2_saving_lib.weights.h5`` (what tf.keras 2.21 writes for a
+  ``*.weights.h5`` name) -- the same weights as ``cnn_digits_<w>.h5``, so
+  ``cnn_digits_<w>.npz`` is their golden data too (the script checks that each
+  reloads to the same outputs within 1e-6).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,7 +30,7 @@ import zipfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_models import HERE, N_CALIB, N_TEST, SEED, WRITERS, load_split  # noqa: E402
+from make_models import HERE, WRITERS, load_split  # noqa: E402
 import fixture_common as fc  # noqa: E402
 
 BATCH = 32
@@ -52,11 +53,6 @@ TRAIN = {
 # resnet_small (momentum 0.99) the activations grow faster than the moving averages
 # follow (test accuracy ~0.1-0.5 from the moving statistics while train accuracy is 0.97).
 RECALIBRATE_BN = ("resnet_small", "mobilenetv2")
-# Models trained in a process with one TensorFlow thread (FIXNET_SINGLE_THREAD=1):
-# multi_io's training is not bit-reproducible with the multi-threaded CPU kernels, even
-# with op determinism enabled (two runs gave different weights); with one intra-op
-# thread it is.
-SINGLE_THREAD = ("multi_io",)
 INPUT_GRID = 2.0 ** -10  # every float input is a multiple of this (see README)
 
 ARCH = {
@@ -85,9 +81,9 @@ ARCH = {
     "multi_io": ("`image` (8, 8, 1), `features` (4,)",
                  "image: Conv2D(8,3,same,relu) → MaxPooling2D → Flatten → Dense(32,relu) = h; features: nested "
                  "Sequential `feature_mlp` [Dense(16,relu), Dense(32,relu)] = f; `shared_dense` Dense(32,tanh) "
-                 "called on h and on f (a, b); Subtract(a,b), Multiply(a,b), Average(a,b), Maximum(h,f) → "
-                 "Concatenate → Dropout(0.2) → `class` Dense(10,softmax); Average → Dense(8,relu) → `ink` "
-                 "Dense(1,sigmoid). Outputs [class (10,), ink (1,)]"),
+                 "called on h and on f (a, b); d = Subtract(a,b), p = Multiply(a,b), m = Average(d,p), "
+                 "Maximum(h,f); Concatenate(d,p,m,max) → Dropout(0.2) → `class` Dense(10,softmax); "
+                 "m → Dense(8,relu) → `ink` Dense(1,sigmoid). Outputs [class (10,), ink (1,)]"),
     "mobilenetv2": ("(96, 96, 3)", "`keras.applications.MobileNetV2(alpha=0.35, weights=None, "
                     "input_shape=(96, 96, 3), classes=10)` (ZeroPadding2D, Conv2D, DepthwiseConv2D, BN, "
                     "ReLU(6.), Add, GlobalAveragePooling2D, Dense(softmax))"),
@@ -219,11 +215,15 @@ def build(keras, name):
         f = feature_mlp(features)
         shared = L.Dense(32, activation="tanh", name="shared_dense")
         a, b = shared(h), shared(f)
-        z = L.Concatenate()([L.Subtract()([a, b]), L.Multiply()([a, b]), L.Average()([a, b]),
-                             L.Maximum()([h, f])])
+        # every tensor has at most two consumers: training then gives the same weights run
+        # to run (with three or more, the order in which TensorFlow sums their gradients
+        # varied between processes and so did the trained model)
+        diff = L.Subtract()([a, b])
+        prod = L.Multiply()([a, b])
+        avg = L.Average()([diff, prod])
+        z = L.Concatenate()([diff, prod, avg, L.Maximum()([h, f])])
         cls = L.Dense(10, activation="softmax", name="class")(L.Dropout(0.2)(z))
-        ink_out = L.Dense(1, activation="sigmoid", name="ink")(
-            L.Dense(8, activation="relu")(L.Average()([a, b])))
+        ink_out = L.Dense(1, activation="sigmoid", name="ink")(L.Dense(8, activation="relu")(avg))
         return keras.Model([image, features], [cls, ink_out])
     if name == "mobilenetv2":
         return keras.applications.MobileNetV2(alpha=0.35, weights=None, input_shape=(96, 96, 3), classes=10)
@@ -273,8 +273,7 @@ def run_writer(writer, only):
                           metrics=["accuracy"])
             model.fit(xtr, y_train, epochs=epochs, batch_size=BATCH, shuffle=True, verbose=0)
         fc.log(writer, f"{base}: trained {epochs} epochs in {time.time() - t0:.1f} s")
-        extra = {"n_params": np.int64(model.count_params()), "epochs": np.int64(epochs),
-                 "single_thread": np.bool_(os.environ.get("FIXNET_SINGLE_THREAD") == "1")}
+        extra = {"n_params": np.int64(model.count_params()), "epochs": np.int64(epochs)}
         if name in RECALIBRATE_BN:
             before = float(np.mean(model.predict(xte, verbose=0).argmax(1) == y_test))
             recalibrate_batchnorm(keras, model, xtr, f"[{writer}] {base}")
@@ -316,14 +315,37 @@ def other_formats(ctx, model, name, suffix, xte, kf):
     if name == "cnn_digits":
         jpath = os.path.join(HERE, f"{name}_{suffix}.json")
         wpath = os.path.join(HERE, f"{name}_{suffix}.weights.h5")
-        fc.remove(wpath)
         with open(jpath, "w") as f:
             f.write(model.to_json())
-        model.save_weights(wpath)
-        with open(jpath) as f:
-            m2 = keras.models.model_from_json(f.read())
-        m2.load_weights(wpath)
-        check(m2, "json + weights.h5")
+
+        def from_json():
+            with open(jpath) as f:
+                return keras.models.model_from_json(f.read())
+
+        fc.remove(wpath)
+        if writer == "keras3":
+            model.save_weights(wpath)  # Keras 3 weights format (the only one it writes)
+            m2 = from_json()
+            m2.load_weights(wpath)
+            check(m2, "json + weights.h5")
+        else:
+            # tf_keras 2.21 sends any "*.weights.h5" name to its Keras-3-style writer
+            # (saving_lib); the classic tf.keras HDF5 weights layout comes from a plain
+            # ".h5" name, so write that and rename it.
+            tmp = os.path.join(HERE, f"{name}_{suffix}.legacy_tmp.h5")
+            fc.remove(tmp)
+            model.save_weights(tmp)
+            m2 = from_json()
+            m2.load_weights(tmp)
+            check(m2, "json + legacy HDF5 weights")
+            os.replace(tmp, wpath)
+            # ... and what tf.keras 2.21 itself writes for a "*.weights.h5" name
+            spath = os.path.join(HERE, f"{name}_{suffix}_saving_lib.weights.h5")
+            fc.remove(spath)
+            model.save_weights(spath)
+            m3 = from_json()
+            m3.load_weights(spath)
+            check(m3, "json + saving_lib weights.h5")
 
 
 # --------------------------------------------------------------------------- README
@@ -345,13 +367,7 @@ def main():
         run_writer(args.writer, only)
         return
     t0 = time.time()
-    todo = only or list(MODELS)
-    threaded = [m for m in todo if m not in SINGLE_THREAD]
-    single = [m for m in todo if m in SINGLE_THREAD]
-    if threaded:
-        fc.run_writers(__file__, ["--only", ",".join(threaded)])
-    if single:
-        fc.run_writers(__file__, ["--only", ",".join(single)], {"FIXNET_SINGLE_THREAD": "1"})
+    fc.run_writers(__file__, ["--only", args.only] if only else [])
     import make_models
     make_models.write_readme()
     print(f"make_cnn_models.py: {time.time() - t0:.0f} s", flush=True)

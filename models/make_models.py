@@ -338,7 +338,7 @@ Adam(1e-3), sparse categorical crossentropy, {epochs} epochs, batch {batch}.
 python -m venv /path/to/venv-with-tf
 /path/to/venv-with-tf/bin/pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0 scikit-learn
 /path/to/venv-with-tf/bin/python models/make_models.py         # MLPs (~30 s)
-/path/to/venv-with-tf/bin/python models/make_cnn_models.py     # CNNs, .keras, JSON + weights (~12 min)
+/path/to/venv-with-tf/bin/python models/make_cnn_models.py     # CNNs, .keras, JSON + weights (~12-16 min)
 /path/to/venv-with-tf/bin/python models/make_layer_models.py   # layer coverage (~1 min)
 /path/to/venv-with-tf/bin/python models/make_models.py --readme-only
 ```

@@ -1,21 +1,33 @@
 """Every Cython kernel is bit-exact with fixnet.oracle, on random shapes, zero points,
 multipliers and clamp bounds, and rejects wrong shapes and parameters with ValueError.
 
+Every test runs once per kernel build this machine has and runs (``build``: the baseline,
+and the AVX2 / AVX-512 VNNI / dotprod builds setup.py made; see fixnet._kernels): the builds
+must give the same bits.
+
 Hypothesis draws the shapes and parameters and a seed; NumPy fills the arrays from the seed
 (with the int8 extremes -128 and 127 mixed in on purpose), which keeps 150 examples per
 kernel fast while hypothesis still shrinks shapes on failure.
 """
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fixnet
+import fixnet._kernels
 from fixnet import oracle
-from fixnet._kernels import _dense, _elementwise, _softmax
 
 SETTINGS = settings(max_examples=150, deadline=None)
+
+BUILD_NAMES = fixnet._kernels.available_builds()
+BUILDS = [fixnet._kernels.load_build(name) for name in BUILD_NAMES]
+each_build = pytest.mark.parametrize("build", BUILDS, ids=BUILD_NAMES)
 
 seeds = st.integers(0, 2 ** 32 - 1)
 zero_points = st.integers(-128, 127)
@@ -68,15 +80,16 @@ def fitted_shift(acc):
 
 # ---- dense ---------------------------------------------------------------------------------
 
-def run_dense(x, w, bias, m0, shift, out_zp, act_min, act_max):
+def run_dense(build, x, w, bias, m0, shift, out_zp, act_min, act_max):
     out = np.empty((x.shape[0], w.shape[0]), np.int8)
-    assert _dense.dense(x, w, bias, m0, shift, out_zp, act_min, act_max, out) is None
+    assert build._dense.dense(x, w, bias, m0, shift, out_zp, act_min, act_max, out) is None
     return out
 
 
+@each_build
 @SETTINGS
 @given(seeds, batch, depth, channels, zero_points, clamp_bounds(), shift_ranges, st.booleans())
-def test_dense_matches_oracle(seed, n, k, c, out_zp, bounds, shift_range, wide_bias):
+def test_dense_matches_oracle(build, seed, n, k, c, out_zp, bounds, shift_range, wide_bias):
     rng = np.random.default_rng(seed)
     x = int8_array(rng, (n, k))
     w = int8_array(rng, (c, k), -127, 127)
@@ -88,22 +101,24 @@ def test_dense_matches_oracle(seed, n, k, c, out_zp, bounds, shift_range, wide_b
     if shift_range == "fit":
         shift = fitted_shift(oracle.dense_accumulators(x, w, bias))
     args = (x, w, bias, m0, shift, out_zp, *bounds)
-    np.testing.assert_array_equal(run_dense(*args), oracle.dense(*args))
+    np.testing.assert_array_equal(run_dense(build, *args), oracle.dense(*args))
 
 
+@each_build
 @settings(max_examples=6, deadline=None)
 @given(seeds, st.sampled_from([4095, 4096, 4097, 8192 + 37]), st.integers(1, 9))
-def test_dense_matches_oracle_beyond_one_block(seed, k, c):
+def test_dense_matches_oracle_beyond_one_block(build, seed, k, c):
     # K above the kernel's 4096-element stack block: the row is widened block by block.
     rng = np.random.default_rng(seed)
     x, w = int8_array(rng, (3, k)), int8_array(rng, (c, k), -127, 127)
     bias = rng.integers(-2 ** 20, 2 ** 20, size=c).astype(np.int32)
     m0, shift = requant_params(rng, c, (-22, -14))
     args = (x, w, bias, m0, shift, 5, -128, 127)
-    np.testing.assert_array_equal(run_dense(*args), oracle.dense(*args))
+    np.testing.assert_array_equal(run_dense(build, *args), oracle.dense(*args))
 
 
-def test_dense_worst_case_accumulator():
+@each_build
+def test_dense_worst_case_accumulator(build):
     # Every product is -128 * -127 = 16256 (the largest the contract allows), K = 300.
     k, c = 300, 6
     x = np.full((2, k), -128, np.int8)
@@ -114,10 +129,11 @@ def test_dense_worst_case_accumulator():
     acc = oracle.dense_accumulators(x, w, bias)
     assert acc[0, 3] == 2 ** 31 - 1  # the largest accumulator without wrapping
     args = (x, w, bias, m0, shift, -3, -128, 127)
-    np.testing.assert_array_equal(run_dense(*args), oracle.dense(*args))
+    np.testing.assert_array_equal(run_dense(build, *args), oracle.dense(*args))
 
 
-def test_dense_accepts_read_only_inputs():
+@each_build
+def test_dense_accepts_read_only_inputs(build):
     rng = np.random.default_rng(0)
     x, w = int8_array(rng, (2, 7)), int8_array(rng, (5, 7), -127, 127)
     bias = np.arange(5, dtype=np.int32)
@@ -125,7 +141,82 @@ def test_dense_accepts_read_only_inputs():
     for a in (x, w, bias, m0, shift):
         a.setflags(write=False)
     args = (x, w, bias, m0, shift, 0, -128, 127)
-    np.testing.assert_array_equal(run_dense(*args), oracle.dense(*args))
+    np.testing.assert_array_equal(run_dense(build, *args), oracle.dense(*args))
+
+
+@each_build
+@settings(max_examples=60, deadline=None)
+@given(seeds, st.one_of(st.integers(0, 9), st.sampled_from([37, 64, 129])),
+       st.one_of(st.integers(0, 80), st.sampled_from([127, 129])),
+       st.one_of(st.integers(20, 100), st.sampled_from([24, 31, 32, 33, 48, 64, 65, 96, 129])),
+       zero_points, shift_ranges)
+def test_dense_packed_layouts_match_oracle(build, seed, n, k, c, out_zp, shift_range):
+    # Odd and even N (rows go in pairs and in blocks of ~256 accumulators), K off the packing
+    # alignment, and C around the multiples of 4 and of 32 (the AVX-512 build puts wide
+    # layers' channels in vector lanes, narrow ones in rows): every packed layout and tail.
+    rng = np.random.default_rng(seed)
+    x = int8_array(rng, (n, k))
+    w = int8_array(rng, (c, k), -127, 127)
+    bias = rng.integers(-2 ** 20, 2 ** 20, size=c, endpoint=True).astype(np.int32)
+    m0, shift = requant_params(rng, c, (-31, 8) if shift_range == "fit" else shift_range)
+    if shift_range == "fit":
+        shift = fitted_shift(oracle.dense_accumulators(x, w, bias))
+    args = (x, w, bias, m0, shift, out_zp, -128, 127)
+    expected = oracle.dense(*args)
+    for layout in dense_layouts(build):
+        out = np.empty((n, c), np.int8)
+        packed = build._dense.pack_dense_weights(w, layout)
+        build._dense.DenseCall(*args, out, packed=packed)()
+        np.testing.assert_array_equal(out, expected, err_msg=f"layout {layout}: {packed!r}")
+
+
+def dense_layouts(build):
+    """The packed layouts this build has: the automatic choice, rows, and lanes if any."""
+    try:
+        build._dense.pack_dense_weights(np.zeros((1, 1), np.int8), "lanes")
+        return [None, "rows", "lanes"]
+    except ValueError:
+        return [None, "rows"]
+
+
+@each_build
+@pytest.mark.parametrize("n, k, c", [(256, 64, 64), (256, 64, 32), (256, 32, 10), (255, 48, 33)])
+def test_dense_call_releases_the_gil_and_rereads_x(build, n, k, c):
+    # Large enough to run without the GIL; the Call object reads x again on every call.
+    rng = np.random.default_rng(n + k + c)
+    w = int8_array(rng, (c, k), -127, 127)
+    bias = rng.integers(-2 ** 16, 2 ** 16, size=c).astype(np.int32)
+    m0, shift = requant_params(rng, c, (-14, -8))
+    x = np.empty((n, k), np.int8)
+    out = np.empty((n, c), np.int8)
+    call = build._dense.DenseCall(x, w, bias, m0, shift, 3, -100, 127, out,
+                                  packed=build._dense.pack_dense_weights(w))
+    for _ in range(2):
+        x[...] = int8_array(rng, (n, k))
+        assert call() is None
+        np.testing.assert_array_equal(out, oracle.dense(x, w, bias, m0, shift, 3, -100, 127))
+
+
+@each_build
+def test_dense_packed_weights_must_be_of_this_w(build):
+    args = dense_args()
+    other = np.zeros_like(args["w"])
+    with pytest.raises(ValueError, match="packed"):
+        build._dense.DenseCall(**args, packed=build._dense.pack_dense_weights(other))
+    with pytest.raises(ValueError, match="packed"):
+        build._dense.DenseCall(**args, packed=build._dense.pack_dense_weights(np.zeros((5, 4), np.int8)))
+    packed = build._dense.pack_dense_weights(args["w"])
+    assert packed.source is args["w"] and (packed.channels, packed.depth) == (5, 3)
+    build._dense.DenseCall(**args, packed=packed)()
+
+
+@each_build
+def test_dense_rejects_weight_minus_128(build):
+    # Weights are symmetric int8, [-127, 127]: the kernels add two int8 products in int16.
+    args = dense_args()
+    args["w"][3, 1] = -128
+    with pytest.raises(ValueError, match=r"w\[3, 1\] = -128"):
+        build._dense.dense(**args)
 
 
 def dense_args(n=2, k=3, c=5):
@@ -135,6 +226,7 @@ def dense_args(n=2, k=3, c=5):
                 out=np.zeros((n, c), np.int8))
 
 
+@each_build
 @pytest.mark.parametrize("name, value, match", [
     ("w", np.zeros((5, 4), np.int8), "w has shape"),              # K mismatch
     ("bias", np.zeros(4, np.int32), "bias"),
@@ -153,18 +245,19 @@ def dense_args(n=2, k=3, c=5):
     ("x", np.zeros((3, 2), np.int8).T, "contiguous"),
     ("bias", np.zeros(5, np.int64), "dtype"),
 ])
-def test_dense_rejects(name, value, match):
+def test_dense_rejects(build, name, value, match):
     args = dense_args()
     args[name] = value
     with pytest.raises(ValueError, match=match):
-        _dense.dense(**args)
+        build._dense.dense(**args)
 
 
-def test_dense_rejects_none():
+@each_build
+def test_dense_rejects_none(build):
     args = dense_args()
     args["x"] = None
     with pytest.raises(TypeError):
-        _dense.dense(**args)
+        build._dense.dense(**args)
 
 
 # ---- softmax -------------------------------------------------------------------------------
@@ -179,10 +272,11 @@ def largest_table_exponent(n_cols):
     return min(22, math.floor(math.log2((2 ** 31 - 1) // max(n_cols, 1))))
 
 
+@each_build
 @SETTINGS
 @given(seeds, batch, st.one_of(st.just(1), st.integers(0, 40), st.sampled_from([255, 1000])),
        st.floats(min_value=1e-3, max_value=2.0), st.integers(0, 6), st.booleans(), st.booleans())
-def test_softmax_matches_oracle(seed, n, c, input_scale, k_below_max, full_range_rows,
+def test_softmax_matches_oracle(build, seed, n, c, input_scale, k_below_max, full_range_rows,
                                 small_random_table):
     rng = np.random.default_rng(seed)
     x = int8_array(rng, (n, c))
@@ -197,18 +291,47 @@ def test_softmax_matches_oracle(seed, n, c, input_scale, k_below_max, full_range
     else:
         table = exp_table(input_scale, max(largest_table_exponent(c) - k_below_max, 0))
     out = np.empty((n, c), np.int8)
-    assert _softmax.softmax(x, table, out) is None
+    assert build._softmax.softmax(x, table, out) is None
     np.testing.assert_array_equal(out, oracle.softmax(x, table))
 
 
-def test_softmax_of_equal_logits_is_uniform():
+@each_build
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.integers(0, 700), st.integers(1, 12))
+def test_softmax_over_many_row_blocks_matches_oracle(build, seed, n, c):
+    # Rows are processed in blocks of ~256 elements; many short rows, a ragged last block.
+    rng = np.random.default_rng(seed)
+    x = int8_array(rng, (n, c))
+    table = exp_table(0.07, largest_table_exponent(c))
+    out = np.empty((n, c), np.int8)
+    build._softmax.SoftmaxCall(x, table, out)()
+    np.testing.assert_array_equal(out, oracle.softmax(x, table))
+
+
+@each_build
+def test_softmax_call_copies_its_checked_table(build):
+    # The table's checks are the overflow proof: changing the caller's array afterwards
+    # must not reach the kernel.
+    x = np.array([[3, -7, 100, 0]], np.int8)
+    table = exp_table(0.1, 20)
+    out = np.empty_like(x)
+    call = build._softmax.SoftmaxCall(x, table, out)
+    expected = oracle.softmax(x, table)
+    table[:] = 2 ** 30
+    call()
+    np.testing.assert_array_equal(out, expected)
+
+
+@each_build
+def test_softmax_of_equal_logits_is_uniform(build):
     for c in (1, 2, 4, 8, 256):
         out = np.empty((3, c), np.int8)
-        _softmax.softmax(np.full((3, c), 17, np.int8), exp_table(0.1, largest_table_exponent(c)), out)
+        build._softmax.softmax(np.full((3, c), 17, np.int8), exp_table(0.1, largest_table_exponent(c)), out)
         # Probability 1/c in steps of 1/256, zero point -128; 1/1 clamps to 127.
         assert (out == min(256 // c - 128, 127)).all()
 
 
+@each_build
 @pytest.mark.parametrize("table, n_cols, match", [
     (np.zeros(255, np.int32), 4, "exp_table"),                                   # length
     (np.full(256, 2 ** 23, np.int32), 4, "256 \\* exp_table"),                    # 256 * 2^23
@@ -217,49 +340,54 @@ def test_softmax_of_equal_logits_is_uniform():
     (np.r_[[2 ** 10, -1], np.zeros(254, np.int32)].astype(np.int32), 4, "exp_table\\[1\\]"),
     (np.zeros(256, np.int32), 4, "exp_table\\[0\\]"),                             # s could be 0
 ])
-def test_softmax_rejects_tables(table, n_cols, match):
+def test_softmax_rejects_tables(build, table, n_cols, match):
     with pytest.raises(ValueError, match=match):
-        _softmax.softmax(np.zeros((2, n_cols), np.int8), table, np.zeros((2, n_cols), np.int8))
+        build._softmax.softmax(np.zeros((2, n_cols), np.int8), table, np.zeros((2, n_cols), np.int8))
     with pytest.raises(ValueError):
         oracle.softmax(np.zeros((2, n_cols), np.int8), table)
 
 
-def test_softmax_accepts_the_largest_safe_table():
+@each_build
+def test_softmax_accepts_the_largest_safe_table(build):
     table = np.full(256, 2 ** 20, np.int32)
     x = np.zeros((1, 2047), np.int8)
     out = np.empty_like(x)
-    _softmax.softmax(x, table, out)  # 2047 * 2^20 < 2^31
+    build._softmax.softmax(x, table, out)  # 2047 * 2^20 < 2^31
     np.testing.assert_array_equal(out, oracle.softmax(x, table))
 
 
-def test_softmax_rejects_wrong_out_shape():
+@each_build
+def test_softmax_rejects_wrong_out_shape(build):
     with pytest.raises(ValueError, match="out"):
-        _softmax.softmax(np.zeros((2, 4), np.int8), exp_table(0.1, 10), np.zeros((2, 5), np.int8))
+        build._softmax.softmax(np.zeros((2, 4), np.int8), exp_table(0.1, 10), np.zeros((2, 5), np.int8))
 
 
 # ---- lookup, channel_affine, requantize ----------------------------------------------------
 
+@each_build
 @SETTINGS
 @given(seeds, st.integers(0, 600))
-def test_lookup_matches_oracle(seed, size):
+def test_lookup_matches_oracle(build, seed, size):
     rng = np.random.default_rng(seed)
     x, table = int8_array(rng, size), int8_array(rng, 256)
     out = np.empty(size, np.int8)
-    _elementwise.lookup(x, table, out)
+    build._elementwise.lookup(x, table, out)
     np.testing.assert_array_equal(out, oracle.lookup(x, table))
 
 
-def test_lookup_covers_every_index():
+@each_build
+def test_lookup_covers_every_index(build):
     x = np.arange(-128, 128).astype(np.int8)
     table = np.arange(127, -129, -1).astype(np.int8)  # table[i] = 127 - i
     out = np.empty(256, np.int8)
-    _elementwise.lookup(x, table, out)
+    build._elementwise.lookup(x, table, out)
     np.testing.assert_array_equal(out.astype(int), -1 - x.astype(int))
 
 
+@each_build
 @SETTINGS
 @given(seeds, batch, channels, zero_points, clamp_bounds(), shift_ranges, st.booleans())
-def test_channel_affine_matches_oracle(seed, n, c, out_zp, bounds, shift_range, wide_bias):
+def test_channel_affine_matches_oracle(build, seed, n, c, out_zp, bounds, shift_range, wide_bias):
     rng = np.random.default_rng(seed)
     x, w = int8_array(rng, (n, c)), int8_array(rng, c, -127, 127)
     bias_bound = 2 ** 31 - 1 if wide_bias else 2 ** 16
@@ -269,27 +397,29 @@ def test_channel_affine_matches_oracle(seed, n, c, out_zp, bounds, shift_range, 
         shift = fitted_shift(oracle.channel_affine_accumulators(x, w, bias))
     out = np.empty((n, c), np.int8)
     args = (x, w, bias, m0, shift, out_zp, *bounds)
-    _elementwise.channel_affine(*args, out)
+    build._elementwise.channel_affine(*args, out)
     np.testing.assert_array_equal(out, oracle.channel_affine(*args))
 
 
+@each_build
 @SETTINGS
 @given(seeds, st.integers(0, 600), zero_points, zero_points, clamp_bounds(),
        st.one_of(st.just(0), st.integers(2 ** 30, 2 ** 31 - 1)), st.integers(-31, 8))
-def test_requantize_matches_oracle(seed, size, in_zp, out_zp, bounds, m0, shift):
+def test_requantize_matches_oracle(build, seed, size, in_zp, out_zp, bounds, m0, shift):
     rng = np.random.default_rng(seed)
     x = int8_array(rng, size)
     out = np.empty(size, np.int8)
     args = (x, in_zp, m0, shift, out_zp, *bounds)
-    _elementwise.requantize(*args, out)
+    build._elementwise.requantize(*args, out)
     np.testing.assert_array_equal(out, oracle.requantize(*args))
 
 
-def test_requantize_identity():
+@each_build
+def test_requantize_identity(build):
     # Factor 1 (m0 = 2^30, shift = 1) between equal zero points changes nothing.
     x = np.arange(-128, 128).astype(np.int8)
     out = np.empty_like(x)
-    _elementwise.requantize(x, 7, 2 ** 30, 1, 7, -128, 127, out)
+    build._elementwise.requantize(x, 7, 2 ** 30, 1, 7, -128, 127, out)
     np.testing.assert_array_equal(out, x)
 
 
@@ -298,11 +428,12 @@ def test_requantize_identity():
 SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3.4e38, -3.4e38, 1e-45], np.float32)
 
 
+@each_build
 @SETTINGS
 @given(seeds, st.integers(0, 500), st.one_of(st.floats(min_value=1e-6, max_value=1e3),
                                               st.sampled_from([2.0 ** -3, 1.0, 1e-300, 1e300])),
        zero_points, st.booleans())
-def test_quantize_matches_oracle(seed, size, scale, zp, ties):
+def test_quantize_matches_oracle(build, seed, size, scale, zp, ties):
     rng = np.random.default_rng(seed)
     # with scale 1e300 most values overflow float32 to +-inf on purpose: that is a case too
     np.seterr(over="ignore")
@@ -312,25 +443,27 @@ def test_quantize_matches_oracle(seed, size, scale, zp, ties):
         x = (rng.standard_normal(size) * 100 * scale).astype(np.float32)
     x[rng.random(size) < 0.05] = rng.choice(SPECIALS, size=1)
     out = np.empty(size, np.int8)
-    count = _elementwise.quantize(x, scale, zp, out)
+    count = build._elementwise.quantize(x, scale, zp, out)
     assert count == int(np.count_nonzero(~np.isfinite(x)))
     np.testing.assert_array_equal(out, oracle.quantize(x, scale, zp))
 
 
-def test_quantize_counts_non_finite_and_writes_zero_point():
+@each_build
+def test_quantize_counts_non_finite_and_writes_zero_point(build):
     x = np.array([np.nan, 1.0, np.inf, -np.inf, -1.0], np.float32)
     out = np.zeros(5, np.int8)
-    assert _elementwise.quantize(x, 0.5, -3, out) == 3
+    assert build._elementwise.quantize(x, 0.5, -3, out) == 3
     assert out.tolist() == [-3, -1, -3, -3, -5]
 
 
+@each_build
 @SETTINGS
 @given(seeds, st.integers(0, 500), st.floats(min_value=1e-30, max_value=1e30), zero_points)
-def test_dequantize_matches_oracle(seed, size, scale, zp):
+def test_dequantize_matches_oracle(build, seed, size, scale, zp):
     rng = np.random.default_rng(seed)
     x = int8_array(rng, size)
     out = np.empty(size, np.float32)
-    _elementwise.dequantize(x, scale, zp, out)
+    build._elementwise.dequantize(x, scale, zp, out)
     np.testing.assert_array_equal(out, oracle.dequantize(x, scale, zp))
 
 
@@ -344,32 +477,212 @@ def i32(*shape):
     return np.zeros(shape, np.int32)
 
 
+@each_build
 @pytest.mark.parametrize("call, match", [
-    (lambda: _elementwise.lookup(i8(4), i8(255), i8(4)), "table"),
-    (lambda: _elementwise.lookup(i8(4), i8(256), i8(5)), "out"),
-    (lambda: _elementwise.channel_affine(i8(2, 3), i8(4), i32(3), i32(3), i32(3), 0, -128, 127, i8(2, 3)), "w"),
-    (lambda: _elementwise.channel_affine(i8(2, 3), i8(3), i32(2), i32(3), i32(3), 0, -128, 127, i8(2, 3)), "bias"),
-    (lambda: _elementwise.channel_affine(i8(2, 3), i8(3), i32(3), i32(4), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
-    (lambda: _elementwise.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(1), 0, -128, 127, i8(2, 3)), "shift"),
-    (lambda: _elementwise.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, -128, 127, i8(3, 2)), "out"),
-    (lambda: _elementwise.channel_affine(i8(2, 3), i8(3), i32(3), np.full(3, 7, np.int32), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
-    (lambda: _elementwise.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, 5, 4, i8(2, 3)), "act_min"),
-    (lambda: _elementwise.requantize(i8(4), 0, 2 ** 30, 0, 0, -128, 127, i8(3)), "out"),
-    (lambda: _elementwise.requantize(i8(4), 200, 2 ** 30, 0, 0, -128, 127, i8(4)), "in_zp"),
-    (lambda: _elementwise.requantize(i8(4), 0, 2 ** 30, 0, -129, -128, 127, i8(4)), "out_zp"),
-    (lambda: _elementwise.requantize(i8(4), 0, 2 ** 29, 0, 0, -128, 127, i8(4)), "m0"),
-    (lambda: _elementwise.requantize(i8(4), 0, 2 ** 30, 31, 0, -128, 127, i8(4)), "shift"),
-    (lambda: _elementwise.requantize(i8(4), 0, 2 ** 30, -32, 0, -128, 127, i8(4)), "shift"),
-    (lambda: _elementwise.quantize(np.zeros(4, np.float32), 0.1, 0, i8(5)), "out"),
-    (lambda: _elementwise.quantize(np.zeros(4, np.float32), 0.0, 0, i8(4)), "scale"),
-    (lambda: _elementwise.quantize(np.zeros(4, np.float32), float("nan"), 0, i8(4)), "scale"),
-    (lambda: _elementwise.quantize(np.zeros(4, np.float32), 0.1, 128, i8(4)), "zp"),
-    (lambda: _elementwise.quantize(np.zeros(4, np.float64), 0.1, 0, i8(4)), "dtype mismatch"),
-    (lambda: _elementwise.dequantize(i8(4), 0.1, 0, np.zeros(3, np.float32)), "out"),
-    (lambda: _elementwise.dequantize(i8(4), -0.1, 0, np.zeros(4, np.float32)), "scale"),
-    (lambda: _elementwise.dequantize(i8(4), float("inf"), 0, np.zeros(4, np.float32)), "scale"),
-    (lambda: _elementwise.dequantize(i8(4), 0.1, -200, np.zeros(4, np.float32)), "zp"),
+    (lambda e: e.lookup(i8(4), i8(255), i8(4)), "table"),
+    (lambda e: e.lookup(i8(4), i8(256), i8(5)), "out"),
+    (lambda e: e.channel_affine(i8(2, 3), i8(4), i32(3), i32(3), i32(3), 0, -128, 127, i8(2, 3)), "w"),
+    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(2), i32(3), i32(3), 0, -128, 127, i8(2, 3)), "bias"),
+    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), i32(4), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
+    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(1), 0, -128, 127, i8(2, 3)), "shift"),
+    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, -128, 127, i8(3, 2)), "out"),
+    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), np.full(3, 7, np.int32), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
+    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, 5, 4, i8(2, 3)), "act_min"),
+    (lambda e: e.requantize(i8(4), 0, 2 ** 30, 0, 0, -128, 127, i8(3)), "out"),
+    (lambda e: e.requantize(i8(4), 200, 2 ** 30, 0, 0, -128, 127, i8(4)), "in_zp"),
+    (lambda e: e.requantize(i8(4), 0, 2 ** 30, 0, -129, -128, 127, i8(4)), "out_zp"),
+    (lambda e: e.requantize(i8(4), 0, 2 ** 29, 0, 0, -128, 127, i8(4)), "m0"),
+    (lambda e: e.requantize(i8(4), 0, 2 ** 30, 31, 0, -128, 127, i8(4)), "shift"),
+    (lambda e: e.requantize(i8(4), 0, 2 ** 30, -32, 0, -128, 127, i8(4)), "shift"),
+    (lambda e: e.quantize(np.zeros(4, np.float32), 0.1, 0, i8(5)), "out"),
+    (lambda e: e.quantize(np.zeros(4, np.float32), 0.0, 0, i8(4)), "scale"),
+    (lambda e: e.quantize(np.zeros(4, np.float32), float("nan"), 0, i8(4)), "scale"),
+    (lambda e: e.quantize(np.zeros(4, np.float32), 0.1, 128, i8(4)), "zp"),
+    (lambda e: e.quantize(np.zeros(4, np.float64), 0.1, 0, i8(4)), "dtype mismatch"),
+    (lambda e: e.dequantize(i8(4), 0.1, 0, np.zeros(3, np.float32)), "out"),
+    (lambda e: e.dequantize(i8(4), -0.1, 0, np.zeros(4, np.float32)), "scale"),
+    (lambda e: e.dequantize(i8(4), float("inf"), 0, np.zeros(4, np.float32)), "scale"),
+    (lambda e: e.dequantize(i8(4), 0.1, -200, np.zeros(4, np.float32)), "zp"),
 ])
-def test_elementwise_rejects(call, match):
+def test_elementwise_rejects(build, call, match):
     with pytest.raises(ValueError, match=match):
+        call(build._elementwise)
+
+
+# ---- Call objects of the elementwise kernels ------------------------------------------------
+
+@each_build
+def test_elementwise_calls_reread_their_input(build):
+    e = build._elementwise
+    rng = np.random.default_rng(7)
+    x = np.zeros(300, np.int8)
+    out = np.empty(300, np.int8)
+    table = int8_array(rng, 256)
+    calls = [
+        (e.LookupCall(x, table, out), lambda: oracle.lookup(x, table)),
+        (e.RequantizeCall(x, -5, 2 ** 30 + 77, 2, 4, -100, 120, out),
+         lambda: oracle.requantize(x, -5, 2 ** 30 + 77, 2, 4, -100, 120)),
+    ]
+    for call, expected in calls:
+        for _ in range(2):
+            x[:] = int8_array(rng, 300)
+            call()
+            np.testing.assert_array_equal(out, expected())
+    x2 = np.zeros((7, 40), np.int8)
+    out2 = np.empty_like(x2)
+    w = int8_array(rng, 40, -127, 127)
+    bias = rng.integers(-2 ** 20, 2 ** 20, 40).astype(np.int32)
+    m0, shift = requant_params(rng, 40, (-20, 3))
+    call = e.ChannelAffineCall(x2, w, bias, m0, shift, 1, -128, 127, out2)
+    for _ in range(2):
+        x2[...] = int8_array(rng, (7, 40))
         call()
+        np.testing.assert_array_equal(out2, oracle.channel_affine(x2, w, bias, m0, shift, 1, -128, 127))
+    xf = np.zeros(1000, np.float32)
+    q = np.empty(1000, np.int8)
+    call = e.QuantizeCall(xf, 0.03, -9, q)
+    for _ in range(2):
+        xf[:] = rng.standard_normal(1000) * 3
+        assert call() == 0
+        np.testing.assert_array_equal(q, oracle.quantize(xf, 0.03, -9))
+    f = np.empty(1000, np.float32)
+    call = e.DequantizeCall(q, 0.03, -9, f)
+    call()
+    np.testing.assert_array_equal(f, oracle.dequantize(q, 0.03, -9))
+
+
+@each_build
+def test_quantize_long_arrays_with_ties_and_specials(build):
+    # Long enough for every vector width and its tails; exact halves of the scale (the
+    # round-half-away cases), values far beyond the int8 range, and a few non-finite ones.
+    e = build._elementwise
+    rng = np.random.default_rng(11)
+    for scale, zp in [(0.25, 0), (0.1, -128), (3.0, 127), (1e-3, 17)]:
+        x = ((rng.integers(-400, 400, 4099) + 0.5) * scale).astype(np.float32)
+        x[::7] = (rng.standard_normal(x[::7].size) * 1e4).astype(np.float32)
+        out = np.empty(x.size, np.int8)
+        assert e.quantize(x, scale, zp, out) == 0
+        np.testing.assert_array_equal(out, oracle.quantize(x, scale, zp))
+        x[[5, 100, 4000]] = [np.nan, np.inf, -np.inf]
+        assert e.quantize(x, scale, zp, out) == 3
+        np.testing.assert_array_equal(out, oracle.quantize(x, scale, zp))
+
+
+# ---- the float boundaries of predict: InputStage, OutputStage --------------------------------
+
+@each_build
+def test_input_stage_copies_or_quantizes_and_declines_what_it_cannot_take(build):
+    e = build._elementwise
+    buf = np.zeros((3, 4, 5), np.int8)
+    stage = e.InputStage(buf, 0.05, 7)
+    rng = np.random.default_rng(3)
+    xq = int8_array(rng, (3, 4, 5))
+    assert stage(xq) == 0
+    np.testing.assert_array_equal(buf, xq)
+    xf = (rng.standard_normal((3, 4, 5)) * 4).astype(np.float32)
+    assert stage(xf) == 0
+    np.testing.assert_array_equal(buf, oracle.quantize(xf, 0.05, 7))
+    xf[1, 2, 3] = np.nan
+    assert stage(xf) == 1
+    before = buf.copy()
+    for declined in (xf.astype(np.float64), xf.astype(np.float16), xq.astype(np.uint8),
+                     np.asfortranarray(xf), xf[:, :, ::-1], xf[:2], xf.reshape(3, 20),
+                     xf.tolist(), np.ma.masked_array(xf)):
+        assert stage(declined) == -1
+    np.testing.assert_array_equal(buf, before)   # a declined input leaves the buffer alone
+    with pytest.raises(ValueError, match="out"):
+        e.InputStage(np.zeros(4, np.int16), 0.1, 0)
+    with pytest.raises(ValueError, match="scale"):
+        e.InputStage(buf, 0.0, 0)
+
+
+@each_build
+def test_output_stage_returns_a_new_array_every_call(build):
+    e = build._elementwise
+    buf = np.arange(-12, 12, dtype=np.int8).reshape(2, 3, 4)
+    as_int8, as_float = e.OutputStage(buf, 0.5, -3, False), e.OutputStage(buf, 0.5, -3, True)
+    a, b = as_int8(), as_int8()
+    assert a is not b and not np.shares_memory(a, buf) and not np.shares_memory(a, b)
+    assert a.dtype == np.int8 and a.shape == buf.shape
+    np.testing.assert_array_equal(a, buf)
+    f = as_float()
+    assert f.dtype == np.float32 and f.shape == buf.shape and not np.shares_memory(f, buf)
+    np.testing.assert_array_equal(f, oracle.dequantize(buf, 0.5, -3))
+    buf[...] = 5      # reads the buffer at call time
+    np.testing.assert_array_equal(as_int8(), buf)
+    assert a[0, 0, 0] == -12
+
+
+# ---- which build runs ------------------------------------------------------------------------
+
+def _isa_in_subprocess(value):
+    env = dict(os.environ, FIXNET_ISA=value)
+    code = "import fixnet._kernels as k; print(k.ISA, k._dense.__name__)"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, cwd=os.path.dirname(os.path.dirname(fixnet.__file__)))
+
+
+def test_builds_are_listed_preferred_first_and_the_baseline_always_runs():
+    names = fixnet._kernels.available_builds()
+    assert names[-1] == "baseline"
+    assert fixnet._kernels.ISA in names
+    assert fixnet._kernels._dense is fixnet._kernels.load_build(fixnet._kernels.ISA)._dense
+    assert names[0] == fixnet._kernels.ISA or os.environ.get("FIXNET_ISA")
+
+
+@pytest.mark.parametrize("name", BUILD_NAMES)
+def test_fixnet_isa_forces_a_build(name):
+    r = _isa_in_subprocess(name)
+    assert r.returncode == 0, r.stderr
+    isa, module = r.stdout.split()
+    assert isa == name
+    assert module == ("fixnet._kernels._dense" if name == "baseline"
+                      else f"fixnet._kernels.isa_{name}._dense")
+
+
+def test_fixnet_isa_rejects_an_unknown_build():
+    r = _isa_in_subprocess("avx9000")
+    assert r.returncode != 0 and "FIXNET_ISA" in r.stderr
+
+
+# ---- predict's fast path --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mlp():
+    from conftest import fixture_data, fixture_path
+    d = fixture_data("mlp_seq_k3")
+    return d, fixnet.load(fixture_path("mlp_seq_k3")).quantize(d["x_calib"])
+
+
+def test_predict_fast_path_returns_arrays_the_caller_owns(mlp):
+    d, qm = mlp
+    x = np.ascontiguousarray(d["x_test"][:5], np.float32)
+    first = qm.predict(x)                     # plans the arena and the fast path
+    again = qm.predict(x)                     # the fast path
+    assert again is not first and not np.shares_memory(again, first)
+    np.testing.assert_array_equal(again, first)
+    again[...] = 0                            # the caller may write into its result
+    np.testing.assert_array_equal(qm.predict(x), first)
+    other = qm.predict(np.ascontiguousarray(d["x_test"][5:10], np.float32))
+    np.testing.assert_array_equal(first, qm.predict(x))      # not overwritten by a later call
+    assert not np.array_equal(other, first)
+    q1 = qm.predict(x, output="int8")
+    q2 = qm.predict(x, output="int8")
+    assert not np.shares_memory(q1, q2)
+    np.testing.assert_array_equal(q1, qm.predict_oracle(x))
+
+
+def test_predict_fast_path_agrees_with_every_other_way_in(mlp):
+    d, qm = mlp
+    x = np.ascontiguousarray(d["x_test"][:8], np.float32)
+    ref = qm.predict_oracle(x)
+    for variant in (x, x.astype(np.float64), np.asfortranarray(x), x[::-1][::-1].copy(),
+                    [x], (x,), qm.input_qparams[0].quantize(x), x):
+        np.testing.assert_array_equal(qm.predict(variant, output="int8"), ref)
+    bad = x.copy()
+    bad[2, 3] = np.inf
+    with pytest.raises(fixnet.NonFiniteInputError, match="1 NaN or infinite"):
+        qm.predict(bad)                       # a shape the fast path knows: still checked
+    with pytest.raises(fixnet.FixnetError, match="output"):
+        qm.predict(x, output="float16")
+    np.testing.assert_array_equal(qm.predict(x, output="int8"), ref)

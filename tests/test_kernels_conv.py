@@ -336,7 +336,8 @@ def naive_conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, dilati
                                 ih = oh * stride_h - pad_top + kh * dilation_h
                                 iw = ow * stride_w - pad_left + kw * dilation_w
                                 inside = 0 <= ih < h and 0 <= iw < w_
-                                value = x[n, ih, iw, (co // cout_g) * cin_g + ci] if inside else pad_value
+                                c = (co // cout_g) * cin_g + ci
+                                value = x[n, ih, iw, c] if inside else pad_value
                                 total += int(value) * int(w[co, kh, kw, ci])
                     acc[n, oh, ow, co] = total
     return acc

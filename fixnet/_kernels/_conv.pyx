@@ -89,7 +89,8 @@ cdef void* new_row_requant(RowRequant* r, const int32_t[::1] m0, const int32_t[:
     return block
 
 
-cdef inline void requantize_row(const RowRequant* r, const int32_t* acc, int8_t* out) noexcept nogil:
+cdef inline void requantize_row(const RowRequant* r, const int32_t* acc,
+                                int8_t* out) noexcept nogil:
     """out[c] = requantize_accumulator(acc[c], m0[c], shift[c], out_zp, act_min, act_max)."""
     if r.any_left_shift:
         requantize_block_left(acc, r.channels, r.m0, r.left, r.nudge, r.neg_adjust,
@@ -201,8 +202,9 @@ cdef void conv2d_impl(const ConvGeometry* g, const RowRequant* requant, const in
                 if pixel_is_patch:
                     # 1x1 kernel inside the input: each group's patch is a slice of the
                     # pixel, so the pixel is widened once for all groups.
-                    widen_int8_to_int16(image + (oh * g.stride_h * g.in_w + ow * g.stride_w) * g.in_c,
-                                        patch, g.in_c)
+                    widen_int8_to_int16(
+                        image + (oh * g.stride_h * g.in_w + ow * g.stride_w) * g.in_c,
+                        patch, g.in_c)
                 for c in range(g.out_c):
                     acc[c] = <uint32_t>bias[c]
                 for grp in range(g.groups):
@@ -306,7 +308,8 @@ cdef class Conv2dCall:
         g.out_h, g.out_w, g.out_c = out.shape[1], out.shape[2], cout
         g.kernel_h, g.kernel_w, g.groups = kh, kw, groups
         g.in_c_group, g.out_c_group, g.patch_len = cin // groups, cout // groups, patch_len
-        g.stride_h, g.stride_w, g.dilation_h, g.dilation_w = stride_h, stride_w, dilation_h, dilation_w
+        g.stride_h, g.stride_w = stride_h, stride_w
+        g.dilation_h, g.dilation_w = dilation_h, dilation_w
         g.pad_top, g.pad_left, g.pad_value = pad_top, pad_left, <int8_t>pad_value
         g.depth_multiplier = 1
         self.release_gil = n_in * g.out_h * g.out_w * cout * (patch_len + 8) > NOGIL_MIN_WORK
@@ -448,9 +451,10 @@ cdef class DepthwiseConv2dCall:
         if kh < 1 or kw < 1 or w.shape[2] != cout:
             raise ValueError(f"{k}: w has shape ({kh}, {kw}, {w.shape[2]}), expected "
                              f"(KH >= 1, KW >= 1, C * depth_multiplier = {cout})")
-        check_length(k, "bias", bias.shape[0], cout, "one per output channel, C * depth_multiplier")
-        check_length(k, "m0", m0.shape[0], cout, "one per output channel, C * depth_multiplier")
-        check_length(k, "shift", shift.shape[0], cout, "one per output channel, C * depth_multiplier")
+        per_channel = "one per output channel, C * depth_multiplier"
+        check_length(k, "bias", bias.shape[0], cout, per_channel)
+        check_length(k, "m0", m0.shape[0], cout, per_channel)
+        check_length(k, "shift", shift.shape[0], cout, per_channel)
         check_window(k, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left)
         check_int8(k, "pad_value", pad_value)
         check_output_range(k, out_zp, act_min, act_max)
@@ -484,7 +488,8 @@ cdef class DepthwiseConv2dCall:
         g.out_h, g.out_w, g.out_c = out.shape[1], out.shape[2], cout
         g.kernel_h, g.kernel_w, g.groups = kh, kw, cin
         g.in_c_group, g.out_c_group, g.patch_len = 1, depth_multiplier, kh * kw
-        g.stride_h, g.stride_w, g.dilation_h, g.dilation_w = stride_h, stride_w, dilation_h, dilation_w
+        g.stride_h, g.stride_w = stride_h, stride_w
+        g.dilation_h, g.dilation_w = dilation_h, dilation_w
         g.pad_top, g.pad_left, g.pad_value = pad_top, pad_left, <int8_t>pad_value
         g.depth_multiplier = depth_multiplier
         self.release_gil = n_in * g.out_h * g.out_w * cout * (kh * kw + 8) > NOGIL_MIN_WORK

@@ -18,41 +18,56 @@ import numpy as np
 cdef enum:
     # Release the GIL only for calls over at least this many elements.
     NOGIL_MIN_ELEMENTS = 16384
+    # Rows are processed in blocks of about this many elements (see softmax_impl).
+    SOFTMAX_BLOCK = 256
 
 
-cdef void softmax_impl(const int8_t* x, const int32_t* exp_table, int32_t* e, int8_t* out,
-                       Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
+cdef void softmax_impl(const int8_t* x, const int32_t* exp_table, int32_t* e, double* total,
+                       double* half, int8_t* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                       Py_ssize_t block_rows) noexcept nogil:
     """Per row: m = max(x), e_i = exp_table[m - x_i], s = sum e_i,
     out_i = min((256 e_i + s // 2) // s - 128, 127).
 
-    The quotient is computed as a double division, which is exact here: numerator and s are
-    integers below 2^53, so the correctly rounded quotient never crosses an integer it should
-    not (a non-integer quotient is at least 1/s away from one, far more than its rounding
-    error of quotient * 2^-53), and truncating it (>= 0) is the floor. Unlike the integer
-    division it vectorises (divpd)."""
-    cdef Py_ssize_t n, i
+    In blocks of block_rows rows: a first pass per row (max, table lookups, sum) leaves e_i,
+    s and s // 2 for every element of the block in scratch arrays; a second pass over the
+    whole block divides, so it vectorises even when rows are short (10 classes). The
+    quotient is a double division, which is exact here: numerator and s are integers below
+    2^53, so the correctly rounded quotient never crosses an integer it should not (a
+    non-integer quotient is at least 1/s away from one, far more than its rounding error of
+    quotient * 2^-53), and truncating it (>= 0) is the floor."""
+    cdef Py_ssize_t r0, rows, r, i, size
     cdef const int8_t* x_row
-    cdef int8_t* out_row
-    cdef int32_t row_max, total, q
-    cdef double half, denominator
-    for n in range(n_rows):
-        x_row = x + n * n_cols
-        out_row = out + n * n_cols
-        row_max = x_row[0]
-        for i in range(1, n_cols):
-            row_max = x_row[i] if x_row[i] > row_max else row_max
-        total = 0  # <= C * exp_table[0] < 2^31 by the entry check; >= exp_table[0] > 0
-        for i in range(n_cols):
-            e[i] = exp_table[row_max - x_row[i]]
-        for i in range(n_cols):
-            total += e[i]
-        half = <double>(total // 2)
-        denominator = <double>total
-        for i in range(n_cols):
+    cdef int32_t* e_row
+    cdef int32_t row_max, row_total, q
+    cdef double s, h
+    cdef int8_t* out_block
+    r0 = 0
+    while r0 < n_rows:
+        rows = n_rows - r0 if n_rows - r0 < block_rows else block_rows
+        for r in range(rows):
+            x_row = x + (r0 + r) * n_cols
+            e_row = e + r * n_cols
+            row_max = x_row[0]
+            for i in range(1, n_cols):
+                row_max = x_row[i] if x_row[i] > row_max else row_max
+            for i in range(n_cols):
+                e_row[i] = exp_table[row_max - x_row[i]]
+            row_total = 0  # <= C * exp_table[0] < 2^31 by the entry check; >= exp_table[0] > 0
+            for i in range(n_cols):
+                row_total += e_row[i]
+            s = <double>row_total
+            h = <double>(row_total // 2)
+            for i in range(n_cols):
+                total[r * n_cols + i] = s
+                half[r * n_cols + i] = h
+        size = rows * n_cols
+        out_block = out + r0 * n_cols
+        for i in range(size):
             # 256 * e < 2^31 and half < 2^30: the numerator is an integer below 2^32, exact
             # in double (formed in double: int32 -> double converts in SIMD, int64 does not).
-            q = <int32_t>((<double>e[i] * 256.0 + half) / denominator) - 128
-            out_row[i] = <int8_t>(q if q < 127 else 127)  # q >= -128 since e >= 0
+            q = <int32_t>((<double>e[i] * 256.0 + half[i]) / total[i]) - 128
+            out_block[i] = <int8_t>(q if q < 127 else 127)  # q >= -128 since e >= 0
+        r0 += rows
 
 
 @cython.auto_pickle(False)
@@ -64,7 +79,9 @@ cdef class SoftmaxCall:
     cdef int32_t exp_table[256]
     cdef object scratch
     cdef int32_t* e
-    cdef Py_ssize_t n_rows, n_cols
+    cdef double* total
+    cdef double* half
+    cdef Py_ssize_t n_rows, n_cols, block_rows
     cdef bint release_gil
 
     def __init__(self, const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,
@@ -91,8 +108,13 @@ cdef class SoftmaxCall:
             raise ValueError(f"softmax: 256 * exp_table[0] = 256 * {top} >= 2^31; "
                              f"build the table with a smaller K")
         memcpy(self.exp_table, &exp_table[0], 256 * sizeof(int32_t))
-        self.scratch = np.zeros(max(n_cols, 1), np.int32)
-        self.e = <int32_t*><size_t>self.scratch.ctypes.data
+        self.block_rows = max(1, min(n_rows, (SOFTMAX_BLOCK + n_cols - 1) // max(n_cols, 1)))
+        size = max(self.block_rows * n_cols, 1)
+        self.scratch = (np.zeros(size, np.int32), np.zeros(size, np.float64),
+                        np.zeros(size, np.float64))
+        self.e = <int32_t*><size_t>self.scratch[0].ctypes.data
+        self.total = <double*><size_t>self.scratch[1].ctypes.data
+        self.half = <double*><size_t>self.scratch[2].ctypes.data
         self.x, self.out, self.n_rows, self.n_cols = x, out, n_rows, n_cols
         self.release_gil = n_rows * n_cols >= NOGIL_MIN_ELEMENTS
 
@@ -101,11 +123,11 @@ cdef class SoftmaxCall:
             return
         if self.release_gil:
             with nogil:
-                softmax_impl(&self.x[0, 0], self.exp_table, self.e, &self.out[0, 0],
-                             self.n_rows, self.n_cols)
+                softmax_impl(&self.x[0, 0], self.exp_table, self.e, self.total, self.half,
+                             &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows)
         else:
-            softmax_impl(&self.x[0, 0], self.exp_table, self.e, &self.out[0, 0],
-                         self.n_rows, self.n_cols)
+            softmax_impl(&self.x[0, 0], self.exp_table, self.e, self.total, self.half,
+                         &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows)
 
 
 def softmax(const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,

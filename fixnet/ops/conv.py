@@ -101,7 +101,7 @@ class Conv2D(_WindowOp):
 
     def quantize(self, node, q):
         k = node.weights["kernel"]                              # [KH, KW, Cin_g, Cout]
-        w_q, w_scale = quantize_weights(np.transpose(k, (3, 0, 1, 2)), per_channel=q.per_channel)
+        w_q, w_scale = q.quantize_weights(node, np.transpose(k, (3, 0, 1, 2)))
         p = self.quantize_common(node, q, w_q, w_scale)
         return ConvStep(node.name, node.layer, node.inputs, node.outputs,
                         np.ascontiguousarray(w_q), node.attrs["strides"], node.attrs["dilation"],
@@ -133,7 +133,7 @@ class DepthwiseConv2D(_WindowOp):
         k = node.weights["kernel"]
         kh, kw, c, m = k.shape
         flat = k.reshape(kh, kw, c * m)
-        w_q, w_scale = quantize_weights(np.transpose(flat, (2, 0, 1)), per_channel=q.per_channel)
+        w_q, w_scale = q.quantize_weights(node, np.transpose(flat, (2, 0, 1)))
         p = self.quantize_common(node, q, w_q, w_scale)
         w_q = np.ascontiguousarray(np.transpose(w_q, (1, 2, 0)))   # [KH, KW, C*M]
         return DepthwiseStep(node.name, node.layer, node.inputs, node.outputs, w_q,
@@ -157,6 +157,13 @@ class _WindowStep(Step):
     def geometry_args(self):
         return (self.strides[0], self.strides[1], self.dilation[0], self.dilation[1],
                 self.pads[0][0], self.pads[1][0])
+
+    def adjust_bias(self, delta):
+        """Add ``delta`` (int per output channel, bias codes) to the int32 bias: the bias
+        correction of fixnet.quant.bias_correction. A channel whose bias would leave int32
+        keeps its bias. Call at quantize time (overflow_bound reads the adjusted bias)."""
+        b = self.bias.astype(np.int64) + np.asarray(delta, np.int64)
+        self.bias = np.where(np.abs(b) <= INT32_MAX, b, self.bias).astype(np.int32)
 
     def channel_weights(self):
         """|w_q| summed per output channel (for the overflow bound)."""

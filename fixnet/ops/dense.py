@@ -50,7 +50,7 @@ class Dense(Op):
     def quantize(self, node, q):
         x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
         kernel = node.weights["kernel"]
-        w_q, w_scale = quantize_weights(kernel.T, per_channel=q.per_channel)     # [C, K]
+        w_q, w_scale = q.quantize_weights(node, kernel.T)     # [C, K]
         bias_scale = x_qp.scale * w_scale
         bias = node.weights.get("bias", np.zeros(kernel.shape[1]))
         b_q = quantize_bias(bias, bias_scale, node.describe())
@@ -74,6 +74,13 @@ class DenseStep(Step):
         self.out_zp, self.act_min, self.act_max = int(out_zp), int(act_min), int(act_max)
         self._packed = None
         self.packed_weights()       # at quantize time, once, shared by every arena
+
+    def adjust_bias(self, delta):
+        """Add ``delta`` (int per output channel, bias codes) to the int32 bias: the bias
+        correction of fixnet.quant.bias_correction. A channel whose bias would leave int32
+        keeps its bias. Call at quantize time (overflow_bound reads the adjusted bias)."""
+        b = self.bias.astype(np.int64) + np.asarray(delta, np.int64)
+        self.bias = np.where(np.abs(b) <= INT32_MAX, b, self.bias).astype(np.int32)
 
     def packed_weights(self):
         """w_q in the dense kernel's layout (_dense.pack_dense_weights), packed once; packed

@@ -57,8 +57,8 @@ def _taps(x, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad
 def conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, dilation_w, pad_top,
                         pad_left, groups, pad_value, *, out_h, out_w):
     """Exact int64 accumulators of conv2d:
-    acc[n, oh, ow, co] = bias[co] + sum_{kh, kw, ci} x[n, ih, iw, g * Cin_g + ci] * w[co, kh, kw, ci],
-    g = co // (Cout // groups), Cin_g = Cin // groups; taps outside x read pad_value.
+    acc[n, oh, ow, co] = bias[co] + sum_{kh, kw, ci} x[n, ih, iw, g * Cin_g + ci] * w[co, kh, kw, ci]
+    with g = co // (Cout // groups), Cin_g = Cin // groups; taps outside x read pad_value.
 
     x: int8 [N, H, W, Cin]; w: int8 [Cout, KH, KW, Cin // groups], KH, KW >= 1;
     bias: int32 [Cout]; strides, dilations >= 1; pads >= 0; groups >= 1 divides Cin and Cout;

@@ -1,9 +1,18 @@
-"""Calibration: run the float reference on sample inputs and record each tensor's range.
-Memory stays bounded: only running min/max per tensor is kept, batches stream through."""
+"""Calibration: run the float reference once over sample inputs and keep, per tensor, a
+fixed-size histogram (fixnet.quant.histogram) and its mean; the ranges are then chosen from the
+histograms by a calibration method (fixnet.quant.ranges). Memory stays bounded: batches stream
+through and no activation is stored."""
+import math
+import sys
+import time
+
 import numpy as np
 
 from ..errors import CalibrationError
 from .. import reference
+from .histogram import DEFAULT_BINS, StreamingHistogram
+from .ranges import DEFAULT_PERCENTILE, choose_range, minmax_range
+from .rounding import SecondMoment
 
 DEFAULT_BATCH = 128
 
@@ -52,30 +61,199 @@ def iter_batches(data, graph, batch_size=DEFAULT_BATCH):
         yield as_inputs(batch, f"batch {k}")
 
 
-class MinMaxObserver:
-    """Running min and max of every tensor."""
+class TensorStats:
+    """What calibration keeps of one tensor: a fixed-size histogram of its values and the
+    per-element sum over samples (for the mean input that bias correction needs). Memory is
+    ``nbins`` + one sample's size, however many samples stream through."""
 
-    def __init__(self):
-        self.ranges = {}
+    __slots__ = ("hist", "sum", "samples")
+
+    def __init__(self, nbins):
+        self.hist = StreamingHistogram(nbins)
+        self.sum = None
         self.samples = 0
+
+    def add(self, value):
+        self.hist.add(value)
+        s = value.sum(axis=0) if value.ndim > 1 else np.atleast_1d(value.sum())
+        self.sum = s if self.sum is None else self.sum + s
+        self.samples += value.shape[0] if value.ndim else 1
+
+    @property
+    def mean(self):
+        """Mean over samples of each element (shape: one sample's, without batch)."""
+        return self.sum / max(self.samples, 1)
+
+    @property
+    def range(self):
+        return self.hist.min, self.hist.max
+
+
+class SoftmaxWindow:
+    """What the int8 range of a softmax's input must hold, row by row. A logit more than
+    D = ln(512 (C - 1)) below its row's largest adds less than exp(-D) to the row's sum, and the
+    C - 1 of them together less than half a step of the int8 probabilities (1/256): clipping a
+    logit up to (row max - D) changes no output code, and neither does clipping the winner down
+    to (second largest + D) (its probability stays above 1 - 1/512 and its code at the top).
+    Two histograms: of the per-row lower bounds max(row min, row max - D), and of the per-row
+    upper bounds min(row max, second largest + D)."""
+
+    __slots__ = ("lower", "upper")
+
+    def __init__(self, nbins):
+        self.lower = StreamingHistogram(nbins)
+        self.upper = StreamingHistogram(nbins)
+
+    @staticmethod
+    def depth(classes):
+        return math.log(2.0 * 256.0 * max(classes - 1, 1))
+
+    def add(self, value):
+        rows = value.reshape(-1, value.shape[-1])
+        if rows.shape[1] < 2:
+            top = rows[:, 0]
+            self.lower.add(top)
+            self.upper.add(top)
+            return
+        d = self.depth(rows.shape[1])
+        two = -np.partition(-rows, 1, axis=1)[:, :2]          # largest, second largest
+        self.lower.add(np.maximum(rows.min(axis=1), two[:, 0] - d))
+        self.upper.add(np.minimum(two[:, 0], two[:, 1] + d))
+
+
+class Observer:
+    """Feeds every tensor the float reference produces into its TensorStats; the input of every
+    softmax (read by nothing else) into a SoftmaxWindow; and, with ``moments``, the input of
+    every dense/conv layer into the layer's SecondMoment (for adaptive weight rounding)."""
+
+    def __init__(self, graph, nbins=DEFAULT_BINS, moments=False):
+        self.nbins = nbins
+        self.stats = {}
+        self.windows = {}
+        self.moments = {}
+        self.samples = 0
+        self.readers = {}
+        users = graph.consumers()
+        for n in graph.nodes:
+            if n.op == "softmax" and len(users.get(n.inputs[0], [])) == 1 \
+                    and n.inputs[0] not in graph.outputs:
+                self.windows[n.inputs[0]] = SoftmaxWindow(nbins)
+            if moments and SecondMoment.wanted(n):
+                self.readers.setdefault(n.inputs[0], []).append(n)
+                self.moments[n.name] = SecondMoment(n)
 
     def __call__(self, tensor, value):
         if value.size == 0:
             return
-        lo, hi = float(value.min()), float(value.max())
-        if tensor in self.ranges:
-            a, b = self.ranges[tensor]
-            self.ranges[tensor] = (min(a, lo), max(b, hi))
-        else:
-            self.ranges[tensor] = (lo, hi)
+        st = self.stats.get(tensor)
+        if st is None:
+            st = self.stats[tensor] = TensorStats(self.nbins)
+        st.add(value)
+        if tensor in self.windows:
+            self.windows[tensor].add(value)
+        for n in self.readers.get(tensor, ()):
+            self.moments[n.name].add(n, value)
+
+    @property
+    def ranges(self):
+        return {t: st.range for t, st in self.stats.items()}
+
+
+def _length(data, graph):
+    """Number of samples in ``data`` if it can be known without consuming it, else None."""
+    n_in = len(graph.inputs)
+    if isinstance(data, np.ndarray):
+        return data.shape[0] if data.ndim else None
+    if isinstance(data, (list, tuple)) and data:
+        first = data[0]
+        if n_in > 1 and len(data) == n_in and all(isinstance(d, np.ndarray) for d in data) \
+                and data[0].ndim == len(graph.shapes[graph.inputs[0]]) + 1:
+            return first.shape[0]
+        try:
+            return sum(len(b[0]) if (n_in > 1 and isinstance(b, (list, tuple))) else len(b)
+                       for b in data)
+        except TypeError:
+            return None
+    return None
+
+
+class _Progress:
+    """A rich progress bar that appears only for runs longer than ``delay`` seconds, on a
+    terminal (or always/never with progress=True/False)."""
+
+    def __init__(self, mode, total, description="calibrating", delay=1.0):
+        self.mode, self.total, self.description, self.delay = mode, total, description, delay
+        self.start = time.monotonic()
+        self.bar = None
+        self.task = None
+        self.done = 0
+
+    def _enabled(self):
+        if self.mode is False or self.mode is None:
+            return False
+        if self.mode is True:
+            return True
+        return sys.stderr.isatty() and time.monotonic() - self.start >= self.delay
+
+    def advance(self, n):
+        self.done += n
+        if self.bar is None and self._enabled():
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("samples"), TimeElapsedColumn(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.description, total=self.total, completed=self.done)
+        elif self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def collect_statistics(graph, data, batch_size=DEFAULT_BATCH, nbins=DEFAULT_BINS, progress="auto",
+                       second_moments=False):
+    """One pass of the float reference over ``data`` (see iter_batches; a generator is consumed
+    once). Returns the Observer: ``stats`` {tensor: TensorStats}, ``samples``, and with
+    ``second_moments`` the ``moments`` {node name: SecondMoment} of dense/conv inputs.
+
+    progress: "auto" (a progress bar on a terminal for runs over a second), True, or False.
+    """
+    obs = Observer(graph, nbins, moments=second_moments)
+    bar = _Progress(progress, _length(data, graph))
+    try:
+        for xs in iter_batches(data, graph, batch_size):
+            n = xs[0].shape[0]
+            obs.samples += n
+            reference.run(graph, xs, observe=obs)
+            bar.advance(n)
+    finally:
+        bar.close()
+    if obs.samples == 0:
+        raise CalibrationError("calibration data is empty: pass at least one sample")
+    return obs
 
 
 def collect_ranges(graph, data, batch_size=DEFAULT_BATCH):
     """{tensor: (min, max)} over all calibration samples, and the sample count."""
-    obs = MinMaxObserver()
-    for xs in iter_batches(data, graph, batch_size):
-        obs.samples += xs[0].shape[0]
-        reference.run(graph, xs, observe=obs)
-    if obs.samples == 0:
-        raise CalibrationError("calibration data is empty: pass at least one sample")
+    obs = collect_statistics(graph, data, batch_size, progress=False)
     return obs.ranges, obs.samples
+
+
+def calibrated_ranges(obs, method, percentile=DEFAULT_PERCENTILE, skip=(), softmax_window=True):
+    """{tensor: (lo, hi)} chosen by ``method`` from each tensor's statistics in the Observer
+    ``obs``. Tensors in ``skip`` keep their min/max. A softmax's input (with softmax_window)
+    gets the range its rows' SoftmaxWindow bounds need, at most its min/max."""
+    out = {}
+    for t, st in obs.stats.items():
+        if t in skip or method == "minmax":
+            out[t] = minmax_range(st.hist)
+        elif softmax_window and t in obs.windows:
+            w = obs.windows[t]
+            lo = max(w.lower.min, st.hist.min) if softmax_window != "upper" else st.hist.min
+            out[t] = (lo, min(w.upper.max, st.hist.max))
+        else:
+            out[t] = choose_range(st.hist, method, percentile)
+    return out

@@ -57,9 +57,12 @@ def qparams_from_range(lo, hi):
     return QParams(scale, zp)
 
 
-def quantize_weights(w, per_channel=True):
+def quantize_weights(w, per_channel=True, clipping=None):
     """Symmetric int8 weights. ``w`` is [C, ...] with the output channel first.
 
+    clipping: None (the scale maps each channel's largest |w| to 127) or "mse" (each channel's
+        clipping threshold is the one, from 50% to 100% of its largest |w|, that minimises the
+        squared error between the channel's weights and their int8 reconstruction).
     Returns (w_q int8 [C, ...] in [-127, 127], scale float64 [C]: real units per step).
     """
     w = np.asarray(w, np.float64)
@@ -69,9 +72,38 @@ def quantize_weights(w, per_channel=True):
         absmax = np.abs(flat).max(axis=1) if flat.shape[1] else np.zeros(c)
     else:
         absmax = np.full(c, np.abs(flat).max() if flat.size else 0.0)
+    if clipping == "mse" and flat.size:
+        absmax = _mse_weight_threshold(flat, absmax, per_channel)
+    elif clipping is not None:
+        raise ValueError(f"weight clipping must be None or 'mse', got {clipping!r}")
     scale = np.where(absmax > 0, absmax / WEIGHT_MAX, 1.0)
     q = np.clip(round_half_away(flat / scale[:, None]), -WEIGHT_MAX, WEIGHT_MAX)
     return q.astype(np.int8).reshape(w.shape), scale
+
+
+def weight_quantization_error(flat, threshold):
+    """Squared error per row of ``flat`` [C, K] quantized symmetrically with |w| <= threshold [C]."""
+    scale = np.where(threshold > 0, threshold / WEIGHT_MAX, 1.0)[:, None]
+    q = np.clip(round_half_away(flat / scale), -WEIGHT_MAX, WEIGHT_MAX)
+    return ((flat - q * scale) ** 2).sum(axis=1)
+
+
+def _mse_weight_threshold(flat, absmax, per_channel, ratios=np.linspace(0.5, 1.0, 101)):
+    """Per channel (or for the whole tensor), the clipping threshold in ratios * absmax of least
+    squared weight error (ties go to the widest)."""
+    best, best_err = absmax.copy(), None
+    for r in ratios[::-1]:
+        t = absmax * r
+        err = weight_quantization_error(flat, t)
+        if not per_channel:
+            err = np.full_like(err, err.sum())
+        if best_err is None:
+            best_err = err
+            continue
+        better = err < best_err * (1.0 - 1e-12)
+        best = np.where(better, t, best)
+        best_err = np.where(better, err, best_err)
+    return best
 
 
 def quantize_bias(b, scale, where):

@@ -1,12 +1,19 @@
 """The quantizer: float Graph + calibration ranges -> QuantizedModel (the numeric contract)."""
 import warnings
 
+import numpy as np
+
 from ..errors import CalibrationError, OverflowRiskError
 from ..ops import op_for
 from ..passes import optimize
 from ..runtime import QuantizedModel, TensorSpec
-from .calibrate import DEFAULT_BATCH, collect_ranges
-from .qparams import qparams_from_range
+from .bias_correction import correct_bias
+from .calibrate import DEFAULT_BATCH, calibrated_ranges, collect_statistics
+from .datafree import datafree_ranges, datafree_statistics
+from .histogram import DEFAULT_BINS
+from .qparams import qparams_from_range, quantize_weights
+from .ranges import DEFAULT_PERCENTILE, METHODS
+from .rounding import round_rows, row_groups
 
 
 # ops whose output keeps its input's scale and zero point (they move codes, not values)
@@ -21,6 +28,11 @@ def shared_ranges(graph, ranges):
     output of every concat, so that the concat is a plain byte copy and each producer rounds
     once, straight to the final scale (TFLite's converter does the same). A group is quantized
     with the union of its members' ranges, or with its concat's output range if it has one.
+
+    A concat input that something else reads too (or that is a model output) keeps its own
+    range, and the concat requantizes it: its other readers keep the resolution of its own
+    range instead of the concat's wider one (TFLite's converter gives them a separately
+    quantized tensor, too).
     """
     parent = {}
 
@@ -34,12 +46,14 @@ def shared_ranges(graph, ranges):
     def union(a, b):
         parent[find(a)] = find(b)
 
+    users = graph.consumers()
     for n in graph.nodes:
         if n.op in SAME_QPARAMS_OPS or (n.op == "global_pool" and n.attrs.get("kind") == "max"):
             union(n.outputs[0], n.inputs[0])
         elif n.op == "concat":
             for t in n.inputs:
-                union(t, n.outputs[0])
+                if len(users.get(t, [])) == 1 and t not in graph.outputs:
+                    union(t, n.outputs[0])
     # a group that ends in a concat takes the concat's output range: values beyond it in the
     # inputs never reach the output that matters (TFLite's converter does the same)
     sinks = {n.outputs[0] for n in graph.nodes if n.op == "concat"}
@@ -60,12 +74,29 @@ def shared_ranges(graph, ranges):
 class QuantContext:
     """What an op's ``quantize`` may ask about tensors."""
 
-    def __init__(self, graph, ranges, per_channel):
+    def __init__(self, graph, ranges, per_channel, weight_clipping=None, moments=None):
         self.graph = graph
         self.ranges = ranges
         self.per_channel = per_channel
+        self.weight_clipping = weight_clipping      # None or "mse" (see qparams.quantize_weights)
+        self.moments = moments or {}                # node name -> SecondMoment of its input
+        self.weights = {}                           # node name -> (w_q, scale) as quantized
         self.qp = {}
         self.shared = shared_ranges(graph, ranges)
+
+    def quantize_weights(self, node, w):
+        """Symmetric int8 weights of ``node``, ``w`` [C, ...] with the output channel first
+        (see qparams.quantize_weights): scales by max |w| (or MSE clipping), codes rounded to
+        nearest, or adaptively (fixnet.quant.rounding) when the layer's input moment is known."""
+        w_q, scale = quantize_weights(w, per_channel=self.per_channel, clipping=self.weight_clipping)
+        m = self.moments.get(node.name)
+        if m is not None and m.count:
+            c = w_q.shape[0]
+            codes = round_rows(np.asarray(w, np.float64).reshape(c, -1), scale, m.moment,
+                               row_groups(node, c))
+            w_q = codes.astype(np.int8).reshape(w_q.shape)
+        self.weights[node.name] = (w_q, scale)
+        return w_q, scale
 
     def preferred_qparams(self, tensor):
         """QParams for a tensor from calibration: the range of its group (see shared_ranges)."""
@@ -86,25 +117,53 @@ class QuantContext:
         return self.graph.shapes[tensor]
 
 
-def quantize_graph(graph, calibration, per_channel=True, on_overflow_risk="error",
-                   batch_size=DEFAULT_BATCH):
-    """Quantize a float graph.
+DEFAULT_METHOD = "mse"
 
-    calibration: sample inputs (see fixnet.quant.calibrate.iter_batches) that the activation
-        ranges are measured on.
-    per_channel: per-output-channel weight scales (True) or one scale per tensor.
-    on_overflow_risk: "error" raises OverflowRiskError naming the layer when no proof exists
-        that its int32 accumulator cannot wrap; "warn" issues a warning instead.
+
+def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile=DEFAULT_PERCENTILE,
+                   per_channel=True, weight_clipping=None, weight_rounding="adaptive",
+                   bias_correction=True,
+                   input_range=None, on_overflow_risk="error", batch_size=DEFAULT_BATCH,
+                   nbins=DEFAULT_BINS, progress="auto", softmax_window=True):
+    """Quantize a float graph. See FloatModel.quantize for the arguments; besides:
+
+    nbins: bins of each tensor's calibration histogram.
+    softmax_window: a softmax's input range covers only what can change its probabilities
+        (see calibrate.SoftmaxWindow), for every method but minmax.
     """
     if on_overflow_risk not in ("error", "warn"):
         raise ValueError("on_overflow_risk must be 'error' or 'warn'")
-    if calibration is None:
-        raise CalibrationError(
-            "quantize() needs calibration data: a few hundred representative inputs, e.g. "
-            "quantize(x_train[:500]); data-free quantization is not available yet")
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; choose one of "
+                         f"{', '.join(METHODS)}")
+    if weight_clipping not in (None, "mse"):
+        raise ValueError("weight_clipping must be None or 'mse'")
+    if weight_rounding not in ("nearest", "adaptive"):
+        raise ValueError("weight_rounding must be 'nearest' or 'adaptive'")
     g = optimize(graph)
-    ranges, _ = collect_ranges(g, calibration, batch_size)
-    q = QuantContext(g, ranges, per_channel)
+    if calibration is None:
+        stats = datafree_statistics(graph, g, input_range)
+        means = {t: st.mean for t, st in stats.items()} if bias_correction else None
+        return build_quantized_model(g, datafree_ranges(stats), per_channel, weight_clipping,
+                                     means, on_overflow_risk)
+    obs = collect_statistics(g, calibration, batch_size, nbins, progress,
+                             second_moments=weight_rounding == "adaptive")
+    ranges = calibrated_ranges(obs, method, percentile, skip=set(g.inputs),
+                               softmax_window=softmax_window)
+    means = {t: st.mean for t, st in obs.stats.items()} if bias_correction else None
+    return build_quantized_model(g, ranges, per_channel, weight_clipping, means, on_overflow_risk,
+                                 moments=obs.moments)
+
+
+def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, input_means=None,
+                          on_overflow_risk="error", moments=None):
+    """The QuantizedModel of an optimized graph ``g`` given every tensor's range.
+
+    input_means: {tensor: mean value per element} of the float tensors, or None; with it, the
+        bias of every dense/conv layer is corrected for the mean output shift its weight
+        rounding causes on that mean input (see fixnet.quant.bias_correction).
+    """
+    q = QuantContext(g, ranges, per_channel, weight_clipping, moments)
     for t in g.inputs:
         q.qp[t] = q.preferred_qparams(t)
     steps = []
@@ -112,7 +171,10 @@ def quantize_graph(graph, calibration, per_channel=True, on_overflow_risk="error
         op = op_for(n)
         for t, qp in zip(n.outputs, op.output_qparams(n, q)):
             q.qp[t] = qp
-        steps.append(op.quantize(n, q))
+        step = op.quantize(n, q)
+        if input_means is not None:
+            correct_bias(n, step, q, input_means.get(n.inputs[0]))
+        steps.append(step)
     tensors = {t: TensorSpec(g.shapes[t], qp) for t, qp in q.qp.items()}
     qm = QuantizedModel(steps, tensors, g.inputs, g.outputs, g.name, g.source)
     risky = [b for b in qm.overflow_bounds() if not b.proven]
@@ -123,5 +185,5 @@ def quantize_graph(graph, calibration, per_channel=True, on_overflow_risk="error
                ". Retrain with weight decay or smaller biases, or pass on_overflow_risk='warn'")
         if on_overflow_risk == "error":
             raise OverflowRiskError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
     return qm

@@ -1,0 +1,59 @@
+"""Bias correction: remove the mean output shift that rounding a layer's weights to int8 causes.
+
+For a dense/conv layer with float kernel W and int8 reconstruction W' = w_q * scale, the output
+error for an input x is (W' - W) x; over the calibration data its mean is (W' - W) E[x], with
+E[x] the mean of the layer's float input (kept per element by calibration, so padding and
+position are accounted for). That shift is subtracted from the layer's int32 bias, in bias codes
+(input_scale * weight_scale[c]), per output channel. The bias stays within int32 and the
+overflow proof (which reads the adjusted bias) still has to hold, or the correction is dropped.
+"""
+import copy
+
+import numpy as np
+
+from ..ops import op_for
+from .qparams import round_half_away
+
+CORRECTED_OPS = ("dense", "conv2d", "depthwise_conv2d")
+
+
+def kernel_from_rows(node, rows):
+    """A node's kernel in its own layout from weight rows [C, ...] (output channel first, as
+    its op quantizes them)."""
+    k = node.weights["kernel"]
+    if node.op == "dense":                                   # kernel [K, C], rows [C, K]
+        return rows.T
+    if node.op == "conv2d":                                  # [KH, KW, Cin_g, Cout], rows [C, KH, KW, Cin_g]
+        return np.transpose(rows, (1, 2, 3, 0))
+    if node.op == "depthwise_conv2d":                        # [KH, KW, C, M], rows [C*M, KH, KW]
+        return np.transpose(rows, (1, 2, 0)).reshape(k.shape)
+    raise ValueError(f"no kernel in a {node.op} node")
+
+
+def mean_output_shift(node, mean_input, w_q, w_scale):
+    """Per output channel, the mean over output positions of (W' - W) applied to the mean
+    input map (real units); W' = w_q * w_scale are the weight rows as quantized."""
+    rows = w_q.astype(np.float64) * w_scale.reshape((-1,) + (1,) * (w_q.ndim - 1))
+    diff = copy.copy(node)
+    diff.weights = {"kernel": kernel_from_rows(node, rows) - np.asarray(node.weights["kernel"], np.float64)}
+    diff.attrs = dict(node.attrs, clamp=None)
+    (shift,) = op_for(diff).run_float(diff, [np.asarray(mean_input, np.float64)[None]])
+    return shift.reshape(-1, shift.shape[-1]).mean(axis=0)
+
+
+def correct_bias(node, step, q, mean_input):
+    """Fold the correction of ``node``'s mean output shift into ``step``'s int32 bias (in
+    place). Nothing happens for other ops or without a mean input."""
+    if node.op not in CORRECTED_OPS or mean_input is None or node.name not in q.weights:
+        return
+    w_q, w_scale = q.weights[node.name]
+    shift = mean_output_shift(node, mean_input, w_q, w_scale)
+    bias_scale = q.qparams(node.inputs[0]).scale * w_scale
+    delta = round_half_away(-shift / bias_scale).astype(np.int64)
+    if not np.any(delta):
+        return
+    before = step.bias
+    step.adjust_bias(delta)
+    bound = step.overflow_bound()
+    if bound is not None and not bound.proven:
+        step.bias = before                  # keep the proof rather than the correction

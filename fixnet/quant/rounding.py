@@ -1,0 +1,142 @@
+"""Adaptive weight rounding: int8 weight codes chosen for the layer's output, not weight by weight.
+
+Rounding every weight to its nearest code (``nearest``) makes errors e (per output channel) whose
+effect on the output, e . x, is not small when the inputs x are strongly correlated (neighbouring
+pixels, a folded BatchNormalization): the errors of the 9 taps of a 3x3 filter add up on a
+smooth image. ``adaptive`` rounding minimises the expected squared output error e^T H e, with
+H = E[x x^T] the second moment of the layer's input (patches) over the calibration data, by
+rounding one input column at a time and spreading its error over the columns not yet rounded
+(the optimal-brain-quantization update of GPTQ, Frantar et al., ICLR 2023). The scales (and so
+the numeric contract: symmetric int8 in [-127, 127], per output channel) do not change; only the
+choice between the two codes around each weight does, mostly.
+
+H is accumulated during the one calibration pass: K x K numbers per input group of each layer
+(K = kernel taps x input channels of a group), whatever the amount of data.
+"""
+import numpy as np
+
+from ..ops.conv import as_nhwc_shape, window_geometry
+from ..ops.spatial import windows
+from .qparams import WEIGHT_MAX, round_half_away
+
+ROUNDED_OPS = ("dense", "conv2d", "depthwise_conv2d")
+MAX_INPUTS = 2048           # K above this: the K x K moment is too large to keep; round to nearest
+DAMPING = 0.01              # added to H's diagonal, relative to its mean: keeps the update stable
+_CHUNK = 1 << 22            # float64 elements of patches gathered at once (32 MiB)
+
+
+def input_groups(node):
+    """(G, K): the layer's output channels read G disjoint groups of K input values each."""
+    k = node.weights["kernel"]
+    if node.op == "dense":
+        return 1, k.shape[0]
+    kh, kw = k.shape[0], k.shape[1]
+    if node.op == "conv2d":
+        return node.attrs.get("groups", 1), kh * kw * k.shape[2]
+    return k.shape[2], kh * kw                                      # depthwise: per channel
+
+
+def row_groups(node, n_rows):
+    """The input group each output channel (weight row) reads."""
+    g, _ = input_groups(node)
+    return np.arange(n_rows) // (n_rows // g)
+
+
+def input_patches(node, x):
+    """The layer's input vectors for a batch ``x``: [G, P, K] (P = samples x output positions),
+    K in the order of the weight rows' flattening ([C, KH, KW, Cin_g] or [C, KH, KW])."""
+    x = np.asarray(x)
+    g, k = input_groups(node)
+    if node.op == "dense":
+        return x.reshape(1, -1, k)
+    n = x.shape[0]
+    _, _, pads = window_geometry(node, x.shape[1:])
+    x4 = x.reshape((n,) + as_nhwc_shape(x.shape[1:], node.attrs["rank"]))
+    kh, kw = node.attrs["kernel_size"]
+    win = windows(x4, (kh, kw), node.attrs["strides"], node.attrs["dilation"], pads,
+                  x.dtype.type(0))                                  # [N, OH, OW, KH, KW, C]
+    c = x4.shape[-1]
+    if node.op == "depthwise_conv2d":
+        return np.moveaxis(win, 5, 0).reshape(c, -1, kh * kw)       # [C, P, taps]
+    win = win.reshape(win.shape[:5] + (g, c // g))
+    return np.moveaxis(win, 5, 0).reshape(g, -1, k)                 # [G, P, taps * Cin_g]
+
+
+class SecondMoment:
+    """Running sum of x x^T of one layer's input vectors, per input group: [G, K, K]."""
+
+    __slots__ = ("sum", "count")
+
+    def __init__(self, node):
+        g, k = input_groups(node)
+        self.sum = np.zeros((g, k, k), np.float64)
+        self.count = 0
+
+    @staticmethod
+    def wanted(node):
+        return node.op in ROUNDED_OPS and input_groups(node)[1] <= MAX_INPUTS
+
+    def add(self, node, x):
+        g, k = input_groups(node)
+        per_sample = max(1, int(np.prod(x.shape[1:])) * (k if node.op != "dense" else 1))
+        step = max(1, _CHUNK // per_sample)
+        for i in range(0, x.shape[0], step):
+            # float32 products (BLAS), summed per chunk into the float64 total
+            p = input_patches(node, np.asarray(x[i:i + step], np.float32))    # [G, P, K]
+            self.sum += np.matmul(p.transpose(0, 2, 1), p)
+            self.count += p.shape[1]
+
+    @property
+    def moment(self):
+        return self.sum / max(self.count, 1)
+
+
+def round_rows(rows, scale, moment, groups, damping=DAMPING):
+    """int8 codes [C, K] for float weight rows [C, K] at fixed per-row ``scale`` [C], chosen to
+    minimise sum over rows of e^T H e (H = ``moment[groups[row]]``, e the rows' real errors).
+    Rows must come in equal-sized runs per group (as output channels do)."""
+    rows = np.asarray(rows, np.float64)
+    c, k = rows.shape
+    g = moment.shape[0]
+    order = np.argsort(groups, kind="stable")
+    per = c // g
+    w = rows[order].reshape(g, per, k)
+    s = np.asarray(scale, np.float64)[order].reshape(g, per)
+    codes = _round_groups(w, s, moment, damping).reshape(c, k)
+    out = np.empty_like(codes)
+    out[order] = codes
+    return out
+
+
+def _round_groups(w, scale, h, damping):
+    """GPTQ on G groups at once: w [G, R, K] rows, scale [G, R], h [G, K, K]. In each group the
+    columns are taken in order of decreasing input energy; each is rounded to nearest after the
+    errors of the columns before it were compensated."""
+    g, r, k = w.shape
+    h = np.array(h, np.float64)
+    diag = np.diagonal(h, axis1=1, axis2=2).copy()                 # [G, K]
+    dead = diag <= 0
+    live = np.where(dead, 0.0, diag)
+    n_live = np.maximum((~dead).sum(axis=1), 1)
+    mean_diag = np.where(live.sum(axis=1) > 0, live.sum(axis=1) / n_live, 1.0)      # [G]
+    h = np.where(dead[:, :, None] | dead[:, None, :], 0.0, h)
+    idx = np.arange(k)
+    h[:, idx, idx] = np.where(dead, mean_diag[:, None], diag) + damping * mean_diag[:, None]
+    order = np.argsort(-h[:, idx, idx], axis=1, kind="stable")       # [G, K]
+    h = np.take_along_axis(np.take_along_axis(h, order[:, :, None], axis=1), order[:, None, :], axis=2)
+    w = np.take_along_axis(w, order[:, None, :], axis=2).copy()
+    try:
+        # upper Cholesky factor of H^-1: its row i holds the update of the later columns
+        u = np.swapaxes(np.linalg.cholesky(np.linalg.inv(h)), 1, 2)
+    except np.linalg.LinAlgError:
+        u = None
+    q = np.empty_like(w)
+    for i in range(k):
+        qi = np.clip(round_half_away(w[:, :, i] / scale), -WEIGHT_MAX, WEIGHT_MAX)
+        q[:, :, i] = qi
+        if u is not None and i + 1 < k:
+            err = (w[:, :, i] - qi * scale) / u[:, i, i][:, None]             # [G, R]
+            w[:, :, i + 1:] -= err[:, :, None] * u[:, i, None, i + 1:]
+    out = np.empty_like(q)
+    np.put_along_axis(out, np.broadcast_to(order[:, None, :], q.shape), q, axis=2)
+    return out
