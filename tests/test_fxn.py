@@ -186,9 +186,13 @@ def test_load_uses_neither_tensorflow_nor_h5py(good, tmp_path):
         "qm = fxn.load_model(sys.argv[1])\n"
         "np.save(sys.argv[2], qm.predict(np.load(sys.argv[3]), output='int8'))\n")
     np.save(tmp_path / "x.npy", x)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the subprocess imports the same fixnet this test process imported (installed or built
+    # in place), never a source tree without compiled kernels
+    import fixnet
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fixnet.__file__)))
     r = subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "y.npy"),
-                        str(tmp_path / "x.npy")], capture_output=True, text=True, cwd=root)
+                        str(tmp_path / "x.npy")], capture_output=True, text=True,
+                       cwd=str(tmp_path), env=env)
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), qm.predict(x, output="int8"))
 
