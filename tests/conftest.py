@@ -59,14 +59,8 @@ def sqnr_db(ref, test):
 KNOWN_GAPS = {
     "test_model_fixtures.py::test_int8_agreement_and_sqnr_versus_tflite[mobilenetv2_tfk2]":
         "top-1 agreement with Keras float ~1 point under TFLite int8's (issue 3)",
-    "test_model_fixtures.py::test_int8_agreement_and_sqnr_versus_tflite[multi_io_k3]":
-        "softmax-output SQNR ~1.5 dB under TFLite's, decided by a few borderline samples (issue 3)",
     "test_calibration.py::test_default_beats_or_equals_tflite[mlp_seq_tfk2]":
         "default calibration ~1 dB under TFLite on this MLP (issue 4)",
-    "test_calibration.py::test_default_beats_or_equals_tflite[multi_io_k3]":
-        "default calibration under TFLite on the multi-output model (issue 4)",
-    "test_calibration.py::test_adaptive_rounding_lowers_the_output_error_of_a_layer":
-        "adaptive weight rounding is still being tuned (issue 4)",
 }
 
 
