@@ -73,7 +73,7 @@ class FloatModel:
         res = [np.concatenate([p[k] for p in parts]) for k in range(len(self.graph.outputs))]
         return res[0] if len(res) == 1 else res
 
-    def quantize(self, calibration=None, method="mse", *, percentile=99.99, per_channel=True,
+    def quantize(self, calibration=None, method="auto", *, percentile=99.99, per_channel=True,
                  weight_clipping=None, weight_rounding="adaptive", bias_correction=True,
                  input_range=None,
                  on_overflow_risk="error", batch_size=128, progress="auto"):
@@ -85,11 +85,13 @@ class FloatModel:
             arrays for several inputs). Only fixed-size histograms are kept, whatever its size.
             None: data-free quantization (ranges from the model's BatchNormalization statistics
             and a propagated input range; warns that calibration data usually does better).
-        method: how each activation tensor's range is chosen from its histogram:
-            "minmax" (nothing clipped), "percentile" (clips 100 - ``percentile`` % on each side),
-            "mse" (least expected squared quantization error: clipping + rounding), "entropy"
-            (TensorRT's KL divergence), or "auto" (per tensor, see fixnet.quant.quantizer).
-            Model inputs always keep their min/max.
+        method: how each activation tensor's range is chosen from its histogram (see
+            fixnet.quant.ranges): "minmax" (nothing clipped), "percentile" (clips
+            100 - ``percentile`` % on each side), "mse" (least expected squared quantization
+            error: clipping + rounding), "entropy" (TensorRT's KL divergence), or "auto" (per
+            tensor, the widest of those four ranges whose expected error is within 10% of the
+            smallest). Model inputs always keep their min/max; a softmax's input (except with
+            "minmax") gets the range that can change its int8 probabilities.
         percentile: for method="percentile", in (50, 100].
         per_channel: one weight scale per output channel (True) or per tensor.
         weight_clipping: None (weights scaled to their largest |w|) or "mse" (per channel, the
@@ -97,7 +99,8 @@ class FloatModel:
         weight_rounding: "adaptive" (each layer's int8 weights rounded to minimise its output
             error on the calibration data, see fixnet.quant.rounding) or "nearest".
         bias_correction: subtract from each dense/conv layer's int32 bias the mean output shift
-            its weight rounding causes on the calibration data.
+            its weight rounding causes on the calibration data (data-free: on the propagated
+            mean input).
         input_range: (lo, hi) of the model's input values in real units (a pair per input for
             several inputs), for data-free quantization when the model does not start with a
             Rescaling or Normalization layer.

@@ -359,7 +359,10 @@ def batch_normalization(layer):
     beta = w.get("beta", np.zeros(c, np.float32)).astype(np.float64)
     inv = gamma / np.sqrt(w["moving_variance"].astype(np.float64) + eps)
     offset = beta - w["moving_mean"].astype(np.float64) * inv
-    layer.emit("affine", [src], layer.outputs, {"clamp": None}, {"scale": inv, "offset": offset})
+    # The moving statistics describe the layer's input; data-free quantization reads them.
+    attrs = {"clamp": None, "input_mean": w["moving_mean"].astype(np.float64),
+             "input_var": w["moving_variance"].astype(np.float64)}
+    layer.emit("affine", [src], layer.outputs, attrs, {"scale": inv, "offset": offset})
 
 
 def _per_channel(value, c, what):

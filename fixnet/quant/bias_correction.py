@@ -2,8 +2,9 @@
 
 For a dense/conv layer with float kernel W and int8 reconstruction W' = w_q * scale, the output
 error for an input x is (W' - W) x; over the calibration data its mean is (W' - W) E[x], with
-E[x] the mean of the layer's float input (kept per element by calibration, so padding and
-position are accounted for). That shift is subtracted from the layer's int32 bias, in bias codes
+E[x] the mean of the layer's float input (per channel from calibration, per element in data-free
+mode; the layer is run on it, so zero padding counts). That shift is subtracted from the
+layer's int32 bias, in bias codes
 (input_scale * weight_scale[c]), per output channel. The bias stays within int32 and the
 overflow proof (which reads the adjusted bias) still has to hold, or the correction is dropped.
 """
@@ -30,14 +31,16 @@ def kernel_from_rows(node, rows):
     raise ValueError(f"no kernel in a {node.op} node")
 
 
-def mean_output_shift(node, mean_input, w_q, w_scale):
-    """Per output channel, the mean over output positions of (W' - W) applied to the mean
-    input map (real units); W' = w_q * w_scale are the weight rows as quantized."""
+def mean_output_shift(node, mean_input, input_shape, w_q, w_scale):
+    """Per output channel, the mean over output positions of (W' - W) applied to the mean input
+    (real units; per channel or per element, broadcast to ``input_shape``, so that padding
+    counts as the zeros it is); W' = w_q * w_scale are the weight rows as quantized."""
     rows = w_q.astype(np.float64) * w_scale.reshape((-1,) + (1,) * (w_q.ndim - 1))
     diff = copy.copy(node)
     diff.weights = {"kernel": kernel_from_rows(node, rows) - np.asarray(node.weights["kernel"], np.float64)}
     diff.attrs = dict(node.attrs, clamp=None)
-    (shift,) = op_for(diff).run_float(diff, [np.asarray(mean_input, np.float64)[None]])
+    x = np.broadcast_to(np.asarray(mean_input, np.float64), tuple(input_shape))[None]
+    (shift,) = op_for(diff).run_float(diff, [x])
     return shift.reshape(-1, shift.shape[-1]).mean(axis=0)
 
 
@@ -47,7 +50,7 @@ def correct_bias(node, step, q, mean_input):
     if node.op not in CORRECTED_OPS or mean_input is None or node.name not in q.weights:
         return
     w_q, w_scale = q.weights[node.name]
-    shift = mean_output_shift(node, mean_input, w_q, w_scale)
+    shift = mean_output_shift(node, mean_input, q.shape(node.inputs[0]), w_q, w_scale)
     bias_scale = q.qparams(node.inputs[0]).scale * w_scale
     delta = round_half_away(-shift / bias_scale).astype(np.int64)
     if not np.any(delta):

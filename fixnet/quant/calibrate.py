@@ -48,9 +48,18 @@ def iter_batches(data, graph, batch_size=DEFAULT_BATCH):
                                         and all(isinstance(d, np.ndarray) for d in data)
                                         and len(data) == n_in
                                         and all(d.ndim == len(s) + 1 for d, s in zip(data, shapes))):
-        full = as_inputs(data, "data")
-        for i in range(0, full[0].shape[0], batch_size):
-            yield [p[i:i + batch_size] for p in full]
+        full = [data] if isinstance(data, np.ndarray) else list(data)
+        if n_in > 1 and len(full) != n_in:
+            as_inputs(full, "data")                        # raises: wrong number of inputs
+        n = full[0].shape[0] if full[0].ndim else 0
+        if any(p.shape[:1] != (n,) for p in full):
+            raise CalibrationError("calibration data: the inputs hold different numbers of samples "
+                                   f"({', '.join(str(p.shape[0]) for p in full)})")
+        if n == 0:
+            as_inputs(full if n_in > 1 else full[0], "data")   # shape errors still name the input
+        for i in range(0, n, batch_size):                  # converted batch by batch: no float64 copy
+            yield as_inputs([p[i:i + batch_size] for p in full] if n_in > 1 else full[0][i:i + batch_size],
+                            f"data[{i}:{i + batch_size}]")
         return
     try:
         it = iter(data)
@@ -62,27 +71,28 @@ def iter_batches(data, graph, batch_size=DEFAULT_BATCH):
 
 
 class TensorStats:
-    """What calibration keeps of one tensor: a fixed-size histogram of its values and the
-    per-element sum over samples (for the mean input that bias correction needs). Memory is
-    ``nbins`` + one sample's size, however many samples stream through."""
+    """What calibration keeps of one tensor: a fixed-size histogram of its values and the sum of
+    each channel (last axis) over samples and positions, for the mean input that bias correction
+    needs. Memory: ``nbins`` + channels numbers, however many samples stream through."""
 
-    __slots__ = ("hist", "sum", "samples")
+    __slots__ = ("hist", "sum", "count")
 
     def __init__(self, nbins):
         self.hist = StreamingHistogram(nbins)
         self.sum = None
-        self.samples = 0
+        self.count = 0
 
     def add(self, value):
         self.hist.add(value)
-        s = value.sum(axis=0) if value.ndim > 1 else np.atleast_1d(value.sum())
+        rows = value.reshape(-1, value.shape[-1]) if value.ndim > 1 else value.reshape(-1, 1)
+        s = rows.sum(axis=0)
         self.sum = s if self.sum is None else self.sum + s
-        self.samples += value.shape[0] if value.ndim else 1
+        self.count += rows.shape[0]
 
     @property
     def mean(self):
-        """Mean over samples of each element (shape: one sample's, without batch)."""
-        return self.sum / max(self.samples, 1)
+        """Mean of each channel (last axis) over samples and positions."""
+        return self.sum / max(self.count, 1)
 
     @property
     def range(self):
@@ -90,19 +100,18 @@ class TensorStats:
 
 
 class SoftmaxWindow:
-    """What the int8 range of a softmax's input must hold, row by row. A logit more than
+    """What the int8 range of a softmax's input must hold. A logit more than
     D = ln(512 (C - 1)) below its row's largest adds less than exp(-D) to the row's sum, and the
     C - 1 of them together less than half a step of the int8 probabilities (1/256): clipping a
     logit up to (row max - D) changes no output code, and neither does clipping the winner down
     to (second largest + D) (its probability stays above 1 - 1/512 and its code at the top).
-    Two histograms: of the per-row lower bounds max(row min, row max - D), and of the per-row
-    upper bounds min(row max, second largest + D)."""
+    Keeps the lowest per-row lower bound max(row min, row max - D) and the highest per-row upper
+    bound min(row max, second largest + D)."""
 
-    __slots__ = ("lower", "upper")
+    __slots__ = ("lo", "hi")
 
-    def __init__(self, nbins):
-        self.lower = StreamingHistogram(nbins)
-        self.upper = StreamingHistogram(nbins)
+    def __init__(self):
+        self.lo, self.hi = math.inf, -math.inf
 
     @staticmethod
     def depth(classes):
@@ -111,14 +120,14 @@ class SoftmaxWindow:
     def add(self, value):
         rows = value.reshape(-1, value.shape[-1])
         if rows.shape[1] < 2:
-            top = rows[:, 0]
-            self.lower.add(top)
-            self.upper.add(top)
-            return
-        d = self.depth(rows.shape[1])
-        two = -np.partition(-rows, 1, axis=1)[:, :2]          # largest, second largest
-        self.lower.add(np.maximum(rows.min(axis=1), two[:, 0] - d))
-        self.upper.add(np.minimum(two[:, 0], two[:, 1] + d))
+            lower = upper = rows[:, 0]
+        else:
+            d = self.depth(rows.shape[1])
+            two = -np.partition(-rows, 1, axis=1)[:, :2]          # largest, second largest
+            lower = np.maximum(rows.min(axis=1), two[:, 0] - d)
+            upper = np.minimum(two[:, 0], two[:, 1] + d)
+        self.lo = min(self.lo, float(lower.min()))
+        self.hi = max(self.hi, float(upper.max()))
 
 
 class Observer:
@@ -137,7 +146,7 @@ class Observer:
         for n in graph.nodes:
             if n.op == "softmax" and len(users.get(n.inputs[0], [])) == 1 \
                     and n.inputs[0] not in graph.outputs:
-                self.windows[n.inputs[0]] = SoftmaxWindow(nbins)
+                self.windows[n.inputs[0]] = SoftmaxWindow()
             if moments and SecondMoment.wanted(n):
                 self.readers.setdefault(n.inputs[0], []).append(n)
                 self.moments[n.name] = SecondMoment(n)
@@ -252,8 +261,7 @@ def calibrated_ranges(obs, method, percentile=DEFAULT_PERCENTILE, skip=(), softm
             out[t] = minmax_range(st.hist)
         elif softmax_window and t in obs.windows:
             w = obs.windows[t]
-            lo = max(w.lower.min, st.hist.min) if softmax_window != "upper" else st.hist.min
-            out[t] = (lo, min(w.upper.max, st.hist.max))
+            out[t] = (max(w.lo, st.hist.min), min(w.hi, st.hist.max))
         else:
             out[t] = choose_range(st.hist, method, percentile)
     return out

@@ -7,11 +7,13 @@ propagated through the graph from the input's:
   input implies (it maps [0, (1 - offset) / scale] onto [offset, 1]: [0, 255] for 1/255 or for
   1/127.5 - 1); else the mean and variance of a Normalization layer at the input; else a
   CalibrationError asking for ``input_range``.
-- dense and convolutions: mean through the layer exactly (W E[x] + b), variance assuming
-  independent inputs (sum W^2 Var[x]), bounds by interval arithmetic. Where a BatchNormalization
-  was folded into the layer and the loader recorded its moving statistics, they replace the
-  propagated mean and variance of the output: they are the measured statistics of exactly that
-  tensor on the training data (this is what makes data-free quantization work on BN networks).
+- dense and convolutions: mean through the layer exactly (W E[x] + b); the variance between
+  the independent-inputs value (sum W^2 Var[x]) and the fully correlated bound
+  ((sum |W| sd[x])^2), see propagate; bounds by interval arithmetic. Where a
+  BatchNormalization was folded into the layer and the loader recorded its moving statistics,
+  they replace the propagated mean and variance of the output: they are the measured statistics
+  of exactly that tensor on the training data (this is what makes data-free quantization work on
+  BN networks).
 - elementwise functions and fused clamps: mean and variance of f(X) for a Gaussian X by
   Gauss-Hermite quadrature; bounds through f.
 - adds, multiplies, maximum/minimum: moment rules for independent inputs (Clark's formulas for
@@ -31,7 +33,6 @@ import numpy as np
 from ..errors import CalibrationError
 from ..ops import op_for
 from ..ops.activation import activation_function
-from ..ops.merge import FLOAT_BINARY
 
 K_SIGMA = 5.0
 _HERMITE = np.polynomial.hermite.hermgauss(32)
@@ -100,11 +101,15 @@ def input_statistics(graph, input_range=None):
     shapes = [graph.shapes[t] for t in graph.inputs]
     if input_range is not None:
         ranges = list(input_range)
-        pairs = ranges if len(graph.inputs) > 1 and all(np.ndim(r) == 1 and len(r) == 2 for r in ranges) \
-            else [ranges]
+        if all(np.ndim(r) == 1 and len(r) == 2 for r in ranges):
+            pairs = ranges                                  # one pair per input
+        elif len(ranges) == 2 and all(np.ndim(r) == 0 for r in ranges):
+            pairs = [ranges] * len(graph.inputs)            # one pair for every input
+        else:
+            pairs = []
         if len(pairs) != len(graph.inputs):
-            raise CalibrationError(f"input_range: the model has {len(graph.inputs)} inputs; pass one "
-                                   "(low, high) pair per input")
+            raise CalibrationError(f"input_range: pass a (low, high) pair, or one per input (the "
+                                   f"model has {len(graph.inputs)}), got {input_range!r}")
         return {t: _uniform(lo, hi, s) for t, s, (lo, hi) in zip(graph.inputs, shapes, pairs)}
     out = {}
     for t, s in zip(graph.inputs, shapes):
@@ -159,27 +164,32 @@ def _gauss_moments(f, st):
     return m, np.maximum(np.sum(wn * y * y, axis=0) - m * m, 0.0)
 
 
-def _bounds_through(f, lo, hi, n=257):
-    """Elementwise [min, max] of f over [lo, hi] (sampled; exact for monotone f)."""
+def _bounds_through(f, lo, hi, monotone=False, n=65):
+    """Elementwise [min, max] of f over [lo, hi]: from the ends for a nondecreasing f, else
+    sampled at n points (the non-monotone activations, swish, gelu, mish, have one minimum)."""
     lo_f = np.where(np.isfinite(lo), lo, -1e6)
     hi_f = np.where(np.isfinite(hi), hi, 1e6)
-    s = np.linspace(0.0, 1.0, n).reshape((-1,) + (1,) * np.ndim(lo))
-    y = f(lo_f[None] + s * (hi_f - lo_f)[None])
+    with np.errstate(over="ignore", invalid="ignore"):
+        if monotone:
+            return f(lo_f), f(hi_f)
+        s = np.linspace(0.0, 1.0, n).reshape((-1,) + (1,) * np.ndim(lo))
+        y = f(lo_f[None] + s * (hi_f - lo_f)[None])
     return y.min(axis=0), y.max(axis=0)
 
 
-def _apply(f, st, k):
+def _apply(f, st, k, monotone=False):
     """Stats of f(x) for an elementwise f."""
-    m, v = _gauss_moments(f, st)
-    lo, hi = _bounds_through(f, st.lo, st.hi)
-    r_lo, r_hi = _bounds_through(f, *st.likely(k))
+    with np.errstate(over="ignore", invalid="ignore"):
+        m, v = _gauss_moments(f, st)
+    lo, hi = _bounds_through(f, st.lo, st.hi, monotone)
+    r_lo, r_hi = _bounds_through(f, *st.likely(k), monotone)
     return Stats(m, v, lo, hi, r_lo, r_hi)
 
 
-def _clamp_fn(clamp):
-    lo = -np.inf if clamp is None or clamp[0] is None else clamp[0]
-    hi = np.inf if clamp is None or clamp[1] is None else clamp[1]
-    return lambda x: np.clip(x, lo, hi)
+def _clamp(st, clamp, k):
+    lo = -np.inf if clamp[0] is None else clamp[0]
+    hi = np.inf if clamp[1] is None else clamp[1]
+    return _apply(lambda x: np.clip(x, lo, hi), st, k, monotone=True)
 
 
 def _run(node, arrays):
@@ -311,7 +321,7 @@ def propagate(g, inputs, k=None, variance_model=None):
                 x = Stats(np.broadcast_to(m_c, x.mean.shape), np.broadcast_to(v_c, x.mean.shape),
                           x.lo, x.hi)
             out = _linear(n, x, n.attrs.get("output_stats"), variance_model)
-            out = _apply(_clamp_fn(clamp), out, k) if clamp is not None else out
+            out = _clamp(out, clamp, k) if clamp is not None else out
         elif n.op == "affine":
             s, o = n.weights["scale"], n.weights["offset"]
             x = ins[0]
@@ -322,10 +332,10 @@ def propagate(g, inputs, k=None, variance_model=None):
             hi = np.where(s >= 0, x.hi * s, x.lo * s) + o
             out = Stats(x.mean * s + o, x.var * s * s, np.nan_to_num(lo, nan=-np.inf),
                         np.nan_to_num(hi, nan=np.inf))
-            out = _apply(_clamp_fn(clamp), out, k) if clamp is not None else out
+            out = _clamp(out, clamp, k) if clamp is not None else out
         elif n.op == "activation":
-            f, _ = activation_function(n.attrs)
-            out = _apply(f, ins[0], k)
+            f, clamp = activation_function(n.attrs)
+            out = _clamp(ins[0], clamp, k) if clamp is not None else _apply(f, ins[0], k)
         elif n.op == "prelu":
             alpha = np.broadcast_to(n.weights["alpha"], ins[0].mean.shape)
             out = _apply(lambda y: np.where(y >= 0, y, alpha * y), ins[0], k)
@@ -335,7 +345,7 @@ def propagate(g, inputs, k=None, variance_model=None):
             out = Stats(e / e.sum(axis=-1, keepdims=True), 0.0, 0.0, 1.0)
         elif n.op == "binary":
             out = _binary(n.attrs["kind"], *ins)
-            out = _apply(_clamp_fn(clamp), out, k) if clamp is not None else out
+            out = _clamp(out, clamp, k) if clamp is not None else out
         else:
             out = _generic(n, ins, k)
         for t in n.outputs:

@@ -117,7 +117,7 @@ class QuantContext:
         return self.graph.shapes[tensor]
 
 
-DEFAULT_METHOD = "mse"
+DEFAULT_METHOD = "auto"
 
 
 def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile=DEFAULT_PERCENTILE,
@@ -136,6 +136,8 @@ def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of "
                          f"{', '.join(METHODS)}")
+    if not 50.0 < float(percentile) <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {percentile}")
     if weight_clipping not in (None, "mse"):
         raise ValueError("weight_clipping must be None or 'mse'")
     if weight_rounding not in ("nearest", "adaptive"):

@@ -11,7 +11,9 @@ the numeric contract: symmetric int8 in [-127, 127], per output channel) do not 
 choice between the two codes around each weight does, mostly.
 
 H is accumulated during the one calibration pass: K x K numbers per input group of each layer
-(K = kernel taps x input channels of a group), whatever the amount of data.
+(K = kernel taps x input channels of a group), whatever the amount of data. Layers with more
+than MAX_INPUTS inputs per group keep nearest rounding. Bias correction (applied after) removes
+what mean error is left.
 """
 import numpy as np
 
@@ -20,9 +22,9 @@ from ..ops.spatial import windows
 from .qparams import WEIGHT_MAX, round_half_away
 
 ROUNDED_OPS = ("dense", "conv2d", "depthwise_conv2d")
-MAX_INPUTS = 2048           # K above this: the K x K moment is too large to keep; round to nearest
+MAX_INPUTS = 2048           # K above this (a K x K moment over 32 MiB): round to nearest
 DAMPING = 0.01              # added to H's diagonal, relative to its mean: keeps the update stable
-_CHUNK = 1 << 22            # float64 elements of patches gathered at once (32 MiB)
+_CHUNK = 1 << 22            # float32 elements of patches gathered at once (16 MiB)
 
 
 def input_groups(node):
