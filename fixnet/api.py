@@ -75,7 +75,7 @@ class FloatModel:
 
     def quantize(self, calibration=None, method="auto", *, percentile=99.99, per_channel=True,
                  weight_clipping=None, weight_rounding="adaptive", bias_correction=True,
-                 input_range=None,
+                 input_range=None, softmax_levels=255,
                  on_overflow_risk="error", batch_size=128, progress="auto"):
         """Convert to int8. Returns a QuantizedModel.
 
@@ -90,7 +90,9 @@ class FloatModel:
             100 - ``percentile`` % on each side), "mse" (least expected squared quantization
             error: clipping + rounding), "entropy" (TensorRT's KL divergence), or "auto" (per
             tensor, the widest of those four ranges whose expected error is within 10% of the
-            smallest). Model inputs always keep their min/max; a softmax's input (except with
+            smallest). Model inputs keep their min/max, or (except with "minmax"), when every
+            calibration value lies on a grid with 0 on it (pixels k/255, k/16, integers), the
+            range whose codes hold each grid point exactly; a softmax's input (except with
             "minmax") gets the range that can change its int8 probabilities.
         percentile: for method="percentile", in (50, 100].
         per_channel: one weight scale per output channel (True) or per tensor.
@@ -104,6 +106,8 @@ class FloatModel:
         input_range: (lo, hi) of the model's input values in real units (a pair per input for
             several inputs), for data-free quantization when the model does not start with a
             Rescaling or Normalization layer.
+        softmax_levels: softmax outputs are int8 with scale 1/softmax_levels, zero point -128:
+            255 (default: 0.0 and 1.0 both exact) or 256 (TFLite's scale; 1.0 becomes 255/256).
         on_overflow_risk: "error" raises OverflowRiskError naming the layer when no proof exists
             that its int32 accumulator cannot wrap; "warn" only warns.
         batch_size: samples per pass of the float reference during calibration.
@@ -115,7 +119,7 @@ class FloatModel:
         qm = quantize_graph(self.graph, calibration, method, percentile=percentile,
                             per_channel=per_channel, weight_clipping=weight_clipping,
                             weight_rounding=weight_rounding, bias_correction=bias_correction,
-                            input_range=input_range,
+                            input_range=input_range, softmax_levels=softmax_levels,
                             on_overflow_risk=on_overflow_risk, batch_size=batch_size,
                             progress=progress)
         if getattr(qm, "float_graph", None) is None:

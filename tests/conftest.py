@@ -59,8 +59,6 @@ def sqnr_db(ref, test):
 KNOWN_GAPS = {
     "test_model_fixtures.py::test_int8_agreement_and_sqnr_versus_tflite[mobilenetv2_tfk2]":
         "top-1 agreement with Keras float ~1 point under TFLite int8's (issue 3)",
-    "test_calibration.py::test_default_beats_or_equals_tflite[mlp_seq_tfk2]":
-        "default calibration ~1 dB under TFLite on this MLP (issue 4)",
 }
 
 

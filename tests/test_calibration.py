@@ -387,3 +387,54 @@ def test_adaptive_rounding_lowers_the_output_error_of_a_layer():
         if s.op == "conv2d":
             assert np.abs(t.w_q.astype(int)).max() <= WEIGHT_MAX
             assert np.mean(s.w_q == t.w_q) > 0.5
+
+
+# --------------------------------------------------------------------------- input grids
+@pytest.mark.parametrize("values, step, expect", [
+    (np.arange(17) / 16.0, 1 / 16, (0.0, 255 / 240)),            # digits: 16 steps -> m = 15
+    (np.arange(256, dtype=np.float64), 1.0, (0.0, 255.0)),      # 8-bit pixels: scale 1
+    (np.arange(256) / 255.0, 1 / 255, (0.0, 1.0)),              # pixels / 255
+    (np.arange(-3, 4) * 0.5, 0.5, (-1.5, -1.5 + 255 * 0.5 / 42)),  # 6 steps -> m = 42
+])
+def test_input_lattice_range_holds_every_grid_point_exactly(values, step, expect):
+    from fixnet.quant.calibrate import InputLattice
+    from fixnet.quant.qparams import qparams_from_range
+    lat = InputLattice()
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        lat.add(rng.choice(values, size=(50, 4)).astype(np.float32))
+    lat.add(values.astype(np.float32))
+    lo, hi = lat.range()
+    assert (lo, hi) == pytest.approx(expect)
+    qp = qparams_from_range(lo, hi)
+    m = round(step / qp.scale)                       # grid step = m codes
+    codes = qp.quantize(values.astype(np.float32)).astype(np.int64)
+    np.testing.assert_array_equal(codes - qp.zero_point, np.round(values / step).astype(np.int64) * m)
+
+
+@pytest.mark.parametrize("values", [
+    np.linspace(0.1, 1.0, 50),               # 0 is not on the grid
+    np.r_[0.0, 0.3, 1.0],                    # not one grid
+    np.arange(300, dtype=np.float64),        # more than 256 grid points
+    np.random.default_rng(1).normal(size=5000),   # continuous: more distinct values than kept
+])
+def test_input_lattice_declines_what_is_not_a_small_grid(values):
+    from fixnet.quant.calibrate import InputLattice
+    lat = InputLattice(cap=4096)
+    lat.add(values.astype(np.float32))
+    assert lat.range() is None
+    assert lat.values.size <= 4096
+
+
+def test_softmax_levels_option(mlp):
+    d, fm = mlp
+    x = d["x_calib"]
+    q255 = fm.quantize(x, progress=False)
+    q256 = fm.quantize(x, progress=False, softmax_levels=256)
+    assert q255.output_qparams[0].scale == pytest.approx(1 / 255)
+    assert q256.output_qparams[0].scale == 1 / 256
+    p = q255.predict(x)
+    assert p.max() == 1.0                      # a confident prediction's 1.0 is exact
+    assert q256.predict(x).max() == 255 / 256
+    with pytest.raises(ValueError, match="softmax_levels"):
+        fm.quantize(x, progress=False, softmax_levels=128)

@@ -48,7 +48,8 @@ def test_int8_outputs_nearly_bit_exact_with_tflite_reference_kernels(case):
     # bit for bit almost everywhere (differences come from float rounding of parameters)
     # with TFLite's own choices (min/max ranges, no bias correction) the same integers result
     _, d, fm, _ = case
-    qm = fm.quantize(d["x_calib"], method="minmax", bias_correction=False, weight_rounding="nearest")
+    qm = fm.quantize(d["x_calib"], method="minmax", bias_correction=False, weight_rounding="nearest",
+                     softmax_levels=256)
     raw = qm.predict(d["x_test"], output="int8").astype(np.int32)
     diff = np.abs(raw - d["tflite_int8_raw"].astype(np.int32))
     assert qm.output_qparams[0].scale == pytest.approx(float(d["tflite_output_scale"]))
@@ -58,11 +59,23 @@ def test_int8_outputs_nearly_bit_exact_with_tflite_reference_kernels(case):
 
 
 def test_input_quantization_matches_tflite(case):
-    _, d, _, qm = case
-    qp = qm.input_qparams[0]
+    # with min/max ranges the input is quantized exactly as TFLite's converter does it
+    _, d, fm, _ = case
+    qp = fm.quantize(d["x_calib"], method="minmax", progress=False).input_qparams[0]
     assert qp.scale == pytest.approx(float(d["tflite_input_scale"]), rel=1e-6)
     assert qp.zero_point == int(d["tflite_input_zero_point"])
     assert np.array_equal(qp.quantize(d["x_test"]), d["tflite_input_int8"])
+
+
+def test_default_input_quantization_is_exact_on_the_digit_grid(case):
+    # digits pixels are k/16: the default picks an input scale (1/240) that holds every one of
+    # them exactly, where min/max's 1/255 rounds most of them
+    _, d, _, qm = case
+    qp = qm.input_qparams[0]
+    x = d["x_test"]
+    assert qp.scale == pytest.approx(1 / 240) and qp.zero_point == -128
+    codes = qp.quantize(x).astype(np.int64)
+    np.testing.assert_array_equal(codes + 128, np.round(x * 16).astype(np.int64) * 15)
 
 
 def test_cython_kernels_bit_exact_with_oracle_on_fixture(case):

@@ -275,9 +275,10 @@ def largest_table_exponent(n_cols):
 @each_build
 @SETTINGS
 @given(seeds, batch, st.one_of(st.just(1), st.integers(0, 40), st.sampled_from([255, 1000])),
-       st.floats(min_value=1e-3, max_value=2.0), st.integers(0, 6), st.booleans(), st.booleans())
+       st.floats(min_value=1e-3, max_value=2.0), st.integers(0, 6), st.booleans(), st.booleans(),
+       st.sampled_from([255, 256]))
 def test_softmax_matches_oracle(build, seed, n, c, input_scale, k_below_max, full_range_rows,
-                                small_random_table):
+                                small_random_table, levels):
     rng = np.random.default_rng(seed)
     x = int8_array(rng, (n, c))
     if full_range_rows and n and c >= 2:
@@ -291,8 +292,8 @@ def test_softmax_matches_oracle(build, seed, n, c, input_scale, k_below_max, ful
     else:
         table = exp_table(input_scale, max(largest_table_exponent(c) - k_below_max, 0))
     out = np.empty((n, c), np.int8)
-    assert build._softmax.softmax(x, table, out) is None
-    np.testing.assert_array_equal(out, oracle.softmax(x, table))
+    assert build._softmax.softmax(x, table, out, levels) is None
+    np.testing.assert_array_equal(out, oracle.softmax(x, table, levels))
 
 
 @each_build
@@ -329,22 +330,37 @@ def test_softmax_of_equal_logits_is_uniform(build):
         build._softmax.softmax(np.full((3, c), 17, np.int8), exp_table(0.1, largest_table_exponent(c)), out)
         # Probability 1/c in steps of 1/256, zero point -128; 1/1 clamps to 127.
         assert (out == min(256 // c - 128, 127)).all()
+        # In steps of 1/255 (0 and 1 exact): 1/1 is code 127.
+        build._softmax.softmax(np.full((3, c), 17, np.int8), exp_table(0.1, largest_table_exponent(c)),
+                               out, 255)
+        assert (out == (255 + c // 2) // c - 128).all()
 
 
 @each_build
 @pytest.mark.parametrize("table, n_cols, match", [
     (np.zeros(255, np.int32), 4, "exp_table"),                                   # length
-    (np.full(256, 2 ** 23, np.int32), 4, "256 \\* exp_table"),                    # 256 * 2^23
+    (np.full(256, 2 ** 23, np.int32), 4, "levels \\* exp_table"),                 # 256 * 2^23
     (np.full(256, 2 ** 20, np.int32), 2048, "C \\* exp_table"),                   # C * 2^20
     (np.r_[[2 ** 10, 2 ** 10 + 1], np.zeros(254, np.int32)].astype(np.int32), 4, "exp_table\\[1\\]"),
     (np.r_[[2 ** 10, -1], np.zeros(254, np.int32)].astype(np.int32), 4, "exp_table\\[1\\]"),
     (np.zeros(256, np.int32), 4, "exp_table\\[0\\]"),                             # s could be 0
 ])
 def test_softmax_rejects_tables(build, table, n_cols, match):
+    # (levels defaults to 256, TFLite's output scale 1/256)
     with pytest.raises(ValueError, match=match):
         build._softmax.softmax(np.zeros((2, n_cols), np.int8), table, np.zeros((2, n_cols), np.int8))
     with pytest.raises(ValueError):
         oracle.softmax(np.zeros((2, n_cols), np.int8), table)
+
+
+@each_build
+@pytest.mark.parametrize("levels", [0, 257, -1])
+def test_softmax_rejects_levels_outside_1_to_256(build, levels):
+    table = exp_table(0.1, 10)
+    with pytest.raises(ValueError, match="levels"):
+        build._softmax.softmax(np.zeros((2, 4), np.int8), table, np.zeros((2, 4), np.int8), levels)
+    with pytest.raises(ValueError, match="levels"):
+        oracle.softmax(np.zeros((2, 4), np.int8), table, levels)
 
 
 @each_build

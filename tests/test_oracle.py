@@ -385,19 +385,19 @@ def test_lookup_indexes_by_value_plus_128():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.integers(-128, 127), min_size=1, max_size=10), min_size=0, max_size=4),
-       st.floats(min_value=0.01, max_value=1.0), st.integers(4, 20))
-def test_softmax_against_python_loops(rows, input_scale, k):
+       st.floats(min_value=0.01, max_value=1.0), st.integers(4, 20), st.sampled_from([255, 256]))
+def test_softmax_against_python_loops(rows, input_scale, k, levels):
     width = min(len(r) for r in rows) if rows else 1
     x = np.array([r[:width] for r in rows], dtype=np.int8).reshape(len(rows), width)
     table = [round(2 ** k * math.exp(-input_scale * d)) for d in range(256)]
-    got = oracle.softmax(x, np.array(table, np.int32))
+    got = oracle.softmax(x, np.array(table, np.int32), levels)
     for i, row in enumerate(x.tolist()):
         e = [table[max(row) - v] for v in row]
         s = sum(e)
         for j in range(width):
-            assert got[i, j] == min(max((256 * e[j] + s // 2) // s - 128, -128), 127)
-        # Probabilities: the row sums to about 1 (256 steps of 1/256), within rounding.
-        assert abs(sum(int(v) + 128 for v in got[i]) - 256) <= width
+            assert got[i, j] == min(max((levels * e[j] + s // 2) // s - 128, -128), 127)
+        # Probabilities: the row sums to about 1 (levels steps of 1/levels), within rounding.
+        assert abs(sum(int(v) + 128 for v in got[i]) - levels) <= width
 
 
 def test_softmax_rejects_tables_that_could_overflow():

@@ -68,8 +68,8 @@ def test_quantized_steps_follow_the_contract(seq):
     for s in dense[:2]:
         assert s.act_min == s.out_zp
     assert dense[2].act_min == -128
-    sm = qm.output_qparams[0]
-    assert (sm.scale, sm.zero_point) == (1 / 256, -128)
+    sm = qm.output_qparams[0]                     # probabilities: 0.0 and 1.0 both exact
+    assert (sm.scale, sm.zero_point) == (float(np.float32(1 / 255)), -128)
 
 
 def test_zero_point_term_is_folded_into_the_bias(seq):

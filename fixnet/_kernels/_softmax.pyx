@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Softmax on int8 logits with an exp lookup table and integer normalisation.
 
-Output is int8 probabilities with scale 1/256 and zero point -128. Bit-exact with
-``fixnet.oracle.softmax``. Private: fixnet.runtime plans the calls.
+Output is int8 probabilities with scale 1/levels and zero point -128: levels = 256 is
+TFLite's output (1.0 not representable, the top code is 255/256), levels = 255 represents
+both 0 and 1 exactly. Bit-exact with ``fixnet.oracle.softmax``. Private: fixnet.runtime plans the calls.
 
 Calling pattern (shared by every kernel module): ``SoftmaxCall(x, exp_table, out)`` checks
 its arguments once and copies the (checked) table; calling it runs the kernel on what x holds
@@ -24,9 +25,9 @@ cdef enum:
 
 cdef void softmax_impl(const int8_t* x, const int32_t* exp_table, int32_t* e, double* total,
                        double* half, int8_t* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
-                       Py_ssize_t block_rows) noexcept nogil:
+                       Py_ssize_t block_rows, double levels) noexcept nogil:
     """Per row: m = max(x), e_i = exp_table[m - x_i], s = sum e_i,
-    out_i = min((256 e_i + s // 2) // s - 128, 127).
+    out_i = min((levels e_i + s // 2) // s - 128, 127).
 
     In blocks of block_rows rows: a first pass per row (max, table lookups, sum) leaves e_i,
     s and s // 2 for every element of the block in scratch arrays; a second pass over the
@@ -63,9 +64,10 @@ cdef void softmax_impl(const int8_t* x, const int32_t* exp_table, int32_t* e, do
         size = rows * n_cols
         out_block = out + r0 * n_cols
         for i in range(size):
-            # 256 * e < 2^31 and half < 2^30: the numerator is an integer below 2^32, exact
-            # in double (formed in double: int32 -> double converts in SIMD, int64 does not).
-            q = <int32_t>((<double>e[i] * 256.0 + half[i]) / total[i]) - 128
+            # levels * e < 2^31 and half < 2^30: the numerator is an integer below 2^32,
+            # exact in double (formed in double: int32 -> double converts in SIMD, int64
+            # does not).
+            q = <int32_t>((<double>e[i] * levels + half[i]) / total[i]) - 128
             out_block[i] = <int8_t>(q if q < 127 else 127)  # q >= -128 since e >= 0
         r0 += rows
 
@@ -82,10 +84,11 @@ cdef class SoftmaxCall:
     cdef double* total
     cdef double* half
     cdef Py_ssize_t n_rows, n_cols, block_rows
+    cdef double levels
     cdef bint release_gil
 
     def __init__(self, const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,
-                 int8_t[:, ::1] out not None):
+                 int8_t[:, ::1] out not None, int levels=256):
         cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], d
         cdef int32_t top
         if exp_table.shape[0] != 256:
@@ -94,6 +97,9 @@ cdef class SoftmaxCall:
         if out.shape[0] != n_rows or out.shape[1] != n_cols:
             raise ValueError(f"softmax: out has shape ({out.shape[0]}, {out.shape[1]}), "
                              f"expected the shape of x, ({n_rows}, {n_cols})")
+        if levels < 1 or levels > 256:
+            raise ValueError(f"softmax: levels = {levels} must be in 1..256 (the output scale "
+                             f"is 1/levels)")
         top = exp_table[0]
         if top <= 0:
             raise ValueError(f"softmax: exp_table[0] = {top} must be positive (it is 2^K, exp(0))")
@@ -104,9 +110,10 @@ cdef class SoftmaxCall:
         if <int64_t>n_cols * top >= (<int64_t>1 << 31):
             raise ValueError(f"softmax: C * exp_table[0] = {n_cols} * {top} >= 2^31: the int32 "
                              f"sum of a row could overflow; build the table with a smaller K")
-        if <int64_t>top * 256 >= (<int64_t>1 << 31):
-            raise ValueError(f"softmax: 256 * exp_table[0] = 256 * {top} >= 2^31; "
+        if <int64_t>top * levels >= (<int64_t>1 << 31):
+            raise ValueError(f"softmax: levels * exp_table[0] = {levels} * {top} >= 2^31; "
                              f"build the table with a smaller K")
+        self.levels = levels
         memcpy(self.exp_table, &exp_table[0], 256 * sizeof(int32_t))
         self.block_rows = max(1, min(n_rows, (SOFTMAX_BLOCK + n_cols - 1) // max(n_cols, 1)))
         size = max(self.block_rows * n_cols, 1)
@@ -124,20 +131,21 @@ cdef class SoftmaxCall:
         if self.release_gil:
             with nogil:
                 softmax_impl(&self.x[0, 0], self.exp_table, self.e, self.total, self.half,
-                             &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows)
+                             &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows, self.levels)
         else:
             softmax_impl(&self.x[0, 0], self.exp_table, self.e, self.total, self.half,
-                         &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows)
+                         &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows, self.levels)
 
 
 def softmax(const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,
-            int8_t[:, ::1] out not None):
+            int8_t[:, ::1] out not None, int levels=256):
     """Row-wise softmax of x [N, C] into out [N, C].
 
     exp_table: int32 [256], entry d ~ 2^K * exp(-input_scale * d), entry 0 = 2^K, all
     entries in [0, exp_table[0]]. Per row: e_i = exp_table[max(x) - x_i], s = sum e_i,
-    out_i = clamp((256 * e_i + s // 2) // s - 128, -128, 127).
-    Raises ValueError unless C * exp_table[0] < 2^31 and 256 * exp_table[0] < 2^31, which
+    out_i = clamp((levels * e_i + s // 2) // s - 128, -128, 127): probabilities with scale
+    1/levels (levels in 1..256; 256 is TFLite's 1/256, 255 represents 1.0 exactly).
+    Raises ValueError unless C * exp_table[0] < 2^31 and levels * exp_table[0] < 2^31, which
     (with the entry range) proves the int32 sum and the scaled numerator cannot overflow.
     """
-    SoftmaxCall(x, exp_table, out)()
+    SoftmaxCall(x, exp_table, out, levels)()

@@ -1,9 +1,12 @@
 """softmax over the last axis.
 
-int8: logits in (any scale s), probabilities out with scale 1/256 and zero point -128.
+int8: logits in (any scale s), probabilities out with scale 1/L and zero point -128, where L
+(``softmax_levels`` of quantize) is 255 by default, so that 0 and 1 are both exact codes; 256
+is TFLite's fixed output scale, whose top code is 255/256 (a confident prediction's 1.0 is
+then off by a whole step, the largest error a confident classifier's int8 output has).
 e_i = table[max(x) - x_i] with table[d] = round(2^K * exp(-s * d)) built at quantize time;
-y_i = clamp(round(256 * e_i / sum(e)) - 128). K is chosen so that the row sum (at most
-C * 2^K) and 256 * e_i both stay below 2^31: the overflow proof is by construction.
+y_i = clamp(round(L * e_i / sum(e)) - 128). K is chosen so that the row sum (at most
+C * 2^K) and L * e_i both stay below 2^31: the overflow proof is by construction.
 """
 import math
 
@@ -12,7 +15,7 @@ import numpy as np
 from .. import oracle
 from .._kernels import _softmax
 from ..errors import UnsupportedLayerError
-from ..quant.qparams import SOFTMAX_QPARAMS
+from ..quant.qparams import QParams
 from ..runtime import OverflowBound, Step
 from . import Op, register
 
@@ -41,33 +44,42 @@ class Softmax(Op):
         return [e / e.sum(axis=-1, keepdims=True)]
 
     def output_qparams(self, node, q):
-        return [SOFTMAX_QPARAMS]
+        return [softmax_qparams(q.softmax_levels)]
 
     def quantize(self, node, q):
         x_qp = q.qparams(node.inputs[0])
         channels = q.shape(node.inputs[0])[-1]
         return SoftmaxStep(node.name, node.layer, node.inputs, node.outputs,
-                           exp_table(x_qp.scale, channels), channels)
+                           exp_table(x_qp.scale, channels), channels, q.softmax_levels)
+
+
+def softmax_qparams(levels):
+    """Probabilities in [0, 1] as int8: scale 1/levels, code -128 is 0.0."""
+    return QParams(float(np.float32(1.0 / levels)), -128)
 
 
 class SoftmaxStep(Step):
     op = "softmax"
+    levels = 256            # what .fxn files written before the levels option hold
 
-    def __init__(self, name, layer, inputs, outputs, table, channels):
+    def __init__(self, name, layer, inputs, outputs, table, channels, levels=255):
         super().__init__(name, layer, inputs, outputs)
         self.table = np.ascontiguousarray(table, np.int32)
         self.channels = int(channels)
+        self.levels = int(levels)
 
     def bind(self, bufs):
         c = self.channels
         return _softmax.SoftmaxCall(bufs[self.inputs[0]].reshape(-1, c), self.table,
-                                    bufs[self.outputs[0]].reshape(-1, c))
+                                    bufs[self.outputs[0]].reshape(-1, c), self.levels)
 
     def oracle(self, ins):
         x = ins[0]
-        return [oracle.softmax(x.reshape(-1, self.channels), self.table).reshape(x.shape)]
+        return [oracle.softmax(x.reshape(-1, self.channels), self.table,
+                               self.levels).reshape(x.shape)]
 
     def overflow_bound(self):
-        # row sum of table entries, and 256 * the largest entry
-        worst = np.array([self.channels * int(self.table[0]), 256 * int(self.table[0])], np.int64)
+        # row sum of table entries, and levels * the largest entry
+        worst = np.array([self.channels * int(self.table[0]), self.levels * int(self.table[0])],
+                         np.int64)
         return OverflowBound(self.layer, self.op, worst, what="exp sum")

@@ -102,9 +102,10 @@ class TensorStats:
 class SoftmaxWindow:
     """What the int8 range of a softmax's input must hold. A logit more than
     D = ln(512 (C - 1)) below its row's largest adds less than exp(-D) to the row's sum, and the
-    C - 1 of them together less than half a step of the int8 probabilities (1/256): clipping a
-    logit up to (row max - D) changes no output code, and neither does clipping the winner down
-    to (second largest + D) (its probability stays above 1 - 1/512 and its code at the top).
+    C - 1 of them together less than half a step of the int8 probabilities (1/256 or 1/255):
+    clipping a logit up to (row max - D) moves no probability by more than that, and neither does
+    clipping the winner down to (second largest + D) (its probability stays above 1 - 1/512, its
+    code at the top).
     Keeps the lowest per-row lower bound max(row min, row max - D) and the highest per-row upper
     bound min(row max, second largest + D)."""
 
@@ -130,6 +131,49 @@ class SoftmaxWindow:
         self.hi = max(self.hi, float(upper.max()))
 
 
+class InputLattice:
+    """Whether a model input's calibration values all lie on a uniform grid k * step (digit
+    pixels k/16, 8-bit images k/255, integer features) with 0 on it, and if so the int8 range
+    that represents every grid point exactly. Quantizing such an input to a scale of step/m
+    (m a whole number) adds no rounding error at the input, where min/max's scale would round
+    most values. Memory stays bounded: at most ``cap`` distinct values are kept, after that
+    (or on a value off any grid) the input falls back to its min/max range."""
+
+    def __init__(self, cap=4096):
+        self.cap = cap
+        self.values = np.empty(0, np.float64)
+        self.alive = True
+
+    def add(self, value):
+        if not self.alive:
+            return
+        u = np.unique(np.asarray(value, np.float64))
+        if not np.all(np.isfinite(u)):
+            self.alive = False
+            return
+        self.values = np.union1d(self.values, u)
+        if self.values.size > self.cap:
+            self.alive, self.values = False, np.empty(0, np.float64)
+
+    def range(self):
+        """(lo, hi) whose int8 grid holds every seen value exactly, or None."""
+        v = self.values
+        if not self.alive or v.size < 3:
+            return None
+        step = float(np.min(np.diff(v)))
+        if step <= 0:
+            return None
+        k = v / step
+        if np.max(np.abs(k - np.round(k))) > 1e-3:      # not one grid with 0 on it
+            return None
+        k_lo, k_hi = min(0, int(np.round(k[0]))), max(0, int(np.round(k[-1])))
+        m = 255 // (k_hi - k_lo) if k_hi > k_lo else 0
+        if m < 1:                                         # more than 256 grid points
+            return None
+        scale = step / m
+        return k_lo * step, k_lo * step + 255 * scale
+
+
 class Observer:
     """Feeds every tensor the float reference produces into its TensorStats; the input of every
     softmax (read by nothing else) into a SoftmaxWindow; and, with ``moments``, the input of
@@ -142,6 +186,7 @@ class Observer:
         self.moments = {}
         self.samples = 0
         self.readers = {}
+        self.lattices = {t: InputLattice() for t in graph.inputs}
         users = graph.consumers()
         for n in graph.nodes:
             if n.op == "softmax" and len(users.get(n.inputs[0], [])) == 1 \
@@ -158,6 +203,8 @@ class Observer:
         if st is None:
             st = self.stats[tensor] = TensorStats(self.nbins)
         st.add(value)
+        if tensor in self.lattices:
+            self.lattices[tensor].add(value)
         if tensor in self.windows:
             self.windows[tensor].add(value)
         for n in self.readers.get(tensor, ()):
@@ -254,10 +301,14 @@ def collect_ranges(graph, data, batch_size=DEFAULT_BATCH):
 def calibrated_ranges(obs, method, percentile=DEFAULT_PERCENTILE, skip=(), softmax_window=True):
     """{tensor: (lo, hi)} chosen by ``method`` from each tensor's statistics in the Observer
     ``obs``. Tensors in ``skip`` keep their min/max. A softmax's input (with softmax_window)
-    gets the range its rows' SoftmaxWindow bounds need, at most its min/max."""
+    gets the range its rows' SoftmaxWindow bounds need, at most its min/max. A model input whose
+    values lie on a grid (see InputLattice) gets, except with minmax, the range that represents them exactly."""
     out = {}
     for t, st in obs.stats.items():
-        if t in skip or method == "minmax":
+        grid = obs.lattices[t].range() if t in obs.lattices and method != "minmax" else None
+        if grid is not None:
+            out[t] = grid
+        elif t in skip or method == "minmax":
             out[t] = minmax_range(st.hist)
         elif softmax_window and t in obs.windows:
             w = obs.windows[t]

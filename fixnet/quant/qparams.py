@@ -38,8 +38,6 @@ class QParams:
         return ((INT8_MIN - self.zero_point) * self.scale, (INT8_MAX - self.zero_point) * self.scale)
 
 
-# softmax outputs: probabilities in [0, 1) with 1/256 steps, code -128 is 0.0
-SOFTMAX_QPARAMS = QParams(1.0 / 256.0, -128)
 
 
 def qparams_from_range(lo, hi):

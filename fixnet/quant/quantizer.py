@@ -74,8 +74,10 @@ def shared_ranges(graph, ranges):
 class QuantContext:
     """What an op's ``quantize`` may ask about tensors."""
 
-    def __init__(self, graph, ranges, per_channel, weight_clipping=None, moments=None):
+    def __init__(self, graph, ranges, per_channel, weight_clipping=None, moments=None,
+                 softmax_levels=255):
         self.graph = graph
+        self.softmax_levels = softmax_levels        # softmax output scale 1/levels
         self.ranges = ranges
         self.per_channel = per_channel
         self.weight_clipping = weight_clipping      # None or "mse" (see qparams.quantize_weights)
@@ -124,7 +126,7 @@ def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile
                    per_channel=True, weight_clipping=None, weight_rounding="adaptive",
                    bias_correction=True,
                    input_range=None, on_overflow_risk="error", batch_size=DEFAULT_BATCH,
-                   nbins=DEFAULT_BINS, progress="auto", softmax_window=True):
+                   nbins=DEFAULT_BINS, progress="auto", softmax_window=True, softmax_levels=255):
     """Quantize a float graph. See FloatModel.quantize for the arguments; besides:
 
     nbins: bins of each tensor's calibration histogram.
@@ -142,30 +144,32 @@ def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile
         raise ValueError("weight_clipping must be None or 'mse'")
     if weight_rounding not in ("nearest", "adaptive"):
         raise ValueError("weight_rounding must be 'nearest' or 'adaptive'")
+    if softmax_levels not in (255, 256):
+        raise ValueError(f"softmax_levels must be 255 or 256, not {softmax_levels!r}")
     g = optimize(graph)
     if calibration is None:
         stats = datafree_statistics(graph, g, input_range)
         means = {t: st.mean for t, st in stats.items()} if bias_correction else None
         return build_quantized_model(g, datafree_ranges(stats), per_channel, weight_clipping,
-                                     means, on_overflow_risk)
+                                     means, on_overflow_risk, softmax_levels=softmax_levels)
     obs = collect_statistics(g, calibration, batch_size, nbins, progress,
                              second_moments=weight_rounding == "adaptive")
     ranges = calibrated_ranges(obs, method, percentile, skip=set(g.inputs),
                                softmax_window=softmax_window)
     means = {t: st.mean for t, st in obs.stats.items()} if bias_correction else None
     return build_quantized_model(g, ranges, per_channel, weight_clipping, means, on_overflow_risk,
-                                 moments=obs.moments)
+                                 moments=obs.moments, softmax_levels=softmax_levels)
 
 
 def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, input_means=None,
-                          on_overflow_risk="error", moments=None):
+                          on_overflow_risk="error", moments=None, softmax_levels=255):
     """The QuantizedModel of an optimized graph ``g`` given every tensor's range.
 
     input_means: {tensor: mean value per element} of the float tensors, or None; with it, the
         bias of every dense/conv layer is corrected for the mean output shift its weight
         rounding causes on that mean input (see fixnet.quant.bias_correction).
     """
-    q = QuantContext(g, ranges, per_channel, weight_clipping, moments)
+    q = QuantContext(g, ranges, per_channel, weight_clipping, moments, softmax_levels)
     for t in g.inputs:
         q.qp[t] = q.preferred_qparams(t)
     steps = []
