@@ -1,8 +1,16 @@
 """affine: y = clamp(x * scale[c] + offset[c]) over the last axis. What a BatchNormalization
-becomes when there is no Dense before it to fold into.
+becomes when there is no Dense before it to fold into, and what Rescaling and Normalization
+layers become.
 
 int8: the per-channel scale is a one-tap symmetric weight w_q[c] in {-127, 0, 127};
       acc = bias_eff[c] + x_q * w_q[c]; y_q = clamp(y_zp + multiply_by_quantized_multiplier(acc, ...))
+
+Folded into the input quantization: an affine that reads a model input, with one scale a > 0
+and one offset b for all channels and no clamp (Rescaling(1/255), Rescaling(1/255, offset=1),
+...), is no step at all when b is a whole number of steps of y: y takes the scale a * s_x and
+the zero point zp_x - b / (a * s_x), so the input's int8 codes are y's codes unchanged (a
+uint8 camera frame goes straight into the first conv). Other input affines (per-channel
+Normalization, offsets between grid steps) run as the step above.
 """
 import numpy as np
 
@@ -10,10 +18,29 @@ from .. import oracle
 from .._kernels import _elementwise
 from ..errors import OverflowRiskError
 from ..quant.qparams import (activation_bounds, quantize_bias, quantize_weights,
-                             requant_multipliers, INT32_MAX)
+                             requant_multipliers, INT32_MAX, INT8_MAX, INT8_MIN, QParams)
 from ..runtime import OverflowBound, Step
 from . import Op, register
 from .dense import ACC_INPUT_MAX, apply_clamp
+from .reshape import AliasStep
+
+FOLD_TOLERANCE = 1e-4       # how far b / (a * s_x) may be from a whole number (float32 scales)
+
+
+def input_fold_qparams(node, q):
+    """y's QParams under which this affine leaves its input's int8 codes unchanged, or None
+    (see the module docstring)."""
+    if node.inputs[0] not in q.graph.inputs or node.attrs.get("clamp") is not None:
+        return None
+    a, b = np.asarray(node.weights["scale"], np.float64), np.asarray(node.weights["offset"], np.float64)
+    if a.size == 0 or not (np.all(a == a[0]) and np.all(b == b[0]) and a[0] > 0):
+        return None
+    x_qp = q.qparams(node.inputs[0])
+    steps = b[0] / (a[0] * x_qp.scale)
+    k = round(steps)
+    if abs(steps - k) > FOLD_TOLERANCE or not INT8_MIN <= x_qp.zero_point - k <= INT8_MAX:
+        return None
+    return QParams(float(np.float32(a[0] * x_qp.scale)), int(x_qp.zero_point - k))
 
 
 @register
@@ -34,7 +61,13 @@ class Affine(Op):
         y = np.asarray(x, np.float64) * node.weights["scale"] + node.weights["offset"]
         return [apply_clamp(y, node.attrs.get("clamp"))]
 
+    def output_qparams(self, node, q):
+        fold = input_fold_qparams(node, q)
+        return [fold] if fold is not None else super().output_qparams(node, q)
+
     def quantize(self, node, q):
+        if input_fold_qparams(node, q) is not None:
+            return AliasStep(node.name, node.layer, node.inputs, node.outputs, "affine (folded)")
         x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
         w_q, w_scale = quantize_weights(node.weights["scale"][:, None], per_channel=True)
         w_q = w_q[:, 0]
