@@ -27,7 +27,7 @@ from setuptools import Extension, setup
 KERNELS = os.path.join("fixnet", "_kernels")
 
 # Modules compiled once more per instruction set (the rest only for the baseline).
-ISA_MODULES = ("_dense", "_elementwise", "_softmax")
+ISA_MODULES = ("_dense", "_elementwise", "_softmax", "_conv", "_pool", "_binary")
 
 # x86-64-v3 minus the features gcc never emits for these kernels (f16c, lzcnt, movbe), so the
 # runtime check (fixnet._kernels) needs only what __builtin_cpu_supports can name.
@@ -49,6 +49,18 @@ ISA_VARIANTS = {
 }
 
 
+# Modules whose loops run over channel counts too short for 64 int8 lanes: in the AVX-512
+# build they keep AVX-512's instructions but 256-bit vectors (measured faster; see bench/).
+NARROW_VECTOR_MODULES = ("_conv", "_pool", "_binary")
+
+
+def module_flags(module, flags):
+    if module in NARROW_VECTOR_MODULES:
+        return [("-mprefer-vector-width=256" if f == "-mprefer-vector-width=512" else f)
+                for f in flags]
+    return list(flags)
+
+
 def target_machine():
     machine = platform.machine().lower()
     return {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
@@ -57,7 +69,8 @@ def target_machine():
 def compile_args():
     if sys.platform == "win32":
         return ["/O2"]
-    args = ["-O3", "-fno-strict-aliasing"]
+    # no FMA contraction anywhere (aarch64's baseline has FMA too): see ISA_VARIANTS
+    args = ["-O3", "-fno-strict-aliasing", "-ffp-contract=off"]
     if os.environ.get("FIXNET_NATIVE") == "1":
         args.append("-mcpu=native" if target_machine() in ("aarch64", "armv7l") else "-march=native")
     if os.environ.get("FIXNET_VEC_REPORT") == "1":
@@ -135,7 +148,8 @@ remove_stale_variants(isa_variants())
 for isa, flags in isa_variants().items():
     for path in variant_sources(isa):
         module = os.path.splitext(os.path.basename(path))[0]
-        extensions.append(extension(f"fixnet._kernels.isa_{isa}.{module}", path, flags))
+        extensions.append(extension(f"fixnet._kernels.isa_{isa}.{module}", path,
+                                    module_flags(module, flags)))
 
 setup(
     ext_modules=cythonize(

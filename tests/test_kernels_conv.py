@@ -13,7 +13,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fixnet import oracle
+import fixnet._kernels
 from fixnet._kernels import _conv
+
+
+@pytest.fixture(scope="module", params=fixnet._kernels.available_builds(), autouse=True)
+def kernel_build(request):
+    """Every test here runs once per kernel build this CPU runs (baseline, AVX2, ...): each
+    build must give the oracle's bits."""
+    global _conv
+    saved = _conv
+    build = fixnet._kernels.load_build(request.param)
+    _conv = build._conv
+    yield request.param
+    _conv = saved
 
 SETTINGS = settings(max_examples=500, deadline=None)
 

@@ -15,7 +15,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fixnet import oracle
+import fixnet._kernels
 from fixnet._kernels import _binary, _layout, _pool
+
+
+@pytest.fixture(scope="module", params=fixnet._kernels.available_builds(), autouse=True)
+def kernel_build(request):
+    """Every test here runs once per kernel build this CPU runs (baseline, AVX2, ...): each
+    build must give the oracle's bits."""
+    global _binary, _pool
+    saved = _binary, _pool
+    build = fixnet._kernels.load_build(request.param)
+    _binary = build._binary
+    _pool = build._pool
+    yield request.param
+    _binary, _pool = saved
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
