@@ -496,3 +496,88 @@ def prelu(layer):
     except ValueError:
         layer.weights.misshapen("alpha", alpha.shape, shape)
     layer.emit("prelu", [src], layer.outputs, {}, {"alpha": np.array(full, np.float64)})
+
+
+# --- up-sampling, cropping, transposed convolution ---------------------------------------------
+
+@keras_layer("UpSampling1D", "UpSampling2D")
+def upsampling(layer):
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    rank = rank_of(layer.class_name)
+    size = ntuple(layer.config.get("size", 2), rank, "size")
+    if min(size) < 1:
+        raise Unsupported(f"size {size} must be >= 1")
+    interpolation = str(layer.config.get("interpolation", "nearest")).lower()
+    if interpolation not in ("nearest", "bilinear"):
+        raise Unsupported(f"interpolation='{interpolation}' is not supported; "
+                          "fixnet runs 'nearest' and 'bilinear'")
+    layer.emit("upsample", [src], layer.outputs,
+               {"rank": rank, "size": (1,) + size if rank == 1 else size,
+                "interpolation": interpolation})
+
+
+@keras_layer("Cropping1D", "Cropping2D")
+def cropping(layer):
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    rank = rank_of(layer.class_name)
+    c = layer.config.get("cropping", 1 if rank == 1 else 0)
+    if rank == 1:
+        crops = ((0, 0), ntuple(c, 2, "cropping"))
+    elif isinstance(c, (list, tuple)) and c and isinstance(c[0], (list, tuple)):
+        if len(c) != 2:
+            raise Unsupported(f"cropping {c!r} should have 2 entries")
+        crops = (ntuple(c[0], 2, "cropping"), ntuple(c[1], 2, "cropping"))
+    else:
+        h, w = ntuple(c, 2, "cropping")
+        crops = ((h, h), (w, w))
+    if min(min(p) for p in crops) < 0:
+        raise Unsupported(f"cropping {c!r} is negative")
+    layer.emit("crop", [src], layer.outputs, {"rank": rank, "crops": crops})
+
+
+@keras_layer("Conv1DTranspose", "Conv2DTranspose", "Convolution1DTranspose",
+             "Convolution2DTranspose")
+def conv_transpose(layer):
+    """Zero insertion, then a stride-1 Conv2D with the flipped kernel and explicit padding
+    (see fixnet/ops/conv_transpose.py)."""
+    from .ops.conv_transpose import plan
+
+    cfg = layer.config
+    src, shape = layer.single_input()
+    require_channels_last(layer)
+    rank = 1 if "1D" in layer.class_name else 2
+    k = ntuple(cfg["kernel_size"], rank, "kernel_size")
+    s = ntuple(cfg.get("strides", 1), rank, "strides")
+    d = ntuple(cfg.get("dilation_rate", 1), rank, "dilation_rate")
+    if d != (1,) * rank:
+        raise Unsupported(f"dilation_rate {d} is not supported (only 1)")
+    padding = str(cfg.get("padding", "valid")).lower()
+    op = cfg.get("output_padding")
+    if len(shape) != rank + 1:
+        raise Unsupported(f"expects a rank-{rank + 1} input, got shape {tuple(shape)}")
+    use_bias = cfg.get("use_bias", True)
+    w = layer.weights.take(["kernel", "bias"] if use_bias else ["kernel"])
+    kernel = w["kernel"]
+    filters = int(cfg.get("filters", kernel.shape[-2]))
+    want = k + (filters, shape[-1])
+    if kernel.shape != want:
+        layer.weights.misshapen("kernel", kernel.shape, want)
+    try:
+        zi_strides, attrs, conv_kernel = plan(
+            tuple(shape[:-1]), kernel, s, padding,
+            None if op is None else ntuple(op, rank, "output_padding"))
+    except ValueError as e:
+        raise Unsupported(str(e)) from None
+    weights = {"kernel": conv_kernel}
+    if use_bias:
+        if w["bias"].shape != (filters,):
+            layer.weights.misshapen("bias", w["bias"].shape, (filters,))
+        weights["bias"] = w["bias"]
+    src_in = src
+    if zi_strides is not None:
+        src_in = layer.tensor("zero_inserted")
+        layer.emit("zero_insert", [src], [src_in], {"rank": rank, "strides": zi_strides},
+                   suffix="zero_insert")
+    emit_with_activation(layer, "conv2d", [src_in], attrs, weights, cfg.get("activation"))

@@ -159,6 +159,12 @@ def tflite_io_map(tf, tfl, in_names, out_names, in_shapes, out_shapes):
     by_index_in = {d["index"]: d for d in interp.get_input_details()}
     by_index_out = {d["index"]: d for d in interp.get_output_details()}
 
+    def fits(d, shp):
+        # a dimension TFLite only knows at run time (-1 in shape_signature; Keras 3's
+        # UpSampling2D lowers to a dynamic-shape repeat) matches any Keras size
+        s = d.get("shape_signature", d["shape"])[1:]
+        return len(s) == len(shp) and all(a in (b, -1) for a, b in zip(s, shp))
+
     def pick(sig, names, shapes, what):
         keys = list(sig)
         if len(keys) == 1 and len(names) == 1:
@@ -170,11 +176,11 @@ def tflite_io_map(tf, tfl, in_names, out_names, in_shapes, out_shapes):
         else:
             chosen, how = [], "shape"
             for shp in shapes:
-                cand = [k for k in keys if tuple(sig[k]["shape"][1:]) == tuple(shp)]
+                cand = [k for k in keys if fits(sig[k], shp)]
                 assert len(cand) == 1, f"ambiguous {what} shape {shp}: {cand}"
                 chosen.append(cand[0])
         for k, shp in zip(chosen, shapes):
-            assert tuple(sig[k]["shape"][1:]) == tuple(shp), (what, k, sig[k]["shape"], shp)
+            assert fits(sig[k], shp), (what, k, sig[k]["shape"], shp)
         return chosen, how
 
     ikeys, ihow = pick(sig_in, in_names, in_shapes, "input")
@@ -194,13 +200,16 @@ def run_tflite(tf, tfl, xs, ins, outs, resolver):
         assert d["dtype"] == np.int8, d
     xq = [quantize_input(x, *d["quantization"]) for x, d in zip(xs, ins)]
     n = len(xs[0])
-    raw = [np.empty((n,) + tuple(d["shape"][1:]), np.int8) for d in outs]
+    raw = [None] * len(outs)
     for i in range(n):
         for q, d in zip(xq, ins):
             interp.set_tensor(d["index"], q[i:i + 1])
         interp.invoke()
-        for r, d in zip(raw, outs):
-            r[i] = interp.get_tensor(d["index"])[0]
+        for j, d in enumerate(outs):
+            y = interp.get_tensor(d["index"])[0]
+            if raw[j] is None:      # shapes as run (a dynamic dimension is known only now)
+                raw[j] = np.empty((n,) + y.shape, np.int8)
+            raw[j][i] = y
     return xq, raw
 
 

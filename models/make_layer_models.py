@@ -30,7 +30,7 @@ import fixture_common as fc  # noqa: E402
 
 N = 64
 GROUPS = ("conv2d", "conv1d", "depthwise", "pooling", "padding_reshape", "merge", "activations",
-          "noise_norm", "channels_first")
+          "noise_norm", "channels_first", "upsampling", "upsampling1d")
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "tanh", "softmax", "swish", "silu", "gelu",
                "elu", "selu", "softplus", "softsign", "exponential", "linear")
 
@@ -63,6 +63,17 @@ DESCRIPTION = {
                    "Normalization (adapted on x_calib) → Conv2D(4,1); Normalization(mean=, variance=) given "
                    "in the constructor"),
     "channels_first": ("(3, 8, 7) N(0,1)", "Conv2D(4, 3, same, data_format=\"channels_first\")"),
+    "upsampling": ("(8, 8, 1) digits-like pixels k/16", "U-Net-style conv autoencoder (output 0, (8, 8, 1) "
+                   "sigmoid): Conv2D relu → MaxPooling2D → Conv2D relu (skip) → MaxPooling2D → Conv2DTranspose 3x3 "
+                   "s2 same relu, and Conv2DTranspose 3x3 s2 valid → Cropping2D(((0,1),(1,0))); Concatenate with "
+                   "the skip → UpSampling2D(2) → Conv2D relu → Conv2D sigmoid. Output 1 (flattened branches on "
+                   "the (2, 2, 4) bottleneck): Conv2DTranspose(1) 4x4 s2 same no bias; 2x2 s2 valid; 3x3 s2 same "
+                   "output_padding 1; (3,2) s(2,1) valid output_padding (1,0); 3x3 s1 same; after a 1x1 Conv2D(2): "
+                   "UpSampling2D((1,2)), UpSampling2D((2,3), bilinear); on the skip: Cropping2D(1), "
+                   "Cropping2D((1,0))"),
+    "upsampling1d": ("(16, 3) N(0,1)", "Conv1D relu → MaxPooling1D → Conv1DTranspose k3 s2 same relu → "
+                     "UpSampling1D(2) → Cropping1D((1,2)); Conv1DTranspose k4 s2 valid; k3 s3 same "
+                     "output_padding 1; k2 s1 valid no bias; UpSampling1D(3); Cropping1D(2)"),
 }
 
 
@@ -273,6 +284,57 @@ def build(keras, group, x_calib):
         g = L.Normalization(axis=-1, mean=mean, variance=var, name="norm_given")(x)
         b = [("noise_path", h), ("norm_adapted_path", n), ("norm_given", g)]
         gains = {"conv_after_rescaling": 4.0}
+    elif group == "upsampling":
+        x = keras.Input(shape=(8, 8, 1))
+        e1 = L.Conv2D(4, 3, padding="same", activation="relu", name="enc1")(x)
+        p1 = L.MaxPooling2D(2, name="pool1")(e1)                                      # 4x4x4
+        e2 = L.Conv2D(4, 3, padding="same", activation="relu", name="enc2")(p1)
+        p2 = L.MaxPooling2D(2, name="pool2")(e2)                                      # 2x2x4
+        d_same = L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu",
+                                   name="deconv_s2_same_relu")(p2)                    # 4x4x4
+        d_valid = L.Conv2DTranspose(2, 3, strides=2, padding="valid", name="deconv_s2_valid")(p2)  # 5x5x2
+        c_valid = L.Cropping2D(((0, 1), (1, 0)), name="crop_asym")(d_valid)          # 4x4x2
+        cat = L.Concatenate(name="skip_concat")([e2, d_same, c_valid])               # 4x4x10
+        u1 = L.UpSampling2D(2, name="up_nearest")(cat)                                # 8x8x10
+        h = L.Conv2D(4, 3, padding="same", activation="relu", name="dec1")(u1)
+        img = L.Conv2D(1, 3, padding="same", activation="sigmoid", name="dec_out")(h)
+        q = L.Conv2D(2, 1, name="squeeze")(p2)                                        # 2x2x2
+        b = [
+            ("deconv_k4_s2_same_nobias", L.Conv2DTranspose(1, 4, strides=2, padding="same", use_bias=False,
+                                                           name="deconv_k4_s2_same_nobias")(p2)),
+            ("deconv_k2_s2_valid", L.Conv2DTranspose(1, 2, strides=2, padding="valid",
+                                                     name="deconv_k2_s2_valid")(p2)),
+            ("deconv_s2_same_op1", L.Conv2DTranspose(1, 3, strides=2, padding="same", output_padding=1,
+                                                     name="deconv_s2_same_op1")(p2)),
+            ("deconv_k32_s21_valid_op", L.Conv2DTranspose(1, (3, 2), strides=(2, 1), padding="valid",
+                                                          output_padding=(1, 0),
+                                                          name="deconv_k32_s21_valid_op")(p2)),
+            ("deconv_s1_same", L.Conv2DTranspose(1, 3, padding="same", name="deconv_s1_same")(p2)),
+            ("up_12", L.UpSampling2D((1, 2), name="up_12")(q)),
+            ("up_23_bilinear", L.UpSampling2D((2, 3), interpolation="bilinear", name="up_23_bilinear")(q)),
+            ("crop_sym1", L.Cropping2D(1, name="crop_sym1")(e2)),
+            ("crop_h1", L.Cropping2D((1, 0), name="crop_h1")(e2)),
+        ]
+        out, slices = collect(keras, b)
+        slices = [dict(sl, output=1) for sl in slices]
+        return keras.Model(x, [img, out]), slices, {"dec_out": 2.0}
+    elif group == "upsampling1d":
+        x = keras.Input(shape=(16, 3))
+        e = L.Conv1D(6, 3, padding="same", activation="relu", name="enc1d")(x)
+        p = L.MaxPooling1D(2, name="pool1d")(e)                                       # 8x6
+        d = L.Conv1DTranspose(6, 3, strides=2, padding="same", activation="relu", name="deconv1d_s2_same_relu")(p)
+        u = L.UpSampling1D(2, name="up1d_2")(d)                                       # 32x6
+        b = [
+            ("crop1d_asym", L.Cropping1D((1, 2), name="crop1d_asym")(u)),
+            ("deconv1d_k4_s2_valid", L.Conv1DTranspose(4, 4, strides=2, padding="valid",
+                                                       name="deconv1d_k4_s2_valid")(p)),
+            ("deconv1d_k3_s3_same_op1", L.Conv1DTranspose(4, 3, strides=3, padding="same", output_padding=1,
+                                                          name="deconv1d_k3_s3_same_op1")(p)),
+            ("deconv1d_k2_valid_nobias", L.Conv1DTranspose(4, 2, padding="valid", use_bias=False,
+                                                           name="deconv1d_k2_valid_nobias")(p)),
+            ("up1d_3", L.UpSampling1D(3, name="up1d_3")(p)),
+            ("crop1d_sym", L.Cropping1D(2, name="crop1d_sym")(x)),
+        ]
     elif group == "channels_first":
         x = keras.Input(shape=(3, 8, 7))
         out = L.Conv2D(4, 3, padding="same", data_format="channels_first", name="conv_cf")(x)
@@ -290,6 +352,8 @@ def make_data(group, model_input_shapes):
     for shape in model_input_shapes:
         if group == "noise_norm":
             t, c = (rng.integers(0, 256, (N,) + shape).astype(np.float32) for _ in range(2))
+        elif group == "upsampling":      # digits-like pixels: k / 16, k = 0..16
+            t, c = ((rng.integers(0, 17, (N,) + shape) / 16.0).astype(np.float32) for _ in range(2))
         else:
             t, c = (rng.standard_normal((N,) + shape).astype(np.float32) for _ in range(2))
         data.append((t, c))
@@ -305,11 +369,14 @@ TFLITE_DROP = {"activations": ("dense_softsign", "act_softsign")}
 # CPU"); the oneDNN one runs NCHW, so model.predict works.
 NEEDS_ONEDNN = ("channels_first",)
 
+# Per-file size limits tighter than fixture_common's default, in bytes.
+SIZE_LIMIT = {"upsampling": 200 << 10, "upsampling1d": 200 << 10}
+
 INPUT_SHAPES = {
     "conv2d": [(7, 5, 4)], "conv1d": [(15, 4)], "depthwise": [(7, 6, 3)],
     "pooling": [(7, 6, 3), (11, 4)], "padding_reshape": [(5, 4, 3)],
     "merge": [(4, 3, 5), (4, 3, 5)], "activations": [(10,)], "noise_norm": [(5, 4, 3)],
-    "channels_first": [(3, 8, 7)],
+    "channels_first": [(3, 8, 7)], "upsampling": [(8, 8, 1)], "upsampling1d": [(16, 3)],
 }
 
 
@@ -336,7 +403,8 @@ def run_writer(writer, only):
             extra["output_slices"] = np.str_(json.dumps(slices))
         fc.make_fixture(ctx, model, base, xte if len(xte) > 1 else xte[0],
                         xca if len(xca) > 1 else xca[0], extra=extra,
-                        tflite_drop_outputs=TFLITE_DROP.get(group, ()))
+                        tflite_drop_outputs=TFLITE_DROP.get(group, ()),
+                        size_limit=SIZE_LIMIT.get(group, fc.SIZE_LIMIT))
         fc.log(writer, f"{base}: {time.time() - t0:.1f} s")
 
 

@@ -18,7 +18,8 @@ REQUIRED_CLASSES = {
     "ZeroPadding1D", "ZeroPadding2D", "Add", "Subtract", "Multiply", "Average", "Maximum",
     "Concatenate", "Reshape", "Flatten", "Permute", "ReLU", "LeakyReLU", "ELU", "PReLU",
     "Activation", "Softmax", "Rescaling", "Normalization", "Dropout", "GaussianNoise",
-    "BatchNormalization", "Dense",
+    "BatchNormalization", "Dense", "UpSampling1D", "UpSampling2D", "Cropping1D", "Cropping2D",
+    "Conv1DTranspose", "Conv2DTranspose",
 }
 
 

@@ -42,4 +42,4 @@ def op_for(node):
         raise FixnetError(f"{node.describe()}: internal op '{node.op}' has no implementation") from None
 
 
-from . import dense, affine, activation, softmax, reshape, conv, pool, merge, prelu  # noqa: E402,F401  (fills OPS)
+from . import dense, affine, activation, softmax, reshape, conv, pool, merge, prelu, resize, conv_transpose  # noqa: E402,F401  (fills OPS)

@@ -17,7 +17,7 @@ from .rounding import round_rows, row_groups
 
 
 # ops whose output keeps its input's scale and zero point (they move codes, not values)
-SAME_QPARAMS_OPS = {"reshape", "identity", "transpose", "pad", "pool"}
+SAME_QPARAMS_OPS = {"reshape", "identity", "transpose", "pad", "pool", "upsample", "crop", "zero_insert"}
 
 
 def shared_ranges(graph, ranges):
