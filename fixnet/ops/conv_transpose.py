@@ -26,6 +26,7 @@ from ..errors import UnsupportedLayerError
 from ..runtime import Step
 from . import Op, register
 from .conv import as_nhwc_shape
+from .resize import as_nhwc, spatial_input
 
 
 def transpose_axis(size, kernel, stride, padding, output_padding=None):
@@ -105,22 +106,17 @@ class ZeroInsert(Op):
     name = "zero_insert"
 
     def infer_shapes(self, node, in_shapes):
-        (s,) = in_shapes
-        rank = node.attrs["rank"]
-        if len(s) != rank + 1:
-            raise UnsupportedLayerError(f"{node.describe()}: expects a rank-{rank + 1} input, got {s}")
-        h, w, c = as_nhwc_shape(s, rank)
+        h, w, c = spatial_input(node, in_shapes[0])
         sh, sw = node.attrs["strides"]
         oh, ow = (h - 1) * sh + 1, (w - 1) * sw + 1
-        return [(ow, c) if rank == 1 else (oh, ow, c)]
+        return [(ow, c) if node.attrs["rank"] == 1 else (oh, ow, c)]
 
     def run_float(self, node, inputs):
         x = np.asarray(inputs[0], np.float64)
-        rank = node.attrs["rank"]
         (out,) = self.infer_shapes(node, [x.shape[1:]])
-        y = np.zeros((x.shape[0],) + as_nhwc_shape(out, rank))
+        y = np.zeros((x.shape[0],) + as_nhwc_shape(out, node.attrs["rank"]))
         sh, sw = node.attrs["strides"]
-        y[:, ::sh, ::sw] = x.reshape((x.shape[0],) + as_nhwc_shape(x.shape[1:], rank))
+        y[:, ::sh, ::sw] = as_nhwc(node, x)
         return [y.reshape((x.shape[0],) + tuple(out))]
 
     def output_qparams(self, node, q):

@@ -17,6 +17,21 @@ from .conv import as_nhwc_shape
 INTERPOLATIONS = ("nearest", "bilinear")
 
 
+def spatial_input(node, shape):
+    """(H, W, C) of a rank-1 or rank-2 spatial op's input ``shape`` (H = 1 for rank 1),
+    refusing a shape of another rank."""
+    rank = node.attrs["rank"]
+    if len(shape) != rank + 1:
+        raise UnsupportedLayerError(f"{node.describe()}: expects a rank-{rank + 1} input, got {shape}")
+    return as_nhwc_shape(shape, rank)
+
+
+def as_nhwc(node, x):
+    """float64 NHWC view of a batch ``x`` of the op's input."""
+    x = np.asarray(x, np.float64)
+    return x.reshape((x.shape[0],) + as_nhwc_shape(x.shape[1:], node.attrs["rank"]))
+
+
 def _out_shape(rank, h, w, c):
     return (w, c) if rank == 1 else (h, w, c)
 
@@ -43,27 +58,22 @@ class Upsample(Op):
     name = "upsample"
 
     def infer_shapes(self, node, in_shapes):
-        (s,) = in_shapes
-        rank = node.attrs["rank"]
-        if len(s) != rank + 1:
-            raise UnsupportedLayerError(f"{node.describe()}: expects a rank-{rank + 1} input, got {s}")
+        h, w, c = spatial_input(node, in_shapes[0])
         if node.attrs.get("interpolation", "nearest") not in INTERPOLATIONS:
             raise UnsupportedLayerError(f"{node.describe()}: interpolation "
                                         f"'{node.attrs['interpolation']}' is not supported")
-        h, w, c = as_nhwc_shape(s, rank)
         sh, sw = node.attrs["size"]
-        return [_out_shape(rank, h * sh, w * sw, c)]
+        return [_out_shape(node.attrs["rank"], h * sh, w * sw, c)]
 
     def run_float(self, node, inputs):
-        x = np.asarray(inputs[0], np.float64)
+        x4 = as_nhwc(node, inputs[0])
         rank = node.attrs["rank"]
-        x4 = x.reshape((x.shape[0],) + as_nhwc_shape(x.shape[1:], rank))
         sh, sw = node.attrs["size"]
         if node.attrs.get("interpolation", "nearest") == "bilinear":
             y = _bilinear_float(x4, sh, sw)
         else:
             y = np.repeat(np.repeat(x4, sh, axis=1), sw, axis=2)
-        return [y.reshape((x.shape[0],) + _out_shape(rank, *y.shape[1:]))]
+        return [y.reshape((x4.shape[0],) + _out_shape(rank, *y.shape[1:]))]
 
     def output_qparams(self, node, q):
         return [q.qparams(node.inputs[0])]
@@ -156,24 +166,19 @@ class Crop(Op):
 
     def infer_shapes(self, node, in_shapes):
         (s,) = in_shapes
-        rank = node.attrs["rank"]
-        if len(s) != rank + 1:
-            raise UnsupportedLayerError(f"{node.describe()}: expects a rank-{rank + 1} input, got {s}")
-        h, w, c = as_nhwc_shape(s, rank)
+        h, w, c = spatial_input(node, s)
         (t, b), (l, r) = node.attrs["crops"]
         oh, ow = h - t - b, w - l - r
         if min(t, b, l, r) < 0 or oh < 1 or ow < 1:
             raise UnsupportedLayerError(f"{node.describe()}: cropping {node.attrs['crops']} does "
                                         f"not fit an input of {s}")
-        return [_out_shape(rank, oh, ow, c)]
+        return [_out_shape(node.attrs["rank"], oh, ow, c)]
 
     def run_float(self, node, inputs):
-        x = np.asarray(inputs[0], np.float64)
-        rank = node.attrs["rank"]
-        x4 = x.reshape((x.shape[0],) + as_nhwc_shape(x.shape[1:], rank))
+        x4 = as_nhwc(node, inputs[0])
         (t, b), (l, r) = node.attrs["crops"]
         y = x4[:, t:x4.shape[1] - b, l:x4.shape[2] - r]
-        return [y.reshape((x.shape[0],) + _out_shape(rank, *y.shape[1:]))]
+        return [y.reshape((x4.shape[0],) + _out_shape(node.attrs["rank"], *y.shape[1:]))]
 
     def output_qparams(self, node, q):
         return [q.qparams(node.inputs[0])]
