@@ -184,3 +184,31 @@ def test_overflow_report_structure(seq):
     s = qm.steps[0]
     worst = np.abs(s.bias.astype(np.int64)) + 128 * np.abs(s.w_q.astype(np.int64)).sum(1)
     assert rep["layers"][0]["worst_abs"] == int(worst.max())
+
+
+@pytest.mark.parametrize("kernel, strides, padding, pointwise", [
+    ((1, 1), (1, 1), "valid", True),
+    ((1, 1), (1, 1), "same", True),
+    ((1, 1), (2, 2), "valid", False),
+    ((3, 3), (1, 1), "same", False),
+])
+def test_pointwise_conv_runs_on_the_dense_kernel_bit_exactly(kernel, strides, padding, pointwise, tmp_path):
+    from fixnet.graph import Graph, Node
+    from fixnet.ops.conv import ConvStep
+    from fixnet.quant.quantizer import quantize_graph
+    rng = np.random.default_rng(5)
+    attrs = {"rank": 2, "kernel_size": kernel, "strides": strides, "dilation": (1, 1),
+             "padding": padding, "groups": 1, "clamp": (0.0, 6.0)}
+    w = {"kernel": rng.normal(0, 0.3, size=kernel + (24, 40)), "bias": rng.normal(0, 0.1, size=40)}
+    g = Graph(["x"], ["y"], [Node("c", "conv2d", ["x"], ["y"], attrs, w, "c", "Conv2D")],
+              {"x": (7, 9, 24), "y": None})
+    from fixnet.ops import op_for
+    g.shapes["y"] = op_for(g.nodes[0]).infer_shapes(g.nodes[0], [(7, 9, 24)])[0]
+    x = rng.normal(size=(5, 7, 9, 24)).astype(np.float32)
+    qm = quantize_graph(g, x, progress=False)
+    (step,) = [s for s in qm.steps if isinstance(s, ConvStep)]
+    assert step.is_pointwise() == pointwise
+    np.testing.assert_array_equal(qm.predict(x, output="int8"), qm.predict_oracle(x))
+    qm.save(tmp_path / "m.fxn")
+    np.testing.assert_array_equal(fixnet.load(tmp_path / "m.fxn").predict(x, output="int8"),
+                                  qm.predict(x, output="int8"))

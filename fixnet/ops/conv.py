@@ -8,7 +8,7 @@ padding contributes exactly 0), y_q = clamp(y_zp + multiply_by_quantized_multipl
 import numpy as np
 
 from .. import oracle
-from .._kernels import _conv
+from .._kernels import _conv, _dense
 from ..errors import OverflowRiskError, UnsupportedLayerError
 from ..quant.qparams import (activation_bounds, quantize_bias, quantize_weights,
                              requant_multipliers, INT32_MAX)
@@ -185,8 +185,36 @@ class ConvStep(_WindowStep):
         return (x4, self.w_q, self.bias, self.m0, self.shift) + self.geometry_args() + (
             self.groups, self.pad_value, self.out_zp, self.act_min, self.act_max)
 
+    def is_pointwise(self):
+        """A 1x1 kernel at stride 1 over one group, without padding: a dense layer applied to
+        every pixel (the same integers: conv2d's accumulator is then the dense one, see
+        tests/test_kernels_conv.py::test_conv2d_oracle_1x1_is_dense_on_pixels). MobileNet-style
+        networks spend most of their multiply-adds here."""
+        return (self.w_q.shape[1:3] == (1, 1) and self.strides == (1, 1) and self.groups == 1
+                and all(p == 0 for pair in self.pads for p in pair))
+
+    def pointwise_weights(self):
+        """For a pointwise conv: (weights [Cout, Cin], the same packed for the dense kernel),
+        made once per weight array."""
+        cache = self.__dict__.get("_pointwise")
+        if cache is None or cache[0] is not self.w_q:
+            w = np.ascontiguousarray(self.w_q.reshape(self.w_q.shape[0], -1))
+            cache = self._pointwise = (self.w_q, w, _dense.pack_dense_weights(w))
+        return cache[1], cache[2]
+
+    def __getstate__(self):
+        # the dense-layout copy and its packing are derived data of this build: not saved
+        state = dict(self.__dict__)
+        state.pop("_pointwise", None)
+        return state
+
     def bind(self, bufs):
         x4, y4 = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
+        if self.is_pointwise():
+            w, packed = self.pointwise_weights()
+            return _dense.DenseCall(x4.reshape(-1, w.shape[1]), w, self.bias, self.m0, self.shift,
+                                    self.out_zp, self.act_min, self.act_max,
+                                    y4.reshape(-1, w.shape[0]), packed=packed)
         return _conv.Conv2dCall(*self._args(x4), y4)
 
     def oracle(self, ins):
