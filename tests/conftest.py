@@ -56,14 +56,21 @@ def sqnr_db(ref, test):
 
 # Known gaps against the issue bars, listed here so they stay visible (see the issue notes).
 # They run, and are reported as xfail/xpass; none is hidden.
-KNOWN_GAPS = {
+KNOWN_GAPS = {}
+
+# Bars that hold here but are decided by one test sample, so that a platform's float rounding
+# could flip them. They run; a pass is reported as xpass, a failure as xfail (not hidden).
+ONE_SAMPLE_BARS = {
     "test_model_fixtures.py::test_int8_agreement_and_sqnr_versus_tflite[mobilenetv2_tfk2]":
-        "top-1 agreement with Keras float ~1 point under TFLite int8's (issue 3)",
+        "top-1 agreement 0.9694 vs TFLite's 0.9722 (bar 0.9672) on 360 samples: one sample above "
+        "the bar; ULP-level changes of the calibration data (another CPU's BLAS) move it "
+        "between 0.964 and 0.981, mean 0.973 (SQNR 18.9-22.2 dB vs TFLite's 18.0)",
 }
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         key = item.nodeid.split("/")[-1]
-        if key in KNOWN_GAPS:
-            item.add_marker(pytest.mark.xfail(reason=KNOWN_GAPS[key], strict=False))
+        reason = KNOWN_GAPS.get(key) or ONE_SAMPLE_BARS.get(key)
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
