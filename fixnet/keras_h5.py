@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import FixnetError, MissingWeightError, ModelFileError, UnsupportedLayerError
 from .graph import Graph, Node
+from . import keras_ops
 from .keras_layers import CODE_LAYERS, KERAS_LAYERS, KerasLayer, Unsupported
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -180,12 +181,67 @@ def _refs_in(obj):
     return []
 
 
+CONSTANT_VALUE = "_CONSTANT_VALUE"      # tf.keras 2: a non-tensor first argument of a TFOpLambda
+
+
+def _is_ref(v):
+    """A tf.keras 2 tensor reference [layer, node, tensor] (as kwargs of TFOpLambda hold them)."""
+    return (isinstance(v, (list, tuple)) and len(v) == 3 and isinstance(v[0], str)
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in v[1:]))
+
+
+def _op_call(node):
+    """(args, kwargs, refs) of one call of a TFOpLambda or Keras 3 operation, every tensor replaced
+    by ``keras_ops.TensorArg(i)`` where refs[i] is its (layer, node, tensor). The refs come in the
+    order _inbound_refs lists them."""
+    refs = []
+
+    def tensor(r):
+        refs.append((r[0], int(r[1]), int(r[2])))
+        return keras_ops.TensorArg(len(refs) - 1)
+
+    if isinstance(node, dict):                                   # Keras 3
+        def walk(o):
+            if isinstance(o, dict):
+                if o.get("class_name") == "__keras_tensor__":
+                    return tensor(o["config"]["keras_history"])
+                return {k: walk(v) for k, v in o.items()}
+            if isinstance(o, (list, tuple)):
+                return [walk(v) for v in o]
+            return o
+        return walk(list(node.get("args", []))), walk(dict(node.get("kwargs", {}))), refs
+
+    def walk2(o):
+        if _is_ref(o):
+            return tensor(o)
+        if isinstance(o, dict):
+            return {k: walk2(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk2(v) for v in o]
+        return o
+
+    if node and isinstance(node[0], str):          # [layer | _CONSTANT_VALUE, node, tensor | value, kwargs]
+        first = node[2] if node[0] == CONSTANT_VALUE else tensor(node[:3])
+        kwargs = node[3] if len(node) > 3 and isinstance(node[3], dict) else {}
+        return [first], walk2(kwargs), refs
+    first, kwargs = [], {}                         # the first argument is a list: one entry per element
+    for entry in node:
+        first.append(entry[2] if entry[0] == CONSTANT_VALUE else tensor(entry[:3]))
+        if len(entry) > 3 and isinstance(entry[3], dict):
+            kwargs = entry[3]
+    return [first], kwargs, refs
+
+
 def _inbound_refs(node):
     """Input tensor refs of one inbound node, in either generation's encoding."""
     if isinstance(node, dict):                                   # Keras 3
         return _refs_in(node.get("args", [])) + _refs_in(node.get("kwargs", {}))
+    if node and isinstance(node[0], str):                        # tf.keras 2 TFOpLambda, flat
+        return _op_call(node)[2]
     refs = []
     for entry in node:                                           # Keras 2: [[name, n, t, kw], ...]
+        if isinstance(entry, (list, tuple)) and entry and entry[0] == CONSTANT_VALUE:
+            continue
         if isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], str):
             refs.append((entry[0], int(entry[1]), int(entry[2]) if len(entry) > 2 else 0))
         else:
@@ -242,9 +298,35 @@ def _sequential_as_functional(config, path):
             "output_layers": [[prev, 0, 0]]}
 
 
+def _tensor_op(layer):
+    """("tf", function) for a tf.keras 2 TFOpLambda, ("keras", class) for a Keras 3 operation on
+    tensors (some share a merge or Softmax layer's class name: told apart by their module, or in
+    ``.h5`` files where that is null, by a config without the ``trainable`` and ``dtype`` layers
+    have), or None for a layer."""
+    cls = layer.get("class_name")
+    cfg = layer.get("config")
+    if cls == "TFOpLambda":
+        return "tf", str((cfg or {}).get("function", "?"))
+    if cls in ("InputLayer",) or cls in MODEL_CLASSES or not isinstance(cfg, dict):
+        return None
+    module = layer.get("module")
+    if isinstance(module, str):
+        return ("keras", cls) if module.startswith(("keras.src.ops", "keras.ops")) else None
+    nodes = layer.get("inbound_nodes") or []
+    if not nodes or not all(isinstance(n, dict) for n in nodes) or "trainable" in cfg:
+        return None
+    # every Keras 3 layer's config has "dtype" (a few, e.g. SpatialDropout2D, drop "trainable")
+    if "dtype" not in cfg or (cls in keras_ops.KERAS_OPS and cls not in KERAS_LAYERS):
+        return "keras", cls
+    return None
+
+
 def _layer_problem(layer):
     """Why a layer class cannot be handled at all, or None."""
     cls = layer.get("class_name", "?")
+    op = _tensor_op(layer)
+    if op is not None:
+        return keras_ops.problem(*op)
     if cls in CODE_LAYERS:
         return ("it runs Python code stored in the file, and fixnet never executes code from a "
                 "file; rewrite it as built-in layers")
@@ -374,7 +456,8 @@ class _Builder:
         the tensors its outputs are."""
         layers = config.get("layers", [])
         weights = weights.bind([(_layer_name(l), l.get("class_name", "")) for l in layers
-                                if not (model_class == "Sequential" and l.get("class_name") == "InputLayer")])
+                                if not (model_class == "Sequential" and l.get("class_name") == "InputLayer")
+                                and _tensor_op(l) is None])
         input_refs = _io_refs(config.get("input_layers", []))
         if bound_inputs is not None and len(bound_inputs) != len(input_refs):
             raise ModelFileError(f"{self.path}: nested model '{prefix.rstrip('/')}' takes "
@@ -443,11 +526,48 @@ class _Builder:
         kl = KerasLayer(lname, cls, layer.get("config", {}), self.layer_weights[key][1], inputs,
                         [self.shapes[t] for t in inputs], [out],
                         self.emit_for(prefix + lname, lname, cls), self.keras_version)
+        op = _tensor_op(layer)
         try:
-            KERAS_LAYERS[cls](kl)
+            if op is not None:
+                self._op(kl, op, layer, node_index, inputs)
+            else:
+                KERAS_LAYERS[cls](kl)
         except (Unsupported, UnsupportedLayerError) as e:
             self.problems.append((prefix + lname, cls, str(e)))
             unknown.add(out)
+
+    def _op(self, kl, op, layer, node_index, inputs):
+        kind, function = op
+        args, kwargs = _op_args(kind, layer, node_index, inputs, self.shapes)
+        keras_ops.handle(kl, kind, function, args, kwargs)
+
+
+def _op_args(kind, layer, node_index, inputs, shapes):
+    """The arguments of one TFOpLambda / Keras 3 operation call, tensors as TensorArg with their
+    IR names and shapes; a Keras 3 operation's constructor arguments (its config but the name)
+    join the keyword arguments."""
+    args, kwargs, refs = _op_call(layer["inbound_nodes"][node_index])
+    if len(refs) != len(inputs):
+        raise ModelFileError(f"layer '{_layer_name(layer)}': inbound node not understood")
+
+    def bind(o):
+        if isinstance(o, keras_ops.TensorArg):
+            name = inputs[o.index]
+            return keras_ops.TensorArg(o.index, name, shapes[name])
+        if isinstance(o, dict):
+            return {k: bind(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [bind(v) for v in o]
+        return o
+    args, kwargs = bind(args), bind(kwargs)
+    if kind == "keras":
+        for k, v in layer.get("config", {}).items():
+            if k == "name":
+                continue
+            if k in kwargs:
+                raise Unsupported(f"argument '{k}' given both in the config and the call")
+            kwargs[k] = v
+    return args, kwargs
 
 
 def _unsupported(path, problems):

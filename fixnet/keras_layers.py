@@ -11,8 +11,9 @@ from . import activations
 
 KERAS_LAYERS = {}
 
-# layers whose presence means "run code stored in the file": refused outright
-CODE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+# layers whose presence means "run code stored in the file": refused outright (TFOpLambda,
+# a TensorFlow function called on tensors, is read by name against a whitelist: fixnet.keras_ops)
+CODE_LAYERS = {"Lambda", "SlicingOpLambda"}
 
 # Keras 3 `registered_name`s of built-in layers have no ">"; custom ones look like "Pkg>Name"
 
@@ -309,12 +310,38 @@ MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Average
           "Maximum": "maximum", "Minimum": "minimum"}
 
 
+def broadcast_inputs(layer, names, shapes, what):
+    """Input tensor names of an elementwise op on tensors of equal shape: an input of shape
+    (1, 1, C) beside (H, W, C) inputs (a squeeze-and-excitation scale, GlobalAveragePooling2D
+    with keepdims) or (1, C) beside (L, C) is first repeated to the full shape by a nearest
+    up-sampling node, which copies int8 codes exactly. Other shape mismatches are refused."""
+    full = max(shapes, key=lambda s: int(np.prod(s)) if s else 1)
+    out = []
+    for i, (t, s) in enumerate(zip(names, shapes)):
+        s = tuple(s)
+        if s == tuple(full):
+            out.append(t)
+            continue
+        rank = len(full) - 1
+        if len(s) != len(full) or rank not in (1, 2) or s[-1] != full[-1] or any(d != 1 for d in s[:-1]):
+            raise Unsupported(f"{what} of tensors of shapes {', '.join(str(tuple(x)) for x in shapes)}; "
+                              "fixnet broadcasts only (1, 1, C) against (H, W, C) and (1, C) against (L, C)")
+        size = (1, full[0]) if rank == 1 else (full[0], full[1])
+        b = layer.tensor(f"broadcast{i}")
+        layer.emit("upsample", [t], [b], {"rank": rank, "size": size, "interpolation": "nearest"},
+                   suffix=f"broadcast{i}")
+        out.append(b)
+    return out
+
+
 @keras_layer(*MERGES)
 def merge(layer):
     kind = MERGES[layer.class_name]
     ins = layer.inputs
     if len(ins) < 2 or (kind == "subtract" and len(ins) != 2):
         raise Unsupported(f"{layer.class_name} of {len(ins)} inputs")
+    if len({tuple(s) for s in layer.input_shapes}) > 1:
+        ins = broadcast_inputs(layer, ins, layer.input_shapes, layer.class_name)
     if kind == "average" and len(ins) > 2:
         # sum pairwise, then one scale by 1/n
         acc = ins[0]

@@ -19,7 +19,9 @@ which columns of the output come from which layer. Inputs are seeded random data
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -30,7 +32,8 @@ import fixture_common as fc  # noqa: E402
 
 N = 64
 GROUPS = ("conv2d", "conv1d", "depthwise", "pooling", "padding_reshape", "merge", "activations",
-          "noise_norm", "channels_first", "upsampling", "upsampling1d")
+          "noise_norm", "channels_first", "upsampling", "upsampling1d", "tensor_ops",
+          "mobilenetv3_small")
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "tanh", "softmax", "swish", "silu", "gelu",
                "elu", "selu", "softplus", "softsign", "exponential", "linear")
 
@@ -74,6 +77,17 @@ DESCRIPTION = {
     "upsampling1d": ("(16, 3) N(0,1)", "Conv1D relu → MaxPooling1D → Conv1DTranspose k3 s2 same relu → "
                      "UpSampling1D(2) → Cropping1D((1,2)); Conv1DTranspose k4 s2 valid; k3 s3 same "
                      "output_padding 1; k2 s1 valid no bias; UpSampling1D(3); Cropping1D(2)"),
+    "tensor_ops": ("(8, 8, 3) integers 0..255", "arithmetic written on tensors in functional code (tf.keras 2 "
+                   "stores TFOpLambda layers, Keras 3 keras.ops operations): x / 255. * 2. - 1. → Conv2D(8) → "
+                   "hard-swish the MobileNetV3 way h * (relu6(h + 3.) * (1. / 6.)) → Conv2D(6, 1, strides 2) g; branches 1. - g, "
+                   "g - 0.5, 0.5 + g, 2. * g, g / 4., -g, g * per-channel vector, relu, sigmoid, tanh, silu, "
+                   "leaky_relu(0.1) of g; maximum, minimum, sum and difference of 1. - g and g - 0.5; "
+                   "Keras 3 only: ops.hard_sigmoid(g). Keras 3 also writes `layers_tensor_ops_k3.keras`"),
+    "mobilenetv3_small": ("(48, 48, 3) pixels 17 k, k = 0..15", "keras.applications.MobileNetV3Small(alpha=0.5, "
+                          "include_top=False, pooling=\"avg\", include_preprocessing=True, weights=None): a "
+                          "real-world architecture with hard-sigmoid / hard-swish written as tensor arithmetic "
+                          "(tf.keras 2: TFOpLambda; Keras 3's application uses Activation layers) and "
+                          "squeeze-and-excitation Multiply of (H, W, C) by (1, 1, C)"),
 }
 
 
@@ -335,6 +349,41 @@ def build(keras, group, x_calib):
             ("up1d_3", L.UpSampling1D(3, name="up1d_3")(p)),
             ("crop1d_sym", L.Cropping1D(2, name="crop1d_sym")(x)),
         ]
+    elif group == "tensor_ops":
+        # no layers here: operators and functions applied to symbolic tensors
+        keras3 = str(getattr(keras, "__version__", "2")).startswith("3.")
+        if keras3:
+            ops = keras.ops
+            relu, relu6, sigmoid, tanh, silu = ops.relu, ops.relu6, ops.sigmoid, ops.tanh, ops.silu
+            leaky, maximum, minimum = (lambda t: ops.leaky_relu(t, negative_slope=0.1)), ops.maximum, ops.minimum
+        else:
+            import tensorflow as tf
+            relu, relu6, sigmoid, tanh, silu = tf.nn.relu, tf.nn.relu6, tf.math.sigmoid, tf.math.tanh, tf.nn.silu
+            leaky, maximum, minimum = (lambda t: tf.nn.leaky_relu(t, alpha=0.1)), tf.math.maximum, tf.math.minimum
+        x = keras.Input(shape=(8, 8, 3))
+        s = x / 255.0
+        s = s * 2.0 - 1.0
+        h = L.Conv2D(8, 3, padding="same", name="conv1")(s)
+        hsig = relu6(h + 3.0) * (1.0 / 6.0)
+        hs = h * hsig
+        g = L.Conv2D(6, 1, strides=2, name="conv2")(hs)             # 4x4x6: keeps the .npz small
+        r1 = 1.0 - g
+        r2 = g - 0.5
+        b = [
+            ("rsub", r1), ("sub", r2), ("radd", 0.5 + g), ("rmul", 2.0 * g), ("div", g / 4.0), ("neg", -g),
+            ("mul_vec", g * np.array([0.5, -1.0, 2.0, 1.5, -0.25, 3.0], np.float32)),
+            ("relu", relu(g)), ("sigmoid", sigmoid(g)), ("tanh", tanh(g)), ("silu", silu(g)),
+            ("leaky_relu", leaky(g)),
+            ("maximum", maximum(r1, r2)), ("minimum", minimum(r1, r2)), ("add2", r1 + r2), ("sub2", r1 - r2),
+        ]
+        if keras3:
+            b.append(("hard_sigmoid", keras.ops.hard_sigmoid(g)))
+        gains = {"conv1": 2.0, "conv2": 1.5}
+    elif group == "mobilenetv3_small":
+        model = keras.applications.MobileNetV3Small(
+            input_shape=(48, 48, 3), alpha=0.5, include_top=False, pooling="avg", weights=None,
+            minimalistic=False, include_preprocessing=True)
+        return model, None, gains
     elif group == "channels_first":
         x = keras.Input(shape=(3, 8, 7))
         out = L.Conv2D(4, 3, padding="same", data_format="channels_first", name="conv_cf")(x)
@@ -350,8 +399,10 @@ def make_data(group, model_input_shapes):
     rng = np.random.default_rng([SEED, GROUPS.index(group)])
     data = []
     for shape in model_input_shapes:
-        if group == "noise_norm":
+        if group in ("noise_norm", "tensor_ops"):
             t, c = (rng.integers(0, 256, (N,) + shape).astype(np.float32) for _ in range(2))
+        elif group == "mobilenetv3_small":   # image-like pixels that compress: 17 k, k = 0..15
+            t, c = ((rng.integers(0, 16, (N,) + shape) * 17).astype(np.float32) for _ in range(2))
         elif group == "upsampling":      # digits-like pixels: k / 16, k = 0..16
             t, c = ((rng.integers(0, 17, (N,) + shape) / 16.0).astype(np.float32) for _ in range(2))
         else:
@@ -370,13 +421,17 @@ TFLITE_DROP = {"activations": ("dense_softsign", "act_softsign")}
 NEEDS_ONEDNN = ("channels_first",)
 
 # Per-file size limits tighter than fixture_common's default, in bytes.
-SIZE_LIMIT = {"upsampling": 200 << 10, "upsampling1d": 200 << 10}
+# Keras 3 groups with keras.ops operations in the graph -> whether their .keras archive is kept
+KERAS3_OPS_GROUPS = {"tensor_ops": True, "mobilenetv3_small": False}
+
+SIZE_LIMIT = {"upsampling": 200 << 10, "upsampling1d": 200 << 10, "mobilenetv3_small": 2 << 20}
 
 INPUT_SHAPES = {
     "conv2d": [(7, 5, 4)], "conv1d": [(15, 4)], "depthwise": [(7, 6, 3)],
     "pooling": [(7, 6, 3), (11, 4)], "padding_reshape": [(5, 4, 3)],
     "merge": [(4, 3, 5), (4, 3, 5)], "activations": [(10,)], "noise_norm": [(5, 4, 3)],
     "channels_first": [(3, 8, 7)], "upsampling": [(8, 8, 1)], "upsampling1d": [(16, 3)],
+    "tensor_ops": [(8, 8, 3)], "mobilenetv3_small": [(48, 48, 3)],
 }
 
 
@@ -401,10 +456,30 @@ def run_writer(writer, only):
                  "tf_enable_onednn_opts": np.str_(os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""))}
         if slices is not None:
             extra["output_slices"] = np.str_(json.dumps(slices))
-        fc.make_fixture(ctx, model, base, xte if len(xte) > 1 else xte[0],
-                        xca if len(xca) > 1 else xca[0], extra=extra,
-                        tflite_drop_outputs=TFLITE_DROP.get(group, ()),
-                        size_limit=SIZE_LIMIT.get(group, fc.SIZE_LIMIT))
+        restore = None
+        if group in KERAS3_OPS_GROUPS and writer == "keras3":
+            # Keras 3 writes keras.ops operations into an .h5 it cannot read back ("Unknown layer:
+            # 'TrueDivide'"; an "Add" operation is taken for the Add layer): make_fixture's reload
+            # check reads the same model's .keras archive (kept in models/ for tensor_ops only)
+            keep = KERAS3_OPS_GROUPS[group]
+            keras_path = os.path.join(os.path.dirname(os.path.abspath(__file__)) if keep else
+                                      tempfile.mkdtemp(prefix="fixnet_keras_"), base + ".keras")
+            fc.remove(keras_path)
+            model.save(keras_path)
+            restore = keras.models.load_model
+            keras.models.load_model = lambda path, **kw: restore(
+                keras_path if str(path).endswith(base + ".h5") else path, **kw)
+            extra["reload_check"] = np.str_("the .keras archive (Keras 3 cannot load its own .h5 of ops)")
+        try:
+            fc.make_fixture(ctx, model, base, xte if len(xte) > 1 else xte[0],
+                            xca if len(xca) > 1 else xca[0], extra=extra,
+                            tflite_drop_outputs=TFLITE_DROP.get(group, ()),
+                            size_limit=SIZE_LIMIT.get(group, fc.SIZE_LIMIT))
+        finally:
+            if restore is not None:
+                keras.models.load_model = restore
+                if not KERAS3_OPS_GROUPS[group]:
+                    shutil.rmtree(os.path.dirname(keras_path), ignore_errors=True)
         fc.log(writer, f"{base}: {time.time() - t0:.1f} s")
 
 
