@@ -10,6 +10,7 @@ from .errors import (AccumulatorOverflowError, CalibrationError, FixnetError, In
                      UnsupportedLayerError)
 from .api import FloatModel, load
 from .runtime import QuantizedModel
+from .quant.datafree import DataFreeWarning
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,5 @@ __all__ = [
     "load", "FloatModel", "QuantizedModel", "FixnetError", "ModelFileError", "MissingWeightError",
     "UnsupportedLayerError", "InputError", "InputShapeError", "InputDtypeError",
     "NonFiniteInputError", "CalibrationError", "QuantizationError", "OverflowRiskError",
-    "AccumulatorOverflowError",
+    "AccumulatorOverflowError", "DataFreeWarning",
 ]

@@ -438,3 +438,14 @@ def test_softmax_levels_option(mlp):
     assert q256.predict(x).max() == 255 / 256
     with pytest.raises(ValueError, match="softmax_levels"):
         fm.quantize(x, progress=False, softmax_levels=128)
+
+
+def test_data_free_warning_is_exported_and_can_be_silenced(mlp):
+    d, fm = mlp
+    assert fixnet.DataFreeWarning is DataFreeWarning
+    with pytest.warns(fixnet.DataFreeWarning):
+        fm.quantize(input_range=(0.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=fixnet.DataFreeWarning)
+        fm.quantize(input_range=(0.0, 1.0))
