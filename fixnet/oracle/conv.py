@@ -54,6 +54,19 @@ def _taps(x, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad
                                  left:left + (out_w - 1) * stride_w + 1:stride_w, :]
 
 
+def _bias_accumulators(kernel, x, bias, cout, stride_h, stride_w, dilation_h, dilation_w,
+                       pad_top, pad_left, pad_value, out_h, out_w):
+    """int64 [N, out_h, out_w, cout] holding the bias, after the checks both convolutions
+    share (bias shape, window, pad_value)."""
+    if bias.shape != (cout,):
+        raise ValueError(f"{kernel}: bias has shape {bias.shape}, expected ({cout},)")
+    _check_window(stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, out_h, out_w)
+    _check_zero_point(pad_value, "pad_value")
+    acc = np.empty((x.shape[0], out_h, out_w, cout), dtype=np.int64)
+    acc[...] = bias
+    return acc
+
+
 def conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, dilation_w, pad_top,
                         pad_left, groups, pad_value, *, out_h, out_w):
     """Exact int64 accumulators of conv2d:
@@ -79,12 +92,8 @@ def conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, dilation_w, 
     if w.ndim != 4 or w.shape[1] < 1 or w.shape[2] < 1 or w.shape[3] != cin // groups:
         raise ValueError(f"conv2d: w has shape {w.shape}, expected "
                          f"[Cout, KH >= 1, KW >= 1, Cin // groups = {cin // groups}]")
-    if bias.shape != (cout,):
-        raise ValueError(f"conv2d: bias has shape {bias.shape}, expected ({cout},)")
-    _check_window(stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, out_h, out_w)
-    _check_zero_point(pad_value, "pad_value")
-    acc = np.empty((x.shape[0], out_h, out_w, cout), dtype=np.int64)
-    acc[...] = bias
+    acc = _bias_accumulators("conv2d", x, bias, cout, stride_h, stride_w, dilation_h,
+                             dilation_w, pad_top, pad_left, pad_value, out_h, out_w)
     if acc.size == 0:
         return acc
     cin_g, cout_g = cin // groups, cout // groups
@@ -135,12 +144,8 @@ def depthwise_conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, di
     if w.ndim != 3 or w.shape[0] < 1 or w.shape[1] < 1 or w.shape[2] != cout:
         raise ValueError(f"depthwise_conv2d: w has shape {w.shape}, expected "
                          f"[KH >= 1, KW >= 1, C * depth_multiplier = {cout}]")
-    if bias.shape != (cout,):
-        raise ValueError(f"depthwise_conv2d: bias has shape {bias.shape}, expected ({cout},)")
-    _check_window(stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, out_h, out_w)
-    _check_zero_point(pad_value, "pad_value")
-    acc = np.empty((x.shape[0], out_h, out_w, cout), dtype=np.int64)
-    acc[...] = bias
+    acc = _bias_accumulators("depthwise_conv2d", x, bias, cout, stride_h, stride_w, dilation_h,
+                             dilation_w, pad_top, pad_left, pad_value, out_h, out_w)
     if acc.size == 0:
         return acc
     for kh, kw, x_tap in _taps(x, w.shape[0], w.shape[1], stride_h, stride_w, dilation_h,
