@@ -449,3 +449,21 @@ def test_data_free_warning_is_exported_and_can_be_silenced(mlp):
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", category=fixnet.DataFreeWarning)
         fm.quantize(input_range=(0.0, 1.0))
+
+
+def test_second_moment_survives_a_blas_that_returns_non_finite_sums(monkeypatch):
+    # seen with NumPy's OpenBLAS under arm64 emulation: float32 matmul of finite inputs gave
+    # inf/NaN, and the adaptive codes cast from them were garbage weights
+    from fixnet.graph import Node
+    from fixnet.quant.rounding import SecondMoment
+    node = Node("d", "dense", ["x"], ["y"], {"clamp": None},
+                {"kernel": np.zeros((5, 3)), "bias": np.zeros(3)}, "d", "Dense")
+    x = np.random.default_rng(0).normal(size=(40, 5))
+    ref = SecondMoment(node)
+    ref.add(node, x)
+    real = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda a, b: np.full(real(a, b).shape, np.nan, np.float32))
+    got = SecondMoment(node)
+    got.add(node, x)
+    np.testing.assert_allclose(got.moment, ref.moment, rtol=1e-5)
+    assert np.all(np.isfinite(got.moment))

@@ -96,7 +96,10 @@ class QuantContext:
             c = w_q.shape[0]
             codes = round_rows(np.asarray(w, np.float64).reshape(c, -1), scale, m.moment,
                                row_groups(node, c))
-            w_q = codes.astype(np.int8).reshape(w_q.shape)
+            # adaptive codes are only taken when they are valid weights; otherwise (a moment
+            # that is not finite) the nearest rounding stays
+            if np.all(np.isfinite(codes)) and np.all(np.abs(codes) <= 127):
+                w_q = codes.astype(np.int8).reshape(w_q.shape)
         self.weights[node.name] = (w_q, scale)
         return w_q, scale
 

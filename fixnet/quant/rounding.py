@@ -85,7 +85,14 @@ class SecondMoment:
         for i in range(0, x.shape[0], step):
             # float32 products (BLAS), summed per chunk into the float64 total
             p = input_patches(node, np.asarray(x[i:i + step], np.float32))    # [G, P, K]
-            self.sum += np.matmul(p.transpose(0, 2, 1), p)
+            with np.errstate(all="ignore"):
+                prod = np.matmul(p.transpose(0, 2, 1), p)
+            if not np.all(np.isfinite(prod)) and np.all(np.isfinite(p)):
+                # A BLAS gave non-finite sums of finite products (seen with NumPy's OpenBLAS
+                # under arm64 emulation): the same sums in float64 without BLAS.
+                p = p.astype(np.float64)
+                prod = np.einsum("gpk,gpl->gkl", p, p)
+            self.sum += prod
             self.count += p.shape[1]
 
     @property
