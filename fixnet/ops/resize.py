@@ -86,14 +86,19 @@ class Upsample(Op):
         return cls(node.name, node.layer, node.inputs, node.outputs, node.attrs["size"], nhwc_in)
 
 
-class UpsampleStep(Step):
-    """Nearest-neighbour up-sampling: one broadcasting copy, no arithmetic."""
-    op = "upsample_nearest"
+class _UpsampleStep(Step):
+    """An up-sampling step: integer factors ``size`` (size_h, size_w) of an NHWC input
+    ``nhwc_in`` (H = 1 for rank 1)."""
 
     def __init__(self, name, layer, inputs, outputs, size, nhwc_in):
         super().__init__(name, layer, inputs, outputs)
         self.size = tuple(int(v) for v in size)
         self.nhwc_in = tuple(int(v) for v in nhwc_in)
+
+
+class UpsampleStep(_UpsampleStep):
+    """Nearest-neighbour up-sampling: one broadcasting copy, no arithmetic."""
+    op = "upsample_nearest"
 
     def bind(self, bufs):
         (sh, sw), (h, w, c) = self.size, self.nhwc_in
@@ -108,17 +113,12 @@ class UpsampleStep(Step):
         return [oracle.upsample_nearest(x4, *self.size)]
 
 
-class BilinearUpsampleStep(Step):
+class BilinearUpsampleStep(_UpsampleStep):
     """Bilinear up-sampling by integer factors, separable, in int32: rows first (weights sum
     to 2 * size_h), then columns (to 2 * size_w), then one rounding division by their product
     D: floor((acc + D / 2) / D), as the oracle. |acc| <= 128 * D, far inside int32. Scratch
     arrays are allocated once, at bind."""
     op = "upsample_bilinear"
-
-    def __init__(self, name, layer, inputs, outputs, size, nhwc_in):
-        super().__init__(name, layer, inputs, outputs)
-        self.size = tuple(int(v) for v in size)
-        self.nhwc_in = tuple(int(v) for v in nhwc_in)
 
     def bind(self, bufs):
         (sh, sw), (h, w, c) = self.size, self.nhwc_in
