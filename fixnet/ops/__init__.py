@@ -27,6 +27,20 @@ class Op:
         raise NotImplementedError
 
 
+class KeepsWidened:
+    """A Step mixin for layers with weights: ``widened`` holds the channels whose weight scale
+    quantize() widened for their bias (qparams.WidenedChannel records; qm.report() lists
+    them). It is quantize-time information: kept on the step in memory, left out of the
+    saved state (the .fxn file stores the integers; fixnet.report derives what it can from
+    them for a loaded model)."""
+    widened = ()
+
+    def __getstate__(self):
+        state = dict(super().__getstate__() or {})
+        state.pop("widened", None)
+        return state
+
+
 OPS = {}
 
 

@@ -16,12 +16,10 @@ import numpy as np
 
 from .. import oracle
 from .._kernels import _elementwise
-from ..errors import OverflowRiskError
-from ..quant.qparams import (activation_bounds, quantize_bias, quantize_weights,
-                             requant_multipliers, INT32_MAX, INT8_MAX, INT8_MIN, QParams)
+from ..quant.qparams import ACC_INPUT_MAX, INT8_MAX, INT8_MIN, QParams, activation_bounds
 from ..runtime import OverflowBound, Step
-from . import Op, register
-from .dense import ACC_INPUT_MAX, apply_clamp
+from . import KeepsWidened, Op, register
+from .dense import apply_clamp
 from .reshape import AliasStep
 
 FOLD_TOLERANCE = 1e-4       # how far b / (a * s_x) may be from a whole number (float32 scales)
@@ -68,21 +66,19 @@ class Affine(Op):
     def quantize(self, node, q):
         if input_fold_qparams(node, q) is not None:
             return AliasStep(node.name, node.layer, node.inputs, node.outputs, "affine (folded)")
-        x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
-        w_q, w_scale = quantize_weights(node.weights["scale"][:, None], per_channel=True)
-        w_q = w_q[:, 0]
-        bias_scale = x_qp.scale * w_scale
-        b_q = quantize_bias(node.weights["offset"], bias_scale, node.describe())
-        b_eff = b_q - x_qp.zero_point * w_q.astype(np.int64)
-        if np.any(np.abs(b_eff) > INT32_MAX):
-            raise OverflowRiskError(f"{node.describe()}: its int32 offset does not fit int32")
-        m0, shift = requant_multipliers(bias_scale / y_qp.scale, node.describe())
+        y_qp = q.qparams(node.outputs[0])
+        # the per-channel scale is a one-tap weight row per channel, the offset its bias
+        cq = q.quantize_channels(node, np.asarray(node.weights["scale"])[:, None],
+                                 node.weights["offset"], per_channel=True, adaptive=False)
         lo, hi = activation_bounds(node.attrs.get("clamp"), y_qp)
-        return AffineStep(node.name, node.layer, node.inputs, node.outputs, w_q,
-                          b_eff.astype(np.int32), m0, shift, y_qp.zero_point, lo, hi)
+        step = AffineStep(node.name, node.layer, node.inputs, node.outputs,
+                          np.ascontiguousarray(cq.w_q[:, 0]), cq.bias, cq.m0, cq.shift,
+                          y_qp.zero_point, lo, hi)
+        step.widened = cq.widened
+        return step
 
 
-class AffineStep(Step):
+class AffineStep(KeepsWidened, Step):
     op = "affine"
 
     def __init__(self, name, layer, inputs, outputs, w_q, bias, m0, shift, out_zp, act_min, act_max):

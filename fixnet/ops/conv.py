@@ -9,12 +9,11 @@ import numpy as np
 
 from .. import oracle
 from .._kernels import _conv, _dense
-from ..errors import OverflowRiskError, UnsupportedLayerError
-from ..quant.qparams import (activation_bounds, quantize_bias, quantize_weights,
-                             requant_multipliers, INT32_MAX)
+from ..errors import UnsupportedLayerError
+from ..quant.qparams import ACC_INPUT_MAX, INT32_MAX, activation_bounds
 from ..runtime import OverflowBound, Step
-from . import Op, register
-from .dense import ACC_INPUT_MAX, apply_clamp
+from . import KeepsWidened, Op, register
+from .dense import apply_clamp
 from .spatial import geometry, windows
 
 
@@ -54,23 +53,17 @@ class _WindowOp(Op):
         y = apply_clamp(y, node.attrs.get("clamp"))
         return [y.reshape((n,) + _out_shape(node, oh, ow, y.shape[-1]))]
 
-    def quantize_common(self, node, q, w_q, w_scale):
-        """bias, multipliers and clamp for per-output-channel weights w_q [C, ...]."""
+    def quantize_common(self, node, q, rows):
+        """Weights, bias, multipliers and clamp for per-output-channel weight rows [C, ...]:
+        (int8 rows, keyword arguments of the step, widened channels)."""
         x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
-        bias_scale = x_qp.scale * w_scale
-        bias = node.weights.get("bias", np.zeros(w_q.shape[0]))
-        b_q = quantize_bias(bias, bias_scale, node.describe())
-        b_eff = b_q - x_qp.zero_point * w_q.reshape(w_q.shape[0], -1).astype(np.int64).sum(axis=1)
-        if np.any(np.abs(b_eff) > INT32_MAX):
-            raise OverflowRiskError(f"{node.describe()}: its int32 bias with the input zero-point "
-                                    "term folded in does not fit int32")
-        m0, shift = requant_multipliers(bias_scale / y_qp.scale, node.describe())
+        cq = q.quantize_channels(node, rows, node.weights.get("bias"))
         lo, hi = activation_bounds(node.attrs.get("clamp"), y_qp)
         _, (oh, ow), pads = window_geometry(node, q.shape(node.inputs[0]))
-        return dict(bias=b_eff.astype(np.int32), m0=m0, shift=shift, pad_value=x_qp.zero_point,
-                    out_zp=y_qp.zero_point, act_min=lo, act_max=hi, pads=pads,
-                    nhwc_in=as_nhwc_shape(q.shape(node.inputs[0]), node.attrs["rank"]),
-                    nhwc_out=(oh, ow, w_q.shape[0]))
+        return cq.w_q, dict(bias=cq.bias, m0=cq.m0, shift=cq.shift, pad_value=x_qp.zero_point,
+                            out_zp=y_qp.zero_point, act_min=lo, act_max=hi, pads=pads,
+                            nhwc_in=as_nhwc_shape(q.shape(node.inputs[0]), node.attrs["rank"]),
+                            nhwc_out=(oh, ow, cq.w_q.shape[0])), cq.widened
 
 
 @register
@@ -101,11 +94,12 @@ class Conv2D(_WindowOp):
 
     def quantize(self, node, q):
         k = node.weights["kernel"]                              # [KH, KW, Cin_g, Cout]
-        w_q, w_scale = q.quantize_weights(node, np.transpose(k, (3, 0, 1, 2)))
-        p = self.quantize_common(node, q, w_q, w_scale)
-        return ConvStep(node.name, node.layer, node.inputs, node.outputs,
+        w_q, p, widened = self.quantize_common(node, q, np.transpose(k, (3, 0, 1, 2)))
+        step = ConvStep(node.name, node.layer, node.inputs, node.outputs,
                         np.ascontiguousarray(w_q), node.attrs["strides"], node.attrs["dilation"],
                         node.attrs.get("groups", 1), **p)
+        step.widened = widened
+        return step
 
 
 @register
@@ -133,14 +127,15 @@ class DepthwiseConv2D(_WindowOp):
         k = node.weights["kernel"]
         kh, kw, c, m = k.shape
         flat = k.reshape(kh, kw, c * m)
-        w_q, w_scale = q.quantize_weights(node, np.transpose(flat, (2, 0, 1)))
-        p = self.quantize_common(node, q, w_q, w_scale)
+        w_q, p, widened = self.quantize_common(node, q, np.transpose(flat, (2, 0, 1)))
         w_q = np.ascontiguousarray(np.transpose(w_q, (1, 2, 0)))   # [KH, KW, C*M]
-        return DepthwiseStep(node.name, node.layer, node.inputs, node.outputs, w_q,
+        step = DepthwiseStep(node.name, node.layer, node.inputs, node.outputs, w_q,
                              node.attrs["strides"], node.attrs["dilation"], m, **p)
+        step.widened = widened
+        return step
 
 
-class _WindowStep(Step):
+class _WindowStep(KeepsWidened, Step):
     def __init__(self, name, layer, inputs, outputs, w_q, strides, dilation, bias, m0, shift,
                  pad_value, out_zp, act_min, act_max, pads, nhwc_in, nhwc_out):
         super().__init__(name, layer, inputs, outputs)
@@ -204,7 +199,7 @@ class ConvStep(_WindowStep):
 
     def __getstate__(self):
         # the dense-layout copy and its packing are derived data of this build: not saved
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state.pop("_pointwise", None)
         return state
 

@@ -7,13 +7,10 @@ import numpy as np
 
 from .. import oracle
 from .._kernels import _dense
-from ..errors import OverflowRiskError, UnsupportedLayerError
-from ..quant.qparams import (activation_bounds, quantize_bias, quantize_weights,
-                             requant_multipliers, INT32_MAX)
+from ..errors import UnsupportedLayerError
+from ..quant.qparams import ACC_INPUT_MAX, INT32_MAX, activation_bounds
 from ..runtime import OverflowBound, Step
-from . import Op, register
-
-ACC_INPUT_MAX = 128      # the kernel multiplies raw int8 codes: |x_q| <= 128
+from . import KeepsWidened, Op, register
 
 
 def apply_clamp(y, clamp):
@@ -48,24 +45,18 @@ class Dense(Op):
         return [apply_clamp(y, node.attrs.get("clamp"))]
 
     def quantize(self, node, q):
-        x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
+        y_qp = q.qparams(node.outputs[0])
         kernel = node.weights["kernel"]
-        w_q, w_scale = q.quantize_weights(node, kernel.T)     # [C, K]
-        bias_scale = x_qp.scale * w_scale
-        bias = node.weights.get("bias", np.zeros(kernel.shape[1]))
-        b_q = quantize_bias(bias, bias_scale, node.describe())
-        b_eff = b_q - x_qp.zero_point * w_q.astype(np.int64).sum(axis=1)
-        if np.any(np.abs(b_eff) > INT32_MAX):
-            raise OverflowRiskError(f"{node.describe()}: its int32 bias with the input "
-                                    "zero-point term folded in does not fit int32")
-        m0, shift = requant_multipliers(bias_scale / y_qp.scale, node.describe())
+        cq = q.quantize_channels(node, kernel.T, node.weights.get("bias"))      # rows [C, K]
         lo, hi = activation_bounds(node.attrs.get("clamp"), y_qp)
-        return DenseStep(node.name, node.layer, node.inputs, node.outputs,
-                         np.ascontiguousarray(w_q), b_eff.astype(np.int32), m0, shift,
+        step = DenseStep(node.name, node.layer, node.inputs, node.outputs,
+                         np.ascontiguousarray(cq.w_q), cq.bias, cq.m0, cq.shift,
                          y_qp.zero_point, lo, hi)
+        step.widened = cq.widened
+        return step
 
 
-class DenseStep(Step):
+class DenseStep(KeepsWidened, Step):
     op = "dense"
 
     def __init__(self, name, layer, inputs, outputs, w_q, bias, m0, shift, out_zp, act_min, act_max):
@@ -91,7 +82,7 @@ class DenseStep(Step):
 
     def __getstate__(self):
         # The packed copy is derived data of this build's kernels: not pickled, packed again.
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state["_packed"] = None
         return state
 

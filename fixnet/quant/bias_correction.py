@@ -5,8 +5,10 @@ error for an input x is (W' - W) x; over the calibration data its mean is (W' - 
 E[x] the mean of the layer's float input (per channel from calibration, per element in data-free
 mode; the layer is run on it, so zero padding counts). That shift is subtracted from the
 layer's int32 bias, in bias codes
-(input_scale * weight_scale[c]), per output channel. The bias stays within int32 and the
-overflow proof (which reads the adjusted bias) still has to hold, or the correction is dropped.
+(input_scale * weight_scale[c]), per output channel, at the scales the layer was quantized
+with (a channel widened for its bias, see qparams.quantize_channels, is corrected in codes of
+its widened scale). The bias stays within int32 and each channel's overflow proof (which reads
+the adjusted bias) still has to hold, or that channel's correction is dropped.
 """
 import copy
 
@@ -59,4 +61,6 @@ def correct_bias(node, step, q, mean_input):
     step.adjust_bias(delta)
     bound = step.overflow_bound()
     if bound is not None and not bound.proven:
-        step.bias = before                  # keep the proof rather than the correction
+        # keep each channel's proof rather than its correction
+        unproven = np.asarray(bound.worst) >= 2 ** 31
+        step.bias = np.where(unproven, before, step.bias).astype(np.int32)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import QuantizationError
+from ..errors import OverflowRiskError, QuantizationError
 from ..oracle import quantize_multiplier, round_half_away
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -116,16 +116,184 @@ def quantize_bias(b, scale, where):
     return q.astype(np.int64)
 
 
+# ---- fixed-point multipliers ------------------------------------------------------------------
+
+# A requantization multiplier scales an integer v (an accumulator, a difference of codes) and
+# the result is added to an int8 zero point and clamped to int8. For any real >= 256, every
+# v != 0 lands at least 256 steps away, beyond int8 from any zero point, and v = 0 lands on the
+# zero point: every such multiplier gives the same int8 outputs. So they are all represented
+# by 256 exactly (m0 = 2^30, shift 9), which keeps the left shift (and the overflow proof's
+# factor 2^shift) small. 2^30 is where the fixed-point form itself ends (shift 30).
+MULTIPLIER_SATURATES = 256.0
+# Below 2^-32, m0 * 2^(shift - 31) is (0, 0): |accumulator| < 2^31 (the overflow proof) times
+# the multiplier is below half an output step, so the exact product rounds to 0 as well.
+MULTIPLIER_UNDERFLOW = 2.0 ** -32
+
+
+def fixed_point_multiplier(real):
+    """(m0, shift) for one real multiplier >= 0 under the rules above: multipliers from 256 up
+    become 256 (the same int8 results), those below 2^-32 become (0, 0). Raises ValueError
+    for a negative or non-finite value (requant_multipliers turns it into a
+    QuantizationError naming the layer)."""
+    real = float(real)
+    if not np.isfinite(real) or real < 0:
+        raise ValueError(f"real multiplier {real!r} is not finite and >= 0")
+    return quantize_multiplier(min(real, MULTIPLIER_SATURATES))
+
+
+def left_shift_of(real):
+    """The left shift (>= 0) the requantization of ``real`` applies to the accumulator."""
+    return max(fixed_point_multiplier(real)[1], 0)
+
+
 def requant_multipliers(real, where):
-    """Fixed-point (m0 int32, shift int32) arrays for an array of positive real multipliers."""
+    """Fixed-point (m0 int32, shift int32) arrays for an array of positive real multipliers.
+
+    Every finite multiplier >= 0 has one (see fixed_point_multiplier: >= 256 saturates
+    exactly as 256 does, < 2^-32 is 0); a multiplier that is not finite or negative (damaged
+    weights or scales) is a QuantizationError naming ``where``, never a bare ValueError."""
     real = np.atleast_1d(np.asarray(real, np.float64))
-    out = [quantize_multiplier(float(r)) for r in real]
+    bad = ~np.isfinite(real) | (real < 0)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise QuantizationError(f"{where}: requantization factor {real[i]!r} (channel {i}) is not "
+                                "a finite non-negative number; are its weights or ranges finite?")
+    try:
+        out = [fixed_point_multiplier(r) for r in real]
+    except ValueError as e:          # cannot happen for the values checked above
+        raise QuantizationError(f"{where}: {e}") from None
     m0 = np.array([m for m, _ in out], np.int32)
     shift = np.array([s for _, s in out], np.int32)
-    if np.any(shift > 30):
-        raise QuantizationError(f"{where}: requantization factor {real.max():.3g} is too large "
-                                "to represent as a fixed-point multiplier")
     return m0, shift
+
+
+# ---- weights, bias and multipliers of one layer, with dead channels widened -------------------
+
+ACC_INPUT_MAX = 128          # the kernels multiply raw int8 codes: |x_q| <= 128
+ACC_LIMIT = 2 ** 31          # the overflow proof: worst |accumulator| << left shift < 2^31
+WIDEN_TARGET = 2 ** 30       # a widened channel keeps one bit of that as headroom
+MAX_WIDENING_STEPS = 400     # doublings of a weight scale before giving up (2^400: none is that far)
+
+
+@dataclass(frozen=True)
+class WidenedChannel:
+    """One output channel whose weight scale was widened so that its int32 bias fits with an
+    overflow proof (see quantize_channels)."""
+    channel: int
+    natural_scale: float     # max|w| / 127 (or the clipped scale); 0.0 for all-zero weights
+    scale: float             # the widened weight scale, real units per weight step
+    bias: float             # the channel's real bias (BatchNorm folded in)
+
+
+@dataclass
+class ChannelQuant:
+    """A layer quantized per output channel: what its Step needs, and what was widened."""
+    w_q: np.ndarray          # int8 [C, ...], in [-127, 127]
+    scale: np.ndarray        # float64 [C]: weight scale per channel
+    bias: np.ndarray         # int32 [C]: bias codes at input_scale * scale, -x_zp * sum w_q folded in
+    m0: np.ndarray           # int32 [C]
+    shift: np.ndarray        # int32 [C]
+    widened: tuple           # WidenedChannel records, by channel
+
+
+def nearest_codes(flat, scale):
+    """Symmetric int8 codes of weight rows ``flat`` [C, K] at per-row ``scale`` [C]."""
+    return np.clip(round_half_away(flat / scale[:, None]), -WEIGHT_MAX, WEIGHT_MAX)
+
+
+def channel_worst(codes, b, scale, x_qp, y_qp):
+    """The overflow proof's worst |accumulator| << left shift of one channel (float; compare
+    with ACC_LIMIT): codes [K], real bias b, weight scale ``scale``."""
+    b_q = float(round_half_away(b / (x_qp.scale * scale)))
+    b_eff = b_q - x_qp.zero_point * float(codes.sum())
+    worst = abs(b_eff) + ACC_INPUT_MAX * float(np.abs(codes).sum())
+    return worst * 2.0 ** left_shift_of(x_qp.scale * scale / y_qp.scale)
+
+
+def widened_scale(row, b, natural, x_qp, y_qp, where, channel):
+    """The weight scale for one channel whose bias does not fit at ``natural`` (real bias
+    ``b``, weights ``row`` [K]): the scale, doubled from the one at which the bias takes a
+    quarter of int32 (or from ``natural`` if larger), at which the overflow proof holds with
+    a bit to spare. The weights then round to 0 or to small codes, and the channel outputs
+    its bias: what the float layer computes, to within rounding."""
+    start = abs(b) / (x_qp.scale * (WIDEN_TARGET / 2))
+    s = max(natural, start)
+    for _ in range(MAX_WIDENING_STEPS):
+        if channel_worst(nearest_codes(row[None], np.array([s]))[0], b, s, x_qp, y_qp) <= WIDEN_TARGET:
+            return s
+        s *= 2.0
+    raise QuantizationError(f"{where}: channel {channel} (bias {b:.6g}) cannot be given an int32 "
+                            "bias with an overflow proof at any weight scale")
+
+
+def needs_widening(row, b, natural, x_qp, y_qp):
+    """Whether a channel's weight scale must be widened for its bias: its weights are all 0
+    and its bias is not (any scale represents it; the widest that keeps the bias exact is
+    taken), or its overflow proof fails at ``natural`` because of the bias (the proof holds
+    without it; a proof broken by the weights alone is the overflow check's to report)."""
+    if natural == 0.0:
+        return b != 0.0
+    codes = nearest_codes(row[None], np.array([natural]))[0]
+    if channel_worst(codes, b, natural, x_qp, y_qp) < ACC_LIMIT:
+        return False
+    return channel_worst(codes, 0.0, natural, x_qp, y_qp) < ACC_LIMIT
+
+
+def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=None,
+                      round_codes=None):
+    """Weights, int32 bias and requantization multipliers of a layer with one weight row per
+    output channel: y[c] = x . rows[c] + bias[c], input ``x_qp``, output ``y_qp``.
+
+    rows: float [C, ...] (output channel first); bias: float [C] or None. Weight scales are
+    max|w| / 127 per channel (quantize_weights; per_channel, clipping), except for a channel
+    whose bias cannot be held: one with all-zero weights and a non-zero bias, or whose int32
+    bias would not fit with an overflow proof (|bias_eff| + 128 * sum|w_q|, times 2^left
+    shift, below 2^31; bias_eff with the input zero-point term -x_zp * sum w_q folded in).
+    Real networks have such channels: filters whose weights decayed to ~1e-34 while their bias
+    (after BatchNorm folding) is ~0.5. Their weight scale is widened (widened_scale) until the
+    proof holds with a bit to spare, so their weights round to 0 or to small codes and they
+    output their bias; they are listed in ``widened``.
+    round_codes: optional callable(rows [C, K], scale [C]) -> codes [C, K] (adaptive
+        rounding) at the final scales; a widened channel keeps them only while its proof
+        still holds, and invalid codes (not finite, beyond 127) are never taken.
+    Raises QuantizationError naming ``where`` for non-finite weights or bias, or a bias beyond
+    int32 that widening cannot help (the weights alone break the proof).
+    """
+    rows = np.asarray(rows, np.float64)
+    c = rows.shape[0]
+    flat = rows.reshape(c, -1)
+    bias = np.zeros(c) if bias is None else np.asarray(bias, np.float64).reshape(c)
+    if not np.all(np.isfinite(flat)):
+        raise QuantizationError(f"{where}: its weights are not all finite")
+    if not np.all(np.isfinite(bias)):
+        raise QuantizationError(f"{where}: its bias is not all finite")
+    _, scale = quantize_weights(flat, per_channel=per_channel, clipping=clipping)
+    absmax = np.abs(flat).max(axis=1) if flat.shape[1] else np.zeros(c)
+    natural = np.where(absmax > 0, scale, 0.0)
+    widened = []
+    for i in range(c):
+        if needs_widening(flat[i], bias[i], natural[i], x_qp, y_qp):
+            scale[i] = widened_scale(flat[i], bias[i], natural[i], x_qp, y_qp, where, i)
+            widened.append(WidenedChannel(i, float(natural[i]), float(scale[i]), float(bias[i])))
+    codes = nearest_codes(flat, scale)
+    if round_codes is not None:
+        adaptive = round_codes(flat, scale)
+        if adaptive is not None and np.all(np.isfinite(adaptive)) and np.all(np.abs(adaptive) <= WEIGHT_MAX):
+            for w in widened:
+                # a widened channel keeps its nearest codes if the adaptive ones break its proof
+                if channel_worst(adaptive[w.channel], w.bias, w.scale, x_qp, y_qp) > WIDEN_TARGET:
+                    adaptive[w.channel] = codes[w.channel]
+            codes = adaptive
+    w_q = codes.astype(np.int8)
+    b_q = quantize_bias(bias, x_qp.scale * scale, where)
+    b_eff = b_q - x_qp.zero_point * w_q.astype(np.int64).sum(axis=1)
+    if np.any(np.abs(b_eff) > INT32_MAX):
+        i = int(np.argmax(np.abs(b_eff)))
+        raise OverflowRiskError(f"{where}: the int32 bias of channel {i} with the input "
+                                "zero-point term folded in does not fit int32")
+    m0, shift = requant_multipliers(x_qp.scale * scale / y_qp.scale, where)
+    return ChannelQuant(w_q.reshape(rows.shape), scale, b_eff.astype(np.int32), m0, shift,
+                        tuple(widened))
 
 
 def activation_bounds(clamp, out_qp):

@@ -11,7 +11,7 @@ from .bias_correction import correct_bias
 from .calibrate import DEFAULT_BATCH, calibrated_ranges, collect_statistics
 from .datafree import datafree_ranges, datafree_statistics
 from .histogram import DEFAULT_BINS
-from .qparams import qparams_from_range, quantize_weights
+from .qparams import qparams_from_range, quantize_channels
 from .ranges import DEFAULT_PERCENTILE, METHODS
 from .rounding import round_rows, row_groups
 
@@ -86,22 +86,24 @@ class QuantContext:
         self.qp = {}
         self.shared = shared_ranges(graph, ranges)
 
-    def quantize_weights(self, node, w):
-        """Symmetric int8 weights of ``node``, ``w`` [C, ...] with the output channel first
-        (see qparams.quantize_weights): scales by max |w| (or MSE clipping), codes rounded to
-        nearest, or adaptively (fixnet.quant.rounding) when the layer's input moment is known."""
-        w_q, scale = quantize_weights(w, per_channel=self.per_channel, clipping=self.weight_clipping)
-        m = self.moments.get(node.name)
+    def quantize_channels(self, node, rows, bias, per_channel=None, adaptive=True):
+        """Weights, int32 bias and multipliers of ``node`` (qparams.quantize_channels) from
+        weight rows [C, ...] (output channel first) and bias [C] (or None), between its input
+        and output qparams: scales by max |w| (or MSE clipping), widened for channels whose
+        bias cannot be held otherwise (dead filters); codes rounded to nearest, or adaptively
+        (fixnet.quant.rounding) at those scales when the layer's input moment is known.
+        Keeps (w_q, scale) for bias correction and returns the ChannelQuant."""
+        m = self.moments.get(node.name) if adaptive else None
+        round_codes = None
         if m is not None and m.count:
-            c = w_q.shape[0]
-            codes = round_rows(np.asarray(w, np.float64).reshape(c, -1), scale, m.moment,
-                               row_groups(node, c))
-            # adaptive codes are only taken when they are valid weights; otherwise (a moment
-            # that is not finite) the nearest rounding stays
-            if np.all(np.isfinite(codes)) and np.all(np.abs(codes) <= 127):
-                w_q = codes.astype(np.int8).reshape(w_q.shape)
-        self.weights[node.name] = (w_q, scale)
-        return w_q, scale
+            def round_codes(flat, scale):
+                return round_rows(flat, scale, m.moment, row_groups(node, flat.shape[0]))
+        cq = quantize_channels(rows, bias, self.qparams(node.inputs[0]), self.qparams(node.outputs[0]),
+                               node.describe(),
+                               per_channel=self.per_channel if per_channel is None else per_channel,
+                               clipping=self.weight_clipping, round_codes=round_codes)
+        self.weights[node.name] = (cq.w_q, cq.scale)
+        return cq
 
     def preferred_qparams(self, tensor):
         """QParams for a tensor from calibration: the range of its group (see shared_ranges)."""
