@@ -12,6 +12,40 @@ def _multiplier(m0, shift):
     return np.asarray(m0, np.float64) * np.exp2(np.asarray(shift, np.float64) - 31.0)
 
 
+def weight_rows(step):
+    """A weighted step's int8 weights as rows [C, K], one per output channel (the op's own
+    layouts: dense/conv [C, ...], depthwise [KH, KW, C*M], affine [C])."""
+    w_q = step.w_q
+    if step.op == "depthwise_conv2d":
+        return w_q.reshape(-1, w_q.shape[-1]).T
+    if step.op == "affine":
+        return w_q.reshape(-1, 1)
+    return w_q.reshape(w_q.shape[0], -1)
+
+
+def effective_weight_scale(step, tensors):
+    """Per output channel, the weight scale the step's multiplier really applies:
+    M[c] * s_out / s_in (float64 [C])."""
+    s_in = tensors[step.inputs[0]].qparams.scale
+    s_out = tensors[step.outputs[0]].qparams.scale
+    return _multiplier(step.m0, step.shift) * s_out / s_in
+
+
+def zero_weight_channels(step, tensors):
+    """[(channel, weight scale, real bias)] of the channels of a weighted step whose int8
+    weights are all 0 while its bias is not: channels that output a constant (dead filters
+    whose weight scale was widened for their bias, see qparams.quantize_channels). Derived
+    from the integers alone, so it works for a model read from a .fxn file too."""
+    if getattr(step, "w_q", None) is None or not hasattr(step, "m0"):
+        return []
+    rows = weight_rows(step).astype(np.int64)
+    s_in = tensors[step.inputs[0]].qparams.scale
+    s_w = effective_weight_scale(step, tensors)
+    dead = ~rows.any(axis=1) & (step.bias != 0)          # all-zero rows: no zero-point term in bias
+    return [(int(c), float(s_w[c]), float(step.bias[c]) * s_in * float(s_w[c]))
+            for c in np.flatnonzero(dead)]
+
+
 def step_weights(step, tensors):
     """{"kernel": ..., "bias": ...} in Keras's layout for a dense/conv/depthwise/affine step,
     or None for steps without weights."""
@@ -20,8 +54,7 @@ def step_weights(step, tensors):
         return None
     s_in = tensors[step.inputs[0]].qparams.scale
     x_zp = tensors[step.inputs[0]].qparams.zero_point
-    s_out = tensors[step.outputs[0]].qparams.scale
-    s_w = _multiplier(step.m0, step.shift) * s_out / s_in            # per output channel
+    s_w = effective_weight_scale(step, tensors)                      # per output channel
     w = w_q.astype(np.float64)
     if step.op == "depthwise_conv2d":                                  # [KH, KW, C*M]
         kernel = w * s_w

@@ -70,11 +70,13 @@ class ErrorReport:
     - weight_range_use: mean over output channels of max|w_q| / 127 (1.0 = full int8 range).
     """
 
-    def __init__(self, records):
+    def __init__(self, records, widened=()):
         self.records = records
+        self.widened = list(widened)
 
     def to_dict(self):
-        return {"layers": [dict(r) for r in self.records]}
+        return {"layers": [dict(r) for r in self.records],
+                "widened_channels": [dict(r) for r in self.widened]}
 
     def __iter__(self):
         return iter(self.records)
@@ -88,9 +90,38 @@ class ErrorReport:
         rows = [(r["layer"], r["op"], f(r["sqnr_db"], ".1f"), f(100 * r["clipped"], ".3f") if r["clipped"] is not None else "",
                  r["saturated"], f(r["headroom_bits"], ".1f"), f(r["weight_range_use"], ".2f"))
                 for r in self.records]
-        return render_table("quantization error by layer",
+        text = render_table("quantization error by layer",
                             ["layer", "op", "SQNR dB", "clipped %", "saturated", "headroom bits",
                              "weight range use"], rows)
+        if not self.widened:
+            return text
+        wrows = [(r["layer"], r["op"], r["channel"], f(r["natural_scale"], ".3g"),
+                  f(r["scale"], ".3g"), f(r["bias"], ".6g")) for r in self.widened]
+        return text + "\n\n" + render_table(
+            "channels whose weight scale was widened to hold their bias (they output ~their bias)",
+            ["layer", "op", "channel", "weight scale", "widened scale", "bias"], wrows)
+
+
+def widened_channels(qm):
+    """Records {layer, op, channel, natural_scale, scale, bias, derived} of the channels whose
+    weight scale quantize() widened for their bias (qparams.quantize_channels): from the
+    steps' ``widened`` when the model was quantized in this process; for a model read from a
+    .fxn file (which stores only the integers), derived from them: the channels whose int8
+    weights are all 0 while their bias is not (natural_scale None, derived True). A widened
+    channel whose weights kept small non-zero codes cannot be told apart there and is not
+    listed."""
+    from .dequantize import zero_weight_channels
+    out = []
+    for s in qm.steps:
+        if "widened" in vars(s):
+            out += [{"layer": s.layer, "op": s.op, "channel": w.channel,
+                     "natural_scale": w.natural_scale, "scale": w.scale, "bias": w.bias,
+                     "derived": False} for w in s.widened]
+        else:
+            out += [{"layer": s.layer, "op": s.op, "channel": c, "natural_scale": None,
+                     "scale": scale, "bias": bias, "derived": True}
+                    for c, scale, bias in zero_weight_channels(s, qm.tensors)]
+    return out
 
 
 def error_report(qm, float_graph, x):
@@ -137,4 +168,4 @@ def error_report(qm, float_graph, x):
                         "max_abs_accumulator": c["max_abs_accumulator"],
                         "headroom_bits": None if b is None else round(b.headroom_bits, 2),
                         "weight_range_use": use, "scale": qp.scale, "zero_point": qp.zero_point})
-    return ErrorReport(records)
+    return ErrorReport(records, widened_channels(qm))

@@ -138,38 +138,59 @@ def _set_bias(path, layer, dataset, value):
         ds[...] = b
 
 
-def test_overflow_risk_names_the_layer(copy_fixture):
-    # a bias so large that |bias_q| alone is close to 2^31: the worst-case accumulator cannot
-    # be proven to stay inside int32
-    p = copy_fixture("mlp_seq_tfk2")
+def _wide_dense_graph(k=300, c=4):
+    """x [k] -> Dense(k -> c) with every weight 1.0 and no bias."""
+    from fixnet.graph import Graph, Node
+    w = {"kernel": np.ones((k, c)), "bias": np.zeros(c)}
+    node = Node("wide", "dense", ["x"], ["y"], {}, w, "wide", "Dense")
+    return Graph(["x"], ["y"], [node], {"x": (k,), "y": (c,)})
+
+
+def test_overflow_risk_names_the_layer():
+    # weights whose worst case alone breaks the proof: 300 inputs, every code 127, and an
+    # output range so narrow that the multiplier saturates (left shift 9):
+    # 128 * 127 * 300 * 2^9 > 2^31. Widening is for biases; this is the overflow check's.
+    from fixnet.quant.quantizer import build_quantized_model
+    g = _wide_dense_graph()
+    ranges = {"x": (-1.0, 1.0), "y": (-1e-5, 1e-5)}
+    with pytest.raises(fixnet.OverflowRiskError, match=r"layer 'wide'.*channel 0"):
+        build_quantized_model(g, ranges)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        qm = build_quantized_model(g, ranges, on_overflow_risk="warn")
+    assert any("wide" in str(x.message) for x in w)
+    rep = qm.overflow_report()
+    assert not rep.proven
+    bad = [r for r in rep if not r["proven"]]
+    assert [r["layer"] for r in bad] == ["wide"] and bad[0]["headroom_bits"] <= 0
+    assert "NO" in str(rep)
+    assert qm.steps[0].widened == ()
+
+
+def test_bias_near_or_beyond_int32_widens_the_channel(copy_fixture):
+    # a bias of 2^31 - 1000 steps (fits int32, but the proof fails) or of 1e9 (beyond int32):
+    # the channel's weight scale is widened, the model quantizes with a proof, the report
+    # lists the channel, and the int8 network follows the float one (class 3 everywhere)
     d = fixture_data("mlp_seq_tfk2")
-    fm = fixnet.load(p)
+    fm = fixnet.load(fixture_path("mlp_seq_tfk2"))
     qm = fm.quantize(d["x_calib"])
     s = qm.steps[2]                                      # dense_2, 32 -> 10
     kernel = fm.graph.nodes[-2].weights["kernel"]
     in_scale = qm.tensors[s.inputs[0]].qparams.scale
     w_scale = np.abs(kernel[:, 3]).max() / 127
-    _set_bias(p, "dense_2", "dense_2/bias:0", (2 ** 31 - 1000) * in_scale * w_scale)
-    fm = fixnet.load(p)
-    with pytest.raises(fixnet.OverflowRiskError, match=r"layer 'dense_2'.*channel 3"):
-        fm.quantize(d["x_calib"])
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        qm = fm.quantize(d["x_calib"], on_overflow_risk="warn")
-    assert any("dense_2" in str(x.message) for x in w)
-    rep = qm.overflow_report()
-    assert not rep.proven
-    bad = [r for r in rep if not r["proven"]]
-    assert [r["layer"] for r in bad] == ["dense_2"] and bad[0]["headroom_bits"] <= 0
-    assert "NO" in str(rep)
-
-
-def test_bias_beyond_int32_is_a_quantization_error(copy_fixture):
-    p = copy_fixture("mlp_seq_tfk2")
-    d = fixture_data("mlp_seq_tfk2")
-    _set_bias(p, "dense_2", "dense_2/bias:0", 1e9)
-    with pytest.raises(fixnet.QuantizationError, match=r"dense_2.*channel 3"):
-        fixnet.load(p).quantize(d["x_calib"])
+    for value in ((2 ** 31 - 1000) * in_scale * w_scale, 1e9):
+        p = copy_fixture("mlp_seq_tfk2")
+        _set_bias(p, "dense_2", "dense_2/bias:0", value)
+        fm = fixnet.load(p)
+        qm = fm.quantize(d["x_calib"])
+        assert qm.overflow_report().proven
+        (w,) = qm.steps[2].widened
+        assert w.channel == 3 and w.bias == pytest.approx(value) and w.scale > w.natural_scale
+        rep = qm.report(d["x_test"][:20]).to_dict()
+        assert [(r["layer"], r["channel"]) for r in rep["widened_channels"]] == [("dense_2", 3)]
+        x = d["x_test"]
+        assert np.all(fm.predict(x).argmax(1) == 3)      # the float network: class 3 always
+        assert np.all(qm.predict(x).argmax(1) == 3)
 
 
 def test_overflow_report_structure(seq):

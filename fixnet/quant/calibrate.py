@@ -188,6 +188,7 @@ class Observer:
         self.readers = {}
         self.lattices = {t: InputLattice() for t in graph.inputs}
         users = graph.consumers()
+        self.producers = {t: n for n in graph.nodes for t in n.outputs}
         for n in graph.nodes:
             if n.op == "softmax" and len(users.get(n.inputs[0], [])) == 1 \
                     and n.inputs[0] not in graph.outputs:
@@ -199,6 +200,13 @@ class Observer:
     def __call__(self, tensor, value):
         if value.size == 0:
             return
+        if not np.all(np.isfinite(value)):
+            # finite inputs (checked) made a NaN or infinity: the weights that produced it are
+            # not finite, or so large that float64 overflows
+            producer = self.producers.get(tensor)
+            who = producer.describe() if producer is not None else f"tensor '{tensor}'"
+            raise CalibrationError(f"{who}: its output on the calibration data holds NaN or "
+                                   "infinity (are its weights finite and of sensible size?)")
         st = self.stats.get(tensor)
         if st is None:
             st = self.stats[tensor] = TensorStats(self.nbins)

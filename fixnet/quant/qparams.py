@@ -50,7 +50,10 @@ def qparams_from_range(lo, hi):
     if hi - lo < 1e-12:            # a tensor that is always 0: any scale represents it
         return QParams(1.0 / 255.0, INT8_MIN)
     # scales are stored as float32, as TFLite stores them, so both quantize alike
-    scale = float(np.float32((hi - lo) / 255.0))
+    with np.errstate(over="ignore"):
+        scale = float(np.float32((hi - lo) / 255.0))
+    if not np.isfinite(scale):
+        raise QuantizationError(f"range [{lo:.3g}, {hi:.3g}] is too wide for a float32 scale")
     zp = int(np.clip(round_half_away(INT8_MIN - lo / scale), INT8_MIN, INT8_MAX))
     return QParams(scale, zp)
 
@@ -268,7 +271,10 @@ def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=
     if not np.all(np.isfinite(bias)):
         raise QuantizationError(f"{where}: its bias is not all finite")
     _, scale = quantize_weights(flat, per_channel=per_channel, clipping=clipping)
-    absmax = np.abs(flat).max(axis=1) if flat.shape[1] else np.zeros(c)
+    # 0.0 where quantize_weights had no weight to scale (all zero: it picks 1.0)
+    absmax = np.abs(flat).max(axis=1) if flat.size else np.zeros(c)
+    if not per_channel:
+        absmax = np.full(c, absmax.max() if c else 0.0)
     natural = np.where(absmax > 0, scale, 0.0)
     widened = []
     for i in range(c):

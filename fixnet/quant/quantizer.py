@@ -3,7 +3,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import CalibrationError, OverflowRiskError
+from ..errors import CalibrationError, OverflowRiskError, QuantizationError
 from ..ops import op_for
 from ..passes import optimize
 from ..runtime import QuantizedModel, TensorSpec
@@ -109,7 +109,7 @@ class QuantContext:
         """QParams for a tensor from calibration: the range of its group (see shared_ranges)."""
         if tensor not in self.shared:
             raise CalibrationError(f"tensor '{tensor}' was never seen during calibration")
-        return qparams_from_range(*self.shared[tensor])
+        return self._from_range(tensor, self.shared[tensor])
 
     def qparams(self, tensor):
         return self.qp[tensor]
@@ -118,7 +118,15 @@ class QuantContext:
         """QParams from the tensor's own calibrated range only."""
         if tensor not in self.ranges:
             raise CalibrationError(f"tensor '{tensor}' was never seen during calibration")
-        return qparams_from_range(*self.ranges[tensor])
+        return self._from_range(tensor, self.ranges[tensor])
+
+    def _from_range(self, tensor, lo_hi):
+        try:
+            return qparams_from_range(*lo_hi)
+        except QuantizationError as e:          # a range that is not finite: name the layer
+            node = self.graph.producers().get(tensor)
+            who = f"{node.describe()}, output '{tensor}'" if node is not None else f"input '{tensor}'"
+            raise QuantizationError(f"{who}: {e}") from None
 
     def shape(self, tensor):
         return self.graph.shapes[tensor]
