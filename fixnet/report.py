@@ -67,7 +67,10 @@ class ErrorReport:
     - saturated: outputs the int8 clamp cut (checked execution's count);
     - max_abs_accumulator and headroom_bits: the largest int32 accumulator seen, and the static
       proof's headroom (bits below 2^31 in the worst case over all inputs);
-    - weight_range_use: mean over output channels of max|w_q| / 127 (1.0 = full int8 range).
+    - weight_range_use: mean over output channels of max|w_q| / 127 (1.0 = full int8 range);
+    and, in ``widened`` (``to_dict()["widened_channels"]``, a second table when printed), the
+    channels whose weight scale quantize() widened to hold their bias (dead filters; see
+    widened_channels).
     """
 
     def __init__(self, records, widened=()):

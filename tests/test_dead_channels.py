@@ -359,3 +359,23 @@ def test_output_range_far_below_the_product_of_scales_saturates_without_error():
     assert np.all(s.shift <= 30)
     x = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(qm.predict(x, output="int8"), qm.predict_oracle(x))
+
+
+def test_a_dead_affine_channel_is_widened_too():
+    # a BatchNormalization with nothing to fold into becomes an affine step: a channel whose
+    # scale decayed to 1e-34 with offset 0.5 outputs 0.5
+    node = Node("bn", "affine", ["x"], ["y"], {}, {"scale": np.array([1e-34, 1.5, 0.0]),
+                                                  "offset": np.array([0.5, -0.2, 0.3])}, "bn",
+                "BatchNormalization")
+    g = Graph(["x"], ["y"], [node], {"x": (4, 3), "y": (4, 3)})
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-1, 1, (40, 4, 3)).astype(np.float32)
+    qm = quantize_graph(g, x, progress=False)
+    (s,) = qm.steps
+    assert [w.channel for w in s.widened] == [0, 2]
+    assert qm.overflow_report().proven
+    y = qm.predict(x)
+    ref = x.astype(np.float64) * [1e-34, 1.5, 0.0] + [0.5, -0.2, 0.3]
+    step = qm.tensors["y"].qparams.scale
+    assert np.abs(y - ref).max() <= step
+    np.testing.assert_array_equal(qm.predict(x, output="int8"), qm.predict_oracle(x))

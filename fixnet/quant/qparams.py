@@ -222,6 +222,8 @@ def widened_scale(row, b, natural, x_qp, y_qp, where, channel):
     start = abs(b) / (x_qp.scale * (WIDEN_TARGET / 2))
     s = max(natural, start)
     for _ in range(MAX_WIDENING_STEPS):
+        if not np.isfinite(x_qp.scale * s / y_qp.scale):
+            break
         if channel_worst(nearest_codes(row[None], np.array([s]))[0], b, s, x_qp, y_qp) <= WIDEN_TARGET:
             return s
         s *= 2.0

@@ -7,8 +7,10 @@ smooth image. ``adaptive`` rounding minimises the expected squared output error 
 H = E[x x^T] the second moment of the layer's input (patches) over the calibration data, by
 rounding one input column at a time and spreading its error over the columns not yet rounded
 (the optimal-brain-quantization update of GPTQ, Frantar et al., ICLR 2023). The scales (and so
-the numeric contract: symmetric int8 in [-127, 127], per output channel) do not change; only the
-choice between the two codes around each weight does, mostly.
+the numeric contract: symmetric int8 in [-127, 127], per output channel) do not change: codes
+are chosen at the scales qparams.quantize_channels settled on, widened ones included (which
+keeps a widened channel's codes only while its overflow proof holds); only the choice between
+the two codes around each weight does, mostly.
 
 H is accumulated during the one calibration pass: K x K numbers per input group of each layer
 (K = kernel taps x input channels of a group), whatever the amount of data. Layers with more
