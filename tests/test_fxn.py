@@ -71,15 +71,13 @@ def test_fixture_list_covers_every_family():
 def test_predictions_bit_identical_after_reload(saved):
     name, qm, x, path, loaded = saved
     assert isinstance(loaded, QuantizedModel)
-    for a, b in zip(_outs(qm.predict(x, output="int8")), _outs(loaded.predict(x, output="int8"))):
-        assert a.dtype == b.dtype == np.int8
-        np.testing.assert_array_equal(a, b, err_msg=name)
-    for a, b in zip(_outs(qm.predict(x)), _outs(loaded.predict(x))):
-        assert a.dtype == b.dtype == np.float32
-        np.testing.assert_array_equal(a, b, err_msg=name)
     x1 = [v[:1] for v in x] if isinstance(x, list) else x[:1]       # another arena size
-    for a, b in zip(_outs(qm.predict(x1, output="int8")), _outs(loaded.predict(x1, output="int8"))):
-        np.testing.assert_array_equal(a, b, err_msg=name)
+    for xb, output, dtype in ((x, "int8", np.int8), (x, "float32", np.float32), (x1, "int8", np.int8)):
+        before, after = _outs(qm.predict(xb, output=output)), _outs(loaded.predict(xb, output=output))
+        assert len(before) == len(after) == len(qm.outputs), name
+        for a, b in zip(before, after):
+            assert a.dtype == b.dtype == dtype
+            np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def _same(a, b, where):

@@ -39,8 +39,9 @@ def _outs(v):
 
 def test_float_path_matches_keras(case):
     name, d, fm, _, xs = case
-    got = _outs(fm.predict(xs[0] if len(xs) == 1 else xs))
-    for g, ref in zip(got, as_list(d, "keras_float")):
+    got, refs = _outs(fm.predict(xs[0] if len(xs) == 1 else xs)), as_list(d, "keras_float")
+    assert len(got) == len(refs) == len(d["keras_output_names"])
+    for g, ref in zip(got, refs):
         assert g.shape == ref.shape
         err = np.abs(g.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30)
         assert err <= 1e-5, f"{name}: max error {err:.2e} relative to the output's magnitude"
@@ -130,9 +131,11 @@ def test_int8_agreement_and_sqnr_versus_tflite(case):
 
 
 def test_kernels_bit_exact_with_oracle(case):
-    _, _, _, qm, xs = case
+    _, d, _, qm, xs = case
     x = xs[0][:16] if len(xs) == 1 else [v[:16] for v in xs]
-    for a, b in zip(_outs(qm.predict(x, output="int8")), _outs(qm.predict_oracle(x))):
+    kernels, oracle = _outs(qm.predict(x, output="int8")), _outs(qm.predict_oracle(x))
+    assert len(kernels) == len(oracle) == len(d["keras_output_names"])
+    for a, b in zip(kernels, oracle):
         np.testing.assert_array_equal(a, b)
 
 
