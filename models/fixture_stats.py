@@ -337,8 +337,20 @@ def extended_readme():
     parts = [EXTENDED_HEAD, CNN_TEXT, cnn_section(mc.MODELS, mc.ARCH, mc.TRAIN), LAYER_TEXT,
              layer_section(ml.GROUPS, ml.DESCRIPTION), ACT_TEXT, activation_table(),
              md.readme_section(),
-             FORMATS_TEXT + "\n".join(_files(files)), NOTES_TEXT]
+             FORMATS_TEXT + "\n".join(_files(files)), RESIZE_TEXT, NOTES_TEXT]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+
+RESIZE_TEXT = """
+## Bilinear resize goldens
+
+`resize_bilinear_goldens.npz`, written by `make_resize_goldens.py` (Keras 3 / TensorFlow):
+8 small cases (1-pixel axes, factor 1, odd and even factors, non-square) of
+`tf.image.resize(x, (h * sh, w * sw), method="bilinear")` (half-pixel centres) on N(0, 1)
+inputs and on int8 codes, and Keras's `UpSampling2D(size, interpolation="bilinear")` on the
+same inputs (identical to `tf.image.resize` here). The tests check fixnet's bilinear taps, its
+float reference and its integer oracle against them (tests/test_resize_and_transpose.py).
+"""
 
 
 NOTES_TEXT = """

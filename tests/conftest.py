@@ -37,14 +37,25 @@ def edit_config(path, edit):
         f.attrs["model_config"] = json.dumps(edit(cfg))
 
 
-def as_list(d, key):
-    """Fixture arrays stored as ``key`` (one tensor) or ``key_0, key_1, ...`` (several)."""
+def by_index(d, key):
+    """{i: array} of the fixture arrays stored as ``key`` ({0: it}: one tensor) or ``key_<i>``
+    (several; an index may be missing, e.g. an output TFLite's model left out)."""
     if key in d:
-        return [d[key]]
-    out = []
-    while f"{key}_{len(out)}" in d:
-        out.append(d[f"{key}_{len(out)}"])
-    return out
+        return {0: d[key]}
+    prefix = key + "_"
+    return {int(k[len(prefix):]): d[k] for k in d
+            if k.startswith(prefix) and k[len(prefix):].isdigit()}
+
+
+def as_list(d, key):
+    """Fixture arrays stored as ``key`` (one tensor) or ``key_0, key_1, ...`` (several), in
+    order. A gap in the indices is an error, never a shorter list: use by_index where
+    arrays may be missing."""
+    found = by_index(d, key)
+    missing = sorted(set(range(max(found, default=-1) + 1)) - set(found))
+    if missing:
+        raise KeyError(f"{key}: indices {missing} missing (of {sorted(found)}); use by_index")
+    return [found[i] for i in range(len(found))]
 
 
 def sqnr_db(ref, test):
@@ -54,23 +65,24 @@ def sqnr_db(ref, test):
     return float("inf") if noise == 0 else 10.0 * np.log10(np.sum(ref ** 2) / noise)
 
 
-# Known gaps against the issue bars, listed here so they stay visible (see the issue notes).
-# They run, and are reported as xfail/xpass; none is hidden.
-KNOWN_GAPS = {}
+def pytest_report_header(config):
+    """Which fixnet is tested, which kernel builds it has, which this CPU runs, which is in use."""
+    import fixnet
+    import fixnet._kernels as k
+    built = [n for n in k.ISA_PREFERENCE + ("baseline",) if k.is_built(n)]
+    return [f"fixnet: {os.path.dirname(fixnet.__file__)}",
+            f"fixnet kernel builds: built {', '.join(built)}; runnable here "
+            f"{', '.join(k.available_builds())}; in use {k.ISA}"
+            + (f" (FIXNET_ISA={os.environ['FIXNET_ISA']})" if os.environ.get("FIXNET_ISA") else "")]
 
-# Bars that hold here but are decided by one test sample, so that a platform's float rounding
-# could flip them. They run; a pass is reported as xpass, a failure as xfail (not hidden).
-ONE_SAMPLE_BARS = {
-    "test_model_fixtures.py::test_int8_agreement_and_sqnr_versus_tflite[mobilenetv2_tfk2]":
-        "top-1 agreement 0.9694 vs TFLite's 0.9722 (bar 0.9672) on 360 samples: one sample above "
-        "the bar; ULP-level changes of the calibration data (another CPU's BLAS) move it "
-        "between 0.964 and 0.981, mean 0.973 (SQNR 18.9-22.2 dB vs TFLite's 18.0)",
-}
+
+# Known gaps against the issue bars, listed here so they stay visible (each with its entry in
+# the README's known-gaps list). They run, and are reported as xfail/xpass; none is hidden.
+KNOWN_GAPS = {}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        key = item.nodeid.split("/")[-1]
-        reason = KNOWN_GAPS.get(key) or ONE_SAMPLE_BARS.get(key)
+        reason = KNOWN_GAPS.get(item.nodeid.split("/")[-1])
         if reason:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=False))

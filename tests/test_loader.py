@@ -31,7 +31,7 @@ def test_graph_structure(name):
     fm = fixnet.load(fixture_path(name))
     g = fm.graph
     ops = [n.op for n in g.nodes]
-    assert ops.count("dense") == 3 if "seq" in name else 2
+    assert ops.count("dense") == (3 if "seq" in name else 2)
     assert ops[-1] in ("softmax",)
     assert all(n.layer and n.keras_class for n in g.nodes)
     assert fm.output_shapes == [(10,)]

@@ -7,6 +7,8 @@ convolution, a float bilinear resize); output lengths and padding follow TensorF
 recorded from TensorFlow 2.21 / Keras 3.15). The whole models are checked against real Keras
 files in test_model_fixtures.py (layers_upsampling*, both writers).
 """
+import os
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -19,7 +21,7 @@ from fixnet.graph import Graph, Node
 from fixnet.ops import OPS
 from fixnet.ops.conv_transpose import ZeroInsertStep, plan, transpose_axis
 from fixnet.ops.resize import BilinearUpsampleStep, CropStep, UpsampleStep
-from conftest import edit_config
+from conftest import MODELS, edit_config
 
 SETTINGS = settings(max_examples=200, deadline=None)
 seeds = st.integers(0, 2 ** 32 - 1)
@@ -77,6 +79,84 @@ def test_bilinear_taps_use_half_pixel_centres():
     np.testing.assert_array_equal(w_lo + w_hi, [4, 4, 4, 4])
     x = np.array([0, 4], np.int8).reshape(1, 1, 2, 1)
     np.testing.assert_array_equal(oracle.upsample_bilinear(x, 1, 2)[0, 0, :, 0], [0, 1, 3, 4])
+
+
+def _half_pixel_matrix(n_in, scale):
+    """The linear map of a half-pixel-centre bilinear resize along one axis, written from the
+    definition (TensorFlow's resize with half_pixel_centers=True), in exact fractions:
+    output o reads src = (o + 1/2) * n_in / n_out - 1/2; lower = max(floor(src), 0),
+    upper = min(ceil(src), n_in - 1), and takes (1 - t) * x[lower] + t * x[upper] with
+    t = src - floor(src)."""
+    import math
+    from fractions import Fraction
+    n_out = n_in * scale
+    m = [[Fraction(0)] * n_in for _ in range(n_out)]
+    for o in range(n_out):
+        src = (Fraction(o) + Fraction(1, 2)) * Fraction(n_in, n_out) - Fraction(1, 2)
+        t = src - math.floor(src)
+        lower, upper = max(math.floor(src), 0), min(math.ceil(src), n_in - 1)
+        m[o][lower] += 1 - t
+        m[o][upper] += t
+    return m
+
+
+def _taps_matrix(n_in, scale):
+    from fractions import Fraction
+    lo, hi, w_lo, w_hi = oracle.bilinear_taps(n_in, scale)
+    m = [[Fraction(0)] * n_in for _ in range(n_in * scale)]
+    for o in range(n_in * scale):
+        m[o][int(lo[o])] += Fraction(int(w_lo[o]), 2 * scale)
+        m[o][int(hi[o])] += Fraction(int(w_hi[o]), 2 * scale)
+    return m
+
+
+@pytest.mark.parametrize("n_in", range(1, 10))
+@pytest.mark.parametrize("scale", range(1, 7))
+def test_bilinear_taps_are_the_half_pixel_resize_from_its_definition(n_in, scale):
+    assert _taps_matrix(n_in, scale) == _half_pixel_matrix(n_in, scale)
+
+
+GOLDENS = os.path.join(MODELS, "resize_bilinear_goldens.npz")
+
+
+def _golden_cases():
+    with np.load(GOLDENS) as d:
+        n = len([k for k in d.files if k.startswith("size_")])
+        return [pytest.param({k[:-len(f"_{i}")]: d[k] for k in d.files if k.endswith(f"_{i}")},
+                             id=f"case{i}") for i in range(n)]
+
+
+def _bilinear_float(x, sh, sw):
+    node = Node("up", "upsample", ["x"], ["y"], {"rank": 2, "size": (int(sh), int(sw)),
+                                                "interpolation": "bilinear"})
+    return OPS["upsample"].run_float(node, [x.astype(np.float64)])[0]
+
+
+def test_tf_resize_goldens_cover_edges_and_factors():
+    cases = [p.values[0] for p in _golden_cases()]
+    assert len(cases) >= 8
+    assert any(c["x"].shape[1] == 1 for c in cases) and any(1 in c["size"] for c in cases)
+    assert max(int(c["size"].max()) for c in cases) >= 4
+
+
+@pytest.mark.parametrize("case", _golden_cases())
+def test_bilinear_float_reference_matches_tf_image_resize(case):
+    sh, sw = case["size"]
+    got = _bilinear_float(case["x"], sh, sw)
+    assert got.shape == case["resize"].shape
+    np.testing.assert_allclose(got, case["resize"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, case["keras"], rtol=0, atol=1e-5)    # Keras's UpSampling2D
+
+
+@pytest.mark.parametrize("case", _golden_cases())
+def test_bilinear_integer_oracle_is_tf_image_resize_rounded(case):
+    sh, sw = case["size"]
+    codes = case["codes"].astype(np.int8)
+    q = oracle.upsample_bilinear(codes, int(sh), int(sw)).astype(np.float64)
+    tf_out = case["resize_codes"].astype(np.float64)          # float32 from TF: ~1e-5 off
+    assert np.abs(q - tf_out).max() <= 0.5 + 1e-4
+    away = np.abs(tf_out - np.floor(tf_out) - 0.5) > 1e-4     # not a tie (ties round up)
+    np.testing.assert_array_equal(q[away], np.round(tf_out[away]))
 
 
 @SETTINGS

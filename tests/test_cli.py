@@ -1,0 +1,53 @@
+"""The README's first command, `fixnet demo`, run as a user runs it: the installed console
+script when this Python has one (pip install .), else `python -m fixnet.cli`, in a child
+process; it exits 0 and prints accuracies that are the bundled model's."""
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+
+import fixnet
+
+
+def _demo_command():
+    """The `fixnet` script pip installed for this interpreter, else the module."""
+    script = os.path.join(sysconfig.get_path("scripts"), "fixnet")
+    if os.name != "nt" and os.access(script, os.X_OK):
+        return [script, "demo"]
+    return [sys.executable, "-m", "fixnet.cli", "demo"]
+
+
+def _percentages(text, row):
+    """The percentages printed on the table row labelled ``row``, as fractions."""
+    for line in text.splitlines():
+        if row in line:
+            return [float(v) / 100 for v in re.findall(r"(\d+\.\d+)%", line)]
+    raise AssertionError(f"no row {row!r} in the demo's output:\n{text}")
+
+
+def test_fixnet_demo_runs_and_prints_the_bundled_models_accuracies(tmp_path):
+    # the child imports the fixnet this test imported (the installed one, or this source tree)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fixnet.__file__)))
+    r = subprocess.run(_demo_command(), capture_output=True, text=True, cwd=str(tmp_path),
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "fixnet demo: a Keras" in out and "360 test images, 200 calibration images" in out
+    assert os.path.join(os.path.dirname(fixnet.__file__), "data", "digits_mlp.h5") in out
+
+    d = np.load(os.path.join(os.path.dirname(fixnet.__file__), "data", "digits_mlp.npz"))
+    y, kf, tfl = d["y_test"], d["keras_float"], d["tflite_int8"]
+    acc_keras, acc_tfl = (kf.argmax(1) == y).mean(), (tfl.argmax(1) == y).mean()
+
+    acc_float, acc_int8, acc_tfl_printed = _percentages(out, "test accuracy")
+    assert acc_tfl_printed == round(acc_tfl, 4)               # the stored TFLite results
+    assert acc_float == round(acc_keras, 4)                   # the float path is Keras's
+    assert acc_int8 >= acc_float - 0.01, out                  # int8 within a point of float
+    agree_float, agree_int8, agree_tfl = _percentages(out, "top-1 agreement with Keras float")
+    assert agree_float == 1.0
+    assert agree_int8 >= agree_tfl - 0.005, out
+    assert _percentages(out, "top-1 agreement with TFLite int8")[0] >= 0.99, out
+    assert "int32 overflow proof" in out and "batch-1 latency" in out
