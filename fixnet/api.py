@@ -8,26 +8,35 @@ from .errors import FixnetError, InputDtypeError, InputShapeError
 from .runtime import check_input_array
 
 
-def load(path, weights=None):
+def load(path, weights=None, *, max_memory=None):
     """Read a Keras model into a FloatModel. Never imports TensorFlow, never runs code stored
-    in a file.
+    in a file, never follows a link out of it.
 
     path: a full-model HDF5 file (``model.save("x.h5")``, any Keras from 2.0 to 3), a Keras 3
         ``.keras`` archive, or an architecture JSON (``model.to_json()``) with ``weights``;
         or a fixnet ``.fxn`` file, which gives back the QuantizedModel it holds.
     weights: with a JSON architecture, the weights file (``save_weights``: ``.h5`` or
         ``.weights.h5``).
+    max_memory: the most memory, in bytes (or a string such as "512M", "4G"), the model's
+        declared weights and activations (at batch 1) may need; a file declaring more is
+        refused with a ModelFileError before anything is allocated. Default: the environment
+        variable FIXNET_MAX_MEMORY, else 4 GiB.
+
+    Raises a ModelFileError (a FixnetError) naming the file, and the layer where one is at
+    fault, for a file that is damaged, inconsistent or hostile.
     """
     from .fxn import is_fxn_file, load_model
     from .keras_h5 import load_keras_h5, load_keras_json
+    from .limits import max_memory_bytes
+    limit = max_memory_bytes(max_memory)
     if weights is None and is_fxn_file(path):
-        return load_model(path)
+        return load_model(path, max_memory=limit)
     if weights is not None:
-        return FloatModel(load_keras_json(path, weights))
+        return FloatModel(load_keras_json(path, weights, max_memory=limit))
     if os.fspath(path).lower().endswith(".json"):
         raise FixnetError(f"{path}: an architecture JSON needs its weights: "
                           "fixnet.load(path, weights='model.weights.h5')")
-    return FloatModel(load_keras_h5(path))
+    return FloatModel(load_keras_h5(path, max_memory=limit))
 
 
 class FloatModel:
