@@ -1,4 +1,5 @@
 """The public entry points: ``load`` and the float model it returns."""
+import contextlib
 import os
 
 import numpy as np
@@ -37,6 +38,19 @@ def load(path, weights=None, *, max_memory=None):
         raise FixnetError(f"{path}: an architecture JSON needs its weights: "
                           "fixnet.load(path, weights='model.weights.h5')")
     return FloatModel(load_keras_h5(path, max_memory=limit))
+
+
+@contextlib.contextmanager
+def _naming_the_file(source):
+    """A FixnetError raised inside the block names the model file it concerns (prefixed to its
+    message, type and attributes kept)."""
+    try:
+        yield
+    except FixnetError as e:
+        name = os.fspath(source) if source else ""
+        if name and e.args and isinstance(e.args[0], str) and name not in e.args[0]:
+            e.args = (f"{name}: {e.args[0]}",) + e.args[1:]
+        raise
 
 
 class FloatModel:
@@ -125,12 +139,13 @@ class FloatModel:
         """
         from .passes import optimize
         from .quant.quantizer import quantize_graph
-        qm = quantize_graph(self.graph, calibration, method, percentile=percentile,
-                            per_channel=per_channel, weight_clipping=weight_clipping,
-                            weight_rounding=weight_rounding, bias_correction=bias_correction,
-                            input_range=input_range, softmax_levels=softmax_levels,
-                            on_overflow_risk=on_overflow_risk, batch_size=batch_size,
-                            progress=progress)
+        with _naming_the_file(self.graph.source):
+            qm = quantize_graph(self.graph, calibration, method, percentile=percentile,
+                                per_channel=per_channel, weight_clipping=weight_clipping,
+                                weight_rounding=weight_rounding, bias_correction=bias_correction,
+                                input_range=input_range, softmax_levels=softmax_levels,
+                                on_overflow_risk=on_overflow_risk, batch_size=batch_size,
+                                progress=progress)
         if getattr(qm, "float_graph", None) is None:
             qm.float_graph = optimize(self.graph)     # for qm.report(x); never saved to .fxn
         return qm

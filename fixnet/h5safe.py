@@ -118,7 +118,7 @@ def read_weight(ds, where, budget):
     if dt.kind not in "fiub" or dt.fields is not None or dt.subdtype is not None \
             or (dt.kind == "f" and dt.itemsize not in (2, 4, 8)):
         raise ModelFileError(f"{where}: '{ds.name}' holds {dt} values, not real numbers")
-    budget.need(n * max(4, dt.itemsize), where)
+    budget.need(n * max(4, dt.itemsize), f"{where} ('{ds.name}', declared shape {shape})")
     with reading(where):
         raw = ds[()]
     raw = np.asarray(raw)

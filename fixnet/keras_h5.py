@@ -531,6 +531,11 @@ class _Builder:
             self.names.add(name)
             node = Node(name, op, list(inputs), list(outputs), attrs, weights, layer_name, class_name)
             what = f"layer '{layer_name}' ({class_name})"
+            for k, w in weights.items():       # file weights are checked when read; these
+                w = np.asarray(w)              # may also come from the config or be derived
+                if w.dtype.kind not in "fiub" or (w.size and not np.all(np.isfinite(w))):
+                    raise ModelFileError(f"{self.path}: {what}: its '{k}' values (from its weights "
+                                         "and config) are not all finite numbers")
             try:
                 shapes = op_for(node).infer_shapes(node, [self.shapes[t] for t in node.inputs])
                 shapes = [tuple(s) for s in shapes]

@@ -69,8 +69,9 @@ class MemoryBudget:
         raise ModelFileError if the total would pass the limit."""
         nbytes = int(nbytes)
         if nbytes < 0 or self.used + nbytes > self.limit:
+            where = what if str(what).startswith(str(self.path)) else f"{self.path}: {what}"
             raise ModelFileError(
-                f"{self.path}: {what} needs {_human(nbytes)}, which brings the model past the memory "
+                f"{where} needs {_human(nbytes)}, which brings the model past the memory "
                 f"limit of {_human(self.limit)} ({_human(self.used)} already declared); the file is "
                 f"damaged, or pass a larger max_memory= to fixnet.load (or set {ENV_VAR})")
         self.used += nbytes
