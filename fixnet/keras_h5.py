@@ -624,6 +624,12 @@ class _Builder:
             if not progressed:
                 missing = sorted({self.resolve(tname(*r)) for _, _, refs in pending for r in refs}
                                  - set(self.shapes))
+                waiting = {self.resolve(tname(_layer_name(l), i, 0)) for l, i, _ in pending}
+                cycle = [t for t in missing if t in waiting]
+                if cycle:
+                    raise ModelFileError(f"{self.path}: layers of the model depend on each other "
+                                         f"in a cycle (or on tensors no layer produces): "
+                                         f"{', '.join(cycle)}")
                 raise ModelFileError(f"{self.path}: the model config refers to tensors no layer "
                                      f"produces: {', '.join(missing)}")
         outputs = [self.resolve(tname(*r)) for r in _io_refs(config.get("output_layers", []))]

@@ -457,11 +457,17 @@ def m_config_cycle(rng, files):
     def fn(cfg):
         conf = _functional(cfg)
         refs = _all_refs(conf)
-        names = [_lname(l) for l in conf["layers"]]
         l, r = rng.choice(refs)
-        i = names.index(_lname(l))
-        later = names[i:]          # itself or a layer after it: a cycle
-        r[0], r[1], r[2] = rng.choice(later), 0, 0
+        users = {}
+        for user, ref in refs:
+            users.setdefault(ref[0], set()).add(_lname(user))
+        downstream, todo = {_lname(l)}, [_lname(l)]     # l and every layer that reads from it
+        while todo:
+            for u in users.get(todo.pop(), ()):
+                if u not in downstream:
+                    downstream.add(u)
+                    todo.append(u)
+        r[0], r[1], r[2] = rng.choice(sorted(downstream)), 0, 0
         return f"layer '{_lname(l)}' reads from '{r[0]}' (a cycle)"
     return files.edit_config(fn)
 
