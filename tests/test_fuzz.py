@@ -229,3 +229,136 @@ def test_a_worker_crash_and_a_hang_are_caught_and_counted(tmp_path):
     assert outcomes[2] == "hang"
     assert outcomes[0] not in ("crash", "hang") and outcomes[3] not in ("crash", "hang")
     assert pool.started == 3
+
+
+# --- the guarantees the campaign relies on, one by one ------------------------------------------
+
+def _copy(tmp_path, name="mlp_seq_tfk2"):
+    dst = tmp_path / f"{name}.h5"
+    shutil.copy(os.path.join(fuzzcases.MODELS, name + ".h5"), dst)
+    return str(dst)
+
+
+KERNEL = "model_weights/dense_1/dense_1/kernel:0"      # in mlp_seq_tfk2.h5: Dense(64 -> 32)
+
+
+def test_a_model_beyond_the_memory_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    import h5py
+    import numpy as np
+    import fixnet
+    p = _copy(tmp_path)
+    fixnet.load(p)                                               # 4 GiB default: loads
+    with pytest.raises(fixnet.ModelFileError, match=r"mlp_seq_tfk2\.h5: .*memory limit of 20 KiB"):
+        fixnet.load(p, max_memory="20K")
+    monkeypatch.setenv("FIXNET_MAX_MEMORY", "20K")
+    with pytest.raises(fixnet.ModelFileError, match="memory limit of 20 KiB"):
+        fixnet.load(p)
+    assert fixnet.load(p, max_memory=1 << 30).name            # the argument wins
+    monkeypatch.setenv("FIXNET_MAX_MEMORY", "lots")
+    with pytest.raises(fixnet.FixnetError, match="FIXNET_MAX_MEMORY"):
+        fixnet.load(p)
+    monkeypatch.delenv("FIXNET_MAX_MEMORY")
+    # a weight declared with 2^34 elements and nothing stored: refused from its declared shape,
+    # naming the layer and the dataset, without allocating (this process would need 64 GiB)
+    with h5py.File(p, "r+") as f:
+        del f[KERNEL]
+        f.create_dataset(KERNEL, shape=(1 << 17, 1 << 17), dtype="f4", chunks=(64, 64))
+    with pytest.raises(fixnet.ModelFileError,
+                       match=r"layer 'dense_1' \(Dense\).*kernel.*declared shape \(131072, 131072\)"):
+        fixnet.load(p)
+
+
+def test_an_input_shape_beyond_the_memory_limit_is_refused(tmp_path):
+    import fixnet
+    from conftest import edit_config
+    p = _copy(tmp_path, "cnn_digits_tfk2")
+
+    def big_input(cfg):
+        for l in cfg["config"]["layers"]:
+            if "batch_input_shape" in l["config"]:
+                l["config"]["batch_input_shape"] = [None, 40000, 40000, 1]
+        return cfg
+    edit_config(p, big_input)
+    with pytest.raises(fixnet.ModelFileError, match=r"cnn_digits_tfk2\.h5: .*\(40000, 40000, 1\)"):
+        fixnet.load(p)
+
+
+@pytest.mark.parametrize("kind", ["external_link", "soft_link", "external_storage", "virtual"])
+def test_data_outside_the_file_is_refused(tmp_path, kind):
+    import h5py
+    import numpy as np
+    import fixnet
+    p = _copy(tmp_path)
+    outside = str(tmp_path / "outside.h5")
+    with h5py.File(p, "r") as f:
+        w = np.array(f[KERNEL])
+    with h5py.File(outside, "w") as g:
+        g["w"] = w
+    with h5py.File(p, "r+") as f:
+        del f[KERNEL]
+        if kind == "external_link":
+            f[KERNEL] = h5py.ExternalLink(outside, "/w")
+        elif kind == "soft_link":
+            f[KERNEL] = h5py.SoftLink("/model_weights/dense/dense/kernel:0")
+        elif kind == "external_storage":
+            raw = tmp_path / "raw.bin"
+            raw.write_bytes(w.astype("<f4").tobytes())
+            f.create_dataset(KERNEL, shape=w.shape, dtype="<f4", external=[(str(raw), 0, w.nbytes)])
+        else:
+            layout = h5py.VirtualLayout(shape=w.shape, dtype="f4")
+            layout[...] = h5py.VirtualSource(outside, "w", shape=w.shape)
+            f.create_virtual_dataset(KERNEL, layout)
+    # each of them would give the right weights if followed: fixnet refuses to follow
+    words = {"external_link": "external link", "soft_link": "soft link",
+             "external_storage": "external file", "virtual": "virtual dataset"}[kind]
+    with pytest.raises(fixnet.ModelFileError, match=rf"mlp_seq_tfk2\.h5: layer 'dense_1'.*{words}"):
+        fixnet.load(p)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_at_load_naming_layer_and_weight(tmp_path, value):
+    import h5py
+    import fixnet
+    p = _copy(tmp_path)
+    with h5py.File(p, "r+") as f:
+        f[KERNEL][3, 5] = value
+    with pytest.raises(fixnet.ModelFileError,
+                       match=r"mlp_seq_tfk2\.h5: layer 'dense_1' \(Dense\): weight 'dense_1/kernel:0'"
+                             r".*NaN, infinite"):
+        fixnet.load(p)
+
+
+@pytest.mark.parametrize("dtype,loads", [("float16", True), ("float64", True), ("int32", True),
+                                          ("S4", False), ("complex64", False)])
+def test_weight_dtypes_are_converted_or_refused(tmp_path, dtype, loads):
+    import h5py
+    import numpy as np
+    import fixnet
+    p = _copy(tmp_path)
+    with h5py.File(p, "r+") as f:
+        w = np.array(f[KERNEL])
+        del f[KERNEL]
+        f[KERNEL] = (w * 100).astype(dtype) if dtype != "S4" else np.full(w.shape, b"0.5", "S4")
+    if loads:
+        m = fixnet.load(p)
+        k = next(n for n in m.graph.nodes if n.layer == "dense_1").weights["kernel"]
+        assert k.dtype == np.float32
+        np.testing.assert_array_equal(k, (w * 100).astype(dtype).astype(np.float32))
+    else:
+        with pytest.raises(fixnet.ModelFileError, match=r"layer 'dense_1'.*not real numbers"):
+            fixnet.load(p)
+
+
+def test_a_cycle_in_the_graph_is_refused(tmp_path):
+    import fixnet
+    from conftest import edit_config
+    p = _copy(tmp_path, "mlp_func_tfk2")
+
+    def cycle(cfg):
+        for l in cfg["config"]["layers"]:
+            if l["name"] == "dense":             # dense reads from the layer after it
+                l["inbound_nodes"] = [[["dropout", 0, 0, {}]]]
+        return cfg
+    edit_config(p, cycle)
+    with pytest.raises(fixnet.ModelFileError, match=r"mlp_func_tfk2\.h5: .*cycle.*dense"):
+        fixnet.load(p)
