@@ -327,6 +327,9 @@ def _read_container(path, with_arrays, budget=None):
         with open(path, "rb") as f:
             head = f.read(HEADER_SIZE)
             version = _check_magic_and_version(path, head)    # before reading a foreign file
+            if budget is not None:                            # the whole file is read at once
+                budget.need(max(os.fstat(f.fileno()).st_size - HEADER_SIZE, 0), "the file's content")
+                budget.used = 0                               # counted again as arrays below
             data = head + f.read()
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read the model file: {e.strerror or e}") from e

@@ -222,7 +222,7 @@ def test_damaged_files_campaign():
 def test_a_worker_crash_and_a_hang_are_caught_and_counted(tmp_path):
     """The harness itself: a worker that dies on a case (SIGSEGV) counts it as a crash, one that
     never answers as a hang, and the cases after them still run, in fresh workers."""
-    pool = WorkerPool(1, 5.0, str(tmp_path))
+    pool = WorkerPool(1, 2.0, str(tmp_path))
     results = list(pool.run([0, 1, 2, 3], small_only=True, selftest={1: "crash", 2: "hang"}))
     outcomes = {r["seed"]: r["outcome"] for r in results}
     assert outcomes[1] == "crash" and "SIG" in results[1]["error"] + results[1]["log"]
@@ -362,3 +362,17 @@ def test_a_cycle_in_the_graph_is_refused(tmp_path):
     edit_config(p, cycle)
     with pytest.raises(fixnet.ModelFileError, match=r"mlp_func_tfk2\.h5: .*cycle.*dense"):
         fixnet.load(p)
+
+
+def test_an_fxn_file_beyond_the_memory_limit_is_refused(tmp_path):
+    import numpy as np
+    import fixnet
+    d = fuzzcases.fixture_inputs("mlp_seq_k3")
+    qm = fixnet.load(os.path.join(fuzzcases.MODELS, "mlp_seq_k3.h5")).quantize(
+        d["x_calib"][0], weight_rounding="nearest", progress=False)
+    p = str(tmp_path / "m.fxn")
+    qm.save(p)
+    x = d["x_test"][0]
+    np.testing.assert_array_equal(fixnet.load(p).predict(x), qm.predict(x))
+    with pytest.raises(fixnet.ModelFileError, match=r"m\.fxn: .*memory limit of 4 KiB"):
+        fixnet.load(p, max_memory=4096)
