@@ -144,6 +144,11 @@ def config_int(value, what, lo=1, hi=MAX_CONFIG_INT):
     return int(value)
 
 
+# Activation parameters (slopes, alpha, thresholds, max_value) beyond this magnitude are not a
+# real model's (and would leave any int8 range): refused as a damaged config.
+MAX_ACTIVATION_PARAM = 1e6
+
+
 def config_float(value, what, lo=-float("inf"), hi=float("inf")):
     """A finite real number from a layer config, in [lo, hi] (ValueError otherwise)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -288,6 +293,8 @@ def separable_conv(layer):
                  "padding": "valid", "groups": 1}
     weights = {"kernel": pk[None] if rank == 1 else pk}
     if use_bias:
+        if w["bias"].shape != (filters,):
+            layer.weights.misshapen("bias", w["bias"].shape, (filters,))
         weights["bias"] = w["bias"]
     emit_with_activation(layer, "conv2d", [mid], pointwise, weights, cfg.get("activation"))
 
@@ -477,10 +484,12 @@ def relu(layer):
     cfg = layer.config
     src, _ = layer.single_input()
     max_value = cfg.get("max_value")
-    params = {"max_value": None if max_value is None else config_float(max_value, "max_value", lo=0.0),
+    big = MAX_ACTIVATION_PARAM
+    params = {"max_value": None if max_value is None else config_float(max_value, "max_value",
+                                                                       lo=0.0, hi=big),
               "negative_slope": config_float(cfg.get("negative_slope", 0.0) or 0.0,
-                                             "negative_slope", lo=0.0),
-              "threshold": config_float(cfg.get("threshold", 0.0) or 0.0, "threshold")}
+                                             "negative_slope", lo=0.0, hi=big),
+              "threshold": config_float(cfg.get("threshold", 0.0) or 0.0, "threshold", -big, big)}
     layer.emit("activation", [src], layer.outputs, {"fn": "relu", "params": params})
 
 
@@ -496,14 +505,16 @@ def leaky_relu(layer):
     src, _ = layer.single_input()
     slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
     layer.emit("activation", [src], layer.outputs,
-               {"fn": "leaky_relu", "params": {"negative_slope": config_float(slope, "negative_slope")}})
+               {"fn": "leaky_relu", "params": {"negative_slope": config_float(slope, "negative_slope", -MAX_ACTIVATION_PARAM,
+                                                                  MAX_ACTIVATION_PARAM)}})
 
 
 @keras_layer("ELU")
 def elu(layer):
     src, _ = layer.single_input()
     layer.emit("activation", [src], layer.outputs,
-               {"fn": "elu", "params": {"alpha": config_float(layer.config.get("alpha", 1.0), "alpha")}})
+               {"fn": "elu", "params": {"alpha": config_float(layer.config.get("alpha", 1.0), "alpha",
+                                                     -MAX_ACTIVATION_PARAM, MAX_ACTIVATION_PARAM)}})
 
 
 @keras_layer("Softmax")
