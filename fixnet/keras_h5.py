@@ -483,6 +483,22 @@ def _node_index_remap(layers, config):
     return remap
 
 
+def _window_bytes(node, in_shapes):
+    """Bytes a window op's float reference gathers at batch 1 beyond its input and output: the
+    zero-padded input and the [OH, OW, KH, KW, C] windows, in float64 (0 for other ops)."""
+    from .ops.spatial import geometry
+    a = node.attrs
+    if "kernel_size" not in a or not in_shapes or len(in_shapes[0]) < 2:
+        return 0
+    s = in_shapes[0]
+    hw = (1, s[0]) if len(s) == 2 else (s[0], s[1])
+    k, st = a["kernel_size"], a.get("strides", (1, 1))
+    d = a.get("dilation", (1, 1))
+    oh, ow, (top, bottom), (left, right) = geometry(hw, k, st, d, a.get("padding", "valid"))
+    c = s[-1]
+    return 8 * c * ((hw[0] + top + bottom) * (hw[1] + left + right) + oh * ow * k[0] * k[1])
+
+
 class _Builder:
     """Turns a (functional-form) model config into IR nodes, recursing into nested models."""
 
@@ -552,6 +568,8 @@ class _Builder:
                 if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in s):
                     raise ModelFileError(f"{self.path}: {what}: output shape {s} is not integral")
                 self.add_tensor(t, tuple(int(d) for d in s), what)
+            self.budget.need(_window_bytes(node, [self.shapes[t] for t in node.inputs]),
+                             f"{what}: its padded input and windows (float reference)")
             self.nodes.append(node)
         return emit
 

@@ -1167,6 +1167,7 @@ def main(argv):
     small = "--small" in argv
     argv = [a for a in argv if a != "--small"]
     sys.path.insert(0, ROOT)
+    os.environ.setdefault("FIXNET_MAX_MEMORY", str(WORKER_MAX_MEMORY))     # as in a worker
     global _FXN_DIR
     for s in argv:
         wd = keep or tempfile.mkdtemp(prefix="fixnet-fuzz-")
