@@ -1,4 +1,5 @@
 """The public entry points: ``load`` and the float model it returns."""
+import contextlib
 import os
 
 import numpy as np
@@ -8,26 +9,48 @@ from .errors import FixnetError, InputDtypeError, InputShapeError
 from .runtime import check_input_array
 
 
-def load(path, weights=None):
+def load(path, weights=None, *, max_memory=None):
     """Read a Keras model into a FloatModel. Never imports TensorFlow, never runs code stored
-    in a file.
+    in a file, never follows a link out of it.
 
     path: a full-model HDF5 file (``model.save("x.h5")``, any Keras from 2.0 to 3), a Keras 3
         ``.keras`` archive, or an architecture JSON (``model.to_json()``) with ``weights``;
         or a fixnet ``.fxn`` file, which gives back the QuantizedModel it holds.
     weights: with a JSON architecture, the weights file (``save_weights``: ``.h5`` or
         ``.weights.h5``).
+    max_memory: the most memory, in bytes (or a string such as "512M", "4G"), the model's
+        declared weights and activations (at batch 1) may need; a file declaring more is
+        refused with a ModelFileError before anything is allocated. Default: the environment
+        variable FIXNET_MAX_MEMORY, else 4 GiB.
+
+    Raises a ModelFileError (a FixnetError) naming the file, and the layer where one is at
+    fault, for a file that is damaged, inconsistent or hostile.
     """
     from .fxn import is_fxn_file, load_model
     from .keras_h5 import load_keras_h5, load_keras_json
+    from .limits import max_memory_bytes
+    limit = max_memory_bytes(max_memory)
     if weights is None and is_fxn_file(path):
-        return load_model(path)
+        return load_model(path, max_memory=limit)
     if weights is not None:
-        return FloatModel(load_keras_json(path, weights))
+        return FloatModel(load_keras_json(path, weights, max_memory=limit))
     if os.fspath(path).lower().endswith(".json"):
         raise FixnetError(f"{path}: an architecture JSON needs its weights: "
                           "fixnet.load(path, weights='model.weights.h5')")
-    return FloatModel(load_keras_h5(path))
+    return FloatModel(load_keras_h5(path, max_memory=limit))
+
+
+@contextlib.contextmanager
+def _naming_the_file(source):
+    """A FixnetError raised inside the block names the model file it concerns (prefixed to its
+    message, type and attributes kept)."""
+    try:
+        yield
+    except FixnetError as e:
+        name = os.fspath(source) if source else ""
+        if name and e.args and isinstance(e.args[0], str) and name not in e.args[0]:
+            e.args = (f"{name}: {e.args[0]}",) + e.args[1:]
+        raise
 
 
 class FloatModel:
@@ -116,12 +139,13 @@ class FloatModel:
         """
         from .passes import optimize
         from .quant.quantizer import quantize_graph
-        qm = quantize_graph(self.graph, calibration, method, percentile=percentile,
-                            per_channel=per_channel, weight_clipping=weight_clipping,
-                            weight_rounding=weight_rounding, bias_correction=bias_correction,
-                            input_range=input_range, softmax_levels=softmax_levels,
-                            on_overflow_risk=on_overflow_risk, batch_size=batch_size,
-                            progress=progress)
+        with _naming_the_file(self.graph.source):
+            qm = quantize_graph(self.graph, calibration, method, percentile=percentile,
+                                per_channel=per_channel, weight_clipping=weight_clipping,
+                                weight_rounding=weight_rounding, bias_correction=bias_correction,
+                                input_range=input_range, softmax_levels=softmax_levels,
+                                on_overflow_risk=on_overflow_risk, batch_size=batch_size,
+                                progress=progress)
         if getattr(qm, "float_graph", None) is None:
             qm.float_graph = optimize(self.graph)     # for qm.report(x); never saved to .fxn
         return qm

@@ -59,6 +59,7 @@ import zlib
 import numpy as np
 
 from .errors import ModelFileError
+from .limits import MemoryBudget, max_memory_bytes
 from .quant.qparams import INT8_MAX, INT8_MIN, QParams
 
 MAGIC = b"FIXNET\x00"
@@ -289,16 +290,19 @@ def _write_atomically(path, data):
 # load
 # ----------------------------------------------------------------------------------------
 
-def load_model(path):
+def load_model(path, max_memory=None):
     """Read a .fxn file into a QuantizedModel that predicts bit for bit what the saved one did.
 
     Raises ModelFileError, naming the file, if it is not an .fxn file, is truncated or damaged
     (checksum), or its content does not hold together; FxnVersionError (a ModelFileError) if a
-    newer fixnet wrote it. Uses NumPy only: no TensorFlow, no h5py, no pickle.
+    newer fixnet wrote it; ModelFileError if its arrays and tensors (at batch 1) would need more
+    than ``max_memory`` bytes (see fixnet.limits; checked before they are read). Uses NumPy
+    only: no TensorFlow, no h5py, no pickle.
     """
     path = os.fspath(path)
-    manifest, arrays = _read_container(path, with_arrays=True)
-    return _build_model(path, manifest, arrays)
+    budget = MemoryBudget(max_memory_bytes(max_memory), path)
+    manifest, arrays = _read_container(path, with_arrays=True, budget=budget)
+    return _build_model(path, manifest, arrays, budget)
 
 
 def read_manifest(path):
@@ -318,11 +322,14 @@ def is_fxn_file(path):
         return False
 
 
-def _read_container(path, with_arrays):
+def _read_container(path, with_arrays, budget=None):
     try:
         with open(path, "rb") as f:
             head = f.read(HEADER_SIZE)
             version = _check_magic_and_version(path, head)    # before reading a foreign file
+            if budget is not None:                            # the whole file is read at once
+                budget.need(max(os.fstat(f.fileno()).st_size - HEADER_SIZE, 0), "the file's content")
+                budget.used = 0                               # counted again as arrays below
             data = head + f.read()
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read the model file: {e.strerror or e}") from e
@@ -350,6 +357,9 @@ def _read_container(path, with_arrays):
             raise _damaged(path, f"array(s) listed in the manifest are missing: {sorted(missing)[:5]}")
         arrays = {}
         if with_arrays:
+            for entry, (dtype, shape) in specs.items():
+                if budget is not None:
+                    budget.need(dtype.itemsize * math.prod(shape), f"array {entry}")
             for entry, (dtype, shape) in specs.items():
                 arrays[entry] = _read_array(path, z, z.getinfo(entry), dtype, shape)
     return manifest, arrays
@@ -464,7 +474,7 @@ def _is_shape(s):
 
 
 def _read_array(path, z, info, dtype, shape):
-    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    nbytes = dtype.itemsize * math.prod(shape)
     raw = _read_entry(path, z, info, nbytes + 4096)        # the .npy header is < 4 KiB
     try:
         a = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
@@ -569,7 +579,7 @@ def step_registry():
     return found
 
 
-def _build_model(path, m, arrays):
+def _build_model(path, m, arrays, budget=None):
     from .runtime import QuantizedModel, Step, TensorSpec
 
     dec = _Decoder(path, arrays)
@@ -583,8 +593,10 @@ def _build_model(path, m, arrays):
         if name in tensors:
             raise _bad(path, f"tensor '{name}' is listed twice")
         shape = t.get("shape")
-        if not _is_shape(shape) or int(np.prod(shape, dtype=np.int64)) > MAX_TENSOR_ELEMENTS:
+        if not _is_shape(shape) or math.prod(shape) > MAX_TENSOR_ELEMENTS or 0 in shape:
             raise _bad(path, f"tensor '{name}' has shape {_short(shape)}")
+        if budget is not None:
+            budget.need(math.prod(shape), f"tensor '{name}' (int8, at batch 1)")
         q = t.get("qparams")
         if not isinstance(q, dict):
             raise _bad(path, f"tensor '{name}' has no quantization parameters")

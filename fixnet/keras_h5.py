@@ -12,16 +12,21 @@ Per-layer parsing lives in fixnet.keras_layers.
 import json
 import os
 import re
+import zipfile
+import zlib
 
 import numpy as np
 
 from .errors import FixnetError, MissingWeightError, ModelFileError, UnsupportedLayerError
 from .graph import Graph, Node
-from . import keras_ops
+from . import h5safe, keras_ops
+from .limits import MemoryBudget, max_memory_bytes
 from .keras_layers import CODE_LAYERS, KERAS_LAYERS, KerasLayer, Unsupported
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+MAX_NESTING = 32                  # models inside models
+MAX_CONFIG_BYTES = 64 << 20       # a model config (JSON) larger than this is not a real one
 
 
 def _text(v):
@@ -31,9 +36,12 @@ def _text(v):
 class LayerWeights:
     """The weights stored for one layer, in file order, with short names (kernel, bias, ...)."""
 
-    def __init__(self, path, layer, class_name, items):
+    def __init__(self, path, layer, class_name, items, where=""):
         self.path, self.layer, self.class_name = path, layer, class_name
-        self.items = items                    # [(short_name, array)]
+        self.items = [(short, arr) for short, arr, _ in items]     # [(short_name, array)]
+        self.sources = [src for _, _, src in items]               # HDF5 path of each
+        self.where = where                    # the HDF5 group the weights were looked up in
+        self.taken = {}                       # name -> HDF5 path, of the weights take() gave
 
     # names some writers use for a weight that other writers call differently
     ALIASES = {"depthwise_kernel": ("kernel",)}
@@ -48,21 +56,29 @@ class LayerWeights:
             for alt in self.ALIASES.get(name, ()):
                 if name not in by_name and alt in by_name and alt not in names:
                     by_name[name] = by_name.pop(alt)
+        src = {}
+        for (short, arr), path in zip(self.items, self.sources):
+            src.setdefault(id(arr), path)
         if all(n in by_name for n in names):
-            return {n: by_name[n] for n in names}
-        if len(self.items) == len(names) and not any(n in by_name for n in names):
-            return {n: arr for n, (_, arr) in zip(names, self.items)}
-        have = [s for s, _ in self.items]
-        missing = [n for n in names if n not in by_name]
-        raise MissingWeightError(
-            f"{self.path}: layer '{self.layer}' ({self.class_name}) needs weights "
-            f"{', '.join(names)}; the file is missing {', '.join(missing)} "
-            f"(it holds: {', '.join(have) or 'none'})")
+            out = {n: by_name[n] for n in names}
+        elif len(self.items) == len(names) and not any(n in by_name for n in names):
+            out = {n: arr for n, (_, arr) in zip(names, self.items)}
+        else:
+            have = [s for s, _ in self.items]
+            missing = [n for n in names if n not in by_name]
+            looked = f" in '{self.where}'" if self.where else ""
+            raise MissingWeightError(
+                f"{self.path}: layer '{self.layer}' ({self.class_name}) needs weights "
+                f"{', '.join(names)}; the file is missing {', '.join(missing)} "
+                f"(it holds{looked}: {', '.join(have) or 'none'})")
+        self.taken = {n: src.get(id(a), "") for n, a in out.items()}
+        return out
 
     def misshapen(self, name, got, want):
+        where = f" ('{self.taken[name]}')" if self.taken.get(name) else ""
         raise MissingWeightError(
-            f"{self.path}: layer '{self.layer}' ({self.class_name}): weight '{name}' has shape "
-            f"{tuple(got)}, expected {tuple(want)}")
+            f"{self.path}: layer '{self.layer}' ({self.class_name}): weight '{name}'{where} has "
+            f"shape {tuple(got)}, expected {tuple(want)}")
 
 
 class LegacyWeights:
@@ -70,25 +86,40 @@ class LegacyWeights:
     the root (``model_weights`` in a full-model file, the file root after save_weights), with a
     ``weight_names`` attribute listing dataset paths relative to that group, in order."""
 
-    def __init__(self, root, path):
-        self.root, self.path = root, path
+    def __init__(self, root, path, budget):
+        self.root, self.path, self.budget = root, path, budget
+
+    def _where(self, layer, class_name):
+        return f"{self.path}: layer '{layer}' ({class_name})"
+
+    def _weight_names(self, g, where):
+        with h5safe.reading(where):
+            names = g.attrs.get("weight_names", [])
+            names = [_text(n) for n in np.asarray(names).reshape(-1)]
+        return names
 
     def layer(self, name, class_name):
-        if self.root is None or name not in self.root:
-            return LayerWeights(self.path, name, class_name, [])
-        g = self.root[name]
+        where = self._where(name, class_name)
+        g = h5safe.child(self.root, name, where)
+        if g is None:
+            return LayerWeights(self.path, name, class_name, [], where=f"{self._root_name()}/{name}")
         return LayerWeights(self.path, name, class_name,
-                            self._items(g, [_text(n) for n in g.attrs.get("weight_names", [])],
-                                        name, class_name))
+                            self._items(g, self._weight_names(g, where), name, class_name),
+                            where=g.name)
+
+    def _root_name(self):
+        return self.root.name.rstrip("/") if self.root is not None else ""
 
     def _items(self, g, names, layer, class_name):
         items = []
         for wn in names:
-            if wn not in g:
+            where = f"{self._where(layer, class_name)}: weight '{wn}'"
+            ds = h5safe.child(g, wn, where)
+            if ds is None:
                 raise MissingWeightError(f"{self.path}: layer '{layer}' ({class_name}) lists weight "
-                                         f"'{wn}' but the file does not hold it")
+                                         f"'{wn}' but the file does not hold it (in '{g.name}')")
             short = wn.rsplit("/", 1)[-1].split(":", 1)[0]
-            items.append((short, np.asarray(g[wn][()], dtype=np.float32)))
+            items.append((short, h5safe.read_weight(ds, where, self.budget), ds.name))
         return items
 
     def bind(self, layers):
@@ -97,20 +128,22 @@ class LegacyWeights:
     def nested(self, name):
         """The weights of a model used as a layer: all in the group named after it, each weight
         path ending in <inner layer>/<weight>."""
-        g = self.root[name] if self.root is not None and name in self.root else None
+        g = h5safe.child(self.root, name, f"{self.path}: model '{name}'")
         return _NestedLegacyWeights(g, self.path, self)
 
 
 class _NestedLegacyWeights(LegacyWeights):
     def __init__(self, group, path, parent):
-        super().__init__(group, path)
-        self.names = [_text(n) for n in group.attrs.get("weight_names", [])] if group is not None else []
+        super().__init__(group, path, parent.budget)
+        self.names = (self._weight_names(group, f"{path}: model '{group.name}'")
+                      if group is not None else [])
 
     def layer(self, name, class_name):
         mine = [n for n in self.names if len(n.split("/")) >= 2 and n.split("/")[-2] == name]
         if self.root is None:
             return LayerWeights(self.path, name, class_name, [])
-        return LayerWeights(self.path, name, class_name, self._items(self.root, mine, name, class_name))
+        return LayerWeights(self.path, name, class_name, self._items(self.root, mine, name, class_name),
+                            where=self.root.name)
 
     def nested(self, name):
         return self          # deeper nesting: the same flat list, filtered by inner layer name
@@ -129,8 +162,8 @@ class KerasV3Weights:
     The key is not the layer's name but its class in snake case, numbered in layer order
     (dense, dense_1, ...): ``bind`` learns the order from the model config."""
 
-    def __init__(self, root, path):
-        self.root, self.path = root, path
+    def __init__(self, root, path, budget):
+        self.root, self.path, self.budget = root, path, budget
         self.keys = {}
 
     def bind(self, layers):
@@ -145,22 +178,27 @@ class KerasV3Weights:
         return self
 
     def _group(self, name):
-        layers = self.root.get("layers") if self.root is not None else None
-        if layers is None:
-            return None
-        return layers.get(self.keys.get(name, name))
+        where = f"{self.path}: layer '{name}'"
+        layers = h5safe.child(self.root, "layers", where)
+        return h5safe.child(layers, self.keys.get(name, name), where)
 
     def layer(self, name, class_name):
+        where = f"{self.path}: layer '{name}' ({class_name})"
         g = self._group(name)
-        vars_ = g.get("vars") if g is not None else None
+        vars_ = h5safe.child(g, "vars", where)
         items = []
         if vars_ is not None:
-            for k in sorted(vars_.keys(), key=lambda v: int(v) if v.isdigit() else v):
-                items.append((f"#{k}", np.asarray(vars_[k][()], dtype=np.float32)))
-        return LayerWeights(self.path, name, class_name, items)
+            order = sorted(h5safe.keys(vars_, where),
+                           key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
+            for k in order:
+                ds = h5safe.child(vars_, k, where)
+                items.append((f"#{k}", h5safe.read_weight(ds, f"{where}: weight #{k}", self.budget),
+                              ds.name))
+        looked = vars_.name if vars_ is not None else f"layers/{self.keys.get(name, name)}/vars"
+        return LayerWeights(self.path, name, class_name, items, where=looked)
 
     def nested(self, name):
-        return KerasV3Weights(self._group(name), self.path)
+        return KerasV3Weights(self._group(name), self.path, self.budget)
 
 
 def _tensor_name(layer, node_index, tensor_index):
@@ -245,7 +283,7 @@ def _inbound_refs(node):
         if isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], str):
             refs.append((entry[0], int(entry[1]), int(entry[2]) if len(entry) > 2 else 0))
         else:
-            raise ModelFileError(f"inbound node entry {entry!r} is not understood")
+            raise ValueError(f"inbound node entry {entry!r} is not understood")
     return refs
 
 
@@ -261,10 +299,18 @@ def _io_refs(spec):
 def _input_shape(cfg):
     for key in ("batch_shape", "batch_input_shape"):
         if cfg.get(key) is not None:
+            if not isinstance(cfg[key], (list, tuple)) or not cfg[key]:
+                raise ValueError(f"{key} {cfg[key]!r} is not a shape")
             return tuple(cfg[key][1:])
     if cfg.get("input_shape") is not None:
+        if not isinstance(cfg["input_shape"], (list, tuple)):
+            raise ValueError(f"input_shape {cfg['input_shape']!r} is not a shape")
         return tuple(cfg["input_shape"])
     return None
+
+
+def _is_dim(d):
+    return isinstance(d, int) and not isinstance(d, bool) and d >= 1
 
 
 def _sequential_as_functional(config, path):
@@ -347,19 +393,53 @@ def _layer_name(layer):
     return layer.get("name") or layer.get("config", {}).get("name", "?")
 
 
+def _check_layers(layers, path, model):
+    """Every entry of a model's layer list is a layer: a dict with a class name and a name,
+    names unique."""
+    if not isinstance(layers, list):
+        raise ModelFileError(f"{path}: model '{model}': its layers are {type(layers).__name__}, "
+                             "not a list")
+    seen = set()
+    for i, l in enumerate(layers):
+        if not isinstance(l, dict) or not isinstance(l.get("class_name"), str):
+            raise ModelFileError(f"{path}: model '{model}': layer {i} is not a layer config "
+                                 "(no class_name)")
+        cfg = l.get("config")
+        if cfg is not None and not isinstance(cfg, (dict, list)):
+            raise ModelFileError(f"{path}: model '{model}': layer {i}'s config is not an object")
+        name = l.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
+        if not isinstance(name, str) or not name:
+            raise ModelFileError(f"{path}: model '{model}': layer {i} ({l['class_name']}) has no "
+                                 "name")
+        if name in seen:
+            raise ModelFileError(f"{path}: model '{model}': two layers are named '{name}'")
+        seen.add(name)
+
+
 def _as_functional(model_cfg, path):
     """(class_name, functional config) of a model config; Sequential is rewritten."""
+    if not isinstance(model_cfg, dict):
+        raise ModelFileError(f"{path}: the model config is a {type(model_cfg).__name__}, not a "
+                             "Keras model")
     cls = model_cfg.get("class_name")
     config = model_cfg.get("config")
+    name = model_cfg.get("name") or (config.get("name") if isinstance(config, dict) else None)
     if cls == "Sequential":
+        layers = config if isinstance(config, list) else \
+            config.get("layers", []) if isinstance(config, dict) else None
+        _check_layers(layers, path, name)
         return cls, _sequential_as_functional(config, path)
     if cls not in MODEL_CLASSES or not isinstance(config, dict):
         raise ModelFileError(f"{path}: top-level class '{cls}' is not a Keras model")
+    _check_layers(config.get("layers", []), path, name)
     return cls, config
 
 
-def _problems(config, path, prefix=""):
+def _problems(config, path, prefix="", depth=0):
     """(layer, class, reason) for every layer, nested models included, fixnet cannot handle."""
+    if depth > MAX_NESTING:
+        raise ModelFileError(f"{path}: models nested more than {MAX_NESTING} deep "
+                             f"('{prefix.rstrip('/')}')")
     out = []
     for l in config.get("layers", []):
         cls = l.get("class_name", "?")
@@ -371,7 +451,7 @@ def _problems(config, path, prefix=""):
             except ModelFileError as e:
                 out.append((prefix + _layer_name(l), cls, str(e)))
                 continue
-            out.extend(_problems(inner, path, prefix + _layer_name(l) + "/"))
+            out.extend(_problems(inner, path, prefix + _layer_name(l) + "/", depth + 1))
             continue
         reason = _layer_problem(l)
         if reason:
@@ -403,12 +483,29 @@ def _node_index_remap(layers, config):
     return remap
 
 
+def _window_bytes(node, in_shapes):
+    """Bytes a window op's float reference gathers at batch 1 beyond its input and output: the
+    zero-padded input and the [OH, OW, KH, KW, C] windows, in float64 (0 for other ops)."""
+    from .ops.spatial import geometry
+    a = node.attrs
+    if "kernel_size" not in a or not in_shapes or len(in_shapes[0]) < 2:
+        return 0
+    s = in_shapes[0]
+    hw = (1, s[0]) if len(s) == 2 else (s[0], s[1])
+    k, st = a["kernel_size"], a.get("strides", (1, 1))
+    d = a.get("dilation", (1, 1))
+    oh, ow, (top, bottom), (left, right) = geometry(hw, k, st, d, a.get("padding", "valid"))
+    c = s[-1]
+    return 8 * c * ((hw[0] + top + bottom) * (hw[1] + left + right) + oh * ow * k[0] * k[1])
+
+
 class _Builder:
     """Turns a (functional-form) model config into IR nodes, recursing into nested models."""
 
-    def __init__(self, path, weights, keras_version):
+    def __init__(self, path, weights, keras_version, budget):
         self.path = path
         self.weights = weights
+        self.budget = budget        # the memory the model declares (fixnet.limits)
         self.keras_version = keras_version
         self.nodes = []
         self.shapes = {}
@@ -419,9 +516,25 @@ class _Builder:
         self.layer_weights = {}     # (weights source id, layer) -> (source, LayerWeights)
 
     def resolve(self, t):
+        seen = set()
         while t in self.alias:
+            if t in seen:
+                raise ModelFileError(f"{self.path}: tensor '{t}' is defined in terms of itself")
+            seen.add(t)
             t = self.alias[t]
         return t
+
+    def add_tensor(self, t, shape, what):
+        """Record a tensor's shape (no batch) after checking it, and count its memory at
+        batch 1 in the budget."""
+        if not isinstance(shape, tuple) or not all(_is_dim(d) for d in shape):
+            raise ModelFileError(f"{self.path}: {what}: tensor shape {shape!r} is not a list of "
+                                 "positive sizes")
+        n = 1
+        for d in shape:
+            n *= d
+        self.budget.need(4 * n, f"{what}: tensor of shape {shape}")
+        self.shapes[t] = shape
 
     def emit_for(self, node_base, layer_name, class_name):
         def emit(op, inputs, outputs, attrs, weights, suffix):
@@ -433,9 +546,30 @@ class _Builder:
                 name = f"{base}#{k}"
             self.names.add(name)
             node = Node(name, op, list(inputs), list(outputs), attrs, weights, layer_name, class_name)
-            shapes = op_for(node).infer_shapes(node, [self.shapes[t] for t in node.inputs])
+            what = f"layer '{layer_name}' ({class_name})"
+            for k, w in weights.items():       # file weights are checked when read; these
+                w = np.asarray(w)              # may also come from the config or be derived
+                if w.dtype.kind not in "fiub" or (w.size and not np.all(np.isfinite(w))):
+                    raise ModelFileError(f"{self.path}: {what}: its '{k}' values (from its weights "
+                                         "and config) are not all finite numbers")
+            try:
+                shapes = op_for(node).infer_shapes(node, [self.shapes[t] for t in node.inputs])
+                shapes = [tuple(s) for s in shapes]
+            except FixnetError:
+                raise
+            except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError,
+                    OverflowError, AttributeError) as e:
+                raise ModelFileError(f"{self.path}: {what}: its configuration gives no valid "
+                                     f"output shape ({type(e).__name__}: {e})") from None
+            if len(shapes) != len(node.outputs):
+                raise ModelFileError(f"{self.path}: {what}: {len(shapes)} output shapes for "
+                                     f"{len(node.outputs)} outputs")
             for t, s in zip(node.outputs, shapes):
-                self.shapes[t] = tuple(int(d) for d in s)
+                if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in s):
+                    raise ModelFileError(f"{self.path}: {what}: output shape {s} is not integral")
+                self.add_tensor(t, tuple(int(d) for d in s), what)
+            self.budget.need(_window_bytes(node, [self.shapes[t] for t in node.inputs]),
+                             f"{what}: its padded input and windows (float reference)")
             self.nodes.append(node)
         return emit
 
@@ -447,6 +581,9 @@ class _Builder:
         outputs = self.expand(config, "", self.weights, None, cls)
         if self.problems:
             raise _unsupported(self.path, self.problems)
+        if not self.graph_inputs or not outputs:
+            raise ModelFileError(f"{self.path}: the model has {len(self.graph_inputs)} inputs and "
+                                 f"{len(outputs)} outputs; it needs at least one of each")
         return Graph(self.graph_inputs, outputs, self.nodes, dict(self.shapes),
                      config.get("name", "model"), self.path)
 
@@ -473,12 +610,17 @@ class _Builder:
                 if bound_inputs is not None and lname in refs:
                     self.alias[t] = bound_inputs[refs.index(lname)]
                     continue
-                shape = _input_shape(layer.get("config", {}))
+                try:
+                    shape = _input_shape(layer.get("config", {}))
+                except ValueError as e:
+                    raise ModelFileError(f"{self.path}: input '{lname}': {e}") from None
                 if shape is None or any(d is None for d in shape):
                     raise UnsupportedLayerError(
                         f"{self.path}: input '{lname}' has shape {shape}; fixnet needs every "
                         "dimension but the batch to be fixed")
-                self.shapes[t] = shape
+                if t in self.shapes:
+                    raise ModelFileError(f"{self.path}: input '{lname}' is defined twice")
+                self.add_tensor(t, shape, f"input '{lname}'")
                 self.graph_inputs.append(t)
                 continue
             for i, node in enumerate(layer.get("inbound_nodes", [])):
@@ -500,6 +642,12 @@ class _Builder:
             if not progressed:
                 missing = sorted({self.resolve(tname(*r)) for _, _, refs in pending for r in refs}
                                  - set(self.shapes))
+                waiting = {self.resolve(tname(_layer_name(l), i, 0)) for l, i, _ in pending}
+                cycle = [t for t in missing if t in waiting]
+                if cycle:
+                    raise ModelFileError(f"{self.path}: layers of the model depend on each other "
+                                         f"in a cycle (or on tensors no layer produces): "
+                                         f"{', '.join(cycle)}")
                 raise ModelFileError(f"{self.path}: the model config refers to tensors no layer "
                                      f"produces: {', '.join(missing)}")
         outputs = [self.resolve(tname(*r)) for r in _io_refs(config.get("output_layers", []))]
@@ -535,6 +683,12 @@ class _Builder:
         except (Unsupported, UnsupportedLayerError) as e:
             self.problems.append((prefix + lname, cls, str(e)))
             unknown.add(out)
+        except FixnetError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+                ZeroDivisionError, RecursionError) as e:
+            raise ModelFileError(f"{self.path}: layer '{prefix + lname}' ({cls}): its config is "
+                                 f"damaged or not understood ({type(e).__name__}: {e})") from None
 
     def _op(self, kl, op, layer, node_index, inputs):
         kind, function = op
@@ -548,7 +702,7 @@ def _op_args(kind, layer, node_index, inputs, shapes):
     join the keyword arguments."""
     args, kwargs, refs = _op_call(layer["inbound_nodes"][node_index])
     if len(refs) != len(inputs):
-        raise ModelFileError(f"layer '{_layer_name(layer)}': inbound node not understood")
+        raise ValueError(f"layer '{_layer_name(layer)}': inbound node not understood")
 
     def bind(o):
         if isinstance(o, keras_ops.TensorArg):
@@ -582,7 +736,9 @@ def _guarded(path, fn):
         return fn()
     except FixnetError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError,
+            OverflowError, ZeroDivisionError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        # RuntimeError: what HDF5 raises for some damaged structures (and RecursionError)
         raise ModelFileError(f"{path}: damaged or unexpected Keras file structure "
                              f"({type(e).__name__}: {e})") from None
 
@@ -606,57 +762,78 @@ def _open_h5(path, what="model"):
 
 def _json(text, path, what):
     try:
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ValueError(f"{len(text)} bytes, more than a model config ever holds")
         return json.loads(_text(text))
-    except ValueError as e:
-        raise ModelFileError(f"{path}: {what} is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:       # RecursionError: absurdly deep nesting
+        raise ModelFileError(f"{path}: {what} is not valid JSON ({type(e).__name__}: {e})") from None
 
 
-def weights_source(f, path):
+def weights_source(f, path, budget):
     """The right reader for the weights in an open HDF5 file (full model or weights only)."""
-    if "model_weights" in f:
-        return LegacyWeights(f["model_weights"], path)
+    mw = h5safe.child(f, "model_weights", path)
+    if mw is not None:
+        return LegacyWeights(mw, path, budget)
     if "layer_names" in f.attrs:
-        return LegacyWeights(f, path)
-    if "layers" in f:
-        return KerasV3Weights(f, path)
+        return LegacyWeights(f, path, budget)
+    if h5safe.child(f, "layers", path) is not None:
+        return KerasV3Weights(f, path, budget)
     raise ModelFileError(f"{path}: no Keras weights found (neither a model_weights group, "
                          "layer_names, nor a Keras 3 'layers' group)")
 
 
-def load_keras_h5(path):
-    """Read a Keras full-model HDF5 file (``model.save("x.h5")``) into a float Graph."""
+def load_keras_h5(path, max_memory=None):
+    """Read a Keras full-model HDF5 file (``model.save("x.h5")``) into a float Graph.
+    ``max_memory``: see fixnet.limits."""
     path = os.fspath(path)
+    budget = MemoryBudget(max_memory_bytes(max_memory), path)
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
     except OSError as e:
         raise ModelFileError(f"{path}: cannot open ({e.strerror or e})") from None
     if magic == b"PK\x03\x04":
-        return load_keras_archive(path)
+        return load_keras_archive(path, max_memory)
     f = _open_h5(path)
 
     def read():
         with f:
-            raw = f.attrs.get("model_config")
+            with h5safe.reading(path):
+                raw = f.attrs.get("model_config")
             if raw is None:
-                if "layer_names" in f.attrs or "layers" in f:
+                if "layer_names" in f.attrs or h5safe.child(f, "layers", path) is not None:
                     raise ModelFileError(
                         f"{path}: holds weights only (save_weights); load it together with the "
                         "architecture: fixnet.load('model.json', weights=path)")
                 raise ModelFileError(f"{path}: an HDF5 file, but not a Keras model (no model_config)")
+            if not isinstance(raw, (str, bytes)):
+                raise ModelFileError(f"{path}: the model_config attribute is not text")
             model_cfg = _json(raw, path, "model_config")
-            version = _text(f.attrs.get("keras_version", "2"))
-            return _Builder(path, weights_source(f, path), version).build(model_cfg)
+            with h5safe.reading(path):
+                version = _text(f.attrs.get("keras_version", "2"))
+            return _Builder(path, weights_source(f, path, budget), version, budget).build(model_cfg)
     return _guarded(path, read)
 
 
-def load_keras_archive(path):
+def load_keras_archive(path, max_memory=None):
     """Read a Keras 3 ``.keras`` archive: a zip of config.json, metadata.json and
     model.weights.h5. Nothing in it is executed."""
     import io
-    import zipfile
 
     import h5py
+    path = os.fspath(path)
+    budget = MemoryBudget(max_memory_bytes(max_memory), path)
+
+    def entry(z, name, limit):
+        info = z.getinfo(name)
+        if info.file_size > limit:
+            raise ModelFileError(f"{path}: {name} in the archive declares {info.file_size} bytes, "
+                                 f"more than allowed ({limit})")
+        try:
+            return z.read(name)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+                NotImplementedError) as e:
+            raise ModelFileError(f"{path}: {name} in the archive is damaged ({e})") from None
 
     def read():
         try:
@@ -668,28 +845,36 @@ def load_keras_archive(path):
             if "config.json" not in names:
                 raise ModelFileError(f"{path}: a zip archive without config.json: not a Keras "
                                      ".keras model file")
-            cfg = _json(z.read("config.json"), path, "config.json")
-            meta = _json(z.read("metadata.json"), path, "metadata.json") if "metadata.json" in names else {}
+            cfg = _json(entry(z, "config.json", MAX_CONFIG_BYTES), path, "config.json")
+            meta = _json(entry(z, "metadata.json", MAX_CONFIG_BYTES), path, "metadata.json") \
+                if "metadata.json" in names else {}
+            if not isinstance(meta, dict):
+                raise ModelFileError(f"{path}: metadata.json is not a JSON object")
             wname = "model.weights.h5"
             if wname not in names:
                 raise ModelFileError(f"{path}: the archive holds no {wname}")
+            data = entry(z, wname, budget.limit)
+            if data[:8] != HDF5_MAGIC:
+                raise ModelFileError(f"{path}: {wname} in the archive is not an HDF5 file")
             try:
-                f = h5py.File(io.BytesIO(z.read(wname)), "r")
+                f = h5py.File(io.BytesIO(data), "r")
             except Exception as e:
                 raise ModelFileError(f"{path}: {wname} inside the archive cannot be read ({e})") from None
         with f:
             version = str(meta.get("keras_version", "3"))
-            return _Builder(path, KerasV3Weights(f, f"{path}:{wname}"), version).build(cfg)
+            return _Builder(path, KerasV3Weights(f, f"{path}:{wname}", budget), version,
+                            budget).build(cfg)
     return _guarded(path, read)
 
 
-def load_keras_json(path, weights):
+def load_keras_json(path, weights, max_memory=None):
     """Read an architecture JSON (``model.to_json()``) and a weights file (``save_weights``:
     Keras 2 ``.h5`` or Keras 3 ``.weights.h5``, or a full-model ``.h5``)."""
     path, weights = os.fspath(path), os.fspath(weights)
+    budget = MemoryBudget(max_memory_bytes(max_memory), path)
     try:
         with open(path, "rb") as fh:
-            text = fh.read()
+            text = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ModelFileError(f"{path}: cannot open ({e.strerror or e})") from None
     cfg = _json(text, path, "the architecture file")
@@ -700,5 +885,5 @@ def load_keras_json(path, weights):
     def read():
         with f:
             version = str(cfg.get("keras_version") or _text(f.attrs.get("keras_version", "3")))
-            return _Builder(path, weights_source(f, weights), version).build(cfg)
+            return _Builder(path, weights_source(f, weights, budget), version, budget).build(cfg)
     return _guarded(weights, read)

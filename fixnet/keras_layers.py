@@ -127,13 +127,45 @@ def channel_axis_is_last(axis, rank):
     return axis == -1 or axis == rank        # rank excludes batch, so the last axis is `rank`
 
 
-def ntuple(value, n, what):
-    """A Keras int-or-sequence argument as an n-tuple of ints."""
+# Sizes in a layer config (kernel sizes, strides, paddings, units, ...) beyond this are not a
+# real model's; the kernels take them as C ints.
+MAX_CONFIG_INT = 1 << 20
+
+
+def config_int(value, what, lo=1, hi=MAX_CONFIG_INT):
+    """An integer from a layer config, checked to lie in [lo, hi]. A damaged value raises
+    ValueError, which the loader reports as a damaged config naming the layer."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise ValueError(f"{what} = {value!r} is not an integer")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} = {value} is outside [{lo}, {hi}]")
+    return int(value)
+
+
+# Activation parameters (slopes, alpha, thresholds, max_value) beyond this magnitude are not a
+# real model's (and would leave any int8 range): refused as a damaged config.
+MAX_ACTIVATION_PARAM = 1e6
+
+
+def config_float(value, what, lo=-float("inf"), hi=float("inf")):
+    """A finite real number from a layer config, in [lo, hi] (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what} = {value!r} is not a number")
+    v = float(value)
+    if not np.isfinite(v) or not lo <= v <= hi:
+        raise ValueError(f"{what} = {value!r} is not a finite number in [{lo}, {hi}]")
+    return v
+
+
+def ntuple(value, n, what, lo=1):
+    """A Keras int-or-sequence argument as an n-tuple of ints, each in [lo, MAX_CONFIG_INT]."""
     if isinstance(value, (list, tuple)):
         if len(value) != n:
             raise Unsupported(f"{what} {value!r} should have {n} entries")
-        return tuple(int(v) for v in value)
-    return (int(value),) * n
+        return tuple(config_int(v, what, lo) for v in value)
+    return (config_int(value, what, lo),) * n
 
 
 def require_channels_last(layer):
@@ -172,7 +204,7 @@ def dense(layer):
     use_bias = cfg.get("use_bias", True)
     w = layer.weights.take(["kernel", "bias"] if use_bias else ["kernel"])
     kernel = w["kernel"]
-    units = int(cfg.get("units", kernel.shape[-1]))
+    units = config_int(cfg.get("units", kernel.shape[-1]), "units")
     if kernel.ndim != 2 or kernel.shape[1] != units or (shape and kernel.shape[0] != shape[-1]):
         layer.weights.misshapen("kernel", kernel.shape, (shape[-1] if shape else "?", units))
     weights = {"kernel": kernel}
@@ -190,11 +222,11 @@ def conv(layer):
     require_channels_last(layer)
     rank = rank_of(layer.class_name)
     attrs = window_attrs(layer, rank)
-    groups = int(cfg.get("groups", 1) or 1)
+    groups = config_int(cfg.get("groups", 1) or 1, "groups")
     use_bias = cfg.get("use_bias", True)
     w = layer.weights.take(["kernel", "bias"] if use_bias else ["kernel"])
     kernel = w["kernel"]
-    filters = int(cfg.get("filters", kernel.shape[-1]))
+    filters = config_int(cfg.get("filters", kernel.shape[-1]), "filters")
     cin = shape[-1] if shape else None
     want = tuple(attrs["kernel_size"][2 - rank:]) + ((cin // groups) if cin else -1, filters)
     if kernel.shape != want:
@@ -217,7 +249,7 @@ def depthwise_conv(layer):
     require_channels_last(layer)
     rank = rank_of(layer.class_name)
     attrs = window_attrs(layer, rank)
-    m = int(cfg.get("depth_multiplier", 1))
+    m = config_int(cfg.get("depth_multiplier", 1), "depth_multiplier")
     use_bias = cfg.get("use_bias", True)
     w = layer.weights.take(["depthwise_kernel", "bias"] if use_bias else ["depthwise_kernel"])
     kernel = w["depthwise_kernel"]
@@ -241,13 +273,13 @@ def separable_conv(layer):
     require_channels_last(layer)
     rank = rank_of(layer.class_name)
     attrs = window_attrs(layer, rank)
-    m = int(cfg.get("depth_multiplier", 1))
+    m = config_int(cfg.get("depth_multiplier", 1), "depth_multiplier")
     use_bias = cfg.get("use_bias", True)
     names = ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if use_bias else [])
     w = layer.weights.take(names)
     dk, pk = w["depthwise_kernel"], w["pointwise_kernel"]
     c = shape[-1]
-    filters = int(cfg.get("filters", pk.shape[-1]))
+    filters = config_int(cfg.get("filters", pk.shape[-1]), "filters")
     want_d = tuple(attrs["kernel_size"][2 - rank:]) + (c, m)
     want_p = (1,) * rank + (c * m, filters)
     if dk.shape != want_d:
@@ -261,6 +293,8 @@ def separable_conv(layer):
                  "padding": "valid", "groups": 1}
     weights = {"kernel": pk[None] if rank == 1 else pk}
     if use_bias:
+        if w["bias"].shape != (filters,):
+            layer.weights.misshapen("bias", w["bias"].shape, (filters,))
         weights["bias"] = w["bias"]
     emit_with_activation(layer, "conv2d", [mid], pointwise, weights, cfg.get("activation"))
 
@@ -297,11 +331,13 @@ def zero_padding(layer):
     rank = rank_of(layer.class_name)
     p = layer.config.get("padding", 1)
     if rank == 1:
-        pads = ((0, 0), ntuple(p, 2, "padding"))
+        pads = ((0, 0), ntuple(p, 2, "padding", lo=0))
     elif isinstance(p, (list, tuple)) and p and isinstance(p[0], (list, tuple)):
-        pads = (ntuple(p[0], 2, "padding"), ntuple(p[1], 2, "padding"))
+        if len(p) != 2:
+            raise Unsupported(f"padding {p!r} should have 2 entries")
+        pads = (ntuple(p[0], 2, "padding", lo=0), ntuple(p[1], 2, "padding", lo=0))
     else:
-        h, w = ntuple(p, 2, "padding")
+        h, w = ntuple(p, 2, "padding", lo=0)
         pads = ((h, h), (w, w))
     layer.emit("pad", [src], layer.outputs, {"pads": pads, "rank": rank})
 
@@ -365,7 +401,8 @@ def merge(layer):
 def concatenate(layer):
     if len(layer.inputs) < 2:
         raise Unsupported(f"Concatenate of {len(layer.inputs)} input")
-    layer.emit("concat", layer.inputs, layer.outputs, {"axis": int(layer.config.get("axis", -1))})
+    layer.emit("concat", layer.inputs, layer.outputs,
+               {"axis": config_int(layer.config.get("axis", -1), "axis", lo=-64, hi=64)})
 
 
 @keras_layer("BatchNormalization")
@@ -381,7 +418,7 @@ def batch_normalization(layer):
     for k, v in w.items():
         if v.shape != (c,):
             layer.weights.misshapen(k, v.shape, (c,))
-    eps = float(cfg.get("epsilon", 1e-3))
+    eps = config_float(cfg.get("epsilon", 1e-3), "epsilon", lo=0.0)
     gamma = w.get("gamma", np.ones(c, np.float32)).astype(np.float64)
     beta = w.get("beta", np.zeros(c, np.float32)).astype(np.float64)
     inv = gamma / np.sqrt(w["moving_variance"].astype(np.float64) + eps)
@@ -447,9 +484,12 @@ def relu(layer):
     cfg = layer.config
     src, _ = layer.single_input()
     max_value = cfg.get("max_value")
-    params = {"max_value": None if max_value is None else float(max_value),
-              "negative_slope": float(cfg.get("negative_slope", 0.0) or 0.0),
-              "threshold": float(cfg.get("threshold", 0.0) or 0.0)}
+    big = MAX_ACTIVATION_PARAM
+    params = {"max_value": None if max_value is None else config_float(max_value, "max_value",
+                                                                       lo=0.0, hi=big),
+              "negative_slope": config_float(cfg.get("negative_slope", 0.0) or 0.0,
+                                             "negative_slope", lo=0.0, hi=big),
+              "threshold": config_float(cfg.get("threshold", 0.0) or 0.0, "threshold", -big, big)}
     layer.emit("activation", [src], layer.outputs, {"fn": "relu", "params": params})
 
 
@@ -465,14 +505,16 @@ def leaky_relu(layer):
     src, _ = layer.single_input()
     slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
     layer.emit("activation", [src], layer.outputs,
-               {"fn": "leaky_relu", "params": {"negative_slope": float(slope)}})
+               {"fn": "leaky_relu", "params": {"negative_slope": config_float(slope, "negative_slope", -MAX_ACTIVATION_PARAM,
+                                                                  MAX_ACTIVATION_PARAM)}})
 
 
 @keras_layer("ELU")
 def elu(layer):
     src, _ = layer.single_input()
     layer.emit("activation", [src], layer.outputs,
-               {"fn": "elu", "params": {"alpha": float(layer.config.get("alpha", 1.0))}})
+               {"fn": "elu", "params": {"alpha": config_float(layer.config.get("alpha", 1.0), "alpha",
+                                                     -MAX_ACTIVATION_PARAM, MAX_ACTIVATION_PARAM)}})
 
 
 @keras_layer("Softmax")
@@ -496,15 +538,21 @@ def flatten(layer):
 @keras_layer("Reshape")
 def reshape(layer):
     src, _ = layer.single_input()
-    layer.emit("reshape", [src], layer.outputs,
-               {"shape": tuple(int(d) for d in layer.config["target_shape"])})
+    target = layer.config["target_shape"]
+    if not isinstance(target, (list, tuple)) or len(target) > 8:
+        raise ValueError(f"target_shape = {target!r} is not a shape")
+    target = tuple(-1 if d == -1 else config_int(d, "target_shape") for d in target)
+    layer.emit("reshape", [src], layer.outputs, {"shape": target})
 
 
 @keras_layer("Permute")
 def permute(layer):
     src, _ = layer.single_input()
+    dims = layer.config["dims"]
+    if not isinstance(dims, (list, tuple)):
+        raise ValueError(f"dims = {dims!r} is not a list of axes")
     layer.emit("transpose", [src], layer.outputs,
-               {"perm": tuple(int(d) - 1 for d in layer.config["dims"])})
+               {"perm": tuple(config_int(d, "dims", lo=1, hi=8) - 1 for d in dims)})
 
 
 @keras_layer("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout",
@@ -551,13 +599,13 @@ def cropping(layer):
     rank = rank_of(layer.class_name)
     c = layer.config.get("cropping", 1 if rank == 1 else 0)
     if rank == 1:
-        crops = ((0, 0), ntuple(c, 2, "cropping"))
+        crops = ((0, 0), ntuple(c, 2, "cropping", lo=0))
     elif isinstance(c, (list, tuple)) and c and isinstance(c[0], (list, tuple)):
         if len(c) != 2:
             raise Unsupported(f"cropping {c!r} should have 2 entries")
-        crops = (ntuple(c[0], 2, "cropping"), ntuple(c[1], 2, "cropping"))
+        crops = (ntuple(c[0], 2, "cropping", lo=0), ntuple(c[1], 2, "cropping", lo=0))
     else:
-        h, w = ntuple(c, 2, "cropping")
+        h, w = ntuple(c, 2, "cropping", lo=0)
         crops = ((h, h), (w, w))
     if min(min(p) for p in crops) < 0:
         raise Unsupported(f"cropping {c!r} is negative")
@@ -587,14 +635,14 @@ def conv_transpose(layer):
     use_bias = cfg.get("use_bias", True)
     w = layer.weights.take(["kernel", "bias"] if use_bias else ["kernel"])
     kernel = w["kernel"]
-    filters = int(cfg.get("filters", kernel.shape[-2]))
+    filters = config_int(cfg.get("filters", kernel.shape[-2]), "filters")
     want = k + (filters, shape[-1])
     if kernel.shape != want:
         layer.weights.misshapen("kernel", kernel.shape, want)
     try:
         zi_strides, attrs, conv_kernel = plan(
             tuple(shape[:-1]), kernel, s, padding,
-            None if op is None else ntuple(op, rank, "output_padding"))
+            None if op is None else ntuple(op, rank, "output_padding", lo=0))
     except ValueError as e:
         raise Unsupported(str(e)) from None
     weights = {"kernel": conv_kernel}

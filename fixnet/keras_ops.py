@@ -21,7 +21,7 @@ last axis), two tensor operands a ``binary`` node, an activation function an ``a
 import numpy as np
 
 from . import activations
-from .keras_layers import Unsupported, broadcast_inputs
+from .keras_layers import MAX_ACTIVATION_PARAM, Unsupported, broadcast_inputs, config_float
 
 ARITH = ("add", "subtract", "multiply", "divide", "maximum", "minimum", "negative")
 
@@ -159,10 +159,11 @@ def handle(layer, kind, function, args, kwargs):
     for pname, default in param_spec.values():          # every parameter explicit
         params.setdefault(pname, default)
     if canon in ("leaky_relu", "elu"):
+        big = MAX_ACTIVATION_PARAM
         try:
-            params = {k: float(v) for k, v in params.items()}
-        except (TypeError, ValueError):
-            raise Unsupported(f"{fname} with parameters {params!r}") from None
+            params = {k: config_float(v, f"{fname}: {k}", -big, big) for k, v in params.items()}
+        except ValueError as e:
+            raise ValueError(f"{e} (a damaged config)") from None
     elif canon == "gelu" and not isinstance(params["approximate"], bool):
         raise Unsupported(f"{fname}: approximate={params['approximate']!r} is not a bool")
     elif canon == "hard_sigmoid":

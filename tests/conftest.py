@@ -86,3 +86,24 @@ def pytest_collection_modifyitems(config, items):
         reason = KNOWN_GAPS.get(item.nodeid.split("/")[-1])
         if reason:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+
+
+# --- fuzz counts (tests/test_fuzz.py) --------------------------------------------------------------
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the damaged-file campaigns' counts: cases, ok, FixnetError, crash, hang, other."""
+    import sys
+    fuzz = sys.modules.get("test_fuzz")
+    if fuzz is None or not getattr(fuzz, "FUZZ_COUNTS", None):
+        return
+    tr = terminalreporter
+    tr.section("fixnet fuzz: damaged and hostile model files")
+    for name, info in fuzz.FUZZ_COUNTS.items():
+        c = info["counts"]
+        other = c["other"] + c["memory"] + c["unnamed_error"] + c["bad_output"] + c["harness"]
+        tr.write_line(f"{name}: {info['cases']} cases in {info['seconds']:.1f} s: ok {c['ok']}, "
+                      f"FixnetError {c['fixnet_error']}, crash {c['crash']}, hang {c['hang']}, "
+                      f"other exceptions {c['other']} (of which from the quantizer "
+                      f"{info['quantizer']}), MemoryError {c['memory']}, FixnetError not naming "
+                      f"the file/layer {c['unnamed_error']}, wrong outputs {c['bad_output']}, "
+                      f"harness errors {c['harness']}; failures {other + c['crash'] + c['hang']}")
