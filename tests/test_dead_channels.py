@@ -379,3 +379,29 @@ def test_a_dead_affine_channel_is_widened_too():
     step = qm.tensors["y"].qparams.scale
     assert np.abs(y - ref).max() <= step
     np.testing.assert_array_equal(qm.predict(x, output="int8"), qm.predict_oracle(x))
+
+
+def test_a_concat_input_far_below_the_output_scale_maps_to_the_zero_point():
+    # a concat input whose scale is below 2^-32 of the output's (found by the fuzz campaign):
+    # its factor underflows, and every one of its codes becomes the output zero point; it is
+    # still requantized (its zero point differs from the output's), not copied
+    node = Node("cat", "concat", ["a", "b"], ["y"], {"axis": -1}, {}, "cat", "Concatenate")
+    g = Graph(["a", "b"], ["y", "a"], [node], {"a": (3,), "b": (2,), "y": (5,)})
+    qm = build_quantized_model(g, {"a": (-1e-9, 1e-9), "b": (0.0, 1e3), "y": (0.0, 1e3)})
+    rng = np.random.default_rng(7)
+    xa = rng.integers(-128, 128, (20, 3)).astype(np.int8)
+    xb = rng.integers(-128, 128, (20, 2)).astype(np.int8)
+    y, _ = qm.predict([xa, xb], output="int8")
+    y_oracle, _ = qm.predict_oracle([xa, xb])
+    np.testing.assert_array_equal(y, y_oracle)
+    assert np.all(y[:, :3] == qm.tensors["y"].qparams.zero_point)
+
+
+def test_a_range_beyond_float32_is_a_quantization_error():
+    # weights of 3e38 (a damaged file) make activations that float64 holds but the float32
+    # outputs of predict cannot: refused at quantize time instead of returning inf
+    from fixnet.quant.qparams import qparams_from_range
+    with pytest.raises(fixnet.QuantizationError, match="too wide for float32"):
+        qparams_from_range(-3e38, 3e38)
+    qp = qparams_from_range(-1e38, 1e38)
+    assert np.all(np.isfinite(qp.dequantize(np.arange(-128, 128))))

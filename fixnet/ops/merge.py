@@ -151,6 +151,11 @@ class Concat(Op):
                 m0, shift = 0, 0                    # same quantization: the kernel copies bytes
             else:
                 (m0,), (shift,) = requant_multipliers(iq.scale / oq.scale, node.describe())
+                if m0 == 0:
+                    # a factor below 2^-32 (requant_multipliers' 0) maps every code of this input
+                    # to the output zero point; m0 = 0 means "copy bytes" to the kernel, so use
+                    # the smallest factor it takes, 2^-32, which rounds |x - zp| <= 255 to 0 too
+                    m0, shift = 1 << 30, -31
             parts.append((int(iq.zero_point), int(m0), int(shift), inner, offset))
             offset += inner
         return ConcatStep(node.name, node.layer, node.inputs, node.outputs, parts, offset,

@@ -13,6 +13,7 @@ from ..oracle import quantize_multiplier, round_half_away
 INT8_MIN, INT8_MAX = -128, 127
 WEIGHT_MAX = 127            # weights never use -128 (see DESIGN: int16 pair sums)
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,12 @@ def qparams_from_range(lo, hi):
         raise QuantizationError(f"range [{lo}, {hi}] is not finite")
     if hi - lo < 1e-12:            # a tensor that is always 0: any scale represents it
         return QParams(1.0 / 255.0, INT8_MIN)
+    # every code's real value, up to hi - lo from the zero point, must be a finite float32:
+    # predict's float outputs are float32
+    if hi - lo >= FLOAT32_MAX:
+        raise QuantizationError(f"range [{lo:.3g}, {hi:.3g}] is too wide for float32 values")
     # scales are stored as float32, as TFLite stores them, so both quantize alike
-    with np.errstate(over="ignore"):
-        scale = float(np.float32((hi - lo) / 255.0))
-    if not np.isfinite(scale):
-        raise QuantizationError(f"range [{lo:.3g}, {hi:.3g}] is too wide for a float32 scale")
+    scale = float(np.float32((hi - lo) / 255.0))
     zp = int(np.clip(round_half_away(INT8_MIN - lo / scale), INT8_MIN, INT8_MAX))
     return QParams(scale, zp)
 
