@@ -400,7 +400,6 @@ def test_a_concat_input_far_below_the_output_scale_maps_to_the_zero_point():
 def test_a_range_beyond_float32_is_a_quantization_error():
     # weights of 3e38 (a damaged file) make activations that float64 holds but the float32
     # outputs of predict cannot: refused at quantize time instead of returning inf
-    from fixnet.quant.qparams import qparams_from_range
     with pytest.raises(fixnet.QuantizationError, match="too wide for float32"):
         qparams_from_range(-3e38, 3e38)
     qp = qparams_from_range(-1e38, 1e38)
