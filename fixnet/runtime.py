@@ -226,11 +226,12 @@ class QuantizedModel:
         # to the pool. Anything else goes through _predict.
         try:
             plan = self._fast[output, x.shape]
-            arena = plan.free.pop()
+            free = plan.free
+            arena = free.pop()
         except (AttributeError, KeyError, TypeError, IndexError):
             return self._predict(x, output)
         if arena.load(x):       # -1: not a dtype/layout the stage takes; > 0: NaN or inf
-            plan.free.append(arena)
+            free.append(arena)
             return self._predict(x, output)
         for call in arena.calls:
             call()
@@ -239,8 +240,8 @@ class QuantizedModel:
             result = stores[0]()
         else:
             result = [store() for store in stores]
-        if len(plan.free) < plan.keep:
-            plan.free.append(arena)
+        if len(free) < plan.keep:
+            free.append(arena)
         return result
 
     def _predict(self, x, output, check_overflow=False, nonfinite="error"):
