@@ -516,11 +516,13 @@ def check_input_array(x, name, shape, allow_int8):
     elif x.dtype.kind == "f":
         if x.dtype != np.float32:
             x = x.astype(np.float32)
+    elif allow_int8:
+        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass float32, "
+                              "int8 or uint8 (int8 means already quantized with the model's "
+                              "input scale/zero point; uint8 the same codes + 128)")
     else:
-        allowed = "float32, int8 or uint8" if allow_int8 else "float32"
-        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass {allowed} "
-                              "(int8 means already quantized with the model's input scale/zero "
-                              "point; uint8 the same codes + 128)")
+        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
+                              "numbers (float32, or any float or integer dtype)")
     want = tuple(shape)
     if x.shape[1:] != want or x.ndim != len(want) + 1:
         hint = ""
