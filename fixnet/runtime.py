@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ._kernels import _elementwise
+from ._kernels._pass import Arena, FastPlan
 from .errors import InputDtypeError, InputShapeError, NonFiniteInputError, FixnetError
 from .quant.qparams import QParams
 
@@ -73,45 +74,15 @@ class Step:
         return None
 
 
-class _Arena:
-    """Everything planned for one batch size: int8 buffers, the kernel calls bound to them, and
-    the float boundaries (an InputStage per input, an OutputStage per output and dtype).
-
-    An arena is used by one pass at a time: its buffers and the scratch space of its kernel
-    calls hold that pass's values. Concurrent passes take different arenas from the pool of
-    their batch size (_ArenaPool)."""
-    __slots__ = ("bufs", "calls", "loads", "load", "float_stores", "int8_stores", "nbytes")
-
-    def __init__(self, bufs, calls, loads, float_stores, int8_stores):
-        self.bufs = bufs
-        self.calls = tuple(calls)
-        self.loads = tuple(loads)
-        self.load = self.loads[0] if len(self.loads) == 1 else None
-        self.float_stores = tuple(float_stores)
-        self.int8_stores = tuple(int8_stores)
-        self.nbytes = sum(b.nbytes for b in bufs.values() if b.base is None)
-
-    def stores(self, as_float):
-        return self.float_stores if as_float else self.int8_stores
-
-    def store_into(self, name, qparams, out):
-        """Write tensor ``name`` (int8 codes) into ``out``, a C-contiguous float32 (dequantized)
-        or int8 array of its shape: a chunk's rows of predict's result, without a copy."""
-        buf = self.bufs[name]
-        if out.dtype == np.int8:
-            np.copyto(out, buf)
-        else:
-            _elementwise.dequantize(buf.reshape(-1), qparams.scale, qparams.zero_point,
-                                    out.reshape(-1))
-
-
 class _ArenaPool:
     """The arenas of one batch size. A pass takes a free arena (or, when every one is in use
     by another thread, has a new one planned) and gives it back when its results are made;
     at most ``keep`` free arenas are kept, so a burst of threads does not leave memory behind.
 
-    ``free.pop()`` and ``free.append()`` are atomic in CPython (and lock-protected in the
-    free-threaded build), so the fast path takes and returns arenas without a lock."""
+    An arena (fixnet/_kernels/_pass.pyx) holds the buffers and kernel calls of one pass, so
+    two passes never share buffers or kernel scratch. ``free.pop()`` and ``free.append()``
+    are atomic under the GIL: the fast path (FastPlan) takes and returns arenas without a
+    lock; creating pools and fast-path entries takes QuantizedModel._plan_lock."""
     __slots__ = ("n", "free", "keep", "planned")
 
     def __init__(self, n):
@@ -123,18 +94,6 @@ class _ArenaPool:
     def give(self, arena):
         if len(self.free) < self.keep:
             self.free.append(arena)
-
-
-class _FastPlan:
-    """What predict's fast path needs for one (output, input shape) of a one-input model:
-    the pool of the batch size, and which output stages to use."""
-    __slots__ = ("pool", "free", "keep", "as_float")
-
-    def __init__(self, pool, as_float):
-        self.pool = pool
-        self.free = pool.free
-        self.keep = pool.keep
-        self.as_float = as_float
 
 
 class QuantizedModel:
@@ -151,7 +110,7 @@ class QuantizedModel:
 
     def _init_run_state(self):
         self._pools = OrderedDict()   # batch size -> _ArenaPool, the most recently used last
-        self._fast = {}               # (output, input shape) -> _FastPlan (one-input models)
+        self._fast = {}               # (output, input shape) -> FastPlan (one-input models)
         self._plan_lock = threading.Lock()   # guards _pools and _fast changes (not the runs)
         self._local = threading.local()      # per-thread state: the last CheckReport
 
@@ -220,28 +179,17 @@ class QuantizedModel:
         if check_overflow or nonfinite != "error":
             return self._predict(x, output, check_overflow, nonfinite)
         # Fast path: one C-contiguous float32/int8 array of a shape seen before (so its arena
-        # pool exists and the checks of every argument are done): a dict lookup, a free arena
-        # from the pool, the input stage (a C-level dtype/shape check, then copy or quantize
-        # into the arena), the kernel calls, the output stage (new arrays) and the arena back
-        # to the pool. Anything else goes through _predict.
+        # pool exists and the checks of every argument are done): a dict lookup, then in C
+        # (_kernels/_pass.pyx) a free arena from the pool, the input stage (a dtype/shape
+        # check, then copy or quantize into the arena), the kernel calls, the output stage
+        # (new arrays) and the arena back to the pool. Anything else goes through _predict.
         try:
             plan = self._fast[output, x.shape]
-            free = plan.free
-            arena = free.pop()
-        except (AttributeError, KeyError, TypeError, IndexError):
+        except (AttributeError, KeyError, TypeError):
             return self._predict(x, output)
-        if arena.load(x):       # -1: not a dtype/layout the stage takes; > 0: NaN or inf
-            free.append(arena)
+        result = plan(x)        # None: no free arena, or x is not what the stage takes
+        if result is None:
             return self._predict(x, output)
-        for call in arena.calls:
-            call()
-        stores = arena.float_stores if plan.as_float else arena.int8_stores
-        if len(stores) == 1:
-            result = stores[0]()
-        else:
-            result = [store() for store in stores]
-        if len(free) < plan.keep:
-            free.append(arena)
         return result
 
     def _predict(self, x, output, check_overflow=False, nonfinite="error"):
@@ -277,7 +225,7 @@ class QuantizedModel:
             arena = self._take(pool)
             self._run_pass(arena, [xi[start:stop] for xi in xs])
             for t, res in zip(self.outputs, results):
-                arena.store_into(t, self.tensors[t].qparams, res[start:stop])
+                _store_into(res[start:stop], arena.bufs[t], self.tensors[t].qparams)
             pool.give(arena)
         return results[0] if len(results) == 1 else results
 
@@ -288,8 +236,7 @@ class QuantizedModel:
                 raise NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite "
                                           f"value(s); int8 cannot represent them (predict's "
                                           f"nonfinite='clip' clips them)")
-        for call in arena.calls:
-            call()
+        arena.run_calls()
 
     def _predict_checked(self, x, output, nonfinite):
         from .checked import run_checked
@@ -381,7 +328,7 @@ class QuantizedModel:
         with self._plan_lock:
             if self._pools.get(pool.n) is pool:   # not dropped meanwhile
                 fast = dict(self._fast)
-                fast[key] = _FastPlan(pool, as_float)
+                fast[key] = FastPlan(pool, pool.free, pool.keep, as_float)
                 self._fast = fast
 
     def arena_stats(self):
@@ -404,12 +351,12 @@ class QuantizedModel:
             for t in s.outputs:
                 bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
             calls.append(s.bind(bufs))
-        return _Arena(bufs, calls,
-                      [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
-                                               self.tensors[t].qparams.zero_point)
-                       for t in self.inputs],
-                      [self._output_stage(bufs[t], t, True) for t in self.outputs],
-                      [self._output_stage(bufs[t], t, False) for t in self.outputs])
+        return Arena(bufs, calls,
+                     [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
+                                              self.tensors[t].qparams.zero_point)
+                      for t in self.inputs],
+                     [self._output_stage(bufs[t], t, True) for t in self.outputs],
+                     [self._output_stage(bufs[t], t, False) for t in self.outputs])
 
     def _output_stage(self, buf, name, as_float):
         qp = self.tensors[name].qparams
@@ -448,6 +395,15 @@ class QuantizedModel:
         ``fixnet.load(path)`` reads it back with bit-identical predictions."""
         from .fxn import save_model
         save_model(self, path)
+
+
+def _store_into(out, buf, qparams):
+    """Write the int8 codes ``buf`` into ``out``, a C-contiguous float32 (dequantized) or int8
+    array of its shape: a chunk's rows of predict's result, without a temporary."""
+    if out.dtype == np.int8:
+        np.copyto(out, buf)
+    else:
+        _elementwise.dequantize(buf.reshape(-1), qparams.scale, qparams.zero_point, out.reshape(-1))
 
 
 def _output_is_float(output):
