@@ -65,19 +65,26 @@ def run_calls(qm, xs, output, calls, threads):
     return max(done) - t0
 
 
+def timed(qm, xs, output, calls, threads):
+    """(wall seconds, CPU seconds of the process) of one workload."""
+    cpu = time.process_time()
+    wall = run_calls(qm, xs, output, calls, threads)
+    return wall, time.process_time() - cpu
+
+
 def measure(qm, xs, output="float32", calls=200, rounds=20):
-    """Per round (alternating the order): time of the workload on 1 and on 2 threads.
-    Returns the list of (t1, t2)."""
+    """Per round (alternating the order): (wall, CPU) seconds of the workload on 1 and on 2
+    threads. Returns the list of ((wall1, cpu1), (wall2, cpu2))."""
     run_calls(qm, xs, output, calls // 4, 2)          # warm: arenas for both threads
     pairs = []
     for r in range(rounds):
         if r % 2:
-            t2 = run_calls(qm, xs, output, calls, 2)
-            t1 = run_calls(qm, xs, output, calls, 1)
+            two = timed(qm, xs, output, calls, 2)
+            one = timed(qm, xs, output, calls, 1)
         else:
-            t1 = run_calls(qm, xs, output, calls, 1)
-            t2 = run_calls(qm, xs, output, calls, 2)
-        pairs.append((t1, t2))
+            one = timed(qm, xs, output, calls, 1)
+            two = timed(qm, xs, output, calls, 2)
+        pairs.append((one, two))
     return pairs
 
 
@@ -94,19 +101,23 @@ def main(argv=None):
 
     qm, xs = load_model(args.model)
     pairs = measure(qm, xs[args.output], args.output, args.calls, args.rounds)
-    ratios = sorted(t1 / t2 for t1, t2 in pairs)
-    per_call_1 = statistics.median(t1 for t1, _ in pairs) / args.calls
-    per_call_2 = statistics.median(t2 for _, t2 in pairs) / args.calls
+    ratios = sorted(one[0] / two[0] for one, two in pairs)
+    per_call_1 = statistics.median(one[0] for one, _ in pairs) / args.calls
+    per_call_2 = statistics.median(two[0] for _, two in pairs) / args.calls
+    # cores the process got: CPU seconds / wall seconds (up to 1 and 2; less when other
+    # processes take the cores, and then the ratio says little about the GIL)
+    cores_1 = statistics.median(one[1] / one[0] for one, _ in pairs)
+    cores_2 = statistics.median(two[1] / two[0] for _, two in pairs)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"model {args.model}, batch 1, {args.output} in/out, kernels {fixnet._kernels.ISA}, "
           f"{os.cpu_count()} CPUs, load average {load:.2f}")
     print(f"{args.calls} calls per workload, {args.rounds} rounds")
     print(f"1 thread : {1e3 * per_call_1:.3f} ms per call (median), "
-          f"{1 / per_call_1:.0f} calls/s")
+          f"{1 / per_call_1:.0f} calls/s, {cores_1:.2f} cores used")
     print(f"2 threads: {1e3 * per_call_2:.3f} ms per call (median), "
-          f"{1 / per_call_2:.0f} calls/s")
+          f"{1 / per_call_2:.0f} calls/s, {cores_2:.2f} cores used")
     print(f"throughput ratio 2 threads / 1 thread: median {statistics.median(ratios):.2f}, "
-          f"range {ratios[0]:.2f} .. {ratios[-1]:.2f}, best round {ratios[-1]:.2f}")
+          f"range {ratios[0]:.2f} .. {ratios[-1]:.2f}")
     return statistics.median(ratios)
 
 
