@@ -6,7 +6,7 @@ import numpy as np
 
 from . import reference
 from .errors import FixnetError, InputDtypeError, InputShapeError
-from .runtime import check_input_array
+from .runtime import check_input_array, split_inputs
 
 
 def load(path, weights=None, *, max_memory=None):
@@ -78,19 +78,45 @@ class FloatModel:
                 f"outputs {self.output_shapes}>")
 
     def predict(self, x, batch_size=1024):
-        """Float32 outputs of the model, as Keras computes them (within float rounding)."""
-        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        """Float32 outputs of the model, as Keras computes them (within float rounding).
+
+        x: an array of shape (batch,) + input shape (any float or integer dtype: the values
+           are used as real numbers; any layout), or anything np.asarray makes one of (a
+           nested list of samples); a list or tuple with one array per input for a model with
+           several inputs. NaN and infinities are computed with, as Keras does.
+        batch_size: samples per pass of the NumPy reference (a positive int).
+        Returns one float32 array, or a list for a model with several outputs; an empty batch
+        gives empty outputs. Raises InputShapeError / InputDtypeError naming the input.
+        """
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                or batch_size < 1):
+            raise FixnetError(f"predict: batch_size must be a positive int, not {batch_size!r}")
+        shapes = [self.graph.shapes[t] for t in self.graph.inputs]
+        xs = split_inputs(x, shapes)
         if len(xs) != len(self.graph.inputs):
-            raise InputShapeError(f"model takes {len(self.graph.inputs)} input(s), got {len(xs)}")
+            raise InputShapeError(f"model takes {len(self.graph.inputs)} input(s) "
+                                  f"({', '.join(self.graph.inputs)}), got {len(xs)} array(s)")
         checked = []
-        for t, xi in zip(self.graph.inputs, xs):
-            xi = np.asarray(xi) if not isinstance(xi, np.ndarray) else xi
+        for t, shape, xi in zip(self.graph.inputs, shapes, xs):
+            if not isinstance(xi, np.ndarray):
+                try:
+                    xi = np.asarray(xi)
+                except Exception as e:  # ragged lists and the like
+                    raise InputDtypeError(f"input '{t}': cannot be made into an array ({e})") from None
             if xi.dtype.kind in "iu":
                 xi = xi.astype(np.float32)
-            checked.append(check_input_array(xi, t, self.graph.shapes[t], allow_int8=False))
+            xi = check_input_array(xi, t, shape, allow_int8=False)
+            if checked and xi.shape[0] != checked[0].shape[0]:
+                raise InputShapeError(f"input '{t}' has batch size {xi.shape[0]}, input "
+                                      f"'{self.graph.inputs[0]}' has {checked[0].shape[0]}")
+            checked.append(np.ascontiguousarray(xi))
         n = checked[0].shape[0]
+        if n == 0:
+            res = [np.empty((0,) + tuple(self.graph.shapes[t]), np.float32)
+                   for t in self.graph.outputs]
+            return res[0] if len(res) == 1 else res
         parts = []
-        for i in range(0, max(n, 1), batch_size):
+        for i in range(0, n, batch_size):
             outs = reference.run(self.graph, [c[i:i + batch_size] for c in checked])
             parts.append([o.astype(np.float32) for o in outs])
         res = [np.concatenate([p[k] for p in parts]) for k in range(len(self.graph.outputs))]

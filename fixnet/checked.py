@@ -59,16 +59,16 @@ class CheckReport:
                                                   "outputs", "share"], rows)
 
 
-def run_checked(qm, x):
-    """Run ``qm`` on ``x`` through the oracle with overflow checks. Returns (int8 outputs,
-    CheckReport); raises AccumulatorOverflowError on the first accumulator that wraps."""
-    xs = qm._check_inputs(x)
+def run_checked(qm, x, nonfinite="error"):
+    """Run ``qm`` on ``x`` through the oracle with overflow checks (``nonfinite`` as for
+    predict). Returns (int8 outputs, CheckReport); raises AccumulatorOverflowError on the
+    first accumulator that wraps. Nothing is stored on ``qm``: the caller keeps the report
+    (predict keeps it per thread, as ``qm.last_check``)."""
+    from .runtime import require_finite
+    xs = qm._check_inputs(x, nonfinite)
     vals = {}
     for t, xi in zip(qm.inputs, xs):
-        vals[t] = xi if xi.dtype == np.int8 else qm.tensors[t].qparams.quantize(xi)
-        if xi.dtype != np.int8 and not np.all(np.isfinite(xi)):
-            from .errors import NonFiniteInputError
-            raise NonFiniteInputError(f"input '{t}' holds NaN or infinite values")
+        vals[t] = xi if xi.dtype == np.int8 else qm.tensors[t].qparams.quantize(require_finite(xi, t))
     report = CheckReport()
     for s in qm.steps:
         ins = [vals[t] for t in s.inputs]

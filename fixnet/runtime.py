@@ -3,6 +3,7 @@
 Float appears only at the two boundaries of predict: quantizing a float input and dequantizing
 the outputs. Everything between is int8 tensors and integer kernels.
 """
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -10,11 +11,15 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ._kernels import _elementwise
+from ._kernels._pass import Arena, FastPlan
 from .errors import InputDtypeError, InputShapeError, NonFiniteInputError, FixnetError
 from .quant.qparams import QParams
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
-_ARENAS_KEPT = 4
+BATCH_SIZES_KEPT = 4         # arena pools kept for this many batch sizes (the most recent)
+ARENAS_PER_BATCH_SIZE = 8    # free arenas kept per batch size (for that many threads at once)
+ARENA_BYTES_KEPT = 64 << 20  # ... unless they take more bytes than this (one is always kept)
+NONFINITE_POLICIES = ("error", "clip")
 
 
 @dataclass
@@ -69,29 +74,26 @@ class Step:
         return None
 
 
-class _Arena:
-    """Everything planned for one batch size: int8 buffers, the kernel calls bound to them, and
-    the float boundaries (an InputStage per input, an OutputStage per output and dtype)."""
-    __slots__ = ("bufs", "calls", "loads", "float_stores", "int8_stores")
+class _ArenaPool:
+    """The arenas of one batch size. A pass takes a free arena (or, when every one is in use
+    by another thread, has a new one planned) and gives it back when its results are made;
+    at most ``keep`` free arenas are kept, so a burst of threads does not leave memory behind.
 
-    def __init__(self, bufs, calls, loads, float_stores, int8_stores):
-        self.bufs = bufs
-        self.calls = tuple(calls)
-        self.loads = tuple(loads)
-        self.float_stores = tuple(float_stores)
-        self.int8_stores = tuple(int8_stores)
+    An arena (fixnet/_kernels/_pass.pyx) holds the buffers and kernel calls of one pass, so
+    two passes never share buffers or kernel scratch. ``free.pop()`` and ``free.append()``
+    are atomic under the GIL: the fast path (FastPlan) takes and returns arenas without a
+    lock; creating pools and fast-path entries takes QuantizedModel._plan_lock."""
+    __slots__ = ("n", "free", "keep", "planned")
 
+    def __init__(self, n):
+        self.n = n
+        self.free = []
+        self.keep = ARENAS_PER_BATCH_SIZE
+        self.planned = 0          # arenas planned for this batch size so far (for tests)
 
-class _FastPlan:
-    """What predict's fast path needs for one (output, input shape) of a one-input model."""
-    __slots__ = ("arena", "load", "calls", "stores", "single_output")
-
-    def __init__(self, arena, stores):
-        self.arena = arena
-        self.load = arena.loads[0]
-        self.calls = arena.calls
-        self.stores = tuple(stores)
-        self.single_output = len(self.stores) == 1
+    def give(self, arena):
+        if len(self.free) < self.keep:
+            self.free.append(arena)
 
 
 class QuantizedModel:
@@ -104,8 +106,23 @@ class QuantizedModel:
         self.outputs = list(outputs)
         self.name = name
         self.source = source
-        self._arenas = OrderedDict()  # batch size -> _Arena, the most recently used last
-        self._fast = {}               # (output, input shape) -> _FastPlan (one-input models)
+        self._init_run_state()
+
+    def _init_run_state(self):
+        self._pools = OrderedDict()   # batch size -> _ArenaPool, the most recently used last
+        self._fast = {}               # (output, input shape) -> FastPlan (one-input models)
+        self._plan_lock = threading.Lock()   # guards _pools and _fast changes (not the runs)
+        self._local = threading.local()      # per-thread state: the last CheckReport
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for k in ("_pools", "_fast", "_plan_lock", "_local"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_run_state()
 
     # -- properties users look at -------------------------------------------------------
     @property
@@ -120,73 +137,96 @@ class QuantizedModel:
     def output_qparams(self):
         return [self.tensors[t].qparams for t in self.outputs]
 
+    @property
+    def last_check(self):
+        """The CheckReport of this thread's last ``predict(..., check_overflow=True)`` (None
+        before the first one). Per thread: checked runs in other threads never replace it."""
+        return getattr(self._local, "check", None)
+
     def __repr__(self):
         return (f"<QuantizedModel '{self.name}': {len(self.steps)} int8 steps, "
                 f"inputs {self.input_shapes}, outputs {[self.tensors[t].shape for t in self.outputs]}>")
 
     # -- running --------------------------------------------------------------------------
-    def predict(self, x, output="float32", check_overflow=False):
+    def predict(self, x, output="float32", check_overflow=False, nonfinite="error"):
         """Run the int8 network.
 
         x: float32/float64 array (quantized at the input with the input's scale and zero
            point), or int8 (taken as already quantized); shape (batch,) + input shape. A list
-           of arrays for a model with several inputs.
+           of arrays for a model with several inputs. Any layout (strided, Fortran-order,
+           read-only arrays are copied into the model's buffers); an empty batch gives empty
+           outputs; batches above MAX_ROWS_PER_PASS rows run in chunks of that many rows.
         x may also be uint8: the int8 codes + 128 (zero point + 128), like TFLite's uint8
            input type (camera pixels, for a model whose input range is [0, 255]).
         output: "float32" (dequantized, the default), "int8" (raw codes; see output_qparams)
            or "uint8" (the codes + 128).
         check_overflow: run through the NumPy oracle with int64 accumulators instead, raising
            fixnet.AccumulatorOverflowError naming the layer if any int32 accumulator would
-           wrap (same results, much slower); ``last_check`` then holds per-layer counts.
+           wrap (same results, much slower); ``last_check`` then holds per-layer counts (per
+           thread).
+        nonfinite: what NaN and infinite float inputs do. "error" (default): raise
+           fixnet.NonFiniteInputError naming the input. "clip": +inf becomes the largest int8
+           code (127), -inf the smallest (-128), NaN the zero point (real 0.0), as a finite
+           value beyond the input's range or 0.0 would.
         Returns one array, or a list for a model with several outputs; new arrays every call
         (never views of the model's internal buffers).
+
+        Thread-safe: one model may run in many threads at once, each call giving the same
+        bits as a serial call. Each pass takes an arena (buffers and kernel calls planned for
+        its batch size) that no other pass uses meanwhile; the kernels release the GIL, so
+        threads run on several cores.
         """
-        if check_overflow:
-            return self._predict_checked(x, output)
+        if check_overflow or nonfinite != "error":
+            return self._predict(x, output, check_overflow, nonfinite)
         # Fast path: one C-contiguous float32/int8 array of a shape seen before (so its arena
-        # and the checks of every argument are done): a dict lookup, the input stage (a
-        # C-level dtype/shape check, then copy or quantize into the arena), the kernel calls
-        # and the output stage (a new array). Anything else goes through _predict.
+        # pool exists and the checks of every argument are done): a dict lookup, then in C
+        # (_kernels/_pass.pyx) a free arena from the pool, the input stage (a dtype/shape
+        # check, then copy or quantize into the arena), the kernel calls, the output stage
+        # (new arrays) and the arena back to the pool. Anything else goes through _predict.
         try:
             plan = self._fast[output, x.shape]
         except (AttributeError, KeyError, TypeError):
             return self._predict(x, output)
-        if plan.load(x):        # -1: not a dtype/layout the stage takes; > 0: NaN or inf
+        result = plan(x)        # None: no free arena, or x is not what the stage takes
+        if result is None:
             return self._predict(x, output)
-        for call in plan.calls:
-            call()
-        if plan.single_output:
-            return plan.stores[0]()
-        return [store() for store in plan.stores]
+        return result
 
-    def _predict(self, x, output):
+    def _predict(self, x, output, check_overflow=False, nonfinite="error"):
         """predict for any input: checks (with the error messages), conversions, chunks of
         MAX_ROWS_PER_PASS rows; registers the fast path for the shape when it applies."""
+        as_float = _output_is_float(output)
+        if nonfinite not in NONFINITE_POLICIES:
+            raise FixnetError(f"predict: nonfinite must be one of {NONFINITE_POLICIES}, "
+                              f"not {nonfinite!r}")
+        if check_overflow:
+            return self._predict_checked(x, output, nonfinite)
         if output == "uint8":
-            return _as_uint8(self.predict(x, "int8"))     # the int8 fast path, then + 128
-        if output not in ("float32", "int8"):
-            raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
-        as_float = output == "float32"
-        xs = self._check_inputs(x)
+            # the int8 fast path, then + 128
+            return _as_uint8(self.predict(x, "int8", nonfinite=nonfinite))
+        xs = self._check_inputs(x, nonfinite)
         n = xs[0].shape[0]
         if 0 < n <= MAX_ROWS_PER_PASS:
-            arena = self._arena(n)
+            pool = self._pool(n)
+            arena = self._take(pool)
             self._run_pass(arena, xs)
-            stores = arena.float_stores if as_float else arena.int8_stores
-            results = [store() for store in stores]
-            if (len(self.inputs) == 1 and isinstance(x, np.ndarray)
-                    and n in self._arenas and self._arenas[n] is arena):
-                self._fast[output, x.shape] = _FastPlan(arena, stores)
+            results = [store() for store in arena.stores(as_float)]
+            pool.give(arena)
+            if len(self.inputs) == 1 and isinstance(x, np.ndarray) and nonfinite == "error":
+                self._register_fast(output, x.shape, pool, as_float)
             return results[0] if len(results) == 1 else results
+        # An empty batch, or chunks of MAX_ROWS_PER_PASS rows: only the results are
+        # allocated at full size; each chunk runs in one arena of the pool of its size.
         results = [np.empty((n,) + self.tensors[t].shape, np.float32 if as_float else np.int8)
                    for t in self.outputs]
         for start in range(0, n, MAX_ROWS_PER_PASS):
             stop = min(n, start + MAX_ROWS_PER_PASS)
-            arena = self._arena(stop - start)
+            pool = self._pool(stop - start)
+            arena = self._take(pool)
             self._run_pass(arena, [xi[start:stop] for xi in xs])
-            stores = arena.float_stores if as_float else arena.int8_stores
-            for res, store in zip(results, stores):
-                res[start:stop] = store()
+            for t, res in zip(self.outputs, results):
+                _store_into(res[start:stop], arena.bufs[t], self.tensors[t].qparams)
+            pool.give(arena)
         return results[0] if len(results) == 1 else results
 
     def _run_pass(self, arena, xs):
@@ -194,28 +234,31 @@ class QuantizedModel:
             bad = stage(np.ascontiguousarray(xi))
             if bad:
                 raise NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite "
-                                          f"value(s); int8 cannot represent them")
-        for call in arena.calls:
-            call()
+                                          f"value(s); int8 cannot represent them (predict's "
+                                          f"nonfinite='clip' clips them)")
+        arena.run_calls()
 
-    def _predict_checked(self, x, output):
+    def _predict_checked(self, x, output, nonfinite):
         from .checked import run_checked
+        outs, self._local.check = run_checked(self, x, nonfinite)
         if output == "uint8":
-            return _as_uint8(self._predict_checked(x, "int8"))
-        if output not in ("float32", "int8"):
-            raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
-        outs, self.last_check = run_checked(self, x)
+            return _as_uint8(outs[0] if len(outs) == 1 else outs)
         if output == "float32":
             outs = [self.tensors[t].qparams.dequantize(o) for t, o in zip(self.outputs, outs)]
         return outs[0] if len(outs) == 1 else outs
 
-    def predict_oracle(self, x):
+    def predict_oracle(self, x, nonfinite="error"):
         """The same network run step by step with the pure-NumPy oracle (int8 outputs).
-        Slow; it is the ground truth the Cython kernels are checked against."""
-        xs = self._check_inputs(x)
+        Slow; it is the ground truth the Cython kernels are checked against. ``nonfinite``
+        as for predict."""
+        if nonfinite not in NONFINITE_POLICIES:
+            raise FixnetError(f"predict_oracle: nonfinite must be one of {NONFINITE_POLICIES}, "
+                              f"not {nonfinite!r}")
+        xs = self._check_inputs(x, nonfinite)
         vals = {}
         for t, xi in zip(self.inputs, xs):
-            vals[t] = xi if xi.dtype == np.int8 else self.tensors[t].qparams.quantize(xi)
+            vals[t] = xi if xi.dtype == np.int8 else self.tensors[t].qparams.quantize(
+                require_finite(xi, t))
         for s in self.steps:
             outs = s.oracle([vals[t] for t in s.inputs])
             for t, o in zip(s.outputs, outs):
@@ -223,8 +266,11 @@ class QuantizedModel:
         res = [vals[t] for t in self.outputs]
         return res[0] if len(res) == 1 else res
 
-    def _check_inputs(self, x):
-        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    def _check_inputs(self, x, nonfinite="error"):
+        """The inputs as a list of checked arrays (float32 or int8, the model's shapes, one
+        batch size); with nonfinite="clip", float inputs with their non-finite values
+        replaced (see predict). Raises InputShapeError / InputDtypeError naming the input."""
+        xs = split_inputs(x, [self.tensors[t].shape for t in self.inputs])
         if len(xs) != len(self.inputs):
             raise InputShapeError(f"model takes {len(self.inputs)} input(s) "
                                   f"({', '.join(self.inputs)}), got {len(xs)} array(s)")
@@ -236,15 +282,63 @@ class QuantizedModel:
                 raise InputShapeError(f"input '{name}' has batch size {xi.shape[0]}, another "
                                       f"input has {n}")
             n = xi.shape[0]
+            if nonfinite == "clip" and xi.dtype != np.int8:
+                xi = clip_nonfinite(xi)
             out.append(xi)
         return out
 
-    def _arena(self, n):
-        """Buffers for batch size n and the kernel calls bound to them, planned once."""
-        arena = self._arenas.get(n)
-        if arena is not None:
-            self._arenas.move_to_end(n)
-            return arena
+    # -- arenas: planned per batch size, pooled so that concurrent passes never share one ----
+    def _pool(self, n):
+        """The arena pool of batch size n (created empty on first use); the least recently
+        used pools beyond BATCH_SIZES_KEPT are dropped, with their fast-path entries."""
+        pools = self._pools
+        pool = pools.get(n)
+        if pool is not None:
+            try:
+                pools.move_to_end(n)
+            except KeyError:      # dropped meanwhile by another thread: still usable
+                pass
+            return pool
+        with self._plan_lock:
+            pool = pools.get(n)
+            if pool is None:
+                pool = pools[n] = _ArenaPool(n)
+                while len(pools) > BATCH_SIZES_KEPT:
+                    _, old = pools.popitem(last=False)
+                    self._fast = {k: p for k, p in self._fast.items() if p.pool is not old}
+            return pool
+
+    def _take(self, pool):
+        """A free arena of ``pool``, or a newly planned one if every arena is in use."""
+        try:
+            return pool.free.pop()
+        except IndexError:
+            pass
+        arena = self._plan_arena(pool.n)
+        if pool.planned == 0:
+            pool.keep = max(1, min(ARENAS_PER_BATCH_SIZE, ARENA_BYTES_KEPT // max(arena.nbytes, 1)))
+        pool.planned += 1
+        return arena
+
+    def _register_fast(self, output, shape, pool, as_float):
+        key = (output, shape)
+        plan = self._fast.get(key)
+        if plan is not None and plan.pool is pool:
+            return
+        with self._plan_lock:
+            if self._pools.get(pool.n) is pool:   # not dropped meanwhile
+                fast = dict(self._fast)
+                fast[key] = FastPlan(pool, pool.free, pool.keep, as_float)
+                self._fast = fast
+
+    def arena_stats(self):
+        """{batch size: (arenas planned so far, free arenas kept, bytes of one arena)} of the
+        pools kept now: what predict holds in memory between calls."""
+        return {n: (p.planned, len(p.free), p.free[0].nbytes if p.free else 0)
+                for n, p in list(self._pools.items())}
+
+    def _plan_arena(self, n):
+        """Buffers for batch size n and the kernel calls bound to them."""
         bufs = {}
         for t in self.inputs:
             bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
@@ -257,17 +351,12 @@ class QuantizedModel:
             for t in s.outputs:
                 bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
             calls.append(s.bind(bufs))
-        arena = _Arena(bufs, calls,
-                       [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
-                                                self.tensors[t].qparams.zero_point)
-                        for t in self.inputs],
-                       [self._output_stage(bufs[t], t, True) for t in self.outputs],
-                       [self._output_stage(bufs[t], t, False) for t in self.outputs])
-        self._arenas[n] = arena
-        while len(self._arenas) > _ARENAS_KEPT:
-            _, old = self._arenas.popitem(last=False)
-            self._fast = {k: p for k, p in self._fast.items() if p.arena is not old}
-        return arena
+        return Arena(bufs, calls,
+                     [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
+                                              self.tensors[t].qparams.zero_point)
+                      for t in self.inputs],
+                     [self._output_stage(bufs[t], t, True) for t in self.outputs],
+                     [self._output_stage(bufs[t], t, False) for t in self.outputs])
 
     def _output_stage(self, buf, name, as_float):
         qp = self.tensors[name].qparams
@@ -308,6 +397,58 @@ class QuantizedModel:
         save_model(self, path)
 
 
+def _store_into(out, buf, qparams):
+    """Write the int8 codes ``buf`` into ``out``, a C-contiguous float32 (dequantized) or int8
+    array of its shape: a chunk's rows of predict's result, without a temporary."""
+    if out.dtype == np.int8:
+        np.copyto(out, buf)
+    else:
+        _elementwise.dequantize(buf.reshape(-1), qparams.scale, qparams.zero_point, out.reshape(-1))
+
+
+def _output_is_float(output):
+    """True for output="float32", False for "int8"/"uint8"; FixnetError naming the argument
+    for anything else."""
+    if isinstance(output, str):
+        if output == "float32":
+            return True
+        if output in ("int8", "uint8"):
+            return False
+    raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
+
+
+def split_inputs(x, shapes):
+    """predict's ``x`` as one entry per model input. A model with several inputs takes a list
+    or tuple of arrays (one per input); a one-input model takes an array, anything np.asarray
+    makes one of (a nested list of samples), or a list holding its one input array."""
+    if not isinstance(x, (list, tuple)):
+        return [x]
+    if len(shapes) != 1:
+        return list(x)
+    batch_rank = len(shapes[0]) + 1
+    if x and all(isinstance(xi, np.ndarray) and xi.ndim == batch_rank for xi in x):
+        return list(x)      # arrays with a batch axis: one per input (one expected)
+    return [x]              # samples: a nested list, or a list of single-sample arrays
+
+
+def require_finite(x, name):
+    """x (a float array) unchanged, or NonFiniteInputError naming the input."""
+    bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite value(s); int8 "
+                                  "cannot represent them (predict's nonfinite='clip' clips them)")
+    return x
+
+
+def clip_nonfinite(x):
+    """predict's nonfinite="clip": +inf -> the largest float32 (quantizes to code 127), -inf
+    -> the most negative (code -128), NaN -> 0.0 (the zero point). A copy if x has any."""
+    if np.isfinite(x).all():
+        return x
+    big = np.finfo(np.float32).max
+    return np.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
+
+
 def _as_uint8(out):
     """int8 codes q -> uint8 codes q + 128 (same scale, zero point + 128)."""
     if isinstance(out, list):
@@ -331,11 +472,13 @@ def check_input_array(x, name, shape, allow_int8):
     elif x.dtype.kind == "f":
         if x.dtype != np.float32:
             x = x.astype(np.float32)
+    elif allow_int8:
+        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass float32, "
+                              "int8 or uint8 (int8 means already quantized with the model's "
+                              "input scale/zero point; uint8 the same codes + 128)")
     else:
-        allowed = "float32, int8 or uint8" if allow_int8 else "float32"
-        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass {allowed} "
-                              "(int8 means already quantized with the model's input scale/zero "
-                              "point; uint8 the same codes + 128)")
+        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
+                              "numbers (float32, or any float or integer dtype)")
     want = tuple(shape)
     if x.shape[1:] != want or x.ndim != len(want) + 1:
         hint = ""

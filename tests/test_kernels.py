@@ -182,7 +182,10 @@ def dense_layouts(build):
 @each_build
 @pytest.mark.parametrize("n, k, c", [(256, 64, 64), (256, 64, 32), (256, 32, 10), (255, 48, 33)])
 def test_dense_call_releases_the_gil_and_rereads_x(build, n, k, c):
-    # Large enough to run without the GIL; the Call object reads x again on every call.
+    # Large enough to run without the GIL: another Python thread runs while the call does
+    # (gil_probe: it makes exactly 0 steps if the call holds the GIL). The Call object reads
+    # x again on every call.
+    from gil_probe import gil_released_by
     rng = np.random.default_rng(n + k + c)
     w = int8_array(rng, (c, k), -127, 127)
     bias = rng.integers(-2 ** 16, 2 ** 16, size=c).astype(np.int32)
@@ -195,6 +198,15 @@ def test_dense_call_releases_the_gil_and_rereads_x(build, n, k, c):
         x[...] = int8_array(rng, (n, k))
         assert call() is None
         np.testing.assert_array_equal(out, oracle.dense(x, w, bias, m0, shift, 3, -100, 127))
+    assert gil_released_by(lambda: repeat_for(call, 0.02)) > 0, "DenseCall held the GIL"
+
+
+def repeat_for(call, seconds):
+    """Run call() again and again for about ``seconds`` (time.perf_counter keeps the GIL)."""
+    import time
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        call()
 
 
 @each_build

@@ -285,9 +285,12 @@ def test_call_objects_survive_a_failed_reinitialisation():
 
 
 def test_large_calls_run_in_parallel_threads():
-    # Above the work threshold the kernels release the GIL; two Call objects (each owning
-    # its scratch buffers) then run at the same time and still match the oracle.
+    # Above the work threshold the kernels release the GIL: another Python thread runs while
+    # each call does (gil_probe: exactly 0 steps if a call held the GIL); and Call objects
+    # (each owning its scratch buffers) run in 4 threads at once still match the oracle.
+    import time
     from concurrent.futures import ThreadPoolExecutor
+    from gil_probe import gil_released_by
     rng = np.random.default_rng(5)
     calls, expected = [], []
     for _ in range(4):
@@ -306,6 +309,12 @@ def test_large_calls_run_in_parallel_threads():
                                                0, -128, 127, out))
         expected.append((out, oracle.depthwise_conv2d(x, wd, bias, m0, shift, 1, 1, 1, 1, 1, 1,
                                                       2, 3, 0, -128, 127, out_h=9, out_w=9)))
+    for call in calls[:2]:
+        def repeat(call=call):
+            end = time.perf_counter() + 0.02
+            while time.perf_counter() < end:
+                call()
+        assert gil_released_by(repeat) > 0, f"{type(call).__name__} held the GIL"
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda call: [call() for _ in range(20)], calls))
     for out, want in expected:

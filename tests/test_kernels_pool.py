@@ -208,12 +208,26 @@ def test_pool_call_object_rereads_its_input(kernel, call_class):
 
 
 def test_pool_large_enough_to_release_the_gil():
+    # Another Python thread runs while the call does (gil_probe: exactly 0 steps if the call
+    # held the GIL), and the results match the oracle.
+    import time
+    from gil_probe import gil_released_by
     rng = np.random.default_rng(2)
     x = int8_array(rng, (3, 30, 30, 40))
     params = (3, 3, 1, 1, 1, 1)
-    for kernel in ("max_pool2d", "avg_pool2d"):
+    calls = {"max_pool2d": _pool.MaxPool2dCall, "avg_pool2d": _pool.AvgPool2dCall}
+    for kernel, make in calls.items():
         np.testing.assert_array_equal(run_pool(kernel, x, params, 30, 30),
                                       getattr(oracle, kernel)(x, *params, out_h=30, out_w=30))
+        out = np.zeros((3, 30, 30, 40), np.int8)
+        call = make(x, *params, out)
+
+        def repeat():
+            end = time.perf_counter() + 0.02
+            while time.perf_counter() < end:
+                call()
+        assert gil_released_by(repeat) > 0, f"{kernel} held the GIL"
+        np.testing.assert_array_equal(out, getattr(oracle, kernel)(x, *params, out_h=30, out_w=30))
 
 
 def pool_args(**changes):
