@@ -146,11 +146,14 @@ def compare(args):
     n_diff = 0
     for name in sorted(set(a) | set(b) | set(skip_a) | set(skip_b)):
         if name not in a or name not in b:
-            where = "A" if name in a else "B" if name in b else "neither"
-            reasons = "; ".join(f"{k} skipped: {s[name]}" for k, s in (("A", skip_a), ("B", skip_b))
-                                if name in s)
-            print(f"{name}: only in {where}" + (f" ({reasons})" if reasons else ""))
-            n_diff += where != "neither"
+            reasons = "; ".join(f"{k} skipped it: {s[name].splitlines()[0]}"
+                                for k, s in (("A", skip_a), ("B", skip_b)) if name in s)
+            if name in a or name in b:
+                print(f"{name}: only in {'A' if name in a else 'B'}" +
+                      (f" ({reasons})" if reasons else ""))
+                n_diff += 1
+            else:
+                print(f"{name}: in neither ({reasons})")
             continue
         parts, differs = [], False
         if len(a[name]) != len(b[name]):
