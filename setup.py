@@ -13,6 +13,10 @@ Environment:
                         ``-mcpu=native`` on ARM (for building on the device itself); no variants
   FIXNET_ISA_BUILDS=0   build the baseline only (no ISA variants)
   FIXNET_VEC_REPORT=1   print what gcc vectorised (``-fopt-info-vec-optimized``)
+  FIXNET_SANITIZE=address[,undefined]
+                        build every extension with gcc's sanitizers for testing (-fsanitize=...,
+                        -g, frame pointers, same -O3 code); python must then preload the
+                        ASan runtime (README, development section)
 """
 import glob
 import os
@@ -78,6 +82,21 @@ def compile_args():
     return args
 
 
+def sanitize_args():
+    """-fsanitize flags for both compile and link from FIXNET_SANITIZE (comma-separated
+    ``address``, ``undefined``), or none."""
+    names = [n for n in os.environ.get("FIXNET_SANITIZE", "").replace(" ", "").split(",") if n]
+    unknown = sorted(set(names) - {"address", "undefined"})
+    if unknown:
+        sys.exit(f"setup.py: FIXNET_SANITIZE={os.environ['FIXNET_SANITIZE']!r}: unknown "
+                 f"sanitizer(s) {unknown}; use address and/or undefined")
+    if not names:
+        return []
+    # undefined: report and abort on the first error instead of printing and going on
+    extra = ["-fno-sanitize-recover=undefined"] if "undefined" in names else []
+    return ["-fsanitize=" + ",".join(names), "-fno-omit-frame-pointer", "-g"] + extra
+
+
 def isa_variants():
     """{name: flags} of the extra builds for this target (none on Windows, with
     FIXNET_NATIVE=1 or FIXNET_ISA_BUILDS=0)."""
@@ -120,7 +139,8 @@ def extension(name, path, extra_args=()):
         name,
         [path],
         include_dirs=[np.get_include(), KERNELS],
-        extra_compile_args=compile_args() + list(extra_args),
+        extra_compile_args=compile_args() + list(extra_args) + sanitize_args(),
+        extra_link_args=sanitize_args(),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 

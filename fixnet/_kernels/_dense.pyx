@@ -134,8 +134,9 @@ def pack_dense_weights(w not None, layout=None):
         # computed the lanes loop is 1.3-1.7x cheaper than the rows loop (more at small K;
         # measured for K = 32..64 on AVX-512), so C = 24 or 48 (32, 64 computed) still go
         # in lanes, C = 10 or 40 (32, 64) in rows.
-        p.lanes = (DENSE_LANES if 0 < round_up(c_len, DENSE_LANES) * 5 <= round_up(c_len, 4) * 7
-                   else 0)
+        # (DENSE_LANES first: builds without a lanes loop must not round up to a multiple of 0)
+        p.lanes = (DENSE_LANES if DENSE_LANES and
+                   0 < round_up(c_len, DENSE_LANES) * 5 <= round_up(c_len, 4) * 7 else 0)
     elif layout == "rows":
         p.lanes = 0
     elif layout == "lanes" and DENSE_LANES:
