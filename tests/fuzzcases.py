@@ -1125,6 +1125,16 @@ def run_case(seed, workdir, small_only=False):
 # the worker process
 # ---------------------------------------------------------------------------------------------
 
+def import_fixnet():
+    """Import fixnet as the test run does: from PYTHONPATH or an installed package; failing
+    that, from this checkout (built in place)."""
+    try:
+        import fixnet  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, ROOT)
+        import fixnet  # noqa: F401
+
+
 def worker_main(workdir):
     """Read seeds as JSON lines on stdin, answer one JSON line per case on the original stdout.
     Anything fixnet prints goes to stderr (the parent keeps it in a log)."""
@@ -1134,8 +1144,7 @@ def worker_main(workdir):
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     faulthandler.enable()
-    sys.path.insert(0, ROOT)
-    import fixnet  # noqa: F401  (before the limit: imports map shared libraries)
+    import_fixnet()       # before the limit: imports map shared libraries
     _FXN_DIR = workdir
     os.makedirs(workdir, exist_ok=True)
     limit = int(os.environ.get("FIXNET_FUZZ_ADDRESS_SPACE", WORKER_ADDRESS_SPACE))
@@ -1166,7 +1175,7 @@ def main(argv):
         argv = [a for a in argv if a not in ("--keep", keep)]
     small = "--small" in argv
     argv = [a for a in argv if a != "--small"]
-    sys.path.insert(0, ROOT)
+    import_fixnet()
     os.environ.setdefault("FIXNET_MAX_MEMORY", str(WORKER_MAX_MEMORY))     # as in a worker
     global _FXN_DIR
     for s in argv:

@@ -22,7 +22,10 @@ import time
 
 import pytest
 
+import fixnet
 import fuzzcases
+
+FIXNET_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fixnet.__file__)))
 
 DEFAULT_CASES = 200
 CASE_SECONDS = float(os.environ.get("FIXNET_FUZZ_CASE_SECONDS", 30))
@@ -53,7 +56,9 @@ class WorkerPool:
         os.makedirs(wd, exist_ok=True)
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    FIXNET_MAX_MEMORY=str(fuzzcases.WORKER_MAX_MEMORY),
-                   PYTHONPATH=fuzzcases.ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                   # the workers import the same fixnet as this test process (an installed
+                   # package, or the checkout built in place)
+                   PYTHONPATH=os.pathsep.join([FIXNET_PARENT, os.environ.get("PYTHONPATH", "")]))
         log = open(os.path.join(wd, "stderr.log"), "w+b")
         p = subprocess.Popen([sys.executable, os.path.abspath(fuzzcases.__file__), "--worker", wd],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
