@@ -73,8 +73,10 @@ def target_machine():
 def compile_args():
     if sys.platform == "win32":
         return ["/O2"]
-    # no FMA contraction anywhere (aarch64's baseline has FMA too): see ISA_VARIANTS
-    args = ["-O3", "-fno-strict-aliasing", "-ffp-contract=off"]
+    # no FMA contraction anywhere (aarch64's baseline has FMA too): see ISA_VARIANTS.
+    # -g0: no debug information (Python's own CFLAGS ask for -g, which made most of each .so;
+    # FIXNET_SANITIZE builds add -g back after this)
+    args = ["-O3", "-fno-strict-aliasing", "-ffp-contract=off", "-g0"]
     if os.environ.get("FIXNET_NATIVE") == "1":
         args.append("-mcpu=native" if target_machine() in ("aarch64", "armv7l") else "-march=native")
     if os.environ.get("FIXNET_VEC_REPORT") == "1":
