@@ -5,8 +5,8 @@ import os
 import numpy as np
 
 from . import reference
-from .errors import FixnetError, InputDtypeError, InputShapeError
-from .runtime import check_input_array, split_inputs
+from .errors import FixnetError
+from .runtime import check_inputs
 
 
 def load(path, weights=None, *, max_memory=None):
@@ -91,25 +91,9 @@ class FloatModel:
         if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                 or batch_size < 1):
             raise FixnetError(f"predict: batch_size must be a positive int, not {batch_size!r}")
-        shapes = [self.graph.shapes[t] for t in self.graph.inputs]
-        xs = split_inputs(x, shapes)
-        if len(xs) != len(self.graph.inputs):
-            raise InputShapeError(f"model takes {len(self.graph.inputs)} input(s) "
-                                  f"({', '.join(self.graph.inputs)}), got {len(xs)} array(s)")
-        checked = []
-        for t, shape, xi in zip(self.graph.inputs, shapes, xs):
-            if not isinstance(xi, np.ndarray):
-                try:
-                    xi = np.asarray(xi)
-                except Exception as e:  # ragged lists and the like
-                    raise InputDtypeError(f"input '{t}': cannot be made into an array ({e})") from None
-            if xi.dtype.kind in "iu":
-                xi = xi.astype(np.float32)
-            xi = check_input_array(xi, t, shape, allow_int8=False)
-            if checked and xi.shape[0] != checked[0].shape[0]:
-                raise InputShapeError(f"input '{t}' has batch size {xi.shape[0]}, input "
-                                      f"'{self.graph.inputs[0]}' has {checked[0].shape[0]}")
-            checked.append(np.ascontiguousarray(xi))
+        checked = [np.ascontiguousarray(xi) for xi in check_inputs(
+            x, self.graph.inputs, [self.graph.shapes[t] for t in self.graph.inputs],
+            allow_int8=False)]
         n = checked[0].shape[0]
         if n == 0:
             res = [np.empty((0,) + tuple(self.graph.shapes[t]), np.float32)

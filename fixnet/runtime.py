@@ -196,9 +196,7 @@ class QuantizedModel:
         """predict for any input: checks (with the error messages), conversions, chunks of
         MAX_ROWS_PER_PASS rows; registers the fast path for the shape when it applies."""
         as_float = _output_is_float(output)
-        if nonfinite not in NONFINITE_POLICIES:
-            raise FixnetError(f"predict: nonfinite must be one of {NONFINITE_POLICIES}, "
-                              f"not {nonfinite!r}")
+        check_nonfinite_policy(nonfinite, "predict")
         if check_overflow:
             return self._predict_checked(x, output, nonfinite)
         if output == "uint8":
@@ -233,9 +231,7 @@ class QuantizedModel:
         for name, stage, xi in zip(self.inputs, arena.loads, xs):
             bad = stage(np.ascontiguousarray(xi))
             if bad:
-                raise NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite "
-                                          f"value(s); int8 cannot represent them (predict's "
-                                          f"nonfinite='clip' clips them)")
+                raise nonfinite_input_error(name, bad)
         arena.run_calls()
 
     def _predict_checked(self, x, output, nonfinite):
@@ -251,9 +247,7 @@ class QuantizedModel:
         """The same network run step by step with the pure-NumPy oracle (int8 outputs).
         Slow; it is the ground truth the Cython kernels are checked against. ``nonfinite``
         as for predict."""
-        if nonfinite not in NONFINITE_POLICIES:
-            raise FixnetError(f"predict_oracle: nonfinite must be one of {NONFINITE_POLICIES}, "
-                              f"not {nonfinite!r}")
+        check_nonfinite_policy(nonfinite, "predict_oracle")
         xs = self._check_inputs(x, nonfinite)
         vals = {}
         for t, xi in zip(self.inputs, xs):
@@ -270,22 +264,11 @@ class QuantizedModel:
         """The inputs as a list of checked arrays (float32 or int8, the model's shapes, one
         batch size); with nonfinite="clip", float inputs with their non-finite values
         replaced (see predict). Raises InputShapeError / InputDtypeError naming the input."""
-        xs = split_inputs(x, [self.tensors[t].shape for t in self.inputs])
-        if len(xs) != len(self.inputs):
-            raise InputShapeError(f"model takes {len(self.inputs)} input(s) "
-                                  f"({', '.join(self.inputs)}), got {len(xs)} array(s)")
-        out = []
-        n = None
-        for name, xi in zip(self.inputs, xs):
-            xi = check_input_array(xi, name, self.tensors[name].shape, allow_int8=True)
-            if n is not None and xi.shape[0] != n:
-                raise InputShapeError(f"input '{name}' has batch size {xi.shape[0]}, another "
-                                      f"input has {n}")
-            n = xi.shape[0]
-            if nonfinite == "clip" and xi.dtype != np.int8:
-                xi = clip_nonfinite(xi)
-            out.append(xi)
-        return out
+        xs = check_inputs(x, self.inputs, [self.tensors[t].shape for t in self.inputs],
+                          allow_int8=True)
+        if nonfinite == "clip":
+            xs = [xi if xi.dtype == np.int8 else clip_nonfinite(xi) for xi in xs]
+        return xs
 
     # -- arenas: planned per batch size, pooled so that concurrent passes never share one ----
     def _pool(self, n):
@@ -431,12 +414,40 @@ def split_inputs(x, shapes):
     return [x]              # samples: a nested list, or a list of single-sample arrays
 
 
+def check_inputs(x, names, shapes, allow_int8):
+    """predict's ``x`` as a list of checked arrays, one per input (``names``, ``shapes``
+    without batch), all of one batch size (see split_inputs, check_input_array). Raises
+    InputShapeError / InputDtypeError naming the input."""
+    xs = split_inputs(x, shapes)
+    if len(xs) != len(names):
+        raise InputShapeError(f"model takes {len(names)} input(s) ({', '.join(names)}), got "
+                              f"{len(xs)} array(s)")
+    out = []
+    for name, shape, xi in zip(names, shapes, xs):
+        xi = check_input_array(xi, name, shape, allow_int8)
+        if out and xi.shape[0] != out[0].shape[0]:
+            raise InputShapeError(f"input '{name}' has batch size {xi.shape[0]}, input "
+                                  f"'{names[0]}' has {out[0].shape[0]}")
+        out.append(xi)
+    return out
+
+
+def check_nonfinite_policy(nonfinite, where):
+    if nonfinite not in NONFINITE_POLICIES:
+        raise FixnetError(f"{where}: nonfinite must be one of {NONFINITE_POLICIES}, "
+                          f"not {nonfinite!r}")
+
+
+def nonfinite_input_error(name, bad):
+    return NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite value(s); int8 "
+                               "cannot represent them (predict's nonfinite='clip' clips them)")
+
+
 def require_finite(x, name):
     """x (a float array) unchanged, or NonFiniteInputError naming the input."""
     bad = x.size - int(np.count_nonzero(np.isfinite(x)))
     if bad:
-        raise NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite value(s); int8 "
-                                  "cannot represent them (predict's nonfinite='clip' clips them)")
+        raise nonfinite_input_error(name, bad)
     return x
 
 
@@ -469,7 +480,8 @@ def check_input_array(x, name, shape, allow_int8):
         # uint8 codes u mean the same as int8 codes u - 128 (zero point + 128), as TFLite's
         # uint8 input type: e.g. camera pixels for a model whose input range is [0, 255]
         x = np.bitwise_xor(x.view(np.int8), np.int8(-128))
-    elif x.dtype.kind == "f":
+    elif x.dtype.kind == "f" or (not allow_int8 and x.dtype.kind in "iu"):
+        # (the float model takes integers as the real numbers they are)
         if x.dtype != np.float32:
             x = x.astype(np.float32)
     elif allow_int8:
