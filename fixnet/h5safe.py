@@ -12,6 +12,7 @@
 - Every h5py/HDF5 failure becomes a ModelFileError naming the file and what was being read.
 """
 import contextlib
+import math
 
 import numpy as np
 
@@ -110,9 +111,7 @@ def read_weight(ds, where, budget):
     """The dataset as a finite float32 array, after the checks above; its declared size is
     counted in ``budget`` (a fixnet.limits.MemoryBudget) before anything is read."""
     shape = check_dataset(ds, where)
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     with reading(where):
         dt = ds.dtype
     if dt.kind not in "fiub" or dt.fields is not None or dt.subdtype is not None \

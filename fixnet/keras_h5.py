@@ -10,6 +10,7 @@ Handles the generations of the format:
 Per-layer parsing lives in fixnet.keras_layers.
 """
 import json
+import math
 import os
 import re
 import zipfile
@@ -530,10 +531,7 @@ class _Builder:
         if not isinstance(shape, tuple) or not all(_is_dim(d) for d in shape):
             raise ModelFileError(f"{self.path}: {what}: tensor shape {shape!r} is not a list of "
                                  "positive sizes")
-        n = 1
-        for d in shape:
-            n *= d
-        self.budget.need(4 * n, f"{what}: tensor of shape {shape}")
+        self.budget.need(4 * math.prod(shape), f"{what}: tensor of shape {shape}")
         self.shapes[t] = shape
 
     def emit_for(self, node_base, layer_name, class_name):

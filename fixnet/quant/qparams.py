@@ -163,10 +163,7 @@ def requant_multipliers(real, where):
         i = int(np.argmax(bad))
         raise QuantizationError(f"{where}: requantization factor {real[i]!r} (channel {i}) is not "
                                 "a finite non-negative number; are its weights or ranges finite?")
-    try:
-        out = [fixed_point_multiplier(r) for r in real]
-    except ValueError as e:          # cannot happen for the values checked above
-        raise QuantizationError(f"{where}: {e}") from None
+    out = [fixed_point_multiplier(r) for r in real]
     m0 = np.array([m for m, _ in out], np.int32)
     shift = np.array([s for _, s in out], np.int32)
     return m0, shift
