@@ -9,6 +9,7 @@ NumPy does: setup.py copies each into a generated, git-ignored package
 picks the best build the CPU runs at import (``FIXNET_ISA=baseline`` forces the baseline).
 
 Environment:
+  FIXNET_BUILD_JOBS=N   parallel Cython and compiler jobs (default: the CPUs available)
   FIXNET_NATIVE=1       tune the (only) build for this machine: ``-march=native`` on x86-64,
                         ``-mcpu=native`` on ARM (for building on the device itself); no variants
   FIXNET_ISA_BUILDS=0   build the baseline only (no ISA variants)
@@ -27,6 +28,7 @@ import sys
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("fixnet", "_kernels")
 
@@ -191,9 +193,33 @@ for isa, flags in isa_variants().items():
         extensions.append(extension(f"fixnet._kernels.isa_{isa}.{module}", path,
                                     module_flags(module, flags)))
 
+
+
+def build_jobs():
+    """Parallel jobs for Cython and the C compiler: FIXNET_BUILD_JOBS, else every CPU this
+    process may use (pip runs setup.py without ``-j``; one job per CPU halves the build on 2)."""
+    if os.environ.get("FIXNET_BUILD_JOBS"):
+        return max(1, int(os.environ["FIXNET_BUILD_JOBS"]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:          # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ParallelBuildExt(build_ext):
+    """build_ext that compiles the extensions in parallel unless ``-j`` says otherwise."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = build_jobs()
+
+
 setup(
+    cmdclass={"build_ext": ParallelBuildExt},
     ext_modules=cythonize(
         extensions,
+        nthreads=build_jobs() if sys.platform != "win32" else 0,
         include_path=["."],   # the ISA copies cimport fixnet._kernels.fixedpoint from the root
         compiler_directives={
             "language_level": 3,
