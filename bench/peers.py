@@ -73,7 +73,8 @@ RUNNER_KEYS = INT8_KEYS + FLOAT_KEYS
 DEPLOY_PEERS = ["tflite_xnnpack", "tflite_builtin", "ort_int8"]
 COUNTS_WITHIN_DB = 1.0
 SHORT = {"fixnet_int8": "fixnet", "tflite_xnnpack": "XNNPACK", "tflite_builtin": "TFLite builtin",
-         "tflite_ref": "TFLite ref", "ort_int8": "ORT int8", "fixnet_int8_float_io": "fixnet f32 io",
+         "tflite_ref": "TFLite ref", "ort_int8": "ORT int8",
+         "fixnet_int8_float_io": "fixnet f32 io",
          "fixnet_float": "fixnet float ref", "keras": "Keras float", "ort_float": "ORT float"}
 # The fixtures of issue 9's "Done when": every CNN and every MLP, both writers.
 CNN_FAMILIES = ["resnet_small", "mobilenetv2", "mobilenet_small", "kws_dscnn", "kws_conv1d",
@@ -460,7 +461,10 @@ def build_micro(name, batches, acc, threads, tmpdir, seed=0):
     """A ModelInputs for the layer bench `name`: Keras 3 model, its .h5 (for fixnet) and its
     int8 .tflite (TFLiteConverter with a representative dataset: the calibration inputs)."""
     tf = import_tensorflow(threads)
-    import keras
+    try:
+        import keras
+    except ImportError as e:
+        raise Unavailable(f"keras not installed ({e.name})") from None
 
     what, shape, (cls, kw) = MICRO[name]
     keras.utils.set_random_seed(seed)
@@ -847,8 +851,9 @@ def tables(results, keys, batches):
     micro = {k: v for k, v in results["models"].items() if v["kind"] == "micro"}
     peers = [k for k in keys if k != BASELINE]
     int8 = [k for k in keys if k in INT8_KEYS]
-    star = (f"`*` after a number: that peer does not count, its SQNR is more than {COUNTS_WITHIN_DB:g} dB below the best "
-            "deployment peer's (XNNPACK, TFLite builtin, ORT int8)")
+    star = (f"`*` after a number: that peer does not count, its SQNR is more than "
+            f"{COUNTS_WITHIN_DB:g} dB below the best deployment peer's (XNNPACK, TFLite builtin, "
+            "ORT int8)")
     for b in batches:
         if models:
             header = (["model", "MACs/sample", "fixnet time", "fixnet GMAC/s"]
@@ -1027,6 +1032,9 @@ def main(args):
                     m = build_micro(name, batches, args.accuracy_samples, args.threads, tmpdir)
                 except Unavailable as e:
                     console.print(f"  skipped: {e}")
+                    continue
+                except Exception as e:  # noqa: BLE001 - a failed conversion is reported
+                    console.print(f"  skipped: {type(e).__name__}: {e}")
                     continue
                 results["models"][name] = bench_model(m, args, want, console, labels, tmpdir)
 
