@@ -788,6 +788,14 @@ def verdicts(results, batch=1):
         lines.append((not above, f"no model above 1.25x XNNPACK: worst {worst} {xs[worst]:.2f}x"
                                  f" -> {'yes' if not above else 'NO'}"
                       + (f" ({len(above)} above: {', '.join(above)})" if above else "")))
+    worse = [f"{name} {res['runners'][BASELINE]['sqnr_db']:.1f} dB vs "
+             f"{res['best_peer_sqnr_db']:.1f}" for name, res in models.items()
+             if res.get("best_peer_sqnr_db") is not None
+             and not res["runners"][BASELINE].get("counts", True)]
+    lines.append((not worse, "fixnet's SQNR no more than 1 dB below the best peer's on every "
+                             "model (not one of the issue's bars; the same rule for fixnet): "
+                  + ("yes" if not worse else f"NO on {len(worse)}: {', '.join(worse)}")))
+    out["fixnet_less_accurate"] = worse
     conv = results["models"].get("conv3x3")
     if conv is not None:
         g = None
@@ -851,9 +859,10 @@ def tables(results, keys, batches):
     micro = {k: v for k, v in results["models"].items() if v["kind"] == "micro"}
     peers = [k for k in keys if k != BASELINE]
     int8 = [k for k in keys if k in INT8_KEYS]
-    star = (f"`*` after a number: that peer does not count, its SQNR is more than "
-            f"{COUNTS_WITHIN_DB:g} dB below the best deployment peer's (XNNPACK, TFLite builtin, "
-            "ORT int8)")
+    star = (f"`*` after a number: that runtime's SQNR is more than {COUNTS_WITHIN_DB:g} dB below "
+            "the best deployment peer's (XNNPACK, TFLite builtin, ORT int8): a peer so marked "
+            "does not count for the bars there; on fixnet it marks a model where fixnet is the "
+            "less accurate")
     for b in batches:
         if models:
             header = (["model", "MACs/sample", "fixnet time", "fixnet GMAC/s"]
@@ -990,6 +999,8 @@ def main(args):
         results = json.loads(pathlib.Path(args.from_json).read_text())
         keys = [k for k in RUNNER_KEYS
                 if any(k in res["runners"] for res in results["models"].values())]
+        if 1 in results["settings"]["batches"]:
+            results["verdicts"] = verdicts(results)      # with this version's rules
         print_report(console, results, keys, results["settings"]["batches"])
         if args.markdown:
             write_markdown(args.markdown, results, keys, results["settings"]["batches"])
