@@ -91,6 +91,7 @@ MICRO = {
     "dense1024": ("Dense 1024 -> 1024", (1024,),
                   ("Dense", dict(units=1024, activation="relu"))),
 }
+MICRO_SAMPLES = 64                # accuracy inputs of a layer bench (default)
 CONV3X3_BAR_GMACS = 40.0          # issue 9: the 3x3 conv layer bench on the AVX2 build
 
 
@@ -112,8 +113,9 @@ def parse_args(argv=None):
     p.add_argument("--sample-ms", type=float, default=2.0,
                    help="each sample repeats a call until it lasts about this long")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls per runner first")
-    p.add_argument("--accuracy-samples", type=int, default=100,
-                   help="test samples the SQNR and top-1 columns are computed on")
+    p.add_argument("--accuracy-samples", type=int, default=None,
+                   help="test samples the SQNR and top-1 columns are computed on (default: all "
+                        f"of a fixture's, {MICRO_SAMPLES} random inputs for a layer bench)")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for every runtime (TFLite, TF/Keras, ONNX Runtime, BLAS)")
     p.add_argument("--tflite", choices=["auto", "tensorflow", "ai_edge_litert", "tflite_runtime"],
@@ -150,7 +152,7 @@ def parse_args(argv=None):
     unknown = sorted(set(args.micro) - set(MICRO))
     if unknown:
         p.error(f"--micro: unknown layer bench(es) {unknown}; known: {list(MICRO)}")
-    if args.accuracy_samples < 1:
+    if args.accuracy_samples is not None and args.accuracy_samples < 1:
         p.error("--accuracy-samples must be at least 1")
     return args
 
@@ -208,7 +210,7 @@ class ModelInputs:
                  batches, acc, kind, what=""):
         self.name, self.h5, self.tflite, self.kind, self.what = name, h5, tflite, kind, what
         self.x_calib = np.ascontiguousarray(x_calib, np.float32)
-        self.acc = min(acc, x_test.shape[0])
+        self.acc = x_test.shape[0] if acc is None else min(acc, x_test.shape[0])
         self.timed = list(batches)
         self.batches = sorted(set(batches) | {self.acc})
         idx = {n: np.arange(n) % x_test.shape[0] for n in self.batches}
@@ -472,7 +474,7 @@ def build_micro(name, batches, acc, threads, tmpdir, seed=0):
     model = keras.Model(inp, getattr(keras.layers, cls)(**kw, name=name)(inp), name=name)
     rng = np.random.default_rng(seed)
     x_calib = rng.standard_normal((32,) + shape).astype(np.float32)
-    x_test = rng.standard_normal((max(acc, 1),) + shape).astype(np.float32)
+    x_test = rng.standard_normal((acc or MICRO_SAMPLES,) + shape).astype(np.float32)
     keras_float = np.asarray(model.predict(x_test, verbose=0))
     h5 = pathlib.Path(tmpdir) / f"{name}.h5"
     with warnings.catch_warnings():
@@ -876,8 +878,9 @@ def tables(results, keys, batches):
                       + [f"{SHORT[k]} GMAC/s" for k in peers])
             rows = [[name] + [_cell(res, k, b, "sqnr") for k in keys]
                     + [_cell(res, k, b, "gmacs") for k in peers] for name, res in models.items()]
+            n_acc = sorted({res["accuracy_samples"] for res in models.values()})
             out.append((f"Models: output SQNR (dB) against Keras float on "
-                        f"{results['settings']['accuracy_samples']} test samples, and the peers' "
+                        f"{'/'.join(map(str, n_acc))} test samples, and the peers' "
                         f"GMAC/s at batch {b}", header, rows, [star]))
         if micro:
             isas = sorted({i for res in micro.values() for i in res.get("fixnet_builds", {})})
@@ -942,7 +945,8 @@ def write_markdown(path, results, keys, batches):
              "- " + ", ".join(f"{k} {v}" for k, v in mach["versions"].items() if k != "fixnet"),
              f"- {s['threads']} thread(s) per runtime, int8 in / int8 out, {s['rounds']} "
              f"interleaved rounds of ~{s['sample_ms']:g} ms samples per model and batch; SQNR "
-             f"and top-1 on {s['accuracy_samples']} test samples",
+             f"on {s['accuracy_samples'] or 'all the'} test samples of each fixture, "
+             f"{s['accuracy_samples'] or MICRO_SAMPLES} random inputs per layer bench",
              "- ONNX Runtime int8: tf2onnx `from_tflite` of the same .tflite (QDQ graph, "
              "CPUExecutionProvider); TFLite builtin: "
              "`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`; TFLite ref: `BUILTIN_REF` "
