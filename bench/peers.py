@@ -699,7 +699,8 @@ def bench_model(m, args, want, console, labels, tmpdir=None):
                 why.startswith("tensorflow not installed") else why.splitlines()[0][:120]
             out[key] = {"label": label, "status": short, "note": why}
     res = {"kind": m.kind, "what": m.what, "macs_per_sample": macs, "runners": out,
-           "accuracy_samples": m.acc}
+           "accuracy_samples": m.acc,
+           "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg())}   # after timing
     res["best_peer_sqnr_db"] = apply_counting_rule(out)
     if m.kind == "micro" and args.micro_isa_list:
         import hashlib
