@@ -823,6 +823,8 @@ def fmt_us(us):
 
 
 def fmt_ratio(r):
+    if r < 0.1:
+        return f"{r:.2g}x"
     return f"{r:.2f}x" if r < 10 else f"{r:.0f}x" if r >= 100 else f"{r:.1f}x"
 
 
@@ -919,7 +921,7 @@ def print_report(console, results, keys, batches):
     for title, header, rows, notes in tables(results, keys, batches):
         t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
         for i, h in enumerate(header):
-            t.add_column(h, justify="left" if i == 0 else "right")
+            t.add_column(h, justify="left" if i == 0 else "right", no_wrap=(i == 0))
         for row in rows:
             t.add_row(*row)
         console.print(t)
