@@ -1,23 +1,39 @@
 #!/usr/bin/env python
 """Time fixnet against its peers on the same models, in one run, on one machine.
 
-    python bench/peers.py                         # every models/mlp_*.h5, batch 1 and 256
-    python bench/peers.py --models mlp_seq_k3 --rounds 100 --json peers.json
-    python bench/peers.py --quick                 # a smoke run (few rounds)
+    python bench/peers.py                          # every CNN and MLP fixture + the layer benches
+    python bench/peers.py --models 'resnet*' mlp_seq_k3 --micro none --rounds 100
+    python bench/peers.py --quick                  # a smoke run (few rounds)
+    python bench/peers.py --json r.json --markdown r.md   # the table bench/README.md keeps
 
-What is timed (one predict call each, inputs already in memory):
+What is timed (one predict call each, inputs already in memory, int8 in and int8 out):
 
-  fixnet int8            qm.predict(x_q, output="int8"): int8 in, int8 out.  THE BASELINE.
-  fixnet int8, float io  qm.predict(x): float32 in, quantize, int8 kernels, dequantize, float32 out
-  fixnet float ref       fm.predict(x): fixnet's NumPy float reference executor
+  fixnet int8            qm.predict(x_q, output="int8").  THE BASELINE of every ratio.
   TFLite XNNPACK         the committed int8 .tflite, default interpreter (XNNPACK delegate);
                          set_tensor(int8) + invoke + get_tensor(int8)
-  TFLite reference       the same with OpResolverType.BUILTIN_REF (TFLite's reference kernels)
-  Keras float            the .h5 in the Keras that wrote it (keras 3 for *_k3, tf_keras for
-                         *_tfk2): the fastest of model(x, training=False), predict_on_batch(x)
-                         and a tf.function around model(x, training=False); the table says which
-  ONNX Runtime float     tf2onnx of the Keras model (float32 in/out), CPUExecutionProvider
-  ONNX Runtime int8      tf2onnx of the .tflite (QDQ graph, int8 in/out), CPUExecutionProvider
+  TFLite builtin         the same with OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES: TFLite's
+                         optimised builtin kernels (ruy / gemmlowp), no delegate
+  TFLite reference       the same with OpResolverType.BUILTIN_REF: TFLite's reference kernels,
+                         for scale only (no one deploys them; no bar is taken against them)
+  ONNX Runtime int8      tf2onnx from_tflite of the same .tflite (a QDQ graph, int8 in/out),
+                         CPUExecutionProvider (ONNX Runtime fuses QDQ into QLinear* kernels)
+  with --float, also:    fixnet int8 with float in/out, fixnet's NumPy float reference, Keras
+                         float (fastest of three call styles) and ONNX Runtime float (tf2onnx of
+                         the Keras model)
+
+Models: every CNN fixture and every MLP fixture in models/ (both writers, *_k3 and *_tfk2), or
+--models (names, shell patterns or .h5 paths). Layer benches ("micro"): single-layer Keras models
+built here at run time (3x3 conv 32x32x32->32, 1x1 conv 24x24x96->96, depthwise 3x3 at
+48x48x96, dense 1024x1024), converted to int8 TFLite with a representative dataset and read by
+fixnet from a temporary .h5, quantized with the same calibration data; fixnet's other kernel
+builds (FIXNET_ISA=avx2, ...) are timed on them in a subprocess each.
+
+Per model: MACs per sample (fixnet.cost), GMAC/s per runtime, and each runtime's output SQNR
+(dB) against the Keras float output on the same inputs (the stored `keras_float` of the .npz;
+for the layer benches, Keras run here). A peer *counts* where its SQNR is within 1 dB of the best
+deployment peer's (TFLite XNNPACK, TFLite builtin, ONNX Runtime int8); one that does not is
+still shown, marked. Summary: geometric mean and worst of fixnet / XNNPACK, and whether each
+"Done when" bar of issue 9 holds.
 
 Peers that are not installed are listed as such; nothing is required but fixnet, numpy and rich.
 TFLite comes from `tensorflow` if it imports, else `ai_edge_litert`, else `tflite_runtime`
@@ -27,25 +43,56 @@ Method: for each model and batch size, every runner is warmed up, then timed in 
 round every runner runs once (a sample = enough back-to-back calls to last --sample-ms, divided
 by their number), in an order rotated each round (A,B,C / B,C,A / ...), so drift and the
 other tenants of a shared machine hit all runners alike. Reported: the median per-call time
-over rounds, and the ratio to fixnet int8 = the median over rounds of (runner sample / fixnet
-int8 sample of the same round). Ratio > 1: slower than fixnet int8. Every runtime is limited to
---threads threads (default 1: fixnet's kernels are single-threaded).
+over rounds, and fixnet / runner = the median over rounds of (fixnet int8 sample / runner sample
+of the same round): below 1, fixnet is faster. Every runtime is limited to --threads threads
+(default 1: fixnet's kernels are single-threaded).
 """
 import argparse
 import datetime
+import fnmatch
+import json
+import math
 import os
 import pathlib
 import platform
+import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
 BASELINE = "fixnet_int8"
-RUNNER_KEYS = ["fixnet_int8", "fixnet_int8_float_io", "fixnet_float", "tflite_xnnpack",
-               "tflite_ref", "keras", "ort_float", "ort_int8"]
+INT8_KEYS = ["fixnet_int8", "tflite_xnnpack", "tflite_builtin", "tflite_ref", "ort_int8"]
+FLOAT_KEYS = ["fixnet_int8_float_io", "fixnet_float", "keras", "ort_float"]
+RUNNER_KEYS = INT8_KEYS + FLOAT_KEYS
+# The runtimes someone deploys: the accuracy rule and the bars are taken against these.
+DEPLOY_PEERS = ["tflite_xnnpack", "tflite_builtin", "ort_int8"]
+COUNTS_WITHIN_DB = 1.0
+SHORT = {"fixnet_int8": "fixnet", "tflite_xnnpack": "XNNPACK", "tflite_builtin": "TFLite builtin",
+         "tflite_ref": "TFLite ref", "ort_int8": "ORT int8",
+         "fixnet_int8_float_io": "fixnet f32 io",
+         "fixnet_float": "fixnet float ref", "keras": "Keras float", "ort_float": "ORT float"}
+# The fixtures of issue 9's "Done when": every CNN and every MLP, both writers.
+CNN_FAMILIES = ["resnet_small", "mobilenetv2", "mobilenet_small", "kws_dscnn", "kws_conv1d",
+                "concat_branches", "cnn_digits", "dead_digits"]
+MLP_FAMILIES = ["mlp_seq", "mlp_func"]
+# Layer benches: name -> (what, input shape without batch, Keras layer factory arguments)
+MICRO = {
+    "conv3x3": ("Conv2D 3x3, 32x32x32 -> 32, stride 1, same", (32, 32, 32),
+                ("Conv2D", dict(filters=32, kernel_size=3, padding="same", activation="relu"))),
+    "conv1x1": ("Conv2D 1x1, 24x24x96 -> 96", (24, 24, 96),
+                ("Conv2D", dict(filters=96, kernel_size=1, activation="relu"))),
+    "dwconv3x3": ("DepthwiseConv2D 3x3, 48x48x96, stride 1, same", (48, 48, 96),
+                  ("DepthwiseConv2D", dict(kernel_size=3, padding="same", activation="relu"))),
+    "dense1024": ("Dense 1024 -> 1024", (1024,),
+                  ("Dense", dict(units=1024, activation="relu"))),
+}
+MICRO_SAMPLES = 64                # accuracy inputs of a layer bench (default)
+CONV3X3_BAR_GMACS = 40.0          # issue 9: the 3x3 conv layer bench on the AVX2 build
 
 
 def parse_args(argv=None):
@@ -53,23 +100,41 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Runner keys for --only/--skip: " + ", ".join(RUNNER_KEYS))
     p.add_argument("--models", nargs="+", default=None,
-                   help="model names in models/ (e.g. mlp_seq_k3) or paths to .h5 files; "
-                        "default: every models/mlp_*.h5")
-    p.add_argument("--batches", nargs="+", type=int, default=[1, 256])
-    p.add_argument("--rounds", type=int, default=300, help="timed rounds per model and batch")
+                   help="model names in models/ (e.g. mlp_seq_k3), shell patterns ('resnet*') or "
+                        "paths to .h5 files, or 'none'; default: every CNN and MLP fixture ("
+                        + ", ".join(CNN_FAMILIES + MLP_FAMILIES) + "; *_k3 and *_tfk2)")
+    p.add_argument("--micro", nargs="+", default=None,
+                   help="layer benches to run: " + ", ".join(MICRO) + ", or 'none'; default: all")
+    p.add_argument("--micro-isa", nargs="*", default=None,
+                   help="other fixnet kernel builds to time the layer benches with (a subprocess "
+                        "each, FIXNET_ISA=<build>); default: every other build this CPU runs")
+    p.add_argument("--batches", nargs="+", type=int, default=[1])
+    p.add_argument("--rounds", type=int, default=200, help="timed rounds per model and batch")
     p.add_argument("--sample-ms", type=float, default=2.0,
                    help="each sample repeats a call until it lasts about this long")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls per runner first")
+    p.add_argument("--accuracy-samples", type=int, default=None,
+                   help="test samples the SQNR and top-1 columns are computed on (default: all "
+                        f"of a fixture's, {MICRO_SAMPLES} random inputs for a layer bench)")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for every runtime (TFLite, TF/Keras, ONNX Runtime, BLAS)")
     p.add_argument("--tflite", choices=["auto", "tensorflow", "ai_edge_litert", "tflite_runtime"],
                    default="auto", help="where the TFLite interpreter comes from")
+    p.add_argument("--float", action="store_true",
+                   help="also the float runners: " + ", ".join(FLOAT_KEYS))
     p.add_argument("--only", default="",
                    help="comma-separated runner keys to run (plus the baseline)")
     p.add_argument("--skip", default="", help="comma-separated runner keys to leave out")
     p.add_argument("--quick", action="store_true", help="smoke run: 15 rounds, 0.5 ms samples")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
+    p.add_argument("--markdown", metavar="PATH",
+                   help="also write the tables as Markdown (with date, CPU, versions, command)")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="measure nothing: print (and --markdown) the tables of a saved --json")
+    p.add_argument("--fixnet-child", metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.fixnet_child or args.from_json:
+        return args
     if args.quick:
         args.rounds, args.sample_ms, args.warmup = 15, 0.5, 5
     for opt in ("only", "skip"):
@@ -80,6 +145,15 @@ def parse_args(argv=None):
         setattr(args, opt, keys)
     if BASELINE in args.skip:
         p.error(f"--skip: {BASELINE} is the baseline every ratio is taken against")
+    if args.micro is None:
+        args.micro = list(MICRO)
+    elif args.micro == ["none"]:
+        args.micro = []
+    unknown = sorted(set(args.micro) - set(MICRO))
+    if unknown:
+        p.error(f"--micro: unknown layer bench(es) {unknown}; known: {list(MICRO)}")
+    if args.accuracy_samples is not None and args.accuracy_samples < 1:
+        p.error("--accuracy-samples must be at least 1")
     return args
 
 
@@ -88,7 +162,7 @@ ARGS = parse_args() if __name__ == "__main__" else None
 # Thread limits must be in the environment before numpy / TensorFlow start their pools.
 if ARGS is not None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(ARGS.threads))
+        os.environ.setdefault(var, str(getattr(ARGS, "threads", 1) or 1))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
@@ -101,56 +175,83 @@ except ImportError:
 
 
 # ---------------------------------------------------------------------------------------------
-# Runners: each is a zero-argument callable per batch size that runs one predict and returns
-# its output as a NumPy array. Building one may fail; that failure is reported, not raised.
+# Runners: each holds a zero-argument callable per batch size that runs one predict and returns
+# its output as a NumPy array, and how to read that output as floats (int8 codes: scale and
+# zero point). Building one may fail; that failure is reported, not raised.
 # ---------------------------------------------------------------------------------------------
 class Unavailable(Exception):
     """A peer that cannot run here (not installed, conversion failed, ...)."""
 
 
 class Runner:
-    def __init__(self, key, label, calls, note=""):
+    def __init__(self, key, label, calls, note="", out_q=None):
         self.key = key
         self.label = label
         self.calls = calls        # batch -> zero-argument callable returning an array
         self.note = note
+        self.out_q = out_q        # (scale, zero_point) of int8 outputs; None: float outputs
+
+    def floats(self, y):
+        y = np.asarray(y)
+        if self.out_q is None:
+            return y.astype(np.float64)
+        scale, zp = self.out_q
+        return (y.astype(np.float64) - zp) * scale
 
 
 class ModelInputs:
-    """One fixture model's inputs at each batch size (test samples, cycled if needed)."""
+    """One model's inputs at each batch size (test samples, cycled if needed), its calibration
+    data, and the Keras float outputs of the accuracy samples.
 
-    def __init__(self, h5_path, batches):
-        self.name = h5_path.stem
-        self.h5 = h5_path
-        self.tflite = h5_path.with_suffix(".tflite")
+    ``batches`` are the timed batch sizes; ``acc`` (the number of accuracy samples) is one more
+    batch size every runner is built for, run once, untimed."""
+
+    def __init__(self, name, h5, tflite, x_test, x_calib, keras_float, tflite_x, tflite_out_q,
+                 batches, acc, kind, what=""):
+        self.name, self.h5, self.tflite, self.kind, self.what = name, h5, tflite, kind, what
+        self.x_calib = np.ascontiguousarray(x_calib, np.float32)
+        self.acc = x_test.shape[0] if acc is None else min(acc, x_test.shape[0])
+        self.timed = list(batches)
+        self.batches = sorted(set(batches) | {self.acc})
+        idx = {n: np.arange(n) % x_test.shape[0] for n in self.batches}
+        self.x = {n: np.ascontiguousarray(x_test[i], np.float32) for n, i in idx.items()}
+        self.keras_acc = np.asarray(keras_float[:self.acc], np.float64)
+        self.tflite_x = ({n: np.ascontiguousarray(tflite_x[i]) for n, i in idx.items()}
+                         if tflite_x is not None else None)
+        self.tflite_out_q = tflite_out_q
+
+    @classmethod
+    def fixture(cls, h5_path, batches, acc):
         data = np.load(h5_path.with_suffix(".npz"))
-        x_test = np.ascontiguousarray(data["x_test"], np.float32)
-        idx = {n: np.arange(n) % x_test.shape[0] for n in batches}
-        self.x = {n: np.ascontiguousarray(x_test[i]) for n, i in idx.items()}
-        self.keras_top1 = {n: data["keras_float"][i].argmax(axis=1) for n, i in idx.items()}
-        self.tflite_x = ({n: np.ascontiguousarray(data["tflite_input_int8"][i])
-                          for n, i in idx.items()} if "tflite_input_int8" in data else None)
+        tfl_x = data["tflite_input_int8"] if "tflite_input_int8" in data else None
+        out_q = ((float(data["tflite_output_scale"]), int(data["tflite_output_zero_point"]))
+                 if "tflite_output_scale" in data else None)
+        kind = "mlp" if h5_path.stem.startswith("mlp_") else "cnn"
+        return cls(h5_path.stem, h5_path, h5_path.with_suffix(".tflite"), data["x_test"],
+                   data["x_calib"], data["keras_float"], tfl_x, out_q, batches, acc, kind)
 
 
-def fixnet_runners(m, batches):
+def fixnet_runners(m, want):
     import fixnet
 
     fm = fixnet.load(str(m.h5))
-    qm = fm.quantize(np.load(m.h5.with_suffix(".npz"))["x_calib"])
+    qm = fm.quantize(m.x_calib)
     xq = {n: np.ascontiguousarray(qm.input_qparams[0].quantize(x)) for n, x in m.x.items()}
+    oq = qm.output_qparams[0]
 
     def bind(f, *a, **kw):
         return lambda: f(*a, **kw)
 
-    return [
-        Runner("fixnet_int8", "fixnet int8 (int8 in/out)",
-               {n: bind(qm.predict, xq[n], output="int8") for n in batches},
-               "qm.predict(x_q, output='int8')"),
-        Runner("fixnet_int8_float_io", "fixnet int8 (float in/out)",
-               {n: bind(qm.predict, m.x[n]) for n in batches}, "qm.predict(x)"),
-        Runner("fixnet_float", "fixnet float reference (NumPy)",
-               {n: bind(fm.predict, m.x[n]) for n in batches}, "fm.predict(x)"),
-    ]
+    out = [Runner("fixnet_int8", "fixnet int8",
+                  {n: bind(qm.predict, xq[n], output="int8") for n in m.batches},
+                  "qm.predict(x_q, output='int8')", (float(oq.scale), int(oq.zero_point)))]
+    if "fixnet_int8_float_io" in want:
+        out.append(Runner("fixnet_int8_float_io", "fixnet int8 (float in/out)",
+                          {n: bind(qm.predict, m.x[n]) for n in m.batches}, "qm.predict(x)"))
+    if "fixnet_float" in want:
+        out.append(Runner("fixnet_float", "fixnet float reference (NumPy)",
+                          {n: bind(fm.predict, m.x[n]) for n in m.batches}, "fm.predict(x)"))
+    return out, fm
 
 
 _TF = None
@@ -194,18 +295,27 @@ def tflite_interpreter_api(which, threads):
     raise Unavailable("not installed (" + ", ".join(missing) + ")")
 
 
-def tflite_runners(m, batches, which, threads):
+TFLITE_KINDS = [
+    ("tflite_xnnpack", "TFLite int8, XNNPACK (default)", None, "default interpreter"),
+    ("tflite_builtin", "TFLite int8, builtin kernels", "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+     "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES"),
+    ("tflite_ref", "TFLite int8, reference kernels (not a deployment peer)", "BUILTIN_REF",
+     "OpResolverType.BUILTIN_REF"),
+]
+
+
+def tflite_runners(m, want, which, threads):
     if not m.tflite.exists() or m.tflite_x is None:
         raise Unavailable(f"no {m.tflite.name} / tflite_input_int8 next to {m.h5.name}")
     Interpreter, OpResolverType, source = tflite_interpreter_api(which, threads)
     out = []
-    for key, label, kw in [
-        ("tflite_xnnpack", "TFLite int8, XNNPACK (default)", {}),
-        ("tflite_ref", "TFLite int8, reference kernels",
-         {"experimental_op_resolver_type": OpResolverType.BUILTIN_REF}),
-    ]:
-        calls = {}
-        for n in batches:
+    for key, label, resolver, how in TFLITE_KINDS:
+        if key not in want:
+            continue
+        kw = {} if resolver is None else {
+            "experimental_op_resolver_type": getattr(OpResolverType, resolver)}
+        calls, out_q = {}, None
+        for n in m.batches:
             interp = Interpreter(model_path=str(m.tflite), num_threads=threads, **kw)
             inp = interp.get_input_details()[0]
             outp = interp.get_output_details()[0]
@@ -214,7 +324,10 @@ def tflite_runners(m, batches, which, threads):
                 interp.resize_tensor_input(inp["index"], list(x.shape))
             interp.allocate_tensors()
             calls[n] = _tflite_call(interp, inp["index"], outp["index"], x)
-        out.append(Runner(key, label, calls, f"{source}; set_tensor + invoke + get_tensor"))
+            scale, zp = outp["quantization"]
+            out_q = (float(scale), int(zp)) if scale else None
+        out.append(Runner(key, label, calls,
+                          f"{source}, {how}; set_tensor + invoke + get_tensor", out_q))
     return out
 
 
@@ -231,6 +344,8 @@ def _tflite_call(interp, in_index, out_index, x):
 def load_keras_model(m, threads):
     """The .h5 in the Keras that wrote it (keras 3 for *_k3, tf_keras for *_tfk2), or the
     other one if that is missing or cannot read it. Returns (model, 'keras x.y.z')."""
+    if getattr(m, "keras_model", None) is not None:      # a layer bench, built here
+        return m.keras_model, m.keras_which
     import_tensorflow(threads)
     prefer = ["tf_keras", "keras"] if m.name.endswith("_tfk2") else ["keras", "tf_keras"]
     errors = []
@@ -251,10 +366,10 @@ def load_keras_model(m, threads):
     raise Unavailable("; ".join(errors))
 
 
-def keras_runner(m, batches, threads, warmup):
+def keras_runner(m, threads, warmup):
     tf = import_tensorflow(threads)
     model, which = load_keras_model(m, threads)
-    spec = tf.TensorSpec((None,) + tuple(m.x[batches[0]].shape[1:]), tf.float32)
+    spec = tf.TensorSpec((None,) + tuple(m.x[m.batches[0]].shape[1:]), tf.float32)
     graph_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     candidates = {
         "model(x, training=False)": lambda x: np.asarray(model(x, training=False)),
@@ -262,8 +377,11 @@ def keras_runner(m, batches, threads, warmup):
         "tf.function(model)": lambda x: np.asarray(graph_fn(x)),
     }
     calls, chosen, trials = {}, {}, {}
-    for n in batches:
+    for n in m.batches:
         x = m.x[n]
+        if n not in m.timed:           # the accuracy batch: run once, untimed
+            calls[n] = (lambda x: lambda: candidates["tf.function(model)"](x))(x)
+            continue
         best = None
         for name, f in candidates.items():
             call = (lambda f, x: lambda: f(x))(f, x)
@@ -277,17 +395,14 @@ def keras_runner(m, batches, threads, warmup):
         calls[n] = best[1]
     note = which + "; fastest of: " + "; ".join(
         f"b{n}: " + ", ".join(f"{name} {trials[(n, name)] * 1e6:.0f} us" for name in candidates)
-        for n in batches)
-    if len(set(chosen.values())) == 1:
-        label = f"Keras float, {chosen[batches[0]]}"
-    else:
-        label = "Keras float, " + ", ".join(f"b{n}: {chosen[n]}" for n in batches)
+        for n in m.timed)
+    label = "Keras float, " + ", ".join(f"b{n}: {chosen[n]}" for n in m.timed)
     r = Runner("keras", label, calls, note)
     r.chosen = chosen
     return r
 
 
-def onnx_runners(m, batches, threads, want):
+def onnx_runners(m, threads, want):
     try:
         import onnxruntime as ort
         import tf2onnx
@@ -308,12 +423,12 @@ def onnx_runners(m, batches, threads, want):
 
     def runs(sess, xs):
         name = sess.get_inputs()[0].name
-        return {n: (lambda x: lambda: sess.run(None, {name: x})[0])(xs[n]) for n in batches}
+        return {n: (lambda x: lambda: sess.run(None, {name: x})[0])(xs[n]) for n in m.batches}
 
     if "ort_float" in want:
         try:
             model, which = load_keras_model(m, threads)
-            shape = (None,) + tuple(m.x[batches[0]].shape[1:])
+            shape = (None,) + tuple(m.x[m.batches[0]].shape[1:])
             spec = (tf.TensorSpec(shape, tf.float32, name="x"),)
             fn = tf.function(lambda x: model(x, training=False))
             proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
@@ -325,20 +440,114 @@ def onnx_runners(m, batches, threads, want):
         except Exception as e:  # noqa: BLE001 - a converter failure is a result, not a crash
             failed.append(("ort_float", "ONNX Runtime float", f"failed: {type(e).__name__}: {e}"))
     if "ort_int8" in want:
+        label = "ONNX Runtime int8 (QDQ from the .tflite)"
         try:
             if not m.tflite.exists() or m.tflite_x is None:
                 raise Unavailable(f"no {m.tflite.name}")
             proto, _ = tf2onnx.convert.from_tflite(str(m.tflite), opset=17)
-            made.append(Runner("ort_int8", "ONNX Runtime int8 (QDQ from .tflite)",
-                               runs(session(proto), m.tflite_x),
+            # the graph's int8 output is the .tflite's output tensor: same scale and zero point
+            made.append(Runner("ort_int8", label, runs(session(proto), m.tflite_x),
                                f"onnxruntime {ort.__version__}; tf2onnx {tf2onnx.__version__} "
-                               f"from_tflite, opset 17"))
+                               f"from_tflite, opset 17", m.tflite_out_q))
         except Unavailable as e:
-            failed.append(("ort_int8", "ONNX Runtime int8 (QDQ from .tflite)", str(e)))
+            failed.append(("ort_int8", label, str(e)))
         except Exception as e:  # noqa: BLE001
-            failed.append(("ort_int8", "ONNX Runtime int8 (QDQ from .tflite)",
-                           f"failed: {type(e).__name__}: {e}"))
+            failed.append(("ort_int8", label, f"failed: {type(e).__name__}: {e}"))
     return made, failed
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer benches: one-layer Keras models made here, with their int8 .tflite and .h5
+# ---------------------------------------------------------------------------------------------
+def build_micro(name, batches, acc, threads, tmpdir, seed=0):
+    """A ModelInputs for the layer bench `name`: Keras 3 model, its .h5 (for fixnet) and its
+    int8 .tflite (TFLiteConverter with a representative dataset: the calibration inputs)."""
+    tf = import_tensorflow(threads)
+    try:
+        import keras
+    except ImportError as e:
+        raise Unavailable(f"keras not installed ({e.name})") from None
+
+    what, shape, (cls, kw) = MICRO[name]
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape)
+    model = keras.Model(inp, getattr(keras.layers, cls)(**kw, name=name)(inp), name=name)
+    rng = np.random.default_rng(seed)
+    x_calib = rng.standard_normal((32,) + shape).astype(np.float32)
+    x_test = rng.standard_normal((acc or MICRO_SAMPLES,) + shape).astype(np.float32)
+    keras_float = np.asarray(model.predict(x_test, verbose=0))
+    h5 = pathlib.Path(tmpdir) / f"{name}.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # keras 3 calls .h5 legacy; fixnet reads it
+        model.save(str(h5))
+    sys.path.insert(0, str(MODELS_DIR))
+    try:
+        from fixture_common import convert_tflite   # the fixtures' int8 conversion, same flags
+    finally:
+        sys.path.remove(str(MODELS_DIR))
+    tfl_bytes, how = convert_tflite(tf, model, "keras3", [x_calib], [inp.name])
+    tfl = h5.with_suffix(".tflite")
+    tfl.write_bytes(tfl_bytes)
+    interp = tf.lite.Interpreter(model_path=str(tfl))
+    (in_s, in_zp), (out_s, out_zp) = (interp.get_input_details()[0]["quantization"],
+                                      interp.get_output_details()[0]["quantization"])
+    tfl_x = np.clip(np.round(x_test / in_s) + in_zp, -128, 127).astype(np.int8)
+    m = ModelInputs(name, h5, tfl, x_test, x_calib, keras_float, tfl_x,
+                    (float(out_s), int(out_zp)), batches, acc, "micro", what)
+    m.keras_model, m.keras_which = model, f"keras {keras.__version__}"
+    m.tflite_how = how
+    return m
+
+
+def fixnet_child(spec_path):
+    """--fixnet-child: time fixnet int8 alone on one layer bench, in this process's kernel
+    build (FIXNET_ISA), and print JSON: the build, the timing and the int8 outputs' digest."""
+    import hashlib
+
+    import fixnet
+    import fixnet._kernels as kernels
+
+    spec = json.loads(pathlib.Path(spec_path).read_text())
+    d = np.load(spec["npz"])
+    qm = fixnet.load(spec["h5"]).quantize(d["x_calib"])
+    x = np.ascontiguousarray(qm.input_qparams[0].quantize(d["x"]))
+    x_acc = np.ascontiguousarray(qm.input_qparams[0].quantize(d["x_acc"]))
+    call = (lambda: qm.predict(x, output="int8"))
+    for _ in range(spec["warmup"]):
+        call()
+    est = statistics.median(_time_calls(call, 1) for _ in range(7))
+    inner = max(1, int(spec["sample_s"] / max(est, 1e-7)))
+    samples = [_time_calls(call, inner) for _ in range(spec["rounds"])]
+    y = np.ascontiguousarray(qm.predict(x_acc, output="int8"))
+    print(json.dumps({"isa": kernels.ISA, "median_us": statistics.median(samples) * 1e6,
+                      "p25_us": float(np.percentile(samples, 25)) * 1e6,
+                      "p75_us": float(np.percentile(samples, 75)) * 1e6,
+                      "calls_per_sample": inner, "rounds": len(samples),
+                      "int8_digest": hashlib.sha256(y.tobytes()).hexdigest()}))
+    return 0
+
+
+def fixnet_other_builds(m, fm_qm_digest, isas, args, tmpdir):
+    """Time fixnet on the layer bench `m` with each of `isas` (a subprocess each)."""
+    npz = pathlib.Path(tmpdir) / f"{m.name}-child.npz"
+    np.savez(npz, x_calib=m.x_calib, x=m.x[1 if 1 in m.timed else m.timed[0]],
+             x_acc=m.x[m.acc])
+    spec = pathlib.Path(tmpdir) / f"{m.name}-child.json"
+    spec.write_text(json.dumps({"h5": str(m.h5), "npz": str(npz), "rounds": args.rounds,
+                                "warmup": args.warmup, "sample_s": args.sample_ms / 1000}))
+    out = {}
+    for isa in isas:
+        env = dict(os.environ, FIXNET_ISA=isa)
+        r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()),
+                            "--fixnet-child", str(spec)], capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            out[isa] = {"status": f"failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}"}
+            continue
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        res["status"] = "ok"
+        res["bit_identical"] = res.pop("int8_digest") == fm_qm_digest
+        out[isa] = res
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,55 +583,237 @@ def measure(runners, batch, rounds, sample_s, warmup):
     return samples, inner
 
 
-def summarize(samples, inner):
-    base = samples.get(BASELINE)
+def summarize(samples, inner, macs, batch):
+    base = np.asarray(samples[BASELINE])
     stats = {}
     for k, s in samples.items():
         q = np.percentile(s, [25, 50, 75])
-        st = {"median_us": q[1] * 1e6, "p25_us": q[0] * 1e6, "p75_us": q[2] * 1e6,
-              "calls_per_sample": inner[k], "rounds": len(s)}
-        if base is not None:
-            st["ratio"] = float(np.median(np.asarray(s) / np.asarray(base)))
-            st["ratio_of_medians"] = float(q[1] / np.median(base))
-        stats[k] = st
+        stats[k] = {"median_us": q[1] * 1e6, "p25_us": q[0] * 1e6, "p75_us": q[2] * 1e6,
+                    "calls_per_sample": inner[k], "rounds": len(s),
+                    # below 1: fixnet int8 is faster than this runner
+                    "fixnet_over": float(np.median(base / np.asarray(s))),
+                    "gmacs": (macs * batch / q[1] / 1e9) if macs else None}
     return stats
 
 
-def top1_agreement(runner, m, batch):
-    y = np.asarray(runner.calls[batch]())
-    y = y.reshape(y.shape[0], -1)
-    return float(np.mean(y.argmax(axis=1) == m.keras_top1[batch]))
+def sqnr_db(ref, test):
+    ref = np.asarray(ref, np.float64).ravel()
+    err = ref - np.asarray(test, np.float64).ravel()
+    num, den = float(np.sum(ref * ref)), float(np.sum(err * err))
+    if den == 0.0:
+        return float("inf")
+    return 10.0 * math.log10(num / den) if num > 0 else float("-inf")
+
+
+def accuracy(runner, m):
+    """(SQNR in dB against Keras float, top-1 agreement with Keras, the raw output) on the
+    accuracy samples."""
+    raw = np.asarray(runner.calls[m.acc]())
+    y = runner.floats(raw).reshape(m.acc, -1)
+    ref = m.keras_acc.reshape(m.acc, -1)
+    top1 = float(np.mean(y.argmax(axis=1) == ref.argmax(axis=1))) if ref.shape[1] > 1 else None
+    return sqnr_db(ref, y), top1, raw
+
+
+def apply_counting_rule(runners):
+    """Mark each int8 runner: does it count (SQNR within COUNTS_WITHIN_DB of the best
+    deployment peer's)? Returns the best deployment peer's SQNR (None if none ran)."""
+    peers = [r["sqnr_db"] for k, r in runners.items()
+             if k in DEPLOY_PEERS and r["status"] == "ok" and r.get("sqnr_db") is not None]
+    best = max(peers) if peers else None
+    for k, r in runners.items():
+        if r["status"] != "ok" or k not in INT8_KEYS or best is None:
+            continue
+        r["counts"] = bool(r["sqnr_db"] >= best - COUNTS_WITHIN_DB)
+    return best
 
 
 # ---------------------------------------------------------------------------------------------
-# Report
+# One model (fixture or layer bench): build the runners, time them, check their outputs
+# ---------------------------------------------------------------------------------------------
+def bench_model(m, args, want, console, labels, tmpdir=None):
+    from fixnet.cost import macs as graph_macs
+
+    runners, status = [], {}
+    fm_box = {}
+
+    def attempt(keys, build):
+        keys = [k for k in keys if k in want]
+        if not keys:
+            return
+        try:
+            made = build()
+        except Unavailable as e:
+            for k in keys:
+                status[k] = (labels.get(k, k), str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - a broken peer is reported, not fatal
+            for k in keys:
+                status[k] = (labels.get(k, k), f"failed: {type(e).__name__}: {e}")
+            return
+        made = made if isinstance(made, list) else [made]
+        runners.extend(r for r in made if r.key in want)
+
+    def fixnet_build():
+        made, fm_box["fm"] = fixnet_runners(m, want)
+        return made
+    attempt(["fixnet_int8", "fixnet_int8_float_io", "fixnet_float"], fixnet_build)
+    if not any(r.key == BASELINE for r in runners):
+        raise SystemExit(f"peers.py: fixnet itself failed on {m.name}: {status.get(BASELINE)}")
+    attempt(["tflite_xnnpack", "tflite_builtin", "tflite_ref"],
+            lambda: tflite_runners(m, want, args.tflite, args.threads))
+    attempt(["keras"], lambda: keras_runner(m, args.threads, args.warmup))
+
+    def onnx():
+        made, failed = onnx_runners(m, args.threads, want)
+        for k, label, why in failed:
+            status[k] = (label, why)
+        return made
+    attempt(["ort_float", "ort_int8"], onnx)
+
+    macs = graph_macs(fm_box["fm"].graph)
+    per_batch = {}
+    for n in m.timed:
+        console.print(f"  {m.name} batch {n}: {len(runners)} runners x {args.rounds} "
+                      "interleaved rounds")
+        with _blas_limit(args.threads):
+            samples, inner = measure(runners, n, args.rounds, args.sample_ms / 1000, args.warmup)
+        per_batch[n] = summarize(samples, inner, macs, n)
+
+    out, raw_fixnet = {}, None
+    for key in RUNNER_KEYS:
+        r = next((r for r in runners if r.key == key), None)
+        if r is not None:
+            sq, top1, raw = accuracy(r, m)
+            if key == BASELINE:
+                raw_fixnet = raw
+            entry = {"label": r.label, "status": "ok", "note": r.note,
+                     "batches": {str(n): per_batch[n][key] for n in m.timed},
+                     "sqnr_db": sq, "top1_agree_keras": top1}
+            if hasattr(r, "chosen"):
+                entry["keras_method"] = {str(n): v for n, v in r.chosen.items()}
+            out[key] = entry
+        elif key in status:
+            label, why = status[key]
+            short = "not installed" if why.startswith("not installed") or \
+                why.startswith("tensorflow not installed") else why.splitlines()[0][:120]
+            out[key] = {"label": label, "status": short, "note": why}
+    res = {"kind": m.kind, "what": m.what, "macs_per_sample": macs, "runners": out,
+           "accuracy_samples": m.acc,
+           "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg())}   # after timing
+    res["best_peer_sqnr_db"] = apply_counting_rule(out)
+    if m.kind == "micro" and args.micro_isa_list:
+        import hashlib
+        digest = hashlib.sha256(np.ascontiguousarray(raw_fixnet).tobytes()).hexdigest()
+        console.print(f"  {m.name}: fixnet with FIXNET_ISA={','.join(args.micro_isa_list)} "
+                      "(subprocess each)")
+        other = fixnet_other_builds(m, digest, args.micro_isa_list, args, tmpdir)
+        b = 1 if 1 in m.timed else m.timed[0]
+        for isa, r in other.items():
+            if r["status"] == "ok":
+                r["gmacs"] = macs * b / (r["median_us"] * 1e-6) / 1e9
+                r["batch"] = b
+        res["fixnet_builds"] = other
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine, verdicts, report
 # ---------------------------------------------------------------------------------------------
 def machine_info(threads):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "Model")):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from fixnet.cli import system_info
+
+    info = system_info()
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("fixnet", "tensorflow", "keras", "tf_keras", "onnxruntime", "tf2onnx",
+    for mod in ("fixnet", "tensorflow", "keras", "tf_keras", "onnxruntime", "tf2onnx", "onnx",
                 "ai_edge_litert", "tflite_runtime"):
         if mod in sys.modules:
             versions[mod] = getattr(sys.modules[mod], "__version__", "?")
-    import fixnet
-    import fixnet._kernels as kernels
-    return {"date": datetime.date.today().isoformat(), "cpu": cpu,
-            "machine": platform.machine(), "cores": os.cpu_count(), "threads": threads,
-            "platform": platform.platform(), "fixnet_path": os.path.dirname(fixnet.__file__),
-            # which kernel build ran (fixnet._kernels: baseline, avx2, avx512vnni, dotprod;
-            # FIXNET_ISA forces one) and which builds this install has for this CPU
-            "fixnet_isa": getattr(kernels, "ISA", "baseline"),
-            "fixnet_builds": (kernels.available_builds()
-                              if hasattr(kernels, "available_builds") else ["baseline"]),
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {"date": now.strftime("%Y-%m-%d %H:%M UTC"), "cpu": info["cpu"],
+            "machine": info["machine"], "cores": info["cores"], "threads": threads,
+            "platform": info["platform"], "fixnet_path": info["path"],
+            # which kernel build ran (FIXNET_ISA forces one) and which builds run here
+            "fixnet_isa": info["isa"], "fixnet_builds": info["builds_runnable"],
             "versions": versions}
+
+
+def _ratio(res, key, batch=1):
+    r = res["runners"].get(key)
+    if not r or r["status"] != "ok" or str(batch) not in r["batches"]:
+        return None
+    return r["batches"][str(batch)]["fixnet_over"]
+
+
+def verdicts(results, batch=1):
+    """Issue 9's "Done when" bars, from the models (not the layer benches) at `batch`."""
+    models = {k: v for k, v in results["models"].items() if v["kind"] != "micro"}
+    lines, out = [], {}
+
+    def counted(res, key):
+        r = res["runners"].get(key)
+        return r is not None and r["status"] == "ok" and r.get("counts", False)
+
+    for key in ("tflite_builtin", "ort_int8"):
+        slower, skipped, checked = [], [], 0
+        for name, res in models.items():
+            ratio = _ratio(res, key, batch)
+            if ratio is None:
+                continue
+            if not counted(res, key):
+                skipped.append(name)
+                continue
+            checked += 1
+            if ratio > 1.0:
+                slower.append(f"{name} {ratio:.2f}x")
+        ok = checked > 0 and not slower
+        out[key] = {"holds": ok, "checked": checked, "slower": slower, "not_counted": skipped}
+        lines.append((ok, f"fixnet <= {SHORT[key]} on every model where it counts: "
+                          + ("yes" if ok else "NO" if checked else "not measured")
+                          + (f" (slower on {len(slower)}/{checked}: {', '.join(slower)})"
+                             if slower else f" ({checked} models)" if checked else "")
+                          + (f"; does not count on {', '.join(skipped)}" if skipped else "")))
+    xs = {name: _ratio(res, "tflite_xnnpack", batch) for name, res in models.items()
+          if _ratio(res, "tflite_xnnpack", batch) is not None and counted(res, "tflite_xnnpack")}
+    not_counted = [name for name, res in models.items()
+                   if _ratio(res, "tflite_xnnpack", batch) is not None
+                   and not counted(res, "tflite_xnnpack")]
+    if xs:
+        geo = math.exp(statistics.fmean(math.log(v) for v in xs.values()))
+        worst = max(xs, key=xs.get)
+        above = [f"{n} {v:.2f}x" for n, v in xs.items() if v > 1.25]
+        out["xnnpack"] = {"geomean": geo, "worst_model": worst, "worst": xs[worst],
+                          "models": len(xs), "above_1.25": above, "not_counted": not_counted}
+        lines.append((geo <= 1.0, f"geometric mean of fixnet / XNNPACK over {len(xs)} models "
+                                  f"<= 1: {geo:.2f}x -> {'yes' if geo <= 1 else 'NO'}"
+                      + (f" (XNNPACK does not count on {', '.join(not_counted)})"
+                         if not_counted else "")))
+        lines.append((not above, f"no model above 1.25x XNNPACK: worst {worst} {xs[worst]:.2f}x"
+                                 f" -> {'yes' if not above else 'NO'}"
+                      + (f" ({len(above)} above: {', '.join(above)})" if above else "")))
+    worse = [f"{name} {res['runners'][BASELINE]['sqnr_db']:.1f} dB vs "
+             f"{res['best_peer_sqnr_db']:.1f}" for name, res in models.items()
+             if res.get("best_peer_sqnr_db") is not None
+             and not res["runners"][BASELINE].get("counts", True)]
+    lines.append((not worse, "fixnet's SQNR no more than 1 dB below the best peer's on every "
+                             "model (not one of the issue's bars; the same rule for fixnet): "
+                  + ("yes" if not worse else f"NO on {len(worse)}: {', '.join(worse)}")))
+    out["fixnet_less_accurate"] = worse
+    conv = results["models"].get("conv3x3")
+    if conv is not None:
+        g = None
+        if results["machine"]["fixnet_isa"] == "avx2":
+            g = conv["runners"][BASELINE]["batches"].get(str(batch), {}).get("gmacs")
+        else:
+            r = conv.get("fixnet_builds", {}).get("avx2")
+            g = r.get("gmacs") if r and r["status"] == "ok" else None
+        out["conv3x3_avx2_gmacs"] = g
+        lines.append((g is not None and g > CONV3X3_BAR_GMACS,
+                      f"3x3 conv layer bench on the AVX2 build > {CONV3X3_BAR_GMACS:.0f} GMAC/s: "
+                      + (f"{g:.1f} GMAC/s -> {'yes' if g > CONV3X3_BAR_GMACS else 'NO'}"
+                         if g is not None else "not measured (no avx2 build here)")))
+    out["lines"] = [(bool(ok), text) for ok, text in lines]
+    return out
 
 
 def fmt_us(us):
@@ -432,175 +823,265 @@ def fmt_us(us):
 
 
 def fmt_ratio(r):
+    if r < 0.1:
+        return f"{r:.2g}x"
     return f"{r:.2f}x" if r < 10 else f"{r:.0f}x" if r >= 100 else f"{r:.1f}x"
 
 
-def print_report(console, results, batches):
-    from rich.table import Table
+def fmt_macs(m):
+    return f"{m / 1e6:.2f} M" if m >= 1e5 else f"{m / 1e3:.1f} k"
+
+
+def fmt_db(db):
+    return "inf" if db == float("inf") else f"{db:.1f}"
+
+
+def _cell(res, key, batch, what):
+    """A table cell for runner `key`: 'ratio' (fixnet / runner, * if it does not count),
+    'gmacs', 'time' or 'sqnr'."""
+    r = res["runners"].get(key)
+    if r is None:
+        return ""
+    if r["status"] != "ok":
+        return "n/i" if r["status"] == "not installed" else "failed"
+    st = r["batches"].get(str(batch))
+    mark = "" if r.get("counts", True) else "*"
+    if what == "ratio":
+        return "1" if key == BASELINE else (fmt_ratio(st["fixnet_over"]) + mark if st else "")
+    if what == "gmacs":
+        return f"{st['gmacs']:.1f}" if st and st.get("gmacs") is not None else ""
+    if what == "time":
+        return fmt_us(st["median_us"]) if st else ""
+    if what == "sqnr":
+        return fmt_db(r["sqnr_db"]) + mark
+    raise ValueError(what)
+
+
+def tables(results, keys, batches):
+    """The report as (title, header, rows, notes) tables, shared by the console and Markdown."""
+    out = []
+    models = {k: v for k, v in results["models"].items() if v["kind"] != "micro"}
+    micro = {k: v for k, v in results["models"].items() if v["kind"] == "micro"}
+    peers = [k for k in keys if k != BASELINE]
+    int8 = [k for k in keys if k in INT8_KEYS]
+    star = (f"`*` after a number: that runtime's SQNR is more than {COUNTS_WITHIN_DB:g} dB below "
+            "the best deployment peer's (XNNPACK, TFLite builtin, ORT int8): a peer so marked "
+            "does not count for the bars there; on fixnet it marks a model where fixnet is the "
+            "less accurate")
+    for b in batches:
+        if models:
+            header = (["model", "MACs/sample", "fixnet time", "fixnet GMAC/s"]
+                      + [f"fixnet / {SHORT[k]}" for k in peers])
+            rows = [[name, fmt_macs(res["macs_per_sample"]), _cell(res, BASELINE, b, "time"),
+                     _cell(res, BASELINE, b, "gmacs")] + [_cell(res, k, b, "ratio") for k in peers]
+                    for name, res in models.items()]
+            out.append((f"Models, batch {b}: fixnet int8 time / peer time (below 1: fixnet is "
+                        "faster)", header, rows, [star, "n/i = not installed"]))
+            header = (["model"] + [f"SQNR {SHORT[k]}" for k in keys]
+                      + [f"{SHORT[k]} GMAC/s" for k in peers])
+            rows = [[name] + [_cell(res, k, b, "sqnr") for k in keys]
+                    + [_cell(res, k, b, "gmacs") for k in peers] for name, res in models.items()]
+            n_acc = sorted({res["accuracy_samples"] for res in models.values()})
+            out.append((f"Models: output SQNR (dB) against Keras float on "
+                        f"{'/'.join(map(str, n_acc))} test samples, and the peers' "
+                        f"GMAC/s at batch {b}", header, rows, [star]))
+        if micro:
+            isas = sorted({i for res in micro.values() for i in res.get("fixnet_builds", {})})
+            header = (["layer", "MACs", f"fixnet GMAC/s ({results['machine']['fixnet_isa']})"]
+                      + [f"fixnet GMAC/s ({i})" for i in isas]
+                      + [f"{SHORT[k]} GMAC/s" for k in peers])
+            rows = []
+            for name, res in micro.items():
+                fb = res.get("fixnet_builds", {})
+                rows.append([name, fmt_macs(res["macs_per_sample"]),
+                             _cell(res, BASELINE, b, "gmacs")]
+                            + [(f"{fb[i]['gmacs']:.1f}" + ("" if fb[i]["bit_identical"] else " (!)")
+                                if i in fb and fb[i]["status"] == "ok" else
+                                fb.get(i, {}).get("status", "")) for i in isas]
+                            + [_cell(res, k, b, "gmacs") for k in peers])
+            notes = [f"{name}: {res['what']}" for name, res in micro.items()]
+            if isas:
+                notes.append("fixnet GMAC/s (<build>): the same layer with FIXNET_ISA=<build>, "
+                             "timed alone in a subprocess (not interleaved with the peers); "
+                             "(!) = its int8 outputs differ from the main build's")
+            out.append((f"Layer benches, batch {b}: GMAC/s per runtime", header, rows, notes))
+            header = (["layer"] + [f"fixnet / {SHORT[k]}" for k in peers]
+                      + [f"SQNR {SHORT[k]}" for k in int8])
+            rows = [[name] + [_cell(res, k, b, "ratio") for k in peers]
+                    + [_cell(res, k, b, "sqnr") for k in int8] for name, res in micro.items()]
+            out.append((f"Layer benches, batch {b}: fixnet int8 time / peer time, and output "
+                        "SQNR (dB) against Keras float", header, rows, [star]))
+    return out
+
+
+def print_report(console, results, keys, batches):
     from rich import box
+    from rich.table import Table
 
-    for model, res in results["models"].items():
-        t = Table(title=f"{model}: median time per predict call; ratio = time / fixnet int8 "
-                        "(same round), >1 = slower than fixnet int8",
-                  box=box.SIMPLE_HEAVY, title_justify="left")
-        t.add_column("runtime")
-        for n in batches:
-            t.add_column(f"batch {n}", justify="right")
-            t.add_column(f"x fixnet int8 (b{n})", justify="right")
-        t.add_column(f"top-1 = Keras (b{max(batches)})", justify="right")
-        for key, r in res["runners"].items():
-            if r["status"] != "ok":
-                blank = [""] * (2 * len(batches))
-                t.add_row(r["label"], "[dim]" + r["status"] + "[/dim]", *blank)
-                continue
-            cells = []
-            for n in batches:
-                st = r["batches"][str(n)]
-                cells += [fmt_us(st["median_us"]),
-                          "[bold]1[/bold]" if key == BASELINE else fmt_ratio(st["ratio"])]
-            agree = r.get("top1_agree_keras")
-            t.add_row(r["label"], *cells, "" if agree is None else f"{agree:.3f}")
+    for title, header, rows, notes in tables(results, keys, batches):
+        t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
+        for i, h in enumerate(header):
+            t.add_column(h, justify="left" if i == 0 else "right", no_wrap=(i == 0))
+        for row in rows:
+            t.add_row(*row)
         console.print(t)
-        for key, r in res["runners"].items():
-            if r.get("note"):
-                console.print(f"  [dim]{key}: {r['note']}[/dim]")
+        for n in notes:
+            console.print(f"  [dim]{n}[/dim]")
         console.print()
+    v = results.get("verdicts")
+    if v:
+        console.print("[bold]issue 9, \"Done when\" (batch 1, one thread, int8 in/out):[/bold]")
+        for ok, text in v["lines"]:
+            console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
 
-    # One line per runner, one column per model: the ratios side by side.
-    t = Table(title="Ratio to fixnet int8 (int8 in/out), per model: "
-                    + " | ".join(f"batch {n}" for n in batches),
-              box=box.SIMPLE_HEAVY, title_justify="left")
-    t.add_column("runtime")
-    models = list(results["models"])
-    for model in models:
-        t.add_column(model, justify="right")
-    for key in RUNNER_KEYS:
-        row, label = [], None
-        for model in models:
-            r = results["models"][model]["runners"].get(key)
-            if r is None:
-                row.append("")
-                continue
-            label = label or ("Keras float (fastest call)" if key == "keras" else r["label"])
-            if r["status"] != "ok":
-                row.append(r["status"] if r["status"] == "not installed" else "n/a")
-            else:
-                row.append(" | ".join(fmt_ratio(r["batches"][str(n)]["ratio"]) for n in batches))
-        if label:
-            t.add_row(label, *row)
-    console.print(t)
+
+def write_markdown(path, results, keys, batches):
+    mach = results["machine"]
+    s = results["settings"]
+    lines = [f"Generated by `bench/peers.py` on {mach['date']}.", "",
+             "```sh", s["command"], "```", "",
+             f"- CPU: {mach['cpu']} ({mach['machine']}), {mach['cores']} cores; "
+             f"load average {s['load_before']} before, {s['load_after']} after the run",
+             f"- fixnet {mach['versions'].get('fixnet', '?')} from `{mach['fixnet_path']}`, "
+             f"kernel build `{mach['fixnet_isa']}` (builds this CPU runs: "
+             f"{', '.join(mach['fixnet_builds'])})",
+             "- " + ", ".join(f"{k} {v}" for k, v in mach["versions"].items() if k != "fixnet"),
+             f"- {s['threads']} thread(s) per runtime, int8 in / int8 out, {s['rounds']} "
+             f"interleaved rounds of ~{s['sample_ms']:g} ms samples per model and batch; SQNR "
+             f"on {s['accuracy_samples'] or 'all the'} test samples of each fixture, "
+             f"{s['accuracy_samples'] or MICRO_SAMPLES} random inputs per layer bench",
+             "- ONNX Runtime int8: tf2onnx `from_tflite` of the same .tflite (QDQ graph, "
+             "CPUExecutionProvider); TFLite builtin: "
+             "`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`; TFLite ref: `BUILTIN_REF` "
+             "(not a deployment peer: shown for scale, no bar)", ""]
+    for title, header, rows, notes in tables(results, keys, batches):
+        lines += [f"**{title}**", "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        lines += [""] + [f"{n}." for n in notes] + ([""] if notes else [])
+    v = results.get("verdicts")
+    if v:
+        lines += ["**Issue 9, \"Done when\"** (batch 1, one thread, int8 in/out):", ""]
+        lines += [f"- {'PASS' if ok else '**FAIL**'}: {text}" for ok, text in v["lines"]]
+        lines.append("")
+    pathlib.Path(path).write_text("\n".join(lines))
 
 
 # ---------------------------------------------------------------------------------------------
 def model_paths(names):
+    if names == ["none"]:
+        return []
     if not names:
-        return sorted(MODELS_DIR.glob("mlp_*.h5"))
+        fams = CNN_FAMILIES + MLP_FAMILIES
+        return [p for f in fams for p in sorted(MODELS_DIR.glob(f"{f}_*.h5"))
+                if p.stem in (f"{f}_k3", f"{f}_tfk2")]
     out = []
     for name in names:
         p = pathlib.Path(name)
-        if p.suffix != ".h5":
-            p = MODELS_DIR / f"{name}.h5"
-        if not p.exists():
-            sys.exit(f"peers.py: no model file {p}")
-        out.append(p)
+        if p.suffix == ".h5":
+            if not p.exists():
+                sys.exit(f"peers.py: no model file {p}")
+            out.append(p)
+            continue
+        matches = sorted(q for q in MODELS_DIR.glob("*.h5") if fnmatch.fnmatch(q.stem, name))
+        if not matches:
+            sys.exit(f"peers.py: no model in {MODELS_DIR} matches {name!r}")
+        out += [q for q in matches if q not in out]
     return out
+
+
+def command_line():
+    env = [f"{v}={shlex.quote(os.environ[v])}" for v in ("FIXNET_ISA", "PYTHONPATH")
+           if v in os.environ]
+    return " ".join(env + [shlex.quote(sys.executable)] + [shlex.quote(a) for a in sys.argv])
 
 
 def main(args):
     from rich.console import Console
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    if args.fixnet_child:
+        return fixnet_child(args.fixnet_child)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if args.from_json:
+        results = json.loads(pathlib.Path(args.from_json).read_text())
+        keys = [k for k in RUNNER_KEYS
+                if any(k in res["runners"] for res in results["models"].values())]
+        if 1 in results["settings"]["batches"]:
+            results["verdicts"] = verdicts(results)      # with this version's rules
+        print_report(console, results, keys, results["settings"]["batches"])
+        if args.markdown:
+            write_markdown(args.markdown, results, keys, results["settings"]["batches"])
+            console.print(f"wrote {args.markdown}")
+        return 0
     batches = sorted(set(args.batches))
+    base = INT8_KEYS + (FLOAT_KEYS if args.float else [])
     want = [k for k in RUNNER_KEYS
-            if (not args.only or k in args.only or k == BASELINE) and k not in args.skip]
+            if ((k in args.only) if args.only else (k in base)) or k == BASELINE]
+    want = [k for k in want if k not in args.skip]
+    import fixnet._kernels as kernels
+    if args.micro_isa is None:
+        args.micro_isa_list = [b for b in kernels.available_builds() if b != kernels.ISA]
+    else:
+        args.micro_isa_list = [b for b in args.micro_isa if b != kernels.ISA]
     results = {"settings": {"batches": batches, "rounds": args.rounds, "sample_ms": args.sample_ms,
                             "warmup": args.warmup, "threads": args.threads, "baseline": BASELINE,
-                            "command": " ".join([os.path.basename(sys.executable)] + sys.argv)},
+                            "accuracy_samples": args.accuracy_samples,
+                            "ratio": "fixnet_over = median over rounds of fixnet int8 sample / "
+                                     "runner sample (below 1: fixnet faster)",
+                            "counts_within_db": COUNTS_WITHIN_DB, "deploy_peers": DEPLOY_PEERS,
+                            "command": command_line(),
+                            "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())},
                "models": {}}
-    labels = {"fixnet_int8": "fixnet int8 (int8 in/out)", "tflite_xnnpack": "TFLite int8, XNNPACK",
-              "tflite_ref": "TFLite int8, reference kernels", "keras": "Keras float",
-              "ort_float": "ONNX Runtime float", "ort_int8": "ONNX Runtime int8 (QDQ from .tflite)"}
+    labels = {k: label for k, label, _, _ in TFLITE_KINDS}
+    labels.update({"fixnet_int8": "fixnet int8", "keras": "Keras float",
+                   "ort_float": "ONNX Runtime float",
+                   "ort_int8": "ONNX Runtime int8 (QDQ from the .tflite)"})
 
     for h5 in model_paths(args.models):
         console.print(f"[bold]{h5.stem}[/bold]: building runners ...")
-        m = ModelInputs(h5, batches)
-        runners, status = [], {}
+        m = ModelInputs.fixture(h5, batches, args.accuracy_samples)
+        results["models"][m.name] = bench_model(m, args, want, console, labels)
+    if args.micro:
+        with tempfile.TemporaryDirectory(prefix="fixnet-peers-") as tmpdir:
+            for name in args.micro:
+                console.print(f"[bold]{name}[/bold] (layer bench): building the Keras layer, "
+                              "its .h5 and int8 .tflite ...")
+                try:
+                    m = build_micro(name, batches, args.accuracy_samples, args.threads, tmpdir)
+                except Unavailable as e:
+                    console.print(f"  skipped: {e}")
+                    continue
+                except Exception as e:  # noqa: BLE001 - a failed conversion is reported
+                    console.print(f"  skipped: {type(e).__name__}: {e}")
+                    continue
+                results["models"][name] = bench_model(m, args, want, console, labels, tmpdir)
 
-        def attempt(keys, build):
-            keys = [k for k in keys if k in want]
-            if not keys:
-                return
-            try:
-                made = build()
-            except Unavailable as e:
-                for k in keys:
-                    status[k] = (labels.get(k, k), str(e))
-                return
-            except Exception as e:  # noqa: BLE001 - a broken peer is reported, not fatal
-                for k in keys:
-                    status[k] = (labels.get(k, k), f"failed: {type(e).__name__}: {e}")
-                return
-            made = made if isinstance(made, list) else [made]
-            runners.extend(r for r in made if r.key in want)
-
-        attempt(["fixnet_int8", "fixnet_int8_float_io", "fixnet_float"],
-                lambda: fixnet_runners(m, batches))
-        attempt(["tflite_xnnpack", "tflite_ref"],
-                lambda: tflite_runners(m, batches, args.tflite, args.threads))
-        attempt(["keras"], lambda: keras_runner(m, batches, args.threads, args.warmup))
-
-        def onnx():
-            made, failed = onnx_runners(m, batches, args.threads, want)
-            for k, label, why in failed:
-                status[k] = (label, why)
-            return made
-        attempt(["ort_float", "ort_int8"], onnx)
-
-        if not any(r.key == BASELINE for r in runners):
-            sys.exit(f"peers.py: fixnet itself failed on {h5.name}: {status.get(BASELINE)}")
-
-        per_batch = {}
-        for n in batches:
-            console.print(f"  batch {n}: {len(runners)} runners x {args.rounds} interleaved rounds")
-            with _blas_limit(args.threads):
-                samples, inner = measure(runners, n, args.rounds, args.sample_ms / 1000,
-                                         args.warmup)
-            per_batch[n] = summarize(samples, inner)
-
-        out = {}
-        for key in RUNNER_KEYS:
-            r = next((r for r in runners if r.key == key), None)
-            if r is not None:
-                entry = {"label": r.label, "status": "ok", "note": r.note,
-                         "batches": {str(n): per_batch[n][key] for n in batches},
-                         "top1_agree_keras": top1_agreement(r, m, max(batches))}
-                if hasattr(r, "chosen"):
-                    entry["keras_method"] = {str(n): v for n, v in r.chosen.items()}
-                out[key] = entry
-            elif key in status:
-                label, why = status[key]
-                short = "not installed" if why.startswith("not installed") or \
-                    why.startswith("tensorflow not installed") else why
-                out[key] = {"label": label, "status": short, "note": why}
-        results["models"][m.name] = {"runners": out}
-
+    results["settings"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["machine"] = machine_info(args.threads)
+    results["verdicts"] = verdicts(results) if 1 in batches else None
+    mach = results["machine"]
     console.print()
-    console.print(f"[bold]fixnet peers[/bold], {results['machine']['date']}, "
-                  f"{results['machine']['cpu']} ({results['machine']['cores']} cores), "
-                  f"{args.threads} thread(s) per runtime, {args.rounds} rounds; "
-                  f"fixnet from {results['machine']['fixnet_path']}, kernels built for "
-                  f"{results['machine']['fixnet_isa']} (of {results['machine']['fixnet_builds']};"
-                  f" FIXNET_ISA forces one)")
-    versions = results["machine"]["versions"]
-    console.print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    console.print(f"[bold]fixnet peers[/bold], {mach['date']}, {mach['cpu']} ({mach['cores']} "
+                  f"cores), {args.threads} thread(s) per runtime, {args.rounds} rounds; fixnet "
+                  f"from {mach['fixnet_path']}, kernels built for {mach['fixnet_isa']} (of "
+                  f"{mach['fixnet_builds']}; FIXNET_ISA forces one)")
+    console.print("versions: " + ", ".join(f"{k} {v}" for k, v in mach["versions"].items()))
+    console.print(f"command: {results['settings']['command']}")
     console.print()
-    print_report(console, results, batches)
+    for name, res in results["models"].items():
+        for key, r in res["runners"].items():
+            if r["status"] != "ok" and r["status"] != "not installed":
+                console.print(f"  [dim]{name} {key}: {r['note']}[/dim]")
+    keys = [k for k in RUNNER_KEYS if k in want]
+    print_report(console, results, keys, batches)
     if args.json:
-        import json
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
         console.print(f"wrote {args.json}")
+    if args.markdown:
+        write_markdown(args.markdown, results, keys, batches)
+        console.print(f"wrote {args.markdown}")
+    return 0
 
 
 class _blas_limit:
@@ -624,4 +1105,4 @@ class _blas_limit:
 
 
 if __name__ == "__main__":
-    main(ARGS)
+    sys.exit(main(ARGS))

@@ -77,16 +77,95 @@ def cmd_demo(args):
     return 0
 
 
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo on Linux: x86 'model name', a Raspberry Pi's
+    'Model'), else what the platform module knows."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        for key in ("model name", "Model", "Hardware", "cpu model"):
+            if fields.get(key):
+                return fields[key]
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def system_info():
+    """What this fixnet runs on: the kernel build chosen at import, the builds installed and
+    runnable here, the CPU and its cores, and the versions (a dict; `fixnet info --system`)."""
+    import platform
+
+    import fixnet
+    from . import _kernels
+
+    builds = ("baseline",) + tuple(_kernels.ISA_PREFERENCE)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {
+        "fixnet": fixnet.__version__,
+        "path": os.path.dirname(fixnet.__file__),
+        "isa": _kernels.ISA,
+        "isa_forced": os.environ.get("FIXNET_ISA", "").strip() or None,
+        "builds_installed": [b for b in builds if _kernels.is_built(b)],
+        "builds_runnable": _kernels.available_builds(),
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "cores_usable": usable,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def cmd_system(args):
+    info = system_info()
+    forced = f" (forced by FIXNET_ISA={info['isa_forced']})" if info["isa_forced"] else \
+        " (the first runnable of the builds below; FIXNET_ISA=<build> forces one)"
+    print(f"fixnet {info['fixnet']} from {info['path']}")
+    print(f"kernel build in use: {info['isa']}{forced}")
+    print(f"kernel builds installed: {', '.join(info['builds_installed'])}")
+    print(f"kernel builds this CPU runs: {', '.join(info['builds_runnable'])}")
+    print(f"CPU: {info['cpu']} ({info['machine']}), {info['cores']} cores"
+          + (f", {info['cores_usable']} usable by this process"
+             if info["cores_usable"] != info["cores"] else ""))
+    print(f"platform: {info['platform']}; Python {info['python']}, NumPy {info['numpy']}")
+    return 0
+
+
 def cmd_info(args):
     import fixnet
+    from .cost import node_macs
     from .report import render_table
 
+    if args.system:
+        if args.model:
+            cmd_system(args)
+            print()
+        else:
+            return cmd_system(args)
+    elif not args.model:
+        print("fixnet info: give a model file, or --system", file=sys.stderr)
+        return 2
     fm = fixnet.load(args.model)
     g = fm.graph
-    rows = [(n.layer, n.keras_class, n.op, str(g.shapes[n.outputs[0]]),
-             sum(int(w.size) for w in n.weights.values())) for n in g.nodes]
+    rows, total = [], 0
+    for n in g.nodes:
+        shape = g.shapes[n.outputs[0]]
+        m = node_macs(n, shape)
+        total += m
+        rows.append((n.layer, n.keras_class, n.op, str(shape),
+                     sum(int(w.size) for w in n.weights.values()), f"{m:,}" if m else ""))
     print(render_table(f"{args.model}: inputs {fm.input_shapes}, outputs {fm.output_shapes}",
-                       ["layer", "Keras class", "op", "output shape", "parameters"], rows))
+                       ["layer", "Keras class", "op", "output shape", "parameters",
+                        "MACs/sample"], rows))
+    print(f"{total:,} multiply-accumulates per sample (dense, conv and depthwise layers)")
     return 0
 
 
@@ -94,8 +173,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="fixnet", description="int8 fixed-point inference for Keras models")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="quantize the bundled digits model and compare float, int8 and TFLite int8")
-    p = sub.add_parser("info", help="show how fixnet reads a Keras .h5 file")
-    p.add_argument("model")
+    p = sub.add_parser("info", help="show how fixnet reads a Keras .h5 file (layers, shapes, "
+                                    "MACs); --system: the kernel build, the CPU")
+    p.add_argument("model", nargs="?", help="a Keras .h5 file")
+    p.add_argument("--system", action="store_true",
+                   help="print the kernel build chosen at import, the builds available, the CPU "
+                        "model and its core count")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

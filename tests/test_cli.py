@@ -51,3 +51,54 @@ def test_fixnet_demo_runs_and_prints_the_bundled_models_accuracies(tmp_path):
     assert agree_int8 >= agree_tfl - 0.005, out
     assert _percentages(out, "top-1 agreement with TFLite int8")[0] >= 0.99, out
     assert "int32 overflow proof" in out and "batch-1 latency" in out
+
+
+def _cli(args, tmp_path, **env_extra):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fixnet.__file__)))
+    env.pop("FIXNET_ISA", None)
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-m", "fixnet.cli"] + args, capture_output=True,
+                          text=True, cwd=str(tmp_path), env=env, timeout=120)
+
+
+def _field(text, label):
+    for line in text.splitlines():
+        if line.startswith(label + ":"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no line {label!r} in:\n{text}")
+
+
+def test_info_system_prints_the_kernel_build_chosen_at_import_and_the_cpu(tmp_path):
+    from fixnet import _kernels
+
+    r = _cli(["info", "--system"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runnable = _kernels.available_builds()
+    # without FIXNET_ISA the child picks the first build this CPU runs, as this process did
+    # unless it was forced
+    assert _field(r.stdout, "kernel build in use").split()[0] == runnable[0]
+    assert _field(r.stdout, "kernel builds this CPU runs") == ", ".join(runnable)
+    installed = _field(r.stdout, "kernel builds installed").split(", ")
+    assert set(runnable) <= set(installed) and "baseline" in installed
+    cpu = _field(r.stdout, "CPU")
+    assert f"{os.cpu_count()} cores" in cpu
+    assert os.path.dirname(fixnet.__file__) in r.stdout
+
+
+def test_info_system_names_a_build_forced_by_fixnet_isa(tmp_path):
+    r = _cli(["info", "--system"], tmp_path, FIXNET_ISA="baseline")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _field(r.stdout, "kernel build in use").startswith("baseline (forced by FIXNET_ISA")
+
+
+def test_info_prints_macs_per_layer_and_in_all(tmp_path):
+    from conftest import fixture_path
+    from fixnet.cost import macs
+
+    path = fixture_path("kws_dscnn_k3")
+    r = _cli(["info", path], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    total = macs(fixnet.load(path).graph)
+    assert f"{total:,} multiply-accumulates per sample" in r.stdout
+    r = _cli(["info"], tmp_path)
+    assert r.returncode == 2 and "--system" in r.stderr

@@ -1,0 +1,42 @@
+"""Arithmetic cost of a float graph: multiply-accumulates (MACs) per sample.
+
+Counted as benchmarks and papers count them: for every dense, conv2d and depthwise_conv2d
+node, one MAC per (output element, kernel tap) pair, padded taps included (the kernels compute
+them too). Per-element ops (bias, scale and shift, activations, pooling, merges) are not
+counted. Conv1D and the halves of SeparableConv1D/2D are conv2d / depthwise_conv2d nodes
+(1-D as H = 1); a Conv2DTranspose is a zero-insert node and a conv2d node, counted as that conv
+does it (over the zero-inserted input).
+"""
+import math
+
+MAC_OPS = ("dense", "conv2d", "depthwise_conv2d")
+
+
+def node_macs(node, out_shape):
+    """MACs per sample of one node whose first output has shape ``out_shape`` (no batch
+    dimension); 0 for ops that are not in MAC_OPS."""
+    outputs = math.prod(int(d) for d in out_shape)
+    if node.op == "dense":
+        k = node.weights["kernel"].shape[0]                 # [K, C]
+        return outputs * int(k)
+    if node.op == "conv2d":
+        kh, kw, cin_g, _ = node.weights["kernel"].shape     # [KH, KW, Cin / groups, Cout]
+        return outputs * int(kh) * int(kw) * int(cin_g)
+    if node.op == "depthwise_conv2d":
+        kh, kw = node.weights["kernel"].shape[:2]           # [KH, KW, C, M]: one tap per output
+        return outputs * int(kh) * int(kw)
+    return 0
+
+
+def layer_macs(graph):
+    """[(node name, op, MACs per sample)] for the nodes that multiply-accumulate, in order."""
+    out = []
+    for n in graph.nodes:
+        if n.op in MAC_OPS:
+            out.append((n.name, n.op, node_macs(n, graph.shapes[n.outputs[0]])))
+    return out
+
+
+def macs(graph):
+    """Total multiply-accumulates per sample of a float graph (shapes inferred)."""
+    return sum(m for _, _, m in layer_macs(graph))
