@@ -77,10 +77,10 @@ def test_every_thread_count_gives_the_oracle_bits(name):
 def test_threads_split_the_large_layers():
     # the mechanism is in use on a fixture (not only available): some step is split, and its
     # results are the serial bits at every thread count (above)
-    qm, tests = quantized("resnet_small_k3")
+    qm, tests = quantized("mobilenetv2_k3")
     qm.predict(batch(tests, 1))
     arena = qm._pools[1].free[0]
-    assert arena.parallel_calls, "no step of resnet_small_k3 is split over threads"
+    assert arena.parallel_calls, "no step of mobilenetv2_k3 is split over threads"
 
 
 # ---- the memory plan -------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_dense_tasks_give_the_kernel_bits_for_any_split(shape):
 
 
 def test_many_python_threads_each_with_native_threads():
-    qm, tests = quantized("resnet_small_k3")
+    qm, tests = quantized("mobilenetv2_k3")
     xs = [batch(tests, n) for n in (1, 2, 5)]
     want = [qm.predict(x, output="int8") for x in xs]
     errors = []
@@ -254,7 +254,7 @@ def test_many_python_threads_each_with_native_threads():
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_child_forked_after_the_threads_started_can_use_threads():
-    qm, tests = quantized("resnet_small_k3")
+    qm, tests = quantized("mobilenetv2_k3")
     x = batch(tests, 1)
     want = qm.predict(x, output="int8", num_threads=2)      # the workers exist now
     stop = threading.Event()
