@@ -290,3 +290,25 @@ def test_a_child_forked_after_the_threads_started_can_use_threads():
 
 def test_max_threads_is_exported_by_the_runtime():
     assert runtime.MAX_THREADS == MAX_THREADS >= 4
+
+
+@pytest.mark.parametrize("n", [1, 2, 9])
+def test_dense_lanes_layout_with_several_dot_blocks_and_an_odd_row(n):
+    # K > DOT_BLOCK (4096): the lanes loop adds block sums into the accumulators; a last row
+    # paired with itself once added its own sum twice there
+    try:
+        packed_probe = _dense.pack_dense_weights(np.zeros((32, 2), np.int8), "lanes")
+    except ValueError:
+        pytest.skip("this build has no lanes loop")
+    from fixnet import oracle
+    rng = np.random.default_rng(n)
+    x = rng.integers(-128, 128, (n, 4200), dtype=np.int8)
+    w = rng.integers(-127, 128, (32, 4200), dtype=np.int8)
+    bias = rng.integers(-2 ** 20, 2 ** 20, 32, dtype=np.int32)
+    m0 = np.full(32, 2 ** 30 + 12345, np.int32)
+    shift = np.full(32, -14, np.int32)
+    out = np.empty((n, 32), np.int8)
+    _dense.DenseCall(x, w, bias, m0, shift, 0, -128, 127, out,
+                     packed=_dense.pack_dense_weights(w, "lanes"))()
+    np.testing.assert_array_equal(out, oracle.dense(x, w, bias, m0, shift, 0, -128, 127))
+    assert packed_probe.lanes

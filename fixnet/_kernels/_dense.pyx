@@ -303,13 +303,14 @@ cdef void dense_lanes_block(const dense_elem_t* x_rows, Py_ssize_t rows, const d
                             const int32_t* bias, Py_ssize_t kp, Py_ssize_t c_len,
                             Py_ssize_t cp, int32_t* acc) noexcept nogil:
     """acc [rows, C] = bias + x_rows [rows, Kp] @ w.T for the DENSE_LANES layout, two rows
-    per pass (an odd last row is paired with itself)."""
+    per pass (an odd last row alone: paired with itself, its second sum would be added to
+    the first when K takes several DOT_BLOCKs)."""
     cdef Py_ssize_t r, r1, c, m, k0, block_len
     cdef int32_t* dst0
     cdef int32_t* dst1
     r = 0
     while r < rows:
-        r1 = r + 1 if r + 1 < rows else r
+        r1 = r + 1 if r + 1 < rows else r       # r1 == r: the last row of an odd count
         c = 0
         while c < cp:
             m = c_len - c if c_len - c < DENSE_LANES else DENSE_LANES
@@ -318,10 +319,14 @@ cdef void dense_lanes_block(const dense_elem_t* x_rows, Py_ssize_t rows, const d
             k0 = 0
             while True:     # at least once: K = 0 still stores the bias
                 block_len = kp - k0 if kp - k0 < DOT_BLOCK else DOT_BLOCK
-                lanes_x2(x_rows + r * kp + k0, x_rows + r1 * kp + k0,
-                         w + c * kp + k0 * DENSE_LANES, block_len // 2,
-                         dst0, bias + c if k0 == 0 else dst0,
-                         dst1, bias + c if k0 == 0 else dst1, m)
+                if r1 != r:
+                    lanes_x2(x_rows + r * kp + k0, x_rows + r1 * kp + k0,
+                             w + c * kp + k0 * DENSE_LANES, block_len // 2,
+                             dst0, bias + c if k0 == 0 else dst0,
+                             dst1, bias + c if k0 == 0 else dst1, m)
+                else:
+                    lanes_x1(x_rows + r * kp + k0, w + c * kp + k0 * DENSE_LANES,
+                             block_len // 2, dst0, bias + c if k0 == 0 else dst0, m)
                 k0 += DOT_BLOCK
                 if k0 >= kp:
                     break
