@@ -19,12 +19,14 @@ segment decides for itself.
 Threads inside one pass (``num_threads`` > 1): a small pool of native threads (pthreads),
 started on first use, shared by the process. A pass that wants them takes the pool (if
 another pass holds it, this one runs on its own thread: never a wait); each step whose call
-has tasks (``n_tasks``, ``run_tasks``) and enough work (PARALLEL_MIN_SHARE) is split into
-``num_threads`` contiguous task ranges, the calling thread running the first, with a barrier
-at the end of the step; other steps run on the calling thread. Task ranges write disjoint
-outputs and share no scratch, so results are the same bits for every ``num_threads``. A
-child process made by fork() starts with an empty pool (pthread_atfork resets it), whatever
-the parent's threads were doing.
+has tasks (``n_tasks``, ``run_tasks``) and enough work (PARALLEL_MIN_SHARE) is cut into
+4 * ``num_threads`` contiguous chunks of tasks, which the calling thread and ``num_threads``
+- 1 workers take in turn, with a barrier at the end of the step; other steps run on the
+calling thread. (Chunks rather than one range per thread: on a busy machine a worker the OS
+runs late leaves its share to the others instead of stalling the step.) Tasks write disjoint
+outputs and share no scratch, so results are the same bits for every ``num_threads`` and
+whichever thread runs a chunk. A child process made by fork() starts with an empty pool
+(pthread_atfork resets it), whatever the parent's threads were doing.
 
 ``FastPlan(free, keep, as_float)(x, num_threads)`` is predict's fast path for one (output,
 input shape) of a one-input model: it takes a free arena from ``free`` (the pool's list),
@@ -42,13 +44,59 @@ from fixnet._kernels.step cimport step_run_t, step_tasks_t
 
 cdef extern from *:
     """
+    typedef void (*fixnet_tasks_fn)(void*, Py_ssize_t, Py_ssize_t);
+    #if defined(_WIN32)
+    /* No pthreads: predict runs every step on the calling thread (num_threads is accepted
+       and has no effect). */
+    #define FIXNET_MAX_WORKERS 63
+    static int fixnet_pool_acquire(void) { return 0; }
+    static void fixnet_pool_release(void) {}
+    static int fixnet_pool_grow(int want) { (void)want; return 0; }
+    static void fixnet_pool_run(fixnet_tasks_fn fn, void* call, Py_ssize_t n_tasks,
+                                int n_parts) { (void)n_parts; fn(call, 0, n_tasks); }
+    #else
     #include <pthread.h>
     #include <signal.h>
     #include <stdint.h>
     #include <string.h>
 
-    typedef void (*fixnet_tasks_fn)(void*, Py_ssize_t, Py_ssize_t);
     #define FIXNET_MAX_WORKERS 63
+
+    #include <time.h>
+
+    /* Before sleeping on a condition variable, a waiting thread polls for this long: the
+       next parallel step of a pass often comes sooner, and waking a sleeping thread takes
+       some tens of microseconds. Short, so that idle workers do not take cores from other
+       processes for long. */
+    #define FIXNET_SPIN_NS 20000
+    #if defined(__x86_64__) || defined(__i386__)
+    #define FIXNET_PAUSE() __builtin_ia32_pause()
+    #elif defined(__aarch64__)
+    #define FIXNET_PAUSE() __asm__ __volatile__("yield")
+    #else
+    #define FIXNET_PAUSE() ((void)0)
+    #endif
+
+    static int64_t fixnet_now_ns(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+    }
+
+    /* Poll until (*value == ref) == until_equal, or FIXNET_SPIN_NS pass (then 0). */
+    static int fixnet_spin(unsigned long* value, unsigned long ref, int until_equal) {
+        int64_t start = fixnet_now_ns();
+        for (;;) {
+            int i;
+            for (i = 0; i < 16; i++) {
+                if ((__atomic_load_n(value, __ATOMIC_ACQUIRE) == ref) == until_equal)
+                    return 1;
+                FIXNET_PAUSE();
+            }
+            if (fixnet_now_ns() - start > FIXNET_SPIN_NS)
+                return 0;
+        }
+    }
 
     /* The process's worker threads. `mu` guards the fields below it; `owner` is held by the
        pass that uses the workers (taken with trylock: a second pass never waits for it). */
@@ -56,26 +104,47 @@ cdef extern from *:
         pthread_mutex_t owner;
         pthread_mutex_t mu;
         pthread_cond_t wake;          /* a new job (generation) for the workers */
-        pthread_cond_t done;          /* the last worker's part of the job is done */
+        pthread_cond_t done;          /* the last chunk of a job is done */
         int n_workers;                /* started, ids 1..n_workers */
         unsigned long generation;     /* counts jobs */
         unsigned long seen[FIXNET_MAX_WORKERS + 1];   /* per worker: the last job it saw */
-        fixnet_tasks_fn fn;           /* the job: tasks [0, n_tasks) of call, in n_parts */
+        fixnet_tasks_fn fn;           /* the job: tasks [0, n_tasks) of call, in n_chunks */
         void* call;
         Py_ssize_t n_tasks;
-        int n_parts;
-        int pending;                  /* workers' parts not finished yet */
+        int n_chunks;
+        int next_chunk;               /* the first chunk nobody has taken yet */
+        unsigned long running;        /* chunks taken by workers and not finished */
+        int helpers;                  /* workers (ids 1..helpers) asked to help */
         int atfork_set;
     } fixnet_pool_t;
 
     static fixnet_pool_t fixnet_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
                                         PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
-    /* Part `part` of n_parts of tasks [0, n_tasks): a static, contiguous split. */
-    static void fixnet_part(Py_ssize_t n_tasks, int n_parts, int part, Py_ssize_t* first,
-                            Py_ssize_t* last) {
-        *first = n_tasks * part / n_parts;
-        *last = n_tasks * (part + 1) / n_parts;
+    /* Chunks of one job per thread taking part: more than one, so that a thread the OS
+       runs late (a busy machine) leaves its share to the others instead of stalling them. */
+    #define FIXNET_CHUNKS_PER_THREAD 4
+
+    /* With p->mu held: run chunks of the current job until none is left (unlocking around
+       each). Chunk c is tasks [n_tasks c / n_chunks, n_tasks (c + 1) / n_chunks): which
+       thread runs a chunk never changes what it computes. */
+    static void fixnet_take_chunks(fixnet_pool_t* p, int worker) {
+        while (p->next_chunk < p->n_chunks) {
+            int c = p->next_chunk++;
+            fixnet_tasks_fn fn = p->fn;
+            void* call = p->call;
+            Py_ssize_t first = p->n_tasks * c / p->n_chunks;
+            Py_ssize_t last = p->n_tasks * (c + 1) / p->n_chunks;
+            if (worker)
+                __atomic_add_fetch(&p->running, 1, __ATOMIC_RELAXED);
+            pthread_mutex_unlock(&p->mu);
+            if (last > first)
+                fn(call, first, last);
+            pthread_mutex_lock(&p->mu);
+            if (worker && __atomic_sub_fetch(&p->running, 1, __ATOMIC_RELEASE) == 0
+                    && p->next_chunk >= p->n_chunks)
+                pthread_cond_signal(&p->done);
+        }
     }
 
     static void* fixnet_worker(void* arg) {
@@ -86,21 +155,17 @@ cdef extern from *:
         pthread_sigmask(SIG_BLOCK, &all, NULL);
         pthread_mutex_lock(&p->mu);
         for (;;) {
-            while (p->generation == p->seen[id])
-                pthread_cond_wait(&p->wake, &p->mu);
-            p->seen[id] = p->generation;
-            if (id < p->n_parts) {
-                fixnet_tasks_fn fn = p->fn;
-                void* call = p->call;
-                Py_ssize_t first, last;
-                fixnet_part(p->n_tasks, p->n_parts, id, &first, &last);
+            if (p->generation == p->seen[id]) {
+                unsigned long seen = p->seen[id];
                 pthread_mutex_unlock(&p->mu);
-                if (last > first)
-                    fn(call, first, last);
+                fixnet_spin(&p->generation, seen, 0);
                 pthread_mutex_lock(&p->mu);
-                if (--p->pending == 0)
-                    pthread_cond_signal(&p->done);
+                while (p->generation == p->seen[id])
+                    pthread_cond_wait(&p->wake, &p->mu);
             }
+            p->seen[id] = p->generation;
+            if (id <= p->helpers)
+                fixnet_take_chunks(p, 1);
         }
         return NULL;
     }
@@ -114,8 +179,7 @@ cdef extern from *:
         pthread_cond_init(&p->wake, NULL);
         pthread_cond_init(&p->done, NULL);
         p->n_workers = 0;
-        p->n_parts = 0;
-        p->pending = 0;
+        p->n_chunks = p->next_chunk = p->running = p->helpers = 0;
     }
 
     /* Take the pool for one pass: 1 if taken (release with fixnet_pool_release), 0 if
@@ -157,30 +221,34 @@ cdef extern from *:
         return p->n_workers;
     }
 
-    /* With the pool taken: tasks [0, n_tasks) of call split into n_parts contiguous ranges
-       (n_parts - 1 <= workers), the calling thread running the first; returns when all are
-       done (the barrier). */
+    /* With the pool taken: tasks [0, n_tasks) of call, run by the calling thread and
+       n_parts - 1 workers (n_parts - 1 <= workers), in chunks taken in turn; returns when
+       every chunk is done (the barrier). */
     static void fixnet_pool_run(fixnet_tasks_fn fn, void* call, Py_ssize_t n_tasks,
                                 int n_parts) {
         fixnet_pool_t* p = &fixnet_pool;
-        Py_ssize_t first, last;
+        Py_ssize_t chunks = (Py_ssize_t)n_parts * FIXNET_CHUNKS_PER_THREAD;
         pthread_mutex_lock(&p->mu);
         p->fn = fn;
         p->call = call;
         p->n_tasks = n_tasks;
-        p->n_parts = n_parts;
-        p->pending = n_parts - 1;
-        p->generation++;
+        p->n_chunks = (int)(chunks < n_tasks ? chunks : n_tasks);
+        p->next_chunk = 0;
+        p->running = 0;
+        p->helpers = n_parts - 1;
+        __atomic_add_fetch(&p->generation, 1, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&p->wake);
-        pthread_mutex_unlock(&p->mu);
-        fixnet_part(n_tasks, n_parts, 0, &first, &last);
-        if (last > first)
-            fn(call, first, last);
-        pthread_mutex_lock(&p->mu);
-        while (p->pending)
-            pthread_cond_wait(&p->done, &p->mu);
+        fixnet_take_chunks(p, 0);
+        if (__atomic_load_n(&p->running, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_unlock(&p->mu);
+            fixnet_spin(&p->running, 0, 1);
+            pthread_mutex_lock(&p->mu);
+            while (p->running)
+                pthread_cond_wait(&p->done, &p->mu);
+        }
         pthread_mutex_unlock(&p->mu);
     }
+    #endif
     """
     int MAX_WORKERS "FIXNET_MAX_WORKERS"
     bint pool_acquire "fixnet_pool_acquire"() noexcept nogil
