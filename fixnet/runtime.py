@@ -2,6 +2,12 @@
 
 Float appears only at the two boundaries of predict: quantizing a float input and dequantizing
 the outputs. Everything between is int8 tensors and integer kernels.
+
+Per batch size, once: a memory plan (fixnet/memory_plan.py: every int8 tensor at an offset in
+one block, tensors whose lifetimes do not overlap sharing memory), then arenas: the block, the
+kernel Call objects bound to views into it, and the float boundaries. A pass
+(fixnet/_kernels/_pass.pyx) runs an arena's calls as one C loop, the GIL released once when
+the work is worth it, large layers split over native threads when ``num_threads`` > 1.
 """
 import operator
 import threading
