@@ -55,3 +55,8 @@ class OverflowRiskError(QuantizationError):
 
 class AccumulatorOverflowError(FixnetError):
     """Checked execution saw an int32 accumulator that would wrap; names the layer."""
+
+
+class ArgumentError(FixnetError, ValueError):
+    """An argument of a fixnet call with a type or value it does not take (the message
+    names the call and the argument)."""

@@ -2,7 +2,14 @@
 
 Float appears only at the two boundaries of predict: quantizing a float input and dequantizing
 the outputs. Everything between is int8 tensors and integer kernels.
+
+Per batch size, once: a memory plan (fixnet/memory_plan.py: every int8 tensor at an offset in
+one block, tensors whose lifetimes do not overlap sharing memory), then arenas: the block, the
+kernel Call objects bound to views into it, and the float boundaries. A pass
+(fixnet/_kernels/_pass.pyx) runs an arena's calls as one C loop, the GIL released once when
+the work is worth it, large layers split over native threads when ``num_threads`` > 1.
 """
+import operator
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -11,8 +18,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ._kernels import _elementwise
-from ._kernels._pass import Arena, FastPlan
-from .errors import InputDtypeError, InputShapeError, NonFiniteInputError, FixnetError
+from ._kernels._pass import MAX_THREADS, Arena, FastPlan
+from .errors import (ArgumentError, InputDtypeError, InputShapeError, NonFiniteInputError,
+                     FixnetError)
+from .memory_plan import MemoryPlan, allocate, plan_memory
 from .quant.qparams import QParams
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
@@ -51,6 +60,9 @@ class Step:
     """One kernel call. Subclasses implement ``bind`` (fast path) and ``oracle`` (ground truth)."""
     op = ""
     alias = False     # True: output buffer is a reshaped view of the input buffer, no kernel runs
+    # True: bind writes into the output buffers what every later call relies on (the memory
+    # plan then never lets another tensor use that memory; see fixnet/memory_plan.py)
+    persistent_outputs = False
 
     def __init__(self, name, layer, inputs, outputs):
         self.name = name          # node name
@@ -59,7 +71,8 @@ class Step:
         self.outputs = list(outputs)
 
     def bind(self, bufs):
-        """Return a zero-argument callable that runs the Cython kernel on the given buffers."""
+        """Return the kernel Call object (fixnet/_kernels: with ``step_entry``, run in the
+        pass's C loop) bound to the given buffers, or a zero-argument Python callable."""
         raise NotImplementedError
 
     def oracle(self, ins):
@@ -83,13 +96,14 @@ class _ArenaPool:
     two passes never share buffers or kernel scratch. ``free.pop()`` and ``free.append()``
     are atomic under the GIL: the fast path (FastPlan) takes and returns arenas without a
     lock; creating pools and fast-path entries takes QuantizedModel._plan_lock."""
-    __slots__ = ("n", "free", "keep", "planned")
+    __slots__ = ("n", "free", "keep", "planned", "memory")
 
     def __init__(self, n):
         self.n = n
         self.free = []
         self.keep = ARENAS_PER_BATCH_SIZE
         self.planned = 0          # arenas planned for this batch size so far (for tests)
+        self.memory = None        # the MemoryPlan of batch size n (made with the first arena)
 
     def give(self, arena):
         if len(self.free) < self.keep:
@@ -148,7 +162,8 @@ class QuantizedModel:
                 f"inputs {self.input_shapes}, outputs {[self.tensors[t].shape for t in self.outputs]}>")
 
     # -- running --------------------------------------------------------------------------
-    def predict(self, x, output="float32", check_overflow=False, nonfinite="error"):
+    def predict(self, x, output="float32", check_overflow=False, nonfinite="error",
+                num_threads=1):
         """Run the int8 network.
 
         x: float32/float64 array (quantized at the input with the input's scale and zero
@@ -168,16 +183,30 @@ class QuantizedModel:
            fixnet.NonFiniteInputError naming the input. "clip": +inf becomes the largest int8
            code (127), -inf the smallest (-128), NaN the zero point (real 0.0), as a finite
            value beyond the input's range or 0.0 would.
+        num_threads: native threads this call may use (default 1; an int from 1 to
+           MAX_THREADS): large layers (a dense layer or convolution with enough work) are
+           split over blocks of output channels or rows, each thread computing its own
+           block, the same bits for every num_threads. Layers too small to gain, and layers
+           whose kernel cannot be split, run on the calling thread. The threads are started
+           on first use and shared by the process; if another predict is using them at that
+           moment, this one runs on its calling thread alone (never waits).
         Returns one array, or a list for a model with several outputs; new arrays every call
         (never views of the model's internal buffers).
 
+        How it runs: one C loop over the kernel calls planned for the batch size (no Python
+        between layers, nothing allocated but the results), the GIL released once for the
+        whole loop when the work is worth it; the int8 tensors share one block of memory
+        where their lifetimes allow (``memory_plan``).
+
         Thread-safe: one model may run in many threads at once, each call giving the same
         bits as a serial call. Each pass takes an arena (buffers and kernel calls planned for
-        its batch size) that no other pass uses meanwhile; the kernels release the GIL, so
+        its batch size) that no other pass uses meanwhile; the pass releases the GIL, so
         threads run on several cores.
         """
+        if num_threads != 1 or num_threads.__class__ is not int:
+            num_threads = check_num_threads(num_threads)
         if check_overflow or nonfinite != "error":
-            return self._predict(x, output, check_overflow, nonfinite)
+            return self._predict(x, output, check_overflow, nonfinite, num_threads)
         # Fast path: one C-contiguous float32/int8 array of a shape seen before (so its arena
         # pool exists and the checks of every argument are done): a dict lookup, then in C
         # (_kernels/_pass.pyx) a free arena from the pool, the input stage (a dtype/shape
@@ -186,13 +215,13 @@ class QuantizedModel:
         try:
             plan = self._fast[output, x.shape]
         except (AttributeError, KeyError, TypeError):
-            return self._predict(x, output)
-        result = plan(x)        # None: no free arena, or x is not what the stage takes
+            return self._predict(x, output, num_threads=num_threads)
+        result = plan(x, num_threads)   # None: no free arena, or x is not what the stage takes
         if result is None:
-            return self._predict(x, output)
+            return self._predict(x, output, num_threads=num_threads)
         return result
 
-    def _predict(self, x, output, check_overflow=False, nonfinite="error"):
+    def _predict(self, x, output, check_overflow=False, nonfinite="error", num_threads=1):
         """predict for any input: checks (with the error messages), conversions, chunks of
         MAX_ROWS_PER_PASS rows; registers the fast path for the shape when it applies."""
         as_float = _output_is_float(output)
@@ -201,13 +230,14 @@ class QuantizedModel:
             return self._predict_checked(x, output, nonfinite)
         if output == "uint8":
             # the int8 fast path, then + 128
-            return _as_uint8(self.predict(x, "int8", nonfinite=nonfinite))
+            return _as_uint8(self.predict(x, "int8", nonfinite=nonfinite,
+                                          num_threads=num_threads))
         xs = self._check_inputs(x, nonfinite)
         n = xs[0].shape[0]
         if 0 < n <= MAX_ROWS_PER_PASS:
             pool = self._pool(n)
             arena = self._take(pool)
-            self._run_pass(arena, xs)
+            self._run_pass(arena, xs, num_threads)
             results = [store() for store in arena.stores(as_float)]
             pool.give(arena)
             if len(self.inputs) == 1 and isinstance(x, np.ndarray) and nonfinite == "error":
@@ -221,18 +251,18 @@ class QuantizedModel:
             stop = min(n, start + MAX_ROWS_PER_PASS)
             pool = self._pool(stop - start)
             arena = self._take(pool)
-            self._run_pass(arena, [xi[start:stop] for xi in xs])
+            self._run_pass(arena, [xi[start:stop] for xi in xs], num_threads)
             for t, res in zip(self.outputs, results):
                 _store_into(res[start:stop], arena.bufs[t], self.tensors[t].qparams)
             pool.give(arena)
         return results[0] if len(results) == 1 else results
 
-    def _run_pass(self, arena, xs):
+    def _run_pass(self, arena, xs, num_threads=1):
         for name, stage, xi in zip(self.inputs, arena.loads, xs):
             bad = stage(np.ascontiguousarray(xi))
             if bad:
                 raise nonfinite_input_error(name, bad)
-        arena.run_calls()
+        arena.run(num_threads)
 
     def _predict_checked(self, x, output, nonfinite):
         from .checked import run_checked
@@ -297,7 +327,9 @@ class QuantizedModel:
             return pool.free.pop()
         except IndexError:
             pass
-        arena = self._plan_arena(pool.n)
+        if pool.memory is None:
+            pool.memory = self.memory_plan(pool.n)
+        arena = self._plan_arena(pool.n, pool.memory)
         if pool.planned == 0:
             pool.keep = max(1, min(ARENAS_PER_BATCH_SIZE, ARENA_BYTES_KEPT // max(arena.nbytes, 1)))
         pool.planned += 1
@@ -320,26 +352,31 @@ class QuantizedModel:
         return {n: (p.planned, len(p.free), p.free[0].nbytes if p.free else 0)
                 for n, p in list(self._pools.items())}
 
-    def _plan_arena(self, n):
-        """Buffers for batch size n and the kernel calls bound to them."""
-        bufs = {}
-        for t in self.inputs:
-            bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
-        calls = []
-        for s in self.steps:
-            if s.alias:
-                src = bufs[s.inputs[0]]
-                bufs[s.outputs[0]] = src.reshape((n,) + self.tensors[s.outputs[0]].shape)
-                continue
-            for t in s.outputs:
-                bufs[t] = np.empty((n,) + self.tensors[t].shape, np.int8)
-            calls.append(s.bind(bufs))
+    def memory_plan(self, batch=1) -> MemoryPlan:
+        """Where predict keeps the int8 tensors of one pass at ``batch`` rows: one block of
+        ``peak_bytes``, each tensor at an offset, tensors whose lifetimes do not overlap
+        sharing memory (see fixnet/memory_plan.py); ``total_bytes`` is what one buffer per
+        tensor would take. ``print(plan)`` for a table. (Batches above MAX_ROWS_PER_PASS
+        run in chunks of that many rows, so their plan is that of the chunks.)"""
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ArgumentError(f"memory_plan: batch must be an integer >= 1, not {batch!r}")
+        return plan_memory(self.steps, {t: s.shape for t, s in self.tensors.items()},
+                           self.inputs, self.outputs, int(batch))
+
+    def _plan_arena(self, n, memory=None):
+        """Buffers for batch size n (laid out by the memory plan ``memory``) and the kernel
+        calls bound to them."""
+        if memory is None:
+            memory = self.memory_plan(n)
+        block, bufs = allocate(memory, {t: s.shape for t, s in self.tensors.items()})
+        calls = [s.bind(bufs) for s in self.steps if not s.alias]
         return Arena(bufs, calls,
                      [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
                                               self.tensors[t].qparams.zero_point)
                       for t in self.inputs],
                      [self._output_stage(bufs[t], t, True) for t in self.outputs],
-                     [self._output_stage(bufs[t], t, False) for t in self.outputs])
+                     [self._output_stage(bufs[t], t, False) for t in self.outputs],
+                     memory.peak_bytes)
 
     def _output_stage(self, buf, name, as_float):
         qp = self.tensors[name].qparams
@@ -378,6 +415,19 @@ class QuantizedModel:
         ``fixnet.load(path)`` reads it back with bit-identical predictions."""
         from .fxn import save_model
         save_model(self, path)
+
+
+def check_num_threads(num_threads):
+    """predict's num_threads as an int in [1, MAX_THREADS], or ArgumentError naming it."""
+    if not isinstance(num_threads, bool):
+        try:
+            n = operator.index(num_threads)
+        except TypeError:
+            n = None
+        if n is not None and 1 <= n <= MAX_THREADS:
+            return n
+    raise ArgumentError(f"predict: num_threads must be an integer from 1 to {MAX_THREADS}, "
+                        f"not {num_threads!r}")
 
 
 def _store_into(out, buf, qparams):

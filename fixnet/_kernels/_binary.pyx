@@ -17,6 +17,7 @@ cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uint64_t, INT32_MAX, INT32_MIN
 
+from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport (
     check_length,
     check_multipliers,
@@ -234,19 +235,25 @@ cdef class AddCall:
         return self.pair_table != NULL
 
     def __call__(self):
+        if self.release_gil or self.pair_table != NULL:  # (PAIR_TABLE_MIN_SIZE > NOGIL_MIN_SIZE)
+            with nogil:
+                self.run()
+        else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t size = self.x.shape[0]
         if size == 0:
             return
-        if self.pair_table != NULL:  # size >= PAIR_TABLE_MIN_SIZE > NOGIL_MIN_SIZE
-            with nogil:
-                pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
-        elif self.release_gil:
-            with nogil:
-                add_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
-                         self.out_m0, self.out_shift, self.out_zp, self.act_min, self.act_max)
+        if self.pair_table != NULL:
+            pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
         else:
             add_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
                      self.out_m0, self.out_shift, self.out_zp, self.act_min, self.act_max)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_add, NULL, 0, <double>self.x.shape[0] / NOGIL_MIN_SIZE)
 
 
 @cython.auto_pickle(False)
@@ -292,19 +299,25 @@ cdef class MulCall:
         return self.pair_table != NULL
 
     def __call__(self):
+        if self.release_gil or self.pair_table != NULL:  # (PAIR_TABLE_MIN_SIZE > NOGIL_MIN_SIZE)
+            with nogil:
+                self.run()
+        else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t size = self.x.shape[0]
         if size == 0:
             return
-        if self.pair_table != NULL:  # size >= PAIR_TABLE_MIN_SIZE > NOGIL_MIN_SIZE
-            with nogil:
-                pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
-        elif self.release_gil:
-            with nogil:
-                mul_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_zp, self.y_zp,
-                         self.m0, self.shift, self.out_zp, self.act_min, self.act_max)
+        if self.pair_table != NULL:
+            pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
         else:
             mul_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_zp, self.y_zp,
                      self.m0, self.shift, self.out_zp, self.act_min, self.act_max)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_mul, NULL, 0, <double>self.x.shape[0] / NOGIL_MIN_SIZE)
 
 
 @cython.auto_pickle(False)
@@ -340,16 +353,34 @@ cdef class MaximumCall:
         self.release_gil = x.shape[0] >= NOGIL_MIN_SIZE
 
     def __call__(self):
+        if self.release_gil:
+            with nogil:
+                self.run()
+        else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t size = self.x.shape[0]
         if size == 0:
             return
-        if self.release_gil:
-            with nogil:
-                maximum_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table,
-                             self.y_table, self.take_min)
-        else:
-            maximum_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table,
-                         self.y_table, self.take_min)
+        maximum_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
+                     self.take_min)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_maximum, NULL, 0, <double>self.x.shape[0] / NOGIL_MIN_SIZE)
+
+
+cdef void _run_add(void* call) noexcept nogil:
+    (<AddCall>call).run()
+
+
+cdef void _run_mul(void* call) noexcept nogil:
+    (<MulCall>call).run()
+
+
+cdef void _run_maximum(void* call) noexcept nogil:
+    (<MaximumCall>call).run()
 
 
 def add(const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp, int x_m0,

@@ -24,6 +24,7 @@ Call object is built: x, w, bias and m0 are read at every call, shift only then.
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t
 
+from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport (
     DOT_BLOCK,
     check_length,
@@ -336,6 +337,10 @@ cdef class Conv2dCall:
         conv2d_impl(&self.geometry, &self.requant, self.x_data, self.w_data, self.bias_data,
                     self.out_data, self.patch, self.acc, self.pixel_is_patch)
 
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd (no tasks yet)."""
+        return step_entry(_run_conv2d, NULL, 0, 1.0 if self.release_gil else 0.0)
+
 
 def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w not None,
            const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
@@ -517,6 +522,18 @@ cdef class DepthwiseConv2dCall:
         depthwise_conv2d_impl(&self.geometry, &self.requant, self.x_data, self.w_data,
                               self.bias_data, self.out_data, self.acc, self.pad_row,
                               self.expanded)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd (no tasks yet)."""
+        return step_entry(_run_depthwise_conv2d, NULL, 0, 1.0 if self.release_gil else 0.0)
+
+
+cdef void _run_conv2d(void* call) noexcept nogil:
+    (<Conv2dCall>call).run()
+
+
+cdef void _run_depthwise_conv2d(void* call) noexcept nogil:
+    (<DepthwiseConv2dCall>call).run()
 
 
 def depthwise_conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,

@@ -34,6 +34,7 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t
 
 import numpy as np
 
+from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport (
     DOT_BLOCK,
     check_length,
@@ -85,6 +86,12 @@ cdef enum:
     # dense requantizes blocks of whole rows holding about this many accumulators (a long
     # enough loop to vectorise well, a small enough scratch to stay in L1).
     REQUANT_BLOCK = 256
+    # The tasks of a call split over threads (DenseCall.run_tasks): blocks of TASK_ROWS rows
+    # times TASK_CHANNELS output channels (a multiple of 4 and of DENSE_LANES). A task widens
+    # TASK_K inputs of a row at a time into its own stack scratch, so tasks share nothing.
+    TASK_ROWS = 8
+    TASK_CHANNELS = 32
+    TASK_K = 1024
 
 
 cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t multiple) noexcept nogil:
@@ -273,17 +280,37 @@ cdef inline void lanes_x2(const dense_elem_t* x0, const dense_elem_t* x1, const 
             dst1[j] = <int32_t>(<uint32_t>init1[j] + <uint32_t>b[j])
 
 
+cdef inline void lanes_x1(const dense_elem_t* x0, const dense_elem_t* w, Py_ssize_t k_pairs,
+                          int32_t* dst0, const int32_t* init0, Py_ssize_t m) noexcept nogil:
+    """lanes_x2 for one row."""
+    cdef int32_t a[32]
+    cdef Py_ssize_t k2, j
+    cdef dense_elem_t p, q
+    cdef const dense_elem_t* w0
+    for j in range(DENSE_LANES):
+        a[j] = 0
+    for k2 in range(k_pairs):
+        p = x0[2 * k2]
+        q = x0[2 * k2 + 1]
+        w0 = w + 2 * k2 * DENSE_LANES
+        for j in range(DENSE_LANES):
+            a[j] += <int16_t>(p * w0[j] + q * w0[DENSE_LANES + j])
+    for j in range(m):
+        dst0[j] = <int32_t>(<uint32_t>init0[j] + <uint32_t>a[j])
+
+
 cdef void dense_lanes_block(const dense_elem_t* x_rows, Py_ssize_t rows, const dense_elem_t* w,
                             const int32_t* bias, Py_ssize_t kp, Py_ssize_t c_len,
                             Py_ssize_t cp, int32_t* acc) noexcept nogil:
     """acc [rows, C] = bias + x_rows [rows, Kp] @ w.T for the DENSE_LANES layout, two rows
-    per pass (an odd last row is paired with itself)."""
+    per pass (an odd last row alone: paired with itself, its second sum would be added to
+    the first when K takes several DOT_BLOCKs)."""
     cdef Py_ssize_t r, r1, c, m, k0, block_len
     cdef int32_t* dst0
     cdef int32_t* dst1
     r = 0
     while r < rows:
-        r1 = r + 1 if r + 1 < rows else r
+        r1 = r + 1 if r + 1 < rows else r       # r1 == r: the last row of an odd count
         c = 0
         while c < cp:
             m = c_len - c if c_len - c < DENSE_LANES else DENSE_LANES
@@ -292,10 +319,14 @@ cdef void dense_lanes_block(const dense_elem_t* x_rows, Py_ssize_t rows, const d
             k0 = 0
             while True:     # at least once: K = 0 still stores the bias
                 block_len = kp - k0 if kp - k0 < DOT_BLOCK else DOT_BLOCK
-                lanes_x2(x_rows + r * kp + k0, x_rows + r1 * kp + k0,
-                         w + c * kp + k0 * DENSE_LANES, block_len // 2,
-                         dst0, bias + c if k0 == 0 else dst0,
-                         dst1, bias + c if k0 == 0 else dst1, m)
+                if r1 != r:
+                    lanes_x2(x_rows + r * kp + k0, x_rows + r1 * kp + k0,
+                             w + c * kp + k0 * DENSE_LANES, block_len // 2,
+                             dst0, bias + c if k0 == 0 else dst0,
+                             dst1, bias + c if k0 == 0 else dst1, m)
+                else:
+                    lanes_x1(x_rows + r * kp + k0, w + c * kp + k0 * DENSE_LANES,
+                             block_len // 2, dst0, bias + c if k0 == 0 else dst0, m)
                 k0 += DOT_BLOCK
                 if k0 >= kp:
                     break
@@ -373,6 +404,98 @@ cdef void dense_impl(const DenseArgs* a) noexcept nogil:
             requantize_block(acc, rows * c_len, a.m0, a.nudge, a.neg_adjust, a.total_shift,
                              a.out_zp, a.act_min, a.act_max, out + r0 * c_len)
         r0 += rows
+
+
+cdef inline Py_ssize_t dense_channel_blocks(const DenseArgs* a) noexcept nogil:
+    return (a.channels + TASK_CHANNELS - 1) // TASK_CHANNELS
+
+
+cdef inline Py_ssize_t dense_n_tasks(const DenseArgs* a) noexcept nogil:
+    return (a.n_rows + TASK_ROWS - 1) // TASK_ROWS * dense_channel_blocks(a)
+
+
+cdef void widen_chunk(const int8_t* src, Py_ssize_t available, dense_elem_t* dst,
+                      Py_ssize_t n) noexcept nogil:
+    """dst[k] = src[k] for k < min(available, n), 0 for the rest up to n."""
+    cdef Py_ssize_t k, m = available if available < n else n
+    if m < 0:
+        m = 0
+    widen_row(src, dst, m)
+    for k in range(m, n):
+        dst[k] = 0
+
+
+cdef void dense_tasks(const DenseArgs* a, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Tasks [first, last) of dense_impl's work: task t covers rows [TASK_ROWS rb, +TASK_ROWS)
+    and channels [TASK_CHANNELS cb, +TASK_CHANNELS) of out, t = rb * channel blocks + cb.
+    The same int32 sums (wrapping additions commute) and the same requantization as
+    dense_impl, so any split gives its bits; scratch on the stack only."""
+    cdef dense_elem_t xs[2 * TASK_K]
+    cdef int32_t acc[2 * TASK_CHANNELS]
+    cdef const int8_t* x = a.x
+    cdef const dense_elem_t* w = a.w
+    cdef Py_ssize_t k_len = a.depth, kp = a.padded_depth, c_len = a.channels
+    cdef Py_ssize_t cp = a.padded_channels, n_cblocks = dense_channel_blocks(a)
+    cdef Py_ssize_t t, r0, r1, c0, c1, c1p, r, rows, k0, kl, c, m, j
+    cdef int32_t* dst0
+    cdef int32_t* dst1
+    cdef const dense_elem_t* x1 = xs + TASK_K
+    for t in range(first, last):
+        r0 = t // n_cblocks * TASK_ROWS
+        r1 = r0 + TASK_ROWS if r0 + TASK_ROWS < a.n_rows else a.n_rows
+        c0 = t % n_cblocks * TASK_CHANNELS
+        c1 = c0 + TASK_CHANNELS if c0 + TASK_CHANNELS < c_len else c_len
+        c1p = c0 + TASK_CHANNELS if c0 + TASK_CHANNELS < cp else cp
+        r = r0
+        while r < r1:
+            rows = 2 if r + 1 < r1 else 1
+            k0 = 0
+            while True:     # at least once: K = 0 still stores the bias
+                kl = kp - k0 if kp - k0 < TASK_K else TASK_K
+                widen_chunk(x + r * k_len + k0, k_len - k0, xs, kl)
+                if rows == 2:
+                    widen_chunk(x + (r + 1) * k_len + k0, k_len - k0, xs + TASK_K, kl)
+                if DENSE_LANES and a.lanes:
+                    c = c0
+                    while c < c1p:
+                        m = c_len - c if c_len - c < DENSE_LANES else DENSE_LANES
+                        dst0 = acc + (c - c0)
+                        dst1 = dst0 + TASK_CHANNELS
+                        if rows == 2:
+                            lanes_x2(xs, x1, w + c * kp + k0 * DENSE_LANES, kl // 2,
+                                     dst0, a.bias + c if k0 == 0 else dst0,
+                                     dst1, a.bias + c if k0 == 0 else dst1, m)
+                        else:
+                            lanes_x1(xs, w + c * kp + k0 * DENSE_LANES, kl // 2,
+                                     dst0, a.bias + c if k0 == 0 else dst0, m)
+                        c += DENSE_LANES
+                else:
+                    for c in range(c0, c1p, 4):
+                        m = c_len - c if c_len - c < 4 else 4
+                        dst0 = acc + (c - c0)
+                        dst1 = dst0 + TASK_CHANNELS
+                        if rows == 2:
+                            dot4x2(xs, x1, w + c * kp + k0, kp, kl,
+                                   dst0, a.bias + c if k0 == 0 else dst0,
+                                   dst1, a.bias + c if k0 == 0 else dst1, m)
+                        else:
+                            dot4(xs, w + c * kp + k0, kp, kl, dst0,
+                                 a.bias + c if k0 == 0 else dst0, m)
+                k0 += TASK_K
+                if k0 >= kp:
+                    break
+            for j in range(rows):
+                if a.any_left_shift:
+                    requantize_block_left(acc + j * TASK_CHANNELS, c1 - c0, a.m0 + c0,
+                                          a.left + c0, a.nudge + c0, a.neg_adjust + c0,
+                                          a.total_shift + c0, a.out_zp, a.act_min, a.act_max,
+                                          a.out + (r + j) * c_len + c0)
+                else:
+                    requantize_block(acc + j * TASK_CHANNELS, c1 - c0, a.m0 + c0,
+                                     a.nudge + c0, a.neg_adjust + c0, a.total_shift + c0,
+                                     a.out_zp, a.act_min, a.act_max,
+                                     a.out + (r + j) * c_len + c0)
+            r += rows
 
 
 # ---- Python entry points -------------------------------------------------------------------
@@ -469,9 +592,41 @@ cdef class DenseCall:
     def __call__(self):
         if self.release_gil:
             with nogil:
-                dense_impl(&self.args)
+                self.run()
         else:
-            dense_impl(&self.args)
+            self.run()
+
+    cdef void run(self) noexcept nogil:
+        dense_impl(&self.args)
+
+    @property
+    def n_tasks(self):
+        """Tasks of run_tasks: blocks of rows times blocks of output channels."""
+        return dense_n_tasks(&self.args)
+
+    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        """Tasks [first, last) of n_tasks (see dense_tasks): no shared scratch."""
+        dense_tasks(&self.args, first, last)
+
+    def run_task_range(self, Py_ssize_t first, Py_ssize_t last):
+        """Run tasks [first, last) from Python (for tests)."""
+        if not 0 <= first <= last <= dense_n_tasks(&self.args):
+            raise ValueError(f"dense: task range [{first}, {last}) outside [0, {self.n_tasks}]")
+        dense_tasks(&self.args, first, last)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_dense, _run_dense_tasks, dense_n_tasks(&self.args),
+                          <double>self.args.n_rows * self.args.padded_channels
+                          * self.args.padded_depth / NOGIL_MIN_WORK)
+
+
+cdef void _run_dense(void* call) noexcept nogil:
+    (<DenseCall>call).run()
+
+
+cdef void _run_dense_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    (<DenseCall>call).run_tasks(first, last)
 
 
 def dense(const int8_t[:, ::1] x not None, const int8_t[:, ::1] w not None,

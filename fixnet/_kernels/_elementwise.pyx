@@ -24,6 +24,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
+from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport (
     check_length,
     check_multipliers,
@@ -85,6 +86,8 @@ cdef enum:
     # Release the GIL only for calls over at least this many elements: below it, releasing
     # and re-taking the GIL costs more than other threads could gain.
     NOGIL_MIN_ELEMENTS = 65536
+    # Elements per task of a lookup split over threads.
+    LOOKUP_TASK = 16384
     # quantize counts non-finite values in an int32 per chunk of this many elements.
     COUNT_CHUNK = 1 << 30
 
@@ -206,6 +209,15 @@ cdef void dequantize_impl(const int8_t* x, double scale, int32_t zp, float* out,
         out[i] = <float>(<double>(<int32_t>x[i] - zp) * scale)
 
 
+cdef void lookup_tasks(const int8_t* x, const int8_t* table, int8_t* out, Py_ssize_t size,
+                       Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """lookup_impl over the elements of tasks [first, last), LOOKUP_TASK elements each."""
+    cdef Py_ssize_t start = first * LOOKUP_TASK
+    cdef Py_ssize_t stop = last * LOOKUP_TASK if last * LOOKUP_TASK < size else size
+    if stop > start:
+        lookup_impl(x + start, table, out + start, stop - start)
+
+
 # ---- Call objects --------------------------------------------------------------------------
 
 @cython.auto_pickle(False)
@@ -226,13 +238,28 @@ cdef class LookupCall:
         self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
 
     def __call__(self):
-        if self.size == 0:
-            return
         if self.release_gil:
             with nogil:
-                lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
+                self.run()
         else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
+        if self.size:
             lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
+
+    @property
+    def n_tasks(self):
+        """Tasks of run_tasks: chunks of LOOKUP_TASK elements."""
+        return (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK
+
+    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        lookup_tasks(&self.x[0], self.table, &self.out[0], self.size, first, last)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_lookup, _run_lookup_tasks, (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK,
+                          <double>self.size / NOGIL_MIN_ELEMENTS)
 
 
 @cython.auto_pickle(False)
@@ -264,13 +291,28 @@ cdef class RequantizeCall:
         self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
 
     def __call__(self):
-        if self.size == 0:
-            return
         if self.release_gil:
             with nogil:
-                lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
+                self.run()
         else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
+        if self.size:
             lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
+
+    @property
+    def n_tasks(self):
+        """Tasks of run_tasks: chunks of LOOKUP_TASK elements."""
+        return (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK
+
+    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        lookup_tasks(&self.x[0], self.table, &self.out[0], self.size, first, last)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_requantize, _run_requantize_tasks, (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK,
+                          <double>self.size / NOGIL_MIN_ELEMENTS)
 
 
 @cython.auto_pickle(False)
@@ -348,6 +390,32 @@ cdef class ChannelAffineCall:
                 self.run()
         else:
             self.run()
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_channel_affine, NULL, 0,
+                          <double>self.n_rows * self.n_channels / NOGIL_MIN_ELEMENTS)
+
+
+cdef void _run_lookup(void* call) noexcept nogil:
+    (<LookupCall>call).run()
+
+
+cdef void _run_lookup_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    (<LookupCall>call).run_tasks(first, last)
+
+
+cdef void _run_requantize(void* call) noexcept nogil:
+    (<RequantizeCall>call).run()
+
+
+cdef void _run_requantize_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    (<RequantizeCall>call).run_tasks(first, last)
+
+
+cdef void _run_channel_affine(void* call) noexcept nogil:
+    if (<ChannelAffineCall>call).n_rows and (<ChannelAffineCall>call).n_channels:
+        (<ChannelAffineCall>call).run()
 
 
 @cython.auto_pickle(False)

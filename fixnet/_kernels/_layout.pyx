@@ -9,6 +9,7 @@ cimport cython
 from libc.stdint cimport int8_t, int32_t
 from libc.string cimport memcpy, memset
 
+from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport check_multipliers, requantize_accumulator
 
 # Below this many bytes a call keeps the GIL: releasing it would cost more than the work.
@@ -112,17 +113,23 @@ cdef class RequantizeIntoCall:
         self.release_gil = outer * n >= NOGIL_MIN_SIZE
 
     def __call__(self):
+        if self.release_gil:
+            with nogil:
+                self.run()
+        else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t outer = self.x.shape[0], n = self.x.shape[1]
         if outer == 0 or n == 0:
             return
-        cdef const int8_t* table = NULL if self.copy else self.table
-        if self.release_gil:
-            with nogil:
-                requantize_into_impl(&self.x[0, 0], outer, n, &self.out[0, 0],
-                                     self.out.shape[1], self.offset, table)
-        else:
-            requantize_into_impl(&self.x[0, 0], outer, n, &self.out[0, 0],
-                                 self.out.shape[1], self.offset, table)
+        requantize_into_impl(&self.x[0, 0], outer, n, &self.out[0, 0], self.out.shape[1],
+                             self.offset, NULL if self.copy else self.table)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_requantize_into, NULL, 0,
+                          <double>self.x.shape[0] * self.x.shape[1] / NOGIL_MIN_SIZE)
 
 
 @cython.auto_pickle(False)
@@ -153,21 +160,35 @@ cdef class PadNhwcCall:
         self.release_gil = out_size >= NOGIL_MIN_SIZE
 
     def __call__(self):
+        if self.release_gil:
+            with nogil:
+                self.run()
+        else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
         if self.empty:
             return
         # x may be empty (H or W = 0) while out is not: pass no pointer into it then.
         cdef const int8_t* x_data = NULL
         if self.x.shape[1] * self.x.shape[2] * self.x.shape[3] != 0:
             x_data = &self.x[0, 0, 0, 0]
-        if self.release_gil:
-            with nogil:
-                pad_nhwc_impl(x_data, self.x.shape[0], self.x.shape[1], self.x.shape[2],
-                              self.x.shape[3], self.top, self.bottom, self.left, self.right,
-                              self.value, &self.out[0, 0, 0, 0])
-        else:
-            pad_nhwc_impl(x_data, self.x.shape[0], self.x.shape[1], self.x.shape[2],
-                          self.x.shape[3], self.top, self.bottom, self.left, self.right,
-                          self.value, &self.out[0, 0, 0, 0])
+        pad_nhwc_impl(x_data, self.x.shape[0], self.x.shape[1], self.x.shape[2],
+                      self.x.shape[3], self.top, self.bottom, self.left, self.right,
+                      self.value, &self.out[0, 0, 0, 0])
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_pad_nhwc, NULL, 0, <double>self.out.shape[0] * self.out.shape[1]
+                          * self.out.shape[2] * self.out.shape[3] / NOGIL_MIN_SIZE)
+
+
+cdef void _run_requantize_into(void* call) noexcept nogil:
+    (<RequantizeIntoCall>call).run()
+
+
+cdef void _run_pad_nhwc(void* call) noexcept nogil:
+    (<PadNhwcCall>call).run()
 
 
 def requantize_into(const int8_t[:, ::1] x not None, int in_zp, int m0, int shift, int out_zp,

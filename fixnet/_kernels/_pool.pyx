@@ -12,6 +12,7 @@ pool = (H, W), stride 1, no padding.
 A Call object is not thread-safe (AvgPool2dCall owns a scratch row): one per thread.
 """
 cimport cython
+from fixnet._kernels.step cimport step_entry
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int32_t, int64_t
 from libc.string cimport memcpy
@@ -186,13 +187,19 @@ cdef class MaxPool2dCall:
         self.release_gil = pool_work(&self.g) >= NOGIL_MIN_WORK
 
     def __call__(self):
-        if self.empty:
-            return
         if self.release_gil:
             with nogil:
-                max_pool2d_impl(self.x_data, self.out_data, &self.g)
+                self.run()
         else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
+        if not self.empty:
             max_pool2d_impl(self.x_data, self.out_data, &self.g)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_max_pool2d, NULL, 0, <double>pool_work(&self.g) / NOGIL_MIN_WORK)
 
 
 @cython.auto_pickle(False)
@@ -232,13 +239,27 @@ cdef class AvgPool2dCall:
         PyMem_Free(self.acc)
 
     def __call__(self):
-        if self.empty:
-            return
         if self.release_gil:
             with nogil:
-                avg_pool2d_impl(self.x_data, self.out_data, self.acc, &self.g)
+                self.run()
         else:
+            self.run()
+
+    cdef void run(self) noexcept nogil:
+        if not self.empty:
             avg_pool2d_impl(self.x_data, self.out_data, self.acc, &self.g)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_avg_pool2d, NULL, 0, <double>pool_work(&self.g) / NOGIL_MIN_WORK)
+
+
+cdef void _run_max_pool2d(void* call) noexcept nogil:
+    (<MaxPool2dCall>call).run()
+
+
+cdef void _run_avg_pool2d(void* call) noexcept nogil:
+    (<AvgPool2dCall>call).run()
 
 
 def max_pool2d(const int8_t[:, :, :, ::1] x not None, int pool_h, int pool_w, int stride_h,

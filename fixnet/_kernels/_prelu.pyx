@@ -5,6 +5,7 @@ Bit-exact with ``fixnet.oracle.prelu``. Private: fixnet.runtime plans the calls.
 """
 from libc.stdint cimport int8_t, int32_t
 
+from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport (
     check_multipliers,
     check_output_range,
@@ -75,6 +76,15 @@ cdef class PreluCall:
         prelu_impl(&self.x[0, 0], &self.alpha[0], self.x.shape[0], self.x.shape[1], self.in_zp,
                    self.pos_m0, self.pos_shift, self.neg_m0, self.neg_shift, self.out_zp,
                    self.act_min, self.act_max, &self.out[0, 0])
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_prelu, NULL, 0, <double>self.x.shape[0] * self.x.shape[1] / 65536)
+
+
+cdef void _run_prelu(void* call) noexcept nogil:
+    if (<PreluCall>call).x.shape[0] and (<PreluCall>call).x.shape[1]:
+        (<PreluCall>call).run()
 
 
 def prelu(x, alpha, int in_zp, int pos_m0, int pos_shift, int neg_m0, int neg_shift, int out_zp,

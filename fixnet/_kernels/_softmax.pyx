@@ -11,6 +11,7 @@ now. ``softmax(...)`` is ``SoftmaxCall(...)()``. A SoftmaxCall owns a scratch ro
 one object from two threads at once.
 """
 cimport cython
+from fixnet._kernels.step cimport step_entry
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
 from libc.string cimport memcpy
 
@@ -126,15 +127,26 @@ cdef class SoftmaxCall:
         self.release_gil = n_rows * n_cols >= NOGIL_MIN_ELEMENTS
 
     def __call__(self):
-        if self.n_rows == 0 or self.n_cols == 0:
-            return
         if self.release_gil:
             with nogil:
-                softmax_impl(&self.x[0, 0], self.exp_table, self.e, self.total, self.half,
-                             &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows, self.levels)
+                self.run()
         else:
-            softmax_impl(&self.x[0, 0], self.exp_table, self.e, self.total, self.half,
-                         &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows, self.levels)
+            self.run()
+
+    cdef void run(self) noexcept nogil:
+        if self.n_rows == 0 or self.n_cols == 0:
+            return
+        softmax_impl(&self.x[0, 0], self.exp_table, self.e, self.total, self.half,
+                     &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows, self.levels)
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd."""
+        return step_entry(_run_softmax, NULL, 0,
+                          <double>self.n_rows * self.n_cols / NOGIL_MIN_ELEMENTS)
+
+
+cdef void _run_softmax(void* call) noexcept nogil:
+    (<SoftmaxCall>call).run()
 
 
 def softmax(const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,

@@ -129,9 +129,11 @@ class ZeroInsert(Op):
 
 
 class ZeroInsertStep(Step):
-    """Zero insertion: the gaps are filled with the zero point once, at bind (no other step
-    writes this buffer), then each run copies the input to every stride-th position."""
+    """Zero insertion: the gaps are filled with the zero point once, at bind, then each run
+    copies the input to every stride-th position (so the memory plan gives the output memory
+    of its own: persistent_outputs)."""
     op = "zero_insert"
+    persistent_outputs = True
 
     def __init__(self, name, layer, inputs, outputs, strides, value, nhwc_in):
         super().__init__(name, layer, inputs, outputs)
