@@ -136,6 +136,8 @@ typedef struct {
     int32_t half[DW_TILE];        /* mask >> 1 */
     int32_t hi_lim[DW_TILE];      /* INT32_MAX >> left: above it x << left saturates */
     int32_t lo_lim[DW_TILE];      /* INT32_MIN >> left */
+    /* fixedpoint.pxd requant_constants (the branch-free int64 form; SSE2's epilogue) */
+    int64_t nudge[DW_TILE], neg_adjust[DW_TILE], total_shift[DW_TILE];
 } dw_requant;
 
 typedef struct {
@@ -163,6 +165,9 @@ static inline void dw_requant_fill(dw_requant* r, int lane, int32_t m0, int32_t 
     r->half[lane] = r->mask[lane] >> 1;
     r->hi_lim[lane] = INT32_MAX >> left;
     r->lo_lim[lane] = INT32_MIN >> left;
+    r->total_shift[lane] = 31 + right;
+    r->nudge[lane] = (((int64_t)1 << right) >> 1) << 31;
+    r->neg_adjust[lane] = right > 0 ? ((int64_t)1 << 31) : 0;
 }
 
 /* ---- the scalar rule (fixedpoint.pxd / oracle), shared by the twin and SSE2 ------------- */
@@ -256,12 +261,15 @@ DW_INLINE __m512i dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdiff
                                   const uint8_t* pt, const int32_t* g, int gather) {
     __m512i acc = _mm512_loadu_si512((const void*)pt);
     const int16_t* w = (const int16_t*)(pt + DW_TILE * 4);
+    const __m512i pair_order = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     ptrdiff_t t;
     for (t = 0; t + 1 < taps; t += 2, w += 2 * DW_TILE) {
+        /* [x0 c0..15 | x1 c0..15] widened, then one vpermw to (c, tap) pair order */
         __m128i a = dw_load(rows[t], c0, g, gather), b = dw_load(rows[t + 1], c0, g, gather);
-        __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(a, b)),
-                                             _mm_unpackhi_epi8(a, b), 1);
-        __m512i x = _mm512_cvtepi8_epi16(ab);
+        __m512i x = _mm512_permutexvar_epi16(pair_order, _mm512_cvtepi8_epi16(
+            _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1)));
         __m512i wv = _mm512_loadu_si512((const void*)w);
 #if defined(__AVX512VNNI__)
         acc = _mm512_dpwssd_epi32(acc, x, wv);
@@ -417,18 +425,38 @@ DW_INLINE dw_acc_t dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdif
     return acc;
 }
 
-/* SSE2 has no signed 32x32->64 multiply nor per-lane shifts: the epilogue is scalar. */
+/* SSE2 has no signed 32x32->64 multiply nor per-lane shifts: the epilogue is scalar, in
+   fixedpoint.pxd's branch-free int64 form (requantize_precomputed), clamped in int16 lanes. */
 DW_INLINE __m128i dw_epilogue(dw_acc_t acc, const dw_requant* r, const dw_call* k) {
-    uint32_t a[DW_TILE];
-    int8_t o[DW_TILE];
+    int32_t a[DW_TILE];
     int lane;
+    __m128i lo, hi;
     _mm_storeu_si128((__m128i*)a, acc.a0);
     _mm_storeu_si128((__m128i*)(a + 4), acc.a1);
     _mm_storeu_si128((__m128i*)(a + 8), acc.a2);
     _mm_storeu_si128((__m128i*)(a + 12), acc.a3);
-    for (lane = 0; lane < DW_TILE; lane++)
-        o[lane] = dw_requant_scalar(a[lane], r, lane, k->out_zp, k->act_min, k->act_max);
-    return _mm_loadu_si128((const __m128i*)o);
+    for (lane = 0; lane < DW_TILE; lane++) {
+        int64_t x = a[lane], u;
+        if (k->any_left) {
+            x = (int64_t)((uint64_t)x << r->left[lane]);
+            x = x > INT32_MAX ? INT32_MAX : x;
+            x = x < INT32_MIN ? INT32_MIN : x;
+        }
+        u = x * (int64_t)r->m0[lane] + ((int64_t)1 << 30);
+        a[lane] = (int32_t)((u + r->nudge[lane] - ((u >> 63) & r->neg_adjust[lane]))
+                            >> r->total_shift[lane]);
+    }
+    lo = _mm_packs_epi32(_mm_loadu_si128((const __m128i*)a),
+                         _mm_loadu_si128((const __m128i*)(a + 4)));
+    hi = _mm_packs_epi32(_mm_loadu_si128((const __m128i*)(a + 8)),
+                         _mm_loadu_si128((const __m128i*)(a + 12)));
+    lo = _mm_adds_epi16(lo, _mm_set1_epi16((int16_t)k->out_zp));
+    hi = _mm_adds_epi16(hi, _mm_set1_epi16((int16_t)k->out_zp));
+    lo = _mm_min_epi16(_mm_max_epi16(lo, _mm_set1_epi16((int16_t)k->act_min)),
+                       _mm_set1_epi16((int16_t)k->act_max));
+    hi = _mm_min_epi16(_mm_max_epi16(hi, _mm_set1_epi16((int16_t)k->act_min)),
+                       _mm_set1_epi16((int16_t)k->act_max));
+    return _mm_packs_epi16(lo, hi);
 }
 #endif
 
