@@ -1,15 +1,15 @@
 """Depthwise 3x3 micro-benchmark: one DepthwiseConv2dCall, 48x48x96, 'same' padding,
 batch 1, stride 1 and 2, per kernel build this CPU runs (and the scalar twin), in GMAC/s
-(multiply-adds = OH * OW * C * 9 per image). Medians of ``--rounds`` timings of ``--repeat``
-calls each.
+(multiply-adds = OH * OW * C * 9 per image), ``--rounds`` timings of ``--repeat`` calls each.
 
     python bench/depthwise.py                       # every build, stride 1 and 2
-    python bench/depthwise.py --builds avx2 --rounds 21
-    /work/tfenv/bin/python bench/depthwise.py --tflite   # the same layer in TFLite (XNNPACK
-                                                         # and builtin), int8 in/out, 1 thread
+    python bench/depthwise.py --builds avx2 --rounds 21 --scalar
+    /work/tfenv/bin/python bench/depthwise.py --tflite   # and the same layer in TFLite
+                                                         # (XNNPACK, builtin), int8 in/out
 
 --tflite needs TensorFlow (never imported otherwise): it converts a one-layer Keras
-DepthwiseConv2D to int8 TFLite with a representative dataset and times invoke().
+DepthwiseConv2D to int8 TFLite with a representative dataset and times invoke() with one
+thread. Rounds are interleaved (every contender once per round); median and best round.
 """
 import argparse
 import pathlib
@@ -31,15 +31,11 @@ def gmacs(seconds, stride):
     return out * out * C * K * K / seconds / 1e9
 
 
-def time_call(fn, repeat, rounds):
-    fn()
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        samples.append((time.perf_counter() - t0) / repeat)
-    return statistics.median(samples)
+def time_once(fn, repeat):
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
 
 
 def fixnet_calls(conv, stride, scalar):
@@ -57,24 +53,18 @@ def fixnet_calls(conv, stride, scalar):
                                     -3, 5, -128, 127, out, **kwargs)
 
 
-def bench_fixnet(args):
+def fixnet_contenders(args):
     import fixnet._kernels as kernels
-    names = args.builds or kernels.available_builds()
-    for name in names:
+    for name in args.builds or kernels.available_builds():
         conv = kernels.load_build(name)._conv
         isa = getattr(conv, "DEPTHWISE_ISA", "?")
         for scalar in ((False, True) if args.scalar else (False,)):
-            if scalar and not hasattr(conv, "DEPTHWISE_ISA"):
-                continue
             for stride in (1, 2):
-                call = fixnet_calls(conv, stride, scalar)
-                t = time_call(call, args.repeat, args.rounds)
-                label = f"{name} ({'scalar twin' if scalar else isa})"
-                print(f"fixnet {label:28s} stride {stride}: {t * 1e6:8.1f} us "
-                      f"{gmacs(t, stride):6.2f} GMAC/s")
+                label = f"fixnet {name} ({'scalar twin' if scalar else isa})"
+                yield label, stride, fixnet_calls(conv, stride, scalar)
 
 
-def bench_tflite(args):
+def tflite_contenders():
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
@@ -98,9 +88,21 @@ def bench_tflite(args):
             it.allocate_tensors()
             d = it.get_input_details()[0]
             it.set_tensor(d["index"], rng.integers(-128, 128, d["shape"], dtype=np.int8))
-            t = time_call(it.invoke, args.repeat, args.rounds)
-            print(f"TFLite {label:28s} stride {stride}: {t * 1e6:8.1f} us "
-                  f"{gmacs(t, stride):6.2f} GMAC/s")
+            yield f"TFLite {label}", stride, it.invoke
+
+
+def run(contenders, args):
+    """Interleaved rounds: every contender once per round, so load changes hit all alike."""
+    for _, _, fn in contenders:
+        fn()
+    samples = [[] for _ in contenders]
+    for _ in range(args.rounds):
+        for i, (_, _, fn) in enumerate(contenders):
+            samples[i].append(time_once(fn, args.repeat))
+    for (label, stride, _), ts in zip(contenders, samples):
+        t, best = statistics.median(ts), min(ts)
+        print(f"{label:30s} stride {stride}: median {t * 1e6:8.1f} us {gmacs(t, stride):6.2f} "
+              f"GMAC/s   best {gmacs(best, stride):6.2f} GMAC/s")
 
 
 def main():
@@ -109,9 +111,13 @@ def main():
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--repeat", type=int, default=50)
     p.add_argument("--scalar", action="store_true", help="also time the scalar twin")
-    p.add_argument("--tflite", action="store_true", help="time TFLite instead (needs TensorFlow)")
+    p.add_argument("--tflite", action="store_true",
+                   help="also time TFLite XNNPACK and builtin (needs TensorFlow)")
     args = p.parse_args()
-    (bench_tflite if args.tflite else bench_fixnet)(args)
+    contenders = list(fixnet_contenders(args))
+    if args.tflite:
+        contenders += list(tflite_contenders())
+    run(sorted(contenders, key=lambda c: c[1]), args)
 
 
 if __name__ == "__main__":
