@@ -6,23 +6,35 @@ fixnet.runtime plans the calls.
 
 Calling pattern: ``Conv2dCall(...)`` / ``DepthwiseConv2dCall(...)`` take exactly the
 arguments of ``conv2d`` / ``depthwise_conv2d``, check every shape and parameter once, keep
-references to the arrays and own the scratch buffers; calling the object runs the kernel on
-whatever the arrays hold now, without re-checking. A Call object is not reentrant (its
-scratch buffers are shared by its calls): do not run one object from two threads at once.
-``conv2d(...)`` is ``Conv2dCall(...)()``.
+references to the arrays and own their per-call data; calling the object runs the kernel on
+whatever x holds now, without re-checking. ``conv2d(...)`` is ``Conv2dCall(...)()``.
 
 Padding: a tap outside the input reads ``pad_value`` (the caller passes the input zero
 point, real 0.0), at the top/left (pad_top, pad_left) as at the bottom/right, which is
 implied by the output size. Accumulators wrap modulo 2^32 like dense's, if the quantizer's
 overflow proof does not hold (oracle.conv2d_accumulators detects that).
 
-The kernels collect the int32 accumulators of one output pixel (all channels) in a row, then
-requantize the row in one branch-free loop (fixedpoint.requantize_block), bit-exact with
-requantize_accumulator. Its per-channel constants are derived from ``shift`` once, when the
-Call object is built: x, w, bias and m0 are read at every call, shift only then.
+conv2d: the kernel collects the int32 accumulators of one output pixel (all channels) in a
+row, then requantizes the row in one branch-free loop (fixedpoint.requantize_block),
+bit-exact with requantize_accumulator. Its per-channel constants are derived from ``shift``
+once, when the Call object is built: x, w, bias and m0 are read at every call, shift only
+then. A Conv2dCall is not reentrant (its scratch buffers are shared by its calls).
+
+depthwise_conv2d: micro-kernels in C with intrinsics, csrc/dwconv.h (SSE2, AVX2, AVX-512 on
+x86-64, NEON on aarch64, chosen by the compiler flags of each ISA build, and a scalar twin
+over the same packing). Channels sit in vector lanes, 16 per tile; weights and bias are
+packed once (pack_depthwise_weights, cached by fixnet.ops.conv.DepthwiseStep); each Call
+owns read-only per-call data: an indirection of input offsets per output pixel and tap
+(padding taps read a row of pad_value bytes), a gather table for the tail tile and
+depth_multiplier > 1, and the requantization constants of each tile, which the tile
+epilogue applies (bit-exact with requantize_block). A DepthwiseConv2dCall has no mutable
+scratch: ``run_tasks`` on disjoint row ranges may run on several threads at once.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t
+
+import numpy as np
 
 from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport (
@@ -366,90 +378,120 @@ def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w n
 
 
 # ---- depthwise_conv2d ----------------------------------------------------------------------
+#
+# The micro-kernels are C (csrc/dwconv.h, intrinsics per ISA, chosen by the compiler's
+# predefined macros, and a scalar twin over the same packing); this part packs the weights,
+# builds the per-call read-only data (indirection, zero-point row, gather table, requantization
+# constants) and runs tasks (one output row of one image each).
 
-cdef inline void accumulate_tap(uint32_t* acc, const int8_t* x, const int8_t* w,
-                                Py_ssize_t n) noexcept nogil:
-    """acc[o] += x[o] * w[o] (modulo 2^32). The int8 x int8 product fits int16 (it lies in
-    [-16256, 16384] even for w = -128), which lets the compiler multiply 16 bits wide."""
-    cdef Py_ssize_t o
-    for o in range(n):
-        acc[o] += <uint32_t><int32_t><int16_t>(<int16_t>x[o] * <int16_t>w[o])
+cdef extern from "csrc/dwconv.h" nogil:
+    enum:
+        DW_TILE
+        DW_PAIRS
+    ctypedef struct dw_requant:
+        pass
+    ctypedef struct dw_call:
+        ptrdiff_t batch, in_h, in_w, in_c, out_h, out_w, out_c, taps
+        ptrdiff_t n_tiles, n_direct
+        const int8_t* x
+        int8_t* out
+        const uint8_t* packed
+        const ptrdiff_t* ind
+        const int8_t* zero
+        const int32_t* gather
+        const dw_requant* rq
+        int32_t out_zp, act_min, act_max
+        int any_left, pairs_ok
+    size_t dw_tile_bytes(ptrdiff_t taps)
+    ptrdiff_t dw_n_tiles(ptrdiff_t channels)
+    void dw_pack(const int8_t* w, const int32_t* bias, ptrdiff_t taps, ptrdiff_t channels,
+                 uint8_t* dst)
+    void dw_requant_fill(dw_requant* r, int lane, int32_t m0, int32_t shift)
+    void dw_run_simd(const dw_call* k, ptrdiff_t first, ptrdiff_t last)
+    void dw_run_scalar(const dw_call* k, ptrdiff_t first, ptrdiff_t last)
+    const char* dw_isa_name()
 
 
-cdef void depthwise_conv2d_impl(const ConvGeometry* g, const RowRequant* requant,
-                                const int8_t* x, const int8_t* w, const int32_t* bias,
-                                int8_t* out, uint32_t* acc, const int8_t* pad_row,
-                                int8_t* expanded) noexcept nogil:
-    """The depthwise kernel on raw C-contiguous buffers. Scratch: acc, out_c accumulators;
-    pad_row: out_c copies of pad_value; expanded: out_c int8 values (used if M > 1)."""
-    cdef Py_ssize_t n, oh, ow, kh, kw, ih, iw, ih0, iw0, c, m, o
-    cdef Py_ssize_t in_c = g.in_c, out_c = g.out_c, mult = g.depth_multiplier
-    cdef Py_ssize_t image_len = g.in_h * g.in_w * in_c
-    cdef const int8_t* image
-    cdef const int8_t* src
-    cdef int8_t* out_pixel = out
-    for n in range(g.batch):
-        image = x + n * image_len
-        for oh in range(g.out_h):
-            ih0 = oh * g.stride_h - g.pad_top
-            for ow in range(g.out_w):
-                iw0 = ow * g.stride_w - g.pad_left
-                for o in range(out_c):
-                    acc[o] = <uint32_t>bias[o]
-                for kh in range(g.kernel_h):
-                    ih = ih0 + kh * g.dilation_h
-                    for kw in range(g.kernel_w):
-                        iw = iw0 + kw * g.dilation_w
-                        if 0 <= ih < g.in_h and 0 <= iw < g.in_w:
-                            src = image + (ih * g.in_w + iw) * in_c
-                            if mult != 1:
-                                # Output channel c * M + m reads input channel c: repeat
-                                # each input value M times so the tap loop is contiguous.
-                                for c in range(in_c):
-                                    for m in range(mult):
-                                        expanded[c * mult + m] = src[c]
-                                src = expanded
-                        else:
-                            src = pad_row
-                        accumulate_tap(acc, src, w + (kh * g.kernel_w + kw) * out_c, out_c)
-                requantize_row(requant, <const int32_t*>acc, out_pixel)
-                out_pixel += out_c
+# The instruction set of this build's depthwise micro-kernel ("avx512", "avx2", "sse2",
+# "neon" or "scalar").
+DEPTHWISE_ISA = dw_isa_name().decode()
+
+
+cdef class PackedDepthwiseWeights:
+    """Depthwise weights and bias in this build's tile layout (csrc/dwconv.h: per 16 output
+    channels, 16 int32 biases then every tap's 16 weights; int16 tap pairs on x86-64, int8 on
+    ARM). Read-only once made; shared by every DepthwiseConv2dCall over the same w and bias."""
+    cdef readonly object data       # the packed bytes (NumPy uint8)
+    cdef readonly object w          # the int8 [KH, KW, C*M] array it was packed from
+    cdef readonly object bias       # the int32 [C*M] array it was packed from
+    cdef readonly Py_ssize_t taps, channels
+    cdef readonly bint pairs_ok     # no weight is -128
+    cdef const uint8_t* packed
+
+
+def pack_depthwise_weights(w, bias):
+    """PackedDepthwiseWeights of w (int8 [KH, KW, C*M]) and bias (int32 [C*M]). Do this once
+    (at quantize time) and pass the result as ``packed=`` to DepthwiseConv2dCall: the kernel
+    reads only the packed copy, so w and bias must not change afterwards."""
+    cdef const int8_t[:, :, ::1] wv = w
+    cdef const int32_t[::1] bv = bias
+    cdef Py_ssize_t taps = wv.shape[0] * wv.shape[1], channels = wv.shape[2], i
+    cdef PackedDepthwiseWeights p = PackedDepthwiseWeights.__new__(PackedDepthwiseWeights)
+    cdef uint8_t[::1] dst
+    cdef bint pairs_ok = True
+    if bv.shape[0] != channels:
+        raise ValueError(f"pack_depthwise_weights: bias has length {bv.shape[0]}, expected "
+                         f"{channels} (one per output channel, w.shape[2])")
+    data = np.zeros(max(<Py_ssize_t>(dw_n_tiles(channels) * dw_tile_bytes(taps)), 64), np.uint8)
+    dst = data
+    if taps > 0 and channels > 0:
+        dw_pack(&wv[0, 0, 0], &bv[0], taps, channels, &dst[0])
+        for i in range(taps * channels):
+            if (&wv[0, 0, 0])[i] == -128:
+                pairs_ok = False
+                break
+    data.setflags(write=False)
+    p.data, p.w, p.bias, p.taps, p.channels, p.pairs_ok = data, w, bias, taps, channels, pairs_ok
+    p.packed = &dst[0]
+    return p
 
 
 cdef class DepthwiseConv2dCall:
     """depthwise_conv2d with its arguments checked once; calling the object runs it (see
-    depthwise_conv2d)."""
+    depthwise_conv2d). x is read at every call; w and bias through their packed copy
+    (``packed=``, or packed here), m0 and shift when the object is built.
+
+    Tasks: ``n_tasks`` = N * OH (one output row of one image each); ``run_tasks(first,
+    last)`` computes rows [first, last) with the stack and this object's read-only data only,
+    so disjoint ranges may run on several threads at once. ``scalar=True`` runs the plain-C
+    twin of the micro-kernel (the tests compare the two)."""
     cdef const int8_t[:, :, :, ::1] x
-    cdef const int8_t[:, :, ::1] w
-    cdef const int32_t[::1] bias, m0, shift
     cdef int8_t[:, :, :, ::1] out
-    cdef ConvGeometry geometry
-    cdef RowRequant requant
-    cdef void* requant_block      # owns the arrays of requant
-    cdef uint32_t* acc            # scratch: the accumulators of one pixel, [C * M]
-    cdef int8_t* pad_row          # [C * M] copies of pad_value
-    cdef int8_t* expanded         # scratch: one input pixel, each channel repeated M times
+    cdef readonly PackedDepthwiseWeights packed
+    cdef dw_call k
+    cdef void* block              # owns ind, zero, gather, rq (one allocation)
     cdef bint release_gil
-    cdef const int8_t* x_data
-    cdef const int8_t* w_data
-    cdef const int32_t* bias_data
-    cdef int8_t* out_data
+    cdef readonly bint scalar
+    cdef readonly Py_ssize_t n_tasks
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,
                  const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
                  const int32_t[::1] shift not None, int stride_h, int stride_w,
                  int dilation_h, int dilation_w, int pad_top, int pad_left,
                  int depth_multiplier, int pad_value, int out_zp, int act_min, int act_max,
-                 int8_t[:, :, :, ::1] out not None):
+                 int8_t[:, :, :, ::1] out not None, PackedDepthwiseWeights packed=None,
+                 bint scalar=False):
         cdef str k = "depthwise_conv2d"
         cdef Py_ssize_t n_in = x.shape[0], cin = x.shape[3], cout, kh = w.shape[0], kw = w.shape[1]
-        cdef Py_ssize_t o
-        cdef RowRequant requant
-        cdef void* requant_block
-        cdef uint32_t* acc
-        cdef int8_t* pad_row
-        cdef int8_t* expanded
-        cdef ConvGeometry* g = &self.geometry
+        cdef Py_ssize_t in_h = x.shape[1], in_w = x.shape[2], out_h = out.shape[1]
+        cdef Py_ssize_t out_w = out.shape[2], taps, n_tiles, o, t, lane, oh, ow, ih, iw, i, j
+        cdef Py_ssize_t n_ind, zero_len, mult = depth_multiplier
+        cdef size_t size
+        cdef void* block
+        cdef ptrdiff_t* ind
+        cdef int8_t* zero
+        cdef int32_t* gather
+        cdef dw_requant* rq
         if depth_multiplier < 1:
             raise ValueError(f"{k}: depth_multiplier = {depth_multiplier} must be >= 1")
         cout = cin * depth_multiplier
@@ -464,48 +506,72 @@ cdef class DepthwiseConv2dCall:
         check_int8(k, "pad_value", pad_value)
         check_output_range(k, out_zp, act_min, act_max)
         if out.shape[0] != n_in or out.shape[3] != cout:
-            raise ValueError(f"{k}: out has shape ({out.shape[0]}, {out.shape[1]}, "
-                             f"{out.shape[2]}, {out.shape[3]}), expected "
+            raise ValueError(f"{k}: out has shape ({out.shape[0]}, {out_h}, "
+                             f"{out_w}, {out.shape[3]}), expected "
                              f"(N, OH, OW, C * depth_multiplier) = ({n_in}, OH, OW, {cout})")
         check_multipliers(k, &m0[0], &shift[0], cout)
+        taps = kh * kw
+        if packed is None:
+            packed = pack_depthwise_weights(w.base if w.base is not None else w,
+                                            bias.base if bias.base is not None else bias)
+        elif packed.taps != taps or packed.channels != cout:
+            raise ValueError(f"{k}: packed holds {packed.channels} channels of {packed.taps} "
+                             f"taps, expected {cout} of {taps} (pack_depthwise_weights(w, bias))")
 
-        # Scratch first, so that a failed (re-)initialisation leaves the object as it was.
-        requant_block = new_row_requant(&requant, m0, shift, out_zp, act_min, act_max)
-        acc = <uint32_t*>PyMem_Malloc(max(cout, 1) * sizeof(uint32_t))
-        pad_row = <int8_t*>PyMem_Malloc(max(cout, 1))
-        expanded = <int8_t*>PyMem_Malloc(max(cout, 1))
-        if acc == NULL or pad_row == NULL or expanded == NULL:
-            PyMem_Free(requant_block)
-            PyMem_Free(acc)
-            PyMem_Free(pad_row)
-            PyMem_Free(expanded)
-            raise MemoryError(f"{k}: cannot allocate {cout}-channel scratch rows")
-        for o in range(cout):
-            pad_row[o] = <int8_t>pad_value
+        # Per-call read-only data, in one block: the indirection [OH * OW * taps], the
+        # requantization constants [tiles], the gather table [tiles * 16], the zero-point row.
+        # Made before anything is replaced, so a failed (re-)initialisation leaves the object
+        # as it was.
+        n_tiles = dw_n_tiles(cout)
+        n_ind = out_h * out_w * taps
+        zero_len = max(cin, <Py_ssize_t>DW_TILE)
+        size = (n_ind * sizeof(ptrdiff_t) + n_tiles * sizeof(dw_requant)
+                + n_tiles * DW_TILE * sizeof(int32_t) + zero_len)
+        block = PyMem_Malloc(max(size, <size_t>1))
+        if block == NULL:
+            raise MemoryError(f"{k}: cannot allocate {size} bytes of indirection and constants")
+        rq = <dw_requant*>block
+        ind = <ptrdiff_t*>(rq + n_tiles)
+        gather = <int32_t*>(ind + n_ind)
+        zero = <int8_t*>(gather + n_tiles * DW_TILE)
+        for i in range(zero_len):
+            zero[i] = <int8_t>pad_value
+        i = 0
+        for oh in range(out_h):
+            for ow in range(out_w):
+                for t in range(taps):
+                    ih = oh * stride_h - pad_top + (t // kw) * dilation_h
+                    iw = ow * stride_w - pad_left + (t % kw) * dilation_w
+                    ind[i] = (ih * in_w + iw) * cin if 0 <= ih < in_h and 0 <= iw < in_w else -1
+                    i += 1
+        for t in range(n_tiles):
+            for lane in range(DW_TILE):
+                o = t * DW_TILE + lane
+                gather[t * DW_TILE + lane] = o // mult if o < cout else 0
+                dw_requant_fill(&rq[t], lane, m0[o] if o < cout else 0,
+                                shift[o] if o < cout else 0)
+
         self.free_buffers()  # __init__ may run twice on one object
-        self.requant, self.requant_block = requant, requant_block
-        self.acc, self.pad_row, self.expanded = acc, pad_row, expanded
-
-        self.x, self.w, self.bias, self.m0, self.shift, self.out = x, w, bias, m0, shift, out
-        self.x_data, self.w_data, self.out_data = &x[0, 0, 0, 0], &w[0, 0, 0], &out[0, 0, 0, 0]
-        self.bias_data = &bias[0]
-        g.batch, g.in_h, g.in_w, g.in_c = n_in, x.shape[1], x.shape[2], cin
-        g.out_h, g.out_w, g.out_c = out.shape[1], out.shape[2], cout
-        g.kernel_h, g.kernel_w, g.groups = kh, kw, cin
-        g.in_c_group, g.out_c_group, g.patch_len = 1, depth_multiplier, kh * kw
-        g.stride_h, g.stride_w = stride_h, stride_w
-        g.dilation_h, g.dilation_w = dilation_h, dilation_w
-        g.pad_top, g.pad_left, g.pad_value = pad_top, pad_left, <int8_t>pad_value
-        g.depth_multiplier = depth_multiplier
-        self.release_gil = n_in * g.out_h * g.out_w * cout * (kh * kw + 8) > NOGIL_MIN_WORK
+        self.block = block
+        self.x, self.out, self.packed, self.scalar = x, out, packed, scalar
+        self.k.batch, self.k.in_h, self.k.in_w, self.k.in_c = n_in, in_h, in_w, cin
+        self.k.out_h, self.k.out_w, self.k.out_c, self.k.taps = out_h, out_w, cout, taps
+        self.k.n_tiles = n_tiles
+        self.k.n_direct = cout // DW_TILE if mult == 1 else 0
+        self.k.x, self.k.out = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
+        self.k.packed, self.k.ind, self.k.zero, self.k.gather, self.k.rq = (
+            packed.packed, ind, zero, gather, rq)
+        self.k.out_zp, self.k.act_min, self.k.act_max = out_zp, act_min, act_max
+        self.k.any_left = False
+        for o in range(cout):
+            self.k.any_left = self.k.any_left or shift[o] > 0
+        self.k.pairs_ok = packed.pairs_ok
+        self.n_tasks = n_in * out_h
+        self.release_gil = n_in * out_h * out_w * cout * (taps + 8) > NOGIL_MIN_WORK
 
     cdef void free_buffers(self) noexcept:
-        PyMem_Free(self.requant_block)
-        PyMem_Free(self.acc)
-        PyMem_Free(self.pad_row)
-        PyMem_Free(self.expanded)
-        self.requant_block = self.acc = NULL
-        self.pad_row = self.expanded = NULL
+        PyMem_Free(self.block)
+        self.block = NULL
 
     def __dealloc__(self):
         self.free_buffers()
@@ -518,10 +584,22 @@ cdef class DepthwiseConv2dCall:
         else:
             self.run()
 
-    cdef inline void run(self) noexcept nogil:
-        depthwise_conv2d_impl(&self.geometry, &self.requant, self.x_data, self.w_data,
-                              self.bias_data, self.out_data, self.acc, self.pad_row,
-                              self.expanded)
+    def call_tasks(self, Py_ssize_t first, Py_ssize_t last):
+        """run_tasks(first, last) from Python (tests): output rows [first, last) of N * OH."""
+        if not 0 <= first <= last <= self.n_tasks:
+            raise ValueError(f"depthwise_conv2d: tasks [{first}, {last}) are not inside "
+                             f"[0, {self.n_tasks})")
+        with nogil:
+            self.run_tasks(first, last)
+
+    cdef void run(self) noexcept nogil:
+        self.run_tasks(0, self.n_tasks)
+
+    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        if self.scalar:
+            dw_run_scalar(&self.k, first, last)
+        else:
+            dw_run_simd(&self.k, first, last)
 
     def step_entry(self):
         """For fixnet._kernels._pass: see step.pxd (no tasks yet)."""
@@ -541,14 +619,15 @@ def depthwise_conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :
                      const int32_t[::1] shift not None, int stride_h, int stride_w,
                      int dilation_h, int dilation_w, int pad_top, int pad_left,
                      int depth_multiplier, int pad_value, int out_zp, int act_min, int act_max,
-                     int8_t[:, :, :, ::1] out not None):
+                     int8_t[:, :, :, ::1] out not None, bint scalar=False):
     """out[n, oh, ow, o] = clamp(out_zp + MBQM(acc, m0[o], shift[o]), act_min, act_max),
     acc = bias[o] + sum_{kh, kw} x[n, ih, iw, o // M] * w[kh, kw, o] (int32, wrapping
     modulo 2^32), ih, iw and padding as in conv2d, M = depth_multiplier.
 
-    x: int8 [N, H, W, C]; w: int8 [KH, KW, C * M] in [-127, 127]; bias, m0, shift: int32
-    [C * M]; out: int8 [N, OH, OW, C * M], written in full. Other arguments as conv2d's.
+    x: int8 [N, H, W, C]; w: int8 [KH, KW, C * M] in [-127, 127] (-128 is computed exactly
+    too, more slowly on ARM); bias, m0, shift: int32 [C * M]; out: int8 [N, OH, OW, C * M],
+    written in full. Other arguments as conv2d's. scalar: run the scalar twin.
     """
     DepthwiseConv2dCall(x, w, bias, m0, shift, stride_h, stride_w, dilation_h, dilation_w,
                         pad_top, pad_left, depth_multiplier, pad_value, out_zp, act_min,
-                        act_max, out)()
+                        act_max, out, scalar=scalar)()

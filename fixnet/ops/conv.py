@@ -238,9 +238,24 @@ class DepthwiseStep(_WindowStep):
         return (x4, self.w_q, self.bias, self.m0, self.shift) + self.geometry_args() + (
             self.depth_multiplier, self.pad_value, self.out_zp, self.act_min, self.act_max)
 
+    def packed_weights(self):
+        """w_q and bias in the depthwise kernel's tile layout (_conv.pack_depthwise_weights),
+        packed once and shared read-only by every arena's Call; packed again if w_q or bias
+        is replaced (adjust_bias makes a new bias array)."""
+        p = self.__dict__.get("_packed")
+        if p is None or p.w is not self.w_q or p.bias is not self.bias:
+            p = self._packed = _conv.pack_depthwise_weights(self.w_q, self.bias)
+        return p
+
+    def __getstate__(self):
+        # the packing is derived data of this build's kernels: not saved, packed again
+        state = super().__getstate__()
+        state.pop("_packed", None)
+        return state
+
     def bind(self, bufs):
         x4, y4 = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
-        return _conv.DepthwiseConv2dCall(*self._args(x4), y4)
+        return _conv.DepthwiseConv2dCall(*self._args(x4), y4, packed=self.packed_weights())
 
     def oracle(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)
