@@ -471,6 +471,7 @@ cdef class DepthwiseConv2dCall:
     cdef dw_call k
     cdef void* block              # owns ind, zero, gather, rq (one allocation)
     cdef bint release_gil
+    cdef double work_share        # (multiply-adds + epilogue) / NOGIL_MIN_WORK: see step.pxd
     cdef readonly bint scalar
     cdef readonly Py_ssize_t n_tasks
 
@@ -568,6 +569,7 @@ cdef class DepthwiseConv2dCall:
         self.k.pairs_ok = packed.pairs_ok
         self.n_tasks = n_in * out_h
         self.release_gil = n_in * out_h * out_w * cout * (taps + 8) > NOGIL_MIN_WORK
+        self.work_share = <double>n_in * out_h * out_w * cout * (taps + 8) / NOGIL_MIN_WORK
 
     cdef void free_buffers(self) noexcept:
         PyMem_Free(self.block)
@@ -602,8 +604,9 @@ cdef class DepthwiseConv2dCall:
             dw_run_simd(&self.k, first, last)
 
     def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd (no tasks yet)."""
-        return step_entry(_run_depthwise_conv2d, NULL, 0, 1.0 if self.release_gil else 0.0)
+        """For fixnet._kernels._pass: see step.pxd (tasks: output rows)."""
+        return step_entry(_run_depthwise_conv2d, _run_depthwise_conv2d_tasks, self.n_tasks,
+                          self.work_share)
 
 
 cdef void _run_conv2d(void* call) noexcept nogil:
@@ -612,6 +615,10 @@ cdef void _run_conv2d(void* call) noexcept nogil:
 
 cdef void _run_depthwise_conv2d(void* call) noexcept nogil:
     (<DepthwiseConv2dCall>call).run()
+
+
+cdef void _run_depthwise_conv2d_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    (<DepthwiseConv2dCall>call).run_tasks(first, last)
 
 
 def depthwise_conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,
