@@ -29,6 +29,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 KERNELS = os.path.join("fixnet", "_kernels")
+# C headers of the micro-kernels (qgemm.h), included by the Cython modules of every build
+KERNEL_CSRC = os.path.join(KERNELS, "csrc")
 
 # Modules compiled once more per instruction set (the rest only for the baseline).
 ISA_MODULES = ("_dense", "_elementwise", "_softmax", "_conv", "_pool", "_binary")
@@ -140,7 +142,8 @@ def extension(name, path, extra_args=()):
     return Extension(
         name,
         [path],
-        include_dirs=[np.get_include(), KERNELS],
+        include_dirs=[np.get_include(), KERNELS, KERNEL_CSRC],
+        depends=sorted(glob.glob(os.path.join(KERNEL_CSRC, "*.h"))),
         extra_compile_args=compile_args() + list(extra_args) + sanitize_args(),
         extra_link_args=sanitize_args(),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
