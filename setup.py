@@ -143,7 +143,9 @@ def extension(name, path, extra_args=()):
         name,
         [path],
         include_dirs=[np.get_include(), KERNELS, KERNEL_CSRC],
-        depends=sorted(glob.glob(os.path.join(KERNEL_CSRC, "*.h"))),
+        # the micro-kernel headers: only _conv includes them (a change rebuilds only it)
+        depends=(sorted(glob.glob(os.path.join(KERNEL_CSRC, "*.h")))
+                 if os.path.basename(path) == "_conv.pyx" else []),
         extra_compile_args=compile_args() + list(extra_args) + sanitize_args(),
         extra_link_args=sanitize_args(),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -135,9 +135,10 @@ cdef extern from "qgemm.h" nogil:
         QG_NR
         QG_KR
         QG_UINT8_INPUT
-    void qg_tile(size_t taps, size_t cin, const int8_t** a, const int8_t* w,
+        QG_W16
+    void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* w,
                  const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
-    void qg_tile_scalar(size_t taps, size_t cin, const int8_t** a, const int8_t* w,
+    void qg_tile_scalar(size_t taps, size_t cin, const int8_t** a, const void* w,
                         const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
 
 cdef enum:
@@ -165,8 +166,8 @@ cdef class PackedConvWeights:
     GEMM_TILE[1] output channels, NR int32 biases (bias[c]; in builds whose kernel offsets
     the activations to uint8 (VNNI), bias[c] - 128 * sum_k w[c, k], modulo 2^32), then for
     every tap (kh, kw) and every group of KR input channels (Cin // groups rounded up to KR)
-    the NR x KR weights, channel-major; channels and input channels beyond the layer's are
-    zero."""
+    the NR x KR weights, channel-major (int16 in the SSE2 and AVX2 builds, whose kernels
+    multiply int16, else int8); channels and input channels beyond the layer's are zero."""
     cdef readonly Py_ssize_t out_c, kernel_h, kernel_w, in_c_group, groups
     cdef readonly Py_ssize_t blocks_per_group, k_groups, block_bytes
     cdef readonly object data        # the packed int8 array
@@ -202,7 +203,7 @@ def pack_conv_weights(w not None, bias not None, int groups=1):
                          f"[-127, 127] (the symmetric int8 range: two products then fit int16)")
     taps, cout_g = kh * kw, cout // groups
     nbg, kg = ceil_div(cout_g, QG_NR), ceil_div(cin_g, QG_KR)
-    wp = np.zeros((groups, nbg * QG_NR, taps, kg * QG_KR), np.int8)
+    wp = np.zeros((groups, nbg * QG_NR, taps, kg * QG_KR), np.int16 if QG_W16 else np.int8)
     wp[:, :cout_g, :, :cin_g] = w_array.reshape(groups, cout_g, taps, cin_g)
     bp = np.zeros((groups, nbg * QG_NR), np.int64)
     bp[:, :cout_g] = np.asarray(bias_view, np.int64).reshape(groups, cout_g)
@@ -211,7 +212,7 @@ def pack_conv_weights(w not None, bias not None, int groups=1):
         bp = (bp + 2 ** 31) % 2 ** 32 - 2 ** 31        # modulo 2^32, as the kernel sums
     # [groups, blocks, NR, taps, KG, KR] -> [groups, blocks, taps, KG, NR, KR]
     wp = wp.reshape(groups, nbg, QG_NR, taps, kg, QG_KR).transpose(0, 1, 3, 4, 2, 5)
-    wp = wp.reshape(groups * nbg, taps * kg * QG_NR * QG_KR)
+    wp = wp.reshape(groups * nbg, taps * kg * QG_NR * QG_KR).view(np.int8)
     head = bp.astype(np.int32).reshape(groups * nbg, QG_NR).view(np.int8)
     data = np.ascontiguousarray(np.concatenate([head, wp], axis=1))
     data.setflags(write=False)
@@ -258,7 +259,7 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
     cdef int32_t acc[MR_MAX * CH_CHUNK]
     cdef Py_ssize_t task, n, p0, mr, grp, b0, b1, b, width, t0, tn, t, r, c0, n_valid
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group, out_c = a.out_c
-    cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR
+    cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
     cdef const int32_t* offs
     cdef const int8_t* image
     cdef const int8_t* blk

@@ -39,6 +39,7 @@
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
 #include <immintrin.h>
 #define QG_ISA "avx512vnni"
+#define QG_W16 0
 #define QG_MR 4
 #define QG_NR 16
 #define QG_KR 4
@@ -46,6 +47,7 @@
 #elif defined(__AVX2__)
 #include <immintrin.h>
 #define QG_ISA "avx2"
+#define QG_W16 1
 #define QG_MR 3
 #define QG_NR 8
 #define QG_KR 8
@@ -53,6 +55,7 @@
 #elif defined(__SSE2__)
 #include <emmintrin.h>
 #define QG_ISA "sse2"
+#define QG_W16 1
 #define QG_MR 2
 #define QG_NR 4
 #define QG_KR 8
@@ -60,6 +63,7 @@
 #elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
 #include <arm_neon.h>
 #define QG_ISA "neon-dotprod"
+#define QG_W16 0
 #define QG_MR 4
 #define QG_NR 16
 #define QG_KR 4
@@ -67,16 +71,27 @@
 #elif defined(__aarch64__)
 #include <arm_neon.h>
 #define QG_ISA "neon"
+#define QG_W16 0
 #define QG_MR 2
 #define QG_NR 4
 #define QG_KR 16
 #define QG_UINT8_INPUT 0
 #else
 #define QG_ISA "scalar"
+#define QG_W16 0
 #define QG_MR 4
 #define QG_NR 4
 #define QG_KR 4
 #define QG_UINT8_INPUT 0
+#endif
+
+/* The element type of the packed weights: int16 where the kernel multiplies int16 (pmaddwd):
+   widened once when packing instead of in every tile (SSE2 has no pmovsxbw, and AVX2's runs on
+   one port only); int8 elsewhere. */
+#if QG_W16
+typedef int16_t qg_w_t;
+#else
+typedef int8_t qg_w_t;
 #endif
 
 /* Upper bound of QG_MR over every build (_conv.pyx sizes its stack buffers with it). */
@@ -92,10 +107,11 @@ static inline void qg_tail(int8_t* dst, const int8_t* src, size_t n)
 
 /* ---- the scalar twin (every build) -------------------------------------------------------- */
 
-static inline void qg_tile_scalar(size_t taps, size_t cin, const int8_t* const* a,
-                                  const int8_t* w, const int32_t* init, size_t init_stride,
+static inline void qg_tile_scalar(size_t taps, size_t cin, const int8_t** a,
+                                  const void* wv, const int32_t* init, size_t init_stride,
                                   int32_t* c, size_t c_stride)
 {
+    const qg_w_t* w = (const qg_w_t*)wv;
     const size_t groups = (cin + QG_KR - 1) / QG_KR;
     uint32_t acc[QG_MR][QG_NR];
     for (size_t r = 0; r < QG_MR; r++)
@@ -103,7 +119,7 @@ static inline void qg_tile_scalar(size_t taps, size_t cin, const int8_t* const* 
             acc[r][j] = (uint32_t)init[r * init_stride + j];
     for (size_t t = 0; t < taps; t++) {
         for (size_t g = 0; g < groups; g++) {
-            const int8_t* wg = w + (t * groups + g) * (QG_NR * QG_KR);
+            const qg_w_t* wg = w + (t * groups + g) * (QG_NR * QG_KR);
             for (size_t r = 0; r < QG_MR; r++) {
                 const int8_t* x = a[t * QG_MR + r] + g * QG_KR;
                 for (size_t kk = 0; kk < QG_KR; kk++) {
@@ -136,9 +152,10 @@ static inline __m512i qg_vnni_bcast(const int8_t* p)
     return _mm512_xor_si512(_mm512_set1_epi32(v), _mm512_set1_epi8((char)0x80));
 }
 
-static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, const int8_t* w,
+static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* wv,
                            const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
 {
+    const qg_w_t* w = (const qg_w_t*)wv;
     const size_t full = cin / 4, rem = cin % 4;
     __m512i acc0 = _mm512_loadu_si512((const void*)(init));
     __m512i acc1 = _mm512_loadu_si512((const void*)(init + init_stride));
@@ -150,25 +167,25 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, cons
         const int8_t* x2 = a[4 * t + 2];
         const int8_t* x3 = a[4 * t + 3];
         for (size_t k = 0; k < full; k++) {
-            const __m512i wv = _mm512_loadu_si512((const void*)w);
-            acc0 = _mm512_dpbusd_epi32(acc0, qg_vnni_bcast(x0 + 4 * k), wv);
-            acc1 = _mm512_dpbusd_epi32(acc1, qg_vnni_bcast(x1 + 4 * k), wv);
-            acc2 = _mm512_dpbusd_epi32(acc2, qg_vnni_bcast(x2 + 4 * k), wv);
-            acc3 = _mm512_dpbusd_epi32(acc3, qg_vnni_bcast(x3 + 4 * k), wv);
+            const __m512i wq = _mm512_loadu_si512((const void*)w);
+            acc0 = _mm512_dpbusd_epi32(acc0, qg_vnni_bcast(x0 + 4 * k), wq);
+            acc1 = _mm512_dpbusd_epi32(acc1, qg_vnni_bcast(x1 + 4 * k), wq);
+            acc2 = _mm512_dpbusd_epi32(acc2, qg_vnni_bcast(x2 + 4 * k), wq);
+            acc3 = _mm512_dpbusd_epi32(acc3, qg_vnni_bcast(x3 + 4 * k), wq);
             w += 64;
         }
         if (rem) {
             int8_t t0[4], t1[4], t2[4], t3[4];
-            const __m512i wv = _mm512_loadu_si512((const void*)w);
+            const __m512i wq = _mm512_loadu_si512((const void*)w);
             qg_tail(t0, x0 + 4 * full, rem);
             qg_tail(t1, x1 + 4 * full, rem);
             qg_tail(t2, x2 + 4 * full, rem);
             qg_tail(t3, x3 + 4 * full, rem);
             /* the zero fill becomes 128 after the offset, against zero weights */
-            acc0 = _mm512_dpbusd_epi32(acc0, qg_vnni_bcast(t0), wv);
-            acc1 = _mm512_dpbusd_epi32(acc1, qg_vnni_bcast(t1), wv);
-            acc2 = _mm512_dpbusd_epi32(acc2, qg_vnni_bcast(t2), wv);
-            acc3 = _mm512_dpbusd_epi32(acc3, qg_vnni_bcast(t3), wv);
+            acc0 = _mm512_dpbusd_epi32(acc0, qg_vnni_bcast(t0), wq);
+            acc1 = _mm512_dpbusd_epi32(acc1, qg_vnni_bcast(t1), wq);
+            acc2 = _mm512_dpbusd_epi32(acc2, qg_vnni_bcast(t2), wq);
+            acc3 = _mm512_dpbusd_epi32(acc3, qg_vnni_bcast(t3), wq);
             w += 64;
         }
     }
@@ -198,9 +215,10 @@ static inline __m256i qg_avx2_reduce(__m256i a01, __m256i a23, __m256i a45, __m2
     return _mm256_permutevar8x32_epi32(s, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, const int8_t* w,
+static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* wv,
                            const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
 {
+    const qg_w_t* w = (const qg_w_t*)wv;
     const size_t full = cin / 8, rem = cin % 8;
     __m256i a0c01 = _mm256_setzero_si256(), a0c23 = a0c01, a0c45 = a0c01, a0c67 = a0c01;
     __m256i a1c01 = a0c01, a1c23 = a0c01, a1c45 = a0c01, a1c67 = a0c01;
@@ -226,10 +244,10 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, cons
             } else {
                 break;
             }
-            const __m256i w01 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)w));
-            const __m256i w23 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16)));
-            const __m256i w45 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 32)));
-            const __m256i w67 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 48)));
+            const __m256i w01 = _mm256_loadu_si256((const __m256i*)w);
+            const __m256i w23 = _mm256_loadu_si256((const __m256i*)(w + 16));
+            const __m256i w45 = _mm256_loadu_si256((const __m256i*)(w + 32));
+            const __m256i w67 = _mm256_loadu_si256((const __m256i*)(w + 48));
             a0c01 = _mm256_add_epi32(a0c01, _mm256_madd_epi16(v0, w01));
             a0c23 = _mm256_add_epi32(a0c23, _mm256_madd_epi16(v0, w23));
             a0c45 = _mm256_add_epi32(a0c45, _mm256_madd_epi16(v0, w45));
@@ -258,9 +276,8 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, cons
 /* ---- SSE2: 2 x 4, 8-deep --------------------------------------------------------------------- */
 #elif defined(__SSE2__)
 
-/* Sign-extend the low (high) 8 int8 of v to int16 (SSE2 has no pmovsxbw). */
+/* Sign-extend the low 8 int8 of v to int16 (SSE2 has no pmovsxbw). */
 static inline __m128i qg_sse2_lo16(__m128i v) { return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8); }
-static inline __m128i qg_sse2_hi16(__m128i v) { return _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8); }
 
 /* The four channel sums of 4 accumulators of 4 partial sums each, in order. */
 static inline __m128i qg_sse2_reduce(__m128i a0, __m128i a1, __m128i a2, __m128i a3)
@@ -270,9 +287,10 @@ static inline __m128i qg_sse2_reduce(__m128i a0, __m128i a1, __m128i a2, __m128i
     return _mm_add_epi32(_mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1));
 }
 
-static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, const int8_t* w,
+static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* wv,
                            const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
 {
+    const qg_w_t* w = (const qg_w_t*)wv;
     const size_t full = cin / 8, rem = cin % 8;
     __m128i a00 = _mm_setzero_si128(), a01 = a00, a02 = a00, a03 = a00;
     __m128i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
@@ -293,10 +311,10 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, cons
             } else {
                 break;
             }
-            const __m128i w01 = _mm_loadu_si128((const __m128i*)w);
-            const __m128i w23 = _mm_loadu_si128((const __m128i*)(w + 16));
-            const __m128i w0 = qg_sse2_lo16(w01), w1 = qg_sse2_hi16(w01);
-            const __m128i w2 = qg_sse2_lo16(w23), w3 = qg_sse2_hi16(w23);
+            const __m128i w0 = _mm_loadu_si128((const __m128i*)w);
+            const __m128i w1 = _mm_loadu_si128((const __m128i*)(w + 8));
+            const __m128i w2 = _mm_loadu_si128((const __m128i*)(w + 16));
+            const __m128i w3 = _mm_loadu_si128((const __m128i*)(w + 24));
             a00 = _mm_add_epi32(a00, _mm_madd_epi16(v0, w0));
             a01 = _mm_add_epi32(a01, _mm_madd_epi16(v0, w1));
             a02 = _mm_add_epi32(a02, _mm_madd_epi16(v0, w2));
@@ -324,9 +342,10 @@ static inline int8x16_t qg_dup4(const int8_t* p)
     return vreinterpretq_s8_s32(vdupq_n_s32(v));
 }
 
-static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, const int8_t* w,
+static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* wv,
                            const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
 {
+    const qg_w_t* w = (const qg_w_t*)wv;
     const size_t full = cin / 4, rem = cin % 4;
     int32x4_t acc[4][4];
     for (int r = 0; r < 4; r++)
@@ -377,9 +396,10 @@ static inline int32x4_t qg_mlal(int32x4_t acc, int8x16_t x, int8x16_t w)
     return vpadalq_s16(acc, p);
 }
 
-static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, const int8_t* w,
+static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* wv,
                            const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
 {
+    const qg_w_t* w = (const qg_w_t*)wv;
     const size_t full = cin / 16, rem = cin % 16;
     int32x4_t a00 = vdupq_n_s32(0), a01 = a00, a02 = a00, a03 = a00;
     int32x4_t a10 = a00, a11 = a00, a12 = a00, a13 = a00;
@@ -423,10 +443,10 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, cons
 /* ---- no SIMD kernel for this target: the scalar twin is the kernel ---------------------------- */
 #else
 
-static inline void qg_tile(size_t taps, size_t cin, const int8_t* const* a, const int8_t* w,
+static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* wv,
                            const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
 {
-    qg_tile_scalar(taps, cin, a, w, init, init_stride, c, c_stride);
+    qg_tile_scalar(taps, cin, a, wv, init, init_stride, c, c_stride);
 }
 
 #endif
