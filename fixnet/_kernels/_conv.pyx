@@ -151,6 +151,11 @@ cdef enum:
 # The micro-kernel of this build: its name and tile (pixels MR x channels NR, K steps of KR).
 GEMM_ISA = QG_ISA.decode()
 GEMM_TILE = (QG_MR, QG_NR, QG_KR)
+# A pointwise conv (1x1, stride 1, no padding) with fewer output pixels per image than this
+# runs faster as fixnet._kernels._dense (ConvStep.bind asks): the tile of QG_MR pixels would
+# be mostly padding rows; measured with bench/kernels.py-style timings of both on MobileNet
+# shapes. The VNNI kernel is faster than dense even on one pixel.
+DENSE_BELOW_PIXELS = 0 if QG_UINT8_INPUT else QG_MR
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
