@@ -1,6 +1,6 @@
 """Kernel micro-benchmarks: GMAC/s of fixnet's int8 kernels alone, per kernel build.
 
-    python bench/kernels.py                      # every build this CPU runs, 15 repeats
+    python bench/kernels.py                      # every build this CPU runs, 41 rounds
     python bench/kernels.py --builds avx2 --repeats 31
     python bench/kernels.py --json out.json
 
@@ -113,8 +113,9 @@ def child(repeats, min_time):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--builds", nargs="*", help="kernel builds (default: all this CPU runs)")
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--min-time", type=float, default=0.05, help="seconds per round")
+    ap.add_argument("--repeats", type=int, default=41)
+    ap.add_argument("--min-time", type=float, default=0.005,
+                    help="seconds per round (short: a shared machine then interrupts few rounds)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

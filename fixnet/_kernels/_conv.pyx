@@ -6,20 +6,42 @@ fixnet.runtime plans the calls.
 
 Calling pattern: ``Conv2dCall(...)`` / ``DepthwiseConv2dCall(...)`` take exactly the
 arguments of ``conv2d`` / ``depthwise_conv2d``, check every shape and parameter once, keep
-references to the arrays and own the scratch buffers; calling the object runs the kernel on
-whatever the arrays hold now, without re-checking. A Call object is not reentrant (its
-scratch buffers are shared by its calls): do not run one object from two threads at once.
-``conv2d(...)`` is ``Conv2dCall(...)()``.
+references to the arrays and precompute what does not depend on x; calling the object runs
+the kernel on whatever x holds now, without re-checking. ``conv2d(...)`` is
+``Conv2dCall(...)()``.
 
 Padding: a tap outside the input reads ``pad_value`` (the caller passes the input zero
 point, real 0.0), at the top/left (pad_top, pad_left) as at the bottom/right, which is
 implied by the output size. Accumulators wrap modulo 2^32 like dense's, if the quantizer's
 overflow proof does not hold (oracle.conv2d_accumulators detects that).
 
-The kernels collect the int32 accumulators of one output pixel (all channels) in a row, then
-requantize the row in one branch-free loop (fixedpoint.requantize_block), bit-exact with
-requantize_accumulator. Its per-channel constants are derived from ``shift`` once, when the
-Call object is built: x, w, bias and m0 are read at every call, shift only then.
+conv2d is an indirect GEMM (no im2col copy):
+
+* Weights and bias are packed once (``pack_conv_weights``; ConvStep does it at quantize time
+  and shares the result with every arena's Call) in the layout of this build's micro-kernel
+  (``csrc/qgemm.h``; ``GEMM_ISA``, ``GEMM_TILE`` = (MR, NR, KR)): per group and block of NR
+  output channels, NR int32 biases, then every tap's weights with K interleaved by KR,
+  zero-padded to the tile. The VNNI kernel multiplies (x + 128) as uint8: its packed bias
+  holds bias - 128 * sum w (exact modulo 2^32). The input zero point is already in the
+  quantizer's bias (bias_eff = ... - x_zp * sum w), padding taps read x_zp itself.
+* Indirection: ``tap_offsets`` gives, once per geometry, each output pixel's tap offsets in
+  one image (-1 for a tap in the padding): the same table for every image of a batch. A task
+  (a tile of MR output pixels of one image) turns them into row pointers on its stack, the
+  padding taps pointing at a row of pad_value, so the micro-kernel has no branch per tap.
+  It reads exactly Cin // groups bytes per row (the tail of a K step through a zero-filled
+  copy), never past the input.
+* Per tile and chunk of up to CH_CHUNK channels the int32 accumulators stay on the stack and
+  are requantized right away (fixedpoint.requantize_block, bit-exact with
+  requantize_accumulator; per-channel constants derived from ``shift`` once, when the Call is
+  built: x and m0 are read at every call, w, bias and shift only then).
+* ``n_tasks`` tiles (batch included) make a call; ``run_tasks(first, last)`` runs a range of
+  them with no shared scratch, so disjoint ranges may run on several threads at once.
+* Each micro-kernel has a scalar twin over the same packing (``scalar=True``), which the
+  tests hold bit-exact with it and with the oracle in every build.
+
+depthwise_conv2d collects the int32 accumulators of one output pixel (all channels) in a row,
+then requantizes the row in one branch-free loop (fixedpoint.requantize_block). A
+DepthwiseConv2dCall owns scratch buffers: do not run one object from two threads at once.
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc

@@ -13,9 +13,10 @@
  *
  * The packed weights (qg_pack_* below describe them; _conv.pyx makes them) are, per block
  * of QG_NR output channels: QG_NR int32 biases, then for every tap and every group of QG_KR
- * input channels (Cin rounded up to QG_KR, zero-padded) the int8 weights of the block's
+ * input channels (Cin rounded up to QG_KR, zero-padded) the weights of the block's
  * channels, channel-major: w[j * QG_KR + kk] is the weight of channel j of the block for
- * input channel k0 + kk. Channels beyond Cout are zero. With QG_UINT8_INPUT (VNNI) the kernel
+ * input channel k0 + kk; int16 (qg_w_t) in the SSE2 and AVX2 builds, whose kernels multiply
+ * int16 (widened once when packing, not in every tile), int8 elsewhere. Channels beyond Cout are zero. With QG_UINT8_INPUT (VNNI) the kernel
  * multiplies (x + 128) as uint8, and the packed bias holds bias - 128 * sum_k w[c, k]:
  * sums modulo 2^32 are the same.
  *
