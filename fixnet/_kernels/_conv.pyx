@@ -158,6 +158,11 @@ cdef extern from "qgemm.h" nogil:
         QG_KR
         QG_UINT8_INPUT
         QG_W16
+        QG_SIMD_REQUANT
+    void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0, const int32_t* left,
+                        const int64_t* nudge, const int64_t* neg_adjust,
+                        const int64_t* total_shift, int any_left, int32_t out_zp,
+                        int32_t act_min, int32_t act_max, int8_t* out)
     void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* w,
                  const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
     void qg_tile_scalar(size_t taps, size_t cin, const int8_t** a, const void* w,
@@ -265,9 +270,15 @@ cdef struct GemmConv:
 
 
 cdef inline void requantize_span(const RowRequant* r, const int32_t* acc, Py_ssize_t c0,
-                                 Py_ssize_t n, int8_t* out) noexcept nogil:
-    """out[j] = requantize_accumulator(acc[j], m0[c0 + j], shift[c0 + j], ...) for j < n."""
-    if r.any_left_shift:
+                                 Py_ssize_t n, int8_t* out, bint scalar) noexcept nogil:
+    """out[j] = requantize_accumulator(acc[j], m0[c0 + j], shift[c0 + j], ...) for j < n:
+    the micro-kernel header's vector loop where it has one (qg_requant_row, AVX-512), else
+    (and for the scalar twin) fixedpoint's block loops."""
+    if QG_SIMD_REQUANT and not scalar:
+        qg_requant_row(acc, n, r.m0 + c0, r.left + c0, r.nudge + c0, r.neg_adjust + c0,
+                       r.total_shift + c0, r.any_left_shift, r.out_zp, r.act_min, r.act_max,
+                       out)
+    elif r.any_left_shift:
         requantize_block_left(acc, n, r.m0 + c0, r.left + c0, r.nudge + c0, r.neg_adjust + c0,
                               r.total_shift + c0, r.out_zp, r.act_min, r.act_max, out)
     else:
@@ -284,7 +295,7 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
     accumulators of the chunk requantized while in L1. Scratch on the stack only."""
     cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
     cdef int32_t acc[MR_MAX * CH_CHUNK]
-    cdef Py_ssize_t task, n, p0, mr, grp, b0, b1, b, width, t0, tn, t, r, c0, n_valid
+    cdef Py_ssize_t task, n, p0, mr, grp, c_in0, b0, b1, b, width, t0, tn, t, r, c0, n_valid
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group, out_c = a.out_c
     cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
     cdef const int32_t* offs
@@ -302,6 +313,7 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
         image = a.x + n * a.image_len
         out_rows = a.out + (n * a.pixels + p0) * out_c
         for grp in range(a.groups):
+            c_in0 = grp * cin_g
             b0 = 0
             while b0 < a.blocks_per_group:
                 b1 = b0 + CH_CHUNK // QG_NR
@@ -315,7 +327,7 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
                         offs = a.offsets + (p0 + (r if r < mr else mr - 1)) * taps + t0
                         for t in range(tn):
                             off = offs[t]
-                            ptrs[t * QG_MR + r] = (image + off if off >= 0 else a.pad_row) + grp * cin_g
+                            ptrs[t * QG_MR + r] = (image + off if off >= 0 else a.pad_row) + c_in0
                     for b in range(b0, b1):
                         blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
                         wts = blk + QG_NR * sizeof(int32_t) + t0 * tap_bytes
@@ -335,7 +347,8 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
                 if n_valid > width:
                     n_valid = width
                 for r in range(mr):
-                    requantize_span(requant, acc + r * width, c0, n_valid, out_rows + r * out_c + c0)
+                    requantize_span(requant, acc + r * width, c0, n_valid,
+                                    out_rows + r * out_c + c0, a.scalar)
                 b0 = b1
 
 

@@ -41,7 +41,9 @@
 #include <immintrin.h>
 #define QG_ISA "avx512vnni"
 #define QG_W16 0
-#define QG_MR 4
+#ifndef QG_MR
+#define QG_MR 8
+#endif
 #define QG_NR 16
 #define QG_KR 4
 #define QG_UINT8_INPUT 1
@@ -158,42 +160,34 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void
 {
     const qg_w_t* w = (const qg_w_t*)wv;
     const size_t full = cin / 4, rem = cin % 4;
-    __m512i acc0 = _mm512_loadu_si512((const void*)(init));
-    __m512i acc1 = _mm512_loadu_si512((const void*)(init + init_stride));
-    __m512i acc2 = _mm512_loadu_si512((const void*)(init + 2 * init_stride));
-    __m512i acc3 = _mm512_loadu_si512((const void*)(init + 3 * init_stride));
+    __m512i acc[QG_MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < QG_MR; r++)
+        acc[r] = _mm512_loadu_si512((const void*)(init + r * init_stride));
     for (size_t t = 0; t < taps; t++) {
-        const int8_t* x0 = a[4 * t];
-        const int8_t* x1 = a[4 * t + 1];
-        const int8_t* x2 = a[4 * t + 2];
-        const int8_t* x3 = a[4 * t + 3];
+        const int8_t* const* x = a + QG_MR * t;
         for (size_t k = 0; k < full; k++) {
             const __m512i wq = _mm512_loadu_si512((const void*)w);
-            acc0 = _mm512_dpbusd_epi32(acc0, qg_vnni_bcast(x0 + 4 * k), wq);
-            acc1 = _mm512_dpbusd_epi32(acc1, qg_vnni_bcast(x1 + 4 * k), wq);
-            acc2 = _mm512_dpbusd_epi32(acc2, qg_vnni_bcast(x2 + 4 * k), wq);
-            acc3 = _mm512_dpbusd_epi32(acc3, qg_vnni_bcast(x3 + 4 * k), wq);
+#pragma GCC unroll 16
+            for (int r = 0; r < QG_MR; r++)
+                acc[r] = _mm512_dpbusd_epi32(acc[r], qg_vnni_bcast(x[r] + 4 * k), wq);
             w += 64;
         }
         if (rem) {
-            int8_t t0[4], t1[4], t2[4], t3[4];
-            const __m512i wq = _mm512_loadu_si512((const void*)w);
-            qg_tail(t0, x0 + 4 * full, rem);
-            qg_tail(t1, x1 + 4 * full, rem);
-            qg_tail(t2, x2 + 4 * full, rem);
-            qg_tail(t3, x3 + 4 * full, rem);
             /* the zero fill becomes 128 after the offset, against zero weights */
-            acc0 = _mm512_dpbusd_epi32(acc0, qg_vnni_bcast(t0), wq);
-            acc1 = _mm512_dpbusd_epi32(acc1, qg_vnni_bcast(t1), wq);
-            acc2 = _mm512_dpbusd_epi32(acc2, qg_vnni_bcast(t2), wq);
-            acc3 = _mm512_dpbusd_epi32(acc3, qg_vnni_bcast(t3), wq);
+            const __m512i wq = _mm512_loadu_si512((const void*)w);
+#pragma GCC unroll 16
+            for (int r = 0; r < QG_MR; r++) {
+                int8_t tail[4];
+                qg_tail(tail, x[r] + 4 * full, rem);
+                acc[r] = _mm512_dpbusd_epi32(acc[r], qg_vnni_bcast(tail), wq);
+            }
             w += 64;
         }
     }
-    _mm512_storeu_si512((void*)c, acc0);
-    _mm512_storeu_si512((void*)(c + c_stride), acc1);
-    _mm512_storeu_si512((void*)(c + 2 * c_stride), acc2);
-    _mm512_storeu_si512((void*)(c + 3 * c_stride), acc3);
+#pragma GCC unroll 16
+    for (int r = 0; r < QG_MR; r++)
+        _mm512_storeu_si512((void*)(c + r * c_stride), acc[r]);
 }
 
 /* ---- AVX2: 3 x 8, 8-deep --------------------------------------------------------------------- */
@@ -450,6 +444,57 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void
     qg_tile_scalar(taps, cin, a, wv, init, init_stride, c, c_stride);
 }
 
+#endif
+
+/* ---- requantization of one row of accumulators (the tile epilogue) ---------------------------
+ * out[j] = clamp(out_zp + multiply_by_quantized_multiplier(acc[j], m0[j], shift[j])) for j < n,
+ * with the per-channel constants of fixedpoint.requant_constants (left = max(shift, 0),
+ * nudge, neg_adjust, total_shift): the same integer steps as fixedpoint.requantize_block_left
+ * (requantize_block when no shift is positive), in 64-bit vector lanes. Only the AVX-512
+ * builds have it (QG_SIMD_REQUANT); elsewhere _conv.pyx calls the fixedpoint block loops. */
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define QG_SIMD_REQUANT 1
+static inline void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0,
+                                  const int32_t* left, const int64_t* nudge,
+                                  const int64_t* neg_adjust, const int64_t* total_shift,
+                                  int any_left, int32_t out_zp, int32_t act_min, int32_t act_max,
+                                  int8_t* out)
+{
+    const __m512i lo = _mm512_set1_epi64((int64_t)act_min - out_zp);
+    const __m512i hi = _mm512_set1_epi64((int64_t)act_max - out_zp);
+    const __m512i zp = _mm512_set1_epi64(out_zp);
+    const __m512i round = _mm512_set1_epi64((int64_t)1 << 30);
+    const __m512i i32min = _mm512_set1_epi64(INT32_MIN), i32max = _mm512_set1_epi64(INT32_MAX);
+    for (size_t c = 0; c < n; c += 8) {
+        const __mmask8 m = (n - c >= 8) ? (__mmask8)0xFF : (__mmask8)((1u << (n - c)) - 1);
+        __m512i x = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, acc + c));
+        if (any_left) {
+            /* |acc| 2^left < 2^61: the shift of the two's complement bits does not wrap */
+            x = _mm512_sllv_epi64(x, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, left + c)));
+            x = _mm512_min_epi64(_mm512_max_epi64(x, i32min), i32max);
+        }
+        const __m512i mult = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, m0 + c));
+        const __m512i u = _mm512_add_epi64(_mm512_mul_epi32(x, mult), round);
+        __m512i v = _mm512_add_epi64(u, _mm512_maskz_loadu_epi64(m, nudge + c));
+        v = _mm512_sub_epi64(v, _mm512_and_si512(_mm512_srai_epi64(u, 63),
+                                                 _mm512_maskz_loadu_epi64(m, neg_adjust + c)));
+        v = _mm512_srav_epi64(v, _mm512_maskz_loadu_epi64(m, total_shift + c));
+        v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+        _mm512_mask_cvtepi64_storeu_epi8(out + c, m, _mm512_add_epi64(v, zp));
+    }
+}
+#else
+#define QG_SIMD_REQUANT 0
+static inline void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0,
+                                  const int32_t* left, const int64_t* nudge,
+                                  const int64_t* neg_adjust, const int64_t* total_shift,
+                                  int any_left, int32_t out_zp, int32_t act_min, int32_t act_max,
+                                  int8_t* out)
+{
+    /* never called: _conv.pyx uses fixedpoint's loops where QG_SIMD_REQUANT is 0 */
+    (void)acc; (void)n; (void)m0; (void)left; (void)nudge; (void)neg_adjust; (void)total_shift;
+    (void)any_left; (void)out_zp; (void)act_min; (void)act_max; (void)out;
+}
 #endif
 
 #endif /* FIXNET_QGEMM_H */
