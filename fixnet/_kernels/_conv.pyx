@@ -24,10 +24,11 @@ conv2d is an indirect GEMM (no im2col copy):
   zero-padded to the tile. The VNNI kernel multiplies (x + 128) as uint8: its packed bias
   holds bias - 128 * sum w (exact modulo 2^32). The input zero point is already in the
   quantizer's bias (bias_eff = ... - x_zp * sum w), padding taps read x_zp itself.
-* Indirection: ``tap_offsets`` gives, once per geometry, each output pixel's tap offsets in
-  one image (-1 for a tap in the padding): the same table for every image of a batch. A task
-  (a tile of MR output pixels of one image) turns them into row pointers on its stack, the
-  padding taps pointing at a row of pad_value, so the micro-kernel has no branch per tap.
+* Indirection: ``tap_offsets`` gives, once per geometry, per tile of MR output pixels and
+  per tap the pixels' offsets in one image (-1 for a tap in the padding): the same table for
+  every image of a batch. A task (a tile of one image) turns them into row pointers on its
+  stack (one vectorised loop), the padding taps pointing at a row of pad_value, so the
+  micro-kernel has no branch per tap.
   It reads exactly Cin // groups bytes per row (the tail of a K step through a zero-filled
   copy), never past the input.
 * Per tile and chunk of up to CH_CHUNK channels the int32 accumulators stay on the stack and
@@ -159,6 +160,8 @@ cdef extern from "qgemm.h" nogil:
         QG_UINT8_INPUT
         QG_W16
         QG_SIMD_REQUANT
+    void qg_pointers(const int32_t* offs, size_t n, const int8_t* image, const int8_t* pad_row,
+                     size_t c0, const int8_t** ptrs)
     void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0, const int32_t* left,
                         const int64_t* nudge, const int64_t* neg_adjust,
                         const int64_t* total_shift, int any_left, int32_t out_zp,
@@ -262,7 +265,7 @@ cdef struct GemmConv:
     const int8_t* x                 # [N, H, W, Cin]
     int8_t* out                     # [N, OH, OW, Cout]
     const int8_t* packed            # PackedConvWeights.data
-    const int32_t* offsets          # [OH * OW, taps]: image offset of each tap's row, -1: padding
+    const int32_t* offsets          # [tiles, taps, MR]: image offset of each row, -1: padding
     const int8_t* pad_row           # Cin copies of pad_value
     Py_ssize_t image_len, pixels, tiles, taps, in_c, in_c_group, out_c, out_c_group
     Py_ssize_t groups, blocks_per_group, k_groups, block_bytes
@@ -295,20 +298,19 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
     accumulators of the chunk requantized while in L1. Scratch on the stack only."""
     cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
     cdef int32_t acc[MR_MAX * CH_CHUNK]
-    cdef Py_ssize_t task, n, p0, mr, grp, c_in0, b0, b1, b, width, t0, tn, t, r, c0, n_valid
+    cdef Py_ssize_t task, n, tile, p0, mr, grp, c_in0, b0, b1, b, width, t0, tn, t, r, c0, n_valid
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group, out_c = a.out_c
     cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
-    cdef const int32_t* offs
     cdef const int8_t* image
     cdef const int8_t* blk
     cdef const int8_t* wts
     cdef const int32_t* init
     cdef Py_ssize_t init_stride
-    cdef int32_t off
     cdef int8_t* out_rows
     for task in range(first, last):
         n = task // a.tiles
-        p0 = (task - n * a.tiles) * QG_MR
+        tile = task - n * a.tiles
+        p0 = tile * QG_MR
         mr = a.pixels - p0 if a.pixels - p0 < QG_MR else QG_MR
         image = a.x + n * a.image_len
         out_rows = a.out + (n * a.pixels + p0) * out_c
@@ -323,11 +325,8 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
                 t0 = 0
                 while t0 < taps:
                     tn = taps - t0 if taps - t0 < TAP_CHUNK else TAP_CHUNK
-                    for r in range(QG_MR):
-                        offs = a.offsets + (p0 + (r if r < mr else mr - 1)) * taps + t0
-                        for t in range(tn):
-                            off = offs[t]
-                            ptrs[t * QG_MR + r] = (image + off if off >= 0 else a.pad_row) + c_in0
+                    qg_pointers(a.offsets + (tile * taps + t0) * QG_MR, tn * QG_MR, image,
+                                a.pad_row, c_in0, ptrs)
                     for b in range(b0, b1):
                         blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
                         wts = blk + QG_NR * sizeof(int32_t) + t0 * tap_bytes
@@ -354,10 +353,12 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
 
 def tap_offsets(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t out_h,
                 Py_ssize_t out_w, Py_ssize_t kernel_h, Py_ssize_t kernel_w, int stride_h,
-                int stride_w, int dilation_h, int dilation_w, int pad_top, int pad_left):
-    """The indirection table of one conv geometry: int32 [OH * OW, KH * KW], the offset in
-    one image [H, W, Cin] of the input pixel each tap of each output pixel reads, or -1 where
-    the tap lies in the padding. The same for every image of a batch."""
+                int stride_w, int dilation_h, int dilation_w, int pad_top, int pad_left,
+                Py_ssize_t tile=1):
+    """The indirection table of one conv geometry: int32 [tiles, KH * KW, tile], for each
+    tile of ``tile`` output pixels (row-major; the last tile repeats its last pixel) and each
+    tap, the offset in one image [H, W, Cin] of the input pixel the tap reads, or -1 where it
+    lies in the padding. The same for every image of a batch."""
     oh = np.arange(out_h, dtype=np.int64)[:, None, None, None]
     ow = np.arange(out_w, dtype=np.int64)[None, :, None, None]
     kh = np.arange(kernel_h, dtype=np.int64)[None, None, :, None]
@@ -366,7 +367,13 @@ def tap_offsets(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t ou
     iw = ow * stride_w - pad_left + kw * dilation_w
     inside = (ih >= 0) & (ih < in_h) & (iw >= 0) & (iw < in_w)
     offsets = np.where(inside, (ih * in_w + iw) * in_c, -1)
-    return np.ascontiguousarray(offsets.reshape(out_h * out_w, kernel_h * kernel_w), np.int32)
+    pixels, taps = out_h * out_w, kernel_h * kernel_w
+    offsets = offsets.reshape(pixels, taps)
+    tiles = ceil_div(pixels, tile)
+    if pixels:
+        offsets = offsets[np.minimum(np.arange(tiles * tile), pixels - 1)]
+    table = offsets.reshape(tiles, tile, taps).transpose(0, 2, 1)
+    return np.ascontiguousarray(table, np.int32)
 
 
 @cython.auto_pickle(False)
@@ -444,7 +451,8 @@ cdef class Conv2dCall:
                              f"pack_conv_weights(w, bias, groups) of this w and bias")
         pixels = out.shape[1] * out.shape[2]
         offsets = tap_offsets(x.shape[1], x.shape[2], cin, out.shape[1], out.shape[2], kh, kw,
-                              stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left)
+                              stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left,
+                              QG_MR)
         pad_row = np.full(max(cin, 1), pad_value, np.int8)
         # Last (after every check), so that a failed re-initialisation leaves the object as it was.
         requant_block = new_row_requant(&requant, m0, shift, out_zp, act_min, act_max)
