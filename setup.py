@@ -31,6 +31,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("fixnet", "_kernels")
+# C headers of the micro-kernels (qgemm.h), included by the Cython modules of every build
+KERNEL_CSRC = os.path.join(KERNELS, "csrc")
 
 # Modules compiled once more per instruction set (the rest only for the baseline).
 ISA_MODULES = ("_dense", "_elementwise", "_softmax", "_conv", "_pool", "_binary")
@@ -142,7 +144,10 @@ def extension(name, path, extra_args=()):
     return Extension(
         name,
         [path],
-        include_dirs=[np.get_include(), KERNELS],
+        include_dirs=[np.get_include(), KERNELS, KERNEL_CSRC],
+        # the micro-kernel headers: only _conv includes them (a change rebuilds only it)
+        depends=(sorted(glob.glob(os.path.join(KERNEL_CSRC, "*.h")))
+                 if os.path.basename(path) == "_conv.pyx" else []),
         extra_compile_args=compile_args() + list(extra_args) + sanitize_args(),
         extra_link_args=sanitize_args(),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -6,19 +6,39 @@ fixnet.runtime plans the calls.
 
 Calling pattern: ``Conv2dCall(...)`` / ``DepthwiseConv2dCall(...)`` take exactly the
 arguments of ``conv2d`` / ``depthwise_conv2d``, check every shape and parameter once, keep
-references to the arrays and own their per-call data; calling the object runs the kernel on
-whatever x holds now, without re-checking. ``conv2d(...)`` is ``Conv2dCall(...)()``.
+references to the arrays and precompute what does not depend on x; calling the object runs
+the kernel on whatever x holds now, without re-checking. ``conv2d(...)`` is
+``Conv2dCall(...)()``.
 
 Padding: a tap outside the input reads ``pad_value`` (the caller passes the input zero
 point, real 0.0), at the top/left (pad_top, pad_left) as at the bottom/right, which is
 implied by the output size. Accumulators wrap modulo 2^32 like dense's, if the quantizer's
 overflow proof does not hold (oracle.conv2d_accumulators detects that).
 
-conv2d: the kernel collects the int32 accumulators of one output pixel (all channels) in a
-row, then requantizes the row in one branch-free loop (fixedpoint.requantize_block),
-bit-exact with requantize_accumulator. Its per-channel constants are derived from ``shift``
-once, when the Call object is built: x, w, bias and m0 are read at every call, shift only
-then. A Conv2dCall is not reentrant (its scratch buffers are shared by its calls).
+conv2d is an indirect GEMM (no im2col copy):
+
+* Weights and bias are packed once (``pack_conv_weights``; ConvStep does it at quantize time
+  and shares the result with every arena's Call) in the layout of this build's micro-kernel
+  (``csrc/qgemm.h``; ``GEMM_ISA``, ``GEMM_TILE`` = (MR, NR, KR)): per group and block of NR
+  output channels, NR int32 biases, then every tap's weights with K interleaved by KR,
+  zero-padded to the tile. The VNNI kernel multiplies (x + 128) as uint8: its packed bias
+  holds bias - 128 * sum w (exact modulo 2^32). The input zero point is already in the
+  quantizer's bias (bias_eff = ... - x_zp * sum w), padding taps read x_zp itself.
+* Indirection: ``tap_offsets`` gives, once per geometry, per tile of MR output pixels and
+  per tap the pixels' offsets in one image (-1 for a tap in the padding): the same table for
+  every image of a batch. A task (a tile of one image) turns them into row pointers on its
+  stack (one vectorised loop), the padding taps pointing at a row of pad_value, so the
+  micro-kernel has no branch per tap.
+  It reads exactly Cin // groups bytes per row (the tail of a K step through a zero-filled
+  copy), never past the input.
+* Per tile and chunk of up to CH_CHUNK channels the int32 accumulators stay on the stack and
+  are requantized right away (fixedpoint.requantize_block, bit-exact with
+  requantize_accumulator; per-channel constants derived from ``shift`` once, when the Call is
+  built: x and m0 are read at every call, w, bias and shift only then).
+* ``n_tasks`` tiles (batch included) make a call; ``run_tasks(first, last)`` runs a range of
+  them with no shared scratch, so disjoint ranges may run on several threads at once.
+* Each micro-kernel has a scalar twin over the same packing (``scalar=True``), which the
+  tests hold bit-exact with it and with the oracle in every build.
 
 depthwise_conv2d: micro-kernels in C with intrinsics, csrc/dwconv.h (SSE2, AVX2, AVX-512 on
 x86-64, NEON on aarch64, chosen by the compiler flags of each ISA build, and a scalar twin
@@ -30,6 +50,7 @@ depth_multiplier > 1, and the requantization constants of each tile, which the t
 epilogue applies (bit-exact with requantize_block). A DepthwiseConv2dCall has no mutable
 scratch: ``run_tasks`` on disjoint row ranges may run on several threads at once.
 """
+cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t
@@ -136,142 +157,271 @@ cdef inline void fill_int16(int16_t* dst, int16_t value, Py_ssize_t n) noexcept 
         dst[i] = value
 
 
-# ---- conv2d --------------------------------------------------------------------------------
+# ---- conv2d: packed weights, indirect GEMM ---------------------------------------------------
 
-cdef void build_patch(const ConvGeometry* g, const int8_t* image, Py_ssize_t oh,
-                      Py_ssize_t ow, Py_ssize_t c0, int16_t* patch) noexcept nogil:
-    """patch[(kh * KW + kw) * Cin_g + ci] = image[ih, iw, c0 + ci] widened to int16, or
-    pad_value when (ih, iw) is outside the image; image is one [H, W, Cin] sample."""
-    cdef Py_ssize_t cin = g.in_c, cin_g = g.in_c_group, kw_len = g.kernel_w
-    cdef Py_ssize_t ih0 = oh * g.stride_h - g.pad_top
-    cdef Py_ssize_t iw0 = ow * g.stride_w - g.pad_left
-    cdef Py_ssize_t kh, kw, ih, iw, kw_lo, kw_hi
-    cdef int16_t pad = g.pad_value
-    cdef const int8_t* row
-    cdef int16_t* dst = patch
-    for kh in range(g.kernel_h):
-        ih = ih0 + kh * g.dilation_h
-        if ih < 0 or ih >= g.in_h:
-            fill_int16(dst, pad, kw_len * cin_g)
-        elif g.groups == 1 and g.dilation_w == 1:
-            # The taps of one kernel row are adjacent pixels: one contiguous run of input.
-            row = image + ih * g.in_w * cin
-            kw_lo = -iw0 if iw0 < 0 else 0
-            kw_hi = g.in_w - iw0 if g.in_w - iw0 < kw_len else kw_len
-            if kw_lo > kw_len:
-                kw_lo = kw_len
-            if kw_hi < kw_lo:
-                kw_hi = kw_lo
-            fill_int16(dst, pad, kw_lo * cin)
-            widen_int8_to_int16(row + (iw0 + kw_lo) * cin, dst + kw_lo * cin,
-                                (kw_hi - kw_lo) * cin)
-            fill_int16(dst + kw_hi * cin, pad, (kw_len - kw_hi) * cin)
-        else:
-            row = image + ih * g.in_w * cin + c0
-            for kw in range(kw_len):
-                iw = iw0 + kw * g.dilation_w
-                if 0 <= iw < g.in_w:
-                    widen_int8_to_int16(row + iw * cin, dst + kw * cin_g, cin_g)
-                else:
-                    fill_int16(dst + kw * cin_g, pad, cin_g)
-        dst += kw_len * cin_g
+cdef extern from "qgemm.h" nogil:
+    const char* QG_ISA
+    enum:
+        QG_MR
+        QG_NR
+        QG_KR
+        QG_UINT8_INPUT
+        QG_W16
+        QG_SIMD_REQUANT
+    void qg_pointers(const int32_t* offs, size_t n, const int8_t* image, const int8_t* pad_row,
+                     size_t c0, const int8_t** ptrs)
+    void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0, const int32_t* left,
+                        const int64_t* nudge, const int64_t* neg_adjust,
+                        const int64_t* total_shift, int any_left, int32_t out_zp,
+                        int32_t act_min, int32_t act_max, int8_t* out)
+    void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* w,
+                 const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
+    void qg_tile_scalar(size_t taps, size_t cin, const int8_t** a, const void* w,
+                        const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
+
+cdef enum:
+    # Stack buffers of one task (qgemm.h checks QG_MR <= MR_MAX): the row pointers of up to
+    # TAP_CHUNK taps of one tile of pixels, and the accumulators of up to CH_CHUNK channels.
+    MR_MAX = 8
+    TAP_CHUNK = 32
+    CH_CHUNK = 256
+
+# The micro-kernel of this build: its name and tile (pixels MR x channels NR, K steps of KR).
+GEMM_ISA = QG_ISA.decode()
+GEMM_TILE = (QG_MR, QG_NR, QG_KR)
+# A pointwise conv (1x1, stride 1, no padding) with fewer output pixels per image than this
+# runs faster as fixnet._kernels._dense (ConvStep.bind asks): the tile of QG_MR pixels would
+# be mostly padding rows; measured with bench/kernels.py-style timings of both on MobileNet
+# shapes. The VNNI kernel is faster than dense even on one pixel.
+DENSE_BELOW_PIXELS = 0 if QG_UINT8_INPUT else QG_MR
 
 
-cdef inline void dot_rows(const int16_t* patch, const int8_t* w_rows, Py_ssize_t n_rows,
-                          Py_ssize_t row_len, uint32_t* acc) noexcept nogil:
-    """acc[j] += sum_k patch[k] * w_rows[j * row_len + k] for j < n_rows (1 or 4), in blocks
-    of DOT_BLOCK (no int32 overflow inside a block), combined modulo 2^32."""
-    cdef int32_t part[4]
-    cdef Py_ssize_t k0 = 0, block_len
-    while k0 < row_len:
-        block_len = min(<Py_ssize_t>DOT_BLOCK, row_len - k0)
-        if n_rows == 4:
-            dot4_int16_int8(patch + k0, w_rows + k0, w_rows + row_len + k0,
-                            w_rows + 2 * row_len + k0, w_rows + 3 * row_len + k0,
-                            block_len, part)
-            acc[0] += <uint32_t>part[0]
-            acc[1] += <uint32_t>part[1]
-            acc[2] += <uint32_t>part[2]
-            acc[3] += <uint32_t>part[3]
-        else:
-            acc[0] += <uint32_t>dot_int16_int8(patch + k0, w_rows + k0, block_len)
-        k0 += DOT_BLOCK
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
 
 
-cdef void conv2d_impl(const ConvGeometry* g, const RowRequant* requant, const int8_t* x,
-                      const int8_t* w, const int32_t* bias, int8_t* out, int16_t* patch,
-                      uint32_t* acc, bint pixel_is_patch) noexcept nogil:
-    """The conv2d kernel on raw C-contiguous buffers. Scratch: patch holds in_c int16 values
-    if pixel_is_patch (1x1 kernel, every tap inside the input), else patch_len; acc out_c."""
-    cdef Py_ssize_t n, oh, ow, grp, c, c_end
-    cdef Py_ssize_t patch_len = g.patch_len, image_len = g.in_h * g.in_w * g.in_c
+@cython.auto_pickle(False)
+cdef class PackedConvWeights:
+    """The weights and bias of one conv2d in this build's micro-kernel layout (qgemm.h), made
+    by ``pack_conv_weights(w, bias, groups)``; read-only, shared by every Call of that conv.
+
+    ``data`` is int8 [groups * blocks_per_group, block_bytes]: per group and block of NR =
+    GEMM_TILE[1] output channels, NR int32 biases (bias[c]; in builds whose kernel offsets
+    the activations to uint8 (VNNI), bias[c] - 128 * sum_k w[c, k], modulo 2^32), then for
+    every tap (kh, kw) and every group of KR input channels (Cin // groups rounded up to KR)
+    the NR x KR weights, channel-major (int16 in the SSE2 and AVX2 builds, whose kernels
+    multiply int16, else int8); channels and input channels beyond the layer's are zero."""
+    cdef readonly Py_ssize_t out_c, kernel_h, kernel_w, in_c_group, groups
+    cdef readonly Py_ssize_t blocks_per_group, k_groups, block_bytes
+    cdef readonly object data        # the packed int8 array
+    cdef readonly object source_w    # the arrays it was packed from (kept alive)
+    cdef readonly object source_bias
+    cdef const int8_t* w_src
+    cdef const int32_t* bias_src
+    cdef const int8_t* packed
+
+    def __repr__(self):
+        return (f"<PackedConvWeights Cout={self.out_c} {self.kernel_h}x{self.kernel_w}x"
+                f"{self.in_c_group} groups={self.groups} ({GEMM_ISA} tile {GEMM_TILE})>")
+
+
+def pack_conv_weights(w not None, bias not None, int groups=1):
+    """Pack conv2d weights w int8 [Cout, KH, KW, Cin // groups] (values in [-127, 127]) and
+    bias int32 [Cout] for Conv2dCall (``packed=``). Do it once per weight array: the Call
+    reads only the packed copy, so w and bias must not change in place afterwards."""
+    cdef const int8_t[:, :, :, ::1] w_view = w
+    cdef const int32_t[::1] bias_view = bias
+    cdef PackedConvWeights p = PackedConvWeights.__new__(PackedConvWeights)
+    cdef Py_ssize_t cout = w_view.shape[0], kh = w_view.shape[1], kw = w_view.shape[2]
+    cdef Py_ssize_t cin_g = w_view.shape[3], taps, cout_g, nbg, kg
+    if groups < 1 or cout % groups:
+        raise ValueError(f"conv2d: groups = {groups} must be >= 1 and divide the output "
+                         f"channels Cout = w.shape[0] = {cout}")
+    check_length("conv2d", "bias", bias_view.shape[0], cout,
+                 "one per output channel, Cout = w.shape[0]")
+    w_array = np.asarray(w_view)
+    if w_array.size and w_array.min() < -127:
+        pos = tuple(int(i) for i in np.argwhere(w_array < -127)[0])
+        raise ValueError(f"conv2d: w[{', '.join(map(str, pos))}] = -128; weights must lie in "
+                         f"[-127, 127] (the symmetric int8 range: two products then fit int16)")
+    taps, cout_g = kh * kw, cout // groups
+    nbg, kg = ceil_div(cout_g, QG_NR), ceil_div(cin_g, QG_KR)
+    wp = np.zeros((groups, nbg * QG_NR, taps, kg * QG_KR), np.int16 if QG_W16 else np.int8)
+    wp[:, :cout_g, :, :cin_g] = w_array.reshape(groups, cout_g, taps, cin_g)
+    bp = np.zeros((groups, nbg * QG_NR), np.int64)
+    bp[:, :cout_g] = np.asarray(bias_view, np.int64).reshape(groups, cout_g)
+    if QG_UINT8_INPUT:
+        bp -= 128 * wp.astype(np.int64).sum(axis=(2, 3))
+        bp = (bp + 2 ** 31) % 2 ** 32 - 2 ** 31        # modulo 2^32, as the kernel sums
+    # [groups, blocks, NR, taps, KG, KR] -> [groups, blocks, taps, KG, NR, KR]
+    wp = wp.reshape(groups, nbg, QG_NR, taps, kg, QG_KR).transpose(0, 1, 3, 4, 2, 5)
+    wp = wp.reshape(groups * nbg, taps * kg * QG_NR * QG_KR).view(np.int8)
+    head = bp.astype(np.int32).reshape(groups * nbg, QG_NR).view(np.int8)
+    data = np.ascontiguousarray(np.concatenate([head, wp], axis=1))
+    data.setflags(write=False)
+    p.out_c, p.kernel_h, p.kernel_w, p.in_c_group, p.groups = cout, kh, kw, cin_g, groups
+    p.blocks_per_group, p.k_groups, p.block_bytes = nbg, kg, data.shape[1]
+    p.data, p.source_w, p.source_bias = data, w, bias
+    p.w_src = &w_view[0, 0, 0, 0] if w_array.size else NULL
+    p.bias_src = &bias_view[0] if cout else NULL
+    p.packed = <const int8_t*><size_t>data.ctypes.data
+    return p
+
+
+cdef struct GemmConv:
+    # Everything one task reads; nothing in it is written by a task.
+    const int8_t* x                 # [N, H, W, Cin]
+    int8_t* out                     # [N, OH, OW, Cout]
+    const int8_t* packed            # PackedConvWeights.data
+    const int32_t* offsets          # [tiles, taps, MR]: image offset of each row, -1: padding
+    const int8_t* pad_row           # Cin copies of pad_value
+    Py_ssize_t image_len, pixels, tiles, taps, in_c, in_c_group, out_c, out_c_group
+    Py_ssize_t groups, blocks_per_group, k_groups, block_bytes
+    bint scalar                     # run the scalar twin of the micro-kernel (tests)
+
+
+cdef inline void requantize_span(const RowRequant* r, const int32_t* acc, Py_ssize_t c0,
+                                 Py_ssize_t n, int8_t* out, bint scalar) noexcept nogil:
+    """out[j] = requantize_accumulator(acc[j], m0[c0 + j], shift[c0 + j], ...) for j < n:
+    the micro-kernel header's vector loop where it has one (qg_requant_row, AVX-512), else
+    (and for the scalar twin) fixedpoint's block loops."""
+    if QG_SIMD_REQUANT and not scalar:
+        qg_requant_row(acc, n, r.m0 + c0, r.left + c0, r.nudge + c0, r.neg_adjust + c0,
+                       r.total_shift + c0, r.any_left_shift, r.out_zp, r.act_min, r.act_max,
+                       out)
+    elif r.any_left_shift:
+        requantize_block_left(acc, n, r.m0 + c0, r.left + c0, r.nudge + c0, r.neg_adjust + c0,
+                              r.total_shift + c0, r.out_zp, r.act_min, r.act_max, out)
+    else:
+        requantize_block(acc, n, r.m0 + c0, r.nudge + c0, r.neg_adjust + c0, r.total_shift + c0,
+                         r.out_zp, r.act_min, r.act_max, out)
+
+
+cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t first,
+                       Py_ssize_t last) noexcept nogil:
+    """Tasks [first, last): task i is the tile of QG_MR output pixels (i % tiles) of image
+    i // tiles, all output channels. Per group and chunk of up to CH_CHUNK channels: the
+    row pointers of up to TAP_CHUNK taps of the tile (padding taps point at pad_row; pixels
+    beyond the last repeat it), one micro-kernel call per block of QG_NR channels, the
+    accumulators of the chunk requantized while in L1. Scratch on the stack only."""
+    cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
+    cdef int32_t acc[MR_MAX * CH_CHUNK]
+    cdef Py_ssize_t task, n, tile, p0, mr, grp, c_in0, b0, b1, b, width, t0, tn, t, r, c0, n_valid
+    cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group, out_c = a.out_c
+    cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
     cdef const int8_t* image
-    cdef const int16_t* group_patch
-    cdef int8_t* out_pixel = out
-    for n in range(g.batch):
-        image = x + n * image_len
-        for oh in range(g.out_h):
-            for ow in range(g.out_w):
-                if pixel_is_patch:
-                    # 1x1 kernel inside the input: each group's patch is a slice of the
-                    # pixel, so the pixel is widened once for all groups.
-                    widen_int8_to_int16(
-                        image + (oh * g.stride_h * g.in_w + ow * g.stride_w) * g.in_c,
-                        patch, g.in_c)
-                for c in range(g.out_c):
-                    acc[c] = <uint32_t>bias[c]
-                for grp in range(g.groups):
-                    if pixel_is_patch:
-                        group_patch = patch + grp * g.in_c_group
-                    else:
-                        build_patch(g, image, oh, ow, grp * g.in_c_group, patch)
-                        group_patch = patch
-                    c = grp * g.out_c_group
-                    c_end = c + g.out_c_group
-                    # Four output channels per pass: each load of the patch is used 4 times.
-                    while c + 4 <= c_end:
-                        dot_rows(group_patch, w + c * patch_len, 4, patch_len, acc + c)
-                        c += 4
-                    while c < c_end:
-                        dot_rows(group_patch, w + c * patch_len, 1, patch_len, acc + c)
-                        c += 1
-                requantize_row(requant, <const int32_t*>acc, out_pixel)
-                out_pixel += g.out_c
+    cdef const int8_t* blk
+    cdef const int8_t* wts
+    cdef const int32_t* init
+    cdef Py_ssize_t init_stride
+    cdef int8_t* out_rows
+    for task in range(first, last):
+        n = task // a.tiles
+        tile = task - n * a.tiles
+        p0 = tile * QG_MR
+        mr = a.pixels - p0 if a.pixels - p0 < QG_MR else QG_MR
+        image = a.x + n * a.image_len
+        out_rows = a.out + (n * a.pixels + p0) * out_c
+        for grp in range(a.groups):
+            c_in0 = grp * cin_g
+            b0 = 0
+            while b0 < a.blocks_per_group:
+                b1 = b0 + CH_CHUNK // QG_NR
+                if b1 > a.blocks_per_group:
+                    b1 = a.blocks_per_group
+                width = (b1 - b0) * QG_NR
+                t0 = 0
+                while t0 < taps:
+                    tn = taps - t0 if taps - t0 < TAP_CHUNK else TAP_CHUNK
+                    qg_pointers(a.offsets + (tile * taps + t0) * QG_MR, tn * QG_MR, image,
+                                a.pad_row, c_in0, ptrs)
+                    for b in range(b0, b1):
+                        blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
+                        wts = blk + QG_NR * sizeof(int32_t) + t0 * tap_bytes
+                        if t0 == 0:
+                            init, init_stride = <const int32_t*>blk, 0
+                        else:
+                            init, init_stride = acc + (b - b0) * QG_NR, width
+                        if a.scalar:
+                            qg_tile_scalar(tn, cin_g, ptrs, wts, init, init_stride,
+                                           acc + (b - b0) * QG_NR, width)
+                        else:
+                            qg_tile(tn, cin_g, ptrs, wts, init, init_stride,
+                                    acc + (b - b0) * QG_NR, width)
+                    t0 += tn
+                c0 = grp * a.out_c_group + b0 * QG_NR
+                n_valid = a.out_c_group - b0 * QG_NR
+                if n_valid > width:
+                    n_valid = width
+                for r in range(mr):
+                    requantize_span(requant, acc + r * width, c0, n_valid,
+                                    out_rows + r * out_c + c0, a.scalar)
+                b0 = b1
 
 
+def tap_offsets(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t out_h,
+                Py_ssize_t out_w, Py_ssize_t kernel_h, Py_ssize_t kernel_w, int stride_h,
+                int stride_w, int dilation_h, int dilation_w, int pad_top, int pad_left,
+                Py_ssize_t tile=1):
+    """The indirection table of one conv geometry: int32 [tiles, KH * KW, tile], for each
+    tile of ``tile`` output pixels (row-major; the last tile repeats its last pixel) and each
+    tap, the offset in one image [H, W, Cin] of the input pixel the tap reads, or -1 where it
+    lies in the padding. The same for every image of a batch."""
+    oh = np.arange(out_h, dtype=np.int64)[:, None, None, None]
+    ow = np.arange(out_w, dtype=np.int64)[None, :, None, None]
+    kh = np.arange(kernel_h, dtype=np.int64)[None, None, :, None]
+    kw = np.arange(kernel_w, dtype=np.int64)[None, None, None, :]
+    ih = oh * stride_h - pad_top + kh * dilation_h
+    iw = ow * stride_w - pad_left + kw * dilation_w
+    inside = (ih >= 0) & (ih < in_h) & (iw >= 0) & (iw < in_w)
+    offsets = np.where(inside, (ih * in_w + iw) * in_c, -1)
+    pixels, taps = out_h * out_w, kernel_h * kernel_w
+    offsets = offsets.reshape(pixels, taps)
+    tiles = ceil_div(pixels, tile)
+    if pixels:
+        offsets = offsets[np.minimum(np.arange(tiles * tile), pixels - 1)]
+    table = offsets.reshape(tiles, tile, taps).transpose(0, 2, 1)
+    return np.ascontiguousarray(table, np.int32)
+
+
+@cython.auto_pickle(False)
 cdef class Conv2dCall:
-    """conv2d with its arguments checked once; calling the object runs it (see conv2d)."""
+    """conv2d with its arguments checked once; calling the object runs it (see conv2d).
+
+    x is read at every call; w and bias once, packed (``packed``: the result of
+    ``pack_conv_weights(w, bias, groups)`` for these very arrays, shared by every Call of a
+    layer; by default they are packed here); m0 at every call; shift once. ``scalar=True``
+    runs the scalar twin of this build's micro-kernel (same packing; for tests).
+
+    ``n_tasks`` independent tasks (tiles of output pixels, the batch included) make one call:
+    ``run()`` runs them all, ``run_tasks(first, last)`` (cdef, nogil) a range of them, with
+    no scratch shared between ranges, so disjoint ranges may run on several threads at once.
+    """
     cdef const int8_t[:, :, :, ::1] x
-    cdef const int8_t[:, :, :, ::1] w
-    cdef const int32_t[::1] bias, m0, shift
     cdef int8_t[:, :, :, ::1] out
-    cdef ConvGeometry geometry
+    cdef const int32_t[::1] m0
+    cdef readonly PackedConvWeights packed
+    cdef readonly Py_ssize_t n_tasks
+    cdef object arrays             # the offsets table and pad row GemmConv points into
+    cdef GemmConv args
     cdef RowRequant requant
     cdef void* requant_block      # owns the arrays of requant
-    cdef int16_t* patch           # scratch: the im2col patch of one pixel and group
-    cdef uint32_t* acc            # scratch: the accumulators of one pixel, [Cout]
-    cdef bint pixel_is_patch, release_gil
-    cdef const int8_t* x_data
-    cdef const int8_t* w_data
-    cdef const int32_t* bias_data
-    cdef int8_t* out_data
+    cdef bint release_gil
+    cdef double work_share        # (multiply-adds + epilogue) / NOGIL_MIN_WORK: see step.pxd
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None,
                  const int8_t[:, :, :, ::1] w not None, const int32_t[::1] bias not None,
                  const int32_t[::1] m0 not None, const int32_t[::1] shift not None,
                  int stride_h, int stride_w, int dilation_h, int dilation_w,
                  int pad_top, int pad_left, int groups, int pad_value, int out_zp,
-                 int act_min, int act_max, int8_t[:, :, :, ::1] out not None):
+                 int act_min, int act_max, int8_t[:, :, :, ::1] out not None,
+                 PackedConvWeights packed=None, bint scalar=False):
         cdef str k = "conv2d"
         cdef Py_ssize_t n_in = x.shape[0], cin = x.shape[3], cout = w.shape[0]
-        cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2]
-        cdef Py_ssize_t patch_len, patch_size
-        cdef bint pixel_is_patch
+        cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], pixels, image_len
         cdef RowRequant requant
         cdef void* requant_block
-        cdef int16_t* patch
-        cdef uint32_t* acc
-        cdef ConvGeometry* g = &self.geometry
+        cdef GemmConv* a = &self.args
         if groups < 1:
             raise ValueError(f"{k}: groups = {groups} must be >= 1")
         if cin % groups:
@@ -293,48 +443,51 @@ cdef class Conv2dCall:
             raise ValueError(f"{k}: out has shape ({out.shape[0]}, {out.shape[1]}, "
                              f"{out.shape[2]}, {out.shape[3]}), expected "
                              f"(N, OH, OW, Cout) = ({n_in}, OH, OW, {cout})")
-        check_multipliers(k, &m0[0], &shift[0], cout)
-
-        # Scratch first, so that a failed (re-)initialisation leaves the object as it was.
-        patch_len = kh * kw * (cin // groups)
-        pixel_is_patch = (kh == 1 and kw == 1 and pad_top == 0 and pad_left == 0
-                          and (out.shape[1] - 1) * <Py_ssize_t>stride_h < x.shape[1]
-                          and (out.shape[2] - 1) * <Py_ssize_t>stride_w < x.shape[2])
-        patch_size = cin if pixel_is_patch else patch_len
+        if cout:
+            check_multipliers(k, &m0[0], &shift[0], cout)
+        image_len = x.shape[1] * x.shape[2] * cin
+        if image_len >= 2 ** 31:
+            raise ValueError(f"{k}: one input image holds {image_len} values; at most 2^31 - 1")
+        if packed is None:
+            packed = pack_conv_weights(w.base if w.base is not None else np.asarray(w),
+                                       bias.base if bias.base is not None else np.asarray(bias),
+                                       groups)
+        elif (packed.out_c != cout or packed.kernel_h != kh or packed.kernel_w != kw
+              or packed.in_c_group != w.shape[3] or packed.groups != groups
+              or (w.size and packed.w_src != &w[0, 0, 0, 0])
+              or (cout and packed.bias_src != &bias[0])):
+            raise ValueError(f"{k}: packed holds the weights of other arrays ({packed!r}); pass "
+                             f"pack_conv_weights(w, bias, groups) of this w and bias")
+        pixels = out.shape[1] * out.shape[2]
+        offsets = tap_offsets(x.shape[1], x.shape[2], cin, out.shape[1], out.shape[2], kh, kw,
+                              stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left,
+                              QG_MR)
+        pad_row = np.full(max(cin, 1), pad_value, np.int8)
+        # Last (after every check), so that a failed re-initialisation leaves the object as it was.
         requant_block = new_row_requant(&requant, m0, shift, out_zp, act_min, act_max)
-        patch = <int16_t*>PyMem_Malloc(max(patch_size, 1) * sizeof(int16_t))
-        acc = <uint32_t*>PyMem_Malloc(max(cout, 1) * sizeof(uint32_t))
-        if patch == NULL or acc == NULL:
-            PyMem_Free(requant_block)
-            PyMem_Free(patch)
-            PyMem_Free(acc)
-            raise MemoryError(f"{k}: cannot allocate the scratch buffers "
-                              f"({patch_size}-element patch, {cout} accumulators)")
-        self.free_buffers()  # __init__ may run twice on one object
+        PyMem_Free(self.requant_block)      # __init__ may run twice on one object
         self.requant, self.requant_block = requant, requant_block
-        self.patch, self.acc, self.pixel_is_patch = patch, acc, pixel_is_patch
-
-        self.x, self.w, self.bias, self.m0, self.shift, self.out = x, w, bias, m0, shift, out
-        self.x_data, self.w_data, self.out_data = &x[0, 0, 0, 0], &w[0, 0, 0, 0], &out[0, 0, 0, 0]
-        self.bias_data = &bias[0]
-        g.batch, g.in_h, g.in_w, g.in_c = n_in, x.shape[1], x.shape[2], cin
-        g.out_h, g.out_w, g.out_c = out.shape[1], out.shape[2], cout
-        g.kernel_h, g.kernel_w, g.groups = kh, kw, groups
-        g.in_c_group, g.out_c_group, g.patch_len = cin // groups, cout // groups, patch_len
-        g.stride_h, g.stride_w = stride_h, stride_w
-        g.dilation_h, g.dilation_w = dilation_h, dilation_w
-        g.pad_top, g.pad_left, g.pad_value = pad_top, pad_left, <int8_t>pad_value
-        g.depth_multiplier = 1
-        self.release_gil = n_in * g.out_h * g.out_w * cout * (patch_len + 8) > NOGIL_MIN_WORK
-
-    cdef void free_buffers(self) noexcept:
-        PyMem_Free(self.requant_block)
-        PyMem_Free(self.patch)
-        PyMem_Free(self.acc)
-        self.requant_block = self.patch = self.acc = NULL
+        self.x, self.out, self.m0, self.packed = x, out, m0, packed
+        self.arrays = (offsets, pad_row)
+        a.x = &x[0, 0, 0, 0] if x.size else NULL
+        a.out = &out[0, 0, 0, 0] if out.size else NULL
+        a.packed = packed.packed
+        a.offsets = <const int32_t*><size_t>offsets.ctypes.data
+        a.pad_row = <const int8_t*><size_t>pad_row.ctypes.data
+        a.image_len, a.pixels, a.tiles = image_len, pixels, ceil_div(pixels, QG_MR)
+        a.taps, a.in_c, a.in_c_group = kh * kw, cin, cin // groups
+        a.out_c, a.out_c_group, a.groups = cout, cout // groups, groups
+        a.blocks_per_group, a.k_groups = packed.blocks_per_group, packed.k_groups
+        a.block_bytes = packed.block_bytes
+        a.scalar = scalar
+        self.n_tasks = n_in * a.tiles if cout else 0
+        self.release_gil = n_in * pixels * cout * (kh * kw * (cin // groups) + 8) > NOGIL_MIN_WORK
+        self.work_share = (<double>n_in * pixels * cout * (kh * kw * (cin // groups) + 8)
+                           / NOGIL_MIN_WORK)
 
     def __dealloc__(self):
-        self.free_buffers()
+        PyMem_Free(self.requant_block)
+        self.requant_block = NULL
 
     def __call__(self):
         """Run the convolution on the current contents of x; writes all of out."""
@@ -345,20 +498,29 @@ cdef class Conv2dCall:
         else:
             self.run()
 
-    cdef inline void run(self) noexcept nogil:
-        conv2d_impl(&self.geometry, &self.requant, self.x_data, self.w_data, self.bias_data,
-                    self.out_data, self.patch, self.acc, self.pixel_is_patch)
+    def run_task_range(self, Py_ssize_t first, Py_ssize_t last):
+        """run_tasks(first, last) from Python, without releasing the GIL (for tests)."""
+        if not 0 <= first <= last <= self.n_tasks:
+            raise ValueError(f"conv2d: task range [{first}, {last}) is not within "
+                             f"[0, n_tasks = {self.n_tasks}]")
+        self.run_tasks(first, last)
+
+    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        conv2d_tasks(&self.args, &self.requant, first, last)
+
+    cdef void run(self) noexcept nogil:
+        conv2d_tasks(&self.args, &self.requant, 0, self.n_tasks)
 
     def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd (no tasks yet)."""
-        return step_entry(_run_conv2d, NULL, 0, 1.0 if self.release_gil else 0.0)
+        """For fixnet._kernels._pass: see step.pxd (tasks: pixel tiles of each image)."""
+        return step_entry(_run_conv2d, _run_conv2d_tasks, self.n_tasks, self.work_share)
 
 
 def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w not None,
            const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
            const int32_t[::1] shift not None, int stride_h, int stride_w, int dilation_h,
            int dilation_w, int pad_top, int pad_left, int groups, int pad_value, int out_zp,
-           int act_min, int act_max, int8_t[:, :, :, ::1] out not None):
+           int act_min, int act_max, int8_t[:, :, :, ::1] out not None, bint scalar=False):
     """out[n, oh, ow, co] = clamp(out_zp + MBQM(acc, m0[co], shift[co]), act_min, act_max),
     acc = bias[co] + sum_{kh, kw, ci} x[n, ih, iw, g * Cin_g + ci] * w[co, kh, kw, ci]
     (int32, wrapping modulo 2^32), ih = oh * stride_h - pad_top + kh * dilation_h,
@@ -372,9 +534,10 @@ def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w n
     stride_*, dilation_* >= 1; pad_top, pad_left >= 0 (bottom/right padding is implied by
     out's shape); groups >= 1 divides Cin and Cout; pad_value, out_zp: int8;
     -128 <= act_min <= act_max <= 127. out: int8 [N, OH, OW, Cout], written in full.
+    scalar: run the scalar twin of the micro-kernel (tests).
     """
     Conv2dCall(x, w, bias, m0, shift, stride_h, stride_w, dilation_h, dilation_w, pad_top,
-               pad_left, groups, pad_value, out_zp, act_min, act_max, out)()
+               pad_left, groups, pad_value, out_zp, act_min, act_max, out, scalar=scalar)()
 
 
 # ---- depthwise_conv2d ----------------------------------------------------------------------
@@ -611,6 +774,10 @@ cdef class DepthwiseConv2dCall:
 
 cdef void _run_conv2d(void* call) noexcept nogil:
     (<Conv2dCall>call).run()
+
+
+cdef void _run_conv2d_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    (<Conv2dCall>call).run_tasks(first, last)
 
 
 cdef void _run_depthwise_conv2d(void* call) noexcept nogil:

@@ -175,6 +175,7 @@ class ConvStep(_WindowStep):
     def __init__(self, name, layer, inputs, outputs, w_q, strides, dilation, groups, **p):
         super().__init__(name, layer, inputs, outputs, w_q, strides, dilation, **p)
         self.groups = int(groups)
+        self.packed_weights()       # at quantize time, once, shared by every arena
 
     def _args(self, x4):
         return (x4, self.w_q, self.bias, self.m0, self.shift) + self.geometry_args() + (
@@ -188,6 +189,14 @@ class ConvStep(_WindowStep):
         return (self.w_q.shape[1:3] == (1, 1) and self.strides == (1, 1) and self.groups == 1
                 and all(p == 0 for pair in self.pads for p in pair))
 
+    def runs_as_dense(self):
+        """Whether bind runs this conv with the dense kernel: a pointwise conv over fewer
+        output pixels per image than the conv kernel's tile holds (_conv.DENSE_BELOW_PIXELS;
+        the conv kernel would compute mostly padding rows). Elsewhere the conv kernel's GEMM
+        is the faster (bench/kernels.py; 1.0-4.9x on MobileNet-style pointwise shapes)."""
+        return (self.is_pointwise()
+                and self.nhwc_out[0] * self.nhwc_out[1] < _conv.DENSE_BELOW_PIXELS)
+
     def pointwise_weights(self):
         """For a pointwise conv: (weights [Cout, Cin], the same packed for the dense kernel),
         made once per weight array."""
@@ -197,20 +206,30 @@ class ConvStep(_WindowStep):
             cache = self._pointwise = (self.w_q, w, _dense.pack_dense_weights(w))
         return cache[1], cache[2]
 
+    def packed_weights(self):
+        """w_q and bias in the conv kernel's layout (_conv.pack_conv_weights), packed once and
+        shared by every arena's Call; packed again only if w_q or bias was replaced by another
+        array (adjust_bias does that; changing them in place is not noticed)."""
+        p = self.__dict__.get("_packed")
+        if p is None or p.source_w is not self.w_q or p.source_bias is not self.bias:
+            p = self._packed = _conv.pack_conv_weights(self.w_q, self.bias, self.groups)
+        return p
+
     def __getstate__(self):
-        # the dense-layout copy and its packing are derived data of this build: not saved
+        # the dense-layout copy and the packed weights are derived data of this build: not saved
         state = super().__getstate__()
         state.pop("_pointwise", None)
+        state.pop("_packed", None)
         return state
 
     def bind(self, bufs):
         x4, y4 = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
-        if self.is_pointwise():
+        if self.runs_as_dense():
             w, packed = self.pointwise_weights()
             return _dense.DenseCall(x4.reshape(-1, w.shape[1]), w, self.bias, self.m0, self.shift,
                                     self.out_zp, self.act_min, self.act_max,
                                     y4.reshape(-1, w.shape[0]), packed=packed)
-        return _conv.Conv2dCall(*self._args(x4), y4)
+        return _conv.Conv2dCall(*self._args(x4), y4, packed=self.packed_weights())
 
     def oracle(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)

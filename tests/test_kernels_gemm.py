@@ -1,0 +1,249 @@
+"""The conv2d kernel as a packed-weight indirect GEMM (fixnet/_kernels/_conv.pyx with the
+micro-kernels of fixnet/_kernels/csrc/qgemm.h): in every kernel build this CPU runs, the
+build's SIMD micro-kernel, its scalar twin (same packing, plain C) and fixnet.oracle.conv2d
+give the same bits, on geometries chosen to hit the tiles' edges (Cin not a multiple of the
+K step, Cout not a multiple of the channel block, pixel counts not a multiple of the pixel
+tile, padding taps, dilation), extreme zero points and weights, left shifts and clamps.
+Also: the task ranges of one call are independent (any split, any order, several threads),
+the kernel never reads past the end of its input, and the packed weights are made once and
+checked against the arrays they are used with.
+
+Hypothesis draws the shapes, parameters and a seed; NumPy fills the arrays from the seed.
+"""
+import ctypes
+import mmap
+import pickle
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fixnet._kernels
+from fixnet import oracle
+
+
+@pytest.fixture(scope="module", params=fixnet._kernels.available_builds(), autouse=True)
+def conv(request):
+    """The _conv module of each kernel build this CPU runs."""
+    return fixnet._kernels.load_build(request.param)._conv
+
+
+def int8_array(rng, shape, lo=-128, hi=127):
+    """Uniform int8 in [lo, hi], about 10% of entries forced to lo or hi."""
+    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int8)
+    extremes = rng.random(shape) < 0.1
+    a[extremes] = rng.choice(np.array([lo, hi], np.int8), size=int(extremes.sum()))
+    return a
+
+
+def out_size(size, kernel, stride, dilation, pad_before, pad_after):
+    return max(0, (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1)
+
+
+def same_pads(size, kernel, stride, dilation):
+    """Keras 'same' padding: (before, after)."""
+    out = -(-size // stride)
+    total = max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - size)
+    return total // 2, total - total // 2
+
+
+@st.composite
+def conv_cases(draw):
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    kh, kw = draw(st.sampled_from([(1, 1), (3, 3), (5, 5), (1, 7), (7, 1), (2, 3)]))
+    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    dh, dw = draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 3)]))
+    h, w = draw(st.integers(1, 11)), draw(st.integers(1, 11))
+    groups = draw(st.sampled_from([1, 1, 1, 2]))
+    cin = draw(st.sampled_from([1, 3, 4, 7, 8, 16, 33])) * groups
+    cout = draw(st.sampled_from([1, 5, 8, 17, 24, 33])) * groups
+    if draw(st.booleans()):      # same padding
+        (pt, pb), (pl, pr) = same_pads(h, kh, sh, dh), same_pads(w, kw, sw, dw)
+    else:                        # valid padding, or some explicit padding
+        pt, pb, pl, pr = (draw(st.integers(0, 2)) for _ in range(4)) if draw(st.booleans()) \
+            else (0, 0, 0, 0)
+    return dict(seed=seed, n=draw(st.sampled_from([1, 1, 3])), h=h, w=w, cin=cin, cout=cout,
+                groups=groups, window=(kh, kw, sh, sw, dh, dw, pt, pl, pb, pr),
+                pad_value=draw(st.sampled_from([-128, 127, 0, -3])),
+                out_zp=draw(st.sampled_from([-128, 127, 5])),
+                bounds=draw(st.sampled_from([(-128, 127), (0, 127), (-20, 60)])),
+                shifts=draw(st.sampled_from(["right", "left", "mixed"])),
+                wide_bias=draw(st.booleans()))
+
+
+def make_args(c):
+    """Arrays and parameters of one case: (args of conv2d without out, out_h, out_w)."""
+    rng = np.random.default_rng(c["seed"])
+    kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = c["window"]
+    oh = out_size(c["h"], kh, sh, dh, pt, pb)
+    ow = out_size(c["w"], kw, sw, dw, pl, pr)
+    x = int8_array(rng, (c["n"], c["h"], c["w"], c["cin"]))
+    w = int8_array(rng, (c["cout"], kh, kw, c["cin"] // c["groups"]), -127, 127)
+    bound = 2 ** 31 - 1 if c["wide_bias"] else 2 ** 16
+    bias = rng.integers(-bound, bound, c["cout"], endpoint=True).astype(np.int32)
+    m0 = rng.integers(2 ** 30, 2 ** 31, c["cout"]).astype(np.int32)
+    right = rng.integers(-20, -6, c["cout"], endpoint=True)
+    left = rng.integers(0, 6, c["cout"], endpoint=True)
+    shift = {"right": right, "left": left,
+             "mixed": np.where(rng.random(c["cout"]) < 0.5, left, right)}[c["shifts"]]
+    params = (sh, sw, dh, dw, pt, pl, c["groups"], c["pad_value"], c["out_zp"], *c["bounds"])
+    return (x, w, bias, m0, shift.astype(np.int32)) + params, oh, ow
+
+
+def run(conv, args, oh, ow, **kw):
+    out = np.full((args[0].shape[0], oh, ow, args[1].shape[0]), 99, np.int8)
+    conv.Conv2dCall(*args, out, **kw)()
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(conv_cases())
+def test_simd_scalar_twin_and_oracle_agree(conv, case):
+    args, oh, ow = make_args(case)
+    want = oracle.conv2d(*args, out_h=oh, out_w=ow)
+    np.testing.assert_array_equal(run(conv, args, oh, ow, scalar=True), want)
+    np.testing.assert_array_equal(run(conv, args, oh, ow), want)
+
+
+@pytest.mark.parametrize("x_value, w_value", [(-128, -127), (-128, 127), (127, 127)])
+def test_extreme_products_in_every_lane(conv, x_value, w_value):
+    # Every product at the extreme the contract allows (int16 pair sums in the NEON kernel,
+    # uint8 offsets in the VNNI kernel), 5x5 taps of 33 channels, 19 output channels.
+    x = np.full((1, 6, 7, 33), x_value, np.int8)
+    w = np.full((19, 5, 5, 33), w_value, np.int8)
+    bias = np.arange(19, dtype=np.int32) * 1000 - 9000
+    m0 = np.full(19, 2 ** 30 + 12345, np.int32)
+    shift = np.full(19, -16, np.int32)
+    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 2, 2, 1, x_value, 0, -128, 127)
+    want = oracle.conv2d(*args, out_h=6, out_w=7)
+    for scalar in (True, False):
+        np.testing.assert_array_equal(run(conv, args, 6, 7, scalar=scalar), want)
+
+
+def test_task_ranges_are_independent(conv):
+    # Any split of [0, n_tasks) into ranges, run in any order or on several threads at once,
+    # writes exactly what one run() writes.
+    rng = np.random.default_rng(11)
+    x = int8_array(rng, (3, 13, 11, 20))
+    w = int8_array(rng, (37, 3, 3, 20), -127, 127)
+    bias = rng.integers(-5000, 5000, 37).astype(np.int32)
+    m0 = rng.integers(2 ** 30, 2 ** 31, 37).astype(np.int32)
+    shift = np.full(37, -12, np.int32)
+    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 1, 1, 1, -1, 2, -128, 127)
+    want = oracle.conv2d(*args, out_h=13, out_w=11)
+    out = np.zeros((3, 13, 11, 37), np.int8)
+    call = conv.Conv2dCall(*args, out)
+    tiles_per_image = -(-13 * 11 // conv.GEMM_TILE[0])
+    assert call.n_tasks == 3 * tiles_per_image
+    cuts = sorted(set(rng.integers(0, call.n_tasks, 6).tolist()) | {0, call.n_tasks})
+    ranges = list(zip(cuts[:-1], cuts[1:]))
+    for order in (ranges, ranges[::-1]):
+        out[...] = 0
+        for first, last in order:
+            call.run_task_range(first, last)
+        np.testing.assert_array_equal(out, want)
+    out[...] = 0
+    singles = [(i, i + 1) for i in range(call.n_tasks)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda r: call.run_task_range(*r), singles))
+    np.testing.assert_array_equal(out, want)
+    out[...] = 0
+    call.run_task_range(0, 0)
+    assert not out.any()
+    with pytest.raises(ValueError, match="task range"):
+        call.run_task_range(0, call.n_tasks + 1)
+
+
+def _guarded_int8(shape):
+    """An int8 array whose last byte is the last byte before a page the process may not
+    read (Linux): a kernel reading one byte past it crashes the test run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    size = int(np.prod(shape))
+    n_pages = -(-size // page) + 1
+    buf = mmap.mmap(-1, n_pages * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if libc.mprotect(base + (n_pages - 1) * page, page, 0) != 0:
+        pytest.skip("mprotect failed")
+    start = (n_pages - 1) * page - size
+    a = np.frombuffer(buf, np.int8, count=size, offset=start).reshape(shape)
+    return a, buf
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect guard page: Linux")
+@pytest.mark.parametrize("cin", [1, 3, 5, 7, 9, 33])
+def test_never_reads_past_the_input(conv, cin):
+    # The input ends right before an unreadable page; Cin not a multiple of any build's K
+    # step, so the last pixel's last group is a tail the kernel must not over-read.
+    x, buf = _guarded_int8((1, 4, 5, cin))
+    rng = np.random.default_rng(cin)
+    x[...] = int8_array(rng, x.shape)
+    w = int8_array(rng, (9, 3, 3, cin), -127, 127)
+    bias = np.zeros(9, np.int32)
+    m0 = np.full(9, 2 ** 30, np.int32)
+    shift = np.full(9, -6, np.int32)
+    for pads in ((1, 1), (0, 0)):
+        oh, ow = (4, 5) if pads == (1, 1) else (2, 3)
+        args = (x, w, bias, m0, shift, 1, 1, 1, 1, *pads, 1, 0, 0, -128, 127)
+        want = oracle.conv2d(*args, out_h=oh, out_w=ow)
+        for scalar in (True, False):
+            np.testing.assert_array_equal(run(conv, args, oh, ow, scalar=scalar), want)
+    assert not buf.closed       # (the mapping lives until x and buf are collected)
+
+
+def test_packed_weights_are_checked_and_reused(conv):
+    rng = np.random.default_rng(3)
+    x = int8_array(rng, (1, 5, 5, 6))
+    w = int8_array(rng, (10, 3, 3, 6), -127, 127)
+    bias = rng.integers(-99, 99, 10).astype(np.int32)
+    m0 = np.full(10, 2 ** 30, np.int32)
+    shift = np.full(10, -8, np.int32)
+    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 1, 1, 1, 0, 0, -128, 127)
+    packed = conv.pack_conv_weights(w, bias)
+    assert packed.source_w is w and packed.source_bias is bias
+    assert not packed.data.flags.writeable
+    want = oracle.conv2d(*args, out_h=5, out_w=5)
+    np.testing.assert_array_equal(run(conv, args, 5, 5, packed=packed), want)
+    with pytest.raises(ValueError, match="packed holds the weights of other arrays"):
+        run(conv, (x, w.copy()) + args[2:], 5, 5, packed=packed)
+    with pytest.raises(ValueError, match="packed holds the weights of other arrays"):
+        run(conv, (x, w, bias.copy()) + args[3:], 5, 5, packed=packed)
+    with pytest.raises(TypeError):
+        pickle.dumps(packed)
+
+
+def test_weights_of_minus_128_are_refused(conv):
+    # The micro-kernels rely on |w| <= 127 (NEON: two products summed in int16); the
+    # quantizer never makes -128 (fixnet.quant.qparams.WEIGHT_MAX).
+    w = np.zeros((4, 3, 3, 2), np.int8)
+    w[2, 1, 0, 1] = -128
+    with pytest.raises(ValueError, match=r"w\[2, 1, 0, 1\] = -128"):
+        conv.pack_conv_weights(w, np.zeros(4, np.int32))
+
+
+def test_conv_step_packs_once_and_again_after_the_bias_changes():
+    from fixnet.ops.conv import ConvStep
+    rng = np.random.default_rng(8)
+    w = int8_array(rng, (6, 3, 3, 4), -127, 127)
+    step = ConvStep("c", "c", ["x"], ["y"], w, (1, 1), (1, 1), 1,
+                    bias=np.zeros(6, np.int32), m0=np.full(6, 2 ** 30, np.int32),
+                    shift=np.full(6, -7, np.int32), pad_value=-2, out_zp=1, act_min=-128,
+                    act_max=127, pads=((1, 1), (1, 1)), nhwc_in=(5, 5, 4), nhwc_out=(5, 5, 6))
+    packed = step.packed_weights()
+    assert step.packed_weights() is packed
+    x = int8_array(rng, (2, 5, 5, 4))
+    bufs = {"x": x, "y": np.zeros((2, 5, 5, 6), np.int8)}
+    step.bind(bufs)()
+    np.testing.assert_array_equal(bufs["y"], step.oracle([x])[0])
+    step.adjust_bias(np.arange(6) * 300)
+    assert step.packed_weights() is not packed
+    step.bind(bufs)()
+    np.testing.assert_array_equal(bufs["y"], step.oracle([x])[0])
+    clone = pickle.loads(pickle.dumps(step))
+    assert "_packed" not in clone.__dict__ or clone.__dict__["_packed"] is None
+    clone.bind(bufs)()
+    np.testing.assert_array_equal(bufs["y"], step.oracle([x])[0])
