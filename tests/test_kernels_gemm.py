@@ -174,6 +174,34 @@ def _guarded_int8(shape):
     return a, buf
 
 
+@pytest.mark.parametrize("kernel, cin, stride", [((3, 3), 3, 2), ((3, 3), 1, 1), ((5, 5), 3, 1),
+                                                 ((7, 7), 1, 2), ((2, 3), 3, 1)])
+def test_patch_mode_for_few_input_channels(conv, kernel, cin, stride):
+    # A first layer on RGB / grey images: Cin is not a multiple of the K step, so each pixel's
+    # window is copied into one zero-padded row and multiplied as a single tap (patch_k);
+    # padding taps read pad_value. SIMD, scalar twin and oracle agree; a window of more than 32
+    # taps or 160 values takes the per-tap path.
+    mr, nr, kr = conv.GEMM_TILE
+    rng = np.random.default_rng(cin * 100 + kernel[0])
+    kh, kw = kernel
+    x = int8_array(rng, (2, 11, 13, cin))
+    w = int8_array(rng, (19, kh, kw, cin), -127, 127)
+    bias = rng.integers(-2 ** 16, 2 ** 16, 19).astype(np.int32)
+    m0 = rng.integers(2 ** 30, 2 ** 31, 19).astype(np.int32)
+    shift = rng.integers(-14, 2, 19).astype(np.int32)
+    packed = conv.pack_conv_weights(w, bias, 1)
+    window = kh * kw * cin
+    expect_patch = cin % kr != 0 and kh * kw <= 32 and -(-window // kr) * kr <= 160
+    assert packed.patch_k == (-(-window // kr) * kr if expect_patch else 0)
+    pads = ((kh - 1) // 2, (kw - 1) // 2)
+    oh = out_size(11, kh, stride, 1, pads[0], kh - 1 - pads[0])
+    ow = out_size(13, kw, stride, 1, pads[1], kw - 1 - pads[1])
+    args = (x, w, bias, m0, shift, stride, stride, 1, 1, *pads, 1, -7, 3, -100, 127)
+    want = oracle.conv2d(*args, out_h=oh, out_w=ow)
+    for scalar in (True, False):
+        np.testing.assert_array_equal(run(conv, args, oh, ow, scalar=scalar, packed=packed), want)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect guard page: Linux")
 @pytest.mark.parametrize("cin", [1, 3, 5, 7, 9, 33])
 def test_never_reads_past_the_input(conv, cin):

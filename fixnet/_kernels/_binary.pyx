@@ -8,10 +8,10 @@ one Call object per layer (arguments checked once) and calls it in a loop.
 An int8 input has only 256 values, so whatever depends on one input alone is computed once
 per value into a table when the Call object is built: add's rescaled inputs sx, sy (then one
 multiply_by_quantized_multiplier per element instead of three) and maximum's requantized
-inputs (then a table lookup and a max per element). When x is at least as long as the
-256 x 256 table of every (x, y) pair, add and mul build that table (64 KiB, costing about
-one direct call) and then do one lookup per element, about 5x faster (the fixed-point
-helpers do not vectorise).
+inputs (then a table lookup and a max per element). From PAIR_TABLE_MIN_SIZE
+(16384) elements on, add and mul build the 256 x 256 table of every (x, y) pair once, when
+the Call object is built (64 KiB, about 70 us for add), and then do one lookup per element
+(0.4 ns against 1.1 ns for add's vectorised direct loop on a 16k-element resnet add).
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -33,7 +33,7 @@ from fixnet._kernels.fixedpoint cimport (
 # From PAIR_TABLE_MIN_SIZE elements on, add and mul use a table of all 256 * 256 results.
 cdef enum:
     NOGIL_MIN_SIZE = 4096
-    PAIR_TABLE_MIN_SIZE = 65536
+    PAIR_TABLE_MIN_SIZE = 16384
 
 
 # ---- the loops -----------------------------------------------------------------------------

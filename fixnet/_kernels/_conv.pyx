@@ -52,6 +52,7 @@ scratch: ``run_tasks`` on disjoint row ranges may run on several threads at once
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.string cimport memcpy, memset
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t
 
@@ -185,6 +186,12 @@ cdef enum:
     MR_MAX = 8
     TAP_CHUNK = 32
     CH_CHUNK = 256
+    # Patch mode (a first layer on RGB or grey images): when Cin is not a multiple of KR and
+    # a pixel's whole window holds at most PATCH_K_MAX values over at most TAP_CHUNK taps, a
+    # task copies each pixel's window into one row on its stack (zero-padded to a multiple of
+    # KR) and runs the micro-kernel on one "tap" of that length, instead of one short K step
+    # with a tail copy per tap. The weights are packed for that shape (patch_k).
+    PATCH_K_MAX = 160
 
 # The micro-kernel of this build: its name and tile (pixels MR x channels NR, K steps of KR).
 GEMM_ISA = QG_ISA.decode()
@@ -213,6 +220,7 @@ cdef class PackedConvWeights:
     multiply int16, else int8); channels and input channels beyond the layer's are zero."""
     cdef readonly Py_ssize_t out_c, kernel_h, kernel_w, in_c_group, groups
     cdef readonly Py_ssize_t blocks_per_group, k_groups, block_bytes
+    cdef readonly Py_ssize_t patch_k    # patch mode: the padded window length (else 0)
     cdef readonly object data        # the packed int8 array
     cdef readonly object source_w    # the arrays it was packed from (kept alive)
     cdef readonly object source_bias
@@ -245,9 +253,15 @@ def pack_conv_weights(w not None, bias not None, int groups=1):
         raise ValueError(f"conv2d: w[{', '.join(map(str, pos))}] = -128; weights must lie in "
                          f"[-127, 127] (the symmetric int8 range: two products then fit int16)")
     taps, cout_g = kh * kw, cout // groups
-    nbg, kg = ceil_div(cout_g, QG_NR), ceil_div(cin_g, QG_KR)
+    patch_k = patch_length(kh, kw, cin_g, groups)
+    if patch_k:     # one tap whose K is the whole window, (kh, kw, ci) flattened
+        w_array = w_array.reshape(cout, 1, 1, taps * cin_g)
+        taps, k_len = 1, patch_k
+    else:
+        k_len = cin_g
+    nbg, kg = ceil_div(cout_g, QG_NR), ceil_div(k_len, QG_KR)
     wp = np.zeros((groups, nbg * QG_NR, taps, kg * QG_KR), np.int16 if QG_W16 else np.int8)
-    wp[:, :cout_g, :, :cin_g] = w_array.reshape(groups, cout_g, taps, cin_g)
+    wp[:, :cout_g, :, :w_array.shape[3]] = w_array.reshape(groups, cout_g, taps, w_array.shape[3])
     bp = np.zeros((groups, nbg * QG_NR), np.int64)
     bp[:, :cout_g] = np.asarray(bias_view, np.int64).reshape(groups, cout_g)
     if QG_UINT8_INPUT:
@@ -261,11 +275,23 @@ def pack_conv_weights(w not None, bias not None, int groups=1):
     data.setflags(write=False)
     p.out_c, p.kernel_h, p.kernel_w, p.in_c_group, p.groups = cout, kh, kw, cin_g, groups
     p.blocks_per_group, p.k_groups, p.block_bytes = nbg, kg, data.shape[1]
+    p.patch_k = patch_k
     p.data, p.source_w, p.source_bias = data, w, bias
     p.w_src = &w_view[0, 0, 0, 0] if w_array.size else NULL
     p.bias_src = &bias_view[0] if cout else NULL
     p.packed = <const int8_t*><size_t>data.ctypes.data
     return p
+
+
+cdef inline Py_ssize_t patch_length(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t cin_g,
+                                    Py_ssize_t groups) noexcept:
+    """The padded window length of patch mode (see PATCH_K_MAX), or 0 if the conv does
+    not use it."""
+    cdef Py_ssize_t k = kh * kw * cin_g, padded = ceil_div(kh * kw * cin_g, QG_KR) * QG_KR
+    if (groups == 1 and kh * kw > 1 and cin_g % QG_KR != 0 and kh * kw <= TAP_CHUNK
+            and padded <= PATCH_K_MAX):
+        return padded
+    return 0
 
 
 cdef struct GemmConv:
@@ -277,6 +303,7 @@ cdef struct GemmConv:
     const int8_t* pad_row           # Cin copies of pad_value
     Py_ssize_t image_len, pixels, tiles, taps, in_c, in_c_group, out_c, out_c_group
     Py_ssize_t groups, blocks_per_group, k_groups, block_bytes
+    Py_ssize_t patch_k              # patch mode: the padded window length (else 0)
     bint scalar                     # run the scalar twin of the micro-kernel (tests)
 
 
@@ -306,6 +333,8 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
     accumulators of the chunk requantized while in L1. Scratch on the stack only."""
     cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
     cdef int32_t acc[MR_MAX * CH_CHUNK]
+    cdef int8_t patch[MR_MAX * PATCH_K_MAX]
+    cdef const int8_t* patch_rows[MR_MAX]
     cdef Py_ssize_t task, n, tile, p0, mr, grp, c_in0, b0, b1, b, width, t0, tn, t, r, c0, n_valid
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group, out_c = a.out_c
     cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
@@ -322,6 +351,10 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
         mr = a.pixels - p0 if a.pixels - p0 < QG_MR else QG_MR
         image = a.x + n * a.image_len
         out_rows = a.out + (n * a.pixels + p0) * out_c
+        if a.patch_k:
+            build_patches(a, tile, image, ptrs, patch, patch_rows)
+            patch_tile(a, requant, patch_rows, acc, mr, out_rows)
+            continue
         for grp in range(a.groups):
             c_in0 = grp * cin_g
             b0 = 0
@@ -357,6 +390,45 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
                     requantize_span(requant, acc + r * width, c0, n_valid,
                                     out_rows + r * out_c + c0, a.scalar)
                 b0 = b1
+
+
+cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
+                       const int8_t** ptrs, int8_t* patch, const int8_t** rows) noexcept nogil:
+    """Patch mode: row r of ``patch`` (patch_k bytes, r < QG_MR) is the window of the tile's
+    pixel r, tap-major (the padding taps read pad_row), zero-filled after taps * Cin."""
+    cdef Py_ssize_t r, t, cin = a.in_c, taps = a.taps, used = a.taps * a.in_c
+    cdef int8_t* row
+    qg_pointers(a.offsets + tile * taps * QG_MR, taps * QG_MR, image, a.pad_row, 0, ptrs)
+    for r in range(QG_MR):
+        row = patch + r * a.patch_k
+        for t in range(taps):
+            memcpy(row + t * cin, ptrs[t * QG_MR + r], cin)
+        memset(row + used, 0, a.patch_k - used)
+        rows[r] = row
+
+
+cdef void patch_tile(const GemmConv* a, const RowRequant* requant, const int8_t** rows,
+                     int32_t* acc, Py_ssize_t mr, int8_t* out_rows) noexcept nogil:
+    """Patch mode: every output channel of one tile from its patch rows (one tap of
+    patch_k), per chunk of CH_CHUNK channels requantized while in L1."""
+    cdef Py_ssize_t b0 = 0, b1, b, width, r, n_valid
+    cdef const int8_t* blk
+    while b0 < a.blocks_per_group:
+        b1 = min(b0 + CH_CHUNK // QG_NR, a.blocks_per_group)
+        width = (b1 - b0) * QG_NR
+        for b in range(b0, b1):
+            blk = a.packed + b * a.block_bytes
+            if a.scalar:
+                qg_tile_scalar(1, a.patch_k, rows, blk + QG_NR * sizeof(int32_t),
+                               <const int32_t*>blk, 0, acc + (b - b0) * QG_NR, width)
+            else:
+                qg_tile(1, a.patch_k, rows, blk + QG_NR * sizeof(int32_t),
+                        <const int32_t*>blk, 0, acc + (b - b0) * QG_NR, width)
+        n_valid = min(a.out_c - b0 * QG_NR, width)
+        for r in range(mr):
+            requantize_span(requant, acc + r * width, b0 * QG_NR, n_valid,
+                            out_rows + r * a.out_c + b0 * QG_NR, a.scalar)
+        b0 = b1
 
 
 def tap_offsets(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t out_h,
@@ -479,6 +551,7 @@ cdef class Conv2dCall:
         a.out_c, a.out_c_group, a.groups = cout, cout // groups, groups
         a.blocks_per_group, a.k_groups = packed.blocks_per_group, packed.k_groups
         a.block_bytes = packed.block_bytes
+        a.patch_k = packed.patch_k
         a.scalar = scalar
         self.n_tasks = n_in * a.tiles if cout else 0
         self.release_gil = n_in * pixels * cout * (kh * kw * (cin // groups) + 8) > NOGIL_MIN_WORK
