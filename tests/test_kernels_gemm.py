@@ -175,12 +175,13 @@ def _guarded_int8(shape):
 
 
 @pytest.mark.parametrize("kernel, cin, stride", [((3, 3), 3, 2), ((3, 3), 1, 1), ((5, 5), 3, 1),
-                                                 ((7, 7), 1, 2), ((2, 3), 3, 1)])
+                                                 ((7, 7), 1, 2), ((2, 3), 3, 1), ((10, 4), 1, 2),
+                                                 ((7, 7), 3, 2)])
 def test_patch_mode_for_few_input_channels(conv, kernel, cin, stride):
     # A first layer on RGB / grey images: Cin is not a multiple of the K step, so each pixel's
     # window is copied into one zero-padded row and multiplied as a single tap (patch_k);
-    # padding taps read pad_value. SIMD, scalar twin and oracle agree; a window of more than 32
-    # taps or 160 values takes the per-tap path.
+    # padding taps read pad_value. SIMD, scalar twin and oracle agree; a window of more than 160
+    # values takes the per-tap path.
     mr, nr, kr = conv.GEMM_TILE
     rng = np.random.default_rng(cin * 100 + kernel[0])
     kh, kw = kernel
@@ -191,7 +192,7 @@ def test_patch_mode_for_few_input_channels(conv, kernel, cin, stride):
     shift = rng.integers(-14, 2, 19).astype(np.int32)
     packed = conv.pack_conv_weights(w, bias, 1)
     window = kh * kw * cin
-    expect_patch = cin % kr != 0 and kh * kw <= 32 and -(-window // kr) * kr <= 160
+    expect_patch = cin % kr != 0 and -(-window // kr) * kr <= 160
     assert packed.patch_k == (-(-window // kr) * kr if expect_patch else 0)
     pads = ((kh - 1) // 2, (kw - 1) // 2)
     oh = out_size(11, kh, stride, 1, pads[0], kh - 1 - pads[0])

@@ -187,8 +187,7 @@ cdef enum:
     TAP_CHUNK = 32
     CH_CHUNK = 256
     # Patch mode (a first layer on RGB or grey images): when Cin is not a multiple of KR and
-    # a pixel's whole window holds at most PATCH_K_MAX values over at most TAP_CHUNK taps, a
-    # task copies each pixel's window into one row on its stack (zero-padded to a multiple of
+    # a pixel's whole window holds at most PATCH_K_MAX values, a task copies each pixel's window into one row on its stack (zero-padded to a multiple of
     # KR) and runs the micro-kernel on one "tap" of that length, instead of one short K step
     # with a tail copy per tap. The weights are packed for that shape (patch_k).
     PATCH_K_MAX = 160
@@ -288,8 +287,7 @@ cdef inline Py_ssize_t patch_length(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t cin
     """The padded window length of patch mode (see PATCH_K_MAX), or 0 if the conv does
     not use it."""
     cdef Py_ssize_t k = kh * kw * cin_g, padded = ceil_div(kh * kw * cin_g, QG_KR) * QG_KR
-    if (groups == 1 and kh * kw > 1 and cin_g % QG_KR != 0 and kh * kw <= TAP_CHUNK
-            and padded <= PATCH_K_MAX):
+    if groups == 1 and kh * kw > 1 and cin_g % QG_KR != 0 and padded <= PATCH_K_MAX:
         return padded
     return 0
 
@@ -352,7 +350,7 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
         image = a.x + n * a.image_len
         out_rows = a.out + (n * a.pixels + p0) * out_c
         if a.patch_k:
-            build_patches(a, tile, image, ptrs, patch, patch_rows)
+            build_patches(a, tile, image, patch, patch_rows)
             patch_tile(a, requant, patch_rows, acc, mr, out_rows)
             continue
         for grp in range(a.groups):
@@ -393,16 +391,18 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
 
 
 cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
-                       const int8_t** ptrs, int8_t* patch, const int8_t** rows) noexcept nogil:
+                       int8_t* patch, const int8_t** rows) noexcept nogil:
     """Patch mode: row r of ``patch`` (patch_k bytes, r < QG_MR) is the window of the tile's
     pixel r, tap-major (the padding taps read pad_row), zero-filled after taps * Cin."""
     cdef Py_ssize_t r, t, cin = a.in_c, taps = a.taps, used = a.taps * a.in_c
+    cdef const int32_t* offs = a.offsets + tile * taps * QG_MR
+    cdef int32_t off
     cdef int8_t* row
-    qg_pointers(a.offsets + tile * taps * QG_MR, taps * QG_MR, image, a.pad_row, 0, ptrs)
     for r in range(QG_MR):
         row = patch + r * a.patch_k
         for t in range(taps):
-            memcpy(row + t * cin, ptrs[t * QG_MR + r], cin)
+            off = offs[t * QG_MR + r]
+            memcpy(row + t * cin, (image + off) if off >= 0 else a.pad_row, cin)
         memset(row + used, 0, a.patch_k - used)
         rows[r] = row
 
