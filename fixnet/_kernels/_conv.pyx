@@ -52,7 +52,7 @@ scratch: ``run_tasks`` on disjoint row ranges may run on several threads at once
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t
 
@@ -394,15 +394,20 @@ cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
                        int8_t* patch, const int8_t** rows) noexcept nogil:
     """Patch mode: row r of ``patch`` (patch_k bytes, r < QG_MR) is the window of the tile's
     pixel r, tap-major (the padding taps read pad_row), zero-filled after taps * Cin."""
-    cdef Py_ssize_t r, t, cin = a.in_c, taps = a.taps, used = a.taps * a.in_c
+    cdef Py_ssize_t r, t, c, cin = a.in_c, taps = a.taps, used = a.taps * a.in_c
     cdef const int32_t* offs = a.offsets + tile * taps * QG_MR
     cdef int32_t off
     cdef int8_t* row
+    cdef int8_t* dst
+    cdef const int8_t* src
     for r in range(QG_MR):
         row = patch + r * a.patch_k
         for t in range(taps):
             off = offs[t * QG_MR + r]
-            memcpy(row + t * cin, (image + off) if off >= 0 else a.pad_row, cin)
+            src = (image + off) if off >= 0 else a.pad_row
+            dst = row + t * cin
+            for c in range(cin):        # a few bytes: a loop, not a call of memcpy
+                dst[c] = src[c]
         memset(row + used, 0, a.patch_k - used)
         rows[r] = row
 
