@@ -175,6 +175,11 @@ cdef extern from "qgemm.h" nogil:
                         const int64_t* nudge, const int64_t* neg_adjust,
                         const int64_t* total_shift, int any_left, int32_t out_zp,
                         int32_t act_min, int32_t act_max, int8_t* out)
+    void qg_requant_tile(const int32_t* acc, size_t acc_stride, size_t mr, size_t n,
+                         const int32_t* m0, const int32_t* left, const int64_t* nudge,
+                         const int64_t* neg_adjust, const int64_t* total_shift, int any_left,
+                         int32_t out_zp, int32_t act_min, int32_t act_max, int8_t* out,
+                         size_t out_stride)
     void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* w,
                  const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
     void qg_tile_scalar(size_t taps, size_t cin, const int8_t** a, const void* w,
@@ -305,6 +310,21 @@ cdef struct GemmConv:
     bint scalar                     # run the scalar twin of the micro-kernel (tests)
 
 
+cdef inline void requantize_rows(const RowRequant* r, const int32_t* acc, Py_ssize_t width,
+                                 Py_ssize_t mr, Py_ssize_t c0, Py_ssize_t n, int8_t* out,
+                                 Py_ssize_t out_stride, bint scalar) noexcept nogil:
+    """requantize_span for the rows i < mr of a tile (acc + i * width -> out + i *
+    out_stride); the AVX-512 builds load each channel group's constants once per tile."""
+    cdef Py_ssize_t i
+    if QG_SIMD_REQUANT and not scalar:
+        qg_requant_tile(acc, width, mr, n, r.m0 + c0, r.left + c0, r.nudge + c0,
+                        r.neg_adjust + c0, r.total_shift + c0, r.any_left_shift, r.out_zp,
+                        r.act_min, r.act_max, out, out_stride)
+    else:
+        for i in range(mr):
+            requantize_span(r, acc + i * width, c0, n, out + i * out_stride, scalar)
+
+
 cdef inline void requantize_span(const RowRequant* r, const int32_t* acc, Py_ssize_t c0,
                                  Py_ssize_t n, int8_t* out, bint scalar) noexcept nogil:
     """out[j] = requantize_accumulator(acc[j], m0[c0 + j], shift[c0 + j], ...) for j < n:
@@ -384,9 +404,8 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
                 n_valid = a.out_c_group - b0 * QG_NR
                 if n_valid > width:
                     n_valid = width
-                for r in range(mr):
-                    requantize_span(requant, acc + r * width, c0, n_valid,
-                                    out_rows + r * out_c + c0, a.scalar)
+                requantize_rows(requant, acc, width, mr, c0, n_valid, out_rows + c0, out_c,
+                                a.scalar)
                 b0 = b1
 
 
@@ -430,9 +449,8 @@ cdef void patch_tile(const GemmConv* a, const RowRequant* requant, const int8_t*
                 qg_tile(1, a.patch_k, rows, blk + QG_NR * sizeof(int32_t),
                         <const int32_t*>blk, 0, acc + (b - b0) * QG_NR, width)
         n_valid = min(a.out_c - b0 * QG_NR, width)
-        for r in range(mr):
-            requantize_span(requant, acc + r * width, b0 * QG_NR, n_valid,
-                            out_rows + r * a.out_c + b0 * QG_NR, a.scalar)
+        requantize_rows(requant, acc, width, mr, b0 * QG_NR, n_valid,
+                        out_rows + b0 * QG_NR, a.out_c, a.scalar)
         b0 = b1
 
 

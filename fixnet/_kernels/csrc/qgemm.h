@@ -496,6 +496,50 @@ static inline void qg_requant8(__m512i x, size_t c, __mmask8 m, const int32_t* m
         _mm_mask_storeu_epi8(out + c, (__mmask16)m, b);
 }
 
+/* The rows r < mr of a tile: out + r * out_stride from acc + r * acc_stride, n channels from
+   m0 + 0 etc. The same steps as qg_requant8 for every row, with each group of 8 channels'
+   constants loaded once for all rows of the tile instead of once per row. */
+static inline void qg_requant_tile(const int32_t* acc, size_t acc_stride, size_t mr, size_t n,
+                                   const int32_t* m0, const int32_t* left, const int64_t* nudge,
+                                   const int64_t* neg_adjust, const int64_t* total_shift,
+                                   int any_left, int32_t out_zp, int32_t act_min,
+                                   int32_t act_max, int8_t* out, size_t out_stride)
+{
+    const __m512i lo = _mm512_set1_epi64((int64_t)act_min - out_zp);
+    const __m512i hi = _mm512_set1_epi64((int64_t)act_max - out_zp);
+    const __m512i zp = _mm512_set1_epi64(out_zp);
+    const __m512i half = _mm512_set1_epi64((int64_t)1 << 30);
+    for (size_t c = 0; c < n; c += 8) {
+        const size_t left_n = n - c;
+        const __mmask8 m = left_n >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left_n) - 1);
+        const __m512i lsh = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, left + c));
+        const __m512i mult = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, m0 + c));
+        const __m512i ndg = _mm512_maskz_loadu_epi64(m, nudge + c);
+        const __m512i nadj = _mm512_maskz_loadu_epi64(m, neg_adjust + c);
+        const __m512i tsh = _mm512_maskz_loadu_epi64(m, total_shift + c);
+        for (size_t r = 0; r < mr; r++) {
+            __m512i x = _mm512_cvtepi32_epi64(
+                _mm256_maskz_loadu_epi32(m, acc + r * acc_stride + c));
+            if (any_left) {
+                x = _mm512_sllv_epi64(x, lsh);
+                x = _mm512_min_epi64(_mm512_max_epi64(x, _mm512_set1_epi64(INT32_MIN)),
+                                     _mm512_set1_epi64(INT32_MAX));
+            }
+            const __m512i u = _mm512_add_epi64(_mm512_mul_epi32(x, mult), half);
+            __m512i v = _mm512_add_epi64(u, ndg);
+            v = _mm512_sub_epi64(v, _mm512_and_si512(_mm512_srai_epi64(u, 63), nadj));
+            v = _mm512_srav_epi64(v, tsh);
+            v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+            const __m128i b = _mm512_cvtepi64_epi8(_mm512_add_epi64(v, zp));
+            int8_t* o = out + r * out_stride + c;
+            if (m == 0xFF)
+                _mm_storel_epi64((__m128i*)o, b);
+            else
+                _mm_mask_storeu_epi8(o, (__mmask16)m, b);
+        }
+    }
+}
+
 /* acc must be readable up to n rounded up to 16 (a row of whole NR = 16 blocks): it is read
    in the 64-byte pieces the micro-kernel stored, so the loads forward from those stores. */
 static inline void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0,
@@ -530,6 +574,17 @@ static inline void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m
     /* never called: _conv.pyx uses fixedpoint's loops where QG_SIMD_REQUANT is 0 */
     (void)acc; (void)n; (void)m0; (void)left; (void)nudge; (void)neg_adjust; (void)total_shift;
     (void)any_left; (void)out_zp; (void)act_min; (void)act_max; (void)out;
+}
+static inline void qg_requant_tile(const int32_t* acc, size_t acc_stride, size_t mr, size_t n,
+                                   const int32_t* m0, const int32_t* left, const int64_t* nudge,
+                                   const int64_t* neg_adjust, const int64_t* total_shift,
+                                   int any_left, int32_t out_zp, int32_t act_min,
+                                   int32_t act_max, int8_t* out, size_t out_stride)
+{
+    /* never called either */
+    (void)acc; (void)acc_stride; (void)mr; (void)n; (void)m0; (void)left; (void)nudge;
+    (void)neg_adjust; (void)total_shift; (void)any_left; (void)out_zp; (void)act_min;
+    (void)act_max; (void)out; (void)out_stride;
 }
 #endif
 
