@@ -425,8 +425,15 @@ cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
             off = offs[t * QG_MR + r]
             src = (image + off) if off >= 0 else a.pad_row
             dst = row + t * cin
-            for c in range(cin):        # a few bytes: a loop, not a call of memcpy
-                dst[c] = src[c]
+            if cin == 3:                # RGB: three moves, no loop
+                dst[0] = src[0]
+                dst[1] = src[1]
+                dst[2] = src[2]
+            elif cin == 1:
+                dst[0] = src[0]
+            else:
+                for c in range(cin):    # a few bytes: a loop, not a call of memcpy
+                    dst[c] = src[c]
         memset(row + used, 0, a.patch_k - used)
         rows[r] = row
 
