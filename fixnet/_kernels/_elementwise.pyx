@@ -258,20 +258,16 @@ cdef class LookupCall:
 
     def step_entry(self):
         """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_lookup, _run_lookup_tasks, (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK,
+        return step_entry(_run_lookup, _run_lookup_tasks, self.n_tasks,
                           <double>self.size / NOGIL_MIN_ELEMENTS)
 
 
 @cython.auto_pickle(False)
-cdef class RequantizeCall:
+cdef class RequantizeCall(LookupCall):
     """requantize with its arguments checked once. An int8 input has 256 possible values: the
     constructor tabulates the result for each (with the scalar reference helper
-    requantize_accumulator), and a call is a table lookup."""
-    cdef const int8_t[::1] x
-    cdef int8_t[::1] out
-    cdef int8_t table[256]
-    cdef Py_ssize_t size
-    cdef bint release_gil
+    requantize_accumulator), and a call is LookupCall's table lookup (its run, tasks and
+    step entry)."""
 
     def __init__(self, const int8_t[::1] x not None, int in_zp, int m0, int shift, int out_zp,
                  int act_min, int act_max, int8_t[::1] out not None):
@@ -289,30 +285,6 @@ cdef class RequantizeCall:
                                                          act_min, act_max)
         self.x, self.out, self.size = x, out, x.shape[0]
         self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
-
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
-        if self.size:
-            lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
-
-    @property
-    def n_tasks(self):
-        """Tasks of run_tasks: chunks of LOOKUP_TASK elements."""
-        return (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK
-
-    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-        lookup_tasks(&self.x[0], self.table, &self.out[0], self.size, first, last)
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_requantize, _run_requantize_tasks, (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK,
-                          <double>self.size / NOGIL_MIN_ELEMENTS)
 
 
 @cython.auto_pickle(False)
@@ -403,14 +375,6 @@ cdef void _run_lookup(void* call) noexcept nogil:
 
 cdef void _run_lookup_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     (<LookupCall>call).run_tasks(first, last)
-
-
-cdef void _run_requantize(void* call) noexcept nogil:
-    (<RequantizeCall>call).run()
-
-
-cdef void _run_requantize_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    (<RequantizeCall>call).run_tasks(first, last)
 
 
 cdef void _run_channel_affine(void* call) noexcept nogil:
