@@ -60,33 +60,18 @@ import numpy as np
 
 from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport (
-    DOT_BLOCK,
     check_length,
     check_multipliers,
     check_output_range,
-    dot4_int16_int8,
-    dot_int16_int8,
     requant_constants,
     requantize_block,
     requantize_block_left,
-    widen_int8_to_int16,
 )
 
 # Release the GIL only when a call does more than about this many multiply-adds: below it,
 # releasing and re-acquiring costs more than other threads could gain.
 cdef enum:
     NOGIL_MIN_WORK = 20000
-
-
-cdef struct ConvGeometry:
-    # Shapes (elements). in_c_group = in_c // groups, out_c_group = out_c // groups;
-    # patch_len = kernel_h * kernel_w * in_c_group (the length of one weight row).
-    Py_ssize_t batch, in_h, in_w, in_c, out_h, out_w, out_c
-    Py_ssize_t kernel_h, kernel_w, groups, in_c_group, out_c_group, patch_len
-    Py_ssize_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left
-    # Depthwise only: depth_multiplier (out_c = in_c * depth_multiplier).
-    Py_ssize_t depth_multiplier
-    int8_t pad_value
 
 
 cdef struct RowRequant:
@@ -124,17 +109,6 @@ cdef void* new_row_requant(RowRequant* r, const int32_t[::1] m0, const int32_t[:
     return block
 
 
-cdef inline void requantize_row(const RowRequant* r, const int32_t* acc,
-                                int8_t* out) noexcept nogil:
-    """out[c] = requantize_accumulator(acc[c], m0[c], shift[c], out_zp, act_min, act_max)."""
-    if r.any_left_shift:
-        requantize_block_left(acc, r.channels, r.m0, r.left, r.nudge, r.neg_adjust,
-                              r.total_shift, r.out_zp, r.act_min, r.act_max, out)
-    else:
-        requantize_block(acc, r.channels, r.m0, r.nudge, r.neg_adjust, r.total_shift,
-                         r.out_zp, r.act_min, r.act_max, out)
-
-
 cdef int check_int8(str kernel, str name, int value) except -1:
     if not -128 <= value <= 127:
         raise ValueError(f"{kernel}: {name} = {value} is outside the int8 range [-128, 127]")
@@ -152,12 +126,6 @@ cdef int check_window(str kernel, int stride_h, int stride_w, int dilation_h, in
     return 0
 
 
-cdef inline void fill_int16(int16_t* dst, int16_t value, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        dst[i] = value
-
-
 # ---- conv2d: packed weights, indirect GEMM ---------------------------------------------------
 
 cdef extern from "qgemm.h" nogil:
@@ -171,10 +139,6 @@ cdef extern from "qgemm.h" nogil:
         QG_SIMD_REQUANT
     void qg_pointers(const int32_t* offs, size_t n, const int8_t* image, const int8_t* pad_row,
                      size_t c0, const int8_t** ptrs)
-    void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0, const int32_t* left,
-                        const int64_t* nudge, const int64_t* neg_adjust,
-                        const int64_t* total_shift, int any_left, int32_t out_zp,
-                        int32_t act_min, int32_t act_max, int8_t* out)
     void qg_requant_tile(const int32_t* acc, size_t acc_stride, size_t mr, size_t n,
                          const int32_t* m0, const int32_t* left, const int64_t* nudge,
                          const int64_t* neg_adjust, const int64_t* total_shift, int any_left,
@@ -313,33 +277,25 @@ cdef struct GemmConv:
 cdef inline void requantize_rows(const RowRequant* r, const int32_t* acc, Py_ssize_t width,
                                  Py_ssize_t mr, Py_ssize_t c0, Py_ssize_t n, int8_t* out,
                                  Py_ssize_t out_stride, bint scalar) noexcept nogil:
-    """requantize_span for the rows i < mr of a tile (acc + i * width -> out + i *
-    out_stride); the AVX-512 builds load each channel group's constants once per tile."""
+    """out[i * out_stride + j] = requantize_accumulator(acc[i * width + j], m0[c0 + j],
+    shift[c0 + j], ...) for the rows i < mr of a tile and j < n: the micro-kernel header's
+    vector loop where it has one (qg_requant_tile, AVX-512: each channel group's constants
+    loaded once per tile), else (and for the scalar twin) fixedpoint's block loops per row."""
     cdef Py_ssize_t i
     if QG_SIMD_REQUANT and not scalar:
         qg_requant_tile(acc, width, mr, n, r.m0 + c0, r.left + c0, r.nudge + c0,
                         r.neg_adjust + c0, r.total_shift + c0, r.any_left_shift, r.out_zp,
                         r.act_min, r.act_max, out, out_stride)
+    elif r.any_left_shift:
+        for i in range(mr):
+            requantize_block_left(acc + i * width, n, r.m0 + c0, r.left + c0, r.nudge + c0,
+                                  r.neg_adjust + c0, r.total_shift + c0, r.out_zp, r.act_min,
+                                  r.act_max, out + i * out_stride)
     else:
         for i in range(mr):
-            requantize_span(r, acc + i * width, c0, n, out + i * out_stride, scalar)
-
-
-cdef inline void requantize_span(const RowRequant* r, const int32_t* acc, Py_ssize_t c0,
-                                 Py_ssize_t n, int8_t* out, bint scalar) noexcept nogil:
-    """out[j] = requantize_accumulator(acc[j], m0[c0 + j], shift[c0 + j], ...) for j < n:
-    the micro-kernel header's vector loop where it has one (qg_requant_row, AVX-512), else
-    (and for the scalar twin) fixedpoint's block loops."""
-    if QG_SIMD_REQUANT and not scalar:
-        qg_requant_row(acc, n, r.m0 + c0, r.left + c0, r.nudge + c0, r.neg_adjust + c0,
-                       r.total_shift + c0, r.any_left_shift, r.out_zp, r.act_min, r.act_max,
-                       out)
-    elif r.any_left_shift:
-        requantize_block_left(acc, n, r.m0 + c0, r.left + c0, r.nudge + c0, r.neg_adjust + c0,
-                              r.total_shift + c0, r.out_zp, r.act_min, r.act_max, out)
-    else:
-        requantize_block(acc, n, r.m0 + c0, r.nudge + c0, r.neg_adjust + c0, r.total_shift + c0,
-                         r.out_zp, r.act_min, r.act_max, out)
+            requantize_block(acc + i * width, n, r.m0 + c0, r.nudge + c0, r.neg_adjust + c0,
+                             r.total_shift + c0, r.out_zp, r.act_min, r.act_max,
+                             out + i * out_stride)
 
 
 cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t first,

@@ -456,49 +456,16 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void
 
 #endif
 
-/* ---- requantization of one row of accumulators (the tile epilogue) ---------------------------
- * out[j] = clamp(out_zp + multiply_by_quantized_multiplier(acc[j], m0[j], shift[j])) for j < n,
+/* ---- requantization of the rows of a tile (the tile epilogue) ---------------------------------
+ * out[j] = clamp(out_zp + multiply_by_quantized_multiplier(acc[j], m0[j], shift[j])) for j < n of each row,
  * with the per-channel constants of fixedpoint.requant_constants (left = max(shift, 0),
  * nudge, neg_adjust, total_shift): the same integer steps as fixedpoint.requantize_block_left
  * (requantize_block when no shift is positive), in 64-bit vector lanes. Only the AVX-512
  * builds have it (QG_SIMD_REQUANT); elsewhere _conv.pyx calls the fixedpoint block loops. */
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && QG_NR == 16
 #define QG_SIMD_REQUANT 1
-/* 8 channels from c: x holds their accumulators in int64 lanes; m: the valid lanes. */
-static inline void qg_requant8(__m512i x, size_t c, __mmask8 m, const int32_t* m0,
-                               const int32_t* left, const int64_t* nudge,
-                               const int64_t* neg_adjust, const int64_t* total_shift,
-                               int any_left, int32_t out_zp, int32_t act_min, int32_t act_max,
-                               int8_t* out)
-{
-    const __m512i lo = _mm512_set1_epi64((int64_t)act_min - out_zp);
-    const __m512i hi = _mm512_set1_epi64((int64_t)act_max - out_zp);
-    const __m512i zp = _mm512_set1_epi64(out_zp);
-    if (any_left) {
-        /* |acc| 2^left < 2^61: the shift of the two's complement bits does not wrap */
-        x = _mm512_sllv_epi64(x, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, left + c)));
-        x = _mm512_min_epi64(_mm512_max_epi64(x, _mm512_set1_epi64(INT32_MIN)),
-                             _mm512_set1_epi64(INT32_MAX));
-    }
-    const __m512i mult = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, m0 + c));
-    const __m512i u = _mm512_add_epi64(_mm512_mul_epi32(x, mult),
-                                       _mm512_set1_epi64((int64_t)1 << 30));
-    __m512i v = _mm512_add_epi64(u, _mm512_maskz_loadu_epi64(m, nudge + c));
-    v = _mm512_sub_epi64(v, _mm512_and_si512(_mm512_srai_epi64(u, 63),
-                                             _mm512_maskz_loadu_epi64(m, neg_adjust + c)));
-    v = _mm512_srav_epi64(v, _mm512_maskz_loadu_epi64(m, total_shift + c));
-    v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
-    /* narrowed in a register, then stored: a masked narrowing store is slow */
-    const __m128i b = _mm512_cvtepi64_epi8(_mm512_add_epi64(v, zp));
-    if (m == 0xFF)
-        _mm_storel_epi64((__m128i*)(out + c), b);
-    else
-        _mm_mask_storeu_epi8(out + c, (__mmask16)m, b);
-}
-
 /* The rows r < mr of a tile: out + r * out_stride from acc + r * acc_stride, n channels from
-   m0 + 0 etc. The same steps as qg_requant8 for every row, with each group of 8 channels'
-   constants loaded once for all rows of the tile instead of once per row. */
+   m0 + 0 etc. Each group of 8 channels' constants is loaded once for all rows of the tile. */
 static inline void qg_requant_tile(const int32_t* acc, size_t acc_stride, size_t mr, size_t n,
                                    const int32_t* m0, const int32_t* left, const int64_t* nudge,
                                    const int64_t* neg_adjust, const int64_t* total_shift,
@@ -540,41 +507,8 @@ static inline void qg_requant_tile(const int32_t* acc, size_t acc_stride, size_t
     }
 }
 
-/* acc must be readable up to n rounded up to 16 (a row of whole NR = 16 blocks): it is read
-   in the 64-byte pieces the micro-kernel stored, so the loads forward from those stores. */
-static inline void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0,
-                                  const int32_t* left, const int64_t* nudge,
-                                  const int64_t* neg_adjust, const int64_t* total_shift,
-                                  int any_left, int32_t out_zp, int32_t act_min, int32_t act_max,
-                                  int8_t* out)
-{
-    for (size_t c = 0; c < n; c += 16) {
-        const __m512i a16 = _mm512_loadu_si512((const void*)(acc + c));
-        const size_t left_n = n - c;
-        const __mmask8 m_lo = left_n >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left_n) - 1);
-        qg_requant8(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(a16)), c, m_lo, m0, left,
-                    nudge, neg_adjust, total_shift, any_left, out_zp, act_min, act_max, out);
-        if (left_n > 8) {
-            const __mmask8 m_hi = left_n >= 16 ? (__mmask8)0xFF
-                                               : (__mmask8)((1u << (left_n - 8)) - 1);
-            qg_requant8(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a16, 1)), c + 8, m_hi,
-                        m0, left, nudge, neg_adjust, total_shift, any_left, out_zp, act_min,
-                        act_max, out);
-        }
-    }
-}
 #else
 #define QG_SIMD_REQUANT 0
-static inline void qg_requant_row(const int32_t* acc, size_t n, const int32_t* m0,
-                                  const int32_t* left, const int64_t* nudge,
-                                  const int64_t* neg_adjust, const int64_t* total_shift,
-                                  int any_left, int32_t out_zp, int32_t act_min, int32_t act_max,
-                                  int8_t* out)
-{
-    /* never called: _conv.pyx uses fixedpoint's loops where QG_SIMD_REQUANT is 0 */
-    (void)acc; (void)n; (void)m0; (void)left; (void)nudge; (void)neg_adjust; (void)total_shift;
-    (void)any_left; (void)out_zp; (void)act_min; (void)act_max; (void)out;
-}
 static inline void qg_requant_tile(const int32_t* acc, size_t acc_stride, size_t mr, size_t n,
                                    const int32_t* m0, const int32_t* left, const int64_t* nudge,
                                    const int64_t* neg_adjust, const int64_t* total_shift,
