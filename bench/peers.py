@@ -721,7 +721,7 @@ def bench_model(m, args, want, console, labels, tmpdir=None):
 # Machine, verdicts, report
 # ---------------------------------------------------------------------------------------------
 def machine_info(threads):
-    from fixnet.cli import system_info
+    from fixnet.cli.common import system_info
 
     info = system_info()
     versions = {"python": platform.python_version(), "numpy": np.__version__}

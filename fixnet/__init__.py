@@ -4,7 +4,7 @@
     qm = fixnet.load("model.h5").quantize(calibration_inputs)
     probs = qm.predict(x)
 """
-from .errors import (AccumulatorOverflowError, ArgumentError, CalibrationError, FixnetError, InputDtypeError,
+from .errors import (AccumulatorOverflowError, ArgumentError, CalibrationError, DataFileError, FixnetError, InputDtypeError,
                      InputError, InputShapeError, MissingWeightError, ModelFileError,
                      NonFiniteInputError, OverflowRiskError, QuantizationError,
                      UnsupportedLayerError)
@@ -18,5 +18,5 @@ __all__ = [
     "load", "FloatModel", "QuantizedModel", "FixnetError", "ModelFileError", "MissingWeightError",
     "UnsupportedLayerError", "InputError", "InputShapeError", "InputDtypeError",
     "NonFiniteInputError", "CalibrationError", "QuantizationError", "OverflowRiskError",
-    "AccumulatorOverflowError", "ArgumentError", "DataFreeWarning",
+    "AccumulatorOverflowError", "ArgumentError", "DataFileError", "DataFreeWarning",
 ]

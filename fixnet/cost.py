@@ -40,3 +40,24 @@ def layer_macs(graph):
 def macs(graph):
     """Total multiply-accumulates per sample of a float graph (shapes inferred)."""
     return sum(m for _, _, m in layer_macs(graph))
+
+
+def step_macs(step, out_shape):
+    """MACs per sample of one int8 runtime step (a QuantizedModel's, e.g. read from a .fxn
+    file, which has no float graph) whose first output has shape ``out_shape``; counted as
+    node_macs counts them. Layouts: dense w_q [C, K], conv2d [Cout, KH, KW, Cin / groups],
+    depthwise_conv2d [KH, KW, C * M]."""
+    outputs = math.prod(int(d) for d in out_shape)
+    w = getattr(step, "w_q", None)
+    if w is None or step.op not in MAC_OPS:
+        return 0
+    if step.op == "dense":
+        return outputs * int(w.shape[1])
+    if step.op == "conv2d":
+        return outputs * math.prod(int(d) for d in w.shape[1:])
+    return outputs * int(w.shape[0]) * int(w.shape[1])
+
+
+def model_macs(qm):
+    """Total multiply-accumulates per sample of a QuantizedModel."""
+    return sum(step_macs(s, qm.tensors[s.outputs[0]].shape) for s in qm.steps)

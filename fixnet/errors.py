@@ -60,3 +60,8 @@ class AccumulatorOverflowError(FixnetError):
 class ArgumentError(FixnetError, ValueError):
     """An argument of a fixnet call with a type or value it does not take (the message
     names the call and the argument)."""
+
+
+class DataFileError(FixnetError):
+    """A data file given on the command line (calibration, evaluation or input data: .npy,
+    .npz or a folder of images) cannot be read or does not fit the model; names the file."""

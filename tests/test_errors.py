@@ -248,4 +248,4 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     p.write_bytes(b"garbage")
     assert main(["info", str(p)]) == 1
     err = capsys.readouterr().err
-    assert "fixnet: error:" in err and "x.h5" in err and "Traceback" not in err
+    assert "fixnet info: error:" in err and "x.h5" in err and "Traceback" not in err
