@@ -305,6 +305,20 @@ def load_model(path, max_memory=None):
     return _build_model(path, manifest, arrays, budget)
 
 
+def model_from_bytes(data, name="<fxn bytes>", max_memory=None):
+    """The QuantizedModel whose .fxn file content is ``data`` (bytes, as ``encode_model``
+    makes them; checked exactly as a file is). ``name`` names the data in errors. This is
+    what unpickling a QuantizedModel calls: a pickle of one holds only these bytes."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ModelFileError(f"{name}: .fxn content must be bytes, not {type(data).__name__}")
+    data = bytes(data)
+    budget = MemoryBudget(max_memory_bytes(max_memory), name)
+    budget.need(max(len(data) - HEADER_SIZE, 0), "the model's content")
+    budget.used = 0
+    manifest, arrays = _parse_container(name, data, with_arrays=True, budget=budget)
+    return _build_model(name, manifest, arrays, budget)
+
+
 def read_manifest(path):
     """The manifest of a .fxn file (a dict, see the module docstring), after the header,
     version and checksum checks; the arrays are not read."""
@@ -326,13 +340,20 @@ def _read_container(path, with_arrays, budget=None):
     try:
         with open(path, "rb") as f:
             head = f.read(HEADER_SIZE)
-            version = _check_magic_and_version(path, head)    # before reading a foreign file
+            _check_magic_and_version(path, head)              # before reading a foreign file
             if budget is not None:                            # the whole file is read at once
                 budget.need(max(os.fstat(f.fileno()).st_size - HEADER_SIZE, 0), "the file's content")
                 budget.used = 0                               # counted again as arrays below
             data = head + f.read()
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read the model file: {e.strerror or e}") from e
+    return _parse_container(path, data, with_arrays, budget)
+
+
+def _parse_container(path, data, with_arrays, budget=None):
+    """The manifest and (``with_arrays``) the arrays of the .fxn bytes ``data``; ``path``
+    names them in errors."""
+    version = _check_magic_and_version(path, data[:HEADER_SIZE])
     payload = _check_length_and_checksum(path, data)
     try:
         z = zipfile.ZipFile(io.BytesIO(payload))

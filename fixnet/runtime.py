@@ -128,15 +128,14 @@ class QuantizedModel:
         self._plan_lock = threading.Lock()   # guards _pools and _fast changes (not the runs)
         self._local = threading.local()      # per-thread state: the last CheckReport
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        for k in ("_pools", "_fast", "_plan_lock", "_local"):
-            state.pop(k, None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._init_run_state()
+    def __reduce__(self):
+        """Pickling (multiprocessing, Dask, joblib...) ships the model as its .fxn bytes and
+        nothing else: unpickling calls fixnet.fxn.model_from_bytes on them, which checks them
+        as it checks a file and executes nothing they name. Predictions are bit-identical; what
+        a .fxn does not hold (the float graph ``qm.report`` compares with) is not carried."""
+        from .fxn import encode_model, model_from_bytes
+        where = self.source or f"QuantizedModel '{self.name}'"
+        return model_from_bytes, (encode_model(self, where), where)
 
     # -- properties users look at -------------------------------------------------------
     @property
