@@ -1,6 +1,7 @@
 """`fixnet bench`: latency percentiles, throughput, GMAC/s and peak memory of a model's int8
-path (and of its float NumPy reference), on this machine; --json saves them, --compare prints
-saved results side by side.
+path (and of its float NumPy reference) on this machine, timed on random float32 inputs
+(the int8 time includes quantizing them and dequantizing the outputs); --json saves the
+results, --compare prints saved results side by side.
 
 What is timed. Inputs are one seeded random float32 batch (seed 0), uniform over the range
 the int8 model's input quantization covers (``QParams.real_range`` of each input: the
@@ -17,9 +18,11 @@ file holds no float weights, so its float path is reported as not available.
 
 Reported: latency p50/p90/p99/mean/min in ms (NumPy's linear-interpolation percentiles),
 throughput = batch / p50 in samples/s, GMAC/s = MACs per sample (fixnet.cost) x batch / p50,
-the process's peak resident memory (getrusage ru_maxrss: everything so far, loading and
-quantizing included; the int8 path is timed first, so the int8 figure is before the float
-runs), the int8 arena (``qm.memory_plan(batch).peak_bytes``), the kernel build in use, the
+peak resident memory (getrusage ru_maxrss, KiB on Linux, bytes on macOS): after loading and
+quantizing, then during each path's runs (on Linux the high-water mark is reset before each
+path by writing 5 to /proc/self/clear_refs: "peak_rss_scope": "path"; where that is not
+possible the figure is the process's peak so far: "process"; either way it is the whole
+process's memory, Python, NumPy and the models held included), the int8 arena (``qm.memory_plan(batch).peak_bytes``), the kernel build in use, the
 CPU, its cores, the versions, the host and the model file's sha256.
 
 The JSON file (``--json OUT``), schema "fixnet-bench/1" (a reader refuses another major
@@ -33,12 +36,13 @@ version)::
                "macs_per_sample"},
      "calibration": {"kind": "data" | "data-free" | "fxn", "data", "samples", "input_range"},
      "settings": {"batch", "threads", "runs", "warmup", "seed", "input_ranges"},
+     "load_peak_rss_bytes": peak RSS after loading and quantizing,
      "int8": PATH, "float": PATH or null, "float_note": why float is null (or null),
      "speedup": float p50 / int8 p50, or null}
 
     PATH = {"latency_ms": {"p50", "p90", "p99", "mean", "min", "max"}, "runs",
             "throughput_per_s", "gmacs_per_s", "macs_per_sample", "peak_rss_bytes",
-            "arena_bytes" (int8 only, else null), "timed": what one timed call does}
+            "peak_rss_scope": "path" | "process", "arena_bytes" (int8 only, else null), "timed": what one timed call does}
 
 ``--compare A.json B.json ...`` (no MODEL) prints such files side by side, one column per
 file, with a row of int8 throughput relative to the first file for the files that benchmark
@@ -129,7 +133,8 @@ def add_arguments(p):
                    help="time the int8 path only (no float reference)")
     p.add_argument("--json", metavar="OUT", help=f"write the results as JSON (schema {SCHEMA})")
     p.add_argument("--compare", nargs="+", metavar="JSON",
-                   help="print results saved with --json side by side (no MODEL)")
+                   help="print results saved with --json side by side, one column per file "
+                        "(no MODEL; one file prints its results alone)")
 
 
 def run(args):
@@ -203,6 +208,17 @@ def peak_rss_bytes():
     return int(rss) if sys.platform == "darwin" else int(rss) * 1024
 
 
+def reset_peak_rss():
+    """Reset the process's resident-memory high-water mark (Linux: write 5 to
+    /proc/self/clear_refs, which ru_maxrss follows); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def time_calls(fn, runs=None, warmup=3):
     """Seconds of each timed call of fn(), after ``warmup`` untimed ones: ``runs`` calls, or
     (None) as many as fill FILL_SECONDS, at least MIN_RUNS."""
@@ -224,8 +240,17 @@ def time_calls(fn, runs=None, warmup=3):
     return np.array(times)
 
 
+def time_path(fn, runs, warmup, batch, macs, timed):
+    """The PATH record of the JSON schema: fn timed by time_calls, the peak RSS during it."""
+    scope = "path" if reset_peak_rss() else "process"
+    record = path_stats(time_calls(fn, runs, warmup), batch, macs, timed)
+    record["peak_rss_scope"] = scope
+    return record
+
+
 def path_stats(times, batch, macs, timed):
-    """The PATH record of the JSON schema from the per-call times (seconds)."""
+    """The PATH record of the JSON schema from the per-call times (seconds); the peak RSS is
+    read when it is called."""
     ms = times * 1e3
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
     return {
@@ -236,6 +261,7 @@ def path_stats(times, batch, macs, timed):
         "gmacs_per_s": macs * batch / (p50 * 1e-3) / 1e9,
         "macs_per_sample": int(macs),
         "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_scope": "process",
         "arena_bytes": None,
         "timed": timed,
     }
@@ -324,12 +350,13 @@ def bench_model(args):
         fm = loaded
         qm, calibration = _quantize(fm, args)
 
+    load_peak = peak_rss_bytes()
     x, ranges = random_inputs(qm, batch)
     int8_macs = model_macs(qm)
     timed = (f"QuantizedModel.predict(x, num_threads={threads}) on float32 x of batch {batch}: "
              "quantize at the input, int8 kernels, dequantized float32 outputs")
-    int8 = path_stats(time_calls(lambda: qm.predict(x, num_threads=threads), args.runs, warmup),
-                      batch, int8_macs, timed)
+    int8 = time_path(lambda: qm.predict(x, num_threads=threads), args.runs, warmup, batch,
+                     int8_macs, timed)
     int8["arena_bytes"] = int(qm.memory_plan(batch).peak_bytes)
 
     flt, note = None, None
@@ -338,9 +365,9 @@ def bench_model(args):
     elif args.no_float:
         note = "not timed (--no-float)"
     else:
-        flt = path_stats(time_calls(lambda: fm.predict(x), args.runs, warmup), batch,
-                         macs(fm.graph), f"FloatModel.predict(x) (NumPy reference) on the same "
-                                         f"float32 x of batch {batch}")
+        flt = time_path(lambda: fm.predict(x), args.runs, warmup, batch, macs(fm.graph),
+                        f"FloatModel.predict(x) (NumPy reference) on the same float32 x of "
+                        f"batch {batch}")
 
     weights = args.weights
     result = {
@@ -360,6 +387,7 @@ def bench_model(args):
         "calibration": calibration,
         "settings": {"batch": batch, "threads": threads, "runs": args.runs, "warmup": warmup,
                      "seed": SEED, "input_ranges": ranges},
+        "load_peak_rss_bytes": load_peak,
         "int8": int8,
         "float": flt,
         "float_note": note,
@@ -409,20 +437,24 @@ def result_text(r):
         + (f", {h['cores_usable']} usable" if h["cores_usable"] != h["cores"] else "")
         + f"; host {h['hostname']}",
         f"Python {h['python']}, NumPy {h['numpy']}, fixnet {h['fixnet']}; {r['timestamp']}",
-        f"batch {s['batch']}, int8 threads {s['threads']}, {r['int8']['runs']} timed runs "
-        f"after {s['warmup']} warm-up, random float32 inputs in "
+        f"batch {s['batch']}, int8 threads {s['threads']}, {s['warmup']} warm-up calls, "
+        f"random float32 inputs in "
         + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in s["input_ranges"]),
+        f"peak RSS after loading" + (" and quantizing" if r["calibration"]["kind"] != "fxn"
+                                     else "") + f": {_mib(r['load_peak_rss_bytes'])}",
         "",
     ]
     paths = [("int8", r["int8"])] + ([("float (NumPy)", r["float"])] if r["float"] else [])
-    rows = []
+    rows = [["timed runs"] + [str(p["runs"]) for _, p in paths]]
     for key, label in (("p50", "latency p50, ms"), ("p90", "latency p90, ms"),
                        ("p99", "latency p99, ms"), ("mean", "latency mean, ms"),
                        ("min", "latency min, ms")):
         rows.append([label] + [_ms(p["latency_ms"][key]) for _, p in paths])
     rows.append(["throughput, samples/s"] + [_num(p["throughput_per_s"]) for _, p in paths])
     rows.append(["GMAC/s"] + [f"{p['gmacs_per_s']:.3g}" for _, p in paths])
-    rows.append(["peak RSS of the process"] + [_mib(p["peak_rss_bytes"]) for _, p in paths])
+    rows.append(["peak RSS during the runs"] + [
+        _mib(p["peak_rss_bytes"]) + ("" if p.get("peak_rss_scope") == "path" else " (process)")
+        for _, p in paths])
     rows.append(["int8 arena (memory plan)", _mib(r["int8"]["arena_bytes"])]
                 + [""] * (len(paths) - 1))
     if r["speedup"] is not None:
@@ -508,7 +540,7 @@ def compare_table(results):
         row("int8 p99, ms", lambda r: _ms(r["int8"]["latency_ms"]["p99"])),
         row("int8 throughput, samples/s", lambda r: _num(r["int8"]["throughput_per_s"])),
         row("int8 GMAC/s", lambda r: f"{r['int8']['gmacs_per_s']:.3g}"),
-        row("peak RSS", lambda r: _mib(r["int8"]["peak_rss_bytes"])),
+        row("peak RSS, int8 runs", lambda r: _mib(r["int8"]["peak_rss_bytes"])),
         row("float p50, ms", lambda r: _ms(r["float"]["latency_ms"]["p50"]) if r["float"]
             else "n/a"),
         row("int8 speed-up over float", lambda r: f"{r['speedup']:.2f}x" if r.get("speedup")
