@@ -182,7 +182,7 @@ def test_peak_rss_of_the_runs_leaves_out_what_quantizing_needed(work):
     assert r.returncode == 0, r.stdout + r.stderr
     with open(out) as f:
         res = json.load(f)
-    assert res["load_peak_rss_bytes"] - res["int8"]["peak_rss_bytes"] > 30 * 2 ** 20, res
+    assert res["load_peak_rss_bytes"] - res["int8"]["peak_rss_bytes"] > 30 * 2 ** 20, r.stdout
     assert res["int8"]["peak_rss_bytes"] > 10 * 2 ** 20
 
 

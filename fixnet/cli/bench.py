@@ -18,12 +18,14 @@ file holds no float weights, so its float path is reported as not available.
 
 Reported: latency p50/p90/p99/mean/min in ms (NumPy's linear-interpolation percentiles),
 throughput = batch / p50 in samples/s, GMAC/s = MACs per sample (fixnet.cost) x batch / p50,
-peak resident memory (getrusage ru_maxrss, KiB on Linux, bytes on macOS): after loading and
-quantizing, then during each path's runs (on Linux the high-water mark is reset before each
-path by writing 5 to /proc/self/clear_refs: "peak_rss_scope": "path"; where that is not
-possible the figure is the process's peak so far: "process"; either way it is the whole
-process's memory, Python, NumPy and the models held included), the int8 arena (``qm.memory_plan(batch).peak_bytes``), the kernel build in use, the
-CPU, its cores, the versions, the host and the model file's sha256.
+peak resident memory: after loading and quantizing (getrusage ru_maxrss, KiB on Linux,
+bytes on macOS), then during each path's runs (on Linux, after garbage collection and
+glibc's malloc_trim, the high-water mark is reset by writing 5 to /proc/self/clear_refs and
+read back as VmHWM from /proc/self/status after the runs: "peak_rss_scope": "path"; where
+that is not possible, ru_maxrss, the process's peak so far: "process"; either way the whole
+process's memory, Python, NumPy and the models held included), the int8 arena
+(``qm.memory_plan(batch).peak_bytes``), the kernel build in use, the CPU, its cores, the
+versions, the host and the model file's sha256.
 
 The JSON file (``--json OUT``), schema "fixnet-bench/1" (a reader refuses another major
 version)::
@@ -42,7 +44,8 @@ version)::
 
     PATH = {"latency_ms": {"p50", "p90", "p99", "mean", "min", "max"}, "runs",
             "throughput_per_s", "gmacs_per_s", "macs_per_sample", "peak_rss_bytes",
-            "peak_rss_scope": "path" | "process", "arena_bytes" (int8 only, else null), "timed": what one timed call does}
+            "peak_rss_scope": "path" | "process", "arena_bytes" (int8 only, else null),
+            "timed": what one timed call does}
 
 ``--compare A.json B.json ...`` (no MODEL) prints such files side by side, one column per
 file, with a row of int8 throughput relative to the first file for the files that benchmark
@@ -54,7 +57,6 @@ import datetime
 import hashlib
 import json
 import os
-import resource
 import socket
 import sys
 import time
@@ -204,13 +206,47 @@ def _sha256(path):
 def peak_rss_bytes():
     """The process's peak resident memory so far, in bytes (ru_maxrss is in KiB on Linux and
     the BSDs, in bytes on macOS)."""
+    import resource                 # POSIX only
+
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss) if sys.platform == "darwin" else int(rss) * 1024
 
 
+def hwm_bytes():
+    """The resident-memory high-water mark of this process's memory (Linux: VmHWM in
+    /proc/self/status, which /proc/self/clear_refs resets; ru_maxrss is not reset for the
+    peaks a thread that exited had seen), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def release_free_memory():
+    """Collect garbage and hand the C heap's free memory back to the system (glibc's
+    malloc_trim, where there is one), so that what loading and quantizing freed is not
+    counted in the peak of the runs."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 def reset_peak_rss():
     """Reset the process's resident-memory high-water mark (Linux: write 5 to
-    /proc/self/clear_refs, which ru_maxrss follows); False where that is not possible."""
+    /proc/self/clear_refs, which ru_maxrss follows) after releasing free memory; False where
+    that is not possible."""
+    release_free_memory()
+    if hwm_bytes() is None:
+        return False
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -242,9 +278,11 @@ def time_calls(fn, runs=None, warmup=3):
 
 def time_path(fn, runs, warmup, batch, macs, timed):
     """The PATH record of the JSON schema: fn timed by time_calls, the peak RSS during it."""
-    scope = "path" if reset_peak_rss() else "process"
+    reset = reset_peak_rss()
     record = path_stats(time_calls(fn, runs, warmup), batch, macs, timed)
-    record["peak_rss_scope"] = scope
+    if reset:
+        record["peak_rss_bytes"] = hwm_bytes()
+        record["peak_rss_scope"] = "path"
     return record
 
 
