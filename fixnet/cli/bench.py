@@ -179,8 +179,6 @@ def _check_usage(args):
     if args.calib is not None and args.input_range is not None:
         raise UsageError("--input-range is for data-free quantization; --calib gives the "
                          "calibration data instead")
-    if args.weights is not None and not args.model.lower().endswith(".json"):
-        raise UsageError(f"--weights goes with an architecture .json, not {args.model}")
     fmt = _model_format(args.model, args.weights)
     if fmt == "fxn":
         for name, v in (("--calib", args.calib), ("--input-range", args.input_range)):
@@ -241,9 +239,9 @@ def release_free_memory():
 
 
 def reset_peak_rss():
-    """Reset the process's resident-memory high-water mark (Linux: write 5 to
-    /proc/self/clear_refs, which ru_maxrss follows) after releasing free memory; False where
-    that is not possible."""
+    """Reset the process's resident-memory high-water mark to its resident memory now
+    (Linux: write 5 to /proc/self/clear_refs; VmHWM follows) after releasing free memory;
+    False where that is not possible."""
     release_free_memory()
     if hwm_bytes() is None:
         return False
@@ -307,7 +305,9 @@ def path_stats(times, batch, macs, timed):
 
 def _model_format(path, weights):
     from ..fxn import is_fxn_file
-    if weights is None and is_fxn_file(path):
+    if weights is not None:
+        return "json"                 # an architecture file and its weights, as fixnet.load
+    if is_fxn_file(path):
         return "fxn"
     low = path.lower()
     if low.endswith(".json"):
