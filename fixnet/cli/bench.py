@@ -255,23 +255,21 @@ def reset_peak_rss():
 
 def time_calls(fn, runs=None, warmup=3):
     """Seconds of each timed call of fn(), after ``warmup`` untimed ones: ``runs`` calls, or
-    (None) as many as fill FILL_SECONDS, at least MIN_RUNS."""
+    (None) as many as fill FILL_SECONDS, at least MIN_RUNS, at most MAX_AUTO_RUNS. (The times
+    go into one preallocated array: 8 bytes a run, touched as it fills.)"""
     for _ in range(warmup):
         fn()
-    times = []
+    times = np.empty(runs if runs is not None else MAX_AUTO_RUNS)
     clock = time.perf_counter
     start = clock()
-    while True:
+    for i in range(times.size):
         t0 = clock()
         fn()
         t1 = clock()
-        times.append(t1 - t0)
-        if runs is not None:
-            if len(times) >= runs:
-                break
-        elif (len(times) >= MIN_RUNS and t1 - start >= FILL_SECONDS) or len(times) >= MAX_AUTO_RUNS:
-            break
-    return np.array(times)
+        times[i] = t1 - t0
+        if runs is None and i + 1 >= MIN_RUNS and t1 - start >= FILL_SECONDS:
+            return times[:i + 1].copy()
+    return times
 
 
 def time_path(fn, runs, warmup, batch, macs, timed):
