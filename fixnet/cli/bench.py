@@ -458,6 +458,10 @@ def _calibration_text(cal):
     return "none: a .fxn file is quantized already"
 
 
+def _rstrip_lines(text):
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
 def result_text(r):
     from ..report import render_table
 
@@ -496,7 +500,7 @@ def result_text(r):
     if r["speedup"] is not None:
         rows.append(["int8 speed-up over float (p50)", f"{r['speedup']:.2f}x", "1.00x"])
     table = render_table(f"fixnet bench: {m['file']}", ["", *[n for n, _ in paths]], rows)
-    out = "\n".join(lines) + table
+    out = "\n".join(lines) + _rstrip_lines(table)
     if r["float"] is None:
         out += f"\nfloat path: {r['float_note']}"
     return out
@@ -569,6 +573,9 @@ def compare_table(results):
         row("kernel build (ISA)", lambda r: r["host"]["isa"]),
         row("CPU", lambda r: r["host"]["cpu"]),
         row("cores", lambda r: str(r["host"]["cores"])),
+        row("fixnet, Python, NumPy", lambda r: f"{r['host'].get('fixnet', '?')}, "
+            f"{r['host'].get('python', '?')}, {r['host'].get('numpy', '?')}"),
+        row("measured (UTC)", lambda r: r["timestamp"].replace("T", " ").rstrip("Z")),
         row("batch", lambda r: str(r["settings"]["batch"])),
         row("int8 threads", lambda r: str(r["settings"]["threads"])),
         row("int8 p50, ms", lambda r: _ms(r["int8"]["latency_ms"]["p50"])),
@@ -588,7 +595,7 @@ def compare_table(results):
         rows.append(row("int8 throughput vs the first", lambda r: (
             f"{r['int8']['throughput_per_s'] / t0:.2f}x"
             if r["model"]["sha256"] == first["model"]["sha256"] else "other model")))
-    text = render_table("fixnet bench results", columns, rows)
+    text = _rstrip_lines(render_table("fixnet bench results", columns, rows))
     if len(rs) > 1 and not all(same):
         text += ("\nnote: not every file benchmarks the model of the first file (sha256 "
                  "differs): no ratio for those")
