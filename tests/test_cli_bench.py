@@ -262,6 +262,8 @@ def test_damaged_model_files_fail_with_one_line_naming_the_file(demo_fxn, work):
     damaged.write_bytes(bytes(data))
     _one_line_error(_cli(["bench", damaged, "--runs", 5], work), 1, damaged)
     _one_line_error(_cli(["bench", work / "absent.h5"], work), 1, "absent.h5")
+    no_folder = work / "absent" / "out.json"
+    _one_line_error(_cli(["bench", demo_fxn, "--json", no_folder], work), 1, "--json", no_folder)
 
 
 def test_damaged_or_foreign_json_in_compare_fails_naming_the_file(demo_run, work):

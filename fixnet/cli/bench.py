@@ -149,6 +149,12 @@ def run(args):
         results = [(path, read_result(path)) for path in args.compare]
         print(compare_table(results))
         return 0
+    if args.json:                   # fail before the runs, not after them
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder):
+            raise ArgumentError(f"--json {args.json}: no folder {folder}")
+        if os.path.isdir(args.json):
+            raise ArgumentError(f"--json {args.json}: a folder, not a file name")
     result = bench_model(args)
     if args.json:                   # before printing: a reader closing stdout early loses nothing
         with open(args.json, "w") as f:
