@@ -1,0 +1,608 @@
+"""`fixnet bench`: latency percentiles, throughput, GMAC/s and peak memory of a model's int8
+path (and of its float NumPy reference) on this machine, timed on random float32 inputs
+(the int8 time includes quantizing them and dequantizing the outputs); --json saves the
+results, --compare prints saved results side by side.
+
+What is timed. Inputs are one seeded random float32 batch (seed 0), uniform over the range
+the int8 model's input quantization covers (``QParams.real_range`` of each input: the
+calibration data's range, or the data-free input range), one array per input for a model
+with several inputs. int8: ``QuantizedModel.predict(x, num_threads=--threads)`` on those
+floats, as a user passes them: quantizing at the input and dequantizing the float32 outputs
+are inside the time. float: ``FloatModel.predict(x)``, the NumPy reference, on the same
+batch (NumPy's BLAS uses the threads it is configured for: OPENBLAS_NUM_THREADS,
+OMP_NUM_THREADS or MKL_NUM_THREADS, recorded in the JSON when set). Each path is warmed up
+(--warmup calls, default 3: plans buffers, fills caches), then each of --runs calls is timed
+on its own with time.perf_counter (default: as many as fill 2 seconds, at least 20, at most
+100,000; settings.runs in the JSON is then null, each path's "runs" the count). A .fxn
+file holds no float weights, so its float path is reported as not available.
+
+Reported: latency p50/p90/p99/mean/min in ms (NumPy's linear-interpolation percentiles),
+throughput = batch / p50 in samples/s, GMAC/s = MACs per sample (fixnet.cost) x batch / p50,
+peak resident memory: after loading and quantizing (getrusage ru_maxrss, KiB on Linux,
+bytes on macOS), then during each path's runs (on Linux, after garbage collection and
+glibc's malloc_trim, the high-water mark is reset by writing 5 to /proc/self/clear_refs and
+read back as VmHWM from /proc/self/status after the runs: "peak_rss_scope": "path"; where
+that is not possible, ru_maxrss, the process's peak so far: "process"; either way the whole
+process's memory, Python, NumPy and the models held included), the int8 arena
+(``qm.memory_plan(batch).peak_bytes``), the kernel build in use, the CPU, its cores, the
+versions, the host and the model file's sha256.
+
+The JSON file (``--json OUT``), schema "fixnet-bench/1" (a reader refuses another major
+version)::
+
+    {"schema": "fixnet-bench/1", "timestamp": "2026-11-29T22:00:00Z",
+     "host": {"hostname", "cpu", "machine", "cores", "cores_usable", "platform", "isa",
+              "isa_forced", "builds_runnable", "python", "numpy", "fixnet", "blas_threads_env"},
+     "model": {"file", "path", "sha256", "format": "fxn" | "keras-h5" | "keras" | "json",
+               "weights_file", "weights_sha256", "name", "inputs", "outputs",
+               "macs_per_sample"},
+     "calibration": {"kind": "data" | "data-free" | "fxn", "data", "samples", "input_range"},
+     "settings": {"batch", "threads", "runs", "warmup", "seed", "input_ranges"},
+     "load_peak_rss_bytes": peak RSS after loading and quantizing,
+     "int8": PATH, "float": PATH or null, "float_note": why float is null (or null),
+     "speedup": float p50 / int8 p50, or null}
+
+    PATH = {"latency_ms": {"p50", "p90", "p99", "mean", "min", "max"}, "runs",
+            "throughput_per_s", "gmacs_per_s", "macs_per_sample", "peak_rss_bytes",
+            "peak_rss_scope": "path" | "process", "arena_bytes" (int8 only, else null),
+            "timed": what one timed call does}
+
+``--compare A.json B.json ...`` (no MODEL) prints such files side by side, one column per
+file, with a row of int8 throughput relative to the first file for the files that benchmark
+the same model (same sha256). One file is accepted too: it prints that file's results (a
+JSON copied back from another machine).
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from ..errors import ArgumentError, CalibrationError, DataFileError
+
+HELP = ("time a model's int8 path and float reference: latency percentiles, throughput, "
+        "GMAC/s, peak memory; --json saves the results, --compare prints saved ones side by side")
+EXAMPLE = """fixnet bench model.h5 --calib calib.npz --json pi5.json
+  fixnet bench model.fxn --batch 8 --threads 4 --runs 200
+  fixnet bench --compare pi4.json pi5.json"""
+
+SCHEMA = "fixnet-bench/1"
+SEED = 0
+MIN_RUNS = 20
+FILL_SECONDS = 2.0
+MAX_AUTO_RUNS = 100000
+PROG = "fixnet bench"
+
+
+class UsageError(Exception):
+    """A combination of arguments bench does not take (exit 2)."""
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return v
+
+
+def _threads(text):
+    from .._kernels._pass import MAX_THREADS
+    v = _positive_int(text)
+    if v > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_THREADS} threads")
+    return v
+
+
+def _finite_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
+def add_arguments(p):
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a .fxn file (int8 only), or a Keras .h5/.keras file, or an "
+                        "architecture .json with --weights")
+    p.add_argument("--weights", metavar="W", help="the weights file of an architecture .json")
+    p.add_argument("--calib", metavar="DATA",
+                   help="calibration data for a Keras model (.npy, .npz[:name], an image "
+                        "folder); without it the model is quantized data-free")
+    p.add_argument("--input-range", nargs=2, type=_finite_float, metavar=("LO", "HI"),
+                   help="data-free quantization of a model that does not start with a "
+                        "Rescaling or Normalization layer: the range of its input values")
+    p.add_argument("--batch", type=_positive_int, metavar="N", help="samples per call (default 1)")
+    p.add_argument("--threads", type=_threads, metavar="N",
+                   help="native threads of the int8 predict (num_threads; default 1)")
+    p.add_argument("--runs", type=_positive_int, metavar="N",
+                   help=f"timed calls per path (default: as many as fill {FILL_SECONDS:g} s, "
+                        f"at least {MIN_RUNS})")
+    p.add_argument("--warmup", type=_positive_int, metavar="N",
+                   help="untimed calls before the timed ones (default 3)")
+    p.add_argument("--no-float", action="store_true",
+                   help="time the int8 path only (no float reference)")
+    p.add_argument("--json", metavar="OUT", help=f"write the results as JSON (schema {SCHEMA})")
+    p.add_argument("--compare", nargs="+", metavar="JSON",
+                   help="print results saved with --json side by side, one column per file "
+                        "(no MODEL; one file prints its results alone)")
+
+
+def run(args):
+    try:
+        _check_usage(args)
+    except UsageError as e:
+        print(f"{PROG}: error: {e} (see {PROG} --help)", file=sys.stderr)
+        return 2
+    if args.compare:
+        results = [(path, read_result(path)) for path in args.compare]
+        print(compare_table(results))
+        return 0
+    if args.json:                   # fail before the runs, not after them
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder):
+            raise ArgumentError(f"--json {args.json}: no folder {folder}")
+        if os.path.isdir(args.json):
+            raise ArgumentError(f"--json {args.json}: a folder, not a file name")
+    result = bench_model(args)
+    if args.json:                   # before printing: a reader closing stdout early loses nothing
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+    print(result_text(result))
+    if args.json:
+        print(f"\nresults written to {args.json} (schema {SCHEMA})")
+    return 0
+
+
+def _check_usage(args):
+    run_options = [("--weights", args.weights), ("--calib", args.calib),
+                   ("--input-range", args.input_range), ("--batch", args.batch),
+                   ("--threads", args.threads), ("--runs", args.runs),
+                   ("--warmup", args.warmup), ("--no-float", args.no_float or None),
+                   ("--json", args.json)]
+    if args.compare:
+        if args.model:
+            raise UsageError(f"--compare reads saved results and takes no MODEL "
+                             f"(got {args.model})")
+        given = [name for name, v in run_options if v is not None]
+        if given:
+            raise UsageError(f"{given[0]} applies to a benchmark run, not to --compare")
+        return
+    if not args.model:
+        raise UsageError("give a MODEL to benchmark, or --compare A.json B.json ...")
+    if args.calib is not None and args.input_range is not None:
+        raise UsageError("--input-range is for data-free quantization; --calib gives the "
+                         "calibration data instead")
+    fmt = _model_format(args.model, args.weights)
+    if fmt == "fxn":
+        for name, v in (("--calib", args.calib), ("--input-range", args.input_range)):
+            if v is not None:
+                raise UsageError(f"{name}: {args.model} is a .fxn file, quantized already")
+    elif fmt == "json" and args.weights is None:
+        raise UsageError(f"{args.model}: an architecture .json needs its weights: --weights W")
+    if args.input_range is not None and not args.input_range[0] < args.input_range[1]:
+        raise UsageError(f"--input-range {args.input_range[0]:g} {args.input_range[1]:g}: "
+                         "LO must be below HI")
+
+
+# -- running one benchmark -----------------------------------------------------------------
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def peak_rss_bytes():
+    """The process's peak resident memory so far, in bytes (ru_maxrss is in KiB on Linux and
+    the BSDs, in bytes on macOS)."""
+    import resource                 # POSIX only
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+
+
+def hwm_bytes():
+    """The resident-memory high-water mark of this process's memory (Linux: VmHWM in
+    /proc/self/status, which /proc/self/clear_refs resets; ru_maxrss is not reset for the
+    peaks a thread that exited had seen), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def release_free_memory():
+    """Collect garbage and hand the C heap's free memory back to the system (glibc's
+    malloc_trim, where there is one), so that what loading and quantizing freed is not
+    counted in the peak of the runs."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def reset_peak_rss():
+    """Reset the process's resident-memory high-water mark to its resident memory now
+    (Linux: write 5 to /proc/self/clear_refs; VmHWM follows) after releasing free memory;
+    False where that is not possible."""
+    release_free_memory()
+    if hwm_bytes() is None:
+        return False
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def time_calls(fn, runs=None, warmup=3):
+    """Seconds of each timed call of fn(), after ``warmup`` untimed ones: ``runs`` calls, or
+    (None) as many as fill FILL_SECONDS, at least MIN_RUNS, at most MAX_AUTO_RUNS. (The times
+    go into one preallocated array: 8 bytes a run, touched as it fills.)"""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(runs if runs is not None else MAX_AUTO_RUNS)
+    clock = time.perf_counter
+    start = clock()
+    for i in range(times.size):
+        t0 = clock()
+        fn()
+        t1 = clock()
+        times[i] = t1 - t0
+        if runs is None and i + 1 >= MIN_RUNS and t1 - start >= FILL_SECONDS:
+            return times[:i + 1].copy()
+    return times
+
+
+def time_path(fn, runs, warmup, batch, macs, timed):
+    """The PATH record of the JSON schema: fn timed by time_calls, the peak RSS during it."""
+    reset = reset_peak_rss()
+    record = path_stats(time_calls(fn, runs, warmup), batch, macs, timed)
+    if reset:
+        record["peak_rss_bytes"] = hwm_bytes()
+        record["peak_rss_scope"] = "path"
+    return record
+
+
+def path_stats(times, batch, macs, timed):
+    """The PATH record of the JSON schema from the per-call times (seconds); the peak RSS is
+    read when it is called."""
+    ms = times * 1e3
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return {
+        "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": float(ms.mean()),
+                       "min": float(ms.min()), "max": float(ms.max())},
+        "runs": int(times.size),
+        "throughput_per_s": batch / (p50 * 1e-3),
+        "gmacs_per_s": macs * batch / (p50 * 1e-3) / 1e9,
+        "macs_per_sample": int(macs),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_scope": "process",
+        "arena_bytes": None,
+        "timed": timed,
+    }
+
+
+def _model_format(path, weights):
+    from ..fxn import is_fxn_file
+    if weights is not None:
+        return "json"                 # an architecture file and its weights, as fixnet.load
+    if is_fxn_file(path):
+        return "fxn"
+    low = path.lower()
+    if low.endswith(".json"):
+        return "json"
+    if low.endswith(".keras"):
+        return "keras"
+    return "keras-h5"
+
+
+def _quantize(fm, args):
+    """The QuantizedModel of ``fm`` and the calibration record."""
+    from .data import read_data
+    from ..quant.datafree import DataFreeWarning
+
+    if args.calib is not None:
+        calib = read_data(args.calib, fm.input_shapes, fm.graph.inputs, what="--calib")
+        samples = int((calib[0] if isinstance(calib, list) else calib).shape[0])
+        qm = fm.quantize(calib)
+        return qm, {"kind": "data", "data": args.calib, "samples": samples, "input_range": None}
+    input_range = tuple(args.input_range) if args.input_range else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataFreeWarning)
+            qm = fm.quantize(None, input_range=input_range)
+    except CalibrationError as e:
+        if input_range is None and "input_range" in str(e):
+            raise ArgumentError(
+                f"{args.model}: data-free quantization needs the model's input range (it does "
+                "not start with a Rescaling or Normalization layer): give --calib DATA, or "
+                "--input-range LO HI") from None
+        raise
+    return qm, {"kind": "data-free", "data": None, "samples": 0,
+                "input_range": list(input_range) if input_range else None}
+
+
+def random_inputs(qm, batch, seed=SEED):
+    """One float32 batch per input, uniform over the range its int8 quantization covers;
+    an array for a one-input model, else a list."""
+    rng = np.random.default_rng(seed)
+    xs, ranges = [], []
+    for shape, qp in zip(qm.input_shapes, qm.input_qparams):
+        lo, hi = (float(v) for v in qp.real_range)
+        xs.append(rng.uniform(lo, hi, size=(batch,) + tuple(shape)).astype(np.float32))
+        ranges.append([lo, hi])
+    return (xs[0] if len(xs) == 1 else xs), ranges
+
+
+def host_info():
+    from .common import system_info
+    info = system_info()
+    return {
+        "hostname": socket.gethostname(), "cpu": info["cpu"], "machine": info["machine"],
+        "cores": info["cores"], "cores_usable": info["cores_usable"],
+        "platform": info["platform"], "isa": info["isa"], "isa_forced": info["isa_forced"],
+        "builds_runnable": list(info["builds_runnable"]), "python": info["python"],
+        "numpy": info["numpy"], "fixnet": info["fixnet"],
+        "blas_threads_env": {k: os.environ[k] for k in
+                             ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                             if k in os.environ},
+    }
+
+
+def bench_model(args):
+    """Load (and quantize) args.model, time its paths; the result dict of the JSON schema."""
+    import fixnet
+    from ..cost import macs, model_macs
+
+    path = args.model
+    batch = args.batch or 1
+    threads = args.threads or 1
+    warmup = args.warmup if args.warmup is not None else 3
+    fmt = _model_format(path, args.weights)
+    loaded = fixnet.load(path, args.weights)
+    if fmt == "fxn":
+        fm, qm = None, loaded
+        calibration = {"kind": "fxn", "data": None, "samples": 0, "input_range": None}
+    else:
+        fm = loaded
+        qm, calibration = _quantize(fm, args)
+
+    load_peak = peak_rss_bytes()
+    x, ranges = random_inputs(qm, batch)
+    int8_macs = model_macs(qm)
+    timed = (f"QuantizedModel.predict(x, num_threads={threads}) on float32 x of batch {batch}: "
+             "quantize at the input, int8 kernels, dequantized float32 outputs")
+    int8 = time_path(lambda: qm.predict(x, num_threads=threads), args.runs, warmup, batch,
+                     int8_macs, timed)
+    int8["arena_bytes"] = int(qm.memory_plan(batch).peak_bytes)
+
+    flt, note = None, None
+    if fm is None:
+        note = "a .fxn file holds no float weights: no float path"
+    elif args.no_float:
+        note = "not timed (--no-float)"
+    else:
+        flt = time_path(lambda: fm.predict(x), args.runs, warmup, batch, macs(fm.graph),
+                        f"FloatModel.predict(x) (NumPy reference) on the same float32 x of "
+                        f"batch {batch}")
+
+    weights = args.weights
+    result = {
+        "schema": SCHEMA,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "host": host_info(),
+        "model": {
+            "file": os.path.basename(path), "path": path, "sha256": _sha256(path),
+            "format": fmt,
+            "weights_file": os.path.basename(weights) if weights else None,
+            "weights_sha256": _sha256(weights) if weights else None,
+            "name": qm.name,
+            "inputs": [list(s) for s in qm.input_shapes],
+            "outputs": [list(qm.tensors[t].shape) for t in qm.outputs],
+            "macs_per_sample": int(int8_macs),
+        },
+        "calibration": calibration,
+        "settings": {"batch": batch, "threads": threads, "runs": args.runs, "warmup": warmup,
+                     "seed": SEED, "input_ranges": ranges},
+        "load_peak_rss_bytes": load_peak,
+        "int8": int8,
+        "float": flt,
+        "float_note": note,
+        "speedup": flt["latency_ms"]["p50"] / int8["latency_ms"]["p50"] if flt else None,
+    }
+    return result
+
+
+# -- printing ------------------------------------------------------------------------------
+
+def _ms(v):
+    return f"{v:.4g}" if v < 1000 else f"{v:.0f}"
+
+
+def _num(v):
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def _mib(b):
+    if b >= 2 ** 20:
+        return f"{b / 2 ** 20:.1f} MiB"
+    return f"{b / 2 ** 10:.1f} KiB" if b >= 2 ** 10 else f"{b} B"
+
+
+def _calibration_text(cal):
+    if cal["kind"] == "data":
+        return f"{cal['data']} ({cal['samples']} samples)"
+    if cal["kind"] == "data-free":
+        src = (f"--input-range {cal['input_range'][0]:g} {cal['input_range'][1]:g}"
+               if cal.get("input_range") else "the input range its first layer implies")
+        return f"data-free (ranges derived from the model; {src})"
+    return "none: a .fxn file is quantized already"
+
+
+def _rstrip_lines(text):
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def result_text(r):
+    from ..report import render_table
+
+    m, h, s = r["model"], r["host"], r["settings"]
+    weights = f" + {m['weights_file']}" if m.get("weights_file") else ""
+    lines = [
+        f"model: {m['path']}{weights} (sha256 {m['sha256'][:16]}...), inputs "
+        f"{[tuple(i) for i in m['inputs']]}, {m['macs_per_sample']:,} MACs/sample",
+        f"calibration: {_calibration_text(r['calibration'])}",
+        f"kernel build: {h['isa']}" + (f" (forced by FIXNET_ISA={h['isa_forced']})"
+                                       if h.get("isa_forced") else ""),
+        f"CPU: {h['cpu']} ({h['machine']}), {h['cores']} cores"
+        + (f", {h['cores_usable']} usable" if h["cores_usable"] != h["cores"] else "")
+        + f"; host {h['hostname']}",
+        f"Python {h['python']}, NumPy {h['numpy']}, fixnet {h['fixnet']}; {r['timestamp']}",
+        f"batch {s['batch']}, int8 threads {s['threads']}, {s['warmup']} warm-up calls, "
+        f"random float32 inputs in "
+        + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in s["input_ranges"]),
+        f"peak RSS after loading" + (" and quantizing" if r["calibration"]["kind"] != "fxn"
+                                     else "") + f": {_mib(r['load_peak_rss_bytes'])}",
+        "",
+    ]
+    paths = [("int8", r["int8"])] + ([("float (NumPy)", r["float"])] if r["float"] else [])
+    rows = [["timed runs"] + [str(p["runs"]) for _, p in paths]]
+    for key, label in (("p50", "latency p50, ms"), ("p90", "latency p90, ms"),
+                       ("p99", "latency p99, ms"), ("mean", "latency mean, ms"),
+                       ("min", "latency min, ms")):
+        rows.append([label] + [_ms(p["latency_ms"][key]) for _, p in paths])
+    rows.append(["throughput, samples/s"] + [_num(p["throughput_per_s"]) for _, p in paths])
+    rows.append(["GMAC/s"] + [f"{p['gmacs_per_s']:.3g}" for _, p in paths])
+    rows.append(["peak RSS during the runs"] + [
+        _mib(p["peak_rss_bytes"]) + ("" if p.get("peak_rss_scope") == "path" else " (process)")
+        for _, p in paths])
+    rows.append(["int8 arena (memory plan)", _mib(r["int8"]["arena_bytes"])]
+                + [""] * (len(paths) - 1))
+    if r["speedup"] is not None:
+        rows.append(["int8 speed-up over float (p50)", f"{r['speedup']:.2f}x", "1.00x"])
+    table = render_table(f"fixnet bench: {m['file']}", ["", *[n for n, _ in paths]], rows)
+    out = "\n".join(lines) + _rstrip_lines(table)
+    if r["float"] is None:
+        out += f"\nfloat path: {r['float_note']}"
+    return out
+
+
+# -- reading saved results -----------------------------------------------------------------
+
+_NUMBER_FIELDS = [("int8", "latency_ms", k) for k in ("p50", "p90", "p99", "mean", "min")] + [
+    ("int8", "throughput_per_s"), ("int8", "gmacs_per_s"), ("int8", "peak_rss_bytes"),
+    ("settings", "batch"), ("settings", "threads"), ("host", "cores")]
+_TEXT_FIELDS = [("host", "hostname"), ("host", "cpu"), ("host", "isa"), ("model", "file"),
+                ("model", "sha256"), ("timestamp",)]
+
+
+def _field(d, keys, path):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            raise DataFileError(f"{path}: a {SCHEMA} result without the field "
+                                f"{'.'.join(keys)}")
+        d = d[k]
+    return d
+
+
+def read_result(path):
+    """A result dict saved by ``fixnet bench --json``, checked; DataFileError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            r = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DataFileError(f"{path}: not a JSON file ({' '.join(str(e).split())[:100]})") from None
+    schema = r.get("schema") if isinstance(r, dict) else None
+    if not isinstance(schema, str) or not schema.startswith("fixnet-bench/"):
+        raise DataFileError(f"{path}: not a fixnet bench result (no \"schema\": \"{SCHEMA}\"; "
+                            "write one with fixnet bench MODEL --json OUT)")
+    if schema != SCHEMA:
+        raise DataFileError(f"{path}: schema {schema!r}, this fixnet reads {SCHEMA!r}")
+    for keys in _NUMBER_FIELDS:
+        v = _field(r, keys, path)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            raise DataFileError(f"{path}: field {'.'.join(keys)} is {v!r}, not a number >= 0")
+    for keys in _TEXT_FIELDS:
+        if not isinstance(_field(r, keys, path), str):
+            raise DataFileError(f"{path}: field {'.'.join(keys)} is not a string")
+    flt = _field(r, ("float",), path)
+    if flt is not None:
+        v = _field(flt, ("latency_ms", "p50"), path)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise DataFileError(f"{path}: field float.latency_ms.p50 is {v!r}, not a number > 0")
+    if not _field(r, ("int8", "latency_ms", "p50"), path) > 0:
+        raise DataFileError(f"{path}: field int8.latency_ms.p50 is 0")
+    return r
+
+
+def compare_table(results):
+    """The side-by-side table of saved results [(file, result)], one column per file."""
+    from ..report import render_table
+
+    first = results[0][1]
+    columns = [""] + [f"{r['host']['hostname']}: {r['host']['cpu']} ({os.path.basename(p)})"
+                      for p, r in results]
+    rs = [r for _, r in results]
+
+    def row(label, fn):
+        return [label] + [fn(r) for r in rs]
+
+    rows = [
+        row("model", lambda r: f"{r['model']['file']} ({r['model']['sha256'][:8]})"),
+        row("kernel build (ISA)", lambda r: r["host"]["isa"]),
+        row("CPU", lambda r: r["host"]["cpu"]),
+        row("cores", lambda r: str(r["host"]["cores"])),
+        row("fixnet, Python, NumPy", lambda r: f"{r['host'].get('fixnet', '?')}, "
+            f"{r['host'].get('python', '?')}, {r['host'].get('numpy', '?')}"),
+        row("measured (UTC)", lambda r: r["timestamp"].replace("T", " ").rstrip("Z")),
+        row("batch", lambda r: str(r["settings"]["batch"])),
+        row("int8 threads", lambda r: str(r["settings"]["threads"])),
+        row("int8 p50, ms", lambda r: _ms(r["int8"]["latency_ms"]["p50"])),
+        row("int8 p90, ms", lambda r: _ms(r["int8"]["latency_ms"]["p90"])),
+        row("int8 p99, ms", lambda r: _ms(r["int8"]["latency_ms"]["p99"])),
+        row("int8 throughput, samples/s", lambda r: _num(r["int8"]["throughput_per_s"])),
+        row("int8 GMAC/s", lambda r: f"{r['int8']['gmacs_per_s']:.3g}"),
+        row("peak RSS, int8 runs", lambda r: _mib(r["int8"]["peak_rss_bytes"])),
+        row("float p50, ms", lambda r: _ms(r["float"]["latency_ms"]["p50"]) if r["float"]
+            else "n/a"),
+        row("int8 speed-up over float", lambda r: f"{r['speedup']:.2f}x" if r.get("speedup")
+            else "n/a"),
+    ]
+    same = [r["model"]["sha256"] == first["model"]["sha256"] for r in rs]
+    if len(rs) > 1 and any(same[1:]):
+        t0 = first["int8"]["throughput_per_s"]
+        rows.append(row("int8 throughput vs the first", lambda r: (
+            f"{r['int8']['throughput_per_s'] / t0:.2f}x"
+            if r["model"]["sha256"] == first["model"]["sha256"] else "other model")))
+    text = _rstrip_lines(render_table("fixnet bench results", columns, rows))
+    if len(rs) > 1 and not all(same):
+        text += ("\nnote: not every file benchmarks the model of the first file (sha256 "
+                 "differs): no ratio for those")
+    return text
