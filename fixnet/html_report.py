@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .errors import FixnetError
+from .errors import ArgumentError, FixnetError
 from .report import _sqnr_db
 
 MAX_WEIGHT_PLOTS = 64        # histograms per kind: a MobileNet-size page stays a few MB
@@ -187,8 +187,13 @@ class _Plots:
         self.Figure = _matplotlib()
         self.count = {"svg": 0, "png": 0}
 
-    def figure(self, w, h):
+    def figure(self, w, h, margins=None):
+        """A figure and its axes; ``margins`` (left, bottom, right, top) fixes the layout
+        (fast) instead of a tight layout measured at save time."""
         fig = self.Figure(figsize=(w, h))
+        if margins:
+            fig.subplots_adjust(*margins)
+        fig.fixnet_tight = margins is None
         return fig, fig.add_subplot(1, 1, 1)
 
     def svg(self, fig, alt):
@@ -197,7 +202,8 @@ class _Plots:
         buf = io.StringIO()
         with matplotlib.rc_context({"svg.fonttype": "none",
                                     "svg.hashsalt": f"fixnet-{self.count['svg']}"}):
-            fig.tight_layout()
+            if fig.fixnet_tight:
+                fig.tight_layout()
             fig.savefig(buf, format="svg")
         text = buf.getvalue()
         text = text[text.index("<svg"):]
@@ -207,7 +213,8 @@ class _Plots:
     def png(self, fig, alt):
         self.count["png"] += 1
         buf = io.BytesIO()
-        fig.tight_layout()
+        if fig.fixnet_tight:
+            fig.tight_layout()
         fig.savefig(buf, format="png", dpi=PNG_DPI)
         data = base64.b64encode(buf.getvalue()).decode("ascii")
         return (f'<figure class="plot" data-plot="png"><img alt="{html.escape(alt)}" '
@@ -236,20 +243,31 @@ def _bar_chart(plots, labels, values, title, ylabel, color, ref=None, log=False)
     return plots.svg(fig, title)
 
 
+_HIST_MARGINS = (0.13, 0.2, 0.98, 0.88)
+
+
+def _log_y(ax):
+    """A log count axis with a few labelled decades and no minor ticks (cheap to draw)."""
+    from matplotlib.ticker import LogLocator, NullLocator
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=4))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
 def _weight_hist(plots, step, w, ranges, source):
-    fig, ax = plots.figure(3.8, 2.1)
+    fig, ax = plots.figure(3.8, 2.1, _HIST_MARGINS)
     flat = w.ravel()
     rmin, rmax = float(ranges.min()), float(ranges.max())
     lim = max(float(np.abs(flat).max()) if flat.size else 0.0, rmax) * 1.05 or 1.0
     ax.hist(flat, bins=np.linspace(-lim, lim, HIST_BINS + 1), color="#4878a8")
-    ax.set_yscale("log")
+    _log_y(ax)
     if rmin == rmax:
         for v in (-rmax, rmax):
             ax.axvline(v, color="#c03030", lw=1)
         label = f"int8 range ±{rmax:.3g}"
     else:
-        ax.axvspan(-rmax, -rmin, color="#c03030", alpha=0.15, lw=0)
-        ax.axvspan(rmin, rmax, color="#c03030", alpha=0.15, lw=0)
+        ax.axvspan(-rmax, -rmin, color="#c03030", alpha=0.15, lw=0, zorder=0)
+        ax.axvspan(rmin, rmax, color="#c03030", alpha=0.15, lw=0, zorder=0)
         for v in (-rmax, rmax):
             ax.axvline(v, color="#c03030", lw=1)
         label = f"per-channel int8 ranges ±{rmin:.3g} .. ±{rmax:.3g}"
@@ -263,7 +281,7 @@ def _weight_hist(plots, step, w, ranges, source):
 def _activation_hist(plots, step, tensor, hist, qparams, clipped):
     counts, edges, vmin, vmax = hist
     lo, hi = qparams.real_range
-    fig, ax = plots.figure(3.8, 2.1)
+    fig, ax = plots.figure(3.8, 2.1, _HIST_MARGINS)
     centers = (edges[:-1] + edges[1:]) / 2
     inside = (centers >= lo - qparams.scale / 2) & (centers <= hi + qparams.scale / 2)
     width = edges[1] - edges[0]
@@ -274,7 +292,7 @@ def _activation_hist(plots, step, tensor, hist, qparams, clipped):
     ax.axvline(lo, color="#c03030", lw=1)
     ax.axvline(hi, color="#c03030", lw=1)
     if counts.any():
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.set_title(f"{step.layer} ({step.op}) output '{tensor}'", fontsize=8)
     ax.set_xlabel(f"int8 range [{lo:.3g}, {hi:.3g}]; float values [{vmin:.3g}, {vmax:.3g}]"
                   + (f"; {100 * clipped:.2f}% clipped" if clipped else ""), fontsize=7)
@@ -372,8 +390,8 @@ def output_metrics(qm, float_model, x, labels=None):
             if labels is not None and i == 0:
                 y = np.asarray(labels).reshape(-1)
                 if y.shape[0] != f.shape[0]:
-                    raise FixnetError(f"--eval-labels: {y.shape[0]} labels for {f.shape[0]} "
-                                      "evaluation samples")
+                    raise ArgumentError(f"labels: {y.shape[0]} labels for {f.shape[0]} "
+                                        "evaluation samples")
                 m["accuracy_float"] = float(np.mean(f.argmax(1) == y))
                 m["accuracy_int8"] = float(np.mean(q.argmax(1) == y))
         out.append(m)
