@@ -25,6 +25,7 @@ import base64
 import html
 import io
 import math
+import re
 
 import numpy as np
 
@@ -206,7 +207,8 @@ class _Plots:
                 fig.tight_layout()
             fig.savefig(buf, format="svg")
         text = buf.getvalue()
-        text = text[text.index("<svg"):]
+        text = text[text.index("<svg"):]       # no XML prolog, no metadata (dates, links)
+        text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
         return (f'<figure class="plot" data-plot="svg" title="{html.escape(alt)}">{text}'
                 f'</figure>')
 
