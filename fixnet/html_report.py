@@ -116,7 +116,7 @@ def conclusion_line(costs, records):
     saturated = sum(r["saturated"] for r in rs)
     extra = []
     if clipped > 0:
-        extra.append(f"{100 * clipped:.2f}% of its float outputs lie outside its int8 range")
+        extra.append(f"{100 * clipped:.3g}% of its float outputs lie outside its int8 range")
     if saturated:
         extra.append(f"{saturated} outputs saturated")
     return (f"layer '{worst['layer']}' ({'+'.join(worst['ops'])}) costs the most accuracy: SQNR "
@@ -461,7 +461,10 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
                  'from the input. Clipped: share of float values outside the tensor\'s int8 range. '
                  'Saturated: int8 outputs the clamp cut. Headroom: bits below 2^31 of the worst '
                  'int32 accumulator over all inputs (static proof). Weight range use: mean over '
-                 'channels of max|w_q|/127.</p>')
+                 'channels of max|w_q|/127.'
+                 + (' A softmax\'s input is clipped on purpose below the values that can still '
+                    'change its int8 probabilities: judge it by the softmax output\'s SQNR.'
+                    if any(r["op"] == "softmax" for r in records) else "") + '</p>')
 
     labels_ = [f"{r['layer']}" + (f" ({r['op']})" if r["op"] not in r["layer"] else "") for r in records]
     parts.append("<h2>Summary plots</h2><div class='grid'>")
