@@ -36,6 +36,7 @@ MAX_WEIGHT_PLOTS = 64        # histograms per kind: a MobileNet-size page stays 
 MAX_ACTIVATION_PLOTS = 64
 HIST_BINS = 60
 PNG_DPI = 80
+MEASURE_BUDGET = 512 << 20   # bytes the per-layer measurement may hold (see auto_samples)
 
 
 def _matplotlib():
@@ -400,10 +401,19 @@ def output_metrics(qm, float_model, x, labels=None):
     return out
 
 
+def auto_samples(qm, budget=MEASURE_BUDGET):
+    """How many samples the per-layer measurement takes by default: as many as keep the float
+    and int8 copies of every tensor (qm.report holds them all at once) within ``budget``
+    bytes, between 8 and 512."""
+    per_sample = sum(int(np.prod(t.shape)) for t in qm.tensors.values())
+    return int(min(512, max(8, budget // max(1, 18 * per_sample))))
+
+
 def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None,
-                max_samples=256, details=None):
+                max_samples=None, details=None):
     """Build the HtmlReport of QuantizedModel ``qm`` (made by ``FloatModel.quantize``) on
-    inputs ``x`` (the first ``max_samples`` are used for the per-layer numbers and plots).
+    inputs ``x`` (the first ``max_samples`` are used for the per-layer numbers and plots;
+    None: ``auto_samples(qm)``, e.g. all of a small model's, 16 of a 96x96 MobileNetV2's).
     ``float_model``, ``eval_x`` [, ``labels``]: output-level numbers on the evaluation data.
     ``details``: [(label, value)] shown at the top (files, options)."""
     if getattr(qm, "float_graph", None) is None:
@@ -411,7 +421,7 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
                           "its float model: quantize the Keras model (a .fxn file has no float "
                           "weights)")
     plots = _Plots()
-    xs = _first(qm._check_inputs(x), max_samples)
+    xs = _first(qm._check_inputs(x), max_samples or auto_samples(qm))
     n = int(xs[0].shape[0])
     rep = qm.report(xs if len(xs) > 1 else xs[0])
     records = rep.records
@@ -438,13 +448,13 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
 
     if outputs:
         parts.append("<h2>Outputs on the evaluation data</h2>")
-        rows = [[_cell(m["output"], numeric=False), _cell(m["samples"]), _cell(m["sqnr_db"], ".1f"),
-                 _cell(None if "top1_agreement" not in m else 100 * m["top1_agreement"], ".2f"),
-                 _cell(None if "accuracy_float" not in m else 100 * m["accuracy_float"], ".2f"),
-                 _cell(None if "accuracy_int8" not in m else 100 * m["accuracy_int8"], ".2f")]
+        cols = [("top1_agreement", "top-1 agreement with float %"),
+                ("accuracy_float", "float accuracy %"), ("accuracy_int8", "int8 accuracy %")]
+        cols = [c for c in cols if any(c[0] in m for m in outputs)]
+        rows = [[_cell(m["output"], numeric=False), _cell(m["samples"]), _cell(m["sqnr_db"], ".1f")]
+                + [_cell(None if k not in m else 100 * m[k], ".2f") for k, _ in cols]
                 for m in outputs]
-        parts.append(_table(["output", "samples", "SQNR dB", "top-1 agreement with float %",
-                             "float accuracy %", "int8 accuracy %"], rows))
+        parts.append(_table(["output", "samples", "SQNR dB"] + [c[1] for c in cols], rows))
 
     parts.append("<h2>Per layer</h2>")
     rows = [[_cell(r["layer"], numeric=False), _cell(r["op"], numeric=False),

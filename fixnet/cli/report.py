@@ -37,8 +37,10 @@ def add_arguments(p):
                    help="how weights are rounded to int8 (default: adaptive)")
     p.add_argument("--input-range", nargs=2, type=float, metavar=("LO", "HI"),
                    help="the model input's real range (used when data-free ranges are needed)")
-    p.add_argument("--samples", type=int, default=256, metavar="N",
-                   help="samples the per-layer numbers and histograms are measured on (default 256)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="samples the per-layer numbers and histograms are measured on (the "
+                        "first N of --eval, else of --calib; default: as many as fit in 512 MB "
+                        "of copies of every tensor, at most 512)")
     p.add_argument("--json", metavar="OUT", help="also write the numbers behind the page as JSON")
 
 
@@ -65,7 +67,7 @@ def run(args):
     from ..html_report import html_report, _matplotlib
     from .data import read_data
 
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise ArgumentError(f"--samples {args.samples}: give a positive number of samples")
     if args.eval_labels and not args.eval:
         raise ArgumentError("--eval-labels: give --eval DATA too (the labels are of those samples)")
