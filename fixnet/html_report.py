@@ -249,6 +249,11 @@ def _bar_chart(plots, labels, values, title, ylabel, color, ref=None, log=False)
 _HIST_MARGINS = (0.13, 0.2, 0.98, 0.88)
 
 
+def _short(text, n=52):
+    """A plot title that fits its small figure."""
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
 def _log_y(ax):
     """A log count axis with a few labelled decades and no minor ticks (cheap to draw)."""
     from matplotlib.ticker import LogLocator, NullLocator
@@ -275,8 +280,9 @@ def _weight_hist(plots, step, w, ranges, source):
             ax.axvline(v, color="#c03030", lw=1)
         label = f"per-channel int8 ranges ±{rmin:.3g} .. ±{rmax:.3g}"
     outside = int(np.sum(np.abs(w) > ranges[None, :] * (1 + 1 / 254)))
-    ax.set_title(f"{step.layer} ({step.op}) weights, {source}", fontsize=8)
-    ax.set_xlabel(label + (f"; {outside} beyond their range" if outside else ""), fontsize=7)
+    ax.set_title(_short(f"{step.layer} ({step.op}) weights"), fontsize=8)
+    ax.set_xlabel(label + (f"; {outside} beyond their range" if outside else "")
+                  + ("" if source == "float model" else f"; {source} weights"), fontsize=7)
     ax.tick_params(labelsize=6)
     return plots.png(fig, f"weights of {step.layer}")
 
@@ -296,7 +302,7 @@ def _activation_hist(plots, step, tensor, hist, qparams, clipped):
     ax.axvline(hi, color="#c03030", lw=1)
     if counts.any():
         _log_y(ax)
-    ax.set_title(f"{step.layer} ({step.op}) output '{tensor}'", fontsize=8)
+    ax.set_title(_short(f"{step.layer} ({step.op}) output" + (f" '{tensor}'" if tensor != step.layer else "")), fontsize=8)
     ax.set_xlabel(f"int8 range [{lo:.3g}, {hi:.3g}]; float values [{vmin:.3g}, {vmax:.3g}]"
                   + (f"; {100 * clipped:.2f}% clipped" if clipped else ""), fontsize=7)
     ax.tick_params(labelsize=6)
