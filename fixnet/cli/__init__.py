@@ -19,6 +19,11 @@ from ..errors import FixnetError
 COMMANDS = ("demo", "info", "inspect", "quantize", "predict", "bench", "report")
 
 
+class UsageError(FixnetError):
+    """A command's arguments do not go together (e.g. a .json model without --weights): one
+    line on stderr and exit code 2, as argparse's own usage errors."""
+
+
 class CommandLineParser(argparse.ArgumentParser):
     """argparse with a one-line usage error (and exit code 2)."""
 
@@ -85,6 +90,11 @@ def main(argv=None):
     except BrokenPipeError:
         _silence_stdout()
         return 0
+    except UsageError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {one_line(e)} (see {prog} --help)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
