@@ -32,7 +32,7 @@ def run(args):
     return 0
 
 
-def _shapes(shapes, outputs):
+def shapes_text(shapes, outputs):
     """Output shapes, compact (tables are narrow): "48x48x16", "10", several joined by ", "."""
     return ", ".join("x".join(str(d) for d in shapes[t]) or "scalar" for t in outputs)
 
@@ -44,7 +44,7 @@ def layer_table(title, columns, rows):
     from rich.measure import Measurement
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    t = Table()
     for i, c in enumerate(columns):
         t.add_column(c, justify="left" if i == 0 or c in ("layer", "op", "Keras class") else "right",
                      no_wrap=True)
@@ -54,10 +54,11 @@ def layer_table(title, columns, rows):
     width = max(110, Measurement.get(wide, wide.options, t).maximum)
     buf = io.StringIO()
     Console(file=buf, width=width, color_system=None, force_terminal=False).print(t)
-    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip().splitlines())
+    # the title on a line of its own: a table's title wraps at the table's width
+    return "\n".join([title] + [line.rstrip() for line in buf.getvalue().rstrip().splitlines()])
 
 
-def _weight_bytes_text(n):
+def bytes_text(n):
     return f"{n:,} bytes ({n / 1024:.1f} KiB)" if n >= 1024 else f"{n:,} bytes"
 
 
@@ -71,10 +72,10 @@ def describe_float(fm, path):
         p = sum(int(w.size) for w in n.weights.values())
         params += p
         macs += m
-        rows.append((n.layer, n.keras_class, n.op, _shapes(g.shapes, n.outputs),
+        rows.append((n.layer, n.keras_class, n.op, shapes_text(g.shapes, n.outputs),
                      f"{p:,}" if p else "", f"{m:,}" if m else ""))
-    title = (f"{path}: Keras model '{fm.name}', inputs {_shapes(g.shapes, g.inputs)}, "
-             f"outputs {_shapes(g.shapes, g.outputs)}")
+    title = (f"{path}: Keras model '{fm.name}', inputs {shapes_text(g.shapes, g.inputs)}, "
+             f"outputs {shapes_text(g.shapes, g.outputs)}")
     table = layer_table(title, ["layer", "Keras class", "op", "output shape", "parameters",
                                  "MACs/sample"], rows)
     return "\n".join([
@@ -82,7 +83,7 @@ def describe_float(fm, path):
         f"parameters: {params:,}",
         f"multiply-accumulates per sample: {macs:,} (dense, conv and depthwise layers)",
         # Keras keeps its weights in float32 (fixnet reads some, e.g. BatchNorm's, as float64)
-        f"weight bytes: {_weight_bytes_text(4 * params)} as float32 (`fixnet quantize` makes "
+        f"weight bytes: {bytes_text(4 * params)} as float32 (`fixnet quantize` makes "
         "the int8 model)",
     ])
 
@@ -148,7 +149,7 @@ def describe_quantized(qm, path):
         n_scales = weight_scales(s, qm.tensors)
         if n_scales is not None:
             scales.append(n_scales)
-        rows.append((s.layer, s.op, _shapes(shapes, s.outputs), f"{p:,}" if p else "",
+        rows.append((s.layer, s.op, shapes_text(shapes, s.outputs), f"{p:,}" if p else "",
                      f"{m:,}" if m else "", f"{qp.scale:.4g}", qp.zero_point,
                      "" if b is None else f"{b.headroom_bits:.1f}"))
     try:
@@ -169,8 +170,8 @@ def describe_quantized(qm, path):
     lines += [f"parameters: {params:,}",
               "weights: int8, " + _scaling_text(scales),
               f"multiply-accumulates per sample: {macs:,} (dense, conv and depthwise layers)",
-              f"weight bytes: {_weight_bytes_text(nbytes)} (int8 weights, int32 biases), "
-              f"file {_weight_bytes_text(os.path.getsize(path))}"]
+              f"weight bytes: {bytes_text(nbytes)} (int8 weights, int32 biases), "
+              f"file {bytes_text(os.path.getsize(path))}"]
     lines.append(overflow_line(qm))
     return "\n".join(lines)
 
