@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import textwrap
 import traceback
 
 from ..errors import FixnetError
@@ -41,7 +42,8 @@ def _command_modules():
 def _description(module):
     """A command module's docstring's first paragraph without its "`fixnet NAME`: " prefix."""
     text = " ".join(module.__doc__.split("\n\n")[0].split())
-    return text.split("`: ", 1)[1] if text.startswith("`fixnet ") and "`: " in text else text
+    text = text.split("`: ", 1)[1] if text.startswith("`fixnet ") and "`: " in text else text
+    return textwrap.fill(text, 88)       # (the raw formatter, for the example, does not wrap)
 
 
 def build_parser():

@@ -44,10 +44,11 @@ def add_arguments(p):
                    help="the inputs: an .npy file, an .npz file with the array named after a "
                         "colon (data.npz:x_test; for several inputs, the arrays named as the "
                         "inputs, or data.npz:a,b), or a folder of images (resized to the input; "
-                        "needs Pillow). Float and integer arrays are real values, except that "
-                        "an int8 array is taken as int8 codes of the model's input quantization "
-                        "and a uint8 array as those codes + 128, as QuantizedModel.predict "
-                        "takes them")
+                        "needs Pillow). Float and integer arrays are real values, except that, "
+                        "for a .fxn model, an int8 array is taken as int8 codes of the model's "
+                        "input quantization and a uint8 array as those codes + 128, as "
+                        "QuantizedModel.predict takes them (see `fixnet inspect MODEL` for the "
+                        "input's scale and zero point)")
     p.add_argument("-o", dest="out", metavar="OUT", required=True,
                    help="where to write the outputs: OUT.npy (a one-output model) or OUT.npz "
                         "(the outputs named by the model's output tensors); written atomically")

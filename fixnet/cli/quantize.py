@@ -190,6 +190,11 @@ def run(args):
                    weight_rounding=args.weight_rounding, bias_correction=args.bias_correction,
                    input_range=input_range, softmax_levels=args.softmax_levels,
                    on_overflow_risk=args.on_overflow_risk, progress="auto")
+    if sys.stderr.isatty() and args.calib is not None:
+        # the progress bar covers the calibration pass; adaptive rounding comes after it
+        print(f"fixnet quantize: calibrating on {n_calib} samples, then rounding the weights"
+              + (" (adaptive rounding takes longest)" if args.weight_rounding == "adaptive" else "")
+              + " ...", file=sys.stderr)
     t1 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
