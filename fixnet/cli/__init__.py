@@ -64,8 +64,13 @@ def build_parser():
 
 
 def one_line(message):
-    """A message as one line: its lines joined with '; '."""
-    return "; ".join(s.strip() for s in str(message).splitlines() if s.strip())
+    """A message as one line: its lines joined with '; ' (with ' ' after a line that ends in
+    a colon, which introduces the lines after it)."""
+    text = ""
+    for line in (s.strip() for s in str(message).splitlines()):
+        if line:
+            text += ("" if not text else " " if text.endswith(":") else "; ") + line
+    return text
 
 
 def _silence_stdout():

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import CalibrationError, DataFileError, ModelFileError
+from ..errors import CalibrationError, DataFileError, ModelFileError, OverflowRiskError
 from ..quant.ranges import DEFAULT_PERCENTILE, METHODS
 from . import UsageError, one_line
 from .data import read_data
@@ -157,10 +157,6 @@ def _check_datafree_input(fm, args):
 
 
 def run(args):
-    from ..report import widened_channels
-    from .inspect import (bytes_text, layer_table, overflow_line,
-                          shapes_text, smallest_headroom, step_parameters)
-
     check_arguments(args)
     t0 = time.perf_counter()
     fm = open_model(args.model, args.weights)
@@ -174,39 +170,57 @@ def run(args):
                       image_range=image_range)
         xs = x if isinstance(x, list) else [x]
         _require_finite(xs, args.calib)
-        n_calib = xs[0].shape[0]
     else:
-        x, xs, n_calib = None, None, 0
+        x = xs = None
         if input_range is None:
             _check_datafree_input(fm, args)
         print("fixnet quantize: note: no --calib: data-free quantization (activation ranges "
               "derived from the model's BatchNormalization statistics and the input range, not "
               "measured); a few hundred representative inputs given with --calib usually make "
               "a more accurate int8 model", file=sys.stderr)
-
     options = dict(percentile=DEFAULT_PERCENTILE if args.percentile is None else args.percentile,
                    per_channel=args.per_channel,
                    weight_clipping=None if args.weight_clipping == "none" else args.weight_clipping,
                    weight_rounding=args.weight_rounding, bias_correction=args.bias_correction,
                    input_range=input_range, softmax_levels=args.softmax_levels,
                    on_overflow_risk=args.on_overflow_risk, progress="auto")
-    if sys.stderr.isatty() and args.calib is not None:
+    if sys.stderr.isatty() and xs is not None:
         # the progress bar covers the calibration pass; adaptive rounding comes after it
-        print(f"fixnet quantize: calibrating on {n_calib} samples, then rounding the weights"
-              + (" (adaptive rounding takes longest)" if args.weight_rounding == "adaptive" else "")
-              + " ...", file=sys.stderr)
+        print(f"fixnet quantize: calibrating on {xs[0].shape[0]} samples, then rounding the "
+              "weights" + (" (adaptive rounding takes longest)"
+                           if args.weight_rounding == "adaptive" else "") + " ...",
+              file=sys.stderr)
     t1 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        qm = fm.quantize(x, args.method, **options)
+        try:
+            qm = fm.quantize(x, args.method, **options)
+        except OverflowRiskError as e:                     # name the option, not the keyword
+            e.args = (str(e).replace("pass on_overflow_risk='warn'",
+                                     "give --on-overflow-risk warn to write the model anyway"),)
+            raise
     t2 = time.perf_counter()
     for w in caught:
         if w.category.__name__ != "DataFreeWarning":      # said above, in the CLI's words
             print(f"fixnet quantize: warning: {one_line(w.message)}", file=sys.stderr)
     qm.save(args.output)
     t3 = time.perf_counter()
+    print(summary(args, options, fm, qm, xs))
+    print(f"time: {t3 - t0:.2f} s (reading the model and data {t1 - t0:.2f} s, quantizing "
+          f"{t2 - t1:.2f} s, writing {t3 - t2:.2f} s)")
+    if xs is not None:
+        print(accuracy_line(fm, qm, xs))
+    return 0
 
-    # -- the summary -----------------------------------------------------------------------
+
+def summary(args, options, fm, qm, xs):
+    """What quantize made: per int8 step the output's scale, zero point and accumulator
+    headroom; the settings; file and weight sizes; the overflow proof; the dead channels
+    widened."""
+    from ..report import widened_channels
+    from .inspect import (bytes_text, layer_table, overflow_line, shapes_text,
+                          smallest_headroom, step_parameters)
+
     shapes = {t: s.shape for t, s in qm.tensors.items()}
     bounds = smallest_headroom(qm)
     rows = []
@@ -215,40 +229,39 @@ def run(args):
         b = bounds.get((s.layer, s.op))
         rows.append((s.layer, s.op, shapes_text(shapes, s.outputs), f"{qp.scale:.4g}",
                      qp.zero_point, "" if b is None else f"{b.headroom_bits:.1f}"))
-    how = (f"calibrated on {n_calib} samples of {args.calib}, method {args.method}"
-           if args.calib is not None else "data-free")
-    print(layer_table(f"{args.output}: int8 model of {args.model} ({how})",
-                      ["layer", "op", "output shape", "scale", "zero pt", "headroom bits"], rows))
+    how = (f"calibrated on {xs[0].shape[0]} samples of {args.calib}, method {args.method}"
+           if xs is not None else "data-free")
+    lines = [layer_table(f"{args.output}: int8 model of {args.model} ({how})",
+                         ["layer", "op", "output shape", "scale", "zero pt", "headroom bits"],
+                         rows)]
+    lines.append(
+        f"settings: method {args.method}"
+        + (f", percentile {options['percentile']:g}" if args.method in ("percentile", "auto")
+           else "")
+        + f", weights {'per channel' if args.per_channel else 'per tensor'}, "
+        f"{args.weight_rounding} rounding"
+        + (", mse weight clipping" if options["weight_clipping"] else "")
+        + f", bias correction {'on' if args.bias_correction else 'off'}, softmax scale "
+        f"1/{args.softmax_levels}")
     int8_bytes = sum(int(a.nbytes) for s in qm.steps for a in step_parameters(s))
     float_bytes = 4 * sum(int(w.size) for n in fm.graph.nodes for w in n.weights.values())
-    print(f"settings: method {args.method}"
-          + (f", percentile {options['percentile']:g}" if args.method in ("percentile", "auto") else "")
-          + f", weights {'per channel' if args.per_channel else 'per tensor'}, "
-          f"{args.weight_rounding} rounding"
-          + (", mse weight clipping" if options["weight_clipping"] else "")
-          + f", bias correction {'on' if args.bias_correction else 'off'}, softmax scale "
-          f"1/{args.softmax_levels}")
-    print(f"file: {args.output}, {bytes_text(os.path.getsize(args.output))}")
-    print(f"weights: {bytes_text(int8_bytes)} as int8 weights and int32 biases, "
-          f"{bytes_text(float_bytes)} as float32"
-          + (f" ({float_bytes / int8_bytes:.1f}x smaller)" if int8_bytes else ""))
-    print(f"time: {t3 - t0:.2f} s (loading {t1 - t0:.2f} s, quantizing {t2 - t1:.2f} s, "
-          f"writing {t3 - t2:.2f} s)")
-    print(overflow_line(qm))
+    lines.append(f"file: {args.output}, {bytes_text(os.path.getsize(args.output))}")
+    lines.append(f"weights: {bytes_text(int8_bytes)} as int8 weights and int32 biases, "
+                 f"{bytes_text(float_bytes)} as float32"
+                 + (f" ({float_bytes / int8_bytes:.1f}x smaller)" if int8_bytes else ""))
+    lines.append(overflow_line(qm))
     widened = widened_channels(qm)
     if widened:
-        wrows = [(r["layer"], r["op"], r["channel"],
-                  "" if r["natural_scale"] is None else f"{r['natural_scale']:.3g}",
-                  f"{r['scale']:.3g}", f"{r['bias']:.6g}") for r in widened]
-        print(layer_table("dead channels whose weight scale was widened to hold their bias "
-                          "(they output ~their bias)",
-                          ["layer", "op", "channel", "weight scale", "widened scale", "bias"],
-                          wrows))
+        rows = [(r["layer"], r["op"], r["channel"],
+                 "" if r["natural_scale"] is None else f"{r['natural_scale']:.3g}",
+                 f"{r['scale']:.3g}", f"{r['bias']:.6g}") for r in widened]
+        lines.append(layer_table(
+            "dead channels whose weight scale was widened to hold their bias (they output "
+            "~their bias)", ["layer", "op", "channel", "weight scale", "widened scale", "bias"],
+            rows))
     else:
-        print("dead channels widened: none")
-    if xs is not None:
-        print(accuracy_line(fm, qm, xs))
-    return 0
+        lines.append("dead channels widened: none")
+    return "\n".join(lines)
 
 
 def _sqnr_db(ref, test):
