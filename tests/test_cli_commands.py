@@ -142,6 +142,16 @@ def mlp_fxn(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def multi_fxn(tmp_path_factory):
+    """multi_io_k3 (two inputs, two outputs) quantized by `fixnet quantize` (in this process)
+    on the two calibration arrays of its .npz, named after the colon."""
+    out = tmp_path_factory.mktemp("multi") / "multi.fxn"
+    ok(run_main("quantize", MULTI, "--calib",
+                fixture_path("multi_io_k3", ".npz") + ":x_calib_0,x_calib_1", "-o", out))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
 def cnn_x_test(tmp_path_factory):
     """cnn_digits_k3's test inputs as an .npy file: (path, array)."""
     x = np.load(CNN_NPZ)["x_test"]
@@ -248,10 +258,10 @@ def _closed_pipe(args):
 
 @pytest.mark.parametrize("command", ["inspect", "info"])
 def test_output_into_a_closed_pipe_ends_quietly(command):
-    code, err = _closed_pipe([command, fixture_path("mobilenetv2_k3")])
+    code, err = _closed_pipe([command, CNN])
     assert code == 0 and err == "", err
     r = subprocess.run(["bash", "-c", f"set -o pipefail; '{sys.executable}' -m fixnet.cli "
-                        f"{command} '{fixture_path('mobilenetv2_k3')}' | head -2"],
+                        f"{command} '{CNN}' | head -2"],
                        capture_output=True, text=True, env=_env(), timeout=120)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert len(r.stdout.splitlines()) == 2
@@ -396,13 +406,27 @@ def test_quantize_image_folder_grey_resized_and_dead_channels(tmp_path):
     assert "int8 vs float on 40 calibration samples" in text
 
 
-def test_quantize_multi_input_npz_names(tmp_path):
-    d = np.load(fixture_path("multi_io_k3", ".npz"))
-    out = tmp_path / "multi.fxn"
-    ok(run_main("quantize", MULTI, "--calib", fixture_path("multi_io_k3", ".npz") + ":x_calib_0,x_calib_1",
-           "-o", out))
-    qm_api = fixnet.load(MULTI).quantize([d["x_calib_0"], d["x_calib_1"]], progress=False)
+def test_quantize_data_free_one_input_range_per_input(tmp_path):
+    import warnings
+    out = tmp_path / "free.fxn"
+    ok(run_main("quantize", MULTI, "--input-range", "0", "1", "--input-range", "-1", "1", "-o",
+                out))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fixnet.DataFreeWarning)
+        qm_api = fixnet.load(MULTI).quantize(None, input_range=[(0.0, 1.0), (-1.0, 1.0)])
     assert_same_model(fixnet.load(out), qm_api)
+    assert [fixnet.load(out).tensors[t].qparams.real_range[0] for t in qm_api.inputs] == \
+        pytest.approx([0.0, -1.0], abs=0.01)
+    error_line(run_main("quantize", MULTI, *["--input-range", "0", "1"] * 3, "-o", out), 2,
+               "--input-range", "3 times", "2 input(s)")
+    error_line(run_main("quantize", MULTI, "--input-range", "1", "0", "-o", out), 2,
+               "--input-range 1 0")
+
+
+def test_quantize_multi_input_npz_names(multi_fxn):
+    d = np.load(fixture_path("multi_io_k3", ".npz"))
+    qm_api = fixnet.load(MULTI).quantize([d["x_calib_0"], d["x_calib_1"]], progress=False)
+    assert_same_model(fixnet.load(multi_fxn), qm_api)
 
 
 def test_quantize_refuses_to_overwrite_its_input_and_bad_arguments(tmp_path, mlp_fxn):
@@ -422,6 +446,10 @@ def test_quantize_refuses_to_overwrite_its_input_and_bad_arguments(tmp_path, mlp
                    "0", "1"), 2, "--input-range")
     error_line(run_main("quantize", BUNDLED_H5, *calib, "-o", tmp_path / "no" / "m.fxn"), 2,
                tmp_path / "no")
+    error_line(run_main("quantize", BUNDLED_H5, *calib, "-o", tmp_path / "m.fxn",
+                        "--image-range", "0", "1"), 2, "--image-range", "folder")
+    error_line(run_main("quantize", BUNDLED_H5, *calib, "-o", tmp_path / "m.fxn", "--method",
+                        "mse", "--percentile", "99"), 2, "--percentile", "--method mse")
     error_line(run_main("quantize", mlp_fxn[0], *calib, "-o", tmp_path / "m.fxn"), 1, mlp_fxn[0],
                "already")
     for i, path in enumerate(damaged_copies(tmp_path, mlp_fxn[0])[:2]):
@@ -508,20 +536,19 @@ def test_predict_keras_model_runs_the_float_reference(tmp_path, cnn_x_test):
     assert not os.path.exists(tmp_path / "i.npy")
 
 
-def test_predict_several_inputs_and_outputs_npz(tmp_path):
+def test_predict_several_inputs_and_outputs_npz(tmp_path, multi_fxn):
     d = np.load(fixture_path("multi_io_k3", ".npz"))
-    qm = fixnet.load(MULTI).quantize([d["x_calib_0"], d["x_calib_1"]], progress=False)
-    qm.save(tmp_path / "multi.fxn")
+    qm = fixnet.load(multi_fxn)
     # an .npz whose arrays are named as the model's inputs
     np.savez(tmp_path / "in.npz", features=d["x_test_1"], image=d["x_test_0"])
-    ok(cli("predict", tmp_path / "multi.fxn", tmp_path / "in.npz", "-o", tmp_path / "out.npz",
+    ok(cli("predict", multi_fxn, tmp_path / "in.npz", "-o", tmp_path / "out.npz",
            "--batch", "50"))
     with np.load(tmp_path / "out.npz") as z:
         assert sorted(z.files) == sorted(qm.outputs) == ["class", "ink"]
         want = qm.predict([d["x_test_0"], d["x_test_1"]])
         for name, w in zip(qm.outputs, want):
             assert np.array_equal(z[name], w)
-    error_line(cli("predict", tmp_path / "multi.fxn", tmp_path / "in.npz", "-o",
+    error_line(cli("predict", multi_fxn, tmp_path / "in.npz", "-o",
                    tmp_path / "out.npy"), 2, "out.npy", "2 outputs", "class", ".npz")
 
 
