@@ -4,7 +4,6 @@ quantize's options reach FloatModel.quantize and change what they should, predic
 bits QuantizedModel.predict gives. Every user error ends in one line on stderr naming the file
 or argument, exit code 2 (usage) or 1 (failure), never a traceback. Also the data readers of
 fixnet/cli/data.py (.npy, .npz, image folders)."""
-import math
 import os
 import re
 import subprocess
@@ -404,6 +403,10 @@ def test_quantize_image_folder_grey_resized_and_dead_channels(tmp_path):
     listed = {(r[0], r[1], int(r[2])) for r in table_rows(dead_table)}
     assert listed == {(w["layer"], w["op"], w["channel"]) for w in widened}
     assert "int8 vs float on 40 calibration samples" in text
+    # inspect finds them again in the .fxn file (which holds only the integers)
+    line = line_with(ok(run_main("inspect", out)), "dead channels")
+    for layer, op, channel in listed:
+        assert re.search(rf"'{layer}' \({op}\) channels? [\d, ]*\b{channel}\b", line), line
 
 
 def test_quantize_data_free_one_input_range_per_input(tmp_path):
@@ -553,7 +556,6 @@ def test_predict_several_inputs_and_outputs_npz(tmp_path, multi_fxn):
 
 
 def test_predict_image_folders_grey_and_rgb_resized(tmp_path, cnn_fxn):
-    from PIL import Image
     rng = np.random.default_rng(5)
     # grey model (32x32x1) on 20x24 PNGs
     grey = write_pngs(tmp_path / "grey", rng.integers(0, 256, (6, 20, 24), dtype=np.uint8), "L")
@@ -573,7 +575,6 @@ def test_predict_image_folders_grey_and_rgb_resized(tmp_path, cnn_fxn):
     ok(run_main("predict", tmp_path / "rgb.fxn", rgb, "-o", tmp_path / "c.npy", "--image-range", "-1",
            "1"))
     assert np.array_equal(np.load(tmp_path / "c.npy"), qm.predict(x))
-    assert Image  # Pillow present (the images extra)
 
 
 def test_predict_bad_arguments_and_damaged_models(tmp_path, cnn_fxn, cnn_x_test):

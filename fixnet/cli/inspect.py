@@ -66,7 +66,7 @@ def describe_float(fm, path):
     """The layer table and totals of a FloatModel (the graph as read from the Keras file)."""
     from ..cost import node_macs
     g = fm.graph
-    rows, params, macs, nbytes = [], 0, 0, 0
+    rows, params, macs = [], 0, 0
     for n in g.nodes:
         m = node_macs(n, g.shapes[n.outputs[0]])
         p = sum(int(w.size) for w in n.weights.values())
@@ -173,7 +173,22 @@ def describe_quantized(qm, path):
               f"weight bytes: {bytes_text(nbytes)} (int8 weights, int32 biases), "
               f"file {bytes_text(os.path.getsize(path))}"]
     lines.append(overflow_line(qm))
+    lines.append(dead_channels_line(qm))
     return "\n".join(lines)
+
+
+def dead_channels_line(qm):
+    """The channels whose int8 weights are all 0 while their bias is not (dead filters whose
+    weight scale quantize widened: they output about their bias), by layer."""
+    from ..report import widened_channels
+    by_layer = {}
+    for r in widened_channels(qm):
+        by_layer.setdefault(f"'{r['layer']}' ({r['op']})", []).append(str(r["channel"]))
+    if not by_layer:
+        return "dead channels (int8 weights all 0, bias not): none"
+    return ("dead channels (int8 weights all 0, bias not; they output about their bias): "
+            + "; ".join(f"{k} channel{'s' if len(v) > 1 else ''} {', '.join(v)}"
+                        for k, v in by_layer.items()))
 
 
 def overflow_line(qm):
