@@ -11,22 +11,18 @@ import numpy as np
 from ..errors import FixnetError
 from . import UsageError
 
-KERAS_SUFFIXES = (".h5", ".hdf5", ".keras", ".json")
-
-
 def open_model(path, weights=None, what="MODEL"):
     """fixnet.load(path, weights) with the command line's wording for arguments that do not
-    go together: a FloatModel (Keras .h5/.keras, or .json with ``weights``) or a
-    QuantizedModel (.fxn). A file that cannot be read raises ModelFileError naming it."""
+    go together: a FloatModel (Keras .h5/.keras; with ``weights``, ``path`` is an architecture
+    JSON whatever its name, as for fixnet.load) or a QuantizedModel (.fxn). A file that cannot
+    be read raises ModelFileError naming it."""
     import fixnet
     from ..fxn import is_fxn_file
 
-    is_json = os.fspath(path).lower().endswith(".json")
-    if weights is not None and not is_json:
-        kind = "a fixnet .fxn model" if is_fxn_file(path) else "not a .json architecture"
+    if weights is not None and is_fxn_file(path):
         raise UsageError(f"--weights {weights}: goes with a Keras .json architecture; "
-                         f"{what} {path} is {kind}")
-    if is_json and weights is None and not is_fxn_file(path):
+                         f"{what} {path} is a fixnet .fxn model")
+    if weights is None and os.fspath(path).lower().endswith(".json") and not is_fxn_file(path):
         raise UsageError(f"{what} {path}: an architecture JSON needs its weights: "
                          "--weights model.weights.h5")
     return fixnet.load(path, weights)
