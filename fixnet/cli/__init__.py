@@ -12,11 +12,17 @@ import importlib
 import importlib.util
 import os
 import sys
+import textwrap
 import traceback
 
 from ..errors import FixnetError
 
 COMMANDS = ("demo", "info", "inspect", "quantize", "predict", "bench", "report")
+
+
+class UsageError(FixnetError):
+    """A command's arguments do not go together (e.g. a .json model without --weights): one
+    line on stderr and exit code 2, as argparse's own usage errors."""
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -36,7 +42,8 @@ def _command_modules():
 def _description(module):
     """A command module's docstring's first paragraph without its "`fixnet NAME`: " prefix."""
     text = " ".join(module.__doc__.split("\n\n")[0].split())
-    return text.split("`: ", 1)[1] if text.startswith("`fixnet ") and "`: " in text else text
+    text = text.split("`: ", 1)[1] if text.startswith("`fixnet ") and "`: " in text else text
+    return textwrap.fill(text, 88)       # (the raw formatter, for the example, does not wrap)
 
 
 def build_parser():
@@ -57,8 +64,13 @@ def build_parser():
 
 
 def one_line(message):
-    """A message as one line: its lines joined with '; '."""
-    return "; ".join(s.strip() for s in str(message).splitlines() if s.strip())
+    """A message as one line: its lines joined with '; ' (with ' ' after a line that ends in
+    a colon, which introduces the lines after it)."""
+    text = ""
+    for line in (s.strip() for s in str(message).splitlines()):
+        if line:
+            text += ("" if not text else " " if text.endswith(":") else "; ") + line
+    return text
 
 
 def _silence_stdout():
@@ -85,6 +97,11 @@ def main(argv=None):
     except BrokenPipeError:
         _silence_stdout()
         return 0
+    except UsageError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {one_line(e)} (see {prog} --help)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

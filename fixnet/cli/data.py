@@ -2,8 +2,9 @@
 
 DATA is one of
 - ``x.npy``: one array (for a one-input model);
-- ``x.npz``: the array named after the colon (``data.npz:x_calib``); without a name, the only
-  array in the file, or for a model with several inputs the arrays named as its inputs;
+- ``x.npz``: the array named after the colon (``data.npz:x_calib``; for a model with several
+  inputs, names separated by commas, in the inputs' order); without a name, the only array in
+  the file, else the arrays named as the model's inputs;
 - a folder of images (PNG, JPEG, BMP, GIF, TIFF, WebP; needs Pillow: ``pip install
   'fixnet[images]'``), read in file-name order, converted to grey or RGB as the model's input
   has 1 or 3 channels, resized to its height and width, and mapped from pixel values 0-255 to
@@ -22,12 +23,14 @@ from ..errors import DataFileError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def read_data(spec, input_shapes, input_names=None, what="DATA", image_range=(0.0, 255.0)):
+def read_data(spec, input_shapes, input_names=None, what="DATA", image_range=(0.0, 255.0),
+              mmap=False):
     """The array (one-input model) or list of arrays (one per input) that ``spec`` names.
 
     input_shapes: the model's input shapes without the batch dimension; input_names: the
     model's input names (for .npz files of several-input models); what: the argument's name in
-    messages (e.g. "--calib").
+    messages (e.g. "--calib"); mmap: an .npy file is memory-mapped (read-only) instead of read
+    whole, so that a caller going through it a batch at a time holds only that batch.
     """
     spec = os.fspath(spec)
     path, key = spec, None
@@ -45,7 +48,7 @@ def read_data(spec, input_shapes, input_names=None, what="DATA", image_range=(0.
     else:
         if key is not None:
             raise DataFileError(f"{what} {spec}: only an .npz file has named arrays")
-        arrays = [_read_npy(path, what)]
+        arrays = [_read_npy(path, what, mmap)]
         if len(input_shapes) != 1:
             raise DataFileError(f"{what} {path}: one array for a model with "
                                 f"{len(input_shapes)} inputs (give an .npz with one array per "
@@ -55,9 +58,9 @@ def read_data(spec, input_shapes, input_names=None, what="DATA", image_range=(0.
     return arrays[0] if len(arrays) == 1 else arrays
 
 
-def _read_npy(path, what):
+def _read_npy(path, what, mmap=False):
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise DataFileError(f"{what} {path}: not a readable .npy array ({_short(e)})") from None
 
@@ -70,7 +73,7 @@ def _read_npz(path, key, input_shapes, input_names, what):
                 keys = key.split(",")
             elif len(names) == 1:
                 keys = names
-            elif len(input_shapes) > 1 and input_names and all(n in names for n in input_names):
+            elif input_names and all(n in names for n in input_names):
                 keys = list(input_names)
             else:
                 raise DataFileError(
