@@ -64,6 +64,8 @@ import warnings
 
 import numpy as np
 
+from . import UsageError
+
 from ..errors import ArgumentError, CalibrationError, DataFileError
 
 HELP = ("time a model's int8 path and float reference: latency percentiles, throughput, "
@@ -78,10 +80,6 @@ MIN_RUNS = 20
 FILL_SECONDS = 2.0
 MAX_AUTO_RUNS = 100000
 PROG = "fixnet bench"
-
-
-class UsageError(Exception):
-    """A combination of arguments bench does not take (exit 2)."""
 
 
 def _positive_int(text):
@@ -140,11 +138,7 @@ def add_arguments(p):
 
 
 def run(args):
-    try:
-        _check_usage(args)
-    except UsageError as e:
-        print(f"{PROG}: error: {e} (see {PROG} --help)", file=sys.stderr)
-        return 2
+    _check_usage(args)                 # UsageError: exit 2, one line (fixnet.cli.main)
     if args.compare:
         results = [(path, read_result(path)) for path in args.compare]
         print(compare_table(results))
@@ -486,7 +480,7 @@ def result_text(r):
         f"batch {s['batch']}, int8 threads {s['threads']}, {s['warmup']} warm-up calls, "
         f"random float32 inputs in "
         + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in s["input_ranges"]),
-        f"peak RSS after loading" + (" and quantizing" if r["calibration"]["kind"] != "fxn"
+        "peak RSS after loading" + (" and quantizing" if r["calibration"]["kind"] != "fxn"
                                      else "") + f": {_mib(r['load_peak_rss_bytes'])}",
         "",
     ]

@@ -1,11 +1,11 @@
 """`fixnet inspect`: one line per layer of a model (op, output shape, parameters,
 multiply-accumulates); for a fixnet .fxn file also each output's int8 scale and zero point, the
 int32 accumulator headroom and how the weights are scaled; totals at the end."""
-import io
 import os
 
 import numpy as np
 
+from ..report import render_table
 from .files import is_quantized, open_model
 
 HELP = ("one line per layer: op, output shape, parameters, MACs; for a .fxn also scales, "
@@ -37,27 +37,6 @@ def shapes_text(shapes, outputs):
     return ", ".join("x".join(str(d) for d in shapes[t]) or "scalar" for t in outputs)
 
 
-def layer_table(title, columns, rows):
-    """A plain-text table as fixnet.report.render_table draws it, but as wide as its content
-    (render_table fits 110 columns, which cuts the layer names of a MobileNet-size model)."""
-    from rich.console import Console
-    from rich.measure import Measurement
-    from rich.table import Table
-
-    t = Table()
-    for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 or c in ("layer", "op", "Keras class") else "right",
-                     no_wrap=True)
-    for r in rows:
-        t.add_row(*[str(v) for v in r])
-    wide = Console(width=100000, color_system=None, force_terminal=False)
-    width = max(110, Measurement.get(wide, wide.options, t).maximum)
-    buf = io.StringIO()
-    Console(file=buf, width=width, color_system=None, force_terminal=False).print(t)
-    # the title on a line of its own: a table's title wraps at the table's width
-    return "\n".join([title] + [line.rstrip() for line in buf.getvalue().rstrip().splitlines()])
-
-
 def bytes_text(n):
     return f"{n:,} bytes ({n / 1024:.1f} KiB)" if n >= 1024 else f"{n:,} bytes"
 
@@ -76,7 +55,7 @@ def describe_float(fm, path):
                      f"{p:,}" if p else "", f"{m:,}" if m else ""))
     title = (f"{path}: Keras model '{fm.name}', inputs {shapes_text(g.shapes, g.inputs)}, "
              f"outputs {shapes_text(g.shapes, g.outputs)}")
-    table = layer_table(title, ["layer", "Keras class", "op", "output shape", "parameters",
+    table = render_table(title, ["layer", "Keras class", "op", "output shape", "parameters",
                                  "MACs/sample"], rows)
     return "\n".join([
         table,
@@ -157,7 +136,7 @@ def describe_quantized(qm, path):
     except Exception:       # the model itself was read: the manifest is there; be safe anyway
         origin = ""
     title = f"{path}: fixnet int8 model '{qm.name}'{origin}"
-    table = layer_table(title, ["layer", "op", "output shape", "params", "MACs/sample",
+    table = render_table(title, ["layer", "op", "output shape", "params", "MACs/sample",
                                  "scale", "zero pt", "headroom bits"], rows)
     lines = [table, "(scale, zero pt: of the int8 output; headroom bits: how far the int32 "
                     "accumulator stays below 2^31 in the worst case over all inputs)"]

@@ -218,7 +218,8 @@ def summary(args, options, fm, qm, xs):
     headroom; the settings; file and weight sizes; the overflow proof; the dead channels
     widened."""
     from ..report import widened_channels
-    from .inspect import (bytes_text, layer_table, overflow_line, shapes_text,
+    from ..report import render_table
+    from .inspect import (bytes_text, overflow_line, shapes_text,
                           smallest_headroom, step_parameters)
 
     shapes = {t: s.shape for t, s in qm.tensors.items()}
@@ -231,7 +232,7 @@ def summary(args, options, fm, qm, xs):
                      qp.zero_point, "" if b is None else f"{b.headroom_bits:.1f}"))
     how = (f"calibrated on {xs[0].shape[0]} samples of {args.calib}, method {args.method}"
            if xs is not None else "data-free")
-    lines = [layer_table(f"{args.output}: int8 model of {args.model} ({how})",
+    lines = [render_table(f"{args.output}: int8 model of {args.model} ({how})",
                          ["layer", "op", "output shape", "scale", "zero pt", "headroom bits"],
                          rows)]
     lines.append(
@@ -255,7 +256,7 @@ def summary(args, options, fm, qm, xs):
         rows = [(r["layer"], r["op"], r["channel"],
                  "" if r["natural_scale"] is None else f"{r['natural_scale']:.3g}",
                  f"{r['scale']:.3g}", f"{r['bias']:.6g}") for r in widened]
-        lines.append(layer_table(
+        lines.append(render_table(
             "dead channels whose weight scale was widened to hold their bias (they output "
             "~their bias)", ["layer", "op", "channel", "weight scale", "widened scale", "bias"],
             rows))
