@@ -50,6 +50,7 @@ of the same round): below 1, fixnet is faster. Every runtime is limited to --thr
 import argparse
 import datetime
 import fnmatch
+import importlib.util
 import json
 import math
 import os
@@ -287,12 +288,24 @@ def tflite_interpreter_api(which, threads):
                         f"tensorflow {tf.__version__}")
             if source == "ai_edge_litert":
                 from ai_edge_litert import interpreter as lit
-                return lit.Interpreter, lit.OpResolverType, "ai_edge_litert"
-            from tflite_runtime import interpreter as lit
-            return lit.Interpreter, lit.OpResolverType, "tflite_runtime"
+            else:
+                from tflite_runtime import interpreter as lit
+            return lit.Interpreter, lit.OpResolverType, f"{source} {_version(source)}"
         except (ImportError, Unavailable):
             missing.append(source)
     raise Unavailable("not installed (" + ", ".join(missing) + ")")
+
+
+def _version(module):
+    """The version of an imported module's distribution ('?' when it does not say)."""
+    v = getattr(sys.modules.get(module), "__version__", None)
+    if v is None:
+        try:
+            from importlib import metadata
+            v = metadata.version(module.replace("_", "-"))
+        except Exception:  # noqa: BLE001 - a version is only shown
+            v = "?"
+    return v
 
 
 TFLITE_KINDS = [
@@ -407,7 +420,9 @@ def onnx_runners(m, threads, want):
         import onnxruntime as ort
         import tf2onnx
     except ImportError as e:
-        raise Unavailable(f"not installed ({e.name}); pip install onnxruntime tf2onnx") from None
+        why = (f"not installed ({e.name}, which tf2onnx needs to convert the .tflite)"
+               if e.name == "tensorflow" else f"not installed ({e.name})")
+        raise Unavailable(f"{why}; pip install onnxruntime tf2onnx tensorflow") from None
     import logging
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     tf = import_tensorflow(threads)
@@ -1041,7 +1056,13 @@ def main(args):
         console.print(f"[bold]{h5.stem}[/bold]: building runners ...")
         m = ModelInputs.fixture(h5, batches, args.accuracy_samples)
         results["models"][m.name] = bench_model(m, args, want, console, labels)
-    if args.micro:
+    if args.micro and importlib.util.find_spec("tensorflow") is None:
+        # the layer benches make their Keras layer and its int8 .tflite here (the fixtures'
+        # .tflite files are stored in models/): nothing to run without TensorFlow
+        console.print(f"layer benches ({', '.join(args.micro)}) skipped: they build their "
+                      "Keras layers and int8 .tflite with TensorFlow, which is not installed "
+                      "here (--micro none leaves them out)")
+    elif args.micro:
         with tempfile.TemporaryDirectory(prefix="fixnet-peers-") as tmpdir:
             for name in args.micro:
                 console.print(f"[bold]{name}[/bold] (layer bench): building the Keras layer, "
@@ -1068,10 +1089,16 @@ def main(args):
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in mach["versions"].items()))
     console.print(f"command: {results['settings']['command']}")
     console.print()
+    missing = {}
     for name, res in results["models"].items():
         for key, r in res["runners"].items():
-            if r["status"] != "ok" and r["status"] != "not installed":
+            if r["status"] == "not installed":
+                missing.setdefault(r["note"], []).append(key)
+            elif r["status"] != "ok":
                 console.print(f"  [dim]{name} {key}: {r['note']}[/dim]")
+    for note, keys in missing.items():         # once per reason, not once per model
+        names = ", ".join(SHORT.get(k, k) for k in dict.fromkeys(keys))
+        console.print(f"  [dim]{names}: {note}[/dim]")
     keys = [k for k in RUNNER_KEYS if k in want]
     print_report(console, results, keys, batches)
     if args.json:
