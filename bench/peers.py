@@ -45,7 +45,7 @@ by their number), in an order rotated each round (A,B,C / B,C,A / ...), so drift
 other tenants of a shared machine hit all runners alike. Reported: the median per-call time
 over rounds, and fixnet / runner = the median over rounds of (fixnet int8 sample / runner sample
 of the same round): below 1, fixnet is faster. Every runtime is limited to --threads threads
-(default 1: fixnet's kernels are single-threaded).
+(default 1; fixnet gets ``num_threads=--threads`` in its predict calls).
 """
 import argparse
 import datetime
@@ -232,7 +232,7 @@ class ModelInputs:
                    data["x_calib"], data["keras_float"], tfl_x, out_q, batches, acc, kind)
 
 
-def fixnet_runners(m, want):
+def fixnet_runners(m, want, threads=1):
     import fixnet
 
     fm = fixnet.load(str(m.h5))
@@ -243,12 +243,15 @@ def fixnet_runners(m, want):
     def bind(f, *a, **kw):
         return lambda: f(*a, **kw)
 
+    # the same thread budget as the peers (num_threads left out at 1: the call as users make it)
+    tkw, tnote = ({"num_threads": threads}, f", num_threads={threads}") if threads > 1 else ({}, "")
     out = [Runner("fixnet_int8", "fixnet int8",
-                  {n: bind(qm.predict, xq[n], output="int8") for n in m.batches},
-                  "qm.predict(x_q, output='int8')", (float(oq.scale), int(oq.zero_point)))]
+                  {n: bind(qm.predict, xq[n], output="int8", **tkw) for n in m.batches},
+                  f"qm.predict(x_q, output='int8'{tnote})", (float(oq.scale), int(oq.zero_point)))]
     if "fixnet_int8_float_io" in want:
         out.append(Runner("fixnet_int8_float_io", "fixnet int8 (float in/out)",
-                          {n: bind(qm.predict, m.x[n]) for n in m.batches}, "qm.predict(x)"))
+                          {n: bind(qm.predict, m.x[n], **tkw) for n in m.batches},
+                          f"qm.predict(x{tnote})"))
     if "fixnet_float" in want:
         out.append(Runner("fixnet_float", "fixnet float reference (NumPy)",
                           {n: bind(fm.predict, m.x[n]) for n in m.batches}, "fm.predict(x)"))
@@ -527,7 +530,8 @@ def fixnet_child(spec_path):
     qm = fixnet.load(spec["h5"]).quantize(d["x_calib"])
     x = np.ascontiguousarray(qm.input_qparams[0].quantize(d["x"]))
     x_acc = np.ascontiguousarray(qm.input_qparams[0].quantize(d["x_acc"]))
-    call = (lambda: qm.predict(x, output="int8"))
+    tkw = {"num_threads": spec["threads"]} if spec.get("threads", 1) > 1 else {}
+    call = (lambda: qm.predict(x, output="int8", **tkw))
     for _ in range(spec["warmup"]):
         call()
     est = statistics.median(_time_calls(call, 1) for _ in range(7))
@@ -549,7 +553,8 @@ def fixnet_other_builds(m, fm_qm_digest, isas, args, tmpdir):
              x_acc=m.x[m.acc])
     spec = pathlib.Path(tmpdir) / f"{m.name}-child.json"
     spec.write_text(json.dumps({"h5": str(m.h5), "npz": str(npz), "rounds": args.rounds,
-                                "warmup": args.warmup, "sample_s": args.sample_ms / 1000}))
+                                "warmup": args.warmup, "sample_s": args.sample_ms / 1000,
+                                "threads": args.threads}))
     out = {}
     for isa in isas:
         env = dict(os.environ, FIXNET_ISA=isa)
@@ -670,7 +675,7 @@ def bench_model(m, args, want, console, labels, tmpdir=None):
         runners.extend(r for r in made if r.key in want)
 
     def fixnet_build():
-        made, fm_box["fm"] = fixnet_runners(m, want)
+        made, fm_box["fm"] = fixnet_runners(m, want, args.threads)
         return made
     attempt(["fixnet_int8", "fixnet_int8_float_io", "fixnet_float"], fixnet_build)
     if not any(r.key == BASELINE for r in runners):

@@ -89,7 +89,9 @@ def _run_peers(tmp_path, *args):
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
                     reason="TensorFlow is installed: this checks a run without it")
 def test_without_tensorflow_the_layer_benches_and_onnx_are_skipped_with_one_message(tmp_path):
-    stdout, res = _run_peers(tmp_path, "--skip", "tflite_xnnpack,tflite_builtin,tflite_ref")
+    """(and --threads reaches fixnet too)"""
+    stdout, res = _run_peers(tmp_path, "--skip", "tflite_xnnpack,tflite_builtin,tflite_ref",
+                             "--threads", "2")
     assert "layer benches (conv3x3, conv1x1, dwconv3x3, dense1024) skipped" in stdout
     assert set(res["models"]) == {"mlp_seq_k3", "kws_dscnn_k3"}      # no layer bench
     for m in res["models"].values():
@@ -97,6 +99,9 @@ def test_without_tensorflow_the_layer_benches_and_onnx_are_skipped_with_one_mess
     # the reason is printed once, not once per model
     reason = res["models"]["mlp_seq_k3"]["runners"]["ort_int8"]["note"]
     assert stdout.count(reason) == 1 and "pip install onnxruntime" in reason
+    # fixnet gets the peers' thread budget
+    for m in res["models"].values():
+        assert m["runners"]["fixnet_int8"]["note"].endswith("num_threads=2)")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,
