@@ -78,10 +78,12 @@ def workdir(tmp_path_factory):
         os.symlink(os.path.join(ROOT, name), d / name)
     shims = d / ".bin"
     shims.mkdir()
-    (shims / "fixnet").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m fixnet.cli "$@"\n')
-    (shims / "fixnet").chmod(0o755)
-    for name in ("python", "python3"):
-        os.symlink(sys.executable, shims / name)
+    # scripts, not symlinks: a link to a venv's python, called from elsewhere, is not in the venv
+    py = shlex.quote(sys.executable)
+    for name, line in (("fixnet", f'exec {py} -m fixnet.cli "$@"'), ("python", f'exec {py} "$@"'),
+                       ("python3", f'exec {py} "$@"')):
+        (shims / name).write_text(f"#!/bin/sh\n{line}\n")
+        (shims / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=ROOT, COLUMNS="200")
     return d, env
