@@ -45,11 +45,12 @@ by their number), in an order rotated each round (A,B,C / B,C,A / ...), so drift
 other tenants of a shared machine hit all runners alike. Reported: the median per-call time
 over rounds, and fixnet / runner = the median over rounds of (fixnet int8 sample / runner sample
 of the same round): below 1, fixnet is faster. Every runtime is limited to --threads threads
-(default 1: fixnet's kernels are single-threaded).
+(default 1; fixnet gets ``num_threads=--threads`` in its predict calls).
 """
 import argparse
 import datetime
 import fnmatch
+import importlib.util
 import json
 import math
 import os
@@ -231,7 +232,7 @@ class ModelInputs:
                    data["x_calib"], data["keras_float"], tfl_x, out_q, batches, acc, kind)
 
 
-def fixnet_runners(m, want):
+def fixnet_runners(m, want, threads=1):
     import fixnet
 
     fm = fixnet.load(str(m.h5))
@@ -242,12 +243,15 @@ def fixnet_runners(m, want):
     def bind(f, *a, **kw):
         return lambda: f(*a, **kw)
 
+    # the same thread budget as the peers (num_threads left out at 1: the call as users make it)
+    tkw, tnote = ({"num_threads": threads}, f", num_threads={threads}") if threads > 1 else ({}, "")
     out = [Runner("fixnet_int8", "fixnet int8",
-                  {n: bind(qm.predict, xq[n], output="int8") for n in m.batches},
-                  "qm.predict(x_q, output='int8')", (float(oq.scale), int(oq.zero_point)))]
+                  {n: bind(qm.predict, xq[n], output="int8", **tkw) for n in m.batches},
+                  f"qm.predict(x_q, output='int8'{tnote})", (float(oq.scale), int(oq.zero_point)))]
     if "fixnet_int8_float_io" in want:
         out.append(Runner("fixnet_int8_float_io", "fixnet int8 (float in/out)",
-                          {n: bind(qm.predict, m.x[n]) for n in m.batches}, "qm.predict(x)"))
+                          {n: bind(qm.predict, m.x[n], **tkw) for n in m.batches},
+                          f"qm.predict(x{tnote})"))
     if "fixnet_float" in want:
         out.append(Runner("fixnet_float", "fixnet float reference (NumPy)",
                           {n: bind(fm.predict, m.x[n]) for n in m.batches}, "fm.predict(x)"))
@@ -287,12 +291,24 @@ def tflite_interpreter_api(which, threads):
                         f"tensorflow {tf.__version__}")
             if source == "ai_edge_litert":
                 from ai_edge_litert import interpreter as lit
-                return lit.Interpreter, lit.OpResolverType, "ai_edge_litert"
-            from tflite_runtime import interpreter as lit
-            return lit.Interpreter, lit.OpResolverType, "tflite_runtime"
+            else:
+                from tflite_runtime import interpreter as lit
+            return lit.Interpreter, lit.OpResolverType, f"{source} {_version(source)}"
         except (ImportError, Unavailable):
             missing.append(source)
     raise Unavailable("not installed (" + ", ".join(missing) + ")")
+
+
+def _version(module):
+    """The version of an imported module's distribution ('?' when it does not say)."""
+    v = getattr(sys.modules.get(module), "__version__", None)
+    if v is None:
+        try:
+            from importlib import metadata
+            v = metadata.version(module.replace("_", "-"))
+        except Exception:  # noqa: BLE001 - a version is only shown
+            v = "?"
+    return v
 
 
 TFLITE_KINDS = [
@@ -407,7 +423,9 @@ def onnx_runners(m, threads, want):
         import onnxruntime as ort
         import tf2onnx
     except ImportError as e:
-        raise Unavailable(f"not installed ({e.name}); pip install onnxruntime tf2onnx") from None
+        why = (f"not installed ({e.name}, which tf2onnx needs to convert the .tflite)"
+               if e.name == "tensorflow" else f"not installed ({e.name})")
+        raise Unavailable(f"{why}; pip install onnxruntime tf2onnx tensorflow") from None
     import logging
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     tf = import_tensorflow(threads)
@@ -512,7 +530,8 @@ def fixnet_child(spec_path):
     qm = fixnet.load(spec["h5"]).quantize(d["x_calib"])
     x = np.ascontiguousarray(qm.input_qparams[0].quantize(d["x"]))
     x_acc = np.ascontiguousarray(qm.input_qparams[0].quantize(d["x_acc"]))
-    call = (lambda: qm.predict(x, output="int8"))
+    tkw = {"num_threads": spec["threads"]} if spec.get("threads", 1) > 1 else {}
+    call = (lambda: qm.predict(x, output="int8", **tkw))
     for _ in range(spec["warmup"]):
         call()
     est = statistics.median(_time_calls(call, 1) for _ in range(7))
@@ -534,7 +553,8 @@ def fixnet_other_builds(m, fm_qm_digest, isas, args, tmpdir):
              x_acc=m.x[m.acc])
     spec = pathlib.Path(tmpdir) / f"{m.name}-child.json"
     spec.write_text(json.dumps({"h5": str(m.h5), "npz": str(npz), "rounds": args.rounds,
-                                "warmup": args.warmup, "sample_s": args.sample_ms / 1000}))
+                                "warmup": args.warmup, "sample_s": args.sample_ms / 1000,
+                                "threads": args.threads}))
     out = {}
     for isa in isas:
         env = dict(os.environ, FIXNET_ISA=isa)
@@ -655,7 +675,7 @@ def bench_model(m, args, want, console, labels, tmpdir=None):
         runners.extend(r for r in made if r.key in want)
 
     def fixnet_build():
-        made, fm_box["fm"] = fixnet_runners(m, want)
+        made, fm_box["fm"] = fixnet_runners(m, want, args.threads)
         return made
     attempt(["fixnet_int8", "fixnet_int8_float_io", "fixnet_float"], fixnet_build)
     if not any(r.key == BASELINE for r in runners):
@@ -1041,7 +1061,13 @@ def main(args):
         console.print(f"[bold]{h5.stem}[/bold]: building runners ...")
         m = ModelInputs.fixture(h5, batches, args.accuracy_samples)
         results["models"][m.name] = bench_model(m, args, want, console, labels)
-    if args.micro:
+    if args.micro and importlib.util.find_spec("tensorflow") is None:
+        # the layer benches make their Keras layer and its int8 .tflite here (the fixtures'
+        # .tflite files are stored in models/): nothing to run without TensorFlow
+        console.print(f"layer benches ({', '.join(args.micro)}) skipped: they build their "
+                      "Keras layers and int8 .tflite with TensorFlow, which is not installed "
+                      "here (--micro none leaves them out)")
+    elif args.micro:
         with tempfile.TemporaryDirectory(prefix="fixnet-peers-") as tmpdir:
             for name in args.micro:
                 console.print(f"[bold]{name}[/bold] (layer bench): building the Keras layer, "
@@ -1068,10 +1094,16 @@ def main(args):
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in mach["versions"].items()))
     console.print(f"command: {results['settings']['command']}")
     console.print()
+    missing = {}
     for name, res in results["models"].items():
         for key, r in res["runners"].items():
-            if r["status"] != "ok" and r["status"] != "not installed":
+            if r["status"] == "not installed":
+                missing.setdefault(r["note"], []).append(key)
+            elif r["status"] != "ok":
                 console.print(f"  [dim]{name} {key}: {r['note']}[/dim]")
+    for note, keys in missing.items():         # once per reason, not once per model
+        names = ", ".join(SHORT.get(k, k) for k in dict.fromkeys(keys))
+        console.print(f"  [dim]{names}: {note}[/dim]")
     keys = [k for k in RUNNER_KEYS if k in want]
     print_report(console, results, keys, batches)
     if args.json:
