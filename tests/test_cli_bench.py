@@ -225,7 +225,7 @@ def test_compare_of_different_models_has_no_ratio(demo_run, work, demo_fxn):
 
 
 @pytest.mark.parametrize("args, names", [
-    ([DEMO_H5, "--runs", "0"], ["--runs", "'0'"]),
+    ([DEMO_H5, "--runs", "0"], ["--runs", "0 is not"]),
     ([DEMO_H5, "--batch", "-2"], ["--batch"]),
     ([DEMO_H5, "--threads", "two"], ["--threads", "two"]),
     ([DEMO_H5, "--threads", "100000"], ["--threads", "100000"]),
@@ -263,7 +263,7 @@ def test_damaged_model_files_fail_with_one_line_naming_the_file(demo_fxn, work):
     _one_line_error(_cli(["bench", damaged, "--runs", 5], work), 1, damaged)
     _one_line_error(_cli(["bench", work / "absent.h5"], work), 1, "absent.h5")
     no_folder = work / "absent" / "out.json"
-    _one_line_error(_cli(["bench", demo_fxn, "--json", no_folder], work), 1, "--json", no_folder)
+    _one_line_error(_cli(["bench", demo_fxn, "--json", no_folder], work), 2, "--json", no_folder)   # a usage error, as for every command
 
 
 def test_damaged_or_foreign_json_in_compare_fails_naming_the_file(demo_run, work):

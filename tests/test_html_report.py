@@ -220,7 +220,7 @@ def test_fixnet_report_errors_are_one_line(tmp_path):
     fm.quantize(np.load(MLP_NPZ)["x_calib"], progress=False).save(str(tmp_path / "m.fxn"))
     _one_line_error(_cli(["report", str(tmp_path / "m.fxn"), "--calib", calib, "--html", html],
                          tmp_path), 1, "m.fxn", "float model")
-    # an output folder that does not exist: refused before the work
+    # an output folder that does not exist: a usage error (exit 2) before the work, as in every command
     _one_line_error(_cli(["report", MLP, "--calib", calib, "--html",
-                          str(tmp_path / "no" / "r.html")], tmp_path), 1, "--html")
+                          str(tmp_path / "no" / "r.html")], tmp_path), 2, "--html")
     assert not os.path.exists(html)

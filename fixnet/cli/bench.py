@@ -52,7 +52,6 @@ file, with a row of int8 throughput relative to the first file for the files tha
 the same model (same sha256). One file is accepted too: it prints that file's results (a
 JSON copied back from another machine).
 """
-import argparse
 import datetime
 import hashlib
 import json
@@ -65,6 +64,8 @@ import warnings
 import numpy as np
 
 from . import UsageError
+from .common import finite_float, positive_int, thread_count
+from .files import check_output_path
 
 from ..errors import ArgumentError, CalibrationError, DataFileError
 
@@ -82,34 +83,6 @@ MAX_AUTO_RUNS = 100000
 PROG = "fixnet bench"
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return v
-
-
-def _threads(text):
-    from .._kernels._pass import MAX_THREADS
-    v = _positive_int(text)
-    if v > MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_THREADS} threads")
-    return v
-
-
-def _finite_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return v
-
-
 def add_arguments(p):
     p.add_argument("model", nargs="?", metavar="MODEL",
                    help="a .fxn file (int8 only), or a Keras .h5/.keras file, or an "
@@ -118,16 +91,16 @@ def add_arguments(p):
     p.add_argument("--calib", metavar="DATA",
                    help="calibration data for a Keras model (.npy, .npz[:name], an image "
                         "folder); without it the model is quantized data-free")
-    p.add_argument("--input-range", nargs=2, type=_finite_float, metavar=("LO", "HI"),
+    p.add_argument("--input-range", nargs=2, type=finite_float, metavar=("LO", "HI"),
                    help="data-free quantization of a model that does not start with a "
                         "Rescaling or Normalization layer: the range of its input values")
-    p.add_argument("--batch", type=_positive_int, metavar="N", help="samples per call (default 1)")
-    p.add_argument("--threads", type=_threads, metavar="N",
+    p.add_argument("--batch", type=positive_int, metavar="N", help="samples per call (default 1)")
+    p.add_argument("--threads", type=thread_count, metavar="N",
                    help="native threads of the int8 predict (num_threads; default 1)")
-    p.add_argument("--runs", type=_positive_int, metavar="N",
+    p.add_argument("--runs", type=positive_int, metavar="N",
                    help=f"timed calls per path (default: as many as fill {FILL_SECONDS:g} s, "
                         f"at least {MIN_RUNS})")
-    p.add_argument("--warmup", type=_positive_int, metavar="N",
+    p.add_argument("--warmup", type=positive_int, metavar="N",
                    help="untimed calls before the timed ones (default 3)")
     p.add_argument("--no-float", action="store_true",
                    help="time the int8 path only (no float reference)")
@@ -144,11 +117,7 @@ def run(args):
         print(compare_table(results))
         return 0
     if args.json:                   # fail before the runs, not after them
-        folder = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(folder):
-            raise ArgumentError(f"--json {args.json}: no folder {folder}")
-        if os.path.isdir(args.json):
-            raise ArgumentError(f"--json {args.json}: a folder, not a file name")
+        check_output_path(args.json, "--json", {"MODEL": args.model, "--weights": args.weights})
     result = bench_model(args)
     if args.json:                   # before printing: a reader closing stdout early loses nothing
         with open(args.json, "w") as f:

@@ -1,4 +1,5 @@
 """What the commands share: opening a model file, the machine's description, timing."""
+import math
 import os
 import time
 
@@ -66,3 +67,36 @@ def system_info():
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
+
+
+# -- argument types shared by the commands (argparse turns their errors into exit 2) ----------
+
+def positive_int(text, most=None):
+    """argparse type: an int >= 1 (and <= ``most``)."""
+    import argparse
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1 or (most is not None and v > most):
+        raise argparse.ArgumentTypeError(
+            f"{v} is not " + (f"from 1 to {most}" if most is not None else "a positive integer"))
+    return v
+
+
+def thread_count(text):
+    """argparse type: a number of native threads, 1 to the runtime's MAX_THREADS."""
+    from ..runtime import MAX_THREADS
+    return positive_int(text, MAX_THREADS)
+
+
+def finite_float(text):
+    """argparse type: a finite float."""
+    import argparse
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return v

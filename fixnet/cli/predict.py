@@ -2,7 +2,6 @@
 its outputs to an .npy file (one output) or an .npz file (any number, named by the model's
 output tensors). A fixnet .fxn model runs the int8 kernels; a Keras file runs fixnet's float
 reference (float32 outputs only)."""
-import argparse
 import os
 import time
 
@@ -13,7 +12,7 @@ from ..runtime import MAX_THREADS
 from . import UsageError
 from .data import read_data
 from .files import check_output_path, data_path, is_quantized, open_model, save_arrays
-from .quantize import finite_float
+from .common import finite_float, positive_int, thread_count
 
 HELP = "run a model (.fxn: int8 kernels; Keras: float reference) on input data, write the outputs"
 EXAMPLE = """fixnet predict model.fxn x_test.npy -o probs.npy
@@ -23,17 +22,6 @@ EXAMPLE = """fixnet predict model.fxn x_test.npy -o probs.npy
   fixnet predict model.h5 x_test.npy -o float_probs.npy"""
 
 DEFAULT_BATCH = 1024
-
-
-def _positive_int(text, most=None):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1 or (most is not None and v > most):
-        raise argparse.ArgumentTypeError(
-            f"{v} is not " + (f"from 1 to {most}" if most is not None else "a positive integer"))
-    return v
 
 
 def add_arguments(p):
@@ -57,11 +45,11 @@ def add_arguments(p):
                    help="float32: dequantized outputs (default); int8: the raw int8 codes "
                         "(see `fixnet inspect` for their scale and zero point); uint8: the codes "
                         "+ 128")
-    p.add_argument("--batch", metavar="N", type=_positive_int, default=DEFAULT_BATCH,
+    p.add_argument("--batch", metavar="N", type=positive_int, default=DEFAULT_BATCH,
                    help=f"samples per predict call (default {DEFAULT_BATCH}); an .npy INPUT is "
                         "memory-mapped, so only N samples are read at a time; the outputs are "
                         "the same for every N")
-    p.add_argument("--threads", metavar="N", type=lambda t: _positive_int(t, MAX_THREADS),
+    p.add_argument("--threads", metavar="N", type=thread_count,
                    default=1,
                    help=f"native threads for the int8 kernels (1 to {MAX_THREADS}, default 1); "
                         "the outputs are the same for every N")

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import CalibrationError, DataFileError, ModelFileError, OverflowRiskError
 from ..quant.ranges import DEFAULT_PERCENTILE, METHODS
 from . import UsageError, one_line
+from .common import finite_float
 from .data import read_data
 from .files import check_output_path, data_path, is_quantized, open_model
 
@@ -24,18 +25,6 @@ EXAMPLE = """fixnet quantize model.h5 --calib calib.npy -o model.fxn
   fixnet quantize model.json --weights model.weights.h5 --input-range 0 1 -o model.fxn"""
 
 ACCURACY_SAMPLES = 256       # calibration samples the summary compares int8 with float on
-
-
-def finite_float(text):
-    """argparse type: a finite float."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not math.isfinite(v):
-        import argparse
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return v
 
 
 def _percentile(text):

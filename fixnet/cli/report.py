@@ -8,7 +8,10 @@ float model, so MODEL is a Keras file, not a .fxn."""
 import json
 import os
 
-from ..errors import ArgumentError, DataFileError, ModelFileError
+from ..errors import DataFileError, ModelFileError
+from . import UsageError
+from .common import finite_float, positive_int
+from .files import check_output_path, data_path
 
 HELP = "write an HTML page of what int8 quantization loses, layer by layer, against the float model"
 EXAMPLE = """fixnet report model.h5 --calib data.npz:x_calib --html report.html
@@ -35,9 +38,9 @@ def add_arguments(p):
                    help="do not correct the biases for the mean shift of weight rounding")
     p.add_argument("--weight-rounding", choices=("adaptive", "nearest"), default="adaptive",
                    help="how weights are rounded to int8 (default: adaptive)")
-    p.add_argument("--input-range", nargs=2, type=float, metavar=("LO", "HI"),
+    p.add_argument("--input-range", nargs=2, type=finite_float, metavar=("LO", "HI"),
                    help="the model input's real range (used when data-free ranges are needed)")
-    p.add_argument("--samples", type=int, metavar="N",
+    p.add_argument("--samples", type=positive_int, metavar="N",
                    help="samples the per-layer numbers and histograms are measured on (the "
                         "first N of --eval, else of --calib; default: as many as fit in 512 MB "
                         "of copies of every tensor, at most 512)")
@@ -67,14 +70,14 @@ def run(args):
     from ..html_report import html_report, _matplotlib
     from .data import read_data
 
-    if args.samples is not None and args.samples < 1:
-        raise ArgumentError(f"--samples {args.samples}: give a positive number of samples")
     if args.eval_labels and not args.eval:
-        raise ArgumentError("--eval-labels: give --eval DATA too (the labels are of those samples)")
+        raise UsageError("--eval-labels: give --eval DATA too (the labels are of those samples)")
+    inputs = {"MODEL": args.model, "--weights": args.weights, **{opt: data_path(v) for opt, v in (
+                  ("--calib", args.calib), ("--eval", args.eval), ("--eval-labels", args.eval_labels))
+                  if v}}
     for opt, path in (("--html", args.html), ("--json", args.json)):
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and not os.path.isdir(folder):
-            raise ArgumentError(f"{opt} {path}: no folder {folder} to write it in")
+        if path:
+            check_output_path(path, opt, inputs)
     _matplotlib()                       # fail early, before the work, when matplotlib is missing
     fm = _load_float_model(args)
     names = list(fm.graph.inputs)
