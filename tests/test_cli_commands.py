@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -32,9 +33,16 @@ def _env():
     return env
 
 
+# `python -m` puts the working folder first on sys.path: children run in a folder without a
+# fixnet package in it, so they import the fixnet this test imported (in CI the installed one,
+# not the checkout's uncompiled sources)
+NEUTRAL_CWD = tempfile.mkdtemp(prefix="fixnet-cli-")
+
+
 def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "fixnet.cli"] + [str(a) for a in args],
-                          capture_output=True, text=True, cwd=cwd, env=_env(), timeout=300)
+                          capture_output=True, text=True, cwd=cwd or NEUTRAL_CWD, env=_env(),
+                          timeout=300)
 
 
 def run_main(*args):
@@ -248,7 +256,8 @@ def _closed_pipe(args):
     """Run the command with its stdout a pipe whose reader is gone before anything is
     written (`| head` that stopped reading): (exit code, stderr)."""
     p = subprocess.Popen([sys.executable, "-m", "fixnet.cli"] + args, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=_env(), text=True)
+                         stderr=subprocess.PIPE, env=_env(), text=True,
+                         cwd=NEUTRAL_CWD)
     p.stdout.close()
     err = p.stderr.read()
     p.stderr.close()
@@ -261,7 +270,7 @@ def test_output_into_a_closed_pipe_ends_quietly(command):
     assert code == 0 and err == "", err
     r = subprocess.run(["bash", "-c", f"set -o pipefail; '{sys.executable}' -m fixnet.cli "
                         f"{command} '{CNN}' | head -2"],
-                       capture_output=True, text=True, env=_env(), timeout=120)
+                       capture_output=True, text=True, env=_env(), timeout=120, cwd=NEUTRAL_CWD)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert len(r.stdout.splitlines()) == 2
 

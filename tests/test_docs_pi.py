@@ -21,8 +21,11 @@ import sys
 
 import pytest
 
+import fixnet
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "raspberry-pi.md")
+FIXNET_DIR = os.path.dirname(fixnet.__file__)
 LINKED = ("models", "fixnet", "bench")          # what the commands read, relative to the checkout
 TIMEOUT = 600                                   # one command, seconds (emulated arm64 is slow)
 
@@ -74,8 +77,8 @@ def workdir(tmp_path_factory):
     """A scratch folder with the checkout's folders linked in, and a PATH where `fixnet` and
     `python` are this checkout and this interpreter."""
     d = tmp_path_factory.mktemp("pi-doc")
-    for name in LINKED:
-        os.symlink(os.path.join(ROOT, name), d / name)
+    for name in LINKED:      # fixnet: the package this test imported (in CI the installed one)
+        os.symlink(FIXNET_DIR if name == "fixnet" else os.path.join(ROOT, name), d / name)
     shims = d / ".bin"
     shims.mkdir()
     # scripts, not symlinks: a link to a venv's python, called from elsewhere, is not in the venv
@@ -85,7 +88,7 @@ def workdir(tmp_path_factory):
         (shims / name).write_text(f"#!/bin/sh\n{line}\n")
         (shims / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH=ROOT, COLUMNS="200")
+               PYTHONPATH=os.path.dirname(FIXNET_DIR), COLUMNS="200")
     return d, env
 
 

@@ -110,7 +110,7 @@ def report_page(tmp_path_factory):
                         fixture_path("cnn_digits_k3"), "--calib", npz + ":x_calib",
                         "--eval", npz + ":x_test", "--eval-labels", npz + ":y_test",
                         "--samples", "64", "--html", str(page)],
-                       capture_output=True, text=True, env=env, timeout=300)
+                       capture_output=True, text=True, env=env, timeout=300, cwd=str(d))
     assert r.returncode == 0, r.stdout + r.stderr
     return page
 
