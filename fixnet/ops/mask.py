@@ -1,0 +1,53 @@
+"""Sequence masks: which time steps of a (T, ...) sequence are present (1.0) or padding (0.0),
+as Keras computes them; the recurrent layers (fixnet/ops/recurrent.py) read them.
+
+masking (Keras Masking): outputs [y, mask] with mask[t] = any(x[t, :] != mask_value) and
+    y = x * mask[t] (padding steps become zeros, as Keras outputs them).
+token_mask (Embedding(mask_zero=True)): mask[t] = ids[t] != 0, from the layer's input ids.
+
+Masks are float arrays of 0.0/1.0 without a feature axis; an AND of two masks (a merge layer's
+output mask) is a ``binary`` minimum.
+"""
+import numpy as np
+
+from ..errors import UnsupportedLayerError
+from . import Op, register
+
+
+@register
+class Masking(Op):
+    name = "masking"
+
+    def infer_shapes(self, node, in_shapes):
+        (s,) = in_shapes
+        if len(s) < 2:
+            raise UnsupportedLayerError(f"{node.describe()}: input shape {tuple(s)}; Masking takes "
+                                        "(time steps, features) sequences")
+        return [tuple(s), (s[0],)]
+
+    def run_float(self, node, inputs):
+        x = np.asarray(inputs[0], np.float64)
+        keep = np.any(x != node.attrs["mask_value"], axis=tuple(range(2, x.ndim)))
+        m = keep.astype(np.float64)
+        return [x * m.reshape(m.shape + (1,) * (x.ndim - 2)), m]
+
+    def int8_unsupported(self, node):
+        return "int8 execution of Masking is not implemented yet (FloatModel.predict runs it)"
+
+
+@register
+class TokenMask(Op):
+    name = "token_mask"
+
+    def infer_shapes(self, node, in_shapes):
+        (s,) = in_shapes
+        if len(s) != 1:
+            raise UnsupportedLayerError(f"{node.describe()}: mask_zero on ids of shape {tuple(s)}; "
+                                        "only (time steps,) sequences of ids are supported")
+        return [tuple(s)]
+
+    def run_float(self, node, inputs):
+        return [(np.trunc(np.asarray(inputs[0], np.float64)) != 0).astype(np.float64)]
+
+    def int8_unsupported(self, node):
+        return "int8 execution of sequence masks is not implemented yet"
