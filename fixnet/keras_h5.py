@@ -77,20 +77,22 @@ class LayerWeights:
         self.taken = {n: src.get(id(a), "") for n, a in out.items()}
         return out
 
-    def part(self, prefix):
-        """The weights of one part of a wrapper layer (a Bidirectional's "forward" or
-        "backward" layer): those whose path, below what all of the layer's weights share,
-        starts with ``prefix`` (forward_lstm/... in .h5 files, forward_layer/... in Keras 3's
-        native layout)."""
+    def part(self, prefix, others=False):
+        """The weights of one part of a wrapper layer (a Bidirectional's forward layer): those
+        whose path, below what all of the layer's weights share, starts with ``prefix``
+        (forward_lstm/... in .h5 files, forward_layer/... in Keras 3's native layout); with
+        ``others``, the rest (its backward layer, which keeps its own name in .h5 files when
+        the model gave one)."""
         paths = [[c for c in src.split("/") if c] for src in self.sources]
         common = 0
         while paths and all(len(p) > common + 1 for p in paths) and \
                 len({p[common] for p in paths}) == 1:
             common += 1
         mine = [(short, arr, src) for (short, arr), src, p in zip(self.items, self.sources, paths)
-                if len(p) > common and p[common].startswith(prefix)]
+                if (len(p) > common and p[common].startswith(prefix)) != others]
+        part = f"not {prefix}" if others else prefix
         return LayerWeights(self.path, self.layer, self.class_name, mine,
-                            where=f"{self.where} ({prefix} layer)" if self.where else prefix)
+                            where=f"{self.where} ({part} layer)" if self.where else part)
 
     def misshapen(self, name, got, want):
         where = f" ('{self.taken[name]}')" if self.taken.get(name) else ""
@@ -341,9 +343,12 @@ def _mask_only_layers(layers):
                 data_uses.setdefault(r[0], set()).add(_layer_name(l))
             for r in _mask_refs(node):
                 mask_uses.setdefault(r[0], set()).add(_layer_name(l))
-    cand = {_layer_name(l) for l in layers if _tensor_op(l) is not None and _layer_name(l) in mask_uses}
-    cand |= {_layer_name(l) for l in layers if _tensor_op(l) is not None
-             and data_uses.get(_layer_name(l)) and not mask_uses.get(_layer_name(l))}
+    def operation(l):       # a Keras 3 operation (in .h5 files some, e.g. ZerosLike(dtype="bool"),
+        cfg = l.get("config")   # look like layers to _tensor_op; none has "trainable")
+        return _tensor_op(l) is not None or (
+            isinstance(cfg, dict) and "trainable" not in cfg and l.get("class_name") != "InputLayer"
+            and all(isinstance(n, dict) for n in l.get("inbound_nodes") or [None]))
+    cand = {_layer_name(l) for l in layers if operation(l)}
     changed = True
     while changed:
         changed = False
@@ -790,7 +795,8 @@ class _Builder:
     def propagate_mask(self, kl):
         """Record the sequence masks of a call's outputs, as Keras propagates them: handlers of
         mask-aware layers (Masking, Embedding, the recurrent ones) set them; layers that support
-        masking keep their input's; a merge layer ANDs its inputs' (a binary minimum of 0/1);
+        masking keep their input's; a merge layer combines its inputs' (a binary minimum or
+        maximum of 0/1 masks, as each writer does);
         any other layer drops it (Keras 3 does so, with a warning; tf.keras 2 refuses to build
         such a model), except the layers whose results a mask would change: refused."""
         if kl.output_masks is not None:
@@ -807,14 +813,19 @@ class _Builder:
                               "Embedding(mask_zero=True)), which changes its results in Keras, "
                               "and fixnet does not apply masks in this layer")
         elif kl.class_name in MERGE_CLASSES:
+            # tf.keras 2: the AND of the inputs' masks; Keras 3: their OR, and no mask when an
+            # input has none (Concatenate: an all-true one)
             if kl.class_name == "Concatenate" and kl.config.get("axis", -1) not in (-1, len(self.shapes[out])):
                 raise Unsupported("concatenates masked sequences along an axis but the last")
+            if kl.keras3 and len(masks) < len(kl.input_masks):
+                return
+            kind = "maximum" if kl.keras3 else "minimum"
             acc = masks[0]
             for i, m in enumerate(masks[1:], 1):
                 if m == acc:
                     continue
-                t = kl.tensor(f"mask_and{i}")
-                kl.emit("binary", [acc, m], [t], {"kind": "minimum"}, suffix=f"mask_and{i}")
+                t = kl.tensor(f"mask_{kind}{i}")
+                kl.emit("binary", [acc, m], [t], {"kind": kind}, suffix=f"mask_{kind}{i}")
                 acc = t
             self.masks[out] = acc
 

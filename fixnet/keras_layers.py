@@ -686,6 +686,27 @@ def _rnn_activation(layer, cfg, key, default):
     return {"fn": activations.canonical(name), "params": activation_params(layer, name)}
 
 
+RNN_CELL_CLASSES = {"SimpleRNNCell": "SimpleRNN", "GRUCell": "GRU", "LSTMCell": "LSTM"}
+# what the generic RNN wrapper's config holds (the rest is the cell's)
+RNN_WRAPPER_KEYS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
+                    "time_major", "zero_output_for_mask")
+
+
+def as_recurrent_layer(cls, cfg):
+    """(class, config) of a recurrent layer; a generic ``RNN(cell)`` of one SimpleRNNCell,
+    GRUCell or LSTMCell becomes the matching layer with the cell's config."""
+    if cls != "RNN":
+        return cls, cfg
+    cell = cfg.get("cell")
+    if not isinstance(cell, dict) or cell.get("class_name") not in RNN_CELL_CLASSES:
+        what = cell.get("class_name") if isinstance(cell, dict) else "a list of cells"
+        raise Unsupported(f"RNN of {what}; fixnet runs RNN of one SimpleRNNCell, GRUCell or "
+                          "LSTMCell")
+    merged = dict(cell.get("config") or {})
+    merged.update({k: cfg[k] for k in RNN_WRAPPER_KEYS if k in cfg})
+    return RNN_CELL_CLASSES[cell["class_name"]], merged
+
+
 def rnn_attrs(layer, cls, cfg):
     """The IR attrs of a SimpleRNN/GRU/LSTM config (Unsupported for what fixnet cannot run)."""
     if cls not in RNN_CELLS:
@@ -753,14 +774,14 @@ def emit_rnn(layer, attrs, weights, x, init, mask, outputs, suffix="", reverse_o
                suffix=suffix)
 
 
-@keras_layer(*RNN_CELLS)
+@keras_layer("RNN", *RNN_CELLS)
 def recurrent(layer):
-    cfg = layer.config
+    cls, cfg = as_recurrent_layer(layer.class_name, layer.config)
     x, shape, init, mask = _sequence_input(layer)
-    attrs = rnn_attrs(layer, layer.class_name, cfg)
+    attrs = rnn_attrs(layer, cls, cfg)
     n_states = 2 if attrs["cell"] == "lstm" else 1
     if init and len(init) != n_states:
-        raise Unsupported(f"called with {len(init)} initial state tensor(s); a {layer.class_name} "
+        raise Unsupported(f"called with {len(init)} initial state tensor(s); a {cls} "
                           f"has {n_states}")
     weights = rnn_weights(layer.weights, attrs, cfg.get("use_bias", True), shape[-1])
     outs = [layer.output(k) for k in range(1 + (n_states if attrs["return_state"] else 0))]
@@ -779,9 +800,9 @@ def bidirectional(layer):
     cfg = layer.config
     x, shape, init, mask = _sequence_input(layer)
     inner = cfg["layer"]
-    fcls, fcfg = inner["class_name"], inner["config"]
+    fcls, fcfg = as_recurrent_layer(inner["class_name"], inner["config"])
     back = cfg.get("backward_layer")
-    bcls, bcfg = (back["class_name"], back["config"]) if back else \
+    bcls, bcfg = as_recurrent_layer(back["class_name"], back["config"]) if back else \
         (fcls, dict(fcfg, go_backwards=not fcfg.get("go_backwards", False)))
     fa, ba = rnn_attrs(layer, fcls, fcfg), rnn_attrs(layer, bcls, bcfg)
     if fa["return_sequences"] != ba["return_sequences"] or fa["return_state"] != ba["return_state"]:
@@ -798,7 +819,8 @@ def bidirectional(layer):
         raise Unsupported(f"called with {len(init)} initial state tensor(s), expected "
                           f"{n_states + n_states_b}")
     fw = rnn_weights(layer.weights.part("forward"), fa, fcfg.get("use_bias", True), shape[-1])
-    bw = rnn_weights(layer.weights.part("backward"), ba, bcfg.get("use_bias", True), shape[-1])
+    bw = rnn_weights(layer.weights.part("forward", others=True), ba, bcfg.get("use_bias", True),
+                     shape[-1])
     n_main = 2 if merge_mode is None else 1
     state_outs = [layer.output(n_main + k) for k in range(n_states + n_states_b)] \
         if fa["return_state"] else []
