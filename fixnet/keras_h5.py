@@ -653,6 +653,8 @@ class _Builder:
             if not variable:
                 self.budget.need(_window_bytes(node, in_shapes),
                                  f"{what}: its padded input and windows (float reference)")
+            self.budget.need(op_for(node).reference_bytes(node, in_shapes),
+                             f"{what}: the float reference's working arrays")
             self.nodes.append(node)
         return emit
 

@@ -26,6 +26,11 @@ class Op:
         """Build the runtime Step for this node (see fixnet.runtime.Step)."""
         raise NotImplementedError
 
+    def reference_bytes(self, node, in_shapes):
+        """Bytes the float reference needs at batch 1 beyond the node's inputs and outputs
+        (counted in the load's memory budget, fixnet.limits); a None dimension counts as 1."""
+        return 0
+
     def int8_unsupported(self, node):
         """Why this node cannot be quantized (quantize() refuses the graph, naming the
         layer), or None."""

@@ -133,6 +133,11 @@ class RNN(Op):
         out = (x[0], U) if a.get("return_sequences") else (U,)
         return [out] + ([(U,)] * STATES[cell] if a.get("return_state") else [])
 
+    def reference_bytes(self, node, in_shapes):
+        t = in_shapes[0][0] or 1                     # the input projection and every step's output
+        u = int(node.attrs["units"])
+        return 8 * t * u * (GATES[node.attrs["cell"]] + 1)
+
     def run_float(self, node, inputs):
         a = node.attrs
         n_init = int(a.get("n_initial_states", 0))
