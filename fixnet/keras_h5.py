@@ -792,7 +792,7 @@ class _Builder:
                     "SpatialDropout1D", "AlphaDropout", "GaussianDropout", "GaussianNoise",
                     "ActivityRegularization", "TimeDistributed"}
     # layers whose results a mask changes, which fixnet does not apply a mask in
-    MASK_USERS = {"GlobalAveragePooling1D", "GlobalAvgPool1D", "Softmax"}
+    MASK_USERS = {"Softmax"}
 
     def propagate_mask(self, kl):
         """Record the sequence masks of a call's outputs, as Keras propagates them: handlers of

@@ -331,6 +331,11 @@ def global_pooling(layer):
     src, shape = layer.single_input()
     require_channels_last(layer)
     kind = "max" if "Max" in layer.class_name else "avg"
+    if kind == "avg" and layer.input_masks[0] is not None:     # Keras averages present steps only
+        layer.emit("masked_mean", [src, layer.input_masks[0]], layer.outputs,
+                   {"keepdims": bool(layer.config.get("keepdims", False))})
+        layer.output_masks = {}
+        return
     layer.emit("global_pool", [src], layer.outputs,
                {"kind": kind, "rank": rank_of(layer.class_name),
                 "keepdims": bool(layer.config.get("keepdims", False))})

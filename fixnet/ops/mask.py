@@ -51,3 +51,28 @@ class TokenMask(Op):
 
     def int8_unsupported(self, node):
         return "int8 execution of sequence masks is not implemented yet"
+
+
+@register
+class MaskedMean(Op):
+    """Keras GlobalAveragePooling1D of a masked sequence: inputs [x (T, C), mask (T,)],
+    y = sum_t x[t] * mask[t] / sum_t mask[t] (NaN for a sequence with every step masked, as
+    Keras gives); attrs: keepdims (output (1, C))."""
+    name = "masked_mean"
+
+    def infer_shapes(self, node, in_shapes):
+        x, m = in_shapes
+        if len(x) != 2 or tuple(m) != (x[0],):
+            raise UnsupportedLayerError(f"{node.describe()}: a masked mean of shape {tuple(x)} "
+                                        f"with a mask of shape {tuple(m)}")
+        return [(1, x[1]) if node.attrs.get("keepdims") else (x[1],)]
+
+    def run_float(self, node, inputs):
+        x = np.asarray(inputs[0], np.float64)
+        m = np.asarray(inputs[1], np.float64)[:, :, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = (x * m).sum(axis=1) / m.sum(axis=1)
+        return [y[:, None, :] if node.attrs.get("keepdims") else y]
+
+    def int8_unsupported(self, node):
+        return "int8 execution of a masked GlobalAveragePooling1D is not implemented yet"
