@@ -772,10 +772,9 @@ class _Builder:
                 self._op(kl, op, layer, node_index, inputs)
             else:
                 KERAS_LAYERS[cls](kl)
-            if _mask_refs(layer["inbound_nodes"][node_index]) and kl.input_masks[0] is None:
-                raise Unsupported("the file gives it a mask that fixnet's mask propagation does "
-                                  "not produce")
-            self.propagate_mask(kl)
+            if op is None:                   # operations on tensors drop masks
+                self.check_mask(kl, layer["inbound_nodes"][node_index])
+                self.propagate_mask(kl)
         except (Unsupported, UnsupportedLayerError) as e:
             self.problems.append((prefix + lname, cls, str(e)))
             unknown.add(out)
@@ -793,6 +792,21 @@ class _Builder:
                     "ActivityRegularization", "TimeDistributed"}
     # layers whose results a mask changes, which fixnet does not apply a mask in
     MASK_USERS = {"Softmax"}
+
+    # layers whose call takes the mask: Keras 3 files name it in the call (``mask=``)
+    MASK_ARGUMENT = {"SimpleRNN", "GRU", "LSTM", "RNN", "Bidirectional", "TimeDistributed",
+                     "GlobalAveragePooling1D", "GlobalAvgPool1D", "Softmax"}
+
+    def check_mask(self, kl, node):
+        """A Keras 3 call names the mask it was given (see _mask_refs): fixnet's propagation
+        must agree on whether there is one, else the layer is refused rather than run with
+        another mask than Keras's."""
+        if not isinstance(node, dict) or kl.class_name not in self.MASK_ARGUMENT:
+            return
+        ours, theirs = any(m is not None for m in kl.input_masks), bool(_mask_refs(node))
+        if ours != theirs:
+            raise Unsupported("the file gives it " + ("a" if theirs else "no") + " sequence mask "
+                              "and fixnet's mask propagation " + ("none" if theirs else "one"))
 
     def propagate_mask(self, kl):
         """Record the sequence masks of a call's outputs, as Keras propagates them: handlers of
