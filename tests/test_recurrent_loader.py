@@ -302,3 +302,89 @@ def test_large_units_with_matching_weights_stay_within_the_memory_budget(name, t
     with pytest.raises(ModelFileError, match="memory limit") as e:
         fixnet.load(p, max_memory="1G")
     assert f"'{layer}'" in str(e.value)
+
+
+# --- config fields, by what they must (not) change --------------------------------------------
+
+def _edited(name, tmp_path, edit_layer, edit_input=None):
+    """A copy of fixture ``name``'s .h5 with every recurrent layer's config (and Embedding's,
+    and the input's) edited in place."""
+    p = str(tmp_path / f"{name}_{len(os.listdir(tmp_path))}.h5")
+    shutil.copy(fixture_path(name), p)
+
+    def edit(cfg):
+        for rnn in _recurrent_layers(cfg):
+            edit_layer(rnn["class_name"], rnn["config"])
+
+        def walk(o):
+            if isinstance(o, dict):
+                if edit_input and isinstance(o.get("config"), dict) and o.get("class_name") in (
+                        "InputLayer", "Embedding"):
+                    edit_input(o["class_name"], o["config"])
+                for v in o.values():
+                    walk(v)
+            elif isinstance(o, list):
+                for v in o:
+                    walk(v)
+        walk(cfg)
+    _edit_config(p, edit)
+    return fixnet.load(p)
+
+
+SIMPLE = [n for n in RNN if n.startswith(("rnn_gru_", "rnn_lstm_", "rnn_simplernn_", "rnn_bilstm_"))]
+
+
+@pytest.mark.parametrize("name", SIMPLE)
+def test_unroll_and_dropout_do_not_change_inference(name, tmp_path):
+    d = fixture_data(name)
+    ref = fixnet.load(fixture_path(name)).predict(d["x_test"][:32])
+
+    def edit(cls, cfg):
+        cfg.update(unroll=True, dropout=0.5, recurrent_dropout=0.25)
+    assert np.array_equal(_edited(name, tmp_path, edit).predict(d["x_test"][:32]), ref)
+
+
+@pytest.mark.parametrize("name", [n for n in SIMPLE if not n.startswith("rnn_bilstm_")])
+def test_go_backwards_reads_the_sequence_from_its_end(name, tmp_path):
+    d = fixture_data(name)
+    x = d["x_test"][:32]
+    forward = fixnet.load(fixture_path(name))
+
+    def edit(cls, cfg):
+        cfg["go_backwards"] = True
+    backward = _edited(name, tmp_path, edit)
+    ref = forward.predict(x[:, ::-1])
+    err = np.abs(backward.predict(x) - ref).max() / np.abs(ref).max()
+    assert err <= 1e-6
+    assert np.abs(backward.predict(x) - forward.predict(x)).max() > 1e-3   # it does change them
+
+
+TEXT = [n for n in RNN if n.startswith("rnn_text_")]
+
+
+@pytest.mark.parametrize("name", TEXT)
+def test_mask_zero_skips_the_padding_as_an_unpadded_run_of_any_length(name, tmp_path):
+    """Embedding(mask_zero=True) masks the left padding: the GRU's state stays at its initial
+    zeros through it, so a padded sequence gives what its unpadded tokens give alone."""
+    x = fixture_data(name)["x_test"][:24]
+
+    def any_length(cls, cfg):
+        for key in ("batch_input_shape", "batch_shape"):
+            if cfg.get(key) is not None:
+                cfg[key] = [None, None]
+
+    def masked_input(cls, cfg):
+        any_length(cls, cfg)
+        if cls == "Embedding":
+            cfg["mask_zero"] = True
+    masked = _edited(name, tmp_path, lambda c, cfg: None, masked_input)
+    plain = _edited(name, tmp_path, lambda c, cfg: None, any_length)
+    assert masked.input_shapes == [(None,)]
+    got = masked.predict(x)
+    starts = [int((row != 0).argmax()) for row in x]
+    assert len(set(starts)) > 1
+    for row, start, g in zip(x, starts, got):
+        assert not (row[start:] == 0).any()
+        alone = plain.predict(row[None, start:])[0]
+        np.testing.assert_allclose(g, alone, rtol=1e-6, atol=1e-7 * np.abs(alone).max())
+    assert np.abs(got - plain.predict(x)).max() > 1e-3      # the mask matters here
