@@ -22,7 +22,8 @@ from .errors import FixnetError, MissingWeightError, ModelFileError, Unsupported
 from .graph import Graph, Node
 from . import h5safe, keras_ops
 from .limits import MemoryBudget, max_memory_bytes
-from .keras_layers import CODE_LAYERS, KERAS_LAYERS, MERGES, KerasLayer, Unsupported
+from .keras_layers import (CODE_LAYERS, KERAS_LAYERS, MASK_ARGUMENT, MASK_KEEPERS, MASK_USERS,
+                           MERGES, KerasLayer, Unsupported)
 
 MERGE_CLASSES = set(MERGES) | {"Concatenate"}
 
@@ -785,23 +786,11 @@ class _Builder:
             raise ModelFileError(f"{self.path}: layer '{prefix + lname}' ({cls}): its config is "
                                  f"damaged or not understood ({type(e).__name__}: {e})") from None
 
-    # layers that keep their input's sequence mask (Keras: supports_masking, the mask unchanged)
-    MASK_KEEPERS = {"Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU",
-                    "BatchNormalization", "Rescaling", "Normalization", "Dropout",
-                    "SpatialDropout1D", "AlphaDropout", "GaussianDropout", "GaussianNoise",
-                    "ActivityRegularization", "TimeDistributed"}
-    # layers whose results a mask changes, which fixnet does not apply a mask in
-    MASK_USERS = {"Softmax"}
-
-    # layers whose call takes the mask: Keras 3 files name it in the call (``mask=``)
-    MASK_ARGUMENT = {"SimpleRNN", "GRU", "LSTM", "RNN", "Bidirectional", "TimeDistributed",
-                     "GlobalAveragePooling1D", "GlobalAvgPool1D", "Softmax"}
-
     def check_mask(self, kl, node):
         """A Keras 3 call names the mask it was given (see _mask_refs): fixnet's propagation
         must agree on whether there is one, else the layer is refused rather than run with
         another mask than Keras's."""
-        if not isinstance(node, dict) or kl.class_name not in self.MASK_ARGUMENT:
+        if not isinstance(node, dict) or kl.class_name not in MASK_ARGUMENT:
             return
         ours, theirs = any(m is not None for m in kl.input_masks), bool(_mask_refs(node))
         if ours != theirs:
@@ -822,9 +811,9 @@ class _Builder:
         if not masks:
             return
         out = kl.outputs[0]
-        if kl.class_name in self.MASK_KEEPERS and len(kl.inputs) == 1:
+        if kl.class_name in MASK_KEEPERS and len(kl.inputs) == 1:
             self.masks[out] = masks[0]
-        elif kl.class_name in self.MASK_USERS:
+        elif kl.class_name in MASK_USERS:
             raise Unsupported("its input carries a sequence mask (from Masking or "
                               "Embedding(mask_zero=True)), which changes its results in Keras, "
                               "and fixnet does not apply masks in this layer")

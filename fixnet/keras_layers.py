@@ -681,6 +681,18 @@ def conv_transpose(layer):
 
 RNN_CELLS = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
 
+# How Keras propagates a sequence mask through the layers that do not set one themselves
+# (keras_h5._Builder.propagate_mask; the mask-aware handlers below set layer.output_masks):
+# layers that keep their input's mask (supports_masking, the mask unchanged) ...
+MASK_KEEPERS = {"Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "BatchNormalization",
+                "Rescaling", "Normalization", "Dropout", "SpatialDropout1D", "AlphaDropout",
+                "GaussianDropout", "GaussianNoise", "ActivityRegularization", "TimeDistributed"}
+# ... layers whose results a mask would change, which fixnet does not apply a mask in ...
+MASK_USERS = {"Softmax"}
+# ... and the layers whose call takes the mask (Keras 3 files name it: ``mask=``)
+MASK_ARGUMENT = {"SimpleRNN", "GRU", "LSTM", "RNN", "Bidirectional", "TimeDistributed",
+                 "GlobalAveragePooling1D", "GlobalAvgPool1D", "Softmax"}
+
 
 def _rnn_activation(layer, cfg, key, default):
     name = activation_name(cfg[key]) if key in cfg else default
