@@ -207,8 +207,12 @@ class KerasV3Weights:
     # cell, a Bidirectional's two layers, a TimeDistributed's layer
     WRAPPED = ("cell", "forward_layer", "backward_layer", "layer")
 
-    def _vars(self, g, where, items, depth=0):
+    def _vars(self, g, where, items, searched, depth=0):
+        """Append the variables under group ``g`` (and the layers it wraps) to ``items``, the
+        paths of the ``vars`` groups looked in to ``searched``."""
         vars_ = h5safe.child(g, "vars", where)
+        if g is not None:
+            searched.append(f"{g.name}/vars")
         if vars_ is not None:
             order = sorted(h5safe.keys(vars_, where),
                            key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
@@ -220,16 +224,19 @@ class KerasV3Weights:
             for sub in self.WRAPPED:
                 inner = h5safe.child(g, sub, where)
                 if inner is not None:
-                    self._vars(inner, where, items, depth + 1)
-        return vars_
+                    self._vars(inner, where, items, searched, depth + 1)
 
     def layer(self, name, class_name):
         where = f"{self.path}: layer '{name}' ({class_name})"
         g = self._group(name)
-        items = []
-        vars_ = self._vars(g, where, items)
-        looked = (vars_.name if vars_ is not None else g.name if g is not None and items
-                  else f"layers/{self.keys.get(name, name)}/vars")
+        items, searched = [], []
+        self._vars(g, where, items, searched)
+        if g is None:
+            looked = f"layers/{self.keys.get(name, name)}/vars"
+        elif len(searched) == 1 or not items:
+            looked = ", ".join(searched)
+        else:
+            looked = g.name
         return LayerWeights(self.path, name, class_name, items, where=looked)
 
     def nested(self, name):
