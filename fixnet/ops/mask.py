@@ -20,16 +20,15 @@ class Masking(Op):
 
     def infer_shapes(self, node, in_shapes):
         (s,) = in_shapes
-        if len(s) < 2:
-            raise UnsupportedLayerError(f"{node.describe()}: input shape {tuple(s)}; Masking takes "
-                                        "(time steps, features) sequences")
+        if len(s) != 2:
+            raise UnsupportedLayerError(f"{node.describe()}: input shape {tuple(s)}; fixnet masks "
+                                        "(time steps, features) sequences only")
         return [tuple(s), (s[0],)]
 
     def run_float(self, node, inputs):
         x = np.asarray(inputs[0], np.float64)
-        keep = np.any(x != node.attrs["mask_value"], axis=tuple(range(2, x.ndim)))
-        m = keep.astype(np.float64)
-        return [x * m.reshape(m.shape + (1,) * (x.ndim - 2)), m]
+        m = np.any(x != node.attrs["mask_value"], axis=-1).astype(np.float64)
+        return [x * m[:, :, None], m]
 
     def int8_unsupported(self, node):
         return "int8 execution of Masking is not implemented yet (FloatModel.predict runs it)"
