@@ -208,11 +208,11 @@ class KerasV3Weights:
     WRAPPED = ("cell", "forward_layer", "backward_layer", "layer")
 
     def _vars(self, g, where, items, searched, depth=0):
-        """Append the variables under group ``g`` (and the layers it wraps) to ``items``, the
-        paths of the ``vars`` groups looked in to ``searched``."""
+        """Append the variables under group ``g`` (and the layers it wraps) to ``items``, and
+        (path, present) of each ``vars`` group looked for to ``searched``."""
         vars_ = h5safe.child(g, "vars", where)
         if g is not None:
-            searched.append(f"{g.name}/vars")
+            searched.append((f"{g.name}/vars", vars_ is not None))
         if vars_ is not None:
             order = sorted(h5safe.keys(vars_, where),
                            key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
@@ -231,12 +231,9 @@ class KerasV3Weights:
         g = self._group(name)
         items, searched = [], []
         self._vars(g, where, items, searched)
-        if g is None:
-            looked = f"layers/{self.keys.get(name, name)}/vars"
-        elif len(searched) == 1 or not items:
-            looked = ", ".join(searched)
-        else:
-            looked = g.name
+        found = [p for p, there in searched if there or not items]
+        looked = (", ".join(found)
+                  or f"layers/{self.keys.get(name, name)}/vars")
         return LayerWeights(self.path, name, class_name, items, where=looked)
 
     def nested(self, name):
