@@ -132,6 +132,9 @@ def test_a_time_dimension_of_any_length(name):
     for t in (1, 5, long_.shape[1]):
         assert fm.predict(one[:, :t]).shape == (1,) + tuple(d["keras_float"].shape[1:])
     assert fm.predict(long_[:0]).shape == (0,) + tuple(d["keras_float"].shape[1:])
+    with pytest.raises(UnsupportedLayerError, match="any length") as e:     # int8 needs fixed shapes
+        fm.quantize(d["x_calib"])
+    assert fm.graph.inputs[0] in [row[0] for row in e.value.layers]
 
 
 def _recurrent_layers(cfg):
@@ -388,3 +391,30 @@ def test_mask_zero_skips_the_padding_as_an_unpadded_run_of_any_length(name, tmp_
         alone = plain.predict(row[None, start:])[0]
         np.testing.assert_allclose(g, alone, rtol=1e-6, atol=1e-7 * np.abs(alone).max())
     assert np.abs(got - plain.predict(x)).max() > 1e-3      # the mask matters here
+
+
+VARIANTS = [n for n in RNN if n.startswith("rnn_variants_")]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_time_distributed_of_a_layer_over_whole_frames_is_refused_naming_it(name, tmp_path):
+    p = str(tmp_path / "td.h5")
+    shutil.copy(fixture_path(name), p)
+    td = [n for n, l in _top_layer_names(p).items() if l["class_name"] == "TimeDistributed"]
+    assert td
+
+    def edit(cfg):
+        for l in cfg["config"]["layers"]:
+            if l["class_name"] == "TimeDistributed":
+                l["config"]["layer"] = {"class_name": "Conv1D", "config": {
+                    "name": "conv", "filters": 8, "kernel_size": 3, "padding": "same"}}
+    _edit_config(p, edit)
+    with pytest.raises(UnsupportedLayerError, match=r"TimeDistributed\(Conv1D\)") as e:
+        fixnet.load(p)
+    assert sorted(row[0] for row in e.value.layers) == sorted(td)
+
+
+def test_the_property_tests_have_their_fixtures():
+    """Nothing above is skipped for want of a fixture: a variable-length model, a text model
+    and the variants model are among models/rnn_*."""
+    assert VARIABLE and TEXT and VARIANTS and SIMPLE and DAMAGE
