@@ -48,7 +48,7 @@ MODELS = DIGIT_SEQ + ("rnn_variants", "rnn_sensor", "rnn_text", "rnn_kws")
 TRAIN = {
     "rnn_gru": (25, 0.90), "rnn_gru_ra0": (25, 0.90), "rnn_lstm": (25, 0.90),
     "rnn_simplernn": (25, 0.88), "rnn_bilstm": (20, 0.90), "rnn_stacked": (25, 0.90),
-    "rnn_variants": (25, 0.85), "rnn_sensor": (15, 0.25), "rnn_text": (25, 0.85),
+    "rnn_variants": (25, 0.85), "rnn_sensor": (15, 0.25), "rnn_text": (40, 0.85),
     "rnn_kws": (20, 0.90),
 }
 VARIANT_STEPS = 10           # rnn_variants: 8 image rows + 2 all-zero steps (masked)
@@ -385,8 +385,13 @@ def ort_peer(ctx, model, name, xs, xc, kf, dtype, extra_inputs=()):
             return [np.asarray(got[j], np.float32) for j in order]
         res = run(xs)
         for xi, suf in extra_inputs:
-            for i, o in enumerate(run(xi)):
-                npz[f"ort_int8{suf}" if len(kf) == 1 else f"ort_int8{suf}_{i}"] = o
+            try:
+                for i, o in enumerate(run(xi)):
+                    npz[f"ort_int8{suf}" if len(kf) == 1 else f"ort_int8{suf}_{i}"] = o
+            except Exception as exc:  # e.g. a time dimension tf2onnx fixed
+                msg = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                fc.log(writer, f"{name}: ORT on x_test{suf} failed: {msg[:300]}")
+                npz[f"ort_error{suf}"] = np.str_(msg)
     except Exception as exc:  # recorded, not fatal
         lines = [ln for ln in f"{type(exc).__name__}: {exc}".splitlines() if ln.strip()]
         short = f"{stage}: " + "\n".join(lines[:12])
@@ -589,8 +594,10 @@ Trained by real Keras (both writers) for the recurrent layers of issue 11. Data:
   drift and N(0, 0.1²) noise; channel 1: a slow sine + noise); windows of 24 steps, target =
   channel 0 one step later (`y_test`, float (N, 1)); train / calibration / test windows from
   disjoint stretches. The time dimension is `None`: `x_test` has 24 steps, `x_test_len16`
-  (the last 16 steps of the same windows) has its own `keras_float_len16` (and
-  `ort_int8_len16`; the TFLite model is fixed at 24 steps).
+  (the last 16 steps of the same windows) has its own `keras_float_len16`. Both peers are
+  fixed at 24 steps: the TFLite function by construction; the ONNX model, although exported
+  with a free time dimension, refuses 16 steps ("Got invalid dimensions for input: x",
+  recorded as `ort_error_len16`).
 * `rnn_text`: digits as token "sentences" (not natural text): one token per inked pixel
   (value ≥ 4/16) in raster order, token = 1 + 3·(row·8 + col) + level − 1 with 3 intensity
   levels, left-padded with 0 (an ordinary token, `mask_zero=False`) to 40; `x_test` is int32.
