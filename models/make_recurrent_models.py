@@ -641,9 +641,23 @@ Problems met (TensorFlow 2.21):
 * **The converter segfaults** (SIGSEGV, the whole process) on tf.keras 2 GRU and SimpleRNN
   models and the Embedding + GRU model, so each peer runs in a child process
   (`tflite_error` / `ort_error` then say "killed by signal 11").
+* **Keras 3 cannot reload its own `rnn_variants_k3.h5`** ("Unknown layer: 'NotEqual'"): the
+  config's inbound nodes of every layer after `Masking` carry the mask as a call kwarg,
+  `"kwargs": {"mask": {"class_name": "__keras_tensor__", ... "keras_history": ["any", 0, 0]}}`,
+  pointing at op-layers (`NotEqual` → `any`) that the legacy `.h5` writer records in no layer
+  list. The `.keras` file reloads exactly; the `.npz` records `keras_h5_reload_error`, and the
+  peers of every Keras 3 model are made from its `.keras` file. A loader should take the mask
+  from the `Masking` layer and ignore the `mask` kwarg.
+* `rnn_bilstm_tfk2`: the reference op resolver has no REVERSE_V2 version 3 kernel ("Didn't find
+  op for builtin opcode 'REVERSE_V2' version '3'"), so it runs with
+  `BUILTIN_WITHOUT_DEFAULT_DELEGATES` (`tflite_kernels`, `tflite_ref_error`).
 * ONNX Runtime's QDQ quantization leaves the ONNX `LSTM` / `GRU` op (or, for Keras 3 GRU and
   SimpleRNN, tf2onnx's `Loop`) in float between DequantizeLinear / QuantizeLinear: only the
-  Dense / MatMul parts and the tensors between ops are int8 (`ort_ops`).
+  Dense / MatMul parts and the tensors between ops are int8 (`ort_ops`). The ONNX `LSTM` /
+  `GRU` take their W / R / B as float initializers, and a `Loop` body (float MatMul, Tanh)
+  is not quantized at all. `rnn_variants_*_ort_int8.onnx` (> 200 KiB) is not kept.
+* `.h5` files include the Adam state (as the other trained fixtures), hence `rnn_variants_*.h5`
+  ~300 KiB; `rnn_kws_*.npz` are ~0.4-0.5 MiB (the (49, 10) inputs, as for `kws_conv1d`).
 """
 
 
