@@ -635,11 +635,11 @@ Problems met (TensorFlow 2.21):
   (`fixture_common.run_tflite(..., reset_variables=True)`); a peer run without it is wrong,
   not the int8 scheme.
 * **Keras 3 models never convert**: calibration fails with
-  `read_variable.cc: variable != nullptr ... (READ_VARIABLE)` (the Keras 3 recurrent loop
-  reads the weights as resource variables inside a WHILE); freezing the function first
+  `read_variable.cc: variable != nullptr ... (READ_VARIABLE)` (apparently the Keras 3
+  recurrent loop reads its weights as resource variables inside a WHILE); freezing the function first
   (`convert_variables_to_constants_v2`) makes the converter segfault.
-* **The converter segfaults** (SIGSEGV, the whole process) on tf.keras 2 GRU and SimpleRNN
-  models and the Embedding + GRU model, so each peer runs in a child process
+* **The converter segfaults** (SIGSEGV, the whole process) on every tf.keras 2 model with a
+  GRU or SimpleRNN (`rnn_gru`, `rnn_gru_ra0`, `rnn_simplernn`, `rnn_text`, `rnn_variants`), so each peer runs in a child process
   (`tflite_error` / `ort_error` then say "killed by signal 11").
 * **Keras 3 cannot reload its own `rnn_variants_k3.h5`** ("Unknown layer: 'NotEqual'"): the
   config's inbound nodes of every layer after `Masking` carry the mask as a call kwarg,
@@ -651,8 +651,8 @@ Problems met (TensorFlow 2.21):
 * `rnn_bilstm_tfk2`: the reference op resolver has no REVERSE_V2 version 3 kernel ("Didn't find
   op for builtin opcode 'REVERSE_V2' version '3'"), so it runs with
   `BUILTIN_WITHOUT_DEFAULT_DELEGATES` (`tflite_kernels`, `tflite_ref_error`).
-* ONNX Runtime's QDQ quantization leaves the ONNX `LSTM` / `GRU` op (or, for Keras 3 GRU and
-  SimpleRNN, tf2onnx's `Loop`) in float between DequantizeLinear / QuantizeLinear: only the
+* ONNX Runtime's QDQ quantization leaves the ONNX `LSTM` / `GRU` op (or tf2onnx's `Loop`, where it
+  does not recognise the cell: Keras 3 GRU, both SimpleRNNs, GRU(reset_after=False)) in float between DequantizeLinear / QuantizeLinear: only the
   Dense / MatMul parts and the tensors between ops are int8 (`ort_ops`). The ONNX `LSTM` /
   `GRU` take their W / R / B as float initializers, and a `Loop` body (float MatMul, Tanh)
   is not quantized at all. `rnn_variants_*_ort_int8.onnx` (> 200 KiB) is not kept.
