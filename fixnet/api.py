@@ -96,8 +96,10 @@ class FloatModel:
             allow_int8=False)]
         n = checked[0].shape[0]
         if n == 0:
-            res = [np.empty((0,) + tuple(self.graph.shapes[t]), np.float32)
-                   for t in self.graph.outputs]
+            shapes = self.graph.shapes
+            if any(d is None for t in self.graph.inputs for d in shapes[t]):   # any length
+                shapes = self.graph.shapes_for([c.shape[1:] for c in checked])
+            res = [np.empty((0,) + tuple(shapes[t]), np.float32) for t in self.graph.outputs]
             return res[0] if len(res) == 1 else res
         parts = []
         for i in range(0, n, batch_size):

@@ -15,7 +15,7 @@ MAC_OPS = ("dense", "conv2d", "depthwise_conv2d")
 def node_macs(node, out_shape):
     """MACs per sample of one node whose first output has shape ``out_shape`` (no batch
     dimension); 0 for ops that are not in MAC_OPS."""
-    outputs = math.prod(int(d) for d in out_shape)
+    outputs = math.prod(1 if d is None else int(d) for d in out_shape)   # None: per time step
     if node.op == "dense":
         k = node.weights["kernel"].shape[0]                 # [K, C]
         return outputs * int(k)
@@ -47,7 +47,7 @@ def step_macs(step, out_shape):
     file, which has no float graph) whose first output has shape ``out_shape``; counted as
     node_macs counts them. Layouts: dense w_q [C, K], conv2d [Cout, KH, KW, Cin / groups],
     depthwise_conv2d [KH, KW, C * M]."""
-    outputs = math.prod(int(d) for d in out_shape)
+    outputs = math.prod(1 if d is None else int(d) for d in out_shape)   # None: per time step
     w = getattr(step, "w_q", None)
     if w is None or step.op not in MAC_OPS:
         return 0

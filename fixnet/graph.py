@@ -47,14 +47,22 @@ class Graph:
 
     def infer_shapes(self, input_shapes):
         """Fill ``shapes`` for every tensor from the input shapes (no batch dimension)."""
+        self.shapes = self.shapes_for(input_shapes)
+        return self.shapes
+
+    def shapes_for(self, input_shapes):
+        """{tensor: shape} for these input shapes (no batch dimension), ``shapes`` unchanged.
+        A dimension may be None (a sequence of any length): ``shapes`` holds it so for a
+        model whose input is declared so; shapes_for with the lengths of actual inputs gives
+        the shapes of one run."""
         from .ops import op_for
 
-        self.shapes = {t: tuple(s) for t, s in zip(self.inputs, input_shapes)}
+        shapes = {t: tuple(s) for t, s in zip(self.inputs, input_shapes)}
         for n in self.nodes:
-            outs = op_for(n).infer_shapes(n, [self.shapes[t] for t in n.inputs])
+            outs = op_for(n).infer_shapes(n, [shapes[t] for t in n.inputs])
             for t, s in zip(n.outputs, outs):
-                self.shapes[t] = tuple(int(d) for d in s)
-        return self.shapes
+                shapes[t] = tuple(None if d is None else int(d) for d in s)
+        return shapes
 
     def summary(self):
         rows = []

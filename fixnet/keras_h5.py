@@ -22,7 +22,10 @@ from .errors import FixnetError, MissingWeightError, ModelFileError, Unsupported
 from .graph import Graph, Node
 from . import h5safe, keras_ops
 from .limits import MemoryBudget, max_memory_bytes
-from .keras_layers import CODE_LAYERS, KERAS_LAYERS, KerasLayer, Unsupported
+from .keras_layers import (CODE_LAYERS, KERAS_LAYERS, MASK_ARGUMENT, MASK_KEEPERS, MASK_USERS,
+                           MERGES, KerasLayer, Unsupported)
+
+MERGE_CLASSES = set(MERGES) | {"Concatenate"}
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
@@ -74,6 +77,23 @@ class LayerWeights:
                 f"(it holds{looked}: {', '.join(have) or 'none'})")
         self.taken = {n: src.get(id(a), "") for n, a in out.items()}
         return out
+
+    def part(self, prefix, others=False):
+        """The weights of one part of a wrapper layer (a Bidirectional's forward layer): those
+        whose path, below what all of the layer's weights share, starts with ``prefix``
+        (forward_lstm/... in .h5 files, forward_layer/... in Keras 3's native layout); with
+        ``others``, the rest (its backward layer, which keeps its own name in .h5 files when
+        the model gave one)."""
+        paths = [[c for c in src.split("/") if c] for src in self.sources]
+        common = 0
+        while paths and all(len(p) > common + 1 for p in paths) and \
+                len({p[common] for p in paths}) == 1:
+            common += 1
+        mine = [(short, arr, src) for (short, arr), src, p in zip(self.items, self.sources, paths)
+                if (len(p) > common and p[common].startswith(prefix)) != others]
+        part = f"not {prefix}" if others else prefix
+        return LayerWeights(self.path, self.layer, self.class_name, mine,
+                            where=f"{self.where} ({part} layer)" if self.where else part)
 
     def misshapen(self, name, got, want):
         where = f" ('{self.taken[name]}')" if self.taken.get(name) else ""
@@ -183,11 +203,16 @@ class KerasV3Weights:
         layers = h5safe.child(self.root, "layers", where)
         return h5safe.child(layers, self.keys.get(name, name), where)
 
-    def layer(self, name, class_name):
-        where = f"{self.path}: layer '{name}' ({class_name})"
-        g = self._group(name)
+    # groups under a layer's that hold the variables of a layer it wraps: a recurrent layer's
+    # cell, a Bidirectional's two layers, a TimeDistributed's layer
+    WRAPPED = ("cell", "forward_layer", "backward_layer", "layer")
+
+    def _vars(self, g, where, items, searched, depth=0):
+        """Append the variables under group ``g`` (and the layers it wraps) to ``items``, and
+        (path, present) of each ``vars`` group looked for to ``searched``."""
         vars_ = h5safe.child(g, "vars", where)
-        items = []
+        if g is not None:
+            searched.append((f"{g.name}/vars", vars_ is not None))
         if vars_ is not None:
             order = sorted(h5safe.keys(vars_, where),
                            key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
@@ -195,7 +220,20 @@ class KerasV3Weights:
                 ds = h5safe.child(vars_, k, where)
                 items.append((f"#{k}", h5safe.read_weight(ds, f"{where}: weight #{k}", self.budget),
                               ds.name))
-        looked = vars_.name if vars_ is not None else f"layers/{self.keys.get(name, name)}/vars"
+        if g is not None and depth < 4:
+            for sub in self.WRAPPED:
+                inner = h5safe.child(g, sub, where)
+                if inner is not None:
+                    self._vars(inner, where, items, searched, depth + 1)
+
+    def layer(self, name, class_name):
+        where = f"{self.path}: layer '{name}' ({class_name})"
+        g = self._group(name)
+        items, searched = [], []
+        self._vars(g, where, items, searched)
+        found = [p for p, there in searched if there or not items]
+        looked = (", ".join(found)
+                  or f"layers/{self.keys.get(name, name)}/vars")
         return LayerWeights(self.path, name, class_name, items, where=looked)
 
     def nested(self, name):
@@ -272,9 +310,11 @@ def _op_call(node):
 
 
 def _inbound_refs(node):
-    """Input tensor refs of one inbound node, in either generation's encoding."""
+    """Input tensor refs of one inbound node, in either generation's encoding. A Keras 3
+    call's ``mask`` argument is not among them (see _mask_refs)."""
     if isinstance(node, dict):                                   # Keras 3
-        return _refs_in(node.get("args", [])) + _refs_in(node.get("kwargs", {}))
+        kwargs = {k: v for k, v in (node.get("kwargs") or {}).items() if k != "mask"}
+        return _refs_in(node.get("args", [])) + _refs_in(kwargs)
     if node and isinstance(node[0], str):                        # tf.keras 2 TFOpLambda, flat
         return _op_call(node)[2]
     refs = []
@@ -286,6 +326,43 @@ def _inbound_refs(node):
         else:
             raise ValueError(f"inbound node entry {entry!r} is not understood")
     return refs
+
+
+def _mask_refs(node):
+    """The refs of a Keras 3 call's ``mask`` argument: Keras 3 writes the masks Keras
+    propagates (Masking, Embedding(mask_zero=True)) into the graph as the operations that
+    compute them (NotEqual, Any, ...) feeding ``mask=`` arguments. fixnet propagates the
+    masks itself (keras_h5._Builder.propagate_mask) and checks the two agree."""
+    if isinstance(node, dict):
+        return _refs_in((node.get("kwargs") or {}).get("mask"))
+    return []
+
+
+def _mask_only_layers(layers):
+    """Names of the Keras 3 operations whose results only ever reach ``mask=`` arguments
+    (directly or through other such operations): the mask computations of _mask_refs."""
+    data_uses, mask_uses = {}, {}
+    for l in layers:
+        for node in l.get("inbound_nodes", []) or []:
+            for r in _inbound_refs(node):
+                data_uses.setdefault(r[0], set()).add(_layer_name(l))
+            for r in _mask_refs(node):
+                mask_uses.setdefault(r[0], set()).add(_layer_name(l))
+    def operation(l):       # a Keras 3 operation (in .h5 files some, e.g. ZerosLike(dtype="bool"),
+        cfg = l.get("config")   # look like layers to _tensor_op; none has "trainable")
+        return _tensor_op(l) is not None or (
+            isinstance(cfg, dict) and "trainable" not in cfg and l.get("class_name") != "InputLayer"
+            and all(isinstance(n, dict) for n in l.get("inbound_nodes") or [None]))
+    cand = {_layer_name(l) for l in layers if operation(l)}
+    changed = True
+    while changed:
+        changed = False
+        for name in list(cand):
+            users = data_uses.get(name, set())
+            if any(u not in cand for u in users) or not (users or mask_uses.get(name)):
+                cand.discard(name)
+                changed = True
+    return cand
 
 
 def _io_refs(spec):
@@ -442,9 +519,10 @@ def _problems(config, path, prefix="", depth=0):
         raise ModelFileError(f"{path}: models nested more than {MAX_NESTING} deep "
                              f"('{prefix.rstrip('/')}')")
     out = []
+    mask_only = _mask_only_layers(config.get("layers", []))
     for l in config.get("layers", []):
         cls = l.get("class_name", "?")
-        if cls == "InputLayer":
+        if cls == "InputLayer" or _layer_name(l) in mask_only:
             continue
         if cls in MODEL_CLASSES:
             try:
@@ -515,6 +593,7 @@ class _Builder:
         self.names = set()
         self.graph_inputs = []
         self.layer_weights = {}     # (weights source id, layer) -> (source, LayerWeights)
+        self.masks = {}             # tensor -> its sequence mask tensor (fixnet/ops/mask.py)
 
     def resolve(self, t):
         seen = set()
@@ -528,10 +607,12 @@ class _Builder:
     def add_tensor(self, t, shape, what):
         """Record a tensor's shape (no batch) after checking it, and count its memory at
         batch 1 in the budget."""
-        if not isinstance(shape, tuple) or not all(_is_dim(d) for d in shape):
+        if not isinstance(shape, tuple) or not all(_is_dim(d) or d is None for d in shape):
             raise ModelFileError(f"{self.path}: {what}: tensor shape {shape!r} is not a list of "
                                  "positive sizes")
-        self.budget.need(4 * math.prod(shape), f"{what}: tensor of shape {shape}")
+        # a None dimension (a sequence of any length) counts as 1: what batch 1 needs at least
+        self.budget.need(4 * math.prod(1 if d is None else d for d in shape),
+                         f"{what}: tensor of shape {shape}")
         self.shapes[t] = shape
 
     def emit_for(self, node_base, layer_name, class_name):
@@ -550,24 +631,35 @@ class _Builder:
                 if w.dtype.kind not in "fiub" or (w.size and not np.all(np.isfinite(w))):
                     raise ModelFileError(f"{self.path}: {what}: its '{k}' values (from its weights "
                                          "and config) are not all finite numbers")
+            in_shapes = [self.shapes[t] for t in node.inputs]
+            variable = any(d is None for s in in_shapes for d in s)
             try:
-                shapes = op_for(node).infer_shapes(node, [self.shapes[t] for t in node.inputs])
+                shapes = op_for(node).infer_shapes(node, in_shapes)
                 shapes = [tuple(s) for s in shapes]
             except FixnetError:
                 raise
             except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError,
                     OverflowError, AttributeError) as e:
+                if variable:
+                    raise Unsupported(f"its input has a dimension of any size (None: "
+                                      f"{', '.join(str(s) for s in in_shapes)}), which fixnet's "
+                                      f"'{op}' op needs fixed; give the model's input a fixed "
+                                      "length") from None
                 raise ModelFileError(f"{self.path}: {what}: its configuration gives no valid "
                                      f"output shape ({type(e).__name__}: {e})") from None
             if len(shapes) != len(node.outputs):
                 raise ModelFileError(f"{self.path}: {what}: {len(shapes)} output shapes for "
                                      f"{len(node.outputs)} outputs")
             for t, s in zip(node.outputs, shapes):
-                if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in s):
+                if not all((isinstance(d, (int, np.integer)) and not isinstance(d, bool))
+                           or (d is None and variable) for d in s):
                     raise ModelFileError(f"{self.path}: {what}: output shape {s} is not integral")
-                self.add_tensor(t, tuple(int(d) for d in s), what)
-            self.budget.need(_window_bytes(node, [self.shapes[t] for t in node.inputs]),
-                             f"{what}: its padded input and windows (float reference)")
+                self.add_tensor(t, tuple(None if d is None else int(d) for d in s), what)
+            if not variable:
+                self.budget.need(_window_bytes(node, in_shapes),
+                                 f"{what}: its padded input and windows (float reference)")
+            self.budget.need(op_for(node).reference_bytes(node, in_shapes),
+                             f"{what}: the float reference's working arrays")
             self.nodes.append(node)
         return emit
 
@@ -600,6 +692,7 @@ class _Builder:
         remap = _node_index_remap(layers, config)
         tname = lambda lname, n, t: _tensor_name(prefix + lname, remap.get((lname, n), n), t)
         pending = []
+        mask_only = _mask_only_layers(layers)
         for layer in layers:
             lname = _layer_name(layer)
             if layer.get("class_name") == "InputLayer":
@@ -612,14 +705,16 @@ class _Builder:
                     shape = _input_shape(layer.get("config", {}))
                 except ValueError as e:
                     raise ModelFileError(f"{self.path}: input '{lname}': {e}") from None
-                if shape is None or any(d is None for d in shape):
+                if shape is None or not shape or any(d is None for d in shape[1:]):
                     raise UnsupportedLayerError(
                         f"{self.path}: input '{lname}' has shape {shape}; fixnet needs every "
-                        "dimension but the batch to be fixed")
+                        "dimension but the batch and the first (time steps) to be fixed")
                 if t in self.shapes:
                     raise ModelFileError(f"{self.path}: input '{lname}' is defined twice")
                 self.add_tensor(t, shape, f"input '{lname}'")
                 self.graph_inputs.append(t)
+                continue
+            if lname in mask_only:
                 continue
             for i, node in enumerate(layer.get("inbound_nodes", [])):
                 pending.append((layer, i, _inbound_refs(node)))
@@ -637,6 +732,8 @@ class _Builder:
                     continue
                 pending.remove(item)
                 progressed = True
+            if not progressed and self.problems:
+                break                # layers waiting on a refused layer's other outputs
             if not progressed:
                 missing = sorted({self.resolve(tname(*r)) for _, _, refs in pending for r in refs}
                                  - set(self.shapes))
@@ -671,13 +768,18 @@ class _Builder:
             return
         kl = KerasLayer(lname, cls, layer.get("config", {}), self.layer_weights[key][1], inputs,
                         [self.shapes[t] for t in inputs], [out],
-                        self.emit_for(prefix + lname, lname, cls), self.keras_version)
+                        self.emit_for(prefix + lname, lname, cls), self.keras_version,
+                        output_name=lambda k: _tensor_name(prefix + lname, node_index, k),
+                        input_masks=[self.masks.get(t) for t in inputs])
         op = _tensor_op(layer)
         try:
             if op is not None:
                 self._op(kl, op, layer, node_index, inputs)
             else:
                 KERAS_LAYERS[cls](kl)
+            if op is None:                   # operations on tensors drop masks
+                self.check_mask(kl, layer["inbound_nodes"][node_index])
+                self.propagate_mask(kl)
         except (Unsupported, UnsupportedLayerError) as e:
             self.problems.append((prefix + lname, cls, str(e)))
             unknown.add(out)
@@ -687,6 +789,54 @@ class _Builder:
                 ZeroDivisionError, RecursionError) as e:
             raise ModelFileError(f"{self.path}: layer '{prefix + lname}' ({cls}): its config is "
                                  f"damaged or not understood ({type(e).__name__}: {e})") from None
+
+    def check_mask(self, kl, node):
+        """A Keras 3 call names the mask it was given (see _mask_refs): fixnet's propagation
+        must agree on whether there is one, else the layer is refused rather than run with
+        another mask than Keras's."""
+        if not isinstance(node, dict) or kl.class_name not in MASK_ARGUMENT:
+            return
+        ours, theirs = any(m is not None for m in kl.input_masks), bool(_mask_refs(node))
+        if ours != theirs:
+            raise Unsupported("the file gives it " + ("a" if theirs else "no") + " sequence mask "
+                              "and fixnet's mask propagation " + ("none" if theirs else "one"))
+
+    def propagate_mask(self, kl):
+        """Record the sequence masks of a call's outputs, as Keras propagates them: handlers of
+        mask-aware layers (Masking, Embedding, the recurrent ones) set them; layers that support
+        masking keep their input's; a merge layer combines its inputs' (a binary minimum or
+        maximum of 0/1 masks, as each writer does);
+        any other layer drops it (Keras 3 does so, with a warning; tf.keras 2 refuses to build
+        such a model), except the layers whose results a mask would change: refused."""
+        if kl.output_masks is not None:
+            self.masks.update({t: m for t, m in kl.output_masks.items() if m is not None})
+            return
+        masks = [m for m in kl.input_masks if m is not None]
+        if not masks:
+            return
+        out = kl.outputs[0]
+        if kl.class_name in MASK_KEEPERS and len(kl.inputs) == 1:
+            self.masks[out] = masks[0]
+        elif kl.class_name in MASK_USERS:
+            raise Unsupported("its input carries a sequence mask (from Masking or "
+                              "Embedding(mask_zero=True)), which changes its results in Keras, "
+                              "and fixnet does not apply masks in this layer")
+        elif kl.class_name in MERGE_CLASSES:
+            # tf.keras 2: the AND of the inputs' masks; Keras 3: their OR, and no mask when an
+            # input has none (Concatenate: an all-true one)
+            if kl.class_name == "Concatenate" and kl.config.get("axis", -1) not in (-1, len(self.shapes[out])):
+                raise Unsupported("concatenates masked sequences along an axis but the last")
+            if kl.keras3 and len(masks) < len(kl.input_masks):
+                return
+            kind = "maximum" if kl.keras3 else "minimum"
+            acc = masks[0]
+            for i, m in enumerate(masks[1:], 1):
+                if m == acc:
+                    continue
+                t = kl.tensor(f"mask_{kind}{i}")
+                kl.emit("binary", [acc, m], [t], {"kind": kind}, suffix=f"mask_{kind}{i}")
+                acc = t
+            self.masks[out] = acc
 
     def _op(self, kl, op, layer, node_index, inputs):
         kind, function = op

@@ -541,7 +541,7 @@ def check_input_array(x, name, shape, allow_int8):
         raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
                               "numbers (float32, or any float or integer dtype)")
     want = tuple(shape)
-    if x.shape[1:] != want or x.ndim != len(want) + 1:
+    if x.ndim != len(want) + 1 or any(w is not None and d != w for d, w in zip(x.shape[1:], want)):
         hint = ""
         if x.shape == want:
             hint = "; this looks like a single sample: add a batch axis (x[None])"

@@ -190,8 +190,13 @@ def tflite_io_map(tf, tfl, in_names, out_names, in_shapes, out_shapes):
     return ins, outs, ikeys, okeys, f"inputs by {ihow}, outputs by {ohow}"
 
 
-def run_tflite(tf, tfl, xs, ins, outs, resolver):
-    """Run one sample at a time; returns (quantized inputs, raw int8 outputs)."""
+def run_tflite(tf, tfl, xs, ins, outs, resolver, reset_variables=False):
+    """Run one sample at a time; returns (quantized inputs, raw int8 outputs).
+
+    ``reset_variables``: call ``interpreter.reset_all_variables()`` before every sample.
+    Needed for recurrent models: TFLite's fused sequence ops (UNIDIRECTIONAL_SEQUENCE_LSTM)
+    keep their hidden and cell state in variable tensors that persist across ``invoke()``,
+    so without a reset each sample starts from the previous sample's final state."""
     interp = tf.lite.Interpreter(
         model_content=tfl, num_threads=1,
         experimental_op_resolver_type=getattr(tf.lite.experimental.OpResolverType, resolver))
@@ -202,6 +207,8 @@ def run_tflite(tf, tfl, xs, ins, outs, resolver):
     n = len(xs[0])
     raw = [None] * len(outs)
     for i in range(n):
+        if reset_variables:
+            interp.reset_all_variables()
         for q, d in zip(xq, ins):
             interp.set_tensor(d["index"], q[i:i + 1])
         interp.invoke()

@@ -5,7 +5,8 @@ is checked on that generation's layout with real trained weights and real Keras 
   'Model'; a Sequential config is a bare list of layer configs whose first layer carries
   batch_input_shape (there was no InputLayer entry);
 - layers are named the 2.0 way (dense_1, dense_2, ... counting from 1) in the config, in
-  layer_names and in the weight groups and weight names ('dense_1/kernel:0');
+  layer_names and in the weight groups and weight names ('dense_1/kernel:0'; a wrapper's
+  'bidirectional_1/forward_lstm/kernel:0', a recurrent layer's without its cell);
 - layer classes that 2.0 did not have become what people wrote then: ReLU -> Activation('relu'),
   Softmax -> Activation('softmax');
 - config keys that 2.0 did not write (dtype on non-input layers, registered_name, ...) removed.
@@ -85,8 +86,11 @@ def to_keras20(src, dst):
             g = mw.create_group(names[ln])
             new_names = []
             for wn, arr in items:
-                short = wn.rsplit("/", 1)[-1]
-                new = f"{names[ln]}/{short}"
+                # 2.0 named a wrapped layer's weights after it (bidirectional_1/forward_lstm_1/
+                # kernel:0), a recurrent layer's without its cell (lstm_1/kernel:0)
+                parts = wn.split("/")
+                inner = [p for p in parts[1:-1] if not p.endswith("_cell")]
+                new = "/".join([names[ln]] + inner + [parts[-1]])
                 g[new] = arr
                 new_names.append(new.encode())
             g.attrs["weight_names"] = np.array(new_names, dtype="S") if new_names else np.array([], "S1")

@@ -133,9 +133,9 @@ def test_unsupported_layers_are_all_listed_at_once(copy_fixture):
         cfg = _insert_after(cfg, "dense", [
             {"class_name": "Lambda", "name": "my_lambda", "inbound_nodes": [[["dense", 0, 0, {}]]],
              "config": {"name": "my_lambda", "function": ["4wEAAAAAAAAA", None, None]}},
-            {"class_name": "LSTM", "name": "lstm", "inbound_nodes": [[["my_lambda", 0, 0, {}]]],
-             "config": {"name": "lstm", "units": 4}},
-            {"class_name": "MyAttention", "name": "attn", "inbound_nodes": [[["lstm", 0, 0, {}]]],
+            {"class_name": "ConvLSTM1D", "name": "conv_lstm", "inbound_nodes": [[["my_lambda", 0, 0, {}]]],
+             "config": {"name": "conv_lstm", "filters": 4, "kernel_size": 3}},
+            {"class_name": "MyAttention", "name": "attn", "inbound_nodes": [[["conv_lstm", 0, 0, {}]]],
              "config": {"name": "attn"}, "module": "my_project.layers",
              "registered_name": "Custom>MyAttention"}])
         return _rewire(cfg, "batch_normalization_1", "attn")
@@ -145,9 +145,9 @@ def test_unsupported_layers_are_all_listed_at_once(copy_fixture):
     msg = str(e.value)
     assert "3 layer(s)" in msg
     assert "'my_lambda' (Lambda)" in msg and "never executes code" in msg
-    assert "'lstm' (LSTM)" in msg
+    assert "'conv_lstm' (ConvLSTM1D)" in msg
     assert "'attn' (MyAttention)" in msg and "custom" in msg
-    assert [n for n, _, _ in e.value.layers] == ["my_lambda", "lstm", "attn"]
+    assert [n for n, _, _ in e.value.layers] == ["my_lambda", "conv_lstm", "attn"]
 
 
 def test_lambda_is_refused_without_running_anything(copy_fixture, tmp_path):

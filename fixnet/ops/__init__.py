@@ -26,6 +26,16 @@ class Op:
         """Build the runtime Step for this node (see fixnet.runtime.Step)."""
         raise NotImplementedError
 
+    def reference_bytes(self, node, in_shapes):
+        """Bytes the float reference needs at batch 1 beyond the node's inputs and outputs
+        (counted in the load's memory budget, fixnet.limits); a None dimension counts as 1."""
+        return 0
+
+    def int8_unsupported(self, node):
+        """Why this node cannot be quantized (quantize() refuses the graph, naming the
+        layer), or None."""
+        return None
+
 
 class KeepsWidened:
     """A Step mixin for layers with weights: ``widened`` holds the channels whose weight scale
@@ -56,4 +66,4 @@ def op_for(node):
         raise FixnetError(f"{node.describe()}: internal op '{node.op}' has no implementation") from None
 
 
-from . import dense, affine, activation, softmax, reshape, conv, pool, merge, prelu, resize, conv_transpose  # noqa: E402,F401  (fills OPS)
+from . import dense, affine, activation, softmax, reshape, conv, pool, merge, prelu, resize, conv_transpose, recurrent, embedding, mask  # noqa: E402,F401  (fills OPS)

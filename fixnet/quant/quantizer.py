@@ -4,6 +4,7 @@ import warnings
 import numpy as np
 
 from ..errors import CalibrationError, OverflowRiskError, QuantizationError
+from ..errors import UnsupportedLayerError
 from ..ops import op_for
 from ..passes import optimize
 from ..runtime import QuantizedModel, TensorSpec
@@ -135,6 +136,26 @@ class QuantContext:
 DEFAULT_METHOD = "auto"
 
 
+def refuse_unquantizable(graph):
+    """UnsupportedLayerError listing every layer whose op has no int8 execution yet
+    (Op.int8_unsupported), and every input of any length (a None dimension: int8 buffers are
+    planned for fixed shapes); the float model still predicts."""
+    problems, seen = [], set()
+    for n in graph.nodes:
+        reason = op_for(n).int8_unsupported(n)
+        if reason and (n.layer, reason) not in seen:
+            seen.add((n.layer, reason))
+            problems.append((n.layer or n.name, n.keras_class or n.op, reason))
+    for t in graph.inputs:
+        if any(d is None for d in graph.shapes[t]):
+            problems.append((t, "InputLayer", f"shape {graph.shapes[t]} has a dimension of any "
+                             "length (None); int8 execution needs fixed input shapes"))
+    if problems:
+        lines = "\n".join(f"  - '{n}' ({c}): {r}" for n, c, r in problems)
+        raise UnsupportedLayerError(f"{graph.source or graph.name}: cannot quantize "
+                                    f"{len(problems)} layer(s):\n{lines}", problems)
+
+
 def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile=DEFAULT_PERCENTILE,
                    per_channel=True, weight_clipping=None, weight_rounding="adaptive",
                    bias_correction=True,
@@ -159,6 +180,7 @@ def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile
         raise ValueError("weight_rounding must be 'nearest' or 'adaptive'")
     if softmax_levels not in (255, 256):
         raise ValueError(f"softmax_levels must be 255 or 256, not {softmax_levels!r}")
+    refuse_unquantizable(graph)
     g = optimize(graph)
     if calibration is None:
         stats = datafree_statistics(graph, g, input_range)
