@@ -2,19 +2,22 @@
 
 Counted as benchmarks and papers count them: for every dense, conv2d and depthwise_conv2d
 node, one MAC per (output element, kernel tap) pair, padded taps included (the kernels compute
-them too). Per-element ops (bias, scale and shift, activations, pooling, merges) are not
+them too); for a recurrent node (SimpleRNN, GRU, LSTM), its input and recurrent kernels once per
+time step. Per-element ops (bias, scale and shift, activations, pooling, merges) are not
 counted. Conv1D and the halves of SeparableConv1D/2D are conv2d / depthwise_conv2d nodes
 (1-D as H = 1); a Conv2DTranspose is a zero-insert node and a conv2d node, counted as that conv
 does it (over the zero-inserted input).
 """
 import math
 
-MAC_OPS = ("dense", "conv2d", "depthwise_conv2d")
+MAC_OPS = ("dense", "conv2d", "depthwise_conv2d", "rnn")
 
 
-def node_macs(node, out_shape):
+def node_macs(node, out_shape, graph=None):
     """MACs per sample of one node whose first output has shape ``out_shape`` (no batch
-    dimension); 0 for ops that are not in MAC_OPS."""
+    dimension); 0 for ops that are not in MAC_OPS. A recurrent ("rnn") node needs ``graph``
+    for its input's length: per time step, its input and recurrent kernels (all gates) once
+    each; a time dimension of any length (None) counts one step."""
     outputs = math.prod(1 if d is None else int(d) for d in out_shape)   # None: per time step
     if node.op == "dense":
         k = node.weights["kernel"].shape[0]                 # [K, C]
@@ -22,6 +25,12 @@ def node_macs(node, out_shape):
     if node.op == "conv2d":
         kh, kw, cin_g, _ = node.weights["kernel"].shape     # [KH, KW, Cin / groups, Cout]
         return outputs * int(kh) * int(kw) * int(cin_g)
+    if node.op == "rnn":
+        if graph is None:
+            return 0
+        steps = graph.shapes[node.inputs[0]][0]
+        per_step = int(node.weights["kernel"].size) + int(node.weights["recurrent_kernel"].size)
+        return (1 if steps is None else int(steps)) * per_step
     if node.op == "depthwise_conv2d":
         kh, kw = node.weights["kernel"].shape[:2]           # [KH, KW, C, M]: one tap per output
         return outputs * int(kh) * int(kw)
@@ -33,7 +42,7 @@ def layer_macs(graph):
     out = []
     for n in graph.nodes:
         if n.op in MAC_OPS:
-            out.append((n.name, n.op, node_macs(n, graph.shapes[n.outputs[0]])))
+            out.append((n.name, n.op, node_macs(n, graph.shapes[n.outputs[0]], graph)))
     return out
 
 

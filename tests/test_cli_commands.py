@@ -190,7 +190,7 @@ def test_inspect_keras_model_one_row_per_node_with_macs_and_totals():
         assert (layer, keras_class, op) == (n.layer, n.keras_class, n.op)
         assert shape == "x".join(map(str, g.shapes[n.outputs[0]]))
         assert int(params.replace(",", "") or 0) == sum(w.size for w in n.weights.values())
-        assert int(m.replace(",", "") or 0) == node_macs(n, g.shapes[n.outputs[0]])
+        assert int(m.replace(",", "") or 0) == node_macs(n, g.shapes[n.outputs[0]], g)
     total_params = sum(w.size for n in g.nodes for w in n.weights.values())
     assert line_with(out, "parameters:") == f"parameters: {total_params:,}"
     assert f"per sample: {macs(g):,} " in out

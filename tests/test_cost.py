@@ -74,3 +74,15 @@ def test_fixture_totals(writer):
     want = (32 * 32 * 16 * 9 + 2 * 32 * 32 * 16 * 9 * 16 + 16 * 16 * 32 * 9 * 16
             + 16 * 16 * 32 * 9 * 32 + 16 * 16 * 32 * 16 + 32 * 10)
     assert macs(fixnet.load(fixture_path(f"resnet_small_{writer}")).graph) == want
+
+
+def test_recurrent_layers_count_both_kernels_once_per_time_step():
+    # rnn_kws: Conv1D(16, 5, strides=2) over 49 steps of 10 MFCCs ('valid': 23 steps), then
+    # LSTM(32) (4 gates), Dense(10)
+    g = fixnet.load(fixture_path("rnn_kws_k3")).graph
+    per = {op: m for _, op, m in layer_macs(g)}
+    assert per["rnn"] == 23 * (16 * 4 * 32 + 32 * 4 * 32)
+    # rnn_bilstm: Bidirectional(LSTM(16)) over 8 steps of 8 pixels: two LSTMs
+    g = fixnet.load(fixture_path("rnn_bilstm_k3")).graph
+    rnn = [m for _, op, m in layer_macs(g) if op == "rnn"]
+    assert rnn == [8 * (8 * 4 * 16 + 16 * 4 * 16)] * 2

@@ -50,12 +50,12 @@ def run(args):
     rows, total = [], 0
     for n in g.nodes:
         shape = g.shapes[n.outputs[0]]
-        m = node_macs(n, shape)
+        m = node_macs(n, shape, g)
         total += m
         rows.append((n.layer, n.keras_class, n.op, str(shape),
                      sum(int(w.size) for w in n.weights.values()), f"{m:,}" if m else ""))
     print(render_table(f"{args.model}: inputs {fm.input_shapes}, outputs {fm.output_shapes}",
                        ["layer", "Keras class", "op", "output shape", "parameters",
                         "MACs/sample"], rows))
-    print(f"{total:,} multiply-accumulates per sample (dense, conv and depthwise layers)")
+    print(f"{total:,} multiply-accumulates per sample (dense, conv, depthwise and recurrent layers)")
     return 0

@@ -47,7 +47,7 @@ def describe_float(fm, path):
     g = fm.graph
     rows, params, macs = [], 0, 0
     for n in g.nodes:
-        m = node_macs(n, g.shapes[n.outputs[0]])
+        m = node_macs(n, g.shapes[n.outputs[0]], g)
         p = sum(int(w.size) for w in n.weights.values())
         params += p
         macs += m
@@ -60,7 +60,7 @@ def describe_float(fm, path):
     return "\n".join([
         table,
         f"parameters: {params:,}",
-        f"multiply-accumulates per sample: {macs:,} (dense, conv and depthwise layers)",
+        f"multiply-accumulates per sample: {macs:,} (dense, conv, depthwise and recurrent layers)",
         # Keras keeps its weights in float32 (fixnet reads some, e.g. BatchNorm's, as float64)
         f"weight bytes: {bytes_text(4 * params)} as float32 (`fixnet quantize` makes "
         "the int8 model)",
@@ -148,7 +148,7 @@ def describe_quantized(qm, path):
                          f"{qp.zero_point} (real values {lo:.6g} to {hi:.6g})")
     lines += [f"parameters: {params:,}",
               "weights: int8, " + _scaling_text(scales),
-              f"multiply-accumulates per sample: {macs:,} (dense, conv and depthwise layers)",
+              f"multiply-accumulates per sample: {macs:,} (dense, conv, depthwise and recurrent layers)",
               f"weight bytes: {bytes_text(nbytes)} (int8 weights, int32 biases), "
               f"file {bytes_text(os.path.getsize(path))}"]
     lines.append(overflow_line(qm))
