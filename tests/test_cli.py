@@ -102,3 +102,25 @@ def test_info_prints_macs_per_layer_and_in_all(tmp_path):
     assert f"{total:,} multiply-accumulates per sample" in r.stdout
     r = _cli(["info"], tmp_path)
     assert r.returncode == 2 and "--system" in r.stderr
+
+
+def _one_line(r, code, *names):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_info_and_demo_errors_are_one_line_with_their_exit_code(tmp_path):
+    # usage errors: exit 2, one line naming the argument
+    _one_line(_cli(["info", "--sytem"], tmp_path), 2, "--sytem")
+    _one_line(_cli(["demo", "extra"], tmp_path), 2, "extra")
+    _one_line(_cli(["nosuchcommand"], tmp_path), 2, "nosuchcommand")
+    # a damaged model file: exit 1, one line naming the file; --debug adds the traceback
+    bad = tmp_path / "damaged.h5"
+    from conftest import fixture_path
+    bad.write_bytes(open(fixture_path("cnn_digits_k3"), "rb").read()[:4000])
+    _one_line(_cli(["info", str(bad)], tmp_path), 1, "damaged.h5")
+    r = _cli(["--debug", "info", str(bad)], tmp_path)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "damaged.h5" in r.stderr
+    _one_line(_cli(["info", str(tmp_path / "absent.h5")], tmp_path), 1, "absent.h5")
