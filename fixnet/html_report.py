@@ -30,7 +30,7 @@ import re
 import numpy as np
 
 from .errors import ArgumentError, FixnetError
-from .report import _sqnr_db
+from .report import sqnr_db
 
 MAX_WEIGHT_PLOTS = 64        # histograms per kind: a MobileNet-size page stays a few MB
 MAX_ACTIVATION_PLOTS = 64
@@ -393,7 +393,7 @@ def output_metrics(qm, float_model, x, labels=None):
     p_q = p_q if isinstance(p_q, list) else [p_q]
     out = []
     for i, (name, f, q) in enumerate(zip(qm.outputs, p_f, p_q)):
-        m = {"output": name, "samples": int(f.shape[0]), "sqnr_db": float(_sqnr_db(f, q))}
+        m = {"output": name, "samples": int(f.shape[0]), "sqnr_db": float(sqnr_db(f, q))}
         if f.ndim == 2 and f.shape[1] > 1:
             m["top1_agreement"] = float(np.mean(f.argmax(1) == q.argmax(1)))
             if labels is not None and i == 0:
@@ -431,7 +431,7 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
     n = int(xs[0].shape[0])
     rep = qm.report(xs if len(xs) > 1 else xs[0])
     records = rep.records
-    input_sqnr = {t: float(_sqnr_db(v, qm.tensors[t].qparams.dequantize(
+    input_sqnr = {t: float(sqnr_db(v, qm.tensors[t].qparams.dequantize(
         qm.tensors[t].qparams.quantize(v)))) for t, v in zip(qm.inputs, xs) if v.dtype != np.int8}
     costs = layer_costs(qm, records, input_sqnr)
     conclusion = conclusion_line(costs, records)

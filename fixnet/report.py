@@ -54,7 +54,9 @@ class OverflowReport:
                             ["layer", "op", "what", "worst |acc|", "headroom bits", "proven"], rows)
 
 
-def _sqnr_db(ref, test):
+def sqnr_db(ref, test):
+    """Signal-to-quantization-noise ratio of ``test`` against ``ref``, in dB (inf when equal,
+    -inf for an all-zero ``ref`` with noise)."""
     ref = np.asarray(ref, np.float64)
     noise = float(np.sum((ref - np.asarray(test, np.float64)) ** 2))
     signal = float(np.sum(ref ** 2))
@@ -160,7 +162,7 @@ def error_report(qm, float_graph, x):
         ref = floats.get(t)
         sqnr = clipped = None
         if ref is not None:
-            sqnr = _sqnr_db(ref, qp.dequantize(ints[t]))
+            sqnr = sqnr_db(ref, qp.dequantize(ints[t]))
             lo, hi = qp.real_range
             clipped = float(np.mean((ref < lo - qp.scale / 2) | (ref > hi + qp.scale / 2)))
         b = bounds.get((s.layer, s.op))

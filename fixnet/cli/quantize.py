@@ -3,7 +3,6 @@ ranges measured on calibration data (.npy, .npz or a folder of images), or deriv
 model without data; then a summary: each layer's int8 output scale, zero point and accumulator
 headroom, the file and weight sizes, the overflow proof, the dead channels widened, and how
 close the int8 outputs are to the float model's on the calibration data."""
-import math
 import os
 import sys
 import time
@@ -254,18 +253,10 @@ def summary(args, options, fm, qm, xs):
     return "\n".join(lines)
 
 
-def _sqnr_db(ref, test):
-    ref = np.asarray(ref, np.float64)
-    noise = float(np.sum((ref - np.asarray(test, np.float64)) ** 2))
-    signal = float(np.sum(ref ** 2))
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
 def accuracy_line(fm, qm, xs):
     """How close the int8 outputs are to the float model's on (up to ACCURACY_SAMPLES of) the
     calibration inputs: SQNR per output, and the argmax agreement of vector outputs."""
+    from ..report import sqnr_db
     sub = [np.asarray(a[:ACCURACY_SAMPLES], np.float32) for a in xs]
     n = sub[0].shape[0]
     ref = fm.predict(sub if len(sub) > 1 else sub[0])
@@ -274,7 +265,7 @@ def accuracy_line(fm, qm, xs):
         ref, out = [ref], [out]
     parts = []
     for name, r, q in zip(qm.outputs, ref, out):
-        text = f"'{name}' SQNR {_sqnr_db(r, q):.1f} dB"
+        text = f"'{name}' SQNR {sqnr_db(r, q):.1f} dB"
         if r.ndim == 2 and r.shape[1] > 1:
             agree = float(np.mean(r.argmax(1) == q.argmax(1)))
             text += f", argmax agreement {100 * agree:.1f}%"
