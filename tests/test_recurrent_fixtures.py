@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import MODELS, fixture_data, fixture_path
+from conftest import as_list, fixture_data, fixture_path, sqnr_db
 
 DIGIT_SEQ = ("rnn_gru", "rnn_gru_ra0", "rnn_lstm", "rnn_simplernn", "rnn_bilstm", "rnn_stacked")
 NAMES = DIGIT_SEQ + ("rnn_variants", "rnn_sensor", "rnn_text", "rnn_kws")
@@ -26,23 +26,6 @@ LAYERS = {
                      "TimeDistributed"},
     "rnn_sensor": {"LSTM"}, "rnn_text": {"Embedding", "GRU"}, "rnn_kws": {"Conv1D", "LSTM"},
 }
-
-
-def sqnr_db(ref, test):
-    ref = np.asarray(ref, np.float64)
-    err = ref - np.asarray(test, np.float64)
-    den = float(np.sum(err * err))
-    return float("inf") if den == 0 else 10 * np.log10(float(np.sum(ref * ref)) / den)
-
-
-def float_outputs(d):
-    if "keras_float" in d:
-        return [d["keras_float"]]
-    out, i = [], 0
-    while f"keras_float_{i}" in d:
-        out.append(d[f"keras_float_{i}"])
-        i += 1
-    return out
 
 
 def peer_outputs(d, key, n):
@@ -83,7 +66,7 @@ def test_files_and_keys(base):
     assert str(d["writer"]) == WRITERS[suffix]
     assert str(d["keras_version"]).startswith("3." if suffix == "k3" else "2.")
     assert LAYERS[name] <= class_names(fixture_path(base)), (base, class_names(fixture_path(base)))
-    kf = float_outputs(d)
+    kf = as_list(d, "keras_float")
     assert len(kf) == len(d["keras_output_names"]) >= 1
     n = len(d["x_test"])
     assert len(d["x_calib"]) >= 100
@@ -100,7 +83,7 @@ def test_files_and_keys(base):
 @pytest.mark.parametrize("base", [c for c in CASES if c.rsplit("_", 1)[0] in DIGIT_SEQ + ("rnn_text", "rnn_kws")])
 def test_classifiers_accurate(base):
     d = fixture_data(base)
-    kf = float_outputs(d)[0]
+    kf = as_list(d, "keras_float")[0]
     assert kf.shape == (len(d["y_test"]), 10)
     assert np.allclose(kf.sum(axis=1), 1.0, atol=1e-5)      # softmax
     acc = float(np.mean(kf.argmax(1) == d["y_test"]))
@@ -110,7 +93,7 @@ def test_classifiers_accurate(base):
 @pytest.mark.parametrize("suffix", list(WRITERS))
 def test_variants_outputs(suffix):
     d = fixture_data(f"rnn_variants_{suffix}")
-    kf = float_outputs(d)
+    kf = as_list(d, "keras_float")
     assert [o.shape[1:] for o in kf] == [(10,)] * 5 + [(4, 8)]
     x = d["x_test"]
     assert x.shape[1:] == (10, 8)
@@ -149,7 +132,7 @@ def test_text_tokens(suffix):
 def test_peer_outputs(base):
     name = base.rsplit("_", 1)[0]
     d = fixture_data(base)
-    kf = float_outputs(d)
+    kf = as_list(d, "keras_float")
     for key in ("tflite_int8", "ort_int8"):
         qs = peer_outputs(d, key, len(kf))
         if any(q is None for q in qs):

@@ -218,14 +218,21 @@ def _weight_datasets(path, layer):
 DAMAGE = [n for n in RNN if n.startswith(("rnn_gru_", "rnn_bilstm_", "rnn_lstm_"))] or RNN[:2]
 
 
-@pytest.mark.parametrize("name", DAMAGE)
-@pytest.mark.parametrize("weight", ["kernel", "recurrent_kernel", "bias"])
-def test_a_missing_recurrent_weight_names_the_layer(name, weight, tmp_path):
+def _copy_with_recurrent_weight(name, weight, tmp_path):
+    """A copy of fixture ``name`` to damage: (path, its first recurrent layer, the dataset of
+    that layer's ``weight``)."""
     p = str(tmp_path / "damaged.h5")
     shutil.copy(fixture_path(name), p)
     layer = next(n for n, l in _top_layer_names(p).items() if _recurrent_layers(l))
     ds = [d for d in _weight_datasets(p, layer) if d.rsplit("/", 1)[-1].split(":")[0] == weight]
-    assert ds
+    assert ds, (name, layer, weight)
+    return p, layer, ds
+
+
+@pytest.mark.parametrize("name", DAMAGE)
+@pytest.mark.parametrize("weight", ["kernel", "recurrent_kernel", "bias"])
+def test_a_missing_recurrent_weight_names_the_layer(name, weight, tmp_path):
+    p, layer, ds = _copy_with_recurrent_weight(name, weight, tmp_path)
     with h5py.File(p, "r+") as f:
         del f[ds[0]]
     with pytest.raises(MissingWeightError) as e:
@@ -236,10 +243,7 @@ def test_a_missing_recurrent_weight_names_the_layer(name, weight, tmp_path):
 @pytest.mark.parametrize("name", DAMAGE)
 @pytest.mark.parametrize("weight", ["kernel", "recurrent_kernel", "bias"])
 def test_a_misshapen_recurrent_weight_names_the_layer_and_weight(name, weight, tmp_path):
-    p = str(tmp_path / "damaged.h5")
-    shutil.copy(fixture_path(name), p)
-    layer = next(n for n, l in _top_layer_names(p).items() if _recurrent_layers(l))
-    ds = [d for d in _weight_datasets(p, layer) if d.rsplit("/", 1)[-1].split(":")[0] == weight]
+    p, layer, ds = _copy_with_recurrent_weight(name, weight, tmp_path)
     with h5py.File(p, "r+") as f:
         arr = np.array(f[ds[0]])
         del f[ds[0]]
@@ -249,10 +253,12 @@ def test_a_misshapen_recurrent_weight_names_the_layer_and_weight(name, weight, t
     assert f"'{layer}'" in str(e.value)
 
 
-@pytest.mark.parametrize("name", DAMAGE)
+# the fixtures with a Keras 3 .keras archive (tf.keras 2 writes none)
+DAMAGE_KERAS = [n for n in DAMAGE if os.path.exists(fixture_path(n, ".keras"))]
+
+
+@pytest.mark.parametrize("name", DAMAGE_KERAS)
 def test_a_missing_weight_in_the_keras3_archive_names_the_layer(name, tmp_path):
-    if not os.path.exists(fixture_path(name, ".keras")):
-        pytest.skip("a tf.keras 2 fixture: no .keras archive")
     src = fixture_path(name, ".keras")
     w = tmp_path / "w.h5"
     with zipfile.ZipFile(src) as z:
