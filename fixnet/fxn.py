@@ -50,7 +50,6 @@ import json
 import math
 import os
 import re
-import secrets
 import struct
 import sys
 import zipfile
@@ -59,6 +58,7 @@ import zlib
 import numpy as np
 
 from .errors import ModelFileError
+from .fileio import write_atomically
 from .limits import MemoryBudget, max_memory_bytes
 from .quant.qparams import INT8_MAX, INT8_MIN, QParams
 
@@ -103,10 +103,7 @@ def save_model(qm, path):
     (also an OSError) if the file cannot be written.
     """
     path = os.fspath(path)
-    data = encode_model(qm, path)
-    if os.path.islink(path):        # replace the file the link points to, not the link
-        path = os.path.realpath(path)
-    _write_atomically(path, data)
+    write_atomically(path, encode_model(qm, path), FxnWriteError, "save the model")
 
 
 def encode_model(qm, where="<model>"):
@@ -252,38 +249,6 @@ def _fixnet_version():
         return str(getattr(fixnet, "__version__", "unknown"))
     except Exception:
         return "unknown"
-
-
-def _write_atomically(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        # os.open with 0o666 lets the umask decide the final permissions, as open() would.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:
-        raise FxnWriteError(f"{path}: cannot save the model: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise FxnWriteError(f"{path}: cannot save the model: {e.strerror or e}") from e
-        raise
-    try:            # make the rename itself durable (best effort; not possible everywhere)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 # ----------------------------------------------------------------------------------------

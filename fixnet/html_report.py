@@ -372,8 +372,9 @@ class HtmlReport:
                       "outputs": self.outputs})
 
     def save(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.html)
+        """Write the page to ``path`` atomically (an existing file stays whole on a failure)."""
+        from .fileio import write_atomically
+        write_atomically(path, self.html.encode("utf-8"))
 
 
 def _inputs_list(x):

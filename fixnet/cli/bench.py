@@ -63,11 +63,11 @@ import warnings
 
 import numpy as np
 
+from ..errors import ArgumentError, CalibrationError, DataFileError
+from ..fileio import write_atomically
 from . import UsageError
 from .common import finite_float, positive_int, thread_count
 from .files import check_output_path
-
-from ..errors import ArgumentError, CalibrationError, DataFileError
 
 HELP = ("time a model's int8 path and float reference: latency percentiles, throughput, "
         "GMAC/s, peak memory; --json saves the results, --compare prints saved ones side by side")
@@ -120,9 +120,7 @@ def run(args):
         check_output_path(args.json, "--json", {"MODEL": args.model, "--weights": args.weights})
     result = bench_model(args)
     if args.json:                   # before printing: a reader closing stdout early loses nothing
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
+        write_atomically(args.json, (json.dumps(result, indent=1) + "\n").encode("utf-8"))
     print(result_text(result))
     if args.json:
         print(f"\nresults written to {args.json} (schema {SCHEMA})")

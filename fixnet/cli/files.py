@@ -3,12 +3,12 @@ fixnet .fxn), checking that an output path will not overwrite one of the inputs,
 arrays (.npy / .npz) atomically."""
 import io
 import os
-import secrets
 import zipfile
 
 import numpy as np
 
 from ..errors import FixnetError
+from ..fileio import write_atomically
 from . import UsageError
 
 def open_model(path, weights=None, what="MODEL"):
@@ -65,34 +65,9 @@ def check_output_path(out, what, inputs):
                              "overwrite it (give another output file)")
 
 
-def write_atomically(path, data):
-    """Write ``data`` (bytes) to ``path`` through a temporary file in the same folder renamed
-    over it: an interrupted or failed write leaves no partial file (an existing file stays as
-    it was). Raises FixnetError naming ``path``."""
-    path = os.fspath(path)
-    if os.path.islink(path):
-        path = os.path.realpath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError as e:
-        raise FixnetError(f"{path}: cannot write ({e.strerror or e})") from None
-
-
 def save_arrays(path, arrays):
     """Write ``arrays`` ({name: array}) to ``path``: an .npy file for one array, an .npz
-    (uncompressed, names kept) for any number; atomically (see write_atomically)."""
+    (uncompressed, names kept) for any number; atomically (fixnet.fileio.write_atomically)."""
     buf = io.BytesIO()
     if os.fspath(path).lower().endswith(".npy"):
         if len(arrays) != 1:

@@ -9,6 +9,7 @@ import json
 import os
 
 from ..errors import DataFileError, ModelFileError
+from ..fileio import write_atomically
 from . import UsageError
 from .common import finite_float, positive_int
 from .files import check_output_path, data_path
@@ -108,8 +109,7 @@ def run(args):
                       details=details)
     rep.save(args.html)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rep.to_dict(), f, indent=1)
+        write_atomically(args.json, json.dumps(rep.to_dict(), indent=1).encode("utf-8"))
     for m in rep.outputs:
         line = f"output {m['output']}: SQNR {m['sqnr_db']:.1f} dB"
         if "top1_agreement" in m:
