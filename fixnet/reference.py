@@ -24,7 +24,12 @@ def run(graph, xs, observe=None):
     keep = set(graph.outputs)
     last = last_uses(graph)
     for i, n in enumerate(graph.nodes):
-        outs = op_for(n).run_float(n, [vals[t] for t in n.inputs])
+        op = op_for(n)
+        ins = [vals[t] for t in n.inputs]
+        if observe and hasattr(op, "run_float_observed"):     # shows values inside the op too
+            outs = op.run_float_observed(n, ins, observe)
+        else:
+            outs = op.run_float(n, ins)
         for t, v in zip(n.outputs, outs):
             vals[t] = v
             if observe:

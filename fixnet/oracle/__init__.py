@@ -5,4 +5,5 @@ from .core import *          # noqa: F401,F403  fixed-point helpers, quantize, d
 from .conv import *          # noqa: F401,F403  conv2d, depthwise_conv2d
 from .pool import *          # noqa: F401,F403  pooling, binary elementwise, concat, pad
 from .activation import *    # noqa: F401,F403  prelu
+from .recurrent import *    # noqa: F401,F403  rnn: SimpleRNN, GRU, LSTM; int16 function tables
 from .resize import *        # noqa: F401,F403  upsample, crop, zero_insert (data moves)

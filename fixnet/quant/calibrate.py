@@ -12,7 +12,7 @@ from ..errors import CalibrationError
 from .. import reference
 from .histogram import DEFAULT_BINS, StreamingHistogram
 from .ranges import DEFAULT_PERCENTILE, choose_range, minmax_range
-from .rounding import SecondMoment
+from .rounding import SecondMoment, VectorMoment
 
 DEFAULT_BATCH = 128
 
@@ -195,9 +195,20 @@ class Observer:
             if moments and SecondMoment.wanted(n):
                 self.readers.setdefault(n.inputs[0], []).append(n)
                 self.moments[n.name] = SecondMoment(n)
+        # a recurrent layer shows its step inputs as "<node>/xh" (ops/recurrent.py)
+        self.vectors = {f"{n.name}/xh": n.name for n in graph.nodes if n.op == "rnn"}
+        if moments:
+            for n in graph.nodes:
+                if n.op == "rnn":
+                    self.moments[n.name] = VectorMoment()
 
     def __call__(self, tensor, value):
         if value.size == 0:
+            return
+        if tensor in self.vectors:
+            m = self.moments.get(self.vectors[tensor])
+            if m is not None:
+                m.add(value)
             return
         if not np.all(np.isfinite(value)):
             # finite inputs (checked) made a NaN or infinity: the weights that produced it are

@@ -119,10 +119,44 @@ def round_rows(rows, scale, moment, groups, damping=DAMPING):
     return out
 
 
+class VectorMoment:
+    """Running sum of v v^T of a layer's input vectors v [N, K] (one group): a recurrent layer's
+    step inputs [x_t, h_(t-1)] (fixnet/ops/recurrent.py)."""
+
+    __slots__ = ("sum", "count")
+
+    def __init__(self):
+        self.sum = None
+        self.count = 0
+
+    def add(self, v):
+        v = np.asarray(v, np.float64)
+        prod = v.T @ v
+        self.sum = prod if self.sum is None else self.sum + prod
+        self.count += v.shape[0]
+
+    @property
+    def moment(self):
+        return self.sum / max(self.count, 1)
+
+
+def round_rows_scaled(rows, scale, moment, damping=DAMPING):
+    """int8 codes [C, K] for float rows [C, K] whose every element has its own ``scale``
+    [C, K] (a row made of parts quantized at different scales, e.g. a recurrent layer's kernel
+    and recurrent kernel rows side by side), minimising sum over rows of e^T H e with one
+    H = ``moment`` [K, K] (real units). Nearest rounding when K > MAX_INPUTS."""
+    rows = np.asarray(rows, np.float64)
+    scale = np.asarray(scale, np.float64)
+    if rows.shape[1] > MAX_INPUTS or rows.shape[1] == 0:
+        return np.clip(round_half_away(rows / scale), -WEIGHT_MAX, WEIGHT_MAX)
+    return _round_groups(rows[None], scale[None], np.asarray(moment, np.float64)[None], damping)[0]
+
+
 def _round_groups(w, scale, h, damping):
-    """GPTQ on G groups at once: w [G, R, K] rows, scale [G, R], h [G, K, K]. In each group the
-    columns are taken in order of decreasing input energy; each is rounded to nearest after the
-    errors of the columns before it were compensated."""
+    """GPTQ on G groups at once: w [G, R, K] rows, scale [G, R] (per row) or [G, R, K] (per
+    element), h [G, K, K]. In each group the columns are taken in order of decreasing input
+    energy; each is rounded to nearest after the errors of the columns before it were
+    compensated."""
     g, r, k = w.shape
     h = np.array(h, np.float64)
     diag = np.diagonal(h, axis1=1, axis2=2).copy()                 # [G, K]
@@ -136,6 +170,8 @@ def _round_groups(w, scale, h, damping):
     order = np.argsort(-h[:, idx, idx], axis=1, kind="stable")       # [G, K]
     h = np.take_along_axis(np.take_along_axis(h, order[:, :, None], axis=1), order[:, None, :], axis=2)
     w = np.take_along_axis(w, order[:, None, :], axis=2).copy()
+    if scale.ndim == 3:
+        scale = np.take_along_axis(scale, order[:, None, :], axis=2)
     try:
         # upper Cholesky factor of H^-1: its row i holds the update of the later columns
         u = np.swapaxes(np.linalg.cholesky(np.linalg.inv(h)), 1, 2)
@@ -143,10 +179,11 @@ def _round_groups(w, scale, h, damping):
         u = None
     q = np.empty_like(w)
     for i in range(k):
-        qi = np.clip(round_half_away(w[:, :, i] / scale), -WEIGHT_MAX, WEIGHT_MAX)
+        si = scale[:, :, i] if scale.ndim == 3 else scale
+        qi = np.clip(round_half_away(w[:, :, i] / si), -WEIGHT_MAX, WEIGHT_MAX)
         q[:, :, i] = qi
         if u is not None and i + 1 < k:
-            err = (w[:, :, i] - qi * scale) / u[:, i, i][:, None]             # [G, R]
+            err = (w[:, :, i] - qi * si) / u[:, i, i][:, None]                # [G, R]
             w[:, :, i + 1:] -= err[:, :, None] * u[:, i, None, i + 1:]
     out = np.empty_like(q)
     np.put_along_axis(out, np.broadcast_to(order[:, None, :], q.shape), q, axis=2)
