@@ -35,7 +35,7 @@ KERNELS = os.path.join("fixnet", "_kernels")
 KERNEL_CSRC = os.path.join(KERNELS, "csrc")
 
 # Modules compiled once more per instruction set (the rest only for the baseline).
-ISA_MODULES = ("_dense", "_elementwise", "_softmax", "_conv", "_pool", "_binary")
+ISA_MODULES = ("_dense", "_elementwise", "_softmax", "_conv", "_pool", "_binary", "_recurrent")
 
 # x86-64-v3 minus the features gcc never emits for these kernels (f16c, lzcnt, movbe), so the
 # runtime check (fixnet._kernels) needs only what __builtin_cpu_supports can name.

@@ -44,6 +44,7 @@ the step input [x_t, h_(t-1)] when calibration measured it.
 import numpy as np
 
 from .. import oracle
+from .._kernels import _recurrent
 from ..activations import activation, canonical
 from ..errors import QuantizationError, UnsupportedLayerError
 from ..quant.qparams import WEIGHT_MAX, fixed_point_multiplier, requant_multipliers, round_half_away
@@ -432,11 +433,5 @@ class RNNStep(Step):
         return OverflowBound(self.layer, self.op, np.maximum(wx, wh))
 
     def bind(self, bufs):
-        ins = [bufs[t] for t in self.inputs]
-        outs = [bufs[t] for t in self.outputs]
-
-        def run():
-            res = self.oracle(ins)
-            for o, r in zip(outs, res):
-                o[...] = r.reshape(o.shape)
-        return run
+        x, init, mask = self._split([bufs[t] for t in self.inputs])
+        return _recurrent.RnnCall(x, list(init), mask, [bufs[t] for t in self.outputs], self)

@@ -1,0 +1,348 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Integer recurrent layers (SimpleRNN, GRU, LSTM) over int8 sequences.
+
+Bit-exact with ``fixnet.oracle.rnn`` (fixnet/oracle/recurrent.py states every step's
+arithmetic). Private: fixnet/ops/recurrent.py's RNNStep binds a RnnCall to its buffers.
+
+Per batch row, per step: the int8 input is widened to int16 once, every gate row's input and
+recurrent dot products run four rows at a time (dot4_int16_int8: pmaddwd on x86-64, smlal
+pairs on arm64), then the cell's int16 arithmetic. Rows are independent: the call splits into
+one task per row, each with its own scratch.
+"""
+import numpy as np
+
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
+from libc.string cimport memcpy
+
+from fixnet._kernels.step cimport step_entry
+from fixnet._kernels.fixedpoint cimport (
+    DOT_BLOCK,
+    dot4_int16_int8,
+    dot_int16_int8,
+    is_valid_multiplier,
+    is_valid_shift,
+    multiply_by_quantized_multiplier,
+)
+
+cdef enum:
+    CELL_SIMPLE = 0
+    CELL_GRU = 1
+    CELL_LSTM = 2
+    TABLE_SIZE = 1025
+    NOGIL_MIN_MACS = 32768
+
+# the scalar multipliers, in this order in RnnCall.m0 / RnnCall.shift
+SCALARS = ("m_ah", "m_fc", "m_ic", "m_cc", "m_oh", "m_rh", "m_zh", "m_nzh", "m_y", "m_hs", "m_cs",
+           "m_init_h", "m_init_c")
+cdef enum:
+    M_AH = 0
+    M_FC = 1
+    M_IC = 2
+    M_CC = 3
+    M_OH = 4
+    M_RH = 5
+    M_ZH = 6
+    M_NZH = 7
+    M_Y = 8
+    M_HS = 9
+    M_CS = 10
+    M_INIT_H = 11
+    M_INIT_C = 12
+    N_SCALARS = 13
+
+
+cdef inline int32_t sat16(int64_t v) noexcept nogil:
+    if v > 32767:
+        return 32767
+    if v < -32768:
+        return -32768
+    return <int32_t>v
+
+
+cdef inline int32_t mbqm(int32_t v, const int32_t* m0, const int32_t* shift, int i) noexcept nogil:
+    return multiply_by_quantized_multiplier(v, m0[i], shift[i])
+
+
+cdef inline int8_t to_int8(int32_t v, int zp, int32_t m0, int32_t shift) noexcept nogil:
+    cdef int64_t y = <int64_t>zp + multiply_by_quantized_multiplier(v, m0, shift)
+    if y > 127:
+        return 127
+    if y < -128:
+        return -128
+    return <int8_t>y
+
+
+cdef inline int32_t lookup(const int16_t* table, int32_t v) noexcept nogil:
+    """The interpolated int16 function table at int16 code v (oracle.table_lookup)."""
+    cdef int32_t u = v + 32768
+    cdef int32_t k = u >> 6
+    cdef int32_t t = u & 63
+    cdef int32_t lo = table[k]
+    cdef int32_t hi = table[k + 1]
+    return lo + (((hi - lo) * t + 32) >> 6)
+
+
+cdef void project(const int16_t* v, const int8_t* rows, const int32_t* bias, Py_ssize_t n_rows,
+                  Py_ssize_t k, int32_t* acc) noexcept nogil:
+    """acc[c] = bias[c] + sum_j v[j] * rows[c, j] for c < n_rows (rows [n_rows, k] int8).
+    Within the static proof every partial sum fits int32; k > DOT_BLOCK runs in blocks."""
+    cdef Py_ssize_t c, j0, n
+    cdef int32_t part[4]
+    for c in range(n_rows):
+        acc[c] = bias[c] if bias != NULL else 0
+    j0 = 0
+    while j0 < k:
+        n = k - j0 if k - j0 < DOT_BLOCK else DOT_BLOCK
+        c = 0
+        while c + 4 <= n_rows:
+            dot4_int16_int8(v + j0, rows + c * k + j0, rows + (c + 1) * k + j0,
+                            rows + (c + 2) * k + j0, rows + (c + 3) * k + j0, n, part)
+            acc[c] += part[0]
+            acc[c + 1] += part[1]
+            acc[c + 2] += part[2]
+            acc[c + 3] += part[3]
+            c += 4
+        while c < n_rows:
+            acc[c] += dot_int16_int8(v + j0, rows + c * k + j0, n)
+            c += 1
+        j0 += n
+
+
+cdef class RnnCall:
+    """One int8 recurrent layer bound to its buffers: x [B, T, F]; outputs y ([B, T, U] with
+    return_sequences, else [B, U]), then the final h (and c) with return_state; optional
+    initial states [B, U] and mask [B, T]. ``p`` is the RNNStep (its attributes are the
+    parameters; see fixnet/ops/recurrent.py quantize_rnn)."""
+    cdef object keep
+    cdef const int8_t[:, :, ::1] x
+    cdef const int8_t[:, ::1] init_h
+    cdef const int8_t[:, ::1] init_c
+    cdef const int8_t[:, ::1] mask
+    cdef int8_t[:, :, ::1] y_seq
+    cdef int8_t[:, ::1] y_last
+    cdef int8_t[:, ::1] hs
+    cdef int8_t[:, ::1] cs
+    cdef const int8_t[:, ::1] w_q
+    cdef const int8_t[:, ::1] r_q
+    cdef const int32_t[::1] bx
+    cdef const int32_t[::1] bh
+    cdef const int32_t[::1] mx
+    cdef const int32_t[::1] sh_x
+    cdef const int32_t[::1] mh
+    cdef const int32_t[::1] sh_h
+    cdef const int16_t[:, ::1] tables
+    cdef int32_t[:, ::1] scratch32
+    cdef int16_t[:, ::1] scratch16
+    cdef int8_t[:, ::1] prev
+    cdef int32_t m0[N_SCALARS]
+    cdef int32_t shift[N_SCALARS]
+    cdef int cell, reset_after, go_backwards, reverse_output, sequences, has_init, has_c_init
+    cdef int has_mask, zero_output, return_state
+    cdef int y_zp, hs_zp, cs_zp, init_h_zp, init_c_zp, mask_zp, one_z
+    cdef Py_ssize_t B, T, F, U, G
+
+    def __init__(self, x not None, list inits not None, mask, list outs not None, p not None):
+        cdef int i
+        cdef Py_ssize_t B, T, F, U, G
+        self.cell = {"simple_rnn": CELL_SIMPLE, "gru": CELL_GRU, "lstm": CELL_LSTM}[p.cell]
+        G = {CELL_SIMPLE: 1, CELL_GRU: 3, CELL_LSTM: 4}[self.cell]
+        U = p.units
+        x3 = np.asarray(x)
+        if x3.ndim != 3 or x3.dtype != np.int8:
+            raise ValueError(f"rnn: x must be int8 [B, T, F], not {x3.dtype} {x3.shape}")
+        B, T, F = x3.shape[0], x3.shape[1], x3.shape[2]
+        self.x = x3
+        self.w_q, self.r_q = p.w_q, p.r_q
+        if self.w_q.shape[0] != G * U or self.w_q.shape[1] != F or self.r_q.shape[0] != G * U \
+                or self.r_q.shape[1] != U:
+            raise ValueError(f"rnn: weights {p.w_q.shape}, {p.r_q.shape} do not fit x "
+                             f"{x3.shape} and {U} units")
+        self.bx, self.bh, self.mx, self.sh_x, self.mh, self.sh_h = p.bx, p.bh, p.mx, p.sh_x, p.mh, p.sh_h
+        for arr in (p.bx, p.bh, p.mx, p.sh_x, p.mh, p.sh_h):
+            if np.asarray(arr).shape != (G * U,):
+                raise ValueError("rnn: per-row parameters must have G * U entries")
+        for i in range(G * U):
+            if not (is_valid_multiplier(self.mx[i]) and is_valid_shift(self.sh_x[i])
+                    and is_valid_multiplier(self.mh[i]) and is_valid_shift(self.sh_h[i])):
+                raise ValueError(f"rnn: invalid multiplier in row {i}")
+        self.tables = p.tables
+        if self.tables.shape[1] != TABLE_SIZE or self.tables.shape[0] != len(p.gate_names):
+            raise ValueError(f"rnn: function tables of shape {p.tables.shape}")
+        for i, name in enumerate(SCALARS):
+            m = getattr(p, name)
+            self.m0[i], self.shift[i] = int(m[0]), int(m[1])
+            if not (is_valid_multiplier(self.m0[i]) and is_valid_shift(self.shift[i])):
+                raise ValueError(f"rnn: invalid multiplier {name} = {m}")
+        self.reset_after, self.go_backwards = bool(p.reset_after), bool(p.go_backwards)
+        self.reverse_output, self.sequences = bool(p.reverse_output), bool(p.return_sequences)
+        self.zero_output, self.return_state = bool(p.zero_output_for_mask), bool(p.return_state)
+        self.y_zp, self.hs_zp, self.cs_zp = p.y_zp, p.hs_zp, p.cs_zp
+        self.one_z, self.mask_zp = p.one_z, p.mask_zp
+        self.has_init = len(inits) > 0
+        self.has_c_init = len(inits) > 1 and self.cell == CELL_LSTM
+        empty = np.zeros((max(B, 1), max(U, 1)), np.int8)
+        self.init_h = np.asarray(inits[0]).reshape(B, U) if self.has_init else empty
+        self.init_c = np.asarray(inits[1]).reshape(B, U) if self.has_c_init else empty
+        self.init_h_zp = p.init_zp[0] if self.has_init else 0
+        self.init_c_zp = p.init_zp[1] if self.has_c_init else 0
+        self.has_mask = mask is not None
+        self.mask = np.asarray(mask).reshape(B, T) if self.has_mask else np.zeros((max(B, 1), max(T, 1)), np.int8)
+        y = outs[0]
+        if self.sequences:
+            self.y_seq = y.reshape(B, T, U)
+            self.y_last = np.zeros((1, 1), np.int8)
+        else:
+            self.y_seq = np.zeros((1, 1, 1), np.int8)
+            self.y_last = y.reshape(B, U)
+        n_states = 2 if self.cell == CELL_LSTM else 1
+        if self.return_state and len(outs) != 1 + n_states:
+            raise ValueError("rnn: return_state needs the state outputs")
+        self.hs = outs[1].reshape(B, U) if self.return_state else np.zeros((1, 1), np.int8)
+        self.cs = outs[2].reshape(B, U) if self.return_state and n_states == 2 else np.zeros((1, 1), np.int8)
+        # per row: accx, gx, acch, gh (G*U int32 each), gate values (5 U int32);
+        # x widened (F int16), h16, c16, rh16 (U int16 each)
+        self.scratch32 = np.zeros((max(B, 1), 4 * G * U + 5 * U + 1), np.int32)
+        self.scratch16 = np.zeros((max(B, 1), F + 3 * U + 1), np.int16)
+        self.prev = np.zeros((max(B, 1), max(U, 1)), np.int8)
+        self.keep = (x3, inits, mask, outs, p)
+        self.B, self.T, self.F, self.U, self.G = B, T, F, U, G
+
+    def __call__(self):
+        cdef Py_ssize_t b
+        if self.macs() < NOGIL_MIN_MACS:
+            for b in range(self.B):
+                self.run_row(b)
+        else:
+            with nogil:
+                for b in range(self.B):
+                    self.run_row(b)
+
+    cdef double macs(self):
+        return <double>self.B * self.T * self.G * self.U * (self.F + self.U)
+
+    cdef void run_row(self, Py_ssize_t b) noexcept nogil:
+        cdef Py_ssize_t U = self.U, G = self.G, F = self.F, T = self.T, GU = G * U
+        cdef int32_t* accx = &self.scratch32[b, 0]
+        cdef int32_t* gx = accx + GU
+        cdef int32_t* acch = gx + GU
+        cdef int32_t* gh = acch + GU
+        cdef int32_t* a = gh + GU                 # gate values [5][U]
+        cdef int16_t* xs = &self.scratch16[b, 0]
+        cdef int16_t* h = xs + F
+        cdef int16_t* c = h + U
+        cdef int16_t* rh = c + U
+        cdef int8_t* prev = &self.prev[b, 0]
+        cdef const int32_t* m0 = self.m0
+        cdef const int32_t* sh = self.shift
+        cdef const int16_t* tab = &self.tables[0, 0]
+        cdef Py_ssize_t k, t, j, n_rec, idx
+        cdef int32_t v, a_z, keep, new, pre
+        cdef int64_t s
+        # initial states
+        for j in range(U):
+            if self.has_init:
+                h[j] = <int16_t>sat16(multiply_by_quantized_multiplier(
+                    <int32_t>self.init_h[b, j] - self.init_h_zp, m0[M_INIT_H], sh[M_INIT_H]))
+            else:
+                h[j] = 0
+            if self.has_c_init:
+                c[j] = <int16_t>sat16(multiply_by_quantized_multiplier(
+                    <int32_t>self.init_c[b, j] - self.init_c_zp, m0[M_INIT_C], sh[M_INIT_C]))
+            else:
+                c[j] = 0
+            prev[j] = <int8_t>self.y_zp
+        n_rec = 2 * U if (self.cell == CELL_GRU and not self.reset_after) else GU
+        for k in range(T):
+            t = T - 1 - k if self.go_backwards else k
+            if self.has_mask and self.mask[b, t] == self.mask_zp:
+                if self.zero_output:
+                    for j in range(U):
+                        prev[j] = <int8_t>self.y_zp
+                if self.sequences:
+                    idx = T - 1 - k if self.reverse_output else k
+                    memcpy(&self.y_seq[b, idx, 0], prev, U)
+                continue
+            for j in range(F):
+                xs[j] = self.x[b, t, j]
+            project(xs, &self.w_q[0, 0], &self.bx[0], GU, F, accx)
+            project(h, &self.r_q[0, 0], &self.bh[0], n_rec, U, acch)
+            for j in range(GU):
+                gx[j] = multiply_by_quantized_multiplier(accx[j], self.mx[j], self.sh_x[j])
+            for j in range(n_rec):
+                gh[j] = multiply_by_quantized_multiplier(acch[j], self.mh[j], self.sh_h[j])
+            if self.cell == CELL_SIMPLE:
+                for j in range(U):
+                    v = lookup(tab, sat16(<int64_t>gx[j] + gh[j]))
+                    h[j] = <int16_t>sat16(multiply_by_quantized_multiplier(v, m0[M_AH], sh[M_AH]))
+            elif self.cell == CELL_LSTM:
+                for j in range(U):
+                    a[j] = lookup(tab, sat16(<int64_t>gx[j] + gh[j]))                        # i
+                    a[U + j] = lookup(tab + TABLE_SIZE, sat16(<int64_t>gx[U + j] + gh[U + j]))  # f
+                    a[2 * U + j] = lookup(tab + 2 * TABLE_SIZE,
+                                          sat16(<int64_t>gx[2 * U + j] + gh[2 * U + j]))        # g
+                    a[3 * U + j] = lookup(tab + 3 * TABLE_SIZE,
+                                          sat16(<int64_t>gx[3 * U + j] + gh[3 * U + j]))        # o
+                    s = <int64_t>multiply_by_quantized_multiplier(a[U + j] * <int32_t>c[j], m0[M_FC], sh[M_FC]) \
+                        + multiply_by_quantized_multiplier(a[j] * a[2 * U + j], m0[M_IC], sh[M_IC])
+                    c[j] = <int16_t>sat16(s)
+                    v = lookup(tab + 4 * TABLE_SIZE,
+                               sat16(multiply_by_quantized_multiplier(c[j], m0[M_CC], sh[M_CC])))
+                    h[j] = <int16_t>sat16(multiply_by_quantized_multiplier(a[3 * U + j] * v, m0[M_OH], sh[M_OH]))
+            else:
+                for j in range(U):
+                    a[j] = lookup(tab, sat16(<int64_t>gx[j] + gh[j]))                        # z
+                    a[U + j] = lookup(tab + TABLE_SIZE, sat16(<int64_t>gx[U + j] + gh[U + j]))  # r
+                if self.reset_after:
+                    for j in range(U):
+                        v = gh[2 * U + j]
+                        if v > 65535:
+                            v = 65535
+                        elif v < -65535:
+                            v = -65535
+                        a[2 * U + j] = <int32_t>sat16(<int64_t>gx[2 * U + j] + multiply_by_quantized_multiplier(
+                            a[U + j] * v, m0[M_RH], sh[M_RH]))
+                else:
+                    for j in range(U):
+                        rh[j] = <int16_t>sat16(multiply_by_quantized_multiplier(
+                            a[U + j] * <int32_t>h[j], m0[M_RH], sh[M_RH]))
+                    project(rh, &self.r_q[2 * U, 0], NULL, U, U, acch + 2 * U)
+                    for j in range(U):
+                        a[2 * U + j] = <int32_t>sat16(<int64_t>gx[2 * U + j] + multiply_by_quantized_multiplier(
+                            acch[2 * U + j], self.mh[2 * U + j], self.sh_h[2 * U + j]))
+                for j in range(U):
+                    v = lookup(tab + 2 * TABLE_SIZE, a[2 * U + j])                             # n
+                    a_z = a[j]
+                    keep = multiply_by_quantized_multiplier(a_z * <int32_t>h[j], m0[M_ZH], sh[M_ZH])
+                    pre = self.one_z - a_z
+                    if pre > 65535:
+                        pre = 65535
+                    new = multiply_by_quantized_multiplier(pre * v, m0[M_NZH], sh[M_NZH])
+                    h[j] = <int16_t>sat16(<int64_t>keep + new)
+            for j in range(U):
+                prev[j] = to_int8(h[j], self.y_zp, m0[M_Y], sh[M_Y])
+            if self.sequences:
+                idx = T - 1 - k if self.reverse_output else k
+                memcpy(&self.y_seq[b, idx, 0], prev, U)
+        if not self.sequences:
+            memcpy(&self.y_last[b, 0], prev, U)
+        if self.return_state:
+            for j in range(U):
+                self.hs[b, j] = to_int8(h[j], self.hs_zp, m0[M_HS], sh[M_HS])
+                if self.cell == CELL_LSTM:
+                    self.cs[b, j] = to_int8(c[j], self.cs_zp, m0[M_CS], sh[M_CS])
+
+    def step_entry(self):
+        """For fixnet._kernels._pass: see step.pxd. One task per batch row."""
+        return step_entry(_run_rnn, _run_rnn_rows, self.B, self.macs() / NOGIL_MIN_MACS)
+
+
+cdef void _run_rnn(void* call) noexcept nogil:
+    cdef Py_ssize_t b
+    for b in range((<RnnCall>call).B):
+        (<RnnCall>call).run_row(b)
+
+
+cdef void _run_rnn_rows(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    cdef Py_ssize_t b
+    for b in range(first, last):
+        (<RnnCall>call).run_row(b)
