@@ -392,7 +392,7 @@ def _round_weights(q, node, W, R, sW, sR):
         return (np.ascontiguousarray(codes[:, :F]).astype(np.int8),
                 np.ascontiguousarray(codes[:, F:]).astype(np.int8))
     near = lambda rows, s: np.clip(round_half_away(rows / s[:, None]), -WEIGHT_MAX, WEIGHT_MAX)
-    return near(W, sW).astype(np.int8), near(R, sR).astype(np.int8)
+    return (np.ascontiguousarray(near(W, sW), np.int8), np.ascontiguousarray(near(R, sR), np.int8))
 
 
 class RNNStep(Step):

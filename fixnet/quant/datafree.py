@@ -346,6 +346,10 @@ def propagate(g, inputs, k=None, variance_model=None):
         elif n.op == "binary":
             out = _binary(n.attrs["kind"], *ins)
             out = _clamp(out, clamp, k) if clamp is not None else out
+        elif hasattr(op_for(n), "run_float_observed"):
+            for t, st in zip(n.outputs, _sampled(n, ins, k, stats)):
+                stats[t] = st
+            continue
         else:
             out = _generic(n, ins, k)
         for t in n.outputs:
@@ -368,3 +372,32 @@ def datafree_ranges(stats, k=None):
     """{tensor: (lo, hi)}: mean -/+ k (default K_SIGMA) standard deviations, within bounds."""
     k = K_SIGMA if k is None else k
     return {t: st.range(k) for t, st in stats.items()}
+
+
+INTERNAL_SAMPLES = 256
+
+
+def _sampled(n, ins, k, stats, seed=0):
+    """Stats of the outputs of ``n`` (an op with run_float_observed: a recurrent layer) from a
+    run on INTERNAL_SAMPLES inputs drawn from its inputs' statistics (Gaussian per element,
+    within their likely intervals); the values the op shows inside (its gates and states)
+    are added to ``stats`` as "<node>/<name>" (scalar Stats: their mean, spread and min/max),
+    so datafree_ranges gives them ranges as calibration would."""
+    rng = np.random.default_rng(seed)
+    xs = []
+    for st in ins:
+        lo, hi = st.likely(k)
+        sd = np.sqrt(st.var)
+        v = st.mean + sd * rng.standard_normal((INTERNAL_SAMPLES,) + st.mean.shape)
+        xs.append(np.clip(v, lo, hi))
+    seen = {}
+
+    def show(name, v):
+        seen.setdefault(name, []).append(np.asarray(v, np.float64).ravel())
+    outs = op_for(n).run_float_observed(n, xs, show)
+    for name, parts in seen.items():
+        if name.endswith("/xh"):
+            continue
+        v = np.concatenate(parts)
+        stats[name] = Stats(v.mean(), v.var(), v.min(), v.max())
+    return [Stats(o.mean(axis=0), o.var(axis=0), o.min(axis=0), o.max(axis=0)) for o in outs]
