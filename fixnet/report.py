@@ -77,16 +77,22 @@ class ErrorReport:
     - weight_range_use: mean over output channels of max|w_q| / 127 (1.0 = full int8 range);
     and, in ``widened`` (``to_dict()["widened_channels"]``, a second table when printed), the
     channels whose weight scale quantize() widened to hold their bias (dead filters; see
-    widened_channels).
+    widened_channels); in ``internal`` (``to_dict()["internal"]``, a third table), the values
+    inside recurrent layers, per gate and state over every time step: the gates'
+    pre-activations and values and the states h and c, each with its SQNR against the float
+    layer's, the share of float values beyond its int16 range (clipped) and the int16 codes
+    at either end of it (saturated).
     """
 
-    def __init__(self, records, widened=()):
+    def __init__(self, records, widened=(), internal=()):
         self.records = records
         self.widened = list(widened)
+        self.internal = list(internal)
 
     def to_dict(self):
         return {"layers": [dict(r) for r in self.records],
-                "widened_channels": [dict(r) for r in self.widened]}
+                "widened_channels": [dict(r) for r in self.widened],
+                "internal": [dict(r) for r in self.internal]}
 
     def __iter__(self):
         return iter(self.records)
@@ -103,6 +109,13 @@ class ErrorReport:
         text = render_table("quantization error by layer",
                             ["layer", "op", "SQNR dB", "clipped %", "saturated", "headroom bits",
                              "weight range use"], rows)
+        if self.internal:
+            irows = [(r["layer"], r["what"], f(r["sqnr_db"], ".1f"),
+                      f(100 * r["clipped"], ".3f") if r["clipped"] is not None else "",
+                      r["saturated"], f(r["scale"], ".3g")) for r in self.internal]
+            text += "\n\n" + render_table(
+                "inside recurrent layers: gates and states over every time step (int16)",
+                ["layer", "what", "SQNR dB", "clipped %", "saturated", "scale"], irows)
         if not self.widened:
             return text
         wrows = [(r["layer"], r["op"], r["channel"], f(r["natural_scale"], ".3g"),
@@ -155,8 +168,10 @@ def error_report(qm, float_graph, x):
     bounds = {}
     for b in qm.overflow_bounds():
         bounds.setdefault((b.layer, b.op), b)
-    records = []
+    records, internal = [], []
     for s, c in zip(qm.steps, check):
+        if hasattr(s, "internal_values"):
+            internal += _internal_records(s, [ints[t] for t in s.inputs], floats)
         t = s.outputs[0]
         qp = qm.tensors[t].qparams
         ref = floats.get(t)
@@ -178,4 +193,27 @@ def error_report(qm, float_graph, x):
                         "max_abs_accumulator": c["max_abs_accumulator"],
                         "headroom_bits": None if b is None else round(b.headroom_bits, 2),
                         "weight_range_use": use, "scale": qp.scale, "zero_point": qp.zero_point})
-    return ErrorReport(records, widened_channels(qm))
+    return ErrorReport(records, widened_channels(qm), internal)
+
+
+INTERNAL_KINDS = {"pre_": "pre-activation of gate ", "h": "state h", "c": "state c"}
+
+
+def _internal_records(step, ins, floats):
+    """ErrorReport.internal records of one recurrent step (see ErrorReport)."""
+    out = []
+    scales = step.internal_scales()
+    for name, v in step.internal_values(ins).items():
+        what = ("pre-activation of gate " + name[4:] if name.startswith("pre_")
+                else "state " + name if name in ("h", "c") else "gate " + name)
+        ref = floats.get(f"{step.name}/{name}")
+        sqnr = clipped = None
+        if ref is not None and ref.shape == v.shape:
+            sqnr = float(sqnr_db(ref, v))
+            clipped = float(np.mean(np.abs(ref) > 32767.5 * scales[name]))
+        codes = np.rint(v / scales[name])
+        out.append({"layer": step.layer, "what": what, "name": f"{step.name}/{name}",
+                    "sqnr_db": sqnr, "clipped": clipped,
+                    "saturated": int(np.count_nonzero((codes >= 32767) | (codes <= -32768))),
+                    "scale": scales[name]})
+    return out
