@@ -51,15 +51,19 @@ def macs(graph):
     return sum(m for _, _, m in layer_macs(graph))
 
 
-def step_macs(step, out_shape):
+def step_macs(step, out_shape, in_shape=None):
     """MACs per sample of one int8 runtime step (a QuantizedModel's, e.g. read from a .fxn
-    file, which has no float graph) whose first output has shape ``out_shape``; counted as
-    node_macs counts them. Layouts: dense w_q [C, K], conv2d [Cout, KH, KW, Cin / groups],
-    depthwise_conv2d [KH, KW, C * M]."""
+    file, which has no float graph) whose first output has shape ``out_shape`` (and first
+    input ``in_shape``: a recurrent step's sequence); counted as node_macs counts them.
+    Layouts: dense w_q [C, K], conv2d [Cout, KH, KW, Cin / groups], depthwise_conv2d
+    [KH, KW, C * M], rnn w_q [G * U, F] and r_q [G * U, U] per time step."""
     outputs = math.prod(1 if d is None else int(d) for d in out_shape)   # None: per time step
     w = getattr(step, "w_q", None)
     if w is None or step.op not in MAC_OPS:
         return 0
+    if step.op == "rnn":
+        steps = 1 if not in_shape or in_shape[0] is None else int(in_shape[0])
+        return steps * (int(w.size) + int(step.r_q.size))
     if step.op == "dense":
         return outputs * int(w.shape[1])
     if step.op == "conv2d":
@@ -69,4 +73,5 @@ def step_macs(step, out_shape):
 
 def model_macs(qm):
     """Total multiply-accumulates per sample of a QuantizedModel."""
-    return sum(step_macs(s, qm.tensors[s.outputs[0]].shape) for s in qm.steps)
+    return sum(step_macs(s, qm.tensors[s.outputs[0]].shape, qm.tensors[s.inputs[0]].shape)
+               for s in qm.steps)

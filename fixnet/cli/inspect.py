@@ -68,9 +68,9 @@ def describe_float(fm, path):
 
 
 def step_parameters(step):
-    """The parameter arrays of an int8 step: int8 weights (w_q, PReLU's alpha_q), int32
-    biases."""
-    return [a for a in (getattr(step, k, None) for k in ("w_q", "alpha_q", "bias"))
+    """The parameter arrays of an int8 step: int8 weights (w_q, a recurrent layer's r_q,
+    PReLU's alpha_q), int32 biases (a recurrent layer's bx and bh)."""
+    return [a for a in (getattr(step, k, None) for k in ("w_q", "r_q", "alpha_q", "bias", "bx", "bh"))
             if isinstance(a, np.ndarray)]
 
 
@@ -118,7 +118,7 @@ def describe_quantized(qm, path):
     for s in qm.steps:
         t = s.outputs[0]
         qp = qm.tensors[t].qparams
-        m = step_macs(s, shapes[t])
+        m = step_macs(s, shapes[t], shapes[s.inputs[0]] if s.inputs else None)
         arrays = step_parameters(s)
         p = sum(int(a.size) for a in arrays)
         params += p
