@@ -497,6 +497,17 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
                             log=True))
     parts.append("</div>")
 
+    if rep.internal:
+        parts.append("<h2>Inside recurrent layers: gates and states</h2>")
+        rows = [[_cell(r["layer"], numeric=False), _cell(r["what"], numeric=False),
+                 _cell(r["sqnr_db"], ".1f"),
+                 _cell(None if r["clipped"] is None else 100 * r["clipped"], ".3f"),
+                 _cell(r["saturated"]), _cell(r["scale"], ".3g")] for r in rep.internal]
+        parts.append(_table(["layer", "what", "SQNR dB", "clipped %", "saturated (int16)", "scale"],
+                            rows))
+        parts.append('<p class="note">Every time step of every sample: the int16 values the '
+                     'integer step computes against the float layer\'s.</p>')
+
     parts.append("<h2>Channels widened to hold their bias (dead filters)</h2>")
     if rep.widened:
         rows = [[_cell(w["layer"], numeric=False), _cell(w["op"], numeric=False), _cell(w["channel"]),
