@@ -5,6 +5,7 @@
     python bench/peers.py --models 'resnet*' mlp_seq_k3 --micro none --rounds 100
     python bench/peers.py --quick                  # a smoke run (few rounds)
     python bench/peers.py --json r.json --markdown r.md   # the table bench/README.md keeps
+    python bench/peers.py --models rnn --micro none --float   # the 20 recurrent fixtures
 
 What is timed (one predict call each, inputs already in memory, int8 in and int8 out):
 
@@ -22,7 +23,21 @@ What is timed (one predict call each, inputs already in memory, int8 in and int8
                          the Keras model)
 
 Models: every CNN fixture and every MLP fixture in models/ (both writers, *_k3 and *_tfk2), or
---models (names, shell patterns or .h5 paths). Layer benches ("micro"): single-layer Keras models
+--models (names, families such as mlp_seq, groups cnn / mlp / rnn, shell patterns or .h5 paths).
+
+Recurrent fixtures (issue 11; --models rnn or 'rnn_*', not in the default set): the same runners,
+with these differences. A fixnet int8 failure (quantize() raising UnsupportedLayerError before
+fixnet runs recurrent layers in int8) is reported in the model's row and the peers are timed
+without it (for any other model it stops the run). TFLite: the committed int8 .tflite (only the
+tf.keras 2 LSTM fixtures have one) is a batch-1 function whose fused LSTM keeps its state across
+invoke(), so a call runs its samples one by one, each after reset_all_variables(); where the
+fixture has none (its .npz holds the converter's `tflite_error`), TFLite FLOAT is timed instead
+(tflite_f32_*: the Keras model converted here, batch-1 concrete function, in a child process as
+the converter can crash), and the row says why. ONNX Runtime int8: quantize_static (QDQ, s8s8,
+per-channel) of tf2onnx's float graph of the Keras model, as models/make_recurrent_models.py
+makes its peer: float in / float out, the ONNX LSTM / GRU / Loop op stays float. Several outputs
+(rnn_variants): SQNR = the worst output's, each output's in the JSON; top-1 on output 0. These
+models get their own tables (time per call, SQNR / top-1) and stay out of issue 9's bars. Layer benches ("micro"): single-layer Keras models
 built here at run time (3x3 conv 32x32x32->32, 1x1 conv 24x24x96->96, depthwise 3x3 at
 48x48x96, dense 1024x1024), converted to int8 TFLite with a representative dataset and read by
 fixnet from a temporary .h5, quantized with the same calibration data; fixnet's other kernel
@@ -1329,9 +1344,9 @@ def rnn_tables(rnn, keys, batch):
     header = ["model"] + [f"{SHORT[k]}" for k in cols]
     rows = [[name] + [_cell(res, k, batch, "sqnr_top1") for k in cols]
             for name, res in rnn.items()]
-    notes = ["SQNR (dB) against Keras float on the test samples / top-1 agreement with Keras "
-             "(classifiers); a model with several outputs (rnn_variants): the worst output's "
-             "SQNR, top-1 of output 0"]
+    notes = ["SQNR (dB) against Keras float / top-1 agreement with Keras (classifiers); a "
+             "model with several outputs (rnn_variants): the worst output's SQNR, top-1 of "
+             "output 0"]
     for name, res in rnn.items():
         multi = {SHORT[k]: r["sqnr_db_outputs"] for k, r in res["runners"].items()
                  if k in cols and r.get("sqnr_db_outputs")}
@@ -1350,8 +1365,9 @@ def rnn_tables(rnn, keys, batch):
                           + _one_line(res["tflite_error"], 200))
         if why:
             notes.append(f"{name}: " + "; ".join(why))
-    out.append(("Recurrent models: output SQNR against Keras float / top-1 agreement",
-                header, rows, notes))
+    n_acc = "/".join(str(n) for n in sorted({res["accuracy_samples"] for res in rnn.values()}))
+    out.append((f"Recurrent models: output SQNR (dB) against Keras float / top-1 agreement, "
+                f"on {n_acc} test samples", header, rows, notes))
     return out
 
 
@@ -1394,7 +1410,14 @@ def write_markdown(path, results, keys, batches):
              "- ONNX Runtime int8: tf2onnx `from_tflite` of the same .tflite (QDQ graph, "
              "CPUExecutionProvider); TFLite builtin: "
              "`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`; TFLite ref: `BUILTIN_REF` "
-             "(not a deployment peer: shown for scale, no bar)", ""]
+             "(not a deployment peer: shown for scale, no bar)"]
+    if any(v["kind"] == "rnn" for v in results["models"].values()):
+        lines += ["- Recurrent models: TFLite int8 = the committed batch-1 .tflite, one "
+                  "`reset_all_variables()` + `invoke()` per sample; TFLite FLOAT = the Keras "
+                  "model converted at run time where the fixture has no int8 .tflite; ORT int8 "
+                  "= `quantize_static` (QDQ, s8s8, per-channel, MinMax over `x_calib`) of "
+                  "tf2onnx's graph of the Keras model, float in/out, the recurrent op float"]
+    lines.append("")
     for title, header, rows, notes in tables(results, keys, batches):
         lines += [f"**{title}**", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
