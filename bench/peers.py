@@ -71,6 +71,7 @@ import math
 import os
 import pathlib
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -452,6 +453,14 @@ def tflite_runners(m, want, which, threads, model=None, xs=None, kinds=TFLITE_KI
 def _one_line(text, limit=300):
     """A multi-line message (an error listing layers, say) on one line."""
     return " ".join(ln.strip() for ln in str(text).splitlines() if ln.strip())[:limit]
+
+
+def _why(text, name, limit=200):
+    """An error for a table note: one line, without the model file's path (the row names the
+    model), at most `limit` characters."""
+    text = re.sub(r"\S*" + re.escape(name) + r"\.h5: ", "", _one_line(text, 10_000))
+    text = text.rstrip(" :.")
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def _first_line(text, limit=300):
@@ -1358,11 +1367,11 @@ def rnn_tables(rnn, keys, batch):
         for k, r in res["runners"].items():
             if k in cols and r["status"] not in ("ok", "not installed") \
                     and not r["status"].startswith("no int8 .tflite"):
-                failed.setdefault(_one_line(r["note"], 300), []).append(SHORT[k])
+                failed.setdefault(_why(r["note"], name), []).append(SHORT[k])
         why = [f"{', '.join(who)}: {text}" for text, who in failed.items()]
         if res.get("tflite_error"):
             why.insert(0, "no int8 .tflite, the fixture's converter failed: "
-                          + _one_line(res["tflite_error"], 200))
+                          + _why(res["tflite_error"], name))
         if why:
             notes.append(f"{name}: " + "; ".join(why))
     n_acc = "/".join(str(n) for n in sorted({res["accuracy_samples"] for res in rnn.values()}))
@@ -1422,7 +1431,8 @@ def write_markdown(path, results, keys, batches):
         lines += [f"**{title}**", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-        lines += [""] + [f"{n}." for n in notes] + ([""] if notes else [])
+        lines += [""] + [n if n.endswith((".", "?")) else f"{n}." for n in notes]
+        lines += [""] if notes else []
     v = results.get("verdicts")
     if v:
         lines += ["**Issue 9, \"Done when\"** (batch 1, one thread, int8 in/out):", ""]
