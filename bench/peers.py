@@ -1415,12 +1415,14 @@ def write_markdown(path, results, keys, batches):
              f"- {s['threads']} thread(s) per runtime, int8 in / int8 out, {s['rounds']} "
              f"interleaved rounds of ~{s['sample_ms']:g} ms samples per model and batch; SQNR "
              f"on {s['accuracy_samples'] or 'all the'} test samples of each fixture, "
-             f"{s['accuracy_samples'] or MICRO_SAMPLES} random inputs per layer bench",
-             "- ONNX Runtime int8: tf2onnx `from_tflite` of the same .tflite (QDQ graph, "
-             "CPUExecutionProvider); TFLite builtin: "
-             "`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`; TFLite ref: `BUILTIN_REF` "
-             "(not a deployment peer: shown for scale, no bar)"]
-    if any(v["kind"] == "rnn" for v in results["models"].values()):
+             f"{s['accuracy_samples'] or MICRO_SAMPLES} random inputs per layer bench"]
+    kinds = {v["kind"] for v in results["models"].values()}
+    if kinds - {"rnn"}:
+        lines += ["- ONNX Runtime int8: tf2onnx `from_tflite` of the same .tflite (QDQ graph, "
+                  "CPUExecutionProvider); TFLite builtin: "
+                  "`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`; TFLite ref: `BUILTIN_REF` "
+                  "(not a deployment peer: shown for scale, no bar)"]
+    if "rnn" in kinds:
         lines += ["- Recurrent models: TFLite int8 = the committed batch-1 .tflite, one "
                   "`reset_all_variables()` + `invoke()` per sample; TFLite FLOAT = the Keras "
                   "model converted at run time where the fixture has no int8 .tflite; ORT int8 "
