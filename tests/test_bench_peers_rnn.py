@@ -219,3 +219,22 @@ def test_summarize_without_fixnet_int8_has_no_ratio(peers):
     assert st["ort_int8"]["fixnet_over"] is None
     assert st["ort_int8"]["median_us"] == pytest.approx(200.0)
     assert st["ort_int8"]["gmacs"] == pytest.approx(2000 / 2e-4 / 1e9)
+
+
+def test_fixnet_int8_of_a_model_with_several_outputs_reads_each_output_with_its_own_scale(peers):
+    """(what rnn_variants needs once fixnet runs it in int8; layers_upsampling_k3 has one input
+    and two outputs and runs in int8 today)"""
+    d = np.load(peers.MODELS_DIR / "layers_upsampling_k3.npz")
+    h5 = peers.MODELS_DIR / "layers_upsampling_k3.h5"
+    m = peers.ModelInputs("up", h5, None, d["x_test_0"], d["x_calib_0"],
+                          [d["keras_float_0"], d["keras_float_1"]], None, None, [1], 16, "rnn")
+    fm = fixnet.load(str(h5))
+    (r,) = peers.fixnet_runners(m, fm, ["fixnet_int8"])
+    qm = fm.quantize(m.x_calib)
+    assert r.out_q == [(float(q.scale), int(q.zero_point)) for q in qm.output_qparams]
+    assert r.out_q[0] != r.out_q[1]               # two outputs, two scales
+    sq, top1, raw, per = peers.accuracy(r, m)
+    assert [y.dtype for y in raw] == [np.int8, np.int8]
+    floats = qm.predict(m.x[16])                  # fixnet's own dequantization, per output
+    assert per == pytest.approx([peers.sqnr_db(k, f) for k, f in zip(m.keras_outs, floats)])
+    assert min(per) > 25 and sq == min(per)
