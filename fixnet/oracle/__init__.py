@@ -6,3 +6,4 @@ from .conv import *          # noqa: F401,F403  conv2d, depthwise_conv2d
 from .pool import *          # noqa: F401,F403  pooling, binary elementwise, concat, pad
 from .activation import *    # noqa: F401,F403  prelu
 from .resize import *        # noqa: F401,F403  upsample, crop, zero_insert (data moves)
+from .sequence import *      # noqa: F401,F403  embedding, masking, masked_mean
