@@ -201,7 +201,7 @@ cdef void masked_mean_impl(const int8_t* x, const int8_t* mask, Py_ssize_t rows,
                 out[r * channels + c] = <int8_t>out_zp   # every step masked: real 0.0
                 continue
             v = <int64_t>out_zp + multiply_by_quantized_multiplier(
-                rounding_divide(<int64_t>acc[c] << SCALE_BITS, n), m0, shift)
+                rounding_divide(<int64_t>acc[c] * (1 << SCALE_BITS), n), m0, shift)
             v = -128 if v < -128 else v
             v = 127 if v > 127 else v
             out[r * channels + c] = <int8_t>v
