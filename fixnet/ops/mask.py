@@ -83,17 +83,16 @@ class MaskingStep(Step):
     def __init__(self, name, layer, inputs, outputs, mask_code, in_zp, shape):
         super().__init__(name, layer, inputs, outputs)
         self.mask_code, self.in_zp = int(mask_code), int(in_zp)
-        self.shape = tuple(int(d) for d in shape)          # (T, F)
+        self.shape = tuple(None if d is None else int(d) for d in shape)   # (T, F)
 
+    # Buffers and oracle inputs come as (N, T, F) and (N, T): the time steps are taken from
+    # them, not from the planned shape, for sequences whose length is known at run time only.
     def bind(self, bufs):
-        t, f = self.shape
-        return _sequence.MaskingCall(bufs[self.inputs[0]].reshape(-1, t, f), self.mask_code,
-                                     self.in_zp, bufs[self.outputs[0]].reshape(-1, t, f),
-                                     bufs[self.outputs[1]].reshape(-1, t))
+        return _sequence.MaskingCall(bufs[self.inputs[0]], self.mask_code, self.in_zp,
+                                     bufs[self.outputs[0]], bufs[self.outputs[1]])
 
     def oracle(self, ins):
-        t, f = self.shape
-        y, m = oracle.masking(ins[0].reshape(-1, t, f), self.mask_code, self.in_zp)
+        y, m = oracle.masking(ins[0], self.mask_code, self.in_zp)
         return [y, m]
 
 
@@ -154,7 +153,7 @@ class MaskedMean(Op):
         x, m = node.inputs
         require_mask(node, q, m)
         t, c = q.shape(x)
-        if t > oracle.MASKED_MEAN_MAX_STEPS:
+        if t is not None and t > oracle.MASKED_MEAN_MAX_STEPS:
             raise UnsupportedLayerError(f"{node.describe()}: a masked mean over {t} time steps; "
                                         f"int8 averages at most {oracle.MASKED_MEAN_MAX_STEPS}")
         x_qp, y_qp = q.qparams(x), q.qparams(node.outputs[0])
@@ -171,33 +170,29 @@ class MaskedMeanStep(Step):
     def __init__(self, name, layer, inputs, outputs, in_zp, m0, shift, out_zp, shape):
         super().__init__(name, layer, inputs, outputs)
         self.in_zp, self.m0, self.shift, self.out_zp = int(in_zp), int(m0), int(shift), int(out_zp)
-        self.shape = tuple(int(d) for d in shape)
+        self.shape = tuple(None if d is None else int(d) for d in shape)   # (T, C)
 
+    # x and the mask come as (N, T, C) and (N, T) (T from them: see MaskingStep); the output
+    # is (N, C) or, with keepdims, (N, 1, C): the same bytes.
     def bind(self, bufs):
-        t, c = self.shape
-        return _sequence.MaskedMeanCall(bufs[self.inputs[0]].reshape(-1, t, c),
-                                        bufs[self.inputs[1]].reshape(-1, t), self.in_zp,
-                                        self.m0, self.shift, self.out_zp,
-                                        bufs[self.outputs[0]].reshape(-1, c))
+        x, y = bufs[self.inputs[0]], bufs[self.outputs[0]]
+        return _sequence.MaskedMeanCall(x, bufs[self.inputs[1]], self.in_zp, self.m0,
+                                        self.shift, self.out_zp,
+                                        y.reshape(y.shape[0], self.shape[1]))
 
     def oracle(self, ins):
-        t, c = self.shape
-        x = ins[0].reshape(-1, t, c)
-        y = oracle.masked_mean(x, ins[1].reshape(-1, t), self.in_zp, self.m0, self.shift,
-                               self.out_zp)
-        return [y]
+        return [oracle.masked_mean(ins[0], ins[1], self.in_zp, self.m0, self.shift, self.out_zp)]
 
     def accumulators(self, ins):
         # what the kernel holds in int32: the sum times 256 (before the division by n)
-        t, c = self.shape
-        s, _ = oracle.masked_mean_sums(ins[0].reshape(-1, t, c), ins[1].reshape(-1, t),
-                                       self.in_zp)
+        s, _ = oracle.masked_mean_sums(ins[0], ins[1], self.in_zp)
         return s << oracle.MASKED_MEAN_SCALE_BITS
 
     def overflow_bound(self):
-        """The largest int32 value: 256 |S| <= 256 * 255 * T (for the T planned; at most
-        MASKED_MEAN_MAX_STEPS steps), or the mean |a| <= 255 * 256 shifted left by the
-        requantization."""
+        """The largest int32 value: 256 |S| <= 256 * 255 * T, or the mean |a| <= 255 * 256
+        shifted left by the requantization. T: the steps planned, or for a sequence of any
+        length (None) the most the kernel takes, MASKED_MEAN_MAX_STEPS (it refuses longer)."""
         scaled = 255 << oracle.MASKED_MEAN_SCALE_BITS
-        worst = max(scaled * self.shape[0], scaled << max(self.shift, 0))
+        t = self.shape[0] if self.shape[0] is not None else oracle.MASKED_MEAN_MAX_STEPS
+        worst = max(scaled * t, scaled << max(self.shift, 0))
         return OverflowBound(self.layer, self.op, np.full(self.shape[1], worst, np.int64))
