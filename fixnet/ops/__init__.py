@@ -22,6 +22,13 @@ class Op:
         """QParams of each output; default: from the calibrated range of the tensor."""
         return [q.preferred_qparams(t) for t in node.outputs]
 
+    def input_qparams(self, node, index):
+        """QParams this node needs on its input ``index`` when that input is a model input
+        (Embedding: token ids held exactly), or None (no requirement). The quantizer gives a
+        model input these, whatever its calibrated range, when every node reading it asks
+        for the same ones (fixnet.quant.quantizer.fixed_input_qparams)."""
+        return None
+
     def quantize(self, node, q):
         """Build the runtime Step for this node (see fixnet.runtime.Step)."""
         raise NotImplementedError

@@ -2,12 +2,40 @@
 [V, D] table (weights: table). Ids are cast to integers as Keras casts them (toward zero);
 an id outside [0, V) is an InputError naming the layer.
 
-int8 (not implemented yet: quantize() refuses the graph): an int8 row lookup.
+int8: a row lookup (kernel: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/sequence.py).
+- The ids: an int8 code holds token id k exactly as k - 128, i.e. IDS_QPARAMS (scale 1.0, zero
+  point -128), ids 0..255. A model input read only by Embedding layers (and the masks of
+  Embedding(mask_zero=True)) gets these qparams whatever its calibrated range
+  (Op.input_qparams): float ids are quantized by predict's input stage (rounded to the
+  nearest integer, where Keras truncates: give integer ids; clamped to 0..255, so a negative
+  id reads row 0); int8 inputs are the codes k - 128; uint8 inputs are the ids themselves.
+  A vocabulary of more than 256 rows, or ids that come from another layer, are refused:
+  ids above 255 do not fit int8 codes.
+- The table: int8 codes at the output's qparams, which cover the range of the whole table
+  (rows that calibration never read are not clipped).
+- An id >= V (a code up to 127 is id 255) raises InputError naming the layer, at run time,
+  before any row is read out of bounds.
 """
 import numpy as np
 
-from ..errors import InputError, UnsupportedLayerError
+from .. import oracle
+from .._kernels import _sequence
+from ..errors import InputError, QuantizationError, UnsupportedLayerError
+from ..quant.qparams import QParams, qparams_from_range
+from ..runtime import Step
 from . import Op, register
+
+# Token ids in int8: code k - 128 is id k (uint8 inputs, codes + 128, are the ids themselves).
+IDS_QPARAMS = QParams(1.0, -128)
+MAX_VOCAB = 256
+
+
+def _vocab_too_large(node):
+    v = node.weights["table"].shape[0]
+    if v > MAX_VOCAB:
+        return (f"a vocabulary of {v} token ids (input_dim); int8 execution holds ids 0..255: "
+                "ids above 255 do not fit int8 codes")
+    return None
 
 
 @register
@@ -34,4 +62,65 @@ class Embedding(Op):
         return [table.astype(np.float64)[ids]]
 
     def int8_unsupported(self, node):
-        return "int8 execution of Embedding is not implemented yet (FloatModel.predict runs it)"
+        return _vocab_too_large(node)
+
+    def input_qparams(self, node, index):
+        return None if _vocab_too_large(node) else IDS_QPARAMS
+
+    def output_qparams(self, node, q):
+        table = np.asarray(node.weights["table"], np.float64)
+        try:
+            return [qparams_from_range(table.min(), table.max()) if table.size
+                    else QParams(1.0 / 255.0, -128)]
+        except QuantizationError as e:
+            raise QuantizationError(f"{node.describe()}: embedding table: {e}") from None
+
+    def quantize(self, node, q):
+        why = _vocab_too_large(node)
+        (ids,) = node.inputs
+        if why is None and ids not in q.graph.inputs:
+            src = q.graph.producers()[ids]
+            why = (f"its token ids come from {src.describe()}, not from a model input; int8 "
+                   "holds token ids exactly only in a model input that Embedding layers alone read")
+        elif why is None and q.qparams(ids) != IDS_QPARAMS:
+            others = [n.describe() for n in q.graph.consumers()[ids]
+                      if n.op not in ("embedding", "token_mask")]
+            why = (f"model input '{ids}' is also read by {', '.join(others) or 'another layer'}, "
+                   f"so it is quantized with its calibrated range ({q.qparams(ids)}) and does "
+                   "not hold token ids exactly")
+        if why is not None:
+            raise UnsupportedLayerError(f"{node.describe()}: cannot run in int8: {why}")
+        y_qp = q.qparams(node.outputs[0])
+        return EmbeddingStep(node.name, node.layer, node.inputs, node.outputs,
+                             y_qp.quantize(node.weights["table"]), IDS_QPARAMS.zero_point)
+
+
+class EmbeddingStep(Step):
+    """y = oracle.embedding(ids, ids_zp, table_q); an id without a row is an InputError."""
+    op = "embedding"
+
+    def __init__(self, name, layer, inputs, outputs, table_q, ids_zp):
+        super().__init__(name, layer, inputs, outputs)
+        self.table_q = np.ascontiguousarray(table_q, np.int8)   # [V, D], the output's codes
+        self.ids_zp = int(ids_zp)
+
+    def bad_id_error(self, token_id):
+        return InputError(f"layer '{self.layer}' (Embedding): token id {token_id} is outside "
+                          f"[0, {self.table_q.shape[0]}) (the layer's input_dim)")
+
+    def bind(self, bufs):
+        ids = bufs[self.inputs[0]].reshape(-1)
+        call = _sequence.EmbeddingCall(ids, self.table_q, self.ids_zp,
+                                       bufs[self.outputs[0]].reshape(-1, self.table_q.shape[1]))
+
+        def run():          # a Python step: the pass cannot raise from C
+            bad = call()
+            if bad >= 0:
+                raise self.bad_id_error(int(ids[bad]) - self.ids_zp)
+        return run
+
+    def oracle(self, ins):
+        bad = oracle.embedding_bad_ids(ins[0], self.ids_zp, self.table_q.shape[0])
+        if bad.size:
+            raise self.bad_id_error(int(bad[0]))
+        return [oracle.embedding(ins[0], self.ids_zp, self.table_q)]

@@ -6,12 +6,48 @@ masking (Keras Masking): outputs [y, mask] with mask[t] = any(x[t, :] != mask_va
 token_mask (Embedding(mask_zero=True)): mask[t] = ids[t] != 0, from the layer's input ids.
 
 Masks are float arrays of 0.0/1.0 without a feature axis; an AND of two masks (a merge layer's
-output mask) is a ``binary`` minimum.
+output mask) is a ``binary`` minimum (an OR, in Keras 3, a maximum).
+
+int8 (kernels: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/sequence.py):
+- A mask is an int8 tensor with MASK_QPARAMS (scale 1.0, zero point 0): code 1 for a present
+  step, 0 for padding; exactly 0.0 and 1.0. A binary minimum/maximum of two masks keeps those
+  qparams (fixnet/ops/merge.py: a min/max of inputs sharing their qparams keeps them), so
+  merged masks stay exact 0/1 codes.
+- masking: y = x on present steps, x's zero point (real 0.0) on padding steps; y keeps x's
+  scale and zero point. In int8, "equal to mask_value" means "quantizes to the same code as
+  mask_value" at x's quantization (QParams.code_of): a feature within half an int8 step of
+  mask_value counts as equal, so a step whose every feature is that close is padding (the
+  float op asks for exact equality). Padding written as exactly mask_value, as Keras users
+  write it, is padding in both.
+- token_mask: a 256-entry lookup over the ids' codes, 1 where trunc(id) != 0 (the float op's
+  rule on the dequantized id); with the ids' qparams of fixnet/ops/embedding.py (1.0, -128)
+  that is code != -128.
+- masked_mean: S = sum of (x_q - x_zp) over present steps (int32, |S| <= 255 T), the mean in
+  1/256 input steps a = round(256 S / n) (integer division rounding half away from zero),
+  then y = clamp(y_zp + multiply_by_quantized_multiplier(a, s_x / (256 s_y))). A row with no
+  present step (NaN in float) gives the zero point, real 0.0. T is at most
+  oracle.MASKED_MEAN_MAX_STEPS (32767: 256 S stays in int32).
 """
 import numpy as np
 
+from .. import oracle
+from .._kernels import _sequence
 from ..errors import UnsupportedLayerError
+from ..quant.qparams import QParams, requant_multipliers
+from ..runtime import OverflowBound, Step
 from . import Op, register
+from .activation import LookupStep
+from .embedding import IDS_QPARAMS
+
+# The quantization of every mask tensor: codes 0 and 1 are the reals 0.0 and 1.0.
+MASK_QPARAMS = QParams(1.0, 0)
+
+
+def require_mask(node, q, tensor):
+    """UnsupportedLayerError naming the layer unless ``tensor`` is quantized as a mask."""
+    if q.qparams(tensor) != MASK_QPARAMS:
+        raise UnsupportedLayerError(f"{node.describe()}: its mask '{tensor}' is quantized with "
+                                    f"{q.qparams(tensor)}, not as a 0/1 mask {MASK_QPARAMS}")
 
 
 @register
@@ -30,8 +66,34 @@ class Masking(Op):
         m = np.any(x != node.attrs["mask_value"], axis=-1).astype(np.float64)
         return [x * m[:, :, None], m]
 
-    def int8_unsupported(self, node):
-        return "int8 execution of Masking is not implemented yet (FloatModel.predict runs it)"
+    def output_qparams(self, node, q):
+        return [q.qparams(node.inputs[0]), MASK_QPARAMS]
+
+    def quantize(self, node, q):
+        x_qp = q.qparams(node.inputs[0])
+        t, f = q.shape(node.inputs[0])
+        return MaskingStep(node.name, node.layer, node.inputs, node.outputs,
+                           x_qp.code_of(node.attrs["mask_value"]), x_qp.zero_point, (t, f))
+
+
+class MaskingStep(Step):
+    """y, mask = oracle.masking(x, mask_code, in_zp)."""
+    op = "masking"
+
+    def __init__(self, name, layer, inputs, outputs, mask_code, in_zp, shape):
+        super().__init__(name, layer, inputs, outputs)
+        self.mask_code, self.in_zp = int(mask_code), int(in_zp)
+        self.shape = tuple(None if d is None else int(d) for d in shape)   # (T, F)
+
+    # Buffers and oracle inputs come as (N, T, F) and (N, T): the time steps are taken from
+    # them, not from the planned shape, for sequences whose length is known at run time only.
+    def bind(self, bufs):
+        return _sequence.MaskingCall(bufs[self.inputs[0]], self.mask_code, self.in_zp,
+                                     bufs[self.outputs[0]], bufs[self.outputs[1]])
+
+    def oracle(self, ins):
+        y, m = oracle.masking(ins[0], self.mask_code, self.in_zp)
+        return [y, m]
 
 
 @register
@@ -48,8 +110,22 @@ class TokenMask(Op):
     def run_float(self, node, inputs):
         return [(np.trunc(np.asarray(inputs[0], np.float64)) != 0).astype(np.float64)]
 
-    def int8_unsupported(self, node):
-        return "int8 execution of sequence masks is not implemented yet"
+    def input_qparams(self, node, index):
+        return IDS_QPARAMS          # it reads token ids, as the Embedding beside it does
+
+    def output_qparams(self, node, q):
+        return [MASK_QPARAMS]
+
+    def quantize(self, node, q):
+        ids_qp = q.qparams(node.inputs[0])
+        ids = np.trunc(ids_qp.dequantize(np.arange(-128, 128)).astype(np.float64))
+        return TokenMaskStep(node.name, node.layer, node.inputs, node.outputs,
+                             (ids != 0).astype(np.int8))
+
+
+class TokenMaskStep(LookupStep):
+    """mask = table[ids + 128]: 1 where the code's token id is not 0 (see TokenMask)."""
+    op = "token_mask"
 
 
 @register
@@ -73,5 +149,50 @@ class MaskedMean(Op):
             y = (x * m).sum(axis=1) / m.sum(axis=1)
         return [y[:, None, :] if node.attrs.get("keepdims") else y]
 
-    def int8_unsupported(self, node):
-        return "int8 execution of a masked GlobalAveragePooling1D is not implemented yet"
+    def quantize(self, node, q):
+        x, m = node.inputs
+        require_mask(node, q, m)
+        t, c = q.shape(x)
+        if t is not None and t > oracle.MASKED_MEAN_MAX_STEPS:
+            raise UnsupportedLayerError(f"{node.describe()}: a masked mean over {t} time steps; "
+                                        f"int8 averages at most {oracle.MASKED_MEAN_MAX_STEPS}")
+        x_qp, y_qp = q.qparams(x), q.qparams(node.outputs[0])
+        (m0,), (shift,) = requant_multipliers(
+            x_qp.scale / ((1 << oracle.MASKED_MEAN_SCALE_BITS) * y_qp.scale), node.describe())
+        return MaskedMeanStep(node.name, node.layer, node.inputs, node.outputs, x_qp.zero_point,
+                              int(m0), int(shift), y_qp.zero_point, (t, c))
+
+
+class MaskedMeanStep(Step):
+    """y = oracle.masked_mean(x, mask, in_zp, m0, shift, out_zp); shape: x's (T, C)."""
+    op = "masked_mean"
+
+    def __init__(self, name, layer, inputs, outputs, in_zp, m0, shift, out_zp, shape):
+        super().__init__(name, layer, inputs, outputs)
+        self.in_zp, self.m0, self.shift, self.out_zp = int(in_zp), int(m0), int(shift), int(out_zp)
+        self.shape = tuple(None if d is None else int(d) for d in shape)   # (T, C)
+
+    # x and the mask come as (N, T, C) and (N, T) (T from them: see MaskingStep); the output
+    # is (N, C) or, with keepdims, (N, 1, C): the same bytes.
+    def bind(self, bufs):
+        x, y = bufs[self.inputs[0]], bufs[self.outputs[0]]
+        return _sequence.MaskedMeanCall(x, bufs[self.inputs[1]], self.in_zp, self.m0,
+                                        self.shift, self.out_zp,
+                                        y.reshape(y.shape[0], self.shape[1]))
+
+    def oracle(self, ins):
+        return [oracle.masked_mean(ins[0], ins[1], self.in_zp, self.m0, self.shift, self.out_zp)]
+
+    def accumulators(self, ins):
+        # what the kernel holds in int32: the sum times 256 (before the division by n)
+        s, _ = oracle.masked_mean_sums(ins[0], ins[1], self.in_zp)
+        return s << oracle.MASKED_MEAN_SCALE_BITS
+
+    def overflow_bound(self):
+        """The largest int32 value: 256 |S| <= 256 * 255 * T, or the mean |a| <= 255 * 256
+        shifted left by the requantization. T: the steps planned, or for a sequence of any
+        length (None) the most the kernel takes, MASKED_MEAN_MAX_STEPS (it refuses longer)."""
+        scaled = 255 << oracle.MASKED_MEAN_SCALE_BITS
+        t = self.shape[0] if self.shape[0] is not None else oracle.MASKED_MEAN_MAX_STEPS
+        worst = max(scaled * t, scaled << max(self.shift, 0))
+        return OverflowBound(self.layer, self.op, np.full(self.shape[1], worst, np.int64))

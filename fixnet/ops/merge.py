@@ -45,6 +45,15 @@ class Binary(Op):
         x, y = (np.asarray(v, np.float64) for v in inputs)
         return [apply_clamp(FLOAT_BINARY[node.attrs["kind"]](x, y), node.attrs.get("clamp"))]
 
+    def output_qparams(self, node, q):
+        """maximum/minimum only select values: when both inputs share one scale and zero point,
+        the output keeps them (each output code is one of the input codes, no rounding, no
+        range to calibrate); so the AND/OR of two 0/1 sequence masks stays an exact mask."""
+        xq, yq = (q.qparams(t) for t in node.inputs)
+        if node.attrs["kind"] in ("maximum", "minimum") and xq == yq:
+            return [xq]
+        return super().output_qparams(node, q)
+
     def quantize(self, node, q):
         kind = node.attrs["kind"]
         xq, yq, oq = (q.qparams(t) for t in (node.inputs[0], node.inputs[1], node.outputs[0]))

@@ -7,3 +7,4 @@ from .pool import *          # noqa: F401,F403  pooling, binary elementwise, con
 from .activation import *    # noqa: F401,F403  prelu
 from .recurrent import *    # noqa: F401,F403  rnn: SimpleRNN, GRU, LSTM; int16 function tables
 from .resize import *        # noqa: F401,F403  upsample, crop, zero_insert (data moves)
+from .sequence import *      # noqa: F401,F403  embedding, masking, masked_mean

@@ -18,7 +18,8 @@ from .rounding import round_rows, row_groups
 
 
 # ops whose output keeps its input's scale and zero point (they move codes, not values)
-SAME_QPARAMS_OPS = {"reshape", "identity", "transpose", "pad", "pool", "upsample", "crop", "zero_insert"}
+SAME_QPARAMS_OPS = {"reshape", "identity", "transpose", "pad", "pool", "upsample", "crop", "zero_insert",
+                    "masking"}
 
 
 def shared_ranges(graph, ranges):
@@ -196,6 +197,15 @@ def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile
                                  moments=obs.moments, softmax_levels=softmax_levels)
 
 
+def fixed_input_qparams(g, tensor):
+    """The QParams the nodes reading model input ``tensor`` need it to have (Op.input_qparams:
+    token ids for Embedding), when every reader asks for the same ones; else None (the input
+    is quantized from its calibrated range)."""
+    asked = {op_for(n).input_qparams(n, i) for n in g.consumers().get(tensor, [])
+             for i, t in enumerate(n.inputs) if t == tensor}
+    return asked.pop() if len(asked) == 1 else None
+
+
 def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, input_means=None,
                           on_overflow_risk="error", moments=None, softmax_levels=255):
     """The QuantizedModel of an optimized graph ``g`` given every tensor's range.
@@ -206,7 +216,8 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
     """
     q = QuantContext(g, ranges, per_channel, weight_clipping, moments, softmax_levels)
     for t in g.inputs:
-        q.qp[t] = q.preferred_qparams(t)
+        fixed = fixed_input_qparams(g, t)
+        q.qp[t] = fixed if fixed is not None else q.preferred_qparams(t)
     steps = []
     for n in g.nodes:
         op = op_for(n)

@@ -1,0 +1,126 @@
+"""Integer semantics of the sequence ops around recurrent layers: embedding (an int8 row
+lookup), masking (Keras Masking), masked_mean (GlobalAveragePooling1D of a masked sequence).
+token_mask is a 256-entry ``lookup`` (fixnet/oracle/core.py) and needs nothing here.
+
+Masks are int8 tensors of codes 0 (padding step) and 1 (present step), scale 1.0, zero point
+0; a step counts as present when its code is not 0.
+
+Shapes carry the batch axis first: sequences are (N, T, C), masks (N, T), ids (N, T).
+"""
+import numpy as np
+
+from .core import _check_output_range, _check_zero_point, _clamp_to_int8, _int64, \
+    multiply_by_quantized_multiplier
+
+__all__ = [
+    "embedding",
+    "embedding_bad_ids",
+    "masking",
+    "rounding_divide",
+    "masked_mean_sums",
+    "masked_mean",
+    "MASKED_MEAN_MAX_STEPS",
+    "MASKED_MEAN_SCALE_BITS",
+]
+
+# masked_mean keeps 2^MASKED_MEAN_SCALE_BITS fractional steps of the mean before it requantizes
+# (see masked_mean), and holds sum * 2^MASKED_MEAN_SCALE_BITS in int32: |sum| <= 255 T, so T
+# may be at most MASKED_MEAN_MAX_STEPS (255 * 256 * 32767 < 2^31 <= 255 * 256 * 32896).
+MASKED_MEAN_SCALE_BITS = 8
+MASKED_MEAN_MAX_STEPS = 32767
+
+
+def _sequence(x, name, rank=3):
+    arr = _int64(x, name, -128, 127)
+    if arr.ndim != rank:
+        raise ValueError(f"{name}: expected {rank} dimensions, got shape {arr.shape}")
+    return arr
+
+
+# ---- embedding -----------------------------------------------------------------------------
+
+def embedding_bad_ids(ids, ids_zp, vocab):
+    """The token ids (code - ids_zp) of ``ids`` outside [0, vocab), in the order they occur
+    (empty when every id has a row). ids: int8, any shape."""
+    _check_zero_point(ids_zp, "ids_zp")
+    k = _int64(ids, "ids", -128, 127) - int(ids_zp)
+    return k[(k < 0) | (k >= int(vocab))].ravel()
+
+
+def embedding(ids, ids_zp, table):
+    """out[..., :] = table[ids[...] - ids_zp]: each int8 code is the token id plus ids_zp
+    (ids_zp -128: code k - 128 is id k, ids 0..255), the table int8 [V, D] codes of the output.
+
+    Raises ValueError for an id outside [0, V) (the op turns it into an InputError naming
+    the layer). Returns int8 of shape ids.shape + (D,)."""
+    table = np.asarray(table)
+    if table.dtype != np.int8 or table.ndim != 2:
+        raise ValueError(f"embedding: table must be int8 [V, D], got {table.dtype} {table.shape}")
+    bad = embedding_bad_ids(ids, ids_zp, table.shape[0])
+    if bad.size:
+        raise ValueError(f"embedding: token id {int(bad[0])} is outside [0, {table.shape[0]})")
+    k = _int64(ids, "ids", -128, 127) - int(ids_zp)
+    return table[k]
+
+
+# ---- masking -------------------------------------------------------------------------------
+
+def masking(x, mask_code, in_zp):
+    """Keras Masking on int8: step t of a row is padding when every feature's code equals
+    ``mask_code`` (the code of mask_value at x's quantization).
+
+    x: int8 (N, T, F). Returns (y int8 (N, T, F): x on present steps, the zero point in_zp
+    (real 0.0) on padding steps; mask int8 (N, T): 1 present, 0 padding)."""
+    x = _sequence(x, "x")
+    _check_zero_point(mask_code, "mask_code")
+    _check_zero_point(in_zp, "in_zp")
+    present = np.any(x != int(mask_code), axis=-1)
+    y = np.where(present[:, :, None], x, int(in_zp))
+    return y.astype(np.int8), present.astype(np.int8)
+
+
+# ---- masked mean ---------------------------------------------------------------------------
+
+def rounding_divide(p, n):
+    """p / n rounded to the nearest integer, ties away from zero, in integers:
+    sign(p) * ((|p| + n // 2) // n). p: integers; n: integers >= 1 (arrays broadcast).
+    (For even n, (|p| + n/2) // n rounds halves up; an odd n has no halves.)"""
+    p = np.asarray(p, np.int64)
+    n = np.asarray(n, np.int64)
+    if np.any(n < 1):
+        raise ValueError("rounding_divide: n must be >= 1")
+    return np.sign(p) * ((np.abs(p) + n // 2) // n)
+
+
+def masked_mean_sums(x, mask, in_zp):
+    """(S int64 (N, C), n int64 (N,)): S[c] = sum over present steps t of (x[t, c] - in_zp),
+    n = the number of present steps (mask code != 0). The int32 accumulator of masked_mean:
+    |S| <= 255 T."""
+    x = _sequence(x, "x")
+    mask = _sequence(mask, "mask", 2)
+    _check_zero_point(in_zp, "in_zp")
+    if mask.shape != x.shape[:2]:
+        raise ValueError(f"masked_mean: mask has shape {mask.shape}, expected {x.shape[:2]}")
+    present = (mask != 0).astype(np.int64)
+    return ((x - int(in_zp)) * present[:, :, None]).sum(axis=1), present.sum(axis=1)
+
+
+def masked_mean(x, mask, in_zp, m0, shift, out_zp):
+    """Mean over the present steps of each row of x, requantized:
+
+        S = masked_mean_sums(...)                        int32, |S| <= 255 T
+        a = rounding_divide(S * 2^8, n)                  the mean in 1/256 input steps,
+                                                         |a| <= 255 * 256
+        y = clamp(out_zp + multiply_by_quantized_multiplier(a, m0, shift), -128, 127)
+
+    with (m0, shift) the real factor in_scale / (256 * out_scale). A row whose every step is
+    masked (n = 0; Keras gives NaN) gives out_zp (real 0.0). T <= MASKED_MEAN_MAX_STEPS keeps
+    S * 256 in int32. x: int8 (N, T, C); mask: int8 (N, T). Returns int8 (N, C)."""
+    _check_output_range(out_zp, -128, 127)
+    s, n = masked_mean_sums(x, mask, in_zp)
+    if x.shape[1] > MASKED_MEAN_MAX_STEPS:
+        raise ValueError(f"masked_mean: {x.shape[1]} steps, at most {MASKED_MEAN_MAX_STEPS}")
+    a = rounding_divide(s << MASKED_MEAN_SCALE_BITS, np.maximum(n, 1)[:, None])
+    v = multiply_by_quantized_multiplier(a, m0, shift).astype(np.int64)
+    y = _clamp_to_int8(out_zp, v, -128, 127)
+    return np.where(n[:, None] > 0, y, np.int8(out_zp)).astype(np.int8)
