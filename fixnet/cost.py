@@ -29,7 +29,9 @@ def node_macs(node, out_shape, graph=None):
         if graph is None:
             return 0
         steps = graph.shapes[node.inputs[0]][0]
-        per_step = int(node.weights["kernel"].size) + int(node.weights["recurrent_kernel"].size)
+        # (a folded Embedding's token_kernel is a lookup: no input product)
+        per_step = int(node.weights["kernel"].size if "kernel" in node.weights else 0) \
+            + int(node.weights["recurrent_kernel"].size)
         return (1 if steps is None else int(steps)) * per_step
     if node.op == "depthwise_conv2d":
         kh, kw = node.weights["kernel"].shape[:2]           # [KH, KW, C, M]: one tap per output

@@ -200,7 +200,33 @@ def clamp_before_saturating_activations(graph):
     return g
 
 
+def fold_embedding_into_rnn(graph):
+    """embedding -> recurrent layer (its only reader) becomes the recurrent layer reading the
+    token ids, with ``token_kernel`` = table @ kernel: every step's input projection is then a
+    row of that [V, G*U] matrix (exact), looked up per token in int8 too (the embedded vectors
+    are never rounded to int8). Only for ids that int8 holds exactly (a model input, at most
+    MAX_VOCAB ids); otherwise the Embedding stays, and quantize() says why it cannot run."""
+    from .ops.embedding import _vocab_too_large
+    g = _copy(graph)
+    prods = g.producers()
+    for c in list(g.nodes):
+        if c.op != "rnn" or c.attrs.get("token_input"):
+            continue
+        p = prods.get(c.inputs[0])
+        if p is None or p.op != "embedding" or _sole_consumer(g, c.inputs[0]) is not c \
+                or p.inputs[0] not in g.inputs or _vocab_too_large(p):
+            continue
+        table = p.weights["table"].astype(np.float64)
+        c.weights["token_kernel"] = (table @ c.weights.pop("kernel").astype(np.float64)).astype(np.float32)
+        c.attrs["token_input"] = True
+        c.attrs["folded"] = [p.layer] + c.attrs.get("folded", [])
+        c.inputs[0] = p.inputs[0]
+        g.nodes.remove(p)
+        prods = g.producers()
+    return g
+
+
 def optimize(graph):
     """All passes, in the order that lets each enable the next."""
-    g = fold_padding(fold_batchnorm(remove_identities(graph)))
+    g = fold_embedding_into_rnn(fold_padding(fold_batchnorm(remove_identities(graph))))
     return clamp_before_saturating_activations(fuse_activations(fold_affine_into_next_dense(g)))

@@ -171,7 +171,8 @@ class QuantizedModel:
            read-only arrays are copied into the model's buffers); an empty batch gives empty
            outputs; batches above MAX_ROWS_PER_PASS rows run in chunks of that many rows.
         x may also be uint8: the int8 codes + 128 (zero point + 128), like TFLite's uint8
-           input type (camera pixels, for a model whose input range is [0, 255]).
+           input type (camera pixels, for a model whose input range is [0, 255]). Wider
+           integers (int16/32/64, uint16/...: token ids) are real values, quantized as floats.
         output: "float32" (dequantized, the default), "int8" (raw codes; see output_qparams)
            or "uint8" (the codes + 128).
         check_overflow: run through the NumPy oracle with int64 accumulators instead, raising
@@ -529,8 +530,9 @@ def check_input_array(x, name, shape, allow_int8):
         # uint8 codes u mean the same as int8 codes u - 128 (zero point + 128), as TFLite's
         # uint8 input type: e.g. camera pixels for a model whose input range is [0, 255]
         x = np.bitwise_xor(x.view(np.int8), np.int8(-128))
-    elif x.dtype.kind == "f" or (not allow_int8 and x.dtype.kind in "iu"):
-        # (the float model takes integers as the real numbers they are)
+    elif x.dtype.kind == "f" or (x.dtype.kind in "iu" and (not allow_int8 or x.dtype.itemsize > 1)):
+        # integers are the real numbers they are (token ids, counts), except int8/uint8 for
+        # the int8 model, which are codes
         if x.dtype != np.float32:
             x = x.astype(np.float32)
     elif allow_int8:

@@ -149,6 +149,8 @@ cdef class RnnCall:
     cdef const int16_t[:, ::1] tables
     cdef int32_t[:, ::1] scratch32
     cdef int64_t[::1] kx
+    cdef const int32_t[:, ::1] token_gx
+    cdef int tokens, ids_zp
     cdef int64_t[::1] kh
     cdef int16_t[:, ::1] scratch16
     cdef int8_t[:, ::1] prev
@@ -166,10 +168,21 @@ cdef class RnnCall:
         G = {CELL_SIMPLE: 1, CELL_GRU: 3, CELL_LSTM: 4}[self.cell]
         U = p.units
         x3 = np.asarray(x)
+        self.tokens = p.token_gx is not None
+        if self.tokens and x3.ndim == 2:
+            x3 = x3.reshape(x3.shape[0], x3.shape[1], 1)       # token id codes [B, T]
         if x3.ndim != 3 or x3.dtype != np.int8:
             raise ValueError(f"rnn: x must be int8 [B, T, F], not {x3.dtype} {x3.shape}")
         B, T, F = x3.shape[0], x3.shape[1], x3.shape[2]
         self.x = x3
+        if self.tokens:
+            self.token_gx, self.ids_zp = p.token_gx, p.ids_zp
+            if x3.shape[2] != 1 or self.token_gx.shape[1] != len(p.bx) or self.token_gx.shape[0] < 1:
+                raise ValueError(f"rnn: token projections {p.token_gx.shape} do not fit ids {x3.shape}")
+            F = 0
+        else:
+            self.token_gx = np.zeros((1, 1), np.int32)
+            self.ids_zp = 0
         self.w_q, self.r_q = p.w_q, p.r_q
         if self.w_q.shape[0] != G * U or self.w_q.shape[1] != F or self.r_q.shape[0] != G * U \
                 or self.r_q.shape[1] != U:
@@ -255,7 +268,8 @@ cdef class RnnCall:
     cdef void run_row(self, Py_ssize_t b) noexcept nogil:
         cdef Py_ssize_t U = self.U, G = self.G, F = self.F, T = self.T, GU = G * U
         cdef int32_t* accx = &self.scratch32[b, 0]
-        cdef int32_t* gx = accx + GU
+        cdef int32_t* gx_buf = accx + GU
+        cdef const int32_t* gx = gx_buf
         cdef int32_t* acch = gx + GU
         cdef int32_t* gh = acch + GU
         cdef int32_t* a = gh + GU                 # gate values [5][U]
@@ -294,11 +308,14 @@ cdef class RnnCall:
                     idx = T - 1 - k if self.reverse_output else k
                     memcpy(&self.y_seq[b, idx, 0], prev, U)
                 continue
-            for j in range(F):
-                xs[j] = self.x[b, t, j]
-            project(xs, &self.w_q[0, 0], &self.bx[0], GU, F, accx)
+            if self.tokens:        # the token's projection, precomputed (ids checked by the caller)
+                gx = &self.token_gx[<int32_t>self.x[b, t, 0] - self.ids_zp, 0]
+            else:
+                for j in range(F):
+                    xs[j] = self.x[b, t, j]
+                project(xs, &self.w_q[0, 0], &self.bx[0], GU, F, accx)
+                requant_rows(accx, GU, &self.mx[0], &self.kx[0], gx_buf)
             project(h, &self.r_q[0, 0], &self.bh[0], n_rec, U, acch)
-            requant_rows(accx, GU, &self.mx[0], &self.kx[0], gx)
             requant_rows(acch, n_rec, &self.mh[0], &self.kh[0], gh)
             if self.cell == CELL_SIMPLE:
                 for j in range(U):

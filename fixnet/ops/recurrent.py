@@ -16,6 +16,8 @@ attrs:
   n_initial_states: that many inputs after x are the initial states (else zeros)
   masked: the last input is a (T,) mask (1.0 = step present); a masked step keeps the
       states and repeats the previous output (zeros with zero_output_for_mask)
+  token_input: x is a (T,) sequence of token ids and token_kernel [V, G*U] replaces kernel
+      (passes.fold_embedding_into_rnn: an Embedding folded in; its table @ kernel)
 weights: kernel [F, G*U], recurrent_kernel [U, G*U], bias [G*U] (optional); a GRU with
   reset_after also recurrent_bias [3U]. Gate order as Keras stores it: LSTM i, f, c, o;
   GRU z, r, h.
@@ -124,9 +126,11 @@ def run_rnn(attrs, weights, x, initial_states=None, mask=None, trace=None):
     cell, U = attrs["cell"], int(attrs["units"])
     x = np.asarray(x, np.float64)
     B, T = x.shape[0], x.shape[1]
-    W = weights["kernel"].astype(np.float64)
     R = weights["recurrent_kernel"].astype(np.float64)
-    xw = x @ W
+    if attrs.get("token_input"):
+        xw = weights["token_kernel"].astype(np.float64)[token_ids(attrs, weights, x)]
+    else:
+        xw = x @ weights["kernel"].astype(np.float64)
     if "bias" in weights:
         xw = xw + weights["bias"].astype(np.float64)
     rb = weights.get("recurrent_bias")
@@ -163,6 +167,21 @@ def run_rnn(attrs, weights, x, initial_states=None, mask=None, trace=None):
     return outs, states
 
 
+def token_ids(attrs, weights, x, where="a recurrent layer"):
+    """Integer ids of a token_input layer's float input x [B, T] (cast toward zero, as Keras
+    casts them); InputError for an id without a row."""
+    from ..errors import InputError
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{where}: token ids hold NaN or infinity")
+    ids = np.trunc(x).astype(np.int64)
+    v = weights["token_kernel"].shape[0]
+    bad = (ids < 0) | (ids >= v)
+    if bad.any():
+        raise InputError(f"{where}: token id {int(ids[bad].flat[0])} is outside [0, {v}) (the "
+                         "folded Embedding's input_dim)")
+    return ids
+
+
 @register
 class RNN(Op):
     name = "rnn"
@@ -171,11 +190,18 @@ class RNN(Op):
         a = node.attrs
         cell, U = a["cell"], int(a["units"])
         x = in_shapes[0]
+        G = GATES[cell]
+        if a.get("token_input"):
+            if len(x) != 1 or node.weights["token_kernel"].shape[1] != G * U:
+                raise UnsupportedLayerError(f"{node.describe()}: token ids of shape {tuple(x)}")
+            x = (x[0], 0)
+            kernel = np.zeros((0, G * U))
+        else:
+            kernel = node.weights["kernel"]
         if len(x) != 2:
             raise UnsupportedLayerError(f"{node.describe()}: input shape {tuple(x)}; a recurrent "
                                         "layer takes (time steps, features) sequences")
-        G = GATES[cell]
-        kernel, rk = node.weights["kernel"], node.weights["recurrent_kernel"]
+        rk = node.weights["recurrent_kernel"]
         if kernel.shape != (x[1], G * U) or rk.shape != (U, G * U):
             raise UnsupportedLayerError(f"{node.describe()}: weights {kernel.shape}, {rk.shape} do "
                                         f"not fit input {tuple(x)} and {U} units")
@@ -232,11 +258,17 @@ class RNN(Op):
                   else np.zeros((B, 1, h.shape[2])))
             h_prev = np.concatenate([h0, h[:, :-1]], axis=1)
             xs = x[:, ::-1] if a.get("go_backwards") else x
+            if a.get("token_input"):            # no kernel to round: the moment of h alone
+                xs = np.zeros((B, T, 0))
             observe(f"{node.name}/xh", np.concatenate([xs, h_prev], axis=2).reshape(B * T, -1))
         return self._outputs(node, seq, states)
 
     def quantize(self, node, q):
         return quantize_rnn(node, q)
+
+    def input_qparams(self, node, index):
+        from .embedding import IDS_QPARAMS
+        return IDS_QPARAMS if index == 0 and node.attrs.get("token_input") else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +354,8 @@ def quantize_rnn(node, q):
     if cell == "lstm" and n_init > 1:
         sC = max(sC, max(abs(v) for v in init_qp[1].real_range) / 32767.0)
     # -- weights: rows [G*U, F] and [G*U, U], one scale per row of each
-    W = w["kernel"].T.astype(np.float64)
+    tokens = bool(a.get("token_input"))
+    W = np.zeros((G * U, 0)) if tokens else w["kernel"].T.astype(np.float64)
     R = w["recurrent_kernel"].T.astype(np.float64)
     b = w["bias"].astype(np.float64) if "bias" in w else None
     rb = w.get("recurrent_bias")
@@ -339,6 +372,17 @@ def quantize_rnn(node, q):
     if rb is not None:
         bh = round_half_away(rb / (sH * sR)).astype(np.int64)
     mx, sh_x = requant_multipliers(x_qp.scale * sW / s_in_c, where)
+    token_gx = None
+    if tokens:
+        # every token's input projection, straight in the gates' int16 domains (int32 codes;
+        # sat16 after the recurrent part is added, as for a computed projection)
+        from .embedding import IDS_QPARAMS
+        if x_qp != IDS_QPARAMS:
+            raise UnsupportedLayerError(f"{where}: its token ids need the input quantization "
+                                        f"{IDS_QPARAMS}, the input has {x_qp}")
+        proj = w["token_kernel"].astype(np.float64) + (b if b is not None else 0.0)
+        token_gx = np.clip(round_half_away(proj / s_in_c), -2 ** 30, 2 ** 30).astype(np.int32)
+        bx = np.zeros(G * U, np.int64)
     mh, sh_h = requant_multipliers(sH * sR / s_in_c, where)
     tables = np.stack([oracle.activation_table(_fn(spec), si, so)
                        for spec, si, so in zip(fns, s_in, s_out)])
@@ -349,7 +393,8 @@ def quantize_rnn(node, q):
              return_state=bool(a.get("return_state")),
              zero_output_for_mask=bool(a.get("zero_output_for_mask")),
              n_init=n_init, masked=bool(a.get("masked")), gate_names=names,
-             w_q=w_q, bx=_int32(bx, where), mx=mx, sh_x=sh_x,
+             w_q=w_q, bx=_int32(bx, where), mx=mx, sh_x=sh_x, token_gx=token_gx,
+             ids_zp=int(x_qp.zero_point),
              r_q=r_q, bh=_int32(bh, where), mh=mh, sh_h=sh_h, tables=tables,
              s_in=tuple(s_in), s_out=tuple(s_out), sH=sH, sC=sC,
              y_zp=int(out_qp.zero_point), m_y=_m(sH / out_qp.scale, where))
@@ -419,6 +464,8 @@ class RNNStep(Step):
 
     def oracle(self, ins, trace=None):
         x, init, mask = self._split(ins)
+        if self.token_gx is not None:
+            self.check_ids(x)
         return oracle.rnn(self, x, init, mask, trace)
 
     def internal_scales(self):
@@ -443,7 +490,7 @@ class RNNStep(Step):
         """Exact accumulators of every step: the input projections, and the recurrent ones
         met on the way (int64 [B, steps * G * U])."""
         x, init, mask = self._split(ins)
-        accs = [oracle.input_accumulators(self, x).reshape(x.shape[0], -1)]
+        accs = [] if self.token_gx is not None else [oracle.input_accumulators(self, x).reshape(x.shape[0], -1)]
         oracle.rnn(self, x, init, mask, accumulators=accs)
         return np.concatenate(accs, axis=1)
 
@@ -459,4 +506,20 @@ class RNNStep(Step):
 
     def bind(self, bufs):
         x, init, mask = self._split([bufs[t] for t in self.inputs])
-        return _recurrent.RnnCall(x, list(init), mask, [bufs[t] for t in self.outputs], self)
+        call = _recurrent.RnnCall(x, list(init), mask, [bufs[t] for t in self.outputs], self)
+        if self.token_gx is None:
+            return call
+
+        def run():          # a Python step: the ids are checked first (the pass cannot raise from C)
+            self.check_ids(x)
+            call()
+        return run
+
+    def check_ids(self, x):
+        """InputError naming the layer for a token id without a row (token_input)."""
+        from ..errors import InputError
+        ids = np.asarray(x, np.int64) - self.ids_zp
+        bad = ids >= self.token_gx.shape[0]
+        if bad.any():
+            raise InputError(f"layer '{self.layer}': token id {int(ids[bad].flat[0])} is outside "
+                             f"[0, {self.token_gx.shape[0]}) (the folded Embedding's input_dim)")

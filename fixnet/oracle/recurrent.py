@@ -131,7 +131,8 @@ def input_accumulators(p, x):
 
 
 def rnn(p, x, initial_states=(), mask=None, trace=None, accumulators=None):
-    """Run the integer recurrent layer ``p`` (an RNNStep's parameters) over int8 x [B, T, F].
+    """Run the integer recurrent layer ``p`` (an RNNStep's parameters) over int8 x [B, T, F]
+    (or, with p.token_gx, token id codes x [B, T]: gx = token_gx[x - ids_zp], ids in range).
 
     initial_states: int8 arrays [B, U] (h, and c for an LSTM) or (); mask: int8 [B, T] codes
     of a mask tensor (present where the code differs from p.mask_zp) or None.
@@ -143,7 +144,11 @@ def rnn(p, x, initial_states=(), mask=None, trace=None, accumulators=None):
     x = np.asarray(x, np.int8)
     B, T = x.shape[0], x.shape[1]
     U = p.units
-    gx_all = _mb(input_accumulators(p, x), (p.mx, p.sh_x))
+    if getattr(p, "token_gx", None) is not None:
+        # token ids (codes - ids_zp; the caller checked them): the projection is a lookup
+        gx_all = p.token_gx.astype(np.int64)[x.reshape(B, T).astype(np.int64) - p.ids_zp]
+    else:
+        gx_all = _mb(input_accumulators(p, x), (p.mx, p.sh_x))
     h = np.zeros((B, U), np.int64)
     c = np.zeros((B, U), np.int64)
     if initial_states:
