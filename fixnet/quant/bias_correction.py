@@ -18,6 +18,10 @@ from ..ops import op_for
 from .qparams import round_half_away
 
 CORRECTED_OPS = ("dense", "conv2d", "depthwise_conv2d")
+# A dimension of any length (an input declared None) is taken as this many steps: the mean
+# shift of a padded layer then weighs its edge positions as a sequence of this length does
+# (one correction serves every length; with no padding the length does not matter)
+ANY_LENGTH = 32
 
 
 def kernel_from_rows(node, rows):
@@ -41,7 +45,8 @@ def mean_output_shift(node, mean_input, input_shape, w_q, w_scale):
     diff = copy.copy(node)
     diff.weights = {"kernel": kernel_from_rows(node, rows) - np.asarray(node.weights["kernel"], np.float64)}
     diff.attrs = dict(node.attrs, clamp=None)
-    x = np.broadcast_to(np.asarray(mean_input, np.float64), tuple(input_shape))[None]
+    shape = tuple(ANY_LENGTH if d is None else d for d in input_shape)
+    x = np.broadcast_to(np.asarray(mean_input, np.float64), shape)[None]
     (shift,) = op_for(diff).run_float(diff, [x])
     return shift.reshape(-1, shift.shape[-1]).mean(axis=0)
 

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Generate the any-length fixtures: models whose input is (None, 8), a sequence of any
+number of steps, without recurrent layers (int8 runs them at any length; fixnet/lengths.py).
+
+Run by hand, never in CI, with the same Python as make_models.py::
+
+    /path/to/venv-with-tf/bin/python models/make_anylength_models.py
+
+Without ``--writer`` the script re-invokes itself once per Keras writer (Keras 3 ->
+``*_k3.*``, tf.keras 2 with TF_USE_LEGACY_KERAS=1 -> ``*_tfk2.*``), then rewrites
+models/README.md through ``make_models.write_readme()``.
+
+Data: sklearn's digits (the split of make_models.py), each 8x8 image read as a sequence of
+8 rows of 8 pixels. The models are trained on the 8-row sequences and on their first 5
+rows (two length buckets, one length per batch), so they classify both.
+
+Per model ``<name>_<k3|tfk2>``: ``.h5`` (``model.save``) and ``.npz`` with ``x_test``
+(N, 8, 8), ``x_test_len5`` (N, 5, 8: the first 5 rows), ``x_calib`` (8 rows), ``y_test``,
+``keras_float`` and ``keras_float_len5`` (``model.predict`` at each length; the script
+checks that reloading the .h5 reproduces both within 1e-6), ``writer``, ``keras_version``,
+``tf_version``. No int8 peer: TFLite's converter needs a fixed length.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_models import HERE, WRITERS, load_split  # noqa: E402
+import fixture_common as fc  # noqa: E402
+
+MODELS = ("anylen_conv", "anylen_strided")
+SHORT = 5                       # the second stored length (the first rows of each image)
+EPOCHS = {"anylen_conv": 40, "anylen_strided": 10}
+MIN_ACC = {"anylen_conv": 0.88, "anylen_strided": 0.5}
+ARCH = {
+    "anylen_conv": "Input(None, 8) → Conv1D(32, 3, same, relu) → Dense(32, relu) per step → "
+                   "GlobalMaxPooling1D → Dense(10, softmax)",
+    "anylen_strided": "Input(None, 8) → Conv1D(8, 3, strides=2, same, relu) → "
+                      "GlobalMaxPooling1D → Dense(10, softmax) (int8 refuses it: the stride "
+                      "halves the length)",
+}
+
+
+def build(keras, name):
+    L = keras.layers
+    x = keras.Input(shape=(None, 8), name="rows")
+    if name == "anylen_conv":
+        h = L.Conv1D(32, 3, padding="same", activation="relu", name="conv")(x)
+        h = L.Dense(32, activation="relu", name="per_step")(h)
+    else:
+        h = L.Conv1D(8, 3, strides=2, padding="same", activation="relu", name="conv_s2")(x)
+    h = L.GlobalMaxPooling1D(name="gmax")(h)
+    y = L.Dense(10, activation="softmax", name="probs")(h)
+    return keras.Model(x, y, name=name)
+
+
+def run_writer(writer):
+    suffix, _ = WRITERS[writer]
+    tf, keras, keras_version = fc.import_keras(writer)
+    x_train, y_train, x_calib, x_test, y_test = load_split()
+    for name in MODELS:
+        t0 = time.time()
+        fc.fresh_session(tf, keras)
+        model = build(keras, name)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+        rng = np.random.default_rng(1234)
+        for _ in range(EPOCHS[name]):
+            order = rng.permutation(len(x_train))
+            for start in range(0, len(order), 32):
+                idx = order[start:start + 32]
+                steps = 8 if (start // 32) % 2 == 0 else SHORT      # both lengths, by batch
+                model.train_on_batch(x_train[idx, :steps], y_train[idx])
+        kf = model.predict(x_test, verbose=0)
+        kf5 = model.predict(x_test[:, :SHORT], verbose=0)
+        acc, acc5 = np.mean(kf.argmax(1) == y_test), np.mean(kf5.argmax(1) == y_test)
+        fc.log(writer, f"{name}: test accuracy {acc:.4f} (8 rows), {acc5:.4f} ({SHORT} rows)")
+        assert acc >= MIN_ACC[name], (name, acc)
+        base = f"{name}_{suffix}"
+        h5 = os.path.join(HERE, base + ".h5")
+        fc.remove(h5)
+        model.save(h5, include_optimizer=False)
+        again = keras.models.load_model(h5, compile=False)
+        diff = max(float(np.abs(again.predict(x_test, verbose=0) - kf).max()),
+                   float(np.abs(again.predict(x_test[:, :SHORT], verbose=0) - kf5).max()))
+        assert diff <= 1e-6, (name, diff)
+        np.savez_compressed(
+            os.path.join(HERE, base + ".npz"),
+            x_test=x_test.astype(np.float32), x_test_len5=x_test[:, :SHORT].astype(np.float32),
+            x_calib=x_calib.astype(np.float32), y_test=y_test.astype(np.int64),
+            keras_float=kf.astype(np.float32), keras_float_len5=kf5.astype(np.float32),
+            writer=np.str_(writer), keras_version=np.str_(keras_version),
+            tf_version=np.str_(tf.__version__))
+        fc.log(writer, f"{name}: wrote {base}.h5/.npz (reload diff {diff:.2g}, "
+                       f"{time.time() - t0:.0f} s)")
+
+
+README_TEXT = """
+## Any-length fixtures (`make_anylength_models.py`)
+
+Models whose input is `(None, 8)`: a sequence of any number of 8-pixel steps (the digits
+images read row by row), without recurrent layers, for int8 at any length
+(tests/test_anylength_int8.py). Trained (Adam 3e-3, batch 32) on the 8-row sequences and on
+their first 5 rows, one length per batch. The `.npz` holds `x_test` (8 rows),
+`x_test_len5` (the first 5 rows), `x_calib`, `y_test`, and Keras's float outputs at both
+lengths (`keras_float`, `keras_float_len5`). No TFLite peer (its converter needs a fixed
+length).
+"""
+
+
+def readme_section():
+    """Markdown for models/README.md, from the .npz files present (no TensorFlow)."""
+    rows = []
+    for name in MODELS:
+        for writer, (suffix, _) in WRITERS.items():
+            path = os.path.join(HERE, f"{name}_{suffix}.npz")
+            if not os.path.exists(path):
+                rows.append(f"| `{name}_{suffix}` | {ARCH[name]} | not generated | |")
+                continue
+            d = np.load(path)
+            y = d["y_test"]
+            rows.append(f"| `{name}_{suffix}` | {ARCH[name]} "
+                        f"| {np.mean(d['keras_float'].argmax(1) == y):.4f} "
+                        f"| {np.mean(d['keras_float_len5'].argmax(1) == y):.4f} |")
+    return "\n".join([README_TEXT.rstrip("\n"), "",
+                      "| model | architecture | Keras float acc (8 rows) | (5 rows) |",
+                      "| --- | --- | --- | --- |", *rows]) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--writer", choices=sorted(WRITERS))
+    args = ap.parse_args()
+    if args.writer:
+        run_writer(args.writer)
+        return
+    t0 = time.time()
+    fc.run_writers(__file__)
+    import make_models
+    make_models.write_readme()
+    print(f"make_anylength_models.py: {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
