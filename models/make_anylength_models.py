@@ -18,7 +18,9 @@ Per model ``<name>_<k3|tfk2>``: ``.h5`` (``model.save``) and ``.npz`` with ``x_t
 (N, 8, 8), ``x_test_len5`` (N, 5, 8: the first 5 rows), ``x_calib`` (8 rows), ``y_test``,
 ``keras_float`` and ``keras_float_len5`` (``model.predict`` at each length; the script
 checks that reloading the .h5 reproduces both within 1e-6), ``writer``, ``keras_version``,
-``tf_version``. No int8 peer: TFLite's converter needs a fixed length.
+``tf_version``; for the two-input ``anylen_two`` also ``c_test`` (N, 8, 4: the columns,
+their top 4 pixels), ``c_test_len5`` (N, 4, 4: its first 4 columns, with ``x_test_len5``)
+and ``c_calib``. No int8 peer: TFLite's converter needs a fixed length.
 """
 import argparse
 import os
@@ -31,22 +33,38 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_models import HERE, WRITERS, load_split  # noqa: E402
 import fixture_common as fc  # noqa: E402
 
-MODELS = ("anylen_conv", "anylen_strided")
+MODELS = ("anylen_conv", "anylen_strided", "anylen_two")
 SHORT = 5                       # the second stored length (the first rows of each image)
-EPOCHS = {"anylen_conv": 40, "anylen_strided": 10}
-MIN_ACC = {"anylen_conv": 0.88, "anylen_strided": 0.5}
+EPOCHS = {"anylen_conv": 40, "anylen_strided": 10, "anylen_two": 30}
+MIN_ACC = {"anylen_conv": 0.88, "anylen_strided": 0.5, "anylen_two": 0.88}
 ARCH = {
     "anylen_conv": "Input(None, 8) → Conv1D(32, 3, same, relu) → Dense(32, relu) per step → "
                    "GlobalMaxPooling1D → Dense(10, softmax)",
     "anylen_strided": "Input(None, 8) → Conv1D(8, 3, strides=2, same, relu) → "
                       "GlobalMaxPooling1D → Dense(10, softmax) (int8 refuses it: the stride "
                       "halves the length)",
+    "anylen_two": "two inputs of any length, each its own length: `rows` (None, 8) → "
+                  "Conv1D(24, 3, same, relu) → GlobalMaxPooling1D; `cols` (None, 4) (the "
+                  "image's columns, top 4 pixels) → Dense(24, relu) per step → "
+                  "GlobalMaxPooling1D; Concatenate → Dense(10, softmax)",
 }
+
+
+def columns(x):
+    """The second input of anylen_two: the image's columns as steps, their top 4 pixels."""
+    return np.ascontiguousarray(x.transpose(0, 2, 1)[:, :, :4])
 
 
 def build(keras, name):
     L = keras.layers
     x = keras.Input(shape=(None, 8), name="rows")
+    if name == "anylen_two":
+        c = keras.Input(shape=(None, 4), name="cols")
+        a = L.GlobalMaxPooling1D(name="gmax_rows")(
+            L.Conv1D(24, 3, padding="same", activation="relu", name="conv")(x))
+        b = L.GlobalMaxPooling1D(name="gmax_cols")(L.Dense(24, activation="relu", name="per_col")(c))
+        y = L.Dense(10, activation="softmax", name="probs")(L.Concatenate(name="cat")([a, b]))
+        return keras.Model([x, c], y, name=name)
     if name == "anylen_conv":
         h = L.Conv1D(32, 3, padding="same", activation="relu", name="conv")(x)
         h = L.Dense(32, activation="relu", name="per_step")(h)
@@ -55,6 +73,16 @@ def build(keras, name):
     h = L.GlobalMaxPooling1D(name="gmax")(h)
     y = L.Dense(10, activation="softmax", name="probs")(h)
     return keras.Model(x, y, name=name)
+
+
+def feed(name, x, steps):
+    """The model's input(s) for images ``x`` cut to their first ``steps`` rows (and, for
+    anylen_two, the columns input of length 8 when steps == 8, else 8 - steps + 1, so the
+    two inputs have different lengths)."""
+    if name != "anylen_two":
+        return x[:, :steps]
+    cols = columns(x)
+    return [x[:, :steps], cols if steps == 8 else cols[:, :8 - steps + 1]]
 
 
 def run_writer(writer):
@@ -72,9 +100,9 @@ def run_writer(writer):
             for start in range(0, len(order), 32):
                 idx = order[start:start + 32]
                 steps = 8 if (start // 32) % 2 == 0 else SHORT      # both lengths, by batch
-                model.train_on_batch(x_train[idx, :steps], y_train[idx])
-        kf = model.predict(x_test, verbose=0)
-        kf5 = model.predict(x_test[:, :SHORT], verbose=0)
+                model.train_on_batch(feed(name, x_train[idx], steps), y_train[idx])
+        kf = model.predict(feed(name, x_test, 8), verbose=0)
+        kf5 = model.predict(feed(name, x_test, SHORT), verbose=0)
         acc, acc5 = np.mean(kf.argmax(1) == y_test), np.mean(kf5.argmax(1) == y_test)
         fc.log(writer, f"{name}: test accuracy {acc:.4f} (8 rows), {acc5:.4f} ({SHORT} rows)")
         assert acc >= MIN_ACC[name], (name, acc)
@@ -83,11 +111,15 @@ def run_writer(writer):
         fc.remove(h5)
         model.save(h5, include_optimizer=False)
         again = keras.models.load_model(h5, compile=False)
-        diff = max(float(np.abs(again.predict(x_test, verbose=0) - kf).max()),
-                   float(np.abs(again.predict(x_test[:, :SHORT], verbose=0) - kf5).max()))
+        diff = max(float(np.abs(again.predict(feed(name, x_test, 8), verbose=0) - kf).max()),
+                   float(np.abs(again.predict(feed(name, x_test, SHORT), verbose=0) - kf5).max()))
         assert diff <= 1e-6, (name, diff)
+        extra = {}
+        if name == "anylen_two":
+            extra = dict(c_test=columns(x_test), c_test_len5=feed(name, x_test, SHORT)[1],
+                         c_calib=columns(x_calib))
         np.savez_compressed(
-            os.path.join(HERE, base + ".npz"),
+            os.path.join(HERE, base + ".npz"), **extra,
             x_test=x_test.astype(np.float32), x_test_len5=x_test[:, :SHORT].astype(np.float32),
             x_calib=x_calib.astype(np.float32), y_test=y_test.astype(np.int64),
             keras_float=kf.astype(np.float32), keras_float_len5=kf5.astype(np.float32),
@@ -105,8 +137,9 @@ images read row by row), without recurrent layers, for int8 at any length
 (tests/test_anylength_int8.py). Trained (Adam 3e-3, batch 32) on the 8-row sequences and on
 their first 5 rows, one length per batch. The `.npz` holds `x_test` (8 rows),
 `x_test_len5` (the first 5 rows), `x_calib`, `y_test`, and Keras's float outputs at both
-lengths (`keras_float`, `keras_float_len5`). No TFLite peer (its converter needs a fixed
-length).
+lengths (`keras_float`, `keras_float_len5`); `anylen_two` has a second input `cols` (the
+columns as steps, their top 4 pixels: `c_test` 8 steps, `c_test_len5` 4 steps, `c_calib`), so
+its two inputs run at different lengths. No TFLite peer (its converter needs a fixed length).
 """
 
 
