@@ -14,6 +14,11 @@ symbol index k. QuantizedModel keeps it in ``TensorSpec.length_of``.
 """
 from .errors import UnsupportedLayerError
 
+# Where quantization needs one length for a dimension of any length (per-element data-free
+# statistics, the mean shift bias correction removes, which counts padded edges): this many
+# steps. One quantized model then serves every length.
+ANY_LENGTH = 32
+
 # Lengths the shape rule is tried at (three runs, a different prime per symbol and run, so
 # that a dimension equal to one symbol's length in every run is that length)
 _TRIAL_RUNS = 3
@@ -100,3 +105,16 @@ def substitute(value, length):
     if isinstance(value, list):
         return [length if v is None else substitute(v, length) for v in value]
     return value
+
+
+def at_length(graph, length=ANY_LENGTH):
+    """``graph`` (a float Graph) if its inputs have no dimension of any length, else a
+    shallow copy whose ``shapes`` are those of a run with every such dimension at ``length``."""
+    symbols = length_symbols(graph.inputs, graph.shapes)
+    if not symbols:
+        return graph
+    import copy
+    run = copy.copy(graph)
+    run.shapes = graph.shapes_for([tuple(length if d is None else d for d in graph.shapes[t])
+                                   for t in graph.inputs])
+    return run

@@ -1,9 +1,10 @@
-"""QuantizedModel: a flat list of integer kernel steps over buffers planned once per batch size.
+"""QuantizedModel: a flat list of integer kernel steps over buffers planned once per run key
+(the batch size, and the lengths of inputs of any length).
 
 Float appears only at the two boundaries of predict: quantizing a float input and dequantizing
 the outputs. Everything between is int8 tensors and integer kernels.
 
-Per batch size, once: a memory plan (fixnet/memory_plan.py: every int8 tensor at an offset in
+Per run key, once: a memory plan (fixnet/memory_plan.py: every int8 tensor at an offset in
 one block, tensors whose lifetimes do not overlap sharing memory), then arenas: the block, the
 kernel Call objects bound to views into it, and the float boundaries. A pass
 (fixnet/_kernels/_pass.pyx) runs an arena's calls as one C loop, the GIL released once when
@@ -61,7 +62,18 @@ class OverflowBound:
 
 
 class Step:
-    """One kernel call. Subclasses implement ``bind`` (fast path) and ``oracle`` (ground truth)."""
+    """One kernel call. Subclasses implement ``bind`` (fast path) and ``oracle`` (ground truth).
+
+    Inputs of any length (a None dimension; fixnet/lengths.py): a step is built once, at
+    quantize time, from shapes that hold None where a dimension follows an input's length.
+    Its tuple and list attributes may hold None only as such a dimension: for each run the
+    runtime gives ``bind`` and ``oracle`` a shallow copy (QuantizedModel.steps_for) whose
+    every None in a tuple or list attribute is the call's length (its arrays are shared, so
+    weights packed once serve every length), and ``bind(bufs)`` receives buffers of the run's
+    shapes, e.g. (batch, T, F) with T the call's length, T >= 1. A step's tensors follow at
+    most one input's length. Integers computed from a length at quantize time (a divisor,
+    a window size) cannot serve other lengths: ``quantize`` then fails on the None (a
+    TypeError), and the quantizer refuses the layer, naming it."""
     op = ""
     alias = False     # True: output buffer is a reshaped view of the input buffer, no kernel runs
     # True: bind writes into the output buffers what every later call relies on (the memory
@@ -184,6 +196,10 @@ class QuantizedModel:
            outputs; batches above MAX_ROWS_PER_PASS rows run in chunks of that many rows.
         x may also be uint8: the int8 codes + 128 (zero point + 128), like TFLite's uint8
            input type (camera pixels, for a model whose input range is [0, 255]).
+        A model whose input has a dimension of any length (None, e.g. (None, 8): sequences of
+           any number of steps) takes any length >= 1 there, one length per call (the
+           results are those of a call with that length alone); buffers are planned per
+           (batch size, lengths), as ``memory_plan(batch, length=...)`` shows.
         output: "float32" (dequantized, the default), "int8" (raw codes; see output_qparams)
            or "uint8" (the codes + 128).
         check_overflow: run through the NumPy oracle with int64 accumulators instead, raising

@@ -14,13 +14,14 @@ Data: sklearn's digits (the split of make_models.py), each 8x8 image read as a s
 8 rows of 8 pixels. The models are trained on the 8-row sequences and on their first 5
 rows (two length buckets, one length per batch), so they classify both.
 
-Per model ``<name>_<k3|tfk2>``: ``.h5`` (``model.save``) and ``.npz`` with ``x_test``
-(N, 8, 8), ``x_test_len5`` (N, 5, 8: the first 5 rows), ``x_calib`` (8 rows), ``y_test``,
-``keras_float`` and ``keras_float_len5`` (``model.predict`` at each length; the script
+Per model ``<name>_<k3|tfk2>``: ``.h5`` (``model.save``) and ``.npz`` with the keys of the
+other fixtures (models/README.md: ``x_test``, ``x_calib``, ``y_test``, ``keras_float``; with
+suffixes ``_0``, ``_1`` for the two-input ``anylen_two``), at 8 rows, and the same at the
+second length under ``short_`` (``short_x_test``: the first 5 rows, ``short_keras_float``;
+for anylen_two, whose second input ``cols`` holds the image's columns as steps, their top
+4 pixels, ``short_x_test_1`` has 4 columns); ``model.predict`` at each length (the script
 checks that reloading the .h5 reproduces both within 1e-6), ``writer``, ``keras_version``,
-``tf_version``; for the two-input ``anylen_two`` also ``c_test`` (N, 8, 4: the columns,
-their top 4 pixels), ``c_test_len5`` (N, 4, 4: its first 4 columns, with ``x_test_len5``)
-and ``c_calib``. No int8 peer: TFLite's converter needs a fixed length.
+``tf_version``. No int8 peer: TFLite's converter needs a fixed length.
 """
 import argparse
 import os
@@ -114,17 +115,17 @@ def run_writer(writer):
         diff = max(float(np.abs(again.predict(feed(name, x_test, 8), verbose=0) - kf).max()),
                    float(np.abs(again.predict(feed(name, x_test, SHORT), verbose=0) - kf5).max()))
         assert diff <= 1e-6, (name, diff)
-        extra = {}
-        if name == "anylen_two":
-            extra = dict(c_test=columns(x_test), c_test_len5=feed(name, x_test, SHORT)[1],
-                         c_calib=columns(x_calib))
-        np.savez_compressed(
-            os.path.join(HERE, base + ".npz"), **extra,
-            x_test=x_test.astype(np.float32), x_test_len5=x_test[:, :SHORT].astype(np.float32),
-            x_calib=x_calib.astype(np.float32), y_test=y_test.astype(np.int64),
-            keras_float=kf.astype(np.float32), keras_float_len5=kf5.astype(np.float32),
-            writer=np.str_(writer), keras_version=np.str_(keras_version),
-            tf_version=np.str_(tf.__version__))
+        two = name == "anylen_two"
+        sfx = (lambda k, i: f"{k}_{i}") if two else (lambda k, i: k)
+        npz = dict(y_test=y_test.astype(np.int64), writer=np.str_(writer),
+                   keras_version=np.str_(keras_version), tf_version=np.str_(tf.__version__))
+        for prefix, steps, out in (("", 8, kf), ("short_", SHORT, kf5)):
+            for i, a in enumerate(fc.as_list(feed(name, x_test, steps))):
+                npz[prefix + sfx("x_test", i)] = a.astype(np.float32)
+            npz[prefix + sfx("keras_float", 0)] = out.astype(np.float32)
+        for i, a in enumerate(fc.as_list(feed(name, x_calib, 8))):
+            npz[sfx("x_calib", i)] = a.astype(np.float32)
+        np.savez_compressed(os.path.join(HERE, base + ".npz"), **npz)
         fc.log(writer, f"{name}: wrote {base}.h5/.npz (reload diff {diff:.2g}, "
                        f"{time.time() - t0:.0f} s)")
 
@@ -135,12 +136,16 @@ README_TEXT = """
 Models whose input is `(None, 8)`: a sequence of any number of 8-pixel steps (the digits
 images read row by row), without recurrent layers, for int8 at any length
 (tests/test_anylength_int8.py). Trained (Adam 3e-3, batch 32) on the 8-row sequences and on
-their first 5 rows, one length per batch. The `.npz` holds `x_test` (8 rows),
-`x_test_len5` (the first 5 rows), `x_calib`, `y_test`, and Keras's float outputs at both
-lengths (`keras_float`, `keras_float_len5`); `anylen_two` has a second input `cols` (the
-columns as steps, their top 4 pixels: `c_test` 8 steps, `c_test_len5` 4 steps, `c_calib`), so
-its two inputs run at different lengths. No TFLite peer (its converter needs a fixed length).
+their first 5 rows, one length per batch. The `.npz` holds `x_test` (8 rows), `x_calib`,
+`y_test`, `keras_float`, and the same at the second length as `short_x_test` (the first 5
+rows) and `short_keras_float`; `anylen_two` has a second input `cols` (the columns as steps,
+their top 4 pixels; `_0`/`_1` suffixes as for other multi-input fixtures), 4 steps long in
+`short_x_test_1`, so its two inputs run at different lengths. No TFLite peer (its converter needs a fixed length).
 """
+
+
+def _one(d, key):
+    return d[key] if key in d else d[key + "_0"]
 
 
 def readme_section():
@@ -155,8 +160,8 @@ def readme_section():
             d = np.load(path)
             y = d["y_test"]
             rows.append(f"| `{name}_{suffix}` | {ARCH[name]} "
-                        f"| {np.mean(d['keras_float'].argmax(1) == y):.4f} "
-                        f"| {np.mean(d['keras_float_len5'].argmax(1) == y):.4f} |")
+                        f"| {np.mean(_one(d, 'keras_float').argmax(1) == y):.4f} "
+                        f"| {np.mean(_one(d, 'short_keras_float').argmax(1) == y):.4f} |")
     return "\n".join([README_TEXT.rstrip("\n"), "",
                       "| model | architecture | Keras float acc (8 rows) | (5 rows) |",
                       "| --- | --- | --- | --- |", *rows]) + "\n"

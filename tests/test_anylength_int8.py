@@ -47,13 +47,13 @@ def conv(request):
 def two():
     d = fixture_data("anylen_two_k3")
     fm = fixnet.load(fixture_path("anylen_two_k3"))
-    return fm, fm.quantize([d["x_calib"], d["c_calib"]], progress=False), d
+    return fm, fm.quantize([d["x_calib_0"], d["x_calib_1"]], progress=False), d
 
 
 def test_the_float_model_matches_keras_at_both_stored_lengths(conv):
     fm, _, d = conv
     assert fm.input_shapes == [(None, 8)]
-    for key, x in (("keras_float", d["x_test"]), ("keras_float_len5", d["x_test_len5"])):
+    for key, x in (("keras_float", d["x_test"]), ("short_keras_float", d["short_x_test"])):
         np.testing.assert_allclose(fm.predict(x), d[key], rtol=1e-5, atol=1e-6)
 
 
@@ -82,7 +82,7 @@ def test_kernels_equal_the_oracle_bit_for_bit_at_every_length(conv, length):
 
 def test_int8_is_close_to_keras_float_at_both_stored_lengths(conv):
     _, qm, d = conv
-    for key, x in (("keras_float", d["x_test"]), ("keras_float_len5", d["x_test_len5"])):
+    for key, x in (("keras_float", d["x_test"]), ("short_keras_float", d["short_x_test"])):
         y = qm.predict(x)
         # measured: 41.7 dB at 8 rows, 40.2 dB at 5 rows, top-1 agreement 100% and 99.7%
         # (both writers: their trained weights came out the same)
@@ -204,7 +204,7 @@ def test_fxn_save_and_load_are_bit_identical_at_two_lengths(conv, tmp_path):
     back = fixnet.load(path)
     assert back.input_shapes == [(None, 8)]
     assert back.tensors["conv"].length_of == (0, None)
-    for x in (d["x_test"], d["x_test_len5"]):
+    for x in (d["x_test"], d["short_x_test"]):
         np.testing.assert_array_equal(back.predict(x, output="int8"), qm.predict(x, output="int8"))
     manifest = fixnet.fxn.read_manifest(str(path))
     entry = next(t for t in manifest["tensors"] if t["name"] == "conv")
@@ -257,7 +257,7 @@ def test_strided_conv1d_at_any_length_is_refused_naming_the_layer():
         name = f"anylen_strided_{w}"
         fm = fixnet.load(fixture_path(name))
         d = fixture_data(name)
-        np.testing.assert_allclose(fm.predict(d["x_test_len5"]), d["keras_float_len5"],
+        np.testing.assert_allclose(fm.predict(d["short_x_test"]), d["short_keras_float"],
                                    rtol=1e-5, atol=1e-6)     # the float model runs
         with pytest.raises(UnsupportedLayerError, match="'conv_s2' \\(Conv1D\\).*is 4, 6, 7") as e:
             fm.quantize(d["x_calib"], progress=False)
@@ -269,12 +269,12 @@ def test_two_inputs_each_of_its_own_length(two):
     assert qm.length_symbols == [("rows", 0), ("cols", 0)]
     assert qm.tensors["conv"].length_of == (0, None)
     assert qm.tensors["per_col"].length_of == (1, None)
-    for xs, key in (([d["x_test"], d["c_test"]], "keras_float"),
-                    ([d["x_test_len5"], d["c_test_len5"]], "keras_float_len5")):
+    for xs, key in (([d["x_test_0"], d["x_test_1"]], "keras_float_0"),
+                    ([d["short_x_test_0"], d["short_x_test_1"]], "short_keras_float_0")):
         y = qm.predict(xs)
         assert sqnr_db(d[key], y) > 30, key
         np.testing.assert_array_equal(qm.predict(xs, output="int8"), qm.predict_oracle(xs))
-    x, c = rows_of_length(d["x_test"][:20], 3), d["c_test"][:20, :7]
+    x, c = rows_of_length(d["x_test_0"][:20], 3), d["x_test_1"][:20, :7]
     np.testing.assert_array_equal(qm.predict([x, c], output="int8"), qm.predict_oracle([x, c]))
     assert qm.memory_plan(1, length=(3, 7)).placement("per_col").nbytes == 7 * 24
     with pytest.raises(ArgumentError, match="one per dimension"):
@@ -291,13 +291,13 @@ def _cli(args, tmp_path):
 def test_commands_on_an_any_length_model(tmp_path):
     h5, npz = fixture_path("anylen_conv_k3"), fixture_path("anylen_conv_k3", ".npz")
     d = fixture_data("anylen_conv_k3")
-    np.save(tmp_path / "x5.npy", d["x_test_len5"][:30])
+    np.save(tmp_path / "x5.npy", d["short_x_test"][:30])
     r = _cli(["quantize", h5, "--calib", f"{npz}:x_calib", "-o", "m.fxn"], tmp_path)
     assert r.returncode == 0, r.stderr
     r = _cli(["predict", "m.fxn", "x5.npy", "-o", "p.npy"], tmp_path)
     assert r.returncode == 0, r.stderr
     qm = fixnet.load(str(tmp_path / "m.fxn"))
-    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), qm.predict(d["x_test_len5"][:30]))
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), qm.predict(d["short_x_test"][:30]))
     r = _cli(["inspect", "m.fxn"], tmp_path)
     assert r.returncode == 0 and "Tx32" in r.stdout, r.stderr
     r = _cli(["bench", "m.fxn", "--runs", "3"], tmp_path)           # no length to time at
@@ -312,3 +312,26 @@ def test_commands_on_an_any_length_model(tmp_path):
              tmp_path)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
     assert "--length" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_data_free_quantization_at_any_length():
+    d = fixture_data("anylen_conv_k3")
+    fm = fixnet.load(fixture_path("anylen_conv_k3"))
+    with pytest.warns(fixnet.DataFreeWarning):
+        qm = fm.quantize(None, input_range=(0.0, 1.0))
+    for key, x in (("keras_float", d["x_test"]), ("short_keras_float", d["short_x_test"])):
+        np.testing.assert_array_equal(qm.predict(x, output="int8"), qm.predict_oracle(x))
+        assert sqnr_db(d[key], qm.predict(x)) > 30, key         # measured: 36.2 and 36.0 dB
+
+
+def test_a_layer_whose_int8_parameters_depend_on_the_length_is_refused_naming_it():
+    """A global average divides by the length: its int8 multiplier cannot serve every length
+    (the float model runs it; int8 refuses, naming the layer)."""
+    d = fixture_data("anylen_conv_k3")
+    fm = fixnet.load(fixture_path("anylen_conv_k3"))
+    (pool,) = [n for n in fm.graph.nodes if n.op == "global_pool"]
+    pool.attrs["kind"] = "avg"                    # GlobalAveragePooling1D in its place
+    assert fm.predict(d["short_x_test"][:3]).shape == (3, 10)
+    with pytest.raises(UnsupportedLayerError, match="'gmax'.*any length") as e:
+        fm.quantize(d["x_calib"], progress=False)
+    assert [layer for layer, _, _ in e.value.layers] == ["gmax"]

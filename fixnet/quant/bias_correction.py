@@ -14,14 +14,11 @@ import copy
 
 import numpy as np
 
+from ..lengths import ANY_LENGTH
 from ..ops import op_for
 from .qparams import round_half_away
 
 CORRECTED_OPS = ("dense", "conv2d", "depthwise_conv2d")
-# A dimension of any length (an input declared None) is taken as this many steps: the mean
-# shift of a padded layer then weighs its edge positions as a sequence of this length does
-# (one correction serves every length; with no padding the length does not matter)
-ANY_LENGTH = 32
 
 
 def kernel_from_rows(node, rows):
@@ -45,6 +42,8 @@ def mean_output_shift(node, mean_input, input_shape, w_q, w_scale):
     diff = copy.copy(node)
     diff.weights = {"kernel": kernel_from_rows(node, rows) - np.asarray(node.weights["kernel"], np.float64)}
     diff.attrs = dict(node.attrs, clamp=None)
+    # a dimension of any length is taken as ANY_LENGTH steps: the shift of a padded layer
+    # then weighs its edges as such a sequence does (with no padding the length is no matter)
     shape = tuple(ANY_LENGTH if d is None else d for d in input_shape)
     x = np.broadcast_to(np.asarray(mean_input, np.float64), shape)[None]
     (shift,) = op_for(diff).run_float(diff, [x])

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..errors import CalibrationError, OverflowRiskError, QuantizationError
 from ..errors import UnsupportedLayerError
-from ..lengths import length_symbols, tensor_lengths
+from ..lengths import at_length, length_symbols, tensor_lengths
 from ..ops import op_for
 from ..passes import optimize
 from ..runtime import QuantizedModel, TensorSpec
@@ -186,7 +186,8 @@ def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile
     refuse_unquantizable(graph)
     g = optimize(graph)
     if calibration is None:
-        stats = datafree_statistics(graph, g, input_range)
+        # per-element statistics: inputs of any length at lengths.ANY_LENGTH steps
+        stats = datafree_statistics(at_length(graph), at_length(g), input_range)
         means = {t: st.mean for t, st in stats.items()} if bias_correction else None
         return build_quantized_model(g, datafree_ranges(stats), per_channel, weight_clipping,
                                      means, on_overflow_risk, softmax_levels=softmax_levels)
