@@ -363,6 +363,9 @@ class QuantizedModel:
             if k is None:
                 steps.append(s)
                 continue
+            pack = getattr(s, "packed_weights", None)
+            if callable(pack):
+                pack()          # packed once on the step itself, so that every copy shares it
             copy = object.__new__(type(s))
             copy.__dict__.update({a: substitute(v, lengths[k]) for a, v in s.__dict__.items()})
             steps.append(copy)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import fixnet
+import fixnet.fxn
 from fixnet import runtime
 from fixnet.errors import (ArgumentError, InputShapeError, ModelFileError,
                            UnsupportedLayerError)
