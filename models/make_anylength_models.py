@@ -140,7 +140,10 @@ their first 5 rows, one length per batch. The `.npz` holds `x_test` (8 rows), `x
 `y_test`, `keras_float`, and the same at the second length as `short_x_test` (the first 5
 rows) and `short_keras_float`; `anylen_two` has a second input `cols` (the columns as steps,
 their top 4 pixels; `_0`/`_1` suffixes as for other multi-input fixtures), 4 steps long in
-`short_x_test_1`, so its two inputs run at different lengths. No TFLite peer (its converter needs a fixed length).
+`short_x_test_1`, so its two inputs run at different lengths. No TFLite peer (its converter
+needs a fixed length). Both writers train to bit-identical weights here (same seeds, the same
+TensorFlow ops under `enable_op_determinism`): the two files differ in their HDF5 layout and
+config only.
 """
 
 
