@@ -535,7 +535,7 @@ def _default_length_of(name, shape, symbols):
         return (None,) * len(shape)
     if len(symbols) != 1:
         raise FixnetError(f"tensor '{name}' has shape {tuple(shape)} with a dimension of any "
-                          f"length, and the model has {len(symbols)} inputs dimensions of any "
+                          f"length, and the model has {len(symbols)} input dimensions of any "
                           "length: its TensorSpec must say which one it follows (length_of)")
     return tuple(0 if d is None else None for d in shape)
 
