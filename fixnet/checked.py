@@ -66,11 +66,13 @@ def run_checked(qm, x, nonfinite="error"):
     (predict keeps it per thread, as ``qm.last_check``)."""
     from .runtime import require_finite
     xs = qm._check_inputs(x, nonfinite)
+    lengths = qm.lengths_of(xs)          # inputs of any length: this call's shapes and steps
+    shapes = qm.shapes_for(lengths)
     vals = {}
     for t, xi in zip(qm.inputs, xs):
         vals[t] = xi if xi.dtype == np.int8 else qm.tensors[t].qparams.quantize(require_finite(xi, t))
     report = CheckReport()
-    for s in qm.steps:
+    for s in qm.steps_for(lengths):
         ins = [vals[t] for t in s.inputs]
         acc = _accumulators(s, ins)
         max_abs = None
@@ -84,7 +86,7 @@ def run_checked(qm, x, nonfinite="error"):
                     f"{int(acc[where])} at index {tuple(int(i) for i in where)} is outside int32")
         outs = s.oracle(ins)
         for t, o in zip(s.outputs, outs):
-            vals[t] = o.reshape((o.shape[0],) + qm.tensors[t].shape)
+            vals[t] = o.reshape((o.shape[0],) + shapes[t])
         raw = _unclamped(s, acc)
         saturated = 0
         if raw is not None:

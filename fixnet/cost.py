@@ -39,8 +39,13 @@ def node_macs(node, out_shape, graph=None):
     return 0
 
 
-def layer_macs(graph):
-    """[(node name, op, MACs per sample)] for the nodes that multiply-accumulate, in order."""
+def layer_macs(graph, input_shapes=None):
+    """[(node name, op, MACs per sample)] for the nodes that multiply-accumulate, in order.
+    ``input_shapes``: the shapes of one run (for inputs of any length), else the graph's."""
+    if input_shapes is not None:
+        import copy
+        graph = copy.copy(graph)
+        graph.shapes = graph.shapes_for(input_shapes)
     out = []
     for n in graph.nodes:
         if n.op in MAC_OPS:
@@ -48,9 +53,10 @@ def layer_macs(graph):
     return out
 
 
-def macs(graph):
-    """Total multiply-accumulates per sample of a float graph (shapes inferred)."""
-    return sum(m for _, _, m in layer_macs(graph))
+def macs(graph, input_shapes=None):
+    """Total multiply-accumulates per sample of a float graph (shapes inferred; a dimension
+    of any length counts 1 step unless ``input_shapes`` gives a run's shapes)."""
+    return sum(m for _, _, m in layer_macs(graph, input_shapes))
 
 
 def step_macs(step, out_shape, in_shape=None):
@@ -73,7 +79,9 @@ def step_macs(step, out_shape, in_shape=None):
     return outputs * int(w.shape[0]) * int(w.shape[1])
 
 
-def model_macs(qm):
-    """Total multiply-accumulates per sample of a QuantizedModel."""
-    return sum(step_macs(s, qm.tensors[s.outputs[0]].shape, qm.tensors[s.inputs[0]].shape)
+def model_macs(qm, lengths=()):
+    """Total multiply-accumulates per sample of a QuantizedModel (at ``lengths`` for inputs
+    of any length, qm.lengths_of; without them such a dimension counts 1 step)."""
+    shapes = qm.shapes_for(lengths)
+    return sum(step_macs(s, shapes[s.outputs[0]], shapes[s.inputs[0]] if s.inputs else None)
                for s in qm.steps)

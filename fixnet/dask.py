@@ -62,7 +62,8 @@ def predict(qm, x, output="float32", num_threads=1, block_rows=DEFAULT_BLOCK_ROW
         if not isinstance(a, da.Array):
             a = np.asarray(a)
             a = da.from_array(a, chunks=(min(block_rows, max(len(a), 1)),) + a.shape[1:])
-        if a.ndim != len(shape) + 1 or tuple(a.shape[1:]) != tuple(shape):
+        if a.ndim != len(shape) + 1 or any(w is not None and d != w     # None: any length
+                                           for d, w in zip(a.shape[1:], shape)):
             raise InputShapeError(f"fixnet.dask.predict: input '{name}' has shape {a.shape}; "
                                   f"the model wants (N,) + {tuple(shape)}")
         arrays.append(a)
@@ -78,7 +79,8 @@ def predict(qm, x, output="float32", num_threads=1, block_rows=DEFAULT_BLOCK_ROW
     model = dask.delayed(qm, name=f"fixnet-model-{uuid.uuid4().hex}", traverse=False)
     run = dask.delayed(_predict_block, pure=True, nout=len(qm.outputs))
     dtype = {"int8": np.int8, "uint8": np.uint8}.get(output, np.float32)
-    out_shapes = [tuple(qm.tensors[t].shape) for t in qm.outputs]
+    shapes = qm.shapes_for(qm.lengths_of(arrays))     # inputs of any length: these arrays'
+    out_shapes = [tuple(shapes[t]) for t in qm.outputs]
     per_output = [[] for _ in qm.outputs]
     for i, count in enumerate(rows):
         res = run(model, *[b[i] for b in blocks], output=output, num_threads=num_threads)

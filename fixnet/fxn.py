@@ -25,11 +25,18 @@ manifest.json (format version 1)::
     {"format": "fixnet-int8-model", "format_version": 1, "fixnet_version": "0.1.0",
      "name": str, "converted_from": str (basename of the source model file),
      "inputs": [tensor name, ...], "outputs": [tensor name, ...],
-     "tensors": [{"name": str, "shape": [int, ...], "qparams": {"scale": float,
-                  "zero_point": int}}, ...],                       # in the model's order
+     "tensors": [{"name": str, "shape": [int or null, ...], "qparams": {"scale": float,
+                  "zero_point": int}, "length_of": [int or null, ...]}, ...],  # model order
      "steps": [{"class": "DenseStep", "module": "fixnet.ops.dense", "state": {attr: value}}],
      "arrays": {"arrays/00000_w_q.npy": {"dtype": "|i1", "shape": [int, ...]}, ...},
      "overflow_proven": bool or null}
+
+A null in a tensor's shape is a dimension of any length (fixnet/lengths.py): a model input's
+null dimensions are the length symbols 0, 1, ... (in input order, then dimension order), and
+``length_of`` (present exactly when the shape has a null) names, per dimension, the symbol a
+null follows (null where the dimension is fixed). Steps keep null in the shapes they baked;
+the runtime replaces it by the call's length. (A fixnet that predates this refuses such a file,
+naming the tensor's shape: nothing is misread, so the format version stays 1.)
 
 A step is stored as its class name and its state (``__getstate__()``, i.e. its ``__dict__``).
 State values are JSON, with these tagged objects for what JSON lacks:
@@ -111,10 +118,13 @@ def encode_model(qm, where="<model>"):
     enc = _Encoder(where)
     tensors = []
     for name, spec in qm.tensors.items():
-        tensors.append({"name": _check_str(name, where, "tensor name"),
-                        "shape": [int(d) for d in spec.shape],
-                        "qparams": {k: enc.value(v, f"tensor '{name}'")
-                                    for k, v in _dataclass_fields(spec.qparams).items()}})
+        entry = {"name": _check_str(name, where, "tensor name"),
+                 "shape": [None if d is None else int(d) for d in spec.shape],
+                 "qparams": {k: enc.value(v, f"tensor '{name}'")
+                             for k, v in _dataclass_fields(spec.qparams).items()}}
+        if None in spec.shape:
+            entry["length_of"] = [None if k is None else int(k) for k in spec.length_of]
+        tensors.append(entry)
     steps = []
     for i, step in enumerate(qm.steps):
         cls = type(step)
@@ -459,6 +469,12 @@ def _is_shape(s):
             and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2 ** 31 for d in s))
 
 
+def _is_tensor_shape(s):
+    """A tensor's shape: as _is_shape, and null for a dimension of any length."""
+    return (isinstance(s, list) and len(s) <= 8
+            and _is_shape([d for d in s if d is not None]))
+
+
 def _read_array(path, z, info, dtype, shape):
     nbytes = dtype.itemsize * math.prod(shape)
     raw = _read_entry(path, z, info, nbytes + 4096)        # the .npy header is < 4 KiB
@@ -579,10 +595,14 @@ def _build_model(path, m, arrays, budget=None):
         if name in tensors:
             raise _bad(path, f"tensor '{name}' is listed twice")
         shape = t.get("shape")
-        if not _is_shape(shape) or math.prod(shape) > MAX_TENSOR_ELEMENTS or 0 in shape:
+        # a dimension of any length (null) counts as 1, as fixnet/limits.py does for the float
+        # graph: the limits are per step of the sequence
+        elements = math.prod(1 if d is None else d for d in shape) \
+            if _is_tensor_shape(shape) else None
+        if elements is None or elements > MAX_TENSOR_ELEMENTS or 0 in shape:
             raise _bad(path, f"tensor '{name}' has shape {_short(shape)}")
         if budget is not None:
-            budget.need(math.prod(shape), f"tensor '{name}' (int8, at batch 1)")
+            budget.need(elements, f"tensor '{name}' (int8, at batch 1)")
         q = t.get("qparams")
         if not isinstance(q, dict):
             raise _bad(path, f"tensor '{name}' has no quantization parameters")
@@ -596,7 +616,17 @@ def _build_model(path, m, arrays, budget=None):
         if not (isinstance(zp, (int, np.integer)) and not isinstance(zp, bool)
                 and INT8_MIN <= zp <= INT8_MAX):
             raise _bad(path, f"tensor '{name}': zero point {zp!r} is not an int8")
-        tensors[name] = TensorSpec(tuple(shape), QParams(**fields))
+        length_of = t.get("length_of")
+        if None in shape or length_of is not None:
+            if not (isinstance(length_of, list) and len(length_of) == len(shape)
+                    and all((k is None) != (d is None) for k, d in zip(length_of, shape))
+                    and all(k is None or (isinstance(k, int) and not isinstance(k, bool)
+                                          and 0 <= k < 8 * len(m["inputs"]))
+                            for k in length_of)):
+                raise _bad(path, f"tensor '{name}': length_of {_short(length_of)} does not name "
+                                 f"a length for each null of its shape {_short(shape)}")
+            length_of = tuple(length_of)
+        tensors[name] = TensorSpec(tuple(shape), QParams(**fields), length_of)
 
     # model inputs and outputs
     for key in ("inputs", "outputs"):
@@ -669,6 +699,7 @@ def _build_model(path, m, arrays, budget=None):
     if unused:
         raise _bad(path, f"array(s) {sorted(unused)[:5]} are referred to by no step")
 
+    _check_lengths(path, tensors, m["inputs"])
     qm = QuantizedModel(steps, tensors, m["inputs"], m["outputs"], name=m["name"], source=path)
     _check_plan(path, qm)
     if m.get("overflow_proven") is True:
@@ -681,21 +712,44 @@ def _build_model(path, m, arrays, budget=None):
     return qm
 
 
+def _check_lengths(path, tensors, inputs):
+    """The length symbols are the inputs' null dimensions, in order: each input's null
+    dimension follows its own symbol, and every other tensor's a symbol that exists."""
+    from .lengths import length_symbols
+    symbols = length_symbols(inputs, {t: tensors[t].shape for t in inputs})
+    for k, (t, d) in enumerate(symbols):
+        if tensors[t].length_of[d] != k:
+            raise _bad(path, f"input '{t}': dimension {d + 1} of any length follows length "
+                             f"{tensors[t].length_of[d]}, not its own ({k})")
+    for name, spec in tensors.items():
+        if spec.length_of is not None and any(k is not None and k >= len(symbols)
+                                              for k in spec.length_of):
+            raise _bad(path, f"tensor '{name}': length_of {list(spec.length_of)} names a length "
+                             f"the inputs do not have ({len(symbols)} of any length)")
+
+
 def _check_plan(path, qm):
-    """Bind every step to buffers for a batch of one and run it on zero-point inputs, naming
-    the step whose arrays or shapes do not fit (kernel calls check dtypes and shapes). Nothing
-    is kept: the model plans its own buffers at the first predict."""
+    """Bind every step to buffers for a batch of one (at length 1 for the dimensions of any
+    length) and run it on zero-point inputs, naming the step whose arrays or shapes do not
+    fit (kernel calls check dtypes and shapes). Nothing is kept: the model plans its own
+    buffers at the first predict."""
+    lengths = (1,) * len(qm.length_symbols)
+    shapes = qm.shapes_for(lengths)
+    try:
+        steps = qm.steps_for(lengths)
+    except Exception as e:     # a step between tensors of two different lengths
+        raise _bad(path, str(e)) from None
     bufs = {}
     for t in qm.inputs:
-        bufs[t] = np.full((1,) + qm.tensors[t].shape, qm.tensors[t].qparams.zero_point, np.int8)
-    for i, s in enumerate(qm.steps):
+        bufs[t] = np.full((1,) + shapes[t], qm.tensors[t].qparams.zero_point, np.int8)
+    for i, s in enumerate(steps):
         try:
             if s.alias:
                 src = bufs[s.inputs[0]]
-                bufs[s.outputs[0]] = src.reshape((1,) + qm.tensors[s.outputs[0]].shape)
+                bufs[s.outputs[0]] = src.reshape((1,) + shapes[s.outputs[0]])
                 continue
             for t in s.outputs:
-                bufs[t] = np.zeros((1,) + qm.tensors[t].shape, np.int8)
+                bufs[t] = np.zeros((1,) + shapes[t], np.int8)
             s.bind(bufs)()
         except MemoryError:
             raise

@@ -408,11 +408,13 @@ def output_metrics(qm, float_model, x, labels=None):
     return out
 
 
-def auto_samples(qm, budget=MEASURE_BUDGET):
+def auto_samples(qm, budget=MEASURE_BUDGET, lengths=()):
     """How many samples the per-layer measurement takes by default: as many as keep the float
     and int8 copies of every tensor (qm.report holds them all at once) within ``budget``
-    bytes, between 8 and 512."""
-    per_sample = sum(int(np.prod(t.shape)) for t in qm.tensors.values())
+    bytes, between 8 and 512. ``lengths``: the data's, for a model with inputs of any
+    length (qm.lengths_of; without them such a dimension counts 1)."""
+    per_sample = sum(math.prod(1 if d is None else d for d in shape)
+                     for shape in qm.shapes_for(lengths).values())
     return int(min(512, max(8, budget // max(1, 18 * per_sample))))
 
 
@@ -428,7 +430,8 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
                           "its float model: quantize the Keras model (a .fxn file has no float "
                           "weights)")
     plots = _Plots()
-    xs = _first(qm._check_inputs(x), max_samples or auto_samples(qm))
+    xs = qm._check_inputs(x)
+    xs = _first(xs, max_samples or auto_samples(qm, lengths=qm.lengths_of(xs)))
     n = int(xs[0].shape[0])
     rep = qm.report(xs if len(xs) > 1 else xs[0])
     records = rep.records

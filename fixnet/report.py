@@ -161,9 +161,11 @@ def error_report(qm, float_graph, x):
     ints = {}
     for t, xi in zip(qm.inputs, xs):
         ints[t] = xi if xi.dtype == np.int8 else qm.tensors[t].qparams.quantize(xi)
-    for s in qm.steps:
+    lengths = qm.lengths_of(xs)          # inputs of any length: this call's shapes
+    shapes = qm.shapes_for(lengths)
+    for s in qm.steps_for(lengths):
         for t, o in zip(s.outputs, s.oracle([ints[t] for t in s.inputs])):
-            ints[t] = o.reshape((o.shape[0],) + qm.tensors[t].shape)
+            ints[t] = o.reshape((o.shape[0],) + shapes[t])
     _, check = run_checked(qm, x)
     bounds = {}
     for b in qm.overflow_bounds():

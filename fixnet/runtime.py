@@ -1,9 +1,10 @@
-"""QuantizedModel: a flat list of integer kernel steps over buffers planned once per batch size.
+"""QuantizedModel: a flat list of integer kernel steps over buffers planned once per run key
+(the batch size, and the lengths of inputs of any length).
 
 Float appears only at the two boundaries of predict: quantizing a float input and dequantizing
 the outputs. Everything between is int8 tensors and integer kernels.
 
-Per batch size, once: a memory plan (fixnet/memory_plan.py: every int8 tensor at an offset in
+Per run key, once: a memory plan (fixnet/memory_plan.py: every int8 tensor at an offset in
 one block, tensors whose lifetimes do not overlap sharing memory), then arenas: the block, the
 kernel Call objects bound to views into it, and the float boundaries. A pass
 (fixnet/_kernels/_pass.pyx) runs an arena's calls as one C loop, the GIL released once when
@@ -21,20 +22,24 @@ from ._kernels import _elementwise
 from ._kernels._pass import MAX_THREADS, Arena, FastPlan
 from .errors import (ArgumentError, InputDtypeError, InputShapeError, NonFiniteInputError,
                      FixnetError)
+from .lengths import length_symbols, resolve_shape, substitute
 from .memory_plan import MemoryPlan, allocate, plan_memory
 from .quant.qparams import QParams
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
-BATCH_SIZES_KEPT = 4         # arena pools kept for this many batch sizes (the most recent)
-ARENAS_PER_BATCH_SIZE = 8    # free arenas kept per batch size (for that many threads at once)
+BATCH_SIZES_KEPT = 4         # arena pools kept for this many run keys (batch size, lengths)
+ARENAS_PER_BATCH_SIZE = 8    # free arenas kept per run key (for that many threads at once)
 ARENA_BYTES_KEPT = 64 << 20  # ... unless they take more bytes than this (one is always kept)
 NONFINITE_POLICIES = ("error", "clip")
 
 
 @dataclass
 class TensorSpec:
-    shape: Tuple[int, ...]          # without batch
+    shape: Tuple[Optional[int], ...]    # without batch; None: follows an input's length
     qparams: QParams
+    # per dimension: None (fixed), or the length symbol it follows (fixnet/lengths.py: the
+    # k-th None dimension of the model's inputs); None here: no dimension follows one
+    length_of: Optional[Tuple[Optional[int], ...]] = None
 
 
 @dataclass
@@ -57,7 +62,18 @@ class OverflowBound:
 
 
 class Step:
-    """One kernel call. Subclasses implement ``bind`` (fast path) and ``oracle`` (ground truth)."""
+    """One kernel call. Subclasses implement ``bind`` (fast path) and ``oracle`` (ground truth).
+
+    Inputs of any length (a None dimension; fixnet/lengths.py): a step is built once, at
+    quantize time, from shapes that hold None where a dimension follows an input's length.
+    Its tuple and list attributes may hold None only as such a dimension: for each run the
+    runtime gives ``bind`` and ``oracle`` a shallow copy (QuantizedModel.steps_for) whose
+    every None in a tuple or list attribute is the call's length (its arrays are shared, so
+    weights packed once serve every length), and ``bind(bufs)`` receives buffers of the run's
+    shapes, e.g. (batch, T, F) with T the call's length, T >= 1. A step's tensors follow at
+    most one input's length. Integers computed from a length at quantize time (a divisor,
+    a window size) cannot serve other lengths: ``quantize`` then fails on the None (a
+    TypeError), and the quantizer refuses the layer, naming it."""
     op = ""
     alias = False     # True: output buffer is a reshaped view of the input buffer, no kernel runs
     # True: bind writes into the output buffers what every later call relies on (the memory
@@ -88,22 +104,25 @@ class Step:
 
 
 class _ArenaPool:
-    """The arenas of one batch size. A pass takes a free arena (or, when every one is in use
-    by another thread, has a new one planned) and gives it back when its results are made;
-    at most ``keep`` free arenas are kept, so a burst of threads does not leave memory behind.
+    """The arenas of one run key: a batch size and, for a model with inputs of any length,
+    the lengths of the call (``lengths``, one per length symbol; () for fixed shapes). A pass
+    takes a free arena (or, when every one is in use by another thread, has a new one
+    planned) and gives it back when its results are made; at most ``keep`` free arenas are
+    kept, so a burst of threads does not leave memory behind.
 
     An arena (fixnet/_kernels/_pass.pyx) holds the buffers and kernel calls of one pass, so
     two passes never share buffers or kernel scratch. ``free.pop()`` and ``free.append()``
     are atomic under the GIL: the fast path (FastPlan) takes and returns arenas without a
     lock; creating pools and fast-path entries takes QuantizedModel._plan_lock."""
-    __slots__ = ("n", "free", "keep", "planned", "memory")
+    __slots__ = ("n", "lengths", "free", "keep", "planned", "memory")
 
-    def __init__(self, n):
+    def __init__(self, n, lengths=()):
         self.n = n
+        self.lengths = lengths
         self.free = []
         self.keep = ARENAS_PER_BATCH_SIZE
-        self.planned = 0          # arenas planned for this batch size so far (for tests)
-        self.memory = None        # the MemoryPlan of batch size n (made with the first arena)
+        self.planned = 0          # arenas planned for this key so far (for tests)
+        self.memory = None        # the MemoryPlan of this key (made with the first arena)
 
     def give(self, arena):
         if len(self.free) < self.keep:
@@ -120,10 +139,15 @@ class QuantizedModel:
         self.outputs = list(outputs)
         self.name = name
         self.source = source
+        # inputs of any length: the None dimensions of the inputs (fixnet/lengths.py)
+        self.length_symbols = length_symbols(self.inputs, {t: s.shape for t, s in tensors.items()})
+        for t, spec in tensors.items():
+            if spec.length_of is None:
+                spec.length_of = _default_length_of(t, spec.shape, self.length_symbols)
         self._init_run_state()
 
     def _init_run_state(self):
-        self._pools = OrderedDict()   # batch size -> _ArenaPool, the most recently used last
+        self._pools = OrderedDict()   # (batch size, lengths) -> _ArenaPool, most recent last
         self._fast = {}               # (output, input shape) -> FastPlan (one-input models)
         self._plan_lock = threading.Lock()   # guards _pools and _fast changes (not the runs)
         self._local = threading.local()      # per-thread state: the last CheckReport
@@ -173,6 +197,10 @@ class QuantizedModel:
         x may also be uint8: the int8 codes + 128 (zero point + 128), like TFLite's uint8
            input type (camera pixels, for a model whose input range is [0, 255]). Wider
            integers (int16/32/64, uint16/...: token ids) are real values, quantized as floats.
+        A model whose input has a dimension of any length (None, e.g. (None, 8): sequences of
+           any number of steps) takes any length >= 1 there, one length per call (the
+           results are those of a call with that length alone); buffers are planned per
+           (batch size, lengths), as ``memory_plan(batch, length=...)`` shows.
         output: "float32" (dequantized, the default), "int8" (raw codes; see output_qparams)
            or "uint8" (the codes + 128).
         check_overflow: run through the NumPy oracle with int64 accumulators instead, raising
@@ -234,8 +262,9 @@ class QuantizedModel:
                                           num_threads=num_threads))
         xs = self._check_inputs(x, nonfinite)
         n = xs[0].shape[0]
+        lengths = self.lengths_of(xs)
         if 0 < n <= MAX_ROWS_PER_PASS:
-            pool = self._pool(n)
+            pool = self._pool(n, lengths)
             arena = self._take(pool)
             self._run_pass(arena, xs, num_threads)
             results = [store() for store in arena.stores(as_float)]
@@ -245,11 +274,12 @@ class QuantizedModel:
             return results[0] if len(results) == 1 else results
         # An empty batch, or chunks of MAX_ROWS_PER_PASS rows: only the results are
         # allocated at full size; each chunk runs in one arena of the pool of its size.
-        results = [np.empty((n,) + self.tensors[t].shape, np.float32 if as_float else np.int8)
+        shapes = self.shapes_for(lengths)
+        results = [np.empty((n,) + shapes[t], np.float32 if as_float else np.int8)
                    for t in self.outputs]
         for start in range(0, n, MAX_ROWS_PER_PASS):
             stop = min(n, start + MAX_ROWS_PER_PASS)
-            pool = self._pool(stop - start)
+            pool = self._pool(stop - start, lengths)
             arena = self._take(pool)
             self._run_pass(arena, [xi[start:stop] for xi in xs], num_threads)
             for t, res in zip(self.outputs, results):
@@ -279,14 +309,16 @@ class QuantizedModel:
         as for predict."""
         check_nonfinite_policy(nonfinite, "predict_oracle")
         xs = self._check_inputs(x, nonfinite)
+        lengths = self.lengths_of(xs)
+        shapes = self.shapes_for(lengths)
         vals = {}
         for t, xi in zip(self.inputs, xs):
             vals[t] = xi if xi.dtype == np.int8 else self.tensors[t].qparams.quantize(
                 require_finite(xi, t))
-        for s in self.steps:
+        for s in self.steps_for(lengths):
             outs = s.oracle([vals[t] for t in s.inputs])
             for t, o in zip(s.outputs, outs):
-                vals[t] = o.reshape((o.shape[0],) + self.tensors[t].shape)
+                vals[t] = o.reshape((o.shape[0],) + shapes[t])
         res = [vals[t] for t in self.outputs]
         return res[0] if len(res) == 1 else res
 
@@ -298,24 +330,97 @@ class QuantizedModel:
                           allow_int8=True)
         if nonfinite == "clip":
             xs = [xi if xi.dtype == np.int8 else clip_nonfinite(xi) for xi in xs]
+        for t, d in self.length_symbols:
+            xi = xs[self.inputs.index(t)]
+            if xi.shape[1 + d] == 0:
+                raise InputShapeError(
+                    f"input '{t}': dimension {d + 1} (of any length) is 0 in shape {xi.shape}; "
+                    "the int8 network needs at least one step")
         return xs
 
+    # -- inputs of any length (fixnet/lengths.py) ----------------------------------------------
+    def lengths_of(self, xs):
+        """The length of every length symbol in the checked inputs ``xs``: () for a model
+        with fixed input shapes."""
+        return tuple(xs[self.inputs.index(t)].shape[1 + d] for t, d in self.length_symbols)
+
+    def shapes_for(self, lengths=()):
+        """{tensor: shape without batch} of a run at ``lengths`` (one per length symbol)."""
+        if not lengths:
+            return {t: tuple(s.shape) for t, s in self.tensors.items()}
+        return {t: resolve_shape(s.shape, s.length_of, lengths) for t, s in self.tensors.items()}
+
+    def steps_for(self, lengths=()):
+        """The steps of a run at ``lengths``: each step whose tensors follow a length symbol
+        is a shallow copy with the None dimensions it baked at quantize time (the shapes it
+        reshapes its buffers to, a global pool's window) replaced by the length; its arrays
+        (weights, packed weights) are shared. Steps never see a None dimension at run time:
+        bind(bufs) receives buffers of the run's shapes."""
+        if not lengths:
+            return self.steps
+        steps = []
+        for s in self.steps:
+            k = self._step_symbol(s)
+            if k is None:
+                steps.append(s)
+                continue
+            pack = getattr(s, "packed_weights", None)
+            if callable(pack):
+                pack()          # packed once on the step itself, so that every copy shares it
+            copy = object.__new__(type(s))
+            copy.__dict__.update({a: substitute(v, lengths[k]) for a, v in s.__dict__.items()})
+            steps.append(copy)
+        return steps
+
+    def _step_symbol(self, step):
+        """The one length symbol the tensors of ``step`` follow, or None."""
+        found = {k for t in list(step.inputs) + list(step.outputs)
+                 for k in self.tensors[t].length_of if k is not None}
+        if len(found) > 1:
+            raise FixnetError(f"step '{step.name}' (layer '{step.layer}') mixes the lengths of "
+                              f"several inputs ({sorted(found)}); int8 cannot run it")
+        return found.pop() if found else None
+
+    def _check_length_argument(self, length, where):
+        """memory_plan's ``length`` as a tuple with one length per symbol."""
+        if not self.length_symbols:
+            if length is not None:
+                raise ArgumentError(f"{where}: length is only for models with an input of any "
+                                    "length; this one has fixed input shapes")
+            return ()
+        dims = ", ".join(f"input '{t}' dimension {d + 1}" for t, d in self.length_symbols)
+        if length is None:
+            raise ArgumentError(f"{where}: this model runs at any length ({dims}): pass "
+                                f"length=... (the number of steps"
+                                + (")" if len(self.length_symbols) == 1 else ", one per dimension)"))
+        values = list(length) if isinstance(length, (list, tuple)) else [length]
+        if len(values) == 1 and len(self.length_symbols) > 1:
+            values = values * len(self.length_symbols)
+        if (len(values) != len(self.length_symbols)
+                or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                       for v in values)):
+            raise ArgumentError(f"{where}: length must be an integer >= 1 (or one per "
+                                f"dimension of any length: {dims}), not {length!r}")
+        return tuple(int(v) for v in values)
+
     # -- arenas: planned per batch size, pooled so that concurrent passes never share one ----
-    def _pool(self, n):
-        """The arena pool of batch size n (created empty on first use); the least recently
-        used pools beyond BATCH_SIZES_KEPT are dropped, with their fast-path entries."""
+    def _pool(self, n, lengths=()):
+        """The arena pool of batch size n at ``lengths`` (created empty on first use); the
+        least recently used pools beyond BATCH_SIZES_KEPT are dropped, with their fast-path
+        entries."""
         pools = self._pools
-        pool = pools.get(n)
+        key = (n, lengths)
+        pool = pools.get(key)
         if pool is not None:
             try:
-                pools.move_to_end(n)
+                pools.move_to_end(key)
             except KeyError:      # dropped meanwhile by another thread: still usable
                 pass
             return pool
         with self._plan_lock:
-            pool = pools.get(n)
+            pool = pools.get(key)
             if pool is None:
-                pool = pools[n] = _ArenaPool(n)
+                pool = pools[key] = _ArenaPool(n, lengths)
                 while len(pools) > BATCH_SIZES_KEPT:
                     _, old = pools.popitem(last=False)
                     self._fast = {k: p for k, p in self._fast.items() if p.pool is not old}
@@ -328,8 +433,8 @@ class QuantizedModel:
         except IndexError:
             pass
         if pool.memory is None:
-            pool.memory = self.memory_plan(pool.n)
-        arena = self._plan_arena(pool.n, pool.memory)
+            pool.memory = self._memory_plan(pool.n, pool.lengths)
+        arena = self._plan_arena(pool.n, pool.lengths, pool.memory)
         if pool.planned == 0:
             pool.keep = max(1, min(ARENAS_PER_BATCH_SIZE, ARENA_BYTES_KEPT // max(arena.nbytes, 1)))
         pool.planned += 1
@@ -341,35 +446,42 @@ class QuantizedModel:
         if plan is not None and plan.pool is pool:
             return
         with self._plan_lock:
-            if self._pools.get(pool.n) is pool:   # not dropped meanwhile
+            if self._pools.get((pool.n, pool.lengths)) is pool:   # not dropped meanwhile
                 fast = dict(self._fast)
                 fast[key] = FastPlan(pool, pool.free, pool.keep, as_float)
                 self._fast = fast
 
     def arena_stats(self):
         """{batch size: (arenas planned so far, free arenas kept, bytes of one arena)} of the
-        pools kept now: what predict holds in memory between calls."""
-        return {n: (p.planned, len(p.free), p.free[0].nbytes if p.free else 0)
-                for n, p in list(self._pools.items())}
+        pools kept now: what predict holds in memory between calls. For a model with inputs
+        of any length the keys are (batch size, lengths)."""
+        return {(k if k[1] else k[0]): (p.planned, len(p.free), p.free[0].nbytes if p.free else 0)
+                for k, p in list(self._pools.items())}
 
-    def memory_plan(self, batch=1) -> MemoryPlan:
+    def memory_plan(self, batch=1, length=None) -> MemoryPlan:
         """Where predict keeps the int8 tensors of one pass at ``batch`` rows: one block of
         ``peak_bytes``, each tensor at an offset, tensors whose lifetimes do not overlap
         sharing memory (see fixnet/memory_plan.py); ``total_bytes`` is what one buffer per
         tensor would take. ``print(plan)`` for a table. (Batches above MAX_ROWS_PER_PASS
-        run in chunks of that many rows, so their plan is that of the chunks.)"""
+        run in chunks of that many rows, so their plan is that of the chunks.)
+
+        length: for a model with an input of any length (a None dimension), the number of
+        steps to plan for (an int; for several such dimensions, one per dimension in
+        ``length_symbols`` order, or one int for all); required there, refused otherwise."""
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ArgumentError(f"memory_plan: batch must be an integer >= 1, not {batch!r}")
-        return plan_memory(self.steps, {t: s.shape for t, s in self.tensors.items()},
-                           self.inputs, self.outputs, int(batch))
+        return self._memory_plan(int(batch), self._check_length_argument(length, "memory_plan"))
 
-    def _plan_arena(self, n, memory=None):
-        """Buffers for batch size n (laid out by the memory plan ``memory``) and the kernel
-        calls bound to them."""
+    def _memory_plan(self, n, lengths=()):
+        return plan_memory(self.steps, self.shapes_for(lengths), self.inputs, self.outputs, n)
+
+    def _plan_arena(self, n, lengths=(), memory=None):
+        """Buffers for batch size n at ``lengths`` (laid out by the memory plan ``memory``)
+        and the kernel calls bound to them."""
         if memory is None:
-            memory = self.memory_plan(n)
-        block, bufs = allocate(memory, {t: s.shape for t, s in self.tensors.items()})
-        calls = [s.bind(bufs) for s in self.steps if not s.alias]
+            memory = self._memory_plan(n, lengths)
+        block, bufs = allocate(memory, self.shapes_for(lengths))
+        calls = [s.bind(bufs) for s in self.steps_for(lengths) if not s.alias]
         return Arena(bufs, calls,
                      [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
                                               self.tensors[t].qparams.zero_point)
@@ -415,6 +527,18 @@ class QuantizedModel:
         ``fixnet.load(path)`` reads it back with bit-identical predictions."""
         from .fxn import save_model
         save_model(self, path)
+
+
+def _default_length_of(name, shape, symbols):
+    """TensorSpec.length_of of a tensor built without one: every None dimension follows the
+    model's one length symbol (a model with several must say which)."""
+    if None not in shape:
+        return (None,) * len(shape)
+    if len(symbols) != 1:
+        raise FixnetError(f"tensor '{name}' has shape {tuple(shape)} with a dimension of any "
+                          f"length, and the model has {len(symbols)} input dimensions of any "
+                          "length: its TensorSpec must say which one it follows (length_of)")
+    return tuple(0 if d is None else None for d in shape)
 
 
 def check_num_threads(num_threads):

@@ -132,9 +132,7 @@ def test_a_time_dimension_of_any_length(name):
     for t in (1, 5, long_.shape[1]):
         assert fm.predict(one[:, :t]).shape == (1,) + tuple(d["keras_float"].shape[1:])
     assert fm.predict(long_[:0]).shape == (0,) + tuple(d["keras_float"].shape[1:])
-    with pytest.raises(UnsupportedLayerError, match="any length") as e:     # int8 needs fixed shapes
-        fm.quantize(d["x_calib"])
-    assert fm.graph.inputs[0] in [row[0] for row in e.value.layers]
+    # int8 at any length: tests/test_recurrent_int8.py
 
 
 def _recurrent_layers(cfg):
@@ -185,23 +183,6 @@ def test_stateful_layers_are_refused_naming_the_layer(name, tmp_path):
         fixnet.load(p)
     assert f"'{target}'" in str(e.value) and p in str(e.value)
     assert [row[0] for row in e.value.layers] == [target]
-
-
-@pytest.mark.parametrize("name", RNN)
-def test_quantize_is_refused_naming_the_recurrent_layers(name):
-    d = fixture_data(name)
-    fm = fixnet.load(fixture_path(name))
-    fm.predict(_inputs(d))                        # the float model runs
-    rnn_layers = {n.layer for n in fm.graph.nodes if n.op == "rnn"}
-    assert rnn_layers
-    calib = as_list(d, "x_calib")
-    with pytest.raises(UnsupportedLayerError, match="not implemented yet") as e:
-        fm.quantize(calib[0] if len(calib) == 1 else calib)
-    refused = {row[0] for row in e.value.layers}
-    assert rnn_layers <= refused
-    for layer in rnn_layers:
-        assert f"'{layer}'" in str(e.value)
-    assert fixture_path(name) in str(e.value)
 
 
 # --- damaged files ----------------------------------------------------------------------------

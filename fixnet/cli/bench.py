@@ -95,6 +95,9 @@ def add_arguments(p):
                    help="data-free quantization of a model that does not start with a "
                         "Rescaling or Normalization layer: the range of its input values")
     p.add_argument("--batch", type=positive_int, metavar="N", help="samples per call (default 1)")
+    p.add_argument("--length", type=positive_int, metavar="T",
+                   help="steps per sample for a model whose input has a dimension of any "
+                        "length (default: the --calib data's length)")
     p.add_argument("--threads", type=thread_count, metavar="N",
                    help="native threads of the int8 predict (num_threads; default 1)")
     p.add_argument("--runs", type=positive_int, metavar="N",
@@ -130,6 +133,7 @@ def run(args):
 def _check_usage(args):
     run_options = [("--weights", args.weights), ("--calib", args.calib),
                    ("--input-range", args.input_range), ("--batch", args.batch),
+                   ("--length", args.length),
                    ("--threads", args.threads), ("--runs", args.runs),
                    ("--warmup", args.warmup), ("--no-float", args.no_float or None),
                    ("--json", args.json)]
@@ -291,7 +295,8 @@ def _quantize(fm, args):
         calib = read_data(args.calib, fm.input_shapes, fm.graph.inputs, what="--calib")
         samples = int((calib[0] if isinstance(calib, list) else calib).shape[0])
         qm = fm.quantize(calib)
-        return qm, {"kind": "data", "data": args.calib, "samples": samples, "input_range": None}
+        return qm, {"kind": "data", "data": args.calib, "samples": samples, "input_range": None,
+                    "lengths": list(qm.lengths_of(calib if isinstance(calib, list) else [calib]))}
     input_range = tuple(args.input_range) if args.input_range else None
     try:
         with warnings.catch_warnings():
@@ -308,12 +313,32 @@ def _quantize(fm, args):
                 "input_range": list(input_range) if input_range else None}
 
 
-def random_inputs(qm, batch, seed=SEED):
+def bench_lengths(qm, args, calibration):
+    """The lengths (one per dimension of any length, qm.length_symbols) the benchmark runs
+    at: --length, else the calibration data's; () for fixed shapes. ArgumentError naming
+    --length when it is needed and missing, or given for a model of fixed shapes."""
+    if not qm.length_symbols:
+        if args.length is not None:
+            raise ArgumentError(f"--length: {args.model} has fixed input shapes "
+                                f"({', '.join(str(s) for s in qm.input_shapes)}); --length is for "
+                                "an input of any length")
+        return ()
+    if args.length is not None:
+        return (args.length,) * len(qm.length_symbols)
+    if calibration.get("lengths"):
+        return tuple(calibration["lengths"])
+    raise ArgumentError(f"--length: {args.model} has an input of any length "
+                        f"({', '.join(str(s) for s in qm.input_shapes)}): give --length T, the "
+                        "steps per sample to time")
+
+
+def random_inputs(qm, batch, seed=SEED, lengths=()):
     """One float32 batch per input, uniform over the range its int8 quantization covers;
-    an array for a one-input model, else a list."""
+    an array for a one-input model, else a list. ``lengths``: for an input of any length."""
     rng = np.random.default_rng(seed)
     xs, ranges = [], []
-    for shape, qp in zip(qm.input_shapes, qm.input_qparams):
+    shapes = qm.shapes_for(lengths)
+    for shape, qp in zip([shapes[t] for t in qm.inputs], qm.input_qparams):
         lo, hi = (float(v) for v in qp.real_range)
         xs.append(rng.uniform(lo, hi, size=(batch,) + tuple(shape)).astype(np.float32))
         ranges.append([lo, hi])
@@ -354,13 +379,15 @@ def bench_model(args):
         qm, calibration = _quantize(fm, args)
 
     load_peak = peak_rss_bytes()
-    x, ranges = random_inputs(qm, batch)
-    int8_macs = model_macs(qm)
+    lengths = bench_lengths(qm, args, calibration)
+    calibration.pop("lengths", None)
+    x, ranges = random_inputs(qm, batch, lengths=lengths)
+    int8_macs = model_macs(qm, lengths)
     timed = (f"QuantizedModel.predict(x, num_threads={threads}) on float32 x of batch {batch}: "
              "quantize at the input, int8 kernels, dequantized float32 outputs")
     int8 = time_path(lambda: qm.predict(x, num_threads=threads), args.runs, warmup, batch,
                      int8_macs, timed)
-    int8["arena_bytes"] = int(qm.memory_plan(batch).peak_bytes)
+    int8["arena_bytes"] = int(qm.memory_plan(batch, length=lengths or None).peak_bytes)
 
     flt, note = None, None
     if fm is None:
@@ -368,7 +395,8 @@ def bench_model(args):
     elif args.no_float:
         note = "not timed (--no-float)"
     else:
-        flt = time_path(lambda: fm.predict(x), args.runs, warmup, batch, macs(fm.graph),
+        flt = time_path(lambda: fm.predict(x), args.runs, warmup, batch,
+                        macs(fm.graph, [a.shape[1:] for a in (x if isinstance(x, list) else [x])]),
                         f"FloatModel.predict(x) (NumPy reference) on the same float32 x of "
                         f"batch {batch}")
 
@@ -388,7 +416,8 @@ def bench_model(args):
             "macs_per_sample": int(int8_macs),
         },
         "calibration": calibration,
-        "settings": {"batch": batch, "threads": threads, "runs": args.runs, "warmup": warmup,
+        "settings": {"batch": batch, "lengths": list(lengths) or None, "threads": threads,
+                     "runs": args.runs, "warmup": warmup,
                      "seed": SEED, "input_ranges": ranges},
         "load_peak_rss_bytes": load_peak,
         "int8": int8,
@@ -429,6 +458,12 @@ def _rstrip_lines(text):
     return "\n".join(line.rstrip() for line in text.splitlines())
 
 
+def length_text(settings):
+    """", length 12" for a run at the lengths of an input of any length, else ""."""
+    lengths = settings.get("lengths")
+    return f", length {', '.join(map(str, lengths))}" if lengths else ""
+
+
 def result_text(r):
     from ..report import render_table
 
@@ -444,7 +479,7 @@ def result_text(r):
         + (f", {h['cores_usable']} usable" if h["cores_usable"] != h["cores"] else "")
         + f"; host {h['hostname']}",
         f"Python {h['python']}, NumPy {h['numpy']}, fixnet {h['fixnet']}; {r['timestamp']}",
-        f"batch {s['batch']}, int8 threads {s['threads']}, {s['warmup']} warm-up calls, "
+        f"batch {s['batch']}{length_text(s)}, int8 threads {s['threads']}, {s['warmup']} warm-up calls, "
         f"random float32 inputs in "
         + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in s["input_ranges"]),
         "peak RSS after loading" + (" and quantizing" if r["calibration"]["kind"] != "fxn"

@@ -96,8 +96,9 @@ def _read_npz(path, key, input_shapes, input_names, what):
 def _check_array(a, shape, where):
     if a.dtype.kind not in "fiub":
         raise DataFileError(f"{where}: holds {a.dtype} values, not numbers")
-    if a.shape[1:] != tuple(shape):
-        if a.shape == tuple(shape):
+    if a.ndim != len(shape) + 1 or any(w is not None and d != w       # None: any length
+                                       for d, w in zip(a.shape[1:], shape)):
+        if a.ndim == len(shape) and all(w is None or d == w for d, w in zip(a.shape, shape)):
             raise DataFileError(f"{where}: shape {a.shape} is one sample; the model wants a batch "
                                 f"of shape (N,) + {tuple(shape)} (add a first dimension)")
         raise DataFileError(f"{where}: shape {a.shape}, the model wants (N,) + {tuple(shape)}")
@@ -117,6 +118,9 @@ def read_images(folder, shape, what="DATA", image_range=(0.0, 255.0)):
     except ImportError:
         raise DataFileError(f"{what} {folder}: reading images needs Pillow: "
                             "pip install 'fixnet[images]'") from None
+    if None in tuple(shape):
+        raise DataFileError(f"{what} {folder}: the model's input {tuple(shape)} has a dimension of "
+                            "any length; images are resized to a fixed size (pass .npy data)")
     shape = tuple(int(d) for d in shape)
     if len(shape) == 2:
         h, w, c = shape[0], shape[1], None

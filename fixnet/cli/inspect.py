@@ -33,8 +33,18 @@ def run(args):
 
 
 def shapes_text(shapes, outputs):
-    """Output shapes, compact (tables are narrow): "48x48x16", "10", several joined by ", "."""
-    return ", ".join("x".join(str(d) for d in shapes[t]) or "scalar" for t in outputs)
+    """Output shapes, compact (tables are narrow): "48x48x16", "10", "Tx32" (T: a dimension
+    of any length), several joined by ", "."""
+    return ", ".join("x".join("T" if d is None else str(d) for d in shapes[t]) or "scalar"
+                     for t in outputs)
+
+
+def any_length_note(shapes, inputs):
+    """A line saying how a dimension of any length (T) is counted, or None."""
+    if any(d is None for t in inputs for d in shapes[t]):
+        return ("T: a dimension of any length (the input's number of steps); MACs/sample are "
+                "per step there (counted at T = 1)")
+    return None
 
 
 def bytes_text(n):
@@ -58,7 +68,7 @@ def describe_float(fm, path):
     table = render_table(title, ["layer", "Keras class", "op", "output shape", "parameters",
                                  "MACs/sample"], rows)
     return "\n".join([
-        table,
+        table, *filter(None, [any_length_note(g.shapes, g.inputs)]),
         f"parameters: {params:,}",
         f"multiply-accumulates per sample: {macs:,} (dense, conv, depthwise and recurrent layers)",
         # Keras keeps its weights in float32 (fixnet reads some, e.g. BatchNorm's, as float64)
@@ -139,7 +149,8 @@ def describe_quantized(qm, path):
     table = render_table(title, ["layer", "op", "output shape", "params", "MACs/sample",
                                  "scale", "zero pt", "headroom bits"], rows)
     lines = [table, "(scale, zero pt: of the int8 output; headroom bits: how far the int32 "
-                    "accumulator stays below 2^31 in the worst case over all inputs)"]
+                    "accumulator stays below 2^31 in the worst case over all inputs)",
+             *filter(None, [any_length_note(shapes, qm.inputs)])]
     for kind, names in (("input", qm.inputs), ("output", qm.outputs)):
         for t in names:
             qp = qm.tensors[t].qparams

@@ -109,6 +109,9 @@ def run(args):
         raise DataFileError(f"INPUT {args.input}: the inputs' arrays hold different numbers of "
                             f"samples ({', '.join(str(a.shape[0]) for a in xs)})")
     dtype = np.float32 if args.output_type == "float32" else np.dtype(args.output_type)
+    if any(d is None for s in out_shapes for d in s):     # outputs as long as the inputs
+        out_shapes = ([model.shapes_for(model.lengths_of(xs))[t] for t in names] if quantized
+                      else [model.graph.shapes_for([a.shape[1:] for a in xs])[t] for t in names])
     results = [np.empty((n,) + tuple(s), dtype) for s in out_shapes]
 
     elapsed = 0.0

@@ -15,6 +15,18 @@ def out_size_and_pads(size, kernel, stride, dilation, padding):
     "causal" (all padding before), or an explicit (before, after) pair.
     """
     span = (kernel - 1) * dilation + 1
+    if size is None:
+        # an axis of any length (a None dimension): the output length is any too; the pads
+        # are known unless "same" padding at a stride depends on the length (then None:
+        # the float reference computes them per run, int8 needs a fixed length there)
+        if padding == "valid":
+            return None, (0, 0)
+        if padding == "same":
+            total = span - 1
+            return None, ((total // 2, total - total // 2) if stride == 1 else (None, None))
+        if padding == "causal":
+            return None, (span - 1, 0)
+        return None, tuple(padding)
     if padding == "valid":
         before = after = 0
     elif padding == "same":

@@ -14,6 +14,7 @@ import copy
 
 import numpy as np
 
+from ..lengths import ANY_LENGTH
 from ..ops import op_for
 from .qparams import round_half_away
 
@@ -41,7 +42,10 @@ def mean_output_shift(node, mean_input, input_shape, w_q, w_scale):
     diff = copy.copy(node)
     diff.weights = {"kernel": kernel_from_rows(node, rows) - np.asarray(node.weights["kernel"], np.float64)}
     diff.attrs = dict(node.attrs, clamp=None)
-    x = np.broadcast_to(np.asarray(mean_input, np.float64), tuple(input_shape))[None]
+    # a dimension of any length is taken as ANY_LENGTH steps: the shift of a padded layer
+    # then weighs its edges as such a sequence does (with no padding the length is no matter)
+    shape = tuple(ANY_LENGTH if d is None else d for d in input_shape)
+    x = np.broadcast_to(np.asarray(mean_input, np.float64), shape)[None]
     (shift,) = op_for(diff).run_float(diff, [x])
     return shift.reshape(-1, shift.shape[-1]).mean(axis=0)
 

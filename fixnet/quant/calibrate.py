@@ -36,7 +36,8 @@ def iter_batches(data, graph, batch_size=DEFAULT_BATCH):
                 p = np.asarray(p, dtype=np.float64)
             except (TypeError, ValueError) as e:
                 raise CalibrationError(f"calibration {where}: input '{t}' is not numeric ({e})") from None
-            if p.shape[1:] != tuple(s) or p.ndim != len(s) + 1:
+            if p.ndim != len(s) + 1 or any(w is not None and d != w   # None: any length
+                                           for d, w in zip(p.shape[1:], s)):
                 raise CalibrationError(f"calibration {where}: input '{t}' has shape {p.shape}, "
                                        f"expected (batch, {', '.join(map(str, s))})")
             if not np.all(np.isfinite(p)):

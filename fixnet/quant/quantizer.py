@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import CalibrationError, OverflowRiskError, QuantizationError
 from ..errors import UnsupportedLayerError
+from ..lengths import at_length, length_symbols, tensor_lengths
 from ..ops import op_for
 from ..passes import optimize
 from ..runtime import QuantizedModel, TensorSpec
@@ -139,18 +140,20 @@ DEFAULT_METHOD = "auto"
 
 def refuse_unquantizable(graph):
     """UnsupportedLayerError listing every layer whose op has no int8 execution yet
-    (Op.int8_unsupported), and every input of any length (a None dimension: int8 buffers are
-    planned for fixed shapes); the float model still predicts."""
+    (Op.int8_unsupported), and, for inputs of any length (a None dimension), the first layer
+    whose output shape is not fixed or that length (fixnet/lengths.py); the float model
+    still predicts."""
     problems, seen = [], set()
     for n in graph.nodes:
         reason = op_for(n).int8_unsupported(n)
         if reason and (n.layer, reason) not in seen:
             seen.add((n.layer, reason))
             problems.append((n.layer or n.name, n.keras_class or n.op, reason))
-    for t in graph.inputs:
-        if any(d is None for d in graph.shapes[t]):
-            problems.append((t, "InputLayer", f"shape {graph.shapes[t]} has a dimension of any "
-                             "length (None); int8 execution needs fixed input shapes"))
+    if length_symbols(graph.inputs, graph.shapes):
+        try:
+            tensor_lengths(graph)
+        except UnsupportedLayerError as e:
+            problems.extend(e.layers or [(graph.inputs[0], "InputLayer", str(e))])
     if problems:
         lines = "\n".join(f"  - '{n}' ({c}): {r}" for n, c, r in problems)
         raise UnsupportedLayerError(f"{graph.source or graph.name}: cannot quantize "
@@ -184,7 +187,8 @@ def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile
     refuse_unquantizable(graph)
     g = optimize(graph)
     if calibration is None:
-        stats = datafree_statistics(graph, g, input_range)
+        # per-element statistics: inputs of any length at lengths.ANY_LENGTH steps
+        stats = datafree_statistics(at_length(graph), at_length(g), input_range)
         means = {t: st.mean for t, st in stats.items()} if bias_correction else None
         return build_quantized_model(g, datafree_ranges(stats), per_channel, weight_clipping,
                                      means, on_overflow_risk, softmax_levels=softmax_levels)
@@ -214,6 +218,8 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
         bias of every dense/conv layer is corrected for the mean output shift its weight
         rounding causes on that mean input (see fixnet.quant.bias_correction).
     """
+    lengths = tensor_lengths(g)       # {tensor: (shape, length_of)}: inputs of any length
+    any_length = bool(length_symbols(g.inputs, g.shapes))
     q = QuantContext(g, ranges, per_channel, weight_clipping, moments, softmax_levels)
     for t in g.inputs:
         fixed = fixed_input_qparams(g, t)
@@ -223,11 +229,20 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
         op = op_for(n)
         for t, qp in zip(n.outputs, op.output_qparams(n, q)):
             q.qp[t] = qp
-        step = op.quantize(n, q)
+        try:
+            step = op.quantize(n, q)
+        except TypeError as e:     # arithmetic on a None (any-length) dimension
+            if not any_length:
+                raise
+            raise UnsupportedLayerError(
+                f"{g.source or g.name}: cannot quantize for inputs of any length: "
+                f"{n.describe()} computes its int8 parameters from a dimension of any length "
+                f"({e}); give the input a fixed length", [(n.layer or n.name, n.keras_class or n.op,
+                                                          "int8 parameters depend on the length")]) from None
         if input_means is not None:
             correct_bias(n, step, q, input_means.get(n.inputs[0]))
         steps.append(step)
-    tensors = {t: TensorSpec(g.shapes[t], qp) for t, qp in q.qp.items()}
+    tensors = {t: TensorSpec(lengths[t][0], qp, lengths[t][1]) for t, qp in q.qp.items()}
     qm = QuantizedModel(steps, tensors, g.inputs, g.outputs, g.name, g.source)
     risky = [b for b in qm.overflow_bounds() if not b.proven]
     if risky:
