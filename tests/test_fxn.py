@@ -17,10 +17,8 @@ from fixnet.errors import ModelFileError
 from fixnet.runtime import QuantizedModel, Step
 from conftest import MODELS, as_list, fixture_data, fixture_path
 
-# (the recurrent fixtures, models/rnn_*, have no int8 execution yet: tests/test_recurrent_loader.py)
 FIXTURES = sorted(f[:-4] for f in os.listdir(MODELS)
-                  if f.endswith(".npz") and os.path.exists(os.path.join(MODELS, f[:-4] + ".h5"))
-                  and not f.startswith("rnn_"))
+                  if f.endswith(".npz") and os.path.exists(os.path.join(MODELS, f[:-4] + ".h5")))
 # The fixtures fixnet refuses to load, with the error: every other one must save and reload
 # (a FixnetError from any of them fails its round trip; nothing is skipped).
 REFUSED = {"layers_channels_first_k3": fixnet.UnsupportedLayerError,

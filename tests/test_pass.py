@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fixnet
-from conftest import MODELS, fixture_data, fixture_path
+from conftest import MODELS, as_list, fixture_data, fixture_path
 from fixnet import runtime
 from fixnet._kernels import _dense
 from fixnet._kernels._pass import MAX_THREADS
@@ -22,7 +22,6 @@ from gil_probe import steps_while
 ALL_FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS)
                       if f.endswith(".h5") and not f.endswith(".weights.h5")
                       and not f.startswith(("layers_channels_first", "anylen_strided"))   # refused, by design
-                      and not f.startswith("rnn_")   # no int8 recurrent execution yet (issue 11)
                       and os.path.exists(os.path.join(MODELS, f[:-3] + ".npz")))
 THREAD_COUNTS = (1, 2, 3, 4)
 
@@ -33,11 +32,11 @@ def quantized(name):
     """The fixture quantized quickly (minmax ranges: the bits, not the accuracy, matter)."""
     if name not in _cache:
         d = fixture_data(name)
-        xs = [d[k] for k in sorted(d) if k.startswith("x_calib")]
+        xs = as_list(d, "x_calib")
         qm = fixnet.load(fixture_path(name)).quantize(
             xs[0] if len(xs) == 1 else xs, "minmax", weight_rounding="nearest",
             bias_correction=False, progress=False)
-        tests = [np.ascontiguousarray(d[k], np.float32) for k in sorted(d) if k.startswith("x_test")]
+        tests = [np.ascontiguousarray(x, np.float32) for x in as_list(d, "x_test")]
         _cache[name] = qm, tests
     return _cache[name]
 

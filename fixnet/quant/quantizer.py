@@ -194,8 +194,10 @@ def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile
                                      means, on_overflow_risk, softmax_levels=softmax_levels)
     obs = collect_statistics(g, calibration, batch_size, nbins, progress,
                              second_moments=weight_rounding == "adaptive")
+    users = g.consumers()
+    recurrent_inputs = {t for t in g.inputs if any(n.op == "rnn" for n in users.get(t, ()))}
     ranges = calibrated_ranges(obs, method, percentile, skip=set(g.inputs),
-                               softmax_window=softmax_window)
+                               softmax_window=softmax_window, widen=recurrent_inputs)
     means = {t: st.mean for t, st in obs.stats.items()} if bias_correction else None
     return build_quantized_model(g, ranges, per_channel, weight_clipping, means, on_overflow_risk,
                                  moments=obs.moments, softmax_levels=softmax_levels)
