@@ -660,9 +660,10 @@ def check_input_array(x, name, shape, allow_int8):
         if x.dtype != np.float32:
             x = x.astype(np.float32)
     elif allow_int8:
-        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass float32, "
-                              "int8 or uint8 (int8 means already quantized with the model's "
-                              "input scale/zero point; uint8 the same codes + 128)")
+        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
+                              "numbers (float32, or integers wider than 8 bits), or int8/uint8 "
+                              "codes (int8 means already quantized with the model's input "
+                              "scale/zero point; uint8 the same codes + 128)")
     else:
         raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
                               "numbers (float32, or any float or integer dtype)")

@@ -191,10 +191,19 @@ def test_single_sample_without_batch_axis_gets_a_hint(qm):
         qm.predict(np.zeros((8, 8), np.float32))
 
 
-@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.bool_, np.complex64, object])
+@pytest.mark.parametrize("dtype", [np.bool_, np.complex64, object])
 def test_wrong_input_dtype(qm, dtype):
     with pytest.raises(fixnet.InputDtypeError, match="dtype"):
         qm.predict(np.zeros((2, 8, 8), dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint16])
+def test_wide_integer_inputs_are_real_values(qm, dtype):
+    """Integers wider than 8 bits (token ids, counts) are the numbers they are, as float32
+    would be; int8/uint8 stay codes."""
+    x = np.arange(2 * 8 * 8).reshape(2, 8, 8) % 17
+    np.testing.assert_array_equal(qm.predict(x.astype(dtype), output="int8"),
+                                  qm.predict(x.astype(np.float32), output="int8"))
 
 
 def test_wrong_number_of_inputs(qm):
