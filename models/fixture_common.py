@@ -46,6 +46,26 @@ def run_writers(script, extra_args=(), env_override=None):
         subprocess.run(cmd, env=env, check=True)
 
 
+def writers_main(script, doc, run_writer):
+    """main() of a fixture script whose only option is --writer: with it, make that writer's
+    fixtures here; without, run the script once per writer (run_writers), then rewrite
+    models/README.md."""
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--writer", choices=sorted(WRITERS))
+    args = ap.parse_args()
+    if args.writer:
+        run_writer(args.writer)
+        return
+    t0 = time.time()
+    run_writers(script)
+    import make_models
+    make_models.write_readme()
+    print(f"{os.path.basename(script)}: {time.time() - t0:.0f} s", flush=True)
+
+
 def import_keras(writer):
     import tensorflow as tf
 

@@ -23,7 +23,6 @@ for anylen_two, whose second input ``cols`` holds the image's columns as steps, 
 checks that reloading the .h5 reproduces both within 1e-6), ``writer``, ``keras_version``,
 ``tf_version``. No int8 peer: TFLite's converter needs a fixed length.
 """
-import argparse
 import os
 import sys
 import time
@@ -171,17 +170,7 @@ def readme_section():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--writer", choices=sorted(WRITERS))
-    args = ap.parse_args()
-    if args.writer:
-        run_writer(args.writer)
-        return
-    t0 = time.time()
-    fc.run_writers(__file__)
-    import make_models
-    make_models.write_readme()
-    print(f"make_anylength_models.py: {time.time() - t0:.0f} s", flush=True)
+    fc.writers_main(__file__, __doc__, run_writer)
 
 
 if __name__ == "__main__":

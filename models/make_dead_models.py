@@ -22,7 +22,6 @@ network is a trained network that has dead filters, as in the wild). Files per w
 (data, Keras float outputs, TFLite int8 outputs; see fixture_common.py), plus
 ``dead_channels`` in the ``.npz``: one ``"layer:channel"`` string per killed channel.
 """
-import argparse
 import os
 import sys
 import time
@@ -179,17 +178,7 @@ def readme_section():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--writer", choices=sorted(WRITERS))
-    args = ap.parse_args()
-    if args.writer:
-        run_writer(args.writer)
-        return
-    t0 = time.time()
-    fc.run_writers(__file__)
-    import make_models
-    make_models.write_readme()
-    print(f"make_dead_models.py: {time.time() - t0:.0f} s", flush=True)
+    fc.writers_main(__file__, __doc__, run_writer)
 
 
 if __name__ == "__main__":
