@@ -54,6 +54,7 @@ def random_step(rng, cell, U, F, flags):
         m0, sh = random_multipliers(rng, 1, (-20, 1))
         setattr(p, name, (int(m0[0]), int(sh[0])))
     p.one_z = int(rng.integers(0, 65536))
+    p.token_gx, p.ids_zp = None, -128
     p.y_zp, p.hs_zp, p.cs_zp, p.mask_zp = (int(v) for v in rng.integers(-128, 128, 4))
     p.init_zp = tuple(int(v) for v in rng.integers(-128, 128, 2))
     return p
@@ -69,6 +70,27 @@ def configs(draw):
                  n_init=draw(st.sampled_from([0, 1] if cell != "lstm" else [0, 2])))
     return (cell, draw(st.integers(1, 9)), draw(st.integers(0, 7)), draw(st.integers(0, 6)),
             draw(st.sampled_from([0, 1, 3])), flags, draw(st.integers(0, 2 ** 32 - 1)))
+
+
+@pytest.mark.parametrize("build", sorted(BUILDS))
+@SETTINGS
+@given(configs(), st.integers(1, 40))
+def test_token_input_is_bit_exact_with_the_oracle(build, cfg, vocab):
+    """A folded Embedding: the input projection is a row of token_gx per token id."""
+    cell, U, _, T, B, flags, seed = cfg
+    rng = np.random.default_rng(seed)
+    p = random_step(rng, cell, U, 0, flags)
+    p.token_gx = rng.integers(-2 ** 20, 2 ** 20, (vocab, GATES[cell] * U)).astype(np.int32)
+    p.ids_zp = int(rng.integers(-128, 128 - vocab))
+    x = (p.ids_zp + rng.integers(0, vocab, (B, T))).astype(np.int8)
+    inits = [rng.integers(-128, 128, (B, U)).astype(np.int8) for _ in range(p.n_init)]
+    mask = None
+    if p.masked:
+        mask = np.where(rng.random((B, T)) < 0.3, p.mask_zp, rng.integers(-128, 128, (B, T))).astype(np.int8)
+    want = oracle.rnn(p, x, inits, mask)
+    got = run_kernel(BUILDS[build]._recurrent, p, x, inits, mask)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def run_kernel(module, p, x, inits, mask):

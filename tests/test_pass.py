@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import fixnet
-from conftest import MODELS, as_list, fixture_data, fixture_path
+from conftest import MODELS, fixture_data, fixture_path
+from conftest import as_list as fixture_arrays
 from fixnet import runtime
 from fixnet._kernels import _dense
 from fixnet._kernels._pass import MAX_THREADS
@@ -32,11 +33,11 @@ def quantized(name):
     """The fixture quantized quickly (minmax ranges: the bits, not the accuracy, matter)."""
     if name not in _cache:
         d = fixture_data(name)
-        xs = as_list(d, "x_calib")
+        xs = fixture_arrays(d, "x_calib")
         qm = fixnet.load(fixture_path(name)).quantize(
             xs[0] if len(xs) == 1 else xs, "minmax", weight_rounding="nearest",
             bias_correction=False, progress=False)
-        tests = [np.ascontiguousarray(x, np.float32) for x in as_list(d, "x_test")]
+        tests = [np.ascontiguousarray(x, np.float32) for x in fixture_arrays(d, "x_test")]
         _cache[name] = qm, tests
     return _cache[name]
 
