@@ -187,3 +187,33 @@ def test_any_length_equals_separate_runs(name):
         np.testing.assert_array_equal(qm.predict_oracle(x), got)
         np.testing.assert_array_equal(qm.predict(x[3:4], output="int8")[0], got[3])
     assert sqnr_db(d["keras_float_len16"], qm.predict(d["x_test_len16"])) > 30.0
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "gru", "lstm"])
+@pytest.mark.parametrize("act, ract", [("relu", "sigmoid"), ("linear", "hard_sigmoid"),
+                                       ("tanh", "tanh"), ("softsign", "sigmoid")])
+def test_activation_variants(cell, act, ract):
+    """Activations Keras allows beyond tanh/sigmoid: unbounded ones (relu, linear) get tables
+    over their calibrated ranges, a recurrent activation that is not in [0, 1] (tanh) a
+    calibrated state range. Random layers on Gaussian sequences: int8 within reach of float
+    (the int8 input and output alone allow about 40 dB here), kernels equal to the oracle."""
+    from fixnet import reference
+    from fixnet.graph import Graph, Node
+    from fixnet.ops.recurrent import GATES
+    from fixnet.quant.quantizer import quantize_graph
+    rng = np.random.default_rng(0)
+    U, F, T, G = 12, 5, 9, GATES[cell]
+    attrs = {"cell": cell, "units": U, "activation": {"fn": act},
+             "recurrent_activation": {"fn": ract}, "return_sequences": True, "reset_after": True}
+    w = {"kernel": (rng.normal(size=(F, G * U)) * 0.3).astype(np.float32),
+         "recurrent_kernel": (rng.normal(size=(U, G * U)) * 0.2).astype(np.float32),
+         "bias": (rng.normal(size=G * U) * 0.1).astype(np.float32)}
+    if cell == "gru":
+        w["recurrent_bias"] = (rng.normal(size=G * U) * 0.1).astype(np.float32)
+    g = Graph(["x"], ["y"], [Node("r", "rnn", ["x"], ["y"], attrs, w, layer="r", keras_class=cell)])
+    g.infer_shapes([(T, F)])
+    x = rng.normal(size=(300, T, F)).astype(np.float32)
+    qm = quantize_graph(g, x[:200], progress=False)
+    ref = reference.run(g, [x[200:].astype(np.float64)])[0]
+    assert sqnr_db(ref, qm.predict(x[200:])) > 28.0
+    np.testing.assert_array_equal(qm.predict(x[200:], output="int8"), qm.predict_oracle(x[200:]))
