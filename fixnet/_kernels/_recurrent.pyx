@@ -270,7 +270,7 @@ cdef class RnnCall:
         cdef int32_t* accx = &self.scratch32[b, 0]
         cdef int32_t* gx_buf = accx + GU
         cdef const int32_t* gx = gx_buf
-        cdef int32_t* acch = gx + GU
+        cdef int32_t* acch = gx_buf + GU
         cdef int32_t* gh = acch + GU
         cdef int32_t* a = gh + GU                 # gate values [5][U]
         cdef int16_t* xs = &self.scratch16[b, 0]
