@@ -398,9 +398,9 @@ def quantize_rnn(node, q):
              r_q=r_q, bh=_int32(bh, where), mh=mh, sh_h=sh_h, tables=tables,
              s_in=tuple(s_in), s_out=tuple(s_out), sH=sH, sC=sC,
              y_zp=int(out_qp.zero_point), m_y=_m(sH / out_qp.scale, where))
-    unit = {0: (0, 0)}
-    p.update(m_ah=unit[0], m_fc=unit[0], m_ic=unit[0], m_cc=unit[0], m_oh=unit[0],
-             m_rh=unit[0], m_zh=unit[0], m_nzh=unit[0], one_z=0)
+    unused = (0, 0)             # the multipliers of the other cells: (m0, shift) of 0
+    p.update(m_ah=unused, m_fc=unused, m_ic=unused, m_cc=unused, m_oh=unused,
+             m_rh=unused, m_zh=unused, m_nzh=unused, one_z=0)
     if cell == "simple_rnn":
         p["m_ah"] = _m(s_out[0] / sH, where)
     elif cell == "lstm":
