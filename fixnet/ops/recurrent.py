@@ -332,7 +332,7 @@ def quantize_rnn(node, q):
     names = GATE_NAMES[cell]
     # -- scales of the int16 values inside the step
     s_in, s_out = [], []
-    for g, (spec, name) in enumerate(zip(fns, names)):
+    for spec, name in zip(fns, names):
         fn = canonical(spec["fn"])
         if fn in SATURATING:
             s_in.append(SATURATING[fn] / 32768.0)
