@@ -79,8 +79,10 @@ def describe_float(fm, path):
 
 def step_parameters(step):
     """The parameter arrays of an int8 step: int8 weights (w_q, a recurrent layer's r_q,
-    PReLU's alpha_q), int32 biases (a recurrent layer's bx and bh)."""
-    return [a for a in (getattr(step, k, None) for k in ("w_q", "r_q", "alpha_q", "bias", "bx", "bh"))
+    PReLU's alpha_q, an Embedding's table_q), int32 biases (a recurrent layer's bx and bh) and
+    a recurrent layer's per-token input projections (token_gx, int32: a folded Embedding)."""
+    keys = ("w_q", "r_q", "alpha_q", "table_q", "bias", "bx", "bh", "token_gx")
+    return [a for a in (getattr(step, k, None) for k in keys)
             if isinstance(a, np.ndarray)]
 
 
