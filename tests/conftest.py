@@ -10,6 +10,19 @@ MODELS = os.path.join(ROOT, "models")
 FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS) if f.endswith(".h5") and f.startswith("mlp_"))  # the MLPs
 
 
+PEERS = os.path.join(ROOT, "bench", "peers.py")
+
+
+def load_peers(module_name):
+    """bench/peers.py as a module (no TensorFlow: it imports the peers lazily), under its own
+    module name per test file."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(module_name, PEERS)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def fixture_path(name, ext=".h5"):
     return os.path.join(MODELS, name + ext)
 

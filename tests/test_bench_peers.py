@@ -1,7 +1,6 @@
 """bench/peers.py's bookkeeping: the 1 dB counting rule, issue 9's bars, the Markdown table,
 and a run without any peer installed (this Python has no TensorFlow / ONNX Runtime, or the
 run is told to skip them)."""
-import importlib.util
 import json
 import math
 import os
@@ -9,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from conftest import load_peers
 
 import fixnet
 
@@ -18,10 +19,7 @@ PEERS = os.path.join(ROOT, "bench", "peers.py")
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("bench_peers", PEERS)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)          # no TensorFlow: the peers import it lazily
-    return mod
+    return load_peers("bench_peers")
 
 
 def _runner(sqnr, fixnet_over=None, status="ok"):

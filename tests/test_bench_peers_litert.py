@@ -14,6 +14,8 @@ import types
 
 import pytest
 
+from conftest import load_peers
+
 import fixnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,10 +24,7 @@ PEERS = os.path.join(ROOT, "bench", "peers.py")
 
 @pytest.fixture()
 def peers():
-    spec = importlib.util.spec_from_file_location("bench_peers_litert", PEERS)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_peers("bench_peers_litert")
 
 
 def _fake_runtime(monkeypatch, package, version):

@@ -3,12 +3,13 @@ their inputs and Keras goldens (several outputs, integer tokens), the per-sample
 that resets the recurrent state, the accuracy of several outputs, a fixnet int8 failure
 reported in the row instead of stopping the run, and the recurrent tables."""
 import argparse
-import importlib.util
 import io
 import os
 
 import numpy as np
 import pytest
+
+from conftest import load_peers
 
 import fixnet
 from fixnet.cost import macs
@@ -21,10 +22,7 @@ WRITERS = ("k3", "tfk2")
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("bench_peers_rnn", PEERS)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)          # no TensorFlow: the peers import it lazily
-    return mod
+    return load_peers("bench_peers_rnn")
 
 
 def test_the_rnn_group_and_pattern_pick_every_recurrent_fixture_and_the_default_none(peers):

@@ -21,6 +21,8 @@ import sys
 
 import pytest
 
+from conftest import load_peers
+
 import fixnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,10 +145,7 @@ def _argv(cmd):
 def test_every_fixnet_and_peers_command_in_the_document_parses():
     from fixnet.cli import build_parser
 
-    spec = importlib.util.spec_from_file_location("bench_peers_doc",
-                                                  os.path.join(ROOT, "bench", "peers.py"))
-    peers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peers)
+    peers = load_peers("bench_peers_doc")
     checked, skipped = 0, []
     for line, _, _, text in _untested_shell() + _runnable():
         for cmd in commands(text):
