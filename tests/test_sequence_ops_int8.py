@@ -511,3 +511,26 @@ def test_whole_text_fixture_int8(writer):
     np.testing.assert_array_equal(codes, qm.predict_oracle(x))
     agree = np.mean(qm.predict(x).argmax(-1) == d["keras_float"].argmax(-1))
     assert agree >= 0.9, agree
+
+
+def test_masked_mean_longer_than_the_kernel_averages_names_the_layer():
+    """An input of any length can bring a sequence longer than the int8 masked mean takes
+    (MASKED_MEAN_MAX_STEPS): an InputShapeError naming the layer, from the kernels and from
+    the oracle alike."""
+    from fixnet.graph import Graph, Node
+    from fixnet.quant.quantizer import quantize_graph
+    nodes = [Node("mask", "masking", ["x"], ["y", "m"], {"mask_value": 0.0}, layer="mask",
+                  keras_class="Masking"),
+             Node("gap", "masked_mean", ["y", "m"], ["out"], {}, layer="gap",
+                  keras_class="GlobalAveragePooling1D")]
+    g = Graph(["x"], ["out"], nodes, name="long")
+    g.infer_shapes([(None, 4)])
+    rng = np.random.default_rng(0)
+    qm = quantize_graph(g, rng.normal(size=(16, 8, 4)), progress=False)
+    x = rng.normal(size=(1, oracle.MASKED_MEAN_MAX_STEPS + 1, 4)).astype(np.float32)
+    with pytest.raises(fixnet.InputShapeError, match="'gap'.*at most 32767"):
+        qm.predict(x)
+    with pytest.raises(fixnet.InputShapeError, match="'gap'"):
+        qm.predict_oracle(x)
+    ok = x[:, :oracle.MASKED_MEAN_MAX_STEPS]
+    np.testing.assert_array_equal(qm.predict(ok, output="int8"), qm.predict_oracle(ok))

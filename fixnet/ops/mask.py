@@ -174,13 +174,24 @@ class MaskedMeanStep(Step):
 
     # x and the mask come as (N, T, C) and (N, T) (T from them: see MaskingStep); the output
     # is (N, C) or, with keepdims, (N, 1, C): the same bytes.
+    def _check_length(self, x):
+        """InputShapeError naming the layer for a sequence longer than the kernel averages (an
+        input of any length can bring one)."""
+        if x.shape[1] > oracle.MASKED_MEAN_MAX_STEPS:
+            from ..errors import InputShapeError
+            raise InputShapeError(f"layer '{self.layer}' (GlobalAveragePooling1D, masked): a "
+                                  f"sequence of {x.shape[1]} steps; int8 averages at most "
+                                  f"{oracle.MASKED_MEAN_MAX_STEPS}")
+
     def bind(self, bufs):
         x, y = bufs[self.inputs[0]], bufs[self.outputs[0]]
+        self._check_length(x)
         return _sequence.MaskedMeanCall(x, bufs[self.inputs[1]], self.in_zp, self.m0,
                                         self.shift, self.out_zp,
                                         y.reshape(y.shape[0], self.shape[1]))
 
     def oracle(self, ins):
+        self._check_length(ins[0])
         return [oracle.masked_mean(ins[0], ins[1], self.in_zp, self.m0, self.shift, self.out_zp)]
 
     def accumulators(self, ins):
