@@ -198,9 +198,6 @@ def error_report(qm, float_graph, x):
     return ErrorReport(records, widened_channels(qm), internal)
 
 
-INTERNAL_KINDS = {"pre_": "pre-activation of gate ", "h": "state h", "c": "state c"}
-
-
 def _internal_records(step, ins, floats):
     """ErrorReport.internal records of one recurrent step (see ErrorReport)."""
     out = []

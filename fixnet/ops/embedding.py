@@ -30,6 +30,20 @@ IDS_QPARAMS = QParams(1.0, -128)
 MAX_VOCAB = 256
 
 
+def token_ids(x, vocab, where, what="the layer's input_dim"):
+    """Integer token ids of float input ``x`` (cast toward zero, as Keras casts them);
+    InputError naming ``where`` for a NaN or infinity or an id outside [0, vocab)."""
+    x = np.asarray(x, np.float64)
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{where}: token ids hold NaN or infinity")
+    ids = np.trunc(x).astype(np.int64)
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():
+        raise InputError(f"{where}: token id {int(ids[bad].flat[0])} is outside [0, {vocab}) "
+                         f"({what})")
+    return ids
+
+
 def _vocab_too_large(node):
     v = node.weights["table"].shape[0]
     if v > MAX_VOCAB:
@@ -51,15 +65,7 @@ class Embedding(Op):
 
     def run_float(self, node, inputs):
         table = node.weights["table"]
-        x = np.asarray(inputs[0], np.float64)
-        if not np.all(np.isfinite(x)):
-            raise InputError(f"{node.describe()}: token ids hold NaN or infinity")
-        ids = np.trunc(x).astype(np.int64)
-        bad = (ids < 0) | (ids >= table.shape[0])
-        if bad.any():
-            raise InputError(f"{node.describe()}: token id {int(ids[bad].flat[0])} is outside "
-                             f"[0, {table.shape[0]}) (the layer's input_dim)")
-        return [table.astype(np.float64)[ids]]
+        return [table.astype(np.float64)[token_ids(inputs[0], table.shape[0], node.describe())]]
 
     def int8_unsupported(self, node):
         return _vocab_too_large(node)

@@ -49,7 +49,7 @@ from .. import oracle
 from .._kernels import _recurrent
 from ..activations import activation, canonical
 from ..errors import QuantizationError, UnsupportedLayerError
-from ..quant.qparams import WEIGHT_MAX, fixed_point_multiplier, requant_multipliers, round_half_away
+from ..quant.qparams import WEIGHT_MAX, requant_multipliers, round_half_away
 from ..runtime import OverflowBound, Step
 from . import Op, register
 
@@ -116,19 +116,23 @@ def _lstm_step(xw, h, states, R, act, ract, U, reset_after, rb, tr):
 STEPS = {"simple_rnn": _simple_step, "gru": _gru_step, "lstm": _lstm_step}
 
 
-def run_rnn(attrs, weights, x, initial_states=None, mask=None, trace=None):
+def run_rnn(attrs, weights, x, initial_states=None, mask=None, trace=None, where="a recurrent layer"):
     """The Keras recurrent loop in float64. x: [B, T, F]; mask: [B, T] (nonzero = present) or
     None. Returns (outputs [B, T, U] in processing order, final states [h, (c)]).
 
     trace(name, k, array [B, U]): sees, at processing step k, every gate's pre-activation
     ("pre_<gate>") and value ("<gate>", GATE_NAMES) and the states after the step ("h", and
-    "c" for an LSTM): the same names and meaning as fixnet.oracle.rnn's trace."""
+    "c" for an LSTM): the same names and meaning as fixnet.oracle.rnn's trace. ``where``
+    names the layer in errors."""
     cell, U = attrs["cell"], int(attrs["units"])
     x = np.asarray(x, np.float64)
     B, T = x.shape[0], x.shape[1]
     R = weights["recurrent_kernel"].astype(np.float64)
     if attrs.get("token_input"):
-        xw = weights["token_kernel"].astype(np.float64)[token_ids(attrs, weights, x)]
+        from .embedding import token_ids
+        table = weights["token_kernel"]
+        xw = table.astype(np.float64)[token_ids(x, table.shape[0], where,
+                                                "the folded Embedding's input_dim")]
     else:
         xw = x @ weights["kernel"].astype(np.float64)
     if "bias" in weights:
@@ -165,21 +169,6 @@ def run_rnn(attrs, weights, x, initial_states=None, mask=None, trace=None):
             if cell == "lstm":
                 trace("c", k, states[1])
     return outs, states
-
-
-def token_ids(attrs, weights, x, where="a recurrent layer"):
-    """Integer ids of a token_input layer's float input x [B, T] (cast toward zero, as Keras
-    casts them); InputError for an id without a row."""
-    from ..errors import InputError
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"{where}: token ids hold NaN or infinity")
-    ids = np.trunc(x).astype(np.int64)
-    v = weights["token_kernel"].shape[0]
-    bad = (ids < 0) | (ids >= v)
-    if bad.any():
-        raise InputError(f"{where}: token id {int(ids[bad].flat[0])} is outside [0, {v}) (the "
-                         "folded Embedding's input_dim)")
-    return ids
 
 
 @register
@@ -224,7 +213,8 @@ class RNN(Op):
         a = node.attrs
         n_init = int(a.get("n_initial_states", 0))
         mask = inputs[-1] if a.get("masked") else None
-        seq, states = run_rnn(a, node.weights, inputs[0], inputs[1:1 + n_init] or None, mask)
+        seq, states = run_rnn(a, node.weights, inputs[0], inputs[1:1 + n_init] or None, mask,
+                              where=node.describe())
         return self._outputs(node, seq, states)
 
     def _outputs(self, node, seq, states):
@@ -247,7 +237,8 @@ class RNN(Op):
         def trace(name, k, v):
             seen.setdefault(name, []).append(v)
 
-        seq, states = run_rnn(a, node.weights, inputs[0], inputs[1:1 + n_init] or None, mask, trace)
+        seq, states = run_rnn(a, node.weights, inputs[0], inputs[1:1 + n_init] or None, mask, trace,
+                              node.describe())
         x = np.asarray(inputs[0], np.float64)
         B, T = x.shape[0], x.shape[1]
         if T:
@@ -289,11 +280,10 @@ TABLE_ERROR_BOUND = {"sigmoid": 1.6 * Q15, "tanh": 1.6 * Q15, "hard_sigmoid": 1.
 
 
 def _m(real, where):
-    try:
-        return fixed_point_multiplier(real)
-    except ValueError:
-        raise QuantizationError(f"{where}: requantization factor {real!r} is not a finite "
-                                "non-negative number; are its weights and ranges finite?") from None
+    """(m0, shift) of one real multiplier, as requant_multipliers makes them (a QuantizationError
+    naming ``where`` for one that is not finite and >= 0)."""
+    m0, shift = requant_multipliers(real, where)
+    return int(m0[0]), int(shift[0])
 
 
 def _absmax(q, name, fallback):
