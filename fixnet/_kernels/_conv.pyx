@@ -63,9 +63,6 @@ from fixnet._kernels.fixedpoint cimport (
     check_length,
     check_multipliers,
     check_output_range,
-    requant_constants,
-    requantize_block,
-    requantize_block_left,
 )
 
 # Release the GIL only when a call does more than about this many multiply-adds: below it,
@@ -74,39 +71,37 @@ cdef enum:
     NOGIL_MIN_WORK = 20000
 
 
-cdef struct RowRequant:
-    # What requantize_block needs to requantize the accumulators of one output pixel (one
-    # per channel): m0 (the caller's array) and the constants requant_constants derives
-    # from shift.
-    Py_ssize_t channels
-    const int32_t* m0
-    int32_t* left
-    int64_t* nudge
-    int64_t* neg_adjust
-    int64_t* total_shift
-    int32_t out_zp, act_min, act_max
-    bint any_left_shift
+cdef extern from "requant.h" nogil:
+    # The requantization constants of every output channel (csrc/requant.h), derived once
+    # from m0 and shift, and the epilogue of each build (fx_requant_rows) with its scalar twin.
+    const char* FX_REQUANT_ISA
+    ctypedef struct fx_requant:
+        int32_t out_zp, act_min, act_max
+        int any_left
+    size_t fx_requant_bytes(size_t channels)
+    void fx_requant_init(fx_requant* q, void* block, const int32_t* m0, const int32_t* shift,
+                         size_t channels, int32_t out_zp, int32_t act_min, int32_t act_max)
+    void fx_requant_rows(const int32_t* acc, size_t acc_stride, size_t rows, size_t n,
+                         const fx_requant* q, size_t c0, int8_t* out, size_t out_stride)
+    void fx_requant_rows_scalar(const int32_t* acc, size_t acc_stride, size_t rows, size_t n,
+                                const fx_requant* q, size_t c0, int8_t* out, size_t out_stride)
 
 
-cdef void* new_row_requant(RowRequant* r, const int32_t[::1] m0, const int32_t[::1] shift,
-                           int out_zp, int act_min, int act_max) except NULL:
-    """Fill r for m0, shift [C] (already checked); returns the memory block r points into,
+cdef void* new_requant(fx_requant* q, const int32_t[::1] m0, const int32_t[::1] shift,
+                       int out_zp, int act_min, int act_max) except NULL:
+    """Fill q for m0, shift [C] (already checked); returns the memory block q points into,
     which the caller owns (PyMem_Free)."""
-    cdef Py_ssize_t n = m0.shape[0], c
-    cdef void* block = PyMem_Malloc(max(n, 1) * (3 * sizeof(int64_t) + sizeof(int32_t)))
+    cdef Py_ssize_t n = m0.shape[0]
+    cdef void* block = PyMem_Malloc(fx_requant_bytes(n))
     if block == NULL:
         raise MemoryError(f"cannot allocate the requantization constants of {n} channels")
-    r.channels, r.m0 = n, &m0[0]
-    r.nudge = <int64_t*>block
-    r.neg_adjust = r.nudge + n
-    r.total_shift = r.neg_adjust + n
-    r.left = <int32_t*>(r.total_shift + n)
-    r.any_left_shift = False
-    for c in range(n):
-        requant_constants(shift[c], &r.nudge[c], &r.neg_adjust[c], &r.total_shift[c], &r.left[c])
-        r.any_left_shift = r.any_left_shift or r.left[c] > 0
-    r.out_zp, r.act_min, r.act_max = out_zp, act_min, act_max
+    fx_requant_init(q, block, &m0[0] if n else NULL, &shift[0] if n else NULL, n, out_zp,
+                    act_min, act_max)
     return block
+
+
+# The epilogue of this build ("avx2", "neon", or "scalar" where requant.h has no vector form).
+REQUANT_ISA = FX_REQUANT_ISA.decode()
 
 
 cdef int check_int8(str kernel, str name, int value) except -1:
@@ -136,18 +131,17 @@ cdef extern from "qgemm.h" nogil:
         QG_KR
         QG_UINT8_INPUT
         QG_W16
-        QG_SIMD_REQUANT
     void qg_pointers(const int32_t* offs, size_t n, const int8_t* image, const int8_t* pad_row,
                      size_t c0, const int8_t** ptrs)
-    void qg_requant_tile(const int32_t* acc, size_t acc_stride, size_t mr, size_t n,
-                         const int32_t* m0, const int32_t* left, const int64_t* nudge,
-                         const int64_t* neg_adjust, const int64_t* total_shift, int any_left,
-                         int32_t out_zp, int32_t act_min, int32_t act_max, int8_t* out,
-                         size_t out_stride)
     void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* w,
                  const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
     void qg_tile_scalar(size_t taps, size_t cin, const int8_t** a, const void* w,
                         const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
+    void qg_tile_q8(size_t taps, size_t cin, const int8_t** a, const void* block, size_t mr,
+                    size_t nc, const fx_requant* q, size_t c0, int8_t* out, size_t out_stride)
+    void qg_tile_q8_scalar(size_t taps, size_t cin, const int8_t** a, const void* block,
+                           size_t mr, size_t nc, const fx_requant* q, size_t c0, int8_t* out,
+                           size_t out_stride)
 
 cdef enum:
     # Stack buffers of one task (qgemm.h checks QG_MR <= MR_MAX): the row pointers of up to
@@ -274,49 +268,32 @@ cdef struct GemmConv:
     bint scalar                     # run the scalar twin of the micro-kernel (tests)
 
 
-cdef inline void requantize_rows(const RowRequant* r, const int32_t* acc, Py_ssize_t width,
-                                 Py_ssize_t mr, Py_ssize_t c0, Py_ssize_t n, int8_t* out,
-                                 Py_ssize_t out_stride, bint scalar) noexcept nogil:
-    """out[i * out_stride + j] = requantize_accumulator(acc[i * width + j], m0[c0 + j],
-    shift[c0 + j], ...) for the rows i < mr of a tile and j < n: the micro-kernel header's
-    vector loop where it has one (qg_requant_tile, AVX-512: each channel group's constants
-    loaded once per tile), else (and for the scalar twin) fixedpoint's block loops per row."""
-    cdef Py_ssize_t i
-    if QG_SIMD_REQUANT and not scalar:
-        qg_requant_tile(acc, width, mr, n, r.m0 + c0, r.left + c0, r.nudge + c0,
-                        r.neg_adjust + c0, r.total_shift + c0, r.any_left_shift, r.out_zp,
-                        r.act_min, r.act_max, out, out_stride)
-    elif r.any_left_shift:
-        for i in range(mr):
-            requantize_block_left(acc + i * width, n, r.m0 + c0, r.left + c0, r.nudge + c0,
-                                  r.neg_adjust + c0, r.total_shift + c0, r.out_zp, r.act_min,
-                                  r.act_max, out + i * out_stride)
+cdef inline void tile_q8(const GemmConv* a, size_t taps, size_t cin, const int8_t** ptrs,
+                        const int8_t* blk, Py_ssize_t mr, Py_ssize_t c0, Py_ssize_t nc,
+                        const fx_requant* q, int8_t* out) noexcept nogil:
+    """One fused tile (qgemm.h qg_tile_q8, or its scalar twin): mr pixels x nc channels from
+    channel c0, stored at out (row stride Cout)."""
+    if a.scalar:
+        qg_tile_q8_scalar(taps, cin, ptrs, blk, mr, nc, q, c0, out, a.out_c)
     else:
-        for i in range(mr):
-            requantize_block(acc + i * width, n, r.m0 + c0, r.nudge + c0, r.neg_adjust + c0,
-                             r.total_shift + c0, r.out_zp, r.act_min, r.act_max,
-                             out + i * out_stride)
+        qg_tile_q8(taps, cin, ptrs, blk, mr, nc, q, c0, out, a.out_c)
 
 
-cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t first,
+cdef void conv2d_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
                        Py_ssize_t last) noexcept nogil:
     """Tasks [first, last): task i is the tile of QG_MR output pixels (i % tiles) of image
-    i // tiles, all output channels. Per group and chunk of up to CH_CHUNK channels: the
-    row pointers of up to TAP_CHUNK taps of the tile (padding taps point at pad_row; pixels
-    beyond the last repeat it), one micro-kernel call per block of QG_NR channels, the
-    accumulators of the chunk requantized while in L1. Scratch on the stack only."""
+    i // tiles, all output channels. Per group: the row pointers of the tile's taps (padding
+    taps point at pad_row; pixels beyond the last repeat it), then per block of QG_NR
+    channels one fused micro-kernel call (accumulate, requantize, store int8). A layer with
+    more than TAP_CHUNK taps sums the taps in chunks into int32 accumulators of up to
+    CH_CHUNK channels on the stack, requantized afterwards. Scratch on the stack only."""
     cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
-    cdef int32_t acc[MR_MAX * CH_CHUNK]
     cdef int8_t patch[MR_MAX * PATCH_K_MAX]
     cdef const int8_t* patch_rows[MR_MAX]
-    cdef Py_ssize_t task, n, tile, p0, mr, grp, c_in0, b0, b1, b, width, t0, tn, t, r, c0, n_valid
+    cdef Py_ssize_t task, n, tile, p0, mr, grp, b, c0, nc
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group, out_c = a.out_c
-    cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
     cdef const int8_t* image
     cdef const int8_t* blk
-    cdef const int8_t* wts
-    cdef const int32_t* init
-    cdef Py_ssize_t init_stride
     cdef int8_t* out_rows
     for task in range(first, last):
         n = task // a.tiles
@@ -325,44 +302,79 @@ cdef void conv2d_tasks(const GemmConv* a, const RowRequant* requant, Py_ssize_t 
         mr = a.pixels - p0 if a.pixels - p0 < QG_MR else QG_MR
         image = a.x + n * a.image_len
         out_rows = a.out + (n * a.pixels + p0) * out_c
-        if a.patch_k:
+        if a.patch_k:      # one "tap" of patch_k values per pixel
             build_patches(a, tile, image, patch, patch_rows)
-            patch_tile(a, requant, patch_rows, acc, mr, out_rows)
+            for b in range(a.blocks_per_group):
+                c0 = b * QG_NR
+                nc = out_c - c0 if out_c - c0 < QG_NR else QG_NR
+                tile_q8(a, 1, a.patch_k, patch_rows, a.packed + b * a.block_bytes, mr, c0, nc,
+                        q, out_rows + c0)
+            continue
+        if taps > TAP_CHUNK:
+            long_tile(a, q, tile, image, mr, out_rows)
             continue
         for grp in range(a.groups):
-            c_in0 = grp * cin_g
-            b0 = 0
-            while b0 < a.blocks_per_group:
-                b1 = b0 + CH_CHUNK // QG_NR
-                if b1 > a.blocks_per_group:
-                    b1 = a.blocks_per_group
-                width = (b1 - b0) * QG_NR
-                t0 = 0
-                while t0 < taps:
-                    tn = taps - t0 if taps - t0 < TAP_CHUNK else TAP_CHUNK
-                    qg_pointers(a.offsets + (tile * taps + t0) * QG_MR, tn * QG_MR, image,
-                                a.pad_row, c_in0, ptrs)
-                    for b in range(b0, b1):
-                        blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
-                        wts = blk + QG_NR * sizeof(int32_t) + t0 * tap_bytes
-                        if t0 == 0:
-                            init, init_stride = <const int32_t*>blk, 0
-                        else:
-                            init, init_stride = acc + (b - b0) * QG_NR, width
-                        if a.scalar:
-                            qg_tile_scalar(tn, cin_g, ptrs, wts, init, init_stride,
-                                           acc + (b - b0) * QG_NR, width)
-                        else:
-                            qg_tile(tn, cin_g, ptrs, wts, init, init_stride,
-                                    acc + (b - b0) * QG_NR, width)
-                    t0 += tn
-                c0 = grp * a.out_c_group + b0 * QG_NR
-                n_valid = a.out_c_group - b0 * QG_NR
-                if n_valid > width:
-                    n_valid = width
-                requantize_rows(requant, acc, width, mr, c0, n_valid, out_rows + c0, out_c,
-                                a.scalar)
-                b0 = b1
+            qg_pointers(a.offsets + tile * taps * QG_MR, taps * QG_MR, image, a.pad_row,
+                        grp * cin_g, ptrs)
+            for b in range(a.blocks_per_group):
+                c0 = grp * a.out_c_group + b * QG_NR
+                nc = a.out_c_group - b * QG_NR
+                nc = nc if nc < QG_NR else QG_NR
+                tile_q8(a, taps, cin_g, ptrs,
+                        a.packed + (grp * a.blocks_per_group + b) * a.block_bytes,
+                        mr, c0, nc, q, out_rows + c0)
+
+
+cdef void long_tile(const GemmConv* a, const fx_requant* q, Py_ssize_t tile,
+                    const int8_t* image, Py_ssize_t mr, int8_t* out_rows) noexcept nogil:
+    """One tile of a layer with more than TAP_CHUNK taps: per group and chunk of up to
+    CH_CHUNK channels, the taps in chunks of TAP_CHUNK (each chunk's row pointers on the
+    stack) summed into int32 accumulators, then requantized while in L1."""
+    cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
+    cdef int32_t acc[MR_MAX * CH_CHUNK]
+    cdef Py_ssize_t grp, c_in0, b0, b1, b, width, t0, tn, c0, n_valid
+    cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group
+    cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
+    cdef const int8_t* blk
+    cdef const int8_t* wts
+    cdef const int32_t* init
+    cdef Py_ssize_t init_stride
+    for grp in range(a.groups):
+        c_in0 = grp * cin_g
+        b0 = 0
+        while b0 < a.blocks_per_group:
+            b1 = b0 + CH_CHUNK // QG_NR
+            if b1 > a.blocks_per_group:
+                b1 = a.blocks_per_group
+            width = (b1 - b0) * QG_NR
+            t0 = 0
+            while t0 < taps:
+                tn = taps - t0 if taps - t0 < TAP_CHUNK else TAP_CHUNK
+                qg_pointers(a.offsets + (tile * taps + t0) * QG_MR, tn * QG_MR, image,
+                            a.pad_row, c_in0, ptrs)
+                for b in range(b0, b1):
+                    blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
+                    wts = blk + QG_NR * sizeof(int32_t) + t0 * tap_bytes
+                    if t0 == 0:
+                        init, init_stride = <const int32_t*>blk, 0
+                    else:
+                        init, init_stride = acc + (b - b0) * QG_NR, width
+                    if a.scalar:
+                        qg_tile_scalar(tn, cin_g, ptrs, wts, init, init_stride,
+                                       acc + (b - b0) * QG_NR, width)
+                    else:
+                        qg_tile(tn, cin_g, ptrs, wts, init, init_stride,
+                                acc + (b - b0) * QG_NR, width)
+                t0 += tn
+            c0 = grp * a.out_c_group + b0 * QG_NR
+            n_valid = a.out_c_group - b0 * QG_NR
+            if n_valid > width:
+                n_valid = width
+            if a.scalar:
+                fx_requant_rows_scalar(acc, width, mr, n_valid, q, c0, out_rows + c0, a.out_c)
+            else:
+                fx_requant_rows(acc, width, mr, n_valid, q, c0, out_rows + c0, a.out_c)
+            b0 = b1
 
 
 cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
@@ -392,29 +404,6 @@ cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
                     dst[c] = src[c]
         memset(row + used, 0, a.patch_k - used)
         rows[r] = row
-
-
-cdef void patch_tile(const GemmConv* a, const RowRequant* requant, const int8_t** rows,
-                     int32_t* acc, Py_ssize_t mr, int8_t* out_rows) noexcept nogil:
-    """Patch mode: every output channel of one tile from its patch rows (one tap of
-    patch_k), per chunk of CH_CHUNK channels requantized while in L1."""
-    cdef Py_ssize_t b0 = 0, b1, b, width, r, n_valid
-    cdef const int8_t* blk
-    while b0 < a.blocks_per_group:
-        b1 = min(b0 + CH_CHUNK // QG_NR, a.blocks_per_group)
-        width = (b1 - b0) * QG_NR
-        for b in range(b0, b1):
-            blk = a.packed + b * a.block_bytes
-            if a.scalar:
-                qg_tile_scalar(1, a.patch_k, rows, blk + QG_NR * sizeof(int32_t),
-                               <const int32_t*>blk, 0, acc + (b - b0) * QG_NR, width)
-            else:
-                qg_tile(1, a.patch_k, rows, blk + QG_NR * sizeof(int32_t),
-                        <const int32_t*>blk, 0, acc + (b - b0) * QG_NR, width)
-        n_valid = min(a.out_c - b0 * QG_NR, width)
-        requantize_rows(requant, acc, width, mr, b0 * QG_NR, n_valid,
-                        out_rows + b0 * QG_NR, a.out_c, a.scalar)
-        b0 = b1
 
 
 def tap_offsets(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t out_h,
@@ -462,7 +451,7 @@ cdef class Conv2dCall:
     cdef readonly Py_ssize_t n_tasks
     cdef object arrays             # the offsets table and pad row GemmConv points into
     cdef GemmConv args
-    cdef RowRequant requant
+    cdef fx_requant requant
     cdef void* requant_block      # owns the arrays of requant
     cdef bint release_gil
     cdef double work_share        # (multiply-adds + epilogue) / NOGIL_MIN_WORK: see step.pxd
@@ -477,7 +466,7 @@ cdef class Conv2dCall:
         cdef str k = "conv2d"
         cdef Py_ssize_t n_in = x.shape[0], cin = x.shape[3], cout = w.shape[0]
         cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], pixels, image_len
-        cdef RowRequant requant
+        cdef fx_requant requant
         cdef void* requant_block
         cdef GemmConv* a = &self.args
         if groups < 1:
@@ -522,7 +511,7 @@ cdef class Conv2dCall:
                               QG_MR)
         pad_row = np.full(max(cin, 1), pad_value, np.int8)
         # Last (after every check), so that a failed re-initialisation leaves the object as it was.
-        requant_block = new_row_requant(&requant, m0, shift, out_zp, act_min, act_max)
+        requant_block = new_requant(&requant, m0, shift, out_zp, act_min, act_max)
         PyMem_Free(self.requant_block)      # __init__ may run twice on one object
         self.requant, self.requant_block = requant, requant_block
         self.x, self.out, self.m0, self.packed = x, out, m0, packed
@@ -610,8 +599,6 @@ cdef extern from "csrc/dwconv.h" nogil:
     enum:
         DW_TILE
         DW_PAIRS
-    ctypedef struct dw_requant:
-        pass
     ctypedef struct dw_call:
         ptrdiff_t batch, in_h, in_w, in_c, out_h, out_w, out_c, taps
         ptrdiff_t n_tiles, n_direct
@@ -621,14 +608,12 @@ cdef extern from "csrc/dwconv.h" nogil:
         const ptrdiff_t* ind
         const int8_t* zero
         const int32_t* gather
-        const dw_requant* rq
-        int32_t out_zp, act_min, act_max
-        int any_left, pairs_ok
+        const fx_requant* q
+        int pairs_ok
     size_t dw_tile_bytes(ptrdiff_t taps)
     ptrdiff_t dw_n_tiles(ptrdiff_t channels)
     void dw_pack(const int8_t* w, const int32_t* bias, ptrdiff_t taps, ptrdiff_t channels,
                  uint8_t* dst)
-    void dw_requant_fill(dw_requant* r, int lane, int32_t m0, int32_t shift)
     void dw_run_simd(const dw_call* k, ptrdiff_t first, ptrdiff_t last)
     void dw_run_scalar(const dw_call* k, ptrdiff_t first, ptrdiff_t last)
     const char* dw_isa_name()
@@ -691,7 +676,8 @@ cdef class DepthwiseConv2dCall:
     cdef int8_t[:, :, :, ::1] out
     cdef readonly PackedDepthwiseWeights packed
     cdef dw_call k
-    cdef void* block              # owns ind, zero, gather, rq (one allocation)
+    cdef fx_requant q             # the requantization constants (arrays in block)
+    cdef void* block              # owns ind, zero, gather, q's arrays (one allocation)
     cdef bint release_gil
     cdef double work_share        # (multiply-adds + epilogue) / NOGIL_MIN_WORK: see step.pxd
     cdef readonly bint scalar
@@ -714,7 +700,8 @@ cdef class DepthwiseConv2dCall:
         cdef ptrdiff_t* ind
         cdef int8_t* zero
         cdef int32_t* gather
-        cdef dw_requant* rq
+        cdef fx_requant q
+        cdef size_t rq_bytes
         if depth_multiplier < 1:
             raise ValueError(f"{k}: depth_multiplier = {depth_multiplier} must be >= 1")
         cout = cin * depth_multiplier
@@ -748,13 +735,14 @@ cdef class DepthwiseConv2dCall:
         n_tiles = dw_n_tiles(cout)
         n_ind = out_h * out_w * taps
         zero_len = max(cin, <Py_ssize_t>DW_TILE)
-        size = (n_ind * sizeof(ptrdiff_t) + n_tiles * sizeof(dw_requant)
-                + n_tiles * DW_TILE * sizeof(int32_t) + zero_len)
+        rq_bytes = fx_requant_bytes(cout)
+        size = (rq_bytes + n_ind * sizeof(ptrdiff_t) + n_tiles * DW_TILE * sizeof(int32_t)
+                + zero_len)
         block = PyMem_Malloc(max(size, <size_t>1))
         if block == NULL:
             raise MemoryError(f"{k}: cannot allocate {size} bytes of indirection and constants")
-        rq = <dw_requant*>block
-        ind = <ptrdiff_t*>(rq + n_tiles)
+        fx_requant_init(&q, block, &m0[0], &shift[0], cout, out_zp, act_min, act_max)
+        ind = <ptrdiff_t*>(<char*>block + rq_bytes)
         gather = <int32_t*>(ind + n_ind)
         zero = <int8_t*>(gather + n_tiles * DW_TILE)
         for i in range(zero_len):
@@ -771,8 +759,6 @@ cdef class DepthwiseConv2dCall:
             for lane in range(DW_TILE):
                 o = t * DW_TILE + lane
                 gather[t * DW_TILE + lane] = o // mult if o < cout else 0
-                dw_requant_fill(&rq[t], lane, m0[o] if o < cout else 0,
-                                shift[o] if o < cout else 0)
 
         self.free_buffers()  # __init__ may run twice on one object
         self.block = block
@@ -782,12 +768,9 @@ cdef class DepthwiseConv2dCall:
         self.k.n_tiles = n_tiles
         self.k.n_direct = cout // DW_TILE if mult == 1 else 0
         self.k.x, self.k.out = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
-        self.k.packed, self.k.ind, self.k.zero, self.k.gather, self.k.rq = (
-            packed.packed, ind, zero, gather, rq)
-        self.k.out_zp, self.k.act_min, self.k.act_max = out_zp, act_min, act_max
-        self.k.any_left = False
-        for o in range(cout):
-            self.k.any_left = self.k.any_left or shift[o] > 0
+        self.q = q
+        self.k.packed, self.k.ind, self.k.zero, self.k.gather, self.k.q = (
+            packed.packed, ind, zero, gather, &self.q)
         self.k.pairs_ok = packed.pairs_ok
         self.n_tasks = n_in * out_h
         self.release_gil = n_in * out_h * out_w * cout * (taps + 8) > NOGIL_MIN_WORK

@@ -1,0 +1,48 @@
+/* conv2d's GEMM micro-kernel, AVX-512 VNNI: 8 x 16 tile, K in steps of 4, vpdpbusd (activations offset to uint8).
+ * Included by qgemm.h (which defines the tile macros and the packing it reads); see there. */
+#ifndef FIXNET_QGEMM_AVX512VNNI_H
+#define FIXNET_QGEMM_AVX512VNNI_H
+
+static inline __m512i qg_vnni_bcast(const int8_t* p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_xor_si512(_mm512_set1_epi32(v), _mm512_set1_epi8((char)0x80));
+}
+
+static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void* wv,
+                           const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
+{
+    const qg_w_t* w = (const qg_w_t*)wv;
+    const size_t full = cin / 4, rem = cin % 4;
+    __m512i acc[QG_MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < QG_MR; r++)
+        acc[r] = _mm512_loadu_si512((const void*)(init + r * init_stride));
+    for (size_t t = 0; t < taps; t++) {
+        const int8_t* const* x = a + QG_MR * t;
+        for (size_t k = 0; k < full; k++) {
+            const __m512i wq = _mm512_loadu_si512((const void*)w);
+#pragma GCC unroll 16
+            for (int r = 0; r < QG_MR; r++)
+                acc[r] = _mm512_dpbusd_epi32(acc[r], qg_vnni_bcast(x[r] + 4 * k), wq);
+            w += 64;
+        }
+        if (rem) {
+            /* the zero fill becomes 128 after the offset, against zero weights */
+            const __m512i wq = _mm512_loadu_si512((const void*)w);
+#pragma GCC unroll 16
+            for (int r = 0; r < QG_MR; r++) {
+                int8_t tail[4];
+                qg_tail(tail, x[r] + 4 * full, rem);
+                acc[r] = _mm512_dpbusd_epi32(acc[r], qg_vnni_bcast(tail), wq);
+            }
+            w += 64;
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < QG_MR; r++)
+        _mm512_storeu_si512((void*)(c + r * c_stride), acc[r]);
+}
+
+#endif /* FIXNET_QGEMM_AVX512VNNI_H */

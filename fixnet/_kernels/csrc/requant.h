@@ -1,0 +1,143 @@
+/* Requantization of int32 accumulators to int8: the epilogue of every kernel that sums
+ * products (conv2d's GEMM, dense, depthwise), one vector form per instruction set, each
+ * bit-exact with the scalar rule below, which is fixedpoint.pxd's requantize_accumulator and
+ * fixnet.oracle's:
+ *
+ *   out = clamp(out_zp + rounding_divide_by_pot(SRDHM(sat32(acc << left), m0), right),
+ *               act_min, act_max)
+ *
+ * with left = max(shift, 0), right = max(-shift, 0), SRDHM(x, m0) = floor((x m0 + 2^30) / 2^31)
+ * (the saturating rounding doubling high multiply; m0 >= 0 never saturates) and
+ * rounding_divide_by_pot rounding ties away from zero.
+ *
+ * fx_requant holds, per output channel, the constants the vector forms want (derived once
+ * from m0 and shift by fx_requant_init), in arrays padded with zeros (fx_requant_padded), so
+ * a kernel may load a whole vector of up to FX_RQ_PAD lanes at any channel it computes. The
+ * padding channels requantize every accumulator to the zero point (m0 = 0): kernels never
+ * store them anyway.
+ *
+ * Per ISA (requant_x86.h, requant_neon.h, chosen by the build's predefined macros), and a
+ * scalar fallback here:
+ *   fx_requant_rows(acc, acc_stride, rows, n, q, c0, out, out_stride)
+ *       out[r * out_stride + j] = fx_requant_scalar(acc[r * acc_stride + j], q, c0 + j)
+ *       for r < rows, j < n.
+ */
+#ifndef FIXNET_REQUANT_H
+#define FIXNET_REQUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FX_RQ_PAD 16
+
+typedef struct {
+    const int32_t* m0;          /* in [2^30, 2^31), or 0 */
+    const int32_t* left;        /* max(shift, 0) */
+    const int32_t* right;       /* max(-shift, 0) */
+    const int32_t* neg_right;   /* -right (a negative shift count: NEON's vrshl) */
+    const int32_t* mask;        /* 2^right - 1 */
+    const int32_t* half;        /* mask >> 1 */
+    const int32_t* hi_lim;      /* INT32_MAX >> left: above it, acc << left saturates */
+    const int32_t* lo_lim;      /* INT32_MIN >> left */
+    int32_t out_zp, act_min, act_max;
+    int any_left;               /* some channel has left > 0 */
+} fx_requant;
+
+#define FX_RQ_ARRAYS 8
+
+/* Channels of the padded arrays: C rounded up to FX_RQ_PAD, plus FX_RQ_PAD more, so a vector
+   of up to FX_RQ_PAD lanes loaded at any channel c < C stays inside (grouped convs start
+   their blocks at channels that are not multiples of the tile). */
+static inline size_t fx_requant_padded(size_t channels) {
+    return (channels + FX_RQ_PAD - 1) / FX_RQ_PAD * FX_RQ_PAD + FX_RQ_PAD;
+}
+
+/* Bytes of the block fx_requant_init fills for `channels` channels (4-byte aligned). */
+static inline size_t fx_requant_bytes(size_t channels) {
+    return FX_RQ_ARRAYS * fx_requant_padded(channels) * sizeof(int32_t);
+}
+
+/* Fill q and its arrays (in `block`, fx_requant_bytes(channels) bytes) from m0 and shift
+   (both already checked: m0 in [2^30, 2^31) or 0, shift in [-31, 30]). */
+static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0,
+                                   const int32_t* shift, size_t channels, int32_t out_zp,
+                                   int32_t act_min, int32_t act_max) {
+    size_t n = fx_requant_padded(channels), c;
+    int32_t* a = (int32_t*)block;
+    int32_t *qm0 = a, *left = a + n, *right = a + 2 * n, *neg_right = a + 3 * n;
+    int32_t *mask = a + 4 * n, *half = a + 5 * n, *hi = a + 6 * n, *lo = a + 7 * n;
+    memset(block, 0, fx_requant_bytes(channels));
+    q->any_left = 0;
+    for (c = 0; c < n; c++) {
+        int32_t s = c < channels ? shift[c] : 0;
+        int32_t l = s > 0 ? s : 0, r = s < 0 ? -s : 0;
+        qm0[c] = c < channels ? m0[c] : 0;
+        left[c] = l;
+        right[c] = r;
+        neg_right[c] = -r;
+        mask[c] = (int32_t)(((int64_t)1 << r) - 1);
+        half[c] = mask[c] >> 1;
+        hi[c] = INT32_MAX >> l;
+        lo[c] = INT32_MIN >> l;
+        q->any_left |= l > 0;
+    }
+    q->m0 = qm0;
+    q->left = left;
+    q->right = right;
+    q->neg_right = neg_right;
+    q->mask = mask;
+    q->half = half;
+    q->hi_lim = hi;
+    q->lo_lim = lo;
+    q->out_zp = out_zp;
+    q->act_min = act_min;
+    q->act_max = act_max;
+}
+
+/* multiply_by_quantized_multiplier(acc, m0[c], shift[c]): branch-free scalar form. */
+static inline int32_t fx_mbqm_scalar(int32_t acc, const fx_requant* q, size_t c) {
+    int64_t x = acc;
+    int32_t y, l = q->left[c];
+    if (l)
+        x = acc > q->hi_lim[c] ? INT32_MAX
+            : acc < q->lo_lim[c] ? INT32_MIN : (int32_t)((uint32_t)acc << l);
+    /* floor((x m0 + 2^30) / 2^31): |x m0| < 2^62, an arithmetic shift is the floor */
+    y = (int32_t)((x * q->m0[c] + ((int64_t)1 << 30)) >> 31);
+    /* rounding_divide_by_pot(y, right): ties away from zero */
+    return (y >> q->right[c]) + ((y & q->mask[c]) > q->half[c] + (y < 0));
+}
+
+/* requantize_accumulator(acc, m0[c], shift[c], out_zp, act_min, act_max). */
+static inline int8_t fx_requant_scalar(int32_t acc, const fx_requant* q, size_t c) {
+    int64_t v = (int64_t)q->out_zp + fx_mbqm_scalar(acc, q, c);
+    v = v < q->act_min ? q->act_min : v;
+    v = v > q->act_max ? q->act_max : v;
+    return (int8_t)v;
+}
+
+static inline void fx_requant_rows_scalar(const int32_t* acc, size_t acc_stride, size_t rows,
+                                          size_t n, const fx_requant* q, size_t c0,
+                                          int8_t* out, size_t out_stride) {
+    size_t r, j;
+    for (r = 0; r < rows; r++)
+        for (j = 0; j < n; j++)
+            out[r * out_stride + j] = fx_requant_scalar(acc[r * acc_stride + j], q, c0 + j);
+}
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include "requant_x86.h"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include "requant_neon.h"
+#endif
+
+#ifndef FX_HAVE_REQUANT_ROWS
+#define FX_REQUANT_ISA "scalar"
+static inline void fx_requant_rows(const int32_t* acc, size_t acc_stride, size_t rows,
+                                   size_t n, const fx_requant* q, size_t c0, int8_t* out,
+                                   size_t out_stride) {
+    fx_requant_rows_scalar(acc, acc_stride, rows, n, q, c0, out, out_stride);
+}
+#endif
+
+#endif /* FIXNET_REQUANT_H */
