@@ -194,6 +194,24 @@ static inline void qg_tile_q8(size_t taps, size_t cin, const int8_t** a, const v
 }
 #endif
 
+/* qg_row_q8(taps, cin, a, block, nc, q, c0, out): qg_tile_q8 for one row of pixels (mr = 1;
+ * a[t] points at tap t's row, one pointer per tap): dense at batch 1 (a GEMV) and the last
+ * pixel of an image. A build's kernel file may define its own (QG_HAVE_ROW_Q8), a 1-row
+ * kernel that computes no padding rows; else the tile kernel runs with every row on a[t]. */
+#ifndef QG_HAVE_ROW_Q8
+#define QG_ROW_MAX_TAPS 32
+static inline void qg_row_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
+                             size_t nc, const fx_requant* q, size_t c0, int8_t* out)
+{
+    const int8_t* rows[QG_ROW_MAX_TAPS * QG_MR];
+    size_t t, r;
+    for (t = 0; t < taps; t++)
+        for (r = 0; r < QG_MR; r++)
+            rows[t * QG_MR + r] = a[t];
+    qg_tile_q8(taps, cin, rows, block, 1, nc, q, c0, out, 0);
+}
+#endif
+
 static inline void qg_tile_q8_scalar(size_t taps, size_t cin, const int8_t** a,
                                      const void* block, size_t mr, size_t nc,
                                      const fx_requant* q, size_t c0, int8_t* out,
