@@ -7,8 +7,8 @@
  *   AVX-512 VNNI          __AVX512VNNI__           8 x 16,  4   vpdpbusd (u8 x s8), zmm
  *   AVX2                  __AVX2__                 3 x  8,  8   vpmovsxbw + vpmaddwd, ymm
  *   x86-64 baseline       __SSE2__                 2 x  4,  8   punpcklbw/psraw + pmaddwd
- *   aarch64 + dot product __ARM_FEATURE_DOTPROD    4 x 16,  4   sdot
- *   aarch64               __aarch64__              2 x  4, 16   smull/smlal + sadalp
+ *   aarch64 + dot product __ARM_FEATURE_DOTPROD    4 x 16,  4   sdot by lane on 16-byte row loads
+ *   aarch64               __aarch64__              2 x  8, 16   smull + smlal2 + sadalp
  *   anything else         -                        4 x  4,  4   scalar
  *
  * The packed weights (qg_pack_* below describe them; _conv.pyx makes them) are, per block
@@ -23,7 +23,8 @@
  * A kernel call computes one tile of QG_MR output pixels x QG_NR output channels over `taps`
  * taps: a[t * QG_MR + r] points at the Cin input values of tap t for pixel r (a row of the
  * image, or a row of the padding value); it reads exactly Cin bytes from each (the last
- * partial group of QG_KR through a zero-filled copy: never past the row). The accumulators
+ * partial group of QG_KR through a zero-filled copy, or in pieces of 8, 4, 2, 1 bytes on
+ * NEON: never past the row). The accumulators
  * start from init[r * init_stride + j] (init_stride 0: the packed bias) and are written to
  * c[r * c_stride + j], r < QG_MR, j < QG_NR; all arithmetic wraps modulo 2^32.
  *
@@ -78,7 +79,7 @@
 #define QG_ISA "neon"
 #define QG_W16 0
 #define QG_MR 2
-#define QG_NR 4
+#define QG_NR 8
 #define QG_KR 16
 #define QG_UINT8_INPUT 0
 #else
