@@ -276,3 +276,78 @@ def test_conv_step_packs_once_and_again_after_the_bias_changes():
     assert "_packed" not in clone.__dict__ or clone.__dict__["_packed"] is None
     clone.bind(bufs)()
     np.testing.assert_array_equal(bufs["y"], step.oracle([x])[0])
+
+
+# ---- the edges of each build's micro-kernel (csrc/qgemm_*.h) ----------------------------------
+
+def _edge_case(rng, n, h, w, cin, cout, kernel, groups, shift, bias_bound=2 ** 20):
+    """Random arrays of one conv2d (stride 1, 'same' padding), and its output size."""
+    kh, kw = kernel
+    pads = ((kh - 1) // 2, (kw - 1) // 2)
+    x = int8_array(rng, (n, h, w, cin))
+    wt = int8_array(rng, (cout, kh, kw, cin // groups), -127, 127)
+    bias = rng.integers(-bias_bound, bias_bound, cout, endpoint=True).astype(np.int32)
+    m0 = rng.integers(2 ** 30, 2 ** 31, cout).astype(np.int32)
+    shift = np.broadcast_to(np.asarray(shift, np.int32), (cout,)).copy()
+    oh = out_size(h, kh, 1, 1, pads[0], kh - 1 - pads[0])
+    ow = out_size(w, kw, 1, 1, pads[1], kw - 1 - pads[1])
+    args = (x, wt, bias, m0, shift, 1, 1, 1, 1, *pads, groups, int(rng.integers(-128, 128)),
+            int(rng.integers(-128, 128)), -128, 127)
+    return args, oh, ow
+
+
+def _check_all(conv, args, oh, ow):
+    want = oracle.conv2d(*args, out_h=oh, out_w=ow)
+    np.testing.assert_array_equal(run(conv, args, oh, ow, scalar=True), want)
+    np.testing.assert_array_equal(run(conv, args, oh, ow), want)
+
+
+@pytest.mark.parametrize("cin_g", range(1, 50))
+def test_every_k_tail(conv, cin_g):
+    # Every length of the last K step of a tap: Cin % KR for the 16-deep steps (NEON 2x8c16),
+    # 1 to 4 groups of 4 after the 16-byte steps (NEON 4x16c4), ... The kernel reads the tail
+    # in pieces, never past the row. 3x3 taps with groups = 2 (no patch mode: every tap has
+    # its own tail; padding taps read the pad row), and a 1x1 conv (one tap, a GEMM).
+    rng = np.random.default_rng(1000 + cin_g)
+    for kernel, groups in (((3, 3), 2), ((1, 1), 1)):
+        args, oh, ow = _edge_case(rng, 1, 4, 5, cin_g * groups, 19 * groups, kernel, groups,
+                                  rng.integers(-12, 3, 19 * groups))
+        _check_all(conv, args, oh, ow)
+
+
+@pytest.mark.parametrize("cout", list(range(1, 18)) + [23, 31, 33])
+def test_partial_channel_blocks_and_pixel_tiles(conv, cout):
+    # The last block of output channels holds 1 .. NR channels (partial stores of 1 to 15
+    # bytes), the last tile of pixels 1 .. MR pixels (rows not stored), with fused epilogues.
+    rng = np.random.default_rng(2000 + cout)
+    for h, w in ((1, 1), (1, 2), (1, 3), (1, 5), (2, 3), (3, 3)):
+        for kernel, cin in (((1, 1), 21), ((3, 3), 34)):
+            args, oh, ow = _edge_case(rng, 2, h, w, cin, cout, kernel, 1,
+                                      rng.integers(-14, 2, cout))
+            _check_all(conv, args, oh, ow)
+
+
+@pytest.mark.parametrize("left", [1, 3, 6])
+def test_left_shifts_saturate_like_the_rule(conv, left):
+    # acc << left saturates to int32 for large accumulators (sqshl on NEON, the scalar rule's
+    # hi_lim / lo_lim): biases near +-2^31 with left shifts, every output channel of a block.
+    rng = np.random.default_rng(left)
+    args, oh, ow = _edge_case(rng, 1, 3, 4, 24, 37, (3, 3), 1, left, bias_bound=2 ** 31 - 1)
+    bias = args[2]
+    bias[::3] = np.int32(2 ** 31 - 1)
+    bias[1::3] = np.int32(-2 ** 31)
+    _check_all(conv, args, oh, ow)
+    args, oh, ow = _edge_case(rng, 1, 3, 4, 24, 37, (3, 3), 1,
+                              np.where(np.arange(37) % 2, left, -9), bias_bound=2 ** 31 - 1)
+    _check_all(conv, args, oh, ow)
+
+
+@pytest.mark.parametrize("cin_g, cout_g", [(5, 9), (21, 300), (16, 17)])
+def test_more_taps_than_one_chunk(conv, cin_g, cout_g):
+    # 7x7 = 49 taps (> TAP_CHUNK): the int32 tile kernel (qg_tile) sums the taps in chunks,
+    # starting from the previous chunk's accumulators (init_stride), then the int32 tile is
+    # requantized (fx_requant_rows); more than CH_CHUNK channels take two chunks.
+    rng = np.random.default_rng(cin_g * 1000 + cout_g)
+    args, oh, ow = _edge_case(rng, 1, 4, 3, 2 * cin_g, 2 * cout_g, (7, 7), 2,
+                              rng.integers(-14, 3, 2 * cout_g))
+    _check_all(conv, args, oh, ow)
