@@ -33,9 +33,68 @@ def _requant(rng, c):
     return m0, shift
 
 
-def _cases():
+def _conv_case(rng, name, h, w, cin, cout, k, stride, same):
+    """A Conv2dCall on a random image: k x k, `same` or valid padding."""
+    from fixnet._kernels import _conv
+    out_h = -(-h // stride) if same else (h - k) // stride + 1
+    out_w = -(-w // stride) if same else (w - k) // stride + 1
+    pad_h = max(0, (out_h - 1) * stride + k - h) // 2 if same else 0
+    pad_w = max(0, (out_w - 1) * stride + k - w) // 2 if same else 0
+    x = rng.integers(-128, 128, (1, h, w, cin)).astype(np.int8)
+    wt = rng.integers(-127, 128, (cout, k, k, cin)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, cout).astype(np.int32)
+    out = np.empty((1, out_h, out_w, cout), np.int8)
+    call = _conv.Conv2dCall(x, wt, bias, *_requant(rng, cout), stride, stride, 1, 1, pad_h,
+                            pad_w, 1, 3, -2, -128, 127, out)
+    return name, out_h * out_w * cout * k * k * cin, call
+
+
+def _dw_case(rng, name, h, w, c, mult, k, stride, same):
+    """A DepthwiseConv2dCall on a random image: k x k, `same` or valid padding."""
+    from fixnet._kernels import _conv
+    out_h = -(-h // stride) if same else (h - k) // stride + 1
+    out_w = -(-w // stride) if same else (w - k) // stride + 1
+    pad_h = max(0, (out_h - 1) * stride + k - h) // 2 if same else 0
+    pad_w = max(0, (out_w - 1) * stride + k - w) // 2 if same else 0
+    x = rng.integers(-128, 128, (1, h, w, c)).astype(np.int8)
+    wt = rng.integers(-127, 128, (k, k, c * mult)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, c * mult).astype(np.int32)
+    out = np.empty((1, out_h, out_w, c * mult), np.int8)
+    call = _conv.DepthwiseConv2dCall(x, wt, bias, *_requant(rng, c * mult), stride, stride, 1,
+                                     1, pad_h, pad_w, mult, 3, -2, -128, 127, out)
+    return name, out_h * out_w * c * mult * k * k, call
+
+
+def _small_cases():
+    """Issue 17's slow layers: the wide, shallow layers at the start of mobile convnets
+    (few channels, many pixels), shaped as in the models it names."""
+    rng = np.random.default_rng(0)
+    return [
+        _conv_case(rng, "conv 3x3 64x64x1->8 valid (emotion)", 64, 64, 1, 8, 3, 1, False),
+        _conv_case(rng, "conv 3x3 62x62x8->8 valid (emotion)", 62, 62, 8, 8, 3, 1, False),
+        _dw_case(rng, "depthwise 3x3 60x60x8 (emotion)", 60, 60, 8, 1, 3, 1, True),
+        _conv_case(rng, "conv 1x1 60x60x8->16 (emotion)", 60, 60, 8, 16, 1, 1, True),
+        _conv_case(rng, "conv 1x1 60x60x8->16 /2 (emotion)", 60, 60, 8, 16, 1, 2, True),
+        _conv_case(rng, "conv 3x3 96x96x3->8 /2 (vww)", 96, 96, 3, 8, 3, 2, True),
+        _dw_case(rng, "depthwise 3x3 48x48x8 (vww)", 48, 48, 8, 1, 3, 1, True),
+        _dw_case(rng, "depthwise 3x3 48x48x16 /2 (vww)", 48, 48, 16, 1, 3, 2, True),
+        _conv_case(rng, "conv 1x1 48x48x8->16 (vww)", 48, 48, 8, 16, 1, 1, True),
+        _conv_case(rng, "conv 3x3 96x96x3->16 /2 (mnv2)", 96, 96, 3, 16, 3, 2, True),
+        _conv_case(rng, "conv 1x1 48x48x8->48 (mnv2)", 48, 48, 8, 48, 1, 1, True),
+        _dw_case(rng, "depthwise 3x3 48x48x48 /2 (mnv2)", 48, 48, 48, 1, 3, 2, True),
+        _conv_case(rng, "conv 1x1 48x48x16->8 (mnv2)", 48, 48, 16, 8, 1, 1, True),
+        _conv_case(rng, "conv 1x1 24x24x48->8 (mnv2)", 24, 24, 48, 8, 1, 1, True),
+        _dw_case(rng, "depthwise 3x3 28x28x1 M=2 (tiny)", 28, 28, 1, 2, 3, 1, True),
+        _dw_case(rng, "depthwise 3x3 14x14x4 M=2 (tiny)", 14, 14, 4, 2, 3, 1, True),
+        _dw_case(rng, "depthwise 3x3 24x24x24 M=2", 24, 24, 24, 2, 3, 1, True),
+    ]
+
+
+def _cases(which="default"):
     """(name, MACs, Call object) for every kernel benchmarked, built with this process's
     kernel build."""
+    if which == "small":
+        return _small_cases()
     from fixnet._kernels import _conv, _dense
     rng = np.random.default_rng(0)
     i8 = lambda *shape: rng.integers(-128, 128, shape).astype(np.int8)
@@ -99,10 +158,10 @@ def _time(call, repeats, min_time):
     return min(rounds), statistics.median(rounds)
 
 
-def child(repeats, min_time):
+def child(repeats, min_time, which):
     import fixnet._kernels as kernels
     rows = []
-    for name, macs, call in _cases():
+    for name, macs, call in _cases(which):
         best, median = _time(call, repeats, min_time)
         rows.append(dict(kernel=name, macs=macs, best_s=best, median_s=median,
                          best_gmacs=macs / best / 1e9, median_gmacs=macs / median / 1e9))
@@ -117,10 +176,13 @@ def main():
     ap.add_argument("--min-time", type=float, default=0.005,
                     help="seconds per round (short: a shared machine then interrupts few rounds)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--set", choices=("default", "small"), default="default",
+                    help="default: the layers below; small: issue 17's few-channel layers of "
+                         "mobile convnets (emotion, visual wake words, MobileNetV2, tiny)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.repeats, args.min_time)))
+        print(json.dumps(child(args.repeats, args.min_time, args.set)))
         return
     import fixnet._kernels as kernels
     builds = args.builds or kernels.available_builds()
@@ -128,7 +190,8 @@ def main():
     for build in builds:
         env = dict(os.environ, FIXNET_ISA=build, OMP_NUM_THREADS="1")
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                               "--repeats", str(args.repeats), "--min-time", str(args.min_time)],
+                               "--repeats", str(args.repeats), "--min-time", str(args.min_time),
+                               "--set", args.set],
                               env=env, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"bench/kernels.py: the {build} build failed:\n{proc.stderr}")
@@ -137,7 +200,7 @@ def main():
         print(f"\nbuild {res['build']} (conv micro-kernel: {res['conv_micro_kernel']}), "
               f"batch 1, one thread, GMAC/s best / median of {args.repeats}")
         for r in res["rows"]:
-            print(f"  {r['kernel']:<40} {r['best_gmacs']:7.2f} / {r['median_gmacs']:7.2f}"
+            print(f"  {r['kernel']:<42} {r['best_gmacs']:7.2f} / {r['median_gmacs']:7.2f}"
                   f"   ({r['median_s'] * 1e6:9.1f} us)")
     if args.json:
         with open(args.json, "w") as f:

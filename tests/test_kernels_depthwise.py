@@ -1,8 +1,9 @@
 """The depthwise micro-kernels (fixnet/_kernels/csrc/dwconv.h): the SIMD kernel of every
 build this CPU runs, its scalar twin over the same packing, and fixnet.oracle give the same
-bits on the geometries real networks use (3x3 and 5x5, the unrolled paths; 1x1, 3x1, 7x7
-and a 9x9 above the SIMD tap limit; strides 1-2, dilation 2, same/valid padding) and on
-channel counts that are not a multiple of the 16-lane tile, with depth multipliers 1 and 2,
+bits on the geometries real networks use (3x3 and 5x5, the unrolled paths; 1x1, 3x1, 7x7,
+9x9, a global pooling window and a 23x23 above the row drivers' tap limit; strides 1-3,
+dilation 2, same/valid padding) and on
+channel counts that are not a multiple of the 16-lane tile, with depth multipliers 1 to 8,
 extreme zero points, weights of +-127 and -128, multipliers with left shifts and clamps.
 The task interface (n_tasks, run_tasks on disjoint ranges from several threads) gives the
 same bits as one call, and the packed weights are made once per weight array.
@@ -99,6 +100,36 @@ def test_simd_scalar_and_oracle_agree(kernel, c):
         check_all(args, shape)
 
 
+@pytest.mark.parametrize("c,mult,stride,kernel", [
+    (1, 4, 1, (3, 3)), (3, 3, 2, (3, 3)), (5, 5, 3, (5, 5)), (2, 8, 1, (3, 3)), (1, 2, 3, (3, 1)),
+    (12, 3, 1, (3, 3)), (7, 1, 3, (5, 5)), (4, 1, 2, (2, 2))])
+def test_depth_multipliers_and_strides_beyond_two(c, mult, stride, kernel):
+    # each input channel repeated M times in the phase rows; strides of 3 (three phases)
+    for i, padding in enumerate(("same", "valid")):
+        args, shape = make_case(31 * c + mult + i, 2, 11, 13, c, mult, *kernel, stride, 1,
+                                padding, "fit", -5, 3, (-128, 127))
+        check_all(args, shape)
+
+
+@pytest.mark.parametrize("c,stride", [(1000, 1), (1000, 2), (3000, 1)])
+def test_wide_layers(c, stride):
+    # 1000 channels: lcm(C, 16) lanes would be too many, each pixel's channels in tiles
+    # ("pixel" mode); 3000: the phase rows of one output column exceed the stack scratch,
+    # both entries run the direct loop
+    args, shape = make_case(c + stride, 1, 5, 4, c, 1, 3, 3, stride, 1, "same", "fit", 2, -7,
+                            (-128, 127))
+    check_all(args, shape)
+    lanes, flat = _conv.depthwise_lanes(c)
+    assert not flat and lanes == -(-c // 16) * 16
+
+
+def test_lanes_follow_the_channel_count():
+    assert _conv.depthwise_lanes(8) == (16, True)
+    assert _conv.depthwise_lanes(2) == (16, True)
+    assert _conv.depthwise_lanes(24) == (48, True)
+    assert _conv.depthwise_lanes(96) == (96, True)
+
+
 @pytest.mark.parametrize("c,mult", [(8, 1), (17, 2), (96, 1)])
 def test_weights_of_minus_128(c, mult):
     # -128 weights make two products' int16 sum overflow on NEON: that build then adds one
@@ -110,10 +141,15 @@ def test_weights_of_minus_128(c, mult):
     check_all(args, shape)
 
 
-def test_taps_above_the_simd_limit():
-    # 9x9 = 81 taps: the SIMD entry runs the scalar twin (row pointers live on the stack)
-    args, shape = make_case(3, 1, 11, 10, 20, 1, 9, 9, 1, 1, "same", "fit", 4, -2, (-128, 127))
-    check_all(args, shape)
+def test_many_taps():
+    # 9x9 = 81 taps and a global average pooling's 12x12 window: the row drivers (one tap
+    # pointer each on the stack); 23x23 = 529 taps, above their limit: the direct loop
+    for seed, (kh, kw), (h, w_), padding in ((3, (9, 9), (11, 10), "same"),
+                                             (4, (12, 12), (12, 12), "valid"),
+                                             (5, (23, 23), (6, 5), "same")):
+        args, shape = make_case(seed, 1, h, w_, 20, 1, kh, kw, 1, 1, padding, "fit", 4, -2,
+                                (-128, 127))
+        check_all(args, shape)
 
 
 def test_wrapping_accumulators():
@@ -126,22 +162,33 @@ def test_wrapping_accumulators():
     check_all(args, (1, 1, 1, 17))
 
 
-def test_tasks_on_threads_match_one_call():
-    args, shape = make_case(11, 3, 12, 9, 40, 1, 3, 3, 2, 1, "same", "fit", 3, -1, (-128, 127))
+@pytest.mark.parametrize("h,w_,c,stride", [(12, 9, 40, 2), (40, 30, 8, 1), (24, 300, 64, 1)])
+def test_tasks_on_threads_match_one_call(h, w_, c, stride):
+    # tasks are bands of output rows of one image, over segments of output columns (a
+    # segment narrower than the row where the row's phase rows would not fit the stack)
+    args, shape = make_case(11, 3, h, w_, c, 1, 3, 3, stride, 1, "same", "fit", 3, -1,
+                            (-128, 127))
     whole = run(args, shape)
     for scalar in (False, True):
         out = np.zeros(shape, np.int8)
         call = _conv.DepthwiseConv2dCall(*args, out, scalar=scalar)
-        assert call.n_tasks == shape[0] * shape[1]
+        regions = [call.task_region(t) for t in range(call.n_tasks)]
+        covered = np.zeros(shape[:3], int)
+        for n, rows, cols in regions:
+            covered[n, rows, cols] += 1
+        assert (covered == 1).all()         # every output pixel in exactly one task
         bounds = np.linspace(0, call.n_tasks, 5).astype(int)
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda r: call.call_tasks(*r), zip(bounds[:-1], bounds[1:])))
         np.testing.assert_array_equal(out, whole)
-        # a range writes only its own rows
-        out[...] = 7
-        call.call_tasks(1, 2)
-        np.testing.assert_array_equal(out[0, 1], whole[0, 1])
-        assert (out[0, 0] == 7).all() and (out[0, 2:] == 7).all() and (out[1:] == 7).all()
+        # a range writes only its own outputs
+        for task in (0, call.n_tasks - 1):
+            out[...] = 7
+            call.call_tasks(task, task + 1)
+            n, rows, cols = regions[task]
+            np.testing.assert_array_equal(out[n, rows, cols], whole[n, rows, cols])
+            out[n, rows, cols] = 7
+            assert (out == 7).all()
         with pytest.raises(ValueError, match="tasks"):
             call.call_tasks(0, call.n_tasks + 1)
 

@@ -56,6 +56,8 @@ from libc.string cimport memset
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t
 
+import math
+
 import numpy as np
 
 from fixnet._kernels.step cimport step_entry
@@ -590,30 +592,36 @@ def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w n
 
 # ---- depthwise_conv2d ----------------------------------------------------------------------
 #
-# The micro-kernels are C (csrc/dwconv.h, intrinsics per ISA, chosen by the compiler's
-# predefined macros, and a scalar twin over the same packing); this part packs the weights,
-# builds the per-call read-only data (indirection, zero-point row, gather table, requantization
-# constants) and runs tasks (one output row of one image each).
+# The micro-kernels and the row driver are C (csrc/dwconv.h: its header describes the lanes,
+# the phase rows and the packing; the vector tile per ISA in dwconv_x86.h / dwconv_neon.h,
+# chosen by the compiler's predefined macros, with a scalar twin); this part expands and
+# packs the weights, plans the tasks and holds the per-call read-only data (the zero-point
+# row and the requantization constants of the expanded lanes).
 
 cdef extern from "csrc/dwconv.h" nogil:
     enum:
         DW_TILE
         DW_PAIRS
+        DW_FLAT_MAX_LANES
     ctypedef struct dw_call:
-        ptrdiff_t batch, in_h, in_w, in_c, out_h, out_w, out_c, taps
-        ptrdiff_t n_tiles, n_direct
+        ptrdiff_t batch, in_h, in_w, in_c, out_h, out_w, out_c, mult
+        ptrdiff_t kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, taps
+        ptrdiff_t lanes
+        int flat, rows_ok
+        ptrdiff_t band, n_bands, seg_w, n_segs, ring, phase_len
         const int8_t* x
         int8_t* out
         const uint8_t* packed
-        const ptrdiff_t* ind
         const int8_t* zero
-        const int32_t* gather
+        int32_t pad_value
         const fx_requant* q
         int pairs_ok
     size_t dw_tile_bytes(ptrdiff_t taps)
     ptrdiff_t dw_n_tiles(ptrdiff_t channels)
     void dw_pack(const int8_t* w, const int32_t* bias, ptrdiff_t taps, ptrdiff_t channels,
                  uint8_t* dst)
+    void dw_plan(dw_call* k)
+    ptrdiff_t dw_n_tasks(const dw_call* k)
     void dw_run_simd(const dw_call* k, ptrdiff_t first, ptrdiff_t last)
     void dw_run_scalar(const dw_call* k, ptrdiff_t first, ptrdiff_t last)
     const char* dw_isa_name()
@@ -624,14 +632,39 @@ cdef extern from "csrc/dwconv.h" nogil:
 DEPTHWISE_ISA = dw_isa_name().decode()
 
 
+def depthwise_lanes(Py_ssize_t channels):
+    """(L, flat) for a depthwise layer of ``channels`` output channels (csrc/dwconv.h):
+    flat mode with L = lcm(channels, 16) expanded lanes (lane l computes channel
+    l % channels) unless that exceeds DW_FLAT_MAX_LANES, else pixel mode with L = channels
+    rounded up to 16."""
+    flat_lanes = channels * DW_TILE // math.gcd(max(channels, 1), DW_TILE)
+    if 0 < flat_lanes <= DW_FLAT_MAX_LANES:
+        return flat_lanes, True
+    return max(ceil_div(channels, DW_TILE), 1) * DW_TILE, False
+
+
+def expand_lanes(values, Py_ssize_t lanes, bint flat):
+    """The per-channel array values [..., C] for `lanes` expanded lanes (depthwise_lanes):
+    lane l holds channel l % C (flat), or channel l and zeros past C (pixel mode)."""
+    values = np.asarray(values)
+    lead, channels = values.shape[:values.ndim - 1], values.shape[values.ndim - 1]
+    if flat and channels:
+        return np.ascontiguousarray(np.tile(values, (1,) * len(lead) + (lanes // channels,)))
+    out = np.zeros(lead + (lanes,), values.dtype)
+    out[..., :channels] = values
+    return out
+
+
 cdef class PackedDepthwiseWeights:
-    """Depthwise weights and bias in this build's tile layout (csrc/dwconv.h: per 16 output
-    channels, 16 int32 biases then every tap's 16 weights; int16 tap pairs on x86-64, int8 on
-    ARM). Read-only once made; shared by every DepthwiseConv2dCall over the same w and bias."""
+    """Depthwise weights and bias in this build's tile layout (csrc/dwconv.h: for the L
+    expanded lanes, per 16 lanes 16 int32 biases then every tap's 16 weights; int16 tap pairs
+    on x86-64, int8 on ARM). Read-only once made; shared by every DepthwiseConv2dCall over the
+    same w and bias."""
     cdef readonly object data       # the packed bytes (NumPy uint8)
     cdef readonly object w          # the int8 [KH, KW, C*M] array it was packed from
     cdef readonly object bias       # the int32 [C*M] array it was packed from
-    cdef readonly Py_ssize_t taps, channels
+    cdef readonly Py_ssize_t taps, channels, lanes
+    cdef readonly bint flat         # flat mode (depthwise_lanes)
     cdef readonly bint pairs_ok     # no weight is -128
     cdef const uint8_t* packed
 
@@ -642,23 +675,27 @@ def pack_depthwise_weights(w, bias):
     reads only the packed copy, so w and bias must not change afterwards."""
     cdef const int8_t[:, :, ::1] wv = w
     cdef const int32_t[::1] bv = bias
-    cdef Py_ssize_t taps = wv.shape[0] * wv.shape[1], channels = wv.shape[2], i
+    cdef Py_ssize_t taps = wv.shape[0] * wv.shape[1], channels = wv.shape[2]
     cdef PackedDepthwiseWeights p = PackedDepthwiseWeights.__new__(PackedDepthwiseWeights)
+    cdef const int8_t[:, ::1] we
+    cdef const int32_t[::1] be
     cdef uint8_t[::1] dst
-    cdef bint pairs_ok = True
     if bv.shape[0] != channels:
         raise ValueError(f"pack_depthwise_weights: bias has length {bv.shape[0]}, expected "
                          f"{channels} (one per output channel, w.shape[2])")
-    data = np.zeros(max(<Py_ssize_t>(dw_n_tiles(channels) * dw_tile_bytes(taps)), 64), np.uint8)
+    lanes, flat = depthwise_lanes(channels)
+    w_flat = np.asarray(wv).reshape(taps, channels)
+    w_exp = expand_lanes(w_flat, lanes, flat)
+    b_exp = expand_lanes(np.asarray(bv), lanes, flat)
+    data = np.zeros(max(<Py_ssize_t>(dw_n_tiles(lanes) * dw_tile_bytes(taps)), 64), np.uint8)
     dst = data
     if taps > 0 and channels > 0:
-        dw_pack(&wv[0, 0, 0], &bv[0], taps, channels, &dst[0])
-        for i in range(taps * channels):
-            if (&wv[0, 0, 0])[i] == -128:
-                pairs_ok = False
-                break
+        we, be = w_exp, b_exp
+        dw_pack(&we[0, 0], &be[0], taps, lanes, &dst[0])
     data.setflags(write=False)
-    p.data, p.w, p.bias, p.taps, p.channels, p.pairs_ok = data, w, bias, taps, channels, pairs_ok
+    p.data, p.w, p.bias, p.taps, p.channels = data, w, bias, taps, channels
+    p.lanes, p.flat = lanes, flat
+    p.pairs_ok = not (w_flat.size and w_flat.min() == -128)
     p.packed = &dst[0]
     return p
 
@@ -668,16 +705,17 @@ cdef class DepthwiseConv2dCall:
     depthwise_conv2d). x is read at every call; w and bias through their packed copy
     (``packed=``, or packed here), m0 and shift when the object is built.
 
-    Tasks: ``n_tasks`` = N * OH (one output row of one image each); ``run_tasks(first,
-    last)`` computes rows [first, last) with the stack and this object's read-only data only,
-    so disjoint ranges may run on several threads at once. ``scalar=True`` runs the plain-C
-    twin of the micro-kernel (the tests compare the two)."""
+    Tasks (``n_tasks``): per image, bands of output rows times segments of output columns
+    (csrc/dwconv.h, dw_plan); ``run_tasks(first, last)`` computes tasks [first, last) with the
+    stack and this object's read-only data only, so disjoint ranges may run on several
+    threads at once. ``scalar=True`` runs the plain-C twin of the micro-kernel (the tests
+    compare the two)."""
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
     cdef readonly PackedDepthwiseWeights packed
     cdef dw_call k
-    cdef fx_requant q             # the requantization constants (arrays in block)
-    cdef void* block              # owns ind, zero, gather, q's arrays (one allocation)
+    cdef fx_requant q             # the requantization constants of the expanded lanes
+    cdef void* block              # owns q's arrays and the zero-point row (one allocation)
     cdef bint release_gil
     cdef double work_share        # (multiply-adds + epilogue) / NOGIL_MIN_WORK: see step.pxd
     cdef readonly bint scalar
@@ -693,15 +731,13 @@ cdef class DepthwiseConv2dCall:
         cdef str k = "depthwise_conv2d"
         cdef Py_ssize_t n_in = x.shape[0], cin = x.shape[3], cout, kh = w.shape[0], kw = w.shape[1]
         cdef Py_ssize_t in_h = x.shape[1], in_w = x.shape[2], out_h = out.shape[1]
-        cdef Py_ssize_t out_w = out.shape[2], taps, n_tiles, o, t, lane, oh, ow, ih, iw, i, j
-        cdef Py_ssize_t n_ind, zero_len, mult = depth_multiplier
-        cdef size_t size
-        cdef void* block
-        cdef ptrdiff_t* ind
-        cdef int8_t* zero
-        cdef int32_t* gather
+        cdef Py_ssize_t out_w = out.shape[2], taps
+        cdef dw_call plan
         cdef fx_requant q
-        cdef size_t rq_bytes
+        cdef size_t rq_bytes, zero_len
+        cdef void* block
+        cdef const int32_t[::1] m0_exp
+        cdef const int32_t[::1] shift_exp
         if depth_multiplier < 1:
             raise ValueError(f"{k}: depth_multiplier = {depth_multiplier} must be >= 1")
         cout = cin * depth_multiplier
@@ -728,51 +764,40 @@ cdef class DepthwiseConv2dCall:
             raise ValueError(f"{k}: packed holds {packed.channels} channels of {packed.taps} "
                              f"taps, expected {cout} of {taps} (pack_depthwise_weights(w, bias))")
 
-        # Per-call read-only data, in one block: the indirection [OH * OW * taps], the
-        # requantization constants [tiles], the gather table [tiles * 16], the zero-point row.
-        # Made before anything is replaced, so a failed (re-)initialisation leaves the object
-        # as it was.
-        n_tiles = dw_n_tiles(cout)
-        n_ind = out_h * out_w * taps
-        zero_len = max(cin, <Py_ssize_t>DW_TILE)
-        rq_bytes = fx_requant_bytes(cout)
-        size = (rq_bytes + n_ind * sizeof(ptrdiff_t) + n_tiles * DW_TILE * sizeof(int32_t)
-                + zero_len)
-        block = PyMem_Malloc(max(size, <size_t>1))
+        memset(&plan, 0, sizeof(plan))
+        plan.batch, plan.in_h, plan.in_w, plan.in_c = n_in, in_h, in_w, cin
+        plan.out_h, plan.out_w, plan.out_c, plan.mult = out_h, out_w, cout, depth_multiplier
+        plan.kernel_h, plan.kernel_w, plan.taps = kh, kw, taps
+        plan.stride_h, plan.stride_w, plan.dil_h, plan.dil_w = (stride_h, stride_w, dilation_h,
+                                                                dilation_w)
+        plan.pad_top, plan.pad_left, plan.pad_value = pad_top, pad_left, pad_value
+        plan.lanes, plan.flat = packed.lanes, packed.flat
+        dw_plan(&plan)
+
+        # Per-call read-only data, in one block: the requantization constants of the expanded
+        # lanes and the zero-point row (the rows above and below the image). Made before
+        # anything is replaced, so a failed (re-)initialisation leaves the object as it was.
+        m0_exp = expand_lanes(np.asarray(m0), packed.lanes, packed.flat)
+        shift_exp = expand_lanes(np.asarray(shift), packed.lanes, packed.flat)
+        rq_bytes = fx_requant_bytes(packed.lanes)
+        zero_len = max(plan.phase_len, <Py_ssize_t>DW_TILE)
+        block = PyMem_Malloc(rq_bytes + zero_len)
         if block == NULL:
-            raise MemoryError(f"{k}: cannot allocate {size} bytes of indirection and constants")
-        fx_requant_init(&q, block, &m0[0], &shift[0], cout, out_zp, act_min, act_max)
-        ind = <ptrdiff_t*>(<char*>block + rq_bytes)
-        gather = <int32_t*>(ind + n_ind)
-        zero = <int8_t*>(gather + n_tiles * DW_TILE)
-        for i in range(zero_len):
-            zero[i] = <int8_t>pad_value
-        i = 0
-        for oh in range(out_h):
-            for ow in range(out_w):
-                for t in range(taps):
-                    ih = oh * stride_h - pad_top + (t // kw) * dilation_h
-                    iw = ow * stride_w - pad_left + (t % kw) * dilation_w
-                    ind[i] = (ih * in_w + iw) * cin if 0 <= ih < in_h and 0 <= iw < in_w else -1
-                    i += 1
-        for t in range(n_tiles):
-            for lane in range(DW_TILE):
-                o = t * DW_TILE + lane
-                gather[t * DW_TILE + lane] = o // mult if o < cout else 0
+            raise MemoryError(f"{k}: cannot allocate {rq_bytes + zero_len} bytes of constants")
+        fx_requant_init(&q, block, &m0_exp[0], &shift_exp[0], packed.lanes, out_zp, act_min,
+                        act_max)
+        memset(<char*>block + rq_bytes, pad_value, zero_len)
 
         self.free_buffers()  # __init__ may run twice on one object
         self.block = block
         self.x, self.out, self.packed, self.scalar = x, out, packed, scalar
-        self.k.batch, self.k.in_h, self.k.in_w, self.k.in_c = n_in, in_h, in_w, cin
-        self.k.out_h, self.k.out_w, self.k.out_c, self.k.taps = out_h, out_w, cout, taps
-        self.k.n_tiles = n_tiles
-        self.k.n_direct = cout // DW_TILE if mult == 1 else 0
-        self.k.x, self.k.out = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
         self.q = q
-        self.k.packed, self.k.ind, self.k.zero, self.k.gather, self.k.q = (
-            packed.packed, ind, zero, gather, &self.q)
+        self.k = plan
+        self.k.x, self.k.out = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
+        self.k.packed, self.k.zero, self.k.q = (packed.packed,
+                                                <const int8_t*>block + rq_bytes, &self.q)
         self.k.pairs_ok = packed.pairs_ok
-        self.n_tasks = n_in * out_h
+        self.n_tasks = dw_n_tasks(&self.k)
         self.release_gil = n_in * out_h * out_w * cout * (taps + 8) > NOGIL_MIN_WORK
         self.work_share = <double>n_in * out_h * out_w * cout * (taps + 8) / NOGIL_MIN_WORK
 
@@ -792,12 +817,23 @@ cdef class DepthwiseConv2dCall:
             self.run()
 
     def call_tasks(self, Py_ssize_t first, Py_ssize_t last):
-        """run_tasks(first, last) from Python (tests): output rows [first, last) of N * OH."""
+        """run_tasks(first, last) from Python (tests)."""
         if not 0 <= first <= last <= self.n_tasks:
             raise ValueError(f"depthwise_conv2d: tasks [{first}, {last}) are not inside "
                              f"[0, {self.n_tasks})")
         with nogil:
             self.run_tasks(first, last)
+
+    def task_region(self, Py_ssize_t task):
+        """(image, output rows, output columns) that task `task` writes: an int and two
+        slices (tests)."""
+        if not 0 <= task < self.n_tasks:
+            raise ValueError(f"depthwise_conv2d: task {task} is not inside [0, {self.n_tasks})")
+        n = task // (self.k.n_bands * self.k.n_segs)
+        b = task // self.k.n_segs % self.k.n_bands
+        g = task % self.k.n_segs
+        return (n, slice(b * self.k.band, min((b + 1) * self.k.band, self.k.out_h)),
+                slice(g * self.k.seg_w, min((g + 1) * self.k.seg_w, self.k.out_w)))
 
     cdef void run(self) noexcept nogil:
         self.run_tasks(0, self.n_tasks)
@@ -809,7 +845,7 @@ cdef class DepthwiseConv2dCall:
             dw_run_simd(&self.k, first, last)
 
     def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd (tasks: output rows)."""
+        """For fixnet._kernels._pass: see step.pxd (tasks: bands of rows, column segments)."""
         return step_entry(_run_depthwise_conv2d, _run_depthwise_conv2d_tasks, self.n_tasks,
                           self.work_share)
 

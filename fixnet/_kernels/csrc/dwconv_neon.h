@@ -5,19 +5,14 @@
 #define FIXNET_DWCONV_NEON_H
 
 
-DW_INLINE int8x16_t dw_load(const int8_t* row, ptrdiff_t c0, const int32_t* g, int gather) {
-    if (gather) {
-        int8_t buf[DW_TILE];
-        DW_GATHER16(buf, row, g);
-        return vld1q_s8(buf);
-    }
+DW_INLINE int8x16_t dw_load(const int8_t* row, ptrdiff_t c0) {
     return vld1q_s8(row + c0);
 }
 
 typedef struct { int32x4_t a0, a1, a2, a3; } dw_acc_t;
 
 DW_INLINE dw_acc_t dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdiff_t c0,
-                                   const uint8_t* pt, const int32_t* g, int gather,
+                                   const uint8_t* pt,
                                    int pairs_ok) {
     dw_acc_t acc;
     const int8_t* w = (const int8_t*)(pt + DW_TILE * 4);
@@ -30,8 +25,8 @@ DW_INLINE dw_acc_t dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdif
     if (pairs_ok) {
         /* |w| <= 127: two products sum to at most 2 * 128 * 127 < 2^15 in int16 */
         for (; t + 1 < taps; t += 2, w += 2 * DW_TILE) {
-            int8x16_t x0 = dw_load(rows[t], c0, g, gather);
-            int8x16_t x1 = dw_load(rows[t + 1], c0, g, gather);
+            int8x16_t x0 = dw_load(rows[t], c0);
+            int8x16_t x1 = dw_load(rows[t + 1], c0);
             int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + DW_TILE);
             int16x8_t lo = vmull_s8(vget_low_s8(x0), vget_low_s8(w0));
             int16x8_t hi = vmull_high_s8(x0, w0);
@@ -44,7 +39,7 @@ DW_INLINE dw_acc_t dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdif
         }
     }
     for (; t < taps; t++, w += DW_TILE) {
-        int8x16_t x0 = dw_load(rows[t], c0, g, gather), w0 = vld1q_s8(w);
+        int8x16_t x0 = dw_load(rows[t], c0), w0 = vld1q_s8(w);
         int16x8_t lo = vmull_s8(vget_low_s8(x0), vget_low_s8(w0));
         int16x8_t hi = vmull_high_s8(x0, w0);
         acc.a0 = vaddw_s16(acc.a0, vget_low_s16(lo));

@@ -6,18 +6,13 @@
 
 #if defined(DW_AVX512)
 
-DW_INLINE __m128i dw_load(const int8_t* row, ptrdiff_t c0, const int32_t* g, int gather) {
-    if (gather) {
-        int8_t buf[DW_TILE];
-        DW_GATHER16(buf, row, g);
-        return _mm_loadu_si128((const __m128i*)buf);
-    }
+DW_INLINE __m128i dw_load(const int8_t* row, ptrdiff_t c0) {
     return _mm_loadu_si128((const __m128i*)(row + c0));
 }
 
 /* All taps of one tile: returns the 16 int32 accumulators (channel order). */
 DW_INLINE __m512i dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdiff_t c0,
-                                  const uint8_t* pt, const int32_t* g, int gather) {
+                                  const uint8_t* pt) {
     __m512i acc = _mm512_loadu_si512((const void*)pt);
     const int16_t* w = (const int16_t*)(pt + DW_TILE * 4);
     const __m512i pair_order = _mm512_set_epi16(
@@ -26,7 +21,7 @@ DW_INLINE __m512i dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdiff
     ptrdiff_t t;
     for (t = 0; t + 1 < taps; t += 2, w += 2 * DW_TILE) {
         /* [x0 c0..15 | x1 c0..15] widened, then one vpermw to (c, tap) pair order */
-        __m128i a = dw_load(rows[t], c0, g, gather), b = dw_load(rows[t + 1], c0, g, gather);
+        __m128i a = dw_load(rows[t], c0), b = dw_load(rows[t + 1], c0);
         __m512i x = _mm512_permutexvar_epi16(pair_order, _mm512_cvtepi8_epi16(
             _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1)));
         __m512i wv = _mm512_loadu_si512((const void*)w);
@@ -38,7 +33,7 @@ DW_INLINE __m512i dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdiff
     }
     if (t < taps) {
         /* the pair's second weight is 0: any second value will do, use a itself */
-        __m128i a = dw_load(rows[t], c0, g, gather);
+        __m128i a = dw_load(rows[t], c0);
         __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(a, a)),
                                              _mm_unpackhi_epi8(a, a), 1);
         __m512i x = _mm512_cvtepi8_epi16(ab);
@@ -76,12 +71,7 @@ DW_INLINE __m128i dw_epilogue(__m512i acc, const fx_requant* q, ptrdiff_t c0) {
 
 #elif defined(DW_AVX2) || defined(DW_SSE2)
 
-DW_INLINE __m128i dw_load(const int8_t* row, ptrdiff_t c0, const int32_t* g, int gather) {
-    if (gather) {
-        int8_t buf[DW_TILE];
-        DW_GATHER16(buf, row, g);
-        return _mm_loadu_si128((const __m128i*)buf);
-    }
+DW_INLINE __m128i dw_load(const int8_t* row, ptrdiff_t c0) {
     return _mm_loadu_si128((const __m128i*)(row + c0));
 }
 
@@ -89,14 +79,14 @@ DW_INLINE __m128i dw_load(const int8_t* row, ptrdiff_t c0, const int32_t* g, int
 typedef struct { __m256i lo, hi; } dw_acc_t;   /* channels 0-7, 8-15 */
 
 DW_INLINE dw_acc_t dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdiff_t c0,
-                                   const uint8_t* pt, const int32_t* g, int gather) {
+                                   const uint8_t* pt) {
     dw_acc_t acc;
     const int16_t* w = (const int16_t*)(pt + DW_TILE * 4);
     ptrdiff_t t;
     acc.lo = _mm256_loadu_si256((const __m256i*)pt);
     acc.hi = _mm256_loadu_si256((const __m256i*)(pt + 32));
     for (t = 0; t + 1 < taps; t += 2, w += 2 * DW_TILE) {
-        __m128i a = dw_load(rows[t], c0, g, gather), b = dw_load(rows[t + 1], c0, g, gather);
+        __m128i a = dw_load(rows[t], c0), b = dw_load(rows[t + 1], c0);
         __m256i xl = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
         __m256i xh = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
         acc.lo = _mm256_add_epi32(acc.lo, _mm256_madd_epi16(
@@ -105,7 +95,7 @@ DW_INLINE dw_acc_t dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdif
             xh, _mm256_loadu_si256((const __m256i*)(w + DW_TILE))));
     }
     if (t < taps) {
-        __m128i a = dw_load(rows[t], c0, g, gather);
+        __m128i a = dw_load(rows[t], c0);
         /* the pair's second weight is 0: any second value will do, use a itself */
         __m256i xl = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, a));
         __m256i xh = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, a));
@@ -132,7 +122,7 @@ DW_INLINE __m128i dw_sext_hi(__m128i v) {
 }
 
 DW_INLINE dw_acc_t dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdiff_t c0,
-                                   const uint8_t* pt, const int32_t* g, int gather) {
+                                   const uint8_t* pt) {
     dw_acc_t acc;
     const __m128i* w = (const __m128i*)(pt + DW_TILE * 4);
     ptrdiff_t t;
@@ -141,8 +131,8 @@ DW_INLINE dw_acc_t dw_tile_acc(const int8_t* const* rows, ptrdiff_t taps, ptrdif
     acc.a2 = _mm_loadu_si128((const __m128i*)(pt + 32));
     acc.a3 = _mm_loadu_si128((const __m128i*)(pt + 48));
     for (t = 0; t < taps; t += 2, w += 4) {
-        __m128i a = dw_load(rows[t], c0, g, gather);
-        __m128i b = t + 1 < taps ? dw_load(rows[t + 1], c0, g, gather) : a;
+        __m128i a = dw_load(rows[t], c0);
+        __m128i b = t + 1 < taps ? dw_load(rows[t + 1], c0) : a;
         __m128i l = _mm_unpacklo_epi8(a, b), h = _mm_unpackhi_epi8(a, b);
         acc.a0 = _mm_add_epi32(acc.a0, _mm_madd_epi16(dw_sext_lo(l), _mm_loadu_si128(w)));
         acc.a1 = _mm_add_epi32(acc.a1, _mm_madd_epi16(dw_sext_hi(l), _mm_loadu_si128(w + 1)));
