@@ -24,7 +24,8 @@ sdot on 16 lanes = 16, smull/smlal(2) on 8 lanes = 8, on 4 lanes = 4, mla/mul pe
 MAC/cycle, % of the pipe peak, GMAC/s at 1.5 GHz (Pi 4) / 2.4 GHz (Pi 5). Peaks per core:
 smull/smlal on 8-bit lanes issue on one pipe, 8 MAC/cycle on both CPUs; sdot on either of the
 A76's two vector pipes, 32 MAC/cycle (the A72 has no sdot). A loop is also checked for stack
-traffic (spilled registers), calls and dup/ld1r broadcasts.
+traffic (spilled registers), calls, dup/ld1r broadcasts and branches inside the loop (llvm-mca
+runs every instruction of the cut loop: a loop with branches inside is overestimated).
 
 A static model: every load hits L1, no front-end or branch-prediction stalls beyond what
 llvm-mca models; not a measurement (bench/kernels.py times the kernels on a real machine).
@@ -34,7 +35,7 @@ with status 2 and says so if either is missing. ``--xnnpack PATH`` reads XNNPACK
 sources from a checkout at PATH (compiled in a temporary folder; nothing is copied into fixnet).
 ``--json OUT`` writes a list of records: kernel, library, isa, build, cpu, macs_per_iteration,
 cycles_per_iteration, mac_per_cycle, peak_mac_per_cycle, percent_of_peak, gmac_per_s, ghz,
-spills, calls, broadcasts.
+spills, calls, broadcasts, branches.
 """
 import argparse
 import json
@@ -140,7 +141,7 @@ class Kernel:
     what: str           # one line for the table
     source: object      # fixnet: {build: C text} (every function of its assembly is
                         # searched); xnnpack: the path of the kernel's file
-    macs: int = 0       # the iteration's MACs the cut loop must have (0: the most of any loop)
+    macs: int = 0       # the cut loop's MACs must be a multiple of this (one tile's); 0: any
     assembly: bool = False
 
 
@@ -186,16 +187,14 @@ XNNPACK_KERNELS = (
      XNN_GEMM + "2x8c8-minmax-fp32-neon-mlal.c", 0),
     ("gemm-1x8c8", "baseline", "GEMM 1x8c8 smull/smlal/sadalp (C)",
      XNN_GEMM + "1x8c8-minmax-fp32-neon-mlal.c", 0),
-    ("dw-9p16c-mla8-ld128", "baseline", "depthwise 9 taps x 16, smull+smlal pairs (C)",
-     XNN_DW + "9p16c-minmax-fp32-neon-mla8-ld128.c", 144),
-    ("dw-9p16c-mul8-ld128", "baseline", "depthwise 9 taps x 16, smull + saddw (C)",
-     XNN_DW + "9p16c-minmax-fp32-neon-mul8-ld128.c", 144),
-    ("dw-9p16c-mul16", "baseline", "depthwise 9 taps x 16, int16 smlal (C)",
-     XNN_DW + "9p16c-minmax-fp32-neon-mul16.c", 144),
-    ("dw-25p16c-mul8-ld128", "baseline", "depthwise 25 taps x 16, smull + saddw (C)",
-     XNN_DW + "25p16c-minmax-fp32-neon-mul8-ld128.c", 400),
-    ("dw-25p16c-mul16", "baseline", "depthwise 25 taps x 16, int16 smlal (C)",
-     XNN_DW + "25p16c-minmax-fp32-neon-mul16.c", 400),
+    # depthwise: the kernels XNNPACK's config picks on arm64 (9p16c and 25p16c neonv8 mla8
+    # ld64), and the 16-byte-load variant
+    ("dw-9p16c-mla8-ld64", "baseline", "depthwise 9 taps x 16, smull+smlal pairs (C, arm64 pick)",
+     XNN_DW + "9p16c-minmax-fp32-neonv8-mla8-ld64.c", 144),
+    ("dw-9p16c-mla8-ld128", "baseline", "depthwise 9 taps x 16, smull+smlal pairs, 16-byte loads (C)",
+     XNN_DW + "9p16c-minmax-fp32-neonv8-mla8-ld128.c", 144),
+    ("dw-25p16c-mla8-ld64", "baseline", "depthwise 25 taps x 16, smull+smlal pairs (C, arm64 pick)",
+     XNN_DW + "25p16c-minmax-fp32-neonv8-mla8-ld64.c", 400),
 )
 
 
@@ -221,6 +220,7 @@ class Loop:
     spills: int
     calls: int
     broadcasts: int
+    branches: int       # branches inside the loop besides the one back to its top
 
 
 def compile_c(source_path, isa, opt, includes, workdir):
@@ -405,8 +405,10 @@ def macs_of(line):
 def analyse_loop(lines, body_lines):
     body = [lines[i] for i in body_lines]
     macs, families = 0, set()
-    spills = calls = broadcasts = 0
+    spills = calls = broadcasts = branches = 0
     for line in body:
+        if branch_target(line) is not None:
+            branches += 1
         n, family = macs_of(line)
         macs += n
         if family:
@@ -418,19 +420,20 @@ def analyse_loop(lines, body_lines):
             calls += 1
         if op in ("dup", "ld1r", "ld2r", "ld4r") or (op == "mov" and re.search(r"\.\w+\[\d+\]$", args)):
             broadcasts += 1
-    return Loop(body, macs, "sdot" if "sdot" in families else "mlal", spills, calls, broadcasts)
+    return Loop(body, macs, "sdot" if "sdot" in families else "mlal", spills, calls, broadcasts,
+                max(branches - 1, 0))
 
 
 def hot_loop(lines, macs_wanted):
-    """The innermost loops holding multiply-accumulates (with exactly macs_wanted MACs per
-    iteration if given, else the most): every copy (GCC may duplicate a loop); None if none."""
+    """The innermost loops holding the most multiply-accumulates per iteration (a multiple of
+    macs_wanted if given): every copy (GCC may duplicate a loop); None if none."""
     loops, blocks = find_loops(lines)
     sets = [set(l) for l in loops]
     innermost = [l for l, s in zip(loops, sets) if not any(o < s for o in sets)]
     found = [analyse_loop(lines, [i for b in l for i in range(*blocks[b])]) for l in innermost]
     found = [l for l in found if l.macs]
-    if macs_wanted:
-        found = [l for l in found if l.macs == macs_wanted]
+    if macs_wanted:     # one tile's MACs: a loop over one tile or several at a time
+        found = [l for l in found if l.macs % macs_wanted == 0]
     if not found:
         return None
     most = max(l.macs for l in found)
@@ -482,6 +485,7 @@ class Record:
     spills: int
     calls: int
     broadcasts: int
+    branches: int
     loop: list = field(default_factory=list, repr=False)
 
 
@@ -529,7 +533,7 @@ def analyse(kernel, workdir, iterations, includes):
                 kernel.name, kernel.library, kernel.isa, build, cpu, kernel.what, loop.macs,
                 round(cycles, 2), round(mpc, 2), peak, round(100 * mpc / peak, 1),
                 round(mpc * ghz, 1), ghz, sum(not LABEL.match(x) for x in loop.body), loop.spills, loop.calls,
-                loop.broadcasts, loop.body))
+                loop.broadcasts, loop.branches, loop.body))
     return records
 
 
@@ -543,11 +547,11 @@ def check_tools():
 
 def table(records):
     head = ("library", "kernel", "isa", "build", "cpu", "MACs/it", "cyc/it", "MAC/cyc", "peak",
-            "% peak", "GMAC/s", "spill", "call", "dup")
+            "% peak", "GMAC/s", "spill", "call", "dup", "br")
     rows = [(r.library, r.kernel, r.isa, r.build, r.cpu, str(r.macs_per_iteration),
              f"{r.cycles_per_iteration:.2f}", f"{r.mac_per_cycle:.2f}",
              str(r.peak_mac_per_cycle), f"{r.percent_of_peak:.1f}", f"{r.gmac_per_s:.1f}",
-             str(r.spills), str(r.calls), str(r.broadcasts)) for r in records]
+             str(r.spills), str(r.calls), str(r.broadcasts), str(r.branches)) for r in records]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     out = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
            "|" + "|".join("-" * (w + 2) for w in widths) + "|"]

@@ -229,3 +229,29 @@ def test_depthwise_step_packs_once_and_not_into_pickles():
     y = np.zeros((2, 25 * 8), np.int8)
     step.bind({"x": x, "y": y})()
     np.testing.assert_array_equal(y.reshape(2, 5, 5, 8), step.oracle([x])[0])
+
+
+@pytest.mark.parametrize("c", [131, 520])
+@pytest.mark.parametrize("kernel", [(3, 3), (5, 5), (1, 3)])
+def test_pixel_mode_pairs_of_pixels(c, kernel):
+    # lcm(C, 16) above the flat-mode limit: each pixel's channels in tiles, the last one partial
+    # (131 = 8 x 16 + 3, 520 = 32 x 16 + 8). The NEON row computes two adjacent pixels at a
+    # time (shared weights and constants): odd widths leave one pixel alone; left shifts take
+    # the copy with sqshl.
+    for i, (w_, stride, shifts) in enumerate([(5, 1, "fit"), (7, 2, (1, 4)), (6, 1, (-31, 4)),
+                                              (3, 1, (2, 2))]):
+        args, shape = make_case(c + 7 * i + kernel[0], 1, 4, w_, c, 1, *kernel, stride, 1,
+                                "same", shifts, 3, -2, (-100, 90))
+        check_all(args, shape)
+    lanes, flat = _conv.depthwise_lanes(c)
+    assert not flat
+
+
+@pytest.mark.parametrize("c,mult", [(1, 1), (2, 1), (4, 2), (8, 1), (16, 1), (24, 1), (40, 1)])
+def test_flat_rows_of_every_length(c, mult):
+    # flat mode: a row of W pixels x Cout lanes is walked in blocks of 2L lanes two tiles at a
+    # time, then the rest one tile at a time from lane 0, the last tile partial: widths 1 to 9
+    for w_ in range(1, 10):
+        args, shape = make_case(100 * c + w_, 1, 3, w_, c, mult, 3, 3, 1, 1, "same", "fit", -1,
+                                4, (-128, 127))
+        check_all(args, shape)

@@ -1,7 +1,7 @@
 /* Depthwise convolution (int8 NHWC), included from fixnet/_kernels/_conv.pyx: the common
  * driver, the packing and the scalar twin here; the vector tile per ISA in dwconv_x86.h
- * (SSE2, AVX2, AVX-512) and dwconv_neon.h (dw_tile_acc: every tap of 16 lanes in registers;
- * dw_epilogue: requant.h's rule on them).
+ * (SSE2, AVX2, AVX-512: dw_tile_acc, every tap of 16 lanes in registers; dw_epilogue,
+ * requant.h's rule on them) and dwconv_neon.h (its own row: two tiles per step).
  *
  * Lanes. A vector tile has DW_TILE = 16 int32 accumulators ("lanes"). A task's output row
  * segment is a run of pixels times Cout = C * depth_multiplier channels, contiguous in NHWC;
@@ -430,15 +430,12 @@ static void dw_run_direct(const dw_call* k, ptrdiff_t first, ptrdiff_t last) {
 
 #if DW_HAVE_SIMD
 
-#if defined(DW_NEON)
-#  define DW_TILE_ACC(rows, taps, j, pt) dw_tile_acc(rows, taps, j, pt, k->pairs_ok)
-#  define DW_STORE(p, v) vst1q_s8((p), (v))
-typedef int8x16_t dw_out_t;
-#else
+/* The generic vector row over the ISA's dw_tile_acc / dw_epilogue, unless the ISA file has its
+   own row (DW_HAVE_ROW_SIMD: dwconv_neon.h). */
+#ifndef DW_HAVE_ROW_SIMD
 #  define DW_TILE_ACC(rows, taps, j, pt) dw_tile_acc(rows, taps, j, pt)
 #  define DW_STORE(p, v) _mm_storeu_si128((__m128i*)(p), (v))
 typedef __m128i dw_out_t;
-#endif
 
 /* 16 lanes from byte offset j of every tap's row, tile `lane0 / 16` of the L lanes; stores
    n <= 16 of them (all 16 with one vector store when n == 16). */
@@ -487,6 +484,7 @@ static inline void dw_row_simd(const dw_call* k, const int8_t* const* base, ptrd
     else
         dw_row_simd_taps(k, base, k->taps, pixels, out);
 }
+#endif /* DW_HAVE_ROW_SIMD */
 
 #define DW_ROW_SIMD(k, base, pixels, out) dw_row_simd(k, base, pixels, out)
 
