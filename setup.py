@@ -145,9 +145,10 @@ def extension(name, path, extra_args=()):
         name,
         [path],
         include_dirs=[np.get_include(), KERNELS, KERNEL_CSRC],
-        # the micro-kernel headers: only _conv includes them (a change rebuilds only it)
+        # the micro-kernel headers: only _conv and _dense include them (a change rebuilds
+        # only those)
         depends=(sorted(glob.glob(os.path.join(KERNEL_CSRC, "*.h")))
-                 if os.path.basename(path) == "_conv.pyx" else []),
+                 if os.path.basename(path) in ("_conv.pyx", "_dense.pyx") else []),
         extra_compile_args=compile_args() + list(extra_args) + sanitize_args(),
         extra_link_args=sanitize_args(),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -146,14 +146,14 @@ def test_dense_accepts_read_only_inputs(build):
 
 @each_build
 @settings(max_examples=60, deadline=None)
-@given(seeds, st.one_of(st.integers(0, 9), st.sampled_from([37, 64, 129])),
+@given(seeds, st.one_of(st.integers(0, 9), st.sampled_from([37, 64, 65, 129])),
        st.one_of(st.integers(0, 80), st.sampled_from([127, 129])),
-       st.one_of(st.integers(20, 100), st.sampled_from([24, 31, 32, 33, 48, 64, 65, 96, 129])),
+       st.one_of(st.integers(1, 100), st.sampled_from([24, 31, 32, 33, 48, 64, 65, 96, 129])),
        zero_points, shift_ranges)
-def test_dense_packed_layouts_match_oracle(build, seed, n, k, c, out_zp, shift_range):
-    # Odd and even N (rows go in pairs and in blocks of ~256 accumulators), K off the packing
-    # alignment, and C around the multiples of 4 and of 32 (the AVX-512 build puts wide
-    # layers' channels in vector lanes, narrow ones in rows): every packed layout and tail.
+def test_dense_tiles_and_tasks_match_oracle(build, seed, n, k, c, out_zp, shift_range):
+    # N around the row tile (MR; a last single row and batch 1 take the one-row kernel) and
+    # the task's 64 rows, K off the K step, C around the channel block (NR) and the task's
+    # 64 channels: every tile, tail and task edge; any split of the tasks gives the same bits.
     rng = np.random.default_rng(seed)
     x = int8_array(rng, (n, k))
     w = int8_array(rng, (c, k), -127, 127)
@@ -163,20 +163,14 @@ def test_dense_packed_layouts_match_oracle(build, seed, n, k, c, out_zp, shift_r
         shift = fitted_shift(oracle.dense_accumulators(x, w, bias))
     args = (x, w, bias, m0, shift, out_zp, -128, 127)
     expected = oracle.dense(*args)
-    for layout in dense_layouts(build):
-        out = np.empty((n, c), np.int8)
-        packed = build._dense.pack_dense_weights(w, layout)
-        build._dense.DenseCall(*args, out, packed=packed)()
-        np.testing.assert_array_equal(out, expected, err_msg=f"layout {layout}: {packed!r}")
-
-
-def dense_layouts(build):
-    """The packed layouts this build has: the automatic choice, rows, and lanes if any."""
-    try:
-        build._dense.pack_dense_weights(np.zeros((1, 1), np.int8), "lanes")
-        return [None, "rows", "lanes"]
-    except ValueError:
-        return [None, "rows"]
+    out = np.full((n, c), 99, np.int8)
+    call = build._dense.DenseCall(*args, out, packed=build._dense.pack_dense_weights(w, bias))
+    call()
+    np.testing.assert_array_equal(out, expected)
+    out[...] = 99
+    for first in range(call.n_tasks - 1, -1, -1):      # one task at a time, backwards
+        call.run_task_range(first, first + 1)
+    np.testing.assert_array_equal(out, expected)
 
 
 @each_build
@@ -193,7 +187,7 @@ def test_dense_call_releases_the_gil_and_rereads_x(build, n, k, c):
     x = np.empty((n, k), np.int8)
     out = np.empty((n, c), np.int8)
     call = build._dense.DenseCall(x, w, bias, m0, shift, 3, -100, 127, out,
-                                  packed=build._dense.pack_dense_weights(w))
+                                  packed=build._dense.pack_dense_weights(w, bias))
     for _ in range(2):
         x[...] = int8_array(rng, (n, k))
         assert call() is None
@@ -210,15 +204,17 @@ def repeat_for(call, seconds):
 
 
 @each_build
-def test_dense_packed_weights_must_be_of_this_w(build):
+def test_dense_packed_weights_must_be_of_this_w_and_bias(build):
     args = dense_args()
-    other = np.zeros_like(args["w"])
-    with pytest.raises(ValueError, match="packed"):
-        build._dense.DenseCall(**args, packed=build._dense.pack_dense_weights(other))
-    with pytest.raises(ValueError, match="packed"):
-        build._dense.DenseCall(**args, packed=build._dense.pack_dense_weights(np.zeros((5, 4), np.int8)))
-    packed = build._dense.pack_dense_weights(args["w"])
-    assert packed.source is args["w"] and (packed.channels, packed.depth) == (5, 3)
+    w, bias = args["w"], args["bias"]
+    for other_w, other_bias in ((np.zeros_like(w), bias), (w, np.zeros_like(bias)),
+                                (np.zeros((5, 4), np.int8), bias)):
+        with pytest.raises(ValueError, match="packed"):
+            build._dense.DenseCall(**args, packed=build._dense.pack_dense_weights(other_w,
+                                                                                  other_bias))
+    packed = build._dense.pack_dense_weights(w, bias)
+    assert packed.source is w and packed.source_bias is bias
+    assert (packed.channels, packed.depth) == (5, 3) and not packed.data.flags.writeable
     build._dense.DenseCall(**args, packed=packed)()
 
 

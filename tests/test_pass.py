@@ -192,7 +192,7 @@ def test_num_threads_takes_numpy_integers():
     assert_same_bits(qm.predict(x, num_threads=np.int64(3)), qm.predict(x), "np.int64")
 
 
-def _dense_case(rng, n, k, c, layout):
+def _dense_case(rng, n, k, c):
     x = rng.integers(-128, 128, (n, k), dtype=np.int8)
     w = rng.integers(-127, 128, (c, k), dtype=np.int8)
     bias = rng.integers(-2 ** 20, 2 ** 20, c, dtype=np.int32)
@@ -201,7 +201,7 @@ def _dense_case(rng, n, k, c, layout):
     want = np.empty((n, c), np.int8)
     _dense.dense(x, w, bias, m0, shift, -3, -128, 127, want)
     out = np.full((n, c), 99, np.int8)
-    packed = _dense.pack_dense_weights(w, layout)
+    packed = _dense.pack_dense_weights(w, bias)
     call = _dense.DenseCall(x, w, bias, m0, shift, -3, -128, 127, out, packed=packed)
     return call, out, want
 
@@ -210,22 +210,15 @@ def _dense_case(rng, n, k, c, layout):
                                    (17, 31, 100), (2, 0, 8), (1, 2048, 64)])
 def test_dense_tasks_give_the_kernel_bits_for_any_split(shape):
     rng = np.random.default_rng(sum(shape))
-    layouts = ["rows"]
-    try:
-        _dense.pack_dense_weights(np.zeros((4, 4), np.int8), "lanes")
-        layouts.append("lanes")
-    except ValueError:
-        pass
-    for layout in layouts:
-        call, out, want = _dense_case(rng, *shape, layout)
-        n_tasks = call.n_tasks
-        assert n_tasks >= 1
-        for parts in (1, 2, 3, 5):
-            out.fill(99)
-            cuts = sorted(set([0, n_tasks] + list(rng.integers(0, n_tasks + 1, parts - 1))))
-            for first, last in reversed(list(zip(cuts, cuts[1:]))):
-                call.run_task_range(first, last)
-            np.testing.assert_array_equal(out, want, err_msg=f"{shape} {layout} cuts {cuts}")
+    call, out, want = _dense_case(rng, *shape)
+    n_tasks = call.n_tasks
+    assert n_tasks >= 1
+    for parts in (1, 2, 3, 5):
+        out.fill(99)
+        cuts = sorted(set([0, n_tasks] + list(rng.integers(0, n_tasks + 1, parts - 1))))
+        for first, last in reversed(list(zip(cuts, cuts[1:]))):
+            call.run_task_range(first, last)
+        np.testing.assert_array_equal(out, want, err_msg=f"{shape} cuts {cuts}")
     with pytest.raises(ValueError, match="task range"):
         call.run_task_range(0, n_tasks + 1)
 
@@ -294,13 +287,9 @@ def test_max_threads_is_exported_by_the_runtime():
 
 
 @pytest.mark.parametrize("n", [1, 2, 9])
-def test_dense_lanes_layout_with_several_dot_blocks_and_an_odd_row(n):
-    # K > DOT_BLOCK (4096): the lanes loop adds block sums into the accumulators; a last row
-    # paired with itself once added its own sum twice there
-    try:
-        packed_probe = _dense.pack_dense_weights(np.zeros((32, 2), np.int8), "lanes")
-    except ValueError:
-        pytest.skip("this build has no lanes loop")
+def test_dense_long_rows_at_batch_one_and_in_tiles(n):
+    # K = 4200 for one row (the GEMV kernel), two, and nine (tiles of MR rows and a last
+    # partial tile)
     from fixnet import oracle
     rng = np.random.default_rng(n)
     x = rng.integers(-128, 128, (n, 4200), dtype=np.int8)
@@ -310,6 +299,5 @@ def test_dense_lanes_layout_with_several_dot_blocks_and_an_odd_row(n):
     shift = np.full(32, -14, np.int32)
     out = np.empty((n, 32), np.int8)
     _dense.DenseCall(x, w, bias, m0, shift, 0, -128, 127, out,
-                     packed=_dense.pack_dense_weights(w, "lanes"))()
+                     packed=_dense.pack_dense_weights(w, bias))()
     np.testing.assert_array_equal(out, oracle.dense(x, w, bias, m0, shift, 0, -128, 127))
-    assert packed_probe.lanes

@@ -60,6 +60,8 @@ import math
 
 import numpy as np
 
+from fixnet._kernels.gemm_pack import check_weights, pack_gemm
+
 from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport (
     check_length,
@@ -144,6 +146,8 @@ cdef extern from "qgemm.h" nogil:
     void qg_tile_q8_scalar(size_t taps, size_t cin, const int8_t** a, const void* block,
                            size_t mr, size_t nc, const fx_requant* q, size_t c0, int8_t* out,
                            size_t out_stride)
+    void qg_row_q8(size_t taps, size_t cin, const int8_t** a, const void* block, size_t nc,
+                   const fx_requant* q, size_t c0, int8_t* out)
 
 cdef enum:
     # Stack buffers of one task (qgemm.h checks QG_MR <= MR_MAX): the row pointers of up to
@@ -160,11 +164,6 @@ cdef enum:
 # The micro-kernel of this build: its name and tile (pixels MR x channels NR, K steps of KR).
 GEMM_ISA = QG_ISA.decode()
 GEMM_TILE = (QG_MR, QG_NR, QG_KR)
-# A pointwise conv (1x1, stride 1, no padding) with fewer output pixels per image than this
-# runs faster as fixnet._kernels._dense (ConvStep.bind asks): the tile of QG_MR pixels would
-# be mostly padding rows; measured with bench/kernels.py-style timings of both on MobileNet
-# shapes. The VNNI kernel is faster than dense even on one pixel.
-DENSE_BELOW_PIXELS = 0 if QG_UINT8_INPUT else QG_MR
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -205,38 +204,21 @@ def pack_conv_weights(w not None, bias not None, int groups=1):
     cdef const int32_t[::1] bias_view = bias
     cdef PackedConvWeights p = PackedConvWeights.__new__(PackedConvWeights)
     cdef Py_ssize_t cout = w_view.shape[0], kh = w_view.shape[1], kw = w_view.shape[2]
-    cdef Py_ssize_t cin_g = w_view.shape[3], taps, cout_g, nbg, kg
+    cdef Py_ssize_t cin_g = w_view.shape[3], taps
     if groups < 1 or cout % groups:
         raise ValueError(f"conv2d: groups = {groups} must be >= 1 and divide the output "
                          f"channels Cout = w.shape[0] = {cout}")
     check_length("conv2d", "bias", bias_view.shape[0], cout,
                  "one per output channel, Cout = w.shape[0]")
     w_array = np.asarray(w_view)
-    if w_array.size and w_array.min() < -127:
-        pos = tuple(int(i) for i in np.argwhere(w_array < -127)[0])
-        raise ValueError(f"conv2d: w[{', '.join(map(str, pos))}] = -128; weights must lie in "
-                         f"[-127, 127] (the symmetric int8 range: two products then fit int16)")
-    taps, cout_g = kh * kw, cout // groups
+    check_weights("conv2d", w_array)
+    taps = kh * kw
     patch_k = patch_length(kh, kw, cin_g, groups)
     if patch_k:     # one tap whose K is the whole window, (kh, kw, ci) flattened
-        w_array = w_array.reshape(cout, 1, 1, taps * cin_g)
-        taps, k_len = 1, patch_k
+        w_array = w_array.reshape(cout, 1, taps * cin_g)
     else:
-        k_len = cin_g
-    nbg, kg = ceil_div(cout_g, QG_NR), ceil_div(k_len, QG_KR)
-    wp = np.zeros((groups, nbg * QG_NR, taps, kg * QG_KR), np.int16 if QG_W16 else np.int8)
-    wp[:, :cout_g, :, :w_array.shape[3]] = w_array.reshape(groups, cout_g, taps, w_array.shape[3])
-    bp = np.zeros((groups, nbg * QG_NR), np.int64)
-    bp[:, :cout_g] = np.asarray(bias_view, np.int64).reshape(groups, cout_g)
-    if QG_UINT8_INPUT:
-        bp -= 128 * wp.astype(np.int64).sum(axis=(2, 3))
-        bp = (bp + 2 ** 31) % 2 ** 32 - 2 ** 31        # modulo 2^32, as the kernel sums
-    # [groups, blocks, NR, taps, KG, KR] -> [groups, blocks, taps, KG, NR, KR]
-    wp = wp.reshape(groups, nbg, QG_NR, taps, kg, QG_KR).transpose(0, 1, 3, 4, 2, 5)
-    wp = wp.reshape(groups * nbg, taps * kg * QG_NR * QG_KR).view(np.int8)
-    head = bp.astype(np.int32).reshape(groups * nbg, QG_NR).view(np.int8)
-    data = np.ascontiguousarray(np.concatenate([head, wp], axis=1))
-    data.setflags(write=False)
+        w_array = w_array.reshape(cout, taps, cin_g)
+    data, nbg, kg = pack_gemm(w_array, bias_view, groups, QG_NR, QG_KR, QG_W16, QG_UINT8_INPUT)
     p.out_c, p.kernel_h, p.kernel_w, p.in_c_group, p.groups = cout, kh, kw, cin_g, groups
     p.blocks_per_group, p.k_groups, p.block_bytes = nbg, kg, data.shape[1]
     p.patch_k = patch_k
@@ -274,9 +256,16 @@ cdef inline void tile_q8(const GemmConv* a, size_t taps, size_t cin, const int8_
                         const int8_t* blk, Py_ssize_t mr, Py_ssize_t c0, Py_ssize_t nc,
                         const fx_requant* q, int8_t* out) noexcept nogil:
     """One fused tile (qgemm.h qg_tile_q8, or its scalar twin): mr pixels x nc channels from
-    channel c0, stored at out (row stride Cout)."""
+    channel c0, stored at out (row stride Cout); a tile of one pixel (the last of an image)
+    with the one-row kernel, which computes no padding rows."""
+    cdef const int8_t* row[TAP_CHUNK]
+    cdef size_t t
     if a.scalar:
         qg_tile_q8_scalar(taps, cin, ptrs, blk, mr, nc, q, c0, out, a.out_c)
+    elif mr == 1:
+        for t in range(taps):
+            row[t] = ptrs[t * QG_MR]
+        qg_row_q8(taps, cin, row, blk, nc, q, c0, out)
     else:
         qg_tile_q8(taps, cin, ptrs, blk, mr, nc, q, c0, out, a.out_c)
 

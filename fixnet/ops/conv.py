@@ -189,47 +189,61 @@ class ConvStep(_WindowStep):
         return (self.w_q.shape[1:3] == (1, 1) and self.strides == (1, 1) and self.groups == 1
                 and all(p == 0 for pair in self.pads for p in pair))
 
-    def runs_as_dense(self):
-        """Whether bind runs this conv with the dense kernel: a pointwise conv over fewer
-        output pixels per image than the conv kernel's tile holds (_conv.DENSE_BELOW_PIXELS;
-        the conv kernel would compute mostly padding rows). Elsewhere the conv kernel's GEMM
-        is the faster (bench/kernels.py; 1.0-4.9x on MobileNet-style pointwise shapes)."""
-        return (self.is_pointwise()
-                and self.nhwc_out[0] * self.nhwc_out[1] < _conv.DENSE_BELOW_PIXELS)
-
-    def pointwise_weights(self):
-        """For a pointwise conv: (weights [Cout, Cin], the same packed for the dense kernel),
-        made once per weight array."""
-        cache = self.__dict__.get("_pointwise")
-        if cache is None or cache[0] is not self.w_q:
-            w = np.ascontiguousarray(self.w_q.reshape(self.w_q.shape[0], -1))
-            cache = self._pointwise = (self.w_q, w, _dense.pack_dense_weights(w))
-        return cache[1], cache[2]
+    def kernel(self):
+        """The kernel bind runs, all of them bit-exact with oracle.conv2d:
+        "dense" for a pointwise conv (every pixel a row of one GEMM over the batch: no tile
+        straddles an image, no tap table, a single row takes the GEMV kernel);
+        "depthwise" for one input channel and one group (a grayscale first layer: the sums
+        of a conv over one input channel are those of a depthwise conv with depth multiplier
+        Cout, whose row driver fills its vector lanes with pixels times channels where the
+        GEMM would pad 9 taps of one channel to 16);
+        "conv2d" (the indirect GEMM) for the rest."""
+        if self.is_pointwise():
+            return "dense"
+        if self.groups == 1 and self.w_q.shape[3] == 1:
+            return "depthwise"
+        return "conv2d"
 
     def packed_weights(self):
-        """w_q and bias in the conv kernel's layout (_conv.pack_conv_weights), packed once and
+        """w_q and bias in the layout of self.kernel() (its pack_* function), packed once and
         shared by every arena's Call; packed again only if w_q or bias was replaced by another
         array (adjust_bias does that; changing them in place is not noticed)."""
         p = self.__dict__.get("_packed")
-        if p is None or p.source_w is not self.w_q or p.source_bias is not self.bias:
-            p = self._packed = _conv.pack_conv_weights(self.w_q, self.bias, self.groups)
-        return p
+        if p is None or p[0] is not self.w_q or p[1] is not self.bias:
+            cout = self.w_q.shape[0]
+            kind = self.kernel()
+            if kind == "dense":         # [Cout, Cin]
+                packed = _dense.pack_dense_weights(
+                    np.ascontiguousarray(self.w_q.reshape(cout, -1)), self.bias)
+            elif kind == "depthwise":   # [KH, KW, Cout]
+                packed = _conv.pack_depthwise_weights(
+                    np.ascontiguousarray(self.w_q[..., 0].transpose(1, 2, 0)), self.bias)
+            else:
+                packed = _conv.pack_conv_weights(self.w_q, self.bias, self.groups)
+            p = self._packed = (self.w_q, self.bias, packed)
+        return p[2]
 
     def __getstate__(self):
-        # the dense-layout copy and the packed weights are derived data of this build: not saved
+        # the packed weights are derived data of this build: not saved
         state = super().__getstate__()
-        state.pop("_pointwise", None)
         state.pop("_packed", None)
         return state
 
     def bind(self, bufs):
         x4, y4 = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
-        if self.runs_as_dense():
-            w, packed = self.pointwise_weights()
-            return _dense.DenseCall(x4.reshape(-1, w.shape[1]), w, self.bias, self.m0, self.shift,
-                                    self.out_zp, self.act_min, self.act_max,
-                                    y4.reshape(-1, w.shape[0]), packed=packed)
-        return _conv.Conv2dCall(*self._args(x4), y4, packed=self.packed_weights())
+        packed = self.packed_weights()
+        kind = self.kernel()
+        if kind == "dense":
+            cin, cout = packed.depth, packed.channels
+            return _dense.DenseCall(x4.reshape(-1, cin), packed.source, self.bias, self.m0,
+                                    self.shift, self.out_zp, self.act_min, self.act_max,
+                                    y4.reshape(-1, cout), packed=packed)
+        if kind == "depthwise":
+            return _conv.DepthwiseConv2dCall(
+                x4, packed.w, self.bias, self.m0, self.shift, *self.geometry_args(),
+                self.w_q.shape[0], self.pad_value, self.out_zp, self.act_min, self.act_max, y4,
+                packed=packed)
+        return _conv.Conv2dCall(*self._args(x4), y4, packed=packed)
 
     def oracle(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)

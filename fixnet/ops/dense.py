@@ -74,11 +74,13 @@ class DenseStep(KeepsWidened, Step):
         self.bias = np.where(np.abs(b) <= INT32_MAX, b, self.bias).astype(np.int32)
 
     def packed_weights(self):
-        """w_q in the dense kernel's layout (_dense.pack_dense_weights), packed once; packed
-        again only if w_q was replaced by another array (not if it was changed in place)."""
-        if self._packed is None or self._packed.source is not self.w_q:
-            self._packed = _dense.pack_dense_weights(self.w_q)
-        return self._packed
+        """w_q and bias in the dense kernel's layout (_dense.pack_dense_weights), packed once;
+        packed again only if w_q or bias was replaced by another array (adjust_bias does
+        that; changing them in place is not noticed)."""
+        p = self._packed
+        if p is None or p.source is not self.w_q or p.source_bias is not self.bias:
+            p = self._packed = _dense.pack_dense_weights(self.w_q, self.bias)
+        return p
 
     def __getstate__(self):
         # The packed copy is derived data of this build's kernels: not pickled, packed again.

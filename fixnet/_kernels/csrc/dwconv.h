@@ -230,6 +230,18 @@ static inline void dw_expand(int8_t* d, const int8_t* src, ptrdiff_t n, ptrdiff_
             d[2 * i] = src[i];
             d[2 * i + 1] = src[i];
         }
+    } else if (m == 8) {        /* a conv over one input channel: m = Cout, often 8 or 16 */
+        for (i = 0; i < n; i++) {
+            const uint64_t v = (uint64_t)(uint8_t)src[i] * 0x0101010101010101ULL;
+            memcpy(d + 8 * i, &v, 8);
+        }
+    } else if (m % 16 == 0) {
+        for (i = 0; i < n; i++) {
+            const uint64_t v = (uint64_t)(uint8_t)src[i] * 0x0101010101010101ULL;
+            const uint64_t v2[2] = {v, v};
+            for (r = 0; r < m; r += 16)
+                memcpy(d + i * m + r, v2, 16);
+        }
     } else {
         for (i = 0; i < n; i++)
             for (r = 0; r < m; r++)

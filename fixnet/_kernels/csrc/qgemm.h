@@ -15,8 +15,9 @@
  * of QG_NR output channels: QG_NR int32 biases, then for every tap and every group of QG_KR
  * input channels (Cin rounded up to QG_KR, zero-padded) the weights of the block's
  * channels, channel-major: w[j * QG_KR + kk] is the weight of channel j of the block for
- * input channel k0 + kk; int16 (qg_w_t) in the SSE2 and AVX2 builds, whose kernels multiply
- * int16 (widened once when packing, not in every tile), int8 elsewhere. Channels beyond Cout are zero. With QG_UINT8_INPUT (VNNI) the kernel
+ * input channel k0 + kk; int16 (qg_w_t) in the SSE2 build, whose kernel multiplies int16
+ * (widened once when packing: SSE2 has no pmovsxbw), int8 elsewhere (AVX2 widens them in
+ * the loop, as XNNPACK does: half the bytes to stream, which is what bounds a GEMV). Channels beyond Cout are zero. With QG_UINT8_INPUT (VNNI) the kernel
  * multiplies (x + 128) as uint8, and the packed bias holds bias - 128 * sum_k w[c, k]:
  * sums modulo 2^32 are the same.
  *
@@ -53,7 +54,7 @@
 #elif defined(__AVX2__)
 #include <immintrin.h>
 #define QG_ISA "avx2"
-#define QG_W16 1
+#define QG_W16 0
 #define QG_MR 3
 #define QG_NR 8
 #define QG_KR 8

@@ -1,4 +1,5 @@
-/* conv2d's GEMM micro-kernel, AVX2: 3 x 8 tile, K in steps of 8, vpmovsxbw + vpmaddwd on int16 weights.
+/* conv2d's GEMM micro-kernel, AVX2: 3 x 8 tile, K in steps of 8, vpmovsxbw + vpmaddwd (int8 weights
+ * widened in the loop).
  * Included by qgemm.h (which defines the tile macros and the packing it reads); see there. */
 #ifndef FIXNET_QGEMM_AVX2_H
 #define FIXNET_QGEMM_AVX2_H
@@ -26,12 +27,15 @@ typedef struct {
     __m256i a0c01, a0c23, a0c45, a0c67, a1c01, a1c23, a1c45, a1c67, a2c01, a2c23, a2c45, a2c67;
 } qg_avx2_acc;
 
-/* One K step of 8: rows v0..v2 (qg_avx2_row) against the 8 x 8 int16 weights at w. */
+/* 16 int8 weights (two channels x 8 k) widened to int16. */
+#define QG_AVX2_W(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(p)))
+
+/* One K step of 8: rows v0..v2 (qg_avx2_row) against the 8 x 8 int8 weights at w. */
 #define QG_AVX2_STEP(s, v0, v1, v2, w) do { \
-        const __m256i w01_ = _mm256_loadu_si256((const __m256i*)(w)); \
-        const __m256i w23_ = _mm256_loadu_si256((const __m256i*)((w) + 16)); \
-        const __m256i w45_ = _mm256_loadu_si256((const __m256i*)((w) + 32)); \
-        const __m256i w67_ = _mm256_loadu_si256((const __m256i*)((w) + 48)); \
+        const __m256i w01_ = QG_AVX2_W(w); \
+        const __m256i w23_ = QG_AVX2_W((w) + 16); \
+        const __m256i w45_ = QG_AVX2_W((w) + 32); \
+        const __m256i w67_ = QG_AVX2_W((w) + 48); \
         (s).a0c01 = _mm256_add_epi32((s).a0c01, _mm256_madd_epi16(v0, w01_)); \
         (s).a0c23 = _mm256_add_epi32((s).a0c23, _mm256_madd_epi16(v0, w23_)); \
         (s).a0c45 = _mm256_add_epi32((s).a0c45, _mm256_madd_epi16(v0, w45_)); \
@@ -164,10 +168,10 @@ static inline void qg_row_q8(size_t taps, size_t cin, const int8_t** a, const vo
             } else {
                 break;
             }
-            c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i*)w)));
-            c23 = _mm256_add_epi32(c23, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i*)(w + 16))));
-            c45 = _mm256_add_epi32(c45, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i*)(w + 32))));
-            c67 = _mm256_add_epi32(c67, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i*)(w + 48))));
+            c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(v, QG_AVX2_W(w)));
+            c23 = _mm256_add_epi32(c23, _mm256_madd_epi16(v, QG_AVX2_W(w + 16)));
+            c45 = _mm256_add_epi32(c45, _mm256_madd_epi16(v, QG_AVX2_W(w + 32)));
+            c67 = _mm256_add_epi32(c67, _mm256_madd_epi16(v, QG_AVX2_W(w + 48)));
             w += 64;
         }
     }

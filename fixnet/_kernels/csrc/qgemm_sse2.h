@@ -59,4 +59,38 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void
         _mm_loadu_si128((const __m128i*)(init + init_stride)), qg_sse2_reduce(a10, a11, a12, a13)));
 }
 
+/* One row (qgemm.h's qg_row_q8): 4 accumulators of one row, then requant.h's epilogue. */
+#define QG_HAVE_ROW_Q8 1
+static inline void qg_row_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
+                             size_t nc, const fx_requant* q, size_t c0, int8_t* out)
+{
+    const qg_w_t* w = (const qg_w_t*)((const int8_t*)block + QG_NR * sizeof(int32_t));
+    const size_t full = cin / 8, rem = cin % 8;
+    __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+    int32_t acc[QG_NR];
+    for (size_t t = 0; t < taps; t++) {
+        const int8_t* x = a[t];
+        for (size_t k = 0; k <= full; k++) {
+            __m128i v;
+            if (k < full) {
+                v = qg_sse2_lo16(_mm_loadl_epi64((const __m128i*)(x + 8 * k)));
+            } else if (rem) {
+                int8_t tail[8];
+                qg_tail(tail, x + 8 * full, rem);
+                v = qg_sse2_lo16(_mm_loadl_epi64((const __m128i*)tail));
+            } else {
+                break;
+            }
+            a0 = _mm_add_epi32(a0, _mm_madd_epi16(v, _mm_loadu_si128((const __m128i*)w)));
+            a1 = _mm_add_epi32(a1, _mm_madd_epi16(v, _mm_loadu_si128((const __m128i*)(w + 8))));
+            a2 = _mm_add_epi32(a2, _mm_madd_epi16(v, _mm_loadu_si128((const __m128i*)(w + 16))));
+            a3 = _mm_add_epi32(a3, _mm_madd_epi16(v, _mm_loadu_si128((const __m128i*)(w + 24))));
+            w += 32;
+        }
+    }
+    _mm_storeu_si128((__m128i*)acc, _mm_add_epi32(_mm_loadu_si128((const __m128i*)block),
+                                                  qg_sse2_reduce(a0, a1, a2, a3)));
+    fx_requant_rows(acc, QG_NR, 1, nc, q, c0, out, 0);
+}
+
 #endif /* FIXNET_QGEMM_SSE2_H */

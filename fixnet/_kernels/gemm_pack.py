@@ -1,0 +1,45 @@
+"""The packed weights of the int8 GEMM micro-kernels (csrc/qgemm.h), for conv2d
+(_conv.pack_conv_weights) and dense (_dense.pack_dense_weights) alike.
+
+One layout per kernel build, given by its tile (``nr`` output channels per block, K in steps
+of ``kr``), the element type of the weights (``w16``: int16 in the SSE2 build, int8
+elsewhere) and whether the kernel offsets activations to uint8 (``uint8_input``: VNNI, whose
+packed bias then holds bias - 128 * sum w, modulo 2^32). Plain NumPy, run once per weight
+array at quantize time.
+"""
+import numpy as np
+
+
+def check_weights(kernel, w):
+    """ValueError naming the first weight of -128: the kernels add two int8 products in int16,
+    which the symmetric range [-127, 127] keeps from overflowing."""
+    if w.size and w.min() < -127:
+        pos = tuple(int(i) for i in np.argwhere(w < -127)[0])
+        raise ValueError(f"{kernel}: w[{', '.join(map(str, pos))}] = -128; weights must lie in "
+                         f"[-127, 127] (the symmetric int8 range: two products then fit int16)")
+
+
+def pack_gemm(w, bias, groups, nr, kr, w16, uint8_input):
+    """Blocks of ``nr`` output channels of w int8 [Cout, taps, K] (K the values a tap reads:
+    Cin // groups, or a whole window in conv2d's patch mode) and bias int32 [Cout], per group:
+    ``nr`` int32 biases, then for every tap and every group of ``kr`` values (K rounded up to
+    ``kr``, zero-padded) the block's weights channel-major, w[j * kr + kk]; channels beyond
+    Cout // groups are zero. Returns (data int8 [groups * blocks, block bytes], blocks per
+    group, K groups)."""
+    cout, taps, k_len = w.shape
+    cout_g = cout // groups
+    nbg, kg = -(-cout_g // nr), -(-k_len // kr)
+    wp = np.zeros((groups, nbg * nr, taps, kg * kr), np.int16 if w16 else np.int8)
+    wp[:, :cout_g, :, :k_len] = w.reshape(groups, cout_g, taps, k_len)
+    bp = np.zeros((groups, nbg * nr), np.int64)
+    bp[:, :cout_g] = np.asarray(bias, np.int64).reshape(groups, cout_g)
+    if uint8_input:
+        bp -= 128 * wp.astype(np.int64).sum(axis=(2, 3))
+        bp = (bp + 2 ** 31) % 2 ** 32 - 2 ** 31        # modulo 2^32, as the kernel sums
+    # [groups, blocks, NR, taps, KG, KR] -> [groups, blocks, taps, KG, NR, KR]
+    wp = wp.reshape(groups, nbg, nr, taps, kg, kr).transpose(0, 1, 3, 4, 2, 5)
+    wp = wp.reshape(groups * nbg, taps * kg * nr * kr).view(np.int8)
+    head = bp.astype(np.int32).reshape(groups * nbg, nr).view(np.int8)
+    data = np.ascontiguousarray(np.concatenate([head, wp], axis=1))
+    data.setflags(write=False)
+    return data, nbg, kg
