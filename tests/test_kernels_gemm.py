@@ -11,6 +11,7 @@ checked against the arrays they are used with.
 Hypothesis draws the shapes, parameters and a seed; NumPy fills the arrays from the seed.
 """
 import ctypes
+import importlib
 import mmap
 import pickle
 import sys
@@ -351,3 +352,28 @@ def test_more_taps_than_one_chunk(conv, cin_g, cout_g):
     args, oh, ow = _edge_case(rng, 1, 4, 3, 2 * cin_g, 2 * cout_g, (7, 7), 2,
                               rng.integers(-14, 3, 2 * cout_g))
     _check_all(conv, args, oh, ow)
+
+
+@pytest.fixture
+def dense(conv):
+    """The _dense module of the same build as conv."""
+    return importlib.import_module(conv.__name__.rsplit(".", 1)[0] + "._dense")
+
+
+@pytest.mark.parametrize("k", list(range(1, 49)) + [255, 257])
+def test_dense_every_k_and_row_count(dense, k):
+    # dense runs the GEMM micro-kernels on one tap: a batch of one row (and the last row of an
+    # odd batch on builds with 2-row tiles) on the one-row kernel (qg_row_q8), the others on
+    # the fused tile; every K tail, partial channel blocks, left and right shifts.
+    rng = np.random.default_rng(3000 + k)
+    for n in (1, 2, 3, 5):
+        for c in (1, 9, 16, 17, 40):
+            x = int8_array(rng, (n, k))
+            w = int8_array(rng, (c, k), -127, 127)
+            bias = rng.integers(-2 ** 20, 2 ** 20, c, endpoint=True).astype(np.int32)
+            m0 = rng.integers(2 ** 30, 2 ** 31, c).astype(np.int32)
+            shift = rng.integers(-14, 4, c, endpoint=True).astype(np.int32)
+            args = (x, w, bias, m0, shift, int(rng.integers(-128, 128)), -128, 127)
+            out = np.full((n, c), 99, np.int8)
+            dense.dense(*args, out)
+            np.testing.assert_array_equal(out, oracle.dense(*args), f"n={n} c={c}")
