@@ -35,7 +35,8 @@ with status 2 and says so if either is missing. ``--xnnpack PATH`` reads XNNPACK
 sources from a checkout at PATH (compiled in a temporary folder; nothing is copied into fixnet).
 ``--json OUT`` writes a list of records: kernel, library, isa, build, cpu, macs_per_iteration,
 cycles_per_iteration, mac_per_cycle, peak_mac_per_cycle, percent_of_peak, gmac_per_s, ghz,
-spills, calls, broadcasts, branches.
+instructions, spills, calls, broadcasts, branches, loads, load_bound_mac_per_cycle.
+``--summary`` prints one row per kernel instead (the worst build per CPU).
 """
 import argparse
 import json
@@ -48,7 +49,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CSRC = os.environ.get("ARM_MCA_CSRC") or os.path.join(ROOT, "fixnet", "_kernels", "csrc")
+CSRC = os.path.join(ROOT, "fixnet", "_kernels", "csrc")
 
 GCC = "aarch64-linux-gnu-gcc"
 MCA = "llvm-mca-19"
@@ -60,6 +61,7 @@ CPUS = {
     "pi4": ("cortex-a72", 1.5, ("baseline",)),
     "pi5": ("neoverse-n1", 2.4, ("baseline", "dotprod")),
 }
+LOAD_PIPES = {"pi4": 1, "pi5": 2}   # loads per cycle (the A72 has one load pipe, the A76 two)
 PEAK_MLAL = 8       # smull/smlal on 8-bit lanes: one pipe, 8 MAC/cycle (A72 and A76)
 PEAK_SDOT = 32      # sdot: two pipes x 16 MACs (A76)
 
@@ -221,6 +223,7 @@ class Loop:
     calls: int
     broadcasts: int
     branches: int       # branches inside the loop besides the one back to its top
+    loads: int          # registers loaded (one load-pipe slot each)
 
 
 def compile_c(source_path, isa, opt, includes, workdir):
@@ -402,11 +405,29 @@ def macs_of(line):
     return 0, None
 
 
+def loaded_registers(line):
+    """Registers one instruction loads from memory (ldr: 1, ldp: 2, ld1 {..}: as listed)."""
+    op, args = mnemonic_and_operands(line)
+    if not re.match(r"ld(r|ur|p|np|[1-4])", op):
+        return 0
+    if op.startswith("ldp") or op.startswith("ldnp"):
+        return 2
+    m = re.match(r"ld([1-4])r?$", op)
+    if m:
+        regs = re.match(r"\{([^}]*)\}", args)
+        if regs and "-" in regs.group(1):
+            a, b = (int(x) for x in re.findall(r"v(\d+)", regs.group(1))[:2])
+            return (b - a) % 32 + 1
+        return len(re.findall(r"v\d+", regs.group(1))) if regs else 1
+    return 1
+
+
 def analyse_loop(lines, body_lines):
     body = [lines[i] for i in body_lines]
     macs, families = 0, set()
-    spills = calls = broadcasts = branches = 0
+    spills = calls = broadcasts = branches = loads = 0
     for line in body:
+        loads += loaded_registers(line)
         if branch_target(line) is not None:
             branches += 1
         n, family = macs_of(line)
@@ -421,17 +442,19 @@ def analyse_loop(lines, body_lines):
         if op in ("dup", "ld1r", "ld2r", "ld4r") or (op == "mov" and re.search(r"\.\w+\[\d+\]$", args)):
             broadcasts += 1
     return Loop(body, macs, "sdot" if "sdot" in families else "mlal", spills, calls, broadcasts,
-                max(branches - 1, 0))
+                max(branches - 1, 0), loads)
 
 
 def hot_loop(lines, macs_wanted):
     """The innermost loops holding the most multiply-accumulates per iteration (a multiple of
     macs_wanted if given): every copy (GCC may duplicate a loop); None if none."""
     loops, blocks = find_loops(lines)
-    sets = [set(l) for l in loops]
-    innermost = [l for l, s in zip(loops, sets) if not any(o < s for o in sets)]
-    found = [analyse_loop(lines, [i for b in l for i in range(*blocks[b])]) for l in innermost]
-    found = [l for l in found if l.macs]
+    analysed = [(set(l), analyse_loop(lines, [i for b in l for i in range(*blocks[b])]))
+                for l in loops]
+    with_macs = [(s, a) for s, a in analysed if a.macs]
+    # innermost among the loops with MACs (a loop inside, say a byte-copy loop of a K tail
+    # inside the K loop, does not disqualify it)
+    found = [a for s, a in with_macs if not any(o < s for o, _ in with_macs)]
     if macs_wanted:     # one tile's MACs: a loop over one tile or several at a time
         found = [l for l in found if l.macs % macs_wanted == 0]
     if not found:
@@ -486,6 +509,8 @@ class Record:
     calls: int
     broadcasts: int
     branches: int
+    loads: int
+    load_bound_mac_per_cycle: float     # MACs per cycle if the loads were the only limit
     loop: list = field(default_factory=list, repr=False)
 
 
@@ -497,7 +522,7 @@ def builds_of(kernel):
     return BUILDS
 
 
-def analyse(kernel, workdir, iterations, includes):
+def analyse(kernel, workdir, iterations, includes, csrc=CSRC):
     """Records of one kernel: per build and CPU."""
     records = []
     for build in builds_of(kernel):
@@ -509,7 +534,7 @@ def analyse(kernel, workdir, iterations, includes):
                 src = os.path.join(workdir, f"{kernel.name}-{kernel.isa}-{build}.c")
                 with open(src, "w") as f:
                     f.write(kernel.source[build])
-                asm = compile_c(src, kernel.isa, opt, [CSRC], workdir)
+                asm = compile_c(src, kernel.isa, opt, [csrc], workdir)
                 lines = function_lines(asm, None)
             else:
                 asm = compile_c(kernel.source, kernel.isa, opt, includes, workdir)
@@ -533,7 +558,8 @@ def analyse(kernel, workdir, iterations, includes):
                 kernel.name, kernel.library, kernel.isa, build, cpu, kernel.what, loop.macs,
                 round(cycles, 2), round(mpc, 2), peak, round(100 * mpc / peak, 1),
                 round(mpc * ghz, 1), ghz, sum(not LABEL.match(x) for x in loop.body), loop.spills, loop.calls,
-                loop.broadcasts, loop.branches, loop.body))
+                loop.broadcasts, loop.branches, loop.loads,
+                round(loop.macs * LOAD_PIPES[cpu] / max(loop.loads, 1), 2), loop.body))
     return records
 
 
@@ -561,6 +587,39 @@ def table(records):
     return "\n".join(out)
 
 
+def summary(records):
+    """One row per library, kernel and build set: per CPU the worst MAC/cycle over the
+    compiler builds (O3, O2, inlined or not), its % of the pipe peak, GMAC/s, and the loads'
+    bound (loaded registers / load pipes) where that is what holds the loop below the pipe
+    peak (a one-row GEMM reads each weight once: 17 loads per 16 sdots)."""
+    groups = {}
+    for r in records:
+        groups.setdefault((r.library, r.kernel, r.isa), []).append(r)
+    out = ["| library | kernel | isa | builds | Pi 4 (A72): MAC/cycle, % of peak, GMAC/s "
+           "| Pi 5 (A76): MAC/cycle, % of peak, GMAC/s |",
+           "|---|---|---|---|---|---|"]
+    for (library, kernel, isa), rs in groups.items():
+        cells = []
+        for cpu in CPUS:
+            on = [r for r in rs if r.cpu == cpu]
+            if not on:
+                cells.append("-")
+                continue
+            worst = min(on, key=lambda r: r.mac_per_cycle)
+            best = max(on, key=lambda r: r.mac_per_cycle)
+            cell = (f"{worst.mac_per_cycle:.2f} of {worst.peak_mac_per_cycle}, "
+                    f"{worst.percent_of_peak:.1f}%, {worst.gmac_per_s:.1f}")
+            if best.mac_per_cycle > worst.mac_per_cycle + 0.005:
+                cell += f" (best build {best.mac_per_cycle:.2f})"
+            bound = worst.load_bound_mac_per_cycle
+            if bound < worst.peak_mac_per_cycle and 0.95 * bound <= worst.mac_per_cycle <= bound:
+                cell += f"; the loads bound it at {bound:.2f}"
+            cells.append(cell)
+        builds = ", ".join(sorted({r.build for r in rs}, key=lambda b: (len(b), b)))
+        out.append(f"| {library} | {kernel} | {isa} | {builds} | {cells[0]} | {cells[1]} |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -570,6 +629,11 @@ def main(argv=None):
     p.add_argument("--kernel", action="append", metavar="NAME",
                    help="only these kernels (by name; repeatable)")
     p.add_argument("--iterations", type=int, default=300, help="llvm-mca iterations (300)")
+    p.add_argument("--csrc", metavar="DIR", default=CSRC,
+                   help="fixnet's kernel headers from DIR instead of this checkout's (e.g. an "
+                        "older commit's: git archive COMMIT fixnet/_kernels/csrc | tar -x -C DIR)")
+    p.add_argument("--summary", action="store_true",
+                   help="one row per kernel: the worst build per CPU (the table in bench/README.md)")
     p.add_argument("--show", metavar="NAME",
                    help="print the cut loop of kernel NAME (with --build, --cpu, --library)")
     p.add_argument("--build", default="O3", help="with --show: the build (O3)")
@@ -607,7 +671,8 @@ def main(argv=None):
             includes = [xnn, os.path.join(xnn, "include"), stub]
         for k in kernels:
             try:
-                records += analyse(k, workdir, args.iterations, includes)
+                records += analyse(k, workdir, args.iterations, includes,
+                                   os.path.abspath(args.csrc))
             except RuntimeError as e:
                 sys.exit(f"arm_mca: {e}")
 
@@ -621,7 +686,7 @@ def main(argv=None):
         sys.exit(f"arm_mca: {args.show} has no {args.build} build for {args.cpu}")
 
     print("Static model (llvm-mca-19; every load in L1), per core; not a measurement.")
-    print(table(records))
+    print(summary(records) if args.summary else table(records))
     if args.json:
         with open(args.json, "w") as f:
             json.dump([{k: v for k, v in asdict(r).items() if k != "loop"} for r in records],
