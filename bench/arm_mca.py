@@ -564,11 +564,13 @@ def analyse(kernel, workdir, iterations, includes, csrc=CSRC):
 
 
 def check_tools():
+    """Exit with status 2, saying what to install, if the cross compiler or llvm-mca is missing."""
     missing = [t for t in (GCC, MCA) if shutil.which(t) is None]
     if missing:
-        sys.exit(f"arm_mca: {' and '.join(missing)} not found on PATH. Install them "
-                 f"(Debian/Ubuntu: apt-get install gcc-aarch64-linux-gnu llvm-19); "
-                 f"see docs/development.md.")
+        print(f"arm_mca: {' and '.join(missing)} not found on PATH. Install them "
+              f"(Debian/Ubuntu: apt-get install gcc-aarch64-linux-gnu llvm-19); "
+              f"see docs/development.md.", file=sys.stderr)
+        sys.exit(2)
 
 
 def table(records):
