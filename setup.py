@@ -34,6 +34,9 @@ KERNELS = os.path.join("fixnet", "_kernels")
 # C headers of the micro-kernels (qgemm.h), included by the Cython modules of every build
 KERNEL_CSRC = os.path.join(KERNELS, "csrc")
 
+# Modules that include the C headers of fixnet/_kernels/csrc.
+CSRC_MODULES = ("_conv.pyx", "_dense.pyx", "_binary.pyx", "_pool.pyx")
+
 # Modules compiled once more per instruction set (the rest only for the baseline).
 ISA_MODULES = ("_dense", "_elementwise", "_softmax", "_conv", "_pool", "_binary", "_recurrent")
 
@@ -145,10 +148,10 @@ def extension(name, path, extra_args=()):
         name,
         [path],
         include_dirs=[np.get_include(), KERNELS, KERNEL_CSRC],
-        # the micro-kernel headers: only _conv and _dense include them (a change rebuilds
-        # only those)
+        # the micro-kernel headers: only these modules include them (a change rebuilds only
+        # those)
         depends=(sorted(glob.glob(os.path.join(KERNEL_CSRC, "*.h")))
-                 if os.path.basename(path) in ("_conv.pyx", "_dense.pyx") else []),
+                 if os.path.basename(path) in CSRC_MODULES else []),
         extra_compile_args=compile_args() + list(extra_args) + sanitize_args(),
         extra_link_args=sanitize_args(),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -35,8 +35,8 @@ def _requant(rng, c):
 
 def _conv_case(rng, name, h, w, cin, cout, k, stride, same):
     """A conv on a random image: k x k, `same` or valid padding, with the kernel the runtime
-    picks (fixnet.ops.conv.ConvStep.kernel): a pointwise conv (1x1, stride 1) as a DenseCall
-    on the pixels, one input channel as a depthwise conv with multiplier Cout, else a
+    picks (fixnet.ops.conv.ConvStep.kernel): a 1x1 conv without padding as a DenseCall on the
+    pixels, one input channel as a depthwise conv with multiplier Cout, else a
     Conv2dCall."""
     from fixnet._kernels import _conv, _dense
     out_h = -(-h // stride) if same else (h - k) // stride + 1
@@ -47,9 +47,10 @@ def _conv_case(rng, name, h, w, cin, cout, k, stride, same):
     wt = rng.integers(-127, 128, (cout, k, k, cin)).astype(np.int8)
     bias = rng.integers(-5000, 5000, cout).astype(np.int32)
     out = np.empty((1, out_h, out_w, cout), np.int8)
-    if k == 1 and stride == 1:
+    if k == 1 and pad_h == pad_w == 0:
         call = _dense.DenseCall(x.reshape(-1, cin), np.ascontiguousarray(wt.reshape(cout, cin)),
-                                bias, *_requant(rng, cout), -2, -128, 127, out.reshape(-1, cout))
+                                bias, *_requant(rng, cout), -2, -128, 127, out.reshape(-1, cout),
+                                pixels=(h, w, out_h, out_w, stride, stride))
     elif cin == 1:
         call = _conv.DepthwiseConv2dCall(
             x, np.ascontiguousarray(wt[..., 0].transpose(1, 2, 0)), bias, *_requant(rng, cout),

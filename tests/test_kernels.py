@@ -108,7 +108,8 @@ def test_dense_matches_oracle(build, seed, n, k, c, out_zp, bounds, shift_range,
 @settings(max_examples=6, deadline=None)
 @given(seeds, st.sampled_from([4095, 4096, 4097, 8192 + 37]), st.integers(1, 9))
 def test_dense_matches_oracle_beyond_one_block(build, seed, k, c):
-    # K above the kernel's 4096-element stack block: the row is widened block by block.
+    # Long K: beyond the panel of a tile of rows (the AVX2 kernel's rows widened to int16
+    # on the stack), the rows go through the micro-kernel on row pointers, K in chunks.
     rng = np.random.default_rng(seed)
     x, w = int8_array(rng, (3, k)), int8_array(rng, (c, k), -127, 127)
     bias = rng.integers(-2 ** 20, 2 ** 20, size=c).astype(np.int32)
@@ -163,14 +164,40 @@ def test_dense_tiles_and_tasks_match_oracle(build, seed, n, k, c, out_zp, shift_
         shift = fitted_shift(oracle.dense_accumulators(x, w, bias))
     args = (x, w, bias, m0, shift, out_zp, -128, 127)
     expected = oracle.dense(*args)
-    out = np.full((n, c), 99, np.int8)
-    call = build._dense.DenseCall(*args, out, packed=build._dense.pack_dense_weights(w, bias))
-    call()
-    np.testing.assert_array_equal(out, expected)
-    out[...] = 99
-    for first in range(call.n_tasks - 1, -1, -1):      # one task at a time, backwards
-        call.run_task_range(first, first + 1)
-    np.testing.assert_array_equal(out, expected)
+    packed = build._dense.pack_dense_weights(w, bias)
+    for scalar in (False, True):        # the build's micro-kernel and its scalar twin
+        out = np.full((n, c), 99, np.int8)
+        call = build._dense.DenseCall(*args, out, packed=packed, scalar=scalar)
+        call()
+        np.testing.assert_array_equal(out, expected)
+        out[...] = 99
+        for first in range(call.n_tasks - 1, -1, -1):      # one task at a time, backwards
+            call.run_task_range(first, first + 1)
+        np.testing.assert_array_equal(out, expected)
+
+
+@each_build
+@pytest.mark.parametrize("n, h, w, stride_h, stride_w, k, c", [
+    (1, 7, 9, 2, 2, 8, 16), (3, 6, 5, 2, 3, 12, 9), (2, 15, 15, 2, 2, 33, 40), (1, 4, 4, 4, 1, 1, 3)])
+def test_dense_on_strided_pixels_is_a_strided_1x1_conv(build, n, h, w, stride_h, stride_w, k, c):
+    # pixels=(H, W, OH, OW, sh, sw): out row (n, oh, ow) from pixel (n, oh sh, ow sw), the
+    # rows of a tile crossing output rows and images; the oracle is conv2d's
+    rng = np.random.default_rng(n * h * w + k)
+    oh, ow = (h - 1) // stride_h + 1, (w - 1) // stride_w + 1
+    x = int8_array(rng, (n, h, w, k))
+    wt = int8_array(rng, (c, k), -127, 127)
+    bias = rng.integers(-2 ** 16, 2 ** 16, size=c).astype(np.int32)
+    m0, shift = requant_params(rng, c, (-14, -8))
+    want = oracle.conv2d(x, wt.reshape(c, 1, 1, k), bias, m0, shift, stride_h, stride_w, 1, 1,
+                         0, 0, 1, 0, 4, -128, 127, out_h=oh, out_w=ow)
+    for scalar in (False, True):
+        out = np.full((n * oh * ow, c), 99, np.int8)
+        build._dense.DenseCall(x.reshape(-1, k), wt, bias, m0, shift, 4, -128, 127, out,
+                               scalar=scalar, pixels=(h, w, oh, ow, stride_h, stride_w))()
+        np.testing.assert_array_equal(out.reshape(n, oh, ow, c), want)
+    with pytest.raises(ValueError, match="pixels"):
+        build._dense.DenseCall(x.reshape(-1, k), wt, bias, m0, shift, 4, -128, 127, out,
+                               pixels=(h, w, oh + stride_h, ow, stride_h, stride_w))
 
 
 @each_build

@@ -7,11 +7,11 @@ one Call object per layer (arguments checked once) and calls it in a loop.
 
 An int8 input has only 256 values, so whatever depends on one input alone is computed once
 per value into a table when the Call object is built: add's rescaled inputs sx, sy (then one
-multiply_by_quantized_multiplier per element instead of three) and maximum's requantized
-inputs (then a table lookup and a max per element). From PAIR_TABLE_MIN_SIZE
-(16384) elements on, add and mul build the 256 x 256 table of every (x, y) pair once, when
-the Call object is built (64 KiB, about 70 us for add), and then do one lookup per element
-(0.4 ns against 1.1 ns for add's vectorised direct loop on a 16k-element resnet add).
+multiply_by_quantized_multiplier per element instead of three: csrc/binary.h, the lookups as
+gathers and requant.h's vector epilogue in the AVX2 build) and maximum's requantized inputs
+(then a table lookup and a max per element). From PAIR_TABLE_MIN_SIZE (16384) elements on,
+add and mul build the 256 x 256 table of every (x, y) pair once, when the Call object is built
+(64 KiB), and then do one lookup per element.
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -23,10 +23,7 @@ from fixnet._kernels.fixedpoint cimport (
     check_multipliers,
     check_output_range,
     multiply_by_quantized_multiplier,
-    requant_constants,
     requantize_accumulator,
-    requantize_precomputed,
-    wrapping_add_int32,
 )
 
 # Below this many elements a call keeps the GIL: releasing it would cost more than the work.
@@ -38,41 +35,23 @@ cdef enum:
 
 # ---- the loops -----------------------------------------------------------------------------
 
+cdef extern from "binary.h" nogil:
+    ctypedef struct fx_requant:
+        pass
+    size_t fx_requant_bytes(size_t channels)
+    void fx_requant_init(fx_requant* q, void* block, const int32_t* m0, const int32_t* shift,
+                         size_t channels, int32_t out_zp, int32_t act_min, int32_t act_max)
+    const char* FX_ADD_ISA
+    void fx_add(const int8_t* x, const int8_t* y, int8_t* out, size_t n,
+                const int32_t* x_table, const int32_t* y_table, const fx_requant* q)
+
+
+# The loop of add: "avx2" (table lookups as gathers, the vector epilogue) or "scalar".
+ADD_ISA = FX_ADD_ISA.decode()
+
 cdef enum:
-    ADD_BLOCK = 256     # elements whose sums add_impl keeps on the stack before requantizing
-
-
-cdef void add_impl(const int8_t* x, const int8_t* y, int8_t* out, Py_ssize_t size,
-                   const int32_t* x_table, const int32_t* y_table, int32_t out_m0, int out_shift,
-                   int out_zp, int act_min, int act_max) noexcept nogil:
-    """out[i] = clamp(out_zp + MBQM(x_table[x[i]] + y_table[y[i]], out_m0, out_shift)), the
-    sum wrapping modulo 2^32; tables indexed by value + 128 (subtract: y_table holds -sy).
-
-    Per block of ADD_BLOCK elements: the sums (two table lookups each) into a stack buffer,
-    then one branch-free requantization loop with the per-tensor constants of
-    requant_constants, which gcc vectorises (the scalar requantize_accumulator does not)."""
-    cdef int32_t r[ADD_BLOCK]
-    cdef Py_ssize_t start = 0, i, n
-    cdef int32_t left
-    cdef int64_t nudge, neg_adjust, total_shift, v, m0 = out_m0
-    cdef int32_t lo = act_min - out_zp, hi = act_max - out_zp, q
-    requant_constants(out_shift, &nudge, &neg_adjust, &total_shift, &left)
-    while start < size:
-        n = min(<Py_ssize_t>ADD_BLOCK, size - start)
-        for i in range(n):
-            r[i] = wrapping_add_int32(x_table[<int>x[start + i] + 128],
-                                      y_table[<int>y[start + i] + 128])
-        for i in range(n):
-            # multiply_by_quantized_multiplier: shift left (saturating), then the
-            # rounding multiply and right shift of requantize_precomputed
-            v = <int64_t>(<uint64_t><int64_t>r[i] << left)
-            v = INT32_MAX if v > INT32_MAX else v
-            v = INT32_MIN if v < INT32_MIN else v
-            q = requantize_precomputed(v, m0, nudge, neg_adjust, total_shift)
-            q = lo if q < lo else q
-            q = hi if q > hi else q
-            out[start + i] = <int8_t>(q + out_zp)
-        start += n
+    # lanes of the per-tensor requantization constants of add (every lane the same)
+    ADD_LANES = 16
 
 
 cdef void pair_table_impl(const int8_t* x, const int8_t* y, int8_t* out, Py_ssize_t size,
@@ -183,8 +162,8 @@ cdef class AddCall:
     cdef int8_t[::1] out
     cdef int32_t x_table[256]
     cdef int32_t y_table[256]
-    cdef int32_t out_m0
-    cdef int out_shift, out_zp, act_min, act_max
+    cdef fx_requant q        # the output's requantization (csrc/requant.h), every lane alike
+    cdef void* q_block       # owns q's arrays
     cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
     cdef bint release_gil
 
@@ -211,9 +190,16 @@ cdef class AddCall:
                                                   y_m0, y_shift)
             # sx - sy == sx + (-sy) modulo 2^32; negate as unsigned (defined for any sy).
             self.y_table[v + 128] = <int32_t>(0u - <uint32_t>sy) if subtract else sy
+        cdef int32_t m0s[ADD_LANES]
+        cdef int32_t shifts[ADD_LANES]
+        for v in range(ADD_LANES):
+            m0s[v], shifts[v] = out_m0, out_shift
+        PyMem_Free(self.q_block)     # in case __init__ runs twice
+        self.q_block = PyMem_Malloc(fx_requant_bytes(ADD_LANES))
+        if self.q_block == NULL:
+            raise MemoryError()
+        fx_requant_init(&self.q, self.q_block, m0s, shifts, ADD_LANES, out_zp, act_min, act_max)
         self.x, self.y, self.out = x, y, out
-        self.out_m0, self.out_shift, self.out_zp = out_m0, out_shift, out_zp
-        self.act_min, self.act_max = act_min, act_max
         self.release_gil = x.shape[0] >= NOGIL_MIN_SIZE
         PyMem_Free(self.pair_table)  # in case __init__ runs twice
         self.pair_table = NULL
@@ -223,11 +209,12 @@ cdef class AddCall:
             self.pair_table = allocate_pair_table()
             for v in range(256):  # row v: the 256 pairs (v - 128, y) through the kernel itself
                 fill_pair_rows(row_x, all_y, v)
-                add_impl(row_x, all_y, self.pair_table + 256 * v, 256, self.x_table,
-                         self.y_table, out_m0, out_shift, out_zp, act_min, act_max)
+                fx_add(row_x, all_y, self.pair_table + 256 * v, 256, self.x_table,
+                       self.y_table, &self.q)
 
     def __dealloc__(self):
         PyMem_Free(self.pair_table)
+        PyMem_Free(self.q_block)
 
     @property
     def uses_pair_table(self):
@@ -248,8 +235,8 @@ cdef class AddCall:
         if self.pair_table != NULL:
             pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
         else:
-            add_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
-                     self.out_m0, self.out_shift, self.out_zp, self.act_min, self.act_max)
+            fx_add(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
+                   &self.q)
 
     def step_entry(self):
         """For fixnet._kernels._pass: see step.pxd."""

@@ -252,39 +252,47 @@ cdef struct GemmConv:
     bint scalar                     # run the scalar twin of the micro-kernel (tests)
 
 
-cdef inline void tile_q8(const GemmConv* a, size_t taps, size_t cin, const int8_t** ptrs,
-                        const int8_t* blk, Py_ssize_t mr, Py_ssize_t c0, Py_ssize_t nc,
-                        const fx_requant* q, int8_t* out) noexcept nogil:
-    """One fused tile (qgemm.h qg_tile_q8, or its scalar twin): mr pixels x nc channels from
-    channel c0, stored at out (row stride Cout); a tile of one pixel (the last of an image)
-    with the one-row kernel, which computes no padding rows."""
+cdef inline void blocks_q8(const GemmConv* a, size_t taps, size_t cin, const int8_t** ptrs,
+                          Py_ssize_t grp, Py_ssize_t mr, const fx_requant* q,
+                          int8_t* out_rows) noexcept nogil:
+    """Every block of QG_NR channels of group grp for one tile: mr pixels whose tap rows are
+    ptrs[t * QG_MR + r], one fused micro-kernel call each (accumulate, requantize, store
+    int8); a tile of one pixel (the last of an image) takes the one-row kernel, which
+    computes no padding rows. scalar: the scalar twin."""
     cdef const int8_t* row[TAP_CHUNK]
+    cdef Py_ssize_t b, c0, nc
     cdef size_t t
-    if a.scalar:
-        qg_tile_q8_scalar(taps, cin, ptrs, blk, mr, nc, q, c0, out, a.out_c)
-    elif mr == 1:
+    cdef const int8_t* blk
+    if mr == 1:
         for t in range(taps):
             row[t] = ptrs[t * QG_MR]
-        qg_row_q8(taps, cin, row, blk, nc, q, c0, out)
-    else:
-        qg_tile_q8(taps, cin, ptrs, blk, mr, nc, q, c0, out, a.out_c)
+    for b in range(a.blocks_per_group):
+        c0 = grp * a.out_c_group + b * QG_NR
+        nc = a.out_c_group - b * QG_NR
+        nc = nc if nc < QG_NR else QG_NR
+        blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
+        if a.scalar:
+            qg_tile_q8_scalar(taps, cin, ptrs, blk, mr, nc, q, c0, out_rows + c0, a.out_c)
+        elif mr == 1:
+            qg_row_q8(taps, cin, row, blk, nc, q, c0, out_rows + c0)
+        else:
+            qg_tile_q8(taps, cin, ptrs, blk, mr, nc, q, c0, out_rows + c0, a.out_c)
 
 
 cdef void conv2d_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
                        Py_ssize_t last) noexcept nogil:
     """Tasks [first, last): task i is the tile of QG_MR output pixels (i % tiles) of image
     i // tiles, all output channels. Per group: the row pointers of the tile's taps (padding
-    taps point at pad_row; pixels beyond the last repeat it), then per block of QG_NR
-    channels one fused micro-kernel call (accumulate, requantize, store int8). A layer with
+    taps point at pad_row; pixels beyond the last repeat it), then blocks_q8. A layer with
     more than TAP_CHUNK taps sums the taps in chunks into int32 accumulators of up to
-    CH_CHUNK channels on the stack, requantized afterwards. Scratch on the stack only."""
+    CH_CHUNK channels on the stack, requantized afterwards (long_tile). Scratch on the stack
+    only."""
     cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
     cdef int8_t patch[MR_MAX * PATCH_K_MAX]
     cdef const int8_t* patch_rows[MR_MAX]
-    cdef Py_ssize_t task, n, tile, p0, mr, grp, b, c0, nc
+    cdef Py_ssize_t task, n, tile, p0, mr, grp
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group, out_c = a.out_c
     cdef const int8_t* image
-    cdef const int8_t* blk
     cdef int8_t* out_rows
     for task in range(first, last):
         n = task // a.tiles
@@ -295,25 +303,14 @@ cdef void conv2d_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
         out_rows = a.out + (n * a.pixels + p0) * out_c
         if a.patch_k:      # one "tap" of patch_k values per pixel
             build_patches(a, tile, image, patch, patch_rows)
-            for b in range(a.blocks_per_group):
-                c0 = b * QG_NR
-                nc = out_c - c0 if out_c - c0 < QG_NR else QG_NR
-                tile_q8(a, 1, a.patch_k, patch_rows, a.packed + b * a.block_bytes, mr, c0, nc,
-                        q, out_rows + c0)
-            continue
-        if taps > TAP_CHUNK:
+            blocks_q8(a, 1, a.patch_k, patch_rows, 0, mr, q, out_rows)
+        elif taps > TAP_CHUNK:
             long_tile(a, q, tile, image, mr, out_rows)
-            continue
-        for grp in range(a.groups):
-            qg_pointers(a.offsets + tile * taps * QG_MR, taps * QG_MR, image, a.pad_row,
-                        grp * cin_g, ptrs)
-            for b in range(a.blocks_per_group):
-                c0 = grp * a.out_c_group + b * QG_NR
-                nc = a.out_c_group - b * QG_NR
-                nc = nc if nc < QG_NR else QG_NR
-                tile_q8(a, taps, cin_g, ptrs,
-                        a.packed + (grp * a.blocks_per_group + b) * a.block_bytes,
-                        mr, c0, nc, q, out_rows + c0)
+        else:
+            for grp in range(a.groups):
+                qg_pointers(a.offsets + tile * taps * QG_MR, taps * QG_MR, image, a.pad_row,
+                            grp * cin_g, ptrs)
+                blocks_q8(a, taps, cin_g, ptrs, grp, mr, q, out_rows)
 
 
 cdef void long_tile(const GemmConv* a, const fx_requant* q, Py_ssize_t tile,

@@ -9,12 +9,14 @@ arguments of ``dense(...)``, checks them once, keeps the arrays and precomputes 
 depend on x (requantization constants); calling it runs the kernel on what x holds now, with
 no checks. ``dense(...)`` is ``DenseCall(...)()``.
 
-The kernel is conv2d's GEMM (csrc/qgemm.h) with one tap: weights and bias packed once
-(``pack_dense_weights``, at quantize time) in blocks of the build's tile width NR of output
-channels (``GEMM_TILE``, ``GEMM_ISA`` of fixnet._kernels._conv), the rows of x are the tile's
-rows (MR of them per micro-kernel call; a last single row, and batch 1, run the one-row
-kernel, a GEMV), and every tile is requantized in the micro-kernel's epilogue on its
-accumulators (csrc/requant.h) and stored as int8. Tasks (for threads): groups of row tiles
+The kernel is a GEMM with one tap (csrc/qdense.h: conv2d's micro-kernels of csrc/qgemm.h,
+but for the AVX2 build a 4x8 kernel of its own with K in pairs; ``DENSE_ISA``,
+``DENSE_TILE``): weights and bias packed once (``pack_dense_weights``, at quantize time) in
+blocks of the tile width NR of output channels, the rows of x are the tile's rows (MR of them
+per micro-kernel call; a last single row, and batch 1, run the one-row kernel, a GEMV; each
+tile's rows go into the kernel's "panel" once for all its blocks), and every tile is
+requantized in the micro-kernel's epilogue on its accumulators (csrc/requant.h) and stored
+as int8. Tasks (for threads): groups of row tiles
 times chunks of channel blocks; a task runs each block over all its row tiles, so a block's
 weights stay in L1 while they are used.
 """
@@ -35,26 +37,43 @@ cdef extern from "requant.h" nogil:
     void fx_requant_init(fx_requant* q, void* block, const int32_t* m0, const int32_t* shift,
                          size_t channels, int32_t out_zp, int32_t act_min, int32_t act_max)
 
-cdef extern from "qgemm.h" nogil:
+cdef extern from "qdense.h" nogil:
+    const char* QD_ISA
     enum:
-        QG_MR
-        QG_NR
-        QG_KR
-        QG_UINT8_INPUT
-        QG_W16
-    void qg_tile_q8(size_t taps, size_t cin, const int8_t** a, const void* block, size_t mr,
+        QD_MR
+        QD_NR
+        QD_KR
+        QD_UINT8_INPUT
+        QD_W16
+        QD_PANEL_MAX
+    size_t qd_panel_bytes(size_t taps, size_t cin, size_t rows)
+    void qd_panel_build(size_t taps, size_t cin, const int8_t** a, size_t rows, void* panel)
+    void qd_tile_q8_panel(size_t taps, size_t cin, const void* panel, const void* block,
+                          size_t mr, size_t nc, const fx_requant* q, size_t c0, int8_t* out,
+                          size_t out_stride)
+    void qd_row_q8_panel(size_t taps, size_t cin, const void* panel, const void* block,
+                         size_t nc, const fx_requant* q, size_t c0, int8_t* out)
+    void qd_tile_q8(size_t taps, size_t cin, const int8_t** a, const void* block, size_t mr,
                     size_t nc, const fx_requant* q, size_t c0, int8_t* out, size_t out_stride)
-    void qg_row_q8(size_t taps, size_t cin, const int8_t** a, const void* block, size_t nc,
+    void qd_row_q8(size_t taps, size_t cin, const int8_t** a, const void* block, size_t nc,
                    const fx_requant* q, size_t c0, int8_t* out)
+    void qd_tile_q8_scalar(size_t taps, size_t cin, const int8_t** a, const void* block,
+                           size_t mr, size_t nc, const fx_requant* q, size_t c0, int8_t* out,
+                           size_t out_stride)
 
 cdef enum:
     # Release the GIL only when a call does at least this many multiply-adds: below it,
     # releasing and re-taking the GIL costs more than other threads could gain.
     NOGIL_MIN_WORK = 32768
-    # A task: up to TASK_ROWS rows (in tiles of QG_MR) times up to TASK_CHANNELS channels (in
-    # blocks of QG_NR; TASK_CHANNELS is a multiple of every build's NR).
+    # A task: up to TASK_ROWS rows (in tiles of QD_MR) times up to TASK_CHANNELS channels (in
+    # blocks of QD_NR; TASK_CHANNELS is a multiple of every build's NR).
     TASK_ROWS = 64
     TASK_CHANNELS = 64
+
+
+# The micro-kernel of this build's dense: its name and tile (rows MR x channels NR, K step KR).
+DENSE_ISA = QD_ISA.decode()
+DENSE_TILE = (QD_MR, QD_NR, QD_KR)
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -79,7 +98,7 @@ cdef class PackedDenseWeights:
 
     def __repr__(self):
         return (f"<PackedDenseWeights C={self.channels} K={self.depth} "
-                f"({self.blocks} blocks of {QG_NR} channels)>")
+                f"({self.blocks} blocks of {QD_NR} channels)>")
 
 
 def pack_dense_weights(w not None, bias not None):
@@ -94,8 +113,8 @@ def pack_dense_weights(w not None, bias not None):
                  "one per output channel, C = w.shape[0]")
     w_array = np.asarray(w_view)
     check_weights("dense", w_array)
-    data, blocks, _ = pack_gemm(w_array.reshape(c_len, 1, k_len), bias_view, 1, QG_NR, QG_KR,
-                                QG_W16, QG_UINT8_INPUT)
+    data, blocks, _ = pack_gemm(w_array.reshape(c_len, 1, k_len), bias_view, 1, QD_NR, QD_KR,
+                                QD_W16, QD_UINT8_INPUT)
     p.channels, p.depth, p.blocks, p.block_bytes = c_len, k_len, blocks, data.shape[1]
     p.data, p.source, p.source_bias = data, w, bias
     p.w_src = &w_view[0, 0] if c_len and k_len else NULL
@@ -107,12 +126,52 @@ def pack_dense_weights(w not None, bias not None):
 # ---- the loop ------------------------------------------------------------------------------
 
 ctypedef struct DenseArgs:
-    const int8_t* x             # [N, K]
-    int8_t* out                 # [N, C]
+    const int8_t* x             # [N, K], or [N * H * W, K] (strided)
+    int8_t* out                 # [N, C], or [N * OH * OW, C] (strided)
     const int8_t* packed        # PackedDenseWeights.data
     const fx_requant* q         # requantization constants of the C channels
     Py_ssize_t n_rows, depth, channels, blocks, block_bytes
     Py_ssize_t row_groups, channel_chunks
+    bint scalar                 # run the scalar twin of the micro-kernel (tests)
+    # strided: row (n, oh, ow) of out reads pixel (n, oh * stride_h, ow * stride_w) of x, an
+    # NHWC image of in_h x in_w pixels (a 1x1 conv with strides)
+    bint strided
+    Py_ssize_t in_h, in_w, out_h, out_w, stride_h, stride_w
+
+
+ctypedef struct RowCursor:
+    # output row r = (n, oh, ow) of a strided call, and the pointer to its inputs
+    Py_ssize_t n, oh, ow
+    const int8_t* x
+
+
+cdef inline void cursor_at(const DenseArgs* a, Py_ssize_t r, RowCursor* c) noexcept nogil:
+    """c for output row r (divisions: once per task)."""
+    cdef Py_ssize_t p
+    if not a.strided:
+        c.x = a.x + r * a.depth
+        return
+    c.n = r // (a.out_h * a.out_w)
+    p = r - c.n * a.out_h * a.out_w
+    c.oh = p // a.out_w
+    c.ow = p - c.oh * a.out_w
+    c.x = a.x + ((c.n * a.in_h + c.oh * a.stride_h) * a.in_w + c.ow * a.stride_w) * a.depth
+
+
+cdef inline void cursor_next(const DenseArgs* a, RowCursor* c) noexcept nogil:
+    """c for the next output row."""
+    if not a.strided:
+        c.x += a.depth
+        return
+    c.ow += 1
+    c.x += a.stride_w * a.depth
+    if c.ow == a.out_w:                 # next row of output pixels, or next image
+        c.ow = 0
+        c.oh += 1
+        if c.oh == a.out_h:
+            c.oh = 0
+            c.n += 1
+        c.x = a.x + ((c.n * a.in_h + c.oh * a.stride_h) * a.in_w) * a.depth
 
 
 cdef inline Py_ssize_t dense_n_tasks(const DenseArgs* a) noexcept nogil:
@@ -122,34 +181,52 @@ cdef inline Py_ssize_t dense_n_tasks(const DenseArgs* a) noexcept nogil:
 cdef void dense_tasks(const DenseArgs* a, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     """Tasks [first, last) (see the module docstring): task t covers rows
     [TASK_ROWS g, +TASK_ROWS) and channel blocks [TASK_CHANNELS / NR * h, ...), t = g *
-    channel_chunks + h. Only stack scratch: ranges may run on several threads at once."""
-    cdef const int8_t* rows[QG_MR]
+    channel_chunks + h. Per tile of up to MR rows, its panel (qgemm.h) is built once and the
+    chunk's blocks run on it; rows whose panel would exceed QD_PANEL_MAX (long K) go through
+    the micro-kernel on row pointers. Only stack scratch: ranges may run on several threads
+    at once."""
+    cdef const int8_t* rows[QD_MR]
+    cdef char panel[QD_PANEL_MAX]
+    cdef RowCursor cur
     cdef Py_ssize_t t, g, h, b, b0, b1, r0, r1, r, mr, c0, nc
     cdef Py_ssize_t k_len = a.depth, c_len = a.channels
-    cdef Py_ssize_t blocks_per_chunk = TASK_CHANNELS // QG_NR
+    cdef Py_ssize_t blocks_per_chunk = TASK_CHANNELS // QD_NR
+    cdef bint panels = qd_panel_bytes(1, k_len, QD_MR) <= QD_PANEL_MAX and not a.scalar
     cdef const int8_t* blk
+    cdef int8_t* out
     for t in range(first, last):
         g = t // a.channel_chunks
         h = t - g * a.channel_chunks
         b0 = h * blocks_per_chunk
         b1 = b0 + blocks_per_chunk if b0 + blocks_per_chunk < a.blocks else a.blocks
-        for b in range(b0, b1):
-            blk = a.packed + b * a.block_bytes
-            c0 = b * QG_NR
-            nc = c_len - c0 if c_len - c0 < QG_NR else QG_NR
-            r0 = g * TASK_ROWS
-            r1 = r0 + TASK_ROWS if r0 + TASK_ROWS < a.n_rows else a.n_rows
-            while r0 < r1:
-                mr = r1 - r0 if r1 - r0 < QG_MR else QG_MR
-                if mr == 1:
-                    rows[0] = a.x + r0 * k_len
-                    qg_row_q8(1, k_len, rows, blk, nc, a.q, c0, a.out + r0 * c_len + c0)
+        r0 = g * TASK_ROWS
+        r1 = r0 + TASK_ROWS if r0 + TASK_ROWS < a.n_rows else a.n_rows
+        cursor_at(a, r0, &cur)
+        while r0 < r1:
+            mr = r1 - r0 if r1 - r0 < QD_MR else QD_MR
+            for r in range(mr):
+                rows[r] = cur.x
+                cursor_next(a, &cur)
+            for r in range(mr, QD_MR):  # rows past the last repeat it
+                rows[r] = rows[mr - 1]
+            if panels:
+                qd_panel_build(1, k_len, rows, 1 if mr == 1 else QD_MR, panel)
+            for b in range(b0, b1):
+                blk = a.packed + b * a.block_bytes
+                c0 = b * QD_NR
+                nc = c_len - c0 if c_len - c0 < QD_NR else QD_NR
+                out = a.out + r0 * c_len + c0
+                if a.scalar:
+                    qd_tile_q8_scalar(1, k_len, rows, blk, mr, nc, a.q, c0, out, c_len)
+                elif panels and mr == 1:
+                    qd_row_q8_panel(1, k_len, panel, blk, nc, a.q, c0, out)
+                elif panels:
+                    qd_tile_q8_panel(1, k_len, panel, blk, mr, nc, a.q, c0, out, c_len)
+                elif mr == 1:
+                    qd_row_q8(1, k_len, rows, blk, nc, a.q, c0, out)
                 else:
-                    for r in range(QG_MR):      # rows past the last repeat it
-                        rows[r] = a.x + (r0 + (r if r < mr else mr - 1)) * k_len
-                    qg_tile_q8(1, k_len, rows, blk, mr, nc, a.q, c0, a.out + r0 * c_len + c0,
-                               c_len)
-                r0 += mr
+                    qd_tile_q8(1, k_len, rows, blk, mr, nc, a.q, c0, out, c_len)
+            r0 += mr
 
 
 # ---- Python entry points -------------------------------------------------------------------
@@ -161,6 +238,10 @@ cdef class DenseCall:
     Reads x on every call and rewrites out in full; w and bias are read once (packed), m0
     and shift once, here. ``packed``: the result of ``pack_dense_weights(w, bias)`` for these
     very arrays (shared by every Call of a layer); by default they are packed here.
+    ``scalar=True`` runs the scalar twin of the micro-kernel (same packing; for tests).
+    ``pixels=(H, W, OH, OW, stride_h, stride_w)``: x holds NHWC images of H x W pixels and out
+    row (n, oh, ow) is computed from pixel (n, oh * stride_h, ow * stride_w): a 1x1 conv with
+    strides (out then [N * OH * OW, C]).
     ``n_tasks`` independent tasks make a call; ``run_tasks(first, last)`` (cdef, nogil) runs
     a range of them with no shared scratch, so disjoint ranges may run on several threads.
     """
@@ -175,8 +256,10 @@ cdef class DenseCall:
     def __init__(self, const int8_t[:, ::1] x not None, const int8_t[:, ::1] w not None,
                  const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
                  const int32_t[::1] shift not None, int out_zp, int act_min, int act_max,
-                 int8_t[:, ::1] out not None, PackedDenseWeights packed=None):
+                 int8_t[:, ::1] out not None, PackedDenseWeights packed=None,
+                 bint scalar=False, pixels=None):
         cdef Py_ssize_t n_rows = x.shape[0], k_len = x.shape[1], n_channels = w.shape[0]
+        cdef Py_ssize_t in_h = 0, in_w = 0, out_h = 0, out_w = 0, stride_h = 1, stride_w = 1
         cdef fx_requant q
         cdef void* q_block
         if w.shape[1] != k_len:
@@ -186,6 +269,15 @@ cdef class DenseCall:
         check_length("dense", "bias", bias.shape[0], n_channels, per_channel)
         check_length("dense", "m0", m0.shape[0], n_channels, per_channel)
         check_length("dense", "shift", shift.shape[0], n_channels, per_channel)
+        if pixels is not None:
+            in_h, in_w, out_h, out_w, stride_h, stride_w = pixels
+            if (min(in_h, in_w, out_h, out_w, stride_h, stride_w) < 1
+                    or (out_h - 1) * stride_h >= in_h or (out_w - 1) * stride_w >= in_w
+                    or n_rows % (in_h * in_w)):
+                raise ValueError(f"dense: pixels = {pixels!r} must be (H, W, OH, OW, stride_h, "
+                                 f"stride_w) >= 1 with (OH - 1) * stride_h < H, (OW - 1) * "
+                                 f"stride_w < W, and x.shape[0] = {n_rows} a multiple of H * W")
+            n_rows = n_rows // (in_h * in_w) * out_h * out_w
         if out.shape[0] != n_rows or out.shape[1] != n_channels:
             raise ValueError(f"dense: out has shape ({out.shape[0]}, {out.shape[1]}), "
                              f"expected (N, C) = ({n_rows}, {n_channels})")
@@ -222,6 +314,10 @@ cdef class DenseCall:
         a.blocks, a.block_bytes = packed.blocks, packed.block_bytes
         a.row_groups = ceil_div(a.n_rows, TASK_ROWS)
         a.channel_chunks = ceil_div(n_channels, TASK_CHANNELS)
+        a.scalar = scalar
+        a.strided = pixels is not None
+        a.in_h, a.in_w, a.out_h, a.out_w = in_h, in_w, out_h, out_w
+        a.stride_h, a.stride_w = stride_h, stride_w
         self.release_gil = n_rows * n_channels * k_len >= NOGIL_MIN_WORK
 
     def __dealloc__(self):

@@ -16,6 +16,7 @@ from fixnet._kernels.step cimport step_entry
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int32_t, int64_t
 from libc.string cimport memcpy
+from libc.stddef cimport ptrdiff_t
 
 # Below this many element operations a call keeps the GIL: releasing and re-taking it would
 # cost more than the work.
@@ -39,12 +40,17 @@ cdef inline void window_bounds(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t pad, 
     hi[0] = start + pool if start + pool < length else length
 
 
+cdef extern from "maxpool.h" nogil:
+    void mp_pixel(int8_t* dst, const int8_t* image, ptrdiff_t row_len, ptrdiff_t c,
+                  ptrdiff_t h0, ptrdiff_t h1, ptrdiff_t w0, ptrdiff_t w1)
+
+
 cdef void max_pool2d_impl(const int8_t* x, int8_t* out, const PoolGeometry* g) noexcept nogil:
-    """out[n, oh, ow, :] = max of x[n, h, w, :] over the window's in-bounds (h, w)."""
+    """out[n, oh, ow, :] = max of x[n, h, w, :] over the window's in-bounds (h, w), 16
+    channels per vector (csrc/maxpool.h)."""
     cdef Py_ssize_t c = g.channels, row_len = g.in_w * g.channels
-    cdef Py_ssize_t n, oh, ow, h, w, i, h0, h1, w0, w1
+    cdef Py_ssize_t n, oh, ow, h0, h1, w0, w1
     cdef const int8_t* image
-    cdef const int8_t* src
     cdef int8_t* dst = out
     for n in range(g.batch):
         image = x + n * g.in_h * row_len
@@ -52,15 +58,7 @@ cdef void max_pool2d_impl(const int8_t* x, int8_t* out, const PoolGeometry* g) n
             window_bounds(oh, g.stride_h, g.pad_top, g.pool_h, g.in_h, &h0, &h1)
             for ow in range(g.out_w):
                 window_bounds(ow, g.stride_w, g.pad_left, g.pool_w, g.in_w, &w0, &w1)
-                # Start from the window's first element, then fold in the others.
-                memcpy(dst, image + h0 * row_len + w0 * c, c)
-                for h in range(h0, h1):
-                    for w in range(w0, w1):
-                        if h == h0 and w == w0:
-                            continue
-                        src = image + h * row_len + w * c
-                        for i in range(c):  # vectorises to pmaxsb
-                            dst[i] = src[i] if src[i] > dst[i] else dst[i]
+                mp_pixel(dst, image, row_len, c, h0, h1, w0, w1)
                 dst += c
 
 

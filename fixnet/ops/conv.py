@@ -189,16 +189,23 @@ class ConvStep(_WindowStep):
         return (self.w_q.shape[1:3] == (1, 1) and self.strides == (1, 1) and self.groups == 1
                 and all(p == 0 for pair in self.pads for p in pair))
 
+    def is_strided_pointwise(self):
+        """A 1x1 kernel over one group without padding, at any strides: dense on the pixels
+        the strides pick (a ResNet-style shortcut)."""
+        return (self.w_q.shape[1:3] == (1, 1) and self.groups == 1 and self.dilation == (1, 1)
+                and all(p == 0 for pair in self.pads for p in pair))
+
     def kernel(self):
         """The kernel bind runs, all of them bit-exact with oracle.conv2d:
-        "dense" for a pointwise conv (every pixel a row of one GEMM over the batch: no tile
-        straddles an image, no tap table, a single row takes the GEMV kernel);
+        "dense" for a 1x1 conv without padding (every output pixel a row of one GEMM over the
+        batch, the strides picking its input pixel: no tile straddles an image, no tap
+        table, a single row takes the GEMV kernel);
         "depthwise" for one input channel and one group (a grayscale first layer: the sums
         of a conv over one input channel are those of a depthwise conv with depth multiplier
         Cout, whose row driver fills its vector lanes with pixels times channels where the
         GEMM would pad 9 taps of one channel to 16);
         "conv2d" (the indirect GEMM) for the rest."""
-        if self.is_pointwise():
+        if self.is_strided_pointwise():
             return "dense"
         if self.groups == 1 and self.w_q.shape[3] == 1:
             return "depthwise"
@@ -235,9 +242,12 @@ class ConvStep(_WindowStep):
         kind = self.kernel()
         if kind == "dense":
             cin, cout = packed.depth, packed.channels
+            pixels = None
+            if self.strides != (1, 1):
+                pixels = self.nhwc_in[:2] + self.nhwc_out[:2] + tuple(self.strides)
             return _dense.DenseCall(x4.reshape(-1, cin), packed.source, self.bias, self.m0,
                                     self.shift, self.out_zp, self.act_min, self.act_max,
-                                    y4.reshape(-1, cout), packed=packed)
+                                    y4.reshape(-1, cout), packed=packed, pixels=pixels)
         if kind == "depthwise":
             return _conv.DepthwiseConv2dCall(
                 x4, packed.w, self.bias, self.m0, self.shift, *self.geometry_args(),

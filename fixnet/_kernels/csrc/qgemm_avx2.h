@@ -52,7 +52,7 @@ typedef struct {
 
 /* Sum every tap of a 3 x 8 tile into s: full K steps in the loop, the tail (cin % 8 values,
    through zero-filled copies) after it. */
-static inline void qg_avx2_sum(size_t taps, size_t cin, const int8_t** a, const qg_w_t* w,
+static inline __attribute__((always_inline)) void qg_avx2_sum(size_t taps, size_t cin, const int8_t** a, const qg_w_t* w,
                                qg_avx2_acc* acc)
 {
     const size_t full = cin / 8, rem = cin % 8;
@@ -100,7 +100,7 @@ static inline void qg_tile(size_t taps, size_t cin, const int8_t** a, const void
 /* The fused tile (qgemm.h): the three rows' sums requantized in registers, rows 0 and 1
    packed together, stored as 8-byte rows (nc < 8: through a copy). */
 #define QG_HAVE_TILE_Q8 1
-static inline void qg_tile_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
+static inline __attribute__((always_inline)) void qg_tile_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
                               size_t mr, size_t nc, const fx_requant* q, size_t c0,
                               int8_t* out, size_t out_stride)
 {
