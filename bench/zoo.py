@@ -8,8 +8,9 @@ models here are written from the published architecture descriptions, with the s
 types, shapes and MACs, but their weights are not trained on real data: Keras's default
 initialisers (seeded), then every BatchNormalization's moving statistics measured on the
 model's calibration inputs (so that each one normalises what it really sees) and its gamma /
-beta drawn at random (beta mostly positive: see BETA_MEAN). Speed does not depend on the weights; the int8 ranges come out sane
-(the build checks TFLite's int8 output against Keras float: SQNR > MIN_SQNR_DB).
+beta drawn at random (beta mostly positive: see BETA_MEAN). Speed does not depend on the
+weights; the int8 ranges come out sane (the build checks TFLite's int8 output against Keras
+float: SQNR > MIN_SQNR_DB).
 
     python bench/zoo.py list                       # the models, what they stand for, cached?
     python bench/zoo.py build zoo                  # build what is missing (TensorFlow needed)
@@ -516,7 +517,8 @@ def _write(spec, model, keras, tf, fc, keras_version, x_calib, x_test, kf, seed,
         "zoo_weights": np.str_(
             f"not trained: Keras default initialisers after keras.utils.set_random_seed({seed}); "
             f"{n_bn} BatchNormalization layers given the moving mean / variance of their input "
-            f"on x_calib, gamma ~ U{GAMMA_RANGE}, beta ~ N({BETA_MEAN}, {BETA_SD}) (seed {seed + 2})"),
+            f"on x_calib, gamma ~ U{GAMMA_RANGE}, beta ~ N({BETA_MEAN}, {BETA_SD}) "
+            f"(seed {seed + 2})"),
         "zoo_made": np.str_(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
     }
     np.savez_compressed(tmp[".npz"], **npz)

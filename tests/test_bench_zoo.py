@@ -146,7 +146,8 @@ def _model(kind, xnn, builtin, ort=0.5, xnn_sqnr=40.0):
 
 
 def _results(peers, models):
-    res = {"machine": {"fixnet_isa": "avx2"}, "settings": {"batches": [1], "accuracy_samples": None},
+    res = {"machine": {"fixnet_isa": "avx2"},
+           "settings": {"batches": [1], "accuracy_samples": None},
            "models": models}
     for m in models.values():
         m["best_peer_sqnr_db"] = peers.apply_counting_rule(m["runners"])
