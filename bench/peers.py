@@ -23,7 +23,17 @@ What is timed (one predict call each, inputs already in memory, int8 in and int8
                          the Keras model)
 
 Models: every CNN fixture and every MLP fixture in models/ (both writers, *_k3 and *_tfk2), or
---models (names, families such as mlp_seq, groups cnn / mlp / rnn, shell patterns or .h5 paths).
+--models (names, families such as mlp_seq, groups cnn / mlp / rnn / zoo, shell patterns or .h5
+paths).
+
+The bench model zoo (issue 17; --models zoo, or zoo_emotion, zoo_mnv2 (both writers), 'zoo_*',
+...): bench/zoo.py's Keras stand-ins for the model files issue 17 timed (same architectures and
+MACs, weights not trained on real data, synthetic inputs), kept in the git-ignored bench/zoo/ in
+the fixtures' .h5 / .tflite / .npz layout. A zoo model that is not there yet (or was made by an
+older recipe) is built first, in a child process of this Python (TensorFlow needed for that
+only); one that cannot be built is skipped, with the reason. Zoo models get tables of their own
+and issue 17's bars (fixnet <= TFLite builtin on every model, geometric mean of fixnet / XNNPACK
+<= 1, no model above 1.25x XNNPACK), apart from issue 9's, which stay on the fixtures.
 
 Recurrent fixtures (issue 11; --models rnn or 'rnn_*', not in the default set): the same runners,
 with these differences. A fixnet int8 failure (quantize() raising UnsupportedLayerError before
@@ -48,7 +58,7 @@ Per model: MACs per sample (fixnet.cost), GMAC/s per runtime, and each runtime's
 for the layer benches, Keras run here). A peer *counts* where its SQNR is within 1 dB of the best
 deployment peer's (TFLite XNNPACK, TFLite builtin, ONNX Runtime int8); one that does not is
 still shown, marked. Summary: geometric mean and worst of fixnet / XNNPACK, and whether each
-"Done when" bar of issue 9 holds.
+"Done when" bar of issue 9 holds (on the fixtures), and issue 17's (on the zoo models).
 
 Peers that are not installed are listed as such; nothing is required but fixnet, numpy and rich.
 TFLite comes from `tensorflow` if it imports, else `ai_edge_litert`, else `tflite_runtime`
@@ -82,6 +92,7 @@ import warnings
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
+ZOO_PY = pathlib.Path(__file__).resolve().parent / "zoo.py"   # the bench model zoo (issue 17)
 BASELINE = "fixnet_int8"
 INT8_KEYS = ["fixnet_int8", "tflite_xnnpack", "tflite_builtin", "tflite_ref", "ort_int8"]
 # TFLite float, converted here from the Keras model: only for a recurrent fixture whose int8
@@ -107,6 +118,11 @@ MLP_FAMILIES = ["mlp_seq", "mlp_func"]
 RNN_FAMILIES = ["rnn_gru", "rnn_gru_ra0", "rnn_lstm", "rnn_simplernn", "rnn_bilstm",
                 "rnn_stacked", "rnn_variants", "rnn_sensor", "rnn_text", "rnn_kws"]
 GROUPS = {"cnn": CNN_FAMILIES, "mlp": MLP_FAMILIES, "rnn": RNN_FAMILIES}
+# --models zoo (every model of bench/zoo.py), a zoo name, family (zoo_mnv2: both writers) or a
+# pattern starting with zoo: built into bench/zoo/ first if missing; issue 17's bars
+ZOO_GROUP = "zoo"
+FIXTURE_KINDS = ("cnn", "mlp")        # the models issue 9's bars are taken over
+ZOO_KIND = "zoo"                      # bench/zoo.py's models: issue 17's bars
 # Layer benches: name -> (what, input shape without batch, Keras layer factory arguments)
 MICRO = {
     "conv3x3": ("Conv2D 3x3, 32x32x32 -> 32, stride 1, same", (32, 32, 32),
@@ -128,11 +144,14 @@ def parse_args(argv=None):
                                 epilog="Runner keys for --only/--skip: " + ", ".join(RUNNER_KEYS))
     p.add_argument("--models", nargs="+", default=None,
                    help="model names in models/ (e.g. mlp_seq_k3), families (mlp_seq: both "
-                        "writers), groups (" + ", ".join(GROUPS) + "), shell patterns "
-                        "('resnet*', 'rnn_*') or paths to .h5 files, or 'none'; default: every "
-                        "CNN and MLP fixture (" + ", ".join(CNN_FAMILIES + MLP_FAMILIES)
+                        "writers), groups (" + ", ".join(list(GROUPS) + [ZOO_GROUP]) + "), "
+                        "shell patterns ('resnet*', 'rnn_*') or paths to .h5 files, or 'none'; "
+                        "default: every CNN and MLP fixture ("
+                        + ", ".join(CNN_FAMILIES + MLP_FAMILIES)
                         + "; *_k3 and *_tfk2); the recurrent ones (rnn: "
-                        + ", ".join(RNN_FAMILIES) + ") only when asked for")
+                        + ", ".join(RNN_FAMILIES) + ") only when asked for; zoo: the bench "
+                        "model zoo of issue 17 (bench/zoo.py list; zoo_emotion, zoo_mnv2, "
+                        "'zoo_*', ...), built into bench/zoo/ first where missing")
     p.add_argument("--micro", nargs="+", default=None,
                    help="layer benches to run: " + ", ".join(MICRO) + ", or 'none'; default: all")
     p.add_argument("--micro-isa", nargs="*", default=None,
@@ -279,7 +298,9 @@ class ModelInputs:
         out_q = ((float(data["tflite_output_scale"]), int(data["tflite_output_zero_point"]))
                  if "tflite_output_scale" in data else None)
         stem = h5_path.stem
-        kind = "mlp" if stem.startswith("mlp_") else "rnn" if stem.startswith("rnn_") else "cnn"
+        kind = ("mlp" if stem.startswith("mlp_") else "rnn" if stem.startswith("rnn_")
+                else ZOO_KIND if stem.startswith("zoo_") else "cnn")
+        what = str(data["zoo_stands_for"]) if "zoo_stands_for" in data else ""
         if "keras_float" in data:
             kf = data["keras_float"]
         else:                       # several outputs: keras_float_0, keras_float_1, ...
@@ -288,7 +309,8 @@ class ModelInputs:
             kf = [data[f"keras_float_{i}"] for i in range(n_out)]
         err = str(data["tflite_error"]) if "tflite_error" in data else None
         return cls(stem, h5_path, h5_path.with_suffix(".tflite"), data["x_test"],
-                   data["x_calib"], kf, tfl_x, out_q, batches, acc, kind, tflite_error=err)
+                   data["x_calib"], kf, tfl_x, out_q, batches, acc, kind, what,
+                   tflite_error=err)
 
 
 def _bind(f, *a, **kw):
@@ -1141,16 +1163,53 @@ def _ratio(res, key, batch=1):
 
 
 def verdicts(results, batch=1):
-    """Issue 9's "Done when" bars, from the CNN and MLP models (not the layer benches, not
-    the recurrent models: issue 11's) at `batch`."""
-    models = {k: v for k, v in results["models"].items() if v["kind"] not in ("micro", "rnn")}
+    """Issue 9's "Done when" bars, from the CNN and MLP fixtures (not the layer benches, not
+    the recurrent models: issue 11's, not the zoo: issue 17's) at `batch`."""
+    models = {k: v for k, v in results["models"].items() if v["kind"] in FIXTURE_KINDS}
+    out = _bars(models, batch, ("tflite_builtin", "ort_int8"))
+    lines = out["lines"]
+    conv = results["models"].get("conv3x3")
+    if conv is not None:
+        g = None
+        if results["machine"]["fixnet_isa"] == "avx2":
+            g = conv["runners"][BASELINE]["batches"].get(str(batch), {}).get("gmacs")
+        else:
+            r = conv.get("fixnet_builds", {}).get("avx2")
+            g = r.get("gmacs") if r and r["status"] == "ok" else None
+        out["conv3x3_avx2_gmacs"] = g
+        lines.append((g is not None and g > CONV3X3_BAR_GMACS,
+                      f"3x3 conv layer bench on the AVX2 build > {CONV3X3_BAR_GMACS:.0f} GMAC/s: "
+                      + (f"{g:.1f} GMAC/s -> {'yes' if g > CONV3X3_BAR_GMACS else 'NO'}"
+                         if g is not None else "not measured (no avx2 build here)")))
+    out["lines"] = [(bool(ok), text) for ok, text in lines]
+    return out
+
+
+def verdicts_issue17(results, batch=1):
+    """Issue 17's bars, from the zoo models (bench/zoo.py: stand-ins for the Keras files the
+    issue timed) at `batch`: fixnet <= TFLite builtin on every model, geometric mean of
+    fixnet / XNNPACK <= 1, no model above 1.25x XNNPACK (a peer more than 1 dB less accurate
+    than the best deployment peer does not count, as for issue 9). None without zoo models."""
+    models = {k: v for k, v in results["models"].items() if v["kind"] == ZOO_KIND}
+    if not models:
+        return None
+    out = _bars(models, batch, ("tflite_builtin",))
+    out["models"] = list(models)
+    return out
+
+
+def _bars(models, batch, slower_than):
+    """The bars shared by issues 9 and 17 over `models` (name -> result): fixnet <= each peer
+    of `slower_than` on every model where that peer counts; the geometric mean of fixnet /
+    XNNPACK <= 1 and no model above 1.25x XNNPACK; and (not a bar) fixnet's SQNR within 1 dB
+    of the best peer's. Returns a dict with "lines": [(holds, text)] and the numbers."""
     lines, out = [], {}
 
     def counted(res, key):
         r = res["runners"].get(key)
         return r is not None and r["status"] == "ok" and r.get("counts", False)
 
-    for key in ("tflite_builtin", "ort_int8"):
+    for key in slower_than:
         slower, skipped, checked = [], [], 0
         for name, res in models.items():
             ratio = _ratio(res, key, batch)
@@ -1195,19 +1254,6 @@ def verdicts(results, batch=1):
                              "model (not one of the issue's bars; the same rule for fixnet): "
                   + ("yes" if not worse else f"NO on {len(worse)}: {', '.join(worse)}")))
     out["fixnet_less_accurate"] = worse
-    conv = results["models"].get("conv3x3")
-    if conv is not None:
-        g = None
-        if results["machine"]["fixnet_isa"] == "avx2":
-            g = conv["runners"][BASELINE]["batches"].get(str(batch), {}).get("gmacs")
-        else:
-            r = conv.get("fixnet_builds", {}).get("avx2")
-            g = r.get("gmacs") if r and r["status"] == "ok" else None
-        out["conv3x3_avx2_gmacs"] = g
-        lines.append((g is not None and g > CONV3X3_BAR_GMACS,
-                      f"3x3 conv layer bench on the AVX2 build > {CONV3X3_BAR_GMACS:.0f} GMAC/s: "
-                      + (f"{g:.1f} GMAC/s -> {'yes' if g > CONV3X3_BAR_GMACS else 'NO'}"
-                         if g is not None else "not measured (no avx2 build here)")))
     out["lines"] = [(bool(ok), text) for ok, text in lines]
     return out
 
@@ -1273,6 +1319,10 @@ def tables(results, keys, batches):
     """The report as (title, header, rows, notes) tables, shared by the console and Markdown."""
     out = []
     models = {k: v for k, v in results["models"].items() if v["kind"] not in ("micro", "rnn")}
+    # the fixtures (and .h5 paths) first, then the zoo of issue 17 in tables of its own
+    groups = [("Models", {k: v for k, v in models.items() if v["kind"] != ZOO_KIND}),
+              ("Zoo models (bench/zoo.py, issue 17)",
+               {k: v for k, v in models.items() if v["kind"] == ZOO_KIND})]
     micro = {k: v for k, v in results["models"].items() if v["kind"] == "micro"}
     rnn = {k: v for k, v in results["models"].items() if v["kind"] == "rnn"}
     # columns: the runners that ran or were tried on some model (TFLite FLOAT: recurrent only)
@@ -1284,20 +1334,27 @@ def tables(results, keys, batches):
             "does not count for the bars there; on fixnet it marks a model where fixnet is the "
             "less accurate")
     for b in batches:
-        if models:
+        for what, group in groups:
+            if not group:
+                continue
             header = (["model", "MACs/sample", "fixnet time", "fixnet GMAC/s"]
                       + [f"fixnet / {SHORT[k]}" for k in peers])
             rows = [[name, fmt_macs(res["macs_per_sample"]), _cell(res, BASELINE, b, "time"),
                      _cell(res, BASELINE, b, "gmacs")] + [_cell(res, k, b, "ratio") for k in peers]
-                    for name, res in models.items()]
-            out.append((f"Models, batch {b}: fixnet int8 time / peer time (below 1: fixnet is "
-                        "faster)", header, rows, [star, "n/i = not installed"]))
+                    for name, res in group.items()]
+            notes = [star, "n/i = not installed"]
+            if what != "Models":
+                notes.append("zoo models: architecture-alike stand-ins for the Keras files of "
+                             "issue 17, weights not trained on real data, synthetic inputs "
+                             "(bench/zoo.py list)")
+            out.append((f"{what}, batch {b}: fixnet int8 time / peer time (below 1: fixnet is "
+                        "faster)", header, rows, notes))
             header = (["model"] + [f"SQNR {SHORT[k]}" for k in keys]
                       + [f"{SHORT[k]} GMAC/s" for k in peers])
             rows = [[name] + [_cell(res, k, b, "sqnr") for k in keys]
-                    + [_cell(res, k, b, "gmacs") for k in peers] for name, res in models.items()]
-            n_acc = sorted({res["accuracy_samples"] for res in models.values()})
-            out.append((f"Models: output SQNR (dB) against Keras float on "
+                    + [_cell(res, k, b, "gmacs") for k in peers] for name, res in group.items()]
+            n_acc = sorted({res["accuracy_samples"] for res in group.values()})
+            out.append((f"{what}: output SQNR (dB) against Keras float on "
                         f"{'/'.join(map(str, n_acc))} test samples, and the peers' "
                         f"GMAC/s at batch {b}", header, rows, [star]))
         if micro:
@@ -1380,6 +1437,21 @@ def rnn_tables(rnn, keys, batch):
     return out
 
 
+# results key -> the title of its bars in the report
+VERDICT_TITLES = [("verdicts", 'Issue 9, "Done when"'),
+                  ("verdicts_issue17", "Issue 17's bars, on the zoo models")]
+
+
+def set_verdicts(results):
+    """The bars of this run (or of a saved --json, with this version's rules) at batch 1:
+    issue 9's where fixtures or layer benches ran, issue 17's where zoo models ran."""
+    kinds = {v["kind"] for v in results["models"].values()}
+    at_1 = 1 in results["settings"]["batches"]
+    results["verdicts"] = (verdicts(results)
+                           if at_1 and kinds & set(FIXTURE_KINDS + ("micro",)) else None)
+    results["verdicts_issue17"] = verdicts_issue17(results) if at_1 else None
+
+
 def print_report(console, results, keys, batches):
     from rich import box
     from rich.table import Table
@@ -1394,11 +1466,13 @@ def print_report(console, results, keys, batches):
         for n in notes:
             console.print(f"  [dim]{n}[/dim]")
         console.print()
-    v = results.get("verdicts")
-    if v:
-        console.print("[bold]issue 9, \"Done when\" (batch 1, one thread, int8 in/out):[/bold]")
-        for ok, text in v["lines"]:
-            console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
+    for key, title in VERDICT_TITLES:
+        v = results.get(key)
+        if v:
+            console.print(f"[bold]{title} (batch 1, one thread, int8 in/out):[/bold]")
+            for ok, text in v["lines"]:
+                console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] "
+                              f"{text}")
 
 
 def write_markdown(path, results, keys, batches):
@@ -1435,11 +1509,12 @@ def write_markdown(path, results, keys, batches):
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         lines += [""] + [n if n.endswith((".", "?")) else f"{n}." for n in notes]
         lines += [""] if notes else []
-    v = results.get("verdicts")
-    if v:
-        lines += ["**Issue 9, \"Done when\"** (batch 1, one thread, int8 in/out):", ""]
-        lines += [f"- {'PASS' if ok else '**FAIL**'}: {text}" for ok, text in v["lines"]]
-        lines.append("")
+    for key, title in VERDICT_TITLES:
+        v = results.get(key)
+        if v:
+            lines += [f"**{title}** (batch 1, one thread, int8 in/out):", ""]
+            lines += [f"- {'PASS' if ok else '**FAIL**'}: {text}" for ok, text in v["lines"]]
+            lines.append("")
     pathlib.Path(path).write_text("\n".join(lines))
 
 
@@ -1468,11 +1543,51 @@ def model_paths(names):
         if fams is not None:
             out += [q for q in family_paths(fams) if q not in out]
             continue
+        if name.startswith(ZOO_GROUP):
+            zoo = zoo_module()
+            found = zoo.resolve(name)
+            if not found:
+                sys.exit(f"peers.py: no zoo model matches {name!r} (bench/zoo.py list: "
+                         f"{', '.join(zoo.ZOO)})")
+            out += [q for q in (zoo.ZOO[n].h5 for n in found) if q not in out]
+            continue
         matches = sorted(q for q in MODELS_DIR.glob("*.h5") if fnmatch.fnmatch(q.stem, name))
         if not matches:
             sys.exit(f"peers.py: no model in {MODELS_DIR} matches {name!r}")
         out += [q for q in matches if q not in out]
     return out
+
+
+_ZOO = None
+
+
+def zoo_module():
+    """bench/zoo.py (the zoo's names and builders; imports neither TensorFlow nor fixnet)."""
+    global _ZOO
+    if _ZOO is None:
+        spec = importlib.util.spec_from_file_location("fixnet_bench_zoo", ZOO_PY)
+        _ZOO = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_ZOO)
+    return _ZOO
+
+
+def ensure_zoo(paths, console):
+    """Build the zoo models among `paths` that are not in bench/zoo/ yet (or were made by an
+    older recipe), each in a child process of this Python (TensorFlow needed there); returns
+    `paths` without the ones that could not be built, each named with the reason."""
+    zoo = zoo_module()
+    names = [p.stem for p in paths if p.stem in zoo.ZOO and p == zoo.ZOO[p.stem].h5]
+    missing = [n for n in names if not zoo.ZOO[n].cached()]
+    if not missing:
+        return paths
+    if importlib.util.find_spec("tensorflow") is None:
+        failed = {n: "not built, and building needs TensorFlow (python bench/zoo.py build "
+                     "zoo, with a Python that has it, then run this again)" for n in missing}
+    else:
+        failed = zoo.ensure(missing, log=lambda text: console.print(text, highlight=False))
+    for n, why in failed.items():
+        console.print(f"[bold]{n}[/bold]: skipped: {why}")
+    return [p for p in paths if p.stem not in failed]
 
 
 def command_line():
@@ -1493,10 +1608,7 @@ def main(args):
         results = json.loads(pathlib.Path(args.from_json).read_text())
         keys = [k for k in RUNNER_KEYS
                 if any(k in res["runners"] for res in results["models"].values())]
-        if 1 in results["settings"]["batches"]:
-            results["verdicts"] = (verdicts(results)      # with this version's rules
-                                   if any(v["kind"] != "rnn" for v in results["models"].values())
-                                   else None)
+        set_verdicts(results)                            # with this version's rules
         print_report(console, results, keys, results["settings"]["batches"])
         if args.markdown:
             write_markdown(args.markdown, results, keys, results["settings"]["batches"])
@@ -1528,7 +1640,7 @@ def main(args):
                    "ort_float": "ONNX Runtime float",
                    "ort_int8": "ONNX Runtime int8 (QDQ from the .tflite)"})
 
-    for h5 in model_paths(args.models):
+    for h5 in ensure_zoo(model_paths(args.models), console):
         console.print(f"[bold]{h5.stem}[/bold]: building runners ...")
         m = ModelInputs.fixture(h5, batches, args.accuracy_samples)
         results["models"][m.name] = bench_model(m, args, want, console, labels)
@@ -1555,8 +1667,7 @@ def main(args):
 
     results["settings"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["machine"] = machine_info(args.threads)
-    issue9 = any(v["kind"] != "rnn" for v in results["models"].values())
-    results["verdicts"] = verdicts(results) if 1 in batches and issue9 else None
+    set_verdicts(results)
     mach = results["machine"]
     console.print()
     console.print(f"[bold]fixnet peers[/bold], {mach['date']}, {mach['cpu']} ({mach['cores']} "

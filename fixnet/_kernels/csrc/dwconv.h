@@ -294,7 +294,17 @@ static void dw_build_phases(const dw_call* k, const int8_t* row, ptrdiff_t ow0, 
             case 4: for (i = lo; i < hi; i++, src += 4 * s, o += 4) memcpy(o, src, 4); break;
             case 8: for (i = lo; i < hi; i++, src += 8 * s, o += 8) memcpy(o, src, 8); break;
             case 16: for (i = lo; i < hi; i++, src += 16 * s, o += 16) memcpy(o, src, 16); break;
-            default: for (i = lo; i < hi; i++, src += c * s, o += c) dw_copy(o, src, c);
+            default:
+                if (c % 16 == 0) {      /* whole vectors: no tail to test for */
+                    for (i = lo; i < hi; i++, src += c * s, o += c) {
+                        ptrdiff_t j;
+                        for (j = 0; j < c; j += 16)
+                            memcpy(o + j, src + j, 16);
+                    }
+                } else {
+                    for (i = lo; i < hi; i++, src += c * s, o += c)
+                        dw_copy(o, src, c);
+                }
             }
         } else {
             for (i = lo; i < hi; i++)
