@@ -13,7 +13,8 @@
  * vector once for 2 rows and each row once for 8 channels (a 2 x 4 tile re-reads the rows
  * twice as often). The K tail of a tap (Cin % 16) is after the loop, its row bytes loaded in
  * pieces (neon_partial.h), never past the row; a tail of at most 8 needs smull only.
- * Unrolled by hand, 16 named accumulators: the same loop at -O2 and -O3, inlined or not.
+ * Unrolled by hand, 16 named accumulators, one weight vector live at a time (NEON_LOAD_FENCE):
+ * the same loop at -O2 and -O3, inlined or not (bench/arm_mca.py checks it).
  *
  *   qg_tile     int32 tile from init (conv2d's layers of more than 32 taps)
  *   qg_tile_q8  fused: from the packed bias, requantized on the registers, stored as int8

@@ -8,8 +8,10 @@
  * activation is broadcast (no dup, which would compete with the sdots for the two vector
  * pipes): 64 sdots, 20 loads. The K tail of a tap (Cin % 16: 1 to 4 groups) is after the
  * loop, its row bytes loaded in pieces (neon_partial.h), never past the row. Everything is
- * unrolled by hand (macros), the 16 accumulators are named values: the loop is the same at
- * -O2 and -O3, inlined or not, with no spill and no call.
+ * unrolled by hand (macros), the 16 accumulators are named values, and a load fence
+ * (NEON_LOAD_FENCE) keeps each group's 4 weight vectors from being hoisted above the previous
+ * group: the loop is the same at -O2 and -O3, inlined or not, with no spill and no call
+ * (bench/arm_mca.py checks it).
  *
  *   qg_tile     int32 tile from init (conv2d's layers of more than 32 taps)
  *   qg_tile_q8  fused: from the packed bias, requantized on the accumulator registers
