@@ -133,6 +133,24 @@ MICRO = {
                   ("DepthwiseConv2D", dict(kernel_size=3, padding="same", activation="relu"))),
     "dense1024": ("Dense 1024 -> 1024", (1024,),
                   ("Dense", dict(units=1024, activation="relu"))),
+    # issue 17: the wide, shallow layers at the start of mobile convnets
+    "conv3x3_1to8": ("Conv2D 3x3, 64x64x1 -> 8, valid (emotion's first)", (64, 64, 1),
+                     ("Conv2D", dict(filters=8, kernel_size=3, activation="relu"))),
+    "conv3x3_3to16s2": ("Conv2D 3x3 /2, 96x96x3 -> 16, same (MobileNetV2's first)", (96, 96, 3),
+                        ("Conv2D", dict(filters=16, kernel_size=3, strides=2, padding="same",
+                                        activation="relu"))),
+    "dw3x3_8ch": ("DepthwiseConv2D 3x3, 60x60x8, same", (60, 60, 8),
+                  ("DepthwiseConv2D", dict(kernel_size=3, padding="same", activation="relu"))),
+    "dw3x3_48ch_s2": ("DepthwiseConv2D 3x3 /2, 48x48x48, same", (48, 48, 48),
+                      ("DepthwiseConv2D", dict(kernel_size=3, strides=2, padding="same",
+                                               activation="relu"))),
+    "dw3x3_1ch_m2": ("DepthwiseConv2D 3x3, 28x28x1, depth multiplier 2", (28, 28, 1),
+                     ("DepthwiseConv2D", dict(kernel_size=3, padding="same", depth_multiplier=2,
+                                              activation="relu"))),
+    "pw8to48": ("Conv2D 1x1, 48x48x8 -> 48 (MobileNetV2's expand)", (48, 48, 8),
+                ("Conv2D", dict(filters=48, kernel_size=1, activation="relu"))),
+    "pw16to8": ("Conv2D 1x1, 48x48x16 -> 8 (MobileNetV2's project)", (48, 48, 16),
+                ("Conv2D", dict(filters=8, kernel_size=1))),
 }
 MICRO_SAMPLES = 64                # accuracy inputs of a layer bench (default)
 CONV3X3_BAR_GMACS = 40.0          # issue 9: the 3x3 conv layer bench on the AVX2 build

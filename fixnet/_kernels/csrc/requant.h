@@ -40,11 +40,17 @@ typedef struct {
     const int32_t* half;        /* mask >> 1 */
     const int32_t* hi_lim;      /* INT32_MAX >> left: above it, acc << left saturates */
     const int32_t* lo_lim;      /* INT32_MIN >> left */
+    /* the scalar form's (fixedpoint.pxd requant_constants): 2^31 * (2^right / 2),
+       2^31 * [right > 0], 31 + right */
+    const int64_t* nudge;
+    const int64_t* neg_adjust;
+    const int64_t* total_shift;
     int32_t out_zp, act_min, act_max;
     int any_left;               /* some channel has left > 0 */
 } fx_requant;
 
-#define FX_RQ_ARRAYS 8
+#define FX_RQ_ARRAYS 8          /* int32 arrays */
+#define FX_RQ_ARRAYS64 3        /* int64 arrays (first in the block: 8-byte aligned) */
 
 /* Channels of the padded arrays: C rounded up to FX_RQ_PAD, plus FX_RQ_PAD more, so a vector
    of up to FX_RQ_PAD lanes loaded at any channel c < C stays inside (grouped convs start
@@ -55,7 +61,8 @@ static inline size_t fx_requant_padded(size_t channels) {
 
 /* Bytes of the block fx_requant_init fills for `channels` channels (4-byte aligned). */
 static inline size_t fx_requant_bytes(size_t channels) {
-    return FX_RQ_ARRAYS * fx_requant_padded(channels) * sizeof(int32_t);
+    return fx_requant_padded(channels) * (FX_RQ_ARRAYS * sizeof(int32_t)
+                                          + FX_RQ_ARRAYS64 * sizeof(int64_t));
 }
 
 /* Fill q and its arrays (in `block`, fx_requant_bytes(channels) bytes) from m0 and shift
@@ -64,7 +71,9 @@ static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0
                                    const int32_t* shift, size_t channels, int32_t out_zp,
                                    int32_t act_min, int32_t act_max) {
     size_t n = fx_requant_padded(channels), c;
-    int32_t* a = (int32_t*)block;
+    int64_t* a64 = (int64_t*)block;
+    int64_t *nudge = a64, *neg_adjust = a64 + n, *total_shift = a64 + 2 * n;
+    int32_t* a = (int32_t*)(a64 + FX_RQ_ARRAYS64 * n);
     int32_t *qm0 = a, *left = a + n, *right = a + 2 * n, *neg_right = a + 3 * n;
     int32_t *mask = a + 4 * n, *half = a + 5 * n, *hi = a + 6 * n, *lo = a + 7 * n;
     memset(block, 0, fx_requant_bytes(channels));
@@ -80,6 +89,9 @@ static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0
         half[c] = mask[c] >> 1;
         hi[c] = INT32_MAX >> l;
         lo[c] = INT32_MIN >> l;
+        nudge[c] = (((int64_t)1 << r) >> 1) << 31;
+        neg_adjust[c] = r > 0 ? ((int64_t)1 << 31) : 0;
+        total_shift[c] = 31 + r;
         q->any_left |= l > 0;
     }
     q->m0 = qm0;
@@ -90,22 +102,26 @@ static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0
     q->half = half;
     q->hi_lim = hi;
     q->lo_lim = lo;
+    q->nudge = nudge;
+    q->neg_adjust = neg_adjust;
+    q->total_shift = total_shift;
     q->out_zp = out_zp;
     q->act_min = act_min;
     q->act_max = act_max;
 }
 
-/* multiply_by_quantized_multiplier(acc, m0[c], shift[c]): branch-free scalar form. */
+/* multiply_by_quantized_multiplier(acc, m0[c], shift[c]): branch-free scalar form. Both
+   roundings (SRDHM, then the rounding divide by 2^right, ties away from zero) in one int64
+   sum and one arithmetic shift: fixedpoint.pxd's requantize_precomputed, whose comment
+   proves it equal to the two-step rule. */
 static inline int32_t fx_mbqm_scalar(int32_t acc, const fx_requant* q, size_t c) {
-    int64_t x = acc;
-    int32_t y, l = q->left[c];
+    int64_t x = acc, u;
+    int32_t l = q->left[c];
     if (l)
         x = acc > q->hi_lim[c] ? INT32_MAX
             : acc < q->lo_lim[c] ? INT32_MIN : (int32_t)((uint32_t)acc << l);
-    /* floor((x m0 + 2^30) / 2^31): |x m0| < 2^62, an arithmetic shift is the floor */
-    y = (int32_t)((x * q->m0[c] + ((int64_t)1 << 30)) >> 31);
-    /* rounding_divide_by_pot(y, right): ties away from zero */
-    return (y >> q->right[c]) + ((y & q->mask[c]) > q->half[c] + (y < 0));
+    u = x * q->m0[c] + ((int64_t)1 << 30);
+    return (int32_t)((u + q->nudge[c] - ((u >> 63) & q->neg_adjust[c])) >> q->total_shift[c]);
 }
 
 /* requantize_accumulator(acc, m0[c], shift[c], out_zp, act_min, act_max). */
