@@ -246,7 +246,7 @@ cdef struct GemmConv:
     const int8_t* packed            # PackedConvWeights.data
     const int32_t* offsets          # [tiles, taps, MR]: image offset of each row, -1: padding
     const int8_t* pad_row           # Cin copies of pad_value
-    Py_ssize_t image_len, pixels, tiles, taps, in_c, in_c_group, out_c, out_c_group
+    Py_ssize_t image_len, pixels, tiles, taps, kernel_w, in_c, in_c_group, out_c, out_c_group
     Py_ssize_t groups, blocks_per_group, k_groups, block_bytes
     Py_ssize_t patch_k              # patch mode: the padded window length (else 0)
     bint scalar                     # run the scalar twin of the micro-kernel (tests)
@@ -365,31 +365,48 @@ cdef void long_tile(const GemmConv* a, const fx_requant* q, Py_ssize_t tile,
             b0 = b1
 
 
+cdef inline void copy_small(int8_t* dst, const int8_t* src, Py_ssize_t n) noexcept nogil:
+    """n bytes, n small (a patch's piece): moves of 8, 4, 2 and 1 bytes, no library call."""
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        memcpy(dst + i, src + i, 8)
+        i += 8
+    if i + 4 <= n:
+        memcpy(dst + i, src + i, 4)
+        i += 4
+    if i + 2 <= n:
+        memcpy(dst + i, src + i, 2)
+        i += 2
+    if i < n:
+        dst[i] = src[i]
+
+
 cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
                        int8_t* patch, const int8_t** rows) noexcept nogil:
     """Patch mode: row r of ``patch`` (patch_k bytes, r < QG_MR) is the window of the tile's
-    pixel r, tap-major (the padding taps read pad_row), zero-filled after taps * Cin."""
-    cdef Py_ssize_t r, t, c, cin = a.in_c, taps = a.taps, used = a.taps * a.in_c
+    pixel r, tap-major (the padding taps read pad_row), zero-filled after taps * Cin. A
+    kernel row whose taps are consecutive pixels inside the image (no padding, no dilation)
+    is one copy of KW * Cin bytes; other kernel rows go tap by tap."""
+    cdef Py_ssize_t r, t, kh, kw = a.kernel_w, cin = a.in_c, taps = a.taps, used = a.taps * a.in_c
+    cdef Py_ssize_t span = kw * cin
     cdef const int32_t* offs = a.offsets + tile * taps * QG_MR
-    cdef int32_t off
+    cdef int32_t off, first, last
     cdef int8_t* row
     cdef int8_t* dst
     cdef const int8_t* src
     for r in range(QG_MR):
         row = patch + r * a.patch_k
-        for t in range(taps):
-            off = offs[t * QG_MR + r]
-            src = (image + off) if off >= 0 else a.pad_row
-            dst = row + t * cin
-            if cin == 3:                # RGB: three moves, no loop
-                dst[0] = src[0]
-                dst[1] = src[1]
-                dst[2] = src[2]
-            elif cin == 1:
-                dst[0] = src[0]
-            else:
-                for c in range(cin):    # a few bytes: a loop, not a call of memcpy
-                    dst[c] = src[c]
+        for kh in range(taps // kw):
+            t = kh * kw
+            first = offs[t * QG_MR + r]
+            last = offs[(t + kw - 1) * QG_MR + r]
+            if first >= 0 and last == first + (kw - 1) * cin:
+                copy_small(row + t * cin, image + first, span)
+                continue
+            for t in range(kh * kw, kh * kw + kw):
+                off = offs[t * QG_MR + r]
+                src = (image + off) if off >= 0 else a.pad_row
+                copy_small(row + t * cin, src, cin)
         memset(row + used, 0, a.patch_k - used)
         rows[r] = row
 
@@ -510,7 +527,7 @@ cdef class Conv2dCall:
         a.offsets = <const int32_t*><size_t>offsets.ctypes.data
         a.pad_row = <const int8_t*><size_t>pad_row.ctypes.data
         a.image_len, a.pixels, a.tiles = image_len, pixels, ceil_div(pixels, QG_MR)
-        a.taps, a.in_c, a.in_c_group = kh * kw, cin, cin // groups
+        a.taps, a.kernel_w, a.in_c, a.in_c_group = kh * kw, kw, cin, cin // groups
         a.out_c, a.out_c_group, a.groups = cout, cout // groups, groups
         a.blocks_per_group, a.k_groups = packed.blocks_per_group, packed.k_groups
         a.block_bytes = packed.block_bytes
