@@ -18,8 +18,10 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from . import thread_policy  # noqa: F401  (gives the pass its calibrator: when to split)
 from ._kernels import _elementwise
 from ._kernels._pass import MAX_THREADS, Arena, FastPlan
+from .cost import step_macs
 from .errors import (ArgumentError, InputDtypeError, InputShapeError, NonFiniteInputError,
                      FixnetError)
 from .lengths import length_symbols, resolve_shape, substitute
@@ -212,12 +214,16 @@ class QuantizedModel:
            code (127), -inf the smallest (-128), NaN the zero point (real 0.0), as a finite
            value beyond the input's range or 0.0 would.
         num_threads: native threads this call may use (default 1; an int from 1 to
-           MAX_THREADS): large layers (a dense layer or convolution with enough work) are
-           split over blocks of output channels or rows, each thread computing its own
-           block, the same bits for every num_threads. Layers too small to gain, and layers
-           whose kernel cannot be split, run on the calling thread. The threads are started
-           on first use and shared by the process; if another predict is using them at that
-           moment, this one runs on its calling thread alone (never waits).
+           MAX_THREADS; at most the CPUs the process may use are used): large layers (a
+           dense layer or convolution with enough work) are split over blocks of output
+           channels or rows, each thread computing its own block, the same bits for every
+           num_threads. A layer is split into p parts only if each part has the multiply-adds
+           the fastest kernel does while p - 1 workers wake up, measured on this machine at
+           the first call that wants threads (fixnet/thread_policy.py; on a machine whose
+           cores are busy, nothing is split). Smaller layers, and layers whose kernel cannot
+           be split, run on the calling thread. The threads are started on first use and
+           shared by the process; if another predict is using them at that moment, this one
+           runs on its calling thread alone (never waits).
         Returns one array, or a list for a model with several outputs; new arrays every call
         (never views of the model's internal buffers).
 
@@ -231,7 +237,7 @@ class QuantizedModel:
         its batch size) that no other pass uses meanwhile; the pass releases the GIL, so
         threads run on several cores.
         """
-        if num_threads != 1 or num_threads.__class__ is not int:
+        if num_threads.__class__ is not int or not 0 < num_threads <= MAX_THREADS:
             num_threads = check_num_threads(num_threads)
         if check_overflow or nonfinite != "error":
             return self._predict(x, output, check_overflow, nonfinite, num_threads)
@@ -480,15 +486,21 @@ class QuantizedModel:
         and the kernel calls bound to them."""
         if memory is None:
             memory = self._memory_plan(n, lengths)
-        block, bufs = allocate(memory, self.shapes_for(lengths))
-        calls = [s.bind(bufs) for s in self.steps_for(lengths) if not s.alias]
+        shapes = self.shapes_for(lengths)
+        block, bufs = allocate(memory, shapes)
+        steps = [s for s in self.steps_for(lengths) if not s.alias]
+        calls = [s.bind(bufs) for s in steps]
+        # multiply-adds per call (the whole batch): whether a step is worth splitting over
+        # threads (fixnet/thread_policy.py)
+        macs = [n * step_macs(s, shapes[s.outputs[0]], shapes[s.inputs[0]] if s.inputs else None)
+                for s in steps]
         return Arena(bufs, calls,
                      [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
                                               self.tensors[t].qparams.zero_point)
                       for t in self.inputs],
                      [self._output_stage(bufs[t], t, True) for t in self.outputs],
                      [self._output_stage(bufs[t], t, False) for t in self.outputs],
-                     memory.peak_bytes)
+                     memory.peak_bytes, macs)
 
     def _output_stage(self, buf, name, as_float):
         qp = self.tensors[name].qparams
@@ -541,7 +553,7 @@ def _default_length_of(name, shape, symbols):
     return tuple(0 if d is None else None for d in shape)
 
 
-def check_num_threads(num_threads):
+def check_num_threads(num_threads, where="predict"):
     """predict's num_threads as an int in [1, MAX_THREADS], or ArgumentError naming it."""
     if not isinstance(num_threads, bool):
         try:
@@ -550,7 +562,7 @@ def check_num_threads(num_threads):
             n = None
         if n is not None and 1 <= n <= MAX_THREADS:
             return n
-    raise ArgumentError(f"predict: num_threads must be an integer from 1 to {MAX_THREADS}, "
+    raise ArgumentError(f"{where}: num_threads must be an integer from 1 to {MAX_THREADS}, "
                         f"not {num_threads!r}")
 
 
