@@ -25,7 +25,7 @@ from .cost import step_macs
 from .errors import (ArgumentError, InputDtypeError, InputShapeError, NonFiniteInputError,
                      FixnetError)
 from .lengths import length_symbols, resolve_shape, substitute
-from .memory_plan import MemoryPlan, allocate, plan_memory
+from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
 from .quant.qparams import QParams
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
@@ -33,6 +33,9 @@ BATCH_SIZES_KEPT = 4         # arena pools kept for this many run keys (batch si
 ARENAS_PER_BATCH_SIZE = 8    # free arenas kept per run key (for that many threads at once)
 ARENA_BYTES_KEPT = 64 << 20  # ... unless they take more bytes than this (one is always kept)
 NONFINITE_POLICIES = ("error", "clip")
+PROFILE_SECONDS = 1.0        # profile(runs=None): rounds that take about this long ...
+PROFILE_MIN_RUNS = 10        # ... but at least this many
+PROFILE_MAX_RUNS = 2000      # ... and at most this many
 
 
 @dataclass
@@ -328,6 +331,49 @@ class QuantizedModel:
         res = [vals[t] for t in self.outputs]
         return res[0] if len(res) == 1 else res
 
+    def profile(self, x, runs=None, num_threads=1):
+        """Where the time of one pass on ``x`` goes, step by step: each kernel call's median
+        time (microseconds) and share of the total, its MACs (fixnet.cost) and GMAC/s, and
+        the whole pass's time. Returns a fixnet.profile.Profile: ``print(profile)`` for the
+        table, ``profile.steps`` for the records, ``profile.to_dict()`` for JSON.
+
+        x: inputs as predict takes them (float, int8 or uint8 codes), one batch of 1 to
+           MAX_ROWS_PER_PASS rows (the size of one pass); the pass runs once on it, so every
+           buffer holds real data, then each call is timed alone on that data.
+        runs: timed rounds (an int >= 1); each round times every call once, then the whole
+           pass. None (default): as many rounds as fill about PROFILE_SECONDS, at least
+           PROFILE_MIN_RUNS, at most PROFILE_MAX_RUNS.
+        num_threads: as for predict; the calls are split over threads as predict splits
+           them (the table then says into how many parts).
+        The steps run in an arena of their own in which no tensor shares memory with another
+        (predict's arenas share it), so that each call's input still holds what the pass
+        gave it; see fixnet/profile.py for the method."""
+        from ._kernels import ISA
+        from .profile import make_profile
+
+        num_threads = check_num_threads(num_threads, "profile")
+        runs = check_runs(runs, "profile")
+        xs = self._check_inputs(x)
+        n = xs[0].shape[0]
+        if not 0 < n <= MAX_ROWS_PER_PASS:
+            raise InputShapeError(f"profile: x has {n} rows; one pass runs 1 to "
+                                  f"{MAX_ROWS_PER_PASS} (predict runs more in chunks of "
+                                  f"{MAX_ROWS_PER_PASS}): profile x[:{MAX_ROWS_PER_PASS}]")
+        lengths = self.lengths_of(xs)
+        memory = separate_tensors(self._memory_plan(n, lengths))
+        arena = self._plan_arena(n, lengths, memory)
+        self._run_pass(arena, xs, num_threads)      # every buffer: what the pass computes
+        columns = len(arena.calls) + 1
+        warm = np.empty((1, columns), np.int64)
+        arena.time_steps(warm, num_threads)
+        if runs is None:
+            round_s = max(float(warm.sum()) * 1e-9, 1e-9)
+            runs = int(min(PROFILE_MAX_RUNS, max(PROFILE_MIN_RUNS, PROFILE_SECONDS / round_s)))
+        ns = np.empty((runs, columns), np.int64)
+        arena.time_steps(ns, num_threads)
+        return make_profile(self.name, self.steps_for(lengths), self.shapes_for(lengths), n, ns,
+                            arena.parts(num_threads), num_threads, lengths, ISA)
+
     def _check_inputs(self, x, nonfinite="error"):
         """The inputs as a list of checked arrays (float32 or int8, the model's shapes, one
         batch size); with nonfinite="clip", float inputs with their non-finite values
@@ -564,6 +610,30 @@ def check_num_threads(num_threads, where="predict"):
             return n
     raise ArgumentError(f"{where}: num_threads must be an integer from 1 to {MAX_THREADS}, "
                         f"not {num_threads!r}")
+
+
+def check_runs(runs, where):
+    """A count of timed rounds: None, or an int >= 1; ArgumentError naming ``runs``."""
+    if runs is None:
+        return None
+    if not isinstance(runs, bool):
+        try:
+            n = operator.index(runs)
+        except TypeError:
+            n = None
+        if n is not None and n >= 1:
+            return n
+    raise ArgumentError(f"{where}: runs must be an integer >= 1 (or None), not {runs!r}")
+
+
+def separate_tensors(plan: MemoryPlan) -> MemoryPlan:
+    """``plan`` with every tensor (alias group) at its own offset, none sharing memory: after
+    one pass each buffer still holds what the pass wrote there (the profile's arena)."""
+    placements, offset = [], 0
+    for t in plan.tensors:
+        placements.append(TensorPlacement(list(t.names), offset, t.nbytes, t.first, t.last))
+        offset += -(-max(t.nbytes, 1) // ALIGN) * ALIGN
+    return MemoryPlan(plan.batch, offset, plan.total_bytes, placements)
 
 
 def _store_into(out, buf, qparams):
