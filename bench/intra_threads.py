@@ -11,7 +11,8 @@ predicts (as many as fill --min-time seconds at 1 thread), timed together; a rou
 every N once, in an order that alternates (1, 2, 4 then 4, 2, 1), so drift and the other
 tenants of a shared machine hit every N alike. Reported per (fixture, batch): the median
 time per call at 1 thread, and per N the median of the rounds' ratios time(1) / time(N)
-(above 1: N threads are faster) with their range, and how many steps the pass splits.
+(above 1: N threads are faster) with their range, how many steps the pass splits, and
+the policy's multiply-adds per part of a 2-part split after the rounds.
 
 The thread policy (fixnet/thread_policy.py: the multiply-adds a part needs, measured at the
 first predict that wants threads) is printed first, with the load average before and after:
@@ -90,6 +91,17 @@ def policy_text():
             "part: " + ", ".join(f"{p} parts >= {table[p]:,.0f}" for p in range(2, threads + 1)))
 
 
+def threshold_text():
+    """The policy's multiply-adds per part of a 2-part split now (it is measured again every
+    few seconds: the load changes), or "-"."""
+    from fixnet._kernels import _pass
+
+    raw = _pass.thread_policy()
+    if raw is None or raw[0] < 2:
+        return "-"
+    return f"{raw[1][2] / 1e6:.3g}M"
+
+
 def _load():
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -99,8 +111,8 @@ def main(argv=None):
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated fixture names")
     p.add_argument("--batches", default="1,32", help="comma-separated batch sizes")
     p.add_argument("--threads", default="1,2,4", help="comma-separated num_threads (1 first)")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--min-time", type=float, default=0.03,
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--min-time", type=float, default=0.02,
                    help="seconds of calls per measurement (at 1 thread)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(MODELS_DIR.parent))
@@ -121,7 +133,8 @@ def main(argv=None):
           f">= {args.min_time:g} s of calls per measurement; ratio = time(1 thread) / "
           "time(N threads), median (range) of the rounds")
     header = ["model", "batch", "1 thread, ms/call"] + [
-        f"{n} threads: ratio (range), split steps" for n in counts[1:]]
+        f"{n} threads: ratio (range), split steps" for n in counts[1:]] + [
+        "MACs per part (2 parts)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     policy_printed = False
     worst = None
@@ -140,6 +153,7 @@ def main(argv=None):
                 worst = med if worst is None else min(worst, med)
                 row.append(f"{med:.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f}), "
                            f"{split_steps(qm, n, t)}")
+            row.append(threshold_text())
             lines.append("| " + " | ".join(row) + " |")
             print(lines[-1] if len(lines) > 3 else "\n".join(lines), flush=True)
     print(f"load average after: {_load():.2f} (before: {load_before:.2f}); "

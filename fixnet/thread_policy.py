@@ -27,9 +27,10 @@ Why measured, and not set per instruction set: the wake-up is what varies. It is
 the workers are still polling, 10-50 us to wake a sleeping thread on an idle machine (more
 in a virtual machine), and milliseconds when other processes keep every core busy (the
 worker waits for a time slice): no constant fits a Raspberry Pi, a VM and a loaded server.
-It is measured once per process, at the first pass that wants threads (about 1-3 ms on an
-idle machine, up to ~0.1 s on a loaded one); ``calibrate()`` measures again (e.g. after the
-machine's load changed). The environment variable FIXNET_MIN_MACS_PER_PART=N sets the
+It is measured at the first pass that wants threads (about 1-3 ms on an idle machine, ~20 ms
+on a loaded one, where the probe gives up on a worker after 2 ms), and again at the first
+such pass after MAX_AGE_SECONDS (10 s), since the load changes; ``calibrate()`` measures it
+now. The environment variable FIXNET_MIN_MACS_PER_PART=N sets the
 threshold instead (N multiply-adds per part for every thread count; 0 splits every step
 that has tasks): reproducible runs, or a machine you know.
 
@@ -49,6 +50,7 @@ import numpy as np
 from ._kernels import _conv, _dense, _pass
 
 THREAD_PROBE_TRIALS = 9     # cold probe jobs per thread count (their median is wake_ns[p])
+MAX_AGE_SECONDS = 10.0      # a measured policy is measured again after this (load changes)
 RATE_TRIALS = 7             # timed runs of each GEMM kernel (the best counts)
 ENV_MIN_MACS = "FIXNET_MIN_MACS_PER_PART"
 
@@ -70,6 +72,7 @@ class ThreadPolicy:
     gmacs_per_s: Optional[float] = None
     source: str = "measured"
     seconds: float = 0.0        # what measuring it took
+    measured_at: float = 0.0    # time.monotonic() when it was put in use
 
     def to_dict(self):
         return {"cpus": self.cpus, "threads": self.threads, "source": self.source,
@@ -120,12 +123,16 @@ def calibrate(num_threads=None):
 
 
 def _on_first_use(num_threads):
-    """The pass's calibrator (_pass.set_thread_calibrator): a policy for ``num_threads``,
-    unless another thread is measuring one right now (that pass then runs on its calling
-    thread; a later one uses the policy)."""
+    """The pass's calibrator (_pass.set_thread_calibrator): a policy for ``num_threads``
+    (measured again if the one in use is older than MAX_AGE_SECONDS), unless another thread
+    is measuring one right now (that pass then uses the policy in use, if any)."""
     if _lock.acquire(blocking=False):
         try:
-            _calibrate(num_threads, fresh=False)
+            stale = (_current is not None
+                     and time.monotonic() - _current.measured_at >= MAX_AGE_SECONDS)
+            if stale:
+                num_threads = max(num_threads, _current.threads)
+            _calibrate(num_threads, fresh=stale)
         finally:
             _lock.release()
 
@@ -159,10 +166,12 @@ def _calibrate(num_threads, fresh):
                               min_macs_per_part={p: wake[p] * 1e3 * rate
                                                  for p in range(2, want + 1)})
     policy.seconds = time.perf_counter() - start
+    policy.measured_at = time.monotonic()
     table = [math.inf] * (policy.threads + 1)
     for p, v in policy.min_macs_per_part.items():
         table[p] = v
-    _pass.set_thread_policy(policy.threads, table, cpus)
+    _pass.set_thread_policy(policy.threads, table, cpus,
+                            MAX_AGE_SECONDS if policy.source == "measured" else math.inf)
     _current = policy
     return policy
 

@@ -27,13 +27,14 @@ def test_intra_threads_prints_a_row_per_model_and_batch(capsys):
     lines = load_script().main(["--models", "mlp_func_k3,cnn_digits_tfk2", "--batches", "1,3",
                                 "--threads", "1,2", "--rounds", "2", "--min-time", "0.001"])
     out = capsys.readouterr().out
-    assert lines[0] == "| model | batch | 1 thread, ms/call | 2 threads: ratio (range), split steps |"
+    assert lines[0] == ("| model | batch | 1 thread, ms/call | 2 threads: ratio (range), split "
+                        "steps | MACs per part (2 parts) |")
     rows = [line.split(" | ") for line in lines[2:]]
     assert [(r[0].lstrip("| "), r[1]) for r in rows] == [
         ("mlp_func_k3", "1"), ("mlp_func_k3", "3"), ("cnn_digits_tfk2", "1"),
         ("cnn_digits_tfk2", "3")]
     for r in rows:
         assert float(r[2]) > 0
-        ratio, split = r[3].rstrip(" |").split(", ")
+        ratio, split = r[3].split(", ")
         assert float(ratio.split(" ")[0]) > 0 and int(split) >= 0
     assert "load average after:" in out and "thread policy" in out

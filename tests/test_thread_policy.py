@@ -120,3 +120,23 @@ def test_an_arena_checks_its_mac_counts():
         _pass.Arena(a.bufs, a.calls, a.loads, a.float_stores, a.int8_stores, a.nbytes, [1])
     b = _pass.Arena(a.bufs, a.calls, a.loads, a.float_stores, a.int8_stores, a.nbytes)
     assert b.call_macs == [0.0] * len(a.calls)
+
+
+def test_a_pass_asks_again_when_the_policy_is_old_or_covers_fewer_threads():
+    qm, x = quantized("resnet_small_k3")
+    qm.predict(x)
+    asked = []
+    with policy(math.inf, threads=2):
+        _pass.set_thread_calibrator(asked.append)
+        try:
+            qm.predict(x, num_threads=2)
+            assert asked == []                              # fresh, and covers 2 threads
+            _pass.set_thread_policy(2, [0, 0, math.inf], 2, 0.0)     # old at once
+            qm.predict(x, num_threads=2)
+            assert asked == [2]
+            _pass.set_thread_policy(2, [0, 0, math.inf], 4)          # 4 CPUs, covers 2
+            qm.predict(x, num_threads=3)
+            qm.predict(x, num_threads=2)
+            assert asked == [2, 3]
+        finally:
+            _pass.set_thread_calibrator(thread_policy._on_first_use)

@@ -333,10 +333,13 @@ MAX_THREADS = MAX_WORKERS + 1
 # fewer too: a record's max_parts is the most it takes, and a pass on t threads splits it into
 # min(t, max_parts). Steps without multiply-adds (their Call's MACs are 0) are never split.
 # Until a policy is set (policy_threads = 0), a pass asks the calibrator for one (with the
-# GIL, before taking the pool) and runs on the calling thread alone if there is none.
+# GIL, before taking the pool) and runs on the calling thread alone if there is none; it asks
+# again when the policy is older than its max_age, or covers fewer threads than it wants
+# while the process has more CPUs.
 
 cdef int policy_threads = 0                 # 0: no policy yet; else the most parts of a step
 cdef int policy_cpus = 0                    # the CPUs the process may use (when it was set)
+cdef long long policy_expires_ns = 0        # clock_ns() after which a pass asks again
 cdef enum:
     POLICY_SLOTS = 66                       # >= MAX_WORKERS + 2 (checked at import)
 cdef double min_part_macs[POLICY_SLOTS]     # [p]: the least multiply-adds of each of p parts
@@ -346,13 +349,15 @@ cdef unsigned long policy_version = 0       # changes with the policy (arenas re
 cdef object policy_calibrator = None        # runtime's f(num_threads): sets a policy, or not
 
 
-def set_thread_policy(int threads, min_macs_per_part, int cpus=0):
+def set_thread_policy(int threads, min_macs_per_part, int cpus=0, double max_age=float("inf")):
     """Set the policy (see above): ``threads`` >= 1, the most parts a step may be split into;
     ``min_macs_per_part[p]`` for p in 2..threads (a sequence indexed by p; entries 0 and 1
     are ignored): the least multiply-adds of each part of a step split into p parts; ``cpus``:
     the CPUs this process may use (0: ``threads``). A pass that wants more threads than
-    ``threads`` asks the calibrator again only while ``threads`` < ``cpus``."""
-    global policy_threads, policy_version, policy_cpus
+    ``threads`` asks the calibrator again only while ``threads`` < ``cpus``. ``max_age``:
+    seconds after which the next pass that wants threads asks the calibrator again (the
+    machine's load changes)."""
+    global policy_threads, policy_version, policy_cpus, policy_expires_ns
     cdef int p
     cdef double least = 0
     if not 1 <= threads <= MAX_WORKERS + 1:
@@ -371,6 +376,8 @@ def set_thread_policy(int threads, min_macs_per_part, int cpus=0):
         min_part_macs[p] = least / p
     policy_threads = threads
     policy_cpus = cpus if cpus > threads else threads
+    policy_expires_ns = (clock_ns() + <long long>(max_age * 1e9) if max_age < 1e9
+                         else 0x7fffffffffffffff)
     policy_version += 1
 
 
@@ -612,7 +619,8 @@ cdef class Arena:
             return 1
         if (policy_calibrator is not None
                 and (policy_threads == 0
-                     or (policy_threads < num_threads and policy_threads < policy_cpus))):
+                     or (policy_threads < num_threads and policy_threads < policy_cpus)
+                     or clock_ns() > policy_expires_ns)):
             policy_calibrator(num_threads)
         if self.version != policy_version:
             self.update_parts()
