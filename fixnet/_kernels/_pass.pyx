@@ -340,6 +340,8 @@ MAX_THREADS = MAX_WORKERS + 1
 cdef int policy_threads = 0                 # 0: no policy yet; else the most parts of a step
 cdef int policy_cpus = 0                    # the CPUs the process may use (when it was set)
 cdef long long policy_expires_ns = 0        # clock_ns() after which a pass asks again
+cdef unsigned int policy_passes = 0         # passes that wanted threads (the clock is read
+                                            # every 64th: a small model's pass is a microsecond)
 cdef enum:
     POLICY_SLOTS = 66                       # >= MAX_WORKERS + 2 (checked at import)
 cdef double min_part_macs[POLICY_SLOTS]     # [p]: the least multiply-adds of each of p parts
@@ -614,13 +616,15 @@ cdef class Arena:
     cdef int take_threads(self, Py_ssize_t num_threads) except -1:
         """The threads a pass of this arena runs on: 1, or (the pool taken: release it after
         the pass) 1 + the pool's workers, at most num_threads and the policy's threads."""
+        global policy_passes
         cdef int threads
         if num_threads < 2 or not self.splittable:
             return 1
+        policy_passes += 1
         if (policy_calibrator is not None
                 and (policy_threads == 0
                      or (policy_threads < num_threads and policy_threads < policy_cpus)
-                     or clock_ns() > policy_expires_ns)):
+                     or (policy_passes % 64 == 0 and clock_ns() > policy_expires_ns))):
             policy_calibrator(num_threads)
         if self.version != policy_version:
             self.update_parts()
