@@ -15,9 +15,11 @@ time per call at 1 thread, and per N the median of the rounds' ratios time(1) / 
 the policy's multiply-adds per part of a 2-part split after the rounds.
 
 The thread policy (fixnet/thread_policy.py: the multiply-adds a part needs, measured at the
-first predict that wants threads) is printed first, with the load average before and after:
-on a machine whose other tenants keep the cores busy, waking a worker takes milliseconds and
-the policy splits nothing. Speed is measured here, never asserted in tests.
+first predict that wants threads and again every 10 s) is printed first, with the load
+average before and after: on a machine whose other tenants keep the cores busy, waking a
+worker takes milliseconds and the policy splits nothing. NumPy's BLAS runs on one thread
+(OPENBLAS_NUM_THREADS=1 unless set): its threads poll a core for a while after quantizing.
+Speed is measured here, never asserted in tests.
 """
 import argparse
 import datetime
@@ -28,7 +30,13 @@ import statistics
 import sys
 import time
 
-import numpy as np
+# NumPy's BLAS (used while quantizing) on one thread, as in bench/conftest.py: OpenBLAS's
+# threads keep polling a core for a while after each call, and the thread policy measured
+# then finds no free core (set the variables to measure with them)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 MODELS_DIR = pathlib.Path(__file__).resolve().parent.parent / "models"
 FAMILIES = ("resnet_small", "mobilenetv2", "mobilenet_small", "kws_dscnn", "kws_conv1d",

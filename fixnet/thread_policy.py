@@ -21,18 +21,19 @@ step without multiply-adds (pooling, merges, lookups: memory-bound, and cheap). 
 So a split step gives each thread at least as long a computation as waking the workers
 costs: with the chunks taken in turn (the caller starts at once, the workers when they are
 awake), a step of time T on p threads then takes about (T + (p - 1) x wake) / p, at most
-(1 + p) / (2p) of T (0.75 of it for 2 threads). Steps that would gain less are not split.
+(2p - 1) / p^2 of T (0.75 of it for 2 threads). Steps that would gain less are not split.
 
-Why measured, and not set per instruction set: the wake-up is what varies. It is ~1 us when
-the workers are still polling, 10-50 us to wake a sleeping thread on an idle machine (more
-in a virtual machine), and milliseconds when other processes keep every core busy (the
-worker waits for a time slice): no constant fits a Raspberry Pi, a VM and a loaded server.
-It is measured at the first pass that wants threads (about 1-3 ms on an idle machine, ~20 ms
-on a loaded one, where the probe gives up on a worker after 2 ms), and again at the first
-such pass after MAX_AGE_SECONDS (10 s), since the load changes; ``calibrate()`` measures it
-now. The environment variable FIXNET_MIN_MACS_PER_PART=N sets the
-threshold instead (N multiply-adds per part for every thread count; 0 splits every step
-that has tasks): reproducible runs, or a machine you know.
+Why measured, and not set per instruction set: the wake-up is what varies. On the 2-core VM
+of bench/README.md it is ~0.3 us while a worker still polls, 20-60 us to wake a sleeping one
+when the machine is idle, and more than the probe's 2 ms limit when other processes keep the
+other core busy (the worker waits for a time slice), which includes the first moments after
+NumPy's OpenBLAS has run: its threads keep polling a core for a while. No constant fits a
+Raspberry Pi, a VM and a loaded server. It is measured at the first pass that wants threads
+(about 15 ms the first time, the kernels' rate included, then about 2 ms on an idle machine
+and up to ~30 ms on a busy one), and again at the first such pass after MAX_AGE_SECONDS
+(10 s), since the load changes; ``calibrate()`` measures it now. The environment variable
+FIXNET_MIN_MACS_PER_PART=N sets the threshold instead (N multiply-adds per part for every
+thread count; 0 splits every step that has tasks): reproducible runs, or a machine you know.
 
 Threads beyond the CPUs the process may use (its CPU affinity) only take turns with each
 other, so a pass uses at most that many: ``num_threads=4`` on 2 CPUs runs on 2 threads.
@@ -50,6 +51,7 @@ import numpy as np
 from ._kernels import _conv, _dense, _pass
 
 THREAD_PROBE_TRIALS = 9     # cold probe jobs per thread count (their median is wake_ns[p])
+PROBE_WARMUP_TRIALS = 3     # untimed probe jobs before them
 MAX_AGE_SECONDS = 10.0      # a measured policy is measured again after this (load changes)
 RATE_TRIALS = 7             # timed runs of each GEMM kernel (the best counts)
 ENV_MIN_MACS = "FIXNET_MIN_MACS_PER_PART"
@@ -157,6 +159,9 @@ def _calibrate(num_threads, fresh):
             wake = dict(_current.wake_us)
         for p in range(2, want + 1):
             if p not in wake:
+                # untimed first: a worker just started is placed where the scheduler puts
+                # new threads (often the caller's CPU) and takes ms to move
+                _pass.pool_wake_cost(p, PROBE_WARMUP_TRIALS, False)
                 ns = _pass.pool_wake_cost(p, THREAD_PROBE_TRIALS, True)
                 if not ns:
                     return None             # the pool is in use by a pass: not now
