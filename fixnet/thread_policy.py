@@ -1,11 +1,11 @@
 """When ``predict(x, num_threads=N)`` splits a step over threads: each part must hold at least
-as many multiply-adds as the fastest kernel computes while the workers wake up.
+twice as many multiply-adds as the fastest kernel computes while the workers wake up.
 
 The pass (fixnet/_kernels/_pass.pyx) splits a step into p parts only when its multiply-adds
 (fixnet.cost, the whole batch) are at least p x ``min_macs_per_part[p]``, and never splits a
 step without multiply-adds (pooling, merges, lookups: memory-bound, and cheap). Here:
 
-    min_macs_per_part[p] = wake_ns[p] x macs_per_ns
+    min_macs_per_part[p] = PART_FACTOR x wake_ns[p] x macs_per_ns
 
 * ``wake_ns[p]``: what waking p - 1 sleeping workers and the barrier at the end of the step
   cost, measured: the median of THREAD_PROBE_TRIALS probe jobs whose tasks do nothing but
@@ -17,11 +17,16 @@ step without multiply-adds (pooling, merges, lookups: memory-bound, and cheap). 
   never more than its real time: the rule errs towards not splitting (a depthwise or an
   input convolution with 1-3 channels is slower per multiply-add and is split later than it
   could be, never sooner).
+* ``PART_FACTOR`` (2): the probe sees the wake-up and the barrier, not that a worker starts
+  on cold caches and reads what the caller's core just wrote. Measured on this project's VM
+  (bench/README.md, "intra_threads.py"): three steps whose parts held 2.2-2.9 times
+  wake x rate gained only 1.20-1.26x each from 2 threads (concat_branches_tfk2, batch 32).
 
-So a split step gives each thread at least as long a computation as waking the workers
+So a split step gives each thread a computation at least twice as long as waking the workers
 costs: with the chunks taken in turn (the caller starts at once, the workers when they are
 awake), a step of time T on p threads then takes about (T + (p - 1) x wake) / p, at most
-(2p - 1) / p^2 of T (0.75 of it for 2 threads). Steps that would gain less are not split.
+(3p - 1) / (2p^2) of T in that model (0.625 of it for 2 threads); slower workers take some of
+that back. Steps that would gain less are not split.
 
 Why measured, and not set per instruction set: the wake-up is what varies. On the 2-core VM
 of bench/README.md it is ~0.3 us while a worker still polls, 20-60 us to wake a sleeping one
@@ -51,6 +56,7 @@ import numpy as np
 from ._kernels import _conv, _dense, _pass
 
 THREAD_PROBE_TRIALS = 9     # cold probe jobs per thread count (their median is wake_ns[p])
+PART_FACTOR = 2.0           # each part >= this x what waking the workers costs (see above)
 PROBE_WARMUP_TRIALS = 3     # untimed probe jobs before them
 MAX_AGE_SECONDS = 10.0      # a measured policy is measured again after this (load changes)
 RATE_TRIALS = 7             # timed runs of each GEMM kernel (the best counts)
@@ -168,7 +174,7 @@ def _calibrate(num_threads, fresh):
                 wake[p] = statistics.median(ns) / 1e3
         rate = gemm_macs_per_ns()
         policy = ThreadPolicy(cpus=cpus, threads=want, wake_us=wake, gmacs_per_s=rate,
-                              min_macs_per_part={p: wake[p] * 1e3 * rate
+                              min_macs_per_part={p: PART_FACTOR * wake[p] * 1e3 * rate
                                                  for p in range(2, want + 1)})
     policy.seconds = time.perf_counter() - start
     policy.measured_at = time.monotonic()

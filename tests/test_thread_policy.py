@@ -52,7 +52,7 @@ def test_a_pass_with_nothing_to_split_never_measures(fresh_policy):
     assert _pass.thread_policy() is None and thread_policy.current() is None
 
 
-def test_a_measured_policy_is_wake_cost_times_the_gemm_rate(fresh_policy):
+def test_a_measured_policy_is_a_factor_times_wake_cost_times_the_gemm_rate(fresh_policy):
     got = thread_policy.calibrate(4)
     cpus = thread_policy.usable_cpus()
     assert got.cpus == cpus and got.threads == min(4, cpus)
@@ -60,7 +60,8 @@ def test_a_measured_policy_is_wake_cost_times_the_gemm_rate(fresh_policy):
     assert sorted(got.wake_us) == sorted(got.min_macs_per_part) == list(range(2, got.threads + 1))
     for p in got.wake_us:
         assert got.wake_us[p] > 0
-        assert got.min_macs_per_part[p] == pytest.approx(got.wake_us[p] * 1e3 * got.gmacs_per_s)
+        assert got.min_macs_per_part[p] == pytest.approx(
+            thread_policy.PART_FACTOR * got.wake_us[p] * 1e3 * got.gmacs_per_s)
     threads, table = _pass.thread_policy()
     assert threads == got.threads
     for p in range(2, threads + 1):          # (p x the minimum never decreases with p)
