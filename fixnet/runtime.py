@@ -220,7 +220,7 @@ class QuantizedModel:
            MAX_THREADS; at most the CPUs the process may use are used): large layers (a
            dense layer or convolution with enough work) are split over blocks of output
            channels or rows, each thread computing its own block, the same bits for every
-           num_threads. A layer is split into p parts only if each part has twice the
+           num_threads. A layer is split into p parts only if each part has the
            multiply-adds the fastest kernel does while p - 1 workers wake up, measured on
            this machine at the first call that wants threads (fixnet/thread_policy.py; on a machine whose
            cores are busy, nothing is split). Smaller layers, and layers whose kernel cannot

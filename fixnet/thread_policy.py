@@ -1,5 +1,5 @@
 """When ``predict(x, num_threads=N)`` splits a step over threads: each part must hold at least
-twice as many multiply-adds as the fastest kernel computes while the workers wake up.
+as many multiply-adds as the fastest kernel computes while the workers wake up.
 
 The pass (fixnet/_kernels/_pass.pyx) splits a step into p parts only when its multiply-adds
 (fixnet.cost, the whole batch) are at least p x ``min_macs_per_part[p]``, and never splits a
@@ -17,16 +17,21 @@ step without multiply-adds (pooling, merges, lookups: memory-bound, and cheap). 
   never more than its real time: the rule errs towards not splitting (a depthwise or an
   input convolution with 1-3 channels is slower per multiply-add and is split later than it
   could be, never sooner).
-* ``PART_FACTOR`` (2): the probe sees the wake-up and the barrier, not that a worker starts
-  on cold caches and reads what the caller's core just wrote. Measured on this project's VM
-  (bench/README.md, "intra_threads.py"): three steps whose parts held 2.2-2.9 times
-  wake x rate gained only 1.20-1.26x each from 2 threads (concat_branches_tfk2, batch 32).
+* ``PART_FACTOR`` (1): each part holds at least what waking the workers costs. Compared on
+  this project's VM in one process, thresholds interleaved (bench/README.md,
+  "intra_threads.py"): 0.8, 1.6, 3.2 and 4.8 million multiply-adds per part (the policy
+  measured 1.6-1.9 million there) on 11 fixtures at batch 1 and 32. Every higher threshold
+  gave up gains (mobilenetv2 at batch 32: 1.68x, 1.58x, 1.47x, 1.17x) and none avoided a
+  loss: the lowest ratios (0.92-0.96) were rows with the same steps, or none, split at the
+  other thresholds, i.e. the noise of the shared machine. 1 is where a split pays by the
+  measured costs alone; below it, a gain relies on workers still awake from the previous
+  split step.
 
-So a split step gives each thread a computation at least twice as long as waking the workers
+So a split step gives each thread a computation at least as long as waking the workers
 costs: with the chunks taken in turn (the caller starts at once, the workers when they are
 awake), a step of time T on p threads then takes about (T + (p - 1) x wake) / p, at most
-(3p - 1) / (2p^2) of T in that model (0.625 of it for 2 threads); slower workers take some of
-that back. Steps that would gain less are not split.
+(2p - 1) / p^2 of T in that model (0.75 of it for 2 threads); a worker that starts on cold
+caches takes some of that back. Steps that would gain less are not split.
 
 Why measured, and not set per instruction set: the wake-up is what varies. On the 2-core VM
 of bench/README.md it is ~0.3 us while a worker still polls, 20-60 us to wake a sleeping one
@@ -56,7 +61,7 @@ import numpy as np
 from ._kernels import _conv, _dense, _pass
 
 THREAD_PROBE_TRIALS = 9     # cold probe jobs per thread count (their median is wake_ns[p])
-PART_FACTOR = 2.0           # each part >= this x what waking the workers costs (see above)
+PART_FACTOR = 1.0           # each part >= this x what waking the workers costs (see above)
 PROBE_WARMUP_TRIALS = 3     # untimed probe jobs before them
 MAX_AGE_SECONDS = 10.0      # a measured policy is measured again after this (load changes)
 RATE_TRIALS = 7             # timed runs of each GEMM kernel (the best counts)
