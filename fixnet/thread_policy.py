@@ -51,6 +51,7 @@ other, so a pass uses at most that many: ``num_threads=4`` on 2 CPUs runs on 2 t
 import math
 import os
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ def _calibrate(num_threads, fresh):
         per_part = _env_min_macs(env)
         policy = ThreadPolicy(cpus=cpus, threads=want, source=f"{ENV_MIN_MACS}={env}",
                               min_macs_per_part={p: per_part for p in range(2, want + 1)})
-    elif want < 2:
+    elif want < 2 or sys.platform == "win32":     # (no worker threads on Windows: _pass.pyx)
         policy = ThreadPolicy(cpus=cpus, threads=1)
     else:
         wake = {}

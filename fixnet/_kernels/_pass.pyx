@@ -327,8 +327,8 @@ MAX_THREADS = MAX_WORKERS + 1
 #
 # A step is split into p parts only when each part has at least min_part_macs[p]
 # multiply-adds: the work the fastest kernel does in the time p - 1 sleeping workers take to
-# wake and join a step and pass its barrier (fixnet.runtime measures both at the first use
-# of threads: thread_policy). Each thread then computes for at least as long as waking the
+# wake and join a step and pass its barrier (fixnet/thread_policy.py measures both at the
+# first use of threads, with pool_wake_cost). Each thread then computes for at least as long as waking the
 # workers costs. p * min_part_macs[p] never decreases with p, so a step worth p parts is worth
 # fewer too: a record's max_parts is the most it takes, and a pass on t threads splits it into
 # min(t, max_parts). Steps without multiply-adds (their Call's MACs are 0) are never split.
