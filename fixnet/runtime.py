@@ -18,12 +18,14 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from . import thread_policy  # noqa: F401  (gives the pass its calibrator: when to split)
 from ._kernels import _elementwise
 from ._kernels._pass import MAX_THREADS, Arena, FastPlan
+from .cost import step_macs
 from .errors import (ArgumentError, InputDtypeError, InputShapeError, NonFiniteInputError,
                      FixnetError)
 from .lengths import length_symbols, resolve_shape, substitute
-from .memory_plan import MemoryPlan, allocate, plan_memory
+from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
 from .quant.qparams import QParams
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
@@ -31,6 +33,9 @@ BATCH_SIZES_KEPT = 4         # arena pools kept for this many run keys (batch si
 ARENAS_PER_BATCH_SIZE = 8    # free arenas kept per run key (for that many threads at once)
 ARENA_BYTES_KEPT = 64 << 20  # ... unless they take more bytes than this (one is always kept)
 NONFINITE_POLICIES = ("error", "clip")
+PROFILE_SECONDS = 1.0        # profile(runs=None): rounds that take about this long ...
+PROFILE_MIN_RUNS = 10        # ... but at least this many
+PROFILE_MAX_RUNS = 2000      # ... and at most this many
 
 
 @dataclass
@@ -212,12 +217,16 @@ class QuantizedModel:
            code (127), -inf the smallest (-128), NaN the zero point (real 0.0), as a finite
            value beyond the input's range or 0.0 would.
         num_threads: native threads this call may use (default 1; an int from 1 to
-           MAX_THREADS): large layers (a dense layer or convolution with enough work) are
-           split over blocks of output channels or rows, each thread computing its own
-           block, the same bits for every num_threads. Layers too small to gain, and layers
-           whose kernel cannot be split, run on the calling thread. The threads are started
-           on first use and shared by the process; if another predict is using them at that
-           moment, this one runs on its calling thread alone (never waits).
+           MAX_THREADS; at most the CPUs the process may use are used): large layers (a
+           dense layer or convolution with enough work) are split over blocks of output
+           channels or rows, each thread computing its own block, the same bits for every
+           num_threads. A layer is split into p parts only if each part has the
+           multiply-adds the fastest kernel does while p - 1 workers wake up, measured on
+           this machine at the first call that wants threads (fixnet/thread_policy.py; on a machine whose
+           cores are busy, nothing is split). Smaller layers, and layers whose kernel cannot
+           be split, run on the calling thread. The threads are started on first use and
+           shared by the process; if another predict is using them at that moment, this one
+           runs on its calling thread alone (never waits).
         Returns one array, or a list for a model with several outputs; new arrays every call
         (never views of the model's internal buffers).
 
@@ -231,7 +240,7 @@ class QuantizedModel:
         its batch size) that no other pass uses meanwhile; the pass releases the GIL, so
         threads run on several cores.
         """
-        if num_threads != 1 or num_threads.__class__ is not int:
+        if num_threads.__class__ is not int or not 0 < num_threads <= MAX_THREADS:
             num_threads = check_num_threads(num_threads)
         if check_overflow or nonfinite != "error":
             return self._predict(x, output, check_overflow, nonfinite, num_threads)
@@ -321,6 +330,49 @@ class QuantizedModel:
                 vals[t] = o.reshape((o.shape[0],) + shapes[t])
         res = [vals[t] for t in self.outputs]
         return res[0] if len(res) == 1 else res
+
+    def profile(self, x, runs=None, num_threads=1):
+        """Where the time of one pass on ``x`` goes, step by step: each kernel call's median
+        time (microseconds) and share of the total, its MACs (fixnet.cost) and GMAC/s, and
+        the whole pass's time. Returns a fixnet.profile.Profile: ``print(profile)`` for the
+        table, ``profile.steps`` for the records, ``profile.to_dict()`` for JSON.
+
+        x: inputs as predict takes them (float, int8 or uint8 codes), one batch of 1 to
+           MAX_ROWS_PER_PASS rows (the size of one pass); the pass runs once on it, so every
+           buffer holds real data, then each call is timed alone on that data.
+        runs: timed rounds (an int >= 1); each round times every call once, then the whole
+           pass. None (default): as many rounds as fill about PROFILE_SECONDS, at least
+           PROFILE_MIN_RUNS, at most PROFILE_MAX_RUNS.
+        num_threads: as for predict; the calls are split over threads as predict splits
+           them (the table then says into how many parts).
+        The steps run in an arena of their own in which no tensor shares memory with another
+        (predict's arenas share it), so that each call's input still holds what the pass
+        gave it; see fixnet/profile.py for the method."""
+        from ._kernels import ISA
+        from .profile import make_profile
+
+        num_threads = check_num_threads(num_threads, "profile")
+        runs = check_runs(runs, "profile")
+        xs = self._check_inputs(x)
+        n = xs[0].shape[0]
+        if not 0 < n <= MAX_ROWS_PER_PASS:
+            raise InputShapeError(f"profile: x has {n} rows; one pass runs 1 to "
+                                  f"{MAX_ROWS_PER_PASS} (predict runs more in chunks of "
+                                  f"{MAX_ROWS_PER_PASS}): profile x[:{MAX_ROWS_PER_PASS}]")
+        lengths = self.lengths_of(xs)
+        memory = separate_tensors(self._memory_plan(n, lengths))
+        arena = self._plan_arena(n, lengths, memory)
+        self._run_pass(arena, xs, num_threads)      # every buffer: what the pass computes
+        columns = len(arena.calls) + 1
+        warm = np.empty((1, columns), np.int64)
+        arena.time_steps(warm, num_threads)
+        if runs is None:
+            round_s = max(float(warm.sum()) * 1e-9, 1e-9)
+            runs = int(min(PROFILE_MAX_RUNS, max(PROFILE_MIN_RUNS, PROFILE_SECONDS / round_s)))
+        ns = np.empty((runs, columns), np.int64)
+        arena.time_steps(ns, num_threads)
+        return make_profile(self.name, self.steps_for(lengths), self.shapes_for(lengths), n, ns,
+                            arena.parts(num_threads), num_threads, lengths, ISA)
 
     def _check_inputs(self, x, nonfinite="error"):
         """The inputs as a list of checked arrays (float32 or int8, the model's shapes, one
@@ -480,15 +532,21 @@ class QuantizedModel:
         and the kernel calls bound to them."""
         if memory is None:
             memory = self._memory_plan(n, lengths)
-        block, bufs = allocate(memory, self.shapes_for(lengths))
-        calls = [s.bind(bufs) for s in self.steps_for(lengths) if not s.alias]
+        shapes = self.shapes_for(lengths)
+        block, bufs = allocate(memory, shapes)
+        steps = [s for s in self.steps_for(lengths) if not s.alias]
+        calls = [s.bind(bufs) for s in steps]
+        # multiply-adds per call (the whole batch): whether a step is worth splitting over
+        # threads (fixnet/thread_policy.py)
+        macs = [n * step_macs(s, shapes[s.outputs[0]], shapes[s.inputs[0]] if s.inputs else None)
+                for s in steps]
         return Arena(bufs, calls,
                      [_elementwise.InputStage(bufs[t], self.tensors[t].qparams.scale,
                                               self.tensors[t].qparams.zero_point)
                       for t in self.inputs],
                      [self._output_stage(bufs[t], t, True) for t in self.outputs],
                      [self._output_stage(bufs[t], t, False) for t in self.outputs],
-                     memory.peak_bytes)
+                     memory.peak_bytes, macs)
 
     def _output_stage(self, buf, name, as_float):
         qp = self.tensors[name].qparams
@@ -541,7 +599,7 @@ def _default_length_of(name, shape, symbols):
     return tuple(0 if d is None else None for d in shape)
 
 
-def check_num_threads(num_threads):
+def check_num_threads(num_threads, where="predict"):
     """predict's num_threads as an int in [1, MAX_THREADS], or ArgumentError naming it."""
     if not isinstance(num_threads, bool):
         try:
@@ -550,8 +608,32 @@ def check_num_threads(num_threads):
             n = None
         if n is not None and 1 <= n <= MAX_THREADS:
             return n
-    raise ArgumentError(f"predict: num_threads must be an integer from 1 to {MAX_THREADS}, "
+    raise ArgumentError(f"{where}: num_threads must be an integer from 1 to {MAX_THREADS}, "
                         f"not {num_threads!r}")
+
+
+def check_runs(runs, where):
+    """A count of timed rounds: None, or an int >= 1; ArgumentError naming ``runs``."""
+    if runs is None:
+        return None
+    if not isinstance(runs, bool):
+        try:
+            n = operator.index(runs)
+        except TypeError:
+            n = None
+        if n is not None and n >= 1:
+            return n
+    raise ArgumentError(f"{where}: runs must be an integer >= 1 (or None), not {runs!r}")
+
+
+def separate_tensors(plan: MemoryPlan) -> MemoryPlan:
+    """``plan`` with every tensor (alias group) at its own offset, none sharing memory: after
+    one pass each buffer still holds what the pass wrote there (the profile's arena)."""
+    placements, offset = [], 0
+    for t in plan.tensors:
+        placements.append(TensorPlacement(list(t.names), offset, t.nbytes, t.first, t.last))
+        offset += -(-max(t.nbytes, 1) // ALIGN) * ALIGN
+    return MemoryPlan(plan.batch, offset, plan.total_bytes, placements)
 
 
 def _store_into(out, buf, qparams):

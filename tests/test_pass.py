@@ -4,6 +4,7 @@ one block, and the native threads that split large layers (``num_threads``).
 Every result is compared bit for bit with the NumPy oracle (the ground truth) or with the
 serial kernel call; the memory plan is checked against its own rules (no two tensors live at
 the same step overlap; outputs live to the end; aliases share their storage)."""
+import math
 import os
 import signal
 import threading
@@ -18,7 +19,9 @@ from conftest import as_list as fixture_arrays
 from fixnet import runtime
 from fixnet._kernels import _dense
 from fixnet._kernels._pass import MAX_THREADS
+from fixnet.cost import model_macs, step_macs
 from gil_probe import steps_while
+from thread_policies import policy, split_every_step  # noqa: F401  (a fixture)
 
 ALL_FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS)
                       if f.endswith(".h5") and not f.endswith(".weights.h5")
@@ -61,6 +64,7 @@ def assert_same_bits(got, want, what):
 
 # ---- the whole pass, every fixture ------------------------------------------------------------
 
+@pytest.mark.usefixtures("split_every_step")      # (whatever this machine's policy splits)
 @pytest.mark.parametrize("name", ALL_FIXTURES)
 def test_every_thread_count_gives_the_oracle_bits(name):
     qm, tests = quantized(name)
@@ -75,13 +79,34 @@ def test_every_thread_count_gives_the_oracle_bits(name):
                                  f"{name} batch {n} num_threads={threads}")
 
 
-def test_threads_split_the_large_layers():
-    # the mechanism is in use on a fixture (not only available): some step is split, and its
-    # results are the serial bits at every thread count (above)
+@pytest.mark.parametrize("n", [1, 4])
+def test_threads_split_the_steps_whose_parts_have_the_policys_multiply_adds(n):
+    # the mechanism is in use on a fixture (not only available): under a policy of 500K
+    # multiply-adds per part, some steps are split, each into the most parts (up to the
+    # threads and its tasks) that get that many; their results are the serial bits (above)
     qm, tests = quantized("mobilenetv2_k3")
-    qm.predict(batch(tests, 1))
-    arena = qm._pools[1, ()].free[0]
-    assert arena.parallel_calls, "no step of mobilenetv2_k3 is split over threads"
+    qm.predict(batch(tests, n))
+    arena = qm._pools[n, ()].free[0]
+    shapes = qm.shapes_for()
+    steps = [s for s in qm.steps if not s.alias]
+    assert arena.call_macs == [n * step_macs(s, shapes[s.outputs[0]], shapes[s.inputs[0]])
+                               for s in steps]
+    assert sum(arena.call_macs) == n * model_macs(qm)
+    least = 500_000
+    with policy(least, threads=4):
+        for threads in (1, 2, 3, 4):
+            parts = arena.parts(threads)
+            for call, macs, p in zip(arena.calls, arena.call_macs, parts):
+                tasks = call.step_entry()[2] if hasattr(call, "step_entry") else 0
+                want = max([k for k in range(2, min(threads, tasks) + 1) if macs >= k * least],
+                           default=1)
+                assert p == want, (type(call).__name__, macs, tasks, threads)
+        assert arena.parallel_calls == [i for i, p in enumerate(arena.parts(4)) if p > 1]
+        assert arena.parallel_calls, "no step of mobilenetv2_k3 is split over threads"
+        small = [i for i, m in enumerate(arena.call_macs) if 0 < m < 2 * least]
+        assert small and not set(small) & set(arena.parallel_calls)
+    with policy(math.inf):
+        assert arena.parallel_calls == [] and set(arena.parts(4)) == {1}
 
 
 # ---- the memory plan -------------------------------------------------------------------------
@@ -223,6 +248,7 @@ def test_dense_tasks_give_the_kernel_bits_for_any_split(shape):
         call.run_task_range(0, n_tasks + 1)
 
 
+@pytest.mark.usefixtures("split_every_step")
 def test_many_python_threads_each_with_native_threads():
     qm, tests = quantized("mobilenetv2_k3")
     xs = [batch(tests, n) for n in (1, 2, 5)]
@@ -246,6 +272,7 @@ def test_many_python_threads_each_with_native_threads():
     assert not errors
 
 
+@pytest.mark.usefixtures("split_every_step")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_child_forked_after_the_threads_started_can_use_threads():
     qm, tests = quantized("mobilenetv2_k3")

@@ -18,15 +18,20 @@ segment decides for itself.
 
 Threads inside one pass (``num_threads`` > 1): a small pool of native threads (pthreads),
 started on first use, shared by the process. A pass that wants them takes the pool (if
-another pass holds it, this one runs on its own thread: never a wait); each step whose call
-has tasks (``n_tasks``, ``run_tasks``) and enough work (PARALLEL_MIN_SHARE) is cut into
-4 * ``num_threads`` contiguous chunks of tasks, which the calling thread and ``num_threads``
-- 1 workers take in turn, with a barrier at the end of the step; other steps run on the
-calling thread. (Chunks rather than one range per thread: on a busy machine a worker the OS
-runs late leaves its share to the others instead of stalling the step.) Tasks write disjoint
+another pass holds it, this one runs on its own thread: never a wait); a step whose call has
+tasks (``n_tasks``, ``run_tasks``) is split into p parts only when the thread policy says
+its multiply-adds pay for waking p - 1 workers (see "the thread policy" below and
+fixnet/thread_policy.py, which measures it at the first pass that wants threads). A split
+step is cut into 4 * p contiguous chunks of tasks, which the calling thread and p - 1
+workers take in turn, with a barrier at the end of the step; other steps run on the calling
+thread. (Chunks rather than one range per thread: on a busy machine a worker the OS runs
+late leaves its share to the others instead of stalling the step.) Tasks write disjoint
 outputs and share no scratch, so results are the same bits for every ``num_threads`` and
 whichever thread runs a chunk. A child process made by fork() starts with an empty pool
 (pthread_atfork resets it), whatever the parent's threads were doing.
+
+The profile (``Arena.time_steps``, for fixnet/profile.py) times each call alone with a
+monotonic clock, in C, and then the whole pass, round after round.
 
 ``FastPlan(free, keep, as_float)(x, num_threads)`` is predict's fast path for one (output,
 input shape) of a one-input model: it takes a free arena from ``free`` (the pool's list),
@@ -44,6 +49,28 @@ from fixnet._kernels.step cimport step_run_t, step_tasks_t
 
 cdef extern from *:
     """
+    #if defined(_WIN32)
+    #include <windows.h>
+    /* A monotonic clock in nanoseconds (the profile's timer). */
+    static long long fixnet_clock_ns(void) {
+        LARGE_INTEGER t, f;
+        QueryPerformanceCounter(&t);
+        QueryPerformanceFrequency(&f);
+        return (long long)((double)t.QuadPart * 1e9 / (double)f.QuadPart);
+    }
+    #else
+    #include <time.h>
+    static long long fixnet_clock_ns(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (long long)t.tv_sec * 1000000000 + t.tv_nsec;
+    }
+    #endif
+    """
+    long long clock_ns "fixnet_clock_ns"() noexcept nogil
+
+cdef extern from *:
+    """
     typedef void (*fixnet_tasks_fn)(void*, Py_ssize_t, Py_ssize_t);
     #if defined(_WIN32)
     /* No pthreads: predict runs every step on the calling thread (num_threads is accepted
@@ -54,6 +81,9 @@ cdef extern from *:
     static int fixnet_pool_grow(int want) { (void)want; return 0; }
     static void fixnet_pool_run(fixnet_tasks_fn fn, void* call, Py_ssize_t n_tasks,
                                 int n_parts) { (void)n_parts; fn(call, 0, n_tasks); }
+    static long long fixnet_pool_probe(int n_parts, int cold) {
+        (void)n_parts; (void)cold; return 0;
+    }
     #else
     #include <pthread.h>
     #include <signal.h>
@@ -248,9 +278,41 @@ cdef extern from *:
         }
         pthread_mutex_unlock(&p->mu);
     }
+
+    /* The calibration's probe job: each task notes its arrival, then waits until `want`
+       tasks have arrived (or `limit_ns` have passed), so that every task of the job is run
+       by a different thread and the job ends when the last thread has joined in. */
+    typedef struct { int arrived; int want; int64_t limit_ns; } fixnet_probe_t;
+
+    static void fixnet_probe_task(void* arg, Py_ssize_t first, Py_ssize_t last) {
+        fixnet_probe_t* probe = (fixnet_probe_t*)arg;
+        int64_t start = fixnet_now_ns();
+        __atomic_add_fetch(&probe->arrived, (int)(last - first), __ATOMIC_ACQ_REL);
+        while (__atomic_load_n(&probe->arrived, __ATOMIC_ACQUIRE) < probe->want
+               && fixnet_now_ns() - start < probe->limit_ns)
+            FIXNET_PAUSE();
+    }
+
+    /* With the pool taken and at least n_parts - 1 workers: nanoseconds of one job on
+       n_parts threads that does nothing but wait for every thread to join in, i.e. what
+       waking the workers and the barrier cost a split step. cold: first sleep long enough
+       for the workers to stop polling and sleep (the first split step of a pass finds them
+       so); else they are still polling after the previous job. */
+    static long long fixnet_pool_probe(int n_parts, int cold) {
+        fixnet_probe_t probe = {0, n_parts, 2000000};
+        int64_t start;
+        if (cold) {
+            struct timespec nap = {0, 4 * FIXNET_SPIN_NS};
+            nanosleep(&nap, NULL);
+        }
+        start = fixnet_now_ns();
+        fixnet_pool_run(fixnet_probe_task, &probe, n_parts, n_parts);
+        return (long long)(fixnet_now_ns() - start);
+    }
     #endif
     """
     int MAX_WORKERS "FIXNET_MAX_WORKERS"
+    long long pool_probe "fixnet_pool_probe"(int n_parts, int cold) noexcept nogil
     bint pool_acquire "fixnet_pool_acquire"() noexcept nogil
     void pool_release "fixnet_pool_release"() noexcept nogil
     int pool_grow "fixnet_pool_grow"(int want) noexcept nogil
@@ -260,11 +322,109 @@ cdef extern from *:
 # The most threads one pass may use (predict checks num_threads against it).
 MAX_THREADS = MAX_WORKERS + 1
 
+
+# -- when a step is split: the thread policy ---------------------------------------------------
+#
+# A step is split into p parts only when each part has at least min_part_macs[p]
+# multiply-adds: the work the fastest kernel does in the time p - 1 sleeping workers take to
+# wake and join a step and pass its barrier (fixnet/thread_policy.py measures both at the
+# first use of threads, with pool_wake_cost). Each thread then computes for at least as long as waking the
+# workers costs. p * min_part_macs[p] never decreases with p, so a step worth p parts is worth
+# fewer too: a record's max_parts is the most it takes, and a pass on t threads splits it into
+# min(t, max_parts). Steps without multiply-adds (their Call's MACs are 0) are never split.
+# Until a policy is set (policy_threads = 0), a pass asks the calibrator for one (with the
+# GIL, before taking the pool) and runs on the calling thread alone if there is none; it asks
+# again when the policy is older than its max_age, or covers fewer threads than it wants
+# while the process has more CPUs.
+
+cdef int policy_threads = 0                 # 0: no policy yet; else the most parts of a step
+cdef int policy_cpus = 0                    # the CPUs the process may use (when it was set)
+cdef long long policy_expires_ns = 0        # clock_ns() after which a pass asks again
+cdef unsigned int policy_passes = 0         # passes that wanted threads (the clock is read
+                                            # every 64th: a small model's pass is a microsecond)
 cdef enum:
-    # A step is split over threads only when its work share (step.pxd) is at least this:
-    # about 8 times the work at which releasing the GIL pays, so that waking the workers and
-    # the barrier (some microseconds) stay small next to it.
-    PARALLEL_MIN_SHARE = 8
+    POLICY_SLOTS = 66                       # >= MAX_WORKERS + 2 (checked at import)
+cdef double min_part_macs[POLICY_SLOTS]     # [p]: the least multiply-adds of each of p parts
+if MAX_WORKERS + 2 > POLICY_SLOTS:
+    raise ImportError("fixnet._kernels._pass: POLICY_SLOTS is smaller than MAX_WORKERS + 2")
+cdef unsigned long policy_version = 0       # changes with the policy (arenas recompute parts)
+cdef object policy_calibrator = None        # runtime's f(num_threads): sets a policy, or not
+
+
+def set_thread_policy(int threads, min_macs_per_part, int cpus=0, double max_age=float("inf")):
+    """Set the policy (see above): ``threads`` >= 1, the most parts a step may be split into;
+    ``min_macs_per_part[p]`` for p in 2..threads (a sequence indexed by p; entries 0 and 1
+    are ignored): the least multiply-adds of each part of a step split into p parts; ``cpus``:
+    the CPUs this process may use (0: ``threads``). A pass that wants more threads than
+    ``threads`` asks the calibrator again only while ``threads`` < ``cpus``. ``max_age``:
+    seconds after which the next pass that wants threads asks the calibrator again (the
+    machine's load changes)."""
+    global policy_threads, policy_version, policy_cpus, policy_expires_ns
+    cdef int p
+    cdef double least = 0
+    if not 1 <= threads <= MAX_WORKERS + 1:
+        raise ValueError(f"set_thread_policy: threads = {threads}, not in [1, {MAX_WORKERS + 1}]")
+    if threads > 1 and len(min_macs_per_part) < threads + 1:
+        raise ValueError(f"set_thread_policy: min_macs_per_part needs entries up to {threads}")
+    values = [float(min_macs_per_part[p]) for p in range(2, threads + 1)]
+    for p, v in enumerate(values, 2):
+        if not v >= 0:
+            raise ValueError(f"set_thread_policy: min_macs_per_part[{p}] is "
+                             f"{min_macs_per_part[p]!r}, not a number >= 0")
+    for p in range(POLICY_SLOTS):
+        min_part_macs[p] = float("inf")
+    for p, v in enumerate(values, 2):
+        least = max(least, p * v)   # p * m[p] non-decreasing: a step worth p parts is worth fewer
+        min_part_macs[p] = least / p
+    policy_threads = threads
+    policy_cpus = cpus if cpus > threads else threads
+    policy_expires_ns = (clock_ns() + <long long>(max_age * 1e9) if max_age < 1e9
+                         else 0x7fffffffffffffff)
+    policy_version += 1
+
+
+def thread_policy():
+    """(threads, [min_macs_per_part[p] for p in 0..threads]) of the policy in use, or None
+    before one is set."""
+    if policy_threads == 0:
+        return None
+    return policy_threads, [float(min_part_macs[p]) if p >= 2 else float("inf")
+                            for p in range(policy_threads + 1)]
+
+
+def clear_thread_policy():
+    """Forget the policy: the next pass that wants threads asks the calibrator again."""
+    global policy_threads, policy_version
+    policy_threads = 0
+    policy_version += 1
+
+
+def set_thread_calibrator(calibrator):
+    """``calibrator(num_threads)``: called (with the GIL) by a pass that wants threads while
+    no policy is set, or one set for fewer threads than it wants while more CPUs may be
+    usable; it sets a policy with set_thread_policy, or leaves it (that pass then runs on
+    its calling thread). None: no calibrator."""
+    global policy_calibrator
+    policy_calibrator = calibrator
+
+
+def pool_wake_cost(int n_parts, int trials, bint cold):
+    """Nanoseconds of ``trials`` probe jobs on ``n_parts`` threads (see fixnet_pool_probe),
+    or [] if the pool is in use by a pass or cannot start the workers."""
+    cdef list out = []
+    cdef int i
+    cdef long long ns
+    if n_parts < 2 or not pool_acquire():
+        return out
+    try:
+        if pool_grow(n_parts - 1) >= n_parts - 1:
+            for i in range(trials):
+                with nogil:
+                    ns = pool_probe(n_parts, cold)
+                out.append(ns)
+    finally:
+        pool_release()
+    return out
 
 
 ctypedef struct StepRecord:
@@ -273,6 +433,8 @@ ctypedef struct StepRecord:
     void* call                # the Call object (kept alive by Arena.calls)
     Py_ssize_t n_tasks
     double share
+    double macs               # multiply-adds of the call (0: never split)
+    int max_parts             # the most parts the policy splits it into (1: never split)
 
 ctypedef struct Segment:      # calls [start, stop): C records only
     Py_ssize_t start, stop
@@ -280,16 +442,32 @@ ctypedef struct Segment:      # calls [start, stop): C records only
     bint parallel             # it has a step worth splitting over threads
 
 
+cdef inline int step_parts(const StepRecord* r, int threads) noexcept nogil:
+    """How many parts a pass on ``threads`` threads splits the step into (1: not split)."""
+    return threads if threads < r.max_parts else r.max_parts
+
+
+cdef int policy_parts(const StepRecord* r) noexcept nogil:
+    """The most parts the policy splits the step into (1: never split)."""
+    cdef Py_ssize_t p
+    if r.run == NULL or r.run_tasks == NULL or r.n_tasks < 2 or not r.macs > 0:
+        return 1
+    p = r.n_tasks if r.n_tasks < policy_threads else policy_threads
+    while p > 1 and r.macs < p * min_part_macs[p]:
+        p -= 1
+    return <int>p if p > 1 else 1
+
+
 cdef void run_records(const StepRecord* records, Py_ssize_t start, Py_ssize_t stop,
                       int threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef const StepRecord* r
-    cdef Py_ssize_t parts
+    cdef int parts
     for i in range(start, stop):
         r = &records[i]
-        if threads > 1 and r.n_tasks > 1 and r.share >= PARALLEL_MIN_SHARE:
-            parts = r.n_tasks if r.n_tasks < threads else threads
-            pool_run(r.run_tasks, r.call, r.n_tasks, <int>parts)
+        parts = step_parts(r, threads)
+        if parts > 1:
+            pool_run(r.run_tasks, r.call, r.n_tasks, parts)
         else:
             r.run(r.call)
 
@@ -301,7 +479,9 @@ cdef class Arena:
 
     bufs: tensor name -> int8 array (views into one block); calls: the kernel Call objects
     (or zero-argument Python callables), in order; loads: an InputStage per model input;
-    float_stores, int8_stores: an OutputStage per output; nbytes: bytes of the block."""
+    float_stores, int8_stores: an OutputStage per output; nbytes: bytes of the block;
+    macs: per call, its multiply-adds (fixnet.cost, the whole batch; None: all 0, so no
+    step is ever split over threads)."""
     cdef readonly dict bufs
     cdef readonly tuple calls, loads, float_stores, int8_stores
     cdef readonly object load           # loads[0] if the model has one input, else None
@@ -309,10 +489,12 @@ cdef class Arena:
     cdef StepRecord* records
     cdef Segment* segments
     cdef Py_ssize_t n_calls, n_segments
-    cdef bint parallel                  # some step is worth splitting over threads
+    cdef bint splittable                # some step has tasks and multiply-adds
+    cdef bint parallel                  # some step is split under the policy in use
+    cdef unsigned long version          # the policy_version max_parts were computed for
 
     def __init__(self, dict bufs not None, calls, loads, float_stores, int8_stores,
-                 Py_ssize_t nbytes):
+                 Py_ssize_t nbytes, macs=None):
         cdef Py_ssize_t i, n
         cdef StepRecord* r
         cdef Segment* seg
@@ -324,6 +506,9 @@ cdef class Arena:
         self.int8_stores = tuple(int8_stores)
         self.nbytes = nbytes
         n = len(self.calls)
+        macs = [0] * n if macs is None else list(macs)
+        if len(macs) != n:
+            raise ValueError(f"Arena: {len(macs)} MAC counts for {n} calls")
         PyMem_Free(self.records)
         PyMem_Free(self.segments)
         self.records = <StepRecord*>PyMem_Malloc(max(n, 1) * sizeof(StepRecord))
@@ -332,10 +517,12 @@ cdef class Arena:
             raise MemoryError()
         self.n_calls = n
         self.n_segments = 0
-        self.parallel = False
+        self.splittable = False
         seg = NULL
         for i, call in enumerate(self.calls):
             r = &self.records[i]
+            r.macs = float(macs[i])
+            r.max_parts = 1
             entry = getattr(call, "step_entry", None)
             if entry is None:
                 r.run = NULL
@@ -356,16 +543,33 @@ cdef class Arena:
                 self.n_segments += 1
                 seg.start, seg.stop, seg.release_gil, seg.parallel = i, i, False, False
             seg.stop = i + 1
-            if r.n_tasks > 1 and r.share >= PARALLEL_MIN_SHARE:
-                seg.parallel = True
-                self.parallel = True
+            if r.n_tasks > 1 and r.macs > 0:
+                self.splittable = True
         for i in range(self.n_segments):    # (the shares summed per segment)
             seg = &self.segments[i]
             seg.release_gil = sum_shares(self.records, seg.start, seg.stop) >= 1.0
+        self.update_parts()
 
     def __dealloc__(self):
         PyMem_Free(self.records)
         PyMem_Free(self.segments)
+
+    cdef void update_parts(self) noexcept:
+        """Each record's max_parts, and the segments' parallel flags, under the policy in use."""
+        cdef Py_ssize_t i, s
+        cdef Segment* seg
+        self.parallel = False
+        for i in range(self.n_calls):
+            self.records[i].max_parts = policy_parts(&self.records[i]) if policy_threads else 1
+            if self.records[i].max_parts > 1:
+                self.parallel = True
+        for s in range(self.n_segments):
+            seg = &self.segments[s]
+            seg.parallel = False
+            for i in range(seg.start, seg.stop):
+                if self.records[i].max_parts > 1:
+                    seg.parallel = True
+        self.version = policy_version
 
     def stores(self, bint as_float):
         return self.float_stores if as_float else self.int8_stores
@@ -377,26 +581,96 @@ cdef class Arena:
 
     @property
     def parallel_calls(self):
-        """Indices into calls of the steps split over threads when num_threads > 1."""
-        return [i for i in range(self.n_calls)
-                if self.records[i].n_tasks > 1 and self.records[i].share >= PARALLEL_MIN_SHARE]
+        """Indices into calls of the steps split over threads when num_threads > 1, under
+        the thread policy in use (none before a policy is set)."""
+        if self.version != policy_version:
+            self.update_parts()
+        return [i for i in range(self.n_calls) if self.records[i].max_parts > 1]
+
+    def parts(self, Py_ssize_t num_threads):
+        """Per call, how many parts a pass with ``num_threads`` splits it into over threads
+        under the thread policy in use (1: run whole on the calling thread)."""
+        cdef int threads = <int>(num_threads if num_threads <= MAX_WORKERS + 1 else MAX_WORKERS + 1)
+        if self.version != policy_version:
+            self.update_parts()
+        return [step_parts(&self.records[i], threads) for i in range(self.n_calls)]
+
+    @property
+    def call_macs(self):
+        """Per call, the multiply-adds the split decisions count (the ``macs`` given)."""
+        return [self.records[i].macs for i in range(self.n_calls)]
 
     def run(self, Py_ssize_t num_threads=1):
         """Run every kernel call on what the input buffers hold now (one pass, see above)."""
         self.run_pass(num_threads)
 
     cdef int run_pass(self, Py_ssize_t num_threads) except -1:
-        cdef int threads = 1
-        cdef bint owner = False
-        if num_threads > 1 and self.parallel and pool_acquire():
-            owner = True
-            threads = 1 + pool_grow(<int>(num_threads if num_threads <= MAX_WORKERS else MAX_WORKERS + 1) - 1)
+        cdef int threads = self.take_threads(num_threads)
         try:
             self.run_segments(threads)
         finally:
-            if owner:
+            if threads > 1:
                 pool_release()
         return 0
+
+    cdef int take_threads(self, Py_ssize_t num_threads) except -1:
+        """The threads a pass of this arena runs on: 1, or (the pool taken: release it after
+        the pass) 1 + the pool's workers, at most num_threads and the policy's threads."""
+        global policy_passes
+        cdef int threads
+        if num_threads < 2 or not self.splittable:
+            return 1
+        policy_passes += 1
+        if (policy_calibrator is not None
+                and (policy_threads == 0
+                     or (policy_threads < num_threads and policy_threads < policy_cpus)
+                     or (policy_passes % 64 == 0 and clock_ns() > policy_expires_ns))):
+            policy_calibrator(num_threads)
+        if self.version != policy_version:
+            self.update_parts()
+        if not self.parallel:
+            return 1
+        if num_threads > policy_threads:
+            num_threads = policy_threads
+        if pool_acquire():
+            threads = 1 + pool_grow(<int>num_threads - 1)
+            if threads > 1:
+                return threads
+            pool_release()
+        return 1
+
+    def time_steps(self, long long[:, ::1] out not None, Py_ssize_t num_threads=1):
+        """The profile's clock (fixnet/profile.py): for each round r (a row of ``out``, int64
+        [rounds, len(calls) + 1]), out[r, i] = nanoseconds of call i run alone, on whatever
+        its buffers hold, as the pass runs it (split over threads as a pass with
+        ``num_threads`` would split it); then out[r, len(calls)] = nanoseconds of a whole
+        pass. Rounds interleave the calls, so drift of the machine hits every call alike.
+        The GIL is released around each kernel call (outside the timed span)."""
+        cdef Py_ssize_t r, i, n = self.n_calls
+        cdef long long t0
+        cdef int threads
+        if out.shape[1] != n + 1:
+            raise ValueError(f"time_steps: out has {out.shape[1]} columns, not {n + 1}")
+        for r in range(out.shape[0]):
+            threads = self.take_threads(num_threads)
+            try:
+                for i in range(n):
+                    if self.records[i].run == NULL:
+                        call = self.calls[i]
+                        t0 = clock_ns()
+                        call()
+                        out[r, i] = clock_ns() - t0
+                    else:
+                        with nogil:
+                            t0 = clock_ns()
+                            run_records(self.records, i, i + 1, threads)
+                            out[r, i] = clock_ns() - t0
+            finally:
+                if threads > 1:
+                    pool_release()
+            t0 = clock_ns()
+            self.run_pass(num_threads)
+            out[r, n] = clock_ns() - t0
 
     cdef int run_segments(self, int threads) except -1:
         cdef Py_ssize_t s, i = 0

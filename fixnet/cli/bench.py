@@ -40,12 +40,24 @@ version)::
      "settings": {"batch", "threads", "runs", "warmup", "seed", "input_ranges"},
      "load_peak_rss_bytes": peak RSS after loading and quantizing,
      "int8": PATH, "float": PATH or null, "float_note": why float is null (or null),
-     "speedup": float p50 / int8 p50, or null}
+     "speedup": float p50 / int8 p50, or null,
+     "profile": PROFILE (with --profile) or null; absent in files written before it}
 
     PATH = {"latency_ms": {"p50", "p90", "p99", "mean", "min", "max"}, "runs",
             "throughput_per_s", "gmacs_per_s", "macs_per_sample", "peak_rss_bytes",
             "peak_rss_scope": "path" | "process", "arena_bytes" (int8 only, else null),
             "timed": what one timed call does}
+
+    PROFILE = the int8 pass step by step, QuantizedModel.profile(x, runs, num_threads) on the
+        same x (its first 256 rows at most: one pass) (see fixnet/profile.py):
+        {"model", "batch", "lengths", "num_threads", "runs" (rounds), "isa",
+         "pass_us": median microseconds of the whole pass (kernel calls only),
+         "steps_us": the sum of the steps' medians, "macs": of the pass (whole batch),
+         "steps": [{"index" (in the model's steps), "name", "layer", "op", "shape" (output,
+                    batch included), "macs", "time_us" (median, the call alone),
+                    "share_pct" (of steps_us), "gmacs_per_s" (null without MACs),
+                    "parts" (threads the call is split over)}],
+         "views": names of the steps that are views of their input (no kernel, no row)}
 
 ``--compare A.json B.json ...`` (no MODEL) prints such files side by side, one column per
 file, with a row of int8 throughput relative to the first file for the files that benchmark
@@ -107,6 +119,9 @@ def add_arguments(p):
                    help="untimed calls before the timed ones (default 3)")
     p.add_argument("--no-float", action="store_true",
                    help="time the int8 path only (no float reference)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time each step of the int8 pass alone: a table of time, share, "
+                        "MACs and GMAC/s per layer (--runs rounds; default: about 1 s)")
     p.add_argument("--json", metavar="OUT", help=f"write the results as JSON (schema {SCHEMA})")
     p.add_argument("--compare", nargs="+", metavar="JSON",
                    help="print results saved with --json side by side, one column per file "
@@ -136,7 +151,7 @@ def _check_usage(args):
                    ("--length", args.length),
                    ("--threads", args.threads), ("--runs", args.runs),
                    ("--warmup", args.warmup), ("--no-float", args.no_float or None),
-                   ("--json", args.json)]
+                   ("--profile", args.profile or None), ("--json", args.json)]
     if args.compare:
         if args.model:
             raise UsageError(f"--compare reads saved results and takes no MODEL "
@@ -400,6 +415,13 @@ def bench_model(args):
                         f"FloatModel.predict(x) (NumPy reference) on the same float32 x of "
                         f"batch {batch}")
 
+    profile = None
+    if args.profile:
+        from ..runtime import MAX_ROWS_PER_PASS
+        rows = [a[:MAX_ROWS_PER_PASS] for a in (x if isinstance(x, list) else [x])]
+        profile = qm.profile(rows if isinstance(x, list) else rows[0], runs=args.runs,
+                             num_threads=threads).to_dict()
+
     weights = args.weights
     result = {
         "schema": SCHEMA,
@@ -424,6 +446,7 @@ def bench_model(args):
         "float": flt,
         "float_note": note,
         "speedup": flt["latency_ms"]["p50"] / int8["latency_ms"]["p50"] if flt else None,
+        "profile": profile,
     }
     return result
 
@@ -505,7 +528,21 @@ def result_text(r):
     out = "\n".join(lines) + _rstrip_lines(table)
     if r["float"] is None:
         out += f"\nfloat path: {r['float_note']}"
+    if r.get("profile"):
+        out += "\n\n" + _rstrip_lines(profile_from_dict(r["profile"]).table())
     return out
+
+
+def profile_from_dict(d):
+    """The Profile of a result's "profile" record (to print it)."""
+    from ..profile import Profile, StepTime
+
+    steps = [StepTime(index=s["index"], name=s["name"], layer=s["layer"], op=s["op"],
+                      shape=tuple(s["shape"]), macs=s["macs"], time_us=s["time_us"],
+                      share=s["share_pct"], parts=s.get("parts", 1)) for s in d["steps"]]
+    return Profile(model=d["model"], batch=d["batch"], num_threads=d["num_threads"],
+                   runs=d["runs"], pass_us=d["pass_us"], steps=steps, views=list(d["views"]),
+                   lengths=tuple(d.get("lengths") or ()), isa=d.get("isa") or "")
 
 
 # -- reading saved results -----------------------------------------------------------------
