@@ -35,18 +35,15 @@ cdef enum:
 
 # ---- the loops -----------------------------------------------------------------------------
 
+from fixnet._kernels.requant cimport fx_requant, fx_requant_bytes, fx_requant_init
+
 cdef extern from "binary.h" nogil:
-    ctypedef struct fx_requant:
-        pass
-    size_t fx_requant_bytes(size_t channels)
-    void fx_requant_init(fx_requant* q, void* block, const int32_t* m0, const int32_t* shift,
-                         size_t channels, int32_t out_zp, int32_t act_min, int32_t act_max)
     const char* FX_ADD_ISA
     void fx_add(const int8_t* x, const int8_t* y, int8_t* out, size_t n,
                 const int32_t* x_table, const int32_t* y_table, const fx_requant* q)
 
 
-# The loop of add: "avx2" (table lookups as gathers, the vector epilogue) or "scalar".
+# The loop of add: "avx2" (the table lookups, then requant.h's vector epilogue) or "scalar".
 ADD_ISA = FX_ADD_ISA.decode()
 
 cdef enum:

@@ -63,6 +63,14 @@ import numpy as np
 from fixnet._kernels.gemm_pack import check_weights, pack_gemm
 
 from fixnet._kernels.step cimport step_entry
+from fixnet._kernels.requant cimport (
+    FX_REQUANT_ISA,
+    fx_requant,
+    fx_requant_bytes,
+    fx_requant_init,
+    fx_requant_rows,
+    fx_requant_rows_scalar,
+)
 from fixnet._kernels.fixedpoint cimport (
     check_length,
     check_multipliers,
@@ -74,21 +82,6 @@ from fixnet._kernels.fixedpoint cimport (
 cdef enum:
     NOGIL_MIN_WORK = 20000
 
-
-cdef extern from "requant.h" nogil:
-    # The requantization constants of every output channel (csrc/requant.h), derived once
-    # from m0 and shift, and the epilogue of each build (fx_requant_rows) with its scalar twin.
-    const char* FX_REQUANT_ISA
-    ctypedef struct fx_requant:
-        int32_t out_zp, act_min, act_max
-        int any_left
-    size_t fx_requant_bytes(size_t channels)
-    void fx_requant_init(fx_requant* q, void* block, const int32_t* m0, const int32_t* shift,
-                         size_t channels, int32_t out_zp, int32_t act_min, int32_t act_max)
-    void fx_requant_rows(const int32_t* acc, size_t acc_stride, size_t rows, size_t n,
-                         const fx_requant* q, size_t c0, int8_t* out, size_t out_stride)
-    void fx_requant_rows_scalar(const int32_t* acc, size_t acc_stride, size_t rows, size_t n,
-                                const fx_requant* q, size_t c0, int8_t* out, size_t out_stride)
 
 
 cdef void* new_requant(fx_requant* q, const int32_t[::1] m0, const int32_t[::1] shift,

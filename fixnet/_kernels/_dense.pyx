@@ -30,12 +30,7 @@ from fixnet._kernels.step cimport step_entry
 from fixnet._kernels.fixedpoint cimport check_length, check_multipliers, check_output_range
 from fixnet._kernels.gemm_pack import check_weights, pack_gemm
 
-cdef extern from "requant.h" nogil:
-    ctypedef struct fx_requant:
-        pass
-    size_t fx_requant_bytes(size_t channels)
-    void fx_requant_init(fx_requant* q, void* block, const int32_t* m0, const int32_t* shift,
-                         size_t channels, int32_t out_zp, int32_t act_min, int32_t act_max)
+from fixnet._kernels.requant cimport fx_requant, fx_requant_bytes, fx_requant_init
 
 cdef extern from "qdense.h" nogil:
     const char* QD_ISA
