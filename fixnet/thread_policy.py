@@ -248,7 +248,7 @@ def _dense_case():
     out = np.empty((16, 256), np.int8)
     bias, m0, shift = _requant(256)
     call = _dense.DenseCall(x, w, bias, m0, shift, 0, -128, 127, out,
-                            packed=_dense.pack_dense_weights(w))
+                            packed=_dense.pack_dense_weights(w, bias))
     return call, out.size * 512
 
 
