@@ -31,24 +31,28 @@ conv2d is an indirect GEMM (no im2col copy):
   micro-kernel has no branch per tap.
   It reads exactly Cin // groups bytes per row (the tail of a K step through a zero-filled
   copy), never past the input.
-* Per tile and chunk of up to CH_CHUNK channels the int32 accumulators stay on the stack and
-  are requantized right away (fixedpoint.requantize_block, bit-exact with
-  requantize_accumulator; per-channel constants derived from ``shift`` once, when the Call is
-  built: x and m0 are read at every call, w, bias and shift only then).
+* Per tile and block of NR channels one fused micro-kernel call: it accumulates every tap,
+  requantizes on its accumulators (csrc/requant.h, bit-exact with requantize_accumulator;
+  per-channel constants derived from m0 and shift once, when the Call is built: x is read at
+  every call, w, bias, m0 and shift only then) and stores int8; a tile of one pixel takes the
+  one-row kernel. A layer of more than TAP_CHUNK taps sums them in chunks into int32
+  accumulators of up to CH_CHUNK channels on the stack, requantized afterwards.
+* A 1x1 conv without padding does not come here: fixnet.ops.conv.ConvStep runs it as dense
+  (_dense.pyx), and a conv over one input channel as a depthwise conv with multiplier Cout.
 * ``n_tasks`` tiles (batch included) make a call; ``run_tasks(first, last)`` runs a range of
   them with no shared scratch, so disjoint ranges may run on several threads at once.
 * Each micro-kernel has a scalar twin over the same packing (``scalar=True``), which the
   tests hold bit-exact with it and with the oracle in every build.
 
-depthwise_conv2d: micro-kernels in C with intrinsics, csrc/dwconv.h (SSE2, AVX2, AVX-512 on
-x86-64, NEON on aarch64, chosen by the compiler flags of each ISA build, and a scalar twin
-over the same packing). Channels sit in vector lanes, 16 per tile; weights and bias are
-packed once (pack_depthwise_weights, cached by fixnet.ops.conv.DepthwiseStep); each Call
-owns read-only per-call data: an indirection of input offsets per output pixel and tap
-(padding taps read a row of pad_value bytes), a gather table for the tail tile and
-depth_multiplier > 1, and the requantization constants of each tile, which the tile
-epilogue applies (bit-exact with requantize_block). A DepthwiseConv2dCall has no mutable
-scratch: ``run_tasks`` on disjoint row ranges may run on several threads at once.
+depthwise_conv2d: a row driver and micro-kernels in C, csrc/dwconv.h (its header describes
+the lanes over pixels x channels, the phase rows and the packing; the vector tile per ISA in
+dwconv_x86.h and dwconv_neon.h, chosen by the compiler flags of each ISA build, and a scalar
+twin over the same packing). Weights and bias are packed once for the expanded lanes
+(pack_depthwise_weights, cached by fixnet.ops.conv.DepthwiseStep); each Call owns read-only
+per-call data: the requantization constants of the expanded lanes and a row of pad_value
+bytes. A DepthwiseConv2dCall has no mutable scratch: ``run_tasks`` on disjoint task ranges
+(bands of output rows of one image, segments of columns) may run on several threads at
+once.
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
