@@ -123,7 +123,13 @@ def main(argv=None):
     p.add_argument("--min-time", type=float, default=0.02,
                    help="seconds of calls per measurement (at 1 thread)")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(MODELS_DIR.parent))
+    try:
+        import fixnet  # noqa: F401 - the installed package (pip install .)
+    except ImportError:
+        # an in-place build in this checkout (never put first on sys.path otherwise: a
+        # process this one spawns, a Dask worker in the test suite, would then import the
+        # checkout's fixnet/, which a plain `pip install .` leaves without its kernels)
+        sys.path.insert(0, str(MODELS_DIR.parent))
     import fixnet._kernels
     from fixnet import thread_policy
 
