@@ -96,7 +96,12 @@ def main(argv=None):
     p.add_argument("--calls", type=int, default=200, help="batch-1 predicts per workload")
     p.add_argument("--rounds", type=int, default=20)
     args = p.parse_args(argv)
-    sys.path.insert(0, str(MODELS_DIR.parent))
+    try:
+        import fixnet  # noqa: F401 - the installed package (pip install .)
+    except ImportError:
+        # an in-place build in this checkout; never put first otherwise (processes this one
+        # spawns inherit sys.path and would import the checkout, without its kernels)
+        sys.path.insert(0, str(MODELS_DIR.parent))
     import fixnet._kernels
 
     qm, xs = load_model(args.model)
