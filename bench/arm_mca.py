@@ -95,6 +95,13 @@ void drive_row_q8(size_t blocks, size_t cin, const int8_t** a, const int8_t* pac
     for (size_t b = 0; b < blocks; b++)
         qg_row_q8(1, cin, a, packed + b * block_bytes, QG_NR, q, b * QG_NR, out + b * QG_NR);
 }
+void drive_row2_q8(size_t blocks, size_t cin, const int8_t** a, const int8_t* packed,
+                   size_t block_bytes, const fx_requant* q, int8_t* out)
+{
+    for (size_t b = 0; b + 1 < blocks; b += 2)
+        qg_row2_q8(1, cin, a, packed + b * block_bytes, block_bytes, 2 * QG_NR, q, b * QG_NR,
+                   out + b * QG_NR);
+}
 """
 
 GEMM_ALONE = r"""
@@ -116,6 +123,12 @@ __attribute__((noinline)) void alone_row_q8(size_t taps, size_t cin, const int8_
         const void* block, size_t nc, const fx_requant* q, size_t c0, int8_t* out)
 {
     qg_row_q8(taps, cin, a, block, nc, q, c0, out);
+}
+__attribute__((noinline)) void alone_row2_q8(size_t taps, size_t cin, const int8_t** a,
+        const void* block, size_t block_bytes, size_t nc, const fx_requant* q, size_t c0,
+        int8_t* out)
+{
+    qg_row2_q8(taps, cin, a, block, block_bytes, nc, q, c0, out);
 }
 """
 
@@ -148,8 +161,8 @@ class Kernel:
 
 
 def only(source, fn):
-    """source with the functions for other kernels than fn (tile, tile_q8, row_q8) removed:
-    one caller per translation unit, so the inlining is GCC's choice for that one."""
+    """source with the functions for other kernels than fn (tile, tile_q8, row_q8, row2_q8)
+    removed: one caller per translation unit, so the inlining is GCC's choice for that one."""
     head, *funcs = re.split(r"\n(?=(?:__attribute__\(\(noinline\)\) )?void )", source)
     keep = [f for f in funcs if re.match(rf"(?:__attribute__\(\(noinline\)\) )?void \w+_{fn}\(", f)]
     return "\n".join([head] + keep)
@@ -158,10 +171,17 @@ def only(source, fn):
 def fixnet_kernels():
     ks = []
     for isa, tile, row in (("dotprod", "4x16c4", "1x16c4"), ("baseline", "2x8c16", "1x8c16")):
+        rows = [(f"gemm-{row}-q8", "one row, fused (dense at batch 1)", "row_q8")]
+        if isa == "dotprod":
+            # its own two-block kernel (elsewhere qg_row2_q8 is two qg_row_q8 calls); the
+            # 1x16 then runs only for a last odd block of 16 channels
+            rows = [("gemm-1x32c4-q8", "one row, two blocks, fused (dense at batch 1)",
+                     "row2_q8"),
+                    (f"gemm-{row}-q8", "one row, a last odd block of 16 channels", "row_q8")]
         for name, what, fn in (
                 (f"gemm-{tile}-q8", "fused tile (accumulate, requantize, int8)", "tile_q8"),
                 (f"gemm-{tile}", "int32 tile (layers of more than 32 taps)", "tile"),
-                (f"gemm-{row}-q8", "one row, fused (dense at batch 1)", "row_q8")):
+                *rows):
             ks.append(Kernel(name, "fixnet", isa, f"GEMM {name[5:]}: {what}",
                              {b: only(GEMM_ALONE if "noinline" in b else GEMM_DRIVE, fn)
                               for b in BUILDS}))

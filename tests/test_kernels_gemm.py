@@ -316,10 +316,11 @@ def test_every_k_tail(conv, cin_g):
         _check_all(conv, args, oh, ow)
 
 
-@pytest.mark.parametrize("cout", list(range(1, 18)) + [23, 31, 33])
+@pytest.mark.parametrize("cout", list(range(1, 18)) + [23, 31, 33, 47, 64])
 def test_partial_channel_blocks_and_pixel_tiles(conv, cout):
     # The last block of output channels holds 1 .. NR channels (partial stores of 1 to 15
-    # bytes), the last tile of pixels 1 .. MR pixels (rows not stored), with fused epilogues.
+    # bytes), the last tile of pixels 1 .. MR pixels (rows not stored), with fused epilogues;
+    # a tile of one pixel takes the one-row kernels (pairs of blocks, then a last odd one).
     rng = np.random.default_rng(2000 + cout)
     for h, w in ((1, 1), (1, 2), (1, 3), (1, 5), (2, 3), (3, 3)):
         for kernel, cin in (((1, 1), 21), ((3, 3), 34)):
@@ -363,11 +364,13 @@ def dense(conv):
 @pytest.mark.parametrize("k", list(range(1, 49)) + [255, 257])
 def test_dense_every_k_and_row_count(dense, k):
     # dense runs the GEMM micro-kernels on one tap: a batch of one row (and the last row of an
-    # odd batch on builds with 2-row tiles) on the one-row kernel (qg_row_q8), the others on
-    # the fused tile; every K tail, partial channel blocks, left and right shifts.
+    # odd batch on builds with 2-row tiles) on the one-row kernels (qg_row2_q8 on pairs of
+    # channel blocks, qg_row_q8 on a last odd one), the others on the fused tile; every K
+    # tail, partial channel blocks (1 to 7 blocks of 8 or 16 channels, full and partial
+    # pairs), left and right shifts.
     rng = np.random.default_rng(3000 + k)
     for n in (1, 2, 3, 5):
-        for c in (1, 9, 16, 17, 40):
+        for c in (1, 9, 16, 17, 32, 40, 48, 100):
             x = int8_array(rng, (n, k))
             w = int8_array(rng, (c, k), -127, 127)
             bias = rng.integers(-2 ** 20, 2 ** 20, c, endpoint=True).astype(np.int32)

@@ -145,6 +145,8 @@ cdef extern from "qgemm.h" nogil:
                            size_t out_stride)
     void qg_row_q8(size_t taps, size_t cin, const int8_t** a, const void* block, size_t nc,
                    const fx_requant* q, size_t c0, int8_t* out)
+    void qg_row2_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
+                    size_t block_bytes, size_t nc, const fx_requant* q, size_t c0, int8_t* out)
 
 cdef enum:
     # Stack buffers of one task (qgemm.h checks QG_MR <= MR_MAX): the row pointers of up to
@@ -255,7 +257,7 @@ cdef inline void blocks_q8(const GemmConv* a, size_t taps, size_t cin, const int
     """Every block of QG_NR channels of group grp for one tile: mr pixels whose tap rows are
     ptrs[t * QG_MR + r], one fused micro-kernel call each (accumulate, requantize, store
     int8); a tile of one pixel (the last of an image) takes the one-row kernel, which
-    computes no padding rows. scalar: the scalar twin."""
+    computes no padding rows, on two blocks at a time where there are two (qg_row2_q8). scalar: the scalar twin."""
     cdef const int8_t* row[TAP_CHUNK]
     cdef Py_ssize_t b, c0, nc
     cdef size_t t
@@ -263,17 +265,25 @@ cdef inline void blocks_q8(const GemmConv* a, size_t taps, size_t cin, const int
     if mr == 1:
         for t in range(taps):
             row[t] = ptrs[t * QG_MR]
-    for b in range(a.blocks_per_group):
+    b = 0
+    while b < a.blocks_per_group:
         c0 = grp * a.out_c_group + b * QG_NR
         nc = a.out_c_group - b * QG_NR
-        nc = nc if nc < QG_NR else QG_NR
         blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
+        if mr == 1 and b + 1 < a.blocks_per_group and not a.scalar:
+            # one row, two blocks at once: one activation load serves both
+            qg_row2_q8(taps, cin, row, blk, a.block_bytes, nc if nc < 2 * QG_NR else 2 * QG_NR,
+                       q, c0, out_rows + c0)
+            b += 2
+            continue
+        nc = nc if nc < QG_NR else QG_NR
         if a.scalar:
             qg_tile_q8_scalar(taps, cin, ptrs, blk, mr, nc, q, c0, out_rows + c0, a.out_c)
         elif mr == 1:
             qg_row_q8(taps, cin, row, blk, nc, q, c0, out_rows + c0)
         else:
             qg_tile_q8(taps, cin, ptrs, blk, mr, nc, q, c0, out_rows + c0, a.out_c)
+        b += 1
 
 
 cdef void conv2d_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,

@@ -52,6 +52,11 @@ cdef extern from "qdense.h" nogil:
                     size_t nc, const fx_requant* q, size_t c0, int8_t* out, size_t out_stride)
     void qd_row_q8(size_t taps, size_t cin, const int8_t** a, const void* block, size_t nc,
                    const fx_requant* q, size_t c0, int8_t* out)
+    void qd_row2_q8_panel(size_t taps, size_t cin, const void* panel, const void* block,
+                          size_t block_bytes, size_t nc, const fx_requant* q, size_t c0,
+                          int8_t* out)
+    void qd_row2_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
+                    size_t block_bytes, size_t nc, const fx_requant* q, size_t c0, int8_t* out)
     void qd_tile_q8_scalar(size_t taps, size_t cin, const int8_t** a, const void* block,
                            size_t mr, size_t nc, const fx_requant* q, size_t c0, int8_t* out,
                            size_t out_stride)
@@ -206,11 +211,21 @@ cdef void dense_tasks(const DenseArgs* a, Py_ssize_t first, Py_ssize_t last) noe
                 rows[r] = rows[mr - 1]
             if panels:
                 qd_panel_build(1, k_len, rows, 1 if mr == 1 else QD_MR, panel)
-            for b in range(b0, b1):
+            b = b0
+            while b < b1:
                 blk = a.packed + b * a.block_bytes
                 c0 = b * QD_NR
                 nc = c_len - c0 if c_len - c0 < QD_NR else QD_NR
                 out = a.out + r0 * c_len + c0
+                if mr == 1 and b + 1 < b1 and not a.scalar:
+                    # one row, two blocks at once: one activation load serves both
+                    nc = c_len - c0 if c_len - c0 < 2 * QD_NR else 2 * QD_NR
+                    if panels:
+                        qd_row2_q8_panel(1, k_len, panel, blk, a.block_bytes, nc, a.q, c0, out)
+                    else:
+                        qd_row2_q8(1, k_len, rows, blk, a.block_bytes, nc, a.q, c0, out)
+                    b += 2
+                    continue
                 if a.scalar:
                     qd_tile_q8_scalar(1, k_len, rows, blk, mr, nc, a.q, c0, out, c_len)
                 elif panels and mr == 1:
@@ -221,6 +236,7 @@ cdef void dense_tasks(const DenseArgs* a, Py_ssize_t first, Py_ssize_t last) noe
                     qd_row_q8(1, k_len, rows, blk, nc, a.q, c0, out)
                 else:
                     qd_tile_q8(1, k_len, rows, blk, mr, nc, a.q, c0, out, c_len)
+                b += 1
             r0 += mr
 
 

@@ -21,6 +21,8 @@
  *   qd_row_q8_panel(taps, cin, panel, block, nc, q, c0, out)
  *   qd_tile_q8(taps, cin, a, block, mr, nc, q, c0, out, out_stride)   on row pointers
  *   qd_row_q8(taps, cin, a, block, nc, q, c0, out)                    (long K)
+ *   qd_row2_q8_panel / qd_row2_q8(..., block, block_bytes, nc, ...)  two adjacent blocks of
+ *                                     one row, QD_NR < nc <= 2 QD_NR (qgemm.h's qg_row2_q8)
  * with the semantics of qgemm.h's qg_tile_q8 / qg_row_q8 (a panel is built from the same row
  * pointers); elsewhere the panel is the row pointers themselves.
  */
@@ -321,10 +323,41 @@ static inline void qd_row_q8_panel(size_t taps, size_t cin, const void* panel,
     qg_row_q8(taps, cin, (const int8_t**)panel, block, nc, q, c0, out);
 }
 
+static inline void qd_row2_q8_panel(size_t taps, size_t cin, const void* panel,
+                                    const void* block, size_t block_bytes, size_t nc,
+                                    const fx_requant* q, size_t c0, int8_t* out)
+{
+    qg_row2_q8(taps, cin, (const int8_t**)panel, block, block_bytes, nc, q, c0, out);
+}
+
 #define qd_tile_q8 qg_tile_q8
 #define qd_row_q8 qg_row_q8
+#define qd_row2_q8 qg_row2_q8
 #define qd_tile_q8_scalar qg_tile_q8_scalar
+#define QD_HAVE_ROW2 1
 
+#endif
+
+/* Two adjacent blocks of one row (QD_NR < nc <= 2 QD_NR): qgemm.h's qg_row2_q8 where dense
+   runs on conv2d's kernels, else two one-block calls. */
+#ifndef QD_HAVE_ROW2
+static inline void qd_row2_q8_panel(size_t taps, size_t cin, const void* panel,
+                                    const void* block, size_t block_bytes, size_t nc,
+                                    const fx_requant* q, size_t c0, int8_t* out)
+{
+    qd_row_q8_panel(taps, cin, panel, block, QD_NR, q, c0, out);
+    qd_row_q8_panel(taps, cin, panel, (const int8_t*)block + block_bytes, nc - QD_NR, q,
+                    c0 + QD_NR, out + QD_NR);
+}
+
+static inline void qd_row2_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
+                              size_t block_bytes, size_t nc, const fx_requant* q, size_t c0,
+                              int8_t* out)
+{
+    qd_row_q8(taps, cin, a, block, QD_NR, q, c0, out);
+    qd_row_q8(taps, cin, a, (const int8_t*)block + block_bytes, nc - QD_NR, q, c0 + QD_NR,
+              out + QD_NR);
+}
 #endif
 
 #endif /* FIXNET_QDENSE_H */

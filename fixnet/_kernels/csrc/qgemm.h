@@ -214,6 +214,22 @@ static inline void qg_row_q8(size_t taps, size_t cin, const int8_t** a, const vo
 }
 #endif
 
+/* qg_row2_q8(taps, cin, a, block, block_bytes, nc, q, c0, out): qg_row_q8 for two adjacent
+ * packed blocks (block and block + block_bytes), QG_NR < nc <= 2 QG_NR channels from c0. A
+ * one-row kernel reads every weight once, so it is bound by the loads; with two blocks one
+ * activation load serves twice the multiplies. A build's kernel file may define its own
+ * (QG_HAVE_ROW2_Q8: NEON dotprod's 1 x 32); else two qg_row_q8 calls. */
+#ifndef QG_HAVE_ROW2_Q8
+static inline void qg_row2_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
+                              size_t block_bytes, size_t nc, const fx_requant* q, size_t c0,
+                              int8_t* out)
+{
+    qg_row_q8(taps, cin, a, block, QG_NR, q, c0, out);
+    qg_row_q8(taps, cin, a, (const int8_t*)block + block_bytes, nc - QG_NR, q, c0 + QG_NR,
+              out + QG_NR);
+}
+#endif
+
 static inline void qg_tile_q8_scalar(size_t taps, size_t cin, const int8_t** a,
                                      const void* block, size_t mr, size_t nc,
                                      const fx_requant* q, size_t c0, int8_t* out,

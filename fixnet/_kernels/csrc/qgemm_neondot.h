@@ -16,7 +16,10 @@
  *   qg_tile     int32 tile from init (conv2d's layers of more than 32 taps)
  *   qg_tile_q8  fused: from the packed bias, requantized on the accumulator registers
  *   qg_row_q8   one row (dense at batch 1): 1 x 16, bound by the loads (every weight is
- *               used once: 17 loads per 16 sdots, two loads per cycle)
+ *               used once: 17 loads per 16 sdots, two loads per cycle: 94% of the sdot
+ *               peak at best); runs only for a last odd block of 16 channels
+ *   qg_row2_q8  one row, two blocks (1 x 32): the activation vector serves 32 sdots,
+ *               33 loads per 32 sdots (97% of the sdot peak at best); dense at batch 1
  */
 #ifndef FIXNET_QGEMM_NEONDOT_H
 #define FIXNET_QGEMM_NEONDOT_H
@@ -207,6 +210,94 @@ NEON_INLINE void qg_acc_taps_1x16(qg_acc_1x16* A, size_t taps, size_t cin, const
 }
 
 #define QG_HAVE_ROW_Q8 1
+
+/* One row x 32 channels (two packed blocks of 16, at wa and wb): r0..r3 as qg_acc_1x16 for
+   the first block, r4..r7 for the second. Per 16 input channels: one activation load, 32
+   weight loads, 32 sdots. */
+typedef struct {
+    int32x4_t r0, r1, r2, r3, r4, r5, r6, r7;
+} qg_acc_1x32;
+
+#define QG_SDOT_1X32(A, wa, wb, l) do { \
+        NEON_LOAD_FENCE(); \
+        const int8x16_t w0 = vld1q_s8((wa) + 64 * (l)), w1 = vld1q_s8((wa) + 64 * (l) + 16); \
+        const int8x16_t w2 = vld1q_s8((wa) + 64 * (l) + 32), w3 = vld1q_s8((wa) + 64 * (l) + 48); \
+        const int8x16_t w4 = vld1q_s8((wb) + 64 * (l)), w5 = vld1q_s8((wb) + 64 * (l) + 16); \
+        const int8x16_t w6 = vld1q_s8((wb) + 64 * (l) + 32), w7 = vld1q_s8((wb) + 64 * (l) + 48); \
+        (A)->r0 = vdotq_laneq_s32((A)->r0, w0, v, l); \
+        (A)->r1 = vdotq_laneq_s32((A)->r1, w1, v, l); \
+        (A)->r2 = vdotq_laneq_s32((A)->r2, w2, v, l); \
+        (A)->r3 = vdotq_laneq_s32((A)->r3, w3, v, l); \
+        (A)->r4 = vdotq_laneq_s32((A)->r4, w4, v, l); \
+        (A)->r5 = vdotq_laneq_s32((A)->r5, w5, v, l); \
+        (A)->r6 = vdotq_laneq_s32((A)->r6, w6, v, l); \
+        (A)->r7 = vdotq_laneq_s32((A)->r7, w7, v, l); \
+    } while (0)
+
+NEON_INLINE void qg_acc_taps_1x32(qg_acc_1x32* A, size_t taps, size_t cin, const int8_t** a,
+                                  const int8_t* wa, const int8_t* wb)
+{
+    const size_t steps = cin / 16, rem = cin % 16, tail_groups = (rem + 3) / 4;
+    size_t t, k;
+    for (t = 0; t < taps; t++) {
+        const int8_t* x = a[t];
+        for (k = steps; k != 0; k--) {
+            const int8x16_t v = vld1q_s8(x);
+            QG_SDOT_1X32(A, wa, wb, 0);
+            QG_SDOT_1X32(A, wa, wb, 1);
+            QG_SDOT_1X32(A, wa, wb, 2);
+            QG_SDOT_1X32(A, wa, wb, 3);
+            x += 16;
+            wa += 256;
+            wb += 256;
+        }
+        if (rem) {
+            const int8x16_t v = neon_load_partial16(x, rem);
+            QG_SDOT_1X32(A, wa, wb, 0);
+            if (tail_groups > 1)
+                QG_SDOT_1X32(A, wa, wb, 1);
+            if (tail_groups > 2)
+                QG_SDOT_1X32(A, wa, wb, 2);
+            if (tail_groups > 3)
+                QG_SDOT_1X32(A, wa, wb, 3);
+            wa += 64 * tail_groups;
+            wb += 64 * tail_groups;
+        }
+    }
+}
+
+#define QG_HAVE_ROW2_Q8 1
+static inline void qg_row2_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
+                              size_t block_bytes, size_t nc, const fx_requant* q, size_t c0,
+                              int8_t* out)
+{
+    const int32_t* bias_a = (const int32_t*)block;
+    const int32_t* bias_b = (const int32_t*)((const int8_t*)block + block_bytes);
+    const int any_left = q->any_left;
+    const fx_out8 o = fx_out8_load(q);
+    qg_acc_1x32 A;
+    int32x4_t s0, s1, s2, s3;
+    A.r0 = vld1q_s32(bias_a);
+    A.r1 = vld1q_s32(bias_a + 4);
+    A.r2 = vld1q_s32(bias_a + 8);
+    A.r3 = vld1q_s32(bias_a + 12);
+    A.r4 = vld1q_s32(bias_b);
+    A.r5 = vld1q_s32(bias_b + 4);
+    A.r6 = vld1q_s32(bias_b + 8);
+    A.r7 = vld1q_s32(bias_b + 12);
+    qg_acc_taps_1x32(&A, taps, cin, a, (const int8_t*)bias_a + 16 * sizeof(int32_t),
+                     (const int8_t*)bias_b + 16 * sizeof(int32_t));
+    s0 = fx_mbqm4_k(A.r0, fx_rq4_load(q, c0), any_left);
+    s1 = fx_mbqm4_k(A.r1, fx_rq4_load(q, c0 + 4), any_left);
+    s2 = fx_mbqm4_k(A.r2, fx_rq4_load(q, c0 + 8), any_left);
+    s3 = fx_mbqm4_k(A.r3, fx_rq4_load(q, c0 + 12), any_left);
+    vst1q_s8(out, fx_pack16_k(s0, s1, s2, s3, o));
+    s0 = fx_mbqm4_k(A.r4, fx_rq4_load(q, c0 + 16), any_left);
+    s1 = fx_mbqm4_k(A.r5, fx_rq4_load(q, c0 + 20), any_left);
+    s2 = fx_mbqm4_k(A.r6, fx_rq4_load(q, c0 + 24), any_left);
+    s3 = fx_mbqm4_k(A.r7, fx_rq4_load(q, c0 + 28), any_left);
+    qg_store_row16(out + 16, fx_pack16_k(s0, s1, s2, s3, o), nc - 16);
+}
 static inline void qg_row_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
                              size_t nc, const fx_requant* q, size_t c0, int8_t* out)
 {
