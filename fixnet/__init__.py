@@ -11,8 +11,7 @@ from .errors import (AccumulatorOverflowError, ArgumentError, CalibrationError, 
 from .api import FloatModel, load
 from .runtime import QuantizedModel
 from .quant.datafree import DataFreeWarning
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "load", "FloatModel", "QuantizedModel", "FixnetError", "ModelFileError", "MissingWeightError",

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import reference
 from .errors import FixnetError
-from .runtime import check_inputs
+from .step import check_inputs
 
 
 def load(path, weights=None, *, max_memory=None):
@@ -26,12 +26,13 @@ def load(path, weights=None, *, max_memory=None):
     Raises a ModelFileError (a FixnetError) naming the file, and the layer where one is at
     fault, for a file that is damaged, inconsistent or hostile.
     """
-    from .fxn import is_fxn_file, load_model
-    from .keras_h5 import load_keras_h5, load_keras_json
+    from .fxn import is_fxn_file
     from .limits import max_memory_bytes
+    from .runtime import load_fxn
     limit = max_memory_bytes(max_memory)
     if weights is None and is_fxn_file(path):
-        return load_model(path, max_memory=limit)
+        return load_fxn(path, max_memory=limit)      # NumPy only: h5py is not imported
+    from .keras_h5 import load_keras_h5, load_keras_json
     if weights is not None:
         return FloatModel(load_keras_json(path, weights, max_memory=limit))
     if os.fspath(path).lower().endswith(".json"):

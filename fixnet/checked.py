@@ -9,7 +9,8 @@ import numpy as np
 
 from . import oracle
 from .errors import AccumulatorOverflowError
-from .report import render_table
+from .step import require_finite
+from .tables import render_table
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
@@ -64,7 +65,6 @@ def run_checked(qm, x, nonfinite="error"):
     predict). Returns (int8 outputs, CheckReport); raises AccumulatorOverflowError on the
     first accumulator that wraps. Nothing is stored on ``qm``: the caller keeps the report
     (predict keeps it per thread, as ``qm.last_check``)."""
-    from .runtime import require_finite
     xs = qm._check_inputs(x, nonfinite)
     lengths = qm.lengths_of(xs)          # inputs of any length: this call's shapes and steps
     shapes = qm.shapes_for(lengths)

@@ -4,7 +4,11 @@ graph, tensor shapes and quantization parameters) and nothing else: no float wei
 calibration data, no code.
 
     qm.save("model.fxn")                  # fixnet.fxn.save_model(qm, "model.fxn")
-    qm = fixnet.load("model.fxn")         # fixnet.fxn.load_model("model.fxn")
+    qm = fixnet.load("model.fxn")         # fixnet.runtime.load_fxn("model.fxn")
+
+This module is the codec, below the runtime: reading gives the parts of a model (ModelParts:
+its steps, tensors, inputs and outputs, checked as they are read); fixnet.runtime builds the
+QuantizedModel from them and has ``check_model`` bind and run it once before handing it out.
 
 Layout (all integers little-endian)::
 
@@ -64,14 +68,18 @@ import zlib
 
 import numpy as np
 
+from . import ops  # noqa: F401  (defines the step classes step_registry finds)
+from ._version import __version__
 from .errors import ModelFileError
 from .fileio import write_atomically
+from .lengths import length_symbols
 from .limits import MemoryBudget, max_memory_bytes
 from .quant.qparams import INT8_MAX, INT8_MIN, QParams
+from .step import Step, TensorSpec
 
 MAGIC = b"FIXNET\x00"
 FORMAT_VERSION = 1                  # what save_model writes
-READABLE_VERSIONS = (1,)            # what load_model reads
+READABLE_VERSIONS = (1,)            # what read_model_parts reads
 FORMAT_NAME = "fixnet-int8-model"
 _HEADER = struct.Struct("<7sIQ32s")
 HEADER_SIZE = _HEADER.size          # 51 bytes
@@ -142,7 +150,7 @@ def encode_model(qm, where="<model>"):
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "fixnet_version": _fixnet_version(),
+        "fixnet_version": __version__,
         "name": str(qm.name),
         "converted_from": os.path.basename(str(getattr(qm, "source", "") or "")),
         "inputs": [str(t) for t in qm.inputs],
@@ -253,20 +261,28 @@ def _zip_write(z, name, data):
     z.writestr(info, data)
 
 
-def _fixnet_version():
-    try:
-        import fixnet
-        return str(getattr(fixnet, "__version__", "unknown"))
-    except Exception:
-        return "unknown"
 
 
 # ----------------------------------------------------------------------------------------
 # load
 # ----------------------------------------------------------------------------------------
 
-def load_model(path, max_memory=None):
-    """Read a .fxn file into a QuantizedModel that predicts bit for bit what the saved one did.
+@dataclasses.dataclass
+class ModelParts:
+    """What a .fxn file holds, read and checked: a QuantizedModel's constructor arguments, and
+    whether the saved model had an int32 overflow proof (check_model rebuilds it)."""
+    source: str
+    name: str
+    steps: list
+    tensors: dict
+    inputs: list
+    outputs: list
+    overflow_proven: bool = False
+
+
+def read_model_parts(path, max_memory=None):
+    """Read a .fxn file into the parts of the QuantizedModel that predicts bit for bit what the
+    saved one did (fixnet.runtime.load_fxn builds and checks it).
 
     Raises ModelFileError, naming the file, if it is not an .fxn file, is truncated or damaged
     (checksum), or its content does not hold together; FxnVersionError (a ModelFileError) if a
@@ -277,13 +293,12 @@ def load_model(path, max_memory=None):
     path = os.fspath(path)
     budget = MemoryBudget(max_memory_bytes(max_memory), path)
     manifest, arrays = _read_container(path, with_arrays=True, budget=budget)
-    return _build_model(path, manifest, arrays, budget)
+    return _model_parts(path, manifest, arrays, budget)
 
 
-def model_from_bytes(data, name="<fxn bytes>", max_memory=None):
-    """The QuantizedModel whose .fxn file content is ``data`` (bytes, as ``encode_model``
-    makes them; checked exactly as a file is). ``name`` names the data in errors. This is
-    what unpickling a QuantizedModel calls: a pickle of one holds only these bytes."""
+def model_parts_from_bytes(data, name="<fxn bytes>", max_memory=None):
+    """The parts of the model whose .fxn file content is ``data`` (bytes, as ``encode_model``
+    makes them; checked exactly as a file is). ``name`` names the data in errors."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ModelFileError(f"{name}: .fxn content must be bytes, not {type(data).__name__}")
     data = bytes(data)
@@ -291,7 +306,7 @@ def model_from_bytes(data, name="<fxn bytes>", max_memory=None):
     budget.need(max(len(data) - HEADER_SIZE, 0), "the model's content")
     budget.used = 0
     manifest, arrays = _parse_container(name, data, with_arrays=True, budget=budget)
-    return _build_model(name, manifest, arrays, budget)
+    return _model_parts(name, manifest, arrays, budget)
 
 
 def read_manifest(path):
@@ -557,8 +572,6 @@ def _short(v, n=80):
 
 def step_registry():
     """{class name: class} of every concrete Step subclass defined in the fixnet package."""
-    from . import ops  # noqa: F401  (defines the step classes)
-    from .runtime import Step
     found = {}
     ambiguous = set()
     todo = list(Step.__subclasses__())
@@ -581,9 +594,7 @@ def step_registry():
     return found
 
 
-def _build_model(path, m, arrays, budget=None):
-    from .runtime import QuantizedModel, Step, TensorSpec
-
+def _model_parts(path, m, arrays, budget=None):
     dec = _Decoder(path, arrays)
 
     # tensors
@@ -700,22 +711,28 @@ def _build_model(path, m, arrays, budget=None):
         raise _bad(path, f"array(s) {sorted(unused)[:5]} are referred to by no step")
 
     _check_lengths(path, tensors, m["inputs"])
-    qm = QuantizedModel(steps, tensors, m["inputs"], m["outputs"], name=m["name"], source=path)
+    return ModelParts(path, m["name"], steps, tensors, m["inputs"], m["outputs"],
+                      m.get("overflow_proven") is True)
+
+
+def check_model(parts, qm):
+    """The model ``qm`` built from ``parts`` (fixnet.runtime.load_fxn) runs: every step binds
+    to its buffers and runs once (_check_plan), and a model saved with an overflow proof has
+    one again. ModelFileError naming the file otherwise."""
+    path = parts.source
     _check_plan(path, qm)
-    if m.get("overflow_proven") is True:
+    if parts.overflow_proven:
         try:
             proven = qm.overflow_report().proven
         except Exception as e:
             raise _bad(path, f"the overflow proof cannot be rebuilt ({type(e).__name__}: {e})")
         if not proven:
             raise _bad(path, "the saved model had an int32 overflow proof; the loaded one does not")
-    return qm
 
 
 def _check_lengths(path, tensors, inputs):
     """The length symbols are the inputs' null dimensions, in order: each input's null
     dimension follows its own symbol, and every other tensor's a symbol that exists."""
-    from .lengths import length_symbols
     symbols = length_symbols(inputs, {t: tensors[t].shape for t in inputs})
     for k, (t, d) in enumerate(symbols):
         if tensors[t].length_of[d] != k:

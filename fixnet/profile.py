@@ -93,7 +93,7 @@ class Profile:
                 "steps": [s.to_dict() for s in self.steps], "views": list(self.views)}
 
     def table(self) -> str:
-        from .report import render_table
+        from .tables import render_table
 
         split = self.num_threads > 1
         columns = ["#", "layer", "op", "output shape", "MACs", "time, µs", "share",

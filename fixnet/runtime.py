@@ -13,99 +13,29 @@ the work is worth it, large layers split over native threads when ``num_threads`
 import operator
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List
 
 import numpy as np
 
+from . import fxn
 from . import thread_policy  # noqa: F401  (gives the pass its calibrator: when to split)
 from ._kernels import _elementwise
 from ._kernels._pass import MAX_THREADS, Arena, FastPlan
 from .cost import step_macs
-from .errors import (ArgumentError, InputDtypeError, InputShapeError, NonFiniteInputError,
-                     FixnetError)
+from .errors import ArgumentError, FixnetError, InputShapeError
 from .lengths import length_symbols, resolve_shape, substitute
 from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
-from .quant.qparams import QParams
+from .step import (NONFINITE_POLICIES, OverflowBound, Step, TensorSpec,  # noqa: F401 (re-exported)
+                   check_input_array, check_inputs, check_nonfinite_policy, clip_nonfinite,
+                   nonfinite_input_error, require_finite, split_inputs)
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
 BATCH_SIZES_KEPT = 4         # arena pools kept for this many run keys (batch size, lengths)
 ARENAS_PER_BATCH_SIZE = 8    # free arenas kept per run key (for that many threads at once)
 ARENA_BYTES_KEPT = 64 << 20  # ... unless they take more bytes than this (one is always kept)
-NONFINITE_POLICIES = ("error", "clip")
 PROFILE_SECONDS = 1.0        # profile(runs=None): rounds that take about this long ...
 PROFILE_MIN_RUNS = 10        # ... but at least this many
 PROFILE_MAX_RUNS = 2000      # ... and at most this many
-
-
-@dataclass
-class TensorSpec:
-    shape: Tuple[Optional[int], ...]    # without batch; None: follows an input's length
-    qparams: QParams
-    # per dimension: None (fixed), or the length symbol it follows (fixnet/lengths.py: the
-    # k-th None dimension of the model's inputs); None here: no dimension follows one
-    length_of: Optional[Tuple[Optional[int], ...]] = None
-
-
-@dataclass
-class OverflowBound:
-    """Static proof for one layer: the worst |int32 accumulator| any input can produce."""
-    layer: str
-    op: str
-    worst: np.ndarray               # int64 [channels]: worst-case |accumulator| per output channel
-    what: str = "accumulator"
-
-    @property
-    def headroom_bits(self):
-        """Bits left before int32 wraps (>= 0 means proven; negative means it can wrap)."""
-        w = max(int(self.worst.max()) if self.worst.size else 0, 1)
-        return 31.0 - float(np.log2(w))
-
-    @property
-    def proven(self):
-        return int(self.worst.max() if self.worst.size else 0) < 2 ** 31
-
-
-class Step:
-    """One kernel call. Subclasses implement ``bind`` (fast path) and ``oracle`` (ground truth).
-
-    Inputs of any length (a None dimension; fixnet/lengths.py): a step is built once, at
-    quantize time, from shapes that hold None where a dimension follows an input's length.
-    Its tuple and list attributes may hold None only as such a dimension: for each run the
-    runtime gives ``bind`` and ``oracle`` a shallow copy (QuantizedModel.steps_for) whose
-    every None in a tuple or list attribute is the call's length (its arrays are shared, so
-    weights packed once serve every length), and ``bind(bufs)`` receives buffers of the run's
-    shapes, e.g. (batch, T, F) with T the call's length, T >= 1. A step's tensors follow at
-    most one input's length. Integers computed from a length at quantize time (a divisor,
-    a window size) cannot serve other lengths: ``quantize`` then fails on the None (a
-    TypeError), and the quantizer refuses the layer, naming it."""
-    op = ""
-    alias = False     # True: output buffer is a reshaped view of the input buffer, no kernel runs
-    # True: bind writes into the output buffers what every later call relies on (the memory
-    # plan then never lets another tensor use that memory; see fixnet/memory_plan.py)
-    persistent_outputs = False
-
-    def __init__(self, name, layer, inputs, outputs):
-        self.name = name          # node name
-        self.layer = layer        # Keras layer name (for messages)
-        self.inputs = list(inputs)
-        self.outputs = list(outputs)
-
-    def bind(self, bufs):
-        """Return the kernel Call object (fixnet/_kernels: with ``step_entry``, run in the
-        pass's C loop) bound to the given buffers, or a zero-argument Python callable."""
-        raise NotImplementedError
-
-    def oracle(self, ins):
-        """Pure-NumPy integer result: list of int8 input arrays -> list of int8 outputs."""
-        raise NotImplementedError
-
-    def accumulators(self, ins):
-        """int64 accumulators before requantization (None for ops without one)."""
-        return None
-
-    def overflow_bound(self) -> Optional[OverflowBound]:
-        return None
 
 
 class _ArenaPool:
@@ -159,12 +89,11 @@ class QuantizedModel:
 
     def __reduce__(self):
         """Pickling (multiprocessing, Dask, joblib...) ships the model as its .fxn bytes and
-        nothing else: unpickling calls fixnet.fxn.model_from_bytes on them, which checks them
+        nothing else: unpickling calls fixnet.runtime.model_from_bytes on them, which checks them
         as it checks a file and executes nothing they name. Predictions are bit-identical; what
         a .fxn does not hold (the float graph ``qm.report`` compares with) is not carried."""
-        from .fxn import encode_model, model_from_bytes
         where = self.source or f"QuantizedModel '{self.name}'"
-        return model_from_bytes, (encode_model(self, where), where)
+        return model_from_bytes, (fxn.encode_model(self, where), where)
 
     # -- properties users look at -------------------------------------------------------
     @property
@@ -583,8 +512,28 @@ class QuantizedModel:
         """Write the int8 network to one versioned ``.fxn`` file (see fixnet/fxn.py): int8
         weights, int32 biases, multipliers, tables and the graph; no float weights.
         ``fixnet.load(path)`` reads it back with bit-identical predictions."""
-        from .fxn import save_model
-        save_model(self, path)
+        fxn.save_model(self, path)
+
+
+def load_fxn(path, max_memory=None):
+    """The QuantizedModel saved in the .fxn file ``path`` (``fixnet.load`` calls this for a
+    .fxn file): read and checked by fixnet.fxn (ModelFileError naming the file), built, and run
+    once on zero-point inputs before it is returned."""
+    return _model_from_parts(fxn.read_model_parts(path, max_memory))
+
+
+def model_from_bytes(data, name="<fxn bytes>", max_memory=None):
+    """The QuantizedModel whose .fxn file content is ``data`` (bytes, as fixnet.fxn.encode_model
+    makes them; checked exactly as a file is). ``name`` names the data in errors. This is
+    what unpickling a QuantizedModel calls: a pickle of one holds only these bytes."""
+    return _model_from_parts(fxn.model_parts_from_bytes(data, name, max_memory))
+
+
+def _model_from_parts(parts):
+    qm = QuantizedModel(parts.steps, parts.tensors, parts.inputs, parts.outputs,
+                        name=parts.name, source=parts.source)
+    fxn.check_model(parts, qm)
+    return qm
 
 
 def _default_length_of(name, shape, symbols):
@@ -656,104 +605,8 @@ def _output_is_float(output):
     raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
 
 
-def split_inputs(x, shapes):
-    """predict's ``x`` as one entry per model input. A model with several inputs takes a list
-    or tuple of arrays (one per input); a one-input model takes an array, anything np.asarray
-    makes one of (a nested list of samples), or a list holding its one input array."""
-    if not isinstance(x, (list, tuple)):
-        return [x]
-    if len(shapes) != 1:
-        return list(x)
-    batch_rank = len(shapes[0]) + 1
-    if x and all(isinstance(xi, np.ndarray) and xi.ndim == batch_rank for xi in x):
-        return list(x)      # arrays with a batch axis: one per input (one expected)
-    return [x]              # samples: a nested list, or a list of single-sample arrays
-
-
-def check_inputs(x, names, shapes, allow_int8):
-    """predict's ``x`` as a list of checked arrays, one per input (``names``, ``shapes``
-    without batch), all of one batch size (see split_inputs, check_input_array). Raises
-    InputShapeError / InputDtypeError naming the input."""
-    xs = split_inputs(x, shapes)
-    if len(xs) != len(names):
-        raise InputShapeError(f"model takes {len(names)} input(s) ({', '.join(names)}), got "
-                              f"{len(xs)} array(s)")
-    out = []
-    for name, shape, xi in zip(names, shapes, xs):
-        xi = check_input_array(xi, name, shape, allow_int8)
-        if out and xi.shape[0] != out[0].shape[0]:
-            raise InputShapeError(f"input '{name}' has batch size {xi.shape[0]}, input "
-                                  f"'{names[0]}' has {out[0].shape[0]}")
-        out.append(xi)
-    return out
-
-
-def check_nonfinite_policy(nonfinite, where):
-    if nonfinite not in NONFINITE_POLICIES:
-        raise FixnetError(f"{where}: nonfinite must be one of {NONFINITE_POLICIES}, "
-                          f"not {nonfinite!r}")
-
-
-def nonfinite_input_error(name, bad):
-    return NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite value(s); int8 "
-                               "cannot represent them (predict's nonfinite='clip' clips them)")
-
-
-def require_finite(x, name):
-    """x (a float array) unchanged, or NonFiniteInputError naming the input."""
-    bad = x.size - int(np.count_nonzero(np.isfinite(x)))
-    if bad:
-        raise nonfinite_input_error(name, bad)
-    return x
-
-
-def clip_nonfinite(x):
-    """predict's nonfinite="clip": +inf -> the largest float32 (quantizes to code 127), -inf
-    -> the most negative (code -128), NaN -> 0.0 (the zero point). A copy if x has any."""
-    if np.isfinite(x).all():
-        return x
-    big = np.finfo(np.float32).max
-    return np.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
-
-
 def _as_uint8(out):
     """int8 codes q -> uint8 codes q + 128 (same scale, zero point + 128)."""
     if isinstance(out, list):
         return [_as_uint8(o) for o in out]
     return np.bitwise_xor(out, np.int8(-128)).view(np.uint8)
-
-
-def check_input_array(x, name, shape, allow_int8):
-    """Validate one input array against the model's input ``shape`` (without batch)."""
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except Exception as e:  # ragged lists and the like
-            raise InputDtypeError(f"input '{name}': cannot be made into an array ({e})") from None
-    if x.dtype == np.int8 and allow_int8:
-        pass
-    elif x.dtype == np.uint8 and allow_int8:
-        # uint8 codes u mean the same as int8 codes u - 128 (zero point + 128), as TFLite's
-        # uint8 input type: e.g. camera pixels for a model whose input range is [0, 255]
-        x = np.bitwise_xor(x.view(np.int8), np.int8(-128))
-    elif x.dtype.kind == "f" or (x.dtype.kind in "iu" and (not allow_int8 or x.dtype.itemsize > 1)):
-        # integers are the real numbers they are (token ids, counts), except int8/uint8 for
-        # the int8 model, which are codes
-        if x.dtype != np.float32:
-            x = x.astype(np.float32)
-    elif allow_int8:
-        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
-                              "numbers (float32, or integers wider than 8 bits), or int8/uint8 "
-                              "codes (int8 means already quantized with the model's input "
-                              "scale/zero point; uint8 the same codes + 128)")
-    else:
-        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
-                              "numbers (float32, or any float or integer dtype)")
-    want = tuple(shape)
-    if x.ndim != len(want) + 1 or any(w is not None and d != w for d, w in zip(x.shape[1:], want)):
-        hint = ""
-        if x.shape == want:
-            hint = "; this looks like a single sample: add a batch axis (x[None])"
-        raise InputShapeError(f"input '{name}': expected shape (batch, {', '.join(map(str, want))})"
-                              f"{',' if len(want) == 1 else ''} got {x.shape}{hint}")
-    return x

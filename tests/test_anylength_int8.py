@@ -109,7 +109,7 @@ def test_a_length_gives_the_same_results_whatever_ran_before(conv):
     xs = {n: rows_of_length(d["x_test"][:16], n) for n in (3, 8, 11)}
     fresh = {}
     for n, x in xs.items():
-        alone = fixnet.fxn.model_from_bytes(fixnet.fxn.encode_model(qm))
+        alone = fixnet.runtime.model_from_bytes(fixnet.fxn.encode_model(qm))
         fresh[n] = alone.predict(x, output="int8")
     for _ in range(2):                       # the second round takes the fast path
         for n in (8, 3, 11, 3, 8):
@@ -171,7 +171,7 @@ def test_threads_alternating_lengths_give_the_serial_bits(conv):
 
 def test_pools_are_kept_per_batch_size_and_length_within_the_limit(conv):
     _, qm, d = conv
-    q = fixnet.fxn.model_from_bytes(fixnet.fxn.encode_model(qm))
+    q = fixnet.runtime.model_from_bytes(fixnet.fxn.encode_model(qm))
     for n in (2, 3, 4, 5, 6, 7):
         q.predict(rows_of_length(d["x_test"][:3], n))
     stats = q.arena_stats()

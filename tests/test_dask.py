@@ -50,7 +50,7 @@ def test_a_pickled_model_is_its_fxn_bytes_and_one_loader_call(cnn, tmp_path):
     qm, x = cnn
     for protocol in range(3, pickle.HIGHEST_PROTOCOL + 1):     # 2 wraps bytes in _codecs
         data = pickle.dumps(qm, protocol=protocol)
-        assert _globals(data) == ["fixnet.fxn.model_from_bytes"], protocol
+        assert _globals(data) == ["fixnet.runtime.model_from_bytes"], protocol
         clone = pickle.loads(data)
         assert np.array_equal(clone.predict(x, output="int8"), qm.predict(x, output="int8"))
     qm.save(tmp_path / "m.fxn")
@@ -66,7 +66,7 @@ def test_a_damaged_pickle_is_refused_as_a_damaged_model(cnn):
     with pytest.raises(fixnet.ModelFileError, match="checksum"):
         pickle.loads(bytes(data))
     with pytest.raises(fixnet.ModelFileError, match="must be bytes"):
-        fixnet.fxn.model_from_bytes("not bytes")
+        fixnet.runtime.model_from_bytes("not bytes")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 
 import fixnet
 from fixnet import fxn
+from fixnet.runtime import load_fxn
 from fixnet.errors import ModelFileError
 from fixnet.runtime import QuantizedModel, Step
 from conftest import MODELS, as_list, fixture_data, fixture_path
@@ -59,7 +60,7 @@ def saved(request, tmp_path_factory):
     qm, x = _quantize(name)
     path = str(tmp_path_factory.mktemp("fxn") / f"{name}.fxn")
     fxn.save_model(qm, path)
-    return name, qm, x, path, fxn.load_model(path)
+    return name, qm, x, path, load_fxn(path)
 
 
 # ---- round trip --------------------------------------------------------------------------
@@ -177,7 +178,8 @@ def test_header_layout(saved):
 
 
 def test_load_uses_neither_tensorflow_nor_h5py(good, tmp_path):
-    """load_model in a fresh interpreter where importing TensorFlow, Keras or h5py fails."""
+    """fixnet.load of a .fxn file in a fresh interpreter where importing TensorFlow, Keras or
+    h5py fails."""
     import subprocess
     import sys
     data, qm, x = good
@@ -190,8 +192,8 @@ def test_load_uses_neither_tensorflow_nor_h5py(good, tmp_path):
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import numpy as np\n"
-        "from fixnet import fxn\n"
-        "qm = fxn.load_model(sys.argv[1])\n"
+        "import fixnet\n"
+        "qm = fixnet.load(sys.argv[1])\n"
         "np.save(sys.argv[2], qm.predict(np.load(sys.argv[3]), output='int8'))\n")
     np.save(tmp_path / "x.npy", x)
     # the subprocess imports the same fixnet this test process imported (installed or built
@@ -232,7 +234,7 @@ def _write(tmp_path, data, name="bad.fxn"):
 
 def _load_fails(path, match="", cls=ModelFileError):
     with pytest.raises(cls, match=match) as e:
-        fxn.load_model(path)
+        load_fxn(path)
     assert os.fspath(path) in str(e.value), "the message names the file"
     assert isinstance(e.value, fixnet.FixnetError)
     return e.value
@@ -266,7 +268,7 @@ def _npy(a):
 
 def test_rebuilt_file_is_accepted(good, tmp_path):
     data, qm, x = good
-    loaded = fxn.load_model(_write(tmp_path, _rebuild(data)))
+    loaded = load_fxn(_write(tmp_path, _rebuild(data)))
     np.testing.assert_array_equal(loaded.predict(x, output="int8"), qm.predict(x, output="int8"))
 
 
@@ -283,7 +285,7 @@ def test_any_flipped_byte_is_detected(good, tmp_path):
         bad = bytearray(data)
         bad[i] ^= 0x01
         with pytest.raises(ModelFileError):
-            fxn.load_model(_write(tmp_path, bytes(bad)))
+            load_fxn(_write(tmp_path, bytes(bad)))
 
 
 @pytest.mark.parametrize("cut", [0, 3, 7, 9, 11, 30, 51, 52, 200, "half", -1])
@@ -582,7 +584,7 @@ def test_values_json_lacks_round_trip(tmp_path):
     qm.steps[0].__dict__.update(extra)
     p = tmp_path / "m.fxn"
     fxn.save_model(qm, p)
-    s = fxn.load_model(p).steps[0]
+    s = load_fxn(p).steps[0]
     for k, v in extra.items():
         if k == "nan":
             assert type(s.nan) is float and np.isnan(s.nan)

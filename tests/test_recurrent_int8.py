@@ -182,7 +182,7 @@ def test_any_length_equals_separate_runs(name):
     seq = [long_, short, long_[:, :5], long_]
     first = [qm.predict(x, output="int8") for x in seq]
     for x, got in zip(seq, first):
-        fresh = fixnet.fxn.model_from_bytes(fixnet.fxn.encode_model(qm, name))
+        fresh = fixnet.runtime.model_from_bytes(fixnet.fxn.encode_model(qm, name))
         np.testing.assert_array_equal(fresh.predict(x, output="int8"), got)
         np.testing.assert_array_equal(qm.predict_oracle(x), got)
         np.testing.assert_array_equal(qm.predict(x[3:4], output="int8")[0], got[3])

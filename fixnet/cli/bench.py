@@ -488,7 +488,7 @@ def length_text(settings):
 
 
 def result_text(r):
-    from ..report import render_table
+    from ..tables import render_table
 
     m, h, s = r["model"], r["host"], r["settings"]
     weights = f" + {m['weights_file']}" if m.get("weights_file") else ""
@@ -597,7 +597,7 @@ def read_result(path):
 
 def compare_table(results):
     """The side-by-side table of saved results [(file, result)], one column per file."""
-    from ..report import render_table
+    from ..tables import render_table
 
     first = results[0][1]
     columns = [""] + [f"{r['host']['hostname']}: {r['host']['cpu']} ({os.path.basename(p)})"

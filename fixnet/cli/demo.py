@@ -20,7 +20,7 @@ def _pct(v):
 
 def run(args):
     import fixnet
-    from ..report import render_table
+    from ..tables import render_table
 
     h5 = os.path.join(DATA, "digits_mlp.h5")
     d = np.load(os.path.join(DATA, "digits_mlp.npz"))

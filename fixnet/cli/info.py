@@ -34,7 +34,7 @@ def cmd_system(args):
 def run(args):
     import fixnet
     from ..cost import node_macs
-    from ..report import render_table
+    from ..tables import render_table
 
     if args.system:
         if args.model:

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from ..report import render_table
+from ..tables import render_table
 from .files import is_quantized, open_model
 
 HELP = ("one line per layer: op, output shape, parameters, MACs; for a .fxn also scales, "

@@ -206,7 +206,7 @@ def summary(args, options, fm, qm, xs):
     headroom; the settings; file and weight sizes; the overflow proof; the dead channels
     widened."""
     from ..report import widened_channels
-    from ..report import render_table
+    from ..tables import render_table
     from .inspect import (bytes_text, overflow_line, shapes_text,
                           smallest_headroom, step_parameters)
 

@@ -10,8 +10,8 @@ from .. import oracle
 from .._kernels import _elementwise
 from ..activations import activation
 from ..quant.qparams import activation_bounds, requant_multipliers
-from ..runtime import OverflowBound, Step
-from . import Op, register
+from ..step import OverflowBound, Step
+from .base import Op, register
 
 
 def activation_function(attrs):

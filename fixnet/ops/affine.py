@@ -17,8 +17,8 @@ import numpy as np
 from .. import oracle
 from .._kernels import _elementwise
 from ..quant.qparams import ACC_INPUT_MAX, INT8_MAX, INT8_MIN, QParams, activation_bounds
-from ..runtime import OverflowBound, Step
-from . import KeepsWidened, Op, register
+from ..step import OverflowBound, Step
+from .base import KeepsWidened, Op, register
 from .dense import apply_clamp
 from .reshape import AliasStep
 

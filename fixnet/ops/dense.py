@@ -9,8 +9,8 @@ from .. import oracle
 from .._kernels import _dense
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import ACC_INPUT_MAX, INT32_MAX, activation_bounds
-from ..runtime import OverflowBound, Step
-from . import KeepsWidened, Op, register
+from ..step import OverflowBound, Step
+from .base import KeepsWidened, Op, register
 
 
 def apply_clamp(y, clamp):

@@ -22,8 +22,8 @@ from .. import oracle
 from .._kernels import _sequence
 from ..errors import InputError, QuantizationError, UnsupportedLayerError
 from ..quant.qparams import QParams, qparams_from_range
-from ..runtime import Step
-from . import Op, register
+from ..step import Step
+from .base import Op, register
 
 # Token ids in int8: code k - 128 is id k (uint8 inputs, codes + 128, are the ids themselves).
 IDS_QPARAMS = QParams(1.0, -128)

@@ -34,8 +34,8 @@ from .. import oracle
 from .._kernels import _sequence
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import QParams, requant_multipliers
-from ..runtime import OverflowBound, Step
-from . import Op, register
+from ..step import OverflowBound, Step
+from .base import Op, register
 from .activation import LookupStep
 from .embedding import IDS_QPARAMS
 

@@ -14,8 +14,8 @@ from .. import oracle
 from .._kernels import _binary, _layout
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import activation_bounds, requant_multipliers
-from ..runtime import OverflowBound, Step
-from . import Op, register
+from ..step import OverflowBound, Step
+from .base import Op, register
 from .dense import apply_clamp
 
 ADD_LEFT_SHIFT = 20

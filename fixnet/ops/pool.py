@@ -11,8 +11,8 @@ import numpy as np
 from .. import oracle
 from .._kernels import _layout, _pool
 from ..errors import UnsupportedLayerError
-from ..runtime import OverflowBound, Step
-from . import Op, register
+from ..step import OverflowBound, Step
+from .base import Op, register
 from .conv import DepthwiseStep, as_nhwc_shape, window_geometry
 from .spatial import windows
 

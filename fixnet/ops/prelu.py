@@ -9,8 +9,8 @@ import numpy as np
 from .. import oracle
 from .._kernels import _prelu
 from ..quant.qparams import activation_bounds, quantize_weights, requant_multipliers
-from ..runtime import OverflowBound, Step
-from . import Op, register
+from ..step import OverflowBound, Step
+from .base import Op, register
 
 
 @register

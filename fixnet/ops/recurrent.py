@@ -49,9 +49,10 @@ from .. import oracle
 from .._kernels import _recurrent
 from ..activations import activation, canonical
 from ..errors import QuantizationError, UnsupportedLayerError
+from ..quant.gptq import round_rows_scaled
 from ..quant.qparams import WEIGHT_MAX, requant_multipliers, round_half_away
-from ..runtime import OverflowBound, Step
-from . import Op, register
+from ..step import OverflowBound, Step
+from .base import Op, register
 
 GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
 STATES = {"simple_rnn": 1, "gru": 1, "lstm": 2}
@@ -424,7 +425,6 @@ def _round_weights(q, node, W, R, sW, sR):
     """int8 codes of the kernel rows W [G*U, F] and recurrent rows R [G*U, U] at per-row
     scales sW, sR: adaptive rounding on the moment of [x_t, h_(t-1)] when calibration has
     it, else nearest."""
-    from ..quant.rounding import round_rows_scaled
     m = q.moments.get(node.name)
     F = W.shape[1]
     if m is not None and getattr(m, "count", 0) and m.moment.shape[-1] == F + R.shape[1]:

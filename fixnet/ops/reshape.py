@@ -3,8 +3,8 @@ input buffer with the same scale and zero point."""
 import numpy as np
 
 from ..errors import UnsupportedLayerError
-from ..runtime import Step
-from . import Op, register
+from ..step import Step
+from .base import Op, register
 
 
 @register

@@ -10,8 +10,8 @@ import numpy as np
 
 from .. import oracle
 from ..errors import UnsupportedLayerError
-from ..runtime import Step
-from . import Op, register
+from ..step import Step
+from .base import Op, register
 from .conv import as_nhwc_shape
 
 INTERPOLATIONS = ("nearest", "bilinear")

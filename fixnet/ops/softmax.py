@@ -16,8 +16,8 @@ from .. import oracle
 from .._kernels import _softmax
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import QParams
-from ..runtime import OverflowBound, Step
-from . import Op, register
+from ..step import OverflowBound, Step
+from .base import Op, register
 
 EXP_BITS_MAX = 22       # 256 * 2^22 = 2^30
 

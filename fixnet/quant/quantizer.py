@@ -8,7 +8,8 @@ from ..errors import UnsupportedLayerError
 from ..lengths import at_length, length_symbols, tensor_lengths
 from ..ops import op_for
 from ..passes import optimize
-from ..runtime import QuantizedModel, TensorSpec
+from ..runtime import QuantizedModel
+from ..step import TensorSpec
 from .bias_correction import correct_bias
 from .calibrate import DEFAULT_BATCH, calibrated_ranges, collect_statistics
 from .datafree import datafree_ranges, datafree_statistics

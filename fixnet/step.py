@@ -1,0 +1,181 @@
+"""The step protocol, a leaf below the ops and the runtime: what a tensor is (TensorSpec), what
+one kernel call is (Step), the static overflow bound a step proves (OverflowBound), and the
+checks of the arrays a model is given (shape, dtype, finiteness). It imports only
+fixnet.errors, fixnet.quant.qparams (QParams) and NumPy."""
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .errors import FixnetError, InputDtypeError, InputShapeError, NonFiniteInputError
+from .quant.qparams import QParams
+
+NONFINITE_POLICIES = ("error", "clip")
+
+
+@dataclass
+class TensorSpec:
+    shape: Tuple[Optional[int], ...]    # without batch; None: follows an input's length
+    qparams: QParams
+    # per dimension: None (fixed), or the length symbol it follows (fixnet/lengths.py: the
+    # k-th None dimension of the model's inputs); None here: no dimension follows one
+    length_of: Optional[Tuple[Optional[int], ...]] = None
+
+
+@dataclass
+class OverflowBound:
+    """Static proof for one layer: the worst |int32 accumulator| any input can produce."""
+    layer: str
+    op: str
+    worst: np.ndarray               # int64 [channels]: worst-case |accumulator| per output channel
+    what: str = "accumulator"
+
+    @property
+    def headroom_bits(self):
+        """Bits left before int32 wraps (>= 0 means proven; negative means it can wrap)."""
+        w = max(int(self.worst.max()) if self.worst.size else 0, 1)
+        return 31.0 - float(np.log2(w))
+
+    @property
+    def proven(self):
+        return int(self.worst.max() if self.worst.size else 0) < 2 ** 31
+
+
+class Step:
+    """One kernel call. Subclasses implement ``bind`` (fast path) and ``oracle`` (ground truth).
+
+    Inputs of any length (a None dimension; fixnet/lengths.py): a step is built once, at
+    quantize time, from shapes that hold None where a dimension follows an input's length.
+    Its tuple and list attributes may hold None only as such a dimension: for each run the
+    runtime gives ``bind`` and ``oracle`` a shallow copy (QuantizedModel.steps_for) whose
+    every None in a tuple or list attribute is the call's length (its arrays are shared, so
+    weights packed once serve every length), and ``bind(bufs)`` receives buffers of the run's
+    shapes, e.g. (batch, T, F) with T the call's length, T >= 1. A step's tensors follow at
+    most one input's length. Integers computed from a length at quantize time (a divisor,
+    a window size) cannot serve other lengths: ``quantize`` then fails on the None (a
+    TypeError), and the quantizer refuses the layer, naming it."""
+    op = ""
+    alias = False     # True: output buffer is a reshaped view of the input buffer, no kernel runs
+    # True: bind writes into the output buffers what every later call relies on (the memory
+    # plan then never lets another tensor use that memory; see fixnet/memory_plan.py)
+    persistent_outputs = False
+
+    def __init__(self, name, layer, inputs, outputs):
+        self.name = name          # node name
+        self.layer = layer        # Keras layer name (for messages)
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+
+    def bind(self, bufs):
+        """Return the kernel Call object (fixnet/_kernels: with ``step_entry``, run in the
+        pass's C loop) bound to the given buffers, or a zero-argument Python callable."""
+        raise NotImplementedError
+
+    def oracle(self, ins):
+        """Pure-NumPy integer result: list of int8 input arrays -> list of int8 outputs."""
+        raise NotImplementedError
+
+    def accumulators(self, ins):
+        """int64 accumulators before requantization (None for ops without one)."""
+        return None
+
+    def overflow_bound(self) -> Optional[OverflowBound]:
+        return None
+
+
+# -- the arrays a model is given -----------------------------------------------------------
+
+def split_inputs(x, shapes):
+    """predict's ``x`` as one entry per model input. A model with several inputs takes a list
+    or tuple of arrays (one per input); a one-input model takes an array, anything np.asarray
+    makes one of (a nested list of samples), or a list holding its one input array."""
+    if not isinstance(x, (list, tuple)):
+        return [x]
+    if len(shapes) != 1:
+        return list(x)
+    batch_rank = len(shapes[0]) + 1
+    if x and all(isinstance(xi, np.ndarray) and xi.ndim == batch_rank for xi in x):
+        return list(x)      # arrays with a batch axis: one per input (one expected)
+    return [x]              # samples: a nested list, or a list of single-sample arrays
+
+
+def check_inputs(x, names, shapes, allow_int8):
+    """predict's ``x`` as a list of checked arrays, one per input (``names``, ``shapes``
+    without batch), all of one batch size (see split_inputs, check_input_array). Raises
+    InputShapeError / InputDtypeError naming the input."""
+    xs = split_inputs(x, shapes)
+    if len(xs) != len(names):
+        raise InputShapeError(f"model takes {len(names)} input(s) ({', '.join(names)}), got "
+                              f"{len(xs)} array(s)")
+    out = []
+    for name, shape, xi in zip(names, shapes, xs):
+        xi = check_input_array(xi, name, shape, allow_int8)
+        if out and xi.shape[0] != out[0].shape[0]:
+            raise InputShapeError(f"input '{name}' has batch size {xi.shape[0]}, input "
+                                  f"'{names[0]}' has {out[0].shape[0]}")
+        out.append(xi)
+    return out
+
+
+def check_nonfinite_policy(nonfinite, where):
+    if nonfinite not in NONFINITE_POLICIES:
+        raise FixnetError(f"{where}: nonfinite must be one of {NONFINITE_POLICIES}, "
+                          f"not {nonfinite!r}")
+
+
+def nonfinite_input_error(name, bad):
+    return NonFiniteInputError(f"input '{name}' holds {bad} NaN or infinite value(s); int8 "
+                               "cannot represent them (predict's nonfinite='clip' clips them)")
+
+
+def require_finite(x, name):
+    """x (a float array) unchanged, or NonFiniteInputError naming the input."""
+    bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise nonfinite_input_error(name, bad)
+    return x
+
+
+def clip_nonfinite(x):
+    """predict's nonfinite="clip": +inf -> the largest float32 (quantizes to code 127), -inf
+    -> the most negative (code -128), NaN -> 0.0 (the zero point). A copy if x has any."""
+    if np.isfinite(x).all():
+        return x
+    big = np.finfo(np.float32).max
+    return np.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
+
+
+def check_input_array(x, name, shape, allow_int8):
+    """Validate one input array against the model's input ``shape`` (without batch)."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # ragged lists and the like
+            raise InputDtypeError(f"input '{name}': cannot be made into an array ({e})") from None
+    if x.dtype == np.int8 and allow_int8:
+        pass
+    elif x.dtype == np.uint8 and allow_int8:
+        # uint8 codes u mean the same as int8 codes u - 128 (zero point + 128), as TFLite's
+        # uint8 input type: e.g. camera pixels for a model whose input range is [0, 255]
+        x = np.bitwise_xor(x.view(np.int8), np.int8(-128))
+    elif x.dtype.kind == "f" or (x.dtype.kind in "iu" and (not allow_int8 or x.dtype.itemsize > 1)):
+        # integers are the real numbers they are (token ids, counts), except int8/uint8 for
+        # the int8 model, which are codes
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+    elif allow_int8:
+        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
+                              "numbers (float32, or integers wider than 8 bits), or int8/uint8 "
+                              "codes (int8 means already quantized with the model's input "
+                              "scale/zero point; uint8 the same codes + 128)")
+    else:
+        raise InputDtypeError(f"input '{name}': dtype {x.dtype} is not accepted; pass real "
+                              "numbers (float32, or any float or integer dtype)")
+    want = tuple(shape)
+    if x.ndim != len(want) + 1 or any(w is not None and d != w for d, w in zip(x.shape[1:], want)):
+        hint = ""
+        if x.shape == want:
+            hint = "; this looks like a single sample: add a batch axis (x[None])"
+        raise InputShapeError(f"input '{name}': expected shape (batch, {', '.join(map(str, want))})"
+                              f"{',' if len(want) == 1 else ''} got {x.shape}{hint}")
+    return x
