@@ -241,6 +241,8 @@ except ImportError:
     # An in-place build (python setup.py build_ext --inplace) in this checkout.
     sys.path.insert(0, str(REPO))
 
+from fixnet.metrics import sqnr_db  # noqa: E402  (the project's one SQNR)
+
 
 # ---------------------------------------------------------------------------------------------
 # Runners: each holds a zero-argument callable per batch size that runs one predict and returns
@@ -989,15 +991,6 @@ def summarize(samples, inner, macs, batch):
                                     if base is not None else None),
                     "gmacs": (macs * batch / q[1] / 1e9) if macs else None}
     return stats
-
-
-def sqnr_db(ref, test):
-    ref = np.asarray(ref, np.float64).ravel()
-    err = ref - np.asarray(test, np.float64).ravel()
-    num, den = float(np.sum(ref * ref)), float(np.sum(err * err))
-    if den == 0.0:
-        return float("inf")
-    return 10.0 * math.log10(num / den) if num > 0 else float("-inf")
 
 
 def accuracy(runner, m):

@@ -30,7 +30,7 @@ import re
 import numpy as np
 
 from .errors import ArgumentError, FixnetError
-from .report import sqnr_db
+from .metrics import sqnr_db
 
 MAX_WEIGHT_PLOTS = 64        # histograms per kind: a MobileNet-size page stays a few MB
 MAX_ACTIVATION_PLOTS = 64
@@ -375,10 +375,6 @@ class HtmlReport:
         """Write the page to ``path`` atomically (an existing file stays whole on a failure)."""
         from .fileio import write_atomically
         write_atomically(path, self.html.encode("utf-8"))
-
-
-def _inputs_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def _first(xs, n):

@@ -1,7 +1,8 @@
 """Reports as structured records (``to_dict``) and as readable tables (``str``)."""
 import numpy as np
 
-from .tables import render_table  # noqa: F401  (the reports' tables; fixnet.report.render_table)
+from .metrics import sqnr_db
+from .tables import render_table
 
 
 class OverflowReport:
@@ -32,17 +33,6 @@ class OverflowReport:
                  "yes" if r["proven"] else "NO") for r in self.records]
         return render_table("int32 overflow proof (worst case over all int8 inputs)",
                             ["layer", "op", "what", "worst |acc|", "headroom bits", "proven"], rows)
-
-
-def sqnr_db(ref, test):
-    """Signal-to-quantization-noise ratio of ``test`` against ``ref``, in dB (inf when equal,
-    -inf for an all-zero ``ref`` with noise)."""
-    ref = np.asarray(ref, np.float64)
-    noise = float(np.sum((ref - np.asarray(test, np.float64)) ** 2))
-    signal = float(np.sum(ref ** 2))
-    if noise == 0.0:
-        return float("inf")
-    return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
 class ErrorReport:

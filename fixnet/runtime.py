@@ -25,9 +25,8 @@ from .cost import step_macs
 from .errors import ArgumentError, FixnetError, InputShapeError
 from .lengths import length_symbols, resolve_shape, substitute
 from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
-from .step import (NONFINITE_POLICIES, OverflowBound, Step, TensorSpec,  # noqa: F401 (re-exported)
-                   check_input_array, check_inputs, check_nonfinite_policy, clip_nonfinite,
-                   nonfinite_input_error, require_finite, split_inputs)
+from .step import (Step, check_inputs, check_nonfinite_policy, clip_nonfinite,
+                   nonfinite_input_error, require_finite)
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
 BATCH_SIZES_KEPT = 4         # arena pools kept for this many run keys (batch size, lengths)

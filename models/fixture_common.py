@@ -103,13 +103,18 @@ def keras_io_names(model):
             [t._keras_history[0].name for t in model.outputs])
 
 
-def sqnr_db(ref, test):
-    ref = np.asarray(ref, np.float64)
-    err = ref - np.asarray(test, np.float64)
-    num, den = float(np.sum(ref * ref)), float(np.sum(err * err))
-    if den == 0.0:
-        return float("inf")
-    return 10.0 * np.log10(num / den)
+def _load_sqnr_db():
+    """fixnet/metrics.py's sqnr_db, the project's one definition, loaded by path: these scripts
+    run where fixnet is not built (the TensorFlow venv)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(HERE), "fixnet", "metrics.py")
+    spec = importlib.util.spec_from_file_location("fixnet_metrics", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.sqnr_db
+
+
+sqnr_db = _load_sqnr_db()
 
 
 def file_size(path):

@@ -38,11 +38,18 @@ def outputs(d):
     return res
 
 
-def sqnr_db(f, q):
-    f = np.asarray(f, np.float64)
-    e = f - np.asarray(q, np.float64)
-    den = float(np.sum(e * e))
-    return float("inf") if den == 0 else 10 * np.log10(float(np.sum(f * f)) / den)
+def _load_sqnr_db():
+    """fixnet/metrics.py's sqnr_db, the project's one definition, loaded by path: these scripts
+    run where fixnet is not built (the TensorFlow venv)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(HERE), "fixnet", "metrics.py")
+    spec = importlib.util.spec_from_file_location("fixnet_metrics", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.sqnr_db
+
+
+sqnr_db = _load_sqnr_db()
 
 
 def _tflite_note(d):

@@ -5,6 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
+from fixnet.metrics import sqnr_db  # noqa: F401  (the tests' SQNR: fixnet's one definition)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
 FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS) if f.endswith(".h5") and f.startswith("mlp_"))  # the MLPs
@@ -69,13 +71,6 @@ def as_list(d, key):
     if missing:
         raise KeyError(f"{key}: indices {missing} missing (of {sorted(found)}); use by_index")
     return [found[i] for i in range(len(found))]
-
-
-def sqnr_db(ref, test):
-    """Signal-to-quantization-noise ratio of ``test`` against ``ref``, in dB."""
-    ref = np.asarray(ref, np.float64)
-    noise = np.sum((ref - np.asarray(test, np.float64)) ** 2)
-    return float("inf") if noise == 0 else 10.0 * np.log10(np.sum(ref ** 2) / noise)
 
 
 def pytest_report_header(config):

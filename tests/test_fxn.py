@@ -15,7 +15,8 @@ import fixnet
 from fixnet import fxn
 from fixnet.runtime import load_fxn
 from fixnet.errors import ModelFileError
-from fixnet.runtime import QuantizedModel, Step
+from fixnet.runtime import QuantizedModel
+from fixnet.step import Step
 from conftest import MODELS, as_list, fixture_data, fixture_path
 
 FIXTURES = sorted(f[:-4] for f in os.listdir(MODELS)

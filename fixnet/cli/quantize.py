@@ -256,7 +256,7 @@ def summary(args, options, fm, qm, xs):
 def accuracy_line(fm, qm, xs):
     """How close the int8 outputs are to the float model's on (up to ACCURACY_SAMPLES of) the
     calibration inputs: SQNR per output, and the argmax agreement of vector outputs."""
-    from ..report import sqnr_db
+    from ..metrics import sqnr_db
     sub = [np.asarray(a[:ACCURACY_SAMPLES], np.float32) for a in xs]
     n = sub[0].shape[0]
     ref = fm.predict(sub if len(sub) > 1 else sub[0])

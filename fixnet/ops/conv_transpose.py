@@ -22,7 +22,6 @@ Output length and padding follow Keras and TensorFlow (``tf.nn.conv_transpose``)
 import numpy as np
 
 from .. import oracle
-from ..errors import UnsupportedLayerError
 from ..step import Step
 from .base import Op, register
 from .conv import as_nhwc_shape

@@ -311,12 +311,6 @@ def collect_statistics(graph, data, batch_size=DEFAULT_BATCH, nbins=DEFAULT_BINS
     return obs
 
 
-def collect_ranges(graph, data, batch_size=DEFAULT_BATCH):
-    """{tensor: (min, max)} over all calibration samples, and the sample count."""
-    obs = collect_statistics(graph, data, batch_size, progress=False)
-    return obs.ranges, obs.samples
-
-
 INPUT_MARGIN = 0.05
 
 

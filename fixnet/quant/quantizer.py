@@ -1,8 +1,6 @@
 """The quantizer: float Graph + calibration ranges -> QuantizedModel (the numeric contract)."""
 import warnings
 
-import numpy as np
-
 from ..errors import CalibrationError, OverflowRiskError, QuantizationError
 from ..errors import UnsupportedLayerError
 from ..lengths import at_length, length_symbols, tensor_lengths
@@ -117,12 +115,6 @@ class QuantContext:
 
     def qparams(self, tensor):
         return self.qp[tensor]
-
-    def qparams_from_stats(self, tensor):
-        """QParams from the tensor's own calibrated range only."""
-        if tensor not in self.ranges:
-            raise CalibrationError(f"tensor '{tensor}' was never seen during calibration")
-        return self._from_range(tensor, self.ranges[tensor])
 
     def _from_range(self, tensor, lo_hi):
         try:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..ops.conv import as_nhwc_shape, window_geometry
 from ..ops.spatial import windows
-from .gptq import DAMPING, MAX_INPUTS, _round_groups, round_rows_scaled  # noqa: F401
+from .gptq import DAMPING, MAX_INPUTS, _round_groups
 
 ROUNDED_OPS = ("dense", "conv2d", "depthwise_conv2d")
 _CHUNK = 1 << 22            # float32 elements of patches gathered at once (16 MiB)
