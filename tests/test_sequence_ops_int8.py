@@ -23,7 +23,7 @@ from fixnet import oracle
 from fixnet._kernels import _sequence
 from fixnet.api import FloatModel
 from fixnet.errors import InputError, UnsupportedLayerError
-from fixnet.fxn import load_model
+from fixnet.runtime import load_fxn
 from fixnet.graph import Graph, Node
 from fixnet.ops import op_for
 from fixnet.ops.embedding import IDS_QPARAMS
@@ -462,7 +462,7 @@ def test_fxn_round_trip_of_the_sequence_steps(tmp_path):
     qm = FloatModel(g).quantize(ids, progress=False)
     path = tmp_path / "seq.fxn"
     qm.save(str(path))
-    back = load_model(str(path))
+    back = load_fxn(str(path))
     assert [type(s).__name__ for s in back.steps] == [type(s).__name__ for s in qm.steps]
     assert {"EmbeddingStep", "TokenMaskStep", "MaskingStep", "MaskedMeanStep"} <= \
         {type(s).__name__ for s in back.steps}
