@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from fixnet import oracle
 import fixnet._kernels
 from fixnet._kernels import _binary, _layout, _pool
+from kernel_builds import build_params
+from strategies import clamp_bounds, int8_array, seeds, zero_points
 
 
-@pytest.fixture(scope="module", params=fixnet._kernels.available_builds(), autouse=True)
+@pytest.fixture(scope="module", params=build_params(), autouse=True)
 def kernel_build(request):
     """Every test here runs once per kernel build this CPU runs (baseline, AVX2, ...): each
     build must give the oracle's bits."""
@@ -33,29 +35,9 @@ def kernel_build(request):
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
-seeds = st.integers(0, 2 ** 32 - 1)
-zero_points = st.integers(-128, 127)
 batch = st.one_of(st.just(1), st.integers(0, 3))
 channels = st.one_of(st.just(1), st.integers(1, 40))
 multipliers = st.one_of(st.just(0), st.just(2 ** 30), st.integers(2 ** 30, 2 ** 31 - 1))
-
-
-@st.composite
-def clamp_bounds(draw):
-    """(act_min, act_max): the full int8 range, a ReLU-like bound, or anything valid."""
-    return draw(st.one_of(
-        st.just((-128, 127)),
-        st.tuples(zero_points, st.just(127)),
-        st.tuples(zero_points, zero_points).map(sorted).map(tuple),
-    ))
-
-
-def int8_array(rng, shape, lo=-128, hi=127):
-    """Uniform int8 in [lo, hi], with about 10% of entries forced to lo or hi."""
-    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int8)
-    extremes = rng.random(shape) < 0.1
-    a[extremes] = rng.choice(np.array([lo, hi], np.int8), size=int(extremes.sum()))
-    return a
 
 
 # ---- pooling -------------------------------------------------------------------------------
