@@ -7,7 +7,40 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
-FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS) if f.endswith(".h5") and f.startswith("mlp_"))  # the MLPs
+
+# Every model fixture in models/: NAME.h5 (real Keras) with NAME.npz (inputs and goldens), for
+# each family and both writers (k3: Keras 3, tfk2: tf.keras 2). Pinned by hand from
+# `ls models/*.h5`, never read from the folder: a missing file fails the tests that use it
+# (and tests/test_fixture_set.py), instead of silently shrinking a parametrisation.
+FIXTURE_FAMILIES = (
+    "anylen_conv", "anylen_strided", "anylen_two",
+    "cnn_digits", "concat_branches", "dead_digits", "kws_conv1d", "kws_dscnn",
+    "layers_activations", "layers_channels_first", "layers_conv1d", "layers_conv2d",
+    "layers_depthwise", "layers_merge", "layers_mobilenetv3_small", "layers_noise_norm",
+    "layers_padding_reshape", "layers_pooling", "layers_tensor_ops", "layers_upsampling",
+    "layers_upsampling1d",
+    "mlp_func", "mlp_seq", "mobilenet_small", "mobilenetv2", "multi_io", "resnet_small",
+    "rnn_bilstm", "rnn_gru", "rnn_gru_ra0", "rnn_kws", "rnn_lstm", "rnn_sensor", "rnn_simplernn",
+    "rnn_stacked", "rnn_text", "rnn_variants",
+)
+WRITERS = ("k3", "tfk2")
+ALL_FIXTURES = tuple(sorted(f"{family}_{w}" for family in FIXTURE_FAMILIES for w in WRITERS))
+# the fixtures also saved as a Keras 3 archive, NAME.keras
+KERAS_ARCHIVES = frozenset({"cnn_digits_k3", "layers_tensor_ops_k3", "multi_io_k3"} | {
+    f"rnn_{n}_k3" for n in ("bilstm", "gru", "gru_ra0", "kws", "lstm", "sensor", "simplernn",
+                            "stacked", "text", "variants")})
+
+
+def fixtures(prefixes=None, exclude=()):
+    """The pinned fixtures whose name starts with one of `prefixes` (all if None), less those
+    starting with one of `exclude`, sorted."""
+    prefixes, exclude = (tuple(prefixes) if prefixes is not None else ("",)), tuple(exclude)
+    out = [n for n in ALL_FIXTURES if n.startswith(prefixes) and not n.startswith(exclude)]
+    assert out, f"no pinned fixture starts with {prefixes}"
+    return out
+
+
+FIXTURES = fixtures(["mlp_"])  # the MLPs
 
 
 PEERS = os.path.join(ROOT, "bench", "peers.py")

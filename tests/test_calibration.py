@@ -1,13 +1,12 @@
 """Calibration methods, streaming histograms, data-free quantization, bias correction and
 adaptive weight rounding: each against an answer known independently of the code under test."""
-import os
 import warnings
 
 import numpy as np
 import pytest
 
 import fixnet
-from conftest import MODELS, as_list, fixture_data, fixture_path, sqnr_db
+from conftest import as_list, fixture_data, fixture_path, fixtures, sqnr_db
 from fixnet.passes import optimize
 from fixnet.quant import ranges as R
 from fixnet.quant.calibrate import Observer, _Progress, collect_statistics
@@ -230,10 +229,7 @@ def test_progress_bar_runs(mlp, capsys):
 
 
 # --------------------------------------------------------------------------- the default vs TFLite
-LABELLED = sorted(f[:-4] for f in os.listdir(MODELS)
-                  if f.endswith(".npz") and f.startswith(("mlp_", "cnn_", "kws_", "resnet_", "mobilenet",
-                                                           "concat_", "multi_io"))
-                  and os.path.exists(os.path.join(MODELS, f[:-4] + ".h5")))
+LABELLED = fixtures(("mlp_", "cnn_", "kws_", "resnet_", "mobilenet", "concat_", "multi_io"))
 
 _CACHE = {}
 

@@ -9,20 +9,16 @@ float no more than 1 dB below TFLite int8's, and at least FLOAT_SQNR_BAR for eve
 whether TFLite has it or not.
 """
 import math
-import os
 
 import numpy as np
 import pytest
 
 import fixnet
-from conftest import MODELS, as_list, by_index, fixture_data, fixture_path, sqnr_db
+from conftest import as_list, by_index, fixture_data, fixture_path, fixtures, sqnr_db
 
 # (anylen_*: inputs of any length, no TFLite peer, whose converter needs a fixed length:
 # tests/test_anylength_int8.py)
-CASES = sorted(f[:-4] for f in os.listdir(MODELS)
-               if f.endswith(".npz")
-               and not f.startswith(("mlp_", "layers_channels_first", "rnn_", "anylen_"))
-               and os.path.exists(os.path.join(MODELS, f[:-4] + ".h5")))
+CASES = fixtures(exclude=("mlp_", "layers_channels_first", "rnn_", "anylen_"))
 
 
 @pytest.fixture(scope="module", params=CASES)

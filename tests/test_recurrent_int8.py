@@ -8,17 +8,16 @@ with the oracle, batch 1 equal to batch N; the overflow proof covering every rec
 .fxn save/load bit-identical. Also: every calibration method and data-free quantization give
 working models, and qm.report() shows every gate and state.
 """
-import os
 
 import numpy as np
 import pytest
 
 import fixnet
 import fixnet.fxn
-from conftest import MODELS, as_list, by_index, fixture_data, fixture_path, sqnr_db
+from conftest import as_list, by_index, fixture_data, fixture_path, fixtures, sqnr_db
 from fixnet.quant.ranges import METHODS
 
-FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS) if f.startswith("rnn_") and f.endswith(".h5"))
+FIXTURES = fixtures(["rnn_"])
 DIGITS = [f for f in FIXTURES if f.split("_")[1] in ("gru", "lstm", "simplernn", "bilstm", "stacked")]
 PEERS = ("tflite_int8", "ort_int8")
 ORACLE_ROWS = 48

@@ -21,12 +21,10 @@ import pytest
 
 import fixnet
 from fixnet.errors import MissingWeightError, ModelFileError, UnsupportedLayerError
-from conftest import MODELS, as_list, fixture_data, fixture_path
+from conftest import KERAS_ARCHIVES, as_list, fixture_data, fixture_path, fixtures
 from keras20 import to_keras20
 
-RNN = sorted(f[:-4] for f in os.listdir(MODELS)
-             if f.startswith("rnn_") and f.endswith(".npz")
-             and os.path.exists(os.path.join(MODELS, f[:-4] + ".h5")))
+RNN = fixtures(["rnn_"])
 RECURRENT_CLASSES = {"SimpleRNN", "GRU", "LSTM", "RNN"}
 
 
@@ -59,7 +57,7 @@ def _keras20(name, tmp_path):
 
 def _formats(name):
     out = [("h5", _h5), ("json+h5", _json_with_h5_weights)]
-    if os.path.exists(fixture_path(name, ".keras")):
+    if name in KERAS_ARCHIVES:
         out += [("keras", _keras), ("json+weights.h5", _json_with_keras3_weights)]
     if name.endswith("_tfk2"):
         out.append(("keras2.0", _keras20))
