@@ -30,7 +30,11 @@ def dead(request):
 
 
 def expected_dead(d):
-    return sorted((s.split(":")[0], int(s.split(":")[1])) for s in d["dead_channels"])
+    """[(layer, channel)] the generator made dead; never empty (else every loop over it and
+    every comparison with it would pass on a fixture that has no dead channel)."""
+    out = sorted((s.split(":")[0], int(s.split(":")[1])) for s in d["dead_channels"])
+    assert out, "the fixture lists no dead channel"
+    return out
 
 
 def listed(rep):
@@ -87,14 +91,17 @@ def test_report_lists_exactly_the_dead_channels(dead):
 
 
 def test_overflow_proof_holds_with_headroom_on_widened_channels(dead):
-    _, _, _, qm = dead
+    _, d, _, qm = dead
     assert qm.overflow_report().proven
+    checked = 0
     for s in qm.steps:
         if not getattr(s, "widened", ()):
             continue
         b = s.overflow_bound()
         for w in s.widened:
             assert b.worst[w.channel] <= WIDEN_TARGET           # a bit below 2^31 to spare
+            checked += 1
+    assert checked == len(expected_dead(d))
 
 
 def _step_rows(s):
@@ -107,10 +114,12 @@ def test_widening_survives_rounding_and_bias_correction(dead):
     # correction did not undo it); the dead channels' weights are all 0 and their int32 bias
     # is the real bias in steps of input_scale * widened scale, within the bias correction
     from fixnet.dequantize import effective_weight_scale
-    _, _, _, qm = dead
+    _, d, _, qm = dead
+    checked = 0
     for s in qm.steps:
         if not getattr(s, "widened", ()):
             continue
+        checked += len(s.widened)
         s_in = qm.tensors[s.inputs[0]].qparams.scale
         s_w = effective_weight_scale(s, qm.tensors)
         rows = _step_rows(s)
@@ -120,11 +129,12 @@ def test_widening_survives_rounding_and_bias_correction(dead):
             bias_code = int(s.bias[w.channel])
             assert abs(bias_code) <= WIDEN_TARGET
             assert bias_code * s_in * w.scale == pytest.approx(w.bias, rel=1e-6)
+    assert checked == len(expected_dead(d))
 
 
 def test_dead_channels_output_their_bias(dead):
     # on any int8 input, a dead channel's int8 output is its (clamped) bias to within one step
-    _, _, _, qm = dead
+    _, d, _, qm = dead
     rng = np.random.default_rng(0)
     checked = 0
     for s in qm.steps:
@@ -140,7 +150,7 @@ def test_dead_channels_output_their_bias(dead):
             want = float(np.clip(w.bias, lo, hi))
             assert np.abs(real[:, w.channel] - want).max() <= qp.scale * 1.0001, (s.layer, w.channel)
             checked += 1
-    assert checked > 0
+    assert checked == len(expected_dead(d))
 
 
 def test_kernels_bit_exact_with_oracle_on_dead_model(dead):
@@ -186,7 +196,7 @@ def test_fxn_round_trip_derives_the_dead_channels(dead, tmp_path):
     x = d["x_test"][:64]
     np.testing.assert_array_equal(back.predict(x, output="int8"), qm.predict(x, output="int8"))
     recs = back.report(x).to_dict()["widened_channels"]
-    assert all(r["derived"] and r["natural_scale"] is None for r in recs)
+    assert recs and all(r["derived"] and r["natural_scale"] is None for r in recs)
     # every dead channel here has all-zero int8 weights: they are found from the integers
     assert listed({"widened_channels": recs}) == expected_dead(d)
     mem = {(r["layer"], r["channel"]): r for r in qm.report(x).to_dict()["widened_channels"]}

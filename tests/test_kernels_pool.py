@@ -242,12 +242,23 @@ def test_pool_rejects(kernel, changes, match):
         getattr(_pool, kernel)(**pool_args(**changes))
 
 
-def test_pool_accepts_empty_outputs_and_batches():
-    # Zero output rows: no window to check; zero images: nothing to do.
-    for kernel in ("max_pool2d", "avg_pool2d"):
-        getattr(_pool, kernel)(**pool_args(out=np.zeros((2, 0, 2, 3), np.int8)))
-        getattr(_pool, kernel)(**pool_args(x=np.zeros((0, 5, 6, 3), np.int8),
-                                           out=np.zeros((0, 3, 2, 3), np.int8)))
+@pytest.mark.parametrize("kernel", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("changes", [
+    dict(out=np.zeros((2, 0, 2, 3), np.int8)),                  # zero output rows: no window
+    dict(out=np.zeros((2, 3, 0, 3), np.int8)),                  # zero output columns
+    dict(x=np.zeros((0, 5, 6, 3), np.int8), out=np.zeros((0, 3, 2, 3), np.int8)),  # no image
+], ids=["no-rows", "no-cols", "no-images"])
+def test_pool_accepts_empty_outputs_and_batches(kernel, changes):
+    """An empty output or batch is accepted (nothing to do), like the oracle, which gives an
+    empty result of the same shape; the input is left alone."""
+    args = pool_args(**changes)
+    args["x"] = np.random.default_rng(0).integers(-128, 128, args["x"].shape).astype(np.int8)
+    x_before = args["x"].copy()
+    assert getattr(_pool, kernel)(**args) is None
+    out = args.pop("out")
+    want = getattr(oracle, kernel)(*args.values(), out_h=out.shape[1], out_w=out.shape[2])
+    assert want.shape == out.shape and want.size == 0
+    np.testing.assert_array_equal(args["x"], x_before)
 
 
 def test_pool_oracle_rejects_empty_windows():

@@ -100,7 +100,7 @@ def check_against_oracle(module, p, x, rng):
     want = oracle.rnn(p, x, inits, mask)
     got = run_kernel(module, p, x, inits, mask)
     assert len(got) == len(want)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -136,7 +136,7 @@ def test_rows_are_independent(build):
     whole = run_kernel(build._recurrent, p, x, [], None)
     for i in range(9):
         one = run_kernel(build._recurrent, p, x[i:i + 1], [], None)
-        for a, b in zip(one, whole):
+        for a, b in zip(one, whole, strict=True):
             np.testing.assert_array_equal(a[0], b[i])
 
 

@@ -78,7 +78,7 @@ def _outs(v):
 
 def _max_relative_error(got, refs):
     errs = []
-    for g, ref in zip(got, refs):
+    for g, ref in zip(got, refs, strict=True):
         assert g.shape == ref.shape
         errs.append(np.abs(g.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
     return max(errs)
@@ -371,7 +371,7 @@ def test_mask_zero_skips_the_padding_as_an_unpadded_run_of_any_length(name, tmp_
     got = masked.predict(x)
     starts = [int((row != 0).argmax()) for row in x]
     assert len(set(starts)) > 1
-    for row, start, g in zip(x, starts, got):
+    for row, start, g in zip(x, starts, got, strict=True):
         assert not (row[start:] == 0).any()
         alone = plain.predict(row[None, start:])[0]
         np.testing.assert_allclose(g, alone, rtol=1e-6, atol=1e-7 * np.abs(alone).max())
