@@ -189,3 +189,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                       f"{info['quantizer']}), MemoryError {c['memory']}, FixnetError not naming "
                       f"the file/layer {c['unnamed_error']}, wrong outputs {c['bad_output']}, "
                       f"harness errors {c['harness']}; failures {other + c['crash'] + c['hang']}")
+        if info.get("checked"):
+            tr.write_line("  ok cases checked for: " + "; ".join(
+                f"{kind} {n}" for kind, n in sorted(info["checked"].items())))
