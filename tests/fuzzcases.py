@@ -39,6 +39,18 @@ WORKER_MAX_MEMORY = 48 << 20
 WORKER_ADDRESS_SPACE = 3 << 30
 CALIBRATION_SAMPLES = 8
 PREDICT_SAMPLES = 3
+# What "ok" means for a damaged file that loads (run_case, res["checked"]):
+# - .fxn, damaged bytes (truncated, flipped, overwritten, header edits): its SHA-256 covers every
+#   byte of the payload, so one that still loads must predict exactly as the undamaged file
+#   (int8 codes and float outputs, bit for bit);
+# - .fxn, crafted with a valid checksum (manifest or array edits): a different model may be
+#   valid, so its kernels must give its own oracle's bits (fixnet.oracle), and finite outputs;
+# - Keras files: the int8 outputs on the calibration samples (no clipping to blame) must be
+#   within SQNR_BAR of the damaged model's own float path, so a weight or config that the
+#   quantizer reads differently from the float path is caught. The suite's usual bar:
+#   tests/test_model_fixtures.py FLOAT_SQNR_BAR (checked equal in tests/test_fuzz.py).
+SQNR_BAR = 20.0
+FXN_CRAFTED = ("fxn_manifest", "fxn_array")
 
 # (fixture, format). "h5": full-model HDF5; "keras": Keras 3 archive; "json": architecture JSON
 # + weights file; "fxn": fixnet's own file, made at test time with qm.save from the fixture.
@@ -1001,6 +1013,69 @@ def base_fxn(fixture):
     return _FXN_CACHE[fixture]
 
 
+_BASE_OUT = {}
+
+
+def base_fxn_outputs(fixture):
+    """(int8 codes, float outputs) of the undamaged .fxn on the fixture's test inputs."""
+    if fixture not in _BASE_OUT:
+        import fixnet
+        qm = fixnet.load(base_fxn(fixture))
+        x = _one(fixture_inputs(fixture)["x_test"])
+        _BASE_OUT[fixture] = (_list(qm.predict(x, output="int8")), _list(qm.predict(x)))
+    return _BASE_OUT[fixture]
+
+
+def _list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def _sqnr_db(ref, test):
+    import numpy as np
+    ref = np.asarray(ref, np.float64)
+    noise = np.sum((ref - np.asarray(test, np.float64)) ** 2)
+    return float("inf") if noise == 0 else 10.0 * np.log10(np.sum(ref ** 2) / noise)
+
+
+def check_outputs(qm, m, fixture, fmt, mname, outs):
+    """What a damaged file that loaded must give (see SQNR_BAR above). Returns (passed, what
+    was checked or what went wrong)."""
+    import numpy as np
+    want = [(PREDICT_SAMPLES,) + tuple(qm.tensors[t].shape) for t in qm.outputs]
+    got = [tuple(o.shape) for o in outs]
+    if got != want or not all(np.all(np.isfinite(o)) for o in outs):
+        return False, (f"outputs of shapes {got} (declared {want}), "
+                       f"finite: {[bool(np.all(np.isfinite(o))) for o in outs]}")
+    x = _one(fixture_inputs(fixture)["x_test"])
+    if fmt == "fxn" and mname not in FXN_CRAFTED:
+        codes, floats = base_fxn_outputs(fixture)
+        mine = _list(qm.predict(x, output="int8"))
+        same = (len(mine) == len(codes) and len(outs) == len(floats)
+                and all(a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+                        for a, b in zip(mine + outs, codes + floats)))
+        if not same:
+            return False, "a damaged .fxn loaded and predicts otherwise than the undamaged file"
+        return True, "the same bits as the undamaged .fxn"
+    if fmt == "fxn":
+        mine, oracle = _list(qm.predict(x, output="int8")), _list(qm.predict_oracle(x))
+        if len(mine) != len(oracle) or not all(np.array_equal(a, b) for a, b in zip(mine, oracle)):
+            return False, "a crafted .fxn's kernels disagree with its oracle"
+        return True, "finite outputs, kernels bit-exact with the oracle"
+    xc = _one(fixture_inputs(fixture)["x_calib"])
+    ref, q = _list(m.predict(xc)), _list(qm.predict(xc))
+    if len(ref) != len(q):
+        return False, f"{len(q)} int8 outputs, {len(ref)} float"
+    sq = []
+    for r, o in zip(ref, q):
+        if not np.all(np.isfinite(r)):
+            return False, "the float path is not finite on the calibration data, the int8 path is"
+        sq.append(_sqnr_db(r, o) if np.any(r) else (float("inf") if not np.any(o) else -float("inf")))
+    if min(sq) < SQNR_BAR:
+        return False, (f"int8 SQNR against its own float path {', '.join(f'{v:.1f}' for v in sq)} dB "
+                       f"on the calibration data, below {SQNR_BAR} dB")
+    return True, f"int8 within {min(sq):.1f} dB SQNR of its own float path (bar {SQNR_BAR} dB)"
+
+
 _DATA = {}
 
 
@@ -1049,8 +1124,8 @@ def quantizer_internal(tb_text):
 def run_case(seed, workdir, small_only=False):
     """Build case ``seed`` in ``workdir`` (emptied first) and run it. Returns a dict: outcome
     ("ok", "fixnet_error", "unnamed_error", "bad_output", "other", "memory", "harness"), the
-    description, and for failures the exception and traceback."""
-    import numpy as np
+    description, for "ok" what was checked (check_outputs), and for failures the exception and
+    traceback."""
     import fixnet
 
     fixture, fmt, mname = case_for_seed(seed, small_only)
@@ -1090,13 +1165,12 @@ def run_case(seed, workdir, small_only=False):
             raise fixnet.InputShapeError("(harness) the damaged model has another number of inputs")
         outs = qm.predict(_one(xs))
         outs = outs if isinstance(outs, list) else [outs]
-        want = [(PREDICT_SAMPLES,) + tuple(qm.tensors[t].shape) for t in qm.outputs]
-        got = [tuple(o.shape) for o in outs]
-        if got != want or not all(np.all(np.isfinite(o)) for o in outs):
-            res.update(outcome="bad_output", error=f"outputs of shapes {got} (declared {want}), "
-                       f"finite: {[bool(np.all(np.isfinite(o))) for o in outs]}")
+        stage = "check"
+        passed, checked = check_outputs(qm, m, fixture, fmt, mname, outs)
+        if passed:
+            res.update(outcome="ok", checked=checked)
         else:
-            res["outcome"] = "ok"
+            res.update(outcome="bad_output", error=checked)
     except fixnet.FixnetError as e:
         msg = str(e)
         named = any(n in msg for n in files.names())

@@ -1,13 +1,12 @@
 """Calibration methods, streaming histograms, data-free quantization, bias correction and
 adaptive weight rounding: each against an answer known independently of the code under test."""
-import os
 import warnings
 
 import numpy as np
 import pytest
 
 import fixnet
-from conftest import MODELS, as_list, fixture_data, fixture_path, sqnr_db
+from conftest import as_list, fixture_data, fixture_path, fixtures, sqnr_db
 from fixnet.passes import optimize
 from fixnet.quant import ranges as R
 from fixnet.quant.calibrate import Observer, _Progress, collect_statistics
@@ -224,16 +223,47 @@ def test_progress_bar_only_on_a_terminal_and_when_asked():
     assert auto._enabled() == __import__("sys").stderr.isatty()
 
 
-def test_progress_bar_runs(mlp, capsys):
+def test_progress_bar_runs(mlp, monkeypatch):
+    """progress=True starts a bar that counts every calibration sample and is stopped, and it
+    changes nothing in the result."""
+    import rich.progress
     d, fm = mlp
-    fm.quantize(d["x_calib"], progress=True)
+    bars = []
+
+    class Recording:
+        def __init__(self, *columns, **kwargs):
+            self.events, self.total, self.completed = [], None, None
+            bars.append(self)
+
+        def start(self):
+            self.events.append("start")
+
+        def add_task(self, description, total, completed):
+            self.total, self.completed = total, completed
+            return 0
+
+        def update(self, task, completed):
+            self.completed = completed
+
+        def stop(self):
+            self.events.append("stop")
+
+    monkeypatch.setattr(rich.progress, "Progress", Recording)
+    with_bar = fm.quantize(d["x_calib"], progress=True)
+    assert bars, "progress=True showed no bar"
+    for bar in bars:
+        assert bar.events == ["start", "stop"]
+        assert bar.total == bar.completed == len(d["x_calib"])
+    n_bars = len(bars)
+    without = fm.quantize(d["x_calib"], progress=False)
+    assert len(bars) == n_bars, "progress=False showed a bar"
+    assert _qparams(with_bar) == _qparams(without)
+    np.testing.assert_array_equal(with_bar.predict(d["x_test"], output="int8"),
+                                  without.predict(d["x_test"], output="int8"))
 
 
 # --------------------------------------------------------------------------- the default vs TFLite
-LABELLED = sorted(f[:-4] for f in os.listdir(MODELS)
-                  if f.endswith(".npz") and f.startswith(("mlp_", "cnn_", "kws_", "resnet_", "mobilenet",
-                                                           "concat_", "multi_io"))
-                  and os.path.exists(os.path.join(MODELS, f[:-4] + ".h5")))
+LABELLED = fixtures(("mlp_", "cnn_", "kws_", "resnet_", "mobilenet", "concat_", "multi_io"))
 
 _CACHE = {}
 

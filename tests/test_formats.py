@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fixnet
-from conftest import MODELS, as_list, fixture_data, fixture_path
+from conftest import MODELS, as_list, fixture_data, fixture_path, fixtures
 
 REQUIRED_CLASSES = {
     "Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
@@ -46,8 +46,7 @@ def _keras_classes(path):
 @pytest.mark.parametrize("writer", ["k3", "tfk2"])
 def test_every_required_layer_is_loaded_from_a_real_file_of_each_writer(writer):
     seen = set()
-    files = [f for f in os.listdir(MODELS) if f.endswith(f"_{writer}.h5")
-             and not f.startswith("layers_channels_first")]
+    files = [n + ".h5" for n in fixtures(exclude=["layers_channels_first"]) if n.endswith(f"_{writer}")]
     for f in files:
         classes = _keras_classes(os.path.join(MODELS, f))
         fixnet.load(os.path.join(MODELS, f))          # every one of them loads

@@ -17,10 +17,9 @@ from fixnet.runtime import load_fxn
 from fixnet.errors import ModelFileError
 from fixnet.runtime import QuantizedModel
 from fixnet.step import Step
-from conftest import MODELS, as_list, fixture_data, fixture_path
+from conftest import ALL_FIXTURES, as_list, fixture_data, fixture_path
 
-FIXTURES = sorted(f[:-4] for f in os.listdir(MODELS)
-                  if f.endswith(".npz") and os.path.exists(os.path.join(MODELS, f[:-4] + ".h5")))
+FIXTURES = list(ALL_FIXTURES)          # pinned in conftest.py: a missing file fails, by name
 # The fixtures fixnet refuses to load, with the error: every other one must save and reload
 # (a FixnetError from any of them fails its round trip; nothing is skipped).
 REFUSED = {"layers_channels_first_k3": fixnet.UnsupportedLayerError,

@@ -19,8 +19,6 @@ try:
 except ImportError:          # built before setup.py wrote the record
     RECORD = None
 
-KERNEL_TEST_FILES = ("test_kernels.py", "test_kernels_conv.py", "test_kernels_pool.py")
-
 # /proc/cpuinfo flags each variant needs (what its compiler flags in setup.py enable)
 CPUINFO_FLAGS = {
     "avx2": {"avx", "avx2", "fma", "bmi1", "bmi2"},
@@ -106,17 +104,96 @@ def test_the_preferred_runnable_build_is_the_one_in_use():
         assert kernels.ISA == required_builds()[0]
 
 
-def test_kernel_tests_cover_every_available_build(request):
-    """In this session, each kernel test file that was collected runs its tests on every
-    available build (the `build` or `kernel_build` parameter), not on the chosen one alone."""
-    seen = {}
-    for item in request.session.items:
-        file = os.path.basename(str(item.fspath))
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        build = params.get("build", params.get("kernel_build"))
-        if file in KERNEL_TEST_FILES and build is not None:
-            seen.setdefault(file, set()).add(getattr(build, "name", build))
-    if not seen:
-        pytest.skip("no kernel test file collected in this session")
-    for file, builds in seen.items():
-        assert builds == set(kernels.available_builds()), f"{file} ran on {sorted(builds)}"
+# Every kernel test file, and the parameter that names the kernel build its tests run on
+# (tests/kernel_builds.py: a test function parameter or an autouse module fixture). A file that
+# tests modules built once, outside fixnet._kernels.ISA_MODULES, says so instead.
+KERNEL_TEST_FILES = {
+    "test_kernels.py": "build",
+    "test_kernels_conv.py": "kernel_build",
+    "test_kernels_depthwise.py": "kernel_build",
+    "test_kernels_gemm.py": "conv",
+    "test_kernels_pool.py": "kernel_build",
+    "test_kernels_recurrent.py": "build",
+    "test_kernels_prelu.py": None,          # _prelu: baseline only (not an ISA module)
+}
+SINGLE_BUILD_MODULES = {"test_kernels_prelu.py": "_prelu"}
+# tests of a parametrised file that test no one build: the build machinery itself, a whole
+# model on the build in use, or the oracle alone
+NOT_PER_BUILD = {
+    "test_kernels.py": {"test_builds_are_listed_preferred_first_and_the_baseline_always_runs",
+                        "test_fixnet_isa_rejects_an_unknown_build",
+                        "test_predict_fast_path_returns_arrays_the_caller_owns",
+                        "test_predict_fast_path_agrees_with_every_other_way_in"},
+    "test_kernels_recurrent.py": {"test_function_table_error_bound",
+                                  "test_table_lookup_interpolates_between_entries"},
+}
+# tests whose build parameter has another name than their file's
+PARAM_BY_TEST = {("test_kernels.py", "test_fixnet_isa_forces_a_build"): "name"}
+
+_COLLECT = """
+import json, sys, pytest
+class Dump:
+    def __init__(self): self.items = []
+    def pytest_collection_finish(self, session):
+        for item in session.items:
+            cs = getattr(item, "callspec", None)
+            params = {k: getattr(v, "name", v) for k, v in (cs.params.items() if cs else ())
+                      if isinstance(getattr(v, "name", v), str)}
+            self.items.append([item.nodeid, item.originalname, params,
+                               item.get_closest_marker("skip") is not None])
+d = Dump()
+rc = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "-m", "", *sys.argv[1:]],
+                 plugins=[d])
+print("@@" + json.dumps(d.items))
+sys.exit(rc)
+"""
+
+
+def _collected(files):
+    """[(nodeid, function, {param: value}, skipped)] of the tests in `files` (collected in a
+    child pytest, so the check holds whatever this session selected)."""
+    import json
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", _COLLECT] + [os.path.join(here, f) for f in files],
+                       cwd=os.path.dirname(here), capture_output=True, text=True, timeout=600)
+    out = [line for line in r.stdout.splitlines() if line.startswith("@@")]
+    assert r.returncode == 0 and out, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(out[-1][2:])
+
+
+def test_the_list_of_kernel_test_files_is_every_kernel_test_file():
+    import glob
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = {os.path.basename(p) for p in glob.glob(os.path.join(here, "test_kernels*.py"))}
+    assert found == set(KERNEL_TEST_FILES), \
+        f"tests/test_kernels*.py is {sorted(found)}: update KERNEL_TEST_FILES"
+    for file, module in SINGLE_BUILD_MODULES.items():
+        assert module not in kernels.ISA_MODULES, \
+            f"{module} is built per ISA now: {file} must run on every build"
+
+
+def test_kernel_tests_run_on_every_build():
+    """Each kernel test file's tests take the build parameter, with one value per build
+    fixnet knows: the builds this machine runs run, the others are skipped with a reason.
+    A file (or a test) that lost its parameter, or a build dropped from the list, fails."""
+    every = set(kernels.ISA_PREFERENCE) | {"baseline"}
+    runnable = set(kernels.available_builds())
+    items = _collected(sorted(KERNEL_TEST_FILES))
+    by_test = {}
+    for nodeid, function, params, skipped in items:
+        file = os.path.basename(nodeid.split("::")[0])
+        by_test.setdefault((file, function), []).append((params, skipped))
+    assert {f for f, _ in by_test} == set(KERNEL_TEST_FILES), "a kernel test file collected no test"
+    checked = 0
+    for (file, function), runs in sorted(by_test.items()):
+        key = PARAM_BY_TEST.get((file, function), KERNEL_TEST_FILES[file])
+        if key is None or function in NOT_PER_BUILD.get(file, ()):
+            continue
+        values = [p.get(key) for p, _ in runs]
+        assert None not in values, f"{file}::{function} has no {key!r} parameter"
+        assert set(values) == every, f"{file}::{function} has builds {sorted(set(values))}"
+        ran = {v for v, (_, skipped) in zip(values, runs, strict=True) if not skipped}
+        assert ran == runnable, f"{file}::{function} runs on {sorted(ran)}, not {sorted(runnable)}"
+        checked += 1
+    assert checked >= 100, f"only {checked} per-build kernel test functions found"

@@ -22,36 +22,17 @@ from hypothesis import strategies as st
 import fixnet
 import fixnet._kernels
 from fixnet import oracle
+from kernel_builds import build_params
+from strategies import clamp_bounds, int8_array, seeds, zero_points
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
-BUILD_NAMES = fixnet._kernels.available_builds()
-BUILDS = [fixnet._kernels.load_build(name) for name in BUILD_NAMES]
-each_build = pytest.mark.parametrize("build", BUILDS, ids=BUILD_NAMES)
+# every build fixnet knows; the ones this machine cannot run are skipped with the reason
+each_build = pytest.mark.parametrize("build", build_params(fixnet._kernels.load_build))
 
-seeds = st.integers(0, 2 ** 32 - 1)
-zero_points = st.integers(-128, 127)
 batch = st.one_of(st.just(0), st.just(1), st.integers(0, 9))
 depth = st.one_of(st.just(1), st.integers(0, 40), st.sampled_from([64, 255, 256, 300]))
 channels = st.one_of(st.just(1), st.integers(0, 19))
-
-
-@st.composite
-def clamp_bounds(draw):
-    """(act_min, act_max): the full int8 range, a ReLU-like bound, or anything valid."""
-    return draw(st.one_of(
-        st.just((-128, 127)),
-        st.tuples(zero_points, st.just(127)),
-        st.tuples(zero_points, zero_points).map(sorted).map(tuple),
-    ))
-
-
-def int8_array(rng, shape, lo=-128, hi=127):
-    """Uniform int8 in [lo, hi], with about 10% of entries forced to lo or hi."""
-    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int8)
-    extremes = rng.random(shape) < 0.1
-    a[extremes] = rng.choice(np.array([lo, hi], np.int8), size=int(extremes.sum()))
-    return a
 
 
 def requant_params(rng, n_channels, shift_range):
@@ -681,7 +662,7 @@ def test_builds_are_listed_preferred_first_and_the_baseline_always_runs():
     assert names[0] == fixnet._kernels.ISA or os.environ.get("FIXNET_ISA")
 
 
-@pytest.mark.parametrize("name", BUILD_NAMES)
+@pytest.mark.parametrize("name", build_params())
 def test_fixnet_isa_forces_a_build(name):
     r = _isa_in_subprocess(name)
     assert r.returncode == 0, r.stderr

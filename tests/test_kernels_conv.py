@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from fixnet import oracle
 import fixnet._kernels
 from fixnet._kernels import _conv
+from kernel_builds import build_params
+from strategies import clamp_bounds, int8_array, seeds, zero_points
 
 
-@pytest.fixture(scope="module", params=fixnet._kernels.available_builds(), autouse=True)
+@pytest.fixture(scope="module", params=build_params(), autouse=True)
 def kernel_build(request):
     """Every test here runs once per kernel build this CPU runs (baseline, AVX2, ...): each
     build must give the oracle's bits."""
@@ -30,24 +32,12 @@ def kernel_build(request):
 
 SETTINGS = settings(max_examples=500, deadline=None)
 
-seeds = st.integers(0, 2 ** 32 - 1)
-zero_points = st.integers(-128, 127)
 batch = st.one_of(st.just(0), st.just(1), st.integers(2, 3))
 sizes = st.integers(1, 12)
 kernel_sizes = st.integers(1, 5)
 strides = st.integers(1, 3)
 dilations = st.one_of(st.just(1), st.integers(1, 3))
 pads = st.integers(0, 3)
-
-
-@st.composite
-def clamp_bounds(draw):
-    """(act_min, act_max): the full int8 range, a ReLU-like bound, or anything valid."""
-    return draw(st.one_of(
-        st.just((-128, 127)),
-        st.tuples(zero_points, st.just(127)),
-        st.tuples(zero_points, zero_points).map(sorted).map(tuple),
-    ))
 
 
 # Shifts: anything in [-31, 4], one shift for every channel, or "fit": per channel, the shift
@@ -57,14 +47,6 @@ shift_ranges = st.one_of(
     st.integers(-31, 4).map(lambda s: (s, s)),
     st.just("fit"),
 )
-
-
-def int8_array(rng, shape, lo=-128, hi=127):
-    """Uniform int8 in [lo, hi], with about 10% of entries forced to lo or hi."""
-    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int8)
-    extremes = rng.random(shape) < 0.1
-    a[extremes] = rng.choice(np.array([lo, hi], np.int8), size=int(extremes.sum()))
-    return a
 
 
 def random_bias(rng, n_channels, wide):

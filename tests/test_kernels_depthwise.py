@@ -18,10 +18,12 @@ import pytest
 from fixnet import oracle
 import fixnet._kernels
 from fixnet._kernels import _conv
-from test_kernels_conv import int8_array, random_bias, requant_params
+from kernel_builds import build_params
+from strategies import int8_array
+from test_kernels_conv import random_bias, requant_params
 
 
-@pytest.fixture(scope="module", params=fixnet._kernels.available_builds(), autouse=True)
+@pytest.fixture(scope="module", params=build_params(), autouse=True)
 def kernel_build(request):
     """Every test here runs once per kernel build this CPU runs."""
     global _conv

@@ -24,20 +24,14 @@ from hypothesis import strategies as st
 
 import fixnet._kernels
 from fixnet import oracle
+from kernel_builds import build_params
+from strategies import int8_array
 
 
-@pytest.fixture(scope="module", params=fixnet._kernels.available_builds(), autouse=True)
+@pytest.fixture(scope="module", params=build_params(), autouse=True)
 def conv(request):
     """The _conv module of each kernel build this CPU runs."""
     return fixnet._kernels.load_build(request.param)._conv
-
-
-def int8_array(rng, shape, lo=-128, hi=127):
-    """Uniform int8 in [lo, hi], about 10% of entries forced to lo or hi."""
-    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int8)
-    extremes = rng.random(shape) < 0.1
-    a[extremes] = rng.choice(np.array([lo, hi], np.int8), size=int(extremes.sum()))
-    return a
 
 
 def out_size(size, kernel, stride, dilation, pad_before, pad_after):

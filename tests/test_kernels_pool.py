@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from fixnet import oracle
 import fixnet._kernels
 from fixnet._kernels import _binary, _layout, _pool
+from kernel_builds import build_params
+from strategies import clamp_bounds, int8_array, seeds, zero_points
 
 
-@pytest.fixture(scope="module", params=fixnet._kernels.available_builds(), autouse=True)
+@pytest.fixture(scope="module", params=build_params(), autouse=True)
 def kernel_build(request):
     """Every test here runs once per kernel build this CPU runs (baseline, AVX2, ...): each
     build must give the oracle's bits."""
@@ -33,29 +35,9 @@ def kernel_build(request):
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
-seeds = st.integers(0, 2 ** 32 - 1)
-zero_points = st.integers(-128, 127)
 batch = st.one_of(st.just(1), st.integers(0, 3))
 channels = st.one_of(st.just(1), st.integers(1, 40))
 multipliers = st.one_of(st.just(0), st.just(2 ** 30), st.integers(2 ** 30, 2 ** 31 - 1))
-
-
-@st.composite
-def clamp_bounds(draw):
-    """(act_min, act_max): the full int8 range, a ReLU-like bound, or anything valid."""
-    return draw(st.one_of(
-        st.just((-128, 127)),
-        st.tuples(zero_points, st.just(127)),
-        st.tuples(zero_points, zero_points).map(sorted).map(tuple),
-    ))
-
-
-def int8_array(rng, shape, lo=-128, hi=127):
-    """Uniform int8 in [lo, hi], with about 10% of entries forced to lo or hi."""
-    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int8)
-    extremes = rng.random(shape) < 0.1
-    a[extremes] = rng.choice(np.array([lo, hi], np.int8), size=int(extremes.sum()))
-    return a
 
 
 # ---- pooling -------------------------------------------------------------------------------
@@ -260,12 +242,23 @@ def test_pool_rejects(kernel, changes, match):
         getattr(_pool, kernel)(**pool_args(**changes))
 
 
-def test_pool_accepts_empty_outputs_and_batches():
-    # Zero output rows: no window to check; zero images: nothing to do.
-    for kernel in ("max_pool2d", "avg_pool2d"):
-        getattr(_pool, kernel)(**pool_args(out=np.zeros((2, 0, 2, 3), np.int8)))
-        getattr(_pool, kernel)(**pool_args(x=np.zeros((0, 5, 6, 3), np.int8),
-                                           out=np.zeros((0, 3, 2, 3), np.int8)))
+@pytest.mark.parametrize("kernel", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("changes", [
+    dict(out=np.zeros((2, 0, 2, 3), np.int8)),                  # zero output rows: no window
+    dict(out=np.zeros((2, 3, 0, 3), np.int8)),                  # zero output columns
+    dict(x=np.zeros((0, 5, 6, 3), np.int8), out=np.zeros((0, 3, 2, 3), np.int8)),  # no image
+], ids=["no-rows", "no-cols", "no-images"])
+def test_pool_accepts_empty_outputs_and_batches(kernel, changes):
+    """An empty output or batch is accepted (nothing to do), like the oracle, which gives an
+    empty result of the same shape; the input is left alone."""
+    args = pool_args(**changes)
+    args["x"] = np.random.default_rng(0).integers(-128, 128, args["x"].shape).astype(np.int8)
+    x_before = args["x"].copy()
+    assert getattr(_pool, kernel)(**args) is None
+    out = args.pop("out")
+    want = getattr(oracle, kernel)(*args.values(), out_h=out.shape[1], out_w=out.shape[2])
+    assert want.shape == out.shape and want.size == 0
+    np.testing.assert_array_equal(args["x"], x_before)
 
 
 def test_pool_oracle_rejects_empty_windows():

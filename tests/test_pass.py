@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fixnet
-from conftest import MODELS, fixture_data, fixture_path
+from conftest import fixture_data, fixture_path, fixtures
 from conftest import as_list as fixture_arrays
 from fixnet import runtime
 from fixnet._kernels import _dense
@@ -23,10 +23,7 @@ from fixnet.cost import model_macs, step_macs
 from gil_probe import steps_while
 from thread_policies import policy, split_every_step  # noqa: F401  (a fixture)
 
-ALL_FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS)
-                      if f.endswith(".h5") and not f.endswith(".weights.h5")
-                      and not f.startswith(("layers_channels_first", "anylen_strided"))   # refused, by design
-                      and os.path.exists(os.path.join(MODELS, f[:-3] + ".npz")))
+ALL_FIXTURES = fixtures(exclude=("layers_channels_first", "anylen_strided"))   # refused, by design
 THREAD_COUNTS = (1, 2, 3, 4)
 
 _cache = {}

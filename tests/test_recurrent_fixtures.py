@@ -141,7 +141,7 @@ def test_peer_outputs(base):
             print(f"{base}: {key} failed: {err.splitlines()[0][:120]}")
             continue
         sq = []
-        for f, q in zip(kf, qs):
+        for f, q in zip(kf, qs, strict=True):
             assert q.shape == f.shape and np.all(np.isfinite(q)), (base, key)
             sq.append(sqnr_db(f, q))
         msg = f"{base}: {key} SQNR " + " / ".join(f"{s:.1f}" for s in sq) + " dB"

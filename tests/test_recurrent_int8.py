@@ -8,17 +8,16 @@ with the oracle, batch 1 equal to batch N; the overflow proof covering every rec
 .fxn save/load bit-identical. Also: every calibration method and data-free quantization give
 working models, and qm.report() shows every gate and state.
 """
-import os
 
 import numpy as np
 import pytest
 
 import fixnet
 import fixnet.fxn
-from conftest import MODELS, as_list, by_index, fixture_data, fixture_path, sqnr_db
+from conftest import as_list, by_index, fixture_data, fixture_path, fixtures, sqnr_db
 from fixnet.quant.ranges import METHODS
 
-FIXTURES = sorted(f[:-3] for f in os.listdir(MODELS) if f.startswith("rnn_") and f.endswith(".h5"))
+FIXTURES = fixtures(["rnn_"])
 DIGITS = [f for f in FIXTURES if f.split("_")[1] in ("gru", "lstm", "simplernn", "bilstm", "stacked")]
 PEERS = ("tflite_int8", "ort_int8")
 ORACLE_ROWS = 48
@@ -50,7 +49,7 @@ def test_int8_sqnr_at_least_the_best_peer(name):
     got = _outs(qm.predict(d["x_test"]))
     refs = as_list(d, "keras_float")
     assert len(got) == len(refs)
-    for i, (g, ref) in enumerate(zip(got, refs)):
+    for i, (g, ref) in enumerate(zip(got, refs, strict=True)):
         peers = {p: sqnr_db(ref, v[i]) for p in PEERS for v in [by_index(d, p)] if i in v}
         assert peers, f"{name}: no peer output {i} stored"
         best = max(peers.values())
@@ -72,10 +71,10 @@ def test_kernels_match_the_oracle_and_batch_one(name):
     qm, d = quantized(name)
     x = d["x_test"][:ORACLE_ROWS]
     fast = _outs(qm.predict(x, output="int8"))
-    for a, b in zip(fast, _outs(qm.predict_oracle(x))):
+    for a, b in zip(fast, _outs(qm.predict_oracle(x)), strict=True):
         np.testing.assert_array_equal(a, b)
     for i in (0, 7, ORACLE_ROWS - 1):
-        for a, b in zip(_outs(qm.predict(x[i:i + 1], output="int8")), fast):
+        for a, b in zip(_outs(qm.predict(x[i:i + 1], output="int8")), fast, strict=True):
             np.testing.assert_array_equal(a[0], b[i])
 
 
@@ -89,7 +88,7 @@ def test_overflow_proof_covers_every_recurrent_layer(name):
     # checked execution (int64 accumulators, every step's) agrees with the kernels
     x = d["x_test"][:16]
     for a, b in zip(_outs(qm.predict(x, output="int8", check_overflow=True)),
-                    _outs(qm.predict(x, output="int8"))):
+                    _outs(qm.predict(x, output="int8")), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -100,7 +99,8 @@ def test_fxn_round_trip_is_bit_identical(name, tmp_path):
     qm.save(path)
     back = fixnet.load(path)
     x = d["x_test"][:64]
-    for a, b in zip(_outs(back.predict(x, output="int8")), _outs(qm.predict(x, output="int8"))):
+    for a, b in zip(_outs(back.predict(x, output="int8")), _outs(qm.predict(x, output="int8")),
+                    strict=True):
         np.testing.assert_array_equal(a, b)
     # saved again, the file holds the same integers and graph: only the name of the file it
     # was converted from differs
@@ -181,7 +181,7 @@ def test_any_length_equals_separate_runs(name):
     long_, short = d["x_test"][:40], d["x_test_len16"][:40]
     seq = [long_, short, long_[:, :5], long_]
     first = [qm.predict(x, output="int8") for x in seq]
-    for x, got in zip(seq, first):
+    for x, got in zip(seq, first, strict=True):
         fresh = fixnet.runtime.model_from_bytes(fixnet.fxn.encode_model(qm, name))
         np.testing.assert_array_equal(fresh.predict(x, output="int8"), got)
         np.testing.assert_array_equal(qm.predict_oracle(x), got)

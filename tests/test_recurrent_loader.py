@@ -21,12 +21,10 @@ import pytest
 
 import fixnet
 from fixnet.errors import MissingWeightError, ModelFileError, UnsupportedLayerError
-from conftest import MODELS, as_list, fixture_data, fixture_path
+from conftest import KERAS_ARCHIVES, as_list, fixture_data, fixture_path, fixtures
 from keras20 import to_keras20
 
-RNN = sorted(f[:-4] for f in os.listdir(MODELS)
-             if f.startswith("rnn_") and f.endswith(".npz")
-             and os.path.exists(os.path.join(MODELS, f[:-4] + ".h5")))
+RNN = fixtures(["rnn_"])
 RECURRENT_CLASSES = {"SimpleRNN", "GRU", "LSTM", "RNN"}
 
 
@@ -59,7 +57,7 @@ def _keras20(name, tmp_path):
 
 def _formats(name):
     out = [("h5", _h5), ("json+h5", _json_with_h5_weights)]
-    if os.path.exists(fixture_path(name, ".keras")):
+    if name in KERAS_ARCHIVES:
         out += [("keras", _keras), ("json+weights.h5", _json_with_keras3_weights)]
     if name.endswith("_tfk2"):
         out.append(("keras2.0", _keras20))
@@ -80,7 +78,7 @@ def _outs(v):
 
 def _max_relative_error(got, refs):
     errs = []
-    for g, ref in zip(got, refs):
+    for g, ref in zip(got, refs, strict=True):
         assert g.shape == ref.shape
         errs.append(np.abs(g.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
     return max(errs)
@@ -373,7 +371,7 @@ def test_mask_zero_skips_the_padding_as_an_unpadded_run_of_any_length(name, tmp_
     got = masked.predict(x)
     starts = [int((row != 0).argmax()) for row in x]
     assert len(set(starts)) > 1
-    for row, start, g in zip(x, starts, got):
+    for row, start, g in zip(x, starts, got, strict=True):
         assert not (row[start:] == 0).any()
         alone = plain.predict(row[None, start:])[0]
         np.testing.assert_allclose(g, alone, rtol=1e-6, atol=1e-7 * np.abs(alone).max())
