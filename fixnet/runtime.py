@@ -508,7 +508,7 @@ class QuantizedModel:
 
     # -- the portable file -----------------------------------------------------------------
     def save(self, path):
-        """Write the int8 network to one versioned ``.fxn`` file (see fixnet/fxn.py): int8
+        """Write the int8 network to one versioned ``.fxn`` file (see fixnet/fxn/): int8
         weights, int32 biases, multipliers, tables and the graph; no float weights.
         ``fixnet.load(path)`` reads it back with bit-identical predictions."""
         fxn.save_model(self, path)
