@@ -200,3 +200,22 @@ def test_pyproject_installs_every_package():
     packages = {os.path.dirname(p).replace("/", ".") for p in tracked
                 if p.endswith("/__init__.py")}
     assert "fixnet.keras.layers" in packages and packages == listed
+
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_module_over_600_lines_and_no_function_over_80_without_a_reason():
+    """A longer function must say why in its docstring ("Long because ...")."""
+    too_long = []
+    for name, path in modules(ROOT).items():
+        text = open(path, encoding="utf-8").read()
+        if text.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text, path)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES and "Long because" not in (ast.get_docstring(node) or ""):
+                    too_long.append(f"{name}.{node.name}: {n} lines")
+    assert too_long == []

@@ -20,7 +20,7 @@ from ..fileio import write_atomically
 from ..quant.qparams import QParams
 from ..step import Step
 from .container import (ARRAY_DTYPES, FORMAT_NAME, FORMAT_VERSION, HEADER, MAGIC, MANIFEST_NAME,
-                        FxnWriteError, inconsistent_file, short_repr, zip_write)
+                        FxnWriteError, bad_file, short_repr, zip_write)
 
 # Value types allowed inside a step's state as tagged dataclasses.
 _DATACLASSES = {"QParams": QParams}
@@ -186,11 +186,11 @@ class Decoder:
         if isinstance(v, list):
             return [self.value(e, what) for e in v]
         if not isinstance(v, dict) or len(v) not in (1, 2):
-            raise inconsistent_file(self.path, f"{what}: {short_repr(v)} is not an encoded value")
+            raise bad_file(self.path, f"{what}: {short_repr(v)} is not an encoded value")
         if "$array" in v and len(v) == 1:
             entry = v["$array"]
             if not isinstance(entry, str) or entry not in self.arrays:
-                raise inconsistent_file(self.path, f"{what}: refers to array {short_repr(entry)}, which the file "
+                raise bad_file(self.path, f"{what}: refers to array {short_repr(entry)}, which the file "
                                       "does not hold")
             self.used.add(entry)
             return self.arrays[entry]
@@ -200,36 +200,36 @@ class Decoder:
             out = {}
             for pair in v["$dict"]:
                 if not (isinstance(pair, list) and len(pair) == 2):
-                    raise inconsistent_file(self.path, f"{what}: a dict item {short_repr(pair)} is not a pair")
+                    raise bad_file(self.path, f"{what}: a dict item {short_repr(pair)} is not a pair")
                 key = self.value(pair[0], what)
                 try:
                     out[key] = self.value(pair[1], what)
                 except TypeError:
-                    raise inconsistent_file(self.path, f"{what}: dict key {short_repr(pair[0])} is not hashable")
+                    raise bad_file(self.path, f"{what}: dict key {short_repr(pair[0])} is not hashable")
             return out
         if "$float" in v and len(v) == 1 and v["$float"] in ("nan", "inf", "-inf"):
             return float(v["$float"])
         if "$np" in v and len(v) == 2 and "value" in v and v["$np"] in ARRAY_DTYPES:
             item = self.value(v["value"], what)
             if isinstance(item, (dict, list, tuple, str, type(None))):
-                raise inconsistent_file(self.path, f"{what}: NumPy scalar value {short_repr(v['value'])}")
+                raise bad_file(self.path, f"{what}: NumPy scalar value {short_repr(v['value'])}")
             try:
                 return np.dtype(v["$np"]).newbyteorder("=").type(item)
             except (OverflowError, ValueError, TypeError) as e:
-                raise inconsistent_file(self.path, f"{what}: NumPy scalar {short_repr(v)} ({e})")
+                raise bad_file(self.path, f"{what}: NumPy scalar {short_repr(v)} ({e})")
         if "$bytes" in v and len(v) == 1 and isinstance(v["$bytes"], str):
             try:
                 return base64.b64decode(v["$bytes"], validate=True)
             except ValueError:
-                raise inconsistent_file(self.path, f"{what}: bad base64 bytes")
+                raise bad_file(self.path, f"{what}: bad base64 bytes")
         if ("$dataclass" in v and len(v) == 2 and v["$dataclass"] in _DATACLASSES
                 and isinstance(v.get("fields"), dict)):
             cls = _DATACLASSES[v["$dataclass"]]
             fields = {k: self.value(e, what) for k, e in v["fields"].items()}
             if set(fields) != {f.name for f in dataclasses.fields(cls)}:
-                raise inconsistent_file(self.path, f"{what}: {cls.__name__} fields {sorted(fields)}")
+                raise bad_file(self.path, f"{what}: {cls.__name__} fields {sorted(fields)}")
             return cls(**fields)
-        raise inconsistent_file(self.path, f"{what}: {short_repr(v)} is not an encoded value")
+        raise bad_file(self.path, f"{what}: {short_repr(v)} is not an encoded value")
 
 
 def step_registry():

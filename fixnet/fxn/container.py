@@ -161,7 +161,7 @@ def damaged_file(path, why):
     return ModelFileError(f"{path}: damaged fixnet model file: {why}")
 
 
-def inconsistent_file(path, why):
+def bad_file(path, why):
     return ModelFileError(f"{path}: inconsistent fixnet model file: {why}")
 
 
@@ -195,14 +195,14 @@ def _parse_manifest(path, raw, version):
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise damaged_file(path, f"the manifest is not valid JSON ({e})")
     if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
-        raise inconsistent_file(path, "the manifest does not describe a fixnet int8 model")
+        raise bad_file(path, "the manifest does not describe a fixnet int8 model")
     if m.get("format_version") != version or isinstance(m.get("format_version"), bool):
-        raise inconsistent_file(path, f"the manifest's format version {m.get('format_version')!r} differs from "
+        raise bad_file(path, f"the manifest's format version {m.get('format_version')!r} differs from "
                          f"the header's ({version})")
     for key, kind in (("name", str), ("inputs", list), ("outputs", list), ("tensors", list),
                       ("steps", list), ("arrays", dict)):
         if not isinstance(m.get(key), kind):
-            raise inconsistent_file(path, f"the manifest's '{key}' is missing or not a {kind.__name__}")
+            raise bad_file(path, f"the manifest's '{key}' is missing or not a {kind.__name__}")
     return m
 
 
@@ -210,10 +210,10 @@ def _array_specs(path, m):
     specs = {}
     for entry, spec in m["arrays"].items():
         if not (entry.startswith("arrays/") and entry.endswith(".npy")):
-            raise inconsistent_file(path, f"array entry name {entry!r} is not under arrays/")
+            raise bad_file(path, f"array entry name {entry!r} is not under arrays/")
         if (not isinstance(spec, dict) or spec.get("dtype") not in ARRAY_DTYPES
                 or not _is_shape(spec.get("shape"))):
-            raise inconsistent_file(path, f"array {entry}: dtype/shape {spec!r} is not one the format stores")
+            raise bad_file(path, f"array {entry}: dtype/shape {spec!r} is not one the format stores")
         specs[entry] = (np.dtype(spec["dtype"]), tuple(spec["shape"]))
     return specs
 
@@ -237,7 +237,7 @@ def _read_array(path, z, info, dtype, shape):
     except (ValueError, OSError, EOFError, TypeError) as e:
         raise damaged_file(path, f"array {info.filename} cannot be read ({e})")
     if a.dtype.str != dtype.str or a.shape != shape:
-        raise inconsistent_file(path, f"array {info.filename} is {a.dtype.str} {a.shape}, the manifest says "
+        raise bad_file(path, f"array {info.filename} is {a.dtype.str} {a.shape}, the manifest says "
                          f"{dtype.str} {shape}")
     if a.dtype.str[0] == "<" and sys.byteorder != "little":
         a = a.astype(a.dtype.newbyteorder("="))
