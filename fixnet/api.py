@@ -32,7 +32,7 @@ def load(path, weights=None, *, max_memory=None):
     limit = max_memory_bytes(max_memory)
     if weights is None and is_fxn_file(path):
         return load_fxn(path, max_memory=limit)      # NumPy only: h5py is not imported
-    from .keras_h5 import load_keras_h5, load_keras_json
+    from .keras import load_keras_h5, load_keras_json
     if weights is not None:
         return FloatModel(load_keras_json(path, weights, max_memory=limit))
     if os.fspath(path).lower().endswith(".json"):

@@ -41,7 +41,8 @@ def predict(qm, x, output="float32", num_threads=1, block_rows=DEFAULT_BLOCK_ROW
     other axes are joined (each task needs whole samples). output, num_threads: as for
     ``qm.predict`` (num_threads per task: keep 1 when each worker runs a task per core).
     """
-    from .runtime import QuantizedModel, _output_is_float, check_num_threads
+    from .runtime import QuantizedModel
+    from .step import check_num_threads, output_is_float
     dask, da = _import_dask()
     if not isinstance(qm, QuantizedModel):
         raise ArgumentError(f"fixnet.dask.predict: qm must be a QuantizedModel, not "
@@ -50,7 +51,7 @@ def predict(qm, x, output="float32", num_threads=1, block_rows=DEFAULT_BLOCK_ROW
             or block_rows < 1):
         raise ArgumentError(f"fixnet.dask.predict: block_rows must be a positive int, not "
                             f"{block_rows!r}")
-    _output_is_float(output)
+    output_is_float(output)
     check_num_threads(num_threads)
     several = isinstance(x, (list, tuple))
     xs = list(x) if several else [x]

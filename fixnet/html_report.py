@@ -21,34 +21,19 @@ The page holds
 - a conclusion line naming the Keras layer that costs the most: the one adding the most
   quantization noise between its input and its output (see ``layer_costs``).
 """
-import base64
 import html
-import io
 import math
-import re
 
 import numpy as np
 
 from .errors import ArgumentError, FixnetError
+from .html_plots import HIST_BINS, Plots, activation_hist, bar_chart, weight_hist
+from .html_plots import load_matplotlib as _matplotlib  # noqa: F401  (cli/report.py asks it)
 from .metrics import sqnr_db
 
 MAX_WEIGHT_PLOTS = 64        # histograms per kind: a MobileNet-size page stays a few MB
 MAX_ACTIVATION_PLOTS = 64
-HIST_BINS = 60
-PNG_DPI = 80
 MEASURE_BUDGET = 512 << 20   # bytes the per-layer measurement may hold (see auto_samples)
-
-
-def _matplotlib():
-    """matplotlib's Figure class, imported on first use (the optional extra ``plot``)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise FixnetError("the HTML report draws its plots with matplotlib: "
-                          "pip install 'fixnet[plot]'") from None
-    return Figure
 
 
 # -- what each layer costs ----------------------------------------------------------------------
@@ -180,136 +165,7 @@ def _weight_data(qm):
     return out
 
 
-# -- drawing ---------------------------------------------------------------------------------------
-
-class _Plots:
-    """Figures rendered to inline SVG or PNG data: URIs; counts what it made."""
-
-    def __init__(self):
-        self.Figure = _matplotlib()
-        self.count = {"svg": 0, "png": 0}
-
-    def figure(self, w, h, margins=None):
-        """A figure and its axes; ``margins`` (left, bottom, right, top) fixes the layout
-        (fast) instead of a tight layout measured at save time."""
-        fig = self.Figure(figsize=(w, h))
-        if margins:
-            fig.subplots_adjust(*margins)
-        fig.fixnet_tight = margins is None
-        return fig, fig.add_subplot(1, 1, 1)
-
-    def svg(self, fig, alt):
-        import matplotlib
-        self.count["svg"] += 1
-        buf = io.StringIO()
-        with matplotlib.rc_context({"svg.fonttype": "none",
-                                    "svg.hashsalt": f"fixnet-{self.count['svg']}"}):
-            if fig.fixnet_tight:
-                fig.tight_layout()
-            fig.savefig(buf, format="svg")
-        text = buf.getvalue()
-        text = text[text.index("<svg"):]       # no XML prolog, no metadata (dates, links)
-        text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
-        return (f'<figure class="plot" data-plot="svg" title="{html.escape(alt)}">{text}'
-                f'</figure>')
-
-    def png(self, fig, alt):
-        self.count["png"] += 1
-        buf = io.BytesIO()
-        if fig.fixnet_tight:
-            fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=PNG_DPI)
-        data = base64.b64encode(buf.getvalue()).decode("ascii")
-        return (f'<figure class="plot" data-plot="png"><img alt="{html.escape(alt)}" '
-                f'src="data:image/png;base64,{data}"></figure>')
-
-
-def _bar_chart(plots, labels, values, title, ylabel, color, ref=None, log=False):
-    w = min(12.0, max(6.0, 0.22 * len(labels) + 2.0))
-    fig, ax = plots.figure(w, 2.8)
-    pos = np.arange(len(labels))
-    vals = [0.0 if (v is None or not np.isfinite(v)) else v for v in values]
-    ax.bar(pos, vals, color=color, width=0.7)
-    for i, v in enumerate(values):
-        if v is not None and np.isinf(v):
-            ax.annotate("∞" if v > 0 else "-∞", (i, 0), ha="center", va="bottom", fontsize=7)
-    if ref is not None:
-        ax.axhline(ref, color="#888", lw=0.8, ls="--")
-    if log and any(v > 0 for v in vals):
-        ax.set_yscale("symlog", linthresh=1)
-    ax.set_xticks(pos)
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=6 if len(labels) > 30 else 7)
-    ax.set_xlim(-0.6, len(labels) - 0.4)
-    ax.set_title(title, fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=8)
-    ax.tick_params(axis="y", labelsize=7)
-    return plots.svg(fig, title)
-
-
-_HIST_MARGINS = (0.13, 0.2, 0.98, 0.88)
-
-
-def _short(text, n=52):
-    """A plot title that fits its small figure."""
-    return text if len(text) <= n else text[:n - 1] + "…"
-
-
-def _log_y(ax):
-    """A log count axis with a few labelled decades and no minor ticks (cheap to draw)."""
-    from matplotlib.ticker import LogLocator, NullLocator
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=4))
-    ax.yaxis.set_minor_locator(NullLocator())
-
-
-def _weight_hist(plots, step, w, ranges, source):
-    fig, ax = plots.figure(3.8, 2.1, _HIST_MARGINS)
-    flat = w.ravel()
-    rmin, rmax = float(ranges.min()), float(ranges.max())
-    lim = max(float(np.abs(flat).max()) if flat.size else 0.0, rmax) * 1.05 or 1.0
-    ax.hist(flat, bins=np.linspace(-lim, lim, HIST_BINS + 1), color="#4878a8")
-    _log_y(ax)
-    if rmin == rmax:
-        for v in (-rmax, rmax):
-            ax.axvline(v, color="#c03030", lw=1)
-        label = f"int8 range ±{rmax:.3g}"
-    else:
-        ax.axvspan(-rmax, -rmin, color="#c03030", alpha=0.15, lw=0, zorder=0)
-        ax.axvspan(rmin, rmax, color="#c03030", alpha=0.15, lw=0, zorder=0)
-        for v in (-rmax, rmax):
-            ax.axvline(v, color="#c03030", lw=1)
-        label = f"per-channel int8 ranges ±{rmin:.3g} .. ±{rmax:.3g}"
-    outside = int(np.sum(np.abs(w) > ranges[None, :] * (1 + 1 / 254)))
-    ax.set_title(_short(f"{step.layer} ({step.op}) weights"), fontsize=8)
-    ax.set_xlabel(label + (f"; {outside} beyond their range" if outside else "")
-                  + ("" if source == "float model" else f"; {source} weights"), fontsize=7)
-    ax.tick_params(labelsize=6)
-    return plots.png(fig, f"weights of {step.layer}")
-
-
-def _activation_hist(plots, step, tensor, hist, qparams, clipped):
-    counts, edges, vmin, vmax = hist
-    lo, hi = qparams.real_range
-    fig, ax = plots.figure(3.8, 2.1, _HIST_MARGINS)
-    centers = (edges[:-1] + edges[1:]) / 2
-    inside = (centers >= lo - qparams.scale / 2) & (centers <= hi + qparams.scale / 2)
-    width = edges[1] - edges[0]
-    ax.bar(centers[inside], counts[inside], width=width, color="#4878a8", lw=0)
-    if (~inside).any():
-        ax.bar(centers[~inside], counts[~inside], width=width, color="#d03030", lw=0,
-               label="clipped")
-    ax.axvline(lo, color="#c03030", lw=1)
-    ax.axvline(hi, color="#c03030", lw=1)
-    if counts.any():
-        _log_y(ax)
-    ax.set_title(_short(f"{step.layer} ({step.op}) output" + (f" '{tensor}'" if tensor != step.layer else "")), fontsize=8)
-    ax.set_xlabel(f"int8 range [{lo:.3g}, {hi:.3g}]; float values [{vmin:.3g}, {vmax:.3g}]"
-                  + (f"; {100 * clipped:.2f}% clipped" if clipped else ""), fontsize=7)
-    ax.tick_params(labelsize=6)
-    return plots.png(fig, f"output of {step.layer}")
-
-
-# -- the page ---------------------------------------------------------------------------------------
+# -- the page (its plots: fixnet/html_plots.py) ---------------------------------------------------
 
 _CSS = """
 body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1250px}
@@ -425,7 +281,7 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
         raise FixnetError(f"{qm.source or qm.name}: the report compares the int8 network with "
                           "its float model: quantize the Keras model (a .fxn file has no float "
                           "weights)")
-    plots = _Plots()
+    plots = Plots()
     xs = qm._check_inputs(x)
     xs = _first(xs, max_samples or auto_samples(qm, lengths=qm.lengths_of(xs)))
     n = int(xs[0].shape[0])
@@ -440,7 +296,20 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
     if eval_x is not None and float_model is not None:
         outputs = output_metrics(qm, float_model, eval_x, labels)
 
-    title = title or qm.name
+    parts = _head(title or qm.name, details, n, conclusion)
+    parts += _outputs_section(outputs)
+    parts += _layers_section(records, worst)
+    parts += _summary_plots(plots, records, n)
+    parts += _internal_section(rep)
+    parts += _widened_section(rep)
+    parts += _weights_section(plots, qm)
+    parts += _activations_section(plots, qm, xs, records)
+    parts += _footer(plots)
+    return HtmlReport("\n".join(parts), conclusion, rep, costs, outputs, dict(plots.count), n)
+
+
+def _head(title, details, n, conclusion):
+    """The page head, the details table and the conclusion."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>fixnet report: {html.escape(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>fixnet int8 report: {html.escape(title)}</h1>"]
@@ -451,7 +320,12 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
     parts.append('<p class="note">The layer named is the one adding the most quantization noise '
                  'power (10^(-SQNR/10) against the float model) between its input and its output; '
                  'a Keras layer\'s steps (e.g. a Dense and its softmax) count together.</p>')
+    return parts
 
+
+def _outputs_section(outputs):
+    """Output-level numbers on the evaluation data (none without them)."""
+    parts = []
     if outputs:
         parts.append("<h2>Outputs on the evaluation data</h2>")
         cols = [("top1_agreement", "top-1 agreement with float %"),
@@ -461,7 +335,12 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
                 + [_cell(None if k not in m else 100 * m[k], ".2f") for k, _ in cols]
                 for m in outputs]
         parts.append(_table(["output", "samples", "SQNR dB"] + [c[1] for c in cols], rows))
+    return parts
 
+
+def _layers_section(records, worst):
+    """The per-layer table, the worst layer marked."""
+    parts = []
     parts.append("<h2>Per layer</h2>")
     rows = [[_cell(r["layer"], numeric=False), _cell(r["op"], numeric=False),
              _cell(r["tensor"], numeric=False), _cell(r["sqnr_db"], ".1f"),
@@ -481,21 +360,31 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
                  + (' A softmax\'s input is clipped on purpose below the values that can still '
                     'change its int8 probabilities: judge it by the softmax output\'s SQNR.'
                     if any(r["op"] == "softmax" for r in records) else "") + '</p>')
+    return parts
 
+
+def _summary_plots(plots, records, n):
+    """Bar charts of SQNR, headroom and saturations per layer."""
+    parts = []
     labels_ = [f"{r['layer']}" + (f" ({r['op']})" if r["op"] not in r["layer"] else "") for r in records]
     parts.append("<h2>Summary plots</h2><div class='grid'>")
-    parts.append(_bar_chart(plots, labels_, [r["sqnr_db"] for r in records],
+    parts.append(bar_chart(plots, labels_, [r["sqnr_db"] for r in records],
                             "SQNR against the float model per layer", "dB", "#4878a8"))
     hr = [(lab, r["headroom_bits"]) for lab, r in zip(labels_, records) if r["headroom_bits"] is not None]
     if hr:
-        parts.append(_bar_chart(plots, [h[0] for h in hr], [h[1] for h in hr],
+        parts.append(bar_chart(plots, [h[0] for h in hr], [h[1] for h in hr],
                                 "int32 accumulator headroom (worst case)", "bits", "#58a058",
                                 ref=0.0))
-    parts.append(_bar_chart(plots, labels_, [r["saturated"] for r in records],
+    parts.append(bar_chart(plots, labels_, [r["saturated"] for r in records],
                             f"int8 saturations per layer ({n} samples)", "count", "#c06030",
                             log=True))
     parts.append("</div>")
+    return parts
 
+
+def _internal_section(rep):
+    """Recurrent layers' gates and states (none without them)."""
+    parts = []
     if rep.internal:
         parts.append("<h2>Inside recurrent layers: gates and states</h2>")
         rows = [[_cell(r["layer"], numeric=False), _cell(r["what"], numeric=False),
@@ -506,7 +395,12 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
                             rows))
         parts.append('<p class="note">Every time step of every sample: the int16 values the '
                      'integer step computes against the float layer\'s.</p>')
+    return parts
 
+
+def _widened_section(rep):
+    """The channels whose weight scale was widened for their bias."""
+    parts = []
     parts.append("<h2>Channels widened to hold their bias (dead filters)</h2>")
     if rep.widened:
         rows = [[_cell(w["layer"], numeric=False), _cell(w["op"], numeric=False), _cell(w["channel"]),
@@ -517,7 +411,12 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
                      '~their bias; their weight scale was widened so the bias fits int32.</p>')
     else:
         parts.append("<p>none</p>")
+    return parts
 
+
+def _weights_section(plots, qm):
+    """Weight histograms against their int8 ranges."""
+    parts = []
     weights = _weight_data(qm)
     shown = weights[:MAX_WEIGHT_PLOTS]
     parts.append("<h2>Weights and their int8 ranges</h2>")
@@ -525,9 +424,14 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
         parts.append(f'<p class="note">the first {len(shown)} of {len(weights)} weighted layers</p>')
     parts.append("<div class='grid'>")
     for s, w, ranges, source in shown:
-        parts.append(_weight_hist(plots, s, w, ranges, source))
+        parts.append(weight_hist(plots, s, w, ranges, source))
     parts.append("</div>")
+    return parts
 
+
+def _activations_section(plots, qm, xs, records):
+    """Activation histograms against their int8 ranges, the most clipped first."""
+    parts = []
     cand = [(i, s) for i, s in enumerate(qm.steps) if s.op != "reshape"]
     rec_by_tensor = {r["tensor"]: r for r in records}
     if len(cand) > MAX_ACTIVATION_PLOTS:     # the most clipped first, then in order
@@ -544,10 +448,16 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
         t = s.outputs[0]
         if t in hists:
             clipped = (rec_by_tensor.get(t) or {}).get("clipped")
-            parts.append(_activation_hist(plots, s, t, hists[t], qm.tensors[t].qparams, clipped))
+            parts.append(activation_hist(plots, s, t, hists[t], qm.tensors[t].qparams, clipped))
     parts.append("</div>")
+    return parts
+
+
+def _footer(plots):
+    """The plot count and the end of the page."""
+    parts = []
     n_plots = plots.count["svg"] + plots.count["png"]
     parts.append(f'<p class="note" id="plot-count" data-svg="{plots.count["svg"]}" '
                  f'data-png="{plots.count["png"]}">{n_plots} plots; made by fixnet</p>')
     parts.append("</body></html>")
-    return HtmlReport("\n".join(parts), conclusion, rep, costs, outputs, dict(plots.count), n)
+    return parts

@@ -10,7 +10,6 @@ kernel Call objects bound to views into it, and the float boundaries. A pass
 (fixnet/_kernels/_pass.pyx) runs an arena's calls as one C loop, the GIL released once when
 the work is worth it, large layers split over native threads when ``num_threads`` > 1.
 """
-import operator
 import threading
 from collections import OrderedDict
 from typing import List
@@ -25,8 +24,8 @@ from .cost import step_macs
 from .errors import ArgumentError, FixnetError, InputShapeError
 from .lengths import length_symbols, resolve_shape, substitute
 from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
-from .step import (Step, check_inputs, check_nonfinite_policy, clip_nonfinite,
-                   nonfinite_input_error, require_finite)
+from .step import (Step, check_inputs, check_nonfinite_policy, check_num_threads, check_runs,
+                   clip_nonfinite, nonfinite_input_error, output_is_float, require_finite)
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
 BATCH_SIZES_KEPT = 4         # arena pools kept for this many run keys (batch size, lengths)
@@ -189,7 +188,7 @@ class QuantizedModel:
     def _predict(self, x, output, check_overflow=False, nonfinite="error", num_threads=1):
         """predict for any input: checks (with the error messages), conversions, chunks of
         MAX_ROWS_PER_PASS rows; registers the fast path for the shape when it applies."""
-        as_float = _output_is_float(output)
+        as_float = output_is_float(output)
         check_nonfinite_policy(nonfinite, "predict")
         if check_overflow:
             return self._predict_checked(x, output, nonfinite)
@@ -508,7 +507,7 @@ class QuantizedModel:
 
     # -- the portable file -----------------------------------------------------------------
     def save(self, path):
-        """Write the int8 network to one versioned ``.fxn`` file (see fixnet/fxn.py): int8
+        """Write the int8 network to one versioned ``.fxn`` file (see fixnet/fxn/): int8
         weights, int32 biases, multipliers, tables and the graph; no float weights.
         ``fixnet.load(path)`` reads it back with bit-identical predictions."""
         fxn.save_model(self, path)
@@ -547,33 +546,6 @@ def _default_length_of(name, shape, symbols):
     return tuple(0 if d is None else None for d in shape)
 
 
-def check_num_threads(num_threads, where="predict"):
-    """predict's num_threads as an int in [1, MAX_THREADS], or ArgumentError naming it."""
-    if not isinstance(num_threads, bool):
-        try:
-            n = operator.index(num_threads)
-        except TypeError:
-            n = None
-        if n is not None and 1 <= n <= MAX_THREADS:
-            return n
-    raise ArgumentError(f"{where}: num_threads must be an integer from 1 to {MAX_THREADS}, "
-                        f"not {num_threads!r}")
-
-
-def check_runs(runs, where):
-    """A count of timed rounds: None, or an int >= 1; ArgumentError naming ``runs``."""
-    if runs is None:
-        return None
-    if not isinstance(runs, bool):
-        try:
-            n = operator.index(runs)
-        except TypeError:
-            n = None
-        if n is not None and n >= 1:
-            return n
-    raise ArgumentError(f"{where}: runs must be an integer >= 1 (or None), not {runs!r}")
-
-
 def separate_tensors(plan: MemoryPlan) -> MemoryPlan:
     """``plan`` with every tensor (alias group) at its own offset, none sharing memory: after
     one pass each buffer still holds what the pass wrote there (the profile's arena)."""
@@ -591,17 +563,6 @@ def _store_into(out, buf, qparams):
         np.copyto(out, buf)
     else:
         _elementwise.dequantize(buf.reshape(-1), qparams.scale, qparams.zero_point, out.reshape(-1))
-
-
-def _output_is_float(output):
-    """True for output="float32", False for "int8"/"uint8"; FixnetError naming the argument
-    for anything else."""
-    if isinstance(output, str):
-        if output == "float32":
-            return True
-        if output in ("int8", "uint8"):
-            return False
-    raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
 
 
 def _as_uint8(out):

@@ -1,13 +1,17 @@
 """The step protocol, a leaf below the ops and the runtime: what a tensor is (TensorSpec), what
 one kernel call is (Step), the static overflow bound a step proves (OverflowBound), and the
-checks of the arrays a model is given (shape, dtype, finiteness). It imports only
-fixnet.errors, fixnet.quant.qparams (QParams) and NumPy."""
+checks of the arrays and arguments a model is given (shape, dtype, finiteness, threads, output
+type). It imports only fixnet.errors, fixnet.quant.qparams (QParams), the thread limit of the
+kernels' pass and NumPy."""
+import operator
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
 
-from .errors import FixnetError, InputDtypeError, InputShapeError, NonFiniteInputError
+from ._kernels._pass import MAX_THREADS
+from .errors import (ArgumentError, FixnetError, InputDtypeError, InputShapeError,
+                     NonFiniteInputError)
 from .quant.qparams import QParams
 
 NONFINITE_POLICIES = ("error", "clip")
@@ -179,3 +183,43 @@ def check_input_array(x, name, shape, allow_int8):
         raise InputShapeError(f"input '{name}': expected shape (batch, {', '.join(map(str, want))})"
                               f"{',' if len(want) == 1 else ''} got {x.shape}{hint}")
     return x
+
+
+# -- the arguments of predict and profile ---------------------------------------------------
+
+def check_num_threads(num_threads, where="predict"):
+    """predict's num_threads as an int in [1, MAX_THREADS], or ArgumentError naming it."""
+    if not isinstance(num_threads, bool):
+        try:
+            n = operator.index(num_threads)
+        except TypeError:
+            n = None
+        if n is not None and 1 <= n <= MAX_THREADS:
+            return n
+    raise ArgumentError(f"{where}: num_threads must be an integer from 1 to {MAX_THREADS}, "
+                        f"not {num_threads!r}")
+
+
+def check_runs(runs, where):
+    """A count of timed rounds: None, or an int >= 1; ArgumentError naming ``runs``."""
+    if runs is None:
+        return None
+    if not isinstance(runs, bool):
+        try:
+            n = operator.index(runs)
+        except TypeError:
+            n = None
+        if n is not None and n >= 1:
+            return n
+    raise ArgumentError(f"{where}: runs must be an integer >= 1 (or None), not {runs!r}")
+
+
+def output_is_float(output):
+    """True for output="float32", False for "int8"/"uint8"; FixnetError naming the argument
+    for anything else."""
+    if isinstance(output, str):
+        if output == "float32":
+            return True
+        if output in ("int8", "uint8"):
+            return False
+    raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")

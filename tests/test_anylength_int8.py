@@ -233,9 +233,9 @@ def _rewrite_manifest(src, dst, edit):
                 raw = json.dumps(m).encode()
             zout.writestr(info, raw)
     payload = out.getvalue()
-    magic, version, _, _ = fixnet.fxn._HEADER.unpack(head)
+    magic, version, _, _ = fixnet.fxn.HEADER.unpack(head)
     with open(dst, "wb") as f:
-        f.write(fixnet.fxn._HEADER.pack(magic, version, len(payload),
+        f.write(fixnet.fxn.HEADER.pack(magic, version, len(payload),
                                         hashlib.sha256(payload).digest()) + payload)
 
 

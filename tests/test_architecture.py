@@ -179,3 +179,43 @@ def test_a_module_in_no_layer_is_caught(tmp_path):
     ("fixnet.quant.quantizer", 11), ("fixnet.cli.bench", 11), ("fixnet", 11)])
 def test_patterns_place_modules(module, layer):
     assert layer_of(module, layers(ROOT))[0] == layer
+
+
+def test_pyproject_installs_every_package():
+    """pyproject.toml lists the packages by hand: a new package missing there would be left out
+    of the installed fixnet (the tests of an in-place build would not notice)."""
+    import subprocess
+    import tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    try:
+        tracked = subprocess.run(["git", "ls-files", "fixnet"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.split()
+    except OSError:       # no git here
+        tracked = []
+    if not tracked:       # not a git checkout (an sdist), or no git: the folders on disk
+        tracked = [os.path.relpath(os.path.join(d, "__init__.py"), ROOT)
+                   for d, _, files in os.walk(os.path.join(ROOT, "fixnet"))
+                   if "__init__.py" in files and "isa_" not in d]
+    packages = {os.path.dirname(p).replace("/", ".") for p in tracked
+                if p.endswith("/__init__.py")}
+    assert "fixnet.keras.layers" in packages and packages == listed
+
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_module_over_600_lines_and_no_function_over_80_without_a_reason():
+    """A longer function must say why in its docstring ("Long because ...")."""
+    too_long = []
+    for name, path in modules(ROOT).items():
+        text = open(path, encoding="utf-8").read()
+        if text.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text, path)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES and "Long because" not in (ast.get_docstring(node) or ""):
+                    too_long.append(f"{name}.{node.name}: {n} lines")
+    assert too_long == []

@@ -321,29 +321,8 @@ def quantize_rnn(node, q):
     x_qp = q.qparams(node.inputs[0])
     fns = _gate_functions(a)
     names = GATE_NAMES[cell]
-    # -- scales of the int16 values inside the step
-    s_in, s_out = [], []
-    for spec, name in zip(fns, names):
-        fn = canonical(spec["fn"])
-        if fn in SATURATING:
-            s_in.append(SATURATING[fn] / 32768.0)
-        else:
-            s_in.append(max(HEADROOM * _absmax(q, f"{node.name}/pre_{name}", 1.0), 1e-6) / 32768.0)
-        if fn in BOUNDED:
-            s_out.append(Q15)
-        else:
-            s_out.append(max(HEADROOM * _absmax(q, f"{node.name}/{name}", 1.0), 1e-6) / 32767.0)
-    act_fn = canonical(a["activation"]["fn"])
-    ract_fn = canonical(a.get("recurrent_activation", {"fn": "sigmoid"})["fn"])
     init_qp = [q.qparams(t) for t in node.inputs[1:1 + n_init]]
-    if act_fn in BOUNDED and (cell == "simple_rnn" or ract_fn in UNIT_INTERVAL):
-        h_max = max([1.0] + [max(abs(v) for v in qp.real_range) for qp in init_qp[:1]])
-    else:
-        h_max = max(HEADROOM * _absmax(q, f"{node.name}/h", 1.0), 1e-6)
-    sH = h_max / 32767.0
-    sC = max(HEADROOM * _absmax(q, f"{node.name}/c", 1.0), 1e-6) / 32767.0 if cell == "lstm" else 1.0
-    if cell == "lstm" and n_init > 1:
-        sC = max(sC, max(abs(v) for v in init_qp[1].real_range) / 32767.0)
+    s_in, s_out, sH, sC = _step_scales(q, node, fns, names, init_qp)
     # -- weights: rows [G*U, F] and [G*U, U], one scale per row of each
     tokens = bool(a.get("token_input"))
     W = np.zeros((G * U, 0)) if tokens else w["kernel"].T.astype(np.float64)
@@ -389,6 +368,47 @@ def quantize_rnn(node, q):
              r_q=r_q, bh=_int32(bh, where), mh=mh, sh_h=sh_h, tables=tables,
              s_in=tuple(s_in), s_out=tuple(s_out), sH=sH, sC=sC,
              y_zp=int(out_qp.zero_point), m_y=_m(sH / out_qp.scale, where))
+    p.update(_cell_multipliers(cell, s_in, s_out, sH, sC, where))
+    p.update(_state_params(q, node, out_qp, init_qp, sH, sC, where))
+    p["mask_zp"] = int(q.qparams(node.inputs[-1]).zero_point) if a.get("masked") else 0
+    return RNNStep(node.name, node.layer, node.inputs, node.outputs, p)
+
+
+def _step_scales(q, node, fns, names, init_qp):
+    """The scales of the int16 values inside the step: per gate its input (pre-activation) and
+    output, the hidden state sH and an LSTM's cell sC (1.0 for other cells), from the
+    calibrated ranges (with HEADROOM) or from what the activation functions bound."""
+    a = node.attrs
+    cell = a["cell"]
+    n_init = len(init_qp)
+    s_in, s_out = [], []
+    for spec, name in zip(fns, names):
+        fn = canonical(spec["fn"])
+        if fn in SATURATING:
+            s_in.append(SATURATING[fn] / 32768.0)
+        else:
+            s_in.append(max(HEADROOM * _absmax(q, f"{node.name}/pre_{name}", 1.0), 1e-6) / 32768.0)
+        if fn in BOUNDED:
+            s_out.append(Q15)
+        else:
+            s_out.append(max(HEADROOM * _absmax(q, f"{node.name}/{name}", 1.0), 1e-6) / 32767.0)
+    act_fn = canonical(a["activation"]["fn"])
+    ract_fn = canonical(a.get("recurrent_activation", {"fn": "sigmoid"})["fn"])
+    if act_fn in BOUNDED and (cell == "simple_rnn" or ract_fn in UNIT_INTERVAL):
+        h_max = max([1.0] + [max(abs(v) for v in qp.real_range) for qp in init_qp[:1]])
+    else:
+        h_max = max(HEADROOM * _absmax(q, f"{node.name}/h", 1.0), 1e-6)
+    sH = h_max / 32767.0
+    sC = max(HEADROOM * _absmax(q, f"{node.name}/c", 1.0), 1e-6) / 32767.0 if cell == "lstm" else 1.0
+    if cell == "lstm" and n_init > 1:
+        sC = max(sC, max(abs(v) for v in init_qp[1].real_range) / 32767.0)
+    return s_in, s_out, sH, sC
+
+
+def _cell_multipliers(cell, s_in, s_out, sH, sC, where):
+    """The requantization multipliers (m0, shift) inside the step of ``cell``, from the scales
+    of its int16 values; those of the other cells are (0, 0)."""
+    p = {}
     unused = (0, 0)             # the multipliers of the other cells: (m0, shift) of 0
     p.update(m_ah=unused, m_fc=unused, m_ic=unused, m_cc=unused, m_oh=unused,
              m_rh=unused, m_zh=unused, m_nzh=unused, one_z=0)
@@ -401,6 +421,14 @@ def quantize_rnn(node, q):
         p.update(m_rh=_m(s_out[1], where), m_zh=_m(s_out[0], where),
                  m_nzh=_m(s_out[0] * s_out[2] / sH, where),
                  one_z=int(min(round(1.0 / s_out[0]), 65535)))
+    return p
+
+
+def _state_params(q, node, out_qp, init_qp, sH, sC, where):
+    """Zero points and multipliers of the returned states and of the initial states given as
+    inputs, against the step's state scales sH (and sC for an LSTM's cell)."""
+    a = node.attrs
+    p = {}
     state_out = node.outputs[1:] if a.get("return_state") else []
     hs_qp = q.qparams(state_out[0]) if state_out else out_qp
     cs_qp = q.qparams(state_out[1]) if len(state_out) > 1 else None
@@ -410,8 +438,7 @@ def quantize_rnn(node, q):
     p.update(init_zp=tuple(int(qp.zero_point) for qp in init_qp),
              m_init_h=_m(init_qp[0].scale / sH, where) if init_qp else (0, 0),
              m_init_c=_m(init_qp[1].scale / sC, where) if len(init_qp) > 1 else (0, 0))
-    p["mask_zp"] = int(q.qparams(node.inputs[-1]).zero_point) if a.get("masked") else 0
-    return RNNStep(node.name, node.layer, node.inputs, node.outputs, p)
+    return p
 
 
 def _int32(v, where):

@@ -20,8 +20,8 @@ last axis), two tensor operands a ``binary`` node, an activation function an ``a
 """
 import numpy as np
 
-from . import activations
-from .keras_layers import MAX_ACTIVATION_PARAM, Unsupported, broadcast_inputs, config_float
+from .. import activations
+from .layers import MAX_ACTIVATION_PARAM, Unsupported, broadcast_inputs, config_float
 
 ARITH = ("add", "subtract", "multiply", "divide", "maximum", "minimum", "negative")
 

@@ -1,0 +1,62 @@
+"""The portable int8 model file (``.fxn``): one file holding everything a QuantizedModel runs
+with (int8 weights, int32 biases, fixed-point multipliers and shifts, lookup tables, the step
+graph, tensor shapes and quantization parameters) and nothing else: no float weights, no
+calibration data, no code.
+
+    qm.save("model.fxn")                  # fixnet.fxn.save_model(qm, "model.fxn")
+    qm = fixnet.load("model.fxn")         # fixnet.runtime.load_fxn("model.fxn")
+
+This package is the codec, below the runtime: reading gives the parts of a model (ModelParts:
+its steps, tensors, inputs and outputs, checked as they are read); fixnet.runtime builds the
+QuantizedModel from them and has ``check_model`` bind and run it once before handing it out.
+Its modules: ``container`` (header, checksum, ZIP payload, manifest and arrays, each size,
+type and index checked), ``codec`` (step state <-> JSON values, the encoder, the registry of
+step classes), ``parts`` (the manifest's tensors and steps -> ModelParts; check_model).
+
+Layout (all integers little-endian)::
+
+    offset  size  field
+         0     7  magic b"FIXNET\\x00"
+         7     4  uint32 format version (FORMAT_VERSION)
+        11     8  uint64 payload length in bytes
+        19    32  SHA-256 of the payload
+        51     -  payload: a ZIP archive (deflate) holding
+                    manifest.json          the graph, every non-array value, array dtypes/shapes
+                    arrays/NNNNN_attr.npy  one .npy per array (NumPy format, no pickles)
+
+The magic and the version come first and stay where they are in every future version, so any
+fixnet can tell "not an .fxn file" from "an .fxn file from a newer fixnet" before anything else.
+
+manifest.json (format version 1)::
+
+    {"format": "fixnet-int8-model", "format_version": 1, "fixnet_version": "0.1.0",
+     "name": str, "converted_from": str (basename of the source model file),
+     "inputs": [tensor name, ...], "outputs": [tensor name, ...],
+     "tensors": [{"name": str, "shape": [int or null, ...], "qparams": {"scale": float,
+                  "zero_point": int}, "length_of": [int or null, ...]}, ...],  # model order
+     "steps": [{"class": "DenseStep", "module": "fixnet.ops.dense", "state": {attr: value}}],
+     "arrays": {"arrays/00000_w_q.npy": {"dtype": "|i1", "shape": [int, ...]}, ...},
+     "overflow_proven": bool or null}
+
+A null in a tensor's shape is a dimension of any length (fixnet/lengths.py): a model input's
+null dimensions are the length symbols 0, 1, ... (in input order, then dimension order), and
+``length_of`` (present exactly when the shape has a null) names, per dimension, the symbol a
+null follows (null where the dimension is fixed). Steps keep null in the shapes they baked;
+the runtime replaces it by the call's length. (A fixnet that predates this refuses such a file,
+naming the tensor's shape: nothing is misread, so the format version stays 1.)
+
+A step is stored as its class name and its state (``__getstate__()``, i.e. its ``__dict__``).
+State values are JSON, with these tagged objects for what JSON lacks:
+``{"$array": entry}`` (a stored array; one object stored once however often it is referenced),
+``{"$tuple": [...]}``, ``{"$dict": [[key, value], ...]}`` (any keys, order kept),
+``{"$np": dtype, "value": v}`` (a NumPy scalar), ``{"$float": "nan" | "inf" | "-inf"}``,
+``{"$bytes": base64}``, ``{"$dataclass": "QParams", "fields": {...}}``.
+Floats are written with Python's shortest round-trip repr, so they come back bit for bit.
+
+Loading rebuilds each step from a registry of the Step subclasses defined in the fixnet package
+(by class name); it never imports or calls anything the file names and never unpickles.
+"""
+from .codec import encode_model, save_model, step_registry  # noqa: F401
+from .container import (FORMAT_VERSION, HEADER, HEADER_SIZE, MAGIC, MANIFEST_NAME,  # noqa: F401
+                        FxnVersionError, FxnWriteError, is_fxn_file, read_manifest)
+from .parts import ModelParts, check_model, model_parts_from_bytes, read_model_parts  # noqa: F401
