@@ -225,9 +225,10 @@ def _check_lengths(path, tensors, inputs):
 
 def _check_plan(path, qm):
     """Bind every step to buffers for a batch of one (at length 1 for the dimensions of any
-    length) and run it on zero-point inputs, naming the step whose arrays or shapes do not
-    fit (kernel calls check dtypes and shapes). Nothing is kept: the model plans its own
-    buffers at the first predict."""
+    length), run it on zero-point inputs and check its oracle gives the same outputs, naming
+    the step whose arrays or shapes do not fit (kernel calls check dtypes and shapes, the
+    oracle the shapes it computes). Nothing is kept: the model plans its own buffers at the
+    first predict."""
     lengths = (1,) * len(qm.length_symbols)
     shapes = qm.shapes_for(lengths)
     try:
@@ -246,8 +247,19 @@ def _check_plan(path, qm):
             for t in s.outputs:
                 bufs[t] = np.zeros((1,) + shapes[t], np.int8)
             s.bind(bufs)()
+            expected = s.oracle([bufs[t] for t in s.inputs])
         except MemoryError:
             raise
         except Exception as e:   # a kernel's own check, or NumPy refusing a shape: a bad file
             raise bad_file(path, f"step {i} '{s.name}' ({type(s).__name__}) does not fit its tensors "
                              f"({type(e).__name__}: {e})") from None
+        # the kernel and the oracle agree on this input, as they do on every input of a model
+        # fixnet wrote (the oracle's layout may differ, as predict_oracle reshapes it): a file
+        # whose tensor shapes or arrays contradict its steps does not
+        for t, o in zip(s.outputs, expected, strict=True):
+            o = np.asarray(o)
+            if o.size != bufs[t].size or not np.array_equal(o.reshape(bufs[t].shape), bufs[t]):
+                raise bad_file(path, f"step {i} '{s.name}' ({type(s).__name__}): its kernel and "
+                                     f"its oracle disagree on tensor '{t}' (shape "
+                                     f"{bufs[t].shape[1:]} declared, the oracle gives "
+                                     f"{o.shape[1:]}): the tensors do not fit the step")
