@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from fixture_common import sqnr_db
 from make_models import HERE, WRITERS
 
 
@@ -36,20 +37,6 @@ def outputs(d):
         res.append((d[f"keras_float_{i}"], d.get(f"tflite_int8_{i}")))
         i += 1
     return res
-
-
-def _load_sqnr_db():
-    """fixnet/metrics.py's sqnr_db, the project's one definition, loaded by path: these scripts
-    run where fixnet is not built (the TensorFlow venv)."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(HERE), "fixnet", "metrics.py")
-    spec = importlib.util.spec_from_file_location("fixnet_metrics", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.sqnr_db
-
-
-sqnr_db = _load_sqnr_db()
 
 
 def _tflite_note(d):

@@ -21,11 +21,11 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 import fixnet
+from docblocks import scratch_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXNET_DIR = os.path.dirname(fixnet.__file__)
@@ -151,18 +151,7 @@ def workdir(tmp_path_factory, request):
     if doc in _workdirs:
         return _workdirs[doc]
     d = tmp_path_factory.mktemp(re.sub(r"\W", "_", doc))
-    for name in LINKED:
-        os.symlink(FIXNET_DIR if name == "fixnet" else os.path.join(ROOT, name), d / name)
-    shims = d / ".bin"
-    shims.mkdir()
-    py = shlex.quote(sys.executable)
-    for name, line in (("fixnet", f'exec {py} -m fixnet.cli "$@"'), ("python", f'exec {py} "$@"'),
-                       ("python3", f'exec {py} "$@"')):
-        (shims / name).write_text(f"#!/bin/sh\n{line}\n")
-        (shims / name).chmod(0o755)
-    env = dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH=os.path.dirname(FIXNET_DIR), COLUMNS="200",
-               MPLBACKEND="Agg")
+    env = scratch_folder(d, LINKED, ROOT, FIXNET_DIR, MPLBACKEND="Agg")
     env.pop("FIXNET_ISA", None)
     _workdirs[doc] = (d, env)
     return _workdirs[doc]

@@ -16,11 +16,11 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
 
 from conftest import load_peers
+from docblocks import scratch_folder
 
 import fixnet
 
@@ -86,18 +86,7 @@ def workdir(tmp_path_factory):
     """A scratch folder with the checkout's folders linked in, and a PATH where `fixnet` and
     `python` are this checkout and this interpreter."""
     d = tmp_path_factory.mktemp("pi-doc")
-    for name in LINKED:      # fixnet: the package this test imported (in CI the installed one)
-        os.symlink(FIXNET_DIR if name == "fixnet" else os.path.join(ROOT, name), d / name)
-    shims = d / ".bin"
-    shims.mkdir()
-    # scripts, not symlinks: a link to a venv's python, called from elsewhere, is not in the venv
-    py = shlex.quote(sys.executable)
-    for name, line in (("fixnet", f'exec {py} -m fixnet.cli "$@"'), ("python", f'exec {py} "$@"'),
-                       ("python3", f'exec {py} "$@"')):
-        (shims / name).write_text(f"#!/bin/sh\n{line}\n")
-        (shims / name).chmod(0o755)
-    env = dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH=os.path.dirname(FIXNET_DIR), COLUMNS="200")
+    env = scratch_folder(d, LINKED, ROOT, FIXNET_DIR)
     return d, env
 
 

@@ -88,21 +88,25 @@ def separable_conv(layer):
     emit_with_activation(layer, "conv2d", [mid], pointwise, weights, cfg.get("activation"))
 
 
+def _edge_pairs(value, rank, what):
+    """Keras's ``padding`` / ``cropping`` value as ((top, bottom), (left, right)): an int, a
+    pair (rows, columns) or two pairs; 1-D layers: one pair, for the length."""
+    if rank == 1:
+        return ((0, 0), ntuple(value, 2, what, lo=0))
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        if len(value) != 2:
+            raise Unsupported(f"{what} {value!r} should have 2 entries")
+        return (ntuple(value[0], 2, what, lo=0), ntuple(value[1], 2, what, lo=0))
+    h, w = ntuple(value, 2, what, lo=0)
+    return ((h, h), (w, w))
+
+
 @keras_layer("ZeroPadding1D", "ZeroPadding2D")
 def zero_padding(layer):
     src, shape = layer.single_input()
     require_channels_last(layer)
     rank = rank_of(layer.class_name)
-    p = layer.config.get("padding", 1)
-    if rank == 1:
-        pads = ((0, 0), ntuple(p, 2, "padding", lo=0))
-    elif isinstance(p, (list, tuple)) and p and isinstance(p[0], (list, tuple)):
-        if len(p) != 2:
-            raise Unsupported(f"padding {p!r} should have 2 entries")
-        pads = (ntuple(p[0], 2, "padding", lo=0), ntuple(p[1], 2, "padding", lo=0))
-    else:
-        h, w = ntuple(p, 2, "padding", lo=0)
-        pads = ((h, h), (w, w))
+    pads = _edge_pairs(layer.config.get("padding", 1), rank, "padding")
     layer.emit("pad", [src], layer.outputs, {"pads": pads, "rank": rank})
 
 
@@ -131,15 +135,7 @@ def cropping(layer):
     require_channels_last(layer)
     rank = rank_of(layer.class_name)
     c = layer.config.get("cropping", 1 if rank == 1 else 0)
-    if rank == 1:
-        crops = ((0, 0), ntuple(c, 2, "cropping", lo=0))
-    elif isinstance(c, (list, tuple)) and c and isinstance(c[0], (list, tuple)):
-        if len(c) != 2:
-            raise Unsupported(f"cropping {c!r} should have 2 entries")
-        crops = (ntuple(c[0], 2, "cropping", lo=0), ntuple(c[1], 2, "cropping", lo=0))
-    else:
-        h, w = ntuple(c, 2, "cropping", lo=0)
-        crops = ((h, h), (w, w))
+    crops = _edge_pairs(c, rank, "cropping")
     if min(min(p) for p in crops) < 0:
         raise Unsupported(f"cropping {c!r} is negative")
     layer.emit("crop", [src], layer.outputs, {"rank": rank, "crops": crops})
