@@ -10,6 +10,8 @@ does it (over the zero-inserted input).
 """
 import math
 
+from . import layouts
+
 MAC_OPS = ("dense", "conv2d", "depthwise_conv2d", "rnn")
 
 
@@ -19,12 +21,8 @@ def node_macs(node, out_shape, graph=None):
     for its input's length: per time step, its input and recurrent kernels (all gates) once
     each; a time dimension of any length (None) counts one step."""
     outputs = math.prod(1 if d is None else int(d) for d in out_shape)   # None: per time step
-    if node.op == "dense":
-        k = node.weights["kernel"].shape[0]                 # [K, C]
-        return outputs * int(k)
-    if node.op == "conv2d":
-        kh, kw, cin_g, _ = node.weights["kernel"].shape     # [KH, KW, Cin / groups, Cout]
-        return outputs * int(kh) * int(kw) * int(cin_g)
+    if node.op in layouts.KERNEL_OPS:       # one multiply-add per output and tap (fixnet.layouts)
+        return outputs * layouts.taps(node.op, node.weights["kernel"])
     if node.op == "rnn":
         if graph is None:
             return 0
@@ -33,9 +31,6 @@ def node_macs(node, out_shape, graph=None):
         per_step = int(node.weights["kernel"].size if "kernel" in node.weights else 0) \
             + int(node.weights["recurrent_kernel"].size)
         return (1 if steps is None else int(steps)) * per_step
-    if node.op == "depthwise_conv2d":
-        kh, kw = node.weights["kernel"].shape[:2]           # [KH, KW, C, M]: one tap per output
-        return outputs * int(kh) * int(kw)
     return 0
 
 
@@ -63,8 +58,9 @@ def step_macs(step, out_shape, in_shape=None):
     """MACs per sample of one int8 runtime step (a QuantizedModel's, e.g. read from a .fxn
     file, which has no float graph) whose first output has shape ``out_shape`` (and first
     input ``in_shape``: a recurrent step's sequence); counted as node_macs counts them.
-    Layouts: dense w_q [C, K], conv2d [Cout, KH, KW, Cin / groups], depthwise_conv2d
-    [KH, KW, C * M], rnn w_q [G * U, F] and r_q [G * U, U] per time step."""
+    The weights' layouts are fixnet.layouts's; a recurrent step counts w_q [G * U, F] and
+    r_q [G * U, U] once per time step. A global average pooling (a depthwise kernel's step
+    with fixed weights) counts none, as node_macs counts pooling."""
     outputs = math.prod(1 if d is None else int(d) for d in out_shape)   # None: per time step
     w = getattr(step, "w_q", None)
     if w is None or step.op not in MAC_OPS:
@@ -72,11 +68,7 @@ def step_macs(step, out_shape, in_shape=None):
     if step.op == "rnn":
         steps = 1 if not in_shape or in_shape[0] is None else int(in_shape[0])
         return steps * (int(w.size) + int(step.r_q.size))
-    if step.op == "dense":
-        return outputs * int(w.shape[1])
-    if step.op == "conv2d":
-        return outputs * math.prod(int(d) for d in w.shape[1:])
-    return outputs * int(w.shape[0]) * int(w.shape[1])
+    return outputs * layouts.step_taps(step.op, w)
 
 
 def model_macs(qm, lengths=()):

@@ -7,20 +7,23 @@ w_q * s_w and the bias is (bias + x_zp * sum w_q) * s_in * s_w, undoing the zero
 """
 import numpy as np
 
+from . import layouts
+
 
 def _multiplier(m0, shift):
     return np.asarray(m0, np.float64) * np.exp2(np.asarray(shift, np.float64) - 31.0)
 
 
 def weight_rows(step):
-    """A weighted step's int8 weights as rows [C, K], one per output channel (the op's own
-    layouts: dense/conv [C, ...], depthwise [KH, KW, C*M], affine [C])."""
-    w_q = step.w_q
-    if step.op == "depthwise_conv2d":
-        return w_q.reshape(-1, w_q.shape[-1]).T
-    if step.op == "affine":
-        return w_q.reshape(-1, 1)
-    return w_q.reshape(w_q.shape[0], -1)
+    """A weighted step's int8 weights as rows [C, K], one per output channel (fixnet.layouts)."""
+    return layouts.flat_rows(layouts.rows_from_step(step.op, step.w_q))
+
+
+def weighted(step):
+    """True for a step with a layer's int8 weights and per-channel multipliers (dense, conv,
+    depthwise, affine); not for a global average pooling's fixed weights."""
+    return getattr(step, "w_q", None) is not None and hasattr(step, "m0") \
+        and layouts.has_rows(step.op)
 
 
 def effective_weight_scale(step, tensors):
@@ -36,7 +39,7 @@ def zero_weight_channels(step, tensors):
     weights are all 0 while its bias is not: channels that output a constant (dead filters
     whose weight scale was widened for their bias, see qparams.quantize_channels). Derived
     from the integers alone, so it works for a model read from a .fxn file too."""
-    if getattr(step, "w_q", None) is None or not hasattr(step, "m0"):
+    if not weighted(step):
         return []
     rows = weight_rows(step).astype(np.int64)
     s_in = tensors[step.inputs[0]].qparams.scale
@@ -49,26 +52,15 @@ def zero_weight_channels(step, tensors):
 def step_weights(step, tensors):
     """{"kernel": ..., "bias": ...} in Keras's layout for a dense/conv/depthwise/affine step,
     or None for steps without weights."""
-    w_q = getattr(step, "w_q", None)
-    if w_q is None or not hasattr(step, "m0"):
+    if not weighted(step):
         return None
     s_in = tensors[step.inputs[0]].qparams.scale
     x_zp = tensors[step.inputs[0]].qparams.zero_point
     s_w = effective_weight_scale(step, tensors)                      # per output channel
-    w = w_q.astype(np.float64)
-    if step.op == "depthwise_conv2d":                                  # [KH, KW, C*M]
-        kernel = w * s_w
-        sum_w = w_q.astype(np.int64).reshape(-1, w_q.shape[-1]).sum(axis=0)
-        m = getattr(step, "depth_multiplier", 1)
-        kernel = kernel.reshape(w.shape[0], w.shape[1], -1, m)
-    elif step.op == "affine":                                          # [C]
-        kernel = w * s_w
-        sum_w = w_q.astype(np.int64)
-    else:                                                              # [C, ...]
-        flat = w.reshape(w.shape[0], -1)
-        sum_w = w_q.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
-        kernel = (flat * s_w[:, None]).reshape(w.shape)
-        kernel = kernel.T if kernel.ndim == 2 else np.transpose(kernel, (1, 2, 3, 0))
+    rows = layouts.rows_from_step(step.op, step.w_q)                 # [C, ...]
+    sum_w = layouts.flat_rows(rows).astype(np.int64).sum(axis=1)
+    scaled = rows.astype(np.float64) * s_w.reshape((-1,) + (1,) * (rows.ndim - 1))
+    kernel = layouts.keras_from_rows(step.op, scaled, getattr(step, "depth_multiplier", 1))
     bias = (step.bias.astype(np.int64) + x_zp * sum_w) * s_in * s_w
     return {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32)}
 

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from . import layouts
 from .errors import ArgumentError, FixnetError
 from .html_plots import HIST_BINS, Plots, activation_hist, bar_chart, weight_hist
 from .html_plots import load_matplotlib as _matplotlib  # noqa: F401  (cli/report.py asks it)
@@ -148,20 +149,22 @@ def _float_kernels(qm):
 def _weight_data(qm):
     """[(step, float weights [K, C] per output channel, per-channel int8 range [C], source)]
     of the weighted steps."""
-    from .dequantize import effective_weight_scale, step_weights
+    from .dequantize import effective_weight_scale, step_weights, weighted
     floats = _float_kernels(qm)
     out = []
     for s in qm.steps:
-        if getattr(s, "w_q", None) is None or not hasattr(s, "m0"):
+        if not weighted(s):
             continue
         scale = effective_weight_scale(s, qm.tensors)
-        channels = scale.size
         k, source = floats.get(s.outputs[0]), "float model"
-        last = None if k is None else (k.shape[-1] * k.shape[-2] if s.op == "depthwise_conv2d"
-                                       and k.ndim == 4 else k.shape[-1])
-        if k is None or k.size != s.w_q.size or last != channels:
+        rows = None
+        if k is not None and s.op in layouts.KERNEL_OPS and k.size == s.w_q.size:
+            rows = layouts.flat_rows(layouts.rows_from_keras(s.op, k))
+        if rows is None or rows.shape[0] != scale.size:
             k, source = step_weights(s, qm.tensors)["kernel"], "dequantized int8"
-        out.append((s, np.asarray(k, np.float64).reshape(-1, channels), 127.0 * scale, source))
+            rows = layouts.flat_rows(layouts.rows_from_keras(s.op, k)) if s.op != "affine" \
+                else np.asarray(k).reshape(-1, 1)
+        out.append((s, np.asarray(rows, np.float64).T, 127.0 * scale, source))
     return out
 
 

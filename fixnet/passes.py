@@ -5,6 +5,7 @@ import copy
 
 import numpy as np
 
+from . import layouts
 from .ops.activation import activation_function
 from .graph import Graph
 
@@ -54,16 +55,12 @@ def remove_identities(graph):
 
 def _scale_output_channels(node, scale, offset):
     """Fold y*scale + offset (per output channel) into a dense/conv node's weights."""
-    k = node.weights["kernel"].astype(np.float64)
-    if node.op == "depthwise_conv2d":                    # [KH, KW, C, M], channel o = c*M + m
-        kernel = k * scale.reshape(k.shape[2], k.shape[3])
-    else:                                                # [..., Cout]
-        kernel = k * scale
+    kernel = layouts.scale_output_channels(node.op, node.weights["kernel"], scale)
     bias = node.weights.get("bias", np.zeros(scale.shape[0])).astype(np.float64) * scale + offset
     node.weights = {"kernel": kernel, "bias": bias}
 
 
-CHANNEL_OPS = ("dense", "conv2d", "depthwise_conv2d")
+CHANNEL_OPS = layouts.KERNEL_OPS
 
 
 def fold_batchnorm(graph):
@@ -187,9 +184,7 @@ def clamp_before_saturating_activations(graph):
         if p.op == "affine":
             p.weights = dict(p.weights, offset=p.weights["offset"] - a)
         else:
-            n_out = p.weights["kernel"].shape[-1]
-            if p.op == "depthwise_conv2d":
-                n_out = p.weights["kernel"].shape[2] * p.weights["kernel"].shape[3]
+            n_out = layouts.out_channels(p.op, p.weights["kernel"])
             bias = p.weights.get("bias", np.zeros(n_out))
             p.weights = dict(p.weights, bias=np.asarray(bias, np.float64) - a)
             if "output_stats" in p.attrs:

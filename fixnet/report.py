@@ -1,6 +1,8 @@
 """Reports as structured records (``to_dict``) and as readable tables (``str``)."""
 import numpy as np
 
+from . import layouts
+
 from .metrics import sqnr_db
 from .tables import render_table
 
@@ -155,10 +157,9 @@ def error_report(qm, float_graph, x):
         b = bounds.get((s.layer, s.op))
         w = getattr(s, "w_q", None)
         use = None
-        if w is not None:
-            per_channel = np.abs(w.astype(np.int32)).reshape(w.shape[0], -1).max(axis=1) \
-                if s.op != "depthwise_conv2d" else np.abs(w.astype(np.int32)).reshape(-1, w.shape[-1]).max(axis=0)
-            use = float(per_channel.mean() / 127.0)
+        if w is not None and layouts.has_rows(s.op):
+            rows = layouts.flat_rows(layouts.rows_from_step(s.op, w))
+            use = float(np.abs(rows.astype(np.int32)).max(axis=1).mean() / 127.0)
         records.append({"layer": s.layer, "op": s.op, "tensor": t,
                         "sqnr_db": None if sqnr is None else float(sqnr),
                         "clipped": clipped, "saturated": c["saturated"],

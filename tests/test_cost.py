@@ -86,3 +86,22 @@ def test_recurrent_layers_count_both_kernels_once_per_time_step():
     g = fixnet.load(fixture_path("rnn_bilstm_k3")).graph
     rnn = [m for _, op, m in layer_macs(g) if op == "rnn"]
     assert rnn == [8 * (8 * 4 * 16 + 16 * 4 * 16)] * 2
+
+
+def test_global_average_pooling_is_its_own_op_with_the_float_graphs_count():
+    """It runs on the depthwise kernel, but it is a pooling: labelled global_average_pool in the
+    steps, the overflow proof and the report, and counted as node_macs counts pooling (none),
+    so the int8 model's MACs equal the float graph's."""
+    from fixnet.cost import model_macs, step_macs
+    d = np.load(fixture_path("kws_dscnn_k3", ".npz"))
+    fm = fixnet.load(fixture_path("kws_dscnn_k3"))
+    qm = fm.quantize(d["x_calib"][:16])
+    (gap,) = [s for s in qm.steps if s.op == "global_average_pool"]
+    shapes = qm.shapes_for()
+    assert step_macs(gap, shapes[gap.outputs[0]], shapes[gap.inputs[0]]) == 0
+    assert model_macs(qm) == macs(fm.graph) > 0
+    assert any(b.op == "global_average_pool" for b in qm.overflow_bounds())
+    rep = qm.report(d["x_test"][:4])
+    assert [r["op"] for r in rep.records if r["layer"] == gap.layer] == ["global_average_pool"]
+    assert [r["weight_range_use"] for r in rep.records if r["layer"] == gap.layer] == [None]
+    assert gap.name not in qm.dequantized_weights()

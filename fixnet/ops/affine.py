@@ -14,7 +14,7 @@ Normalization, offsets between grid steps) run as the step above.
 """
 import numpy as np
 
-from .. import oracle
+from .. import layouts, oracle
 from .._kernels import _elementwise
 from ..quant.qparams import ACC_INPUT_MAX, INT8_MAX, INT8_MIN, QParams, activation_bounds
 from ..step import OverflowBound, Step
@@ -68,11 +68,11 @@ class Affine(Op):
             return AliasStep(node.name, node.layer, node.inputs, node.outputs, "affine (folded)")
         y_qp = q.qparams(node.outputs[0])
         # the per-channel scale is a one-tap weight row per channel, the offset its bias
-        cq = q.quantize_channels(node, np.asarray(node.weights["scale"])[:, None],
+        cq = q.quantize_channels(node, layouts.rows_from_keras("affine", node.weights["scale"]),
                                  node.weights["offset"], per_channel=True, adaptive=False)
         lo, hi = activation_bounds(node.attrs.get("clamp"), y_qp)
         step = AffineStep(node.name, node.layer, node.inputs, node.outputs,
-                          np.ascontiguousarray(cq.w_q[:, 0]), cq.bias, cq.m0, cq.shift,
+                          layouts.step_from_rows("affine", cq.w_q), cq.bias, cq.m0, cq.shift,
                           y_qp.zero_point, lo, hi)
         step.widened = cq.widened
         return step

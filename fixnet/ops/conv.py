@@ -7,7 +7,7 @@ padding contributes exactly 0), y_q = clamp(y_zp + multiply_by_quantized_multipl
 """
 import numpy as np
 
-from .. import oracle
+from .. import layouts, oracle
 from .._kernels import _conv, _dense
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import ACC_INPUT_MAX, INT32_MAX, activation_bounds
@@ -93,10 +93,11 @@ class Conv2D(_WindowOp):
         return self.finish(node, y, x.shape[0], oh, ow)
 
     def quantize(self, node, q):
-        k = node.weights["kernel"]                              # [KH, KW, Cin_g, Cout]
-        w_q, p, widened = self.quantize_common(node, q, np.transpose(k, (3, 0, 1, 2)))
+        rows = layouts.rows_from_keras("conv2d", node.weights["kernel"])
+        w_q, p, widened = self.quantize_common(node, q, rows)
         step = ConvStep(node.name, node.layer, node.inputs, node.outputs,
-                        np.ascontiguousarray(w_q), node.attrs["strides"], node.attrs["dilation"],
+                        layouts.step_from_rows("conv2d", w_q), node.attrs["strides"],
+                        node.attrs["dilation"],
                         node.attrs.get("groups", 1), **p)
         step.widened = widened
         return step
@@ -125,12 +126,11 @@ class DepthwiseConv2D(_WindowOp):
 
     def quantize(self, node, q):
         k = node.weights["kernel"]
-        kh, kw, c, m = k.shape
-        flat = k.reshape(kh, kw, c * m)
-        w_q, p, widened = self.quantize_common(node, q, np.transpose(flat, (2, 0, 1)))
-        w_q = np.ascontiguousarray(np.transpose(w_q, (1, 2, 0)))   # [KH, KW, C*M]
-        step = DepthwiseStep(node.name, node.layer, node.inputs, node.outputs, w_q,
-                             node.attrs["strides"], node.attrs["dilation"], m, **p)
+        rows = layouts.rows_from_keras("depthwise_conv2d", k)
+        w_q, p, widened = self.quantize_common(node, q, rows)
+        step = DepthwiseStep(node.name, node.layer, node.inputs, node.outputs,
+                             layouts.step_from_rows("depthwise_conv2d", w_q),
+                             node.attrs["strides"], node.attrs["dilation"], k.shape[3], **p)
         step.widened = widened
         return step
 

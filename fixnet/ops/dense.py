@@ -5,7 +5,7 @@ int8: acc[c] = bias_eff[c] + sum_k x_q[k] * w_q[c, k]   (int32; bias_eff holds -
 """
 import numpy as np
 
-from .. import oracle
+from .. import layouts, oracle
 from .._kernels import _dense
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import ACC_INPUT_MAX, INT32_MAX, activation_bounds
@@ -46,11 +46,11 @@ class Dense(Op):
 
     def quantize(self, node, q):
         y_qp = q.qparams(node.outputs[0])
-        kernel = node.weights["kernel"]
-        cq = q.quantize_channels(node, kernel.T, node.weights.get("bias"))      # rows [C, K]
+        rows = layouts.rows_from_keras("dense", node.weights["kernel"])         # [C, K]
+        cq = q.quantize_channels(node, rows, node.weights.get("bias"))
         lo, hi = activation_bounds(node.attrs.get("clamp"), y_qp)
         step = DenseStep(node.name, node.layer, node.inputs, node.outputs,
-                         np.ascontiguousarray(cq.w_q), cq.bias, cq.m0, cq.shift,
+                         layouts.step_from_rows("dense", cq.w_q), cq.bias, cq.m0, cq.shift,
                          y_qp.zero_point, lo, hi)
         step.widened = cq.widened
         return step

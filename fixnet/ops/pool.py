@@ -8,7 +8,7 @@ requantized mean: a depthwise convolution whose H x W weights are all 127 at wei
 """
 import numpy as np
 
-from .. import oracle
+from .. import layouts, oracle
 from .._kernels import _layout, _pool
 from ..errors import UnsupportedLayerError
 from ..step import OverflowBound, Step
@@ -97,13 +97,23 @@ class GlobalPool(Op):
         x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
         from ..quant.qparams import requant_multipliers
         w_scale = 1.0 / (127.0 * h * w)
-        w_q = np.full((h, w, c), 127, np.int8)
+        w_q = layouts.step_from_rows("depthwise_conv2d", np.full((c, h, w), 127, np.int8))
         bias = (-x_qp.zero_point * 127 * h * w) * np.ones(c, np.int64)
         m0, shift = requant_multipliers(np.full(c, x_qp.scale * w_scale / y_qp.scale), node.describe())
-        return DepthwiseStep(node.name, node.layer, node.inputs, node.outputs, w_q, (1, 1), (1, 1), 1,
-                             bias=bias.astype(np.int32), m0=m0, shift=shift,
-                             pad_value=x_qp.zero_point, out_zp=y_qp.zero_point, act_min=-128,
-                             act_max=127, pads=((0, 0), (0, 0)), nhwc_in=nhwc_in, nhwc_out=(1, 1, c))
+        return GlobalAveragePoolStep(node.name, node.layer, node.inputs, node.outputs, w_q, (1, 1),
+                                     (1, 1), 1, bias=bias.astype(np.int32), m0=m0, shift=shift,
+                                     pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
+                                     act_min=-128, act_max=127, pads=((0, 0), (0, 0)),
+                                     nhwc_in=nhwc_in, nhwc_out=(1, 1, c))
+
+
+class GlobalAveragePoolStep(DepthwiseStep):
+    """A global average pooling: the mean over the whole window, run on the depthwise kernel as
+    a depthwise convolution whose weights are all 127 and whose multiplier divides by
+    127 * H * W. Its own op: reports label it, and it counts no multiply-adds (fixnet.cost
+    counts pooling as none, as benchmarks do). A .fxn file written before it existed holds
+    such a step as a DepthwiseStep (labelled depthwise_conv2d); it runs the same."""
+    op = "global_average_pool"
 
 
 @register

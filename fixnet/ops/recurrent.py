@@ -45,7 +45,7 @@ the step input [x_t, h_(t-1)] when calibration measured it.
 """
 import numpy as np
 
-from .. import oracle
+from .. import layouts, oracle
 from .._kernels import _recurrent
 from ..activations import activation, canonical
 from ..errors import QuantizationError, UnsupportedLayerError
@@ -325,8 +325,8 @@ def quantize_rnn(node, q):
     s_in, s_out, sH, sC = _step_scales(q, node, fns, names, init_qp)
     # -- weights: rows [G*U, F] and [G*U, U], one scale per row of each
     tokens = bool(a.get("token_input"))
-    W = np.zeros((G * U, 0)) if tokens else w["kernel"].T.astype(np.float64)
-    R = w["recurrent_kernel"].T.astype(np.float64)
+    W = np.zeros((G * U, 0)) if tokens else layouts.rows_from_keras("rnn", w["kernel"]).astype(np.float64)
+    R = layouts.rows_from_keras("rnn", w["recurrent_kernel"]).astype(np.float64)
     b = w["bias"].astype(np.float64) if "bias" in w else None
     rb = w.get("recurrent_bias")
     rb = rb.astype(np.float64) if (rb is not None and cell == "gru" and a.get("reset_after", True)) else None

@@ -14,24 +14,12 @@ import copy
 
 import numpy as np
 
+from .. import layouts
 from ..lengths import ANY_LENGTH
 from ..ops import op_for
 from .qparams import round_half_away
 
 CORRECTED_OPS = ("dense", "conv2d", "depthwise_conv2d")
-
-
-def kernel_from_rows(node, rows):
-    """A node's kernel in its own layout from weight rows [C, ...] (output channel first, as
-    its op quantizes them)."""
-    k = node.weights["kernel"]
-    if node.op == "dense":                                   # kernel [K, C], rows [C, K]
-        return rows.T
-    if node.op == "conv2d":                                  # [KH, KW, Cin_g, Cout], rows [C, KH, KW, Cin_g]
-        return np.transpose(rows, (1, 2, 3, 0))
-    if node.op == "depthwise_conv2d":                        # [KH, KW, C, M], rows [C*M, KH, KW]
-        return np.transpose(rows, (1, 2, 0)).reshape(k.shape)
-    raise ValueError(f"no kernel in a {node.op} node")
 
 
 def mean_output_shift(node, mean_input, input_shape, w_q, w_scale):
@@ -40,7 +28,10 @@ def mean_output_shift(node, mean_input, input_shape, w_q, w_scale):
     counts as the zeros it is); W' = w_q * w_scale are the weight rows as quantized."""
     rows = w_q.astype(np.float64) * w_scale.reshape((-1,) + (1,) * (w_q.ndim - 1))
     diff = copy.copy(node)
-    diff.weights = {"kernel": kernel_from_rows(node, rows) - np.asarray(node.weights["kernel"], np.float64)}
+    kernel = node.weights["kernel"]
+    m = kernel.shape[3] if node.op == "depthwise_conv2d" else 1
+    diff.weights = {"kernel": layouts.keras_from_rows(node.op, rows, m)
+                    - np.asarray(kernel, np.float64)}
     diff.attrs = dict(node.attrs, clamp=None)
     # a dimension of any length is taken as ANY_LENGTH steps: the shift of a padded layer
     # then weighs its edges as such a sequence does (with no padding the length is no matter)

@@ -30,6 +30,7 @@ import warnings
 
 import numpy as np
 
+from .. import layouts
 from ..errors import CalibrationError
 from ..ops import op_for
 from ..ops.activation import activation_function
@@ -314,7 +315,7 @@ def propagate(g, inputs, k=None, variance_model=None):
     for n in g.nodes:
         ins = [stats[t] for t in n.inputs]
         clamp = n.attrs.get("clamp")
-        if n.op in ("dense", "conv2d", "depthwise_conv2d"):
+        if n.op in layouts.KERNEL_OPS:
             x = ins[0]
             if "input_stats" in n.attrs:                   # a BatchNormalization folded in before
                 m_c, v_c = n.attrs["input_stats"]

@@ -19,6 +19,7 @@ what mean error is left.
 """
 import numpy as np
 
+from .. import layouts
 from ..ops.conv import as_nhwc_shape, window_geometry
 from ..ops.spatial import windows
 from .gptq import DAMPING, MAX_INPUTS, _round_groups
@@ -30,12 +31,12 @@ _CHUNK = 1 << 22            # float32 elements of patches gathered at once (16 M
 def input_groups(node):
     """(G, K): the layer's output channels read G disjoint groups of K input values each."""
     k = node.weights["kernel"]
+    taps = layouts.taps(node.op, k)                 # the inputs one output channel reads
     if node.op == "dense":
-        return 1, k.shape[0]
-    kh, kw = k.shape[0], k.shape[1]
+        return 1, taps
     if node.op == "conv2d":
-        return node.attrs.get("groups", 1), kh * kw * k.shape[2]
-    return k.shape[2], kh * kw                                      # depthwise: per channel
+        return node.attrs.get("groups", 1), taps
+    return k.shape[2], taps                         # depthwise [KH, KW, C, M]: per channel
 
 
 def row_groups(node, n_rows):
