@@ -1,7 +1,7 @@
 """int8 execution of the sequence ops around recurrent layers (issue 11): embedding, masking,
 token_mask, masked_mean, and masks merged by a binary minimum/maximum.
 
-Kernels (fixnet/_kernels/_sequence.pyx) bit-exact with the oracle (fixnet/oracle/sequence.py)
+Kernels (fixnet/_kernels/_sequence.pyx) bit-exact with the oracle (fixnet/oracle/embedding.py, mask.py)
 on random shapes and zero points; the oracle against exact arithmetic; the ops against the
 float reference on sub-graphs of the Keras fixtures rnn_text_* (Embedding + GRU) and
 rnn_variants_* (Masking, masked GlobalAveragePooling1D) and on small graphs built here; the

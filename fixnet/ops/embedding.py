@@ -2,7 +2,7 @@
 [V, D] table (weights: table). Ids are cast to integers as Keras casts them (toward zero);
 an id outside [0, V) is an InputError naming the layer.
 
-int8: a row lookup (kernel: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/sequence.py).
+int8: a row lookup (kernel: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/embedding.py).
 - The ids: an int8 code holds token id k exactly as k - 128, i.e. IDS_QPARAMS (scale 1.0, zero
   point -128), ids 0..255. A model input read only by Embedding layers (and the masks of
   Embedding(mask_zero=True)) gets these qparams whatever its calibrated range

@@ -8,7 +8,7 @@ token_mask (Embedding(mask_zero=True)): mask[t] = ids[t] != 0, from the layer's 
 Masks are float arrays of 0.0/1.0 without a feature axis; an AND of two masks (a merge layer's
 output mask) is a ``binary`` minimum (an OR, in Keras 3, a maximum).
 
-int8 (kernels: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/sequence.py):
+int8 (kernels: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/mask.py):
 - A mask is an int8 tensor with MASK_QPARAMS (scale 1.0, zero point 0): code 1 for a present
   step, 0 for padding; exactly 0.0 and 1.0. A binary minimum/maximum of two masks keeps those
   qparams (fixnet/ops/merge.py: a min/max of inputs sharing their qparams keeps them), so

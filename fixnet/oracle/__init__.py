@@ -1,10 +1,18 @@
 """The pure-NumPy integer oracle: the bit-exact ground truth for every Cython kernel and for
-checked execution. One module per family of ops, mirroring fixnet/_kernels/; everything is
-re-exported here, so ``from fixnet import oracle; oracle.dense(...)``."""
-from .core import *          # noqa: F401,F403  fixed-point helpers, quantize, dense, softmax, ...
-from .conv import *          # noqa: F401,F403  conv2d, depthwise_conv2d
-from .pool import *          # noqa: F401,F403  pooling, binary elementwise, concat, pad
-from .activation import *    # noqa: F401,F403  prelu
-from .recurrent import *    # noqa: F401,F403  rnn: SimpleRNN, GRU, LSTM; int16 function tables
-from .resize import *        # noqa: F401,F403  upsample, crop, zero_insert (data moves)
-from .sequence import *      # noqa: F401,F403  embedding, masking, masked_mean
+checked execution. One module per op, named as its op's module in fixnet/ops/ (``core`` holds
+the fixed-point helpers they share); everything is re-exported here, so
+``from fixnet import oracle; oracle.dense(...)``."""
+from .core import *            # noqa: F401,F403  fixed-point helpers, quantize, dequantize
+from .dense import *           # noqa: F401,F403
+from .affine import *          # noqa: F401,F403
+from .activation import *      # noqa: F401,F403  rescale (requantize), lookup
+from .softmax import *         # noqa: F401,F403
+from .prelu import *           # noqa: F401,F403
+from .conv import *            # noqa: F401,F403  conv2d, depthwise_conv2d
+from .conv_transpose import *  # noqa: F401,F403  zero_insert
+from .pool import *            # noqa: F401,F403  pooling, pad
+from .merge import *           # noqa: F401,F403  add, mul, maximum, concatenate
+from .resize import *          # noqa: F401,F403  upsample, crop
+from .recurrent import *       # noqa: F401,F403  rnn: SimpleRNN, GRU, LSTM; int16 tables
+from .embedding import *       # noqa: F401,F403
+from .mask import *            # noqa: F401,F403  masking, masked_mean

@@ -1,23 +1,32 @@
-"""Oracle for PReLU (learned per-element negative slopes)."""
+"""Oracle of the activation steps (fixnet/ops/activation.py): rescale (requantize) and lookup tables; kernels in fixnet/_kernels/_elementwise.pyx."""
 import numpy as np
 
-from .core import multiply_by_quantized_multiplier
+from .core import (_check_output_range, _check_zero_point, _clamp_to_int8, _int64,
+                   multiply_by_quantized_multiplier)
 
-__all__ = ["prelu", "prelu_accumulators"]
-
-
-def prelu_accumulators(x, alpha, in_zp):
-    """int64 [outer, inner]: x - in_zp where it is >= 0, (x - in_zp) * alpha elsewhere."""
-    v = np.asarray(x, np.int64) - int(in_zp)
-    return np.where(v >= 0, v, v * np.asarray(alpha, np.int64))
+__all__ = [
+    "requantize",
+    "lookup",
+]
 
 
-def prelu(x, alpha, in_zp, pos_m0, pos_shift, neg_m0, neg_shift, out_zp, act_min, act_max):
-    """int8 [outer, inner]: clamp(out_zp + MBQM(v, pos)) for v = x - in_zp >= 0, and
-    clamp(out_zp + MBQM(v * alpha, neg)) for v < 0; alpha: int8 [inner]."""
-    v = np.asarray(x, np.int64) - int(in_zp)
-    pos = multiply_by_quantized_multiplier(np.maximum(v, 0), pos_m0, pos_shift).astype(np.int64)
-    neg = multiply_by_quantized_multiplier(np.minimum(v, 0) * np.asarray(alpha, np.int64),
-                                           neg_m0, neg_shift).astype(np.int64)
-    r = np.where(v >= 0, pos, neg) + int(out_zp)
-    return np.clip(r, act_min, act_max).astype(np.int8)
+def requantize(x, in_zp, m0, shift, out_zp, act_min, act_max):
+    """Move int8 data to another (scale, zero point): real factor in_scale / out_scale.
+
+    out = clamp(out_zp + multiply_by_quantized_multiplier(x - in_zp, m0, shift),
+    act_min, act_max). x: int8, any shape; in_zp, out_zp in [-128, 127]. Returns int8.
+    """
+    _check_zero_point(in_zp, "in_zp")
+    _check_output_range(out_zp, act_min, act_max)
+    x = _int64(x, "x", -128, 127)
+    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(x - in_zp, m0, shift),
+                          act_min, act_max)
+
+
+def lookup(x, table):
+    """out = table[x + 128]: an int8 -> int8 function given as 256 entries. Returns int8."""
+    table = np.asarray(table)
+    if table.shape != (256,):
+        raise ValueError(f"lookup: table has shape {table.shape}, expected (256,)")
+    x = _int64(x, "x", -128, 127)
+    return table[x + 128].astype(np.int8)

@@ -1,6 +1,7 @@
-"""The integer semantics of every fixnet int8 op, in plain NumPy: the bit-exact ground truth.
+"""The oracle's fixed-point core: the rounding, multiplier and quantization rules every op's
+oracle (one module per op beside this one) is written with, in plain NumPy.
 
-The Cython kernels in ``fixnet/_kernels`` must agree with these functions bit for bit, and
+The Cython kernels in ``fixnet/_kernels`` must agree with the oracle bit for bit, and
 checked execution runs them (with int64 accumulators) to prove no int32 accumulator wraps.
 Arithmetic is done in int64 throughout, so nothing here can overflow silently; inputs that
 the contract says are int32 are checked to be int32.
@@ -11,7 +12,7 @@ Conventions (gemmlowp / TFLite, Jacob et al. CVPR 2018):
 * a real multiplier ``M`` in (0, 2^30) is stored as ``m0 * 2^(shift - 31)`` with ``m0`` in
   [2^30, 2^31) (or ``m0 = 0`` for M = 0) and ``shift`` in [-31, 30];
 * int32 accumulators that leave int32 wrap modulo 2^32 (the kernels define it that way; the
-  quantizer's overflow proof says it never happens, ``dense_accumulators`` checks it).
+  quantizer's overflow proof says it never happens, ``dense_accumulators`` (dense.py) checks it).
 """
 import math
 
@@ -28,13 +29,6 @@ __all__ = [
     "round_half_away",
     "quantize",
     "dequantize",
-    "dense",
-    "dense_accumulators",
-    "softmax",
-    "lookup",
-    "channel_affine",
-    "channel_affine_accumulators",
-    "requantize",
 ]
 
 
@@ -52,30 +46,14 @@ def _int64(a, name, lo=INT32_MIN, hi=INT32_MAX):
     return arr
 
 
-def _wrap_int32(a):
-    """int64 values modulo 2^32, as two's complement int32 values (still int64 dtype)."""
-    return ((a + 2 ** 31) & 0xFFFFFFFF) - 2 ** 31
-
-
 def _check_zero_point(zp, name):
     if not -128 <= int(zp) <= 127:
         raise ValueError(f"{name} = {zp} is outside the int8 range [-128, 127]")
 
 
-def _check_output_range(out_zp, act_min, act_max):
-    _check_zero_point(out_zp, "out_zp")
-    if not -128 <= int(act_min) <= int(act_max) <= 127:
-        raise ValueError(f"act_min = {act_min}, act_max = {act_max} must satisfy "
-                         f"-128 <= act_min <= act_max <= 127")
-
-
 def _check_scale(scale):
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale = {scale!r} must be finite and positive")
-
-
-def _clamp_to_int8(out_zp, value, act_min, act_max):
-    return np.clip(np.int64(out_zp) + value, act_min, act_max).astype(np.int8)
 
 
 # ---- fixed-point arithmetic ----------------------------------------------------------------
@@ -195,112 +173,18 @@ def dequantize(q, scale, zp):
 
 # ---- layers --------------------------------------------------------------------------------
 
-def dense_accumulators(x, w, bias):
-    """Exact int64 accumulators of dense: bias[c] + sum_k x[n, k] * w[c, k].
 
-    x: int8 [N, K]; w: int8 [C, K]; bias: int32 [C]. Returns int64 [N, C]; a value outside
-    int32 means the int32 kernel would wrap (checked mode raises on it).
-    """
-    x = _int64(x, "x", -128, 127)
-    w = _int64(w, "w", -128, 127)
-    bias = _int64(bias, "bias")
-    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
-        raise ValueError(f"dense: x {x.shape} and w {w.shape} must be [N, K] and [C, K]")
-    if bias.shape != (w.shape[0],):
-        raise ValueError(f"dense: bias has shape {bias.shape}, expected ({w.shape[0]},)")
-    # int64 matmul is exact here: |sum| <= K * 2^14 + 2^31, far below 2^63.
-    return bias[None, :] + x @ w.T
+def _check_output_range(out_zp, act_min, act_max):
+    _check_zero_point(out_zp, "out_zp")
+    if not -128 <= int(act_min) <= int(act_max) <= 127:
+        raise ValueError(f"act_min = {act_min}, act_max = {act_max} must satisfy "
+                         f"-128 <= act_min <= act_max <= 127")
 
 
-def dense(x, w, bias, m0, shift, out_zp, act_min, act_max):
-    """Fully connected int8 layer.
-
-    out[n, c] = clamp(out_zp + multiply_by_quantized_multiplier(acc[n, c], m0[c], shift[c]),
-    act_min, act_max), acc = dense_accumulators(x, w, bias) taken modulo 2^32 as int32.
-    x: int8 [N, K] (input zero point folded into bias); w: int8 [C, K] in [-127, 127];
-    bias, m0, shift: int32 [C]. Returns int8 [N, C].
-    """
-    _check_output_range(out_zp, act_min, act_max)
-    acc = _wrap_int32(dense_accumulators(x, w, bias))
-    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(acc, m0, shift),
-                          act_min, act_max)
+def _clamp_to_int8(out_zp, value, act_min, act_max):
+    return np.clip(np.int64(out_zp) + value, act_min, act_max).astype(np.int8)
 
 
-def channel_affine_accumulators(x, w, bias):
-    """Exact int64 accumulators of channel_affine: bias[c] + x[n, c] * w[c].
-
-    x: int8 [N, C]; w: int8 [C]; bias: int32 [C]. Returns int64 [N, C].
-    """
-    x = _int64(x, "x", -128, 127)
-    w = _int64(w, "w", -128, 127)
-    bias = _int64(bias, "bias")
-    if x.ndim != 2 or w.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
-        raise ValueError(f"channel_affine: x {x.shape}, w {w.shape}, bias {bias.shape} "
-                         f"must be [N, C], [C], [C]")
-    return bias[None, :] + x * w[None, :]
-
-
-def channel_affine(x, w, bias, m0, shift, out_zp, act_min, act_max):
-    """Per-channel scale and offset on int8 (e.g. a BatchNorm that could not be folded).
-
-    out[n, c] = clamp(out_zp + multiply_by_quantized_multiplier(bias[c] + x[n, c] * w[c],
-    m0[c], shift[c]), act_min, act_max), the accumulator taken modulo 2^32 as int32.
-    x: int8 [N, C]; w: int8 [C]; bias, m0, shift: int32 [C]. Returns int8 [N, C].
-    """
-    _check_output_range(out_zp, act_min, act_max)
-    acc = _wrap_int32(channel_affine_accumulators(x, w, bias))
-    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(acc, m0, shift),
-                          act_min, act_max)
-
-
-def requantize(x, in_zp, m0, shift, out_zp, act_min, act_max):
-    """Move int8 data to another (scale, zero point): real factor in_scale / out_scale.
-
-    out = clamp(out_zp + multiply_by_quantized_multiplier(x - in_zp, m0, shift),
-    act_min, act_max). x: int8, any shape; in_zp, out_zp in [-128, 127]. Returns int8.
-    """
-    _check_zero_point(in_zp, "in_zp")
-    _check_output_range(out_zp, act_min, act_max)
-    x = _int64(x, "x", -128, 127)
-    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(x - in_zp, m0, shift),
-                          act_min, act_max)
-
-
-def lookup(x, table):
-    """out = table[x + 128]: an int8 -> int8 function given as 256 entries. Returns int8."""
-    table = np.asarray(table)
-    if table.shape != (256,):
-        raise ValueError(f"lookup: table has shape {table.shape}, expected (256,)")
-    x = _int64(x, "x", -128, 127)
-    return table[x + 128].astype(np.int8)
-
-
-def softmax(x, exp_table, levels=256):
-    """Row-wise softmax on int8 logits; output scale 1/levels, zero point -128.
-
-    x: int8 [N, C]. exp_table: int32 [256], entry d ~ 2^K * exp(-input_scale * d), entries
-    in [0, exp_table[0]], C * exp_table[0] < 2^31 and 256 * exp_table[0] < 2^31.
-    Per row: e_i = exp_table[max(x) - x_i], s = sum e_i,
-    out_i = clamp((levels * e_i + s // 2) // s - 128, -128, 127), levels in 1..256 (256:
-    TFLite's scale 1/256; 255: 0 and 1 both exact). Returns int8 [N, C].
-    """
-    if not 1 <= int(levels) <= 256:
-        raise ValueError(f"softmax: levels = {levels} must be in 1..256")
-    levels = int(levels)
-    x = _int64(x, "x", -128, 127)
-    table = _int64(exp_table, "exp_table", 0)
-    if x.ndim != 2:
-        raise ValueError(f"softmax: x has shape {x.shape}, expected [N, C]")
-    if table.shape != (256,):
-        raise ValueError(f"softmax: exp_table has shape {table.shape}, expected (256,)")
-    top = int(table[0])
-    if top <= 0 or table.max() > top:
-        raise ValueError("softmax: exp_table entries must lie in [0, exp_table[0]], "
-                         "exp_table[0] > 0")
-    if x.shape[1] * top >= 2 ** 31 or levels * top >= 2 ** 31:
-        raise ValueError("softmax: C * exp_table[0] and levels * exp_table[0] must be < 2^31")
-    if x.shape[1] == 0:
-        return np.zeros(x.shape, dtype=np.int8)
-    e = table[x.max(axis=1, keepdims=True) - x]
-    s = e.sum(axis=1, keepdims=True)
-    return np.clip((levels * e + s // 2) // s - 128, -128, 127).astype(np.int8)
+def _wrap_int32(a):
+    """int64 values modulo 2^32, as two's complement int32 values (still int64 dtype)."""
+    return ((a + 2 ** 31) & 0xFFFFFFFF) - 2 ** 31

@@ -1,4 +1,5 @@
-"""Oracle for the spatial data moves of up-sampling, cropping and transposed convolution.
+"""Oracle for the spatial data moves of up-sampling and cropping (zero insertion, the
+transposed convolution's: conv_transpose.py).
 
 Pure NumPy, written element by element from index arithmetic (not from the slicing the runtime
 steps use): the bit-exact ground truth for ``fixnet/ops/resize.py`` and
@@ -9,14 +10,13 @@ lies between its inputs, so it keeps the scale and zero point too).
 """
 import numpy as np
 
-from .core import _check_zero_point, _int64
+from .core import _int64
 
 __all__ = [
     "upsample_nearest",
     "bilinear_taps",
     "upsample_bilinear",
     "crop_nhwc",
-    "zero_insert",
 ]
 
 
@@ -105,24 +105,4 @@ def crop_nhwc(x, top, bottom, left, right):
     for i in range(oh):
         for j in range(ow):
             out[:, i, j, :] = x[:, i + int(top), j + int(left), :]
-    return out
-
-
-def zero_insert(x, stride_h, stride_w, value):
-    """Spread the input out by the strides, filling the gaps with ``value`` (the zero point, so
-    the gaps are real 0.0): the first half of a transposed convolution.
-    out[n, i, j, c] = x[n, i / stride_h, j / stride_w, c] where both divide exactly, else value.
-    Returns int8 [N, (H - 1) * stride_h + 1, (W - 1) * stride_w + 1, C]."""
-    x = _nhwc(x, "zero_insert")
-    _positive("zero_insert", stride_h=stride_h, stride_w=stride_w)
-    _check_zero_point(value, "value")
-    n, h, w, c = x.shape
-    oh, ow = (h - 1) * stride_h + 1, (w - 1) * stride_w + 1
-    out = np.empty((n, oh, ow, c), np.int8)
-    for i in range(oh):
-        for j in range(ow):
-            if i % stride_h == 0 and j % stride_w == 0:
-                out[:, i, j, :] = x[:, i // stride_h, j // stride_w, :]
-            else:
-                out[:, i, j, :] = value
     return out

@@ -1,26 +1,23 @@
-"""Integer semantics of the sequence ops around recurrent layers: embedding (an int8 row
-lookup), masking (Keras Masking), masked_mean (GlobalAveragePooling1D of a masked sequence).
-token_mask is a 256-entry ``lookup`` (fixnet/oracle/core.py) and needs nothing here.
+"""Oracle of the mask ops (fixnet/ops/mask.py; kernels in fixnet/_kernels/_sequence.pyx):
+masking (Keras Masking), masked_mean (GlobalAveragePooling1D of a masked sequence). token_mask
+is a 256-entry ``lookup`` (fixnet/oracle/activation.py) and needs nothing here.
 
 Masks are int8 tensors of codes 0 (padding step) and 1 (present step), scale 1.0, zero point
-0; a step counts as present when its code is not 0.
-
-Shapes carry the batch axis first: sequences are (N, T, C), masks (N, T), ids (N, T).
+0; a step counts as present when its code is not 0. Shapes carry the batch axis first:
+sequences are (N, T, C), masks (N, T).
 """
 import numpy as np
 
-from .core import _check_output_range, _check_zero_point, _clamp_to_int8, _int64, \
-    multiply_by_quantized_multiplier
+from .core import (_check_output_range, _check_zero_point, _clamp_to_int8, _int64,
+                   multiply_by_quantized_multiplier)
 
 __all__ = [
-    "embedding",
-    "embedding_bad_ids",
+    "MASKED_MEAN_MAX_STEPS",
+    "MASKED_MEAN_SCALE_BITS",
     "masking",
     "rounding_divide",
     "masked_mean_sums",
     "masked_mean",
-    "MASKED_MEAN_MAX_STEPS",
-    "MASKED_MEAN_SCALE_BITS",
 ]
 
 # masked_mean keeps 2^MASKED_MEAN_SCALE_BITS fractional steps of the mean before it requantizes
@@ -37,34 +34,6 @@ def _sequence(x, name, rank=3):
     return arr
 
 
-# ---- embedding -----------------------------------------------------------------------------
-
-def embedding_bad_ids(ids, ids_zp, vocab):
-    """The token ids (code - ids_zp) of ``ids`` outside [0, vocab), in the order they occur
-    (empty when every id has a row). ids: int8, any shape."""
-    _check_zero_point(ids_zp, "ids_zp")
-    k = _int64(ids, "ids", -128, 127) - int(ids_zp)
-    return k[(k < 0) | (k >= int(vocab))].ravel()
-
-
-def embedding(ids, ids_zp, table):
-    """out[..., :] = table[ids[...] - ids_zp]: each int8 code is the token id plus ids_zp
-    (ids_zp -128: code k - 128 is id k, ids 0..255), the table int8 [V, D] codes of the output.
-
-    Raises ValueError for an id outside [0, V) (the op turns it into an InputError naming
-    the layer). Returns int8 of shape ids.shape + (D,)."""
-    table = np.asarray(table)
-    if table.dtype != np.int8 or table.ndim != 2:
-        raise ValueError(f"embedding: table must be int8 [V, D], got {table.dtype} {table.shape}")
-    bad = embedding_bad_ids(ids, ids_zp, table.shape[0])
-    if bad.size:
-        raise ValueError(f"embedding: token id {int(bad[0])} is outside [0, {table.shape[0]})")
-    k = _int64(ids, "ids", -128, 127) - int(ids_zp)
-    return table[k]
-
-
-# ---- masking -------------------------------------------------------------------------------
-
 def masking(x, mask_code, in_zp):
     """Keras Masking on int8: step t of a row is padding when every feature's code equals
     ``mask_code`` (the code of mask_value at x's quantization).
@@ -78,8 +47,6 @@ def masking(x, mask_code, in_zp):
     y = np.where(present[:, :, None], x, int(in_zp))
     return y.astype(np.int8), present.astype(np.int8)
 
-
-# ---- masked mean ---------------------------------------------------------------------------
 
 def rounding_divide(p, n):
     """p / n rounded to the nearest integer, ties away from zero, in integers:

@@ -1,0 +1,144 @@
+"""Oracle of the merge ops (fixnet/ops/merge.py): add, subtract, average, multiply, maximum,
+minimum and concatenation; kernels in fixnet/_kernels/_binary.pyx (the binary ops) and
+_layout.pyx (concatenation). The binary ops work elementwise on arrays of one shape (the
+kernels take them flattened); MBQM is ``multiply_by_quantized_multiplier``."""
+import numpy as np
+
+from .core import (INT32_MAX, INT32_MIN, _check_output_range, _check_zero_point, _clamp_to_int8,
+                   _int64, _wrap_int32, multiply_by_quantized_multiplier)
+
+__all__ = [
+    "add_accumulators",
+    "add",
+    "mul",
+    "maximum",
+    "requantize_into",
+    "concatenate",
+]
+
+
+def _binary_inputs(x, y, kernel):
+    x = _int64(x, "x", -128, 127)
+    y = _int64(y, "y", -128, 127)
+    if x.shape != y.shape:
+        raise ValueError(f"{kernel}: x has shape {x.shape} but y has shape {y.shape}; "
+                         f"broadcast them before the kernel")
+    return x, y
+
+
+def _check_flag(value, name, kernel):
+    if int(value) not in (0, 1):
+        raise ValueError(f"{kernel}: {name} = {value} must be 0 or 1")
+
+
+def _check_left_shift(left_shift, zps):
+    """left_shift in [0, 24] and (x - zp) * 2^left_shift in int32 for every int8 x."""
+    left_shift = int(left_shift)
+    if not 0 <= left_shift <= 24:
+        raise ValueError(f"add: left_shift = {left_shift} must be in [0, 24]")
+    for name, zp in zps:
+        if (127 - int(zp)) << left_shift > INT32_MAX or -(int(zp) + 128) << left_shift < INT32_MIN:
+            raise ValueError(f"add: left_shift = {left_shift} with {name} = {zp}: "
+                             f"(x - {name}) * 2^left_shift can leave int32")
+
+
+def add_accumulators(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, subtract):
+    """Exact int64 value of add's int32 intermediate r = sx + sy (sx - sy if subtract).
+
+    sx = MBQM((x - x_zp) * 2^left_shift, x_m0, x_shift), sy likewise. A value outside int32
+    means the kernel's r wraps modulo 2^32 (checked mode raises on it).
+    """
+    x, y = _binary_inputs(x, y, "add")
+    _check_zero_point(x_zp, "x_zp")
+    _check_zero_point(y_zp, "y_zp")
+    _check_left_shift(left_shift, (("x_zp", x_zp), ("y_zp", y_zp)))
+    _check_flag(subtract, "subtract", "add")
+    sx = multiply_by_quantized_multiplier((x - int(x_zp)) << int(left_shift), x_m0, x_shift)
+    sy = multiply_by_quantized_multiplier((y - int(y_zp)) << int(left_shift), y_m0, y_shift)
+    sx, sy = sx.astype(np.int64), sy.astype(np.int64)
+    return sx - sy if int(subtract) else sx + sy
+
+
+def add(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0, out_shift,
+        out_zp, act_min, act_max, subtract):
+    """TFLite's quantized add (or subtract) of two int8 tensors of the same shape.
+
+    Both inputs go to a common fine scale: sx = MBQM((x - x_zp) * 2^left_shift, x_m0,
+    x_shift), sy likewise (real factors x_scale / (2 max scale), ...); r = sx + sy, or
+    sx - sy if subtract (int32, wrapping modulo 2^32); out = clamp(out_zp + MBQM(r, out_m0,
+    out_shift), act_min, act_max). Zero points int8; left_shift in [0, 24] with
+    (x - zp) * 2^left_shift in int32 for every int8 x (TFLite uses 20). Returns int8.
+    """
+    _check_output_range(out_zp, act_min, act_max)
+    r = _wrap_int32(add_accumulators(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift,
+                                     left_shift, subtract))
+    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(r, out_m0, out_shift),
+                          act_min, act_max)
+
+
+def mul(x, y, x_zp, y_zp, m0, shift, out_zp, act_min, act_max):
+    """Quantized elementwise product: clamp(out_zp + MBQM((x - x_zp) * (y - y_zp), m0,
+    shift), act_min, act_max); real factor x_scale * y_scale / out_scale. The product is at
+    most 255^2 in magnitude (fits int32). Returns int8."""
+    x, y = _binary_inputs(x, y, "mul")
+    _check_zero_point(x_zp, "x_zp")
+    _check_zero_point(y_zp, "y_zp")
+    _check_output_range(out_zp, act_min, act_max)
+    product = (x - int(x_zp)) * (y - int(y_zp))
+    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(product, m0, shift),
+                          act_min, act_max)
+
+
+def maximum(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp, act_min, act_max, take_min):
+    """Elementwise max (min if take_min) of two int8 tensors after moving both to the output
+    quantization: rx = out_zp + MBQM(x - x_zp, x_m0, x_shift), ry likewise (exact, before
+    the clamp; real factors x_scale / out_scale, y_scale / out_scale);
+    out = clamp(max(rx, ry), act_min, act_max). Returns int8."""
+    x, y = _binary_inputs(x, y, "maximum")
+    _check_zero_point(x_zp, "x_zp")
+    _check_zero_point(y_zp, "y_zp")
+    _check_output_range(out_zp, act_min, act_max)
+    _check_flag(take_min, "take_min", "maximum")
+    rx = int(out_zp) + multiply_by_quantized_multiplier(x - int(x_zp), x_m0, x_shift).astype(
+        np.int64)
+    ry = int(out_zp) + multiply_by_quantized_multiplier(y - int(y_zp), y_m0, y_shift).astype(
+        np.int64)
+    r = np.minimum(rx, ry) if int(take_min) else np.maximum(rx, ry)
+    return np.clip(r, act_min, act_max).astype(np.int8)
+
+
+def requantize_into(x, in_zp, m0, shift, out_zp):
+    """The block requantize_into writes into out[:, offset:offset + n]: int8 [outer, n].
+
+    x: int8 [outer, n]. m0 == 0 means "same quantization" (then in_zp must equal out_zp): the
+    block is x itself. Otherwise clamp(out_zp + MBQM(x - in_zp, m0, shift), -128, 127), real
+    factor in_scale / out_scale.
+    """
+    x = _int64(x, "x", -128, 127)
+    if x.ndim != 2:
+        raise ValueError(f"requantize_into: x has shape {x.shape}, expected [outer, n]")
+    _check_zero_point(in_zp, "in_zp")
+    _check_zero_point(out_zp, "out_zp")
+    if int(m0) == 0:
+        if int(in_zp) != int(out_zp):
+            raise ValueError(f"requantize_into: m0 = 0 means a plain copy, but in_zp = {in_zp} "
+                             f"!= out_zp = {out_zp}")
+        return x.astype(np.int8)
+    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(x - int(in_zp), m0, shift),
+                          -128, 127)
+
+
+def concatenate(blocks, out_zp):
+    """Concatenate [outer, n_i] int8 blocks along axis 1 into the output quantization.
+
+    blocks: iterable of (x, in_zp, m0, shift), each as requantize_into's arguments. Any
+    Keras Concatenate is this after viewing each input as [outer, axis_len * inner].
+    Returns int8 [outer, sum n_i].
+    """
+    parts = [requantize_into(x, in_zp, m0, shift, out_zp) for x, in_zp, m0, shift in blocks]
+    if not parts:
+        raise ValueError("concatenate: no blocks")
+    if len({p.shape[0] for p in parts}) != 1:
+        raise ValueError(f"concatenate: blocks have different outer sizes "
+                         f"{[p.shape[0] for p in parts]}")
+    return np.concatenate(parts, axis=1)

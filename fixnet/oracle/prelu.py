@@ -1,0 +1,23 @@
+"""Oracle for PReLU (learned per-element negative slopes)."""
+import numpy as np
+
+from .core import multiply_by_quantized_multiplier
+
+__all__ = ["prelu", "prelu_accumulators"]
+
+
+def prelu_accumulators(x, alpha, in_zp):
+    """int64 [outer, inner]: x - in_zp where it is >= 0, (x - in_zp) * alpha elsewhere."""
+    v = np.asarray(x, np.int64) - int(in_zp)
+    return np.where(v >= 0, v, v * np.asarray(alpha, np.int64))
+
+
+def prelu(x, alpha, in_zp, pos_m0, pos_shift, neg_m0, neg_shift, out_zp, act_min, act_max):
+    """int8 [outer, inner]: clamp(out_zp + MBQM(v, pos)) for v = x - in_zp >= 0, and
+    clamp(out_zp + MBQM(v * alpha, neg)) for v < 0; alpha: int8 [inner]."""
+    v = np.asarray(x, np.int64) - int(in_zp)
+    pos = multiply_by_quantized_multiplier(np.maximum(v, 0), pos_m0, pos_shift).astype(np.int64)
+    neg = multiply_by_quantized_multiplier(np.minimum(v, 0) * np.asarray(alpha, np.int64),
+                                           neg_m0, neg_shift).astype(np.int64)
+    r = np.where(v >= 0, pos, neg) + int(out_zp)
+    return np.clip(r, act_min, act_max).astype(np.int8)
