@@ -154,9 +154,14 @@ def _collected(files):
     child pytest, so the check holds whatever this session selected)."""
     import json
     import subprocess
+    import fixnet
     here = os.path.dirname(os.path.abspath(__file__))
+    # run from tests/, with the fixnet this session imported first on the path: from the
+    # checkout's root, `python -c` would import the checkout's fixnet/, which a plain
+    # `pip install .` leaves without its compiled kernels
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fixnet.__file__)))
     r = subprocess.run([sys.executable, "-c", _COLLECT] + [os.path.join(here, f) for f in files],
-                       cwd=os.path.dirname(here), capture_output=True, text=True, timeout=600)
+                       cwd=here, env=env, capture_output=True, text=True, timeout=600)
     out = [line for line in r.stdout.splitlines() if line.startswith("@@")]
     assert r.returncode == 0 and out, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads(out[-1][2:])
