@@ -49,7 +49,13 @@ PREDICT_SAMPLES = 3
 #   within SQNR_BAR of the damaged model's own float path, so a weight or config that the
 #   quantizer reads differently from the float path is caught. The suite's usual bar:
 #   tests/test_model_fixtures.py FLOAT_SQNR_BAR (checked equal in tests/test_fuzz.py).
+#   Except where a weight is beyond EXTREME_WEIGHT (a value of 1e30 or 3e38 written into one
+#   element): no int8 tensor can share a scale between such a value and the ordinary ones, so
+#   no quantizer meets the bar; fixnet's contract there is "quantize or refuse with a
+#   FixnetError" (tests/test_dead_channels.py), and a model that quantizes must be
+#   self-consistent: finite outputs, kernels bit-exact with the oracle.
 SQNR_BAR = 20.0
+EXTREME_WEIGHT = 1e20
 FXN_CRAFTED = ("fxn_manifest", "fxn_array")
 
 # (fixture, format). "h5": full-model HDF5; "keras": Keras 3 archive; "json": architecture JSON
@@ -1061,6 +1067,15 @@ def check_outputs(qm, m, fixture, fmt, mname, outs):
         if len(mine) != len(oracle) or not all(np.array_equal(a, b) for a, b in zip(mine, oracle)):
             return False, "a crafted .fxn's kernels disagree with its oracle"
         return True, "finite outputs, kernels bit-exact with the oracle"
+    big = max((float(np.max(np.abs(w), initial=0.0)) for n in m.graph.nodes
+               for w in n.weights.values() if np.issubdtype(np.asarray(w).dtype, np.floating)),
+              default=0.0)
+    if big > EXTREME_WEIGHT:
+        mine, oracle = _list(qm.predict(x, output="int8")), _list(qm.predict_oracle(x))
+        if len(mine) != len(oracle) or not all(np.array_equal(a, b) for a, b in zip(mine, oracle)):
+            return False, "a model with extreme weights: its kernels disagree with its oracle"
+        return True, (f"a weight of {big:.1e} (beyond {EXTREME_WEIGHT:.0e}, no SQNR bar): "
+                      "finite outputs, kernels bit-exact with the oracle")
     xc = _one(fixture_inputs(fixture)["x_calib"])
     ref, q = _list(m.predict(xc)), _list(qm.predict(xc))
     if len(ref) != len(q):

@@ -186,7 +186,8 @@ def describe_failure(r, small_only):
 # what an "ok" case was checked for (fuzzcases.check_outputs), by kind
 CHECK_KINDS = {"the same bits as the undamaged .fxn": "same bits as the undamaged .fxn",
                "finite outputs, kernels bit-exact with the oracle": "crafted .fxn: kernels == oracle",
-               "int8 within": "Keras file: int8 within the SQNR bar of its float path"}
+               "int8 within": "Keras file: int8 within the SQNR bar of its float path",
+               "a weight of": "Keras file with a weight beyond EXTREME_WEIGHT: kernels == oracle"}
 
 
 def _check_kind(r):
