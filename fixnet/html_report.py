@@ -162,8 +162,7 @@ def _weight_data(qm):
             rows = layouts.flat_rows(layouts.rows_from_keras(s.op, k))
         if rows is None or rows.shape[0] != scale.size:
             k, source = step_weights(s, qm.tensors)["kernel"], "dequantized int8"
-            rows = layouts.flat_rows(layouts.rows_from_keras(s.op, k)) if s.op != "affine" \
-                else np.asarray(k).reshape(-1, 1)
+            rows = layouts.flat_rows(layouts.rows_from_keras(s.op, k))
         out.append((s, np.asarray(rows, np.float64).T, 127.0 * scale, source))
     return out
 

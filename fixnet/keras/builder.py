@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import FixnetError, ModelFileError, UnsupportedLayerError
 from ..graph import Graph, Node
-from . import arithmetic
+from .arithmetic import TensorArg, handle as handle_arithmetic
 from .config import (MERGE_CLASSES, MODEL_CLASSES, as_functional, config_input_shape, config_problems,
                      inbound_refs, io_refs, is_dim, mask_only_layers, mask_refs, name_of_layer,
                      node_index_remap, op_call, tensor_name, tensor_op, unsupported_error)
@@ -292,7 +292,7 @@ class GraphBuilder:
     def _op(self, kl, op, layer, node_index, inputs):
         kind, function = op
         args, kwargs = _op_args(kind, layer, node_index, inputs, self.shapes)
-        arithmetic.handle(kl, kind, function, args, kwargs)
+        handle_arithmetic(kl, kind, function, args, kwargs)
 
 
 def _op_args(kind, layer, node_index, inputs, shapes):
@@ -304,9 +304,9 @@ def _op_args(kind, layer, node_index, inputs, shapes):
         raise ValueError(f"layer '{name_of_layer(layer)}': inbound node not understood")
 
     def bind(o):
-        if isinstance(o, arithmetic.TensorArg):
+        if isinstance(o, TensorArg):
             name = inputs[o.index]
-            return arithmetic.TensorArg(o.index, name, shapes[name])
+            return TensorArg(o.index, name, shapes[name])
         if isinstance(o, dict):
             return {k: bind(v) for k, v in o.items()}
         if isinstance(o, list):

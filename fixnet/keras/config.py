@@ -1,7 +1,7 @@
 """A model config (JSON) made into one form: Keras 2.0 Sequential lists, tf.keras 2 and Keras 3
 inbound nodes, nested models, masks; and the problems of a config listed together."""
 from ..errors import ModelFileError, UnsupportedLayerError
-from . import arithmetic
+from .arithmetic import KERAS_OPS, TensorArg, problem as arithmetic_problem
 from .layers import CODE_LAYERS, KERAS_LAYERS, MERGES
 
 
@@ -42,13 +42,13 @@ def _is_ref(v):
 
 def op_call(node):
     """(args, kwargs, refs) of one call of a TFOpLambda or Keras 3 operation, every tensor replaced
-    by ``arithmetic.TensorArg(i)`` where refs[i] is its (layer, node, tensor). The refs come in the
+    by ``TensorArg(i)`` where refs[i] is its (layer, node, tensor). The refs come in the
     order inbound_refs lists them."""
     refs = []
 
     def tensor(r):
         refs.append((r[0], int(r[1]), int(r[2])))
-        return arithmetic.TensorArg(len(refs) - 1)
+        return TensorArg(len(refs) - 1)
 
     if isinstance(node, dict):                                   # Keras 3
         def walk(o):
@@ -213,7 +213,7 @@ def tensor_op(layer):
     if not nodes or not all(isinstance(n, dict) for n in nodes) or "trainable" in cfg:
         return None
     # every Keras 3 layer's config has "dtype" (a few, e.g. SpatialDropout2D, drop "trainable")
-    if "dtype" not in cfg or (cls in arithmetic.KERAS_OPS and cls not in KERAS_LAYERS):
+    if "dtype" not in cfg or (cls in KERAS_OPS and cls not in KERAS_LAYERS):
         return "keras", cls
     return None
 
@@ -223,7 +223,7 @@ def _layer_problem(layer):
     cls = layer.get("class_name", "?")
     op = tensor_op(layer)
     if op is not None:
-        return arithmetic.problem(*op)
+        return arithmetic_problem(*op)
     if cls in CODE_LAYERS:
         return ("it runs Python code stored in the file, and fixnet never executes code from a "
                 "file; rewrite it as built-in layers")

@@ -29,8 +29,7 @@ def mean_output_shift(node, mean_input, input_shape, w_q, w_scale):
     rows = w_q.astype(np.float64) * w_scale.reshape((-1,) + (1,) * (w_q.ndim - 1))
     diff = copy.copy(node)
     kernel = node.weights["kernel"]
-    m = kernel.shape[3] if node.op == "depthwise_conv2d" else 1
-    diff.weights = {"kernel": layouts.keras_from_rows(node.op, rows, m)
+    diff.weights = {"kernel": layouts.keras_from_rows(node.op, rows).reshape(kernel.shape)
                     - np.asarray(kernel, np.float64)}
     diff.attrs = dict(node.attrs, clamp=None)
     # a dimension of any length is taken as ANY_LENGTH steps: the shift of a padded layer
