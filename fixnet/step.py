@@ -71,7 +71,7 @@ class Step:
         self.outputs = list(outputs)
 
     def bind(self, bufs):
-        """Return the kernel Call object (fixnet/_kernels: with ``step_entry``, run in the
+        """Return the kernel Call object (a fixnet._kernels._step.KernelCall, run in the
         pass's C loop) bound to the given buffers, or a zero-argument Python callable."""
         raise NotImplementedError
 

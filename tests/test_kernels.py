@@ -153,7 +153,7 @@ def test_dense_tiles_and_tasks_match_oracle(build, seed, n, k, c, out_zp, shift_
         np.testing.assert_array_equal(out, expected)
         out[...] = 99
         for first in range(call.n_tasks - 1, -1, -1):      # one task at a time, backwards
-            call.run_task_range(first, first + 1)
+            call.run_tasks(first, first + 1)
         np.testing.assert_array_equal(out, expected)
 
 

@@ -181,18 +181,18 @@ def test_tasks_on_threads_match_one_call(h, w_, c, stride):
         assert (covered == 1).all()         # every output pixel in exactly one task
         bounds = np.linspace(0, call.n_tasks, 5).astype(int)
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda r: call.call_tasks(*r), zip(bounds[:-1], bounds[1:])))
+            list(pool.map(lambda r: call.run_tasks(*r), zip(bounds[:-1], bounds[1:])))
         np.testing.assert_array_equal(out, whole)
         # a range writes only its own outputs
         for task in (0, call.n_tasks - 1):
             out[...] = 7
-            call.call_tasks(task, task + 1)
+            call.run_tasks(task, task + 1)
             n, rows, cols = regions[task]
             np.testing.assert_array_equal(out[n, rows, cols], whole[n, rows, cols])
             out[n, rows, cols] = 7
             assert (out == 7).all()
         with pytest.raises(ValueError, match="tasks"):
-            call.call_tasks(0, call.n_tasks + 1)
+            call.run_tasks(0, call.n_tasks + 1)
 
 
 def test_packed_weights_are_shared_and_checked():

@@ -138,18 +138,18 @@ def test_task_ranges_are_independent(conv):
     for order in (ranges, ranges[::-1]):
         out[...] = 0
         for first, last in order:
-            call.run_task_range(first, last)
+            call.run_tasks(first, last)
         np.testing.assert_array_equal(out, want)
     out[...] = 0
     singles = [(i, i + 1) for i in range(call.n_tasks)]
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda r: call.run_task_range(*r), singles))
+        list(pool.map(lambda r: call.run_tasks(*r), singles))
     np.testing.assert_array_equal(out, want)
     out[...] = 0
-    call.run_task_range(0, 0)
+    call.run_tasks(0, 0)
     assert not out.any()
     with pytest.raises(ValueError, match="task range"):
-        call.run_task_range(0, call.n_tasks + 1)
+        call.run_tasks(0, call.n_tasks + 1)
 
 
 def _guarded_int8(shape):

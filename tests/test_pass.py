@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fixnet
+from fixnet._kernels._step import KernelCall
 from conftest import fixture_data, fixture_path, fixtures
 from conftest import as_list as fixture_arrays
 from fixnet import runtime
@@ -94,7 +95,7 @@ def test_threads_split_the_steps_whose_parts_have_the_policys_multiply_adds(n):
         for threads in (1, 2, 3, 4):
             parts = arena.parts(threads)
             for call, macs, p in zip(arena.calls, arena.call_macs, parts):
-                tasks = call.step_entry()[2] if hasattr(call, "step_entry") else 0
+                tasks = call.n_tasks if getattr(call, "splittable", False) else 0
                 want = max([k for k in range(2, min(threads, tasks) + 1) if macs >= k * least],
                            default=1)
                 assert p == want, (type(call).__name__, macs, tasks, threads)
@@ -182,7 +183,7 @@ def test_python_steps_split_the_loop_into_segments():
     qm, tests = quantized("layers_upsampling_k3")    # NumPy copies between kernels
     qm.predict(batch(tests, 1))
     arena = qm._pools[1, ()].free[0]
-    python_calls = [c for c in arena.calls if not hasattr(c, "step_entry")]
+    python_calls = [c for c in arena.calls if not isinstance(c, KernelCall)]
     assert python_calls and 1 < arena.segment_count <= len(arena.calls) - len(python_calls)
 
 
@@ -239,10 +240,10 @@ def test_dense_tasks_give_the_kernel_bits_for_any_split(shape):
         out.fill(99)
         cuts = sorted(set([0, n_tasks] + list(rng.integers(0, n_tasks + 1, parts - 1))))
         for first, last in reversed(list(zip(cuts, cuts[1:]))):
-            call.run_task_range(first, last)
+            call.run_tasks(first, last)
         np.testing.assert_array_equal(out, want, err_msg=f"{shape} cuts {cuts}")
     with pytest.raises(ValueError, match="task range"):
-        call.run_task_range(0, n_tasks + 1)
+        call.run_tasks(0, n_tasks + 1)
 
 
 @pytest.mark.usefixtures("split_every_step")

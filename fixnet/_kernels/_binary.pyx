@@ -17,7 +17,7 @@ cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uint64_t, INT32_MAX, INT32_MIN
 
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport (
     check_length,
     check_multipliers,
@@ -150,7 +150,7 @@ cdef int check_left_shift(int left_shift, str zp_name, int zp) except -1:
 # ---- Python entry points -------------------------------------------------------------------
 
 @cython.auto_pickle(False)
-cdef class AddCall:
+cdef class AddCall(KernelCall):
     """add with its arguments checked once: ``AddCall(...)()`` runs the kernel.
 
     Holds the 256-entry tables of sx and sy (sy negated for subtract); keeps x, y, out alive.
@@ -162,7 +162,6 @@ cdef class AddCall:
     cdef fx_requant q        # the output's requantization (csrc/requant.h), every lane alike
     cdef void* q_block       # owns q's arrays
     cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
-    cdef bint release_gil
 
     def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
                  int x_m0, int x_shift, int y_zp, int y_m0, int y_shift, int left_shift,
@@ -197,7 +196,8 @@ cdef class AddCall:
             raise MemoryError()
         fx_requant_init(&self.q, self.q_block, m0s, shifts, ADD_LANES, out_zp, act_min, act_max)
         self.x, self.y, self.out = x, y, out
-        self.release_gil = x.shape[0] >= NOGIL_MIN_SIZE
+        self.n_tasks = 1
+        self.work_share = <double>self.x.shape[0] / NOGIL_MIN_SIZE
         PyMem_Free(self.pair_table)  # in case __init__ runs twice
         self.pair_table = NULL
         cdef int8_t row_x[256]
@@ -218,14 +218,7 @@ cdef class AddCall:
         """True if a call is one lookup per element in the table of all 256 x 256 results."""
         return self.pair_table != NULL
 
-    def __call__(self):
-        if self.release_gil or self.pair_table != NULL:  # (PAIR_TABLE_MIN_SIZE > NOGIL_MIN_SIZE)
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         cdef Py_ssize_t size = self.x.shape[0]
         if size == 0:
             return
@@ -235,20 +228,15 @@ cdef class AddCall:
             fx_add(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
                    &self.q)
 
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_add, NULL, 0, <double>self.x.shape[0] / NOGIL_MIN_SIZE)
-
 
 @cython.auto_pickle(False)
-cdef class MulCall:
+cdef class MulCall(KernelCall):
     """mul with its arguments checked once: ``MulCall(...)()`` runs the kernel."""
     cdef const int8_t[::1] x, y
     cdef int8_t[::1] out
     cdef int x_zp, y_zp, shift, out_zp, act_min, act_max
     cdef int32_t m0
     cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
-    cdef bint release_gil
 
     def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
                  int y_zp, int m0, int shift, int out_zp, int act_min, int act_max,
@@ -261,7 +249,8 @@ cdef class MulCall:
         self.x, self.y, self.out = x, y, out
         self.x_zp, self.y_zp, self.m0, self.shift = x_zp, y_zp, m0, shift
         self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
-        self.release_gil = x.shape[0] >= NOGIL_MIN_SIZE
+        self.n_tasks = 1
+        self.work_share = <double>self.x.shape[0] / NOGIL_MIN_SIZE
         PyMem_Free(self.pair_table)  # in case __init__ runs twice
         self.pair_table = NULL
         cdef int8_t row_x[256]
@@ -282,14 +271,7 @@ cdef class MulCall:
         """True if a call is one lookup per element in the table of all 256 x 256 results."""
         return self.pair_table != NULL
 
-    def __call__(self):
-        if self.release_gil or self.pair_table != NULL:  # (PAIR_TABLE_MIN_SIZE > NOGIL_MIN_SIZE)
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         cdef Py_ssize_t size = self.x.shape[0]
         if size == 0:
             return
@@ -299,13 +281,9 @@ cdef class MulCall:
             mul_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_zp, self.y_zp,
                      self.m0, self.shift, self.out_zp, self.act_min, self.act_max)
 
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_mul, NULL, 0, <double>self.x.shape[0] / NOGIL_MIN_SIZE)
-
 
 @cython.auto_pickle(False)
-cdef class MaximumCall:
+cdef class MaximumCall(KernelCall):
     """maximum with its arguments checked once: ``MaximumCall(...)()`` runs the kernel.
 
     Holds the 256-entry tables clamp(out_zp + MBQM(v - zp, m0, shift)) of both inputs.
@@ -314,7 +292,7 @@ cdef class MaximumCall:
     cdef int8_t[::1] out
     cdef int8_t x_table[256]
     cdef int8_t y_table[256]
-    cdef bint take_min, release_gil
+    cdef bint take_min
 
     def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
                  int x_m0, int x_shift, int y_zp, int y_m0, int y_shift, int out_zp,
@@ -334,37 +312,15 @@ cdef class MaximumCall:
                                                            act_min, act_max)
         self.x, self.y, self.out = x, y, out
         self.take_min = take_min
-        self.release_gil = x.shape[0] >= NOGIL_MIN_SIZE
+        self.n_tasks = 1
+        self.work_share = <double>self.x.shape[0] / NOGIL_MIN_SIZE
 
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         cdef Py_ssize_t size = self.x.shape[0]
         if size == 0:
             return
         maximum_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
                      self.take_min)
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_maximum, NULL, 0, <double>self.x.shape[0] / NOGIL_MIN_SIZE)
-
-
-cdef void _run_add(void* call) noexcept nogil:
-    (<AddCall>call).run()
-
-
-cdef void _run_mul(void* call) noexcept nogil:
-    (<MulCall>call).run()
-
-
-cdef void _run_maximum(void* call) noexcept nogil:
-    (<MaximumCall>call).run()
 
 
 def add(const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp, int x_m0,

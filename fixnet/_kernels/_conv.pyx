@@ -66,7 +66,7 @@ import numpy as np
 
 from fixnet._kernels.gemm_pack import check_weights, pack_gemm
 
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.requant cimport (
     FX_REQUANT_ISA,
     fx_requant,
@@ -444,7 +444,7 @@ def tap_offsets(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t ou
 
 
 @cython.auto_pickle(False)
-cdef class Conv2dCall:
+cdef class Conv2dCall(KernelCall):
     """conv2d with its arguments checked once; calling the object runs it (see conv2d).
 
     x is read at every call; w and bias once, packed (``packed``: the result of
@@ -452,21 +452,18 @@ cdef class Conv2dCall:
     layer; by default they are packed here); m0 at every call; shift once. ``scalar=True``
     runs the scalar twin of this build's micro-kernel (same packing; for tests).
 
-    ``n_tasks`` independent tasks (tiles of output pixels, the batch included) make one call:
-    ``run()`` runs them all, ``run_tasks(first, last)`` (cdef, nogil) a range of them, with
-    no scratch shared between ranges, so disjoint ranges may run on several threads at once.
+    Tasks (``n_tasks``, fixnet/_kernels/_step.pyx): tiles of output pixels, the batch
+    included, with no scratch shared between ranges, so disjoint ranges may run on several
+    threads at once.
     """
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
     cdef const int32_t[::1] m0
     cdef readonly PackedConvWeights packed
-    cdef readonly Py_ssize_t n_tasks
     cdef object arrays             # the offsets table and pad row GemmConv points into
     cdef GemmConv args
     cdef fx_requant requant
     cdef void* requant_block      # owns the arrays of requant
-    cdef bint release_gil
-    cdef double work_share        # (multiply-adds + epilogue) / NOGIL_MIN_WORK: see step.pxd
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None,
                  const int8_t[:, :, :, ::1] w not None, const int32_t[::1] bias not None,
@@ -541,7 +538,8 @@ cdef class Conv2dCall:
         a.patch_k = packed.patch_k
         a.scalar = scalar
         self.n_tasks = n_in * a.tiles if cout else 0
-        self.release_gil = n_in * pixels * cout * (kh * kw * (cin // groups) + 8) > NOGIL_MIN_WORK
+        self.splittable = True
+        # (multiply-adds + epilogue) / NOGIL_MIN_WORK
         self.work_share = (<double>n_in * pixels * cout * (kh * kw * (cin // groups) + 8)
                            / NOGIL_MIN_WORK)
 
@@ -549,31 +547,8 @@ cdef class Conv2dCall:
         PyMem_Free(self.requant_block)
         self.requant_block = NULL
 
-    def __call__(self):
-        """Run the convolution on the current contents of x; writes all of out."""
-        # (Cython's `with nogil(condition)` takes compile-time conditions only.)
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    def run_task_range(self, Py_ssize_t first, Py_ssize_t last):
-        """run_tasks(first, last) from Python, without releasing the GIL (for tests)."""
-        if not 0 <= first <= last <= self.n_tasks:
-            raise ValueError(f"conv2d: task range [{first}, {last}) is not within "
-                             f"[0, n_tasks = {self.n_tasks}]")
-        self.run_tasks(first, last)
-
-    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         conv2d_tasks(&self.args, &self.requant, first, last)
-
-    cdef void run(self) noexcept nogil:
-        conv2d_tasks(&self.args, &self.requant, 0, self.n_tasks)
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd (tasks: pixel tiles of each image)."""
-        return step_entry(_run_conv2d, _run_conv2d_tasks, self.n_tasks, self.work_share)
 
 
 def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w not None,
@@ -710,15 +685,14 @@ def pack_depthwise_weights(w, bias):
     return p
 
 
-cdef class DepthwiseConv2dCall:
+cdef class DepthwiseConv2dCall(KernelCall):
     """depthwise_conv2d with its arguments checked once; calling the object runs it (see
     depthwise_conv2d). x is read at every call; w and bias through their packed copy
     (``packed=``, or packed here), m0 and shift when the object is built.
 
     Tasks (``n_tasks``): per image, bands of output rows times segments of output columns
-    (csrc/dwconv.h, dw_plan); ``run_tasks(first, last)`` computes tasks [first, last) with the
-    stack and this object's read-only data only, so disjoint ranges may run on several
-    threads at once. ``scalar=True`` runs the plain-C twin of the micro-kernel (the tests
+    (csrc/dwconv.h, dw_plan); a range of tasks uses the stack and this object's read-only
+    data only, so disjoint ranges may run on several threads at once. ``scalar=True`` runs the plain-C twin of the micro-kernel (the tests
     compare the two)."""
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
@@ -726,10 +700,7 @@ cdef class DepthwiseConv2dCall:
     cdef dw_call k
     cdef fx_requant q             # the requantization constants of the expanded lanes
     cdef void* block              # owns q's arrays and the zero-point row (one allocation)
-    cdef bint release_gil
-    cdef double work_share        # (multiply-adds + epilogue) / NOGIL_MIN_WORK: see step.pxd
     cdef readonly bint scalar
-    cdef readonly Py_ssize_t n_tasks
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,
                  const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
@@ -808,7 +779,8 @@ cdef class DepthwiseConv2dCall:
                                                 <const int8_t*>block + rq_bytes, &self.q)
         self.k.pairs_ok = packed.pairs_ok
         self.n_tasks = dw_n_tasks(&self.k)
-        self.release_gil = n_in * out_h * out_w * cout * (taps + 8) > NOGIL_MIN_WORK
+        self.splittable = True
+        # (multiply-adds + epilogue) / NOGIL_MIN_WORK
         self.work_share = <double>n_in * out_h * out_w * cout * (taps + 8) / NOGIL_MIN_WORK
 
     cdef void free_buffers(self) noexcept:
@@ -817,22 +789,6 @@ cdef class DepthwiseConv2dCall:
 
     def __dealloc__(self):
         self.free_buffers()
-
-    def __call__(self):
-        """Run the depthwise convolution on the current contents of x; writes all of out."""
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    def call_tasks(self, Py_ssize_t first, Py_ssize_t last):
-        """run_tasks(first, last) from Python (tests)."""
-        if not 0 <= first <= last <= self.n_tasks:
-            raise ValueError(f"depthwise_conv2d: tasks [{first}, {last}) are not inside "
-                             f"[0, {self.n_tasks})")
-        with nogil:
-            self.run_tasks(first, last)
 
     def task_region(self, Py_ssize_t task):
         """(image, output rows, output columns) that task `task` writes: an int and two
@@ -845,35 +801,11 @@ cdef class DepthwiseConv2dCall:
         return (n, slice(b * self.k.band, min((b + 1) * self.k.band, self.k.out_h)),
                 slice(g * self.k.seg_w, min((g + 1) * self.k.seg_w, self.k.out_w)))
 
-    cdef void run(self) noexcept nogil:
-        self.run_tasks(0, self.n_tasks)
-
-    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         if self.scalar:
             dw_run_scalar(&self.k, first, last)
         else:
             dw_run_simd(&self.k, first, last)
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd (tasks: bands of rows, column segments)."""
-        return step_entry(_run_depthwise_conv2d, _run_depthwise_conv2d_tasks, self.n_tasks,
-                          self.work_share)
-
-
-cdef void _run_conv2d(void* call) noexcept nogil:
-    (<Conv2dCall>call).run()
-
-
-cdef void _run_conv2d_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    (<Conv2dCall>call).run_tasks(first, last)
-
-
-cdef void _run_depthwise_conv2d(void* call) noexcept nogil:
-    (<DepthwiseConv2dCall>call).run()
-
-
-cdef void _run_depthwise_conv2d_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    (<DepthwiseConv2dCall>call).run_tasks(first, last)
 
 
 def depthwise_conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,

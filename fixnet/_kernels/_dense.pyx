@@ -26,7 +26,7 @@ from libc.stdint cimport int8_t, int32_t
 
 import numpy as np
 
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport check_length, check_multipliers, check_output_range
 from fixnet._kernels.gemm_pack import check_weights, pack_gemm
 
@@ -243,7 +243,7 @@ cdef void dense_tasks(const DenseArgs* a, Py_ssize_t first, Py_ssize_t last) noe
 # ---- Python entry points -------------------------------------------------------------------
 
 @cython.auto_pickle(False)
-cdef class DenseCall:
+cdef class DenseCall(KernelCall):
     """dense with its arguments checked once: ``DenseCall(...)()`` runs the kernel.
 
     Reads x on every call and rewrites out in full; w and bias are read once (packed), m0
@@ -253,8 +253,9 @@ cdef class DenseCall:
     ``pixels=(H, W, OH, OW, stride_h, stride_w)``: x holds NHWC images of H x W pixels and out
     row (n, oh, ow) is computed from pixel (n, oh * stride_h, ow * stride_w): a 1x1 conv with
     strides (out then [N * OH * OW, C]).
-    ``n_tasks`` independent tasks make a call; ``run_tasks(first, last)`` (cdef, nogil) runs
-    a range of them with no shared scratch, so disjoint ranges may run on several threads.
+    Tasks (``n_tasks``, fixnet/_kernels/_step.pyx): groups of rows times chunks of output
+    channels (see dense_tasks), with no shared scratch, so disjoint ranges may run on several
+    threads.
     """
     cdef const int8_t[:, ::1] x
     cdef int8_t[:, ::1] out
@@ -262,7 +263,6 @@ cdef class DenseCall:
     cdef DenseArgs args
     cdef fx_requant q
     cdef void* q_block            # owns q's arrays
-    cdef bint release_gil
 
     def __init__(self, const int8_t[:, ::1] x not None, const int8_t[:, ::1] w not None,
                  const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
@@ -329,50 +329,16 @@ cdef class DenseCall:
         a.strided = pixels is not None
         a.in_h, a.in_w, a.out_h, a.out_w = in_h, in_w, out_h, out_w
         a.stride_h, a.stride_w = stride_h, stride_w
-        self.release_gil = n_rows * n_channels * k_len >= NOGIL_MIN_WORK
+        self.n_tasks = dense_n_tasks(a)
+        self.splittable = True
+        self.work_share = <double>a.n_rows * n_channels * (k_len + 8) / NOGIL_MIN_WORK
 
     def __dealloc__(self):
         PyMem_Free(self.q_block)
         self.q_block = NULL
 
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
-        dense_tasks(&self.args, 0, dense_n_tasks(&self.args))
-
-    @property
-    def n_tasks(self):
-        """Tasks of run_tasks: groups of rows times chunks of output channels."""
-        return dense_n_tasks(&self.args)
-
-    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-        """Tasks [first, last) of n_tasks (see dense_tasks): no shared scratch."""
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         dense_tasks(&self.args, first, last)
-
-    def run_task_range(self, Py_ssize_t first, Py_ssize_t last):
-        """Run tasks [first, last) from Python (for tests)."""
-        if not 0 <= first <= last <= dense_n_tasks(&self.args):
-            raise ValueError(f"dense: task range [{first}, {last}) outside [0, {self.n_tasks}]")
-        dense_tasks(&self.args, first, last)
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_dense, _run_dense_tasks, dense_n_tasks(&self.args),
-                          <double>self.args.n_rows * self.args.channels
-                          * (self.args.depth + 8) / NOGIL_MIN_WORK)
-
-
-cdef void _run_dense(void* call) noexcept nogil:
-    (<DenseCall>call).run()
-
-
-cdef void _run_dense_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    (<DenseCall>call).run_tasks(first, last)
 
 
 def dense(const int8_t[:, ::1] x not None, const int8_t[:, ::1] w not None,

@@ -24,7 +24,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport (
     check_length,
     check_multipliers,
@@ -221,45 +221,29 @@ cdef void lookup_tasks(const int8_t* x, const int8_t* table, int8_t* out, Py_ssi
 # ---- Call objects --------------------------------------------------------------------------
 
 @cython.auto_pickle(False)
-cdef class LookupCall:
+cdef class LookupCall(KernelCall):
     """lookup with its arguments checked once; the table is copied here."""
     cdef const int8_t[::1] x
     cdef int8_t[::1] out
     cdef int8_t table[256]
     cdef Py_ssize_t size
-    cdef bint release_gil
 
     def __init__(self, const int8_t[::1] x not None, const int8_t[::1] table not None,
                  int8_t[::1] out not None):
         check_length("lookup", "table", table.shape[0], 256, "one entry per int8 value")
         check_length("lookup", "out", out.shape[0], x.shape[0], "same as x")
         memcpy(self.table, &table[0], 256)
+        self.set_size(x, out)
+
+    cdef void set_size(self, const int8_t[::1] x, int8_t[::1] out):
         self.x, self.out, self.size = x, out, x.shape[0]
-        self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
+        self.n_tasks = (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK   # chunks of LOOKUP_TASK
+        self.splittable = True
+        self.work_share = <double>self.size / NOGIL_MIN_ELEMENTS
 
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         if self.size:
-            lookup_impl(&self.x[0], self.table, &self.out[0], self.size)
-
-    @property
-    def n_tasks(self):
-        """Tasks of run_tasks: chunks of LOOKUP_TASK elements."""
-        return (self.size + LOOKUP_TASK - 1) // LOOKUP_TASK
-
-    cdef void run_tasks(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-        lookup_tasks(&self.x[0], self.table, &self.out[0], self.size, first, last)
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_lookup, _run_lookup_tasks, self.n_tasks,
-                          <double>self.size / NOGIL_MIN_ELEMENTS)
+            lookup_tasks(&self.x[0], self.table, &self.out[0], self.size, first, last)
 
 
 @cython.auto_pickle(False)
@@ -283,12 +267,11 @@ cdef class RequantizeCall(LookupCall):
         for v in range(-128, 128):
             self.table[v + 128] = requantize_accumulator(v - in_zp, m0_32, shift_32, out_zp,
                                                          act_min, act_max)
-        self.x, self.out, self.size = x, out, x.shape[0]
-        self.release_gil = self.size >= NOGIL_MIN_ELEMENTS
+        self.set_size(x, out)
 
 
 @cython.auto_pickle(False)
-cdef class ChannelAffineCall:
+cdef class ChannelAffineCall(KernelCall):
     """channel_affine with its arguments checked once; w and bias are copied and the
     requantization constants of m0 and shift precomputed here."""
     cdef const int8_t[:, ::1] x
@@ -302,7 +285,7 @@ cdef class ChannelAffineCall:
     cdef int32_t* acc
     cdef Py_ssize_t n_rows, n_channels
     cdef int32_t out_zp, act_min, act_max
-    cdef bint any_left_shift, release_gil
+    cdef bint any_left_shift
 
     def __init__(self, const int8_t[:, ::1] x not None, const int8_t[::1] w not None,
                  const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
@@ -345,41 +328,17 @@ cdef class ChannelAffineCall:
         self.x, self.out = x, out
         self.n_rows, self.n_channels = n_rows, n_channels
         self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
-        self.release_gil = n_rows * n_channels >= NOGIL_MIN_ELEMENTS
+        self.n_tasks = 1
+        self.work_share = <double>n_rows * n_channels / NOGIL_MIN_ELEMENTS
 
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         cdef Py_ssize_t c = self.n_channels
+        if self.n_rows == 0 or c == 0 or first >= last:
+            return
         channel_affine_impl(&self.x[0, 0], self.w, self.bias, self.m0, self.left, self.consts,
                             self.consts + c, self.consts + 2 * c, self.any_left_shift,
                             self.out_zp, self.act_min, self.act_max, self.acc,
                             &self.out[0, 0], self.n_rows, c)
-
-    def __call__(self):
-        if self.n_rows == 0 or self.n_channels == 0:
-            return
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_channel_affine, NULL, 0,
-                          <double>self.n_rows * self.n_channels / NOGIL_MIN_ELEMENTS)
-
-
-cdef void _run_lookup(void* call) noexcept nogil:
-    (<LookupCall>call).run()
-
-
-cdef void _run_lookup_tasks(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    (<LookupCall>call).run_tasks(first, last)
-
-
-cdef void _run_channel_affine(void* call) noexcept nogil:
-    if (<ChannelAffineCall>call).n_rows and (<ChannelAffineCall>call).n_channels:
-        (<ChannelAffineCall>call).run()
 
 
 @cython.auto_pickle(False)

@@ -9,7 +9,7 @@ cimport cython
 from libc.stdint cimport int8_t, int32_t
 from libc.string cimport memcpy, memset
 
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport check_multipliers, requantize_accumulator
 
 # Below this many bytes a call keeps the GIL: releasing it would cost more than the work.
@@ -70,7 +70,7 @@ cdef void pad_nhwc_impl(const int8_t* x, Py_ssize_t batch, Py_ssize_t h, Py_ssiz
 # ---- Python entry points -------------------------------------------------------------------
 
 @cython.auto_pickle(False)
-cdef class RequantizeIntoCall:
+cdef class RequantizeIntoCall(KernelCall):
     """requantize_into with its arguments checked once: ``RequantizeIntoCall(...)()`` runs it.
 
     Holds the 256-entry table clamp(out_zp + MBQM(v - in_zp, m0, shift), -128, 127) (none
@@ -80,7 +80,7 @@ cdef class RequantizeIntoCall:
     cdef int8_t[:, ::1] out
     cdef Py_ssize_t offset
     cdef int8_t table[256]
-    cdef bint copy, release_gil
+    cdef bint copy
 
     def __init__(self, const int8_t[:, ::1] x not None, int in_zp, int m0, int shift, int out_zp,
                  int8_t[:, ::1] out not None, Py_ssize_t offset):
@@ -110,36 +110,25 @@ cdef class RequantizeIntoCall:
                 self.table[v + 128] = requantize_accumulator(v - in_zp, m0_32, shift_32, out_zp,
                                                              -128, 127)
         self.x, self.out, self.offset = x, out, offset
-        self.release_gil = outer * n >= NOGIL_MIN_SIZE
+        self.n_tasks = 1
+        self.work_share = <double>self.x.shape[0] * self.x.shape[1] / NOGIL_MIN_SIZE
 
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         cdef Py_ssize_t outer = self.x.shape[0], n = self.x.shape[1]
         if outer == 0 or n == 0:
             return
         requantize_into_impl(&self.x[0, 0], outer, n, &self.out[0, 0], self.out.shape[1],
                              self.offset, NULL if self.copy else self.table)
 
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_requantize_into, NULL, 0,
-                          <double>self.x.shape[0] * self.x.shape[1] / NOGIL_MIN_SIZE)
-
 
 @cython.auto_pickle(False)
-cdef class PadNhwcCall:
+cdef class PadNhwcCall(KernelCall):
     """pad_nhwc with its arguments checked once: ``PadNhwcCall(...)()`` runs the kernel."""
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
     cdef Py_ssize_t top, bottom, left, right
     cdef int8_t value
-    cdef bint empty, release_gil
+    cdef bint empty
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None, int top, int bottom, int left,
                  int right, int value, int8_t[:, :, :, ::1] out not None):
@@ -157,16 +146,10 @@ cdef class PadNhwcCall:
         self.top, self.bottom, self.left, self.right, self.value = top, bottom, left, right, value
         cdef Py_ssize_t out_size = out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3]
         self.empty = out_size == 0
-        self.release_gil = out_size >= NOGIL_MIN_SIZE
+        self.n_tasks = 1
+        self.work_share = <double>out_size / NOGIL_MIN_SIZE
 
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         if self.empty:
             return
         # x may be empty (H or W = 0) while out is not: pass no pointer into it then.
@@ -176,19 +159,6 @@ cdef class PadNhwcCall:
         pad_nhwc_impl(x_data, self.x.shape[0], self.x.shape[1], self.x.shape[2],
                       self.x.shape[3], self.top, self.bottom, self.left, self.right,
                       self.value, &self.out[0, 0, 0, 0])
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_pad_nhwc, NULL, 0, <double>self.out.shape[0] * self.out.shape[1]
-                          * self.out.shape[2] * self.out.shape[3] / NOGIL_MIN_SIZE)
-
-
-cdef void _run_requantize_into(void* call) noexcept nogil:
-    (<RequantizeIntoCall>call).run()
-
-
-cdef void _run_pad_nhwc(void* call) noexcept nogil:
-    (<PadNhwcCall>call).run()
 
 
 def requantize_into(const int8_t[:, ::1] x not None, int in_zp, int m0, int shift, int out_zp,

@@ -9,7 +9,7 @@ OutputStage per output and dtype). An arena is used by one pass at a time; concu
 take different arenas from the pool of their batch size.
 
 The pass (``Arena.run``) is one C loop over a flat array of step records, one per Call: the
-C entry of the Call's own module and the object (see step.pxd), no Python between layers and
+Call object, whose ``run_range`` the loop calls (see _step.pyx), no Python between layers and
 no allocation. The GIL is released once for the whole loop when the plan's work is worth it
 (the sum of the calls' work shares, each the call's work over its module's threshold, is at
 least 1), else the loop runs holding it: a small MLP at batch 1 pays no GIL round trip per
@@ -19,7 +19,7 @@ segment decides for itself.
 Threads inside one pass (``num_threads`` > 1): a small pool of native threads (pthreads),
 started on first use, shared by the process. A pass that wants them takes the pool (if
 another pass holds it, this one runs on its own thread: never a wait); a step whose call has
-tasks (``n_tasks``, ``run_tasks``) is split into p parts only when the thread policy says
+tasks (``n_tasks``, ``splittable``) is split into p parts only when the thread policy says
 its multiply-adds pay for waking p - 1 workers (see "the thread policy" below and
 fixnet/thread_policy.py, which measures it at the first pass that wants threads). A split
 step is cut into 4 * p contiguous chunks of tasks, which the calling thread and p - 1
@@ -45,7 +45,9 @@ microsecond: list.pop/append are atomic under the GIL, so no lock is taken.
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
-from fixnet._kernels.step cimport step_run_t, step_tasks_t
+from fixnet._kernels._step cimport KernelCall
+
+ctypedef void (*tasks_fn)(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil
 
 cdef extern from *:
     """
@@ -316,7 +318,7 @@ cdef extern from *:
     bint pool_acquire "fixnet_pool_acquire"() noexcept nogil
     void pool_release "fixnet_pool_release"() noexcept nogil
     int pool_grow "fixnet_pool_grow"(int want) noexcept nogil
-    void pool_run "fixnet_pool_run"(step_tasks_t fn, void* call, Py_ssize_t n_tasks,
+    void pool_run "fixnet_pool_run"(tasks_fn fn, void* call, Py_ssize_t n_tasks,
                                     int n_parts) noexcept nogil
 
 # The most threads one pass may use (predict checks num_threads against it).
@@ -428,10 +430,10 @@ def pool_wake_cost(int n_parts, int trials, bint cold):
 
 
 ctypedef struct StepRecord:
-    step_run_t run            # NULL: a Python call (calls[i]())
-    step_tasks_t run_tasks    # NULL: no tasks
-    void* call                # the Call object (kept alive by Arena.calls)
+    void* call                # the KernelCall (kept alive by Arena.calls); NULL: a Python
+                              # call (calls[i]())
     Py_ssize_t n_tasks
+    bint splittable
     double share
     double macs               # multiply-adds of the call (0: never split)
     int max_parts             # the most parts the policy splits it into (1: never split)
@@ -450,12 +452,17 @@ cdef inline int step_parts(const StepRecord* r, int threads) noexcept nogil:
 cdef int policy_parts(const StepRecord* r) noexcept nogil:
     """The most parts the policy splits the step into (1: never split)."""
     cdef Py_ssize_t p
-    if r.run == NULL or r.run_tasks == NULL or r.n_tasks < 2 or not r.macs > 0:
+    if r.call == NULL or not r.splittable or r.n_tasks < 2 or not r.macs > 0:
         return 1
     p = r.n_tasks if r.n_tasks < policy_threads else policy_threads
     while p > 1 and r.macs < p * min_part_macs[p]:
         p -= 1
     return <int>p if p > 1 else 1
+
+
+cdef void run_call_range(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """What a pool thread runs: tasks [first, last) of a KernelCall."""
+    (<KernelCall>call).run_range(first, last)
 
 
 cdef void run_records(const StepRecord* records, Py_ssize_t start, Py_ssize_t stop,
@@ -467,9 +474,9 @@ cdef void run_records(const StepRecord* records, Py_ssize_t start, Py_ssize_t st
         r = &records[i]
         parts = step_parts(r, threads)
         if parts > 1:
-            pool_run(r.run_tasks, r.call, r.n_tasks, parts)
+            pool_run(run_call_range, r.call, r.n_tasks, parts)
         else:
-            r.run(r.call)
+            (<KernelCall>r.call).run_range(0, r.n_tasks)
 
 
 @cython.final
@@ -523,27 +530,23 @@ cdef class Arena:
             r = &self.records[i]
             r.macs = float(macs[i])
             r.max_parts = 1
-            entry = getattr(call, "step_entry", None)
-            if entry is None:
-                r.run = NULL
-                r.run_tasks = NULL
+            if not isinstance(call, KernelCall):
                 r.call = NULL
                 r.n_tasks = 0
+                r.splittable = False
                 r.share = 0
                 seg = NULL
                 continue
-            run, run_tasks, n_tasks, share = entry()
-            r.run = <step_run_t><void*><size_t>run
-            r.run_tasks = <step_tasks_t><void*><size_t>run_tasks
             r.call = <void*>call
-            r.n_tasks = n_tasks if run_tasks else 0
-            r.share = share
+            r.n_tasks = (<KernelCall>call).n_tasks
+            r.splittable = (<KernelCall>call).splittable
+            r.share = (<KernelCall>call).work_share
             if seg == NULL:
                 seg = &self.segments[self.n_segments]
                 self.n_segments += 1
                 seg.start, seg.stop, seg.release_gil, seg.parallel = i, i, False, False
             seg.stop = i + 1
-            if r.n_tasks > 1 and r.macs > 0:
+            if r.splittable and r.n_tasks > 1 and r.macs > 0:
                 self.splittable = True
         for i in range(self.n_segments):    # (the shares summed per segment)
             seg = &self.segments[i]
@@ -655,7 +658,7 @@ cdef class Arena:
             threads = self.take_threads(num_threads)
             try:
                 for i in range(n):
-                    if self.records[i].run == NULL:
+                    if self.records[i].call == NULL:
                         call = self.calls[i]
                         t0 = clock_ns()
                         call()

@@ -12,7 +12,7 @@ pool = (H, W), stride 1, no padding.
 A Call object is not thread-safe (AvgPool2dCall owns a scratch row): one per thread.
 """
 cimport cython
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int32_t, int64_t
 from libc.string cimport memcpy
@@ -161,7 +161,7 @@ cdef Py_ssize_t pool_work(const PoolGeometry* g) noexcept:
 # ---- Python entry points -------------------------------------------------------------------
 
 @cython.auto_pickle(False)
-cdef class MaxPool2dCall:
+cdef class MaxPool2dCall(KernelCall):
     """max_pool2d with its arguments checked once: ``MaxPool2dCall(...)()`` runs the kernel.
 
     Keeps x and out alive; calling re-reads x and rewrites out in full.
@@ -171,7 +171,7 @@ cdef class MaxPool2dCall:
     cdef const int8_t* x_data
     cdef int8_t* out_data
     cdef PoolGeometry g
-    cdef bint empty, release_gil
+    cdef bint empty
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None, int pool_h, int pool_w,
                  int stride_h, int stride_w, int pad_top, int pad_left,
@@ -182,26 +182,16 @@ cdef class MaxPool2dCall:
         self.empty = self.g.batch * self.g.out_h * self.g.out_w * self.g.channels == 0
         if not self.empty:
             self.x_data, self.out_data = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
-        self.release_gil = pool_work(&self.g) >= NOGIL_MIN_WORK
+        self.n_tasks = 1
+        self.work_share = <double>pool_work(&self.g) / NOGIL_MIN_WORK
 
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         if not self.empty:
             max_pool2d_impl(self.x_data, self.out_data, &self.g)
 
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_max_pool2d, NULL, 0, <double>pool_work(&self.g) / NOGIL_MIN_WORK)
-
 
 @cython.auto_pickle(False)
-cdef class AvgPool2dCall:
+cdef class AvgPool2dCall(KernelCall):
     """avg_pool2d with its arguments checked once: ``AvgPool2dCall(...)()`` runs the kernel.
 
     Owns an int32 scratch row of C window sums; keeps x and out alive.
@@ -212,7 +202,7 @@ cdef class AvgPool2dCall:
     cdef int8_t* out_data
     cdef int32_t* acc
     cdef PoolGeometry g
-    cdef bint empty, release_gil
+    cdef bint empty
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None, int pool_h, int pool_w,
                  int stride_h, int stride_w, int pad_top, int pad_left,
@@ -231,33 +221,15 @@ cdef class AvgPool2dCall:
         self.acc = <int32_t*>PyMem_Malloc(max(self.g.channels, 1) * sizeof(int32_t))
         if self.acc == NULL:
             raise MemoryError()
-        self.release_gil = pool_work(&self.g) >= NOGIL_MIN_WORK
+        self.n_tasks = 1
+        self.work_share = <double>pool_work(&self.g) / NOGIL_MIN_WORK
 
     def __dealloc__(self):
         PyMem_Free(self.acc)
 
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         if not self.empty:
             avg_pool2d_impl(self.x_data, self.out_data, self.acc, &self.g)
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_avg_pool2d, NULL, 0, <double>pool_work(&self.g) / NOGIL_MIN_WORK)
-
-
-cdef void _run_max_pool2d(void* call) noexcept nogil:
-    (<MaxPool2dCall>call).run()
-
-
-cdef void _run_avg_pool2d(void* call) noexcept nogil:
-    (<AvgPool2dCall>call).run()
 
 
 def max_pool2d(const int8_t[:, :, :, ::1] x not None, int pool_h, int pool_w, int stride_h,

@@ -5,7 +5,7 @@ Bit-exact with ``fixnet.oracle.prelu``. Private: fixnet.runtime plans the calls.
 """
 from libc.stdint cimport int8_t, int32_t
 
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport (
     check_multipliers,
     check_output_range,
@@ -29,7 +29,7 @@ cdef void prelu_impl(const int8_t* x, const int8_t* alpha, Py_ssize_t outer, Py_
                                                             neg_shift, out_zp, act_min, act_max)
 
 
-cdef class PreluCall:
+cdef class PreluCall(KernelCall):
     """out[o, i] = clamp(out_zp + MBQM(v, pos_m0, pos_shift)) where v = x[o, i] - in_zp >= 0,
     clamp(out_zp + MBQM(v * alpha[i], neg_m0, neg_shift)) where v < 0.
 
@@ -61,30 +61,16 @@ cdef class PreluCall:
         self.in_zp, self.pos_m0, self.pos_shift = in_zp, pos_m0, pos_shift
         self.neg_m0, self.neg_shift = neg_m0, neg_shift
         self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
+        self.n_tasks = 1
+        # small: releasing the GIL costs more than it saves
+        self.work_share = <double>x.shape[0] * x.shape[1] / 65536
 
-    def __call__(self):
-        cdef Py_ssize_t outer = self.x.shape[0], inner = self.x.shape[1]
-        if outer == 0 or inner == 0:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        if self.x.shape[0] == 0 or self.x.shape[1] == 0 or first >= last:
             return
-        if outer * inner < 65536:        # small: releasing the GIL costs more than it saves
-            self.run()
-        else:
-            with nogil:
-                self.run()
-
-    cdef void run(self) noexcept nogil:
         prelu_impl(&self.x[0, 0], &self.alpha[0], self.x.shape[0], self.x.shape[1], self.in_zp,
                    self.pos_m0, self.pos_shift, self.neg_m0, self.neg_shift, self.out_zp,
                    self.act_min, self.act_max, &self.out[0, 0])
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_prelu, NULL, 0, <double>self.x.shape[0] * self.x.shape[1] / 65536)
-
-
-cdef void _run_prelu(void* call) noexcept nogil:
-    if (<PreluCall>call).x.shape[0] and (<PreluCall>call).x.shape[1]:
-        (<PreluCall>call).run()
 
 
 def prelu(x, alpha, int in_zp, int pos_m0, int pos_shift, int neg_m0, int neg_shift, int out_zp,

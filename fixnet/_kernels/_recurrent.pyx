@@ -14,7 +14,7 @@ import numpy as np
 from libc.stdint cimport INT32_MAX, INT32_MIN, int8_t, int16_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport (
     DOT_BLOCK,
     dot4_int16_int8,
@@ -124,7 +124,7 @@ cdef void project(const int16_t* v, const int8_t* rows, const int32_t* bias, Py_
         j0 += n
 
 
-cdef class RnnCall:
+cdef class RnnCall(KernelCall):
     """One int8 recurrent layer bound to its buffers: x [B, T, F]; outputs y ([B, T, U] with
     return_sequences, else [B, U]), then the final h (and c) with return_state; optional
     initial states [B, U] and mask [B, T]. ``p`` is the RNNStep (its attributes are the
@@ -239,6 +239,9 @@ cdef class RnnCall:
         self.prev = np.zeros((max(B, 1), max(U, 1)), np.int8)
         self.keep = (x3, inits, mask, outs, p)
         self.B, self.T, self.F, self.U, self.G = B, T, F, U, G
+        self.n_tasks = B               # one task per batch row
+        self.splittable = True
+        self.work_share = self.macs() / NOGIL_MIN_MACS
 
     cdef constants(self, const int32_t[::1] shift):
         """[left, nudge, neg_adjust, total_shift] per row for requant_rows."""
@@ -252,15 +255,10 @@ cdef class RnnCall:
             o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3] = left, nudge, neg, total
         return out
 
-    def __call__(self):
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         cdef Py_ssize_t b
-        if self.macs() < NOGIL_MIN_MACS:
-            for b in range(self.B):
-                self.run_row(b)
-        else:
-            with nogil:
-                for b in range(self.B):
-                    self.run_row(b)
+        for b in range(first, last):
+            self.run_row(b)
 
     cdef double macs(self):
         return <double>self.B * self.T * self.G * self.U * (self.F + self.U)
@@ -377,19 +375,3 @@ cdef class RnnCall:
                 self.hs[b, j] = to_int8(h[j], self.hs_zp, m0[M_HS], sh[M_HS])
                 if self.cell == CELL_LSTM:
                     self.cs[b, j] = to_int8(c[j], self.cs_zp, m0[M_CS], sh[M_CS])
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd. One task per batch row."""
-        return step_entry(_run_rnn, _run_rnn_rows, self.B, self.macs() / NOGIL_MIN_MACS)
-
-
-cdef void _run_rnn(void* call) noexcept nogil:
-    cdef Py_ssize_t b
-    for b in range((<RnnCall>call).B):
-        (<RnnCall>call).run_row(b)
-
-
-cdef void _run_rnn_rows(void* call, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    cdef Py_ssize_t b
-    for b in range(first, last):
-        (<RnnCall>call).run_row(b)

@@ -11,7 +11,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport check_multipliers, check_output_range, \
     multiply_by_quantized_multiplier
 
@@ -115,7 +115,7 @@ cdef void masking_impl(const int8_t* x, Py_ssize_t steps, Py_ssize_t features, i
             memset(y + t * features, <int8_t>in_zp, features)
 
 
-cdef class MaskingCall:
+cdef class MaskingCall(KernelCall):
     """y, mask = masking(x): x, y int8 [N, T, F]; mask int8 [N, T] (1 present, 0 padding);
     mask_code: the code of Keras's mask_value; in_zp: x's (and y's) zero point."""
     cdef const int8_t[:, :, ::1] x
@@ -135,15 +135,10 @@ cdef class MaskingCall:
                              f"expected ({x.shape[0]}, {x.shape[1]})")
         self.x, self.y, self.mask = x, y, mask
         self.mask_code, self.in_zp = mask_code, in_zp
+        self.n_tasks = 1
+        self.work_share = <double>x.shape[0] * x.shape[1] * x.shape[2] / NOGIL_MIN_ELEMENTS
 
-    def __call__(self):
-        if self.x.shape[0] * self.x.shape[1] * self.x.shape[2] < NOGIL_MIN_ELEMENTS:
-            self.run()
-        else:
-            with nogil:
-                self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         cdef Py_ssize_t steps = self.x.shape[0] * self.x.shape[1]
         if steps == 0:
             return
@@ -151,16 +146,6 @@ cdef class MaskingCall:
         masking_impl(&self.x[0, 0, 0] if self.x.shape[2] else NULL, steps, self.x.shape[2],
                      self.mask_code, self.in_zp, &self.y[0, 0, 0] if self.x.shape[2] else NULL,
                      &self.mask[0, 0])
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_masking, NULL, 0,
-                          <double>self.x.shape[0] * self.x.shape[1] * self.x.shape[2]
-                          / NOGIL_MIN_ELEMENTS)
-
-
-cdef void _run_masking(void* call) noexcept nogil:
-    (<MaskingCall>call).run()
 
 
 def masking(x, int mask_code, int in_zp, y, mask):
@@ -207,7 +192,7 @@ cdef void masked_mean_impl(const int8_t* x, const int8_t* mask, Py_ssize_t rows,
             out[r * channels + c] = <int8_t>v
 
 
-cdef class MaskedMeanCall:
+cdef class MaskedMeanCall(KernelCall):
     """out = masked_mean(x, mask): x int8 [N, T, C], mask int8 [N, T], out int8 [N, C];
     (m0, shift): in_scale / (256 out_scale). T <= MASKED_MEAN_MAX_STEPS."""
     cdef const int8_t[:, :, ::1] x
@@ -235,31 +220,16 @@ cdef class MaskedMeanCall:
         self.x, self.mask, self.out = x, mask, out
         self.acc = np.zeros(max(x.shape[2], 1), np.int32)
         self.in_zp, self.m0, self.shift, self.out_zp = in_zp, m0, shift, out_zp
+        self.n_tasks = 1
+        self.work_share = <double>x.shape[0] * x.shape[1] * x.shape[2] / NOGIL_MIN_ELEMENTS
 
-    def __call__(self):
-        if self.x.shape[0] * self.x.shape[1] * self.x.shape[2] < NOGIL_MIN_ELEMENTS:
-            self.run()
-        else:
-            with nogil:
-                self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         if self.x.shape[0] == 0 or self.x.shape[2] == 0:
             return
         masked_mean_impl(&self.x[0, 0, 0] if self.x.shape[1] else NULL,
                          &self.mask[0, 0] if self.x.shape[1] else NULL, self.x.shape[0],
                          self.x.shape[1], self.x.shape[2], self.in_zp, self.m0, self.shift,
                          self.out_zp, &self.acc[0], &self.out[0, 0])
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_masked_mean, NULL, 0,
-                          <double>self.x.shape[0] * self.x.shape[1] * self.x.shape[2]
-                          / NOGIL_MIN_ELEMENTS)
-
-
-cdef void _run_masked_mean(void* call) noexcept nogil:
-    (<MaskedMeanCall>call).run()
 
 
 def masked_mean(x, mask, int in_zp, int m0, int shift, int out_zp, out):

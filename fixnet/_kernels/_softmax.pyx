@@ -11,7 +11,7 @@ now. ``softmax(...)`` is ``SoftmaxCall(...)()``. A SoftmaxCall owns a scratch ro
 one object from two threads at once.
 """
 cimport cython
-from fixnet._kernels.step cimport step_entry
+from fixnet._kernels._step cimport KernelCall
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
 from libc.string cimport memcpy
 
@@ -74,7 +74,7 @@ cdef void softmax_impl(const int8_t* x, const int32_t* exp_table, int32_t* e, do
 
 
 @cython.auto_pickle(False)
-cdef class SoftmaxCall:
+cdef class SoftmaxCall(KernelCall):
     """softmax with its arguments checked once; the table is copied here (its checks are the
     overflow proof, so a later change to the caller's array must not reach the kernel)."""
     cdef const int8_t[:, ::1] x
@@ -86,7 +86,6 @@ cdef class SoftmaxCall:
     cdef double* half
     cdef Py_ssize_t n_rows, n_cols, block_rows
     cdef double levels
-    cdef bint release_gil
 
     def __init__(self, const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,
                  int8_t[:, ::1] out not None, int levels=256):
@@ -124,29 +123,14 @@ cdef class SoftmaxCall:
         self.total = <double*><size_t>self.scratch[1].ctypes.data
         self.half = <double*><size_t>self.scratch[2].ctypes.data
         self.x, self.out, self.n_rows, self.n_cols = x, out, n_rows, n_cols
-        self.release_gil = n_rows * n_cols >= NOGIL_MIN_ELEMENTS
+        self.n_tasks = 1
+        self.work_share = <double>self.n_rows * self.n_cols / NOGIL_MIN_ELEMENTS
 
-    def __call__(self):
-        if self.release_gil:
-            with nogil:
-                self.run()
-        else:
-            self.run()
-
-    cdef void run(self) noexcept nogil:
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         if self.n_rows == 0 or self.n_cols == 0:
             return
         softmax_impl(&self.x[0, 0], self.exp_table, self.e, self.total, self.half,
                      &self.out[0, 0], self.n_rows, self.n_cols, self.block_rows, self.levels)
-
-    def step_entry(self):
-        """For fixnet._kernels._pass: see step.pxd."""
-        return step_entry(_run_softmax, NULL, 0,
-                          <double>self.n_rows * self.n_cols / NOGIL_MIN_ELEMENTS)
-
-
-cdef void _run_softmax(void* call) noexcept nogil:
-    (<SoftmaxCall>call).run()
 
 
 def softmax(const int8_t[:, ::1] x not None, const int32_t[::1] exp_table not None,
