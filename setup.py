@@ -38,7 +38,8 @@ KERNEL_CSRC = os.path.join(KERNELS, "csrc")
 CSRC_MODULES = ("_conv.pyx", "_dense.pyx", "_binary.pyx", "_pool.pyx")
 
 # Modules compiled once more per instruction set (the rest only for the baseline).
-ISA_MODULES = ("_dense", "_elementwise", "_softmax", "_conv", "_pool", "_binary", "_recurrent")
+ISA_MODULES = ("_dense", "_elementwise", "_affine", "_softmax", "_conv", "_pool", "_binary",
+               "_recurrent")
 
 # x86-64-v3 minus the features gcc never emits for these kernels (f16c, lzcnt, movbe), so the
 # runtime check (fixnet._kernels) needs only what __builtin_cpu_supports can name.

@@ -429,7 +429,7 @@ def test_channel_affine_matches_oracle(build, seed, n, c, out_zp, bounds, shift_
         shift = fitted_shift(oracle.channel_affine_accumulators(x, w, bias))
     out = np.empty((n, c), np.int8)
     args = (x, w, bias, m0, shift, out_zp, *bounds)
-    build._elementwise.channel_affine(*args, out)
+    build._affine.channel_affine(*args, out)
     np.testing.assert_array_equal(out, oracle.channel_affine(*args))
 
 
@@ -511,34 +511,34 @@ def i32(*shape):
 
 @each_build
 @pytest.mark.parametrize("call, match", [
-    (lambda e: e.lookup(i8(4), i8(255), i8(4)), "table"),
-    (lambda e: e.lookup(i8(4), i8(256), i8(5)), "out"),
-    (lambda e: e.channel_affine(i8(2, 3), i8(4), i32(3), i32(3), i32(3), 0, -128, 127, i8(2, 3)), "w"),
-    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(2), i32(3), i32(3), 0, -128, 127, i8(2, 3)), "bias"),
-    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), i32(4), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
-    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(1), 0, -128, 127, i8(2, 3)), "shift"),
-    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, -128, 127, i8(3, 2)), "out"),
-    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), np.full(3, 7, np.int32), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
-    (lambda e: e.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, 5, 4, i8(2, 3)), "act_min"),
-    (lambda e: e.requantize(i8(4), 0, 2 ** 30, 0, 0, -128, 127, i8(3)), "out"),
-    (lambda e: e.requantize(i8(4), 200, 2 ** 30, 0, 0, -128, 127, i8(4)), "in_zp"),
-    (lambda e: e.requantize(i8(4), 0, 2 ** 30, 0, -129, -128, 127, i8(4)), "out_zp"),
-    (lambda e: e.requantize(i8(4), 0, 2 ** 29, 0, 0, -128, 127, i8(4)), "m0"),
-    (lambda e: e.requantize(i8(4), 0, 2 ** 30, 31, 0, -128, 127, i8(4)), "shift"),
-    (lambda e: e.requantize(i8(4), 0, 2 ** 30, -32, 0, -128, 127, i8(4)), "shift"),
-    (lambda e: e.quantize(np.zeros(4, np.float32), 0.1, 0, i8(5)), "out"),
-    (lambda e: e.quantize(np.zeros(4, np.float32), 0.0, 0, i8(4)), "scale"),
-    (lambda e: e.quantize(np.zeros(4, np.float32), float("nan"), 0, i8(4)), "scale"),
-    (lambda e: e.quantize(np.zeros(4, np.float32), 0.1, 128, i8(4)), "zp"),
-    (lambda e: e.quantize(np.zeros(4, np.float64), 0.1, 0, i8(4)), "dtype mismatch"),
-    (lambda e: e.dequantize(i8(4), 0.1, 0, np.zeros(3, np.float32)), "out"),
-    (lambda e: e.dequantize(i8(4), -0.1, 0, np.zeros(4, np.float32)), "scale"),
-    (lambda e: e.dequantize(i8(4), float("inf"), 0, np.zeros(4, np.float32)), "scale"),
-    (lambda e: e.dequantize(i8(4), 0.1, -200, np.zeros(4, np.float32)), "zp"),
+    (lambda b: b._elementwise.lookup(i8(4), i8(255), i8(4)), "table"),
+    (lambda b: b._elementwise.lookup(i8(4), i8(256), i8(5)), "out"),
+    (lambda b: b._affine.channel_affine(i8(2, 3), i8(4), i32(3), i32(3), i32(3), 0, -128, 127, i8(2, 3)), "w"),
+    (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(2), i32(3), i32(3), 0, -128, 127, i8(2, 3)), "bias"),
+    (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), i32(4), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
+    (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(1), 0, -128, 127, i8(2, 3)), "shift"),
+    (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, -128, 127, i8(3, 2)), "out"),
+    (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), np.full(3, 7, np.int32), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
+    (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, 5, 4, i8(2, 3)), "act_min"),
+    (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, 0, 0, -128, 127, i8(3)), "out"),
+    (lambda b: b._elementwise.requantize(i8(4), 200, 2 ** 30, 0, 0, -128, 127, i8(4)), "in_zp"),
+    (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, 0, -129, -128, 127, i8(4)), "out_zp"),
+    (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 29, 0, 0, -128, 127, i8(4)), "m0"),
+    (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, 31, 0, -128, 127, i8(4)), "shift"),
+    (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, -32, 0, -128, 127, i8(4)), "shift"),
+    (lambda b: b._elementwise.quantize(np.zeros(4, np.float32), 0.1, 0, i8(5)), "out"),
+    (lambda b: b._elementwise.quantize(np.zeros(4, np.float32), 0.0, 0, i8(4)), "scale"),
+    (lambda b: b._elementwise.quantize(np.zeros(4, np.float32), float("nan"), 0, i8(4)), "scale"),
+    (lambda b: b._elementwise.quantize(np.zeros(4, np.float32), 0.1, 128, i8(4)), "zp"),
+    (lambda b: b._elementwise.quantize(np.zeros(4, np.float64), 0.1, 0, i8(4)), "dtype mismatch"),
+    (lambda b: b._elementwise.dequantize(i8(4), 0.1, 0, np.zeros(3, np.float32)), "out"),
+    (lambda b: b._elementwise.dequantize(i8(4), -0.1, 0, np.zeros(4, np.float32)), "scale"),
+    (lambda b: b._elementwise.dequantize(i8(4), float("inf"), 0, np.zeros(4, np.float32)), "scale"),
+    (lambda b: b._elementwise.dequantize(i8(4), 0.1, -200, np.zeros(4, np.float32)), "zp"),
 ])
 def test_elementwise_rejects(build, call, match):
     with pytest.raises(ValueError, match=match):
-        call(build._elementwise)
+        call(build)
 
 
 # ---- Call objects of the elementwise kernels ------------------------------------------------
@@ -565,7 +565,7 @@ def test_elementwise_calls_reread_their_input(build):
     w = int8_array(rng, 40, -127, 127)
     bias = rng.integers(-2 ** 20, 2 ** 20, 40).astype(np.int32)
     m0, shift = requant_params(rng, 40, (-20, 3))
-    call = e.ChannelAffineCall(x2, w, bias, m0, shift, 1, -128, 127, out2)
+    call = build._affine.ChannelAffineCall(x2, w, bias, m0, shift, 1, -128, 127, out2)
     for _ in range(2):
         x2[...] = int8_array(rng, (7, 40))
         call()

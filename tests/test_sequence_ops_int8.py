@@ -1,7 +1,7 @@
 """int8 execution of the sequence ops around recurrent layers (issue 11): embedding, masking,
 token_mask, masked_mean, and masks merged by a binary minimum/maximum.
 
-Kernels (fixnet/_kernels/_sequence.pyx) bit-exact with the oracle (fixnet/oracle/embedding.py, mask.py)
+Kernels (fixnet/_kernels/_embedding.pyx, _mask.pyx) bit-exact with the oracle (fixnet/oracle/embedding.py, mask.py)
 on random shapes and zero points; the oracle against exact arithmetic; the ops against the
 float reference on sub-graphs of the Keras fixtures rnn_text_* (Embedding + GRU) and
 rnn_variants_* (Masking, masked GlobalAveragePooling1D) and on small graphs built here; the
@@ -20,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 
 import fixnet
 from fixnet import oracle
-from fixnet._kernels import _sequence
+from fixnet._kernels import _embedding, _mask
 from fixnet.api import FloatModel
 from fixnet.errors import InputError, UnsupportedLayerError
 from fixnet.runtime import load_fxn
@@ -38,8 +38,8 @@ WRITERS = ("k3", "tfk2")
 # ---- kernels against the oracle ---------------------------------------------------------------
 
 def test_kernel_constants_are_the_oracles():
-    assert _sequence.MASKED_MEAN_SCALE_BITS == oracle.MASKED_MEAN_SCALE_BITS
-    assert _sequence.MASKED_MEAN_MAX_STEPS == oracle.MASKED_MEAN_MAX_STEPS
+    assert _mask.MASKED_MEAN_SCALE_BITS == oracle.MASKED_MEAN_SCALE_BITS
+    assert _mask.MASKED_MEAN_MAX_STEPS == oracle.MASKED_MEAN_MAX_STEPS
     # the bound the limit stands for: 256 * 255 * T in int32 for T = MAX, not for T = MAX + 1...
     assert 255 * 256 * oracle.MASKED_MEAN_MAX_STEPS < 2 ** 31
     # ... and the limit is a power of two minus one (T < 2^23 / 256)
@@ -59,7 +59,7 @@ def test_masking_bit_exact(seed, n, t, f, mask_code, in_zp, padded):
         x[near & ~pad, 0] = np.int8(mask_code ^ 1) if mask_code != -128 else 0
     y = np.full_like(x, 99)
     m = np.full((n, t), 99, np.int8)
-    _sequence.masking(x, mask_code, in_zp, y, m)
+    _mask.masking(x, mask_code, in_zp, y, m)
     want_y, want_m = oracle.masking(x, mask_code, in_zp)
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(m, want_m)
@@ -81,7 +81,7 @@ def test_masked_mean_bit_exact(seed, n, t, c, in_zp, out_zp, m0, shift, odd_code
     if odd_codes:                                         # any code but 0 counts as present
         mask = mask * rng.integers(-128, 128, (n, t)).astype(np.int8)
     out = np.full((n, c), 99, np.int8)
-    _sequence.masked_mean(x, mask, in_zp, m0, shift, out_zp, out)
+    _mask.masked_mean(x, mask, in_zp, m0, shift, out_zp, out)
     np.testing.assert_array_equal(out, oracle.masked_mean(x, mask, in_zp, m0, shift, out_zp))
     if n and c:
         np.testing.assert_array_equal(out[0], out_zp)     # all masked: real 0.0
@@ -94,13 +94,13 @@ def test_masked_mean_worst_case_sum_at_the_step_limit():
     mask = np.ones((2, t), np.int8)
     m0, shift = oracle.quantize_multiplier(1.0 / 256)     # y = mean, in input steps
     out = np.empty((2, 2), np.int8)
-    _sequence.masked_mean(x, mask, 127, m0, shift, 0, out)
+    _mask.masked_mean(x, mask, 127, m0, shift, 0, out)
     s, n = oracle.masked_mean_sums(x, mask, 127)
     assert int(np.abs(s).max()) * 256 == 255 * 256 * t < 2 ** 31
     np.testing.assert_array_equal(out, oracle.masked_mean(x, mask, 127, m0, shift, 0))
     np.testing.assert_array_equal(out, [[-128, -128], [0, 0]])
     with pytest.raises(ValueError, match="time steps"):
-        _sequence.masked_mean(np.zeros((1, t + 1, 1), np.int8), np.ones((1, t + 1), np.int8),
+        _mask.masked_mean(np.zeros((1, t + 1, 1), np.int8), np.ones((1, t + 1), np.int8),
                               0, m0, shift, 0, np.empty((1, 1), np.int8))
 
 
@@ -121,7 +121,7 @@ def test_embedding_bit_exact(seed, vocab, dim, n, ids_zp, with_bad):
         if invalid.size:
             ids[rng.integers(n)] = rng.choice(invalid)
     out = np.full((n, dim), 99, np.int8)
-    first_bad = _sequence.embedding(ids, table, ids_zp, out)
+    first_bad = _embedding.embedding(ids, table, ids_zp, out)
     bad = oracle.embedding_bad_ids(ids, ids_zp, vocab)
     if bad.size:
         assert first_bad >= 0 and int(ids[first_bad]) - ids_zp == int(bad[0])
@@ -133,17 +133,17 @@ def test_embedding_bit_exact(seed, vocab, dim, n, ids_zp, with_bad):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: _sequence.embedding(np.zeros(2, np.int8), np.zeros((3, 4), np.int8), -128,
+    (lambda: _embedding.embedding(np.zeros(2, np.int8), np.zeros((3, 4), np.int8), -128,
                                  np.zeros((2, 5), np.int8)), "out has shape"),
-    (lambda: _sequence.embedding(np.zeros(2, np.int8), np.zeros((0, 4), np.int8), -128,
+    (lambda: _embedding.embedding(np.zeros(2, np.int8), np.zeros((0, 4), np.int8), -128,
                                  np.zeros((2, 4), np.int8)), "no rows"),
-    (lambda: _sequence.masking(np.zeros((1, 2, 3), np.int8), 0, 200, np.zeros((1, 2, 3), np.int8),
+    (lambda: _mask.masking(np.zeros((1, 2, 3), np.int8), 0, 200, np.zeros((1, 2, 3), np.int8),
                                np.zeros((1, 2), np.int8)), "in_zp"),
-    (lambda: _sequence.masking(np.zeros((1, 2, 3), np.int8), 0, 0, np.zeros((1, 2, 3), np.int8),
+    (lambda: _mask.masking(np.zeros((1, 2, 3), np.int8), 0, 0, np.zeros((1, 2, 3), np.int8),
                                np.zeros((1, 3), np.int8)), "mask has shape"),
-    (lambda: _sequence.masked_mean(np.zeros((1, 2, 3), np.int8), np.zeros((1, 2), np.int8), 0, 5,
+    (lambda: _mask.masked_mean(np.zeros((1, 2, 3), np.int8), np.zeros((1, 2), np.int8), 0, 5,
                                    0, 0, np.zeros((1, 3), np.int8)), "m0"),
-    (lambda: _sequence.masked_mean(np.zeros((1, 2, 3), np.int8), np.zeros((1, 2), np.int8), 0,
+    (lambda: _mask.masked_mean(np.zeros((1, 2, 3), np.int8), np.zeros((1, 2), np.int8), 0,
                                    2 ** 30, 0, 0, np.zeros((1, 2), np.int8)), "out has shape"),
 ])
 def test_kernel_entry_checks(call, match):

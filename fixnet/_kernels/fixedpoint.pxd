@@ -149,6 +149,13 @@ cdef inline int check_length(str kernel, str name, Py_ssize_t actual, Py_ssize_t
     return 0
 
 
+cdef inline int check_int8(str kernel, str name, int value) except -1:
+    """Raise ValueError naming `name` unless value is an int8 (a zero point, a code)."""
+    if not -128 <= value <= 127:
+        raise ValueError(f"{kernel}: {name} = {value} is outside the int8 range [-128, 127]")
+    return 0
+
+
 cdef inline int check_output_range(str kernel, int out_zp, int act_min, int act_max) except -1:
     """Raise ValueError unless out_zp and -128 <= act_min <= act_max <= 127 are int8."""
     if not -128 <= out_zp <= 127:

@@ -15,7 +15,7 @@ Normalization, offsets between grid steps) run as the step above.
 import numpy as np
 
 from .. import layouts, oracle
-from .._kernels import _elementwise
+from .._kernels import _affine
 from ..quant.qparams import ACC_INPUT_MAX, INT8_MAX, INT8_MIN, QParams, activation_bounds
 from ..step import OverflowBound, Step
 from .base import KeepsWidened, Op, register
@@ -88,7 +88,7 @@ class AffineStep(KeepsWidened, Step):
 
     def bind(self, bufs):
         c = self.w_q.shape[0]
-        return _elementwise.ChannelAffineCall(
+        return _affine.ChannelAffineCall(
             bufs[self.inputs[0]].reshape(-1, c), self.w_q, self.bias, self.m0, self.shift,
             self.out_zp, self.act_min, self.act_max, bufs[self.outputs[0]].reshape(-1, c))
 

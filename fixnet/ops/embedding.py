@@ -2,7 +2,7 @@
 [V, D] table (weights: table). Ids are cast to integers as Keras casts them (toward zero);
 an id outside [0, V) is an InputError naming the layer.
 
-int8: a row lookup (kernel: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/embedding.py).
+int8: a row lookup (kernel: fixnet/_kernels/_embedding.pyx; oracle: fixnet/oracle/embedding.py).
 - The ids: an int8 code holds token id k exactly as k - 128, i.e. IDS_QPARAMS (scale 1.0, zero
   point -128), ids 0..255. A model input read only by Embedding layers (and the masks of
   Embedding(mask_zero=True)) gets these qparams whatever its calibrated range
@@ -19,7 +19,7 @@ int8: a row lookup (kernel: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle
 import numpy as np
 
 from .. import oracle
-from .._kernels import _sequence
+from .._kernels import _embedding
 from ..errors import InputError, QuantizationError, UnsupportedLayerError
 from ..quant.qparams import QParams, qparams_from_range
 from ..step import Step
@@ -116,7 +116,7 @@ class EmbeddingStep(Step):
 
     def bind(self, bufs):
         ids = bufs[self.inputs[0]].reshape(-1)
-        call = _sequence.EmbeddingCall(ids, self.table_q, self.ids_zp,
+        call = _embedding.EmbeddingCall(ids, self.table_q, self.ids_zp,
                                        bufs[self.outputs[0]].reshape(-1, self.table_q.shape[1]))
 
         def run():          # a Python step: the pass cannot raise from C

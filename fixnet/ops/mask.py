@@ -8,7 +8,7 @@ token_mask (Embedding(mask_zero=True)): mask[t] = ids[t] != 0, from the layer's 
 Masks are float arrays of 0.0/1.0 without a feature axis; an AND of two masks (a merge layer's
 output mask) is a ``binary`` minimum (an OR, in Keras 3, a maximum).
 
-int8 (kernels: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/mask.py):
+int8 (kernels: fixnet/_kernels/_mask.pyx; oracle: fixnet/oracle/mask.py):
 - A mask is an int8 tensor with MASK_QPARAMS (scale 1.0, zero point 0): code 1 for a present
   step, 0 for padding; exactly 0.0 and 1.0. A binary minimum/maximum of two masks keeps those
   qparams (fixnet/ops/merge.py: a min/max of inputs sharing their qparams keeps them), so
@@ -31,7 +31,7 @@ int8 (kernels: fixnet/_kernels/_sequence.pyx; oracle: fixnet/oracle/mask.py):
 import numpy as np
 
 from .. import oracle
-from .._kernels import _sequence
+from .._kernels import _mask
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import QParams, requant_multipliers
 from ..step import OverflowBound, Step
@@ -88,7 +88,7 @@ class MaskingStep(Step):
     # Buffers and oracle inputs come as (N, T, F) and (N, T): the time steps are taken from
     # them, not from the planned shape, for sequences whose length is known at run time only.
     def bind(self, bufs):
-        return _sequence.MaskingCall(bufs[self.inputs[0]], self.mask_code, self.in_zp,
+        return _mask.MaskingCall(bufs[self.inputs[0]], self.mask_code, self.in_zp,
                                      bufs[self.outputs[0]], bufs[self.outputs[1]])
 
     def oracle(self, ins):
@@ -186,7 +186,7 @@ class MaskedMeanStep(Step):
     def bind(self, bufs):
         x, y = bufs[self.inputs[0]], bufs[self.outputs[0]]
         self._check_length(x)
-        return _sequence.MaskedMeanCall(x, bufs[self.inputs[1]], self.in_zp, self.m0,
+        return _mask.MaskedMeanCall(x, bufs[self.inputs[1]], self.in_zp, self.m0,
                                         self.shift, self.out_zp,
                                         y.reshape(y.shape[0], self.shape[1]))
 

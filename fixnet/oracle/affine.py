@@ -1,4 +1,4 @@
-"""Oracle of affine, a per-channel scale and offset (fixnet/ops/affine.py; kernel channel_affine in fixnet/_kernels/_elementwise.pyx)."""
+"""Oracle of affine, a per-channel scale and offset (fixnet/ops/affine.py; kernel channel_affine in fixnet/_kernels/_affine.pyx)."""
 from .core import (_check_output_range, _clamp_to_int8, _int64, _wrap_int32,
                    multiply_by_quantized_multiplier)
 

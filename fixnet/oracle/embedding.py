@@ -1,5 +1,5 @@
 """Oracle of embedding, an int8 row lookup (fixnet/ops/embedding.py; kernel in
-fixnet/_kernels/_sequence.pyx). Ids (N, T) in, rows (N, T, C) out."""
+fixnet/_kernels/_embedding.pyx). Ids (N, T) in, rows (N, T, C) out."""
 import numpy as np
 
 from .core import _check_zero_point, _int64

@@ -1,4 +1,4 @@
-"""Oracle of the mask ops (fixnet/ops/mask.py; kernels in fixnet/_kernels/_sequence.pyx):
+"""Oracle of the mask ops (fixnet/ops/mask.py; kernels in fixnet/_kernels/_mask.pyx):
 masking (Keras Masking), masked_mean (GlobalAveragePooling1D of a masked sequence). token_mask
 is a 256-entry ``lookup`` (fixnet/oracle/activation.py) and needs nothing here.
 

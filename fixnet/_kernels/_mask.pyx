@@ -1,10 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The sequence ops around recurrent layers on int8: embedding (a row lookup), masking (Keras
-Masking) and masked_mean (GlobalAveragePooling1D of a masked sequence).
+"""The mask ops on int8 (fixnet/ops/mask.py): masking (Keras Masking) and masked_mean
+(GlobalAveragePooling1D of a masked sequence).
 
-Bit-exact with ``fixnet.oracle.embedding``, ``masking`` and ``masked_mean`` (read those for
-the semantics). Masks are int8 codes, 1 for a present step and 0 for padding; a step counts
-as present when its code is not 0. Private: fixnet.runtime plans the calls.
+Bit-exact with ``fixnet.oracle.mask`` (read it for the semantics). Masks are int8 codes, 1
+for a present step and 0 for padding; a step counts as present when its code is not 0.
+Private: fixnet.runtime plans the calls.
 """
 from libc.stdint cimport int8_t, int32_t, int64_t
 from libc.string cimport memcpy, memset
@@ -12,7 +12,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from fixnet._kernels._step cimport KernelCall
-from fixnet._kernels.fixedpoint cimport check_multipliers, check_output_range, \
+from fixnet._kernels.fixedpoint cimport check_int8, check_multipliers, check_output_range, \
     multiply_by_quantized_multiplier
 
 cdef enum:
@@ -26,70 +26,6 @@ cdef enum:
 
 MASKED_MEAN_SCALE_BITS = SCALE_BITS
 MASKED_MEAN_MAX_STEPS = MAX_STEPS
-
-
-cdef int check_int8(str kernel, str name, int value) except -1:
-    if not -128 <= value <= 127:
-        raise ValueError(f"{kernel}: {name} = {value} is outside the int8 range [-128, 127]")
-    return 0
-
-
-# ---- embedding -----------------------------------------------------------------------------
-
-cdef Py_ssize_t embedding_impl(const int8_t* ids, Py_ssize_t n, int ids_zp, const int8_t* table,
-                               Py_ssize_t vocab, Py_ssize_t dim, int8_t* out) noexcept nogil:
-    """out row i = table row (ids[i] - ids_zp); returns -1, or the first i whose id has no row
-    (rows before it are written, it and those after are not)."""
-    cdef Py_ssize_t i, k
-    for i in range(n):
-        k = <Py_ssize_t>ids[i] - ids_zp
-        if k < 0 or k >= vocab:
-            return i
-        memcpy(out + i * dim, table + k * dim, dim)
-    return -1
-
-
-cdef class EmbeddingCall:
-    """out[i, :] = table[ids[i] - ids_zp, :].
-
-    ids: int8 [n] (token id + ids_zp); table: int8 [V, D]; out: int8 [n, D]. Calling it
-    returns -1, or the index into ids of the first id outside [0, V) (the step raises an
-    InputError naming the layer): so it has no C step entry, and the pass calls it from
-    Python."""
-    cdef const int8_t[::1] ids
-    cdef const int8_t[:, ::1] table
-    cdef int8_t[:, ::1] out
-    cdef int ids_zp
-
-    def __init__(self, const int8_t[::1] ids not None, const int8_t[:, ::1] table not None,
-                 int ids_zp, int8_t[:, ::1] out not None):
-        check_int8("embedding", "ids_zp", ids_zp)
-        if table.shape[0] < 1:
-            raise ValueError("embedding: the table has no rows")
-        if out.shape[0] != ids.shape[0] or out.shape[1] != table.shape[1]:
-            raise ValueError(f"embedding: out has shape ({out.shape[0]}, {out.shape[1]}), "
-                             f"expected ({ids.shape[0]}, {table.shape[1]})")
-        self.ids, self.table, self.out, self.ids_zp = ids, table, out, ids_zp
-
-    def __call__(self):
-        cdef Py_ssize_t n = self.ids.shape[0], dim = self.table.shape[1], bad
-        if n == 0:
-            return -1
-        if dim == 0:                    # nothing to copy; the ids must still have rows
-            return embedding_impl(&self.ids[0], n, self.ids_zp, &self.table[0, 0],
-                                  self.table.shape[0], 0, NULL)
-        if n * dim < NOGIL_MIN_ELEMENTS:
-            return embedding_impl(&self.ids[0], n, self.ids_zp, &self.table[0, 0],
-                                  self.table.shape[0], dim, &self.out[0, 0])
-        with nogil:
-            bad = embedding_impl(&self.ids[0], n, self.ids_zp, &self.table[0, 0],
-                                 self.table.shape[0], dim, &self.out[0, 0])
-        return bad
-
-
-def embedding(ids, table, int ids_zp, out):
-    """See EmbeddingCall; returns its result (-1, or the index of the first bad id)."""
-    return EmbeddingCall(ids, table, ids_zp, out)()
 
 
 # ---- masking -------------------------------------------------------------------------------
