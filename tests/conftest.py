@@ -45,17 +45,21 @@ def fixtures(prefixes=None, exclude=()):
 FIXTURES = fixtures(["mlp_"])  # the MLPs
 
 
-PEERS = os.path.join(ROOT, "bench", "peers.py")
+PEERS = os.path.join(ROOT, "bench", "peers.py")        # the command; its code: bench/peerbench/
+BENCH = os.path.join(ROOT, "bench")
 
 
-def load_peers(module_name):
-    """bench/peers.py as a module (no TensorFlow: it imports the peers lazily), under its own
-    module name per test file."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(module_name, PEERS)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def peerbench(module):
+    """The module `module` of bench/peerbench/ (bench/peers.py's code; it imports no peer
+    runtime at import), imported as bench/peers.py imports it: as `peerbench.<module>`, with
+    bench/ on sys.path only while the package is found."""
+    import importlib
+    import sys
+    sys.path.insert(0, BENCH)
+    try:
+        return importlib.import_module("peerbench." + module)
+    finally:
+        sys.path.remove(BENCH)
 
 
 def fixture_path(name, ext=".h5"):

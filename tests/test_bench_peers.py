@@ -1,6 +1,6 @@
-"""bench/peers.py's bookkeeping: the 1 dB counting rule, issue 9's bars, the Markdown table,
-and a run without any peer installed (this Python has no TensorFlow / ONNX Runtime, or the
-run is told to skip them)."""
+"""bench/peers.py's bookkeeping (bench/peerbench/): the 1 dB counting rule, issue 9's bars, the
+Markdown table, and a run without any peer installed (this Python has no TensorFlow / ONNX
+Runtime, or the run is told to skip them)."""
 import json
 import math
 import os
@@ -9,17 +9,12 @@ import sys
 
 import pytest
 
-from conftest import load_peers
+from conftest import PEERS, peerbench
 
 import fixnet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEERS = os.path.join(ROOT, "bench", "peers.py")
-
-
-@pytest.fixture(scope="module")
-def peers():
-    return load_peers("bench_peers")
+accuracy = peerbench("accuracy")
+verdicts = peerbench("verdicts")
 
 
 def _runner(sqnr, fixnet_over=None, status="ok"):
@@ -34,18 +29,18 @@ def _model(kind="cnn", **runners):
             "runners": runners}
 
 
-def test_a_peer_more_than_1_db_below_the_best_peer_does_not_count(peers):
+def test_a_peer_more_than_1_db_below_the_best_peer_does_not_count():
     runners = {"fixnet_int8": _runner(50.0, 1.0), "tflite_xnnpack": _runner(40.0, 2.0),
                "tflite_builtin": _runner(38.9, 0.5), "tflite_ref": _runner(39.5, 0.2),
                "ort_int8": _runner(39.0, 0.8)}
-    best = peers.apply_counting_rule(runners)
+    best = accuracy.apply_counting_rule(runners)
     assert best == 40.0                           # fixnet and the reference kernels are not peers
     assert runners["tflite_xnnpack"]["counts"] and runners["ort_int8"]["counts"]
     assert not runners["tflite_builtin"]["counts"]            # 1.1 dB below
     assert runners["tflite_ref"]["counts"] and runners["fixnet_int8"]["counts"]
 
 
-def test_bars_skip_peers_that_do_not_count_and_take_the_geometric_mean(peers):
+def test_bars_skip_peers_that_do_not_count_and_take_the_geometric_mean():
     results = {"machine": {"fixnet_isa": "avx512vnni"}, "settings": {"accuracy_samples": 10},
                "models": {
                    "a": _model(fixnet_int8=_runner(40, 1.0), tflite_xnnpack=_runner(40, 2.0),
@@ -56,8 +51,8 @@ def test_bars_skip_peers_that_do_not_count_and_take_the_geometric_mean(peers):
                                tflite_builtin=_runner(38, 0.5), ort_int8=_runner(40, 0.9)),
                }}
     for res in results["models"].values():
-        res["best_peer_sqnr_db"] = peers.apply_counting_rule(res["runners"])
-    v = peers.verdicts(results)
+        res["best_peer_sqnr_db"] = accuracy.apply_counting_rule(res["runners"])
+    v = verdicts.verdicts(results)
     assert v["tflite_builtin"]["slower"] == ["b 1.20x"]
     assert v["tflite_builtin"]["not_counted"] == ["c"] and not v["tflite_builtin"]["holds"]
     assert v["ort_int8"]["not_counted"] == ["a"] and v["ort_int8"]["holds"]

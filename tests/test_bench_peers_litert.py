@@ -14,17 +14,20 @@ import types
 
 import pytest
 
-from conftest import load_peers
+from conftest import PEERS, peerbench
 
 import fixnet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEERS = os.path.join(ROOT, "bench", "peers.py")
+MICRO = peerbench("catalog").MICRO
+Unavailable = peerbench("runners.base").Unavailable
 
 
 @pytest.fixture()
-def peers():
-    return load_peers("bench_peers_litert")
+def tflite(monkeypatch):
+    """runners/tflite.py, with no TensorFlow imported yet as far as it knows (the cache of an
+    earlier import is cleared for the test)."""
+    monkeypatch.setattr(peerbench("runners.base"), "_TF", None)
+    return peerbench("runners.tflite")
 
 
 def _fake_runtime(monkeypatch, package, version):
@@ -47,31 +50,31 @@ def _fake_runtime(monkeypatch, package, version):
     return interp
 
 
-def test_without_tensorflow_auto_takes_ai_edge_litert_and_names_its_version(peers, monkeypatch):
+def test_without_tensorflow_auto_takes_ai_edge_litert_and_names_its_version(tflite, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)        # `import tensorflow` fails
     lit = _fake_runtime(monkeypatch, "ai_edge_litert", "9.8.7")
     _fake_runtime(monkeypatch, "tflite_runtime", "1.0")
-    interpreter, resolver, source = peers.tflite_interpreter_api("auto", 1)
+    interpreter, resolver, source = tflite.tflite_interpreter_api("auto", 1)
     assert interpreter is lit.Interpreter and resolver is lit.OpResolverType
     assert source == "ai_edge_litert 9.8.7"
 
 
-def test_without_tensorflow_and_litert_auto_falls_back_to_tflite_runtime(peers, monkeypatch):
+def test_without_tensorflow_and_litert_auto_falls_back_to_tflite_runtime(tflite, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     rt = _fake_runtime(monkeypatch, "tflite_runtime", "2.14.0")
-    interpreter, _, source = peers.tflite_interpreter_api("auto", 1)
+    interpreter, _, source = tflite.tflite_interpreter_api("auto", 1)
     assert interpreter is rt.Interpreter and source == "tflite_runtime 2.14.0"
 
 
-def test_no_tflite_at_all_is_reported_as_not_installed_naming_each_source(peers, monkeypatch):
+def test_no_tflite_at_all_is_reported_as_not_installed_naming_each_source(tflite, monkeypatch):
     for name in ("tensorflow", "ai_edge_litert", "tflite_runtime"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(peers.Unavailable, match=r"^not installed \(tensorflow, ai_edge_litert, "
+    with pytest.raises(Unavailable, match=r"^not installed \(tensorflow, ai_edge_litert, "
                                                 r"tflite_runtime\)$"):
-        peers.tflite_interpreter_api("auto", 1)
-    with pytest.raises(peers.Unavailable, match=r"^not installed \(ai_edge_litert\)$"):
-        peers.tflite_interpreter_api("ai_edge_litert", 1)
+        tflite.tflite_interpreter_api("auto", 1)
+    with pytest.raises(Unavailable, match=r"^not installed \(ai_edge_litert\)$"):
+        tflite.tflite_interpreter_api("ai_edge_litert", 1)
 
 
 def _run_peers(tmp_path, *args):
@@ -87,14 +90,13 @@ def _run_peers(tmp_path, *args):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
                     reason="TensorFlow is installed: this checks a run without it")
-def test_without_tensorflow_the_layer_benches_and_onnx_are_skipped_with_one_message(
-        peers, tmp_path):
+def test_without_tensorflow_the_layer_benches_and_onnx_are_skipped_with_one_message(tmp_path):
     """(and --threads reaches fixnet too)"""
     stdout, res = _run_peers(tmp_path, "--skip", "tflite_xnnpack,tflite_builtin,tflite_ref",
                              "--threads", "2")
     # every layer bench, named once in one line
-    assert f"layer benches ({', '.join(peers.MICRO)}) skipped" in stdout
-    assert "conv3x3" in peers.MICRO and "dense1024" in peers.MICRO
+    assert f"layer benches ({', '.join(MICRO)}) skipped" in stdout
+    assert "conv3x3" in MICRO and "dense1024" in MICRO
     assert set(res["models"]) == {"mlp_seq_k3", "kws_dscnn_k3"}      # no layer bench
     for m in res["models"].values():
         assert m["runners"]["ort_int8"]["status"] == "not installed"

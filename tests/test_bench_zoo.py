@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import load_peers
+from conftest import peerbench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO_PY = os.path.join(ROOT, "bench", "zoo.py")
@@ -20,14 +20,14 @@ ISSUE17 = {"zoo_emotion", "zoo_mnv2_k3", "zoo_mnv2_tfk2", "zoo_vww", "zoo_tiny_s
            "zoo_ad_mlp", "zoo_resnet8", "zoo_dscnn", "zoo_inception", "zoo_conv1d", "zoo_mlp"}
 
 
-@pytest.fixture(scope="module")
-def peers():
-    return load_peers("bench_peers_zoo")
+models = peerbench("models")
+accuracy, verdicts = peerbench("accuracy"), peerbench("verdicts")
+tables, report = peerbench("tables"), peerbench("report")
 
 
 @pytest.fixture(scope="module")
-def zoo(peers):
-    return peers.zoo_module()
+def zoo():
+    return models.zoo_module()
 
 
 def test_the_zoo_has_every_model_of_issue_17_and_only_mnv2_has_two_writers(zoo):
@@ -40,21 +40,21 @@ def test_the_zoo_has_every_model_of_issue_17_and_only_mnv2_has_two_writers(zoo):
         assert spec.data in zoo.INPUTS and spec.stands_for and spec.arch
 
 
-def test_zoo_names_families_and_patterns(peers, zoo):
+def test_zoo_names_families_and_patterns(zoo):
     assert zoo.resolve("zoo") == list(zoo.ZOO)
     assert zoo.resolve("zoo_mnv2") == ["zoo_mnv2_k3", "zoo_mnv2_tfk2"]
     assert zoo.resolve("zoo_vww") == ["zoo_vww"]
     assert zoo.resolve("zoo_*mlp") == ["zoo_ad_mlp", "zoo_mlp"]
     assert zoo.resolve("zoo_nothing") == []
     # peers.py: paths in bench/zoo/ whether built or not, no duplicates, next to fixtures
-    paths = peers.model_paths(["zoo", "zoo_mnv2", "mlp_seq_k3"])
+    paths = models.model_paths(["zoo", "zoo_mnv2", "mlp_seq_k3"])
     assert [p.stem for p in paths] == list(zoo.ZOO) + ["mlp_seq_k3"]
     assert all(p.parent == zoo.ZOO_DIR for p in paths[:-1])
     # a pattern that does not start with zoo keeps meaning fixtures only
-    assert not any(p.stem.startswith("zoo_") for p in peers.model_paths(["*"]))
-    assert not any(p.stem.startswith("zoo_") for p in peers.model_paths(None))
+    assert not any(p.stem.startswith("zoo_") for p in models.model_paths(["*"]))
+    assert not any(p.stem.startswith("zoo_") for p in models.model_paths(None))
     with pytest.raises(SystemExit, match="no zoo model matches 'zoo_nothing'"):
-        peers.model_paths(["zoo_nothing"])
+        models.model_paths(["zoo_nothing"])
 
 
 @pytest.mark.parametrize("name", sorted(ISSUE17))
@@ -125,11 +125,11 @@ def _fake_zoo_files(zoo, folder, name="zoo_ad_mlp"):
         (folder / f"{name}{ext}").write_bytes(b"")
 
 
-def test_a_zoo_model_is_a_row_of_its_own_kind(peers, zoo, tmp_path, monkeypatch):
+def test_a_zoo_model_is_a_row_of_its_own_kind(zoo, tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
     _fake_zoo_files(zoo, tmp_path)
-    m = peers.ModelInputs.fixture(zoo.ZOO["zoo_ad_mlp"].h5, [1], None)
-    assert m.kind == peers.ZOO_KIND == "zoo"
+    m = models.ModelInputs.fixture(zoo.ZOO["zoo_ad_mlp"].h5, [1], None)
+    assert m.kind == peerbench("catalog").ZOO_KIND == "zoo"
     assert m.what == zoo.ZOO["zoo_ad_mlp"].stands_for
     assert m.acc == 6 and m.tflite_out_q == (pytest.approx(0.05), 3)
 
@@ -145,24 +145,24 @@ def _model(kind, xnn, builtin, ort=0.5, xnn_sqnr=40.0):
                         "tflite_builtin": _runner(40.0, builtin), "ort_int8": _runner(40.0, ort)}}
 
 
-def _results(peers, models):
+def _results(model_results):
     res = {"machine": {"fixnet_isa": "avx2"},
            "settings": {"batches": [1], "accuracy_samples": None},
-           "models": models}
-    for m in models.values():
-        m["best_peer_sqnr_db"] = peers.apply_counting_rule(m["runners"])
+           "models": model_results}
+    for m in model_results.values():
+        m["best_peer_sqnr_db"] = accuracy.apply_counting_rule(m["runners"])
     return res
 
 
-def test_issue_17_bars_are_taken_over_the_zoo_and_issue_9_over_the_fixtures(peers):
-    res = _results(peers, {
+def test_issue_17_bars_are_taken_over_the_zoo_and_issue_9_over_the_fixtures():
+    res = _results({
         "cnn_a": _model("cnn", 0.5, 0.4, ort=2.0),            # issue 9: slower than ORT
         "zoo_a": _model("zoo", 2.33, 0.78),                   # issue 17's emotion row
         "zoo_b": _model("zoo", 1.96, 2.06),                   # tiny separable convnet
         "zoo_c": _model("zoo", 0.60, 0.30),
         "zoo_d": _model("zoo", 5.0, 0.2, xnn_sqnr=30.0),      # XNNPACK 10 dB worse: no count
     })
-    peers.set_verdicts(res)
+    verdicts.set_verdicts(res)
     v9, v17 = res["verdicts"], res["verdicts_issue17"]
     assert v9["ort_int8"]["slower"] == ["cnn_a 2.00x"] and v9["xnnpack"]["models"] == 1
     assert v17["models"] == ["zoo_a", "zoo_b", "zoo_c", "zoo_d"]
@@ -176,31 +176,31 @@ def test_issue_17_bars_are_taken_over_the_zoo_and_issue_9_over_the_fixtures(peer
     assert [ok for ok, _ in v17["lines"]] == [False, False, False, True]
 
 
-def test_only_zoo_models_give_issue_17_bars_and_no_issue_9_ones(peers):
-    res = _results(peers, {"zoo_a": _model("zoo", 0.9, 0.5), "zoo_b": _model("zoo", 1.1, 0.9)})
-    peers.set_verdicts(res)
+def test_only_zoo_models_give_issue_17_bars_and_no_issue_9_ones():
+    res = _results({"zoo_a": _model("zoo", 0.9, 0.5), "zoo_b": _model("zoo", 1.1, 0.9)})
+    verdicts.set_verdicts(res)
     assert res["verdicts"] is None
     assert all(ok for ok, _ in res["verdicts_issue17"]["lines"])
     assert res["verdicts_issue17"]["xnnpack"]["geomean"] == pytest.approx(math.sqrt(0.99))
-    res = _results(peers, {"cnn_a": _model("cnn", 0.9, 0.5)})
-    peers.set_verdicts(res)
+    res = _results({"cnn_a": _model("cnn", 0.9, 0.5)})
+    verdicts.set_verdicts(res)
     assert res["verdicts_issue17"] is None and res["verdicts"] is not None
 
 
-def test_zoo_rows_get_their_own_tables_and_bars_in_the_markdown(peers, tmp_path):
-    res = _results(peers, {"cnn_a": _model("cnn", 0.5, 0.4), "zoo_a": _model("zoo", 2.33, 0.78)})
+def test_zoo_rows_get_their_own_tables_and_bars_in_the_markdown(tmp_path):
+    res = _results({"cnn_a": _model("cnn", 0.5, 0.4), "zoo_a": _model("zoo", 2.33, 0.78)})
     res["machine"].update(date="today", cpu="cpu", machine="x86_64", cores=2, fixnet_path="p",
                           fixnet_builds=["avx2"], versions={"fixnet": "0"})
     res["settings"].update(command="peers.py --models zoo", load_before="1", load_after="1",
                            threads=1, rounds=3, sample_ms=2.0)
-    peers.set_verdicts(res)
+    verdicts.set_verdicts(res)
     keys = ["fixnet_int8", "tflite_xnnpack", "tflite_builtin", "ort_int8"]
-    titles = [t for t, *_ in peers.tables(res, keys, [1])]
+    titles = [t for t, *_ in tables.tables(res, keys, [1])]
     assert titles[0].startswith("Models, batch 1") and titles[2].startswith("Zoo models")
-    zoo_rows = peers.tables(res, keys, [1])[2][2]
+    zoo_rows = tables.tables(res, keys, [1])[2][2]
     assert [r[0] for r in zoo_rows] == ["zoo_a"] and "2.33x" in zoo_rows[0]
     md = tmp_path / "r.md"
-    peers.write_markdown(md, res, keys, [1])
+    report.write_markdown(md, res, keys, [1])
     text = md.read_text()
     assert "**Issue 17's bars, on the zoo models**" in text
     assert "- **FAIL**: no model above 1.25x XNNPACK: worst zoo_a 2.33x" in text
@@ -208,17 +208,17 @@ def test_zoo_rows_get_their_own_tables_and_bars_in_the_markdown(peers, tmp_path)
 
 
 def test_a_missing_zoo_model_that_cannot_be_built_is_skipped_with_the_reason(
-        peers, zoo, tmp_path, monkeypatch):
+        zoo, tmp_path, monkeypatch):
     from rich.console import Console
 
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
     _fake_zoo_files(zoo, tmp_path, "zoo_ad_mlp")                  # built
-    paths = peers.model_paths(["zoo_ad_mlp", "zoo_mlp", "mlp_seq_k3"])
+    paths = models.model_paths(["zoo_ad_mlp", "zoo_mlp", "mlp_seq_k3"])
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "tensorflow" else real(name, *a))
     out = io.StringIO()
-    kept = peers.ensure_zoo(paths, Console(file=out, width=200))
+    kept = models.ensure_zoo(paths, Console(file=out, width=200))
     assert [p.stem for p in kept] == ["zoo_ad_mlp", "mlp_seq_k3"]
     assert "zoo_mlp: skipped: not built, and building needs TensorFlow" in out.getvalue()
     assert not (tmp_path / "zoo_mlp.npz").exists()

@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 
-from conftest import load_peers
+from conftest import peerbench
 from docblocks import scratch_folder
 
 import fixnet
@@ -141,7 +141,7 @@ def _argv(cmd):
 def test_every_fixnet_and_peers_command_in_the_document_parses():
     from fixnet.cli import build_parser
 
-    peers = load_peers("bench_peers_doc")
+    peers_cli = peerbench("cli")
     known = fixnet_commands()
     checked = 0
     for line, _, _, text in _untested_shell() + _runnable():
@@ -162,7 +162,7 @@ def test_every_fixnet_and_peers_command_in_the_document_parses():
                 if kind == "fixnet":
                     build_parser().parse_args(argv)
                 else:
-                    peers.parse_args(argv)
+                    peers_cli.parse_args(argv)
             except SystemExit as e:
                 if e.code in (0, None):         # --help
                     continue

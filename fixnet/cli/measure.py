@@ -1,8 +1,10 @@
-"""What `fixnet bench` measures with: wall-clock timing of calls (a fixed count or as many as
-fill a time budget), latency statistics, the process's peak resident memory, and the host
-(CPU, ISA build, versions)."""
+"""What `fixnet bench` (and bench/peers.py) measure with: wall-clock timing of calls (each call
+alone, a fixed count or as many as fill a time budget; or a block of back-to-back calls, for
+calls too short to time one by one), latency statistics, the process's peak resident memory,
+and the host (CPU, ISA build, versions)."""
 import os
 import socket
+import statistics
 import sys
 import time
 
@@ -82,6 +84,23 @@ def time_calls(fn, runs=None, warmup=3):
         if runs is None and i + 1 >= MIN_RUNS and t1 - start >= FILL_SECONDS:
             return times[:i + 1].copy()
     return times
+
+
+def seconds_per_call(fn, calls):
+    """Seconds per call of fn() over ``calls`` back-to-back calls timed as one block (the
+    clock is read twice, whatever ``calls`` is)."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    for _ in range(calls):
+        fn()
+    return (clock() - t0) / calls * 1e-9
+
+
+def calls_per_sample(fn, sample_seconds, probes=7):
+    """How many back-to-back calls of fn() last about ``sample_seconds``: estimated from the
+    median of ``probes`` single calls; at least 1."""
+    est = statistics.median(seconds_per_call(fn, 1) for _ in range(probes))
+    return max(1, int(sample_seconds / max(est, 1e-7)))
 
 
 def time_path(fn, runs, warmup, batch, macs, timed):

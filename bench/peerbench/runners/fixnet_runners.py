@@ -1,0 +1,100 @@
+"""fixnet's runners: int8 (the baseline of every ratio), int8 with float in/out, the NumPy float
+reference; and fixnet in its other kernel builds, timed alone in a child process each."""
+import hashlib
+import json
+import os
+import pathlib
+import statistics
+
+import numpy as np
+
+from fixnet.cli.measure import calls_per_sample, seconds_per_call
+
+from .base import Runner, bind
+from .children import read_spec, run_child, write_spec
+
+
+def fixnet_runners(m, fm, want, threads=1):
+    """fixnet int8 (and with float in/out) of the loaded model `fm`: quantized here with the
+    fixture's calibration data. Raises what quantize() or a first predict raises (a model
+    fixnet cannot run in int8 yet is a result of the run, reported in its row)."""
+    qm = fm.quantize(m.x_calib)
+    qp = qm.input_qparams[0]
+    # integer inputs (token ids) go in as they are; float inputs as int8 codes
+    xq = {n: x if qp is None or np.issubdtype(x.dtype, np.integer)
+          else np.ascontiguousarray(qp.quantize(x)) for n, x in m.x.items()}
+    oqs = [(float(q.scale), int(q.zero_point)) for q in qm.output_qparams]
+
+    # the same thread budget as the peers (num_threads left out at 1: the call as users make it)
+    tkw, tnote = ({"num_threads": threads}, f", num_threads={threads}") if threads > 1 else ({}, "")
+    out = [Runner("fixnet_int8", "fixnet int8",
+                  {n: bind(qm.predict, xq[n], output="int8", **tkw) for n in m.batches},
+                  f"qm.predict(x_q, output='int8'{tnote})", oqs[0] if len(oqs) == 1 else oqs)]
+    if "fixnet_int8_float_io" in want:
+        out.append(Runner("fixnet_int8_float_io", "fixnet int8 (float in/out)",
+                          {n: bind(qm.predict, m.x[n], **tkw) for n in m.batches},
+                          f"qm.predict(x{tnote})"))
+    for r in out:                 # a run-time failure is reported here, not in the timing loop
+        r.calls[m.timed[0]]()
+    return out
+
+
+def fixnet_float_runner(m, fm):
+    """fixnet's NumPy float reference (FloatModel.predict) of the loaded model `fm`."""
+    r = Runner("fixnet_float", "fixnet float reference (NumPy)",
+               {n: bind(fm.predict, m.x[n]) for n in m.batches}, "fm.predict(x)")
+    r.calls[m.timed[0]]()
+    return r
+
+
+def fixnet_child(spec_path):
+    """--fixnet-child: time fixnet int8 alone on one layer bench, in this process's kernel
+    build (FIXNET_ISA), and print JSON: the build, the timing and the int8 outputs' digest."""
+    import fixnet
+    import fixnet._kernels as kernels
+
+    spec = read_spec(spec_path)
+    d = np.load(spec["npz"])
+    qm = fixnet.load(spec["h5"]).quantize(d["x_calib"])
+    x = np.ascontiguousarray(qm.input_qparams[0].quantize(d["x"]))
+    x_acc = np.ascontiguousarray(qm.input_qparams[0].quantize(d["x_acc"]))
+    tkw = {"num_threads": spec["threads"]} if spec.get("threads", 1) > 1 else {}
+    call = (lambda: qm.predict(x, output="int8", **tkw))
+    for _ in range(spec["warmup"]):
+        call()
+    inner = calls_per_sample(call, spec["sample_s"])
+    samples = [seconds_per_call(call, inner) for _ in range(spec["rounds"])]
+    y = np.ascontiguousarray(qm.predict(x_acc, output="int8"))
+    print(json.dumps({"isa": kernels.ISA, "median_us": statistics.median(samples) * 1e6,
+                      "p25_us": float(np.percentile(samples, 25)) * 1e6,
+                      "p75_us": float(np.percentile(samples, 75)) * 1e6,
+                      "calls_per_sample": inner, "rounds": len(samples),
+                      "int8_digest": int8_digest(y)}))
+    return 0
+
+
+def int8_digest(y):
+    """sha256 of an int8 output's bytes: the same in two builds means bit-identical outputs."""
+    return hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()
+
+
+def fixnet_other_builds(m, fm_qm_digest, isas, args, tmpdir):
+    """Time fixnet on the layer bench `m` with each of `isas` (a subprocess each)."""
+    npz = pathlib.Path(tmpdir) / f"{m.name}-child.npz"
+    np.savez(npz, x_calib=m.x_calib, x=m.x[1 if 1 in m.timed else m.timed[0]],
+             x_acc=m.x[m.acc])
+    spec = write_spec(pathlib.Path(tmpdir) / f"{m.name}-child.json",
+                      {"h5": str(m.h5), "npz": str(npz), "rounds": args.rounds,
+                       "warmup": args.warmup, "sample_s": args.sample_ms / 1000,
+                       "threads": args.threads})
+    out = {}
+    for isa in isas:
+        r = run_child("--fixnet-child", spec, dict(os.environ, FIXNET_ISA=isa))
+        if r.returncode != 0:
+            out[isa] = {"status": f"failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}"}
+            continue
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        res["status"] = "ok"
+        res["bit_identical"] = res.pop("int8_digest") == fm_qm_digest
+        out[isa] = res
+    return out
