@@ -49,8 +49,10 @@ def fixnet_calls(conv, stride, scalar):
     pad = max((out_hw - 1) * stride + K - H, 0) // 2
     out = np.empty((1, out_hw, out_hw, C), np.int8)
     kwargs = {"scalar": True} if scalar else {}
-    return conv.DepthwiseConv2dCall(x, w, bias, m0, shift, stride, stride, 1, 1, pad, pad, 1,
-                                    -3, 5, -128, 127, out, **kwargs)
+    params = dict(stride_h=stride, stride_w=stride, dilation_h=1, dilation_w=1, pad_top=pad,
+                  pad_left=pad, depth_multiplier=1, pad_value=-3, out_zp=5, act_min=-128,
+                  act_max=127)
+    return conv.DepthwiseConv2dCall(x, w, bias, m0, shift, params, out, **kwargs)
 
 
 def fixnet_contenders(args):

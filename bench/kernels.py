@@ -33,6 +33,14 @@ def _requant(rng, c):
     return m0, shift
 
 
+def _params(stride, pad_h, pad_w, pad_value, **fields):
+    """A convolution's params mapping (_conv.CONV2D_PARAMS / DEPTHWISE_PARAMS): `stride` both
+    ways, no dilation, `fields` (groups or depth_multiplier), output zero point -2, no clamp."""
+    return dict(stride_h=stride, stride_w=stride, dilation_h=1, dilation_w=1, pad_top=pad_h,
+                pad_left=pad_w, **fields, pad_value=pad_value, out_zp=-2, act_min=-128,
+                act_max=127)
+
+
 def _conv_case(rng, name, h, w, cin, cout, k, stride, same):
     """A conv on a random image: k x k, `same` or valid padding, with the kernel the runtime
     picks (fixnet.ops.conv.ConvStep.kernel): a 1x1 conv without padding as a DenseCall on the
@@ -54,10 +62,10 @@ def _conv_case(rng, name, h, w, cin, cout, k, stride, same):
     elif cin == 1:
         call = _conv.DepthwiseConv2dCall(
             x, np.ascontiguousarray(wt[..., 0].transpose(1, 2, 0)), bias, *_requant(rng, cout),
-            stride, stride, 1, 1, pad_h, pad_w, cout, 3, -2, -128, 127, out)
+            _params(stride, pad_h, pad_w, 3, depth_multiplier=cout), out)
     else:
-        call = _conv.Conv2dCall(x, wt, bias, *_requant(rng, cout), stride, stride, 1, 1, pad_h,
-                                pad_w, 1, 3, -2, -128, 127, out)
+        call = _conv.Conv2dCall(x, wt, bias, *_requant(rng, cout),
+                                _params(stride, pad_h, pad_w, 3, groups=1), out)
     return name, out_h * out_w * cout * k * k * cin, call
 
 
@@ -72,8 +80,8 @@ def _dw_case(rng, name, h, w, c, mult, k, stride, same):
     wt = rng.integers(-127, 128, (k, k, c * mult)).astype(np.int8)
     bias = rng.integers(-5000, 5000, c * mult).astype(np.int32)
     out = np.empty((1, out_h, out_w, c * mult), np.int8)
-    call = _conv.DepthwiseConv2dCall(x, wt, bias, *_requant(rng, c * mult), stride, stride, 1,
-                                     1, pad_h, pad_w, mult, 3, -2, -128, 127, out)
+    call = _conv.DepthwiseConv2dCall(x, wt, bias, *_requant(rng, c * mult),
+                                     _params(stride, pad_h, pad_w, 3, depth_multiplier=mult), out)
     return name, out_h * out_w * c * mult * k * k, call
 
 
@@ -116,8 +124,7 @@ def _cases(which="default"):
     x, w = i8(1, 32, 32, 32), w8(32, 3, 3, 32)
     bias = rng.integers(-5000, 5000, 32).astype(np.int32)
     out = np.empty((1, 32, 32, 32), np.int8)
-    call = _conv.Conv2dCall(x, w, bias, *_requant(rng, 32), 1, 1, 1, 1, 1, 1, 1, 3, -2,
-                            -128, 127, out)
+    call = _conv.Conv2dCall(x, w, bias, *_requant(rng, 32), _params(1, 1, 1, 3, groups=1), out)
     cases.append(("conv 3x3 32x32x32->32", 32 * 32 * 32 * 9 * 32, call))
 
     h, cin, cout = 24, 96, 24
@@ -125,7 +132,7 @@ def _cases(which="default"):
     bias = rng.integers(-5000, 5000, cout).astype(np.int32)
     m0, shift = _requant(rng, cout)
     out = np.empty((1, h, h, cout), np.int8)
-    call = _conv.Conv2dCall(x, w, bias, m0, shift, 1, 1, 1, 1, 0, 0, 1, 0, -2, -128, 127, out)
+    call = _conv.Conv2dCall(x, w, bias, m0, shift, _params(1, 0, 0, 0, groups=1), out)
     macs = h * h * cin * cout
     cases.append((f"conv 1x1 {h}x{h}x{cin}->{cout} (Conv2dCall)", macs, call))
     w2 = np.ascontiguousarray(w.reshape(cout, cin))
@@ -136,8 +143,8 @@ def _cases(which="default"):
     x, w = i8(1, 48, 48, 96), w8(3, 3, 96)
     bias = rng.integers(-5000, 5000, 96).astype(np.int32)
     out = np.empty((1, 48, 48, 96), np.int8)
-    call = _conv.DepthwiseConv2dCall(x, w, bias, *_requant(rng, 96), 1, 1, 1, 1, 1, 1, 1, 3,
-                                     -2, -128, 127, out)
+    call = _conv.DepthwiseConv2dCall(x, w, bias, *_requant(rng, 96),
+                                     _params(1, 1, 1, 3, depth_multiplier=1), out)
     cases.append(("depthwise 3x3 48x48x96", 48 * 48 * 96 * 9, call))
 
     x, w = i8(1, 1024), w8(1024, 1024)

@@ -21,10 +21,8 @@ def _accumulators(step, ins):
     if acc is not None:
         return acc
     if step.op in ("add", "subtract", "average"):
-        p = step.params
-        return oracle.add_accumulators(ins[0].reshape(-1), ins[1].reshape(-1), p["x_zp"], p["x_m0"],
-                                       p["x_shift"], p["y_zp"], p["y_m0"], p["y_shift"],
-                                       p["left_shift"], p["subtract"])
+        return oracle.add_accumulators(ins[0].reshape(-1), ins[1].reshape(-1),
+                                       step.kernel_params())
     return None
 
 

@@ -237,7 +237,9 @@ def _conv_case():
     w = rng.integers(-127, 128, (32, 3, 3, 32), dtype=np.int8)
     out = np.empty((1, 16, 16, 32), np.int8)
     bias, m0, shift = _requant(32)
-    call = _conv.Conv2dCall(x, w, bias, m0, shift, 1, 1, 1, 1, 1, 1, 1, 0, 0, -128, 127, out)
+    params = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=1, pad_left=1,
+                  groups=1, pad_value=0, out_zp=0, act_min=-128, act_max=127)
+    call = _conv.Conv2dCall(x, w, bias, m0, shift, params, out)
     return call, out.size * 3 * 3 * 32
 
 

@@ -169,8 +169,9 @@ def test_dense_on_strided_pixels_is_a_strided_1x1_conv(build, n, h, w, stride_h,
     wt = int8_array(rng, (c, k), -127, 127)
     bias = rng.integers(-2 ** 16, 2 ** 16, size=c).astype(np.int32)
     m0, shift = requant_params(rng, c, (-14, -8))
-    want = oracle.conv2d(x, wt.reshape(c, 1, 1, k), bias, m0, shift, stride_h, stride_w, 1, 1,
-                         0, 0, 1, 0, 4, -128, 127, out_h=oh, out_w=ow)
+    params = dict(stride_h=stride_h, stride_w=stride_w, dilation_h=1, dilation_w=1, pad_top=0,
+                  pad_left=0, groups=1, pad_value=0, out_zp=4, act_min=-128, act_max=127)
+    want = oracle.conv2d(x, wt.reshape(c, 1, 1, k), bias, m0, shift, params, out_h=oh, out_w=ow)
     for scalar in (False, True):
         out = np.full((n * oh * ow, c), 99, np.int8)
         build._dense.DenseCall(x.reshape(-1, k), wt, bias, m0, shift, 4, -128, 127, out,

@@ -1,9 +1,10 @@
 """The convolution kernels (conv2d with groups, depthwise_conv2d) are bit-exact with
 fixnet.oracle on random shapes, strides, dilations, paddings, groups, depth multipliers, zero
 points, multipliers and clamp bounds, and reject wrong shapes and parameters with ValueError
-naming the argument. The conv oracle itself is checked against independent formulations: a
-7-nested-loop Python reference, dense on 1x1 kernels, conv2d with groups for depthwise, and
-zero-padding the real-valued (x - zp) input for the pad_value / bias-folding contract.
+naming the argument (a field of the params mapping, or a missing or unknown key of it). The
+conv oracle itself is checked against independent formulations: a 7-nested-loop Python
+reference, dense on 1x1 kernels, conv2d with groups for depthwise, and zero-padding the
+real-valued (x - zp) input for the pad_value / bias-folding contract.
 
 Hypothesis draws the shapes, parameters and a seed; NumPy fills the arrays from the seed.
 """
@@ -69,6 +70,18 @@ def requant_params(rng, n_channels, shift_range, acc):
     return m0.astype(np.int32), shift.astype(np.int32)
 
 
+def conv2d_params(*values):
+    """conv2d's params mapping from its values in CONV2D_PARAMS order: stride_h, stride_w,
+    dilation_h, dilation_w, pad_top, pad_left, groups, pad_value, out_zp, act_min,
+    act_max (the last three default to 0, -128, 127)."""
+    return dict(zip(oracle.CONV2D_PARAMS, values + (0, -128, 127)[len(values) - 8:]))
+
+
+def depthwise_params(*values):
+    """depthwise_conv2d's params mapping, as conv2d_params (depth_multiplier for groups)."""
+    return dict(zip(oracle.DEPTHWISE_PARAMS, values + (0, -128, 127)[len(values) - 8:]))
+
+
 def output_size(size, kernel, stride, dilation, pad_before, pad_after):
     """What the caller computes: output pixels of a window sliding over the padded input."""
     return max(0, (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1)
@@ -86,9 +99,9 @@ def windows(draw):
 
 # ---- conv2d against the oracle -------------------------------------------------------------
 
-def run_conv2d(x, w, bias, m0, shift, *params, out_h, out_w):
+def run_conv2d(x, w, bias, m0, shift, params, out_h, out_w):
     out = np.empty((x.shape[0], out_h, out_w, w.shape[0]), np.int8)
-    assert _conv.conv2d(x, w, bias, m0, shift, *params, out) is None
+    assert _conv.conv2d(x, w, bias, m0, shift, params, out) is None
     return out
 
 
@@ -106,10 +119,10 @@ def test_conv2d_matches_oracle(seed, n, h, w_, groups, cin, cout, window, pad_va
     x = int8_array(rng, (n, h, w_, cin))
     w = int8_array(rng, (cout, kh, kw, cin // groups), -127, 127)
     bias = random_bias(rng, cout, wide_bias)
-    params = (sh, sw, dh, dw, pt, pl, groups, pad_value)
-    acc = oracle.conv2d_accumulators(x, w, bias, *params, out_h=out_h, out_w=out_w)
+    params = conv2d_params(sh, sw, dh, dw, pt, pl, groups, pad_value, out_zp, *bounds)
+    acc = oracle.conv2d_accumulators(x, w, bias, params, out_h=out_h, out_w=out_w)
     m0, shift = requant_params(rng, cout, shift_range, acc)
-    args = (x, w, bias, m0, shift, *params, out_zp, *bounds)
+    args = (x, w, bias, m0, shift, params)
     np.testing.assert_array_equal(run_conv2d(*args, out_h=out_h, out_w=out_w),
                                   oracle.conv2d(*args, out_h=out_h, out_w=out_w))
 
@@ -128,7 +141,7 @@ def test_conv2d_matches_oracle_beyond_one_block(seed, shape, cout_g, pad):
     bias = random_bias(rng, w.shape[0], False)
     m0, shift = requant_params(rng, w.shape[0], (-24, -14), None)
     out_h, out_w = output_size(3, kh, 1, 1, pad, pad), output_size(4, kw, 1, 1, pad, pad)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, pad, pad, groups, -7, 3, -128, 127)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, pad, pad, groups, -7, 3))
     np.testing.assert_array_equal(run_conv2d(*args, out_h=out_h, out_w=out_w),
                                   oracle.conv2d(*args, out_h=out_h, out_w=out_w))
 
@@ -147,7 +160,8 @@ def test_conv2d_1x1(h, w_, stride, out_h, out_w, groups):
     w = int8_array(rng, (9, 1, 1, 6 // groups), -127, 127)
     bias = random_bias(rng, 9, False)
     m0, shift = requant_params(rng, 9, (-14, -8), None)
-    args = (x, w, bias, m0, shift, stride, stride, 2, 3, 0, 0, groups, 11, -5, -100, 90)
+    args = (x, w, bias, m0, shift,
+            conv2d_params(stride, stride, 2, 3, 0, 0, groups, 11, -5, -100, 90))
     np.testing.assert_array_equal(run_conv2d(*args, out_h=out_h, out_w=out_w),
                                   oracle.conv2d(*args, out_h=out_h, out_w=out_w))
 
@@ -160,8 +174,8 @@ def test_conv2d_worst_case_accumulator():
     bias = np.array([0, 2 ** 31 - 1 - taps * 16256, 2 ** 31 - taps * 16256, -(2 ** 31), 7],
                     np.int32)
     m0, shift = np.full(5, 2 ** 30, np.int32), np.full(5, -20, np.int32)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 0, 0, 1, -128, -3, -128, 127)
-    acc = oracle.conv2d_accumulators(*args[:3], *args[5:13], out_h=2, out_w=2)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 0, 0, 1, -128, -3))
+    acc = oracle.conv2d_accumulators(x, w, bias, args[5], out_h=2, out_w=2)
     assert acc[0, 0, 0, 1] == 2 ** 31 - 1 and acc[0, 0, 0, 2] == 2 ** 31  # the second wraps
     np.testing.assert_array_equal(run_conv2d(*args, out_h=2, out_w=2),
                                   oracle.conv2d(*args, out_h=2, out_w=2))
@@ -179,16 +193,16 @@ def test_conv2d_degenerate_shapes(x_shape, w_shape, groups, out_h, out_w):
     x, w = int8_array(rng, x_shape), int8_array(rng, w_shape, -127, 127)
     bias = random_bias(rng, w_shape[0], False)
     m0, shift = requant_params(rng, w_shape[0], (-8, 0), None)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 1, 1, groups, 3, 0, -128, 127)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 1, 1, groups, 3))
     np.testing.assert_array_equal(run_conv2d(*args, out_h=out_h, out_w=out_w),
                                   oracle.conv2d(*args, out_h=out_h, out_w=out_w))
 
 
 # ---- depthwise_conv2d against the oracle ---------------------------------------------------
 
-def run_depthwise(x, w, bias, m0, shift, *params, out_h, out_w):
+def run_depthwise(x, w, bias, m0, shift, params, out_h, out_w):
     out = np.empty((x.shape[0], out_h, out_w, w.shape[2]), np.int8)
-    assert _conv.depthwise_conv2d(x, w, bias, m0, shift, *params, out) is None
+    assert _conv.depthwise_conv2d(x, w, bias, m0, shift, params, out) is None
     return out
 
 
@@ -203,10 +217,10 @@ def test_depthwise_conv2d_matches_oracle(seed, n, h, w_, c, mult, window, pad_va
     x = int8_array(rng, (n, h, w_, c))
     w = int8_array(rng, (kh, kw, c * mult), -127, 127)
     bias = random_bias(rng, c * mult, wide_bias)
-    params = (sh, sw, dh, dw, pt, pl, mult, pad_value)
-    acc = oracle.depthwise_conv2d_accumulators(x, w, bias, *params, out_h=out_h, out_w=out_w)
+    params = depthwise_params(sh, sw, dh, dw, pt, pl, mult, pad_value, out_zp, *bounds)
+    acc = oracle.depthwise_conv2d_accumulators(x, w, bias, params, out_h=out_h, out_w=out_w)
     m0, shift = requant_params(rng, c * mult, shift_range, acc)
-    args = (x, w, bias, m0, shift, *params, out_zp, *bounds)
+    args = (x, w, bias, m0, shift, params)
     np.testing.assert_array_equal(run_depthwise(*args, out_h=out_h, out_w=out_w),
                                   oracle.depthwise_conv2d(*args, out_h=out_h, out_w=out_w))
 
@@ -216,7 +230,7 @@ def test_depthwise_conv2d_worst_case_accumulator():
     w = np.full((3, 3, 4), -127, np.int8)
     bias = np.array([0, 2 ** 31 - 1 - 9 * 16256, 2 ** 31 - 9 * 16256, 5], np.int32)
     m0, shift = np.full(4, 2 ** 30, np.int32), np.full(4, -20, np.int32)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 0, 0, 2, 0, 0, -128, 127)
+    args = (x, w, bias, m0, shift, depthwise_params(1, 1, 1, 1, 0, 0, 2, 0))
     np.testing.assert_array_equal(run_depthwise(*args, out_h=1, out_w=1),
                                   oracle.depthwise_conv2d(*args, out_h=1, out_w=1))
 
@@ -229,13 +243,14 @@ def test_conv2d_call_runs_on_the_current_contents_of_its_arrays():
     w = int8_array(rng, (6, 3, 2, 4), -127, 127)
     bias = random_bias(rng, 6, False)
     m0, shift = requant_params(rng, 6, (-16, -10), None)
-    params = (2, 1, 1, 2, 1, 0, 2, -4, 6, -128, 127)
+    params = conv2d_params(2, 1, 1, 2, 1, 0, 2, -4, 6)
     out = np.zeros((1, 4, 4, 6), np.int8)
-    call = _conv.Conv2dCall(x, w, bias, m0, shift, *params, out)
+    call = _conv.Conv2dCall(x, w, bias, m0, shift, params, out)
+    assert call.params == params    # the struct it filled, given back as a dict
     for _ in range(3):
         x[...] = int8_array(rng, x.shape)  # the runtime writes each new input in place
         assert call() is None
-        np.testing.assert_array_equal(out, oracle.conv2d(x, w, bias, m0, shift, *params,
+        np.testing.assert_array_equal(out, oracle.conv2d(x, w, bias, m0, shift, params,
                                                          out_h=4, out_w=4))
 
 
@@ -245,23 +260,26 @@ def test_depthwise_call_runs_on_the_current_contents_of_its_arrays():
     w = int8_array(rng, (3, 3, 6), -127, 127)
     bias = random_bias(rng, 6, False)
     m0, shift = requant_params(rng, 6, (-12, -6), None)
-    params = (1, 1, 1, 1, 1, 1, 2, 9, -3, -128, 127)
+    params = depthwise_params(1, 1, 1, 1, 1, 1, 2, 9, -3)
     out = np.zeros((2, 5, 5, 6), np.int8)
-    call = _conv.DepthwiseConv2dCall(x, w, bias, m0, shift, *params, out)
+    call = _conv.DepthwiseConv2dCall(x, w, bias, m0, shift, params, out)
+    assert call.params == params
     for _ in range(3):
         x[...] = int8_array(rng, x.shape)
         assert call() is None
         np.testing.assert_array_equal(out, oracle.depthwise_conv2d(x, w, bias, m0, shift,
-                                                                   *params, out_h=5, out_w=5))
+                                                                   params, out_h=5, out_w=5))
 
 
 def test_call_objects_survive_a_failed_reinitialisation():
     args = conv2d_args()
     args["x"] = np.random.default_rng(4).integers(-128, 128, (2, 5, 5, 4)).astype(np.int8)
     call = _conv.Conv2dCall(**args)
+    bad = dict(args["params"], stride_h=0)
     with pytest.raises(ValueError, match="stride_h"):
-        call.__init__(**dict(args, stride_h=0, out=np.ones((2, 3, 3, 6), np.int8)))
+        call.__init__(**dict(args, params=bad, out=np.ones((2, 3, 3, 6), np.int8)))
     call()  # still the first, valid configuration, writing the first out
+    assert call.params == args["params"]
     expected = oracle.conv2d(**{k: v for k, v in args.items() if k != "out"}, out_h=3, out_w=3)
     np.testing.assert_array_equal(args["out"], expected)
 
@@ -281,16 +299,15 @@ def test_large_calls_run_in_parallel_threads():
         bias = random_bias(rng, 12, False)
         m0, shift = requant_params(rng, 12, (-16, -12), None)
         out = np.zeros((2, 9, 9, 12), np.int8)
-        calls.append(_conv.Conv2dCall(x, w, bias, m0, shift, 1, 1, 1, 1, 1, 1, 2, 3, 0,
-                                      -128, 127, out))
-        expected.append((out, oracle.conv2d(x, w, bias, m0, shift, 1, 1, 1, 1, 1, 1, 2, 3, 0,
-                                            -128, 127, out_h=9, out_w=9)))
+        params = conv2d_params(1, 1, 1, 1, 1, 1, 2, 3)
+        calls.append(_conv.Conv2dCall(x, w, bias, m0, shift, params, out))
+        expected.append((out, oracle.conv2d(x, w, bias, m0, shift, params, out_h=9, out_w=9)))
         bias, m0, shift = np.resize(bias, 32), np.resize(m0, 32), np.resize(shift, 32)
         out = np.zeros((2, 9, 9, 32), np.int8)
-        calls.append(_conv.DepthwiseConv2dCall(x, wd, bias, m0, shift, 1, 1, 1, 1, 1, 1, 2, 3,
-                                               0, -128, 127, out))
-        expected.append((out, oracle.depthwise_conv2d(x, wd, bias, m0, shift, 1, 1, 1, 1, 1, 1,
-                                                      2, 3, 0, -128, 127, out_h=9, out_w=9)))
+        params = depthwise_params(1, 1, 1, 1, 1, 1, 2, 3)
+        calls.append(_conv.DepthwiseConv2dCall(x, wd, bias, m0, shift, params, out))
+        expected.append((out, oracle.depthwise_conv2d(x, wd, bias, m0, shift, params, out_h=9,
+                                                      out_w=9)))
     for call in calls[:2]:
         def repeat(call=call):
             end = time.perf_counter() + 0.02
@@ -312,10 +329,10 @@ def test_conv_kernels_accept_read_only_inputs():
     m0, shift = requant_params(rng, 3, (-10, -5), None)
     for a in (x, w, wd, bias, m0, shift):
         a.setflags(write=False)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 0, 0, 1, 0, 0, -128, 127)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 0, 0, 1, 0))
     np.testing.assert_array_equal(run_conv2d(*args, out_h=3, out_w=3),
                                   oracle.conv2d(*args, out_h=3, out_w=3))
-    args = (x, wd, bias, m0, shift, 1, 1, 1, 1, 0, 0, 1, 0, 0, -128, 127)
+    args = (x, wd, bias, m0, shift, depthwise_params(1, 1, 1, 1, 0, 0, 1, 0))
     np.testing.assert_array_equal(run_depthwise(*args, out_h=3, out_w=3),
                                   oracle.depthwise_conv2d(*args, out_h=3, out_w=3))
 
@@ -372,7 +389,8 @@ def test_conv2d_oracle_matches_the_definition(case):
     rng = np.random.default_rng(seed)
     x, w = int8_array(rng, x_shape), int8_array(rng, w_shape, -127, 127)
     bias = random_bias(rng, w_shape[0], True)
-    acc = oracle.conv2d_accumulators(x, w, bias, *params, out_h=out_h, out_w=out_w)
+    acc = oracle.conv2d_accumulators(x, w, bias, conv2d_params(*params), out_h=out_h,
+                                     out_w=out_w)
     assert acc.dtype == np.int64 and acc.shape == (x_shape[0], out_h, out_w, w_shape[0])
     np.testing.assert_array_equal(
         acc, naive_conv2d_accumulators(x, w, bias, *params, out_h, out_w).astype(np.int64))
@@ -388,7 +406,8 @@ def test_conv2d_oracle_1x1_is_dense_on_pixels(seed, n, h, w_, cin, cout, sh, sw,
     bias = random_bias(rng, cout, True)
     m0, shift = requant_params(rng, cout, (-31, 4), None)
     out_h, out_w = output_size(h, 1, sh, 1, 0, 0), output_size(w_, 1, sw, 1, 0, 0)
-    conv = oracle.conv2d(x, w, bias, m0, shift, sh, sw, 1, 1, 0, 0, 1, 0, out_zp, *bounds,
+    conv = oracle.conv2d(x, w, bias, m0, shift,
+                         conv2d_params(sh, sw, 1, 1, 0, 0, 1, 0, out_zp, *bounds),
                          out_h=out_h, out_w=out_w)
     pixels = x[:, ::sh, ::sw, :].reshape(-1, cin)
     dense = oracle.dense(pixels, w.reshape(cout, cin), bias, m0, shift, out_zp, *bounds)
@@ -408,12 +427,15 @@ def test_depthwise_oracle_is_conv2d_with_one_group_per_channel(seed, n, h, w_, c
     bias = random_bias(rng, c * mult, True)
     m0, shift = requant_params(rng, c * mult, (-31, 4), None)
     window_args = (sh, sw, dh, dw, pt, pl)
-    depthwise = oracle.depthwise_conv2d(x, w, bias, m0, shift, *window_args, mult, pad_value,
-                                        out_zp, *bounds, out_h=out_h, out_w=out_w)
+    depthwise = oracle.depthwise_conv2d(
+        x, w, bias, m0, shift,
+        depthwise_params(*window_args, mult, pad_value, out_zp, *bounds),
+        out_h=out_h, out_w=out_w)
     # Output channel o = c * M + m is a group of one input channel: w_conv[o, kh, kw, 0].
     w_conv = np.ascontiguousarray(w.transpose(2, 0, 1)[..., None])
-    conv = oracle.conv2d(x, w_conv, bias, m0, shift, *window_args, c, pad_value, out_zp,
-                         *bounds, out_h=out_h, out_w=out_w)
+    conv = oracle.conv2d(x, w_conv, bias, m0, shift,
+                         conv2d_params(*window_args, c, pad_value, out_zp, *bounds),
+                         out_h=out_h, out_w=out_w)
     np.testing.assert_array_equal(depthwise, conv)
 
 
@@ -428,7 +450,7 @@ def test_oracle_padding_with_the_zero_point_is_real_zero_padding(case, mult):
     x, w = int8_array(rng, x_shape), int8_array(rng, w_shape, -127, 127)
     bias = random_bias(rng, w_shape[0], False)
     folded = (bias - zp * w.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32)
-    acc = oracle.conv2d_accumulators(x, w, folded, *window_args, groups, zp,
+    acc = oracle.conv2d_accumulators(x, w, folded, conv2d_params(*window_args, groups, zp),
                                      out_h=out_h, out_w=out_w)
     real_zero_padded = naive_conv2d_accumulators(x.astype(np.int64) - zp, w, bias, *window_args,
                                                  groups, 0, out_h, out_w)
@@ -439,7 +461,8 @@ def test_oracle_padding_with_the_zero_point_is_real_zero_padding(case, mult):
     wd = int8_array(rng, (w_shape[1], w_shape[2], c * mult), -127, 127)
     bias = random_bias(rng, c * mult, False)
     folded = (bias - zp * wd.astype(np.int64).sum(axis=(0, 1))).astype(np.int32)
-    acc = oracle.depthwise_conv2d_accumulators(x, wd, folded, *window_args, mult, zp,
+    acc = oracle.depthwise_conv2d_accumulators(x, wd, folded,
+                                               depthwise_params(*window_args, mult, zp),
                                                out_h=out_h, out_w=out_w)
     real_zero_padded = naive_conv2d_accumulators(
         x.astype(np.int64) - zp, wd.transpose(2, 0, 1)[..., None], bias, *window_args, c, 0,
@@ -453,18 +476,24 @@ def conv2d_args(groups=1):
     """Valid conv2d arguments: x [2, 5, 5, 4], w [6, 3, 3, 4 // groups], out [2, 3, 3, 6]."""
     return dict(x=np.zeros((2, 5, 5, 4), np.int8), w=np.zeros((6, 3, 3, 4 // groups), np.int8),
                 bias=np.zeros(6, np.int32), m0=np.full(6, 2 ** 30, np.int32),
-                shift=np.zeros(6, np.int32), stride_h=1, stride_w=1, dilation_h=1,
-                dilation_w=1, pad_top=0, pad_left=0, groups=groups, pad_value=0, out_zp=0,
-                act_min=-128, act_max=127, out=np.zeros((2, 3, 3, 6), np.int8))
+                shift=np.zeros(6, np.int32), params=conv2d_params(1, 1, 1, 1, 0, 0, groups, 0),
+                out=np.zeros((2, 3, 3, 6), np.int8))
 
 
 def depthwise_args():
     """Valid depthwise_conv2d arguments: x [2, 5, 5, 3], M = 2, out [2, 3, 3, 6]."""
     return dict(x=np.zeros((2, 5, 5, 3), np.int8), w=np.zeros((3, 3, 6), np.int8),
                 bias=np.zeros(6, np.int32), m0=np.full(6, 2 ** 30, np.int32),
-                shift=np.zeros(6, np.int32), stride_h=1, stride_w=1, dilation_h=1,
-                dilation_w=1, pad_top=0, pad_left=0, depth_multiplier=2, pad_value=0,
-                out_zp=0, act_min=-128, act_max=127, out=np.zeros((2, 3, 3, 6), np.int8))
+                shift=np.zeros(6, np.int32), params=depthwise_params(1, 1, 1, 1, 0, 0, 2, 0),
+                out=np.zeros((2, 3, 3, 6), np.int8))
+
+
+def with_value(args, name, value):
+    """args with `name` set to value: an argument, or a field of its params mapping (a new
+    mapping: the original is left alone)."""
+    if name in args["params"]:
+        return dict(args, params=dict(args["params"], **{name: value}))
+    return dict(args, **{name: value})
 
 
 COMMON_REJECTS = [
@@ -503,8 +532,8 @@ COMMON_REJECTS = [
 def test_conv2d_rejects(name, value, match):
     args = conv2d_args()
     if name == "act_min" and value == 10:
-        args["act_max"] = 9
-    args[name] = value
+        args = with_value(args, "act_max", 9)
+    args = with_value(args, name, value)
     with pytest.raises(ValueError, match=match):
         _conv.conv2d(**args)
     with pytest.raises(ValueError, match=match):
@@ -528,8 +557,8 @@ def test_conv2d_rejects_groups_not_dividing_cout():
 def test_depthwise_conv2d_rejects(name, value, match):
     args = depthwise_args()
     if name == "act_min" and value == 10:
-        args["act_max"] = 9
-    args[name] = value
+        args = with_value(args, "act_max", 9)
+    args = with_value(args, name, value)
     with pytest.raises(ValueError, match=match):
         _conv.depthwise_conv2d(**args)
     with pytest.raises(ValueError, match=match):
@@ -560,7 +589,7 @@ def test_conv2d_oracle_rejects(name, value, match):
     args = conv2d_args()
     del args["out"]
     args.update(out_h=3, out_w=3)
-    args[name] = value
+    args = with_value(args, name, value)
     with pytest.raises(ValueError, match=match):
         oracle.conv2d(**args)
 
@@ -578,6 +607,81 @@ def test_depthwise_oracle_rejects(name, value, match):
     args = depthwise_args()
     del args["out"]
     args.update(out_h=3, out_w=3)
-    args[name] = value
+    args = with_value(args, name, value)
     with pytest.raises(ValueError, match=match):
         oracle.depthwise_conv2d(**args)
+
+
+# ---- the params mapping --------------------------------------------------------------------
+
+def test_params_keys_are_the_struct_fields_in_kernel_and_oracle():
+    # The kernel's names come from its struct (params.pxd); the oracle's are its own: one
+    # mapping serves both.
+    assert _conv.CONV2D_PARAMS == oracle.CONV2D_PARAMS == (
+        "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left", "groups",
+        "pad_value", "out_zp", "act_min", "act_max")
+    assert _conv.DEPTHWISE_PARAMS == oracle.DEPTHWISE_PARAMS == tuple(
+        "depth_multiplier" if k == "groups" else k for k in oracle.CONV2D_PARAMS)
+
+
+def missing_or_misspelt(params, key):
+    """[(bad mapping, what the error says)]: without key, with key misspelt, with an extra
+    key; each must be refused, naming the keys."""
+    rest = {k: v for k, v in params.items() if k != key}
+    typo = key.upper()
+    return [(rest, f"no key '{key}' "),
+            (dict(rest, **{typo: params[key]}), f"no key '{key}'; unknown key '{typo}' "),
+            (dict(params, extra=1), "unknown key 'extra' ")]
+
+
+@pytest.mark.parametrize("kind", ["conv2d", "depthwise_conv2d"])
+@pytest.mark.parametrize("key", ["stride_h", "pad_left", "groups", "pad_value", "act_max"])
+def test_conv_params_must_have_exactly_the_struct_keys(kind, key):
+    # Cython's conversion of a mapping to the struct ignores unknown keys: the entry check
+    # refuses them (a misspelt key must not leave its field at a default), and names a missing
+    # key; the oracle does the same.
+    args = conv2d_args() if kind == "conv2d" else depthwise_args()
+    if kind == "depthwise_conv2d" and key == "groups":
+        key = "depth_multiplier"
+    kernel, call = ((_conv.conv2d, _conv.Conv2dCall) if kind == "conv2d"
+                    else (_conv.depthwise_conv2d, _conv.DepthwiseConv2dCall))
+    for bad, match in missing_or_misspelt(args["params"], key):
+        for run in (kernel, call):
+            with pytest.raises(ValueError, match=f"{kind}: params has {match}"):
+                run(**dict(args, params=bad))
+        oracle_args = {k: v for k, v in args.items() if k != "out"}
+        with pytest.raises(ValueError, match=f"{kind}: params has {match}"):
+            getattr(oracle, kind)(**dict(oracle_args, params=bad), out_h=3, out_w=3)
+        with pytest.raises(ValueError, match=f"{kind}: params has {match}"):
+            getattr(oracle, kind + "_accumulators")(
+                **{k: v for k, v in oracle_args.items() if k not in ("m0", "shift", "params")},
+                params=bad, out_h=3, out_w=3)
+    if kind == "conv2d":
+        for bad, match in missing_or_misspelt(args["params"], key):
+            with pytest.raises(ValueError, match=match):
+                _conv.tap_offsets((5, 5, 4), (3, 3), (3, 3), bad)
+
+
+def test_conv_params_must_be_a_mapping():
+    args = conv2d_args()
+    values = tuple(args["params"].values())
+    for run in (_conv.conv2d, _conv.Conv2dCall):
+        with pytest.raises(TypeError, match="conv2d: params must be a mapping"):
+            run(**dict(args, params=values))
+    with pytest.raises(TypeError, match="conv2d: params must be a mapping"):
+        oracle.conv2d(**{k: v for k, v in args.items() if k not in ("out", "params")},
+                      params=values, out_h=3, out_w=3)
+
+
+def test_tap_offsets_reads_the_window_fields():
+    # 3x3 taps over a 4x4x2 image, stride 2, padding 1 at the top/left: output pixel (0, 0)'s
+    # first row of taps lies in the padding; the table is the same for conv2d's mapping
+    # whatever its other fields say.
+    params = conv2d_params(2, 2, 1, 1, 1, 1, 1, 0)
+    table = _conv.tap_offsets((4, 4, 2), (2, 2), (3, 3), params)
+    assert table.shape == (4, 9, 1)
+    assert table[0, :, 0].tolist() == [-1, -1, -1, -1, 0, 2, -1, 8, 10]
+    other = dict(params, groups=2, pad_value=5, out_zp=-3, act_min=0, act_max=9)
+    np.testing.assert_array_equal(_conv.tap_offsets((4, 4, 2), (2, 2), (3, 3), other), table)
+    with pytest.raises(ValueError, match="dilation_w"):
+        _conv.tap_offsets((4, 4, 2), (2, 2), (3, 3), dict(params, dilation_w=0))

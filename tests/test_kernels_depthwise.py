@@ -20,7 +20,7 @@ import fixnet._kernels
 from fixnet._kernels import _conv
 from kernel_builds import build_params
 from strategies import int8_array
-from test_kernels_conv import random_bias, requant_params
+from test_kernels_conv import depthwise_params, random_bias, requant_params
 
 
 @pytest.fixture(scope="module", params=build_params(), autouse=True)
@@ -55,10 +55,11 @@ def make_case(seed, n, h, w_, c, mult, kh, kw, stride, dilation, padding, shift_
     x = int8_array(rng, (n, h, w_, c))
     w = int8_array(rng, (kh, kw, c * mult), *w_range)
     bias = random_bias(rng, c * mult, False)
-    params = (stride, stride, dilation, dilation, pt, pl, mult, zp_in)
-    acc = oracle.depthwise_conv2d_accumulators(x, w, bias, *params, out_h=oh, out_w=ow)
+    params = depthwise_params(stride, stride, dilation, dilation, pt, pl, mult, zp_in, zp_out,
+                              *bounds)
+    acc = oracle.depthwise_conv2d_accumulators(x, w, bias, params, out_h=oh, out_w=ow)
     m0, shift = requant_params(rng, c * mult, shift_range, acc)
-    args = (x, w, bias, m0, shift, *params, zp_out, *bounds)
+    args = (x, w, bias, m0, shift, params)
     return args, (n, oh, ow, c * mult)
 
 
@@ -160,7 +161,7 @@ def test_wrapping_accumulators():
     w = np.full((3, 3, 17), -127, np.int8)
     bias = np.full(17, 2 ** 31 - 1 - 4 * 16256, np.int32)
     m0, shift = np.full(17, 2 ** 30, np.int32), np.full(17, -20, np.int32)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 0, 0, 1, 0, 0, -128, 127)
+    args = (x, w, bias, m0, shift, depthwise_params(1, 1, 1, 1, 0, 0, 1, 0))
     check_all(args, (1, 1, 1, 17))
 
 

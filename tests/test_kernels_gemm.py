@@ -69,6 +69,12 @@ def conv_cases(draw):
                 wide_bias=draw(st.booleans()))
 
 
+def conv2d_params(*values):
+    """conv2d's params mapping from its 11 values in CONV2D_PARAMS order."""
+    assert len(values) == len(oracle.CONV2D_PARAMS)
+    return dict(zip(oracle.CONV2D_PARAMS, values))
+
+
 def make_args(c):
     """Arrays and parameters of one case: (args of conv2d without out, out_h, out_w)."""
     rng = np.random.default_rng(c["seed"])
@@ -84,8 +90,9 @@ def make_args(c):
     left = rng.integers(0, 6, c["cout"], endpoint=True)
     shift = {"right": right, "left": left,
              "mixed": np.where(rng.random(c["cout"]) < 0.5, left, right)}[c["shifts"]]
-    params = (sh, sw, dh, dw, pt, pl, c["groups"], c["pad_value"], c["out_zp"], *c["bounds"])
-    return (x, w, bias, m0, shift.astype(np.int32)) + params, oh, ow
+    params = conv2d_params(sh, sw, dh, dw, pt, pl, c["groups"], c["pad_value"], c["out_zp"],
+                           *c["bounds"])
+    return (x, w, bias, m0, shift.astype(np.int32), params), oh, ow
 
 
 def run(conv, args, oh, ow, **kw):
@@ -112,7 +119,7 @@ def test_extreme_products_in_every_lane(conv, x_value, w_value):
     bias = np.arange(19, dtype=np.int32) * 1000 - 9000
     m0 = np.full(19, 2 ** 30 + 12345, np.int32)
     shift = np.full(19, -16, np.int32)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 2, 2, 1, x_value, 0, -128, 127)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 2, 2, 1, x_value, 0, -128, 127))
     want = oracle.conv2d(*args, out_h=6, out_w=7)
     for scalar in (True, False):
         np.testing.assert_array_equal(run(conv, args, 6, 7, scalar=scalar), want)
@@ -127,7 +134,7 @@ def test_task_ranges_are_independent(conv):
     bias = rng.integers(-5000, 5000, 37).astype(np.int32)
     m0 = rng.integers(2 ** 30, 2 ** 31, 37).astype(np.int32)
     shift = np.full(37, -12, np.int32)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 1, 1, 1, -1, 2, -128, 127)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 1, 1, 1, -1, 2, -128, 127))
     want = oracle.conv2d(*args, out_h=13, out_w=11)
     out = np.zeros((3, 13, 11, 37), np.int8)
     call = conv.Conv2dCall(*args, out)
@@ -192,7 +199,8 @@ def test_patch_mode_for_few_input_channels(conv, kernel, cin, stride):
     pads = ((kh - 1) // 2, (kw - 1) // 2)
     oh = out_size(11, kh, stride, 1, pads[0], kh - 1 - pads[0])
     ow = out_size(13, kw, stride, 1, pads[1], kw - 1 - pads[1])
-    args = (x, w, bias, m0, shift, stride, stride, 1, 1, *pads, 1, -7, 3, -100, 127)
+    args = (x, w, bias, m0, shift,
+            conv2d_params(stride, stride, 1, 1, *pads, 1, -7, 3, -100, 127))
     want = oracle.conv2d(*args, out_h=oh, out_w=ow)
     for scalar in (True, False):
         np.testing.assert_array_equal(run(conv, args, oh, ow, scalar=scalar, packed=packed), want)
@@ -212,7 +220,7 @@ def test_never_reads_past_the_input(conv, cin):
     shift = np.full(9, -6, np.int32)
     for pads in ((1, 1), (0, 0)):
         oh, ow = (4, 5) if pads == (1, 1) else (2, 3)
-        args = (x, w, bias, m0, shift, 1, 1, 1, 1, *pads, 1, 0, 0, -128, 127)
+        args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, *pads, 1, 0, 0, -128, 127))
         want = oracle.conv2d(*args, out_h=oh, out_w=ow)
         for scalar in (True, False):
             np.testing.assert_array_equal(run(conv, args, oh, ow, scalar=scalar), want)
@@ -226,7 +234,7 @@ def test_packed_weights_are_checked_and_reused(conv):
     bias = rng.integers(-99, 99, 10).astype(np.int32)
     m0 = np.full(10, 2 ** 30, np.int32)
     shift = np.full(10, -8, np.int32)
-    args = (x, w, bias, m0, shift, 1, 1, 1, 1, 1, 1, 1, 0, 0, -128, 127)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 1, 1, 1, 0, 0, -128, 127))
     packed = conv.pack_conv_weights(w, bias)
     assert packed.source_w is w and packed.source_bias is bias
     assert not packed.data.flags.writeable
@@ -286,8 +294,9 @@ def _edge_case(rng, n, h, w, cin, cout, kernel, groups, shift, bias_bound=2 ** 2
     shift = np.broadcast_to(np.asarray(shift, np.int32), (cout,)).copy()
     oh = out_size(h, kh, 1, 1, pads[0], kh - 1 - pads[0])
     ow = out_size(w, kw, 1, 1, pads[1], kw - 1 - pads[1])
-    args = (x, wt, bias, m0, shift, 1, 1, 1, 1, *pads, groups, int(rng.integers(-128, 128)),
-            int(rng.integers(-128, 128)), -128, 127)
+    args = (x, wt, bias, m0, shift,
+            conv2d_params(1, 1, 1, 1, *pads, groups, int(rng.integers(-128, 128)),
+                          int(rng.integers(-128, 128)), -128, 127))
     return args, oh, ow
 
 

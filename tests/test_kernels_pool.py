@@ -1,7 +1,8 @@
 """Pooling, binary elementwise and layout kernels (_pool, _binary, _layout) are bit-exact with
 fixnet.oracle on random shapes, windows, zero points, multipliers and clamp bounds; the
 oracle itself is checked against independent definitions (naive loops, exact fractions, real
-arithmetic, np.pad, np.concatenate); every kernel rejects bad arguments with ValueError.
+arithmetic, np.pad, np.concatenate); every kernel rejects bad arguments with ValueError, and
+a params mapping without one of its struct's keys or with an unknown key.
 
 Hypothesis draws shapes, parameters and a seed; NumPy fills the arrays from the seed (with the
 int8 extremes mixed in), which keeps the examples fast while hypothesis still shrinks shapes.
@@ -40,6 +41,19 @@ channels = st.one_of(st.just(1), st.integers(1, 40))
 multipliers = st.one_of(st.just(0), st.just(2 ** 30), st.integers(2 ** 30, 2 ** 31 - 1))
 
 
+def pool_params(*values):
+    """The pooling params mapping from its values in POOL_PARAMS order (pool_h, pool_w,
+    stride_h, stride_w, pad_top, pad_left)."""
+    assert len(values) == len(oracle.POOL_PARAMS)
+    return dict(zip(oracle.POOL_PARAMS, values))
+
+
+def pad_params(*values):
+    """pad_nhwc's params mapping from (top, bottom, left, right, value)."""
+    assert len(values) == len(oracle.PAD_PARAMS)
+    return dict(zip(oracle.PAD_PARAMS, values))
+
+
 # ---- pooling -------------------------------------------------------------------------------
 
 @st.composite
@@ -60,19 +74,19 @@ def pool_axis(draw, length):
 
 @st.composite
 def pool_geometry(draw, max_hw=12):
-    """(H, W, (pool_h, pool_w, stride_h, stride_w, pad_top, pad_left), OH, OW); sometimes
-    global pooling (pool = (H, W), stride 1, no padding, 1 x 1 output)."""
+    """(H, W, params (pool_params), OH, OW); sometimes global pooling (pool = (H, W),
+    stride 1, no padding, 1 x 1 output)."""
     h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
     if draw(st.integers(0, 9)) == 0:
-        return h, w, (h, w, 1, 1, 0, 0), 1, 1
+        return h, w, pool_params(h, w, 1, 1, 0, 0), 1, 1
     ph, sh, pt, oh = draw(pool_axis(h))
     pw, sw, pl, ow = draw(pool_axis(w))
-    return h, w, (ph, pw, sh, sw, pt, pl), oh, ow
+    return h, w, pool_params(ph, pw, sh, sw, pt, pl), oh, ow
 
 
 def run_pool(kernel, x, params, oh, ow):
     out = np.full((x.shape[0], oh, ow, x.shape[3]), 99, np.int8)
-    assert getattr(_pool, kernel)(x, *params, out) is None
+    assert getattr(_pool, kernel)(x, params, out) is None
     return out
 
 
@@ -82,7 +96,7 @@ def test_max_pool2d_matches_oracle(seed, n, c, geometry):
     h, w, params, oh, ow = geometry
     x = int8_array(np.random.default_rng(seed), (n, h, w, c))
     np.testing.assert_array_equal(run_pool("max_pool2d", x, params, oh, ow),
-                                  oracle.max_pool2d(x, *params, out_h=oh, out_w=ow))
+                                  oracle.max_pool2d(x, params, out_h=oh, out_w=ow))
 
 
 @SETTINGS
@@ -92,12 +106,13 @@ def test_avg_pool2d_matches_oracle(seed, n, c, geometry, narrow):
     # Narrow values make exact halves (the rounding ties) common.
     x = int8_array(np.random.default_rng(seed), (n, h, w, c), *((-3, 3) if narrow else ()))
     np.testing.assert_array_equal(run_pool("avg_pool2d", x, params, oh, ow),
-                                  oracle.avg_pool2d(x, *params, out_h=oh, out_w=ow))
+                                  oracle.avg_pool2d(x, params, out_h=oh, out_w=ow))
 
 
 def in_bounds_windows(h, w, params, oh_count, ow_count):
     """Naive: for each output (oh, ow), the list of in-bounds (row, col) of its window."""
-    ph, pw, sh, sw, pt, pl = params
+    ph, pw, sh, sw, pt, pl = (params[k] for k in ("pool_h", "pool_w", "stride_h", "stride_w",
+                                                  "pad_top", "pad_left"))
     return {(oh, ow): [(r, q) for r in range(oh * sh - pt, oh * sh - pt + ph)
                        for q in range(ow * sw - pl, ow * sw - pl + pw)
                        if 0 <= r < h and 0 <= q < w]
@@ -115,7 +130,7 @@ def test_max_pool2d_oracle_is_max_over_in_bounds_elements(seed, n, c, geometry):
         for b in range(n):
             for ch in range(c):
                 expected[b, i, j, ch] = max(int(x[b, r, q, ch]) for r, q in cells)
-    np.testing.assert_array_equal(oracle.max_pool2d(x, *params, out_h=oh, out_w=ow), expected)
+    np.testing.assert_array_equal(oracle.max_pool2d(x, params, out_h=oh, out_w=ow), expected)
 
 
 def round_half_away(f):
@@ -135,25 +150,25 @@ def test_avg_pool2d_oracle_is_rounded_exact_mean(seed, n, c, geometry, narrow):
             for ch in range(c):
                 mean = Fraction(sum(int(x[b, r, q, ch]) for r, q in cells), len(cells))
                 expected[b, i, j, ch] = round_half_away(mean)
-    np.testing.assert_array_equal(oracle.avg_pool2d(x, *params, out_h=oh, out_w=ow), expected)
+    np.testing.assert_array_equal(oracle.avg_pool2d(x, params, out_h=oh, out_w=ow), expected)
 
 
 def test_avg_pool2d_rounds_ties_away_from_zero():
     # 1 x 2 windows of (a, b): means 1.5, -1.5, 0.5, -0.5, 127, -128, 126.5, -127.5
     pairs = [(1, 2), (-1, -2), (-1, 2), (1, -2), (127, 127), (-128, -128), (126, 127), (-127, -128)]
     x = np.array(pairs, np.int8).reshape(1, 1, 2 * len(pairs), 1)
-    params = (1, 2, 1, 2, 0, 0)
+    params = pool_params(1, 2, 1, 2, 0, 0)
     expected = [2, -2, 1, -1, 127, -128, 127, -128]
     out = run_pool("avg_pool2d", x, params, 1, len(pairs))
     assert out.ravel().tolist() == expected
-    assert oracle.avg_pool2d(x, *params, out_h=1, out_w=len(pairs)).ravel().tolist() == expected
+    assert oracle.avg_pool2d(x, params, out_h=1, out_w=len(pairs)).ravel().tolist() == expected
 
 
 def test_padding_never_wins_and_is_not_counted():
     # All values negative: a zero from padding would win a max and shrink a mean.
     x = np.full((1, 2, 2, 3), -100, np.int8)
     x[0, 0, 0] = -7
-    params = (3, 3, 1, 1, 1, 1)  # 3 x 3 "same" windows over a 2 x 2 input
+    params = pool_params(3, 3, 1, 1, 1, 1)  # 3 x 3 "same" windows over a 2 x 2 input
     assert (run_pool("max_pool2d", x, params, 2, 2) == -7).all()
     avg = run_pool("avg_pool2d", x, params, 2, 2)
     assert (avg == round_half_away(Fraction(-7 - 3 * 100, 4))).all()  # every window: 4 cells
@@ -163,7 +178,7 @@ def test_padding_never_wins_and_is_not_counted():
 @given(seeds, batch, channels, st.integers(1, 12), st.integers(1, 12))
 def test_global_pooling(seed, n, c, h, w):
     x = int8_array(np.random.default_rng(seed), (n, h, w, c))
-    params = (h, w, 1, 1, 0, 0)
+    params = pool_params(h, w, 1, 1, 0, 0)
     np.testing.assert_array_equal(run_pool("max_pool2d", x, params, 1, 1)[:, 0, 0],
                                   x.max(axis=(1, 2), initial=-128))
     s = x.astype(np.int64).sum(axis=(1, 2))
@@ -178,15 +193,16 @@ def test_pool_call_object_rereads_its_input(kernel, call_class):
     rng = np.random.default_rng(1)
     x = int8_array(rng, (2, 9, 7, 19))
     x.setflags(write=False)  # kernels take read-only inputs
-    params = (3, 2, 2, 2, 1, 0)
+    params = pool_params(3, 2, 2, 2, 1, 0)
     out = np.empty((2, 5, 3, 19), np.int8)
-    call = call_class(x, *params, out)
+    call = call_class(x, params, out)
+    assert call.params == params    # the struct it filled, given back as a dict
     for _ in range(3):
         x.setflags(write=True)
         x[...] = int8_array(rng, x.shape)
         x.setflags(write=False)
         assert call() is None
-        np.testing.assert_array_equal(out, getattr(oracle, kernel)(x, *params, out_h=5, out_w=3))
+        np.testing.assert_array_equal(out, getattr(oracle, kernel)(x, params, out_h=5, out_w=3))
 
 
 def test_pool_large_enough_to_release_the_gil():
@@ -196,27 +212,29 @@ def test_pool_large_enough_to_release_the_gil():
     from gil_probe import gil_released_by
     rng = np.random.default_rng(2)
     x = int8_array(rng, (3, 30, 30, 40))
-    params = (3, 3, 1, 1, 1, 1)
+    params = pool_params(3, 3, 1, 1, 1, 1)
     calls = {"max_pool2d": _pool.MaxPool2dCall, "avg_pool2d": _pool.AvgPool2dCall}
     for kernel, make in calls.items():
         np.testing.assert_array_equal(run_pool(kernel, x, params, 30, 30),
-                                      getattr(oracle, kernel)(x, *params, out_h=30, out_w=30))
+                                      getattr(oracle, kernel)(x, params, out_h=30, out_w=30))
         out = np.zeros((3, 30, 30, 40), np.int8)
-        call = make(x, *params, out)
+        call = make(x, params, out)
 
         def repeat():
             end = time.perf_counter() + 0.02
             while time.perf_counter() < end:
                 call()
         assert gil_released_by(repeat) > 0, f"{kernel} held the GIL"
-        np.testing.assert_array_equal(out, getattr(oracle, kernel)(x, *params, out_h=30, out_w=30))
+        np.testing.assert_array_equal(out, getattr(oracle, kernel)(x, params, out_h=30, out_w=30))
 
 
 def pool_args(**changes):
-    args = dict(x=np.zeros((2, 5, 6, 3), np.int8), pool_h=2, pool_w=3, stride_h=2,
-                stride_w=3, pad_top=1, pad_left=0, out=np.zeros((2, 3, 2, 3), np.int8))
-    args.update(changes)
-    return args
+    """Valid pooling arguments (x, params, out) with `changes` to the arrays or to fields of
+    params."""
+    params = pool_params(2, 3, 2, 3, 1, 0)
+    params.update((k, v) for k, v in changes.items() if k in params)
+    return dict(x=changes.get("x", np.zeros((2, 5, 6, 3), np.int8)), params=params,
+                out=changes.get("out", np.zeros((2, 3, 2, 3), np.int8)))
 
 
 @pytest.mark.parametrize("kernel", ["max_pool2d", "avg_pool2d"])
@@ -264,19 +282,19 @@ def test_pool_accepts_empty_outputs_and_batches(kernel, changes):
 def test_pool_oracle_rejects_empty_windows():
     x = np.zeros((1, 5, 6, 3), np.int8)
     with pytest.raises(ValueError, match="pad_top"):
-        oracle.max_pool2d(x, 2, 3, 2, 3, 2, 0, out_h=3, out_w=2)
+        oracle.max_pool2d(x, pool_params(2, 3, 2, 3, 2, 0), out_h=3, out_w=2)
     with pytest.raises(ValueError, match="out_h"):
-        oracle.avg_pool2d(x, 2, 3, 2, 3, 1, 0, out_h=4, out_w=2)
+        oracle.avg_pool2d(x, pool_params(2, 3, 2, 3, 1, 0), out_h=4, out_w=2)
 
 
 def test_avg_pool2d_rejects_windows_whose_sum_could_wrap():
     x, out = np.zeros((1, 4, 4, 1), np.int8), np.zeros((1, 1, 1, 1), np.int8)
-    _pool.avg_pool2d(x, 4096, 4095, 1, 1, 0, 0, out)  # 4096 * 4095 * 128 < 2^31
+    _pool.avg_pool2d(x, pool_params(4096, 4095, 1, 1, 0, 0), out)  # 4096 * 4095 * 128 < 2^31
     with pytest.raises(ValueError, match="pool_h \\* pool_w"):
-        _pool.avg_pool2d(x, 4096, 4096, 1, 1, 0, 0, out)
+        _pool.avg_pool2d(x, pool_params(4096, 4096, 1, 1, 0, 0), out)
     with pytest.raises(ValueError, match="pool_h \\* pool_w"):
-        oracle.avg_pool2d(x, 4096, 4096, 1, 1, 0, 0, out_h=1, out_w=1)
-    _pool.max_pool2d(x, 4096, 4096, 1, 1, 0, 0, out)  # max pooling sums nothing
+        oracle.avg_pool2d(x, pool_params(4096, 4096, 1, 1, 0, 0), out_h=1, out_w=1)
+    _pool.max_pool2d(x, pool_params(4096, 4096, 1, 1, 0, 0), out)  # max pooling sums nothing
 
 
 # ---- binary elementwise --------------------------------------------------------------------
@@ -287,8 +305,8 @@ sizes = st.one_of(st.just(0), st.just(1), st.integers(0, 300), st.just(5000), st
 
 @st.composite
 def add_params(draw):
-    """add's parameters after x, y: realistic (TFLite's recipe from real scales) or arbitrary
-    valid ones (saturating left shifts, wrapping sums)."""
+    """add's params mapping: realistic (TFLite's recipe from real scales) or arbitrary valid
+    ones (saturating left shifts, wrapping sums)."""
     x_zp, y_zp, out_zp = draw(zero_points), draw(zero_points), draw(zero_points)
     if draw(st.booleans()):
         left_shift = 20
@@ -304,13 +322,21 @@ def add_params(draw):
             x_zp = y_zp = 0
         x_m0, y_m0, out_m0 = draw(multipliers), draw(multipliers), draw(multipliers)
         x_shift, y_shift, out_shift = (draw(st.integers(-31, 30)) for _ in range(3))
-    return (x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0, out_shift, out_zp,
-            *draw(clamp_bounds()), draw(st.sampled_from([0, 1])))
+    return binary_params("add", x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0,
+                         out_shift, out_zp, *draw(clamp_bounds()), draw(st.sampled_from([0, 1])))
 
 
-def run_binary(kernel, x, y, *params):
+def binary_params(kernel, *values):
+    """The params mapping of add, mul or maximum from its values in the order of
+    ADD_PARAMS, MUL_PARAMS or MAXIMUM_PARAMS."""
+    names = getattr(oracle, kernel.upper() + "_PARAMS")
+    assert len(values) == len(names)
+    return dict(zip(names, values))
+
+
+def run_binary(kernel, x, y, params):
     out = np.full(x.shape, 99, np.int8)
-    assert getattr(_binary, kernel)(x, y, *params, out) is None
+    assert getattr(_binary, kernel)(x, y, params, out) is None
     return out
 
 
@@ -319,7 +345,7 @@ def run_binary(kernel, x, y, *params):
 def test_add_matches_oracle(seed, size, params):
     rng = np.random.default_rng(seed)
     x, y = int8_array(rng, size), int8_array(rng, size)
-    np.testing.assert_array_equal(run_binary("add", x, y, *params), oracle.add(x, y, *params))
+    np.testing.assert_array_equal(run_binary("add", x, y, params), oracle.add(x, y, params))
 
 
 def every_pair():
@@ -334,11 +360,11 @@ def test_add_on_every_pair_both_paths(params):
     # 65536 elements: the kernel uses its table of all 256 x 256 results; in chunks of 256
     # it computes them directly. Both agree with the oracle on every input pair.
     x, y = every_pair()
-    assert _binary.AddCall(x, y, *params, np.empty_like(x)).uses_pair_table
-    assert not _binary.AddCall(x[:256], y[:256], *params, np.empty(256, np.int8)).uses_pair_table
-    expected = oracle.add(x, y, *params)
-    np.testing.assert_array_equal(run_binary("add", x, y, *params), expected)
-    chunks = [run_binary("add", x[i:i + 256], y[i:i + 256], *params) for i in range(0, 65536, 256)]
+    assert _binary.AddCall(x, y, params, np.empty_like(x)).uses_pair_table
+    assert not _binary.AddCall(x[:256], y[:256], params, np.empty(256, np.int8)).uses_pair_table
+    expected = oracle.add(x, y, params)
+    np.testing.assert_array_equal(run_binary("add", x, y, params), expected)
+    chunks = [run_binary("add", x[i:i + 256], y[i:i + 256], params) for i in range(0, 65536, 256)]
     np.testing.assert_array_equal(np.concatenate(chunks), expected)
 
 
@@ -347,10 +373,11 @@ def test_add_intermediate_wraps_like_the_oracle():
     # and wraps modulo 2^32 in both the kernel and the oracle; add_accumulators shows it.
     x = np.array([127, -128, 127, -128, 0], np.int8)
     y = np.array([127, -128, -128, 127, 0], np.int8)
-    params = (0, 2 ** 31 - 1, 30, 0, 2 ** 31 - 1, 30, 0, 2 ** 30, -20, 0, -128, 127, 0)
-    r = oracle.add_accumulators(x, y, 0, 2 ** 31 - 1, 30, 0, 2 ** 31 - 1, 30, 0, 0)
+    params = binary_params("add", 0, 2 ** 31 - 1, 30, 0, 2 ** 31 - 1, 30, 0, 2 ** 30, -20, 0,
+                           -128, 127, 0)
+    r = oracle.add_accumulators(x, y, params)
     assert r.max() > 2 ** 31 - 1 and r.min() < -(2 ** 31)
-    np.testing.assert_array_equal(run_binary("add", x, y, *params), oracle.add(x, y, *params))
+    np.testing.assert_array_equal(run_binary("add", x, y, params), oracle.add(x, y, params))
 
 
 @SETTINGS
@@ -371,8 +398,8 @@ def test_add_oracle_approximates_the_real_sum(seed, size, x_zp, y_zp, out_zp, x_
         assert (x_m0, x_shift) == (y_m0, y_shift) == (2 ** 30, 0)
     rng = np.random.default_rng(seed)
     x, y = int8_array(rng, size), int8_array(rng, size)
-    out = oracle.add(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, 20, out_m0, out_shift,
-                     out_zp, -128, 127, int(subtract))
+    out = oracle.add(x, y, binary_params("add", x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, 20,
+                                         out_m0, out_shift, out_zp, -128, 127, int(subtract)))
     real_x = x_scale * (x.astype(np.float64) - x_zp)
     real_y = y_scale * (y.astype(np.float64) - y_zp)
     real = real_x - real_y if subtract else real_x + real_y
@@ -388,8 +415,8 @@ def test_add_oracle_approximates_the_real_sum(seed, size, x_zp, y_zp, out_zp, x_
 def test_mul_matches_oracle(seed, size, x_zp, y_zp, m0, shift, out_zp, bounds):
     rng = np.random.default_rng(seed)
     x, y = int8_array(rng, size), int8_array(rng, size)
-    params = (x_zp, y_zp, m0, shift, out_zp, *bounds)
-    np.testing.assert_array_equal(run_binary("mul", x, y, *params), oracle.mul(x, y, *params))
+    params = binary_params("mul", x_zp, y_zp, m0, shift, out_zp, *bounds)
+    np.testing.assert_array_equal(run_binary("mul", x, y, params), oracle.mul(x, y, params))
 
 
 @settings(max_examples=25, deadline=None)
@@ -397,11 +424,11 @@ def test_mul_matches_oracle(seed, size, x_zp, y_zp, m0, shift, out_zp, bounds):
        st.one_of(st.integers(-31, 30), st.integers(-16, -6)), zero_points, clamp_bounds())
 def test_mul_on_every_pair_both_paths(x_zp, y_zp, m0, shift, out_zp, bounds):
     x, y = every_pair()
-    params = (x_zp, y_zp, m0, shift, out_zp, *bounds)
-    assert _binary.MulCall(x, y, *params, np.empty_like(x)).uses_pair_table
-    expected = oracle.mul(x, y, *params)
-    np.testing.assert_array_equal(run_binary("mul", x, y, *params), expected)
-    chunks = [run_binary("mul", x[i:i + 256], y[i:i + 256], *params) for i in range(0, 65536, 256)]
+    params = binary_params("mul", x_zp, y_zp, m0, shift, out_zp, *bounds)
+    assert _binary.MulCall(x, y, params, np.empty_like(x)).uses_pair_table
+    expected = oracle.mul(x, y, params)
+    np.testing.assert_array_equal(run_binary("mul", x, y, params), expected)
+    chunks = [run_binary("mul", x[i:i + 256], y[i:i + 256], params) for i in range(0, 65536, 256)]
     np.testing.assert_array_equal(np.concatenate(chunks), expected)
 
 
@@ -414,7 +441,7 @@ def test_mul_oracle_approximates_the_real_product(seed, size, x_zp, y_zp, out_zp
     m0, shift = oracle.quantize_multiplier(x_scale * y_scale / out_scale)
     rng = np.random.default_rng(seed)
     x, y = int8_array(rng, size), int8_array(rng, size)
-    out = oracle.mul(x, y, x_zp, y_zp, m0, shift, out_zp, -128, 127)
+    out = oracle.mul(x, y, binary_params("mul", x_zp, y_zp, m0, shift, out_zp, -128, 127))
     real = x_scale * (x.astype(np.float64) - x_zp) * y_scale * (y.astype(np.float64) - y_zp)
     error = np.abs(out - np.clip(out_zp + real / out_scale, -128, 127))
     assert error.max() <= 1.0
@@ -427,7 +454,7 @@ def test_mul_oracle_approximates_the_real_product(seed, size, x_zp, y_zp, out_zp
 
 @st.composite
 def maximum_params(draw):
-    """maximum's parameters after x, y: from real scales (factors 1/4 .. 4), or arbitrary."""
+    """maximum's params mapping: from real scales (factors 1/4 .. 4), or arbitrary."""
     x_zp, y_zp, out_zp = draw(zero_points), draw(zero_points), draw(zero_points)
     if draw(st.booleans()):
         x_m0, x_shift = oracle.quantize_multiplier(draw(st.floats(0.25, 4.0)))
@@ -435,8 +462,8 @@ def maximum_params(draw):
     else:
         x_m0, y_m0 = draw(multipliers), draw(multipliers)
         x_shift, y_shift = draw(st.integers(-31, 30)), draw(st.integers(-31, 30))
-    return (x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp, *draw(clamp_bounds()),
-            draw(st.sampled_from([0, 1])))
+    return binary_params("maximum", x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp,
+                         *draw(clamp_bounds()), draw(st.sampled_from([0, 1])))
 
 
 @SETTINGS
@@ -444,8 +471,8 @@ def maximum_params(draw):
 def test_maximum_matches_oracle(seed, size, params):
     rng = np.random.default_rng(seed)
     x, y = int8_array(rng, size), int8_array(rng, size)
-    np.testing.assert_array_equal(run_binary("maximum", x, y, *params),
-                                  oracle.maximum(x, y, *params))
+    np.testing.assert_array_equal(run_binary("maximum", x, y, params),
+                                  oracle.maximum(x, y, params))
 
 
 @pytest.mark.parametrize("take_min", [0, 1])
@@ -453,104 +480,112 @@ def test_maximum_in_one_quantization_is_numpy_max(take_min):
     # Factor 1 (m0 = 2^30, shift 1) and one zero point everywhere: plain max / min, clamped.
     x = np.repeat(np.arange(-128, 128), 256).astype(np.int8)
     y = np.tile(np.arange(-128, 128), 256).astype(np.int8)
-    params = (9, 2 ** 30, 1, 9, 2 ** 30, 1, 9, -20, 100, take_min)
+    params = binary_params("maximum", 9, 2 ** 30, 1, 9, 2 ** 30, 1, 9, -20, 100, take_min)
     expected = np.clip((np.minimum if take_min else np.maximum)(x, y), -20, 100)
-    np.testing.assert_array_equal(oracle.maximum(x, y, *params), expected)
-    np.testing.assert_array_equal(run_binary("maximum", x, y, *params), expected)
+    np.testing.assert_array_equal(oracle.maximum(x, y, params), expected)
+    np.testing.assert_array_equal(run_binary("maximum", x, y, params), expected)
 
 
 @pytest.mark.parametrize("size", [700, 70000])  # 70000: add and mul use their pair tables
 def test_binary_call_objects_reread_their_inputs(size):
     rng = np.random.default_rng(3)
     x, y, out = int8_array(rng, size), int8_array(rng, size), np.empty(size, np.int8)
-    add_p = (3, 2 ** 30 + 7, -1, -5, 2 ** 30 + 9, -2, 20, 1500000000, -18, 4, -128, 127, 1)
-    mul_p = (3, -7, 1500000000, -8, 4, -100, 127)
-    max_p = (3, 2 ** 30 + 5, 1, -7, 2 ** 30 + 99, -2, 4, -100, 100, 0)
-    calls = [(_binary.AddCall(x, y, *add_p, out), oracle.add, add_p),
-             (_binary.MulCall(x, y, *mul_p, out), oracle.mul, mul_p),
-             (_binary.MaximumCall(x, y, *max_p, out), oracle.maximum, max_p)]
+    add_p = binary_params("add", 3, 2 ** 30 + 7, -1, -5, 2 ** 30 + 9, -2, 20, 1500000000, -18,
+                          4, -128, 127, 1)
+    mul_p = binary_params("mul", 3, -7, 1500000000, -8, 4, -100, 127)
+    max_p = binary_params("maximum", 3, 2 ** 30 + 5, 1, -7, 2 ** 30 + 99, -2, 4, -100, 100, 0)
+    calls = [(_binary.AddCall(x, y, add_p, out), oracle.add, add_p),
+             (_binary.MulCall(x, y, mul_p, out), oracle.mul, mul_p),
+             (_binary.MaximumCall(x, y, max_p, out), oracle.maximum, max_p)]
+    for call, _, params in calls:
+        assert call.params == params    # the struct it filled, given back as a dict
     for _ in range(2):
         x[:], y[:] = int8_array(rng, size), int8_array(rng, size)
         for call, reference, params in calls:
             assert call() is None
-            np.testing.assert_array_equal(out, reference(x, y, *params))
+            np.testing.assert_array_equal(out, reference(x, y, params))
 
 
 def i8(*shape):
     return np.zeros(shape, np.int8)
 
 
-ADD = (0, 2 ** 30, 0, 0, 2 ** 30, 0, 20, 2 ** 30, -20, 0, -128, 127, 0)
-MUL = (0, 0, 2 ** 30, -8, 0, -128, 127)
-MAX = (0, 2 ** 30, 1, 0, 2 ** 30, 1, 0, -128, 127, 0)
+ADD = binary_params("add", 0, 2 ** 30, 0, 0, 2 ** 30, 0, 20, 2 ** 30, -20, 0, -128, 127, 0)
+MUL = binary_params("mul", 0, 0, 2 ** 30, -8, 0, -128, 127)
+MAX = binary_params("maximum", 0, 2 ** 30, 1, 0, 2 ** 30, 1, 0, -128, 127, 0)
 
 
-def with_param(params, index, value):
-    return params[:index] + (value,) + params[index + 1:]
+def with_param(params, name, value):
+    """A copy of the mapping params with field `name` set to value."""
+    assert name in params
+    return dict(params, **{name: value})
 
 
-@pytest.mark.parametrize("kernel, params, index, value, match", [
-    ("add", ADD, 0, 128, "x_zp"),
-    ("add", ADD, 1, 2 ** 29, "x_m0"),
-    ("add", ADD, 2, 31, "x_shift"),
-    ("add", ADD, 3, -129, "y_zp"),
-    ("add", ADD, 4, -5, "y_m0"),
-    ("add", ADD, 5, -32, "y_shift"),
-    ("add", ADD, 6, 25, "left_shift"),
-    ("add", ADD, 6, -1, "left_shift"),
-    ("add", with_param(ADD, 0, 1), 6, 24, "left_shift = 24 with x_zp = 1"),
-    ("add", with_param(ADD, 3, -1), 6, 24, "left_shift = 24 with y_zp = -1"),
-    ("add", ADD, 7, 12345, "out_m0"),
-    ("add", ADD, 8, 31, "out_shift"),
-    ("add", ADD, 9, 128, "out_zp"),
-    ("add", with_param(ADD, 11, 5), 10, 10, "act_min"),    # act_min > act_max
-    ("add", ADD, 11, 128, "act_max"),
-    ("add", ADD, 12, 2, "subtract"),
-    ("mul", MUL, 0, 200, "x_zp"),
-    ("mul", MUL, 1, -200, "y_zp"),
-    ("mul", MUL, 2, 7, "m0"),
-    ("mul", MUL, 3, 31, "shift"),
-    ("mul", MUL, 4, -129, "out_zp"),
-    ("mul", MUL, 5, -129, "act_min"),
-    ("maximum", MAX, 0, 128, "x_zp"),
-    ("maximum", MAX, 1, 1, "x_m0"),
-    ("maximum", MAX, 2, -40, "x_shift"),
-    ("maximum", MAX, 3, 300, "y_zp"),
-    ("maximum", MAX, 4, 2 ** 30 - 1, "y_m0"),
-    ("maximum", MAX, 5, 31, "y_shift"),
-    ("maximum", MAX, 6, 128, "out_zp"),
-    ("maximum", MAX, 8, -200, "act_max"),
-    ("maximum", MAX, 9, -1, "take_min"),
+@pytest.mark.parametrize("kernel, params, name, value, match", [
+    ("add", ADD, "x_zp", 128, "x_zp"),
+    ("add", ADD, "x_m0", 2 ** 29, "x_m0"),
+    ("add", ADD, "x_shift", 31, "x_shift"),
+    ("add", ADD, "y_zp", -129, "y_zp"),
+    ("add", ADD, "y_m0", -5, "y_m0"),
+    ("add", ADD, "y_shift", -32, "y_shift"),
+    ("add", ADD, "left_shift", 25, "left_shift"),
+    ("add", ADD, "left_shift", -1, "left_shift"),
+    ("add", with_param(ADD, "x_zp", 1), "left_shift", 24, "left_shift = 24 with x_zp = 1"),
+    ("add", with_param(ADD, "y_zp", -1), "left_shift", 24, "left_shift = 24 with y_zp = -1"),
+    ("add", ADD, "out_m0", 12345, "out_m0"),
+    ("add", ADD, "out_shift", 31, "out_shift"),
+    ("add", ADD, "out_zp", 128, "out_zp"),
+    ("add", with_param(ADD, "act_max", 5), "act_min", 10, "act_min"),    # act_min > act_max
+    ("add", ADD, "act_max", 128, "act_max"),
+    ("add", ADD, "subtract", 2, "subtract"),
+    ("mul", MUL, "x_zp", 200, "x_zp"),
+    ("mul", MUL, "y_zp", -200, "y_zp"),
+    ("mul", MUL, "m0", 7, "m0"),
+    ("mul", MUL, "shift", 31, "shift"),
+    ("mul", MUL, "out_zp", -129, "out_zp"),
+    ("mul", MUL, "act_min", -129, "act_min"),
+    ("maximum", MAX, "x_zp", 128, "x_zp"),
+    ("maximum", MAX, "x_m0", 1, "x_m0"),
+    ("maximum", MAX, "x_shift", -40, "x_shift"),
+    ("maximum", MAX, "y_zp", 300, "y_zp"),
+    ("maximum", MAX, "y_m0", 2 ** 30 - 1, "y_m0"),
+    ("maximum", MAX, "y_shift", 31, "y_shift"),
+    ("maximum", MAX, "out_zp", 128, "out_zp"),
+    ("maximum", MAX, "act_max", -200, "act_max"),
+    ("maximum", MAX, "take_min", -1, "take_min"),
 ])
-def test_binary_rejects_parameters(kernel, params, index, value, match):
+def test_binary_rejects_parameters(kernel, params, name, value, match):
+    bad = with_param(params, name, value)
     with pytest.raises(ValueError, match=match):
-        getattr(_binary, kernel)(i8(4), i8(4), *with_param(params, index, value), i8(4))
+        getattr(_binary, kernel)(i8(4), i8(4), bad, i8(4))
+    with pytest.raises(ValueError, match=match):
+        getattr(_binary, kernel.capitalize() + "Call")(i8(4), i8(4), bad, i8(4))
 
 
 @pytest.mark.parametrize("kernel, params", [("add", ADD), ("mul", MUL), ("maximum", MAX)])
 def test_binary_rejects_arrays(kernel, params):
     f = getattr(_binary, kernel)
     with pytest.raises(ValueError, match="y has length 3"):
-        f(i8(4), i8(3), *params, i8(4))
+        f(i8(4), i8(3), params, i8(4))
     with pytest.raises(ValueError, match="out has length 5"):
-        f(i8(4), i8(4), *params, i8(5))
+        f(i8(4), i8(4), params, i8(5))
     with pytest.raises(ValueError, match="dtype"):
-        f(np.zeros(4, np.uint8), i8(4), *params, i8(4))
+        f(np.zeros(4, np.uint8), i8(4), params, i8(4))
     with pytest.raises(ValueError, match="contiguous"):
-        f(i8(8)[::2], i8(4), *params, i8(4))
+        f(i8(8)[::2], i8(4), params, i8(4))
     with pytest.raises(TypeError):
-        f(None, i8(4), *params, i8(4))
+        f(None, i8(4), params, i8(4))
 
 
 def test_binary_oracle_rejects_what_the_kernels_reject():
     with pytest.raises(ValueError, match="left_shift"):
-        oracle.add(i8(4), i8(4), *with_param(with_param(ADD, 0, 1), 6, 24))
+        oracle.add(i8(4), i8(4), with_param(with_param(ADD, "x_zp", 1), "left_shift", 24))
     with pytest.raises(ValueError, match="subtract"):
-        oracle.add(i8(4), i8(4), *with_param(ADD, 12, 2))
+        oracle.add(i8(4), i8(4), with_param(ADD, "subtract", 2))
     with pytest.raises(ValueError, match="take_min"):
-        oracle.maximum(i8(4), i8(4), *with_param(MAX, 9, 3))
+        oracle.maximum(i8(4), i8(4), with_param(MAX, "take_min", 3))
     with pytest.raises(ValueError, match="shape"):
-        oracle.mul(i8(4), i8(5), *MUL)
+        oracle.mul(i8(4), i8(5), MUL)
 
 
 # ---- requantize_into (Concatenate), pad_nhwc -----------------------------------------------
@@ -660,20 +695,23 @@ def test_pad_nhwc_matches_oracle_and_np_pad(seed, n, h, w, c, pads, value):
     top, bottom, left, right = pads
     x = int8_array(np.random.default_rng(seed), (n, h, w, c))
     out = np.full((n, h + top + bottom, w + left + right, c), 99, np.int8)
-    assert _layout.pad_nhwc(x, top, bottom, left, right, value, out) is None
+    params = pad_params(top, bottom, left, right, value)
+    assert _layout.pad_nhwc(x, params, out) is None
     expected = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
-    np.testing.assert_array_equal(oracle.pad_nhwc(x, top, bottom, left, right, value), expected)
+    np.testing.assert_array_equal(oracle.pad_nhwc(x, params), expected)
     np.testing.assert_array_equal(out, expected)
 
 
 def test_pad_nhwc_call_object():
     rng = np.random.default_rng(6)
     x, out = int8_array(rng, (2, 40, 40, 24)), np.zeros((2, 43, 42, 24), np.int8)
-    call = _layout.PadNhwcCall(x, 1, 2, 0, 2, -128, out)
+    params = pad_params(1, 2, 0, 2, -128)
+    call = _layout.PadNhwcCall(x, params, out)
+    assert call.params == params    # the struct it filled, given back as a dict
     for _ in range(2):
         x[...] = int8_array(rng, x.shape)
         assert call() is None
-        np.testing.assert_array_equal(out, oracle.pad_nhwc(x, 1, 2, 0, 2, -128))
+        np.testing.assert_array_equal(out, oracle.pad_nhwc(x, params))
 
 
 @pytest.mark.parametrize("pads, value, out_shape, match", [
@@ -688,5 +726,68 @@ def test_pad_nhwc_call_object():
     ((0, 0, 0, 0), 0, (1, 3, 3, 5), "out has shape"),
 ])
 def test_pad_nhwc_rejects(pads, value, out_shape, match):
+    params = pad_params(*pads, value)
     with pytest.raises(ValueError, match=match):
-        _layout.pad_nhwc(i8(1, 3, 3, 4), *pads, value, np.zeros(out_shape, np.int8))
+        _layout.pad_nhwc(i8(1, 3, 3, 4), params, np.zeros(out_shape, np.int8))
+    if match != "out has shape":
+        with pytest.raises(ValueError, match=match):
+            oracle.pad_nhwc(i8(1, 3, 3, 4), params)
+
+
+# ---- the params mappings -------------------------------------------------------------------
+
+def test_params_keys_are_the_struct_fields_in_kernel_and_oracle():
+    # The kernels' names come from their structs (params.pxd); the oracle's are its own: one
+    # mapping serves both.
+    assert _pool.POOL_PARAMS == oracle.POOL_PARAMS == (
+        "pool_h", "pool_w", "stride_h", "stride_w", "pad_top", "pad_left")
+    assert _layout.PAD_PARAMS == oracle.PAD_PARAMS == ("top", "bottom", "left", "right", "value")
+    assert _binary.ADD_PARAMS == oracle.ADD_PARAMS == (
+        "x_zp", "x_m0", "x_shift", "y_zp", "y_m0", "y_shift", "left_shift", "out_m0",
+        "out_shift", "out_zp", "act_min", "act_max", "subtract")
+    assert _binary.MUL_PARAMS == oracle.MUL_PARAMS == (
+        "x_zp", "y_zp", "m0", "shift", "out_zp", "act_min", "act_max")
+    assert _binary.MAXIMUM_PARAMS == oracle.MAXIMUM_PARAMS == (
+        "x_zp", "x_m0", "x_shift", "y_zp", "y_m0", "y_shift", "out_zp", "act_min", "act_max",
+        "take_min")
+
+
+def entry_points(kind):
+    """(valid params, [run(params)]): the kernel function, its Call class and the oracle of
+    one kernel, each on valid arrays."""
+    if kind in ("max_pool2d", "avg_pool2d"):
+        x, out, call = i8(2, 5, 6, 3), i8(2, 3, 2, 3), kind.replace("_pool2d", "").capitalize()
+        return pool_params(2, 3, 2, 3, 1, 0), [
+            lambda p: getattr(_pool, kind)(x, p, out),
+            lambda p: getattr(_pool, call + "Pool2dCall")(x, p, out),
+            lambda p: getattr(oracle, kind)(x, p, out_h=3, out_w=2)]
+    if kind == "pad_nhwc":
+        x, out = i8(1, 3, 3, 4), i8(1, 4, 6, 4)
+        return pad_params(1, 0, 2, 1, -3), [lambda p: _layout.pad_nhwc(x, p, out),
+                                            lambda p: _layout.PadNhwcCall(x, p, out),
+                                            lambda p: oracle.pad_nhwc(x, p)]
+    params = {"add": ADD, "mul": MUL, "maximum": MAX}[kind]
+    runs = [lambda p: getattr(_binary, kind)(i8(4), i8(4), p, i8(4)),
+            lambda p: getattr(_binary, kind.capitalize() + "Call")(i8(4), i8(4), p, i8(4)),
+            lambda p: getattr(oracle, kind)(i8(4), i8(4), p)]
+    if kind == "add":
+        runs.append(lambda p: oracle.add_accumulators(i8(4), i8(4), p))
+    return params, runs
+
+
+@pytest.mark.parametrize("kind", ["max_pool2d", "avg_pool2d", "pad_nhwc", "add", "mul",
+                                  "maximum"])
+def test_params_must_have_exactly_the_struct_keys(kind):
+    # Cython's conversion of a mapping to the struct ignores unknown keys: the entry check
+    # refuses them (a misspelt key must not leave its field at a default) and names a missing
+    # key, for every key; the oracle does the same. A sequence of the values is refused.
+    from test_kernels_conv import missing_or_misspelt
+    params, runs = entry_points(kind)
+    for run in runs:
+        run(dict(params))                   # the valid mapping is taken
+        for key in params:
+            for bad, match in missing_or_misspelt(params, key):
+                with pytest.raises(ValueError, match=f"{kind}: params has {match}"):
+                    run(bad)
+        with pytest.raises(TypeError, match=f"{kind}: params must be a mapping"):
+            run(tuple(params.values()))

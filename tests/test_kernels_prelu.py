@@ -1,10 +1,18 @@
-"""PReLU kernel bit-exact against the oracle; the oracle against float arithmetic."""
+"""PReLU kernel bit-exact against the oracle; the oracle against float arithmetic; both take
+one params mapping with exactly the keys of the kernel's struct."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from fixnet import oracle
 from fixnet._kernels import _prelu
+
+
+def prelu_params(*values):
+    """prelu's params mapping from its values in PRELU_PARAMS order (in_zp, pos_m0,
+    pos_shift, neg_m0, neg_shift, out_zp, act_min, act_max)."""
+    assert len(values) == len(oracle.PRELU_PARAMS)
+    return dict(zip(oracle.PRELU_PARAMS, values))
 
 
 @settings(max_examples=150, deadline=None)
@@ -19,8 +27,9 @@ def test_prelu_bit_exact(seed, outer, inner, in_zp, out_zp, pm, ps, nm, ns, a, b
     alpha = rng.integers(-127, 128, inner, dtype=np.int8)
     lo, hi = min(a, b), max(a, b)
     out = np.empty_like(x)
-    _prelu.prelu(x, alpha, in_zp, pm, ps, nm, ns, out_zp, lo, hi, out)
-    np.testing.assert_array_equal(out, oracle.prelu(x, alpha, in_zp, pm, ps, nm, ns, out_zp, lo, hi))
+    params = prelu_params(in_zp, pm, ps, nm, ns, out_zp, lo, hi)
+    _prelu.prelu(x, alpha, params, out)
+    np.testing.assert_array_equal(out, oracle.prelu(x, alpha, params))
 
 
 def test_prelu_oracle_matches_real_arithmetic():
@@ -30,23 +39,62 @@ def test_prelu_oracle_matches_real_arithmetic():
     alpha = rng.integers(-127, 128, 33, dtype=np.int8)
     pm, ps = oracle.quantize_multiplier(s_x / s_y)
     nm, ns = oracle.quantize_multiplier(s_x * s_a / s_y)
-    got = oracle.prelu(x, alpha, zx, pm, ps, nm, ns, zy, -128, 127).astype(np.int64)
+    got = oracle.prelu(x, alpha, prelu_params(zx, pm, ps, nm, ns, zy, -128, 127)).astype(np.int64)
     xr = (x.astype(np.float64) - zx) * s_x
     yr = np.where(xr >= 0, xr, xr * alpha * s_a)
     want = np.clip(np.round(yr / s_y) + zy, -128, 127)
     assert np.abs(got - want).max() <= 1
 
 
+def prelu_args():
+    """Valid prelu arguments: x, out [2, 4]."""
+    return dict(x=np.zeros((2, 4), np.int8), alpha=np.zeros(4, np.int8),
+                params=prelu_params(0, 2 ** 30, 0, 2 ** 30, 0, 0, -128, 127),
+                out=np.zeros((2, 4), np.int8))
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(alpha=np.zeros(3, np.int8)), "alpha"),
     (dict(out=np.zeros((2, 5), np.int8)), "out"),
     (dict(in_zp=200), "in_zp"),
-    (dict(pm=5), "m0"),
+    (dict(pos_m0=5), "m0"),
+    (dict(neg_shift=31), "shift"),
+    (dict(out_zp=-129), "out_zp"),
+    (dict(act_min=5, act_max=4), "act_min"),
 ])
 def test_prelu_entry_checks(bad, match):
-    args = dict(x=np.zeros((2, 4), np.int8), alpha=np.zeros(4, np.int8), in_zp=0, pm=2 ** 30,
-                ps=0, nm=2 ** 30, ns=0, out_zp=0, lo=-128, hi=127, out=np.zeros((2, 4), np.int8))
-    args.update(bad)
+    args = prelu_args()
+    for name, value in bad.items():
+        if name in args["params"]:
+            args["params"][name] = value
+        else:
+            args[name] = value
     with pytest.raises(ValueError, match=match):
-        _prelu.prelu(args["x"], args["alpha"], args["in_zp"], args["pm"], args["ps"], args["nm"],
-                     args["ns"], args["out_zp"], args["lo"], args["hi"], args["out"])
+        _prelu.prelu(**args)
+    with pytest.raises(ValueError, match=match):
+        _prelu.PreluCall(**args)
+
+
+def test_prelu_params_must_have_exactly_the_struct_keys():
+    # Cython's conversion of a mapping to the struct ignores unknown keys: the entry check
+    # refuses them (a misspelt key must not leave its field at a default) and names a missing
+    # key, for every key; the oracle does the same.
+    from test_kernels_conv import missing_or_misspelt
+    assert _prelu.PRELU_PARAMS == oracle.PRELU_PARAMS == (
+        "in_zp", "pos_m0", "pos_shift", "neg_m0", "neg_shift", "out_zp", "act_min", "act_max")
+    args = prelu_args()
+    call = _prelu.PreluCall(**args)
+    assert call.params == args["params"]    # the struct it filled, given back as a dict
+    x, alpha = args["x"], args["alpha"]
+    runs = [lambda p: _prelu.prelu(**dict(args, params=p)),
+            lambda p: _prelu.PreluCall(**dict(args, params=p)),
+            lambda p: oracle.prelu(x, alpha, p),
+            lambda p: oracle.prelu_accumulators(x, alpha, p)]
+    for key in args["params"]:
+        for bad, match in missing_or_misspelt(args["params"], key):
+            for run in runs:
+                with pytest.raises(ValueError, match=f"prelu: params has {match}"):
+                    run(bad)
+    for run in runs:
+        with pytest.raises(TypeError, match="prelu: params must be a mapping"):
+            run(tuple(args["params"].values()))

@@ -336,8 +336,9 @@ def test_zero_insertion_then_conv2d_is_the_transposed_convolution_in_integers(
     out_w = xd.shape[2] + left + right - kw + 1
     w_rows = np.ascontiguousarray(np.transpose(w_conv, (3, 0, 1, 2)))      # [Cout, KH, KW, Cin]
     b_eff = bias.astype(np.int64) - zp * w_rows.astype(np.int64).reshape(cout, -1).sum(1)
-    acc = oracle.conv2d_accumulators(xd, w_rows, b_eff, 1, 1, 1, 1, top, left, 1, zp,
-                                     out_h=out_h, out_w=out_w)
+    params = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=top,
+                  pad_left=left, groups=1, pad_value=zp, out_zp=0, act_min=-128, act_max=127)
+    acc = oracle.conv2d_accumulators(xd, w_rows, b_eff, params, out_h=out_h, out_w=out_w)
     w4 = w_keras[None] if rank == 1 else w_keras
     befores = (kh - 1 - top, kw - 1 - left)
     want = _transposed_conv_definition(x.astype(np.int64) - zp, w4.astype(np.int64),

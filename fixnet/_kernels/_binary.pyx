@@ -1,9 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Binary elementwise int8 kernels: add / subtract, multiply, maximum / minimum.
 
-x, y and out are flat int8 arrays of one length (the caller flattens and broadcasts).
-Bit-exact with ``fixnet.oracle.add`` / ``mul`` / ``maximum``. Private: fixnet.runtime builds
-one Call object per layer (arguments checked once) and calls it in a loop.
+x, y and out are flat int8 arrays of one length (the caller flattens and broadcasts); the
+other arguments are one ``params`` mapping with exactly the fields of the kernel's struct
+(params.pxd: add_params, mul_params, maximum_params; named in ADD_PARAMS, MUL_PARAMS,
+MAXIMUM_PARAMS). Bit-exact with ``fixnet.oracle.add`` / ``mul`` / ``maximum``, which take the
+same mapping. Private: fixnet.runtime builds one Call object per layer (arguments checked
+once) and calls it in a loop.
 
 An int8 input has only 256 values, so whatever depends on one input alone is computed once
 per value into a table when the Call object is built: add's rescaled inputs sx, sy (then one
@@ -22,9 +25,11 @@ from fixnet._kernels.fixedpoint cimport (
     check_length,
     check_multipliers,
     check_output_range,
+    check_params,
     multiply_by_quantized_multiplier,
     requantize_accumulator,
 )
+from fixnet._kernels.params cimport add_params, maximum_params, mul_params
 
 # Below this many elements a call keeps the GIL: releasing it would cost more than the work.
 # From PAIR_TABLE_MIN_SIZE elements on, add and mul use a table of all 256 * 256 results.
@@ -107,6 +112,15 @@ cdef void maximum_impl(const int8_t* x, const int8_t* y, int8_t* out, Py_ssize_t
 
 # ---- entry checks --------------------------------------------------------------------------
 
+# The keys of a params mapping: the fields of the structs (params.pxd), in order.
+cdef add_params _add_fields
+cdef mul_params _mul_fields
+cdef maximum_params _maximum_fields
+ADD_PARAMS = tuple(<dict>_add_fields)
+MUL_PARAMS = tuple(<dict>_mul_fields)
+MAXIMUM_PARAMS = tuple(<dict>_maximum_fields)
+
+
 cdef int check_binary_arrays(str kernel, const int8_t[::1] x, const int8_t[::1] y,
                              int8_t[::1] out) except -1:
     check_length(kernel, "y", y.shape[0], x.shape[0], "same as x; broadcast before the kernel")
@@ -153,8 +167,11 @@ cdef int check_left_shift(int left_shift, str zp_name, int zp) except -1:
 cdef class AddCall(KernelCall):
     """add with its arguments checked once: ``AddCall(...)()`` runs the kernel.
 
-    Holds the 256-entry tables of sx and sy (sy negated for subtract); keeps x, y, out alive.
+    ``AddCall(x, y, params, out)``; ``params`` gives back the add_params it was built with,
+    as a dict. Holds the 256-entry tables of sx and sy (sy negated for subtract); keeps x, y,
+    out alive.
     """
+    cdef readonly add_params params
     cdef const int8_t[::1] x, y
     cdef int8_t[::1] out
     cdef int32_t x_table[256]
@@ -163,10 +180,15 @@ cdef class AddCall(KernelCall):
     cdef void* q_block       # owns q's arrays
     cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
 
-    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
-                 int x_m0, int x_shift, int y_zp, int y_m0, int y_shift, int left_shift,
-                 int out_m0, int out_shift, int out_zp, int act_min, int act_max, int subtract,
+    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, params,
                  int8_t[::1] out not None):
+        cdef add_params p
+        check_params("add", params, ADD_PARAMS)
+        p = params
+        cdef int x_zp = p.x_zp, x_m0 = p.x_m0, x_shift = p.x_shift, y_zp = p.y_zp
+        cdef int y_m0 = p.y_m0, y_shift = p.y_shift, left_shift = p.left_shift
+        cdef int out_m0 = p.out_m0, out_shift = p.out_shift, out_zp = p.out_zp
+        cdef int act_min = p.act_min, act_max = p.act_max, subtract = p.subtract
         check_binary_arrays("add", x, y, out)
         check_zero_point("add", "x_zp", x_zp)
         check_zero_point("add", "y_zp", y_zp)
@@ -177,6 +199,7 @@ cdef class AddCall(KernelCall):
         check_left_shift(left_shift, "y_zp", y_zp)
         check_output_range("add", out_zp, act_min, act_max)
         check_flag("add", "subtract", subtract)
+        self.params = p
         cdef int v
         cdef int32_t sy
         for v in range(-128, 128):
@@ -232,20 +255,26 @@ cdef class AddCall(KernelCall):
 @cython.auto_pickle(False)
 cdef class MulCall(KernelCall):
     """mul with its arguments checked once: ``MulCall(...)()`` runs the kernel."""
+    cdef readonly mul_params params     # MulCall(x, y, params, out): given back as a dict
     cdef const int8_t[::1] x, y
     cdef int8_t[::1] out
     cdef int x_zp, y_zp, shift, out_zp, act_min, act_max
     cdef int32_t m0
     cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
 
-    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
-                 int y_zp, int m0, int shift, int out_zp, int act_min, int act_max,
+    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, params,
                  int8_t[::1] out not None):
+        cdef mul_params p
+        check_params("mul", params, MUL_PARAMS)
+        p = params
+        cdef int x_zp = p.x_zp, y_zp = p.y_zp, m0 = p.m0, shift = p.shift
+        cdef int out_zp = p.out_zp, act_min = p.act_min, act_max = p.act_max
         check_binary_arrays("mul", x, y, out)
         check_zero_point("mul", "x_zp", x_zp)
         check_zero_point("mul", "y_zp", y_zp)
         check_multiplier("mul", "m0", m0, "shift", shift)
         check_output_range("mul", out_zp, act_min, act_max)
+        self.params = p
         self.x, self.y, self.out = x, y, out
         self.x_zp, self.y_zp, self.m0, self.shift = x_zp, y_zp, m0, shift
         self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
@@ -286,17 +315,25 @@ cdef class MulCall(KernelCall):
 cdef class MaximumCall(KernelCall):
     """maximum with its arguments checked once: ``MaximumCall(...)()`` runs the kernel.
 
-    Holds the 256-entry tables clamp(out_zp + MBQM(v - zp, m0, shift)) of both inputs.
+    ``MaximumCall(x, y, params, out)``; ``params`` gives back the maximum_params it was built
+    with, as a dict. Holds the 256-entry tables clamp(out_zp + MBQM(v - zp, m0, shift)) of
+    both inputs.
     """
+    cdef readonly maximum_params params
     cdef const int8_t[::1] x, y
     cdef int8_t[::1] out
     cdef int8_t x_table[256]
     cdef int8_t y_table[256]
     cdef bint take_min
 
-    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp,
-                 int x_m0, int x_shift, int y_zp, int y_m0, int y_shift, int out_zp,
-                 int act_min, int act_max, int take_min, int8_t[::1] out not None):
+    def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, params,
+                 int8_t[::1] out not None):
+        cdef maximum_params p
+        check_params("maximum", params, MAXIMUM_PARAMS)
+        p = params
+        cdef int x_zp = p.x_zp, x_m0 = p.x_m0, x_shift = p.x_shift, y_zp = p.y_zp
+        cdef int y_m0 = p.y_m0, y_shift = p.y_shift, out_zp = p.out_zp
+        cdef int act_min = p.act_min, act_max = p.act_max, take_min = p.take_min
         check_binary_arrays("maximum", x, y, out)
         check_zero_point("maximum", "x_zp", x_zp)
         check_zero_point("maximum", "y_zp", y_zp)
@@ -304,6 +341,7 @@ cdef class MaximumCall(KernelCall):
         check_multiplier("maximum", "y_m0", y_m0, "y_shift", y_shift)
         check_output_range("maximum", out_zp, act_min, act_max)
         check_flag("maximum", "take_min", take_min)
+        self.params = p
         cdef int v
         for v in range(-128, 128):
             self.x_table[v + 128] = requantize_accumulator(v - x_zp, x_m0, x_shift, out_zp,
@@ -323,31 +361,32 @@ cdef class MaximumCall(KernelCall):
                      self.take_min)
 
 
-def add(const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp, int x_m0,
-        int x_shift, int y_zp, int y_m0, int y_shift, int left_shift, int out_m0, int out_shift,
-        int out_zp, int act_min, int act_max, int subtract, int8_t[::1] out not None):
-    """TFLite's quantized add (subtract if subtract == 1) of int8 x and y into out.
+def add(const int8_t[::1] x not None, const int8_t[::1] y not None, params,
+        int8_t[::1] out not None):
+    """TFLite's quantized add (subtract if subtract == 1) of int8 x and y into out; params: a
+    mapping with exactly the keys ADD_PARAMS (x_zp, x_m0, x_shift, y_zp, y_m0, y_shift,
+    left_shift, out_m0, out_shift, out_zp, act_min, act_max, subtract).
 
     sx = MBQM((x - x_zp) * 2^left_shift, x_m0, x_shift), sy likewise; r = sx + sy (sx - sy),
     int32 wrapping modulo 2^32; out = clamp(out_zp + MBQM(r, out_m0, out_shift), act_min,
     act_max). Zero points int8; m0s in [2^30, 2^31) or 0, shifts in [-31, 30]; left_shift in
     [0, 24] with (x - zp) * 2^left_shift in int32 for every int8 x (TFLite uses 20).
     """
-    AddCall(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0, out_shift,
-            out_zp, act_min, act_max, subtract, out)()
+    AddCall(x, y, params, out)()
 
 
-def mul(const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp, int y_zp, int m0,
-        int shift, int out_zp, int act_min, int act_max, int8_t[::1] out not None):
+def mul(const int8_t[::1] x not None, const int8_t[::1] y not None, params,
+        int8_t[::1] out not None):
     """out = clamp(out_zp + MBQM((x - x_zp) * (y - y_zp), m0, shift), act_min, act_max);
-    real factor x_scale * y_scale / out_scale."""
-    MulCall(x, y, x_zp, y_zp, m0, shift, out_zp, act_min, act_max, out)()
+    real factor x_scale * y_scale / out_scale. params: a mapping with exactly the keys
+    MUL_PARAMS (x_zp, y_zp, m0, shift, out_zp, act_min, act_max)."""
+    MulCall(x, y, params, out)()
 
 
-def maximum(const int8_t[::1] x not None, const int8_t[::1] y not None, int x_zp, int x_m0,
-            int x_shift, int y_zp, int y_m0, int y_shift, int out_zp, int act_min, int act_max,
-            int take_min, int8_t[::1] out not None):
+def maximum(const int8_t[::1] x not None, const int8_t[::1] y not None, params,
+            int8_t[::1] out not None):
     """out = clamp(max(rx, ry), act_min, act_max) (min if take_min == 1), with
-    rx = out_zp + MBQM(x - x_zp, x_m0, x_shift) and ry likewise (exact, before the clamp)."""
-    MaximumCall(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp, act_min, act_max,
-                take_min, out)()
+    rx = out_zp + MBQM(x - x_zp, x_m0, x_shift) and ry likewise (exact, before the clamp).
+    params: a mapping with exactly the keys MAXIMUM_PARAMS (x_zp, x_m0, x_shift, y_zp, y_m0,
+    y_shift, out_zp, act_min, act_max, take_min)."""
+    MaximumCall(x, y, params, out)()

@@ -5,10 +5,12 @@ Bit-exact with ``fixnet.oracle.conv2d`` / ``fixnet.oracle.depthwise_conv2d``. Pr
 fixnet.runtime plans the calls.
 
 Calling pattern: ``Conv2dCall(...)`` / ``DepthwiseConv2dCall(...)`` take exactly the
-arguments of ``conv2d`` / ``depthwise_conv2d``, check every shape and parameter once, keep
-references to the arrays and precompute what does not depend on x; calling the object runs
-the kernel on whatever x holds now, without re-checking. ``conv2d(...)`` is
-``Conv2dCall(...)()``.
+arguments of ``conv2d`` / ``depthwise_conv2d``: the arrays and one ``params`` mapping (the
+fields of ``conv2d_params`` / ``depthwise_params`` in params.pxd, named in ``CONV2D_PARAMS``
+/ ``DEPTHWISE_PARAMS``; a missing or unknown key is an error). They check every shape and
+parameter once, keep references to the arrays and precompute what does not depend on x;
+calling the object runs the kernel on whatever x holds now, without re-checking.
+``conv2d(...)`` is ``Conv2dCall(...)()``.
 
 Padding: a tap outside the input reads ``pad_value`` (the caller passes the input zero
 point, real 0.0), at the top/left (pad_top, pad_left) as at the bottom/right, which is
@@ -76,10 +78,13 @@ from fixnet._kernels.requant cimport (
     fx_requant_rows_scalar,
 )
 from fixnet._kernels.fixedpoint cimport (
+    check_int8,
     check_length,
     check_multipliers,
     check_output_range,
+    check_params,
 )
+from fixnet._kernels.params cimport conv2d_params, depthwise_params
 
 # Release the GIL only when a call does more than about this many multiply-adds: below it,
 # releasing and re-acquiring costs more than other threads could gain.
@@ -105,10 +110,11 @@ cdef void* new_requant(fx_requant* q, const int32_t[::1] m0, const int32_t[::1] 
 REQUANT_ISA = FX_REQUANT_ISA.decode()
 
 
-cdef int check_int8(str kernel, str name, int value) except -1:
-    if not -128 <= value <= 127:
-        raise ValueError(f"{kernel}: {name} = {value} is outside the int8 range [-128, 127]")
-    return 0
+# The keys of a params mapping: the fields of the structs (params.pxd), in order.
+cdef conv2d_params _conv2d_fields
+cdef depthwise_params _depthwise_fields
+CONV2D_PARAMS = tuple(<dict>_conv2d_fields)
+DEPTHWISE_PARAMS = tuple(<dict>_depthwise_fields)
 
 
 cdef int check_window(str kernel, int stride_h, int stride_w, int dilation_h, int dilation_w,
@@ -418,20 +424,33 @@ cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
         rows[r] = row
 
 
-def tap_offsets(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t out_h,
-                Py_ssize_t out_w, Py_ssize_t kernel_h, Py_ssize_t kernel_w, int stride_h,
-                int stride_w, int dilation_h, int dilation_w, int pad_top, int pad_left,
-                Py_ssize_t tile=1):
+def tap_offsets(in_hwc, out_hw, kernel_hw, params, Py_ssize_t tile=1):
     """The indirection table of one conv geometry: int32 [tiles, KH * KW, tile], for each
     tile of ``tile`` output pixels (row-major; the last tile repeats its last pixel) and each
     tap, the offset in one image [H, W, Cin] of the input pixel the tap reads, or -1 where it
-    lies in the padding. The same for every image of a batch."""
+    lies in the padding. The same for every image of a batch.
+
+    in_hwc: (H, W, Cin); out_hw: (OH, OW); kernel_hw: (KH, KW); params: conv2d's mapping
+    (CONV2D_PARAMS; its window fields place the taps)."""
+    cdef conv2d_params p
+    check_params("conv2d", params, CONV2D_PARAMS)
+    p = params
+    check_window("conv2d", p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
+                 p.pad_left)
+    (in_h, in_w, in_c), (out_h, out_w), (kernel_h, kernel_w) = in_hwc, out_hw, kernel_hw
+    return offset_table(in_h, in_w, in_c, out_h, out_w, kernel_h, kernel_w, &p, tile)
+
+
+cdef object offset_table(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t out_h,
+                         Py_ssize_t out_w, Py_ssize_t kernel_h, Py_ssize_t kernel_w,
+                         const conv2d_params* p, Py_ssize_t tile):
+    """tap_offsets for checked arguments."""
     oh = np.arange(out_h, dtype=np.int64)[:, None, None, None]
     ow = np.arange(out_w, dtype=np.int64)[None, :, None, None]
     kh = np.arange(kernel_h, dtype=np.int64)[None, None, :, None]
     kw = np.arange(kernel_w, dtype=np.int64)[None, None, None, :]
-    ih = oh * stride_h - pad_top + kh * dilation_h
-    iw = ow * stride_w - pad_left + kw * dilation_w
+    ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h
+    iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w
     inside = (ih >= 0) & (ih < in_h) & (iw >= 0) & (iw < in_w)
     offsets = np.where(inside, (ih * in_w + iw) * in_c, -1)
     pixels, taps = out_h * out_w, kernel_h * kernel_w
@@ -447,10 +466,12 @@ def tap_offsets(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c, Py_ssize_t ou
 cdef class Conv2dCall(KernelCall):
     """conv2d with its arguments checked once; calling the object runs it (see conv2d).
 
-    x is read at every call; w and bias once, packed (``packed``: the result of
-    ``pack_conv_weights(w, bias, groups)`` for these very arrays, shared by every Call of a
-    layer; by default they are packed here); m0 at every call; shift once. ``scalar=True``
-    runs the scalar twin of this build's micro-kernel (same packing; for tests).
+    ``params`` (the conv2d_params struct, given as a mapping) is read once, here: ``params``
+    gives it back as a dict. x is read at every call; w and bias once, packed (``packed``:
+    the result of ``pack_conv_weights(w, bias, groups)`` for these very arrays, shared by
+    every Call of a layer; by default they are packed here); m0 at every call; shift once.
+    ``scalar=True`` runs the scalar twin of this build's micro-kernel (same packing; for
+    tests).
 
     Tasks (``n_tasks``, fixnet/_kernels/_step.pyx): tiles of output pixels, the batch
     included, with no scratch shared between ranges, so disjoint ranges may run on several
@@ -459,6 +480,7 @@ cdef class Conv2dCall(KernelCall):
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
     cdef const int32_t[::1] m0
+    cdef readonly conv2d_params params
     cdef readonly PackedConvWeights packed
     cdef object arrays             # the offsets table and pad row GemmConv points into
     cdef GemmConv args
@@ -467,17 +489,19 @@ cdef class Conv2dCall(KernelCall):
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None,
                  const int8_t[:, :, :, ::1] w not None, const int32_t[::1] bias not None,
-                 const int32_t[::1] m0 not None, const int32_t[::1] shift not None,
-                 int stride_h, int stride_w, int dilation_h, int dilation_w,
-                 int pad_top, int pad_left, int groups, int pad_value, int out_zp,
-                 int act_min, int act_max, int8_t[:, :, :, ::1] out not None,
-                 PackedConvWeights packed=None, bint scalar=False):
+                 const int32_t[::1] m0 not None, const int32_t[::1] shift not None, params,
+                 int8_t[:, :, :, ::1] out not None, PackedConvWeights packed=None,
+                 bint scalar=False):
         cdef str k = "conv2d"
         cdef Py_ssize_t n_in = x.shape[0], cin = x.shape[3], cout = w.shape[0]
         cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], pixels, image_len
         cdef fx_requant requant
         cdef void* requant_block
         cdef GemmConv* a = &self.args
+        cdef conv2d_params p
+        check_params(k, params, CONV2D_PARAMS)
+        p = params
+        cdef int groups = p.groups
         if groups < 1:
             raise ValueError(f"{k}: groups = {groups} must be >= 1")
         if cin % groups:
@@ -492,9 +516,10 @@ cdef class Conv2dCall(KernelCall):
         check_length(k, "bias", bias.shape[0], cout, "one per output channel, Cout = w.shape[0]")
         check_length(k, "m0", m0.shape[0], cout, "one per output channel, Cout = w.shape[0]")
         check_length(k, "shift", shift.shape[0], cout, "one per output channel, Cout = w.shape[0]")
-        check_window(k, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left)
-        check_int8(k, "pad_value", pad_value)
-        check_output_range(k, out_zp, act_min, act_max)
+        check_window(k, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
+                     p.pad_left)
+        check_int8(k, "pad_value", p.pad_value)
+        check_output_range(k, p.out_zp, p.act_min, p.act_max)
         if out.shape[0] != n_in or out.shape[3] != cout:
             raise ValueError(f"{k}: out has shape ({out.shape[0]}, {out.shape[1]}, "
                              f"{out.shape[2]}, {out.shape[3]}), expected "
@@ -515,15 +540,14 @@ cdef class Conv2dCall(KernelCall):
             raise ValueError(f"{k}: packed holds the weights of other arrays ({packed!r}); pass "
                              f"pack_conv_weights(w, bias, groups) of this w and bias")
         pixels = out.shape[1] * out.shape[2]
-        offsets = tap_offsets(x.shape[1], x.shape[2], cin, out.shape[1], out.shape[2], kh, kw,
-                              stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left,
-                              QG_MR)
-        pad_row = np.full(max(cin, 1), pad_value, np.int8)
+        offsets = offset_table(x.shape[1], x.shape[2], cin, out.shape[1], out.shape[2], kh, kw,
+                               &p, QG_MR)
+        pad_row = np.full(max(cin, 1), p.pad_value, np.int8)
         # Last (after every check), so that a failed re-initialisation leaves the object as it was.
-        requant_block = new_requant(&requant, m0, shift, out_zp, act_min, act_max)
+        requant_block = new_requant(&requant, m0, shift, p.out_zp, p.act_min, p.act_max)
         PyMem_Free(self.requant_block)      # __init__ may run twice on one object
         self.requant, self.requant_block = requant, requant_block
-        self.x, self.out, self.m0, self.packed = x, out, m0, packed
+        self.x, self.out, self.m0, self.packed, self.params = x, out, m0, packed, p
         self.arrays = (offsets, pad_row)
         a.x = &x[0, 0, 0, 0] if x.size else NULL
         a.out = &out[0, 0, 0, 0] if out.size else NULL
@@ -553,9 +577,8 @@ cdef class Conv2dCall(KernelCall):
 
 def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w not None,
            const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
-           const int32_t[::1] shift not None, int stride_h, int stride_w, int dilation_h,
-           int dilation_w, int pad_top, int pad_left, int groups, int pad_value, int out_zp,
-           int act_min, int act_max, int8_t[:, :, :, ::1] out not None, bint scalar=False):
+           const int32_t[::1] shift not None, params, int8_t[:, :, :, ::1] out not None,
+           bint scalar=False):
     """out[n, oh, ow, co] = clamp(out_zp + MBQM(acc, m0[co], shift[co]), act_min, act_max),
     acc = bias[co] + sum_{kh, kw, ci} x[n, ih, iw, g * Cin_g + ci] * w[co, kh, kw, ci]
     (int32, wrapping modulo 2^32), ih = oh * stride_h - pad_top + kh * dilation_h,
@@ -566,13 +589,13 @@ def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w n
     x: int8 [N, H, W, Cin] (input zero point folded into bias by the quantizer).
     w: int8 [Cout, KH, KW, Cin // groups], values in [-127, 127]; KH, KW >= 1.
     bias, m0, shift: int32 [Cout]; m0 in [2^30, 2^31) or 0, shift in [-31, 30].
+    params: a mapping with exactly the keys CONV2D_PARAMS (params.pxd's conv2d_params):
     stride_*, dilation_* >= 1; pad_top, pad_left >= 0 (bottom/right padding is implied by
     out's shape); groups >= 1 divides Cin and Cout; pad_value, out_zp: int8;
     -128 <= act_min <= act_max <= 127. out: int8 [N, OH, OW, Cout], written in full.
     scalar: run the scalar twin of the micro-kernel (tests).
     """
-    Conv2dCall(x, w, bias, m0, shift, stride_h, stride_w, dilation_h, dilation_w, pad_top,
-               pad_left, groups, pad_value, out_zp, act_min, act_max, out, scalar=scalar)()
+    Conv2dCall(x, w, bias, m0, shift, params, out, scalar=scalar)()
 
 
 # ---- depthwise_conv2d ----------------------------------------------------------------------
@@ -687,8 +710,10 @@ def pack_depthwise_weights(w, bias):
 
 cdef class DepthwiseConv2dCall(KernelCall):
     """depthwise_conv2d with its arguments checked once; calling the object runs it (see
-    depthwise_conv2d). x is read at every call; w and bias through their packed copy
-    (``packed=``, or packed here), m0 and shift when the object is built.
+    depthwise_conv2d). ``params`` (the depthwise_params struct, given as a mapping) is read
+    once, here: ``params`` gives it back as a dict. x is read at every call; w and bias
+    through their packed copy (``packed=``, or packed here), m0 and shift when the object is
+    built.
 
     Tasks (``n_tasks``): per image, bands of output rows times segments of output columns
     (csrc/dwconv.h, dw_plan); a range of tasks uses the stack and this object's read-only
@@ -697,6 +722,7 @@ cdef class DepthwiseConv2dCall(KernelCall):
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
     cdef readonly PackedDepthwiseWeights packed
+    cdef readonly depthwise_params params
     cdef dw_call k
     cdef fx_requant q             # the requantization constants of the expanded lanes
     cdef void* block              # owns q's arrays and the zero-point row (one allocation)
@@ -704,9 +730,7 @@ cdef class DepthwiseConv2dCall(KernelCall):
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,
                  const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
-                 const int32_t[::1] shift not None, int stride_h, int stride_w,
-                 int dilation_h, int dilation_w, int pad_top, int pad_left,
-                 int depth_multiplier, int pad_value, int out_zp, int act_min, int act_max,
+                 const int32_t[::1] shift not None, params,
                  int8_t[:, :, :, ::1] out not None, PackedDepthwiseWeights packed=None,
                  bint scalar=False):
         cdef str k = "depthwise_conv2d"
@@ -719,6 +743,10 @@ cdef class DepthwiseConv2dCall(KernelCall):
         cdef void* block
         cdef const int32_t[::1] m0_exp
         cdef const int32_t[::1] shift_exp
+        cdef depthwise_params p
+        check_params(k, params, DEPTHWISE_PARAMS)
+        p = params
+        cdef int depth_multiplier = p.depth_multiplier
         if depth_multiplier < 1:
             raise ValueError(f"{k}: depth_multiplier = {depth_multiplier} must be >= 1")
         cout = cin * depth_multiplier
@@ -729,9 +757,10 @@ cdef class DepthwiseConv2dCall(KernelCall):
         check_length(k, "bias", bias.shape[0], cout, per_channel)
         check_length(k, "m0", m0.shape[0], cout, per_channel)
         check_length(k, "shift", shift.shape[0], cout, per_channel)
-        check_window(k, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left)
-        check_int8(k, "pad_value", pad_value)
-        check_output_range(k, out_zp, act_min, act_max)
+        check_window(k, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
+                     p.pad_left)
+        check_int8(k, "pad_value", p.pad_value)
+        check_output_range(k, p.out_zp, p.act_min, p.act_max)
         if out.shape[0] != n_in or out.shape[3] != cout:
             raise ValueError(f"{k}: out has shape ({out.shape[0]}, {out_h}, "
                              f"{out_w}, {out.shape[3]}), expected "
@@ -749,9 +778,9 @@ cdef class DepthwiseConv2dCall(KernelCall):
         plan.batch, plan.in_h, plan.in_w, plan.in_c = n_in, in_h, in_w, cin
         plan.out_h, plan.out_w, plan.out_c, plan.mult = out_h, out_w, cout, depth_multiplier
         plan.kernel_h, plan.kernel_w, plan.taps = kh, kw, taps
-        plan.stride_h, plan.stride_w, plan.dil_h, plan.dil_w = (stride_h, stride_w, dilation_h,
-                                                                dilation_w)
-        plan.pad_top, plan.pad_left, plan.pad_value = pad_top, pad_left, pad_value
+        plan.stride_h, plan.stride_w, plan.dil_h, plan.dil_w = (p.stride_h, p.stride_w,
+                                                                p.dilation_h, p.dilation_w)
+        plan.pad_top, plan.pad_left, plan.pad_value = p.pad_top, p.pad_left, p.pad_value
         plan.lanes, plan.flat = packed.lanes, packed.flat
         dw_plan(&plan)
 
@@ -765,13 +794,14 @@ cdef class DepthwiseConv2dCall(KernelCall):
         block = PyMem_Malloc(rq_bytes + zero_len)
         if block == NULL:
             raise MemoryError(f"{k}: cannot allocate {rq_bytes + zero_len} bytes of constants")
-        fx_requant_init(&q, block, &m0_exp[0], &shift_exp[0], packed.lanes, out_zp, act_min,
-                        act_max)
-        memset(<char*>block + rq_bytes, pad_value, zero_len)
+        fx_requant_init(&q, block, &m0_exp[0], &shift_exp[0], packed.lanes, p.out_zp, p.act_min,
+                        p.act_max)
+        memset(<char*>block + rq_bytes, p.pad_value, zero_len)
 
         self.free_buffers()  # __init__ may run twice on one object
         self.block = block
         self.x, self.out, self.packed, self.scalar = x, out, packed, scalar
+        self.params = p
         self.q = q
         self.k = plan
         self.k.x, self.k.out = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
@@ -810,9 +840,7 @@ cdef class DepthwiseConv2dCall(KernelCall):
 
 def depthwise_conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,
                      const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
-                     const int32_t[::1] shift not None, int stride_h, int stride_w,
-                     int dilation_h, int dilation_w, int pad_top, int pad_left,
-                     int depth_multiplier, int pad_value, int out_zp, int act_min, int act_max,
+                     const int32_t[::1] shift not None, params,
                      int8_t[:, :, :, ::1] out not None, bint scalar=False):
     """out[n, oh, ow, o] = clamp(out_zp + MBQM(acc, m0[o], shift[o]), act_min, act_max),
     acc = bias[o] + sum_{kh, kw} x[n, ih, iw, o // M] * w[kh, kw, o] (int32, wrapping
@@ -820,8 +848,8 @@ def depthwise_conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :
 
     x: int8 [N, H, W, C]; w: int8 [KH, KW, C * M] in [-127, 127] (-128 is computed exactly
     too, more slowly on ARM); bias, m0, shift: int32 [C * M]; out: int8 [N, OH, OW, C * M],
-    written in full. Other arguments as conv2d's. scalar: run the scalar twin.
+    written in full. params: a mapping with exactly the keys DEPTHWISE_PARAMS (params.pxd's
+    depthwise_params): conv2d's, with depth_multiplier M >= 1 instead of groups. scalar: run
+    the scalar twin.
     """
-    DepthwiseConv2dCall(x, w, bias, m0, shift, stride_h, stride_w, dilation_h, dilation_w,
-                        pad_top, pad_left, depth_multiplier, pad_value, out_zp, act_min,
-                        act_max, out, scalar=scalar)()
+    DepthwiseConv2dCall(x, w, bias, m0, shift, params, out, scalar=scalar)()

@@ -3,7 +3,9 @@
 any axis) and pad the H, W axes of NHWC tensors with the zero point.
 
 Bit-exact with ``fixnet.oracle.requantize_into`` / ``pad_nhwc``. Private: fixnet.runtime
-builds one Call object per layer (arguments checked once) and calls it in a loop.
+builds one Call object per layer (arguments checked once) and calls it in a loop. pad_nhwc
+takes x, one ``params`` mapping with exactly the fields of params.pxd's pad_params
+(PAD_PARAMS: top, bottom, left, right, value), and out; the oracle takes the same mapping.
 """
 cimport cython
 from libc.stdint cimport int8_t, int32_t
@@ -11,6 +13,8 @@ from libc.string cimport memcpy, memset
 
 from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport check_multipliers, requantize_accumulator
+from fixnet._kernels.fixedpoint cimport check_params
+from fixnet._kernels.params cimport pad_params
 
 # Below this many bytes a call keeps the GIL: releasing it would cost more than the work.
 cdef enum:
@@ -69,6 +73,11 @@ cdef void pad_nhwc_impl(const int8_t* x, Py_ssize_t batch, Py_ssize_t h, Py_ssiz
 
 # ---- Python entry points -------------------------------------------------------------------
 
+# The keys of pad_nhwc's params mapping: the fields of the struct (params.pxd), in order.
+cdef pad_params _pad_fields
+PAD_PARAMS = tuple(<dict>_pad_fields)
+
+
 @cython.auto_pickle(False)
 cdef class RequantizeIntoCall(KernelCall):
     """requantize_into with its arguments checked once: ``RequantizeIntoCall(...)()`` runs it.
@@ -124,26 +133,33 @@ cdef class RequantizeIntoCall(KernelCall):
 @cython.auto_pickle(False)
 cdef class PadNhwcCall(KernelCall):
     """pad_nhwc with its arguments checked once: ``PadNhwcCall(...)()`` runs the kernel."""
+    cdef readonly pad_params params     # PadNhwcCall(x, params, out): given back as a dict
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
     cdef Py_ssize_t top, bottom, left, right
     cdef int8_t value
     cdef bint empty
 
-    def __init__(self, const int8_t[:, :, :, ::1] x not None, int top, int bottom, int left,
-                 int right, int value, int8_t[:, :, :, ::1] out not None):
-        for name, pad in (("top", top), ("bottom", bottom), ("left", left), ("right", right)):
+    def __init__(self, const int8_t[:, :, :, ::1] x not None, params,
+                 int8_t[:, :, :, ::1] out not None):
+        cdef pad_params p
+        check_params("pad_nhwc", params, PAD_PARAMS)
+        p = params
+        for name, pad in (("top", p.top), ("bottom", p.bottom), ("left", p.left),
+                          ("right", p.right)):
             if pad < 0:
                 raise ValueError(f"pad_nhwc: {name} = {pad} must be >= 0")
-        if not -128 <= value <= 127:
-            raise ValueError(f"pad_nhwc: value = {value} is outside the int8 range [-128, 127]")
-        expected = (x.shape[0], x.shape[1] + top + bottom, x.shape[2] + left + right, x.shape[3])
+        if not -128 <= p.value <= 127:
+            raise ValueError(f"pad_nhwc: value = {p.value} is outside the int8 range [-128, 127]")
+        expected = (x.shape[0], x.shape[1] + p.top + p.bottom, x.shape[2] + p.left + p.right,
+                    x.shape[3])
         actual = (out.shape[0], out.shape[1], out.shape[2], out.shape[3])
         if actual != expected:
             raise ValueError(f"pad_nhwc: out has shape {actual}, expected "
                              f"{expected} = (N, H + top + bottom, W + left + right, C)")
-        self.x, self.out = x, out
-        self.top, self.bottom, self.left, self.right, self.value = top, bottom, left, right, value
+        self.x, self.out, self.params = x, out, p
+        self.top, self.bottom, self.left, self.right = p.top, p.bottom, p.left, p.right
+        self.value = p.value
         cdef Py_ssize_t out_size = out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3]
         self.empty = out_size == 0
         self.n_tasks = 1
@@ -172,10 +188,11 @@ def requantize_into(const int8_t[:, ::1] x not None, int in_zp, int m0, int shif
     RequantizeIntoCall(x, in_zp, m0, shift, out_zp, out, offset)()
 
 
-def pad_nhwc(const int8_t[:, :, :, ::1] x not None, int top, int bottom, int left, int right,
-             int value, int8_t[:, :, :, ::1] out not None):
+def pad_nhwc(const int8_t[:, :, :, ::1] x not None, params,
+             int8_t[:, :, :, ::1] out not None):
     """out = x framed with value (the zero point) on the H and W axes.
 
-    x: int8 [N, H, W, C]; pads >= 0; out: int8 [N, H + top + bottom, W + left + right, C].
+    x: int8 [N, H, W, C]; params: a mapping with exactly the keys PAD_PARAMS (top, bottom,
+    left, right >= 0; value int8); out: int8 [N, H + top + bottom, W + left + right, C].
     """
-    PadNhwcCall(x, top, bottom, left, right, value, out)()
+    PadNhwcCall(x, params, out)()

@@ -7,7 +7,9 @@ one Call object per layer (arguments checked once) and calls it in a loop.
 The window of output (oh, ow) is input rows oh * stride_h - pad_top + [0, pool_h) and
 columns ow * stride_w - pad_left + [0, pool_w); only in-bounds elements count (TensorFlow
 semantics: padding never wins a max and is not counted in an average). Global pooling is
-pool = (H, W), stride 1, no padding.
+pool = (H, W), stride 1, no padding. The kernels take x, one ``params`` mapping with exactly
+the fields of params.pxd's pool_params (POOL_PARAMS: pool_h, pool_w, stride_h, stride_w,
+pad_top, pad_left), and out; the oracle takes the same mapping.
 
 A Call object is not thread-safe (AvgPool2dCall owns a scratch row): one per thread.
 """
@@ -17,6 +19,9 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int32_t, int64_t
 from libc.string cimport memcpy
 from libc.stddef cimport ptrdiff_t
+
+from fixnet._kernels.fixedpoint cimport check_params
+from fixnet._kernels.params cimport pool_params
 
 # Below this many element operations a call keeps the GIL: releasing and re-taking it would
 # cost more than the work.
@@ -106,6 +111,11 @@ cdef void avg_pool2d_impl(const int8_t* x, int8_t* out, int32_t* acc,
 
 # ---- entry checks --------------------------------------------------------------------------
 
+# The keys of a params mapping: the fields of the struct (params.pxd), in order.
+cdef pool_params _pool_fields
+POOL_PARAMS = tuple(<dict>_pool_fields)
+
+
 cdef int check_window_axis(str kernel, str axis, Py_ssize_t n_out, Py_ssize_t length,
                            Py_ssize_t pool, Py_ssize_t stride, Py_ssize_t pad) except -1:
     """Every window along one axis must contain an in-bounds position. Window starts grow
@@ -130,10 +140,11 @@ cdef int check_window_axis(str kernel, str axis, Py_ssize_t n_out, Py_ssize_t le
     return 0
 
 
-cdef int check_pool_args(str kernel, const int8_t[:, :, :, ::1] x, int pool_h, int pool_w,
-                         int stride_h, int stride_w, int pad_top, int pad_left,
+cdef int check_pool_args(str kernel, const int8_t[:, :, :, ::1] x, const pool_params* p,
                          int8_t[:, :, :, ::1] out, PoolGeometry* g) except -1:
     """Raise ValueError naming the bad argument; fill g on success."""
+    cdef int pool_h = p.pool_h, pool_w = p.pool_w, stride_h = p.stride_h, stride_w = p.stride_w
+    cdef int pad_top = p.pad_top, pad_left = p.pad_left
     for name, value, least in (("pool_h", pool_h, 1), ("pool_w", pool_w, 1),
                                ("stride_h", stride_h, 1), ("stride_w", stride_w, 1),
                                ("pad_top", pad_top, 0), ("pad_left", pad_left, 0)):
@@ -164,8 +175,10 @@ cdef Py_ssize_t pool_work(const PoolGeometry* g) noexcept:
 cdef class MaxPool2dCall(KernelCall):
     """max_pool2d with its arguments checked once: ``MaxPool2dCall(...)()`` runs the kernel.
 
-    Keeps x and out alive; calling re-reads x and rewrites out in full.
+    ``MaxPool2dCall(x, params, out)``; ``params`` gives back the pool_params it was built
+    with, as a dict. Keeps x and out alive; calling re-reads x and rewrites out in full.
     """
+    cdef readonly pool_params params
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
     cdef const int8_t* x_data
@@ -173,12 +186,13 @@ cdef class MaxPool2dCall(KernelCall):
     cdef PoolGeometry g
     cdef bint empty
 
-    def __init__(self, const int8_t[:, :, :, ::1] x not None, int pool_h, int pool_w,
-                 int stride_h, int stride_w, int pad_top, int pad_left,
+    def __init__(self, const int8_t[:, :, :, ::1] x not None, params,
                  int8_t[:, :, :, ::1] out not None):
-        check_pool_args("max_pool2d", x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left,
-                        out, &self.g)
-        self.x, self.out = x, out
+        cdef pool_params p
+        check_params("max_pool2d", params, POOL_PARAMS)
+        p = params
+        check_pool_args("max_pool2d", x, &p, out, &self.g)
+        self.x, self.out, self.params = x, out, p
         self.empty = self.g.batch * self.g.out_h * self.g.out_w * self.g.channels == 0
         if not self.empty:
             self.x_data, self.out_data = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
@@ -194,8 +208,10 @@ cdef class MaxPool2dCall(KernelCall):
 cdef class AvgPool2dCall(KernelCall):
     """avg_pool2d with its arguments checked once: ``AvgPool2dCall(...)()`` runs the kernel.
 
-    Owns an int32 scratch row of C window sums; keeps x and out alive.
+    ``AvgPool2dCall(x, params, out)``; ``params`` gives back the pool_params it was built
+    with, as a dict. Owns an int32 scratch row of C window sums; keeps x and out alive.
     """
+    cdef readonly pool_params params
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
     cdef const int8_t* x_data
@@ -204,15 +220,16 @@ cdef class AvgPool2dCall(KernelCall):
     cdef PoolGeometry g
     cdef bint empty
 
-    def __init__(self, const int8_t[:, :, :, ::1] x not None, int pool_h, int pool_w,
-                 int stride_h, int stride_w, int pad_top, int pad_left,
+    def __init__(self, const int8_t[:, :, :, ::1] x not None, params,
                  int8_t[:, :, :, ::1] out not None):
-        check_pool_args("avg_pool2d", x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left,
-                        out, &self.g)
-        if <int64_t>pool_h * pool_w * 128 >= (<int64_t>1 << 31):
-            raise ValueError(f"avg_pool2d: pool_h * pool_w = {<int64_t>pool_h * pool_w} is too "
-                             f"large: the int32 window sum needs pool_h * pool_w * 128 < 2^31")
-        self.x, self.out = x, out
+        cdef pool_params p
+        check_params("avg_pool2d", params, POOL_PARAMS)
+        p = params
+        check_pool_args("avg_pool2d", x, &p, out, &self.g)
+        if <int64_t>p.pool_h * p.pool_w * 128 >= (<int64_t>1 << 31):
+            raise ValueError(f"avg_pool2d: pool_h * pool_w = {<int64_t>p.pool_h * p.pool_w} is "
+                             f"too large: the int32 window sum needs pool_h * pool_w * 128 < 2^31")
+        self.x, self.out, self.params = x, out, p
         self.empty = self.g.batch * self.g.out_h * self.g.out_w * self.g.channels == 0
         if not self.empty:
             self.x_data, self.out_data = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
@@ -232,23 +249,24 @@ cdef class AvgPool2dCall(KernelCall):
             avg_pool2d_impl(self.x_data, self.out_data, self.acc, &self.g)
 
 
-def max_pool2d(const int8_t[:, :, :, ::1] x not None, int pool_h, int pool_w, int stride_h,
-               int stride_w, int pad_top, int pad_left, int8_t[:, :, :, ::1] out not None):
+def max_pool2d(const int8_t[:, :, :, ::1] x not None, params,
+               int8_t[:, :, :, ::1] out not None):
     """out[n, oh, ow, c] = max of x[n, h, w, c] over the in-bounds (h, w) of window (oh, ow).
 
-    x: int8 [N, H, W, C]; out: int8 [N, OH, OW, C] (OH, OW taken from out). pool_h, pool_w,
-    stride_h, stride_w >= 1; pad_top, pad_left >= 0: input positions before the first, so
-    window (oh, ow) starts at row oh * stride_h - pad_top, column ow * stride_w - pad_left.
+    x: int8 [N, H, W, C]; out: int8 [N, OH, OW, C] (OH, OW taken from out). params: a mapping
+    with exactly the keys POOL_PARAMS: pool_h, pool_w, stride_h, stride_w >= 1; pad_top,
+    pad_left >= 0: input positions before the first, so window (oh, ow) starts at row
+    oh * stride_h - pad_top, column ow * stride_w - pad_left.
     Raises ValueError if a window has no in-bounds element.
     """
-    MaxPool2dCall(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, out)()
+    MaxPool2dCall(x, params, out)()
 
 
-def avg_pool2d(const int8_t[:, :, :, ::1] x not None, int pool_h, int pool_w, int stride_h,
-               int stride_w, int pad_top, int pad_left, int8_t[:, :, :, ::1] out not None):
+def avg_pool2d(const int8_t[:, :, :, ::1] x not None, params,
+               int8_t[:, :, :, ::1] out not None):
     """out[n, oh, ow, c] = mean of x[n, h, w, c] over the in-bounds (h, w) of window (oh, ow),
     rounded half away from zero; input and output share scale and zero point.
 
     Arguments as max_pool2d; also pool_h * pool_w * 128 < 2^31 (int32 window sums).
     """
-    AvgPool2dCall(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, out)()
+    AvgPool2dCall(x, params, out)()

@@ -1,7 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """PReLU on int8: a learned slope per element for negative inputs.
 
-Bit-exact with ``fixnet.oracle.prelu``. Private: fixnet.runtime plans the calls.
+Bit-exact with ``fixnet.oracle.prelu``, which takes the same arguments. Private:
+fixnet.runtime plans the calls. The kernel takes x, alpha, one ``params`` mapping with exactly
+the fields of params.pxd's prelu_params (PRELU_PARAMS: in_zp, pos_m0, pos_shift, neg_m0,
+neg_shift, out_zp, act_min, act_max), and out.
 """
 from libc.stdint cimport int8_t, int32_t
 
@@ -9,8 +12,14 @@ from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport (
     check_multipliers,
     check_output_range,
+    check_params,
     requantize_accumulator,
 )
+from fixnet._kernels.params cimport prelu_params
+
+# The keys of a params mapping: the fields of the struct (params.pxd), in order.
+cdef prelu_params _prelu_fields
+PRELU_PARAMS = tuple(<dict>_prelu_fields)
 
 
 cdef void prelu_impl(const int8_t* x, const int8_t* alpha, Py_ssize_t outer, Py_ssize_t inner,
@@ -35,32 +44,36 @@ cdef class PreluCall(KernelCall):
 
     x, out: int8 [outer, inner]; alpha: int8 [inner], the slopes at their own scale
     (neg_m0/neg_shift carry in_scale * alpha_scale / out_scale). |v * alpha| <= 255 * 128.
+    params: a mapping with exactly the keys PRELU_PARAMS; ``params`` gives it back as a dict.
     """
     cdef const int8_t[:, ::1] x
     cdef const int8_t[::1] alpha
     cdef int8_t[:, ::1] out
     cdef int in_zp, pos_shift, neg_shift, out_zp, act_min, act_max
     cdef int32_t pos_m0, neg_m0
+    cdef readonly prelu_params params
 
     def __init__(self, const int8_t[:, ::1] x not None, const int8_t[::1] alpha not None,
-                 int in_zp, int pos_m0, int pos_shift, int neg_m0, int neg_shift, int out_zp,
-                 int act_min, int act_max, int8_t[:, ::1] out not None):
+                 params, int8_t[:, ::1] out not None):
         cdef int32_t m[2]
         cdef int32_t s[2]
+        cdef prelu_params p
+        check_params("prelu", params, PRELU_PARAMS)
+        p = params
         if alpha.shape[0] != x.shape[1]:
             raise ValueError(f"prelu: alpha has length {alpha.shape[0]}, expected x.shape[1] = {x.shape[1]}")
         if out.shape[0] != x.shape[0] or out.shape[1] != x.shape[1]:
             raise ValueError(f"prelu: out has shape ({out.shape[0]}, {out.shape[1]}), expected "
                              f"({x.shape[0]}, {x.shape[1]})")
-        if not -128 <= in_zp <= 127:
-            raise ValueError(f"prelu: in_zp = {in_zp} is outside the int8 range")
-        check_output_range("prelu", out_zp, act_min, act_max)
-        m[0], m[1], s[0], s[1] = pos_m0, neg_m0, pos_shift, neg_shift
+        if not -128 <= p.in_zp <= 127:
+            raise ValueError(f"prelu: in_zp = {p.in_zp} is outside the int8 range")
+        check_output_range("prelu", p.out_zp, p.act_min, p.act_max)
+        m[0], m[1], s[0], s[1] = p.pos_m0, p.neg_m0, p.pos_shift, p.neg_shift
         check_multipliers("prelu", m, s, 2)
-        self.x, self.alpha, self.out = x, alpha, out
-        self.in_zp, self.pos_m0, self.pos_shift = in_zp, pos_m0, pos_shift
-        self.neg_m0, self.neg_shift = neg_m0, neg_shift
-        self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
+        self.x, self.alpha, self.out, self.params = x, alpha, out, p
+        self.in_zp, self.pos_m0, self.pos_shift = p.in_zp, p.pos_m0, p.pos_shift
+        self.neg_m0, self.neg_shift = p.neg_m0, p.neg_shift
+        self.out_zp, self.act_min, self.act_max = p.out_zp, p.act_min, p.act_max
         self.n_tasks = 1
         # small: releasing the GIL costs more than it saves
         self.work_share = <double>x.shape[0] * x.shape[1] / 65536
@@ -73,7 +86,6 @@ cdef class PreluCall(KernelCall):
                    self.act_min, self.act_max, &self.out[0, 0])
 
 
-def prelu(x, alpha, int in_zp, int pos_m0, int pos_shift, int neg_m0, int neg_shift, int out_zp,
-          int act_min, int act_max, out):
+def prelu(x, alpha, params, out):
     """See PreluCall."""
-    PreluCall(x, alpha, in_zp, pos_m0, pos_shift, neg_m0, neg_shift, out_zp, act_min, act_max, out)()
+    PreluCall(x, alpha, params, out)()

@@ -156,6 +156,27 @@ cdef inline int check_int8(str kernel, str name, int value) except -1:
     return 0
 
 
+cdef inline int check_params(str kernel, object params, tuple fields) except -1:
+    """Raise unless params is a mapping whose keys are exactly ``fields`` (the field names of
+    the kernel's params struct, fixnet/_kernels/params.pxd): TypeError if it is not a
+    mapping, ValueError naming every missing and every unknown key. (Cython's conversion of
+    the mapping to the struct names a missing key too, but ignores an unknown one: a
+    misspelt key would be dropped silently.)"""
+    try:
+        keys = list(params.keys())
+    except AttributeError:
+        raise TypeError(f"{kernel}: params must be a mapping with the keys {', '.join(fields)}; "
+                        f"got {type(params).__name__}") from None
+    missing = [repr(f) for f in fields if f not in keys]
+    unknown = [repr(key) for key in keys if key not in fields]
+    if missing or unknown:
+        found = ([f"no key {', '.join(missing)}"] if missing else []) + (
+            [f"unknown key {', '.join(unknown)}"] if unknown else [])
+        raise ValueError(f"{kernel}: params has {'; '.join(found)} (its keys are exactly "
+                         f"{', '.join(fields)})")
+    return 0
+
+
 cdef inline int check_output_range(str kernel, int out_zp, int act_min, int act_max) except -1:
     """Raise ValueError unless out_zp and -128 <= act_min <= act_max <= 127 are int8."""
     if not -128 <= out_zp <= 127:

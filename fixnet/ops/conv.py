@@ -149,9 +149,16 @@ class _WindowStep(KeepsWidened, Step):
     def views(self, x, y):
         return x.reshape((-1,) + self.nhwc_in), y.reshape((-1,) + self.nhwc_out)
 
-    def geometry_args(self):
-        return (self.strides[0], self.strides[1], self.dilation[0], self.dilation[1],
-                self.pads[0][0], self.pads[1][0])
+    def window_params(self, **fields):
+        """The params mapping of a convolution kernel and its oracle (_conv.CONV2D_PARAMS /
+        DEPTHWISE_PARAMS): the window geometry, ``fields`` (groups or depth_multiplier), the
+        padding value and the output's quantization, from the attributes the step stores
+        (the .fxn format saves those, not this mapping)."""
+        (pad_top, _), (pad_left, _) = self.pads
+        return dict(stride_h=self.strides[0], stride_w=self.strides[1],
+                    dilation_h=self.dilation[0], dilation_w=self.dilation[1], pad_top=pad_top,
+                    pad_left=pad_left, **fields, pad_value=self.pad_value, out_zp=self.out_zp,
+                    act_min=self.act_min, act_max=self.act_max)
 
     def adjust_bias(self, delta):
         """Add ``delta`` (int per output channel, bias codes) to the int32 bias: the bias
@@ -177,9 +184,9 @@ class ConvStep(_WindowStep):
         self.groups = int(groups)
         self.packed_weights()       # at quantize time, once, shared by every arena
 
-    def _args(self, x4):
-        return (x4, self.w_q, self.bias, self.m0, self.shift) + self.geometry_args() + (
-            self.groups, self.pad_value, self.out_zp, self.act_min, self.act_max)
+    def kernel_params(self):
+        """The params of _conv.conv2d and oracle.conv2d (CONV2D_PARAMS)."""
+        return self.window_params(groups=self.groups)
 
     def is_pointwise(self):
         """A 1x1 kernel at stride 1 over one group, without padding: a dense layer applied to
@@ -248,23 +255,23 @@ class ConvStep(_WindowStep):
             return _dense.DenseCall(x4.reshape(-1, cin), packed.source, self.bias, self.m0,
                                     self.shift, self.out_zp, self.act_min, self.act_max,
                                     y4.reshape(-1, cout), packed=packed, pixels=pixels)
-        if kind == "depthwise":
+        if kind == "depthwise":    # one input channel: depth multiplier Cout
             return _conv.DepthwiseConv2dCall(
-                x4, packed.w, self.bias, self.m0, self.shift, *self.geometry_args(),
-                self.w_q.shape[0], self.pad_value, self.out_zp, self.act_min, self.act_max, y4,
-                packed=packed)
-        return _conv.Conv2dCall(*self._args(x4), y4, packed=packed)
+                x4, packed.w, self.bias, self.m0, self.shift,
+                self.window_params(depth_multiplier=self.w_q.shape[0]), y4, packed=packed)
+        return _conv.Conv2dCall(x4, self.w_q, self.bias, self.m0, self.shift,
+                                self.kernel_params(), y4, packed=packed)
 
     def oracle(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)
-        y = oracle.conv2d(*self._args(x4), out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
+        y = oracle.conv2d(x4, self.w_q, self.bias, self.m0, self.shift, self.kernel_params(),
+                          out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
         return [y]
 
     def accumulators(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)
-        return oracle.conv2d_accumulators(
-            x4, self.w_q, self.bias, *self.geometry_args(), self.groups, self.pad_value,
-            out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
+        return oracle.conv2d_accumulators(x4, self.w_q, self.bias, self.kernel_params(),
+                                          out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
 
     def channel_weights(self):
         return np.abs(self.w_q.astype(np.int64)).reshape(self.w_q.shape[0], -1).sum(axis=1)
@@ -277,9 +284,10 @@ class DepthwiseStep(_WindowStep):
         super().__init__(name, layer, inputs, outputs, w_q, strides, dilation, **p)
         self.depth_multiplier = int(depth_multiplier)
 
-    def _args(self, x4):
-        return (x4, self.w_q, self.bias, self.m0, self.shift) + self.geometry_args() + (
-            self.depth_multiplier, self.pad_value, self.out_zp, self.act_min, self.act_max)
+    def kernel_params(self):
+        """The params of _conv.depthwise_conv2d and oracle.depthwise_conv2d
+        (DEPTHWISE_PARAMS)."""
+        return self.window_params(depth_multiplier=self.depth_multiplier)
 
     def packed_weights(self):
         """w_q and bias in the depthwise kernel's tile layout (_conv.pack_depthwise_weights),
@@ -298,18 +306,20 @@ class DepthwiseStep(_WindowStep):
 
     def bind(self, bufs):
         x4, y4 = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
-        return _conv.DepthwiseConv2dCall(*self._args(x4), y4, packed=self.packed_weights())
+        return _conv.DepthwiseConv2dCall(x4, self.w_q, self.bias, self.m0, self.shift,
+                                         self.kernel_params(), y4, packed=self.packed_weights())
 
     def oracle(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)
-        return [oracle.depthwise_conv2d(*self._args(x4), out_h=self.nhwc_out[0],
+        return [oracle.depthwise_conv2d(x4, self.w_q, self.bias, self.m0, self.shift,
+                                        self.kernel_params(), out_h=self.nhwc_out[0],
                                         out_w=self.nhwc_out[1])]
 
     def accumulators(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)
         return oracle.depthwise_conv2d_accumulators(
-            x4, self.w_q, self.bias, *self.geometry_args(), self.depth_multiplier, self.pad_value,
-            out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
+            x4, self.w_q, self.bias, self.kernel_params(), out_h=self.nhwc_out[0],
+            out_w=self.nhwc_out[1])
 
     def channel_weights(self):
         return np.abs(self.w_q.astype(np.int64)).reshape(-1, self.w_q.shape[-1]).sum(axis=0)

@@ -93,19 +93,22 @@ class BinaryStep(Step):
         super().__init__(name, layer, inputs, outputs)
         self.op = kind
         self.kernel = self.KERNELS[kind]
-        self.params = params          # keyword arguments of the kernel, in its order
+        self.params = params          # the kernel's params mapping (ADD_PARAMS, ...)
 
-    def _args(self, x, y):
-        return (x.reshape(-1), y.reshape(-1)) + tuple(self.params.values())
+    def kernel_params(self):
+        """The params of the kernel and its oracle (_binary.ADD_PARAMS, MUL_PARAMS or
+        MAXIMUM_PARAMS, as self.kernel says): the stored mapping, passed by name."""
+        return dict(self.params)
 
     def bind(self, bufs):
         call = getattr(_binary, self.kernel.capitalize() + "Call")
-        return call(*self._args(bufs[self.inputs[0]], bufs[self.inputs[1]]),
-                    bufs[self.outputs[0]].reshape(-1))
+        return call(bufs[self.inputs[0]].reshape(-1), bufs[self.inputs[1]].reshape(-1),
+                    self.kernel_params(), bufs[self.outputs[0]].reshape(-1))
 
     def oracle(self, ins):
         x, y = ins
-        return [getattr(oracle, self.kernel)(*self._args(x, y)).reshape(x.shape)]
+        return [getattr(oracle, self.kernel)(x.reshape(-1), y.reshape(-1),
+                                             self.kernel_params()).reshape(x.shape)]
 
     def overflow_bound(self):
         p = self.params

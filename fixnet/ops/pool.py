@@ -152,20 +152,22 @@ class PoolStep(Step):
         self.pool, self.strides, self.pad_tl = tuple(pool), tuple(strides), tuple(pad_tl)
         self.nhwc_in, self.nhwc_out = tuple(nhwc_in), tuple(nhwc_out)
 
-    def _args(self, x4):
-        return (x4, self.pool[0], self.pool[1], self.strides[0], self.strides[1],
-                self.pad_tl[0], self.pad_tl[1])
+    def kernel_params(self):
+        """The params of the pooling kernel and its oracle (_pool.POOL_PARAMS), from the
+        attributes the step stores."""
+        return dict(pool_h=self.pool[0], pool_w=self.pool[1], stride_h=self.strides[0],
+                    stride_w=self.strides[1], pad_top=self.pad_tl[0], pad_left=self.pad_tl[1])
 
     def bind(self, bufs):
         x4 = bufs[self.inputs[0]].reshape((-1,) + self.nhwc_in)
         y4 = bufs[self.outputs[0]].reshape((-1,) + self.nhwc_out)
         call = _pool.MaxPool2dCall if self.kind == "max" else _pool.AvgPool2dCall
-        return call(*self._args(x4), y4)
+        return call(x4, self.kernel_params(), y4)
 
     def oracle(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)
         f = oracle.max_pool2d if self.kind == "max" else oracle.avg_pool2d
-        return [f(*self._args(x4), out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])]
+        return [f(x4, self.kernel_params(), out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])]
 
     def overflow_bound(self):
         if self.kind != "avg":
@@ -182,14 +184,16 @@ class PadStep(Step):
         self.pads, self.value = pads, int(value)
         self.nhwc_in, self.nhwc_out = tuple(nhwc_in), tuple(nhwc_out)
 
-    def _args(self, x4):
-        (t, b), (l, r) = self.pads
-        return (x4, t, b, l, r, self.value)
+    def kernel_params(self):
+        """The params of _layout.pad_nhwc and oracle.pad_nhwc (PAD_PARAMS)."""
+        (top, bottom), (left, right) = self.pads
+        return dict(top=top, bottom=bottom, left=left, right=right, value=self.value)
 
     def bind(self, bufs):
         x4 = bufs[self.inputs[0]].reshape((-1,) + self.nhwc_in)
         y4 = bufs[self.outputs[0]].reshape((-1,) + self.nhwc_out)
-        return _layout.PadNhwcCall(*self._args(x4), y4)
+        return _layout.PadNhwcCall(x4, self.kernel_params(), y4)
 
     def oracle(self, ins):
-        return [oracle.pad_nhwc(*self._args(ins[0].reshape((-1,) + self.nhwc_in)))]
+        x4 = ins[0].reshape((-1,) + self.nhwc_in)
+        return [oracle.pad_nhwc(x4, self.kernel_params())]

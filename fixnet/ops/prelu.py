@@ -38,6 +38,9 @@ class PReLU(Op):
 
 class PReLUStep(Step):
     op = "prelu"
+    # the names of the values in self.params, in order: the kernel's PRELU_PARAMS
+    PARAM_NAMES = ("in_zp", "pos_m0", "pos_shift", "neg_m0", "neg_shift", "out_zp", "act_min",
+                   "act_max")
 
     def __init__(self, name, layer, inputs, outputs, alpha_q, in_zp, pos_m0, pos_shift, neg_m0,
                  neg_shift, out_zp, act_min, act_max):
@@ -46,20 +49,25 @@ class PReLUStep(Step):
         self.params = (int(in_zp), pos_m0, pos_shift, neg_m0, neg_shift, int(out_zp),
                        int(act_min), int(act_max))
 
+    def kernel_params(self):
+        """The params of _prelu.prelu and oracle.prelu (PRELU_PARAMS), named from the tuple
+        the step stores (.fxn files hold that tuple)."""
+        return dict(zip(self.PARAM_NAMES, self.params))
+
     def bind(self, bufs):
         inner = self.alpha_q.shape[0]
         return _prelu.PreluCall(bufs[self.inputs[0]].reshape(-1, inner), self.alpha_q,
-                                *self.params, bufs[self.outputs[0]].reshape(-1, inner))
+                                self.kernel_params(), bufs[self.outputs[0]].reshape(-1, inner))
 
     def oracle(self, ins):
         x = ins[0]
         return [oracle.prelu(x.reshape(-1, self.alpha_q.shape[0]), self.alpha_q,
-                             *self.params).reshape(x.shape)]
+                             self.kernel_params()).reshape(x.shape)]
 
     def accumulators(self, ins):
         return oracle.prelu_accumulators(ins[0].reshape(-1, self.alpha_q.shape[0]), self.alpha_q,
-                                         self.params[0])
+                                         self.kernel_params())
 
     def overflow_bound(self):
-        worst = 255 * 127 << max(self.params[4], 0)
+        worst = 255 * 127 << max(self.kernel_params()["neg_shift"], 0)
         return OverflowBound(self.layer, self.op, np.array([worst], np.int64))

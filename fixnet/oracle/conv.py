@@ -7,6 +7,10 @@ pads, on the bottom/right as implied by the output size (out_h, out_w), which th
 computes. The caller passes the input zero point as pad_value, so padding means real 0.0.
 Accumulators are exact int64 here; the int8 results take them modulo 2^32 as the int32
 kernels do.
+
+Each function takes the arrays and one ``params`` mapping, the one its kernel takes
+(fixnet/_kernels/_conv.pyx): exactly the keys CONV2D_PARAMS (conv2d) or DEPTHWISE_PARAMS
+(depthwise_conv2d); a missing or unknown key is an error naming it.
 """
 import numpy as np
 
@@ -15,16 +19,26 @@ from .core import (
     _check_zero_point,
     _clamp_to_int8,
     _int64,
+    _params,
     _wrap_int32,
     multiply_by_quantized_multiplier,
 )
 
 __all__ = [
+    "CONV2D_PARAMS",
+    "DEPTHWISE_PARAMS",
     "conv2d",
     "conv2d_accumulators",
     "depthwise_conv2d",
     "depthwise_conv2d_accumulators",
 ]
+
+
+# The keys of the params mappings (the fields of the kernels' structs, _kernels/params.pxd).
+CONV2D_PARAMS = ("stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left",
+                 "groups", "pad_value", "out_zp", "act_min", "act_max")
+DEPTHWISE_PARAMS = ("stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left",
+                    "depth_multiplier", "pad_value", "out_zp", "act_min", "act_max")
 
 
 def _check_window(stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, out_h, out_w):
@@ -67,17 +81,19 @@ def _bias_accumulators(kernel, x, bias, cout, stride_h, stride_w, dilation_h, di
     return acc
 
 
-def conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, dilation_w, pad_top,
-                        pad_left, groups, pad_value, *, out_h, out_w):
+def conv2d_accumulators(x, w, bias, params, *, out_h, out_w):
     """Exact int64 accumulators of conv2d:
     acc[n, oh, ow, co] = bias[co] + sum_{kh, kw, ci} x[n, ih, iw, g * Cin_g + ci] * w[co, kh, kw, ci]
     with g = co // (Cout // groups), Cin_g = Cin // groups; taps outside x read pad_value.
 
     x: int8 [N, H, W, Cin]; w: int8 [Cout, KH, KW, Cin // groups], KH, KW >= 1;
-    bias: int32 [Cout]; strides, dilations >= 1; pads >= 0; groups >= 1 divides Cin and Cout;
+    bias: int32 [Cout]; params: conv2d's mapping (CONV2D_PARAMS; out_zp, act_min and act_max
+    are not read here): strides, dilations >= 1; pads >= 0; groups >= 1 divides Cin and Cout;
     pad_value: int8 (the input zero point); out_h, out_w >= 0: the output size.
     Returns int64 [N, out_h, out_w, Cout]; a value outside int32 means the kernel would wrap.
     """
+    (stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, groups, pad_value,
+     _, _, _) = _params(params, CONV2D_PARAMS, "conv2d")
     x = _int64(x, "x", -128, 127)
     w = _int64(w, "w", -128, 127)
     bias = _int64(bias, "bias")
@@ -107,31 +123,32 @@ def conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, dilation_w, 
     return acc
 
 
-def conv2d(x, w, bias, m0, shift, stride_h, stride_w, dilation_h, dilation_w, pad_top,
-           pad_left, groups, pad_value, out_zp, act_min, act_max, *, out_h, out_w):
+def conv2d(x, w, bias, m0, shift, params, *, out_h, out_w):
     """2-D convolution on int8, NHWC, with groups.
 
     out[n, oh, ow, co] = clamp(out_zp + multiply_by_quantized_multiplier(acc, m0[co],
     shift[co]), act_min, act_max), acc = conv2d_accumulators(...) taken modulo 2^32.
-    m0, shift: int32 [Cout] (m0 in [2^30, 2^31) or 0, shift in [-31, 30]); out_zp: int8;
-    -128 <= act_min <= act_max <= 127. Returns int8 [N, out_h, out_w, Cout].
+    m0, shift: int32 [Cout] (m0 in [2^30, 2^31) or 0, shift in [-31, 30]); params: conv2d's
+    mapping (CONV2D_PARAMS), with out_zp: int8, -128 <= act_min <= act_max <= 127.
+    Returns int8 [N, out_h, out_w, Cout].
     """
+    *_, out_zp, act_min, act_max = _params(params, CONV2D_PARAMS, "conv2d")
     _check_output_range(out_zp, act_min, act_max)
-    acc = conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, dilation_w,
-                              pad_top, pad_left, groups, pad_value, out_h=out_h, out_w=out_w)
+    acc = conv2d_accumulators(x, w, bias, params, out_h=out_h, out_w=out_w)
     return _requantize_channels(acc, m0, shift, out_zp, act_min, act_max)
 
 
-def depthwise_conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, dilation_w,
-                                  pad_top, pad_left, depth_multiplier, pad_value, *, out_h,
-                                  out_w):
+def depthwise_conv2d_accumulators(x, w, bias, params, *, out_h, out_w):
     """Exact int64 accumulators of depthwise_conv2d:
     acc[n, oh, ow, o] = bias[o] + sum_{kh, kw} x[n, ih, iw, o // M] * w[kh, kw, o],
     M = depth_multiplier >= 1; taps outside x read pad_value.
 
     x: int8 [N, H, W, C]; w: int8 [KH, KW, C * M], KH, KW >= 1; bias: int32 [C * M];
-    other arguments as conv2d_accumulators. Returns int64 [N, out_h, out_w, C * M].
+    params: depthwise_conv2d's mapping (DEPTHWISE_PARAMS), read as conv2d_accumulators reads
+    conv2d's. Returns int64 [N, out_h, out_w, C * M].
     """
+    (stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, depth_multiplier,
+     pad_value, _, _, _) = _params(params, DEPTHWISE_PARAMS, "depthwise_conv2d")
     x = _int64(x, "x", -128, 127)
     w = _int64(w, "w", -128, 127)
     bias = _int64(bias, "bias")
@@ -155,20 +172,18 @@ def depthwise_conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h, di
     return acc
 
 
-def depthwise_conv2d(x, w, bias, m0, shift, stride_h, stride_w, dilation_h, dilation_w,
-                     pad_top, pad_left, depth_multiplier, pad_value, out_zp, act_min, act_max,
-                     *, out_h, out_w):
+def depthwise_conv2d(x, w, bias, m0, shift, params, *, out_h, out_w):
     """Depthwise 2-D convolution on int8, NHWC: each input channel c has its own
     depth_multiplier filters, output channel o = c * M + m.
 
     out = clamp(out_zp + multiply_by_quantized_multiplier(acc, m0[o], shift[o]), act_min,
     act_max), acc = depthwise_conv2d_accumulators(...) taken modulo 2^32; m0, shift: int32
-    [C * M]. Returns int8 [N, out_h, out_w, C * M].
+    [C * M]; params: depthwise_conv2d's mapping (DEPTHWISE_PARAMS). Returns int8
+    [N, out_h, out_w, C * M].
     """
+    *_, out_zp, act_min, act_max = _params(params, DEPTHWISE_PARAMS, "depthwise_conv2d")
     _check_output_range(out_zp, act_min, act_max)
-    acc = depthwise_conv2d_accumulators(x, w, bias, stride_h, stride_w, dilation_h,
-                                        dilation_w, pad_top, pad_left, depth_multiplier,
-                                        pad_value, out_h=out_h, out_w=out_w)
+    acc = depthwise_conv2d_accumulators(x, w, bias, params, out_h=out_h, out_w=out_w)
     return _requantize_channels(acc, m0, shift, out_zp, act_min, act_max)
 
 

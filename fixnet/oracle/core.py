@@ -46,6 +46,25 @@ def _int64(a, name, lo=INT32_MIN, hi=INT32_MAX):
     return arr
 
 
+def _params(params, fields, kernel):
+    """The values of ``params`` (a mapping, the op's params as its kernel takes them) for the
+    keys ``fields``, in that order. TypeError if params is not a mapping, ValueError naming
+    every missing and every unknown key (as the kernels' entry checks do)."""
+    try:
+        keys = list(params.keys())
+    except AttributeError:
+        raise TypeError(f"{kernel}: params must be a mapping with the keys {', '.join(fields)}; "
+                        f"got {type(params).__name__}") from None
+    missing = [repr(f) for f in fields if f not in keys]
+    unknown = [repr(key) for key in keys if key not in fields]
+    if missing or unknown:
+        found = ([f"no key {', '.join(missing)}"] if missing else []) + (
+            [f"unknown key {', '.join(unknown)}"] if unknown else [])
+        raise ValueError(f"{kernel}: params has {'; '.join(found)} (its keys are exactly "
+                         f"{', '.join(fields)})")
+    return tuple(params[f] for f in fields)
+
+
 def _check_zero_point(zp, name):
     if not -128 <= int(zp) <= 127:
         raise ValueError(f"{name} = {zp} is outside the int8 range [-128, 127]")

@@ -1,13 +1,18 @@
 """Oracle of the merge ops (fixnet/ops/merge.py): add, subtract, average, multiply, maximum,
 minimum and concatenation; kernels in fixnet/_kernels/_binary.pyx (the binary ops) and
 _layout.pyx (concatenation). The binary ops work elementwise on arrays of one shape (the
-kernels take them flattened); MBQM is ``multiply_by_quantized_multiplier``."""
+kernels take them flattened); MBQM is ``multiply_by_quantized_multiplier``. A binary op takes
+x, y and one ``params`` mapping, the one its kernel takes: exactly the keys ADD_PARAMS,
+MUL_PARAMS or MAXIMUM_PARAMS; a missing or unknown key is an error naming it."""
 import numpy as np
 
 from .core import (INT32_MAX, INT32_MIN, _check_output_range, _check_zero_point, _clamp_to_int8,
-                   _int64, _wrap_int32, multiply_by_quantized_multiplier)
+                   _int64, _params, _wrap_int32, multiply_by_quantized_multiplier)
 
 __all__ = [
+    "ADD_PARAMS",
+    "MUL_PARAMS",
+    "MAXIMUM_PARAMS",
     "add_accumulators",
     "add",
     "mul",
@@ -15,6 +20,14 @@ __all__ = [
     "requantize_into",
     "concatenate",
 ]
+
+
+# The keys of the params mappings (the fields of the kernels' structs, _kernels/params.pxd).
+ADD_PARAMS = ("x_zp", "x_m0", "x_shift", "y_zp", "y_m0", "y_shift", "left_shift", "out_m0",
+              "out_shift", "out_zp", "act_min", "act_max", "subtract")
+MUL_PARAMS = ("x_zp", "y_zp", "m0", "shift", "out_zp", "act_min", "act_max")
+MAXIMUM_PARAMS = ("x_zp", "x_m0", "x_shift", "y_zp", "y_m0", "y_shift", "out_zp", "act_min",
+                  "act_max", "take_min")
 
 
 def _binary_inputs(x, y, kernel):
@@ -42,12 +55,15 @@ def _check_left_shift(left_shift, zps):
                              f"(x - {name}) * 2^left_shift can leave int32")
 
 
-def add_accumulators(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, subtract):
+def add_accumulators(x, y, params):
     """Exact int64 value of add's int32 intermediate r = sx + sy (sx - sy if subtract).
 
-    sx = MBQM((x - x_zp) * 2^left_shift, x_m0, x_shift), sy likewise. A value outside int32
-    means the kernel's r wraps modulo 2^32 (checked mode raises on it).
+    sx = MBQM((x - x_zp) * 2^left_shift, x_m0, x_shift), sy likewise; params: add's mapping
+    (ADD_PARAMS; the output's fields are not read here). A value outside int32 means the
+    kernel's r wraps modulo 2^32 (checked mode raises on it).
     """
+    (x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, _, _, _, _, _,
+     subtract) = _params(params, ADD_PARAMS, "add")
     x, y = _binary_inputs(x, y, "add")
     _check_zero_point(x_zp, "x_zp")
     _check_zero_point(y_zp, "y_zp")
@@ -59,9 +75,9 @@ def add_accumulators(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift,
     return sx - sy if int(subtract) else sx + sy
 
 
-def add(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0, out_shift,
-        out_zp, act_min, act_max, subtract):
-    """TFLite's quantized add (or subtract) of two int8 tensors of the same shape.
+def add(x, y, params):
+    """TFLite's quantized add (or subtract) of two int8 tensors of the same shape; params:
+    a mapping with exactly the keys ADD_PARAMS.
 
     Both inputs go to a common fine scale: sx = MBQM((x - x_zp) * 2^left_shift, x_m0,
     x_shift), sy likewise (real factors x_scale / (2 max scale), ...); r = sx + sy, or
@@ -69,17 +85,19 @@ def add(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0, out_
     out_shift), act_min, act_max). Zero points int8; left_shift in [0, 24] with
     (x - zp) * 2^left_shift in int32 for every int8 x (TFLite uses 20). Returns int8.
     """
+    *_, out_m0, out_shift, out_zp, act_min, act_max, _ = _params(params, ADD_PARAMS, "add")
     _check_output_range(out_zp, act_min, act_max)
-    r = _wrap_int32(add_accumulators(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift,
-                                     left_shift, subtract))
+    r = _wrap_int32(add_accumulators(x, y, params))
     return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(r, out_m0, out_shift),
                           act_min, act_max)
 
 
-def mul(x, y, x_zp, y_zp, m0, shift, out_zp, act_min, act_max):
+def mul(x, y, params):
     """Quantized elementwise product: clamp(out_zp + MBQM((x - x_zp) * (y - y_zp), m0,
     shift), act_min, act_max); real factor x_scale * y_scale / out_scale. The product is at
-    most 255^2 in magnitude (fits int32). Returns int8."""
+    most 255^2 in magnitude (fits int32). params: a mapping with exactly the keys
+    MUL_PARAMS. Returns int8."""
+    x_zp, y_zp, m0, shift, out_zp, act_min, act_max = _params(params, MUL_PARAMS, "mul")
     x, y = _binary_inputs(x, y, "mul")
     _check_zero_point(x_zp, "x_zp")
     _check_zero_point(y_zp, "y_zp")
@@ -89,11 +107,14 @@ def mul(x, y, x_zp, y_zp, m0, shift, out_zp, act_min, act_max):
                           act_min, act_max)
 
 
-def maximum(x, y, x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp, act_min, act_max, take_min):
+def maximum(x, y, params):
     """Elementwise max (min if take_min) of two int8 tensors after moving both to the output
     quantization: rx = out_zp + MBQM(x - x_zp, x_m0, x_shift), ry likewise (exact, before
     the clamp; real factors x_scale / out_scale, y_scale / out_scale);
-    out = clamp(max(rx, ry), act_min, act_max). Returns int8."""
+    out = clamp(max(rx, ry), act_min, act_max). params: a mapping with exactly the keys
+    MAXIMUM_PARAMS. Returns int8."""
+    (x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp, act_min, act_max,
+     take_min) = _params(params, MAXIMUM_PARAMS, "maximum")
     x, y = _binary_inputs(x, y, "maximum")
     _check_zero_point(x_zp, "x_zp")
     _check_zero_point(y_zp, "y_zp")

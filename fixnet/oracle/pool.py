@@ -1,16 +1,27 @@
 """Oracle of pooling and padding (fixnet/ops/pool.py; kernels in fixnet/_kernels/_pool.pyx
-and _layout.pyx). Pure NumPy with int64 inside; every tensor is int8, NHWC [N, H, W, C]."""
+and _layout.pyx). Pure NumPy with int64 inside; every tensor is int8, NHWC [N, H, W, C].
+
+Each function takes the arrays and one ``params`` mapping, the one its kernel takes: exactly
+the keys POOL_PARAMS (pooling) or PAD_PARAMS (pad_nhwc); a missing or unknown key is an error
+naming it."""
 import numpy as np
 
-from .core import _check_zero_point, _int64
+from .core import _check_zero_point, _int64, _params
 
 __all__ = [
+    "POOL_PARAMS",
+    "PAD_PARAMS",
     "pool_windows",
     "max_pool2d",
     "avg_pool2d",
     "avg_pool2d_sums",
     "pad_nhwc",
 ]
+
+
+# The keys of the params mappings (the fields of the kernels' structs, _kernels/params.pxd).
+POOL_PARAMS = ("pool_h", "pool_w", "stride_h", "stride_w", "pad_top", "pad_left")
+PAD_PARAMS = ("top", "bottom", "left", "right", "value")
 
 
 # ---- pooling -------------------------------------------------------------------------------
@@ -33,14 +44,15 @@ def _window_bounds(n_out, pool, stride, pad, length, kernel, axis):
     return lo, hi
 
 
-def pool_windows(in_h, in_w, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, *,
-                 out_h, out_w, kernel="pool"):
+def pool_windows(in_h, in_w, params, *, out_h, out_w, kernel="pool"):
     """In-bounds window bounds of every output position: (h_lo, h_hi, w_lo, w_hi).
 
     Output (oh, ow) pools input rows [h_lo[oh], h_hi[oh]) and columns [w_lo[ow], w_hi[ow]),
     i.e. rows oh * stride_h - pad_top + [0, pool_h) clipped to [0, in_h), columns likewise.
-    pool, stride >= 1, pads >= 0. Raises ValueError if a window has no in-bounds element.
+    params: the pooling mapping (POOL_PARAMS): pool, stride >= 1, pads >= 0. Raises
+    ValueError if a window has no in-bounds element.
     """
+    pool_h, pool_w, stride_h, stride_w, pad_top, pad_left = _params(params, POOL_PARAMS, kernel)
     if int(out_h) < 0 or int(out_w) < 0:
         raise ValueError(f"{kernel}: out_h = {out_h}, out_w = {out_w} must be >= 0")
     h_lo, h_hi = _window_bounds(int(out_h), int(pool_h), int(stride_h), int(pad_top), int(in_h),
@@ -57,17 +69,16 @@ def _pool_input(x, kernel):
     return x
 
 
-def max_pool2d(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, *, out_h, out_w):
+def max_pool2d(x, params, *, out_h, out_w):
     """Max over each window's in-bounds elements (padding never wins: TensorFlow semantics).
 
-    x: int8 [N, H, W, C]; pool_h, pool_w, stride_h, stride_w >= 1; pad_top, pad_left >= 0
-    (input positions before the first); out_h, out_w: output size. Returns int8
-    [N, out_h, out_w, C]. Global max pooling: pool (H, W), stride 1, no padding.
+    x: int8 [N, H, W, C]; params (POOL_PARAMS): pool_h, pool_w, stride_h, stride_w >= 1;
+    pad_top, pad_left >= 0 (input positions before the first); out_h, out_w: output size.
+    Returns int8 [N, out_h, out_w, C]. Global max pooling: pool (H, W), stride 1, no padding.
     """
     x = _pool_input(x, "max_pool2d")
-    h_lo, h_hi, w_lo, w_hi = pool_windows(x.shape[1], x.shape[2], pool_h, pool_w, stride_h,
-                                          stride_w, pad_top, pad_left, out_h=out_h, out_w=out_w,
-                                          kernel="max_pool2d")
+    h_lo, h_hi, w_lo, w_hi = pool_windows(x.shape[1], x.shape[2], params, out_h=out_h,
+                                          out_w=out_w, kernel="max_pool2d")
     out = np.empty((x.shape[0], int(out_h), int(out_w), x.shape[3]), np.int8)
     for oh in range(int(out_h)):
         for ow in range(int(out_w)):
@@ -76,16 +87,15 @@ def max_pool2d(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, *, out_
     return out
 
 
-def avg_pool2d_sums(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, *, out_h, out_w):
+def avg_pool2d_sums(x, params, *, out_h, out_w):
     """Exact window sums and in-bounds counts of avg_pool2d.
 
     Returns (sums int64 [N, out_h, out_w, C], counts int64 [out_h, out_w]); the int32 kernel
     holds the sums, which cannot wrap while pool_h * pool_w * 128 < 2^31 (avg_pool2d checks).
     """
     x = _pool_input(x, "avg_pool2d")
-    h_lo, h_hi, w_lo, w_hi = pool_windows(x.shape[1], x.shape[2], pool_h, pool_w, stride_h,
-                                          stride_w, pad_top, pad_left, out_h=out_h, out_w=out_w,
-                                          kernel="avg_pool2d")
+    h_lo, h_hi, w_lo, w_hi = pool_windows(x.shape[1], x.shape[2], params, out_h=out_h,
+                                          out_w=out_w, kernel="avg_pool2d")
     sums = np.zeros((x.shape[0], int(out_h), int(out_w), x.shape[3]), np.int64)
     for oh in range(int(out_h)):
         for ow in range(int(out_w)):
@@ -94,7 +104,7 @@ def avg_pool2d_sums(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, *,
     return sums, counts
 
 
-def avg_pool2d(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, *, out_h, out_w):
+def avg_pool2d(x, params, *, out_h, out_w):
     """Rounded mean of each window's in-bounds elements (padding is not counted).
 
     With s the sum and n the count: (s + n // 2) // n for s >= 0, -((-s + n // 2) // n) for
@@ -103,25 +113,24 @@ def avg_pool2d(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left, *, out_
     pool_h * pool_w * 128 < 2^31 (the int32 window sum cannot wrap). Returns int8
     [N, out_h, out_w, C].
     """
+    pool_h, pool_w, *_ = _params(params, POOL_PARAMS, "avg_pool2d")
     if int(pool_h) * int(pool_w) * 128 >= 2 ** 31:
         raise ValueError(f"avg_pool2d: pool_h * pool_w = {int(pool_h) * int(pool_w)} is too "
                          f"large: the int32 window sum needs pool_h * pool_w * 128 < 2^31")
-    sums, counts = avg_pool2d_sums(x, pool_h, pool_w, stride_h, stride_w, pad_top, pad_left,
-                                   out_h=out_h, out_w=out_w)
+    sums, counts = avg_pool2d_sums(x, params, out_h=out_h, out_w=out_w)
     n = counts[None, :, :, None]
     mean = np.where(sums >= 0, (sums + n // 2) // n, -((-sums + n // 2) // n))
     return mean.astype(np.int8)
 
 
-# ---- binary elementwise --------------------------------------------------------------------
-
-
 # ---- layout --------------------------------------------------------------------------------
 
 
-def pad_nhwc(x, top, bottom, left, right, value):
+def pad_nhwc(x, params):
     """Pad the H and W axes of int8 NHWC x with `value` (the zero point, so the padding is
-    real 0.0). Pads >= 0; value int8. Returns int8 [N, H + top + bottom, W + left + right, C]."""
+    real 0.0). params (PAD_PARAMS): top, bottom, left, right >= 0; value int8. Returns int8
+    [N, H + top + bottom, W + left + right, C]."""
+    top, bottom, left, right, value = _params(params, PAD_PARAMS, "pad_nhwc")
     x = _int64(x, "x", -128, 127)
     if x.ndim != 4:
         raise ValueError(f"pad_nhwc: x has shape {x.shape}, expected NHWC [N, H, W, C]")
