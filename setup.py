@@ -35,10 +35,10 @@ KERNELS = os.path.join("fixnet", "_kernels")
 KERNEL_CSRC = os.path.join(KERNELS, "csrc")
 
 # Modules that include the C headers of fixnet/_kernels/csrc.
-CSRC_MODULES = ("_conv.pyx", "_dense.pyx", "_binary.pyx", "_pool.pyx")
+CSRC_MODULES = ("_conv.pyx", "_dense.pyx", "_merge.pyx", "_pool.pyx")
 
 # Modules compiled once more per instruction set (the rest only for the baseline).
-ISA_MODULES = ("_dense", "_elementwise", "_affine", "_softmax", "_conv", "_pool", "_binary",
+ISA_MODULES = ("_dense", "_elementwise", "_affine", "_softmax", "_conv", "_pool", "_merge",
                "_recurrent")
 
 # x86-64-v3 minus the features gcc never emits for these kernels (f16c, lzcnt, movbe), so the
@@ -63,7 +63,7 @@ ISA_VARIANTS = {
 
 # Modules whose loops run over channel counts too short for 64 int8 lanes: in the AVX-512
 # build they keep AVX-512's instructions but 256-bit vectors (measured faster; see bench/).
-NARROW_VECTOR_MODULES = ("_conv", "_pool", "_binary")
+NARROW_VECTOR_MODULES = ("_conv", "_pool", "_merge")
 
 
 def module_flags(module, flags):

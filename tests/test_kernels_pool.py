@@ -1,4 +1,4 @@
-"""Pooling, binary elementwise and layout kernels (_pool, _binary, _layout) are bit-exact with
+"""Pooling, binary elementwise and layout kernels (_pool, _merge, _layout) are bit-exact with
 fixnet.oracle on random shapes, windows, zero points, multipliers and clamp bounds; the
 oracle itself is checked against independent definitions (naive loops, exact fractions, real
 arithmetic, np.pad, np.concatenate); every kernel rejects bad arguments with ValueError, and
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from fixnet import oracle
 import fixnet._kernels
-from fixnet._kernels import _binary, _layout, _pool
+from fixnet._kernels import _merge, _layout, _pool
 from kernel_builds import build_params
 from strategies import clamp_bounds, int8_array, seeds, zero_points
 
@@ -26,13 +26,13 @@ from strategies import clamp_bounds, int8_array, seeds, zero_points
 def kernel_build(request):
     """Every test here runs once per kernel build this CPU runs (baseline, AVX2, ...): each
     build must give the oracle's bits."""
-    global _binary, _pool
-    saved = _binary, _pool
+    global _merge, _pool
+    saved = _merge, _pool
     build = fixnet._kernels.load_build(request.param)
-    _binary = build._binary
+    _merge = build._merge
     _pool = build._pool
     yield request.param
-    _binary, _pool = saved
+    _merge, _pool = saved
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -336,7 +336,7 @@ def binary_params(kernel, *values):
 
 def run_binary(kernel, x, y, params):
     out = np.full(x.shape, 99, np.int8)
-    assert getattr(_binary, kernel)(x, y, params, out) is None
+    assert getattr(_merge, kernel)(x, y, params, out) is None
     return out
 
 
@@ -360,8 +360,8 @@ def test_add_on_every_pair_both_paths(params):
     # 65536 elements: the kernel uses its table of all 256 x 256 results; in chunks of 256
     # it computes them directly. Both agree with the oracle on every input pair.
     x, y = every_pair()
-    assert _binary.AddCall(x, y, params, np.empty_like(x)).uses_pair_table
-    assert not _binary.AddCall(x[:256], y[:256], params, np.empty(256, np.int8)).uses_pair_table
+    assert _merge.AddCall(x, y, params, np.empty_like(x)).uses_pair_table
+    assert not _merge.AddCall(x[:256], y[:256], params, np.empty(256, np.int8)).uses_pair_table
     expected = oracle.add(x, y, params)
     np.testing.assert_array_equal(run_binary("add", x, y, params), expected)
     chunks = [run_binary("add", x[i:i + 256], y[i:i + 256], params) for i in range(0, 65536, 256)]
@@ -425,7 +425,7 @@ def test_mul_matches_oracle(seed, size, x_zp, y_zp, m0, shift, out_zp, bounds):
 def test_mul_on_every_pair_both_paths(x_zp, y_zp, m0, shift, out_zp, bounds):
     x, y = every_pair()
     params = binary_params("mul", x_zp, y_zp, m0, shift, out_zp, *bounds)
-    assert _binary.MulCall(x, y, params, np.empty_like(x)).uses_pair_table
+    assert _merge.MulCall(x, y, params, np.empty_like(x)).uses_pair_table
     expected = oracle.mul(x, y, params)
     np.testing.assert_array_equal(run_binary("mul", x, y, params), expected)
     chunks = [run_binary("mul", x[i:i + 256], y[i:i + 256], params) for i in range(0, 65536, 256)]
@@ -494,9 +494,9 @@ def test_binary_call_objects_reread_their_inputs(size):
                           4, -128, 127, 1)
     mul_p = binary_params("mul", 3, -7, 1500000000, -8, 4, -100, 127)
     max_p = binary_params("maximum", 3, 2 ** 30 + 5, 1, -7, 2 ** 30 + 99, -2, 4, -100, 100, 0)
-    calls = [(_binary.AddCall(x, y, add_p, out), oracle.add, add_p),
-             (_binary.MulCall(x, y, mul_p, out), oracle.mul, mul_p),
-             (_binary.MaximumCall(x, y, max_p, out), oracle.maximum, max_p)]
+    calls = [(_merge.AddCall(x, y, add_p, out), oracle.add, add_p),
+             (_merge.MulCall(x, y, mul_p, out), oracle.mul, mul_p),
+             (_merge.MaximumCall(x, y, max_p, out), oracle.maximum, max_p)]
     for call, _, params in calls:
         assert call.params == params    # the struct it filled, given back as a dict
     for _ in range(2):
@@ -557,14 +557,14 @@ def with_param(params, name, value):
 def test_binary_rejects_parameters(kernel, params, name, value, match):
     bad = with_param(params, name, value)
     with pytest.raises(ValueError, match=match):
-        getattr(_binary, kernel)(i8(4), i8(4), bad, i8(4))
+        getattr(_merge, kernel)(i8(4), i8(4), bad, i8(4))
     with pytest.raises(ValueError, match=match):
-        getattr(_binary, kernel.capitalize() + "Call")(i8(4), i8(4), bad, i8(4))
+        getattr(_merge, kernel.capitalize() + "Call")(i8(4), i8(4), bad, i8(4))
 
 
 @pytest.mark.parametrize("kernel, params", [("add", ADD), ("mul", MUL), ("maximum", MAX)])
 def test_binary_rejects_arrays(kernel, params):
-    f = getattr(_binary, kernel)
+    f = getattr(_merge, kernel)
     with pytest.raises(ValueError, match="y has length 3"):
         f(i8(4), i8(3), params, i8(4))
     with pytest.raises(ValueError, match="out has length 5"):
@@ -742,12 +742,12 @@ def test_params_keys_are_the_struct_fields_in_kernel_and_oracle():
     assert _pool.POOL_PARAMS == oracle.POOL_PARAMS == (
         "pool_h", "pool_w", "stride_h", "stride_w", "pad_top", "pad_left")
     assert _layout.PAD_PARAMS == oracle.PAD_PARAMS == ("top", "bottom", "left", "right", "value")
-    assert _binary.ADD_PARAMS == oracle.ADD_PARAMS == (
+    assert _merge.ADD_PARAMS == oracle.ADD_PARAMS == (
         "x_zp", "x_m0", "x_shift", "y_zp", "y_m0", "y_shift", "left_shift", "out_m0",
         "out_shift", "out_zp", "act_min", "act_max", "subtract")
-    assert _binary.MUL_PARAMS == oracle.MUL_PARAMS == (
+    assert _merge.MUL_PARAMS == oracle.MUL_PARAMS == (
         "x_zp", "y_zp", "m0", "shift", "out_zp", "act_min", "act_max")
-    assert _binary.MAXIMUM_PARAMS == oracle.MAXIMUM_PARAMS == (
+    assert _merge.MAXIMUM_PARAMS == oracle.MAXIMUM_PARAMS == (
         "x_zp", "x_m0", "x_shift", "y_zp", "y_m0", "y_shift", "out_zp", "act_min", "act_max",
         "take_min")
 
@@ -767,8 +767,8 @@ def entry_points(kind):
                                             lambda p: _layout.PadNhwcCall(x, p, out),
                                             lambda p: oracle.pad_nhwc(x, p)]
     params = {"add": ADD, "mul": MUL, "maximum": MAX}[kind]
-    runs = [lambda p: getattr(_binary, kind)(i8(4), i8(4), p, i8(4)),
-            lambda p: getattr(_binary, kind.capitalize() + "Call")(i8(4), i8(4), p, i8(4)),
+    runs = [lambda p: getattr(_merge, kind)(i8(4), i8(4), p, i8(4)),
+            lambda p: getattr(_merge, kind.capitalize() + "Call")(i8(4), i8(4), p, i8(4)),
             lambda p: getattr(oracle, kind)(i8(4), i8(4), p)]
     if kind == "add":
         runs.append(lambda p: oracle.add_accumulators(i8(4), i8(4), p))

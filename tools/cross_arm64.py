@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from Cython.Build import cythonize
 
-ISA_MODULES = ("_dense", "_elementwise", "_affine", "_softmax", "_conv", "_pool", "_binary",
+ISA_MODULES = ("_dense", "_elementwise", "_affine", "_softmax", "_conv", "_pool", "_merge",
                "_recurrent")
 FLAGS = ["-shared", "-fPIC", "-O3", "-fno-strict-aliasing", "-ffp-contract=off", "-g0",
          "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]

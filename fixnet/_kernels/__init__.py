@@ -6,7 +6,7 @@ The hot modules (``ISA_MODULES``) exist in several builds: the baseline (``fixne
 instruction sets in ``fixnet._kernels.isa_<name>`` (AVX2 and AVX-512 VNNI on x86-64, the
 dot-product extension on aarch64). At import the first of ``ISA_PREFERENCE`` that was built and
 that this CPU runs is chosen and its modules are this package's ``_dense``, ``_elementwise``,
-``_affine``, ``_softmax``, ``_conv``, ``_pool``, ``_binary``, ``_recurrent`` attributes, which is what ``from fixnet._kernels import _dense`` returns. Every
+``_affine``, ``_softmax``, ``_conv``, ``_pool``, ``_merge``, ``_recurrent`` attributes, which is what ``from fixnet._kernels import _dense`` returns. Every
 build computes the same bits (the tests run each one against the oracle).
 
 ``FIXNET_ISA=<name>`` forces a build (``baseline`` for the baseline; an unknown, unbuilt or
@@ -17,7 +17,7 @@ import importlib
 import importlib.util
 import os
 
-ISA_MODULES = ("_dense", "_elementwise", "_affine", "_softmax", "_conv", "_pool", "_binary",
+ISA_MODULES = ("_dense", "_elementwise", "_affine", "_softmax", "_conv", "_pool", "_merge",
                "_recurrent")
 ISA_PREFERENCE = ("avx512vnni", "avx2", "dotprod")
 
@@ -97,4 +97,4 @@ _affine = _build._affine
 _softmax = _build._softmax
 _conv = _build._conv
 _pool = _build._pool
-_binary = _build._binary
+_merge = _build._merge

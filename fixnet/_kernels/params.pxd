@@ -31,16 +31,16 @@ ctypedef struct pool_params:
 ctypedef struct pad_params:
     int top, bottom, left, right, value
 
-# add, subtract, average: _binary.AddCall / add
+# add, subtract, average: _merge.AddCall / add
 ctypedef struct add_params:
     int x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, left_shift, out_m0, out_shift
     int out_zp, act_min, act_max, subtract
 
-# multiply: _binary.MulCall / mul
+# multiply: _merge.MulCall / mul
 ctypedef struct mul_params:
     int x_zp, y_zp, m0, shift, out_zp, act_min, act_max
 
-# maximum, minimum: _binary.MaximumCall / maximum
+# maximum, minimum: _merge.MaximumCall / maximum
 ctypedef struct maximum_params:
     int x_zp, x_m0, x_shift, y_zp, y_m0, y_shift, out_zp, act_min, act_max, take_min
 

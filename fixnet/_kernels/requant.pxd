@@ -1,6 +1,6 @@
 # cython: language_level=3
 """The requantization epilogue of csrc/requant.h for the Cython modules whose kernels fuse it
-(_conv, _dense, _binary): the per-channel constants (fx_requant, made once by
+(_conv, _dense, _merge): the per-channel constants (fx_requant, made once by
 fx_requant_init from m0 and shift) and the row loops of the build with their scalar twin."""
 from libc.stdint cimport int8_t, int32_t
 

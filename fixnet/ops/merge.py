@@ -11,7 +11,7 @@ output's) into its slice of the output.
 import numpy as np
 
 from .. import oracle
-from .._kernels import _binary, _layout
+from .._kernels import _merge, _layout
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import activation_bounds, requant_multipliers
 from ..step import OverflowBound, Step
@@ -96,12 +96,12 @@ class BinaryStep(Step):
         self.params = params          # the kernel's params mapping (ADD_PARAMS, ...)
 
     def kernel_params(self):
-        """The params of the kernel and its oracle (_binary.ADD_PARAMS, MUL_PARAMS or
+        """The params of the kernel and its oracle (_merge.ADD_PARAMS, MUL_PARAMS or
         MAXIMUM_PARAMS, as self.kernel says): the stored mapping, passed by name."""
         return dict(self.params)
 
     def bind(self, bufs):
-        call = getattr(_binary, self.kernel.capitalize() + "Call")
+        call = getattr(_merge, self.kernel.capitalize() + "Call")
         return call(bufs[self.inputs[0]].reshape(-1), bufs[self.inputs[1]].reshape(-1),
                     self.kernel_params(), bufs[self.outputs[0]].reshape(-1))
 

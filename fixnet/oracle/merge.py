@@ -1,5 +1,5 @@
 """Oracle of the merge ops (fixnet/ops/merge.py): add, subtract, average, multiply, maximum,
-minimum and concatenation; kernels in fixnet/_kernels/_binary.pyx (the binary ops) and
+minimum and concatenation; kernels in fixnet/_kernels/_merge.pyx (the binary ops) and
 _layout.pyx (concatenation). The binary ops work elementwise on arrays of one shape (the
 kernels take them flattened); MBQM is ``multiply_by_quantized_multiplier``. A binary op takes
 x, y and one ``params`` mapping, the one its kernel takes: exactly the keys ADD_PARAMS,

@@ -1,4 +1,4 @@
-/* Elementwise add / subtract of two int8 tensors (fixnet/_kernels/_binary.pyx): out[i] =
+/* Elementwise add / subtract of two int8 tensors (fixnet/_kernels/_merge.pyx): out[i] =
  * clamp(out_zp + MBQM(x_table[x[i]] + y_table[y[i]], out_m0, out_shift)), the sum wrapping
  * modulo 2^32, x_table / y_table the 256 rescaled values of each input (built by AddCall;
  * indexed by value + 128), MBQM = multiply_by_quantized_multiplier with one multiplier for

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Binary elementwise int8 kernels: add / subtract, multiply, maximum / minimum.
+"""The merge op's elementwise int8 kernels (fixnet/ops/merge.py): add / subtract / average,
+multiply, maximum / minimum (concatenation copies with _layout.pyx's requantize_into).
 
 x, y and out are flat int8 arrays of one length (the caller flattens and broadcasts); the
 other arguments are one ``params`` mapping with exactly the fields of the kernel's struct
