@@ -97,9 +97,12 @@ def _import_in_child(modules):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "TF_CPP_MIN_LOG_LEVEL"):
         env.pop(var, None)          # so that setting one at import would show
+    # cwd: tests/, not the checkout's root, which `python -c` would put first on sys.path
+    # (its uncompiled fixnet/ ahead of the installed one in a pip-installed run)
     r = subprocess.run([sys.executable, "-B", "-c", CHILD, BENCH, json.dumps(modules),
                         json.dumps(PEER_RUNTIMES)],
-                       capture_output=True, text=True, env=env, timeout=300)
+                       capture_output=True, text=True, env=env, timeout=300,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
