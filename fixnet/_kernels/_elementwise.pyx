@@ -26,6 +26,7 @@ import numpy as np
 
 from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport (
+    check_int8,
     check_length,
     check_multipliers,
     check_output_range,
@@ -234,8 +235,7 @@ cdef class RequantizeCall(LookupCall):
         cdef int32_t m0_32, shift_32
         cdef int v
         check_length("requantize", "out", out.shape[0], x.shape[0], "same as x")
-        if not -128 <= in_zp <= 127:
-            raise ValueError(f"requantize: in_zp = {in_zp} is outside the int8 range [-128, 127]")
+        check_int8("requantize", "in_zp", in_zp)
         check_output_range("requantize", out_zp, act_min, act_max)
         m0_32 = m0
         shift_32 = shift

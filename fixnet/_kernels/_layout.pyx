@@ -13,7 +13,7 @@ from libc.string cimport memcpy, memset
 
 from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport check_multipliers, requantize_accumulator
-from fixnet._kernels.fixedpoint cimport check_params
+from fixnet._kernels.fixedpoint cimport check_int8, check_params
 from fixnet._kernels.params cimport pad_params
 
 # Below this many bytes a call keeps the GIL: releasing it would cost more than the work.
@@ -136,8 +136,6 @@ cdef class PadNhwcCall(KernelCall):
     cdef readonly pad_params params     # PadNhwcCall(x, params, out): given back as a dict
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
-    cdef Py_ssize_t top, bottom, left, right
-    cdef int8_t value
     cdef bint empty
 
     def __init__(self, const int8_t[:, :, :, ::1] x not None, params,
@@ -149,8 +147,7 @@ cdef class PadNhwcCall(KernelCall):
                           ("right", p.right)):
             if pad < 0:
                 raise ValueError(f"pad_nhwc: {name} = {pad} must be >= 0")
-        if not -128 <= p.value <= 127:
-            raise ValueError(f"pad_nhwc: value = {p.value} is outside the int8 range [-128, 127]")
+        check_int8("pad_nhwc", "value", p.value)
         expected = (x.shape[0], x.shape[1] + p.top + p.bottom, x.shape[2] + p.left + p.right,
                     x.shape[3])
         actual = (out.shape[0], out.shape[1], out.shape[2], out.shape[3])
@@ -158,8 +155,6 @@ cdef class PadNhwcCall(KernelCall):
             raise ValueError(f"pad_nhwc: out has shape {actual}, expected "
                              f"{expected} = (N, H + top + bottom, W + left + right, C)")
         self.x, self.out, self.params = x, out, p
-        self.top, self.bottom, self.left, self.right = p.top, p.bottom, p.left, p.right
-        self.value = p.value
         cdef Py_ssize_t out_size = out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3]
         self.empty = out_size == 0
         self.n_tasks = 1
@@ -173,8 +168,9 @@ cdef class PadNhwcCall(KernelCall):
         if self.x.shape[1] * self.x.shape[2] * self.x.shape[3] != 0:
             x_data = &self.x[0, 0, 0, 0]
         pad_nhwc_impl(x_data, self.x.shape[0], self.x.shape[1], self.x.shape[2],
-                      self.x.shape[3], self.top, self.bottom, self.left, self.right,
-                      self.value, &self.out[0, 0, 0, 0])
+                      self.x.shape[3], self.params.top, self.params.bottom,
+                      self.params.left, self.params.right, <int8_t>self.params.value,
+                      &self.out[0, 0, 0, 0])
 
 
 def requantize_into(const int8_t[:, ::1] x not None, int in_zp, int m0, int shift, int out_zp,

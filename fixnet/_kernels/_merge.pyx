@@ -23,6 +23,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uint64_t, INT32_MAX
 
 from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport (
+    check_int8,
     check_length,
     check_multipliers,
     check_output_range,
@@ -129,12 +130,6 @@ cdef int check_binary_arrays(str kernel, const int8_t[::1] x, const int8_t[::1] 
     return 0
 
 
-cdef int check_zero_point(str kernel, str name, int zp) except -1:
-    if not -128 <= zp <= 127:
-        raise ValueError(f"{kernel}: {name} = {zp} is outside the int8 range [-128, 127]")
-    return 0
-
-
 cdef int check_multiplier(str kernel, str m0_name, int m0, str shift_name, int shift) except -1:
     """check_multipliers for one (m0, shift) pair, naming the arguments."""
     cdef int32_t m0_32 = m0, shift_32 = shift
@@ -165,7 +160,56 @@ cdef int check_left_shift(int left_shift, str zp_name, int zp) except -1:
 # ---- Python entry points -------------------------------------------------------------------
 
 @cython.auto_pickle(False)
-cdef class AddCall(KernelCall):
+cdef class PairTableCall(KernelCall):
+    """Base of AddCall and MulCall: x, y, out and, from PAIR_TABLE_MIN_SIZE elements on, the
+    table of all 256 x 256 results, made by running the subclass's own loop (``direct``) over
+    every pair once. A call is then one lookup per element, else the direct loop."""
+    cdef const int8_t[::1] x, y
+    cdef int8_t[::1] out
+    cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
+
+    cdef void direct(self, const int8_t* x, const int8_t* y, int8_t* out,
+                     Py_ssize_t size) noexcept nogil:
+        pass
+
+    cdef int bind(self, const int8_t[::1] x, const int8_t[::1] y, int8_t[::1] out) except -1:
+        """Keep the arrays and set the task fields; make the pair table if x is long enough
+        (last in __init__: direct() must see every constant)."""
+        cdef int8_t row_x[256]
+        cdef int8_t all_y[256]
+        cdef int v
+        self.x, self.y, self.out = x, y, out
+        self.n_tasks = 1
+        self.work_share = <double>x.shape[0] / NOGIL_MIN_SIZE
+        PyMem_Free(self.pair_table)  # in case __init__ runs twice
+        self.pair_table = NULL
+        if x.shape[0] >= PAIR_TABLE_MIN_SIZE:
+            self.pair_table = allocate_pair_table()
+            for v in range(256):  # row v: the 256 pairs (v - 128, y) through the loop itself
+                fill_pair_rows(row_x, all_y, v)
+                self.direct(row_x, all_y, self.pair_table + 256 * v, 256)
+        return 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.pair_table)
+
+    @property
+    def uses_pair_table(self):
+        """True if a call is one lookup per element in the table of all 256 x 256 results."""
+        return self.pair_table != NULL
+
+    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        cdef Py_ssize_t size = self.x.shape[0]
+        if size == 0:
+            return
+        if self.pair_table != NULL:
+            pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
+        else:
+            self.direct(&self.x[0], &self.y[0], &self.out[0], size)
+
+
+@cython.auto_pickle(False)
+cdef class AddCall(PairTableCall):
     """add with its arguments checked once: ``AddCall(...)()`` runs the kernel.
 
     ``AddCall(x, y, params, out)``; ``params`` gives back the add_params it was built with,
@@ -173,13 +217,10 @@ cdef class AddCall(KernelCall):
     out alive.
     """
     cdef readonly add_params params
-    cdef const int8_t[::1] x, y
-    cdef int8_t[::1] out
     cdef int32_t x_table[256]
     cdef int32_t y_table[256]
     cdef fx_requant q        # the output's requantization (csrc/requant.h), every lane alike
     cdef void* q_block       # owns q's arrays
-    cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
 
     def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, params,
                  int8_t[::1] out not None):
@@ -191,8 +232,8 @@ cdef class AddCall(KernelCall):
         cdef int out_m0 = p.out_m0, out_shift = p.out_shift, out_zp = p.out_zp
         cdef int act_min = p.act_min, act_max = p.act_max, subtract = p.subtract
         check_binary_arrays("add", x, y, out)
-        check_zero_point("add", "x_zp", x_zp)
-        check_zero_point("add", "y_zp", y_zp)
+        check_int8("add", "x_zp", x_zp)
+        check_int8("add", "y_zp", y_zp)
         check_multiplier("add", "x_m0", x_m0, "x_shift", x_shift)
         check_multiplier("add", "y_m0", y_m0, "y_shift", y_shift)
         check_multiplier("add", "out_m0", out_m0, "out_shift", out_shift)
@@ -219,97 +260,39 @@ cdef class AddCall(KernelCall):
         if self.q_block == NULL:
             raise MemoryError()
         fx_requant_init(&self.q, self.q_block, m0s, shifts, ADD_LANES, out_zp, act_min, act_max)
-        self.x, self.y, self.out = x, y, out
-        self.n_tasks = 1
-        self.work_share = <double>self.x.shape[0] / NOGIL_MIN_SIZE
-        PyMem_Free(self.pair_table)  # in case __init__ runs twice
-        self.pair_table = NULL
-        cdef int8_t row_x[256]
-        cdef int8_t all_y[256]
-        if x.shape[0] >= PAIR_TABLE_MIN_SIZE:
-            self.pair_table = allocate_pair_table()
-            for v in range(256):  # row v: the 256 pairs (v - 128, y) through the kernel itself
-                fill_pair_rows(row_x, all_y, v)
-                fx_add(row_x, all_y, self.pair_table + 256 * v, 256, self.x_table,
-                       self.y_table, &self.q)
+        self.bind(x, y, out)
 
     def __dealloc__(self):
-        PyMem_Free(self.pair_table)
         PyMem_Free(self.q_block)
 
-    @property
-    def uses_pair_table(self):
-        """True if a call is one lookup per element in the table of all 256 x 256 results."""
-        return self.pair_table != NULL
-
-    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-        cdef Py_ssize_t size = self.x.shape[0]
-        if size == 0:
-            return
-        if self.pair_table != NULL:
-            pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
-        else:
-            fx_add(&self.x[0], &self.y[0], &self.out[0], size, self.x_table, self.y_table,
-                   &self.q)
+    cdef void direct(self, const int8_t* x, const int8_t* y, int8_t* out,
+                     Py_ssize_t size) noexcept nogil:
+        fx_add(x, y, out, size, self.x_table, self.y_table, &self.q)
 
 
 @cython.auto_pickle(False)
-cdef class MulCall(KernelCall):
+cdef class MulCall(PairTableCall):
     """mul with its arguments checked once: ``MulCall(...)()`` runs the kernel."""
     cdef readonly mul_params params     # MulCall(x, y, params, out): given back as a dict
-    cdef const int8_t[::1] x, y
-    cdef int8_t[::1] out
-    cdef int x_zp, y_zp, shift, out_zp, act_min, act_max
-    cdef int32_t m0
-    cdef int8_t* pair_table  # all 256 * 256 results, or NULL below PAIR_TABLE_MIN_SIZE
 
     def __init__(self, const int8_t[::1] x not None, const int8_t[::1] y not None, params,
                  int8_t[::1] out not None):
         cdef mul_params p
         check_params("mul", params, MUL_PARAMS)
         p = params
-        cdef int x_zp = p.x_zp, y_zp = p.y_zp, m0 = p.m0, shift = p.shift
-        cdef int out_zp = p.out_zp, act_min = p.act_min, act_max = p.act_max
         check_binary_arrays("mul", x, y, out)
-        check_zero_point("mul", "x_zp", x_zp)
-        check_zero_point("mul", "y_zp", y_zp)
-        check_multiplier("mul", "m0", m0, "shift", shift)
-        check_output_range("mul", out_zp, act_min, act_max)
+        check_int8("mul", "x_zp", p.x_zp)
+        check_int8("mul", "y_zp", p.y_zp)
+        check_multiplier("mul", "m0", p.m0, "shift", p.shift)
+        check_output_range("mul", p.out_zp, p.act_min, p.act_max)
         self.params = p
-        self.x, self.y, self.out = x, y, out
-        self.x_zp, self.y_zp, self.m0, self.shift = x_zp, y_zp, m0, shift
-        self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
-        self.n_tasks = 1
-        self.work_share = <double>self.x.shape[0] / NOGIL_MIN_SIZE
-        PyMem_Free(self.pair_table)  # in case __init__ runs twice
-        self.pair_table = NULL
-        cdef int8_t row_x[256]
-        cdef int8_t all_y[256]
-        cdef int v
-        if x.shape[0] >= PAIR_TABLE_MIN_SIZE:
-            self.pair_table = allocate_pair_table()
-            for v in range(256):  # row v: the 256 pairs (v - 128, y) through the kernel itself
-                fill_pair_rows(row_x, all_y, v)
-                mul_impl(row_x, all_y, self.pair_table + 256 * v, 256, x_zp, y_zp, m0, shift,
-                         out_zp, act_min, act_max)
+        self.bind(x, y, out)
 
-    def __dealloc__(self):
-        PyMem_Free(self.pair_table)
-
-    @property
-    def uses_pair_table(self):
-        """True if a call is one lookup per element in the table of all 256 x 256 results."""
-        return self.pair_table != NULL
-
-    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-        cdef Py_ssize_t size = self.x.shape[0]
-        if size == 0:
-            return
-        if self.pair_table != NULL:
-            pair_table_impl(&self.x[0], &self.y[0], &self.out[0], size, self.pair_table)
-        else:
-            mul_impl(&self.x[0], &self.y[0], &self.out[0], size, self.x_zp, self.y_zp,
-                     self.m0, self.shift, self.out_zp, self.act_min, self.act_max)
+    cdef void direct(self, const int8_t* x, const int8_t* y, int8_t* out,
+                     Py_ssize_t size) noexcept nogil:
+        mul_impl(x, y, out, size, self.params.x_zp, self.params.y_zp, self.params.m0,
+                 self.params.shift, self.params.out_zp, self.params.act_min,
+                 self.params.act_max)
 
 
 @cython.auto_pickle(False)
@@ -336,8 +319,8 @@ cdef class MaximumCall(KernelCall):
         cdef int y_m0 = p.y_m0, y_shift = p.y_shift, out_zp = p.out_zp
         cdef int act_min = p.act_min, act_max = p.act_max, take_min = p.take_min
         check_binary_arrays("maximum", x, y, out)
-        check_zero_point("maximum", "x_zp", x_zp)
-        check_zero_point("maximum", "y_zp", y_zp)
+        check_int8("maximum", "x_zp", x_zp)
+        check_int8("maximum", "y_zp", y_zp)
         check_multiplier("maximum", "x_m0", x_m0, "x_shift", x_shift)
         check_multiplier("maximum", "y_m0", y_m0, "y_shift", y_shift)
         check_output_range("maximum", out_zp, act_min, act_max)

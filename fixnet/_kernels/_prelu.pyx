@@ -10,6 +10,7 @@ from libc.stdint cimport int8_t, int32_t
 
 from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.fixedpoint cimport (
+    check_int8,
     check_multipliers,
     check_output_range,
     check_params,
@@ -49,8 +50,6 @@ cdef class PreluCall(KernelCall):
     cdef const int8_t[:, ::1] x
     cdef const int8_t[::1] alpha
     cdef int8_t[:, ::1] out
-    cdef int in_zp, pos_shift, neg_shift, out_zp, act_min, act_max
-    cdef int32_t pos_m0, neg_m0
     cdef readonly prelu_params params
 
     def __init__(self, const int8_t[:, ::1] x not None, const int8_t[::1] alpha not None,
@@ -65,15 +64,11 @@ cdef class PreluCall(KernelCall):
         if out.shape[0] != x.shape[0] or out.shape[1] != x.shape[1]:
             raise ValueError(f"prelu: out has shape ({out.shape[0]}, {out.shape[1]}), expected "
                              f"({x.shape[0]}, {x.shape[1]})")
-        if not -128 <= p.in_zp <= 127:
-            raise ValueError(f"prelu: in_zp = {p.in_zp} is outside the int8 range")
+        check_int8("prelu", "in_zp", p.in_zp)
         check_output_range("prelu", p.out_zp, p.act_min, p.act_max)
         m[0], m[1], s[0], s[1] = p.pos_m0, p.neg_m0, p.pos_shift, p.neg_shift
         check_multipliers("prelu", m, s, 2)
         self.x, self.alpha, self.out, self.params = x, alpha, out, p
-        self.in_zp, self.pos_m0, self.pos_shift = p.in_zp, p.pos_m0, p.pos_shift
-        self.neg_m0, self.neg_shift = p.neg_m0, p.neg_shift
-        self.out_zp, self.act_min, self.act_max = p.out_zp, p.act_min, p.act_max
         self.n_tasks = 1
         # small: releasing the GIL costs more than it saves
         self.work_share = <double>x.shape[0] * x.shape[1] / 65536
@@ -81,9 +76,10 @@ cdef class PreluCall(KernelCall):
     cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         if self.x.shape[0] == 0 or self.x.shape[1] == 0 or first >= last:
             return
-        prelu_impl(&self.x[0, 0], &self.alpha[0], self.x.shape[0], self.x.shape[1], self.in_zp,
-                   self.pos_m0, self.pos_shift, self.neg_m0, self.neg_shift, self.out_zp,
-                   self.act_min, self.act_max, &self.out[0, 0])
+        cdef const prelu_params* p = &self.params
+        prelu_impl(&self.x[0, 0], &self.alpha[0], self.x.shape[0], self.x.shape[1], p.in_zp,
+                   p.pos_m0, p.pos_shift, p.neg_m0, p.neg_shift, p.out_zp, p.act_min,
+                   p.act_max, &self.out[0, 0])
 
 
 def prelu(x, alpha, params, out):
