@@ -21,6 +21,10 @@ import numpy as np
 INT32_MIN = -(2 ** 31)
 INT32_MAX = 2 ** 31 - 1
 
+# activation types: int8 tensors are asymmetric (any zero point in int8); int16 tensors are
+# symmetric (zero point 0), as TFLite's 16x8 mode. Weights are int8 in both.
+ACTIVATION_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.int16): (-32768, 32767)}
+
 __all__ = [
     "saturating_rounding_doubling_high_mul",
     "rounding_divide_by_pot",
@@ -68,6 +72,47 @@ def _params(params, fields, kernel):
 def _check_zero_point(zp, name):
     if not -128 <= int(zp) <= 127:
         raise ValueError(f"{name} = {zp} is outside the int8 range [-128, 127]")
+
+
+def _act(a, name):
+    """(int64 copy of the activation array ``a``, its dtype): ``a`` must be an int8 or an
+    int16 array (the two activation types); its values are then in range by construction."""
+    arr = np.asarray(a)
+    if arr.dtype not in ACTIVATION_RANGES:
+        raise TypeError(f"{name}: expected an int8 or int16 activation array, got dtype {arr.dtype}")
+    return arr.astype(np.int64), arr.dtype
+
+
+def _same_act(dtype, *arrays_and_names):
+    """TypeError unless every (array, name) pair has activation dtype ``dtype`` (one call
+    takes one activation type: int8 in, int8 out; int16 in, int16 out)."""
+    for a, name in arrays_and_names:
+        if np.asarray(a).dtype != dtype:
+            raise TypeError(f"{name}: dtype {np.asarray(a).dtype}, but this call's activations "
+                            f"are {np.dtype(dtype)} (one activation type per call)")
+
+
+def _check_act_zero_point(zp, dtype, name):
+    """int8: zp in [-128, 127]; int16: zp == 0 (int16 tensors are symmetric)."""
+    if np.dtype(dtype) == np.int16:
+        if int(zp) != 0:
+            raise ValueError(f"{name} = {zp}: int16 tensors are symmetric, their zero point is 0")
+    else:
+        _check_zero_point(zp, name)
+
+
+def _check_act_output_range(dtype, out_zp, act_min, act_max):
+    """out_zp and the clamp bounds valid for outputs of activation type ``dtype``."""
+    lo, hi = ACTIVATION_RANGES[np.dtype(dtype)]
+    _check_act_zero_point(out_zp, dtype, "out_zp")
+    if not lo <= int(act_min) <= int(act_max) <= hi:
+        raise ValueError(f"act_min = {act_min}, act_max = {act_max} must satisfy "
+                         f"{lo} <= act_min <= act_max <= {hi}")
+
+
+def _clamp_to(dtype, out_zp, value, act_min, act_max):
+    """clamp(out_zp + value, act_min, act_max) as an array of activation type ``dtype``."""
+    return np.clip(np.int64(out_zp) + value, act_min, act_max).astype(dtype)
 
 
 def _check_scale(scale):
@@ -164,29 +209,33 @@ def round_half_away(v):
         return np.where(np.abs(frac) >= 0.5, t + np.sign(v), t)
 
 
-def quantize(x, scale, zp):
-    """Real values -> int8: clamp(round_half_away(float64(x) / scale) + zp, -128, 127).
+def quantize(x, scale, zp, dtype=np.int8):
+    """Real values -> codes: clamp(round_half_away(float64(x) / scale) + zp, lo, hi), with
+    [lo, hi] the range of ``dtype`` (int8: [-128, 127]; int16: [-32768, 32767], zp 0).
 
-    x: float array (any shape); scale: real units per int8 step, finite > 0; zp in
-    [-128, 127]. Non-finite x map to zp (count them with ``~np.isfinite(x)``).
-    Returns int8 of x's shape.
+    x: float array (any shape); scale: real units per step, finite > 0. Non-finite x map to
+    zp (count them with ``~np.isfinite(x)``). Returns ``dtype`` of x's shape.
     """
     _check_scale(scale)
-    _check_zero_point(zp, "zp")
+    dtype = np.dtype(dtype)
+    if dtype not in ACTIVATION_RANGES:
+        raise TypeError(f"quantize: dtype must be int8 or int16, not {dtype}")
+    _check_act_zero_point(zp, dtype, "zp")
+    lo, hi = ACTIVATION_RANGES[dtype]
     x = np.asarray(x)
     v = x.astype(np.float64)
     finite = np.isfinite(v)
     with np.errstate(over="ignore", invalid="ignore"):
         q = round_half_away(np.where(finite, v, 0.0) / scale) + zp
-    q = np.clip(q, -128, 127)
-    return np.where(finite, q, zp).astype(np.int8)
+    q = np.clip(q, lo, hi)
+    return np.where(finite, q, zp).astype(dtype)
 
 
 def dequantize(q, scale, zp):
-    """int8 -> real values: float32(float64(q - zp) * scale). Returns float32."""
+    """int8 or int16 codes -> real values: float32(float64(q - zp) * scale). Returns float32."""
     _check_scale(scale)
-    _check_zero_point(zp, "zp")
-    q = _int64(q, "q", -128, 127)
+    q, dtype = _act(q, "q")
+    _check_act_zero_point(zp, dtype, "zp")
     return ((q - zp).astype(np.float64) * scale).astype(np.float32)
 
 

@@ -16,48 +16,79 @@ INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+INT16_MIN, INT16_MAX = -32768, 32767
+ACTIVATION_BITS = (8, 16)
+
+
 @dataclass(frozen=True)
 class QParams:
-    """Per-tensor quantization of an int8 activation tensor."""
-    scale: float        # real units per int8 step, > 0
-    zero_point: int     # int8 code of real 0.0, in [-128, 127]
+    """Per-tensor quantization of an activation tensor: int8 (asymmetric, any zero point in
+    int8) or int16 (symmetric: zero point 0, codes [-32768, 32767], as TFLite's 16x8 mode)."""
+    scale: float        # real units per code step, > 0
+    zero_point: int     # code of real 0.0: in [-128, 127] for int8, 0 for int16
+    bits: int = 8       # 8 or 16: the activation type (files written before hold int8)
+
+    @property
+    def qmin(self):
+        return INT8_MIN if self.bits == 8 else INT16_MIN
+
+    @property
+    def qmax(self):
+        return INT8_MAX if self.bits == 8 else INT16_MAX
+
+    @property
+    def dtype(self):
+        return np.dtype(np.int8) if self.bits == 8 else np.dtype(np.int16)
+
+    @property
+    def type_name(self):
+        return "int8" if self.bits == 8 else "int16"
 
     def quantize(self, x):
         q = round_half_away(np.asarray(x, np.float64) / self.scale) + self.zero_point
-        return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
+        return np.clip(q, self.qmin, self.qmax).astype(self.dtype)
 
     def dequantize(self, q):
         return ((np.asarray(q, np.float64) - self.zero_point) * self.scale).astype(np.float32)
 
     def code_of(self, real):
-        """The int8 code nearest to ``real``, clamped to int8."""
+        """The code nearest to ``real``, clamped to the type's range."""
         return int(np.clip(round_half_away(np.float64(real) / self.scale) + self.zero_point,
-                           INT8_MIN, INT8_MAX))
+                           self.qmin, self.qmax))
 
     @property
     def real_range(self):
-        return ((INT8_MIN - self.zero_point) * self.scale, (INT8_MAX - self.zero_point) * self.scale)
+        return ((self.qmin - self.zero_point) * self.scale, (self.qmax - self.zero_point) * self.scale)
 
 
-
-
-def qparams_from_range(lo, hi):
-    """Asymmetric int8 parameters covering [lo, hi], widened so that 0.0 is exactly a code
-    (zero padding and ReLU clamps are then exact)."""
+def qparams_from_range(lo, hi, bits=8):
+    """Parameters covering [lo, hi], widened so that 0.0 is exactly a code (zero padding and
+    ReLU clamps are then exact). bits=8: asymmetric int8; bits=16: symmetric int16 (zero
+    point 0, scale max(|lo|, |hi|) / 32767)."""
     lo = min(float(lo), 0.0)
     hi = max(float(hi), 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise QuantizationError(f"range [{lo}, {hi}] is not finite")
+    if bits not in ACTIVATION_BITS:
+        raise QuantizationError(f"activation bits must be 8 or 16, not {bits!r}")
     if hi - lo < 1e-12:            # a tensor that is always 0: any scale represents it
-        return QParams(1.0 / 255.0, INT8_MIN)
+        return QParams(1.0 / 255.0, INT8_MIN) if bits == 8 else QParams(1.0 / 32767.0, 0, 16)
     # every code's real value, up to hi - lo from the zero point, must be a finite float32:
     # predict's float outputs are float32
     if hi - lo >= FLOAT32_MAX:
         raise QuantizationError(f"range [{lo:.3g}, {hi:.3g}] is too wide for float32 values")
+    if bits == 16:
+        return QParams(float(np.float32(max(-lo, hi) / INT16_MAX)), 0, 16)
     # scales are stored as float32, as TFLite stores them, so both quantize alike
     scale = float(np.float32((hi - lo) / 255.0))
     zp = int(np.clip(round_half_away(INT8_MIN - lo / scale), INT8_MIN, INT8_MAX))
     return QParams(scale, zp)
+
+
+def acc_input_max(bits):
+    """The largest |x_q - x_zp| a kernel multiplies: 255 for int8 inputs (the zero point is
+    folded into the bias, so raw codes are multiplied: 128), 32768 for int16 (zero point 0)."""
+    return ACC_INPUT_MAX if bits == 8 else -INT16_MIN
 
 
 def quantize_weights(w, per_channel=True, clipping=None):
@@ -304,11 +335,12 @@ def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=
 
 
 def activation_bounds(clamp, out_qp):
-    """The int8 clamp bounds [lo, hi] implementing a fused clamp activation.
+    """The clamp bounds [lo, hi] (codes of ``out_qp``'s type) implementing a fused clamp
+    activation.
 
     ``clamp`` is (low, high) in real units (either may be None), or None for no clamp.
     """
-    lo, hi = INT8_MIN, INT8_MAX
+    lo, hi = out_qp.qmin, out_qp.qmax
     if clamp is None:
         return lo, hi
     low, high = clamp
