@@ -63,6 +63,11 @@ class Step:
     # True: bind writes into the output buffers what every later call relies on (the memory
     # plan then never lets another tensor use that memory; see fixnet/memory_plan.py)
     persistent_outputs = False
+    # the activation type of the step's inputs and outputs (one type per step): 8 (int8) or
+    # 16 (int16, symmetric); the quantizer sets it from the output's QParams after building
+    # the step (an op's quantize may read ``q.qparams(t).bits`` to choose tables); files
+    # written before int16 existed hold int8 steps
+    bits = 8
 
     def __init__(self, name, layer, inputs, outputs):
         self.name = name          # node name
