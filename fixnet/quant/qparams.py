@@ -239,7 +239,7 @@ def channel_worst(codes, b, scale, x_qp, y_qp):
     with ACC_LIMIT): codes [K], real bias b, weight scale ``scale``."""
     b_q = float(round_half_away(b / (x_qp.scale * scale)))
     b_eff = b_q - x_qp.zero_point * float(codes.sum())
-    worst = abs(b_eff) + ACC_INPUT_MAX * float(np.abs(codes).sum())
+    worst = abs(b_eff) + acc_input_max(x_qp.bits) * float(np.abs(codes).sum())
     return worst * 2.0 ** left_shift_of(x_qp.scale * scale / y_qp.scale)
 
 
