@@ -4,12 +4,13 @@
     qm = fixnet.load("model.h5").quantize(calibration_inputs)
     probs = qm.predict(x)
 """
-from .errors import (AccumulatorOverflowError, ArgumentError, CalibrationError, DataFileError, FixnetError, InputDtypeError,
+from .errors import (AccumulatorOverflowError, ArgumentError, CalibrationError, ConfigError, DataFileError, FixnetError, InputDtypeError,
                      InputError, InputShapeError, MissingWeightError, ModelFileError,
                      NonFiniteInputError, OverflowRiskError, QuantizationError,
                      UnsupportedLayerError)
 from .api import FloatModel, load
 from .runtime import QuantizedModel
+from .quant.config import LayerOverride, QuantConfig
 from .quant.datafree import DataFreeWarning
 from ._version import __version__
 
@@ -17,5 +18,6 @@ __all__ = [
     "load", "FloatModel", "QuantizedModel", "FixnetError", "ModelFileError", "MissingWeightError",
     "UnsupportedLayerError", "InputError", "InputShapeError", "InputDtypeError",
     "NonFiniteInputError", "CalibrationError", "QuantizationError", "OverflowRiskError",
-    "AccumulatorOverflowError", "ArgumentError", "DataFileError", "DataFreeWarning",
+    "AccumulatorOverflowError", "ArgumentError", "ConfigError", "DataFileError", "DataFreeWarning",
+    "QuantConfig", "LayerOverride",
 ]

@@ -109,11 +109,10 @@ class FloatModel:
         res = [np.concatenate([p[k] for p in parts]) for k in range(len(self.graph.outputs))]
         return res[0] if len(res) == 1 else res
 
-    def quantize(self, calibration=None, method="auto", *, percentile=99.99, per_channel=True,
-                 weight_clipping=None, weight_rounding="adaptive", bias_correction=True,
-                 input_range=None, softmax_levels=255,
-                 on_overflow_risk="error", batch_size=128, progress="auto"):
-        """Convert to int8. Returns a QuantizedModel.
+    def quantize(self, calibration=None, config=None, *, validation=None, input_range=None,
+                 batch_size=128, progress="auto", **settings):
+        """Convert to integers (int8, or int16 activations where asked). Returns a
+        QuantizedModel; ``qm.config`` is the QuantConfig it was made with (the .fxn records it).
 
         calibration: representative inputs the activation ranges are measured on (a few hundred
             is plenty): an array (one-input models), a list with one array per input, or any
@@ -121,6 +120,18 @@ class FloatModel:
             arrays for several inputs). Only fixed-size histograms are kept, whatever its size.
             None: data-free quantization (ranges from the model's BatchNormalization statistics
             and a propagated input range; warns that calibration data usually does better).
+        config: a fixnet.QuantConfig (or a mapping of its settings, or a range method name);
+            the keyword settings below are shorthands that replace its fields.
+        validation: inputs the accuracy target (target_sqnr, target_agreement) is measured on;
+            default the calibration data.
+        input_range: (lo, hi) of the model's input values in real units (a pair per input for
+            several inputs), for data-free quantization when the model does not start with a
+            Rescaling or Normalization layer.
+        batch_size: samples per pass of the float reference during calibration.
+        progress: a progress bar during calibration: "auto" (on a terminal, for runs longer
+            than a second), True or False.
+
+        Settings (QuantConfig's fields):
         method: how each activation tensor's range is chosen from its histogram (see
             fixnet.quant.ranges): "minmax" (nothing clipped), "percentile" (clips
             100 - ``percentile`` % on each side), "mse" (least expected squared quantization
@@ -139,26 +150,27 @@ class FloatModel:
         bias_correction: subtract from each dense/conv layer's int32 bias the mean output shift
             its weight rounding causes on the calibration data (data-free: on the propagated
             mean input).
-        input_range: (lo, hi) of the model's input values in real units (a pair per input for
-            several inputs), for data-free quantization when the model does not start with a
-            Rescaling or Normalization layer.
         softmax_levels: softmax outputs are int8 with scale 1/softmax_levels, zero point -128:
             255 (default: 0.0 and 1.0 both exact) or 256 (TFLite's scale; 1.0 becomes 255/256).
         on_overflow_risk: "error" raises OverflowRiskError naming the layer when no proof exists
             that its int32 accumulator cannot wrap; "warn" only warns.
-        batch_size: samples per pass of the float reference during calibration.
-        progress: a progress bar during calibration: "auto" (on a terminal, for runs longer
-            than a second), True or False.
+        activations: "int8" (default) or "int16" (symmetric, zero point 0, with int8 weights:
+            TFLite's 16x8 mode) for every layer whose op has int16 kernels.
+        weights: "int8" (default), "codebook16" (16 k-means levels per channel, stored as 4-bit
+            indices) or "int4" (uniform, 15 levels per channel).
+        overrides: {layer name or fnmatch pattern: {"activations", "method", "per_channel",
+            "weights"}}: per-layer settings; a pattern matching no layer is an error that lists
+            the layers.
+        target_sqnr: dB of output SQNR against the float model to reach (on ``validation``):
+            starting from the settings above, the layers that cost the most move to int16
+            until it is met (see fixnet.quant.adjust); ``qm.adjustment`` says what changed.
+        target_agreement: the same with top-1 agreement with the float model, in (0, 1].
         """
         from .passes import optimize
         from .quant.quantizer import quantize_graph
         with _naming_the_file(self.graph.source):
-            qm = quantize_graph(self.graph, calibration, method, percentile=percentile,
-                                per_channel=per_channel, weight_clipping=weight_clipping,
-                                weight_rounding=weight_rounding, bias_correction=bias_correction,
-                                input_range=input_range, softmax_levels=softmax_levels,
-                                on_overflow_risk=on_overflow_risk, batch_size=batch_size,
-                                progress=progress)
+            qm = quantize_graph(self.graph, calibration, config, input_range=input_range,
+                                batch_size=batch_size, progress=progress, **settings)
         if getattr(qm, "float_graph", None) is None:
             qm.float_graph = optimize(self.graph)     # for qm.report(x); never saved to .fxn
         return qm

@@ -40,7 +40,8 @@ def _unclamped(step, acc):
 
 class CheckReport:
     """What a checked run saw, per layer: the largest |int32 accumulator| and how many
-    outputs the int8 clamp cut (values the requantized result put beyond [-128, 127])."""
+    outputs the clamp cut (values the requantized result put beyond the output type's range:
+    [-128, 127] for int8, [-32768, 32767] for int16)."""
 
     def __init__(self):
         self.records = []
@@ -68,7 +69,7 @@ def run_checked(qm, x, nonfinite="error"):
     shapes = qm.shapes_for(lengths)
     vals = {}
     for t, xi in zip(qm.inputs, xs):
-        vals[t] = xi if xi.dtype == np.int8 else qm.tensors[t].qparams.quantize(require_finite(xi, t))
+        vals[t] = xi if xi.dtype.kind == "i" else qm.tensors[t].qparams.quantize(require_finite(xi, t))
     report = CheckReport()
     for s in qm.steps_for(lengths):
         ins = [vals[t] for t in s.inputs]
@@ -88,11 +89,13 @@ def run_checked(qm, x, nonfinite="error"):
         raw = _unclamped(s, acc)
         saturated = 0
         if raw is not None:
-            # below -128 is a fused ReLU doing its job when the clamp starts at real 0
-            lower_is_activation = getattr(s, "act_min", -128) == s.out_zp
-            saturated = int(np.count_nonzero(raw > 127))
+            lo, hi = (-32768, 32767) if s.bits == 16 else (-128, 127)
+            # below the type's minimum is a fused ReLU doing its job when the clamp starts at
+            # real 0
+            lower_is_activation = getattr(s, "act_min", lo) == s.out_zp
+            saturated = int(np.count_nonzero(raw > hi))
             if not lower_is_activation:
-                saturated += int(np.count_nonzero(raw < -128))
+                saturated += int(np.count_nonzero(raw < lo))
         report.records.append({"layer": s.layer, "op": s.op, "max_abs_accumulator": max_abs,
                                "saturated": saturated, "outputs": int(sum(o.size for o in outs))})
     return [vals[t] for t in qm.outputs], report

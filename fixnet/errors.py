@@ -65,3 +65,8 @@ class ArgumentError(FixnetError, ValueError):
 class DataFileError(FixnetError):
     """A data file given on the command line (calibration, evaluation or input data: .npy,
     .npz or a folder of images) cannot be read or does not fit the model; names the file."""
+
+
+class ConfigError(ArgumentError):
+    """A quantization config (fixnet.QuantConfig, quantize's keyword arguments, an override)
+    that is not valid; the message names the setting or the layer pattern."""

@@ -68,9 +68,11 @@ def _round_up(n, multiple):
     return (n + multiple - 1) // multiple * multiple
 
 
-def plan_memory(steps, shapes: Dict[str, tuple], inputs, outputs, batch) -> MemoryPlan:
+def plan_memory(steps, shapes: Dict[str, tuple], inputs, outputs, batch, itemsizes=None) -> MemoryPlan:
     """The MemoryPlan of ``steps`` (QuantizedModel.steps) at ``batch`` rows; ``shapes``:
-    tensor name -> shape without the batch axis."""
+    tensor name -> shape without the batch axis; ``itemsizes``: tensor name -> bytes per
+    value (1 for int8, 2 for int16; default 1)."""
+    itemsizes = itemsizes or {}
     root = {}                              # tensor -> the tensor whose storage it uses
     groups: Dict[str, dict] = {}           # root -> {"names", "first", "last", "nbytes", ...}
     end = len(steps)
@@ -78,7 +80,8 @@ def plan_memory(steps, shapes: Dict[str, tuple], inputs, outputs, batch) -> Memo
     def add(name, first):
         root[name] = name
         groups[name] = {"names": [name], "first": first, "last": first, "private": False,
-                        "nbytes": batch * int(np.prod(shapes[name], dtype=np.int64))}
+                        "nbytes": batch * itemsizes.get(name, 1)
+                        * int(np.prod(shapes[name], dtype=np.int64))}
 
     def use(name, when):
         g = groups[root[name]]
@@ -121,13 +124,15 @@ def plan_memory(steps, shapes: Dict[str, tuple], inputs, outputs, batch) -> Memo
     return MemoryPlan(batch, peak, total, result)
 
 
-def allocate(plan: MemoryPlan, shapes: Dict[str, tuple]):
-    """(block, {tensor name: int8 array of (batch,) + shape, a view into block})."""
+def allocate(plan: MemoryPlan, shapes: Dict[str, tuple], dtypes=None):
+    """(block, {tensor name: array of (batch,) + shape, a view into block}); ``dtypes``:
+    tensor name -> its dtype (default int8)."""
+    dtypes = dtypes or {}
     block = np.zeros(max(plan.peak_bytes, 1) + ALIGN, np.int8)
     start = (-block.ctypes.data) % ALIGN        # the first ALIGN-aligned byte
     bufs = {}
     for t in plan.tensors:
         for name in t.names:
             view = block[start + t.offset:start + t.offset + t.nbytes]
-            bufs[name] = view.reshape((plan.batch,) + tuple(shapes[name]))
+            bufs[name] = view.view(dtypes.get(name, np.int8)).reshape((plan.batch,) + tuple(shapes[name]))
     return block, bufs

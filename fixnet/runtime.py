@@ -24,8 +24,9 @@ from .cost import step_macs
 from .errors import ArgumentError, FixnetError, InputShapeError
 from .lengths import length_symbols, resolve_shape, substitute
 from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
-from .step import (Step, check_inputs, check_nonfinite_policy, check_num_threads, check_runs,
-                   clip_nonfinite, nonfinite_input_error, output_is_float, require_finite)
+from .step import (Step, check_inputs, check_nonfinite_policy, check_num_threads,
+                   check_output_codes, check_runs, clip_nonfinite, nonfinite_input_error,
+                   output_is_float, require_finite)
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
 BATCH_SIZES_KEPT = 4         # arena pools kept for this many run keys (batch size, lengths)
@@ -64,6 +65,8 @@ class _ArenaPool:
 
 class QuantizedModel:
     """An int8 network ready to run. Build one with ``fixnet.load(path).quantize(data)``."""
+
+    config = None       # the QuantConfig it was made with (None: unknown, a file from before)
 
     def __init__(self, steps: List[Step], tensors, inputs, outputs, name="model", source=""):
         self.steps = steps
@@ -189,6 +192,8 @@ class QuantizedModel:
         """predict for any input: checks (with the error messages), conversions, chunks of
         MAX_ROWS_PER_PASS rows; registers the fast path for the shape when it applies."""
         as_float = output_is_float(output)
+        if not as_float:
+            check_output_codes(output, self.outputs, [self.tensors[t] for t in self.outputs])
         check_nonfinite_policy(nonfinite, "predict")
         if check_overflow:
             return self._predict_checked(x, output, nonfinite)
@@ -211,7 +216,7 @@ class QuantizedModel:
         # An empty batch, or chunks of MAX_ROWS_PER_PASS rows: only the results are
         # allocated at full size; each chunk runs in one arena of the pool of its size.
         shapes = self.shapes_for(lengths)
-        results = [np.empty((n,) + shapes[t], np.float32 if as_float else np.int8)
+        results = [np.empty((n,) + shapes[t], np.float32 if as_float else self.tensors[t].qparams.dtype)
                    for t in self.outputs]
         for start in range(0, n, MAX_ROWS_PER_PASS):
             stop = min(n, start + MAX_ROWS_PER_PASS)
@@ -249,7 +254,7 @@ class QuantizedModel:
         shapes = self.shapes_for(lengths)
         vals = {}
         for t, xi in zip(self.inputs, xs):
-            vals[t] = xi if xi.dtype == np.int8 else self.tensors[t].qparams.quantize(
+            vals[t] = xi if xi.dtype.kind == "i" else self.tensors[t].qparams.quantize(
                 require_finite(xi, t))
         for s in self.steps_for(lengths):
             outs = s.oracle([vals[t] for t in s.inputs])
@@ -306,9 +311,10 @@ class QuantizedModel:
         batch size); with nonfinite="clip", float inputs with their non-finite values
         replaced (see predict). Raises InputShapeError / InputDtypeError naming the input."""
         xs = check_inputs(x, self.inputs, [self.tensors[t].shape for t in self.inputs],
-                          allow_int8=True)
+                          allow_int8=True,
+                          code_dtypes=[self.tensors[t].qparams.dtype for t in self.inputs])
         if nonfinite == "clip":
-            xs = [xi if xi.dtype == np.int8 else clip_nonfinite(xi) for xi in xs]
+            xs = [xi if xi.dtype.kind == "i" else clip_nonfinite(xi) for xi in xs]
         for t, d in self.length_symbols:
             xi = xs[self.inputs.index(t)]
             if xi.shape[1 + d] == 0:
@@ -452,7 +458,8 @@ class QuantizedModel:
         return self._memory_plan(int(batch), self._check_length_argument(length, "memory_plan"))
 
     def _memory_plan(self, n, lengths=()):
-        return plan_memory(self.steps, self.shapes_for(lengths), self.inputs, self.outputs, n)
+        return plan_memory(self.steps, self.shapes_for(lengths), self.inputs, self.outputs, n,
+                           {t: s.qparams.dtype.itemsize for t, s in self.tensors.items()})
 
     def _plan_arena(self, n, lengths=(), memory=None):
         """Buffers for batch size n at ``lengths`` (laid out by the memory plan ``memory``)
@@ -460,7 +467,7 @@ class QuantizedModel:
         if memory is None:
             memory = self._memory_plan(n, lengths)
         shapes = self.shapes_for(lengths)
-        block, bufs = allocate(memory, shapes)
+        block, bufs = allocate(memory, shapes, {t: s.qparams.dtype for t, s in self.tensors.items()})
         steps = [s for s in self.steps_for(lengths) if not s.alias]
         calls = [s.bind(bufs) for s in steps]
         # multiply-adds per call (the whole batch): whether a step is worth splitting over
@@ -530,6 +537,7 @@ def model_from_bytes(data, name="<fxn bytes>", max_memory=None):
 def _model_from_parts(parts):
     qm = QuantizedModel(parts.steps, parts.tensors, parts.inputs, parts.outputs,
                         name=parts.name, source=parts.source)
+    qm.config = parts.config
     fxn.check_model(parts, qm)
     return qm
 
@@ -557,9 +565,9 @@ def separate_tensors(plan: MemoryPlan) -> MemoryPlan:
 
 
 def _store_into(out, buf, qparams):
-    """Write the int8 codes ``buf`` into ``out``, a C-contiguous float32 (dequantized) or int8
-    array of its shape: a chunk's rows of predict's result, without a temporary."""
-    if out.dtype == np.int8:
+    """Write the codes ``buf`` into ``out``, a C-contiguous float32 (dequantized) or code
+    array (int8, int16) of its shape: a chunk's rows of predict's result, without a temporary."""
+    if out.dtype.kind == "i":
         np.copyto(out, buf)
     else:
         _elementwise.dequantize(buf.reshape(-1), qparams.scale, qparams.zero_point, out.reshape(-1))

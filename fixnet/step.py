@@ -108,17 +108,19 @@ def split_inputs(x, shapes):
     return [x]              # samples: a nested list, or a list of single-sample arrays
 
 
-def check_inputs(x, names, shapes, allow_int8):
+def check_inputs(x, names, shapes, allow_int8, code_dtypes=None):
     """predict's ``x`` as a list of checked arrays, one per input (``names``, ``shapes``
     without batch), all of one batch size (see split_inputs, check_input_array). Raises
-    InputShapeError / InputDtypeError naming the input."""
+    InputShapeError / InputDtypeError naming the input. ``code_dtypes``: per input, the dtype
+    of its codes (int8 or int16; default int8)."""
     xs = split_inputs(x, shapes)
+    code_dtypes = code_dtypes or [np.dtype(np.int8)] * len(names)
     if len(xs) != len(names):
         raise InputShapeError(f"model takes {len(names)} input(s) ({', '.join(names)}), got "
                               f"{len(xs)} array(s)")
     out = []
-    for name, shape, xi in zip(names, shapes, xs):
-        xi = check_input_array(xi, name, shape, allow_int8)
+    for name, shape, xi, codes in zip(names, shapes, xs, code_dtypes):
+        xi = check_input_array(xi, name, shape, allow_int8, codes)
         if out and xi.shape[0] != out[0].shape[0]:
             raise InputShapeError(f"input '{name}' has batch size {xi.shape[0]}, input "
                                   f"'{names[0]}' has {out[0].shape[0]}")
@@ -154,14 +156,24 @@ def clip_nonfinite(x):
     return np.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
 
 
-def check_input_array(x, name, shape, allow_int8):
-    """Validate one input array against the model's input ``shape`` (without batch)."""
+def check_input_array(x, name, shape, allow_int8, code_dtype=np.int8):
+    """Validate one input array against the model's input ``shape`` (without batch).
+    ``code_dtype``: int8 (int8 and uint8 arrays are codes) or int16 (an int16 input: int16
+    arrays are its codes, int8/uint8 arrays are refused)."""
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
         except Exception as e:  # ragged lists and the like
             raise InputDtypeError(f"input '{name}': cannot be made into an array ({e})") from None
-    if x.dtype == np.int8 and allow_int8:
+    if allow_int8 and code_dtype == np.int16:
+        if x.dtype == np.int16:
+            pass
+        elif x.dtype in (np.int8, np.uint8):
+            raise InputDtypeError(f"input '{name}' is int16 (symmetric, zero point 0): pass real "
+                                  f"numbers, or its int16 codes; {x.dtype} codes are not its type")
+        elif x.dtype != np.float32:
+            x = x.astype(np.float32)
+    elif x.dtype == np.int8 and allow_int8:
         pass
     elif x.dtype == np.uint8 and allow_int8:
         # uint8 codes u mean the same as int8 codes u - 128 (zero point + 128), as TFLite's
@@ -220,11 +232,23 @@ def check_runs(runs, where):
 
 
 def output_is_float(output):
-    """True for output="float32", False for "int8"/"uint8"; FixnetError naming the argument
-    for anything else."""
+    """True for output="float32", False for "int8"/"uint8"/"int16" (codes); FixnetError
+    naming the argument for anything else."""
     if isinstance(output, str):
         if output == "float32":
             return True
-        if output in ("int8", "uint8"):
+        if output in ("int8", "uint8", "int16"):
             return False
-    raise FixnetError(f"predict: output must be 'float32', 'int8' or 'uint8', not {output!r}")
+    raise FixnetError(f"predict: output must be 'float32', 'int8', 'uint8' or 'int16', not "
+                      f"{output!r}")
+
+
+def check_output_codes(output, names, specs):
+    """ArgumentError when ``output`` asks for codes of a type an output tensor does not have:
+    "int8"/"uint8" for int8 outputs, "int16" for int16 outputs."""
+    want = 16 if output == "int16" else 8
+    for name, spec in zip(names, specs):
+        if spec.qparams.bits != want:
+            raise ArgumentError(f"predict: output={output!r}, but output '{name}' is "
+                                f"{spec.qparams.type_name}; ask for output="
+                                f"{'int16' if spec.qparams.bits == 16 else 'int8'!r} or 'float32'")

@@ -79,6 +79,9 @@ def encode_model(qm, where="<model>"):
                    for entry, a in enc.arrays.items()},
         "overflow_proven": proven,
     }
+    config = getattr(qm, "config", None)
+    if config is not None:
+        manifest["config"] = config.to_dict()
     manifest_bytes = json.dumps(manifest, indent=1, allow_nan=False).encode("utf-8")
 
     buf = io.BytesIO()

@@ -9,7 +9,9 @@ import numpy as np
 from ..errors import ModelFileError
 from ..lengths import length_symbols
 from ..limits import MemoryBudget, max_memory_bytes
-from ..quant.qparams import INT8_MAX, INT8_MIN, QParams
+from ..errors import ConfigError
+from ..quant.config import QuantConfig
+from ..quant.qparams import ACTIVATION_BITS, INT8_MAX, INT8_MIN, QParams
 from ..step import Step, TensorSpec
 from .codec import Decoder, step_registry
 from .container import (HEADER_SIZE, MAX_TENSOR_ELEMENTS, bad_file, is_tensor_shape,
@@ -30,6 +32,7 @@ class ModelParts:
     inputs: list
     outputs: list
     overflow_proven: bool = False
+    config: object = None       # the QuantConfig the model was made with (None: not recorded)
 
 
 def read_model_parts(path, max_memory=None):
@@ -78,7 +81,19 @@ def _model_parts(path, m, arrays, budget=None):
 
     _check_lengths(path, tensors, m["inputs"])
     return ModelParts(path, m["name"], steps, tensors, m["inputs"], m["outputs"],
-                      m.get("overflow_proven") is True)
+                      m.get("overflow_proven") is True, _config(path, m.get("config")))
+
+
+def _config(path, record):
+    """The QuantConfig the manifest records (None for files written before configs)."""
+    if record is None:
+        return None
+    try:
+        return QuantConfig.from_dict(record)
+    except ConfigError as e:
+        raise bad_file(path, f"its quantization config is not valid ({e})") from None
+    except (TypeError, ValueError) as e:
+        raise bad_file(path, f"its quantization config is not valid ({type(e).__name__}: {e})") from None
 
 
 
@@ -98,21 +113,28 @@ def _tensor_specs(path, m, dec, budget):
             if is_tensor_shape(shape) else None
         if elements is None or elements > MAX_TENSOR_ELEMENTS or 0 in shape:
             raise bad_file(path, f"tensor '{name}' has shape {short_repr(shape)}")
-        if budget is not None:
-            budget.need(elements, f"tensor '{name}' (int8, at batch 1)")
         q = t.get("qparams")
         if not isinstance(q, dict):
             raise bad_file(path, f"tensor '{name}' has no quantization parameters")
         fields = {k: dec.value(v, f"tensor '{name}'") for k, v in q.items()}
-        if set(fields) != {f.name for f in dataclasses.fields(QParams)}:
+        expected = {f.name for f in dataclasses.fields(QParams)}
+        # files written before int16 hold no "bits": int8
+        if set(fields) not in (expected, expected - {"bits"}):
             raise bad_file(path, f"tensor '{name}': quantization parameters {sorted(fields)}, "
-                             f"expected {sorted(f.name for f in dataclasses.fields(QParams))}")
+                             f"expected {sorted(expected)}")
+        bits = fields.get("bits", 8)
+        if isinstance(bits, bool) or bits not in ACTIVATION_BITS:
+            raise bad_file(path, f"tensor '{name}': bits {bits!r} is not 8 or 16")
+        if budget is not None:
+            budget.need(elements * bits // 8, f"tensor '{name}' (int{bits}, at batch 1)")
         scale, zp = fields.get("scale"), fields.get("zero_point")
         if not (isinstance(scale, (float, np.floating)) and math.isfinite(scale) and scale > 0):
             raise bad_file(path, f"tensor '{name}': scale {scale!r} is not a positive finite float")
         if not (isinstance(zp, (int, np.integer)) and not isinstance(zp, bool)
                 and INT8_MIN <= zp <= INT8_MAX):
             raise bad_file(path, f"tensor '{name}': zero point {zp!r} is not an int8")
+        if bits == 16 and zp != 0:
+            raise bad_file(path, f"tensor '{name}': an int16 tensor's zero point is 0, not {zp!r}")
         length_of = t.get("length_of")
         if None in shape or length_of is not None:
             if not (isinstance(length_of, list) and len(length_of) == len(shape)
@@ -182,6 +204,15 @@ def _read_step(path, i, s, registry, dec, tensors, defined):
             if w.size and int(w.min()) < -127:
                 raise bad_file(path, f"{where}: weights '{k}' hold -128 (the numeric contract "
                                  "keeps int8 weights in [-127, 127])")
+    bits = state.get("bits", 8)
+    if isinstance(bits, bool) or bits not in ACTIVATION_BITS:
+        raise bad_file(path, f"{where}: bits {short_repr(bits)} is not 8 or 16")
+    # one activation type per step: its outputs (and, but for a convert, its inputs) are of it
+    typed = state["outputs"] + ([] if cls_name == "RescaleStep" else state["inputs"])
+    for t in typed:
+        if tensors[t].qparams.bits != bits:
+            raise bad_file(path, f"{where} runs int{bits} but tensor '{t}' is "
+                                 f"{tensors[t].qparams.type_name}")
     step = cls.__new__(cls)
     setstate = getattr(cls, "__setstate__", None)
     if setstate is not None and setstate is not getattr(object, "__setstate__", None):
@@ -237,7 +268,8 @@ def _check_plan(path, qm):
         raise bad_file(path, str(e)) from None
     bufs = {}
     for t in qm.inputs:
-        bufs[t] = np.full((1,) + shapes[t], qm.tensors[t].qparams.zero_point, np.int8)
+        qp = qm.tensors[t].qparams
+        bufs[t] = np.full((1,) + shapes[t], qp.zero_point, qp.dtype)
     for i, s in enumerate(steps):
         try:
             if s.alias:
@@ -245,7 +277,7 @@ def _check_plan(path, qm):
                 bufs[s.outputs[0]] = src.reshape((1,) + shapes[s.outputs[0]])
                 continue
             for t in s.outputs:
-                bufs[t] = np.zeros((1,) + shapes[t], np.int8)
+                bufs[t] = np.zeros((1,) + shapes[t], qm.tensors[t].qparams.dtype)
             s.bind(bufs)()
             expected = s.oracle([bufs[t] for t in s.inputs])
         except MemoryError:

@@ -10,7 +10,7 @@ import numpy as np
 from .. import layouts, oracle
 from .._kernels import _conv, _dense
 from ..errors import UnsupportedLayerError
-from ..quant.qparams import ACC_INPUT_MAX, INT32_MAX, activation_bounds
+from ..quant.qparams import INT32_MAX, acc_input_max, activation_bounds
 from ..step import OverflowBound, Step
 from .base import KeepsWidened, Op, register
 from .dense import apply_clamp
@@ -172,7 +172,7 @@ class _WindowStep(KeepsWidened, Step):
         raise NotImplementedError
 
     def overflow_bound(self):
-        worst = np.abs(self.bias.astype(np.int64)) + ACC_INPUT_MAX * self.channel_weights()
+        worst = np.abs(self.bias.astype(np.int64)) + acc_input_max(self.bits) * self.channel_weights()
         return OverflowBound(self.layer, self.op, worst << np.maximum(self.shift.astype(np.int64), 0))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from .. import layouts, oracle
 from .._kernels import _dense
 from ..errors import UnsupportedLayerError
-from ..quant.qparams import ACC_INPUT_MAX, INT32_MAX, activation_bounds
+from ..quant.qparams import INT32_MAX, acc_input_max, activation_bounds
 from ..step import OverflowBound, Step
 from .base import KeepsWidened, Op, register
 
@@ -109,6 +109,6 @@ class DenseStep(KeepsWidened, Step):
 
     def overflow_bound(self):
         worst = (np.abs(self.bias.astype(np.int64))
-                 + ACC_INPUT_MAX * np.abs(self.w_q.astype(np.int64)).sum(axis=1))
+                 + acc_input_max(self.bits) * np.abs(self.w_q.astype(np.int64)).sum(axis=1))
         worst = worst << np.maximum(self.shift.astype(np.int64), 0)   # left shift before the multiply
         return OverflowBound(self.layer, self.op, worst)

@@ -86,8 +86,8 @@ def qparams_from_range(lo, hi, bits=8):
 
 
 def acc_input_max(bits):
-    """The largest |x_q - x_zp| a kernel multiplies: 255 for int8 inputs (the zero point is
-    folded into the bias, so raw codes are multiplied: 128), 32768 for int16 (zero point 0)."""
+    """The largest |x_q| a kernel multiplies into its accumulator: 128 for int8 inputs (raw
+    codes are multiplied; the zero-point term is folded into the bias), 32768 for int16."""
     return ACC_INPUT_MAX if bits == 8 else -INT16_MIN
 
 

@@ -1,4 +1,12 @@
-"""The quantizer: float Graph + calibration ranges -> QuantizedModel (the numeric contract)."""
+"""The quantizer: float Graph + calibration ranges -> QuantizedModel (the numeric contract).
+
+Activation types: every node gets one (QuantConfig.activations, or its override): int8 or
+int16. A node's inputs and outputs are all of its type (one type per kernel call); where a
+tensor of one type feeds a node of the other, a requantize step converts it (int8 -> int16
+exactly, at the int8 tensor's scale; int16 -> int8 rounding to the tensor's int8 range).
+"""
+import copy
+import dataclasses
 import warnings
 
 from ..errors import CalibrationError, OverflowRiskError, QuantizationError
@@ -7,14 +15,22 @@ from ..lengths import at_length, length_symbols, tensor_lengths
 from ..ops import op_for
 from ..passes import optimize
 from ..runtime import QuantizedModel
+from ..ops.activation import RescaleStep
 from ..step import TensorSpec
 from .bias_correction import correct_bias
 from .calibrate import DEFAULT_BATCH, calibrated_ranges, collect_statistics
+from .config import ConfigError, QuantConfig
 from .datafree import datafree_ranges, datafree_statistics
 from .histogram import DEFAULT_BINS
-from .qparams import qparams_from_range, quantize_channels
-from .ranges import DEFAULT_PERCENTILE, METHODS
+from .qparams import QParams, qparams_from_range, quantize_channels, requant_multipliers
 from .rounding import round_rows, row_groups
+
+# ops that run int16 activations (their kernels and oracles take int16 arrays); a node of
+# another op stays int8 when int16 is asked of every layer, and an override asking it of one
+# is refused
+INT16_OPS = {"dense", "conv2d", "depthwise_conv2d", "pool", "global_pool", "pad", "binary",
+             "concat", "affine", "prelu", "activation", "softmax", "reshape", "transpose",
+             "identity"}
 
 
 # ops whose output keeps its input's scale and zero point (they move codes, not values)
@@ -76,17 +92,19 @@ def shared_ranges(graph, ranges):
 class QuantContext:
     """What an op's ``quantize`` may ask about tensors."""
 
-    def __init__(self, graph, ranges, per_channel, weight_clipping=None, moments=None,
-                 softmax_levels=255):
+    def __init__(self, graph, ranges, config, moments=None):
         self.graph = graph
-        self.softmax_levels = softmax_levels        # softmax output scale 1/levels
+        self.config = config
+        self.softmax_levels = config.softmax_levels  # softmax output scale 1/levels
         self.ranges = ranges
-        self.per_channel = per_channel
-        self.weight_clipping = weight_clipping      # None or "mse" (see qparams.quantize_weights)
+        self.per_channel = config.per_channel
+        self.weight_clipping = config.weight_clipping  # None or "mse" (qparams.quantize_weights)
         self.moments = moments or {}                # node name -> SecondMoment of its input
         self.weights = {}                           # node name -> (w_q, scale) as quantized
         self.qp = {}
         self.shared = shared_ranges(graph, ranges)
+        self.bits = 8                               # the type of the node being quantized
+        self.shapes = dict(graph.shapes)            # with the converted tensors' shapes
 
     def quantize_channels(self, node, rows, bias, per_channel=None, adaptive=True):
         """Weights, int32 bias and multipliers of ``node`` (qparams.quantize_channels) from
@@ -100,9 +118,10 @@ class QuantContext:
         if m is not None and m.count:
             def round_codes(flat, scale):
                 return round_rows(flat, scale, m.moment, row_groups(node, flat.shape[0]))
+        if per_channel is None:
+            per_channel = self.config.layer_value("per_channel", node.layer, node.name)
         cq = quantize_channels(rows, bias, self.qparams(node.inputs[0]), self.qparams(node.outputs[0]),
-                               node.describe(),
-                               per_channel=self.per_channel if per_channel is None else per_channel,
+                               node.describe(), per_channel=per_channel,
                                clipping=self.weight_clipping, round_codes=round_codes)
         self.weights[node.name] = (cq.w_q, cq.scale)
         return cq
@@ -118,17 +137,14 @@ class QuantContext:
 
     def _from_range(self, tensor, lo_hi):
         try:
-            return qparams_from_range(*lo_hi)
+            return qparams_from_range(*lo_hi, bits=self.bits)
         except QuantizationError as e:          # a range that is not finite: name the layer
             node = self.graph.producers().get(tensor)
             who = f"{node.describe()}, output '{tensor}'" if node is not None else f"input '{tensor}'"
             raise QuantizationError(f"{who}: {e}") from None
 
     def shape(self, tensor):
-        return self.graph.shapes[tensor]
-
-
-DEFAULT_METHOD = "auto"
+        return self.shapes[tensor]
 
 
 def refuse_unquantizable(graph):
@@ -153,47 +169,96 @@ def refuse_unquantizable(graph):
                                     f"{len(problems)} layer(s):\n{lines}", problems)
 
 
-def quantize_graph(graph, calibration=None, method=DEFAULT_METHOD, *, percentile=DEFAULT_PERCENTILE,
-                   per_channel=True, weight_clipping=None, weight_rounding="adaptive",
-                   bias_correction=True,
-                   input_range=None, on_overflow_risk="error", batch_size=DEFAULT_BATCH,
-                   nbins=DEFAULT_BINS, progress="auto", softmax_window=True, softmax_levels=255):
-    """Quantize a float graph. See FloatModel.quantize for the arguments; besides:
+CONFIG_KEYWORDS = {f for f in QuantConfig.__dataclass_fields__}
+
+
+def make_config(config=None, where="quantize", **shorthands):
+    """The QuantConfig of ``config`` (a QuantConfig, a mapping of its fields, a range method
+    name, or None for the defaults) with the keyword shorthands set on it; ConfigError naming
+    an unknown keyword."""
+    if isinstance(config, str):
+        shorthands = {"method": config, **shorthands}
+        config = None
+    if config is None:
+        config = QuantConfig()
+    elif not isinstance(config, QuantConfig):
+        config = QuantConfig.from_dict(config)
+    unknown = [k for k in shorthands if k not in CONFIG_KEYWORDS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; "
+                          f"the settings are {', '.join(sorted(CONFIG_KEYWORDS))}")
+    given = dict(shorthands)
+    if "overrides" in given:
+        more = given.pop("overrides")
+        config = config.with_overrides(more)
+    try:
+        return dataclasses.replace(config, **given) if given else config
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def quantize_graph(graph, calibration=None, config=None, *, input_range=None,
+                   batch_size=DEFAULT_BATCH, nbins=DEFAULT_BINS, progress="auto",
+                   softmax_window=True, **shorthands):
+    """Quantize a float graph with ``config`` (see make_config; FloatModel.quantize documents
+    the settings); besides:
 
     nbins: bins of each tensor's calibration histogram.
     softmax_window: a softmax's input range covers only what can change its probabilities
         (see calibrate.SoftmaxWindow), for every method but minmax.
     """
-    if on_overflow_risk not in ("error", "warn"):
-        raise ValueError("on_overflow_risk must be 'error' or 'warn'")
-    if method not in METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; choose one of "
-                         f"{', '.join(METHODS)}")
-    if not 50.0 < float(percentile) <= 100.0:
-        raise ValueError(f"percentile must be in (50, 100], got {percentile}")
-    if weight_clipping not in (None, "mse"):
-        raise ValueError("weight_clipping must be None or 'mse'")
-    if weight_rounding not in ("nearest", "adaptive"):
-        raise ValueError("weight_rounding must be 'nearest' or 'adaptive'")
-    if softmax_levels not in (255, 256):
-        raise ValueError(f"softmax_levels must be 255 or 256, not {softmax_levels!r}")
+    config = make_config(config, **shorthands)
     refuse_unquantizable(graph)
     g = optimize(graph)
+    check_override_names(g, config)
     if calibration is None:
         # per-element statistics: inputs of any length at lengths.ANY_LENGTH steps
         stats = datafree_statistics(at_length(graph), at_length(g), input_range)
-        means = {t: st.mean for t, st in stats.items()} if bias_correction else None
-        return build_quantized_model(g, datafree_ranges(stats), per_channel, weight_clipping,
-                                     means, on_overflow_risk, softmax_levels=softmax_levels)
+        means = {t: st.mean for t, st in stats.items()} if config.bias_correction else None
+        return build_quantized_model(g, datafree_ranges(stats), input_means=means, config=config)
     obs = collect_statistics(g, calibration, batch_size, nbins, progress,
-                             second_moments=weight_rounding == "adaptive")
+                             second_moments=config.weight_rounding == "adaptive")
     users = g.consumers()
     recurrent_inputs = {t for t in g.inputs if any(n.op == "rnn" for n in users.get(t, ()))}
-    ranges = calibrated_ranges(obs, method, percentile, skip=set(g.inputs),
-                               softmax_window=softmax_window, widen=recurrent_inputs)
-    means = {t: st.mean for t, st in obs.stats.items()} if bias_correction else None
-    return build_quantized_model(g, ranges, per_channel, weight_clipping, means, on_overflow_risk,
-                                 moments=obs.moments, softmax_levels=softmax_levels)
+
+    def ranges_by(method):
+        return calibrated_ranges(obs, method, config.percentile, skip=set(g.inputs),
+                                 softmax_window=softmax_window, widen=recurrent_inputs)
+
+    ranges = ranges_by(config.method)
+    ranges.update(override_ranges(g, config, ranges_by))
+    means = {t: st.mean for t, st in obs.stats.items()} if config.bias_correction else None
+    qm = build_quantized_model(g, ranges, input_means=means, moments=obs.moments, config=config)
+    qm.calibration_stats = obs      # for the adjust step (fixnet.quant.adjust); not saved
+    return qm
+
+
+def override_ranges(g, config, ranges_by):
+    """{tensor: (lo, hi)} of the outputs of nodes whose override sets a range method."""
+    out, by_method = {}, {}
+    for n in g.nodes:
+        method = config.for_layer(n.layer, n.name).get("method")
+        if method is None or method == config.method:
+            continue
+        if method not in by_method:
+            by_method[method] = ranges_by(method)
+        out.update({t: by_method[method][t] for t in n.outputs if t in by_method[method]})
+    return out
+
+
+def check_override_names(g, config):
+    """ConfigError for an override pattern that matches no layer (it lists the layers), or
+    one asking int16 of a layer whose op has no int16 kernels."""
+    names = sorted({n.layer or n.name for n in g.nodes} | {n.name for n in g.nodes})
+    bad = config.unmatched_patterns(names)
+    if bad:
+        layers = sorted({n.layer or n.name for n in g.nodes})
+        raise ConfigError(f"override(s) {', '.join(map(repr, bad))} match no layer; the layers "
+                          f"are: {', '.join(layers)}")
+    for n in g.nodes:
+        if config.for_layer(n.layer, n.name).get("activations") == "int16" and n.op not in INT16_OPS:
+            raise ConfigError(f"{n.describe()}: op '{n.op}' has no int16 kernels yet; int16 runs "
+                              f"{', '.join(sorted(INT16_OPS))}")
 
 
 def fixed_input_qparams(g, tensor):
@@ -205,27 +270,93 @@ def fixed_input_qparams(g, tensor):
     return asked.pop() if len(asked) == 1 else None
 
 
+def node_bits(n, config):
+    """16 if node ``n`` runs int16 activations under ``config``, else 8."""
+    want = config.layer_value("activations", n.layer, n.name)
+    return 16 if want == "int16" and n.op in INT16_OPS else 8
+
+
+def input_bits(g, tensor, bits_of_node):
+    """A model input is int16 when every node reading it is (and none needs fixed qparams)."""
+    readers = g.consumers().get(tensor, [])
+    return 16 if readers and all(bits_of_node[n.name] == 16 for n in readers) else 8
+
+
+class Converts:
+    """The requantize steps where a tensor of one type feeds a node of the other: one per
+    (tensor, type), made where the first such node reads it."""
+
+    def __init__(self, q, lengths):
+        self.q = q
+        self.lengths = lengths          # tensor -> (shape, length_of)
+        self.made = {}                  # (tensor, bits) -> converted tensor name
+
+    def typed_node(self, n, bits, steps):
+        """``n`` itself, or a copy reading converted tensors where its inputs are of the
+        other type (the convert steps are appended to ``steps``)."""
+        names = [self.tensor_as(t, bits, n, steps) for t in n.inputs]
+        if names == list(n.inputs):
+            return n
+        typed = copy.copy(n)
+        typed.inputs = names
+        return typed
+
+    def tensor_as(self, t, bits, reader, steps):
+        src = self.q.qp[t]
+        if src.bits == bits:
+            return t
+        key = (t, bits)
+        if key not in self.made:
+            name = f"{t}:int{bits}"
+            if bits == 16:      # exact: the int8 codes minus their zero point, same scale
+                dst = QParams(src.scale, 0, 16)
+            else:               # rounds: to the int8 range of the tensor's group
+                self.q.bits = 8
+                dst = self.q.preferred_qparams(t)
+            m0, shift = requant_multipliers(src.scale / dst.scale, reader.describe())
+            step = RescaleStep(f"{name}/convert", reader.layer, [t], [name], src.zero_point,
+                               int(m0[0]), int(shift[0]), dst.zero_point, dst.qmin, dst.qmax)
+            step.bits = bits
+            steps.append(step)
+            self.q.qp[name] = dst
+            self.q.shapes[name] = self.q.shapes[t]
+            self.lengths[name] = self.lengths[t]
+            self.made[key] = name
+        return self.made[key]
+
+
 def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, input_means=None,
-                          on_overflow_risk="error", moments=None, softmax_levels=255):
+                          on_overflow_risk="error", moments=None, softmax_levels=255, config=None):
     """The QuantizedModel of an optimized graph ``g`` given every tensor's range.
 
+    config: the QuantConfig (None: one from per_channel, weight_clipping, on_overflow_risk and
+        softmax_levels, as before configs existed).
     input_means: {tensor: mean value per element} of the float tensors, or None; with it, the
         bias of every dense/conv layer is corrected for the mean output shift its weight
         rounding causes on that mean input (see fixnet.quant.bias_correction).
     """
-    lengths = tensor_lengths(g)       # {tensor: (shape, length_of)}: inputs of any length
+    if config is None:
+        config = make_config(per_channel=per_channel, weight_clipping=weight_clipping,
+                             on_overflow_risk=on_overflow_risk, softmax_levels=softmax_levels)
+    lengths = dict(tensor_lengths(g))   # {tensor: (shape, length_of)}: inputs of any length
     any_length = bool(length_symbols(g.inputs, g.shapes))
-    q = QuantContext(g, ranges, per_channel, weight_clipping, moments, softmax_levels)
+    q = QuantContext(g, ranges, config, moments)
+    bits_of_node = {n.name: node_bits(n, config) for n in g.nodes}
     for t in g.inputs:
         fixed = fixed_input_qparams(g, t)
+        q.bits = input_bits(g, t, bits_of_node) if fixed is None else 8
         q.qp[t] = fixed if fixed is not None else q.preferred_qparams(t)
     steps = []
+    converts = Converts(q, lengths)
     for n in g.nodes:
         op = op_for(n)
-        for t, qp in zip(n.outputs, op.output_qparams(n, q)):
+        bits = bits_of_node[n.name]
+        typed = converts.typed_node(n, bits, steps)
+        q.bits = bits
+        for t, qp in zip(n.outputs, op.output_qparams(typed, q)):
             q.qp[t] = qp
         try:
-            step = op.quantize(n, q)
+            step = op.quantize(typed, q)
         except TypeError as e:     # arithmetic on a None (any-length) dimension
             if not any_length:
                 raise
@@ -234,18 +365,21 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
                 f"{n.describe()} computes its int8 parameters from a dimension of any length "
                 f"({e}); give the input a fixed length", [(n.layer or n.name, n.keras_class or n.op,
                                                           "int8 parameters depend on the length")]) from None
+        if bits != 8:
+            step.bits = bits
         if input_means is not None:
-            correct_bias(n, step, q, input_means.get(n.inputs[0]))
+            correct_bias(typed, step, q, input_means.get(n.inputs[0]))
         steps.append(step)
     tensors = {t: TensorSpec(lengths[t][0], qp, lengths[t][1]) for t, qp in q.qp.items()}
     qm = QuantizedModel(steps, tensors, g.inputs, g.outputs, g.name, g.source)
+    qm.config = config
     risky = [b for b in qm.overflow_bounds() if not b.proven]
     if risky:
         msg = "; ".join(f"layer '{b.layer}' ({b.op}): worst-case |{b.what}| {int(b.worst.max())} "
                         f">= 2^31 in channel {int(b.worst.argmax())}" for b in risky)
         msg = ("cannot prove that every int32 accumulator stays in range: " + msg +
                ". Retrain with weight decay or smaller biases, or pass on_overflow_risk='warn'")
-        if on_overflow_risk == "error":
+        if config.on_overflow_risk == "error":
             raise OverflowRiskError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
     return qm
