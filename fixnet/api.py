@@ -169,8 +169,9 @@ class FloatModel:
         from .passes import optimize
         from .quant.quantizer import quantize_graph
         with _naming_the_file(self.graph.source):
-            qm = quantize_graph(self.graph, calibration, config, input_range=input_range,
-                                batch_size=batch_size, progress=progress, **settings)
+            qm = quantize_graph(self.graph, calibration, config, validation=validation,
+                                input_range=input_range, batch_size=batch_size,
+                                progress=progress, **settings)
         if getattr(qm, "float_graph", None) is None:
             qm.float_graph = optimize(self.graph)     # for qm.report(x); never saved to .fxn
         return qm

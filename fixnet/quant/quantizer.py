@@ -197,25 +197,45 @@ def make_config(config=None, where="quantize", **shorthands):
         raise ConfigError(f"{where}: {e}") from None
 
 
-def quantize_graph(graph, calibration=None, config=None, *, input_range=None,
-                   batch_size=DEFAULT_BATCH, nbins=DEFAULT_BINS, progress="auto",
-                   softmax_window=True, **shorthands):
-    """Quantize a float graph with ``config`` (see make_config; FloatModel.quantize documents
-    the settings); besides:
+class Calibrated:
+    """What calibration measured, kept so that one calibration serves many builds (the adjust
+    step quantizes the same graph with other activation types): the optimized graph, its
+    ranges per method, the mean inputs for bias correction and the second moments for
+    adaptive rounding."""
 
-    nbins: bins of each tensor's calibration histogram.
-    softmax_window: a softmax's input range covers only what can change its probabilities
-        (see calibrate.SoftmaxWindow), for every method but minmax.
-    """
-    config = make_config(config, **shorthands)
+    def __init__(self, g, ranges_by, means, moments=None):
+        self.g = g
+        self.ranges_by = ranges_by      # method -> {tensor: (lo, hi)}
+        self.means = means
+        self.moments = moments
+        self._ranges = {}
+        self.steps = {}                 # build key -> step (see build_quantized_model)
+
+    def ranges(self, method):
+        if method not in self._ranges:
+            self._ranges[method] = self.ranges_by(method)
+        return self._ranges[method]
+
+    def build(self, config):
+        """The QuantizedModel of the graph under ``config``."""
+        ranges = dict(self.ranges(config.method))
+        ranges.update(override_ranges(self.g, config, self.ranges))
+        means = self.means if config.bias_correction else None
+        return build_quantized_model(self.g, ranges, input_means=means, moments=self.moments,
+                                     config=config, step_cache=self.steps)
+
+
+def calibrate_graph(graph, calibration, config, input_range=None, batch_size=DEFAULT_BATCH,
+                    nbins=DEFAULT_BINS, progress="auto", softmax_window=True):
+    """Calibrated statistics of ``graph`` (data-free ones when ``calibration`` is None)."""
     refuse_unquantizable(graph)
     g = optimize(graph)
     check_override_names(g, config)
     if calibration is None:
         # per-element statistics: inputs of any length at lengths.ANY_LENGTH steps
         stats = datafree_statistics(at_length(graph), at_length(g), input_range)
-        means = {t: st.mean for t, st in stats.items()} if config.bias_correction else None
-        return build_quantized_model(g, datafree_ranges(stats), input_means=means, config=config)
+        ranges = datafree_ranges(stats)
+        return Calibrated(g, lambda method: ranges, {t: st.mean for t, st in stats.items()})
     obs = collect_statistics(g, calibration, batch_size, nbins, progress,
                              second_moments=config.weight_rounding == "adaptive")
     users = g.consumers()
@@ -225,24 +245,42 @@ def quantize_graph(graph, calibration=None, config=None, *, input_range=None,
         return calibrated_ranges(obs, method, config.percentile, skip=set(g.inputs),
                                  softmax_window=softmax_window, widen=recurrent_inputs)
 
-    ranges = ranges_by(config.method)
-    ranges.update(override_ranges(g, config, ranges_by))
-    means = {t: st.mean for t, st in obs.stats.items()} if config.bias_correction else None
-    qm = build_quantized_model(g, ranges, input_means=means, moments=obs.moments, config=config)
-    qm.calibration_stats = obs      # for the adjust step (fixnet.quant.adjust); not saved
+    return Calibrated(g, ranges_by, {t: st.mean for t, st in obs.stats.items()}, obs.moments)
+
+
+def quantize_graph(graph, calibration=None, config=None, *, validation=None, input_range=None,
+                   batch_size=DEFAULT_BATCH, nbins=DEFAULT_BINS, progress="auto",
+                   softmax_window=True, **shorthands):
+    """Quantize a float graph with ``config`` (see make_config; FloatModel.quantize documents
+    the settings); besides:
+
+    validation: inputs the accuracy target is measured on (default: the calibration data,
+        when it is an array or a list of arrays).
+    nbins: bins of each tensor's calibration histogram.
+    softmax_window: a softmax's input range covers only what can change its probabilities
+        (see calibrate.SoftmaxWindow), for every method but minmax.
+    """
+    from .adjust import adjust_to_target
+    config = make_config(config, **shorthands)
+    cal = calibrate_graph(graph, calibration, config, input_range, batch_size, nbins, progress,
+                          softmax_window)
+    qm = cal.build(config)
+    if config.target_sqnr is not None or config.target_agreement is not None:
+        qm = adjust_to_target(cal, config, qm, validation if validation is not None else calibration)
+    qm.calibrated = cal       # for qm.report's adjust section; never saved
     return qm
 
 
 def override_ranges(g, config, ranges_by):
-    """{tensor: (lo, hi)} of the outputs of nodes whose override sets a range method."""
-    out, by_method = {}, {}
+    """{tensor: (lo, hi)} of the outputs of nodes whose override sets a range method
+    (``ranges_by(method)`` gives every tensor's range by that method)."""
+    out = {}
     for n in g.nodes:
         method = config.for_layer(n.layer, n.name).get("method")
         if method is None or method == config.method:
             continue
-        if method not in by_method:
-            by_method[method] = ranges_by(method)
-        out.update({t: by_method[method][t] for t in n.outputs if t in by_method[method]})
+        ranges = ranges_by(method)
+        out.update({t: ranges[t] for t in n.outputs if t in ranges})
     return out
 
 
@@ -326,7 +364,8 @@ class Converts:
 
 
 def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, input_means=None,
-                          on_overflow_risk="error", moments=None, softmax_levels=255, config=None):
+                          on_overflow_risk="error", moments=None, softmax_levels=255, config=None,
+                          step_cache=None):
     """The QuantizedModel of an optimized graph ``g`` given every tensor's range.
 
     config: the QuantConfig (None: one from per_channel, weight_clipping, on_overflow_risk and
@@ -334,6 +373,10 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
     input_means: {tensor: mean value per element} of the float tensors, or None; with it, the
         bias of every dense/conv layer is corrected for the mean output shift its weight
         rounding causes on that mean input (see fixnet.quant.bias_correction).
+    step_cache: a dict kept between builds of the same graph with the same ranges, means and
+        moments (quantizer.Calibrated): a node whose settings and input and output qparams
+        are those of an earlier build reuses its step (steps are not changed after a build),
+        so a build that moves one layer to int16 re-derives that layer and its neighbours only.
     """
     if config is None:
         config = make_config(per_channel=per_channel, weight_clipping=weight_clipping,
@@ -342,6 +385,9 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
     any_length = bool(length_symbols(g.inputs, g.shapes))
     q = QuantContext(g, ranges, config, moments)
     bits_of_node = {n.name: node_bits(n, config) for n in g.nodes}
+    # what else a step depends on: the settings that are not per layer
+    base_key = dataclasses.replace(config, overrides=(), activations="int8", target_sqnr=None,
+                                   target_agreement=None)
     for t in g.inputs:
         fixed = fixed_input_qparams(g, t)
         q.bits = input_bits(g, t, bits_of_node) if fixed is None else 8
@@ -355,6 +401,13 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
         q.bits = bits
         for t, qp in zip(n.outputs, op.output_qparams(typed, q)):
             q.qp[t] = qp
+        key = None
+        if step_cache is not None:
+            key = (n.name, bits, base_key, tuple(sorted(config.for_layer(n.layer, n.name).items())),
+                   tuple(q.qp[t] for t in typed.inputs), tuple(q.qp[t] for t in n.outputs))
+            if key in step_cache:
+                steps.append(step_cache[key])
+                continue
         try:
             step = op.quantize(typed, q)
         except TypeError as e:     # arithmetic on a None (any-length) dimension
@@ -370,6 +423,8 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
         if input_means is not None:
             correct_bias(typed, step, q, input_means.get(n.inputs[0]))
         steps.append(step)
+        if key is not None:
+            step_cache[key] = step
     tensors = {t: TensorSpec(lengths[t][0], qp, lengths[t][1]) for t, qp in q.qp.items()}
     qm = QuantizedModel(steps, tensors, g.inputs, g.outputs, g.name, g.source)
     qm.config = config

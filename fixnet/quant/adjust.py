@@ -1,0 +1,226 @@
+"""The adjust step: after analysing the error, change what costs the most until an accuracy
+target is met (``quantize(calib, target_sqnr=DB)`` or ``target_agreement=FRACTION``).
+
+1. Measure the model as configured (int8 unless told otherwise) on the validation inputs:
+   output SQNR against the float graph, or top-1 agreement with it.
+2. For every layer that runs int16 kernels, the same measure with that one layer in int16
+   (``int16_gains``; the report's "adjust" section prints it): what moving it alone buys.
+3. Rank the layers by that gain and take the shortest prefix of the ranking whose model meets
+   the target (bisection over the prefix length: about log2(layers) more builds).
+4. If even every layer in int16 misses the target, aim at 0.5 dB below all-int16 (or 0.5
+   point of agreement) instead and say so: the int8 weights are then the limit, and the
+   fewest int16 layers that come that close are kept.
+
+One calibration serves every build (quantizer.Calibrated): a build re-derives scales, weights
+and steps from the stored ranges, it does not re-run the float network on the calibration set.
+"""
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+from .. import reference
+from ..errors import ConfigError
+from ..metrics import sqnr_db
+
+VALIDATION_LIMIT = 512          # samples measured per build
+MISS_MARGIN_DB = 0.5            # when the target is out of reach: this close to all-int16
+MISS_MARGIN_AGREEMENT = 0.005
+# Predicted cost of an int16 layer relative to its int8 time, per kernel type (the ratio of
+# int16 to int8 kernel time on MobileNetV2-like shapes, bench/int16_kernels.py); the
+# prediction weighs each layer by its MACs.
+INT16_TIME_FACTOR = {"dense": 1.3, "conv2d": 1.3, "depthwise_conv2d": 1.5}
+INT16_TIME_FACTOR_OTHER = 2.0   # memory-bound steps move twice the bytes
+
+
+@dataclass
+class Adjustment:
+    """What the adjust step did (``qm.adjustment``)."""
+    metric: str                     # "sqnr" (dB) or "agreement" (fraction)
+    target: float
+    before: float                   # the measure as configured
+    after: float                    # the measure of the model returned
+    all_int16: float                # the measure with every int16-capable layer in int16
+    reached: bool                   # the target was met
+    int16_layers: List[str]         # the layers moved to int16
+    gains: List[tuple] = field(default_factory=list)  # (layer, measure with it alone in int16)
+    predicted_time: Optional[float] = None   # predicted time relative to as-configured
+    measured_ms: dict = field(default_factory=dict)  # batch-1 ms: configured, result, all_int16
+    arena_bytes: dict = field(default_factory=dict)  # batch-1 arena bytes of the same three
+    candidates: int = 0
+
+    def unit(self):
+        return "dB" if self.metric == "sqnr" else ""
+
+    def summary(self):
+        u = self.unit()
+        head = (f"target {self.metric} {self.target:g}{u}: " +
+                ("met" if self.reached else
+                 f"NOT reachable (all-int16 gives {self.all_int16:.2f}{u}; the int8 weights are "
+                 f"the limit: see the report's weight SQNR); kept within "
+                 f"{MISS_MARGIN_DB if self.metric == 'sqnr' else MISS_MARGIN_AGREEMENT:g}{u} of all-int16"))
+        lines = [head,
+                 f"  {self.metric} before {self.before:.2f}{u}, after {self.after:.2f}{u} "
+                 f"(all-int16 {self.all_int16:.2f}{u})",
+                 f"  {len(self.int16_layers)} of {self.candidates} layers moved to int16: "
+                 + (", ".join(self.int16_layers) or "none")]
+        if self.predicted_time is not None:
+            lines.append(f"  time: predicted {self.predicted_time:.2f}x the configured model's")
+        if self.measured_ms:
+            m = self.measured_ms
+            lines.append("  measured at batch 1: " + ", ".join(f"{k} {v:.3f} ms" for k, v in m.items()))
+        if self.arena_bytes:
+            lines.append("  arena bytes at batch 1: " + ", ".join(f"{k} {v}" for k, v in self.arena_bytes.items()))
+        return "\n".join(lines)
+
+    __str__ = summary
+
+    def to_dict(self):
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def validation_inputs(data, graph):
+    """The validation inputs as a list of arrays (one per model input), at most
+    VALIDATION_LIMIT samples; ConfigError when ``data`` is not arrays (an iterator of batches
+    is read once, by calibration: pass validation= then)."""
+    n_inputs = len(graph.inputs)
+    if isinstance(data, np.ndarray) and n_inputs == 1:
+        xs = [data]
+    elif isinstance(data, (list, tuple)) and len(data) == n_inputs and \
+            all(isinstance(d, np.ndarray) for d in data):
+        xs = list(data)
+    else:
+        raise ConfigError("an accuracy target is measured on arrays: pass validation= (an array, "
+                          "or a list of arrays, one per input) when the calibration data is an "
+                          "iterator or is not given")
+    return [np.asarray(x)[:VALIDATION_LIMIT] for x in xs]
+
+
+class Scorer:
+    """The measure of a model on fixed validation inputs against the float graph."""
+
+    def __init__(self, g, xs, metric):
+        self.xs = xs
+        self.metric = metric
+        ref = reference.run(g, xs)
+        self.ref = [np.asarray(r, np.float64) for r in ref]
+
+    def __call__(self, qm):
+        out = qm.predict(self.xs if len(self.xs) > 1 else self.xs[0])
+        outs = out if isinstance(out, list) else [out]
+        if self.metric == "sqnr":
+            return sqnr_db(np.concatenate([r.ravel() for r in self.ref]),
+                           np.concatenate([np.asarray(o, np.float64).ravel() for o in outs]))
+        r, o = self.ref[0], np.asarray(outs[0])
+        return float(np.mean(r.reshape(len(r), -1).argmax(-1) == o.reshape(len(o), -1).argmax(-1)))
+
+
+def candidate_layers(g, qm):
+    """Layers (Keras names, in graph order) with int16 kernels that run int8 in ``qm``."""
+    from .quantizer import INT16_OPS
+    int8_layers = {s.layer for s in qm.steps if s.bits == 8}
+    out = []
+    for n in g.nodes:
+        name = n.layer or n.name
+        if n.op in INT16_OPS and name in int8_layers and name not in out:
+            out.append(name)
+    return out
+
+
+def _pattern(name):
+    """An fnmatch pattern matching exactly ``name``."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def with_int16(config, layers):
+    return config.with_overrides({_pattern(name): {"activations": "int16"} for name in layers})
+
+
+def int16_gains(cal, config, qm, score):
+    """[(layer, measure with only that layer moved to int16)] for every candidate layer."""
+    return [(name, score(cal.build(with_int16(config, [name]))))
+            for name in candidate_layers(cal.g, qm)]
+
+
+def predicted_time(qm_before, qm_after):
+    """Time of ``qm_after`` relative to ``qm_before`` from MACs per kernel type (a step
+    without MACs counts its output values / 8: memory-bound steps are cheap per value)."""
+    from ..cost import step_macs
+
+    def cost(qm):
+        shapes = qm.shapes_for(())
+        total = 0.0
+        for s in qm.steps:
+            if s.alias:
+                continue
+            out = shapes[s.outputs[0]]
+            macs = step_macs(s, out, shapes[s.inputs[0]] if s.inputs else None)
+            work = macs if macs else float(np.prod(out)) / 8.0
+            if s.bits == 16:
+                work *= INT16_TIME_FACTOR.get(s.op, INT16_TIME_FACTOR_OTHER)
+            total += work
+        return total
+
+    return cost(qm_after) / max(cost(qm_before), 1e-9)
+
+
+def measured_ms(qm, xs, rounds=20):
+    """Median batch-1 predict time in ms on the first validation sample."""
+    x1 = [x[:1] for x in xs]
+    arg = x1 if len(x1) > 1 else x1[0]
+    qm.predict(arg)
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        qm.predict(arg)
+        times.append(time.perf_counter() - t)
+    return 1000.0 * float(np.median(times))
+
+
+def adjust_to_target(cal, config, qm, data):
+    """The model meeting config's target with the fewest layers moved to int16 (see the
+    module docstring); ``qm.adjustment`` records what was done."""
+    g = cal.g
+    metric = "sqnr" if config.target_sqnr is not None else "agreement"
+    target = config.target_sqnr if metric == "sqnr" else config.target_agreement
+    margin = MISS_MARGIN_DB if metric == "sqnr" else MISS_MARGIN_AGREEMENT
+    xs = validation_inputs(data, g)
+    score = Scorer(g, xs, metric)
+    before = score(qm)
+    candidates = candidate_layers(g, qm)
+    all_cfg = with_int16(config, candidates)
+    qm_all = cal.build(all_cfg) if candidates else qm
+    all16 = score(qm_all) if candidates else before
+    result = Adjustment(metric, target, before, before, all16, before >= target, [],
+                        candidates=len(candidates))
+    chosen, best, best_score = [], qm, before
+    if before < target and candidates:
+        goal = target if all16 >= target else all16 - margin
+        gains = int16_gains(cal, config, qm, score)
+        result.gains = sorted(gains, key=lambda kv: -kv[1])
+        order = [name for name, _ in result.gains]
+        lo, hi = 1, len(order)          # the prefix of length hi meets the goal (all-int16)
+        found = {len(order): (qm_all, all16)}
+        while lo < hi:
+            mid = (lo + hi) // 2
+            m = cal.build(with_int16(config, order[:mid]))
+            s = score(m)
+            if s >= goal:
+                hi = mid
+                found[mid] = (m, s)
+            else:
+                lo = mid + 1
+        best, best_score = found[hi]
+        chosen = order[:hi]
+        result.reached = best_score >= target
+    result.after = best_score
+    result.int16_layers = chosen
+    result.predicted_time = predicted_time(qm, best)
+    result.measured_ms = {"configured": measured_ms(qm, xs), "result": measured_ms(best, xs),
+                          "all_int16": measured_ms(qm_all, xs)}
+    result.arena_bytes = {name: m.memory_plan(1).peak_bytes if not m.length_symbols else None
+                          for name, m in (("configured", qm), ("result", best), ("all_int16", qm_all))}
+    best.config = with_int16(config, chosen) if chosen else config
+    best.adjustment = result
+    return best
