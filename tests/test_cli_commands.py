@@ -217,9 +217,9 @@ def test_inspect_fxn_shows_scales_zero_points_headroom_and_macs(cnn_fxn):
         least[b.layer, b.op] = min(least.get((b.layer, b.op), 99.0), b.headroom_bits)
     assert least == {k: b.headroom_bits for k, b in smallest_headroom(qm).items()}
     for row, s in zip(rows, qm.steps):
-        layer, op, shape, params, m, scale, zp, headroom = row
+        layer, op, kind, shape, params, m, scale, zp, headroom = row
         t = qm.tensors[s.outputs[0]]
-        assert (layer, op) == (s.layer, s.op)
+        assert (layer, op, kind) == (s.layer, s.op, "int8")
         assert shape == "x".join(map(str, t.shape))
         assert float(scale) == pytest.approx(t.qparams.scale, rel=1e-3)
         assert int(zp) == t.qparams.zero_point
@@ -288,9 +288,9 @@ def test_quantize_writes_what_the_api_makes_and_summarises_it(cnn_fxn):
     assert np.array_equal(qm.predict(x, output="int8"), qm_api.predict(x, output="int8"))
     # the summary: one row per int8 step with its output's scale, zero point and headroom
     rows = table_rows(out)
-    assert [(r[0], r[1]) for r in rows] == [(s.layer, s.op) for s in qm.steps]
+    assert [(r[0], r[1], r[2]) for r in rows] == [(s.layer, s.op, "int8") for s in qm.steps]
     for r, s in zip(rows, qm.steps):
-        assert int(r[4]) == qm.tensors[s.outputs[0]].qparams.zero_point
+        assert int(r[5]) == qm.tensors[s.outputs[0]].qparams.zero_point
     assert f"file: {path}, {os.path.getsize(path):,} bytes" in out
     assert line_with(out, "int32 overflow proof:").startswith("int32 overflow proof: holds")
     assert "dead channels widened: none" in out

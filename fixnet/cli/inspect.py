@@ -140,25 +140,26 @@ def describe_quantized(qm, path):
         n_scales = weight_scales(s, qm.tensors)
         if n_scales is not None:
             scales.append(n_scales)
-        rows.append((s.layer, s.op, shapes_text(shapes, s.outputs), f"{p:,}" if p else "",
-                     f"{m:,}" if m else "", f"{qp.scale:.4g}", qp.zero_point,
-                     "" if b is None else f"{b.headroom_bits:.1f}"))
+        rows.append((s.layer, s.op, step_types(s, qm.tensors), shapes_text(shapes, s.outputs),
+                     f"{p:,}" if p else "", f"{m:,}" if m else "", f"{qp.scale:.4g}",
+                     qp.zero_point, "" if b is None else f"{b.headroom_bits:.1f}"))
     try:
         origin = f" (converted from {read_manifest(path)['converted_from']})"
     except Exception:       # the model itself was read: the manifest is there; be safe anyway
         origin = ""
-    title = f"{path}: fixnet int8 model '{qm.name}'{origin}"
-    table = render_table(title, ["layer", "op", "output shape", "params", "MACs/sample",
+    title = f"{path}: fixnet {model_types(qm)} model '{qm.name}'{origin}"
+    table = render_table(title, ["layer", "op", "type", "output shape", "params", "MACs/sample",
                                  "scale", "zero pt", "headroom bits"], rows)
-    lines = [table, "(scale, zero pt: of the int8 output; headroom bits: how far the int32 "
-                    "accumulator stays below 2^31 in the worst case over all inputs)",
+    lines = [table, "(type: activations in -> out (weights are int8); scale, zero pt: of the "
+                    "output; headroom bits: how far the int32 accumulator stays below 2^31 in "
+                    "the worst case over all inputs)",
              *filter(None, [any_length_note(shapes, qm.inputs)])]
     for kind, names in (("input", qm.inputs), ("output", qm.outputs)):
         for t in names:
             qp = qm.tensors[t].qparams
             lo, hi = qp.real_range
-            lines.append(f"{kind} '{t}' {tuple(shapes[t])}: int8 scale {qp.scale:.6g}, zero point "
-                         f"{qp.zero_point} (real values {lo:.6g} to {hi:.6g})")
+            lines.append(f"{kind} '{t}' {tuple(shapes[t])}: {qp.type_name} scale {qp.scale:.6g}, "
+                         f"zero point {qp.zero_point} (real values {lo:.6g} to {hi:.6g})")
     lines += [f"parameters: {params:,}",
               "weights: int8, " + _scaling_text(scales),
               f"multiply-accumulates per sample: {macs:,} (dense, conv, depthwise and recurrent layers)",
@@ -166,7 +167,24 @@ def describe_quantized(qm, path):
               f"file {bytes_text(os.path.getsize(path))}"]
     lines.append(overflow_line(qm))
     lines.append(dead_channels_line(qm))
+    config = getattr(qm, "config", None)
+    lines.append("quantization config: " + ("not recorded (a file written before configs were "
+                                            "recorded)" if config is None else
+                                            config.describe().replace("\n", "; ")))
     return "\n".join(lines)
+
+
+def step_types(step, tensors):
+    """"int8", "int16", or "int8->int16" for a convert: the activation types of a step."""
+    ins = {tensors[t].qparams.type_name for t in step.inputs}
+    out = tensors[step.outputs[0]].qparams.type_name
+    return out if ins <= {out} else f"{'/'.join(sorted(ins))}->{out}"
+
+
+def model_types(qm):
+    """"int8", "int16" or "int8/int16" (mixed): the activation types of a model's steps."""
+    kinds = sorted({s.qparams.type_name for s in qm.tensors.values()})
+    return "/".join(kinds)
 
 
 def dead_channels_line(qm):

@@ -10,7 +10,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import CalibrationError, DataFileError, ModelFileError, OverflowRiskError
+from ..errors import (CalibrationError, ConfigError, DataFileError, ModelFileError,
+                      OverflowRiskError)
+from ..quant.config import ACTIVATION_TYPES, WEIGHT_TYPES, QuantConfig, parse_override
 from ..quant.ranges import DEFAULT_PERCENTILE, METHODS
 from . import UsageError, one_line
 from .common import finite_float
@@ -21,7 +23,10 @@ HELP = "convert a Keras model to an int8 .fxn file, ranges measured on calibrati
 EXAMPLE = """fixnet quantize model.h5 --calib calib.npy -o model.fxn
   fixnet quantize model.h5 --calib data.npz:x_calib -o model.fxn --method minmax
   fixnet quantize model.keras --calib images/ --image-range 0 1 -o model.fxn
-  fixnet quantize model.json --weights model.weights.h5 --input-range 0 1 -o model.fxn"""
+  fixnet quantize model.json --weights model.weights.h5 --input-range 0 1 -o model.fxn
+  fixnet quantize model.h5 --calib calib.npy -o model.fxn --activations int16
+  fixnet quantize model.h5 --calib calib.npy -o model.fxn --override 'block_1_*:activations=int16'
+  fixnet quantize model.h5 --calib calib.npy -o model.fxn --target-sqnr 30 --validation val.npy"""
 
 ACCURACY_SAMPLES = 256       # calibration samples the summary compares int8 with float on
 
@@ -46,7 +51,7 @@ def add_arguments(p):
                    help="the int8 model file to write (written atomically; never the input)")
     p.add_argument("--weights", metavar="W",
                    help="the weights file (.weights.h5 or .h5) of a .json architecture")
-    p.add_argument("--method", choices=METHODS, default="auto",
+    p.add_argument("--method", choices=METHODS, default=None,
                    help="how each activation range is chosen from its calibration histogram: "
                         "minmax (nothing clipped), percentile, mse, entropy (KL divergence), or "
                         "auto (per tensor, the widest of those within 10%% of the least error; "
@@ -80,6 +85,28 @@ def add_arguments(p):
     p.add_argument("--on-overflow-risk", choices=("error", "warn"), default="error",
                    help="when no proof exists that a layer's int32 accumulator cannot wrap: "
                         "fail (default) or warn and write the model anyway")
+    p.add_argument("--activations", choices=ACTIVATION_TYPES, default=None,
+                   help="activation type of every layer with int16 kernels: int8 (default) or "
+                        "int16 (symmetric, with int8 weights: TFLite's 16x8 mode)")
+    p.add_argument("--weight-type", choices=WEIGHT_TYPES, default=None,
+                   help="int8 (default), codebook16 (16 k-means levels per channel, stored as "
+                        "4-bit indices) or int4 (uniform, per channel)")
+    p.add_argument("--override", metavar="NAME:KEY=VALUE", action="append", default=[],
+                   help="a per-layer setting (NAME a layer name or an fnmatch pattern; KEY one "
+                        "of activations, method, per_channel, weights), e.g. "
+                        "conv_1:activations=int16; repeat for more")
+    p.add_argument("--target-sqnr", metavar="DB", type=finite_float, default=None,
+                   help="move the layers that cost the most to int16 until the output SQNR "
+                        "against the float model reaches DB (measured on --validation, else on "
+                        "the calibration data)")
+    p.add_argument("--target-agreement", metavar="F", type=finite_float, default=None,
+                   help="the same for top-1 agreement with the float model, F in (0, 1]")
+    p.add_argument("--validation", metavar="DATA",
+                   help="inputs the accuracy target is measured on (as --calib takes them)")
+    p.add_argument("--config", metavar="FILE",
+                   help="start from a saved quantization config: a .json file of "
+                        "QuantConfig.to_dict(), or a .fxn file (the config it was made with); "
+                        "the options above replace its settings")
 
 
 def check_arguments(args):
@@ -98,7 +125,7 @@ def check_arguments(args):
             raise UsageError("--image-range applies to --calib with a folder of images")
         if args.image_range[0] == args.image_range[1]:
             raise UsageError("--image-range: LO and HI must differ")
-    if args.percentile is not None and args.method not in ("percentile", "auto"):
+    if args.percentile is not None and args.method not in ("percentile", "auto", None):
         raise UsageError(f"--percentile goes with --method percentile or auto, not "
                          f"--method {args.method}")
     check_output_path(args.output, "-o", {
@@ -144,6 +171,59 @@ def _check_datafree_input(fm, args):
                          "--input-range LO HI") from None
 
 
+def quant_config(args):
+    """The QuantConfig the options ask for: --config's (or the defaults), with every option
+    given on the command line set on it."""
+    base = QuantConfig()
+    if args.config is not None:
+        base = read_config(args.config)
+    settings = {}
+    if args.method is not None:
+        settings["method"] = args.method
+    if args.percentile is not None:
+        settings["percentile"] = args.percentile
+    flags = {"per_channel": args.per_channel is False, "bias_correction": args.bias_correction is False,
+             "weight_rounding": args.weight_rounding != "adaptive",
+             "weight_clipping": args.weight_clipping != "none",
+             "softmax_levels": args.softmax_levels != 255,
+             "on_overflow_risk": args.on_overflow_risk != "error"}
+    for key, given in flags.items():
+        if given or args.config is None:
+            value = getattr(args, key)
+            settings[key] = None if value == "none" else value
+    for key, value in (("activations", args.activations), ("weights", args.weight_type),
+                       ("target_sqnr", args.target_sqnr), ("target_agreement", args.target_agreement)):
+        if value is not None:
+            settings[key] = value
+    try:
+        if args.override:
+            settings["overrides"] = base.overrides + tuple(
+                QuantConfig(overrides=[parse_override(o)]).overrides[0] for o in args.override)
+        import dataclasses
+        return dataclasses.replace(base, **settings)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def read_config(path):
+    """The QuantConfig of a .json file or recorded in a .fxn file (UsageError otherwise)."""
+    import json
+    if path.lower().endswith(".fxn"):
+        from ..runtime import load_fxn
+        config = load_fxn(path).config
+        if config is None:
+            raise UsageError(f"--config {path}: the file records no quantization config (it "
+                             "was written before configs were recorded)")
+        return config
+    try:
+        with open(path, encoding="utf-8") as f:
+            return QuantConfig.from_dict(json.load(f))
+    except OSError as e:
+        raise UsageError(f"--config {path}: cannot be read ({e.strerror or e})") from None
+    except (ValueError, ConfigError) as e:
+        raise UsageError(f"--config {path}: not a quantization config ({e})") from None
+
+
 def run(args):
     check_arguments(args)
     t0 = time.perf_counter()
@@ -166,12 +246,12 @@ def run(args):
               "derived from the model's BatchNormalization statistics and the input range, not "
               "measured); a few hundred representative inputs given with --calib usually make "
               "a more accurate int8 model", file=sys.stderr)
-    options = dict(percentile=DEFAULT_PERCENTILE if args.percentile is None else args.percentile,
-                   per_channel=args.per_channel,
-                   weight_clipping=None if args.weight_clipping == "none" else args.weight_clipping,
-                   weight_rounding=args.weight_rounding, bias_correction=args.bias_correction,
-                   input_range=input_range, softmax_levels=args.softmax_levels,
-                   on_overflow_risk=args.on_overflow_risk, progress="auto")
+    config = quant_config(args)
+    validation = None
+    if args.validation is not None:
+        validation = read_data(args.validation, fm.input_shapes, fm.graph.inputs,
+                               what="--validation")
+    options = dict(input_range=input_range, progress="auto", validation=validation)
     if sys.stderr.isatty() and xs is not None:
         # the progress bar covers the calibration pass; adaptive rounding comes after it
         print(f"fixnet quantize: calibrating on {xs[0].shape[0]} samples, then rounding the "
@@ -182,7 +262,7 @@ def run(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            qm = fm.quantize(x, args.method, **options)
+            qm = fm.quantize(x, config, **options)
         except OverflowRiskError as e:                     # name the option, not the keyword
             e.args = (str(e).replace("pass on_overflow_risk='warn'",
                                      "give --on-overflow-risk warn to write the model anyway"),)
@@ -193,7 +273,9 @@ def run(args):
             print(f"fixnet quantize: warning: {one_line(w.message)}", file=sys.stderr)
     qm.save(args.output)
     t3 = time.perf_counter()
-    print(summary(args, options, fm, qm, xs))
+    print(summary(args, fm, qm, xs))
+    if getattr(qm, "adjustment", None) is not None:
+        print(f"adjust: {qm.adjustment.summary()}")
     print(f"time: {t3 - t0:.2f} s (reading the model and data {t1 - t0:.2f} s, quantizing "
           f"{t2 - t1:.2f} s, writing {t3 - t2:.2f} s)")
     if xs is not None:
@@ -201,7 +283,7 @@ def run(args):
     return 0
 
 
-def summary(args, options, fm, qm, xs):
+def summary(args, fm, qm, xs):
     """What quantize made: per int8 step the output's scale, zero point and accumulator
     headroom; the settings; file and weight sizes; the overflow proof; the dead channels
     widened."""
@@ -216,22 +298,25 @@ def summary(args, options, fm, qm, xs):
     for s in qm.steps:
         qp = qm.tensors[s.outputs[0]].qparams
         b = bounds.get((s.layer, s.op))
-        rows.append((s.layer, s.op, shapes_text(shapes, s.outputs), f"{qp.scale:.4g}",
+        rows.append((s.layer, s.op, qp.type_name, shapes_text(shapes, s.outputs), f"{qp.scale:.4g}",
                      qp.zero_point, "" if b is None else f"{b.headroom_bits:.1f}"))
-    how = (f"calibrated on {xs[0].shape[0]} samples of {args.calib}, method {args.method}"
+    c = qm.config
+    how = (f"calibrated on {xs[0].shape[0]} samples of {args.calib}, method {c.method}"
            if xs is not None else "data-free")
     lines = [render_table(f"{args.output}: int8 model of {args.model} ({how})",
-                         ["layer", "op", "output shape", "scale", "zero pt", "headroom bits"],
-                         rows)]
+                         ["layer", "op", "type", "output shape", "scale", "zero pt",
+                          "headroom bits"], rows)]
     lines.append(
-        f"settings: method {args.method}"
-        + (f", percentile {options['percentile']:g}" if args.method in ("percentile", "auto")
-           else "")
-        + f", weights {'per channel' if args.per_channel else 'per tensor'}, "
-        f"{args.weight_rounding} rounding"
-        + (", mse weight clipping" if options["weight_clipping"] else "")
-        + f", bias correction {'on' if args.bias_correction else 'off'}, softmax scale "
-        f"1/{args.softmax_levels}")
+        f"settings: method {c.method}"
+        + (f", percentile {c.percentile:g}" if c.method in ("percentile", "auto") else "")
+        + f", weights {'per channel' if c.per_channel else 'per tensor'}, "
+        f"{c.weight_rounding} rounding"
+        + (", mse weight clipping" if c.weight_clipping else "")
+        + f", bias correction {'on' if c.bias_correction else 'off'}, softmax scale "
+        f"1/{c.softmax_levels}, activations {c.activations}"
+        + (f", weights {c.weights}" if c.weights != "int8" else ""))
+    lines += [f"override {p!r}: " + ", ".join(f"{k}={v}" for k, v in ov.set_keys().items())
+              for p, ov in c.overrides]
     int8_bytes = sum(int(a.nbytes) for s in qm.steps for a in step_parameters(s))
     float_bytes = 4 * sum(int(w.size) for n in fm.graph.nodes for w in n.weights.values())
     lines.append(f"file: {args.output}, {bytes_text(os.path.getsize(args.output))}")

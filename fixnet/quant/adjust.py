@@ -23,6 +23,7 @@ import numpy as np
 from .. import reference
 from ..errors import ConfigError
 from ..metrics import sqnr_db
+from .config import INT16_OPS
 
 VALIDATION_LIMIT = 512          # samples measured per build
 MISS_MARGIN_DB = 0.5            # when the target is out of reach: this close to all-int16
@@ -118,7 +119,6 @@ class Scorer:
 
 def candidate_layers(g, qm):
     """Layers (Keras names, in graph order) with int16 kernels that run int8 in ``qm``."""
-    from .quantizer import INT16_OPS
     int8_layers = {s.layer for s in qm.steps if s.bits == 8}
     out = []
     for n in g.nodes:

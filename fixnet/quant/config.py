@@ -17,6 +17,13 @@ from ..errors import ConfigError
 from .ranges import METHODS
 
 ACTIVATION_TYPES = ("int8", "int16")
+# ops that run int16 activations (their kernels and oracles take int16 arrays); a node of
+# another op stays int8 when int16 is asked of every layer, and an override asking it of one
+# is refused
+INT16_OPS = {"dense", "conv2d", "depthwise_conv2d", "pool", "global_pool", "pad", "binary",
+             "concat", "affine", "prelu", "activation", "softmax", "reshape", "transpose",
+             "identity"}
+
 WEIGHT_TYPES = ("int8", "codebook16", "int4")
 ROUNDINGS = ("nearest", "adaptive")
 CLIPPINGS = (None, "mse")

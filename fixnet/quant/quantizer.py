@@ -19,18 +19,12 @@ from ..ops.activation import RescaleStep
 from ..step import TensorSpec
 from .bias_correction import correct_bias
 from .calibrate import DEFAULT_BATCH, calibrated_ranges, collect_statistics
-from .config import ConfigError, QuantConfig
+from .config import INT16_OPS, ConfigError, QuantConfig
 from .datafree import datafree_ranges, datafree_statistics
 from .histogram import DEFAULT_BINS
 from .qparams import QParams, qparams_from_range, quantize_channels, requant_multipliers
 from .rounding import round_rows, row_groups
 
-# ops that run int16 activations (their kernels and oracles take int16 arrays); a node of
-# another op stays int8 when int16 is asked of every layer, and an override asking it of one
-# is refused
-INT16_OPS = {"dense", "conv2d", "depthwise_conv2d", "pool", "global_pool", "pad", "binary",
-             "concat", "affine", "prelu", "activation", "softmax", "reshape", "transpose",
-             "identity"}
 
 
 # ops whose output keeps its input's scale and zero point (they move codes, not values)
