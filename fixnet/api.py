@@ -109,6 +109,32 @@ class FloatModel:
         res = [np.concatenate([p[k] for p in parts]) for k in range(len(self.graph.outputs))]
         return res[0] if len(res) == 1 else res
 
+    def statistics(self, x):
+        """Statistics of every weight and every activation tensor, the first step of the
+        quantization workflow: a Statistics table (``print`` it; ``.records`` for dicts) with
+        per weight array and per tensor of the optimized float graph (the one quantize uses:
+        BatchNorm folded, activations fused) its min, max, mean and standard deviation, the
+        activations measured on inputs ``x`` (as predict takes them)."""
+        from .passes import optimize
+        from .tables import Statistics
+        g = optimize(self.graph)
+        checked = check_inputs(x, g.inputs, [g.shapes[t] for t in g.inputs], allow_int8=False)
+        records = []
+
+        def add(kind, layer, name, v):
+            v = np.asarray(v, np.float64)
+            records.append({"kind": kind, "layer": layer, "name": name, "shape": v.shape,
+                            "min": float(v.min()), "max": float(v.max()),
+                            "mean": float(v.mean()), "std": float(v.std())})
+
+        for n in g.nodes:
+            for k, w in n.weights.items():
+                add("weight", n.layer or n.name, k, w)
+        producer = g.producers()
+        reference.run(g, [np.asarray(c, np.float64) for c in checked], observe=lambda t, v: add(
+            "activation", producer[t].layer if t in producer else "input", t, v))
+        return Statistics(f"statistics of '{self.name}' ({checked[0].shape[0]} samples)", records)
+
     def quantize(self, calibration=None, config=None, *, validation=None, input_range=None,
                  batch_size=128, progress="auto", **settings):
         """Convert to integers (int8, or int16 activations where asked). Returns a

@@ -37,6 +37,9 @@ class OverflowReport:
                             ["layer", "op", "what", "worst |acc|", "headroom bits", "proven"], rows)
 
 
+ADJUST_ROWS = 10       # layers the printed "adjust" section lists
+
+
 class ErrorReport:
     """Where the quantization error comes from, per layer (per runtime step):
 
@@ -53,18 +56,23 @@ class ErrorReport:
     inside recurrent layers, per gate and state over every time step: the gates'
     pre-activations and values and the states h and c, each with its SQNR against the float
     layer's, the share of float values beyond its int16 range (clipped) and the int16 codes
-    at either end of it (saturated).
+    at either end of it (saturated); in ``adjust`` (``to_dict()["adjust"]``, printed for the
+    layers that gain most), for each layer that could run int16, the model's output SQNR with
+    that layer alone moved to int16 and the gain over the model as it is (a model quantized in
+    this process only: a .fxn file has no calibration to re-quantize from).
     """
 
-    def __init__(self, records, widened=(), internal=()):
+    def __init__(self, records, widened=(), internal=(), adjust=()):
         self.records = records
         self.widened = list(widened)
         self.internal = list(internal)
+        self.adjust = list(adjust)
 
     def to_dict(self):
         return {"layers": [dict(r) for r in self.records],
                 "widened_channels": [dict(r) for r in self.widened],
-                "internal": [dict(r) for r in self.internal]}
+                "internal": [dict(r) for r in self.internal],
+                "adjust": [dict(r) for r in self.adjust]}
 
     def __iter__(self):
         return iter(self.records)
@@ -75,12 +83,20 @@ class ErrorReport:
     def __str__(self):
         def f(v, fmt):
             return "" if v is None else format(v, fmt)
-        rows = [(r["layer"], r["op"], f(r["sqnr_db"], ".1f"), f(100 * r["clipped"], ".3f") if r["clipped"] is not None else "",
+        rows = [(r["layer"], r["op"], r["type"], f(r["sqnr_db"], ".1f"),
+                 f(100 * r["clipped"], ".3f") if r["clipped"] is not None else "",
                  r["saturated"], f(r["headroom_bits"], ".1f"), f(r["weight_range_use"], ".2f"))
                 for r in self.records]
         text = render_table("quantization error by layer",
-                            ["layer", "op", "SQNR dB", "clipped %", "saturated", "headroom bits",
-                             "weight range use"], rows)
+                            ["layer", "op", "type", "SQNR dB", "clipped %", "saturated",
+                             "headroom bits", "weight range use"], rows)
+        if self.adjust:
+            arows = [(r["layer"], f(r["sqnr_db"], ".2f"), f(r["gain_db"], "+.2f"))
+                     for r in self.adjust[:ADJUST_ROWS]]
+            text += "\n\n" + render_table(
+                f"adjust: output SQNR with one layer moved to int16 (the {min(len(self.adjust), ADJUST_ROWS)} "
+                f"that gain most; now {self.adjust[0]['base_db']:.2f} dB)",
+                ["layer", "SQNR dB", "gain dB"], arows)
         if self.internal:
             irows = [(r["layer"], r["what"], f(r["sqnr_db"], ".1f"),
                       f(100 * r["clipped"], ".3f") if r["clipped"] is not None else "",
@@ -132,7 +148,7 @@ def error_report(qm, float_graph, x):
     # int8 values of every tensor, through the oracle (bit-identical to the kernels)
     ints = {}
     for t, xi in zip(qm.inputs, xs):
-        ints[t] = xi if xi.dtype == np.int8 else qm.tensors[t].qparams.quantize(xi)
+        ints[t] = xi if xi.dtype.kind == "i" else qm.tensors[t].qparams.quantize(xi)
     lengths = qm.lengths_of(xs)          # inputs of any length: this call's shapes
     shapes = qm.shapes_for(lengths)
     for s in qm.steps_for(lengths):
@@ -165,8 +181,13 @@ def error_report(qm, float_graph, x):
                         "clipped": clipped, "saturated": c["saturated"],
                         "max_abs_accumulator": c["max_abs_accumulator"],
                         "headroom_bits": None if b is None else round(b.headroom_bits, 2),
-                        "weight_range_use": use, "scale": qp.scale, "zero_point": qp.zero_point})
-    return ErrorReport(records, widened_channels(qm), internal)
+                        "weight_range_use": use, "scale": qp.scale, "zero_point": qp.zero_point,
+                        "type": qp.type_name})
+    adjust = []
+    calibrated = getattr(qm, "calibrated", None)
+    if calibrated is not None and float_graph is not None:
+        adjust = calibrated.int16_gains(qm, xs)
+    return ErrorReport(records, widened_channels(qm), internal, adjust)
 
 
 def _internal_records(step, ins, floats):

@@ -116,7 +116,8 @@ class QuantizedModel:
         return getattr(self._local, "check", None)
 
     def __repr__(self):
-        return (f"<QuantizedModel '{self.name}': {len(self.steps)} int8 steps, "
+        types = "/".join(sorted({s.qparams.type_name for s in self.tensors.values()}))
+        return (f"<QuantizedModel '{self.name}': {len(self.steps)} {types} steps, "
                 f"inputs {self.input_shapes}, outputs {[self.tensors[t].shape for t in self.outputs]}>")
 
     # -- running --------------------------------------------------------------------------

@@ -31,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXNET_DIR = os.path.dirname(fixnet.__file__)
 LINKED = ("models", "fixnet", "bench", "tools", "tests")
 TIMEOUT = 300                       # one command, seconds
-NOT_HERE = {"raspberry-pi.md"}      # run by tests/test_docs_pi.py
+NOT_HERE = {"raspberry-pi.md",      # run by tests/test_docs_pi.py
+            "tutorial.md"}        # run by tests/test_tutorial.py (its outputs compared too)
 
 
 def _docs():

@@ -210,6 +210,17 @@ class Calibrated:
             self._ranges[method] = self.ranges_by(method)
         return self._ranges[method]
 
+    def int16_gains(self, qm, xs):
+        """The report's adjust records for ``qm`` (built from this calibration) on inputs
+        ``xs``: per layer that runs int8 and could run int16, the output SQNR with that layer
+        alone in int16, best first (fixnet.quant.adjust.int16_gains)."""
+        from .adjust import Scorer, int16_gains
+        score = Scorer(self.g, xs, "sqnr")
+        base = score(qm)
+        gains = int16_gains(self, qm.config, qm, score)
+        return [{"layer": name, "sqnr_db": s, "gain_db": s - base, "base_db": base}
+                for name, s in sorted(gains, key=lambda kv: -kv[1])]
+
     def build(self, config):
         """The QuantizedModel of the graph under ``config``."""
         ranges = dict(self.ranges(config.method))
