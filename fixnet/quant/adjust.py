@@ -119,7 +119,8 @@ class Scorer:
 
 def candidate_layers(g, qm):
     """Layers (Keras names, in graph order) with int16 kernels that run int8 in ``qm``."""
-    int8_layers = {s.layer for s in qm.steps if s.bits == 8}
+    kept = {name for name, _ in getattr(qm, "kept_int8", ())}   # int16 cannot be proven safe
+    int8_layers = {s.layer for s in qm.steps if s.bits == 8} - kept
     out = []
     for n in g.nodes:
         name = n.layer or n.name

@@ -399,40 +399,31 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
         q.qp[t] = fixed if fixed is not None else q.preferred_qparams(t)
     steps = []
     converts = Converts(q, lengths)
+    kept_int8 = []          # (layer, why): int16 asked, int8 kept
     for n in g.nodes:
-        op = op_for(n)
         bits = bits_of_node[n.name]
-        typed = converts.typed_node(n, bits, steps)
-        q.bits = bits
-        for t, qp in zip(n.outputs, op.output_qparams(typed, q)):
-            q.qp[t] = qp
-        key = None
-        if step_cache is not None:
-            key = (n.name, bits, base_key, tuple(sorted(config.for_layer(n.layer, n.name).items())),
-                   tuple(q.qp[t] for t in typed.inputs), tuple(q.qp[t] for t in n.outputs))
-            if key in step_cache:
-                steps.append(step_cache[key])
-                continue
-        try:
-            step = op.quantize(typed, q)
-        except TypeError as e:     # arithmetic on a None (any-length) dimension
-            if not any_length:
-                raise
-            raise UnsupportedLayerError(
-                f"{g.source or g.name}: cannot quantize for inputs of any length: "
-                f"{n.describe()} computes its int8 parameters from a dimension of any length "
-                f"({e}); give the input a fixed length", [(n.layer or n.name, n.keras_class or n.op,
-                                                          "int8 parameters depend on the length")]) from None
-        if bits != 8:
-            step.bits = bits
-        if input_means is not None:
-            correct_bias(typed, step, q, input_means.get(n.inputs[0]))
+        mark = (len(steps), dict(converts.made))
+        step = _node_step(n, bits, q, converts, steps, step_cache, base_key, input_means,
+                          any_length, g)
+        bound = step.overflow_bound() if bits == 16 else None
+        if bound is not None and not bound.proven:
+            # int16 inputs break this layer's int32 proof (|x| up to 32768 instead of 128):
+            # it runs int8, converted at both ends, rather than wrap or widen to int64
+            del steps[mark[0]:]
+            for key, name in converts.made.items():
+                if key not in mark[1]:
+                    q.qp.pop(name, None)
+            converts.made = mark[1]
+            bits_of_node[n.name] = 8
+            kept_int8.append((n.layer or n.name, f"int16 inputs could overflow its int32 "
+                              f"accumulator (worst case {int(bound.worst.max())} >= 2^31)"))
+            step = _node_step(n, 8, q, converts, steps, step_cache, base_key, input_means,
+                              any_length, g)
         steps.append(step)
-        if key is not None:
-            step_cache[key] = step
     tensors = {t: TensorSpec(lengths[t][0], qp, lengths[t][1]) for t, qp in q.qp.items()}
     qm = QuantizedModel(steps, tensors, g.inputs, g.outputs, g.name, g.source)
     qm.config = config
+    qm.kept_int8 = kept_int8
     risky = [b for b in qm.overflow_bounds() if not b.proven]
     if risky:
         msg = "; ".join(f"layer '{b.layer}' ({b.op}): worst-case |{b.what}| {int(b.worst.max())} "
@@ -443,3 +434,37 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
             raise OverflowRiskError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
     return qm
+
+
+def _node_step(n, bits, q, converts, steps, step_cache, base_key, input_means, any_length, g):
+    """The step of node ``n`` with activation type ``bits`` (converts of its inputs appended
+    to ``steps``; its outputs' qparams set in ``q``), from ``step_cache`` when an earlier
+    build made the same one."""
+    op = op_for(n)
+    typed = converts.typed_node(n, bits, steps)
+    q.bits = bits
+    for t, qp in zip(n.outputs, op.output_qparams(typed, q)):
+        q.qp[t] = qp
+    key = None
+    if step_cache is not None:
+        key = (n.name, bits, base_key, tuple(sorted(q.config.for_layer(n.layer, n.name).items())),
+               tuple(q.qp[t] for t in typed.inputs), tuple(q.qp[t] for t in n.outputs))
+        if key in step_cache:
+            return step_cache[key]
+    try:
+        step = op.quantize(typed, q)
+    except TypeError as e:     # arithmetic on a None (any-length) dimension
+        if not any_length:
+            raise
+        raise UnsupportedLayerError(
+            f"{g.source or g.name}: cannot quantize for inputs of any length: "
+            f"{n.describe()} computes its int8 parameters from a dimension of any length "
+            f"({e}); give the input a fixed length", [(n.layer or n.name, n.keras_class or n.op,
+                                                      "int8 parameters depend on the length")]) from None
+    if bits != 8:
+        step.bits = bits
+    if input_means is not None:
+        correct_bias(typed, step, q, input_means.get(n.inputs[0]))
+    if key is not None:
+        step_cache[key] = step
+    return step
