@@ -191,3 +191,31 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if info.get("checked"):
             tr.write_line("  ok cases checked for: " + "; ".join(
                 f"{kind} {n}" for kind, n in sorted(info["checked"].items())))
+
+
+def rewrite_fxn_manifest(src, dst, edit):
+    """A copy of .fxn ``src`` with its manifest changed by ``edit`` and the checksum redone
+    (a crafted file: the reader's own checks must refuse it)."""
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    import fixnet.fxn
+    data = open(src, "rb").read()
+    head, payload = data[:fixnet.fxn.HEADER_SIZE], data[fixnet.fxn.HEADER_SIZE:]
+    zin = zipfile.ZipFile(io.BytesIO(payload))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            raw = zin.read(info.filename)
+            if info.filename == fixnet.fxn.MANIFEST_NAME:
+                m = json.loads(raw)
+                edit(m)
+                raw = json.dumps(m).encode()
+            zout.writestr(info, raw)
+    payload = out.getvalue()
+    magic, version, _, _ = fixnet.fxn.HEADER.unpack(head)
+    with open(dst, "wb") as f:
+        f.write(fixnet.fxn.HEADER.pack(magic, version, len(payload),
+                                        hashlib.sha256(payload).digest()) + payload)

@@ -22,7 +22,7 @@ import fixnet.fxn
 from fixnet import runtime
 from fixnet.errors import (ArgumentError, InputShapeError, ModelFileError,
                            UnsupportedLayerError)
-from conftest import fixture_data, fixture_path, sqnr_db
+from conftest import rewrite_fxn_manifest, fixture_data, fixture_path, sqnr_db
 
 WRITERS = ("k3", "tfk2")
 
@@ -215,28 +215,7 @@ def test_fxn_save_and_load_are_bit_identical_at_two_lengths(conv, tmp_path):
     assert "length_of" not in next(t for t in manifest["tensors"] if t["name"] == "probs")
 
 
-def _rewrite_manifest(src, dst, edit):
-    """A copy of .fxn ``src`` with its manifest changed by ``edit`` and the checksum redone
-    (a crafted file: the reader's own checks must refuse it)."""
-    import hashlib
-    import io
-    data = open(src, "rb").read()
-    head, payload = data[:fixnet.fxn.HEADER_SIZE], data[fixnet.fxn.HEADER_SIZE:]
-    zin = zipfile.ZipFile(io.BytesIO(payload))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zout:
-        for info in zin.infolist():
-            raw = zin.read(info.filename)
-            if info.filename == fixnet.fxn.MANIFEST_NAME:
-                m = json.loads(raw)
-                edit(m)
-                raw = json.dumps(m).encode()
-            zout.writestr(info, raw)
-    payload = out.getvalue()
-    magic, version, _, _ = fixnet.fxn.HEADER.unpack(head)
-    with open(dst, "wb") as f:
-        f.write(fixnet.fxn.HEADER.pack(magic, version, len(payload),
-                                        hashlib.sha256(payload).digest()) + payload)
+_rewrite_manifest = rewrite_fxn_manifest
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -1,0 +1,191 @@
+"""int16 activations end to end: whole models and mixed ones run bit-exactly with the oracle,
+convert where types meet, keep the overflow proof, save and load, and are at least as accurate
+as TFLite's 16x8 mode on the same calibration."""
+import os
+
+import numpy as np
+import pytest
+
+import fixnet
+from fixnet.metrics import sqnr_db
+
+from conftest import fixture_data, fixture_path, rewrite_fxn_manifest
+
+CONVNETS = ("mobilenetv2_k3", "resnet_small_k3", "kws_dscnn_k3", "cnn_digits_k3",
+            "mobilenet_small_k3", "layers_merge_k3", "layers_pooling_k3", "layers_activations_k3",
+            "concat_branches_k3", "mlp_seq_k3")
+
+
+def quantized(name, n_calib=64, **settings):
+    d = fixture_data(name)
+    fm = fixnet.load(fixture_path(name))
+    return fm, fm.quantize(d["x_calib"][:n_calib], progress=False, **settings), d
+
+
+@pytest.mark.parametrize("name", CONVNETS)
+def test_all_int16_runs_bit_exactly_with_the_oracle(name):
+    fm, qm, d = quantized(name, activations="int16")
+    x = d["x_test"][:16]
+    int16_steps = [s for s in qm.steps if s.bits == 16]
+    assert int16_steps, "no layer ran int16"
+    out_type = qm.tensors[qm.outputs[0]].qparams
+    got = qm.predict(x, output=out_type.type_name)
+    np.testing.assert_array_equal(got, qm.predict_oracle(x))
+    # checked execution: the oracle with int64 accumulators, no wrap
+    np.testing.assert_array_equal(qm.predict(x, output=out_type.type_name, check_overflow=True),
+                                  got)
+    assert qm.overflow_report().proven
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_k3", "resnet_small_k3", "kws_dscnn_k3"])
+def test_int16_is_more_accurate_than_int8(name):
+    fm, q8, d = quantized(name)
+    _, q16, _ = quantized(name, activations="int16")
+    x, ref = d["x_test"][:64], d["keras_float"][:64]
+    s8, s16 = sqnr_db(ref, q8.predict(x)), sqnr_db(ref, q16.predict(x))
+    assert s16 > s8 + 3.0, (s8, s16)
+
+
+def tflite16x8(name):
+    path = fixture_path(name, ".tflite16x8.npz")
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_k3", "mobilenetv2_tfk2", "resnet_small_k3",
+                                  "resnet_small_tfk2", "kws_dscnn_k3", "kws_dscnn_tfk2"])
+def test_int16_at_least_as_accurate_as_tflite_16x8(name):
+    golden = tflite16x8(name)
+    assert golden is not None, f"models/{name}.tflite16x8.npz is missing (models/make_tflite16x8_goldens.py)"
+    d = fixture_data(name)
+    fm = fixnet.load(fixture_path(name))
+    # the same calibration TFLite's converter was given
+    qm = fm.quantize(d["x_calib"], activations="int16", progress=False)
+    x, ref = d["x_test"], d["keras_float"]
+    ours = sqnr_db(ref, qm.predict(x))
+    theirs = sqnr_db(ref, golden["tflite16x8"])
+    assert ours >= theirs - 0.25, (ours, theirs)
+
+
+def test_mixed_model_converts_where_types_meet(tmp_path):
+    fm, base, d = quantized("cnn_digits_k3")
+    layer = "conv2d_1"
+    fm, qm, d = quantized("cnn_digits_k3", overrides={layer: {"activations": "int16"}})
+    bits = {s.layer: s.bits for s in qm.steps if s.op != "rescale"}
+    assert bits[layer] == 16 and bits["conv2d"] == 8
+    converts = [s for s in qm.steps if s.name.endswith("/convert")]
+    # int8 -> int16 before the layer, int16 -> int8 after it
+    kinds = sorted((qm.tensors[s.inputs[0]].qparams.bits, qm.tensors[s.outputs[0]].qparams.bits)
+                   for s in converts)
+    assert (8, 16) in kinds and (16, 8) in kinds
+    x = d["x_test"][:32]
+    got = qm.predict(x, output="int8")
+    np.testing.assert_array_equal(got, qm.predict_oracle(x))
+    np.testing.assert_array_equal(got, qm.predict(x, output="int8", check_overflow=True))
+    # the int8 -> int16 convert is exact: the int16 tensor is the int8 codes minus their zero point
+    up = next(s for s in converts if qm.tensors[s.outputs[0]].qparams.bits == 16)
+    q8 = qm.tensors[up.inputs[0]].qparams
+    assert qm.tensors[up.outputs[0]].qparams.scale == q8.scale
+    codes = np.arange(-128, 128, dtype=np.int8)
+    np.testing.assert_array_equal(up.oracle([codes])[0], codes.astype(np.int16) - q8.zero_point)
+    path = str(tmp_path / "mixed.fxn")
+    qm.save(path)
+    back = fixnet.load(path)
+    np.testing.assert_array_equal(back.predict(x, output="int8"), got)
+    assert [s.bits for s in back.steps] == [s.bits for s in qm.steps]
+
+
+def test_damaged_mixed_files_give_fixnet_errors(tmp_path):
+    _, qm, _ = quantized("cnn_digits_k3", overrides={"conv2d_1": {"activations": "int16"}})
+    path = str(tmp_path / "mixed.fxn")
+    qm.save(path)
+
+    def tensor_bits(m, bits):
+        t = next(t for t in m["tensors"] if t["qparams"].get("bits") == 16)
+        t["qparams"]["bits"] = bits
+
+    def zero_point(m):
+        t = next(t for t in m["tensors"] if t["qparams"].get("bits") == 16)
+        t["qparams"]["zero_point"] = 3
+
+    def step_bits(m):
+        s = next(s for s in m["steps"] if s["state"].get("bits") == 16)
+        s["state"]["bits"] = 8
+
+    for i, edit in enumerate([lambda m: tensor_bits(m, 8), lambda m: tensor_bits(m, 12),
+                              zero_point, step_bits,
+                              lambda m: m.__setitem__("config", {"activations": "int9"})]):
+        bad = str(tmp_path / f"bad{i}.fxn")
+        rewrite_fxn_manifest(path, bad, edit)
+        with pytest.raises(fixnet.FixnetError):
+            fixnet.load(bad)
+
+
+def test_output_and_input_codes_follow_the_tensor_types():
+    fm, qm, d = quantized("mlp_seq_k3", activations="int16")
+    x = d["x_test"][:8]
+    assert qm.input_qparams[0].bits == 16 and qm.output_qparams[0].bits == 16
+    out16 = qm.predict(x, output="int16")
+    assert out16.dtype == np.int16
+    with pytest.raises(fixnet.ArgumentError, match="int16"):
+        qm.predict(x, output="int8")
+    codes = qm.input_qparams[0].quantize(x)
+    assert codes.dtype == np.int16
+    np.testing.assert_array_equal(qm.predict(codes, output="int16"), out16)
+    with pytest.raises(fixnet.InputDtypeError, match="int16"):
+        qm.predict(codes.astype(np.int8))
+    np.testing.assert_allclose(qm.predict(x), qm.output_qparams[0].dequantize(out16))
+
+
+def test_int16_layer_whose_proof_fails_stays_int8():
+    from fixnet.graph import Graph, Node
+    k, c = 4096, 4
+    w = {"kernel": np.ones((k, c)), "bias": np.zeros(c)}
+    g = Graph(["x"], ["y"], [Node("wide", "dense", ["x"], ["y"], {}, w, "wide", "Dense")],
+              {"x": (k,), "y": (c,)})
+    from fixnet.quant.quantizer import build_quantized_model, make_config
+    qm = build_quantized_model(g, {"x": (-1.0, 1.0), "y": (-4096.0, 4096.0)},
+                               config=make_config(activations="int16"))
+    assert [s.bits for s in qm.steps] == [8]
+    assert qm.kept_int8 and qm.kept_int8[0][0] == "wide" and "2^31" in qm.kept_int8[0][1]
+    assert qm.overflow_report().proven
+
+
+def test_target_sqnr_moves_the_fewest_layers_that_meet_it():
+    d = fixture_data("kws_dscnn_k3")
+    fm = fixnet.load(fixture_path("kws_dscnn_k3"))
+    calib, val = d["x_calib"][:64], d["x_test"][:64]
+    ref = fm.predict(val)
+    q8 = fm.quantize(calib, progress=False)
+    q16 = fm.quantize(calib, activations="int16", progress=False)
+    s8, s16 = sqnr_db(ref, q8.predict(val)), sqnr_db(ref, q16.predict(val))
+    target = (s8 + s16) / 2
+    qm = fm.quantize(calib, target_sqnr=target, validation=val, progress=False)
+    a = qm.adjustment
+    assert a.reached and a.after >= target and a.before == pytest.approx(s8)
+    assert sqnr_db(ref, qm.predict(val)) == pytest.approx(a.after)
+    assert 0 < len(a.int16_layers) < a.candidates
+    assert {s.layer for s in qm.steps if s.bits == 16 and s.op != "rescale"} == set(a.int16_layers)
+    # one fewer layer of the ranking does not meet it
+    fewer = fm.quantize(calib, progress=False, overrides={
+        n: {"activations": "int16"} for n in a.int16_layers[:-1]}) if len(a.int16_layers) > 1 else q8
+    assert sqnr_db(ref, fewer.predict(val)) < target
+    assert qm.config.target_sqnr == target and "int16" in qm.config.describe()
+    assert "met" in a.summary()
+    # out of reach: says so, returns the model within 0.5 dB of all-int16
+    far = fm.quantize(calib, target_sqnr=s16 + 20, validation=val, progress=False)
+    assert not far.adjustment.reached
+    assert far.adjustment.after >= far.adjustment.all_int16 - 0.5
+    assert "NOT reachable" in far.adjustment.summary()
+
+
+def test_report_has_types_and_an_adjust_section():
+    fm, qm, d = quantized("cnn_digits_k3")
+    r = qm.report(d["x_test"][:32])
+    assert {rec["type"] for rec in r} == {"int8"}
+    adj = r.to_dict()["adjust"]
+    assert adj and all(a["gain_db"] == pytest.approx(a["sqnr_db"] - a["base_db"]) for a in adj)
+    assert adj == sorted(adj, key=lambda a: -a["sqnr_db"])
+    assert "adjust: output SQNR with one layer moved to int16" in str(r)
