@@ -49,10 +49,12 @@ conv2d is an indirect GEMM (no im2col copy):
 depthwise_conv2d: a row driver and micro-kernels in C, csrc/dwconv.h (its header describes
 the lanes over pixels x channels, the phase rows and the packing; the vector tile per ISA in
 dwconv_x86.h and dwconv_neon.h, chosen by the compiler flags of each ISA build, and a scalar
-twin over the same packing). Weights and bias are packed once for the expanded lanes
+twin over the same packing). int8 or int16 activations (x and out of one type; int16 x int8
+products summed in int32 by its own micro-kernels, csrc/dwconv16*.h, over the same driver).
+Weights and bias are packed once for the expanded lanes and the activation type
 (pack_depthwise_weights, cached by fixnet.ops.conv.DepthwiseStep); each Call owns read-only
 per-call data: the requantization constants of the expanded lanes and a row of pad_value
-bytes. A DepthwiseConv2dCall has no mutable scratch: ``run_tasks`` on disjoint task ranges
+values. A DepthwiseConv2dCall has no mutable scratch: ``run_tasks`` on disjoint task ranges
 (bands of output rows of one image, segments of columns) may run on several threads at
 once.
 """
@@ -602,9 +604,10 @@ def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w n
 #
 # The micro-kernels and the row driver are C (csrc/dwconv.h: its header describes the lanes,
 # the phase rows and the packing; the vector tile per ISA in dwconv_x86.h / dwconv_neon.h,
-# chosen by the compiler's predefined macros, with a scalar twin); this part expands and
-# packs the weights, plans the tasks and holds the per-call read-only data (the zero-point
-# row and the requantization constants of the expanded lanes).
+# chosen by the compiler's predefined macros, with a scalar twin; the int16 path in
+# dwconv16.h, dwconv16_x86.h, dwconv16_neon.h); this part expands and packs the weights, plans
+# the tasks and holds the per-call read-only data (the zero-point row and the requantization
+# constants of the expanded lanes).
 
 cdef extern from "csrc/dwconv.h" nogil:
     enum:
@@ -616,7 +619,7 @@ cdef extern from "csrc/dwconv.h" nogil:
         ptrdiff_t kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, taps
         ptrdiff_t lanes
         int flat, rows_ok
-        ptrdiff_t band, n_bands, seg_w, n_segs, ring, phase_len
+        ptrdiff_t band, n_bands, seg_w, n_segs, ring, phase_len, elem
         const int8_t* x
         int8_t* out
         const uint8_t* packed
@@ -625,19 +628,32 @@ cdef extern from "csrc/dwconv.h" nogil:
         const fx_requant* q
         int pairs_ok
     size_t dw_tile_bytes(ptrdiff_t taps)
+    size_t dw16_tile_bytes(ptrdiff_t taps)
     ptrdiff_t dw_n_tiles(ptrdiff_t channels)
     void dw_pack(const int8_t* w, const int32_t* bias, ptrdiff_t taps, ptrdiff_t channels,
                  uint8_t* dst)
+    void dw16_pack(const int8_t* w, const int32_t* bias, ptrdiff_t taps, ptrdiff_t channels,
+                   uint8_t* dst)
+    int dw16_slot(int lane)
     void dw_plan(dw_call* k)
     ptrdiff_t dw_n_tasks(const dw_call* k)
     void dw_run_simd(const dw_call* k, ptrdiff_t first, ptrdiff_t last)
     void dw_run_scalar(const dw_call* k, ptrdiff_t first, ptrdiff_t last)
     const char* dw_isa_name()
+    const char* DW16_ISA_NAME
 
 
 # The instruction set of this build's depthwise micro-kernel ("avx512", "avx2", "sse2",
-# "neon" or "scalar").
+# "neon" or "scalar"), and of its int16 one (the AVX-512 builds run the AVX2 int16 tile).
 DEPTHWISE_ISA = dw_isa_name().decode()
+DEPTHWISE16_ISA = DW16_ISA_NAME.decode()
+
+# The int16 packing's slot of each lane of a tile (csrc/dwconv16.h, DW16_SLOT): its bias,
+# weights and requantization constants sit there.
+DEPTHWISE16_SLOTS = tuple(dw16_slot(lane) for lane in range(DW_TILE))
+
+# The activation types (int8 asymmetric, int16 symmetric) by dtype, as bits.
+_DW_ACTIVATION_BITS = {np.dtype(np.int8): 8, np.dtype(np.int16): 16}
 
 
 def depthwise_lanes(Py_ssize_t channels):
@@ -663,24 +679,38 @@ def expand_lanes(values, Py_ssize_t lanes, bint flat):
     return out
 
 
+def depthwise16_slot_order(values):
+    """values [..., L] (L a multiple of 16, per expanded lane) in the int16 packing's order:
+    lane t * 16 + l at index t * 16 + DEPTHWISE16_SLOTS[l]."""
+    values = np.asarray(values)
+    tiles = values.reshape(values.shape[:values.ndim - 1] + (-1, DW_TILE))
+    out = np.empty_like(tiles)
+    out[..., list(DEPTHWISE16_SLOTS)] = tiles
+    return np.ascontiguousarray(out.reshape(values.shape))
+
+
 cdef class PackedDepthwiseWeights:
-    """Depthwise weights and bias in this build's tile layout (csrc/dwconv.h: for the L
-    expanded lanes, per 16 lanes 16 int32 biases then every tap's 16 weights; int16 tap pairs
-    on x86-64, int8 on ARM). Read-only once made; shared by every DepthwiseConv2dCall over the
-    same w and bias."""
+    """Depthwise weights and bias in this build's tile layout for one activation type
+    (``bits``; csrc/dwconv.h, csrc/dwconv16.h): for the L expanded lanes, per 16 lanes 16 int32
+    biases then every tap's 16 weights. int8 activations: int16 tap pairs on x86-64, int8 on
+    ARM; int16 activations: int16 weights, tap pairs on x86-64, [tap][16] on ARM, lanes in the
+    build's slot order. Read-only once made; shared by every DepthwiseConv2dCall over the same
+    w and bias and activation type."""
     cdef readonly object data       # the packed bytes (NumPy uint8)
     cdef readonly object w          # the int8 [KH, KW, C*M] array it was packed from
     cdef readonly object bias       # the int32 [C*M] array it was packed from
     cdef readonly Py_ssize_t taps, channels, lanes
+    cdef readonly int bits          # the activation type it is packed for: 8 or 16
     cdef readonly bint flat         # flat mode (depthwise_lanes)
     cdef readonly bint pairs_ok     # no weight is -128
     cdef const uint8_t* packed
 
 
-def pack_depthwise_weights(w, bias):
-    """PackedDepthwiseWeights of w (int8 [KH, KW, C*M]) and bias (int32 [C*M]). Do this once
-    (at quantize time) and pass the result as ``packed=`` to DepthwiseConv2dCall: the kernel
-    reads only the packed copy, so w and bias must not change afterwards."""
+def pack_depthwise_weights(w, bias, int bits=8):
+    """PackedDepthwiseWeights of w (int8 [KH, KW, C*M]) and bias (int32 [C*M]) for calls on
+    activations of ``bits`` (8: int8, 16: int16). Do this once (at quantize time) and pass the
+    result as ``packed=`` to DepthwiseConv2dCall: the kernel reads only the packed copy, so w
+    and bias must not change afterwards."""
     cdef const int8_t[:, :, ::1] wv = w
     cdef const int32_t[::1] bv = bias
     cdef Py_ssize_t taps = wv.shape[0] * wv.shape[1], channels = wv.shape[2]
@@ -688,6 +718,10 @@ def pack_depthwise_weights(w, bias):
     cdef const int8_t[:, ::1] we
     cdef const int32_t[::1] be
     cdef uint8_t[::1] dst
+    cdef size_t tile_bytes
+    if bits != 8 and bits != 16:
+        raise ValueError(f"pack_depthwise_weights: bits = {bits}, expected 8 (int8 "
+                         f"activations) or 16 (int16)")
     if bv.shape[0] != channels:
         raise ValueError(f"pack_depthwise_weights: bias has length {bv.shape[0]}, expected "
                          f"{channels} (one per output channel, w.shape[2])")
@@ -695,17 +729,46 @@ def pack_depthwise_weights(w, bias):
     w_flat = np.asarray(wv).reshape(taps, channels)
     w_exp = expand_lanes(w_flat, lanes, flat)
     b_exp = expand_lanes(np.asarray(bv), lanes, flat)
-    data = np.zeros(max(<Py_ssize_t>(dw_n_tiles(lanes) * dw_tile_bytes(taps)), 64), np.uint8)
+    tile_bytes = dw_tile_bytes(taps) if bits == 8 else dw16_tile_bytes(taps)
+    data = np.zeros(max(<Py_ssize_t>(dw_n_tiles(lanes) * tile_bytes), 64), np.uint8)
     dst = data
     if taps > 0 and channels > 0:
         we, be = w_exp, b_exp
-        dw_pack(&we[0, 0], &be[0], taps, lanes, &dst[0])
+        if bits == 8:
+            dw_pack(&we[0, 0], &be[0], taps, lanes, &dst[0])
+        else:
+            dw16_pack(&we[0, 0], &be[0], taps, lanes, &dst[0])
     data.setflags(write=False)
     p.data, p.w, p.bias, p.taps, p.channels = data, w, bias, taps, channels
-    p.lanes, p.flat = lanes, flat
+    p.lanes, p.flat, p.bits = lanes, flat, bits
     p.pairs_ok = not (w_flat.size and w_flat.min() == -128)
     p.packed = &dst[0]
     return p
+
+
+cdef int depthwise_act_bits(str kernel, object a, str name) except -1:
+    """8 or 16: the activation type of the array a (int8 or int16); ValueError naming it
+    otherwise (as Cython's buffer check of the int8 entries did)."""
+    dtype = np.asarray(a).dtype
+    if dtype not in _DW_ACTIVATION_BITS:
+        raise ValueError(f"{kernel}: {name} has dtype {dtype}, expected int8 or int16 (the "
+                         f"activation types)")
+    return _DW_ACTIVATION_BITS[dtype]
+
+
+cdef int depthwise_check_int16_params(str kernel, depthwise_params p) except -1:
+    """The int16 form of the entry checks of pad_value, out_zp and the clamp: int16 tensors
+    are symmetric (out_zp 0); pad_value and the bounds are int16 values."""
+    if not -32768 <= p.pad_value <= 32767:
+        raise ValueError(f"{kernel}: pad_value = {p.pad_value} is outside the int16 range "
+                         f"[-32768, 32767]")
+    if p.out_zp != 0:
+        raise ValueError(f"{kernel}: out_zp = {p.out_zp}: int16 tensors are symmetric, their "
+                         f"zero point is 0")
+    if not -32768 <= p.act_min <= p.act_max <= 32767:
+        raise ValueError(f"{kernel}: act_min = {p.act_min}, act_max = {p.act_max} must satisfy "
+                         f"-32768 <= act_min <= act_max <= 32767")
+    return 0
 
 
 cdef class DepthwiseConv2dCall(KernelCall):
@@ -713,37 +776,63 @@ cdef class DepthwiseConv2dCall(KernelCall):
     depthwise_conv2d). ``params`` (the depthwise_params struct, given as a mapping) is read
     once, here: ``params`` gives it back as a dict. x is read at every call; w and bias
     through their packed copy (``packed=``, or packed here), m0 and shift when the object is
-    built.
+    built. x and out are both int8 or both int16 (``bits``); a ``packed`` made for the other
+    type is packed again here for this one (pack_depthwise_weights(w, bias, bits) once and
+    share it to avoid that).
 
     Tasks (``n_tasks``): per image, bands of output rows times segments of output columns
     (csrc/dwconv.h, dw_plan); a range of tasks uses the stack and this object's read-only
     data only, so disjoint ranges may run on several threads at once. ``scalar=True`` runs the plain-C twin of the micro-kernel (the tests
     compare the two)."""
-    cdef const int8_t[:, :, :, ::1] x
-    cdef int8_t[:, :, :, ::1] out
+    cdef object x_view            # the typed views of x and out (keep their buffers)
+    cdef object out_view
     cdef readonly PackedDepthwiseWeights packed
     cdef readonly depthwise_params params
+    cdef readonly int bits        # the activation type of x and out: 8 or 16
     cdef dw_call k
     cdef fx_requant q             # the requantization constants of the expanded lanes
     cdef void* block              # owns q's arrays and the zero-point row (one allocation)
     cdef readonly bint scalar
 
-    def __init__(self, const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,
+    def __init__(self, x not None, const int8_t[:, :, ::1] w not None,
                  const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
-                 const int32_t[::1] shift not None, params,
-                 int8_t[:, :, :, ::1] out not None, PackedDepthwiseWeights packed=None,
-                 bint scalar=False):
+                 const int32_t[::1] shift not None, params, out not None,
+                 PackedDepthwiseWeights packed=None, bint scalar=False):
         cdef str k = "depthwise_conv2d"
-        cdef Py_ssize_t n_in = x.shape[0], cin = x.shape[3], cout, kh = w.shape[0], kw = w.shape[1]
-        cdef Py_ssize_t in_h = x.shape[1], in_w = x.shape[2], out_h = out.shape[1]
-        cdef Py_ssize_t out_w = out.shape[2], taps
+        cdef int bits = depthwise_act_bits(k, x, "x")
+        cdef const int8_t[:, :, :, ::1] x8
+        cdef int8_t[:, :, :, ::1] out8
+        cdef const int16_t[:, :, :, ::1] x16
+        cdef int16_t[:, :, :, ::1] out16
+        cdef const int8_t* x_ptr
+        cdef int8_t* out_ptr
+        cdef Py_ssize_t n_in, cin, in_h, in_w, n_out, out_h, out_w, out_c4
+        cdef Py_ssize_t cout, kh = w.shape[0], kw = w.shape[1], taps, i
         cdef dw_call plan
         cdef fx_requant q
         cdef size_t rq_bytes, zero_len
         cdef void* block
+        cdef int16_t* zero16
         cdef const int32_t[::1] m0_exp
         cdef const int32_t[::1] shift_exp
         cdef depthwise_params p
+        if depthwise_act_bits(k, out, "out") != bits:
+            raise ValueError(f"{k}: x has dtype {np.asarray(x).dtype} but out has dtype "
+                             f"{np.asarray(out).dtype}: one activation type per call (int8 "
+                             f"in, int8 out; int16 in, int16 out)")
+        if bits == 8:
+            x8, out8 = x, out
+            x_view, out_view = x8, out8
+            x_ptr, out_ptr = &x8[0, 0, 0, 0], &out8[0, 0, 0, 0]
+            n_in, in_h, in_w, cin = x8.shape[0], x8.shape[1], x8.shape[2], x8.shape[3]
+            n_out, out_h, out_w, out_c4 = out8.shape[0], out8.shape[1], out8.shape[2], out8.shape[3]
+        else:
+            x16, out16 = x, out
+            x_view, out_view = x16, out16
+            x_ptr, out_ptr = <const int8_t*>&x16[0, 0, 0, 0], <int8_t*>&out16[0, 0, 0, 0]
+            n_in, in_h, in_w, cin = x16.shape[0], x16.shape[1], x16.shape[2], x16.shape[3]
+            n_out, out_h, out_w, out_c4 = (out16.shape[0], out16.shape[1], out16.shape[2],
+                                           out16.shape[3])
         check_params(k, params, DEPTHWISE_PARAMS)
         p = params
         cdef int depth_multiplier = p.depth_multiplier
@@ -759,18 +848,23 @@ cdef class DepthwiseConv2dCall(KernelCall):
         check_length(k, "shift", shift.shape[0], cout, per_channel)
         check_window(k, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
                      p.pad_left)
-        check_int8(k, "pad_value", p.pad_value)
-        check_output_range(k, p.out_zp, p.act_min, p.act_max)
-        if out.shape[0] != n_in or out.shape[3] != cout:
-            raise ValueError(f"{k}: out has shape ({out.shape[0]}, {out_h}, "
-                             f"{out_w}, {out.shape[3]}), expected "
+        if bits == 8:
+            check_int8(k, "pad_value", p.pad_value)
+            check_output_range(k, p.out_zp, p.act_min, p.act_max)
+        else:
+            depthwise_check_int16_params(k, p)
+        if n_out != n_in or out_c4 != cout:
+            raise ValueError(f"{k}: out has shape ({n_out}, {out_h}, "
+                             f"{out_w}, {out_c4}), expected "
                              f"(N, OH, OW, C * depth_multiplier) = ({n_in}, OH, OW, {cout})")
         check_multipliers(k, &m0[0], &shift[0], cout)
         taps = kh * kw
-        if packed is None:
-            packed = pack_depthwise_weights(w.base if w.base is not None else w,
-                                            bias.base if bias.base is not None else bias)
-        elif packed.taps != taps or packed.channels != cout:
+        if packed is None or packed.bits != bits:
+            packed = pack_depthwise_weights(
+                packed.w if packed is not None else (w.base if w.base is not None else w),
+                packed.bias if packed is not None else (bias.base if bias.base is not None
+                                                        else bias), bits)
+        if packed.taps != taps or packed.channels != cout:
             raise ValueError(f"{k}: packed holds {packed.channels} channels of {packed.taps} "
                              f"taps, expected {cout} of {taps} (pack_depthwise_weights(w, bias))")
 
@@ -782,29 +876,41 @@ cdef class DepthwiseConv2dCall(KernelCall):
                                                                 p.dilation_h, p.dilation_w)
         plan.pad_top, plan.pad_left, plan.pad_value = p.pad_top, p.pad_left, p.pad_value
         plan.lanes, plan.flat = packed.lanes, packed.flat
+        plan.elem = bits // 8
         dw_plan(&plan)
 
         # Per-call read-only data, in one block: the requantization constants of the expanded
-        # lanes and the zero-point row (the rows above and below the image). Made before
-        # anything is replaced, so a failed (re-)initialisation leaves the object as it was.
-        m0_exp = expand_lanes(np.asarray(m0), packed.lanes, packed.flat)
-        shift_exp = expand_lanes(np.asarray(shift), packed.lanes, packed.flat)
+        # lanes (int16: in the packing's slot order) and the zero-point row (the rows above and
+        # below the image). Made before anything is replaced, so a failed (re-)initialisation
+        # leaves the object as it was.
+        m0_np = expand_lanes(np.asarray(m0), packed.lanes, packed.flat)
+        shift_np = expand_lanes(np.asarray(shift), packed.lanes, packed.flat)
+        if bits == 16:
+            m0_np, shift_np = depthwise16_slot_order(m0_np), depthwise16_slot_order(shift_np)
+        m0_exp, shift_exp = m0_np, shift_np
         rq_bytes = fx_requant_bytes(packed.lanes)
         zero_len = max(plan.phase_len, <Py_ssize_t>DW_TILE)
-        block = PyMem_Malloc(rq_bytes + zero_len)
+        block = PyMem_Malloc(rq_bytes + zero_len * plan.elem)
         if block == NULL:
-            raise MemoryError(f"{k}: cannot allocate {rq_bytes + zero_len} bytes of constants")
+            raise MemoryError(f"{k}: cannot allocate {rq_bytes + zero_len * plan.elem} bytes "
+                              f"of constants")
         fx_requant_init(&q, block, &m0_exp[0], &shift_exp[0], packed.lanes, p.out_zp, p.act_min,
                         p.act_max)
-        memset(<char*>block + rq_bytes, p.pad_value, zero_len)
+        if bits == 8:
+            memset(<char*>block + rq_bytes, p.pad_value, zero_len)
+        else:
+            zero16 = <int16_t*>(<char*>block + rq_bytes)
+            for i in range(<Py_ssize_t>zero_len):
+                zero16[i] = <int16_t>p.pad_value
 
         self.free_buffers()  # __init__ may run twice on one object
         self.block = block
-        self.x, self.out, self.packed, self.scalar = x, out, packed, scalar
+        self.x_view, self.out_view, self.packed, self.scalar = x_view, out_view, packed, scalar
         self.params = p
+        self.bits = bits
         self.q = q
         self.k = plan
-        self.k.x, self.k.out = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
+        self.k.x, self.k.out = x_ptr, out_ptr
         self.k.packed, self.k.zero, self.k.q = (packed.packed,
                                                 <const int8_t*>block + rq_bytes, &self.q)
         self.k.pairs_ok = packed.pairs_ok
@@ -838,18 +944,20 @@ cdef class DepthwiseConv2dCall(KernelCall):
             dw_run_simd(&self.k, first, last)
 
 
-def depthwise_conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, ::1] w not None,
+def depthwise_conv2d(x not None, const int8_t[:, :, ::1] w not None,
                      const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
-                     const int32_t[::1] shift not None, params,
-                     int8_t[:, :, :, ::1] out not None, bint scalar=False):
+                     const int32_t[::1] shift not None, params, out not None,
+                     bint scalar=False):
     """out[n, oh, ow, o] = clamp(out_zp + MBQM(acc, m0[o], shift[o]), act_min, act_max),
     acc = bias[o] + sum_{kh, kw} x[n, ih, iw, o // M] * w[kh, kw, o] (int32, wrapping
     modulo 2^32), ih, iw and padding as in conv2d, M = depth_multiplier.
 
-    x: int8 [N, H, W, C]; w: int8 [KH, KW, C * M] in [-127, 127] (-128 is computed exactly
-    too, more slowly on ARM); bias, m0, shift: int32 [C * M]; out: int8 [N, OH, OW, C * M],
-    written in full. params: a mapping with exactly the keys DEPTHWISE_PARAMS (params.pxd's
-    depthwise_params): conv2d's, with depth_multiplier M >= 1 instead of groups. scalar: run
-    the scalar twin.
+    x: int8 or int16 [N, H, W, C]; out: [N, OH, OW, C * M] of x's type, written in full;
+    w: int8 [KH, KW, C * M] in [-127, 127] (-128 is computed exactly too, more slowly on ARM
+    for int8 x); bias, m0, shift: int32 [C * M]. params: a mapping with exactly the keys
+    DEPTHWISE_PARAMS (params.pxd's depthwise_params): conv2d's, with depth_multiplier M >= 1
+    instead of groups; for int8 x, pad_value, out_zp and the clamp bounds are int8; for int16
+    x (symmetric), out_zp = 0 and pad_value, act_min <= act_max are int16. scalar: run the
+    scalar twin.
     """
     DepthwiseConv2dCall(x, w, bias, m0, shift, params, out, scalar=scalar)()

@@ -1,4 +1,5 @@
-"""Oracle for convolutions (conv2d with groups, depthwise_conv2d), NHWC int8.
+"""Oracle for convolutions (conv2d with groups, depthwise_conv2d), NHWC int8 (depthwise_conv2d
+also int16: x and its output int16, symmetric, weights int8).
 
 Geometry shared by both: output pixel (oh, ow) with kernel tap (kh, kw) reads input pixel
 ih = oh * stride_h - pad_top + kh * dilation_h, iw = ow * stride_w - pad_left + kw * dilation_w,
@@ -15,9 +16,12 @@ Each function takes the arrays and one ``params`` mapping, the one its kernel ta
 import numpy as np
 
 from .core import (
+    ACTIVATION_RANGES,
+    _act,
+    _check_act_output_range,
     _check_output_range,
     _check_zero_point,
-    _clamp_to_int8,
+    _clamp_to,
     _int64,
     _params,
     _wrap_int32,
@@ -69,13 +73,19 @@ def _taps(x, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad
 
 
 def _bias_accumulators(kernel, x, bias, cout, stride_h, stride_w, dilation_h, dilation_w,
-                       pad_top, pad_left, pad_value, out_h, out_w):
+                       pad_top, pad_left, pad_value, out_h, out_w, dtype=np.int8):
     """int64 [N, out_h, out_w, cout] holding the bias, after the checks both convolutions
-    share (bias shape, window, pad_value)."""
+    share (bias shape, window, pad_value: a value of the activation type ``dtype``)."""
     if bias.shape != (cout,):
         raise ValueError(f"{kernel}: bias has shape {bias.shape}, expected ({cout},)")
     _check_window(stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, out_h, out_w)
-    _check_zero_point(pad_value, "pad_value")
+    if np.dtype(dtype) == np.int8:
+        _check_zero_point(pad_value, "pad_value")
+    else:
+        lo, hi = ACTIVATION_RANGES[np.dtype(dtype)]
+        if not lo <= int(pad_value) <= hi:
+            raise ValueError(f"pad_value = {pad_value} is outside the {np.dtype(dtype)} range "
+                             f"[{lo}, {hi}]")
     acc = np.empty((x.shape[0], out_h, out_w, cout), dtype=np.int64)
     acc[...] = bias
     return acc
@@ -143,13 +153,14 @@ def depthwise_conv2d_accumulators(x, w, bias, params, *, out_h, out_w):
     acc[n, oh, ow, o] = bias[o] + sum_{kh, kw} x[n, ih, iw, o // M] * w[kh, kw, o],
     M = depth_multiplier >= 1; taps outside x read pad_value.
 
-    x: int8 [N, H, W, C]; w: int8 [KH, KW, C * M], KH, KW >= 1; bias: int32 [C * M];
+    x: int8 or int16 [N, H, W, C]; w: int8 [KH, KW, C * M], KH, KW >= 1; bias: int32 [C * M];
     params: depthwise_conv2d's mapping (DEPTHWISE_PARAMS), read as conv2d_accumulators reads
-    conv2d's. Returns int64 [N, out_h, out_w, C * M].
+    conv2d's, pad_value a value of x's type. Returns int64 [N, out_h, out_w, C * M] (int16 x:
+    |x * w| <= 2^22 per product, exact here as every sum is).
     """
     (stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, depth_multiplier,
      pad_value, _, _, _) = _params(params, DEPTHWISE_PARAMS, "depthwise_conv2d")
-    x = _int64(x, "x", -128, 127)
+    x, dtype = _act(x, "x")
     w = _int64(w, "w", -128, 127)
     bias = _int64(bias, "bias")
     if x.ndim != 4:
@@ -162,7 +173,7 @@ def depthwise_conv2d_accumulators(x, w, bias, params, *, out_h, out_w):
         raise ValueError(f"depthwise_conv2d: w has shape {w.shape}, expected "
                          f"[KH >= 1, KW >= 1, C * depth_multiplier = {cout}]")
     acc = _bias_accumulators("depthwise_conv2d", x, bias, cout, stride_h, stride_w, dilation_h,
-                             dilation_w, pad_top, pad_left, pad_value, out_h, out_w)
+                             dilation_w, pad_top, pad_left, pad_value, out_h, out_w, dtype)
     if acc.size == 0:
         return acc
     for kh, kw, x_tap in _taps(x, w.shape[0], w.shape[1], stride_h, stride_w, dilation_h,
@@ -173,25 +184,28 @@ def depthwise_conv2d_accumulators(x, w, bias, params, *, out_h, out_w):
 
 
 def depthwise_conv2d(x, w, bias, m0, shift, params, *, out_h, out_w):
-    """Depthwise 2-D convolution on int8, NHWC: each input channel c has its own
-    depth_multiplier filters, output channel o = c * M + m.
+    """Depthwise 2-D convolution on int8 or int16 activations, NHWC: each input channel c has
+    its own depth_multiplier filters, output channel o = c * M + m.
 
     out = clamp(out_zp + multiply_by_quantized_multiplier(acc, m0[o], shift[o]), act_min,
     act_max), acc = depthwise_conv2d_accumulators(...) taken modulo 2^32; m0, shift: int32
-    [C * M]; params: depthwise_conv2d's mapping (DEPTHWISE_PARAMS). Returns int8
-    [N, out_h, out_w, C * M].
+    [C * M]; params: depthwise_conv2d's mapping (DEPTHWISE_PARAMS), out_zp and the clamp
+    bounds of x's type (int16: out_zp 0, symmetric). Returns [N, out_h, out_w, C * M] of x's
+    type (int8 or int16).
     """
     *_, out_zp, act_min, act_max = _params(params, DEPTHWISE_PARAMS, "depthwise_conv2d")
-    _check_output_range(out_zp, act_min, act_max)
+    dtype = _act(x, "x")[1]
+    _check_act_output_range(dtype, out_zp, act_min, act_max)
     acc = depthwise_conv2d_accumulators(x, w, bias, params, out_h=out_h, out_w=out_w)
-    return _requantize_channels(acc, m0, shift, out_zp, act_min, act_max)
+    return _requantize_channels(acc, m0, shift, out_zp, act_min, act_max, dtype)
 
 
-def _requantize_channels(acc, m0, shift, out_zp, act_min, act_max):
-    """int64 accumulators [..., C] -> int8 with per-channel (m0, shift) [C], like dense."""
+def _requantize_channels(acc, m0, shift, out_zp, act_min, act_max, dtype=np.int8):
+    """int64 accumulators [..., C] -> ``dtype`` (int8 or int16) with per-channel (m0, shift)
+    [C], like dense."""
     channels = acc.shape[-1]
     for name, values in (("m0", m0), ("shift", shift)):
         if np.shape(values) != (channels,):
             raise ValueError(f"{name} has shape {np.shape(values)}, expected ({channels},)")
-    return _clamp_to_int8(out_zp, multiply_by_quantized_multiplier(_wrap_int32(acc), m0, shift),
-                          act_min, act_max)
+    return _clamp_to(dtype, out_zp, multiply_by_quantized_multiplier(_wrap_int32(acc), m0, shift),
+                     act_min, act_max)

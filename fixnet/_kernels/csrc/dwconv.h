@@ -1,7 +1,14 @@
-/* Depthwise convolution (int8 NHWC), included from fixnet/_kernels/_conv.pyx: the common
- * driver, the packing and the scalar twin here; the vector tile per ISA in dwconv_x86.h
- * (SSE2, AVX2, AVX-512: dw_tile_acc, every tap of 16 lanes in registers; dw_epilogue,
- * requant.h's rule on them) and dwconv_neon.h (its own row: two tiles per step).
+/* Depthwise convolution (NHWC, int8 or int16 activations, int8 weights), included from
+ * fixnet/_kernels/_conv.pyx: the common driver, the int8 packing and the int8 scalar twin
+ * here; the int8 vector tile per ISA in dwconv_x86.h (SSE2, AVX2, AVX-512: dw_tile_acc, every
+ * tap of 16 lanes in registers; dw_epilogue, requant.h's rule on them) and dwconv_neon.h (its
+ * own row: two tiles per step); the int16 path (its own packing, scalar twin and rows over
+ * this driver) in dwconv16.h.
+ *
+ * Activation type. The driver moves activations of k->elem bytes (1: int8, 2: int16): x,
+ * out, the phase rows and the zero row hold values of that type, and every pointer the
+ * driver computes is a byte pointer advanced by element counts times elem. The row functions
+ * (int8 here, int16 in dwconv16.h) index their rows in elements.
  *
  * Lanes. A vector tile has DW_TILE = 16 int32 accumulators ("lanes"). A task's output row
  * segment is a run of pixels times Cout = C * depth_multiplier channels, contiguous in NHWC;
@@ -14,13 +21,13 @@
  * mode: each pixel's channels in ceil(Cout / 16) tiles, the last one partly stored, L = Cout
  * rounded up to 16 (lane l for channel l).
  *
- * Phase rows. So that a tile's inputs for one tap are 16 consecutive bytes whatever the
+ * Phase rows. So that a tile's inputs for one tap are 16 consecutive values whatever the
  * stride, padding and depth multiplier, a task copies the input rows it reads into "phase
  * rows" on its stack: the part of the input row its segment reads, padded columns filled with
  * pad_value, split by (padded column mod stride_w), each pixel's C channels repeated M times
- * (depth_multiplier) into Cout bytes. Output pixel ow and tap column kw read phase
+ * (depth_multiplier) into Cout values. Output pixel ow and tap column kw read phase
  * (kw * dilation_w) % stride_w at pixel ow + (kw * dilation_w) / stride_w, so lane j reads
- * byte j + that offset * Cout of one phase row. Rows above and below the image read `zero`,
+ * value j + that offset * Cout of one phase row. Rows above and below the image read `zero`,
  * a row of pad_value. A task (a band of output rows of one image, over one segment of output
  * columns) keeps its last (KH - 1) * dilation_h + 1 input rows in a ring, so it copies each
  * input row it reads once.
@@ -164,11 +171,12 @@ typedef struct {
     ptrdiff_t band, n_bands;      /* output rows per task; bands per image */
     ptrdiff_t seg_w, n_segs;      /* output columns per task; segments per row */
     ptrdiff_t ring;               /* input rows a task keeps: (KH - 1) * dil_h + 1 */
-    ptrdiff_t phase_len;          /* bytes of one phase row (DW_TILE of them slack) */
-    const int8_t* x;              /* [batch, in_h, in_w, in_c] */
-    int8_t* out;                  /* [batch, out_h, out_w, out_c] */
-    const uint8_t* packed;        /* dw_pack's tiles of the L lanes */
-    const int8_t* zero;           /* >= phase_len bytes of pad_value */
+    ptrdiff_t phase_len;          /* values in one phase row (DW_TILE of them slack) */
+    ptrdiff_t elem;               /* bytes of one activation: 1 (int8) or 2 (int16) */
+    const int8_t* x;              /* [batch, in_h, in_w, in_c] values of elem bytes */
+    int8_t* out;                  /* [batch, out_h, out_w, out_c] values of elem bytes */
+    const uint8_t* packed;        /* dw_pack's (int16: dw16_pack's) tiles of the L lanes */
+    const int8_t* zero;           /* >= phase_len values of pad_value (elem bytes each) */
     int32_t pad_value;
     const fx_requant* q;          /* the requantization constants of the L lanes */
     int pairs_ok;                 /* no weight is -128 (NEON sums two products in int16) */
@@ -180,10 +188,10 @@ static inline ptrdiff_t dw_n_tasks(const dw_call* k) {
 
 /* Stack bytes of one task: `ring` slots of stride_w phase rows each. */
 static inline size_t dw_scratch_bytes(const dw_call* k) {
-    return (size_t)(k->ring * k->stride_w * k->phase_len);
+    return (size_t)(k->ring * k->stride_w * k->phase_len * k->elem);
 }
 
-/* Tasks, phase rows and mode of k, whose geometry is set: the widest column segment whose
+/* Tasks, phase rows and mode of k, whose geometry and elem are set: the widest column segment whose
    ring of phase rows fits DW_SCRATCH (rows_ok = 0 if not even one column does), about
    8 bands of rows per image. */
 static inline void dw_plan(dw_call* k) {
@@ -266,57 +274,95 @@ static inline void dw_expand(int8_t* d, const int8_t* src, ptrdiff_t n, ptrdiff_
     }
 }
 
-/* Input row `row` (W * C bytes) into its phase rows for the segment of output columns from
-   ow0 (dst: stride_w rows of phase_len bytes): phase f, pixel i is padded column
+/* dw_expand on int16 values (n of them, each repeated m times). */
+static inline void dw_expand16(int16_t* d, const int16_t* src, ptrdiff_t n, ptrdiff_t m) {
+    ptrdiff_t i, r;
+    if (m == 1) {
+        memcpy(d, src, (size_t)n * 2);
+    } else if (m == 2) {
+        for (i = 0; i < n; i++) {
+            d[2 * i] = src[i];
+            d[2 * i + 1] = src[i];
+        }
+    } else {
+        for (i = 0; i < n; i++)
+            for (r = 0; r < m; r++)
+                d[i * m + r] = src[i];
+    }
+}
+
+/* n values of k's activation type at d set to pad_value. */
+static inline void dw_fill(const dw_call* k, int8_t* d, ptrdiff_t n) {
+    ptrdiff_t i;
+    if (k->elem == 1 || k->pad_value == 0) {
+        memset(d, k->pad_value, (size_t)(n * k->elem));
+    } else {
+        int16_t* d16 = (int16_t*)d;
+        for (i = 0; i < n; i++)
+            d16[i] = (int16_t)k->pad_value;
+    }
+}
+
+/* Input row `row` (W * C values) into its phase rows for the segment of output columns from
+   ow0 (dst: stride_w rows of phase_len values): phase f, pixel i is padded column
    P = ow0 * stride_w + f + stride_w * i, input column P - pad_left, its C channels each
-   repeated M times; columns outside the image and the slack are pad_value. */
+   repeated M times; columns outside the image and the slack are pad_value. Offsets are in
+   bytes below: a pixel is cb = C * elem bytes of the row, ob = Cout * elem of a phase row. */
 static void dw_build_phases(const dw_call* k, const int8_t* row, ptrdiff_t ow0, int8_t* dst) {
-    const ptrdiff_t s = k->stride_w, c = k->in_c, m = k->mult, cout = k->out_c;
+    const ptrdiff_t s = k->stride_w, c = k->in_c, m = k->mult, cout = k->out_c, e = k->elem;
+    const ptrdiff_t cb = c * e, ob = cout * e;
     const ptrdiff_t n_pix = (k->phase_len - DW_TILE) / cout;
     ptrdiff_t f, i;
     for (f = 0; f < s; f++) {
-        int8_t* d = dst + f * k->phase_len;
+        int8_t* d = dst + f * k->phase_len * e;
         const ptrdiff_t iw0 = ow0 * s + f - k->pad_left;   /* input column of pixel i = 0 */
         /* pixels i in [lo, hi) are inside the image */
         ptrdiff_t lo = iw0 >= 0 ? 0 : (-iw0 + s - 1) / s;
         ptrdiff_t hi = k->in_w - iw0 > 0 ? (k->in_w - iw0 + s - 1) / s : 0;
         hi = hi < n_pix ? hi : n_pix;
         lo = lo < hi ? lo : hi;
-        memset(d, k->pad_value, (size_t)(lo * cout));
-        if (s == 1) {           /* one run of contiguous pixels */
-            dw_expand(d + lo * cout, row + (iw0 + lo) * c, (hi - lo) * c, m);
+        dw_fill(k, d, lo * cout);
+        if (s == 1 && e == 1) {     /* one run of contiguous pixels */
+            dw_expand(d + lo * ob, row + (iw0 + lo) * cb, (hi - lo) * c, m);
+        } else if (s == 1) {
+            dw_expand16((int16_t*)(d + lo * ob), (const int16_t*)(row + (iw0 + lo) * cb),
+                        (hi - lo) * c, m);
         } else if (m == 1) {    /* every s-th pixel; fixed sizes become single moves */
-            const int8_t* src = row + (iw0 + lo * s) * c;
-            int8_t* o = d + lo * cout;
-            switch (c) {
+            const int8_t* src = row + (iw0 + lo * s) * cb;
+            int8_t* o = d + lo * ob;
+            switch (cb) {
             case 1: for (i = lo; i < hi; i++, src += s, o += 1) o[0] = src[0]; break;
             case 2: for (i = lo; i < hi; i++, src += 2 * s, o += 2) memcpy(o, src, 2); break;
             case 4: for (i = lo; i < hi; i++, src += 4 * s, o += 4) memcpy(o, src, 4); break;
             case 8: for (i = lo; i < hi; i++, src += 8 * s, o += 8) memcpy(o, src, 8); break;
             case 16: for (i = lo; i < hi; i++, src += 16 * s, o += 16) memcpy(o, src, 16); break;
             default:
-                if (c % 16 == 0) {      /* whole vectors: no tail to test for */
-                    for (i = lo; i < hi; i++, src += c * s, o += c) {
+                if (cb % 16 == 0) {     /* whole vectors: no tail to test for */
+                    for (i = lo; i < hi; i++, src += cb * s, o += cb) {
                         ptrdiff_t j;
-                        for (j = 0; j < c; j += 16)
+                        for (j = 0; j < cb; j += 16)
                             memcpy(o + j, src + j, 16);
                     }
                 } else {
-                    for (i = lo; i < hi; i++, src += c * s, o += c)
-                        dw_copy(o, src, c);
+                    for (i = lo; i < hi; i++, src += cb * s, o += cb)
+                        dw_copy(o, src, cb);
                 }
             }
+        } else if (e == 1) {
+            for (i = lo; i < hi; i++)
+                dw_expand(d + i * ob, row + (iw0 + i * s) * cb, c, m);
         } else {
             for (i = lo; i < hi; i++)
-                dw_expand(d + i * cout, row + (iw0 + i * s) * c, c, m);
+                dw_expand16((int16_t*)(d + i * ob), (const int16_t*)(row + (iw0 + i * s) * cb),
+                            c, m);
         }
-        memset(d + hi * cout, k->pad_value, (size_t)(k->phase_len - hi * cout));
+        dw_fill(k, d + hi * ob, k->phase_len - hi * cout);
     }
 }
 
 /* The phase rows of input row ih of image `image` for the segment from ow0: a ring slot of
    `scratch` (built if it holds another row), or `zero` outside the image. Returns the first
-   phase row; phase f is at + f * phase_len (zero: the same row for every phase). */
+   phase row; phase f is *stride bytes further (zero: the same row for every phase). */
 static inline const int8_t* dw_phase_row(const dw_call* k, const int8_t* image, ptrdiff_t ih,
                                          ptrdiff_t ow0, int8_t* scratch, ptrdiff_t* held,
                                          ptrdiff_t* stride) {
@@ -327,21 +373,23 @@ static inline const int8_t* dw_phase_row(const dw_call* k, const int8_t* image, 
         return k->zero;
     }
     slot = ih % k->ring;
-    d = scratch + slot * k->stride_w * k->phase_len;
+    d = scratch + slot * k->stride_w * k->phase_len * k->elem;
     if (held[slot] != ih) {
-        dw_build_phases(k, image + ih * k->in_w * k->in_c, ow0, d);
+        dw_build_phases(k, image + ih * k->in_w * k->in_c * k->elem, ow0, d);
         held[slot] = ih;
     }
-    *stride = k->phase_len;
+    *stride = k->phase_len * k->elem;
     return d;
 }
 
 /* Task t: image n, band b of output rows, segment g of output columns. For each of its
-   output rows, base[kh * KW + kw] points at the byte lane 0 of the segment reads for that
+   output rows, base[kh * KW + kw] points at the value lane 0 of the segment reads for that
    tap; RUN_ROW(k, base, pixels, out) computes the row from them. Per tap column, the phase
-   row it reads and its pixel offset are computed once per task. */
+   row it reads and its offset (bytes) are computed once per task. The scratch is an int32
+   array so that int16 phase rows are aligned. */
 #define DW_TASK_LOOP(k, first, last, RUN_ROW) do { \
-        int8_t scratch_[DW_SCRATCH]; \
+        int32_t scratch_words_[DW_SCRATCH / 4]; \
+        int8_t* const scratch_ = (int8_t*)scratch_words_; \
         ptrdiff_t held_[DW_MAX_RING]; \
         const int8_t* base_[DW_MAX_TAPS]; \
         ptrdiff_t phase_[DW_MAX_TAPS], offset_[DW_MAX_TAPS]; \
@@ -349,7 +397,7 @@ static inline const int8_t* dw_phase_row(const dw_call* k, const int8_t* image, 
         ptrdiff_t t_, kw0_; \
         for (kw0_ = 0; kw0_ < kw_n_; kw0_++) { \
             phase_[kw0_] = (kw0_ * (k)->dil_w) % (k)->stride_w; \
-            offset_[kw0_] = (kw0_ * (k)->dil_w) / (k)->stride_w * (k)->out_c; \
+            offset_[kw0_] = (kw0_ * (k)->dil_w) / (k)->stride_w * (k)->out_c * (k)->elem; \
         } \
         for (t_ = (first); t_ < (last); t_++) { \
             const ptrdiff_t n_ = t_ / ((k)->n_bands * (k)->n_segs); \
@@ -358,7 +406,7 @@ static inline const int8_t* dw_phase_row(const dw_call* k, const int8_t* image, 
             const ptrdiff_t ow1_ = ow0_ + (k)->seg_w < (k)->out_w ? ow0_ + (k)->seg_w : (k)->out_w; \
             const ptrdiff_t oh1_ = (b_ + 1) * (k)->band < (k)->out_h ? (b_ + 1) * (k)->band \
                                                                    : (k)->out_h; \
-            const int8_t* image_ = (k)->x + n_ * (k)->in_h * (k)->in_w * (k)->in_c; \
+            const int8_t* image_ = (k)->x + n_ * (k)->in_h * (k)->in_w * (k)->in_c * (k)->elem; \
             ptrdiff_t oh_, r_; \
             for (r_ = 0; r_ < (k)->ring; r_++) \
                 held_[r_] = -1; \
@@ -371,8 +419,8 @@ static inline const int8_t* dw_phase_row(const dw_call* k, const int8_t* image, 
                     for (kw_ = 0; kw_ < kw_n_; kw_++) \
                         base_[kh_ * kw_n_ + kw_] = p_ + phase_[kw_] * stride_ + offset_[kw_]; \
                 } \
-                RUN_ROW(k, base_, (ow1_ - ow0_), \
-                        (k)->out + ((n_ * (k)->out_h + oh_) * (k)->out_w + ow0_) * (k)->out_c); \
+                RUN_ROW(k, base_, (ow1_ - ow0_), (k)->out + ((n_ * (k)->out_h + oh_) \
+                        * (k)->out_w + ow0_) * (k)->out_c * (k)->elem); \
             } \
         } \
     } while (0)
@@ -416,7 +464,14 @@ static inline void dw_row_scalar(const dw_call* k, const int8_t* const* base, pt
 
 static void dw_run_direct(const dw_call* k, ptrdiff_t first, ptrdiff_t last);
 
+/* the int16 path: its packing, scalar twin and vector rows */
+#include "dwconv16.h"
+
 static void dw_run_scalar(const dw_call* k, ptrdiff_t first, ptrdiff_t last) {
+    if (k->elem == 2) {
+        dw16_run_scalar(k, first, last);
+        return;
+    }
     if (!k->rows_ok) {
         dw_run_direct(k, first, last);
         return;
@@ -428,26 +483,38 @@ static void dw_run_scalar(const dw_call* k, ptrdiff_t first, ptrdiff_t last) {
 
 /* Tasks are (image, output row) here (dw_plan: band 1, one segment). Lane l of the packed
    tiles is channel l in pixel mode; in flat mode channel o's constants are lane o too
-   (o < Cout <= L). */
+   (o < Cout <= L). int8 or int16 activations (k->elem): the int16 packing keeps lane l of a
+   tile, its bias, weights and requantization constants, at slot DW16_SLOT(l). */
 static void dw_run_direct(const dw_call* k, ptrdiff_t first, ptrdiff_t last) {
-    size_t tb = dw_tile_bytes(k->taps);
+    const int wide = k->elem == 2;
+    const size_t tb = wide ? dw16_tile_bytes(k->taps) : dw_tile_bytes(k->taps);
     ptrdiff_t task;
     for (task = first; task < last; task++) {
-        ptrdiff_t n = task / k->out_h, oh = task % k->out_h, ow, o, t;
-        const int8_t* image = k->x + n * k->in_h * k->in_w * k->in_c;
-        int8_t* out_row = k->out + (n * k->out_h + oh) * k->out_w * k->out_c;
+        const ptrdiff_t n = task / k->out_h, oh = task % k->out_h;
+        const ptrdiff_t image0 = n * k->in_h * k->in_w * k->in_c;
+        const ptrdiff_t row0 = (n * k->out_h + oh) * k->out_w * k->out_c;
+        ptrdiff_t ow, o, t;
         for (ow = 0; ow < k->out_w; ow++) {
             for (o = 0; o < k->out_c; o++) {
                 const uint8_t* pt = k->packed + (o / DW_TILE) * tb;
-                uint32_t acc = (uint32_t)((const int32_t*)pt)[o % DW_TILE];
+                const int lane = (int)(o % DW_TILE), slot = wide ? DW16_SLOT(lane) : lane;
+                uint32_t acc = (uint32_t)((const int32_t*)pt)[slot];
                 for (t = 0; t < k->taps; t++) {
                     ptrdiff_t ih = oh * k->stride_h - k->pad_top + (t / k->kernel_w) * k->dil_h;
                     ptrdiff_t iw = ow * k->stride_w - k->pad_left + (t % k->kernel_w) * k->dil_w;
-                    int32_t xv = (ih >= 0 && ih < k->in_h && iw >= 0 && iw < k->in_w)
-                        ? image[(ih * k->in_w + iw) * k->in_c + o / k->mult] : k->pad_value;
-                    acc += (uint32_t)(xv * dw_weight(pt, t, (int)(o % DW_TILE)));
+                    ptrdiff_t i = image0 + (ih * k->in_w + iw) * k->in_c + o / k->mult;
+                    int32_t xv = k->pad_value;
+                    if (ih >= 0 && ih < k->in_h && iw >= 0 && iw < k->in_w)
+                        xv = wide ? ((const int16_t*)k->x)[i] : k->x[i];
+                    acc += (uint32_t)(xv * (wide ? dw16_weight(pt, t, slot)
+                                                 : dw_weight(pt, t, slot)));
                 }
-                out_row[ow * k->out_c + o] = fx_requant_scalar((int32_t)acc, k->q, (size_t)o);
+                if (wide)
+                    ((int16_t*)k->out)[row0 + ow * k->out_c + o] = dw16_requant_scalar(
+                        (int32_t)acc, k->q, (size_t)(o - lane + slot));
+                else
+                    k->out[row0 + ow * k->out_c + o] = fx_requant_scalar((int32_t)acc, k->q,
+                                                                         (size_t)o);
             }
         }
     }
@@ -528,6 +595,10 @@ static inline void dw_row_simd(const dw_call* k, const int8_t* const* base, ptrd
 #define DW_ROW_SIMD(k, base, pixels, out) dw_row_simd(k, base, pixels, out)
 
 static void dw_run_simd(const dw_call* k, ptrdiff_t first, ptrdiff_t last) {
+    if (k->elem == 2) {
+        dw16_run_simd(k, first, last);
+        return;
+    }
     if (!k->rows_ok) {
         dw_run_direct(k, first, last);
         return;
@@ -537,7 +608,10 @@ static void dw_run_simd(const dw_call* k, ptrdiff_t first, ptrdiff_t last) {
 
 #else
 static void dw_run_simd(const dw_call* k, ptrdiff_t first, ptrdiff_t last) {
-    dw_run_scalar(k, first, last);
+    if (k->elem == 2)
+        dw16_run_simd(k, first, last);
+    else
+        dw_run_scalar(k, first, last);
 }
 #endif
 
