@@ -434,6 +434,65 @@ def test_channel_affine_matches_oracle(build, seed, n, c, out_zp, bounds, shift_
     np.testing.assert_array_equal(out, oracle.channel_affine(*args))
 
 
+
+@each_build
+@SETTINGS
+@given(seeds, batch, channels, shift_ranges, st.booleans(),
+       st.tuples(st.integers(-32768, 32767), st.integers(-32768, 32767)).map(sorted))
+def test_channel_affine_int16_matches_oracle(build, seed, n, c, shift_range, wide_bias, bounds):
+    # int16 x (zero point 0) times int8 w: |x * w| <= 2^15 * 127, plus the bias, in int32
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-32768, 32768, (n, c)).astype(np.int16)
+    x[rng.random(x.shape) < 0.1] = -32768
+    w = int8_array(rng, c, -127, 127)
+    bias_bound = 2 ** 31 - 1 if wide_bias else 2 ** 24
+    bias = rng.integers(-bias_bound, bias_bound, size=c, endpoint=True).astype(np.int32)
+    m0, shift = requant_params(rng, c, (-31, 8) if shift_range == "fit" else shift_range)
+    if shift_range == "fit":    # near the int16 range: m0 * 2^(shift - 31) * max|acc| ~ 2^14
+        shift = fitted_shift(oracle.channel_affine_accumulators(x, w, bias)) + 7
+    out = np.empty((n, c), np.int16)
+    args = (x, w, bias, m0, shift, 0, *bounds)
+    call = build._affine.ChannelAffineCall(*args, out)
+    assert call.bits == 16
+    call()
+    expected = oracle.channel_affine(*args)
+    assert expected.dtype == np.int16
+    np.testing.assert_array_equal(out, expected)
+
+
+@each_build
+def test_channel_affine_int16_by_hand(build):
+    # scale 1/2 (m0 2^30, shift 0; ties round up), then scale 4 (shift 3: 2^3 * 2^30 / 2^31),
+    # clamped to int16; per channel: acc = bias + x * w
+    x = np.array([[32767, -32768], [3, -3], [100, 5]], np.int16)
+    w = np.array([127, -127], np.int8)
+    bias = np.array([-1, 1000], np.int32)
+    m0 = np.array([2 ** 30, 2 ** 30], np.int32)
+    shift = np.array([0, 3], np.int32)
+    acc = oracle.channel_affine_accumulators(x, w, bias)
+    np.testing.assert_array_equal(acc, [[32767 * 127 - 1, 32768 * 127 + 1000],
+                                        [380, 1381], [12699, 365]])
+    expected = [[32767, 32767], [190, 5524], [6350, 1460]]     # 12699 / 2 = 6349.5 -> 6350
+    assert oracle.channel_affine(x, w, bias, m0, shift, 0, -32768, 32767).tolist() == expected
+    out = np.empty((3, 2), np.int16)
+    build._affine.channel_affine(x, w, bias, m0, shift, 0, -32768, 32767, out)
+    assert out.tolist() == expected
+
+
+@each_build
+def test_channel_affine_int16_entry_checks(build):
+    x, w, b32 = np.zeros((2, 3), np.int16), np.zeros(3, np.int8), np.zeros(3, np.int32)
+    m0 = np.full(3, 2 ** 30, np.int32)
+    f = build._affine.channel_affine
+    with pytest.raises(ValueError, match="out_zp = 1: int16 tensors are symmetric"):
+        f(x, w, b32, m0, b32, 1, -32768, 32767, np.zeros((2, 3), np.int16))
+    with pytest.raises(ValueError, match="act_min"):
+        f(x, w, b32, m0, b32, 0, -32769, 32767, np.zeros((2, 3), np.int16))
+    with pytest.raises(ValueError, match="out has dtype int8, but x has dtype int16"):
+        f(x, w, b32, m0, b32, 0, -128, 127, np.zeros((2, 3), np.int8))
+    with pytest.raises(ValueError, match="out_zp = 1: int16 tensors are symmetric"):
+        oracle.channel_affine(x, w, b32, m0, b32, 1, -32768, 32767)
+
 @each_build
 @SETTINGS
 @given(seeds, st.integers(0, 600), zero_points, zero_points, clamp_bounds(),

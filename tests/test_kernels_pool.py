@@ -2,7 +2,9 @@
 fixnet.oracle on random shapes, windows, zero points, multipliers and clamp bounds; the
 oracle itself is checked against independent definitions (naive loops, exact fractions, real
 arithmetic, np.pad, np.concatenate); every kernel rejects bad arguments with ValueError, and
-a params mapping without one of its struct's keys or with an unknown key.
+a params mapping without one of its struct's keys or with an unknown key. The int16 paths
+(one activation type per call: x, y and out all int16, zero points 0) are held to the same,
+at the end of the file.
 
 Hypothesis draws shapes, parameters and a seed; NumPy fills the arrays from the seed (with the
 int8 extremes mixed in), which keeps the examples fast while hypothesis still shrinks shapes.
@@ -85,7 +87,7 @@ def pool_geometry(draw, max_hw=12):
 
 
 def run_pool(kernel, x, params, oh, ow):
-    out = np.full((x.shape[0], oh, ow, x.shape[3]), 99, np.int8)
+    out = np.full((x.shape[0], oh, ow, x.shape[3]), 99, x.dtype)
     assert getattr(_pool, kernel)(x, params, out) is None
     return out
 
@@ -335,7 +337,7 @@ def binary_params(kernel, *values):
 
 
 def run_binary(kernel, x, y, params):
-    out = np.full(x.shape, 99, np.int8)
+    out = np.full(x.shape, 99, x.dtype)
     assert getattr(_merge, kernel)(x, y, params, out) is None
     return out
 
@@ -791,3 +793,471 @@ def test_params_must_have_exactly_the_struct_keys(kind):
                     run(bad)
         with pytest.raises(TypeError, match=f"{kind}: params must be a mapping"):
             run(tuple(params.values()))
+
+
+# ---- int16 activations ---------------------------------------------------------------------
+# The same kernels on int16 tensors (symmetric: zero points 0): bit-exact with the oracle on
+# every build, the oracle against hand-worked values and real arithmetic, the int16 limits
+# (window sums, left shifts, clamp bounds, zero points) checked at entry.
+
+int16_clamp_bounds = st.one_of(
+    st.just((-32768, 32767)),
+    st.tuples(st.integers(-32768, 32767), st.just(32767)),
+    st.tuples(st.integers(-32768, 32767), st.integers(-32768, 32767)).map(sorted).map(tuple),
+)
+
+
+def int16_array(rng, shape, lo=-32768, hi=32767):
+    """int8_array for int16: uniform in [lo, hi], about 10% of entries forced to lo or hi."""
+    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int16)
+    extremes = rng.random(shape) < 0.1
+    a[extremes] = rng.choice(np.array([lo, hi], np.int16), size=int(extremes.sum()))
+    return a
+
+
+@SETTINGS
+@given(seeds, batch, channels, pool_geometry())
+def test_max_pool2d_int16_matches_oracle(seed, n, c, geometry):
+    # channels 1..40: whole vectors of 8 int16 lanes and the scalar tails
+    h, w, params, oh, ow = geometry
+    x = int16_array(np.random.default_rng(seed), (n, h, w, c))
+    out = run_pool("max_pool2d", x, params, oh, ow)
+    assert out.dtype == np.int16
+    np.testing.assert_array_equal(out, oracle.max_pool2d(x, params, out_h=oh, out_w=ow))
+
+
+@SETTINGS
+@given(seeds, batch, channels, pool_geometry(), st.booleans())
+def test_avg_pool2d_int16_matches_oracle(seed, n, c, geometry, narrow):
+    h, w, params, oh, ow = geometry
+    x = int16_array(np.random.default_rng(seed), (n, h, w, c), *((-3, 3) if narrow else ()))
+    out = run_pool("avg_pool2d", x, params, oh, ow)
+    assert out.dtype == np.int16
+    np.testing.assert_array_equal(out, oracle.avg_pool2d(x, params, out_h=oh, out_w=ow))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seeds, st.integers(0, 2), st.integers(1, 4), pool_geometry(max_hw=6))
+def test_pool_int16_oracle_is_the_exact_max_and_rounded_mean(seed, n, c, geometry):
+    h, w, params, oh, ow = geometry
+    x = int16_array(np.random.default_rng(seed), (n, h, w, c))
+    most = np.empty((n, oh, ow, c), np.int16)
+    mean = np.empty((n, oh, ow, c), np.int16)
+    for (i, j), cells in in_bounds_windows(h, w, params, oh, ow).items():
+        for b in range(n):
+            for ch in range(c):
+                values = [int(x[b, r, q, ch]) for r, q in cells]
+                most[b, i, j, ch] = max(values)
+                mean[b, i, j, ch] = round_half_away(Fraction(sum(values), len(values)))
+    np.testing.assert_array_equal(oracle.max_pool2d(x, params, out_h=oh, out_w=ow), most)
+    np.testing.assert_array_equal(oracle.avg_pool2d(x, params, out_h=oh, out_w=ow), mean)
+
+
+def test_avg_pool2d_int16_rounds_ties_away_from_zero():
+    pairs = [(32767, 32766), (-32768, -32767), (1, 2), (-1, -2), (32767, 32767), (-32768, -32768)]
+    x = np.array(pairs, np.int16).reshape(1, 1, 2 * len(pairs), 1)
+    params = pool_params(1, 2, 1, 2, 0, 0)
+    expected = [32767, -32768, 2, -2, 32767, -32768]
+    assert run_pool("avg_pool2d", x, params, 1, len(pairs)).ravel().tolist() == expected
+    assert oracle.avg_pool2d(x, params, out_h=1, out_w=len(pairs)).ravel().tolist() == expected
+
+
+def test_avg_pool2d_int16_window_limit():
+    # int32 window sums of int16 values: pool_h * pool_w * 32768 < 2^31, i.e. at most 65535
+    # elements. The largest window, full of either extreme, sums to within 2^15 of int32's
+    # ends, the rounding term included, and averages exactly.
+    assert oracle.window_sum_limit(np.int16) == 65535 == 255 * 257
+    assert oracle.window_sum_limit(np.int8) == 2 ** 24 - 1
+    params = pool_params(255, 257, 1, 1, 0, 0)
+    for value in (-32768, 32767, -32767):
+        x = np.full((1, 255, 257, 2), value, np.int16)
+        x[0, 0, 0, 1] = value - 1 if value > -32768 else value + 1   # mean value -/+ 1/65535
+        out = run_pool("avg_pool2d", x, params, 1, 1)
+        np.testing.assert_array_equal(out.ravel(), [value, value])
+        np.testing.assert_array_equal(oracle.avg_pool2d(x, params, out_h=1, out_w=1), out)
+    x, out = np.zeros((1, 4, 4, 1), np.int16), np.zeros((1, 1, 1, 1), np.int16)
+    for too_big in (pool_params(256, 256, 1, 1, 0, 0), pool_params(65536, 1, 1, 1, 0, 0)):
+        with pytest.raises(ValueError, match="int16 values needs pool_h \\* pool_w \\* 32768"):
+            _pool.avg_pool2d(x, too_big, out)
+        with pytest.raises(ValueError, match="pool_h \\* pool_w"):
+            oracle.avg_pool2d(x, too_big, out_h=1, out_w=1)
+    _pool.max_pool2d(x, pool_params(256, 256, 1, 1, 0, 0), out)  # max pooling sums nothing
+
+
+def test_avg_pool2d_int8_largest_window_rounds_without_wrapping():
+    # 4096 * 4095 int8 elements of -128 (the largest window the entry check takes): the sum
+    # and its rounding term, -128.5 * count, pass INT32_MIN; the mean is still -128.
+    x = np.full((1, 4096, 4095, 1), -128, np.int8)
+    out = run_pool("avg_pool2d", x, pool_params(4096, 4095, 1, 1, 0, 0), 1, 1)
+    assert out.ravel().tolist() == [-128]
+
+
+@pytest.mark.parametrize("kernel", ["max_pool2d", "avg_pool2d"])
+def test_pool_int16_call_object_rereads_its_input(kernel):
+    rng = np.random.default_rng(11)
+    x = int16_array(rng, (2, 9, 7, 19))
+    params = pool_params(3, 2, 2, 2, 1, 0)
+    out = np.empty((2, 5, 3, 19), np.int16)
+    call = getattr(_pool, kernel.replace("_pool2d", "").capitalize() + "Pool2dCall")(x, params, out)
+    assert call.bits == 16 and call.params == params
+    for _ in range(2):
+        x[...] = int16_array(rng, x.shape)
+        assert call() is None
+        np.testing.assert_array_equal(out, getattr(oracle, kernel)(x, params, out_h=5, out_w=3))
+
+
+@pytest.mark.parametrize("kernel", ["max_pool2d", "avg_pool2d"])
+def test_pool_rejects_mixed_activation_types(kernel):
+    x, out = np.zeros((2, 5, 6, 3), np.int16), np.zeros((2, 3, 2, 3), np.int8)
+    params = pool_params(2, 3, 2, 3, 1, 0)
+    with pytest.raises(ValueError, match="out has dtype int8, but x has dtype int16"):
+        getattr(_pool, kernel)(x, params, out)
+    with pytest.raises(ValueError, match="dtype"):       # Cython's buffer check
+        getattr(_pool, kernel)(x.astype(np.int32), params, out.astype(np.int32))
+    with pytest.raises(TypeError, match="x must be an int8 or int16 array, not None"):
+        getattr(_pool, kernel)(None, params, out)
+
+
+@st.composite
+def add_params16(draw):
+    """add's params mapping for int16 (zero points 0): TFLite's recipe (left_shift 15) from
+    real scales, or arbitrary valid ones (left_shift up to 16, saturating multipliers)."""
+    if draw(st.booleans()):
+        left_shift = 15
+        x_scale, y_scale = draw(st.floats(1e-5, 1.0)), draw(st.floats(1e-5, 1.0))
+        out_scale = draw(st.floats(0.25, 4.0)) * max(x_scale, y_scale)
+        twice_max = 2 * max(x_scale, y_scale)
+        x_m0, x_shift = oracle.quantize_multiplier(x_scale / twice_max)
+        y_m0, y_shift = oracle.quantize_multiplier(y_scale / twice_max)
+        out_m0, out_shift = oracle.quantize_multiplier(twice_max / (2 ** left_shift * out_scale))
+    else:
+        left_shift = draw(st.integers(0, 16))
+        x_m0, y_m0, out_m0 = draw(multipliers), draw(multipliers), draw(multipliers)
+        x_shift, y_shift, out_shift = (draw(st.integers(-31, 30)) for _ in range(3))
+    return binary_params("add", 0, x_m0, x_shift, 0, y_m0, y_shift, left_shift, out_m0,
+                         out_shift, 0, *draw(int16_clamp_bounds), draw(st.sampled_from([0, 1])))
+
+
+@st.composite
+def mul_params16(draw):
+    """mul's params mapping for int16: a factor from real scales (the product of two int16
+    codes is up to 2^30: shifts near -15), or any valid multiplier."""
+    if draw(st.booleans()):
+        m0, shift = oracle.quantize_multiplier(draw(st.floats(2.0 ** -17, 2.0 ** -13)))
+    else:
+        m0, shift = draw(multipliers), draw(st.integers(-31, 30))
+    return binary_params("mul", 0, 0, m0, shift, 0, *draw(int16_clamp_bounds))
+
+
+@st.composite
+def maximum_params16(draw):
+    """maximum's params mapping for int16: factors 1/4 .. 4 from real scales, or arbitrary."""
+    if draw(st.booleans()):
+        x_m0, x_shift = oracle.quantize_multiplier(draw(st.floats(0.25, 4.0)))
+        y_m0, y_shift = oracle.quantize_multiplier(draw(st.floats(0.25, 4.0)))
+    else:
+        x_m0, y_m0 = draw(multipliers), draw(multipliers)
+        x_shift, y_shift = draw(st.integers(-31, 30)), draw(st.integers(-31, 30))
+    return binary_params("maximum", 0, x_m0, x_shift, 0, y_m0, y_shift, 0,
+                         *draw(int16_clamp_bounds), draw(st.sampled_from([0, 1])))
+
+
+BINARY16_PARAMS = {"add": add_params16(), "mul": mul_params16(), "maximum": maximum_params16()}
+
+
+@pytest.mark.parametrize("kernel", ["add", "mul", "maximum"])
+@SETTINGS
+@given(seeds, sizes, st.data())
+def test_binary_int16_matches_oracle(kernel, seed, size, data):
+    # sizes: 0, 1, up to 300 (vectors of 8 and the scalar tail), 5000, 70000 (no pair table
+    # for int16: the same loop at every size)
+    params = data.draw(BINARY16_PARAMS[kernel])
+    rng = np.random.default_rng(seed)
+    x, y = int16_array(rng, size), int16_array(rng, size)
+    out = run_binary(kernel, x, y, params)
+    assert out.dtype == np.int16
+    np.testing.assert_array_equal(out, getattr(oracle, kernel)(x, y, params))
+
+
+def test_binary_int16_tails_match_the_vector_loop():
+    # Every int16 pair value class through both the 8-wide loop and the scalar tail: the
+    # same elements, once at the start of a long array and once in a 7-element tail.
+    rng = np.random.default_rng(12)
+    x, y = int16_array(rng, 4096), int16_array(rng, 4096)
+    for kernel, params in (("add", binary_params("add", 0, 2 ** 30 + 7, -1, 0, 2 ** 30 + 9, -2, 15,
+                                                 1500000000, -14, 0, -32768, 32767, 1)),
+                           ("mul", binary_params("mul", 0, 0, 1500000000, -16, 0, -30000, 32767)),
+                           ("maximum", binary_params("maximum", 0, 2 ** 30 + 5, 1, 0, 2 ** 30 + 99,
+                                                     -2, 0, -32768, 32000, 1))):
+        whole = run_binary(kernel, x, y, params)
+        tails = [run_binary(kernel, x[i:i + 7], y[i:i + 7], params) for i in range(0, 4096, 7)]
+        np.testing.assert_array_equal(np.concatenate(tails), whole)
+        np.testing.assert_array_equal(whole, getattr(oracle, kernel)(x, y, params))
+
+
+def test_add_int16_oracle_by_hand():
+    # One scale for x, y and out, TFLite's int16 recipe: x and y to 2^15 / 2 steps, summed,
+    # back by 2^-14: exactly x + y (subtract: x - y), clamped to int16.
+    x = np.array([32767, -32768, 1000, -5, 32767, -32768], np.int16)
+    y = np.array([1, -1, -3000, 5, -32768, 32767], np.int16)
+    m0, shift = oracle.quantize_multiplier(0.5)
+    out_m0, out_shift = oracle.quantize_multiplier(2.0 ** -14)
+    params = binary_params("add", 0, m0, shift, 0, m0, shift, 15, out_m0, out_shift, 0, -32768,
+                           32767, 0)
+    expected = np.clip(x.astype(np.int64) + y, -32768, 32767)
+    np.testing.assert_array_equal(oracle.add(x, y, params), expected)
+    np.testing.assert_array_equal(run_binary("add", x, y, params), expected)
+    params["subtract"] = 1
+    expected = np.clip(x.astype(np.int64) - y, -32768, 32767)
+    np.testing.assert_array_equal(oracle.add(x, y, params), expected)
+    np.testing.assert_array_equal(run_binary("add", x, y, params), expected)
+    # the intermediate: |x| * 2^15 / 2 <= 2^29, the sum within 2^30
+    r = oracle.add_accumulators(x, y, params)
+    assert np.abs(r).max() <= 2 ** 30
+
+
+def test_mul_int16_oracle_by_hand():
+    # factor 2^-15: x * y / 32768, TFLite's two roundings (the doubling high multiply rounds
+    # ties up, the right shift ties away from zero): 3 * 16384 = 1.5 -> 2, -1.5 -> -2.
+    x = np.array([32767, -32768, 3, -3, 100, -32768], np.int16)
+    y = np.array([32767, -32768, 16384, 16384, -200, 1], np.int16)
+    params = binary_params("mul", 0, 0, 2 ** 30, -14, 0, -32768, 32767)
+    expected = [32766, 32767, 2, -2, -1, -1]
+    assert oracle.mul(x, y, params).tolist() == expected
+    assert run_binary("mul", x, y, params).tolist() == expected
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 300), st.floats(1e-4, 1.0), st.floats(1e-4, 1.0),
+       st.floats(0.25, 4.0), st.booleans(), st.booleans())
+def test_add_int16_oracle_approximates_the_real_sum(seed, size, x_scale, y_scale, out_ratio,
+                                                    same_scale, subtract):
+    if same_scale:
+        y_scale = x_scale
+    out_scale = out_ratio * max(x_scale, y_scale)
+    twice_max = 2 * max(x_scale, y_scale)
+    x_m0, x_shift = oracle.quantize_multiplier(x_scale / twice_max)
+    y_m0, y_shift = oracle.quantize_multiplier(y_scale / twice_max)
+    out_m0, out_shift = oracle.quantize_multiplier(twice_max / (2 ** 15 * out_scale))
+    rng = np.random.default_rng(seed)
+    x, y = int16_array(rng, size), int16_array(rng, size)
+    out = oracle.add(x, y, binary_params("add", 0, x_m0, x_shift, 0, y_m0, y_shift, 15, out_m0,
+                                         out_shift, 0, -32768, 32767, int(subtract)))
+    real = x_scale * x.astype(np.float64) + (-1 if subtract else 1) * y_scale * y.astype(np.float64)
+    error = np.abs(out - np.clip(real / out_scale, -32768, 32767))
+    # rounding to nearest, plus the 2^-15-step roundings of both inputs (in output steps,
+    # at most 2 * 2^-15 / out_ratio' with out_scale >= max scale / 4): below 0.5 + 2^-10
+    assert error.max() <= 0.5 + 2.0 ** -10
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 300), st.floats(1e-4, 1.0), st.floats(1e-4, 1.0),
+       st.floats(0.01, 1.0))
+def test_mul_int16_oracle_approximates_the_real_product(seed, size, x_scale, y_scale, out_ratio):
+    out_scale = out_ratio * x_scale * y_scale * 32768
+    m0, shift = oracle.quantize_multiplier(x_scale * y_scale / out_scale)
+    rng = np.random.default_rng(seed)
+    x, y = int16_array(rng, size), int16_array(rng, size)
+    out = oracle.mul(x, y, binary_params("mul", 0, 0, m0, shift, 0, -32768, 32767))
+    real = x_scale * x.astype(np.float64) * y_scale * y.astype(np.float64)
+    error = np.abs(out - np.clip(real / out_scale, -32768, 32767))
+    right = max(-shift, 0)
+    assert error.max() <= 0.5 + 2.0 ** -(right + 1) + 1e-6
+
+
+@pytest.mark.parametrize("take_min", [0, 1])
+def test_maximum_int16_in_one_quantization_is_numpy_max(take_min):
+    rng = np.random.default_rng(13)
+    x, y = int16_array(rng, 5000), int16_array(rng, 5000)
+    params = binary_params("maximum", 0, 2 ** 30, 1, 0, 2 ** 30, 1, 0, -20000, 30000, take_min)
+    expected = np.clip((np.minimum if take_min else np.maximum)(x, y), -20000, 30000)
+    np.testing.assert_array_equal(oracle.maximum(x, y, params), expected)
+    np.testing.assert_array_equal(run_binary("maximum", x, y, params), expected)
+
+
+def test_add_int16_intermediate_wraps_like_the_oracle():
+    # left_shift 16 and the largest multipliers with shift 30: sx, sy saturate at +-2^31 and
+    # their sum wraps modulo 2^32 in the kernel's vector and scalar loops and in the oracle.
+    x = np.array([32767, -32768, 32767, -32768, 0, 1, -1, 5] * 2, np.int16)
+    y = np.array([32767, -32768, -32768, 32767, 0, -1, 1, 9] * 2, np.int16)
+    params = binary_params("add", 0, 2 ** 31 - 1, 30, 0, 2 ** 31 - 1, 30, 16, 2 ** 30, -20, 0,
+                           -32768, 32767, 0)
+    r = oracle.add_accumulators(x, y, params)
+    assert r.max() > 2 ** 31 - 1 and r.min() < -(2 ** 31)
+    np.testing.assert_array_equal(run_binary("add", x, y, params), oracle.add(x, y, params))
+    np.testing.assert_array_equal(run_binary("add", x[:7], y[:7], params),
+                                  oracle.add(x[:7], y[:7], params))
+
+
+def test_binary_int16_call_objects_reread_their_inputs_and_use_no_pair_table():
+    rng = np.random.default_rng(14)
+    size = 70000
+    x, y, out = int16_array(rng, size), int16_array(rng, size), np.empty(size, np.int16)
+    add_p = binary_params("add", 0, 2 ** 30 + 7, -1, 0, 2 ** 30 + 9, -2, 15, 1500000000, -14,
+                          0, -32768, 32767, 1)
+    mul_p = binary_params("mul", 0, 0, 1500000000, -16, 0, -30000, 32767)
+    max_p = binary_params("maximum", 0, 2 ** 30 + 5, 1, 0, 2 ** 30 + 99, -2, 0, -30000, 30000, 0)
+    calls = [(_merge.AddCall(x, y, add_p, out), oracle.add, add_p),
+             (_merge.MulCall(x, y, mul_p, out), oracle.mul, mul_p),
+             (_merge.MaximumCall(x, y, max_p, out), oracle.maximum, max_p)]
+    assert not calls[0][0].uses_pair_table and not calls[1][0].uses_pair_table
+    for call, _, params in calls:
+        assert call.bits == 16 and call.params == params
+    for _ in range(2):
+        x[:], y[:] = int16_array(rng, size), int16_array(rng, size)
+        for call, reference, params in calls:
+            assert call() is None
+            np.testing.assert_array_equal(out, reference(x, y, params))
+
+
+def i16(*shape):
+    return np.zeros(shape, np.int16)
+
+
+ADD16 = binary_params("add", 0, 2 ** 30, 0, 0, 2 ** 30, 0, 15, 2 ** 30, -14, 0, -32768, 32767, 0)
+MUL16 = binary_params("mul", 0, 0, 2 ** 30, -14, 0, -32768, 32767)
+MAX16 = binary_params("maximum", 0, 2 ** 30, 1, 0, 2 ** 30, 1, 0, -32768, 32767, 0)
+
+
+@pytest.mark.parametrize("kernel, params, name, value, match", [
+    ("add", ADD16, "x_zp", 1, "x_zp = 1: int16 tensors are symmetric"),
+    ("add", ADD16, "y_zp", -1, "y_zp = -1: int16 tensors are symmetric"),
+    ("add", ADD16, "out_zp", 3, "out_zp = 3: int16 tensors are symmetric"),
+    ("add", ADD16, "left_shift", 17, "left_shift = 17 with x_zp = 0"),
+    ("add", ADD16, "act_min", -32769, "act_min"),
+    ("add", ADD16, "act_max", 32768, "act_max"),
+    ("mul", MUL16, "x_zp", 5, "x_zp = 5: int16 tensors are symmetric"),
+    ("mul", MUL16, "out_zp", -2, "out_zp = -2: int16 tensors are symmetric"),
+    ("mul", MUL16, "act_min", -40000, "act_min"),
+    ("maximum", MAX16, "y_zp", 7, "y_zp = 7: int16 tensors are symmetric"),
+    ("maximum", MAX16, "act_max", 40000, "act_max"),
+])
+def test_binary_int16_rejects_parameters(kernel, params, name, value, match):
+    bad = with_param(params, name, value)
+    with pytest.raises(ValueError, match=match):
+        getattr(_merge, kernel)(i16(4), i16(4), bad, i16(4))
+    with pytest.raises(ValueError, match=match):
+        getattr(oracle, kernel)(i16(4), i16(4), bad)
+    getattr(_merge, kernel)(i16(4), i16(4), params, i16(4))      # the valid mapping is taken
+    if name == "left_shift":    # a limit of int16's range: int8 values take 17 (zp 0)
+        int8_bounds = dict(bad, act_min=-128, act_max=127)
+        getattr(_merge, kernel)(i8(4), i8(4), int8_bounds, i8(4))
+        oracle.add(i8(4), i8(4), int8_bounds)
+
+
+@pytest.mark.parametrize("kernel, params", [("add", ADD16), ("mul", MUL16), ("maximum", MAX16)])
+def test_binary_rejects_mixed_activation_types(kernel, params):
+    f = getattr(_merge, kernel)
+    with pytest.raises(ValueError, match="y has dtype int8, but x has dtype int16 "
+                                         "\\(one activation type per call"):
+        f(i16(4), i8(4), params, i16(4))
+    with pytest.raises(ValueError, match="out has dtype int16, but x has dtype int8"):
+        f(i8(4), i8(4), with_param(params, "act_min", -128), i16(4))
+    with pytest.raises(ValueError, match="y has length 3"):
+        f(i16(4), i16(3), params, i16(4))
+    with pytest.raises(TypeError, match="one activation type per call"):
+        getattr(oracle, kernel)(i16(4), i8(4), params)
+
+
+@pytest.mark.parametrize("outer, n, offset, extra", [(0, 5, 0, 0), (3, 0, 2, 4), (4, 300, 7, 10),
+                                                     (1, 9, 0, 0), (2, 17, 3, 3)])
+@pytest.mark.parametrize("rescale", [None, (2 ** 30, 0), (1234567890, 1), (2 ** 30 + 5, -20),
+                                     (2 ** 31 - 1, 30)])
+def test_requantize_into_int16_matches_oracle(outer, n, offset, extra, rescale):
+    rng = np.random.default_rng(outer * 1000 + n)
+    x = int16_array(rng, (outer, n))
+    m0, shift = rescale or (0, 0)
+    before = int16_array(rng, (outer, n + offset + extra))
+    out = before.copy()
+    assert _layout.requantize_into(x, 0, m0, shift, 0, out, offset) is None
+    expected = oracle.requantize_into(x, 0, m0, shift, 0)
+    assert expected.dtype == np.int16
+    np.testing.assert_array_equal(out[:, offset:offset + n], expected)
+    np.testing.assert_array_equal(out[:, :offset], before[:, :offset])
+    np.testing.assert_array_equal(out[:, offset + n:], before[:, offset + n:])
+    if m0 == 0:
+        np.testing.assert_array_equal(expected, x)
+
+
+def test_requantize_into_int16_by_hand():
+    # factor 1/2 (m0 = 2^30, shift 0): the doubling high multiply rounds ties up (1.5 -> 2,
+    # -1.5 -> -1); factor 2 (shift 2) saturates nothing in int32 but clamps to int16.
+    x = np.array([[32767, -32768, 3, -3, 0]], np.int16)
+    assert oracle.requantize_into(x, 0, 2 ** 30, 0, 0).tolist() == [[16384, -16384, 2, -1, 0]]
+    assert oracle.requantize_into(x, 0, 2 ** 30, 2, 0).tolist() == [[32767, -32768, 6, -6, 0]]
+    for m0, shift in ((2 ** 30, 0), (2 ** 30, 2)):
+        out = np.zeros((1, 5), np.int16)
+        _layout.requantize_into(x, 0, m0, shift, 0, out, 0)
+        np.testing.assert_array_equal(out, oracle.requantize_into(x, 0, m0, shift, 0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seeds, st.integers(0, 2), st.integers(1, 5), st.integers(1, 5), st.integers(1, 6),
+       st.integers(1, 3), st.integers(0, 3), st.booleans())
+def test_concatenate_int16_along_any_axis(seed, n, h, w, c, n_inputs, axis, same_quantization):
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for _ in range(n_inputs):
+        shape = [n, h, w, c]
+        shape[axis] = int(rng.integers(0, 5))
+        shapes.append(shape)
+    xs = [int16_array(rng, s) for s in shapes]
+    params = [(0, 0, 0) if same_quantization else
+              (0, *oracle.quantize_multiplier(rng.uniform(0.3, 3))) for _ in xs]
+    out_shape = list(shapes[0])
+    out_shape[axis] = sum(s[axis] for s in shapes)
+    out = np.full(out_shape, 99, np.int16)
+    outer = int(np.prod(out_shape[:axis]))
+    out2d = out.reshape(outer, int(np.prod(out_shape[axis:])))
+    blocks, offset = [], 0
+    for x, (in_zp, m0, shift) in zip(xs, params):
+        x2d = x.reshape(outer, int(np.prod(x.shape[axis:])))
+        _layout.requantize_into(x2d, in_zp, m0, shift, 0, out2d, offset)
+        blocks.append((x2d, in_zp, m0, shift))
+        offset += x2d.shape[1]
+    np.testing.assert_array_equal(out2d, oracle.concatenate(blocks, 0))
+    if same_quantization:
+        np.testing.assert_array_equal(out, np.concatenate(xs, axis=axis))
+
+
+@pytest.mark.parametrize("args, match", [
+    ((i16(2, 3), 1, 2 ** 30, 0, 0, i16(2, 5), 0), "in_zp = 1: int16 tensors are symmetric"),
+    ((i16(2, 3), 0, 2 ** 30, 0, -1, i16(2, 5), 0), "out_zp = -1: int16 tensors are symmetric"),
+    ((i16(2, 3), 0, 2 ** 30, 0, 0, i8(2, 5), 0), "out has dtype int8, but x has dtype int16"),
+    ((i16(2, 3), 0, 2 ** 30, 0, 0, i16(3, 5), 0), "out has shape"),
+    ((i16(2, 3), 0, 2 ** 30, 0, 0, i16(2, 5), 3), "offset = 3"),
+])
+def test_requantize_into_int16_rejects(args, match):
+    with pytest.raises(ValueError, match=match):
+        _layout.requantize_into(*args)
+
+
+@SETTINGS
+@given(seeds, batch, st.integers(0, 12), st.integers(0, 12), channels,
+       st.tuples(*[st.integers(0, 4)] * 4), st.one_of(st.just(0), st.integers(-32768, 32767)))
+def test_pad_nhwc_int16_matches_oracle_and_np_pad(seed, n, h, w, c, pads, value):
+    # the op pads with the zero point, 0; the kernel takes any int16 code
+    top, bottom, left, right = pads
+    x = int16_array(np.random.default_rng(seed), (n, h, w, c))
+    out = np.full((n, h + top + bottom, w + left + right, c), 99, np.int16)
+    params = pad_params(top, bottom, left, right, value)
+    assert _layout.pad_nhwc(x, params, out) is None
+    expected = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+    np.testing.assert_array_equal(oracle.pad_nhwc(x, params), expected)
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("value, out, match", [
+    (32768, i16(1, 3, 3, 4), "value = 32768 is outside the int16 range"),
+    (-32769, i16(1, 3, 3, 4), "value = -32769 is outside the int16 range"),
+    (0, i8(1, 3, 3, 4), "out has dtype int8, but x has dtype int16"),
+    (0, i16(1, 4, 3, 4), "out has shape"),
+])
+def test_pad_nhwc_int16_rejects(value, out, match):
+    params = pad_params(0, 0, 0, 0, value)
+    with pytest.raises(ValueError, match=match):
+        _layout.pad_nhwc(i16(1, 3, 3, 4), params, out)
+    if "range" in match:
+        with pytest.raises(ValueError, match=match):
+            oracle.pad_nhwc(i16(1, 3, 3, 4), params)
+    _layout.pad_nhwc(i8(1, 3, 3, 4), pad_params(0, 0, 0, 0, 127), i8(1, 3, 3, 4))

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Max and average pooling of int8 NHWC tensors.
+"""Max and average pooling of int8 and int16 NHWC tensors (x and out of one type: the call's).
 
 Bit-exact with ``fixnet.oracle.max_pool2d`` / ``avg_pool2d``. Private: fixnet.runtime builds
 one Call object per layer (arguments checked once) and calls it in a loop.
@@ -11,15 +11,18 @@ pool = (H, W), stride 1, no padding. The kernels take x, one ``params`` mapping 
 the fields of params.pxd's pool_params (POOL_PARAMS: pool_h, pool_w, stride_h, stride_w,
 pad_top, pad_left), and out; the oracle takes the same mapping.
 
+Average pooling sums a window in int32: |sum| <= pool_h * pool_w * 128 for int8, * 32768 for
+int16, so the window may hold up to 2^24 - 1 int8 elements, 65535 int16 ones (checked at entry).
+
 A Call object is not thread-safe (AvgPool2dCall owns a scratch row): one per thread.
 """
 cimport cython
 from fixnet._kernels._step cimport KernelCall
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int8_t, int32_t, int64_t
-from libc.string cimport memcpy
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 from libc.stddef cimport ptrdiff_t
 
+from fixnet._kernels.acttype cimport act_t, call_bits
 from fixnet._kernels.fixedpoint cimport check_params
 from fixnet._kernels.params cimport pool_params
 
@@ -48,34 +51,40 @@ cdef inline void window_bounds(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t pad, 
 cdef extern from "maxpool.h" nogil:
     void mp_pixel(int8_t* dst, const int8_t* image, ptrdiff_t row_len, ptrdiff_t c,
                   ptrdiff_t h0, ptrdiff_t h1, ptrdiff_t w0, ptrdiff_t w1)
+    void mp_pixel16(int16_t* dst, const int16_t* image, ptrdiff_t row_len, ptrdiff_t c,
+                    ptrdiff_t h0, ptrdiff_t h1, ptrdiff_t w0, ptrdiff_t w1)
 
 
-cdef void max_pool2d_impl(const int8_t* x, int8_t* out, const PoolGeometry* g) noexcept nogil:
-    """out[n, oh, ow, :] = max of x[n, h, w, :] over the window's in-bounds (h, w), 16
-    channels per vector (csrc/maxpool.h)."""
+cdef void max_pool2d_impl(const act_t* x, act_t* out, const PoolGeometry* g) noexcept nogil:
+    """out[n, oh, ow, :] = max of x[n, h, w, :] over the window's in-bounds (h, w), a vector
+    of channels at a time (csrc/maxpool.h: 16 int8 or 8 int16)."""
     cdef Py_ssize_t c = g.channels, row_len = g.in_w * g.channels
     cdef Py_ssize_t n, oh, ow, h0, h1, w0, w1
-    cdef const int8_t* image
-    cdef int8_t* dst = out
+    cdef const act_t* image
+    cdef act_t* dst = out
     for n in range(g.batch):
         image = x + n * g.in_h * row_len
         for oh in range(g.out_h):
             window_bounds(oh, g.stride_h, g.pad_top, g.pool_h, g.in_h, &h0, &h1)
             for ow in range(g.out_w):
                 window_bounds(ow, g.stride_w, g.pad_left, g.pool_w, g.in_w, &w0, &w1)
-                mp_pixel(dst, image, row_len, c, h0, h1, w0, w1)
+                if act_t is int8_t:
+                    mp_pixel(dst, image, row_len, c, h0, h1, w0, w1)
+                else:
+                    mp_pixel16(dst, image, row_len, c, h0, h1, w0, w1)
                 dst += c
 
 
-cdef void avg_pool2d_impl(const int8_t* x, int8_t* out, int32_t* acc,
+cdef void avg_pool2d_impl(const act_t* x, act_t* out, int32_t* acc,
                           const PoolGeometry* g) noexcept nogil:
     """out[n, oh, ow, :] = rounded mean of x[n, h, w, :] over the window's in-bounds (h, w),
-    summed in acc[0:C] (int32; |sum| <= pool_h * pool_w * 128 < 2^31, checked at entry)."""
+    summed in acc[0:C] (int32; |sum| <= pool_h * pool_w * 2^(bits - 1) < 2^31, checked at
+    entry)."""
     cdef Py_ssize_t c = g.channels, row_len = g.in_w * g.channels
     cdef Py_ssize_t n, oh, ow, h, w, i, h0, h1, w0, w1
-    cdef const int8_t* image
-    cdef const int8_t* src
-    cdef int8_t* dst = out
+    cdef const act_t* image
+    cdef const act_t* src
+    cdef act_t* dst = out
     cdef int32_t s, m, half
     cdef double count
     for n in range(g.batch):
@@ -92,20 +101,22 @@ cdef void avg_pool2d_impl(const int8_t* x, int8_t* out, int32_t* acc,
                         if h == h0 and w == w0:
                             continue
                         src = image + h * row_len + w * c
-                        for i in range(c):  # int8 -> int32 widening adds
+                        for i in range(c):  # int8 (int16) -> int32 widening adds
                             acc[i] += src[i]
                 # Round half away from zero: trunc((s + sign(s) * (count // 2)) / count).
-                # |s| + count // 2 <= 128.5 * count < 2^31: fits int32. The sign is applied
-                # without a branch ((half ^ m) - m is half for m = 0, -half for m = -1) and
-                # the division is done in double, so the loop vectorises (there is no SIMD
-                # integer division). Exact: a quotient of integers below 2^53 that is not an
-                # integer is at least 1/count away from one, far more than the rounding error.
+                # The sign is applied without a branch ((half ^ m) - m is half for m = 0,
+                # -half for m = -1), the sum and the division are done in double (|s| +
+                # count // 2 may pass 2^31 by half a count: 128.5 * count for the largest
+                # int8 windows), so the loop vectorises (there is no SIMD integer division).
+                # Exact: the sum is an integer below 2^53, and a quotient of such integers
+                # that is not an integer is at least 1/count away from one, far more than the
+                # rounding error; the quotient's magnitude is at most 2^(bits - 1).
                 count = <double>((h1 - h0) * (w1 - w0))
                 half = <int32_t>((h1 - h0) * (w1 - w0) // 2)
                 for i in range(c):
                     s = acc[i]
                     m = s >> 31  # 0 if s >= 0, -1 if s < 0 (arithmetic shift)
-                    dst[i] = <int8_t><int32_t>(<double>(s + ((half ^ m) - m)) / count)
+                    dst[i] = <act_t><int32_t>((<double>s + <double>((half ^ m) - m)) / count)
                 dst += c
 
 
@@ -140,9 +151,10 @@ cdef int check_window_axis(str kernel, str axis, Py_ssize_t n_out, Py_ssize_t le
     return 0
 
 
-cdef int check_pool_args(str kernel, const int8_t[:, :, :, ::1] x, const pool_params* p,
-                         int8_t[:, :, :, ::1] out, PoolGeometry* g) except -1:
-    """Raise ValueError naming the bad argument; fill g on success."""
+cdef int check_pool_args(str kernel, const Py_ssize_t* xs, const pool_params* p,
+                         const Py_ssize_t* os, PoolGeometry* g) except -1:
+    """Raise ValueError naming the bad argument; fill g on success. xs, os: the shapes of x
+    and out (NHWC)."""
     cdef int pool_h = p.pool_h, pool_w = p.pool_w, stride_h = p.stride_h, stride_w = p.stride_w
     cdef int pad_top = p.pad_top, pad_left = p.pad_left
     for name, value, least in (("pool_h", pool_h, 1), ("pool_w", pool_w, 1),
@@ -150,14 +162,13 @@ cdef int check_pool_args(str kernel, const int8_t[:, :, :, ::1] x, const pool_pa
                                ("pad_top", pad_top, 0), ("pad_left", pad_left, 0)):
         if value < least:
             raise ValueError(f"{kernel}: {name} = {value} must be >= {least}")
-    if out.shape[0] != x.shape[0] or out.shape[3] != x.shape[3]:
-        raise ValueError(f"{kernel}: out has shape ({out.shape[0]}, {out.shape[1]}, "
-                         f"{out.shape[2]}, {out.shape[3]}), expected (N, OH, OW, C) with "
-                         f"N = {x.shape[0]}, C = {x.shape[3]} from x")
-    check_window_axis(kernel, "h", out.shape[1], x.shape[1], pool_h, stride_h, pad_top)
-    check_window_axis(kernel, "w", out.shape[2], x.shape[2], pool_w, stride_w, pad_left)
-    g.batch, g.in_h, g.in_w, g.channels = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    g.out_h, g.out_w = out.shape[1], out.shape[2]
+    if os[0] != xs[0] or os[3] != xs[3]:
+        raise ValueError(f"{kernel}: out has shape ({os[0]}, {os[1]}, {os[2]}, {os[3]}), "
+                         f"expected (N, OH, OW, C) with N = {xs[0]}, C = {xs[3]} from x")
+    check_window_axis(kernel, "h", os[1], xs[1], pool_h, stride_h, pad_top)
+    check_window_axis(kernel, "w", os[2], xs[2], pool_w, stride_w, pad_left)
+    g.batch, g.in_h, g.in_w, g.channels = xs[0], xs[1], xs[2], xs[3]
+    g.out_h, g.out_w = os[1], os[2]
     g.pool_h, g.pool_w, g.stride_h, g.stride_w = pool_h, pool_w, stride_h, stride_w
     g.pad_top, g.pad_left = pad_top, pad_left
     return 0
@@ -172,88 +183,111 @@ cdef Py_ssize_t pool_work(const PoolGeometry* g) noexcept:
 # ---- Python entry points -------------------------------------------------------------------
 
 @cython.auto_pickle(False)
-cdef class MaxPool2dCall(KernelCall):
+cdef class PoolCall(KernelCall):
+    """Base of MaxPool2dCall and AvgPool2dCall: the params, the arrays of one activation type
+    (int8 or int16: x's; out must be the same), checked once, and the window geometry."""
+    cdef readonly pool_params params
+    cdef readonly int bits                  # 8 or 16: the call's activation type
+    cdef const int8_t[:, :, :, ::1] x8      # the arrays, kept alive: the int8 pair or the
+    cdef int8_t[:, :, :, ::1] out8          # int16 pair, the other left empty
+    cdef const int16_t[:, :, :, ::1] x16
+    cdef int16_t[:, :, :, ::1] out16
+    cdef const void* x_data
+    cdef void* out_data
+    cdef PoolGeometry g
+    cdef bint empty
+
+    cdef int bind(self, str kernel, object x, object params, object out) except -1:
+        cdef pool_params p
+        cdef Py_ssize_t xs[4]
+        cdef Py_ssize_t os[4]
+        cdef int i
+        check_params(kernel, params, POOL_PARAMS)
+        p = params
+        self.bits = call_bits(kernel, (x, out), ("x", "out"))
+        if self.bits == 16:
+            self.x16, self.out16 = x, out
+            for i in range(4):
+                xs[i], os[i] = self.x16.shape[i], self.out16.shape[i]
+        else:
+            self.x8, self.out8 = x, out
+            for i in range(4):
+                xs[i], os[i] = self.x8.shape[i], self.out8.shape[i]
+        check_pool_args(kernel, xs, &p, os, &self.g)
+        self.params = p
+        self.empty = self.g.batch * self.g.out_h * self.g.out_w * self.g.channels == 0
+        if not self.empty:
+            if self.bits == 16:
+                self.x_data, self.out_data = &self.x16[0, 0, 0, 0], &self.out16[0, 0, 0, 0]
+            else:
+                self.x_data, self.out_data = &self.x8[0, 0, 0, 0], &self.out8[0, 0, 0, 0]
+        self.n_tasks = 1
+        self.work_share = <double>pool_work(&self.g) / NOGIL_MIN_WORK
+        return 0
+
+
+@cython.auto_pickle(False)
+cdef class MaxPool2dCall(PoolCall):
     """max_pool2d with its arguments checked once: ``MaxPool2dCall(...)()`` runs the kernel.
 
     ``MaxPool2dCall(x, params, out)``; ``params`` gives back the pool_params it was built
     with, as a dict. Keeps x and out alive; calling re-reads x and rewrites out in full.
     """
-    cdef readonly pool_params params
-    cdef const int8_t[:, :, :, ::1] x
-    cdef int8_t[:, :, :, ::1] out
-    cdef const int8_t* x_data
-    cdef int8_t* out_data
-    cdef PoolGeometry g
-    cdef bint empty
 
-    def __init__(self, const int8_t[:, :, :, ::1] x not None, params,
-                 int8_t[:, :, :, ::1] out not None):
-        cdef pool_params p
-        check_params("max_pool2d", params, POOL_PARAMS)
-        p = params
-        check_pool_args("max_pool2d", x, &p, out, &self.g)
-        self.x, self.out, self.params = x, out, p
-        self.empty = self.g.batch * self.g.out_h * self.g.out_w * self.g.channels == 0
-        if not self.empty:
-            self.x_data, self.out_data = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
-        self.n_tasks = 1
-        self.work_share = <double>pool_work(&self.g) / NOGIL_MIN_WORK
+    def __init__(self, x, params, out):
+        self.bind("max_pool2d", x, params, out)
 
     cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-        if not self.empty:
-            max_pool2d_impl(self.x_data, self.out_data, &self.g)
+        if self.empty:
+            return
+        if self.bits == 16:
+            max_pool2d_impl(<const int16_t*>self.x_data, <int16_t*>self.out_data, &self.g)
+        else:
+            max_pool2d_impl(<const int8_t*>self.x_data, <int8_t*>self.out_data, &self.g)
 
 
 @cython.auto_pickle(False)
-cdef class AvgPool2dCall(KernelCall):
+cdef class AvgPool2dCall(PoolCall):
     """avg_pool2d with its arguments checked once: ``AvgPool2dCall(...)()`` runs the kernel.
 
     ``AvgPool2dCall(x, params, out)``; ``params`` gives back the pool_params it was built
     with, as a dict. Owns an int32 scratch row of C window sums; keeps x and out alive.
     """
-    cdef readonly pool_params params
-    cdef const int8_t[:, :, :, ::1] x
-    cdef int8_t[:, :, :, ::1] out
-    cdef const int8_t* x_data
-    cdef int8_t* out_data
     cdef int32_t* acc
-    cdef PoolGeometry g
-    cdef bint empty
 
-    def __init__(self, const int8_t[:, :, :, ::1] x not None, params,
-                 int8_t[:, :, :, ::1] out not None):
-        cdef pool_params p
-        check_params("avg_pool2d", params, POOL_PARAMS)
-        p = params
-        check_pool_args("avg_pool2d", x, &p, out, &self.g)
-        if <int64_t>p.pool_h * p.pool_w * 128 >= (<int64_t>1 << 31):
-            raise ValueError(f"avg_pool2d: pool_h * pool_w = {<int64_t>p.pool_h * p.pool_w} is "
-                             f"too large: the int32 window sum needs pool_h * pool_w * 128 < 2^31")
-        self.x, self.out, self.params = x, out, p
-        self.empty = self.g.batch * self.g.out_h * self.g.out_w * self.g.channels == 0
-        if not self.empty:
-            self.x_data, self.out_data = &x[0, 0, 0, 0], &out[0, 0, 0, 0]
+    def __init__(self, x, params, out):
+        self.bind("avg_pool2d", x, params, out)
+        cdef int64_t size = <int64_t>self.params.pool_h * self.params.pool_w
+        cdef int64_t magnitude = 128 if self.bits == 8 else 32768
+        if size * magnitude >= (<int64_t>1 << 31):
+            raise ValueError(f"avg_pool2d: pool_h * pool_w = {size} is too large: the int32 "
+                             f"window sum of int{self.bits} values needs pool_h * pool_w * "
+                             f"{magnitude} < 2^31")
         if self.acc != NULL:  # __init__ called twice
             PyMem_Free(self.acc)
         self.acc = <int32_t*>PyMem_Malloc(max(self.g.channels, 1) * sizeof(int32_t))
         if self.acc == NULL:
             raise MemoryError()
-        self.n_tasks = 1
-        self.work_share = <double>pool_work(&self.g) / NOGIL_MIN_WORK
 
     def __dealloc__(self):
         PyMem_Free(self.acc)
 
     cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-        if not self.empty:
-            avg_pool2d_impl(self.x_data, self.out_data, self.acc, &self.g)
+        if self.empty:
+            return
+        if self.bits == 16:
+            avg_pool2d_impl(<const int16_t*>self.x_data, <int16_t*>self.out_data, self.acc,
+                            &self.g)
+        else:
+            avg_pool2d_impl(<const int8_t*>self.x_data, <int8_t*>self.out_data, self.acc,
+                            &self.g)
 
 
-def max_pool2d(const int8_t[:, :, :, ::1] x not None, params,
-               int8_t[:, :, :, ::1] out not None):
+def max_pool2d(x, params, out):
     """out[n, oh, ow, c] = max of x[n, h, w, c] over the in-bounds (h, w) of window (oh, ow).
 
-    x: int8 [N, H, W, C]; out: int8 [N, OH, OW, C] (OH, OW taken from out). params: a mapping
+    x: int8 or int16 [N, H, W, C]; out: [N, OH, OW, C] of x's type (OH, OW taken from out).
+    params: a mapping
     with exactly the keys POOL_PARAMS: pool_h, pool_w, stride_h, stride_w >= 1; pad_top,
     pad_left >= 0: input positions before the first, so window (oh, ow) starts at row
     oh * stride_h - pad_top, column ow * stride_w - pad_left.
@@ -262,11 +296,11 @@ def max_pool2d(const int8_t[:, :, :, ::1] x not None, params,
     MaxPool2dCall(x, params, out)()
 
 
-def avg_pool2d(const int8_t[:, :, :, ::1] x not None, params,
-               int8_t[:, :, :, ::1] out not None):
+def avg_pool2d(x, params, out):
     """out[n, oh, ow, c] = mean of x[n, h, w, c] over the in-bounds (h, w) of window (oh, ow),
     rounded half away from zero; input and output share scale and zero point.
 
-    Arguments as max_pool2d; also pool_h * pool_w * 128 < 2^31 (int32 window sums).
+    Arguments as max_pool2d; also pool_h * pool_w * 128 < 2^31 for int8, * 32768 < 2^31 for
+    int16 (int32 window sums: up to 65535 elements a window).
     """
     AvgPool2dCall(x, params, out)()

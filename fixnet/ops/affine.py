@@ -2,21 +2,23 @@
 becomes when there is no Dense before it to fold into, and what Rescaling and Normalization
 layers become.
 
-int8: the per-channel scale is a one-tap symmetric weight w_q[c] in {-127, 0, 127};
-      acc = bias_eff[c] + x_q * w_q[c]; y_q = clamp(y_zp + multiply_by_quantized_multiplier(acc, ...))
+int8 or int16 activations: the per-channel scale is a one-tap symmetric int8 weight w_q[c] in
+{-127, 0, 127}; acc = bias_eff[c] + x_q * w_q[c] in int32 (|x_q| <= 128, or 32768 for int16);
+y_q = clamp(y_zp + multiply_by_quantized_multiplier(acc, ...))
 
 Folded into the input quantization: an affine that reads a model input, with one scale a > 0
 and one offset b for all channels and no clamp (Rescaling(1/255), Rescaling(1/255, offset=1),
 ...), is no step at all when b is a whole number of steps of y: y takes the scale a * s_x and
 the zero point zp_x - b / (a * s_x), so the input's int8 codes are y's codes unchanged (a
-uint8 camera frame goes straight into the first conv). Other input affines (per-channel
+uint8 camera frame goes straight into the first conv). An int16 input (zero point 0) folds only
+an affine without offset (b = 0): y keeps zero point 0. Other input affines (per-channel
 Normalization, offsets between grid steps) run as the step above.
 """
 import numpy as np
 
 from .. import layouts, oracle
 from .._kernels import _affine
-from ..quant.qparams import ACC_INPUT_MAX, INT8_MAX, INT8_MIN, QParams, activation_bounds
+from ..quant.qparams import INT8_MAX, INT8_MIN, QParams, acc_input_max, activation_bounds
 from ..step import OverflowBound, Step
 from .base import KeepsWidened, Op, register
 from .dense import apply_clamp
@@ -36,7 +38,11 @@ def input_fold_qparams(node, q):
     x_qp = q.qparams(node.inputs[0])
     steps = b[0] / (a[0] * x_qp.scale)
     k = round(steps)
-    if abs(steps - k) > FOLD_TOLERANCE or not INT8_MIN <= x_qp.zero_point - k <= INT8_MAX:
+    if abs(steps - k) > FOLD_TOLERANCE:
+        return None
+    if x_qp.bits == 16:     # symmetric: only a zero offset keeps the zero point 0
+        return QParams(float(np.float32(a[0] * x_qp.scale)), 0, 16) if k == 0 else None
+    if not INT8_MIN <= x_qp.zero_point - k <= INT8_MAX:
         return None
     return QParams(float(np.float32(a[0] * x_qp.scale)), int(x_qp.zero_point - k))
 
@@ -105,6 +111,7 @@ class AffineStep(KeepsWidened, Step):
         return self.bias.astype(np.int64) + x * self.w_q.astype(np.int64)
 
     def overflow_bound(self):
-        worst = np.abs(self.bias.astype(np.int64)) + ACC_INPUT_MAX * np.abs(self.w_q.astype(np.int64))
+        worst = (np.abs(self.bias.astype(np.int64))
+                 + acc_input_max(self.bits) * np.abs(self.w_q.astype(np.int64)))
         worst = worst << np.maximum(self.shift.astype(np.int64), 0)
         return OverflowBound(self.layer, self.op, worst)

@@ -1,12 +1,16 @@
 """Ops with several inputs: binary (add, subtract, multiply, average, maximum, minimum) and
 concat.
 
-int8 add/subtract/average (TFLite's scheme): each input is shifted left by 20 bits and scaled
-to a common scale 2 * max(s_x, s_y) with a fixed-point multiplier (< 1), the two are added in
-int32, and the sum is requantized to the output scale. multiply: (x - x_zp) * (y - y_zp)
-requantized by s_x * s_y / s_out. maximum/minimum: both rescaled to the output scale, then
-compared. concat: each input requantized (or copied, when its scale and zero point are the
-output's) into its slice of the output.
+add/subtract/average (TFLite's scheme): each input is shifted left by 20 bits (int8; 15 for
+int16 tensors: |x| * 2^15 <= 2^30) and scaled to a common scale 2 * max(s_x, s_y) with a
+fixed-point multiplier (< 1), the two are added in int32, and the sum is requantized to the
+output scale. multiply: (x - x_zp) * (y - y_zp) requantized by s_x * s_y / s_out.
+maximum/minimum: both rescaled to the output scale, then compared. concat: each input
+requantized (or copied, when its scale and zero point are the output's) into its slice of the
+output.
+
+A node's tensors are all int8 or all int16 (the quantizer makes them so); the kernels run
+either, and the overflow bounds take |x - x_zp| up to 255 (int8) or 32768 (int16).
 """
 import numpy as np
 
@@ -18,7 +22,10 @@ from ..step import OverflowBound, Step
 from .base import Op, register
 from .dense import apply_clamp
 
-ADD_LEFT_SHIFT = 20
+# add's left shift by activation bits: TFLite's 20 for int8 and 15 for int16 (the int32
+# intermediate then holds 2^12 (int8) or 2^0 (int16) times the largest |x - x_zp| << shift
+# with room for the sum)
+ADD_LEFT_SHIFT = {8: 20, 16: 15}
 FLOAT_BINARY = {
     "add": lambda x, y: x + y,
     "subtract": lambda x, y: x - y,
@@ -60,15 +67,16 @@ class Binary(Op):
         lo, hi = activation_bounds(node.attrs.get("clamp"), oq)
         where = node.describe()
         if kind in ("add", "subtract", "average"):
+            left_shift = ADD_LEFT_SHIFT[xq.bits]
             twice_max = 2.0 * max(xq.scale, yq.scale)
             (mx,), (sx,) = requant_multipliers(xq.scale / twice_max, where)
             (my,), (sy,) = requant_multipliers(yq.scale / twice_max, where)
-            out_real = twice_max / ((1 << ADD_LEFT_SHIFT) * oq.scale)
+            out_real = twice_max / ((1 << left_shift) * oq.scale)
             if kind == "average":
                 out_real /= 2.0
             (mo,), (so,) = requant_multipliers(out_real, where)
             params = dict(x_zp=xq.zero_point, x_m0=mx, x_shift=sx, y_zp=yq.zero_point, y_m0=my,
-                          y_shift=sy, left_shift=ADD_LEFT_SHIFT, out_m0=mo, out_shift=so,
+                          y_shift=sy, left_shift=left_shift, out_m0=mo, out_shift=so,
                           out_zp=oq.zero_point, act_min=lo, act_max=hi,
                           subtract=int(kind == "subtract"))
         elif kind == "multiply":
@@ -112,13 +120,20 @@ class BinaryStep(Step):
 
     def overflow_bound(self):
         p = self.params
+        diff = diff_max(self.bits)
         if self.kernel == "add":
-            worst = 255 << p["left_shift"]
+            worst = diff << p["left_shift"]
         elif self.kernel == "mul":
-            worst = 255 * 255 << max(p["shift"], 0)
+            worst = diff * diff << max(p["shift"], 0)
         else:
-            worst = 255 << max(p["x_shift"], p["y_shift"], 0)
+            worst = diff << max(p["x_shift"], p["y_shift"], 0)
         return OverflowBound(self.layer, self.op, np.array([worst], np.int64))
+
+
+def diff_max(bits):
+    """The largest |x - x_zp| of an activation type: 255 for int8 (any zero point), 32768
+    for int16 (zero point 0)."""
+    return 255 if bits == 8 else 32768
 
 
 def _concat_axis(node, shapes):
@@ -166,7 +181,8 @@ class Concat(Op):
                 if m0 == 0:
                     # a factor below 2^-32 (requant_multipliers' 0) maps every code of this input
                     # to the output zero point; m0 = 0 means "copy bytes" to the kernel, so use
-                    # the smallest factor it takes, 2^-32, which rounds |x - zp| <= 255 to 0 too
+                    # the smallest factor it takes, 2^-32, which rounds |x - zp| <= 255 (int8),
+                    # 32768 (int16) to 0 too
                     m0, shift = 1 << 30, -31
             parts.append((int(iq.zero_point), int(m0), int(shift), inner, offset))
             offset += inner
@@ -196,7 +212,7 @@ class ConcatStep(Step):
 
     def oracle(self, ins):
         outer = ins[0].size // self.parts[0][3]
-        out = np.empty((outer, self.total), np.int8)
+        out = np.empty((outer, self.total), ins[0].dtype)
         for x, (zp, m0, shift, inner, offset) in zip(ins, self.parts):
             out[:, offset:offset + inner] = oracle.requantize_into(
                 x.reshape(outer, inner), zp, m0, shift, self.out_zp)

@@ -1,8 +1,9 @@
 """Pooling and padding: max_pool, avg_pool, global_pool, pad (NHWC; 1D is the H = 1 case).
 
-int8: max pooling and padding move int8 codes (output scale and zero point = input's; padding
-writes the zero point, i.e. real 0.0). Average pooling averages the codes of the in-bounds
-elements with round-half-away division (same scale in and out). Global average pooling is a
+int8 or int16 (the kernels take either; a step's tensors are all of one type): max pooling
+and padding move codes (output scale and zero point = input's; padding writes the zero point,
+i.e. real 0.0, which is 0 for int16). Average pooling averages the codes of the in-bounds
+elements with round-half-away division (same scale in and out), summing in int32. Global average pooling is a
 requantized mean: a depthwise convolution whose H x W weights are all 127 at weight scale
 1 / (127 * H * W), so its output gets its own calibrated range, as TFLite's MEAN does.
 """
@@ -11,6 +12,7 @@ import numpy as np
 from .. import layouts, oracle
 from .._kernels import _layout, _pool
 from ..errors import UnsupportedLayerError
+from ..quant.qparams import acc_input_max
 from ..step import OverflowBound, Step
 from .base import Op, register
 from .conv import DepthwiseStep, as_nhwc_shape, window_geometry
@@ -172,8 +174,9 @@ class PoolStep(Step):
     def overflow_bound(self):
         if self.kind != "avg":
             return None
-        return OverflowBound(self.layer, self.op, np.array([128 * self.pool[0] * self.pool[1]], np.int64),
-                             what="window sum")
+        # the window sum of |x| <= 128 (int8) or 32768 (int16) codes
+        worst = acc_input_max(self.bits) * self.pool[0] * self.pool[1]
+        return OverflowBound(self.layer, self.op, np.array([worst], np.int64), what="window sum")
 
 
 class PadStep(Step):

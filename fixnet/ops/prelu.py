@@ -1,8 +1,9 @@
 """prelu: y = x where x >= 0, alpha * x elsewhere; alpha learned per element (broadcast over
 Keras PReLU's shared axes). Keras PReLU.
 
-int8: v = x_q - x_zp; y_q = clamp(y_zp + MBQM(v, s_x / s_y)) for v >= 0 and
-clamp(y_zp + MBQM(v * alpha_q, s_x * s_alpha / s_y)) for v < 0, with alpha symmetric int8.
+int8 or int16 activations (int16: zero points 0): v = x_q - x_zp; y_q = clamp(y_zp + MBQM(v,
+s_x / s_y)) for v >= 0 and clamp(y_zp + MBQM(v * alpha_q, s_x * s_alpha / s_y)) for v < 0,
+with alpha symmetric int8 (|v * alpha_q| <= 255 * 127, or 32768 * 127 for int16).
 """
 import numpy as np
 
@@ -69,5 +70,9 @@ class PReLUStep(Step):
                                          self.kernel_params())
 
     def overflow_bound(self):
-        worst = 255 * 127 << max(self.kernel_params()["neg_shift"], 0)
+        p = self.kernel_params()
+        if self.bits == 8:
+            worst = 255 * 127 << max(p["neg_shift"], 0)
+        else:   # |v| <= 32768: the negative side's product, or v itself on the positive side
+            worst = max(32768 * 127 << max(p["neg_shift"], 0), 32768 << max(p["pos_shift"], 0))
         return OverflowBound(self.layer, self.op, np.array([worst], np.int64))

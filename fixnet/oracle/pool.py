@@ -1,12 +1,13 @@
 """Oracle of pooling and padding (fixnet/ops/pool.py; kernels in fixnet/_kernels/_pool.pyx
-and _layout.pyx). Pure NumPy with int64 inside; every tensor is int8, NHWC [N, H, W, C].
+and _layout.pyx). Pure NumPy with int64 inside; every tensor is NHWC [N, H, W, C], int8 or
+int16 (one activation type per call: the output has the input's type).
 
 Each function takes the arrays and one ``params`` mapping, the one its kernel takes: exactly
 the keys POOL_PARAMS (pooling) or PAD_PARAMS (pad_nhwc); a missing or unknown key is an error
 naming it."""
 import numpy as np
 
-from .core import _check_zero_point, _int64, _params
+from .core import ACTIVATION_RANGES, _act, _params
 
 __all__ = [
     "POOL_PARAMS",
@@ -15,6 +16,7 @@ __all__ = [
     "max_pool2d",
     "avg_pool2d",
     "avg_pool2d_sums",
+    "window_sum_limit",
     "pad_nhwc",
 ]
 
@@ -63,27 +65,37 @@ def pool_windows(in_h, in_w, params, *, out_h, out_w, kernel="pool"):
 
 
 def _pool_input(x, kernel):
-    x = _int64(x, "x", -128, 127)
+    """(int64 copy of x, its activation dtype), x NHWC."""
+    x, dtype = _act(x, "x")
     if x.ndim != 4:
         raise ValueError(f"{kernel}: x has shape {x.shape}, expected NHWC [N, H, W, C]")
-    return x
+    return x, dtype
+
+
+def window_sum_limit(dtype):
+    """The largest pool_h * pool_w whose int32 window sum cannot wrap: |sum| <= pool_h *
+    pool_w * 2^(bits - 1) < 2^31, i.e. 2^24 - 1 for int8, 65535 for int16."""
+    magnitude = -ACTIVATION_RANGES[np.dtype(dtype)][0]
+    return (2 ** 31 - 1) // magnitude
 
 
 def max_pool2d(x, params, *, out_h, out_w):
     """Max over each window's in-bounds elements (padding never wins: TensorFlow semantics).
 
-    x: int8 [N, H, W, C]; params (POOL_PARAMS): pool_h, pool_w, stride_h, stride_w >= 1;
-    pad_top, pad_left >= 0 (input positions before the first); out_h, out_w: output size.
-    Returns int8 [N, out_h, out_w, C]. Global max pooling: pool (H, W), stride 1, no padding.
+    x: int8 or int16 [N, H, W, C]; params (POOL_PARAMS): pool_h, pool_w, stride_h,
+    stride_w >= 1; pad_top, pad_left >= 0 (input positions before the first); out_h, out_w:
+    output size. Returns x's type [N, out_h, out_w, C]. Global max pooling: pool (H, W),
+    stride 1, no padding.
     """
-    x = _pool_input(x, "max_pool2d")
+    x, dtype = _pool_input(x, "max_pool2d")
     h_lo, h_hi, w_lo, w_hi = pool_windows(x.shape[1], x.shape[2], params, out_h=out_h,
                                           out_w=out_w, kernel="max_pool2d")
-    out = np.empty((x.shape[0], int(out_h), int(out_w), x.shape[3]), np.int8)
+    out = np.empty((x.shape[0], int(out_h), int(out_w), x.shape[3]), dtype)
+    lowest = ACTIVATION_RANGES[dtype][0]
     for oh in range(int(out_h)):
         for ow in range(int(out_w)):
             window = x[:, h_lo[oh]:h_hi[oh], w_lo[ow]:w_hi[ow], :]
-            out[:, oh, ow, :] = window.max(axis=(1, 2), initial=-128)
+            out[:, oh, ow, :] = window.max(axis=(1, 2), initial=lowest)
     return out
 
 
@@ -91,9 +103,10 @@ def avg_pool2d_sums(x, params, *, out_h, out_w):
     """Exact window sums and in-bounds counts of avg_pool2d.
 
     Returns (sums int64 [N, out_h, out_w, C], counts int64 [out_h, out_w]); the int32 kernel
-    holds the sums, which cannot wrap while pool_h * pool_w * 128 < 2^31 (avg_pool2d checks).
+    holds the sums, which cannot wrap while pool_h * pool_w <= window_sum_limit(x.dtype)
+    (avg_pool2d checks).
     """
-    x = _pool_input(x, "avg_pool2d")
+    x, _ = _pool_input(x, "avg_pool2d")
     h_lo, h_hi, w_lo, w_hi = pool_windows(x.shape[1], x.shape[2], params, out_h=out_h,
                                           out_w=out_w, kernel="avg_pool2d")
     sums = np.zeros((x.shape[0], int(out_h), int(out_w), x.shape[3]), np.int64)
@@ -110,36 +123,41 @@ def avg_pool2d(x, params, *, out_h, out_w):
     With s the sum and n the count: (s + n // 2) // n for s >= 0, -((-s + n // 2) // n) for
     s < 0, i.e. round half away from zero (TFLite's reference average pool). Input and output
     share scale and zero point, so there is no requantization. Arguments as max_pool2d;
-    pool_h * pool_w * 128 < 2^31 (the int32 window sum cannot wrap). Returns int8
-    [N, out_h, out_w, C].
+    pool_h * pool_w * 128 < 2^31 for int8, pool_h * pool_w * 32768 < 2^31 for int16 (the
+    int32 window sum cannot wrap: window_sum_limit). Returns x's type [N, out_h, out_w, C].
     """
     pool_h, pool_w, *_ = _params(params, POOL_PARAMS, "avg_pool2d")
-    if int(pool_h) * int(pool_w) * 128 >= 2 ** 31:
-        raise ValueError(f"avg_pool2d: pool_h * pool_w = {int(pool_h) * int(pool_w)} is too "
-                         f"large: the int32 window sum needs pool_h * pool_w * 128 < 2^31")
+    _, dtype = _act(x, "x")
+    size = int(pool_h) * int(pool_w)
+    if size > window_sum_limit(dtype):
+        magnitude = -ACTIVATION_RANGES[dtype][0]
+        raise ValueError(f"avg_pool2d: pool_h * pool_w = {size} is too large: the int32 window "
+                         f"sum of {dtype} values needs pool_h * pool_w * {magnitude} < 2^31")
     sums, counts = avg_pool2d_sums(x, params, out_h=out_h, out_w=out_w)
     n = counts[None, :, :, None]
     mean = np.where(sums >= 0, (sums + n // 2) // n, -((-sums + n // 2) // n))
-    return mean.astype(np.int8)
+    return mean.astype(dtype)
 
 
 # ---- layout --------------------------------------------------------------------------------
 
 
 def pad_nhwc(x, params):
-    """Pad the H and W axes of int8 NHWC x with `value` (the zero point, so the padding is
-    real 0.0). params (PAD_PARAMS): top, bottom, left, right >= 0; value int8. Returns int8
-    [N, H + top + bottom, W + left + right, C]."""
+    """Pad the H and W axes of NHWC x (int8 or int16) with `value` (the zero point, so the
+    padding is real 0.0: 0 for int16). params (PAD_PARAMS): top, bottom, left, right >= 0;
+    value a code of x's type. Returns x's type [N, H + top + bottom, W + left + right, C]."""
     top, bottom, left, right, value = _params(params, PAD_PARAMS, "pad_nhwc")
-    x = _int64(x, "x", -128, 127)
+    x, dtype = _act(x, "x")
     if x.ndim != 4:
         raise ValueError(f"pad_nhwc: x has shape {x.shape}, expected NHWC [N, H, W, C]")
     for name, p in (("top", top), ("bottom", bottom), ("left", left), ("right", right)):
         if int(p) < 0:
             raise ValueError(f"pad_nhwc: {name} = {p} must be >= 0")
-    _check_zero_point(value, "value")
+    lo, hi = ACTIVATION_RANGES[dtype]
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"value = {value} is outside the {dtype} range [{lo}, {hi}]")
     n, h, w, c = x.shape
     out = np.full((n, h + int(top) + int(bottom), w + int(left) + int(right), c), int(value),
-                  np.int8)
+                  dtype)
     out[:, int(top):int(top) + h, int(left):int(left) + w, :] = x
     return out
