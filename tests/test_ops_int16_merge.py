@@ -14,6 +14,7 @@ from fixnet.graph import Graph, Node
 from fixnet.ops import OPS
 from fixnet.ops.merge import ADD_LEFT_SHIFT
 from fixnet.quant.qparams import QParams, qparams_from_range
+from fixnet.quant.config import QuantConfig
 from fixnet.quant.quantizer import QuantContext
 
 
@@ -22,7 +23,7 @@ def quantize_node(node, shapes, qparams, bits=16, graph_inputs=()):
     QParams; the step's activation type set as the quantizer sets it."""
     graph = Graph(inputs=list(graph_inputs), outputs=list(node.outputs), nodes=[node],
                   shapes=dict(shapes))
-    q = QuantContext(graph, {}, per_channel=True)
+    q = QuantContext(graph, {}, QuantConfig())
     q.qp.update(qparams)
     step = OPS[node.op].quantize(node, q)
     step.bits = bits
@@ -209,7 +210,7 @@ def test_affine_folds_an_int16_input_only_without_offset():
         node = Node("a", "affine", ["in"], ["z"], attrs={"clamp": None}, layer="a",
                     weights={"scale": np.full(3, 2.0), "offset": np.full(3, offset)})
         graph = Graph(inputs=["in"], outputs=["z"], nodes=[node], shapes={"in": (3,), "z": (3,)})
-        q = QuantContext(graph, {"z": (-3.0, 3.0)}, per_channel=True)
+        q = QuantContext(graph, {"z": (-3.0, 3.0)}, QuantConfig())
         q.qp["in"] = xq
         fold = OPS["affine"].output_qparams(node, q)[0]
         if folds:
