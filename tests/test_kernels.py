@@ -683,7 +683,7 @@ def test_input_stage_copies_or_quantizes_and_declines_what_it_cannot_take(build)
         assert stage(declined) == -1
     np.testing.assert_array_equal(buf, before)   # a declined input leaves the buffer alone
     with pytest.raises(ValueError, match="out"):
-        e.InputStage(np.zeros(4, np.int16), 0.1, 0)
+        e.InputStage(np.zeros(4, np.int32), 0.1, 0)
     with pytest.raises(ValueError, match="scale"):
         e.InputStage(buf, 0.0, 0)
 
@@ -703,6 +703,396 @@ def test_output_stage_returns_a_new_array_every_call(build):
     buf[...] = 5      # reads the buffer at call time
     np.testing.assert_array_equal(as_int8(), buf)
     assert a[0, 0, 0] == -12
+
+
+# ---- int16 activations: requantize between types, lookup, the float boundaries, softmax -----
+#
+# int16 tensors are symmetric (zero point 0); requantize converts between int8 and int16 in
+# either direction. Every kernel is bit-exact with the oracle given int16 arrays, on every build.
+
+def int16_array(rng, shape, lo=-32768, hi=32767):
+    """Uniform int16 in [lo, hi], with about 10% of entries forced to lo or hi."""
+    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int16)
+    extremes = rng.random(shape) < 0.1
+    a[extremes] = rng.choice(np.array([lo, hi], np.int16), size=int(extremes.sum()))
+    return a
+
+
+def codes(rng, bits, shape):
+    return int8_array(rng, shape) if bits == 8 else int16_array(rng, shape)
+
+
+INT16_CLAMPS = st.one_of(
+    st.just((-32768, 32767)),
+    st.tuples(st.just(0), st.just(32767)),                    # ReLU
+    st.tuples(st.integers(-32768, 32767), st.integers(-32768, 32767)).map(sorted).map(tuple),
+)
+
+
+@st.composite
+def output_side(draw, bits):
+    """(out_zp, act_min, act_max) valid for an output of ``bits``."""
+    if bits == 8:
+        return (draw(zero_points),) + draw(clamp_bounds())
+    return (0,) + draw(INT16_CLAMPS)
+
+
+@st.composite
+def requantize_case(draw):
+    """in_bits, out_bits, in_zp, m0, shift, (out_zp, act_min, act_max): any combination of
+    types; shifts over the whole contract, and the realistic ones (int16 -> int8 is near
+    1/128, -> int16 near 1) more often."""
+    in_bits, out_bits = draw(st.sampled_from([8, 16])), draw(st.sampled_from([8, 16]))
+    in_zp = draw(zero_points) if in_bits == 8 else 0
+    m0 = draw(st.one_of(st.just(0), st.just(2 ** 30), st.integers(2 ** 30, 2 ** 31 - 1)))
+    shift = draw(st.one_of(st.integers(-31, 30), st.integers(-10, 3), st.integers(12, 17)))
+    return in_bits, out_bits, in_zp, m0, shift, draw(output_side(out_bits))
+
+
+@each_build
+@SETTINGS
+@given(seeds, st.one_of(st.integers(0, 600), st.just(40000)), requantize_case())
+def test_requantize_between_any_types_matches_oracle(build, seed, size, case):
+    in_bits, out_bits, in_zp, m0, shift, (out_zp, lo, hi) = case
+    rng = np.random.default_rng(seed)
+    x = codes(rng, in_bits, size)
+    out = np.empty(size, np.int8 if out_bits == 8 else np.int16)
+    build._elementwise.requantize(x, in_zp, m0, shift, out_zp, lo, hi, out)
+    expected = oracle.requantize(x, in_zp, m0, shift, out_zp, lo, hi, out_dtype=out.dtype)
+    np.testing.assert_array_equal(out, expected)
+
+
+@each_build
+@pytest.mark.parametrize("out_dtype", [np.int8, np.int16])
+def test_requantize_int16_every_code_and_every_shift(build, out_dtype):
+    # Every int16 code through every shift of the contract, with m0 at both ends of its
+    # range: the int32-lane path (shift <= 14) and the int64 one (shift > 14) alike.
+    x = np.arange(-32768, 32768).astype(np.int16)
+    lo, hi = (-128, 127) if out_dtype == np.int8 else (-32768, 32767)
+    zp = -7 if out_dtype == np.int8 else 0
+    out = np.empty(x.size, out_dtype)
+    for shift in range(-31, 31):
+        for m0 in (2 ** 30, 2 ** 31 - 1, 1518500250):
+            build._elementwise.requantize(x, 0, m0, shift, zp, lo, hi, out)
+            np.testing.assert_array_equal(
+                out, oracle.requantize(x, 0, m0, shift, zp, lo, hi, out_dtype=out_dtype),
+                err_msg=f"m0 = {m0}, shift = {shift}")
+
+
+@each_build
+def test_requantize_factor_one_is_exact_between_types(build):
+    # m0 = 2^30, shift = 1 is the real factor 1: int8 -> int16 at the int8 scale is x - in_zp
+    # exactly (int16 zero point 0), and int16 -> int16 changes nothing.
+    e = build._elementwise
+    x8 = np.arange(-128, 128).astype(np.int8)
+    out16 = np.empty(256, np.int16)
+    e.requantize(x8, 7, 2 ** 30, 1, 0, -32768, 32767, out16)
+    np.testing.assert_array_equal(out16, x8.astype(np.int64) - 7)
+    x16 = np.arange(-32768, 32768).astype(np.int16)
+    out = np.empty_like(x16)
+    e.requantize(x16, 0, 2 ** 30, 1, 0, -32768, 32767, out)
+    np.testing.assert_array_equal(out, x16)
+
+
+@each_build
+def test_requantize_int16_to_int8_hand_checked(build):
+    # 1/256 (m0 = 2^30, shift = -7), TFLite's two roundings: x / 2 with ties toward +inf,
+    # then / 128 with ties away from zero; + out_zp = -3, clamped to int8.
+    x = np.array([-32768, -32767, -384, -129, -127, 0, 127, 128, 384, 32511, 32767], np.int16)
+    out = np.empty(x.size, np.int8)
+    build._elementwise.requantize(x, 0, 2 ** 30, -7, -3, -128, 127, out)
+    # -16384 -> -128; -16383.5 -> -16383 -> -127.99 -> -128; -192 -> -1.5 -> -2;
+    # -64.5 -> -64 -> -0.5 -> -1; -63.5 -> -63 -> -0.49 -> 0; 0; 63.5 -> 64 -> 0.5 -> 1 (one
+    # rounding of 127/256 would give 0); 64 -> 0.5 -> 1; 192 -> 1.5 -> 2;
+    # 16255.5 -> 16256 -> 127; 16383.5 -> 16384 -> 128
+    assert out.tolist() == [-128, -128, -5, -4, -3, -3, -2, -2, -1, 124, 125]
+
+
+@each_build
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.integers(0, 3000))
+def test_lookup_int16_matches_oracle(build, seed, size):
+    rng = np.random.default_rng(seed)
+    x, table = int16_array(rng, size), int16_array(rng, 65536)
+    out = np.empty(size, np.int16)
+    build._elementwise.lookup(x, table, out)
+    np.testing.assert_array_equal(out, oracle.lookup(x, table))
+
+
+@each_build
+def test_lookup_int16_covers_every_index(build):
+    x = np.arange(-32768, 32768).astype(np.int16)
+    table = np.arange(32767, -32769, -1).astype(np.int16)  # table[i] = 32767 - i
+    out = np.empty(x.size, np.int16)
+    build._elementwise.lookup(x, table, out)
+    np.testing.assert_array_equal(out.astype(int), -1 - x.astype(int))
+
+
+@each_build
+@SETTINGS
+@given(seeds, st.integers(0, 500), st.one_of(st.floats(min_value=1e-6, max_value=1e3),
+                                              st.sampled_from([2.0 ** -3, 1.0, 1e-300, 1e300])),
+       st.booleans())
+def test_quantize_and_dequantize_int16_match_oracle(build, seed, size, scale, ties):
+    rng = np.random.default_rng(seed)
+    np.seterr(over="ignore")
+    if ties:  # exact halves of the scale, beyond the int16 range too
+        x = ((rng.integers(-40000, 40000, size) + 0.5) * scale).astype(np.float32)
+    else:
+        x = (rng.standard_normal(size) * 20000 * scale).astype(np.float32)
+    x[rng.random(size) < 0.05] = rng.choice(SPECIALS, size=1)
+    q = np.empty(size, np.int16)
+    assert build._elementwise.quantize(x, scale, 0, q) == int(np.count_nonzero(~np.isfinite(x)))
+    np.testing.assert_array_equal(q, oracle.quantize(x, scale, 0, np.int16))
+    f = np.empty(size, np.float32)
+    build._elementwise.dequantize(q, scale, 0, f)
+    np.testing.assert_array_equal(f, oracle.dequantize(q, scale, 0))
+
+
+@each_build
+def test_quantize_int16_long_arrays_with_ties_and_specials(build):
+    e = build._elementwise
+    rng = np.random.default_rng(12)
+    for scale in (0.25, 1e-3, 3.0):
+        x = ((rng.integers(-33000, 33000, 4099) + 0.5) * scale).astype(np.float32)
+        x[[5, 100, 4000]] = [np.nan, np.inf, -np.inf]
+        out = np.empty(x.size, np.int16)
+        assert e.quantize(x, scale, 0, out) == 3
+        np.testing.assert_array_equal(out, oracle.quantize(x, scale, 0, np.int16))
+        assert out.min() == -32768 and out.max() == 32767
+
+
+def i16(*shape):
+    return np.zeros(shape, np.int16)
+
+
+@each_build
+@pytest.mark.parametrize("call, match", [
+    (lambda b: b._elementwise.lookup(i16(4), i16(256), i16(4)), "table has length 256"),
+    (lambda b: b._elementwise.lookup(i16(4), i8(65536), i16(4)), "table has dtype int8"),
+    (lambda b: b._elementwise.lookup(i8(4), i16(256), i8(4)), "table has dtype int16"),
+    (lambda b: b._elementwise.lookup(i16(4), i16(65536), i8(4)), "one activation type"),
+    (lambda b: b._elementwise.lookup(np.zeros(4, np.int32), i16(65536), i16(4)), "x has dtype"),
+    (lambda b: b._elementwise.requantize(i16(4), 1, 2 ** 30, 0, 0, -128, 127, i8(4)), "in_zp.*symmetric"),
+    (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, 0, 3, -100, 100, i16(4)), "out_zp.*symmetric"),
+    (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, 0, 0, -32769, 0, i16(4)), "act_min"),
+    (lambda b: b._elementwise.requantize(i16(4), 0, 2 ** 30, 0, 0, -129, 0, i8(4)), "act_min"),
+    (lambda b: b._elementwise.requantize(i16(4), 0, 2 ** 30, 0, 0, 0, 32767, i16(3)), "out"),
+    (lambda b: b._elementwise.requantize(i16(4), 0, 2 ** 30, 0, 0, 0, 32767, np.zeros(4, np.uint16)), "out has dtype"),
+    (lambda b: b._elementwise.quantize(np.zeros(4, np.float32), 0.1, 1, i16(4)), "zp.*symmetric"),
+    (lambda b: b._elementwise.dequantize(i16(4), 0.1, -1, np.zeros(4, np.float32)), "zp.*symmetric"),
+    (lambda b: b._elementwise.quantize(np.zeros(4, np.float32), 0.1, 0, np.zeros(4, np.int32)), "out has dtype"),
+])
+def test_elementwise_int16_rejects(build, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(build)
+
+
+@each_build
+def test_int16_calls_reread_their_input_and_split_into_tasks(build):
+    # Tasks of 16384 elements: any split gives the bits of one call.
+    e = build._elementwise
+    rng = np.random.default_rng(8)
+    n = 50000
+    x16, x8 = np.zeros(n, np.int16), np.zeros(n, np.int8)
+    out16, out8 = np.empty(n, np.int16), np.empty(n, np.int8)
+    table = int16_array(rng, 65536)
+    calls = [
+        (e.LookupCall(x16, table, out16), out16, lambda: oracle.lookup(x16, table)),
+        (e.RequantizeCall(x16, 0, 2 ** 30 + 77, -6, 5, -100, 120, out8), out8,
+         lambda: oracle.requantize(x16, 0, 2 ** 30 + 77, -6, 5, -100, 120, out_dtype=np.int8)),
+        (e.RequantizeCall(x16, 0, 2 ** 30 + 77, 1, 0, -30000, 30000, out16), out16,
+         lambda: oracle.requantize(x16, 0, 2 ** 30 + 77, 1, 0, -30000, 30000)),
+        (e.RequantizeCall(x8, -5, 2 ** 30 + 77, 8, 0, -32768, 32767, out16), out16,
+         lambda: oracle.requantize(x8, -5, 2 ** 30 + 77, 8, 0, -32768, 32767, out_dtype=np.int16)),
+    ]
+    for call, out, expected in calls:
+        assert call.n_tasks == 4
+        for _ in range(2):
+            x16[:], x8[:] = int16_array(rng, n), int8_array(rng, n)
+            call()
+            np.testing.assert_array_equal(out, expected())
+        out[:] = 0
+        for first, last in ((2, 4), (0, 1), (1, 2)):
+            call.run_tasks(first, last)
+        np.testing.assert_array_equal(out, expected())
+
+
+@each_build
+def test_lookup_call_copies_its_int16_table(build):
+    x = np.arange(-5, 5).astype(np.int16)
+    table = np.arange(-32768, 32768).astype(np.int16)
+    out = np.empty_like(x)
+    call = build._elementwise.LookupCall(x, table, out)
+    table[:] = 0
+    call()
+    np.testing.assert_array_equal(out, x)
+
+
+@each_build
+def test_input_stage_int16_quantizes_floats_and_declines_codes(build):
+    e = build._elementwise
+    buf = np.zeros((3, 4, 5), np.int16)
+    stage = e.InputStage(buf, 0.001, 0)
+    rng = np.random.default_rng(4)
+    xf = (rng.standard_normal((3, 4, 5)) * 10).astype(np.float32)
+    assert stage(xf) == 0
+    np.testing.assert_array_equal(buf, oracle.quantize(xf, 0.001, 0, np.int16))
+    xf[0, 1, 2] = np.inf
+    assert stage(xf) == 1
+    before = buf.copy()
+    # int8/uint8 codes are codes of another scale; int16 arrays given to predict are real
+    # values (fixnet.step.check_input_array): the caller converts or refuses them
+    for declined in (int8_array(rng, (3, 4, 5)), int16_array(rng, (3, 4, 5)),
+                     xf.astype(np.float64), xf[:, :, ::-1], xf[:2]):
+        assert stage(declined) == -1
+    np.testing.assert_array_equal(buf, before)
+    with pytest.raises(ValueError, match="symmetric"):
+        e.InputStage(buf, 0.1, 3)
+
+
+@each_build
+def test_output_stage_int16_copies_codes_or_dequantizes(build):
+    e = build._elementwise
+    buf = np.arange(-30000, 30000, 2500, dtype=np.int16).reshape(2, 3, 4)
+    codes_out, floats = e.OutputStage(buf, 0.002, 0, False)(), e.OutputStage(buf, 0.002, 0, True)()
+    assert codes_out.dtype == np.int16 and not np.shares_memory(codes_out, buf)
+    np.testing.assert_array_equal(codes_out, buf)
+    assert floats.dtype == np.float32 and floats.shape == buf.shape
+    np.testing.assert_array_equal(floats, oracle.dequantize(buf, 0.002, 0))
+    with pytest.raises(ValueError, match="symmetric"):
+        e.OutputStage(buf, 0.1, 1, True)
+
+
+# int16 softmax: tables as the quantizer builds them (fixnet.ops.softmax.exp_table16)
+
+def exp_table16(input_scale, channels):
+    from fixnet.ops.softmax import exp_table16 as make
+    return make(input_scale, channels)
+
+
+@each_build
+@SETTINGS
+@given(seeds, batch, st.one_of(st.just(1), st.integers(0, 40), st.sampled_from([255, 1000])),
+       st.one_of(st.floats(min_value=1e-6, max_value=5.0), st.sampled_from([1e-5, 3e-4, 0.05])),
+       st.booleans(), st.booleans(), st.one_of(st.just(None), st.integers(1, 32767)))
+def test_softmax_int16_matches_oracle(build, seed, n, c, input_scale, full_range_rows,
+                                      small_random_table, levels):
+    rng = np.random.default_rng(seed)
+    x = int16_array(rng, (n, c))
+    if full_range_rows and n and c >= 2:
+        x[:, 0], x[:, -1] = -32768, 32767  # max - x reaches 65535, past most tables' end
+    if small_random_table:
+        # any table passing the entry checks, of any length: small sums make the rounding of
+        # (levels e + s // 2) // s land on exact multiples of s now and then
+        top = int(rng.integers(1, 64))
+        table = rng.integers(0, top, size=int(rng.integers(1, 300)), endpoint=True).astype(np.int32)
+        table[0] = top
+    else:
+        table = exp_table16(input_scale, max(c, 1))
+    out = np.empty((n, c), np.int16)
+    assert build._softmax.softmax(x, table, out, levels) is None
+    np.testing.assert_array_equal(out, oracle.softmax(x, table, levels))
+
+
+@each_build
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.integers(0, 700), st.integers(1, 12))
+def test_softmax_int16_over_many_row_blocks_matches_oracle(build, seed, n, c):
+    rng = np.random.default_rng(seed)
+    x = int16_array(rng, (n, c), -300, 300)
+    table = exp_table16(0.01, c)
+    out = np.empty((n, c), np.int16)
+    build._softmax.SoftmaxCall(x, table, out)()
+    np.testing.assert_array_equal(out, oracle.softmax(x, table))
+
+
+@each_build
+def test_softmax_int16_of_equal_logits_is_uniform_and_of_one_class_is_one(build):
+    for c in (1, 2, 3, 10, 1000):
+        x = np.full((2, c), -1234, np.int16)
+        out = np.empty_like(x)
+        build._softmax.softmax(x, exp_table16(0.001, c), out)
+        assert (out == (32767 + c // 2) // c).all()        # 1/c in steps of 1/32767
+    x = np.array([[32767, -32768, 0]], np.int16)
+    out = np.empty_like(x)
+    build._softmax.softmax(x, exp_table16(0.01, 3), out)
+    assert out.tolist() == [[32767, 0, 0]]                  # 1 and 0 exactly
+
+
+@each_build
+@pytest.mark.parametrize("channels", [2, 10, 100, 1000])
+def test_softmax_int16_is_within_a_step_of_float_softmax(build, channels):
+    # Against float softmax of the quantized logits: the output's rounding (half a step of
+    # 1/32767) plus the table's, at most (C + 1) / 2^(K+1) (each of the C entries off by 1/2,
+    # the sum at least 2^K): see fixnet/ops/softmax.py. Against the float logits, add the
+    # input's rounding: each logit moves by at most s/2, each probability by a factor
+    # within exp(+-s).
+    rng = np.random.default_rng(channels)
+    logits = rng.standard_normal((200, channels)) * 4
+    scale = float(np.float32(np.abs(logits).max() / 32767))
+    x = oracle.quantize(logits, scale, 0, np.int16)
+    table = exp_table16(scale, channels)
+    k = int(np.log2(table[0]))
+    out = np.empty_like(x)
+    build._softmax.softmax(x, table, out)
+    p = out / 32767.0
+
+    def float_softmax(v):
+        e = np.exp(v - v.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    table_error = (channels + 1) / 2.0 ** (k + 1)
+    err = np.abs(p - float_softmax(x.astype(np.float64) * scale)).max()
+    assert err <= 0.5 / 32767 + table_error + 1e-12
+    if channels <= 100:
+        assert err <= 1 / 32767                          # the table's share is negligible
+    assert np.abs(p - float_softmax(logits)).max() <= err + np.expm1(scale) + 1e-12
+
+
+@each_build
+@pytest.mark.parametrize("table, n_cols, levels, match", [
+    (np.zeros(0, np.int32), 4, None, "exp_table has length 0"),
+    (np.full(65537, 2 ** 10, np.int32), 4, None, "exp_table has length 65537"),
+    (np.full(300, 2 ** 20, np.int32), 2048, None, "C \\* exp_table"),                # 2048 * 2^20
+    (np.r_[[2 ** 10, 2 ** 10 + 1], np.zeros(254, np.int32)].astype(np.int32), 4, None, "exp_table\\[1\\]"),
+    (np.zeros(10, np.int32), 4, None, "exp_table\\[0\\]"),
+    (np.full(10, 2 ** 10, np.int32), 4, 32768, "levels"),
+    (np.full(10, 2 ** 10, np.int32), 4, 0, "levels"),
+])
+def test_softmax_int16_rejects(build, table, n_cols, levels, match):
+    x = np.zeros((2, n_cols), np.int16)
+    with pytest.raises(ValueError, match=match):
+        build._softmax.softmax(x, table, np.zeros((2, n_cols), np.int16), levels)
+    with pytest.raises(ValueError):
+        oracle.softmax(x, table, levels)
+
+
+@each_build
+def test_softmax_int16_accepts_large_tables_and_refuses_mixed_types(build):
+    # 2^26 * 10 < 2^31: the int16 path has no levels * exp_table[0] < 2^31 limit (the
+    # numerator is formed exactly in double)
+    table = exp_table16(1e-6, 10)
+    assert table.size == 65536 and table[0] == 2 ** 26
+    x = int16_array(np.random.default_rng(2), (5, 10))
+    out = np.empty_like(x)
+    build._softmax.softmax(x, table, out)
+    np.testing.assert_array_equal(out, oracle.softmax(x, table))
+    with pytest.raises(ValueError, match="one activation type"):
+        build._softmax.softmax(x, table, np.empty((5, 10), np.int8))
+
+
+@each_build
+def test_softmax_int16_call_copies_its_checked_table(build):
+    x = np.array([[3, -700, 100, 0]], np.int16)
+    table = exp_table16(0.01, 4)
+    out = np.empty_like(x)
+    call = build._softmax.SoftmaxCall(x, table, out)
+    expected = oracle.softmax(x, table)
+    table[:] = 2 ** 30
+    call()
+    np.testing.assert_array_equal(out, expected)
+
 
 
 # ---- which build runs ------------------------------------------------------------------------

@@ -411,3 +411,89 @@ def test_softmax_rejects_tables_that_could_overflow():
     table[5] = 2 ** 20 + 1
     with pytest.raises(ValueError, match="exp_table"):
         oracle.softmax(np.zeros((1, 4), np.int8), table)
+
+
+# ---- int16 activations: requantize between types, lookup, softmax ---------------------------
+
+ACT_RANGES = {8: (-128, 127), 16: (-32768, 32767)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([8, 16]), st.sampled_from([8, 16]), st.data(),
+       st.one_of(multipliers, st.just(0)), shifts)
+def test_requantize_between_types_against_python_loop(in_bits, out_bits, data, m0, shift):
+    lo, hi = ACT_RANGES[in_bits]
+    x = data.draw(st.lists(st.integers(lo, hi), max_size=30))
+    in_zp = data.draw(st.integers(-128, 127)) if in_bits == 8 else 0
+    out_zp = data.draw(st.integers(-128, 127)) if out_bits == 8 else 0
+    out_lo, out_hi = ACT_RANGES[out_bits]
+    in_dtype, out_dtype = (np.int8 if b == 8 else np.int16 for b in (in_bits, out_bits))
+    got = oracle.requantize(np.array(x, in_dtype), in_zp, m0, shift, out_zp, out_lo, out_hi,
+                            out_dtype=out_dtype)
+    assert got.dtype == out_dtype
+    assert got.tolist() == [min(max(out_zp + ref_mbqm(v - in_zp, m0, shift), out_lo), out_hi)
+                            for v in x]
+
+
+def test_requantize_int16_hand_checked():
+    # factor 1/256 (m0 = 2^30, shift = -7), two roundings: 127 / 2 = 63.5 -> 64 (ties up),
+    # 64 / 128 = 0.5 -> 1 (ties away); -32768 / 256 = -128; 32767 -> 16384 / 128 = 128 -> 127
+    x = np.array([127, -32768, 32767, -384], np.int16)
+    assert oracle.requantize(x, 0, 2 ** 30, -7, 0, -128, 127, out_dtype=np.int8).tolist() == \
+        [1, -128, 127, -2]
+    # int8 -> int16 by 2^8 exactly (m0 = 2^30, shift = 9): (x - in_zp) * 256, clamped
+    x8 = np.array([-128, 0, 127], np.int8)
+    got = oracle.requantize(x8, 5, 2 ** 30, 9, 0, -32768, 32767, out_dtype=np.int16)
+    assert got.dtype == np.int16 and got.tolist() == [-32768, -5 * 256, 122 * 256]  # -34048
+    # int16 -> int16 (default out_dtype: x's), clamped to a ReLU bound
+    got = oracle.requantize(np.array([-5, 7], np.int16), 0, 2 ** 30, 1, 0, 0, 32767)
+    assert got.dtype == np.int16 and got.tolist() == [0, 7]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: oracle.requantize(np.zeros(2, np.int16), 1, 2 ** 30, 0, 0, -128, 127), "in_zp"),
+    (lambda: oracle.requantize(np.zeros(2, np.int8), 0, 2 ** 30, 0, 1, -5, 5, np.int16), "out_zp"),
+    (lambda: oracle.requantize(np.zeros(2, np.int16), 0, 2 ** 30, 0, 0, -200, 5, np.int8), "act_min"),
+    (lambda: oracle.requantize(np.zeros(2, np.int8), 0, 2 ** 30, 0, 0, -40000, 5, np.int16), "act_min"),
+])
+def test_requantize_int16_rejects(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_lookup_int16_indexes_by_value_plus_32768():
+    table = np.arange(32767, -32769, -1).astype(np.int16)  # table[i] = 32767 - i: -1 - x
+    x = np.array([[-32768, 0], [32767, -1]], dtype=np.int16)
+    got = oracle.lookup(x, table)
+    assert got.dtype == np.int16
+    assert got.tolist() == [[32767, -1], [-32768, 0]]
+    with pytest.raises(ValueError, match="65536"):
+        oracle.lookup(x, np.zeros(256, np.int16))
+
+
+def test_softmax_int16_hand_checked():
+    table = np.array([4, 2], np.int32)                 # d = 0 -> 4, d = 1 -> 2, d >= 2 -> 0
+    # e = [4, 2], s = 6: (32767 * 4 + 3) // 6 = 21845, (32767 * 2 + 3) // 6 = 10922
+    got = oracle.softmax(np.array([[0, -1], [9, 2]], np.int16), table)
+    assert got.dtype == np.int16 and got.tolist() == [[21845, 10922], [32767, 0]]
+    # levels 4: (4 * 4 + 3) // 6 = 3, (4 * 2 + 3) // 6 = 1
+    assert oracle.softmax(np.array([[0, -1]], np.int16), table, 4).tolist() == [[3, 1]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(-32768, 32767), min_size=1, max_size=8), min_size=0,
+                max_size=4),
+       st.floats(min_value=1e-4, max_value=1.0), st.integers(4, 26), st.integers(1, 400),
+       st.sampled_from([32767, 1000, 1]))
+def test_softmax_int16_against_python_loops(rows, input_scale, k, length, levels):
+    width = min(len(r) for r in rows) if rows else 1
+    x = np.array([r[:width] for r in rows], dtype=np.int16).reshape(len(rows), width)
+    table = [round(2 ** k * math.exp(-input_scale * d)) for d in range(length)]
+    got = oracle.softmax(x, np.array(table, np.int32), levels)
+    assert got.dtype == np.int16
+    for i, row in enumerate(x.tolist()):
+        e = [table[max(row) - v] if max(row) - v < length else 0 for v in row]
+        s = sum(e)
+        for j in range(width):
+            assert got[i, j] == (levels * e[j] + s // 2) // s
+        assert abs(sum(int(v) for v in got[i]) - levels) <= width

@@ -1,8 +1,13 @@
 """activation: an elementwise function (relu, sigmoid, tanh, ...; see fixnet.activations).
 
-int8: a plain clamp (relu, relu6) is a rescale from the input's to the output's scale with the
-clamp as bounds (``requantize`` kernel); any other function is a 256-entry int8 lookup table
-built at quantize time (``lookup`` kernel): an int8 input has only 256 possible values.
+A plain clamp (relu, relu6) is a rescale from the input's to the output's scale with the
+clamp as bounds (``requantize`` kernel); any other function is a lookup table built at
+quantize time (``lookup`` kernel) with one entry per input code: 256 int8 entries for an int8
+node, 65536 int16 entries for an int16 one (exact: no interpolation between entries).
+
+RescaleStep is also the conversion between activation types that the quantizer inserts where
+an int8 tensor meets an int16 layer or back (``in_bits``: the input's type; ``bits``, the
+output's).
 """
 import numpy as np
 
@@ -42,20 +47,33 @@ class Activation(Op):
             m0, shift = requant_multipliers(x_qp.scale / y_qp.scale, node.describe())
             lo, hi = activation_bounds(clamp, y_qp)
             return RescaleStep(node.name, node.layer, node.inputs, node.outputs, x_qp.zero_point,
-                               int(m0[0]), int(shift[0]), y_qp.zero_point, lo, hi)
-        codes = np.arange(-128, 128)
+                               int(m0[0]), int(shift[0]), y_qp.zero_point, lo, hi,
+                               in_bits=x_qp.bits)
+        codes = np.arange(x_qp.qmin, x_qp.qmax + 1)      # every input code, in table order
         table = y_qp.quantize(f(x_qp.dequantize(codes).astype(np.float64)))
         return LookupStep(node.name, node.layer, node.inputs, node.outputs, table)
 
 
 class RescaleStep(Step):
-    """y_q = clamp(y_zp + multiply_by_quantized_multiplier(x_q - x_zp, m0, shift), lo, hi)."""
-    op = "rescale"
+    """y_q = clamp(y_zp + multiply_by_quantized_multiplier(x_q - x_zp, m0, shift), lo, hi).
 
-    def __init__(self, name, layer, inputs, outputs, in_zp, m0, shift, out_zp, act_min, act_max):
+    Input and output may differ in type: ``in_bits`` is the input's (8 or 16; None: the
+    same as ``bits``, the output's, which the quantizer sets)."""
+    op = "rescale"
+    in_bits = None          # what .fxn files written before int16 hold: the output's type
+
+    def __init__(self, name, layer, inputs, outputs, in_zp, m0, shift, out_zp, act_min, act_max,
+                 in_bits=None):
         super().__init__(name, layer, inputs, outputs)
         self.in_zp, self.m0, self.shift = int(in_zp), int(m0), int(shift)
         self.out_zp, self.act_min, self.act_max = int(out_zp), int(act_min), int(act_max)
+        if in_bits is not None:
+            self.in_bits = int(in_bits)
+
+    @property
+    def input_bits(self):
+        """The input's activation type: 8 or 16."""
+        return self.bits if self.in_bits is None else self.in_bits
 
     def bind(self, bufs):
         return _elementwise.RequantizeCall(
@@ -65,24 +83,28 @@ class RescaleStep(Step):
     def oracle(self, ins):
         x = ins[0]
         y = oracle.requantize(x.reshape(-1), self.in_zp, self.m0, self.shift, self.out_zp,
-                              self.act_min, self.act_max)
+                              self.act_min, self.act_max,
+                              out_dtype=np.int16 if self.bits == 16 else np.int8)
         return [y.reshape(x.shape)]
 
     def accumulators(self, ins):
         return ins[0].astype(np.int64) - self.in_zp
 
     def overflow_bound(self):
-        worst = np.array([max(abs(-128 - self.in_zp), abs(127 - self.in_zp))], np.int64)
+        lo, hi = (-128, 127) if self.input_bits == 8 else (-32768, 32767)
+        worst = np.array([max(abs(lo - self.in_zp), abs(hi - self.in_zp))], np.int64)
         return OverflowBound(self.layer, self.op, worst << max(self.shift, 0))
 
 
 class LookupStep(Step):
-    """y_q = table[x_q + 128]."""
+    """y_q = table[x_q - min]: int8, 256 entries (x_q + 128); int16, 65536 entries
+    (x_q + 32768)."""
     op = "lookup"
 
     def __init__(self, name, layer, inputs, outputs, table):
         super().__init__(name, layer, inputs, outputs)
-        self.table = np.ascontiguousarray(table, np.int8)
+        table = np.asarray(table)
+        self.table = np.ascontiguousarray(table, np.int16 if table.dtype == np.int16 else np.int8)
 
     def bind(self, bufs):
         return _elementwise.LookupCall(bufs[self.inputs[0]].reshape(-1), self.table,
