@@ -192,13 +192,14 @@ def fewer_levels_scale(flat, per_channel, weights, clipping=None):
     return grid_scale(absmax)
 
 
-def fewer_level_codes(flat, scale, weights, fitted=None):
+def fewer_level_codes(flat, scale, weights, table=None):
     """Codes (float64 integers in [-126, 126]) of rows ``flat`` [C, K] at per-row ``scale`` [C]
-    under an option other than int8: each weight its nearest level (fewer_level_table)."""
+    under an option other than int8: each weight its nearest level of ``table`` (default
+    fewer_level_table's)."""
     u = flat / scale[:, None]
     if weights == "int4":
         return int4_codes(u)                # round half away from zero, as textbook int4
-    return nearest_levels(u, fewer_level_table(flat, scale, weights, fitted))
+    return nearest_levels(u, fewer_level_table(flat, scale, weights) if table is None else table)
 
 
 def fewer_level_table(flat, scale, weights, fitted=None):
@@ -438,7 +439,7 @@ def _fewer_level_channels(flat, scale, nearest, bias, weights, widened, x_qp, y_
     fitted = np.ones(flat.shape[0], bool)
     fitted[[w.channel for w in widened]] = False
     table = fewer_level_table(flat, scale, weights, fitted)
-    levels = fewer_level_codes(flat, scale, weights, fitted)
+    levels = fewer_level_codes(flat, scale, weights, table)
     codes = levels.copy()
     if round_codes is not None:
         adaptive = round_codes(flat, scale, levels=table)
