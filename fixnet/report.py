@@ -208,3 +208,100 @@ def _internal_records(step, ins, floats):
                     "saturated": int(np.count_nonzero((codes >= 32767) | (codes <= -32768))),
                     "scale": scales[name]})
     return out
+
+
+class WeightOptionsReport:
+    """What each weight option (qparams.WEIGHT_OPTIONS) costs, per layer with a kernel and for
+    the whole model:
+
+    - records, one per dense/conv/depthwise layer: ``weights`` (their count) and, per option,
+      ``<option>_db``: the weight-only SQNR of the layer's float weights (BatchNorm folded in,
+      as quantized) against their dequantized codes (int8: 255 uniform levels per channel;
+      codebook16: 16 k-means levels per layer; codebook16-channel: 16 per channel; int4: 15
+      uniform levels per channel), taken alone: no bias, no widening, no adaptive rounding;
+      and ``<option>_bits``: the bits per weight the .fxn file stores them in (4-bit indices
+      and their tables of codes, or 8 where that is not smaller; before deflate);
+    - model: {option: SQNR of the model's outputs quantized with that option against the float
+      outputs, on the given inputs}, when a quantize function and inputs were given; and
+      bits: {option: bits per weight over every layer}.
+    """
+
+    def __init__(self, records, model=None, options=None):
+        self.records = records
+        self.model = dict(model or {})
+        self.options = tuple(options or ())
+        total = sum(r["weights"] for r in records) or 1
+        self.bits = {o: sum(r[o + "_bits"] * r["weights"] for r in records) / total
+                     for o in self.options}
+
+    def to_dict(self):
+        return {"layers": [dict(r) for r in self.records], "model": dict(self.model),
+                "bits": dict(self.bits)}
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __str__(self):
+        rows = [(r["layer"], r["op"], r["weights"]) +
+                tuple(f"{r[o + '_db']:.1f} ({r[o + '_bits']:.1f})" for o in self.options) +
+                (f"{r['codebook16_db'] - r['int4_db']:+.1f}",) for r in self.records]
+        text = render_table("weight-only SQNR dB by layer, float weights vs dequantized codes "
+                            "(bits per weight in the .fxn file)",
+                            ["layer", "op", "weights"] + [f"{o} dB" for o in self.options] +
+                            ["codebook16 - int4 dB"], rows)
+        rows = [(o, f"{self.bits[o]:.2f}", f"{self.model[o]:.2f}" if o in self.model else "")
+                for o in self.options]
+        return text + "\n\n" + render_table(
+            "whole model: bits per weight in the .fxn file, output SQNR dB when quantized with "
+            "each weight option" if self.model else "whole model: bits per weight in the .fxn file",
+            ["weights", "bits per weight"] + (["output SQNR dB"] if self.model else []),
+            [r if self.model else r[:2] for r in rows])
+
+
+def weight_options(model, x=None, quantize=None, per_channel=True):
+    """A WeightOptionsReport for ``model`` (a FloatModel, or a float Graph): per layer with a
+    kernel, the weight-only SQNR of each weight option and the bits it stores a weight in
+    (scales per channel, or per layer with ``per_channel`` False); with inputs ``x`` and
+    ``quantize`` (a function of an option name returning the QuantizedModel quantized with
+    it, e.g. ``lambda w: fm.quantize(calib, weights=w)``), also each option's output SQNR
+    against the float model on ``x``. Prints nothing: ``print(report)`` shows the tables."""
+    from .fxn.palette import palette_form
+    from .passes import optimize
+    from .quant.qparams import WEIGHT_OPTIONS, weight_codes
+
+    graph = getattr(model, "graph", model)
+    records = []
+    for n in optimize(graph).nodes:
+        if n.op not in layouts.KERNEL_OPS or "kernel" not in n.weights:
+            continue
+        rows = layouts.flat_rows(layouts.rows_from_keras(n.op, n.weights["kernel"]))
+        r = {"layer": n.layer or n.name, "op": n.op, "weights": int(rows.size)}
+        for option in WEIGHT_OPTIONS:
+            codes, scale = weight_codes(rows, per_channel, option)
+            r[option + "_db"] = float(sqnr_db(rows, codes.astype(np.float64) * scale[:, None]))
+            form = palette_form(codes)
+            r[option + "_bits"] = 8.0 * (codes.size if form is None else form[1].size) / max(codes.size, 1)
+        records.append(r)
+    outputs = {}
+    if x is not None and quantize is not None:
+        outputs = _output_sqnr(graph, x, quantize, WEIGHT_OPTIONS)
+    return WeightOptionsReport(records, outputs, WEIGHT_OPTIONS)
+
+
+def _output_sqnr(graph, x, quantize, options):
+    """{option: SQNR of quantize(option)'s outputs on ``x`` against the float graph's}, all
+    outputs of the model taken together."""
+    from . import reference
+
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    ref = np.concatenate([np.ravel(o) for o in reference.run(graph, [np.asarray(v, np.float64)
+                                                                     for v in xs])])
+    out = {}
+    for option in options:
+        got = quantize(option).predict(xs if len(xs) > 1 else xs[0])
+        got = got if isinstance(got, list) else [got]
+        out[option] = float(sqnr_db(ref, np.concatenate([np.ravel(o) for o in got])))
+    return out

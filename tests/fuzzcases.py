@@ -56,7 +56,7 @@ PREDICT_SAMPLES = 3
 #   self-consistent: finite outputs, kernels bit-exact with the oracle.
 SQNR_BAR = 20.0
 EXTREME_WEIGHT = 1e20
-FXN_CRAFTED = ("fxn_manifest", "fxn_array")
+FXN_CRAFTED = ("fxn_manifest", "fxn_array", "fxn_palette")
 
 # (fixture, format). "h5": full-model HDF5; "keras": Keras 3 archive; "json": architecture JSON
 # + weights file; "fxn": fixnet's own file, made at test time with qm.save from the fixture.
@@ -67,7 +67,11 @@ TARGETS = [
     ("cnn_digits_k3", "keras"), ("multi_io_k3", "keras"), ("layers_tensor_ops_k3", "keras"),
     ("cnn_digits_k3", "json"), ("cnn_digits_tfk2", "json"),
     ("mlp_seq_k3", "fxn"), ("mlp_func_tfk2", "fxn"), ("cnn_digits_tfk2", "fxn"),
+    ("cnn_digits_k3", "fxn"),
 ]
+# .fxn targets quantized with codebook16 weights: their weight arrays are stored as tables of
+# codes and 4-bit indices (fixnet/fxn/palette.py), which m_fxn_palette damages
+CODEBOOK_FXN = {"cnn_digits_k3"}
 # fixtures without weights (weight mutations skip them)
 NO_WEIGHTS = {"layers_merge_k3"}
 # fixtures cheap enough for the default run (most cases go to these)
@@ -965,6 +969,59 @@ def m_fxn_header(rng, files):
     return "empty payload, header consistent"
 
 
+def m_fxn_palette(rng, files):
+    """Damage an array stored as tables of codes and 4-bit indices: its bytes (an index beyond
+    its table, any nibble, the padding, a shorter array) or its spec (codes, axis, dtype, no
+    palette), with a valid checksum."""
+    import numpy as np
+
+    def fn(entries):
+        m = json.loads(entries["manifest.json"])
+        palettes = sorted(e for e, spec in m["arrays"].items() if "palette" in spec)
+        if not palettes:
+            return "no array stored with a palette"
+        entry = rng.choice(palettes)
+        spec = m["arrays"][entry]
+        p = spec["palette"]
+        stored = np.lib.format.read_array(io.BytesIO(entries[entry]))
+        rows = stored.reshape(1 if p["axis"] is None else spec["shape"][p["axis"]], -1)
+        kind = rng.randrange(8)
+        if kind == 0:                    # one code fewer in each table: an index beyond it
+            stored = np.delete(rows, p["codes"] - 1, axis=1).reshape(
+                (-1,) if p["axis"] is None else (rows.shape[0], -1))
+            p["codes"] -= 1
+            what = f"{entry}: tables of {p['codes']} codes, indices unchanged"
+        elif kind == 1:                  # any byte of a table or of the indices
+            flat = stored.reshape(-1)
+            i = rng.randrange(flat.size)
+            flat[i] = rng.randrange(256)
+            what = f"{entry}: stored byte {i} = {flat[i]}"
+        elif kind == 2:                  # the last byte: padding nibble of an odd row
+            stored.reshape(-1)[-1] |= 0xF0
+            what = f"{entry}: last byte's high nibble = 15"
+        elif kind == 3:                  # a shorter stored array
+            stored = stored.reshape(-1)[:-rng.choice([1, 2, 17])].copy()
+            what = f"{entry}: stored array shortened to {stored.shape}"
+        elif kind == 4:
+            p["codes"] = rng.choice([0, 1, 15, 17, 255, -1, "16", None])
+            what = f"{entry}: palette codes = {p['codes']!r}"
+        elif kind == 5:
+            p["axis"] = rng.choice([None, 0, 1, len(spec["shape"]) - 1, len(spec["shape"]), -1, "0"])
+            what = f"{entry}: palette axis = {p['axis']!r}"
+        elif kind == 6:
+            spec["dtype"] = rng.choice(["|u1", "<i4", "<f4"])
+            what = f"{entry}: palette array of dtype {spec['dtype']}"
+        else:
+            del spec["palette"]
+            what = f"{entry}: palette removed from the spec"
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(stored))
+        entries[entry] = buf.getvalue()
+        entries["manifest.json"] = json.dumps(m).encode()
+        return what
+    return _fxn_edit_archive(files.model, fn)
+
+
 BYTE_MUTATIONS = [m_truncate, m_flip_bits, m_overwrite]
 KERAS_MUTATIONS = [
     m_config_delete_key, m_config_wrong_type, m_config_absurd_number, m_config_unknown_string,
@@ -973,7 +1030,7 @@ KERAS_MUTATIONS = [
     m_weight_values, m_weight_shape, m_weight_dtype, m_weight_missing_or_extra,
     m_weight_declared_huge, m_h5_external_link, m_h5_soft_link, m_h5_external_storage, m_h5_virtual,
 ]
-FXN_MUTATIONS = [m_fxn_manifest, m_fxn_array, m_fxn_header]
+FXN_MUTATIONS = [m_fxn_manifest, m_fxn_array, m_fxn_header, m_fxn_palette]
 MUTATIONS = BYTE_MUTATIONS + KERAS_MUTATIONS + FXN_MUTATIONS
 
 
@@ -984,6 +1041,8 @@ def case_for_seed(seed, small_only=False):
     rng = random.Random(seed)
     if mutation in FXN_MUTATIONS:
         targets = [t for t in TARGETS if t[1] == "fxn"]
+        if mutation is m_fxn_palette:
+            targets = [t for t in targets if t[0] in CODEBOOK_FXN]
     elif mutation in KERAS_MUTATIONS:
         targets = [t for t in TARGETS if t[1] != "fxn"]
         if mutation.__name__.startswith(("m_weight", "m_h5")):
@@ -1011,12 +1070,28 @@ def base_fxn(fixture):
     if fixture not in _FXN_CACHE:
         import fixnet
         d = fixture_inputs(fixture)
-        qm = fixnet.load(os.path.join(MODELS, fixture + ".h5")).quantize(
-            _one(d["x_calib"]), weight_rounding="nearest", progress=False)
+        fm = fixnet.load(os.path.join(MODELS, fixture + ".h5"))
+        if fixture in CODEBOOK_FXN:
+            qm = quantize_codebook16(fm, _one(d["x_calib"]))
+        else:
+            qm = fm.quantize(_one(d["x_calib"]), weight_rounding="nearest", progress=False)
         p = os.path.join(_FXN_DIR or ".", fixture + ".base.fxn")
         qm.save(p)
         _FXN_CACHE[fixture] = p
     return _FXN_CACHE[fixture]
+
+
+def quantize_codebook16(fm, calibration):
+    """``fm`` quantized with codebook16 weights (nearest rounding): the quantizer's
+    quantize_channels given ``weights="codebook16"`` while it runs."""
+    import functools
+    from fixnet.quant import qparams, quantizer
+    plain = quantizer.quantize_channels
+    quantizer.quantize_channels = functools.partial(qparams.quantize_channels, weights="codebook16")
+    try:
+        return fm.quantize(calibration, weight_rounding="nearest", progress=False)
+    finally:
+        quantizer.quantize_channels = plain
 
 
 _BASE_OUT = {}

@@ -38,6 +38,15 @@ manifest.json (format version 1)::
      "arrays": {"arrays/00000_w_q.npy": {"dtype": "|i1", "shape": [int, ...]}, ...},
      "overflow_proven": bool or null}
 
+An int8 array with at most 16 distinct values in the whole array, or in each of its slices
+along its first or last axis (codebook and int4 weights; any int8 array qualifies), is stored
+as tables of int8 codes and 4-bit indices where that is smaller: its spec adds
+``"palette": {"axis": null or the axis, "codes": codes per table, 1 to 16}`` and its entry
+holds one uint8 array, per table its codes then its packed indices (fixnet/fxn/palette.py
+gives the layout). Reading expands it to the identical int8 array of the spec's dtype and
+shape before anything else looks at it. (A fixnet that predates this refuses such a file,
+naming the array: nothing is misread, so the format version stays 1.)
+
 A null in a tensor's shape is a dimension of any length (fixnet/lengths.py): a model input's
 null dimensions are the length symbols 0, 1, ... (in input order, then dimension order), and
 ``length_of`` (present exactly when the shape has a null) names, per dimension, the symbol a

@@ -21,6 +21,7 @@ from ..quant.qparams import QParams
 from ..step import Step
 from .container import (ARRAY_DTYPES, FORMAT_NAME, FORMAT_VERSION, HEADER, MAGIC, MANIFEST_NAME,
                         FxnWriteError, bad_file, short_repr, zip_write)
+from .palette import palette_form
 
 # Value types allowed inside a step's state as tagged dataclasses.
 _DATACLASSES = {"QParams": QParams}
@@ -61,6 +62,7 @@ def encode_model(qm, where="<model>"):
             enc.array_hint = f"{i:04d}_{re.sub(r'[^A-Za-z0-9_]+', '_', k)}"
             encoded[k] = enc.value(v, f"{where_step} attribute '{k}'")
         steps.append({"class": cls.__name__, "module": cls.__module__, "state": encoded})
+    specs, stored = _stored_arrays(enc.arrays)
     try:
         proven = bool(qm.overflow_report().proven)
     except Exception:   # the proof is a cross-check on load, not a requirement to save
@@ -75,8 +77,7 @@ def encode_model(qm, where="<model>"):
         "outputs": [str(t) for t in qm.outputs],
         "tensors": tensors,
         "steps": steps,
-        "arrays": {entry: {"dtype": a.dtype.str, "shape": list(a.shape)}
-                   for entry, a in enc.arrays.items()},
+        "arrays": specs,
         "overflow_proven": proven,
     }
     config = getattr(qm, "config", None)
@@ -87,13 +88,31 @@ def encode_model(qm, where="<model>"):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         zip_write(z, MANIFEST_NAME, manifest_bytes)
-        for entry, a in enc.arrays.items():
+        for entry, a in stored:
             npy = io.BytesIO()
             np.lib.format.write_array(npy, a, allow_pickle=False)
             zip_write(z, entry, npy.getvalue())
     payload = buf.getvalue()
     header = HEADER.pack(MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest())
     return header + payload
+
+
+def _stored_arrays(arrays):
+    """The manifest's array specs and the (entry, array) pairs the archive holds: an int8 array
+    of at most 16 distinct values per table (fixnet/fxn/palette.py), where that is smaller, as
+    its tables and 4-bit indices (its spec says "palette": {"axis", "codes"}); any other array
+    as itself."""
+    specs, stored = {}, []
+    for entry, a in arrays.items():
+        specs[entry] = {"dtype": a.dtype.str, "shape": list(a.shape)}
+        form = palette_form(a)
+        if form is None:
+            stored.append((entry, a))
+            continue
+        axis, packed, codes = form
+        specs[entry]["palette"] = {"axis": axis, "codes": codes}
+        stored.append((entry, packed))
+    return specs, stored
 
 
 class _Encoder:

@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 
 from ..errors import ModelFileError
+from .palette import MAX_CODES, expand_palette, stored_shape
 
 MAGIC = b"FIXNET\x00"
 FORMAT_VERSION = 1                  # what save_model writes
@@ -107,11 +108,14 @@ def parse_container(path, data, with_arrays, budget=None):
             raise damaged_file(path, f"array(s) listed in the manifest are missing: {sorted(missing)[:5]}")
         arrays = {}
         if with_arrays:
-            for entry, (dtype, shape) in specs.items():
+            for entry, (dtype, shape, palette) in specs.items():
                 if budget is not None:
                     budget.need(dtype.itemsize * math.prod(shape), f"array {entry}")
-            for entry, (dtype, shape) in specs.items():
-                arrays[entry] = _read_array(path, z, z.getinfo(entry), dtype, shape)
+            for entry, (dtype, shape, palette) in specs.items():
+                if palette is None:
+                    arrays[entry] = _read_array(path, z, z.getinfo(entry), dtype, shape)
+                else:
+                    arrays[entry] = _read_palette_array(path, z, entry, shape, *palette)
     return manifest, arrays
 
 
@@ -207,15 +211,43 @@ def _parse_manifest(path, raw, version):
 
 
 def _array_specs(path, m):
+    """{entry: (dtype, shape, palette)}: palette None (a plain .npy) or (axis, codes) for an
+    int8 array stored as 4-bit indices into tables of ``codes`` codes (fixnet/fxn/palette.py)."""
     specs = {}
     for entry, spec in m["arrays"].items():
         if not (entry.startswith("arrays/") and entry.endswith(".npy")):
             raise bad_file(path, f"array entry name {entry!r} is not under arrays/")
         if (not isinstance(spec, dict) or spec.get("dtype") not in ARRAY_DTYPES
-                or not _is_shape(spec.get("shape"))):
-            raise bad_file(path, f"array {entry}: dtype/shape {spec!r} is not one the format stores")
-        specs[entry] = (np.dtype(spec["dtype"]), tuple(spec["shape"]))
+                or not _is_shape(spec.get("shape")) or not set(spec) <= {"dtype", "shape", "palette"}):
+            raise bad_file(path, f"array {entry}: dtype/shape {short_repr(spec)} is not one the "
+                                 "format stores")
+        shape = tuple(spec["shape"])
+        palette = _palette_spec(path, entry, spec, shape) if "palette" in spec else None
+        specs[entry] = (np.dtype(spec["dtype"]), shape, palette)
     return specs
+
+
+def _palette_spec(path, entry, spec, shape):
+    """(axis, codes) of an array spec's "palette": {"axis": null or an axis of the array,
+    "codes": the codes per table, 1 to 16}; only an int8 array has one."""
+    p = spec["palette"]
+    ok = spec["dtype"] == "|i1" and isinstance(p, dict) and set(p) == {"axis", "codes"}
+    axis, codes = (p["axis"], p["codes"]) if ok else (None, None)
+    if not (ok and (axis is None or (type(axis) is int and 0 <= axis < len(shape)))
+            and type(codes) is int and 1 <= codes <= MAX_CODES):
+        raise bad_file(path, f"array {entry}: palette {short_repr(p)} of a {spec['dtype']} array "
+                             f"of shape {list(shape)} is not one the format stores")
+    return axis, codes
+
+
+def _read_palette_array(path, z, entry, shape, axis, codes):
+    """The int8 array ``entry`` stored as tables of codes and 4-bit indices."""
+    stored = _read_array(path, z, z.getinfo(entry), np.dtype("|u1"),
+                         stored_shape(shape, axis, codes), "its palette form needs")
+    try:
+        return expand_palette(stored, axis, codes, shape)
+    except ValueError as e:
+        raise bad_file(path, f"array {entry}: its palette does not hold together: {e}")
 
 
 def _is_shape(s):
@@ -229,7 +261,7 @@ def is_tensor_shape(s):
             and _is_shape([d for d in s if d is not None]))
 
 
-def _read_array(path, z, info, dtype, shape):
+def _read_array(path, z, info, dtype, shape, expected="the manifest says"):
     nbytes = dtype.itemsize * math.prod(shape)
     raw = _read_entry(path, z, info, nbytes + 4096)        # the .npy header is < 4 KiB
     try:
@@ -237,7 +269,7 @@ def _read_array(path, z, info, dtype, shape):
     except (ValueError, OSError, EOFError, TypeError) as e:
         raise damaged_file(path, f"array {info.filename} cannot be read ({e})")
     if a.dtype.str != dtype.str or a.shape != shape:
-        raise bad_file(path, f"array {info.filename} is {a.dtype.str} {a.shape}, the manifest says "
+        raise bad_file(path, f"array {info.filename} is {a.dtype.str} {a.shape}, {expected} "
                          f"{dtype.str} {shape}")
     if a.dtype.str[0] == "<" and sys.byteorder != "little":
         a = a.astype(a.dtype.newbyteorder("="))

@@ -5,6 +5,7 @@ ICLR 2023). Pure NumPy on arrays: it knows nothing of layers, so the ops (a recu
 quantization) and the quantizer both use it."""
 import numpy as np
 
+from .codebook import nearest_levels
 from .qparams import WEIGHT_MAX, round_half_away
 
 MAX_INPUTS = 2048           # K above this (a K x K moment over 32 MiB): round to nearest
@@ -23,11 +24,12 @@ def round_rows_scaled(rows, scale, moment, damping=DAMPING):
     return _round_groups(rows[None], scale[None], np.asarray(moment, np.float64)[None], damping)[0]
 
 
-def _round_groups(w, scale, h, damping):
+def _round_groups(w, scale, h, damping, levels=None):
     """GPTQ on G groups at once: w [G, R, K] rows, scale [G, R] (per row) or [G, R, K] (per
     element), h [G, K, K]. In each group the columns are taken in order of decreasing input
     energy; each is rounded to nearest after the errors of the columns before it were
-    compensated."""
+    compensated. levels: None (codes are the integers in [-127, 127]) or [G, R, L], each row's
+    allowed codes, ascending (a codebook, fixnet/quant/codebook.py): the nearest of them."""
     g, r, k = w.shape
     h = np.array(h, np.float64)
     diag = np.diagonal(h, axis1=1, axis2=2).copy()                 # [G, K]
@@ -51,7 +53,10 @@ def _round_groups(w, scale, h, damping):
     q = np.empty_like(w)
     for i in range(k):
         si = scale[:, :, i] if scale.ndim == 3 else scale
-        qi = np.clip(round_half_away(w[:, :, i] / si), -WEIGHT_MAX, WEIGHT_MAX)
+        if levels is None:
+            qi = np.clip(round_half_away(w[:, :, i] / si), -WEIGHT_MAX, WEIGHT_MAX)
+        else:
+            qi = nearest_levels((w[:, :, i] / si)[:, :, None], levels)[:, :, 0]
         q[:, :, i] = qi
         if u is not None and i + 1 < k:
             err = (w[:, :, i] - qi * si) / u[:, i, i][:, None]                # [G, R]

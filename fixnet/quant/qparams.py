@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import OverflowRiskError, QuantizationError
 from ..oracle import quantize_multiplier, round_half_away
+from .codebook import INT4_MAX, codebook_table, grid_scale, int4_codes, int4_table, nearest_levels
 
 INT8_MIN, INT8_MAX = -128, 127
 WEIGHT_MAX = 127            # weights never use -128 (see DESIGN: int16 pair sums)
@@ -115,20 +116,22 @@ def quantize_weights(w, per_channel=True, clipping=None):
     return q.astype(np.int8).reshape(w.shape), scale
 
 
-def weight_quantization_error(flat, threshold):
-    """Squared error per row of ``flat`` [C, K] quantized symmetrically with |w| <= threshold [C]."""
-    scale = np.where(threshold > 0, threshold / WEIGHT_MAX, 1.0)[:, None]
-    q = np.clip(round_half_away(flat / scale), -WEIGHT_MAX, WEIGHT_MAX)
+def weight_quantization_error(flat, threshold, levels=WEIGHT_MAX):
+    """Squared error per row of ``flat`` [C, K] quantized symmetrically with |w| <= threshold [C]
+    to codes in [-levels, levels] (127: int8; 7: int4)."""
+    scale = np.where(threshold > 0, threshold / levels, 1.0)[:, None]
+    q = np.clip(round_half_away(flat / scale), -levels, levels)
     return ((flat - q * scale) ** 2).sum(axis=1)
 
 
-def _mse_weight_threshold(flat, absmax, per_channel, ratios=np.linspace(0.5, 1.0, 101)):
+def _mse_weight_threshold(flat, absmax, per_channel, ratios=np.linspace(0.5, 1.0, 101),
+                          levels=WEIGHT_MAX):
     """Per channel (or for the whole tensor), the clipping threshold in ratios * absmax of least
-    squared weight error (ties go to the widest)."""
+    squared weight error with codes in [-levels, levels] (ties go to the widest)."""
     best, best_err = absmax.copy(), None
     for r in ratios[::-1]:
         t = absmax * r
-        err = weight_quantization_error(flat, t)
+        err = weight_quantization_error(flat, t, levels)
         if not per_channel:
             err = np.full_like(err, err.sum())
         if best_err is None:
@@ -138,6 +141,84 @@ def _mse_weight_threshold(flat, absmax, per_channel, ratios=np.linspace(0.5, 1.0
         best = np.where(better, t, best)
         best_err = np.where(better, err, best_err)
     return best
+
+
+# ---- weights with at most 16 levels (fixnet/quant/codebook.py), as int8 codes ----------------
+
+# "int8": 255 uniform levels (quantize_weights). The others use at most 16 distinct int8 codes
+# per layer or per output channel, which the .fxn file stores as 4-bit indices plus a table of
+# codes: "codebook16", one k-means codebook of 16 levels for the whole layer, in units of each
+# channel's scale (4 bits per weight and a table of 16 codes per layer); "codebook16-channel",
+# one codebook per output channel (a table per channel: 4 bits per weight plus 128 bits per
+# channel, which only pays on long rows); "int4", 15 uniform levels per channel (codes 18 * k,
+# k in [-7, 7]; one table per layer).
+WEIGHT_OPTIONS = ("int8", "codebook16", "codebook16-channel", "int4")
+
+
+def check_weight_option(weights):
+    if weights not in WEIGHT_OPTIONS:
+        raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHT_OPTIONS))}, "
+                         f"not {weights!r}")
+
+
+def weight_codes(w, per_channel=True, weights="int8", clipping=None):
+    """int8 codes and per-channel scales of weights ``w`` [C, ...] (output channel first) under
+    a weight option (WEIGHT_OPTIONS), alone: no bias, no widening (quantize_channels does
+    those). int8: quantize_weights. The others: scale max|w| / 126 per channel (or per layer;
+    int4 with clipping "mse": the threshold of least int4 error), codes as in
+    fixnet.quant.codebook. Returns (codes int8 [C, ...] in [-127, 127], scale float64 [C])."""
+    check_weight_option(weights)
+    if weights == "int8":
+        return quantize_weights(w, per_channel, clipping)
+    flat = np.asarray(w, np.float64).reshape(np.shape(w)[0], -1)
+    scale = fewer_levels_scale(flat, per_channel, weights, clipping)
+    codes = fewer_level_codes(flat, scale, weights)
+    return codes.astype(np.int8).reshape(np.shape(w)), scale
+
+
+def fewer_levels_scale(flat, per_channel, weights, clipping=None):
+    """Per row of ``flat`` [C, K], the int8 scale of the options other than int8: the largest
+    |w| of the row (or of the layer) / 126; int4 with clipping "mse" clips at the threshold
+    of least squared int4 error (the codebooks ignore clipping: their levels are fitted to
+    the weights, outliers included)."""
+    c = flat.shape[0]
+    absmax = np.abs(flat).max(axis=1) if flat.size else np.zeros(c)
+    if not per_channel:
+        absmax = np.full(c, absmax.max() if c else 0.0)
+    if clipping == "mse" and weights == "int4" and flat.size:
+        absmax = _mse_weight_threshold(flat, absmax, per_channel, levels=INT4_MAX)
+    elif clipping not in (None, "mse"):
+        raise ValueError(f"weight clipping must be None or 'mse', got {clipping!r}")
+    return grid_scale(absmax)
+
+
+def fewer_level_codes(flat, scale, weights, table=None):
+    """Codes (float64 integers in [-126, 126]) of rows ``flat`` [C, K] at per-row ``scale`` [C]
+    under an option other than int8: each weight its nearest level of ``table`` (default
+    fewer_level_table's)."""
+    u = flat / scale[:, None]
+    if weights == "int4":
+        return int4_codes(u)                # round half away from zero, as textbook int4
+    return nearest_levels(u, fewer_level_table(flat, scale, weights) if table is None else table)
+
+
+def fewer_level_table(flat, scale, weights, fitted=None):
+    """The codes each row of ``flat`` [C, K] (at per-row ``scale`` [C]) may take under an option
+    other than int8, ascending: [C, L]. codebook16's one codebook is fitted to the layer's
+    weights in units of each channel's scale (every channel counts alike, as int4's uniform
+    levels treat them: weighting the channels by scale^2, i.e. the error in real units, made
+    the outputs of the fixture convnets worse), to the rows ``fitted`` only ([C] bool, default
+    all: the others only take its levels), and holds 0 (zero weights stay zero)."""
+    c = flat.shape[0]
+    u = flat / scale[:, None]
+    if weights == "int4":
+        table = int4_table()
+    elif weights == "codebook16-channel":
+        table = codebook_table(u)
+    else:
+        fitted = np.ones(c, bool) if fitted is None else fitted
+        table = codebook_table(u, shared=True, row_weight=fitted.astype(np.float64), keep_zero=True)
+    return np.broadcast_to(table, (c, table.shape[1]))
 
 
 def quantize_bias(b, scale, where):
@@ -275,7 +356,7 @@ def needs_widening(row, b, natural, x_qp, y_qp):
 
 
 def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=None,
-                      round_codes=None):
+                      round_codes=None, weights="int8"):
     """Weights, int32 bias and requantization multipliers of a layer with one weight row per
     output channel: y[c] = x . rows[c] + bias[c], input ``x_qp``, output ``y_qp``.
 
@@ -291,6 +372,13 @@ def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=
     round_codes: optional callable(rows [C, K], scale [C]) -> codes [C, K] (adaptive
         rounding) at the final scales; a widened channel keeps them only while its proof
         still holds, and invalid codes (not finite, beyond 127) are never taken.
+    weights: "int8" (the above), or "codebook16", "codebook16-channel", "int4" (WEIGHT_OPTIONS,
+        weight_codes): at most 16 distinct codes per layer (per channel for
+        codebook16-channel), at scales max|w| / 126, widened as above. A widened channel
+        takes its nearest levels at its scale (codebook16's table holds 0, so a dead
+        channel's weights stay 0), or keeps its nearest int8 codes if those break its proof.
+        round_codes, given, is called as round_codes(rows, scale, levels=table) with the
+        codes [C, L] each row may take, and picks among them.
     Raises QuantizationError naming ``where`` for non-finite weights or bias, or a bias beyond
     int32 that widening cannot help (the weights alone break the proof).
     """
@@ -302,8 +390,12 @@ def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=
         raise QuantizationError(f"{where}: its weights are not all finite")
     if not np.all(np.isfinite(bias)):
         raise QuantizationError(f"{where}: its bias is not all finite")
-    _, scale = quantize_weights(flat, per_channel=per_channel, clipping=clipping)
-    # 0.0 where quantize_weights had no weight to scale (all zero: it picks 1.0)
+    check_weight_option(weights)
+    if weights == "int8":
+        _, scale = quantize_weights(flat, per_channel=per_channel, clipping=clipping)
+    else:
+        scale = fewer_levels_scale(flat, per_channel, weights, clipping)
+    # 0.0 where there was no weight to scale (all zero: the scale is 1.0)
     absmax = np.abs(flat).max(axis=1) if flat.size else np.zeros(c)
     if not per_channel:
         absmax = np.full(c, absmax.max() if c else 0.0)
@@ -314,7 +406,10 @@ def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=
             scale[i] = widened_scale(flat[i], bias[i], natural[i], x_qp, y_qp, where, i)
             widened.append(WidenedChannel(i, float(natural[i]), float(scale[i]), float(bias[i])))
     codes = nearest_codes(flat, scale)
-    if round_codes is not None:
+    if weights != "int8":
+        codes = _fewer_level_channels(flat, scale, codes, bias, weights, widened, x_qp, y_qp,
+                                      round_codes)
+    elif round_codes is not None:
         adaptive = round_codes(flat, scale)
         if adaptive is not None and np.all(np.isfinite(adaptive)) and np.all(np.abs(adaptive) <= WEIGHT_MAX):
             for w in widened:
@@ -332,6 +427,31 @@ def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=
     m0, shift = requant_multipliers(x_qp.scale * scale / y_qp.scale, where)
     return ChannelQuant(w_q.reshape(rows.shape), scale, b_eff.astype(np.int32), m0, shift,
                         tuple(widened))
+
+
+def _fewer_level_channels(flat, scale, nearest, bias, weights, widened, x_qp, y_qp,
+                          round_codes=None):
+    """quantize_channels' codes for the options other than int8: each weight its nearest level,
+    or with ``round_codes`` the levels adaptive rounding picks (round_codes(flat, scale,
+    levels=table)); the widened rows (at their own scales) do not shape codebook16's table.
+    A widened row whose codes break its overflow proof takes its nearest levels, or if those
+    break it too its ``nearest`` int8 codes."""
+    fitted = np.ones(flat.shape[0], bool)
+    fitted[[w.channel for w in widened]] = False
+    table = fewer_level_table(flat, scale, weights, fitted)
+    levels = fewer_level_codes(flat, scale, weights, table)
+    codes = levels.copy()
+    if round_codes is not None:
+        adaptive = round_codes(flat, scale, levels=table)
+        if adaptive is not None and np.all(np.isfinite(adaptive)) and np.all(np.abs(adaptive) <= WEIGHT_MAX):
+            codes = adaptive.copy()
+    for w in widened:
+        i = w.channel
+        for fallback in (levels[i], nearest[i]):
+            if channel_worst(codes[i], bias[i], scale[i], x_qp, y_qp) <= WIDEN_TARGET:
+                break
+            codes[i] = fallback
+    return codes
 
 
 def activation_bounds(clamp, out_qp):

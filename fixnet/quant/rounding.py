@@ -101,10 +101,12 @@ class SecondMoment:
         return self.sum / max(self.count, 1)
 
 
-def round_rows(rows, scale, moment, groups, damping=DAMPING):
+def round_rows(rows, scale, moment, groups, damping=DAMPING, levels=None):
     """int8 codes [C, K] for float weight rows [C, K] at fixed per-row ``scale`` [C], chosen to
     minimise sum over rows of e^T H e (H = ``moment[groups[row]]``, e the rows' real errors).
-    Rows must come in equal-sized runs per group (as output channels do)."""
+    Rows must come in equal-sized runs per group (as output channels do).
+    levels: None (any code in [-127, 127]) or [C, L], the codes each row may take, ascending
+    (a codebook or int4's levels, fixnet/quant/codebook.py)."""
     rows = np.asarray(rows, np.float64)
     c, k = rows.shape
     g = moment.shape[0]
@@ -112,7 +114,9 @@ def round_rows(rows, scale, moment, groups, damping=DAMPING):
     per = c // g
     w = rows[order].reshape(g, per, k)
     s = np.asarray(scale, np.float64)[order].reshape(g, per)
-    codes = _round_groups(w, s, moment, damping).reshape(c, k)
+    if levels is not None:
+        levels = np.asarray(levels, np.float64)[order].reshape(g, per, -1)
+    codes = _round_groups(w, s, moment, damping, levels).reshape(c, k)
     out = np.empty_like(codes)
     out[order] = codes
     return out
