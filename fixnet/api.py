@@ -182,8 +182,10 @@ class FloatModel:
             that its int32 accumulator cannot wrap; "warn" only warns.
         activations: "int8" (default) or "int16" (symmetric, zero point 0, with int8 weights:
             TFLite's 16x8 mode) for every layer whose op has int16 kernels.
-        weights: "int8" (default), "codebook16" (16 k-means levels per channel, stored as 4-bit
-            indices) or "int4" (uniform, 15 levels per channel).
+        weights: "int8" (default); "codebook16" (one table of 16 k-means levels per layer, in
+            units of each channel's scale: the .fxn stores 4-bit indices), "codebook16-channel"
+            (a table per output channel) or "int4" (15 uniform levels per channel); the kernels
+            see int8 codes either way.
         overrides: {layer name or fnmatch pattern: {"activations", "method", "per_channel",
             "weights"}}: per-layer settings; a pattern matching no layer is an error that lists
             the layers.

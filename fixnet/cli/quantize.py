@@ -89,8 +89,9 @@ def add_arguments(p):
                    help="activation type of every layer with int16 kernels: int8 (default) or "
                         "int16 (symmetric, with int8 weights: TFLite's 16x8 mode)")
     p.add_argument("--weight-type", choices=WEIGHT_TYPES, default=None,
-                   help="int8 (default), codebook16 (16 k-means levels per channel, stored as "
-                        "4-bit indices) or int4 (uniform, per channel)")
+                   help="int8 (default), codebook16 (16 k-means levels per layer, stored as "
+                        "4-bit indices), codebook16-channel (a codebook per output channel) or "
+                        "int4 (uniform, 15 levels per channel)")
     p.add_argument("--override", metavar="NAME:KEY=VALUE", action="append", default=[],
                    help="a per-layer setting (NAME a layer name or an fnmatch pattern; KEY one "
                         "of activations, method, per_channel, weights), e.g. "

@@ -24,7 +24,7 @@ INT16_OPS = {"dense", "conv2d", "depthwise_conv2d", "pool", "global_pool", "pad"
              "concat", "affine", "prelu", "activation", "softmax", "reshape", "transpose",
              "identity"}
 
-WEIGHT_TYPES = ("int8", "codebook16", "int4")
+WEIGHT_TYPES = ("int8", "codebook16", "codebook16-channel", "int4")
 ROUNDINGS = ("nearest", "adaptive")
 CLIPPINGS = (None, "mse")
 

@@ -110,13 +110,15 @@ class QuantContext:
         m = self.moments.get(node.name) if adaptive else None
         round_codes = None
         if m is not None and m.count:
-            def round_codes(flat, scale):
-                return round_rows(flat, scale, m.moment, row_groups(node, flat.shape[0]))
+            def round_codes(flat, scale, levels=None):
+                return round_rows(flat, scale, m.moment, row_groups(node, flat.shape[0]),
+                                  levels=levels)
         if per_channel is None:
             per_channel = self.config.layer_value("per_channel", node.layer, node.name)
         cq = quantize_channels(rows, bias, self.qparams(node.inputs[0]), self.qparams(node.outputs[0]),
                                node.describe(), per_channel=per_channel,
-                               clipping=self.weight_clipping, round_codes=round_codes)
+                               clipping=self.weight_clipping, round_codes=round_codes,
+                               weights=self.config.layer_value("weights", node.layer, node.name))
         self.weights[node.name] = (cq.w_q, cq.scale)
         return cq
 
@@ -358,7 +360,8 @@ class Converts:
                 dst = self.q.preferred_qparams(t)
             m0, shift = requant_multipliers(src.scale / dst.scale, reader.describe())
             step = RescaleStep(f"{name}/convert", reader.layer, [t], [name], src.zero_point,
-                               int(m0[0]), int(shift[0]), dst.zero_point, dst.qmin, dst.qmax)
+                               int(m0[0]), int(shift[0]), dst.zero_point, dst.qmin, dst.qmax,
+                               in_bits=src.bits)
             step.bits = bits
             steps.append(step)
             self.q.qp[name] = dst
