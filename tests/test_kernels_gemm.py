@@ -504,6 +504,35 @@ def test_int16_more_taps_than_one_chunk(conv, cin_g, cout_g):
     _check_all16(conv, args, oh, ow)
 
 
+@pytest.mark.parametrize("kernel, cin, stride", [((3, 3), 3, 2), ((3, 3), 1, 1), ((5, 5), 3, 1),
+                                                 ((7, 7), 1, 2), ((2, 3), 3, 1), ((10, 4), 1, 2),
+                                                 ((7, 7), 3, 2), ((3, 3), 6, 1)])
+def test_int16_patch_mode_for_few_input_channels(conv, kernel, cin, stride):
+    # A first layer on int16 images: Cin not a multiple of the int16 kernel's K step, so each
+    # pixel's window is copied into one zero-padded int16 row, a single tap (patch_k); padding
+    # taps read zeros. A window of more than 160 values takes the per-tap path.
+    kr, k_step = conv.GEMM16_TILE[2], conv.GEMM16_K_STEP
+    rng = np.random.default_rng(cin * 100 + kernel[0] + 16)
+    kh, kw = kernel
+    x = int16_array(rng, (2, 11, 13, cin))
+    w = int8_array(rng, (19, kh, kw, cin), -127, 127)
+    bias = rng.integers(-2 ** 16, 2 ** 16, 19).astype(np.int32)
+    m0 = rng.integers(2 ** 30, 2 ** 31, 19).astype(np.int32)
+    shift = rng.integers(-20, -4, 19).astype(np.int32)
+    packed = conv.pack_conv_weights(w, bias, 1, bits=16)
+    padded = -(-kh * kw * cin // kr) * kr
+    assert packed.patch_k == (padded if cin % k_step and padded <= 160 else 0)
+    pads = ((kh - 1) // 2, (kw - 1) // 2)
+    oh = out_size(11, kh, stride, 1, pads[0], kh - 1 - pads[0])
+    ow = out_size(13, kw, stride, 1, pads[1], kw - 1 - pads[1])
+    args = (x, w, bias, m0, shift,
+            conv2d_params(stride, stride, 1, 1, *pads, 1, 0, 0, -30000, 32767))
+    want = oracle.conv2d(*args, out_h=oh, out_w=ow)
+    for scalar in (True, False):
+        np.testing.assert_array_equal(run16(conv, args, oh, ow, scalar=scalar, packed=packed),
+                                      want)
+
+
 def test_int16_task_ranges_are_independent(conv):
     rng = np.random.default_rng(12)
     args, oh, ow = _edge_case16(rng, 3, 13, 11, 20, 37, (3, 3), 1, -16)

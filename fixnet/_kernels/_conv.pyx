@@ -50,7 +50,8 @@ conv2d is an indirect GEMM (no im2col copy):
   same indirect GEMM on the int16 micro-kernels (csrc/qgemm16.h; ``GEMM16_ISA``,
   ``GEMM16_TILE``) over weights packed for them (``pack_conv_weights(w, bias, groups,
   bits=16)``): the row pointers point at int16 rows, padding taps at a row of zeros (the
-  zero point; pad_value must be 0), no patch mode.
+  zero point; pad_value must be 0); patch mode when Cin is not a multiple of the int16
+  kernel's K step (Q16_KSTEP).
 
 depthwise_conv2d: a row driver and micro-kernels in C, csrc/dwconv.h (its header describes
 the lanes over pixels x channels, the phase rows and the packing; the vector tile per ISA in
@@ -167,6 +168,7 @@ cdef extern from "qgemm16.h" nogil:
         Q16_MR
         Q16_NR
         Q16_KR
+        Q16_KSTEP
         Q16_W16
     void q16_pointers(const int32_t* offs, size_t n, const int16_t* image,
                       const int16_t* pad_row, size_t c0, const int16_t** ptrs)
@@ -193,23 +195,28 @@ ctypedef fused act_t:
     int16_t
 
 cdef enum:
-    # Stack buffers of one task (qgemm.h and qgemm16.h check QG_MR, Q16_MR <= MR_MAX): the row pointers of up to
-    # TAP_CHUNK taps of one tile of pixels, and the accumulators of up to CH_CHUNK channels.
+    # Stack buffers of one task (qgemm.h and qgemm16.h check QG_MR, Q16_MR <= MR_MAX): the
+    # row pointers of up to TAP_CHUNK taps of one tile of pixels, and the accumulators of up
+    # to CH_CHUNK channels.
     MR_MAX = 8
     TAP_CHUNK = 32
     CH_CHUNK = 256
-    # Patch mode (a first layer on RGB or grey images): when Cin is not a multiple of KR and
-    # a pixel's whole window holds at most PATCH_K_MAX values, a task copies each pixel's window into one row on its stack (zero-padded to a multiple of
-    # KR) and runs the micro-kernel on one "tap" of that length, instead of one short K step
-    # with a tail copy per tap. The weights are packed for that shape (patch_k).
+    # Patch mode (a first layer on RGB or grey images): when Cin is not a multiple of the
+    # kernel's K step (int8: KR; int16: Q16_KSTEP) and a pixel's whole window holds at most
+    # PATCH_K_MAX values, a task copies each pixel's window into one row on its stack
+    # (zero-padded to a multiple of KR) and runs the micro-kernel on one "tap" of that
+    # length, instead of one short K step with a tail per tap. The weights are packed for
+    # that shape (patch_k).
     PATCH_K_MAX = 160
 
 # The micro-kernel of this build: its name and tile (pixels MR x channels NR, K steps of KR).
 GEMM_ISA = QG_ISA.decode()
 GEMM_TILE = (QG_MR, QG_NR, QG_KR)
-# The same for int16 activations (csrc/qgemm16.h).
+# The same for int16 activations (csrc/qgemm16.h), and the input channels one pass of its K
+# loop takes (patch mode below it).
 GEMM16_ISA = Q16_ISA.decode()
 GEMM16_TILE = (Q16_MR, Q16_NR, Q16_KR)
+GEMM16_K_STEP = Q16_KSTEP
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -220,7 +227,7 @@ cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 cdef class PackedConvWeights:
     """The weights and bias of one conv2d in this build's micro-kernel layout for one
     activation type (``bits`` 8: qgemm.h, GEMM_TILE; 16: qgemm16.h, GEMM16_TILE, int8
-    weights on AVX2 and int16 elsewhere, no uint8 offset, no patch mode), made by
+    weights on AVX2 and int16 elsewhere, no uint8 offset), made by
     ``pack_conv_weights(w, bias, groups, bits)``; read-only, shared by every Call of that conv.
 
     ``data`` is int8 [groups * blocks_per_group, block_bytes]: per group and block of NR =
@@ -268,7 +275,8 @@ def pack_conv_weights(w not None, bias not None, int groups=1, int bits=8):
     w_array = np.asarray(w_view)
     check_weights("conv2d", w_array)
     taps = kh * kw
-    patch_k = patch_length(kh, kw, cin_g, groups) if bits == 8 else 0
+    patch_k = (patch_length(kh, kw, cin_g, groups, QG_KR, QG_KR) if bits == 8
+               else patch_length(kh, kw, cin_g, groups, Q16_KSTEP, Q16_KR))
     if patch_k:     # one tap whose K is the whole window, (kh, kw, ci) flattened
         w_array = w_array.reshape(cout, 1, taps * cin_g)
     else:
@@ -290,11 +298,13 @@ def pack_conv_weights(w not None, bias not None, int groups=1, int bits=8):
 
 
 cdef inline Py_ssize_t patch_length(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t cin_g,
-                                    Py_ssize_t groups) noexcept:
-    """The padded window length of patch mode (see PATCH_K_MAX), or 0 if the conv does
-    not use it."""
-    cdef Py_ssize_t k = kh * kw * cin_g, padded = ceil_div(kh * kw * cin_g, QG_KR) * QG_KR
-    if groups == 1 and kh * kw > 1 and cin_g % QG_KR != 0 and padded <= PATCH_K_MAX:
+                                    Py_ssize_t groups, Py_ssize_t k_step,
+                                    Py_ssize_t kr) noexcept:
+    """The padded window length of patch mode (see PATCH_K_MAX; the window rounded up to the
+    packing's kr), or 0 if the conv does not use it (Cin a multiple of the kernel's K step
+    k_step)."""
+    cdef Py_ssize_t padded = ceil_div(kh * kw * cin_g, kr) * kr
+    if groups == 1 and kh * kw > 1 and cin_g % k_step != 0 and padded <= PATCH_K_MAX:
         return padded
     return 0
 
@@ -382,8 +392,10 @@ cdef inline void blocks_q16(const GemmConv* a, size_t taps, size_t cin, const in
 cdef void conv2d16_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
                          Py_ssize_t last) noexcept nogil:
     """conv2d_tasks on int16 activations: tiles of Q16_MR pixels, padding taps on the row of
-    zeros, blocks_q16 (no patch mode)."""
+    zeros, blocks_q16."""
     cdef const int16_t* ptrs[MR_MAX * TAP_CHUNK]
+    cdef int16_t patch[MR_MAX * PATCH_K_MAX]
+    cdef const int16_t* patch_rows[MR_MAX]
     cdef Py_ssize_t task, n, tile, p0, mr, grp
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group
     cdef const int16_t* image
@@ -395,6 +407,10 @@ cdef void conv2d16_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t firs
         mr = a.pixels - p0 if a.pixels - p0 < Q16_MR else Q16_MR
         image = a.x16 + n * a.image_len
         out_rows = a.out16 + (n * a.pixels + p0) * a.out_c
+        if a.patch_k:      # one "tap" of patch_k values per pixel
+            build_patches(a, tile, image, patch, patch_rows)
+            blocks_q16(a, 1, a.patch_k, patch_rows, 0, mr, q, out_rows)
+            continue
         if taps > TAP_CHUNK:
             long_tile(a, q, tile, image, mr, out_rows)
             continue
@@ -543,33 +559,38 @@ cdef inline void copy_small(int8_t* dst, const int8_t* src, Py_ssize_t n) noexce
         dst[i] = src[i]
 
 
-cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
-                       int8_t* patch, const int8_t** rows) noexcept nogil:
-    """Patch mode: row r of ``patch`` (patch_k bytes, r < QG_MR) is the window of the tile's
-    pixel r, tap-major (the padding taps read pad_row), zero-filled after taps * Cin. A
-    kernel row whose taps are consecutive pixels inside the image (no padding, no dilation)
-    is one copy of KW * Cin bytes; other kernel rows go tap by tap."""
+cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const act_t* image,
+                       act_t* patch, const act_t** rows) noexcept nogil:
+    """Patch mode: row r of ``patch`` (patch_k values, r < MR of act_t's kernel) is the
+    window of the tile's pixel r, tap-major (the padding taps read the pad row), zero-filled
+    after taps * Cin. A kernel row whose taps are consecutive pixels inside the image (no
+    padding, no dilation) is one copy of KW * Cin values; other kernel rows go tap by tap."""
     cdef Py_ssize_t r, t, kh, kw = a.kernel_w, cin = a.in_c, taps = a.taps, used = a.taps * a.in_c
-    cdef Py_ssize_t span = kw * cin
-    cdef const int32_t* offs = a.offsets + tile * taps * QG_MR
+    cdef Py_ssize_t size = sizeof(act_t), mr = QG_MR if act_t is int8_t else Q16_MR
+    cdef const int32_t* offs = a.offsets + tile * taps * mr
     cdef int32_t off, first, last
-    cdef int8_t* row
-    cdef int8_t* dst
-    cdef const int8_t* src
-    for r in range(QG_MR):
+    cdef act_t* row
+    cdef const act_t* src
+    cdef const act_t* pad_row
+    if act_t is int8_t:
+        pad_row = a.pad_row
+    else:
+        pad_row = a.pad_row16
+    for r in range(mr):
         row = patch + r * a.patch_k
         for kh in range(taps // kw):
             t = kh * kw
-            first = offs[t * QG_MR + r]
-            last = offs[(t + kw - 1) * QG_MR + r]
+            first = offs[t * mr + r]
+            last = offs[(t + kw - 1) * mr + r]
             if first >= 0 and last == first + (kw - 1) * cin:
-                copy_small(row + t * cin, image + first, span)
+                copy_small(<int8_t*>(row + t * cin), <const int8_t*>(image + first),
+                           kw * cin * size)
                 continue
             for t in range(kh * kw, kh * kw + kw):
-                off = offs[t * QG_MR + r]
-                src = (image + off) if off >= 0 else a.pad_row
-                copy_small(row + t * cin, src, cin)
-        memset(row + used, 0, a.patch_k - used)
+                off = offs[t * mr + r]
+                src = (image + off) if off >= 0 else pad_row
+                copy_small(<int8_t*>(row + t * cin), <const int8_t*>src, cin * size)
+        memset(row + used, 0, (a.patch_k - used) * size)
         rows[r] = row
 
 

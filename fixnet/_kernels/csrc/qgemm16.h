@@ -10,6 +10,10 @@
  *   aarch64, aarch64+dotprod 4 x 8,  1   int16           smlal / smlal2 by lane (no int16 dot)
  *   anything else            4 x 4,  1   int16           the scalar twin
  *
+ * Q16_KSTEP: the input channels one pass of a K loop takes (AVX2: two pairs; SSE2, NEON: 8);
+ * a tap whose Cin is not a multiple of it ends in a tail, so conv2d copies the windows of a
+ * first layer (Cin = 1 or 3) into rows of their own (_conv.pyx's patch mode).
+ *
  * The AVX-512 VNNI build runs the AVX2 code compiled with its flags: vpdpwssd (int16 pairs
  * into int32) would fuse the vpmaddwd + vpaddd pair, but no machine here runs AVX-512.
  *
@@ -48,24 +52,28 @@
 
 #if defined(__AVX2__)
 #define Q16_ISA "avx2-4x8c2"
+#define Q16_KSTEP 4
 #define Q16_MR 4
 #define Q16_NR 8
 #define Q16_KR 2
 #define Q16_W16 0
 #elif defined(__SSE2__)
 #define Q16_ISA "sse2-2x4c8"
+#define Q16_KSTEP 8
 #define Q16_MR 2
 #define Q16_NR 4
 #define Q16_KR 8
 #define Q16_W16 1
 #elif defined(__aarch64__)
 #define Q16_ISA "neon-mlal-4x8"
+#define Q16_KSTEP 8
 #define Q16_MR 4
 #define Q16_NR 8
 #define Q16_KR 1
 #define Q16_W16 1
 #else
 #define Q16_ISA "scalar-4x4"
+#define Q16_KSTEP 1
 #define Q16_MR 4
 #define Q16_NR 4
 #define Q16_KR 1
