@@ -681,6 +681,31 @@ def test_int16_conv2d_and_dense_reject(conv, dense, change, match):
             oracle.dense(*d_args[:-1])
 
 
+@pytest.mark.parametrize("x_shape, w_shape", [((0, 3, 3, 2), (4, 3, 3, 2)),
+                                              ((1, 3, 3, 2), (0, 3, 3, 2)),
+                                              ((2, 1, 1, 3), (5, 3, 3, 3)),
+                                              ((2, 3, 1, 0), (3, 1, 1, 0))])
+def test_int16_degenerate_shapes_and_read_only_inputs(conv, dense, x_shape, w_shape):
+    # No images, no channels, every tap in the padding, no input channels (K = 0: the bias
+    # alone); conv2d and dense; read-only arrays.
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x = int16_array(rng, x_shape)
+    w = int8_array(rng, w_shape, -127, 127)
+    cout = w_shape[0]
+    bias = rng.integers(-2 ** 20, 2 ** 20, cout).astype(np.int32)
+    m0, shift = np.full(cout, 2 ** 30, np.int32), np.full(cout, -3, np.int32)
+    for a in (x, w, bias, m0, shift):
+        a.setflags(write=False)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 1, 1, 1, 0, 0, -32768, 32767))
+    _check_all16(conv, args, x_shape[1], x_shape[2])
+    rows = x.reshape(int(np.prod(x_shape[:3])), x_shape[3])
+    w2 = np.ascontiguousarray(w[:, 0, 0, :])
+    d_args = (rows, w2, bias, m0, shift, 0, -32768, 32767)
+    out = np.full((rows.shape[0], cout), 99, np.int16)
+    dense.dense(*d_args, out)
+    np.testing.assert_array_equal(out, oracle.dense(*d_args))
+
+
 def test_int16_oracle_pad_value_and_types():
     # int16 padding is the zero point 0; an int16 call takes int16 activations only.
     x = np.zeros((1, 3, 3, 2), np.int16)
