@@ -170,6 +170,7 @@ cdef extern from "qgemm16.h" nogil:
         Q16_KR
         Q16_KSTEP
         Q16_W16
+        Q16_INPUT_OFFSET
     void q16_pointers(const int32_t* offs, size_t n, const int16_t* image,
                       const int16_t* pad_row, size_t c0, const int16_t** ptrs)
     void q16_tile(size_t taps, size_t cin, const int16_t** a, const void* w,
@@ -283,9 +284,10 @@ def pack_conv_weights(w not None, bias not None, int groups=1, int bits=8):
         w_array = w_array.reshape(cout, taps, cin_g)
     if bits == 8:
         data, nbg, kg = pack_gemm(w_array, bias_view, groups, QG_NR, QG_KR, QG_W16,
-                                  QG_UINT8_INPUT)
+                                  128 * QG_UINT8_INPUT)
     else:
-        data, nbg, kg = pack_gemm(w_array, bias_view, groups, Q16_NR, Q16_KR, Q16_W16, False)
+        data, nbg, kg = pack_gemm(w_array, bias_view, groups, Q16_NR, Q16_KR, Q16_W16,
+                                  Q16_INPUT_OFFSET)
     p.bits = bits
     p.out_c, p.kernel_h, p.kernel_w, p.in_c_group, p.groups = cout, kh, kw, cin_g, groups
     p.blocks_per_group, p.k_groups, p.block_bytes = nbg, kg, data.shape[1]

@@ -75,6 +75,7 @@ cdef extern from "qgemm16.h" nogil:
         Q16_NR
         Q16_KR
         Q16_W16
+        Q16_INPUT_OFFSET
     void q16_tile_q16(size_t taps, size_t cin, const int16_t** a, const void* block, size_t mr,
                       size_t nc, const fx_requant* q, size_t c0, int16_t* out, size_t out_stride)
     void q16_tile_q16_scalar(size_t taps, size_t cin, const int16_t** a, const void* block,
@@ -147,10 +148,10 @@ def pack_dense_weights(w not None, bias not None, int bits=8):
     check_weights("dense", w_array)
     if bits == 8:
         data, blocks, _ = pack_gemm(w_array.reshape(c_len, 1, k_len), bias_view, 1, QD_NR,
-                                    QD_KR, QD_W16, QD_UINT8_INPUT)
+                                    QD_KR, QD_W16, 128 * QD_UINT8_INPUT)
     else:
         data, blocks, _ = pack_gemm(w_array.reshape(c_len, 1, k_len), bias_view, 1, Q16_NR,
-                                    Q16_KR, Q16_W16, False)
+                                    Q16_KR, Q16_W16, Q16_INPUT_OFFSET)
     p.channels, p.depth, p.blocks, p.block_bytes = c_len, k_len, blocks, data.shape[1]
     p.bits = bits
     p.data, p.source, p.source_bias = data, w, bias

@@ -7,19 +7,23 @@
  *   AVX2 (and AVX-512 VNNI)  4 x 8,  2   int8            vpbroadcastd of an int16 pair of the
  *                                                        row, vpmovsxbw, vpmaddwd
  *   x86-64 baseline (SSE2)   2 x 4,  8   int16           pmaddwd on 8 int16 of each row
- *   aarch64, aarch64+dotprod 4 x 8,  1   int16           smlal / smlal2 by lane (no int16 dot)
+ *   aarch64 + dot product    4 x 8,  4   int8            sdot by lane on the high and the low
+ *                                                        bytes of the int16 (qgemm16_neondot.h)
+ *   aarch64                  4 x 8,  1   int16           smlal / smlal2 by lane
  *   anything else            4 x 4,  1   int16           the scalar twin
  *
- * Q16_KSTEP: the input channels one pass of a K loop takes (AVX2: two pairs; SSE2, NEON: 8);
+ * Q16_KSTEP: the input channels one pass of a K loop takes (AVX2: two pairs; SSE2, NEON: 8;
+ * NEON with the dot product: 16);
  * a tap whose Cin is not a multiple of it ends in a tail, so conv2d copies the windows of a
  * first layer (Cin = 1 or 3) into rows of their own (_conv.pyx's patch mode).
  *
  * The AVX-512 VNNI build runs the AVX2 code compiled with its flags: vpdpwssd (int16 pairs
  * into int32) would fuse the vpmaddwd + vpaddd pair, but no machine here runs AVX-512.
  *
- * The packed weights (fixnet._kernels.gemm_pack.pack_gemm with Q16_NR, Q16_KR, Q16_W16 and no
- * uint8 offset; the packed bias is the bias: an int16 input has zero point 0, so the
- * quantizer folds nothing into it), per block of Q16_NR output channels: Q16_NR int32 biases,
+ * The packed weights (fixnet._kernels.gemm_pack.pack_gemm with Q16_NR, Q16_KR, Q16_W16 and
+ * Q16_INPUT_OFFSET; an int16 input has zero point 0, so the quantizer folds nothing into the
+ * bias), per block of Q16_NR output channels: Q16_NR int32 biases (bias - Q16_INPUT_OFFSET *
+ * sum w, modulo 2^32: the dot-product kernel multiplies x - 128, 0 elsewhere),
  * then for every tap and every group of Q16_KR input channels (Cin rounded up to Q16_KR,
  * zero-padded) the block's weights channel-major, w[j * Q16_KR + kk], as q16_w_t (int16 where
  * the multiply takes two int16 operands from memory: SSE2 has no pmovsxbw, NEON's smlal by
@@ -64,6 +68,14 @@
 #define Q16_NR 4
 #define Q16_KR 8
 #define Q16_W16 1
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+#define Q16_ISA "neondot-4x8c4"
+#define Q16_KSTEP 16
+#define Q16_MR 4
+#define Q16_NR 8
+#define Q16_KR 4
+#define Q16_W16 0
+#define Q16_INPUT_OFFSET (-128)
 #elif defined(__aarch64__)
 #define Q16_ISA "neon-mlal-4x8"
 #define Q16_KSTEP 8
@@ -78,6 +90,10 @@
 #define Q16_NR 4
 #define Q16_KR 1
 #define Q16_W16 1
+#endif
+
+#ifndef Q16_INPUT_OFFSET
+#define Q16_INPUT_OFFSET 0
 #endif
 
 #if Q16_W16
@@ -133,9 +149,11 @@ static inline void q16_tile_scalar(size_t taps, size_t cin, const int16_t** a, c
             const q16_w_t* wg = w + (t * groups + g) * (Q16_NR * Q16_KR);
             for (size_t r = 0; r < Q16_MR; r++) {
                 const int16_t* x = a[t * Q16_MR + r] + g * Q16_KR;
-                for (size_t kk = 0; kk < Q16_KR && g * Q16_KR + kk < cin; kk++)
+                for (size_t kk = 0; kk < Q16_KR && g * Q16_KR + kk < cin; kk++) {
+                    const int32_t xv = (int32_t)x[kk] + Q16_INPUT_OFFSET;
                     for (size_t j = 0; j < Q16_NR; j++)
-                        acc[r][j] += (uint32_t)((int32_t)x[kk] * (int32_t)wg[j * Q16_KR + kk]);
+                        acc[r][j] += (uint32_t)(xv * (int32_t)wg[j * Q16_KR + kk]);
+                }
             }
         }
     }
@@ -162,6 +180,9 @@ static inline void q16_tile_q16_scalar(size_t taps, size_t cin, const int16_t** 
 #include "qgemm16_sse2.h"
 #elif defined(__aarch64__)
 #include "qgemm16_neon.h"
+#if defined(__ARM_FEATURE_DOTPROD)
+#include "qgemm16_neondot.h"
+#endif
 #else
 static inline void q16_tile(size_t taps, size_t cin, const int16_t** a, const void* wv,
                             const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)

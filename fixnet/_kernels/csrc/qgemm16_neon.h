@@ -1,6 +1,7 @@
-/* The int16-activation GEMM micro-kernels, aarch64 (the armv8-a build and the dot-product build
- * alike: there is no int16 dot product): 4 x 8 tile, K one value at a time ("c1"), smlal /
- * smlal2 by lane on int16 weights.
+/* The int16-activation GEMM micro-kernels, aarch64 without the dot product (Pi 4): 4 x 8 tile, K
+ * one value at a time ("c1"), smlal / smlal2 by lane on int16 weights; and the loads, stores
+ * and int16 epilogue of both aarch64 builds (the dot-product build's kernels,
+ * qgemm16_neondot.h, use them).
  * Included by qgemm16.h (which defines the tile macros and the packing it reads); see there.
  *
  * K loop: per 8 input channels, one 16-byte load of each of the 4 rows (8 int16) and 8 weight
@@ -14,6 +15,69 @@
  */
 #ifndef FIXNET_QGEMM16_NEON_H
 #define FIXNET_QGEMM16_NEON_H
+
+/* ---- loads, stores and the int16 epilogue (this build and the dot-product build) ----------- */
+
+/* n < 8 int16 at p in lanes [0, n), the other lanes 0, reading only those 2 n bytes. */
+NEON_INLINE int16x8_t q16_load_partial(const int16_t* p, size_t n)
+{
+    return vreinterpretq_s16_s8(neon_load_partial16((const int8_t*)p, 2 * n));
+}
+
+/* The int16 bounds as vectors (loaded before the stores, which may alias q). */
+typedef struct {
+    int16x8_t lo, hi;
+} q16_out;
+
+NEON_INLINE q16_out q16_out_load(const fx_requant* q)
+{
+    q16_out o;
+    o.lo = vdupq_n_s16((int16_t)q->act_min);
+    o.hi = vdupq_n_s16((int16_t)q->act_max);
+    return o;
+}
+
+/* 8 requantized int32 (channels 0-3, 4-7) to int16: saturating narrow (exact: the bounds lie
+   inside int16), clamp. */
+NEON_INLINE int16x8_t q16_pack8(int32x4_t lo4, int32x4_t hi4, q16_out o)
+{
+    const int16x8_t v = vcombine_s16(vqmovn_s32(lo4), vqmovn_s32(hi4));
+    return vminq_s16(vmaxq_s16(v, o.lo), o.hi);
+}
+
+/* One row of 8 int16 results: stored whole, or its first nc lanes. */
+NEON_INLINE void q16_store_row8(int16_t* out, int16x8_t v, size_t nc)
+{
+    if (nc == 8)
+        vst1q_s16(out, v);
+    else
+        neon_store_partial16((int8_t*)out, vreinterpretq_s8_s16(v), 2 * nc);
+}
+
+/* int32 rows in memory (the long-tap path): 8 channels at a time. */
+#define Q16_HAVE_REQUANT_ROWS 1
+static inline void q16_requant_rows(const int32_t* acc, size_t acc_stride, size_t rows,
+                                    size_t n, const fx_requant* q, size_t c0, int16_t* out,
+                                    size_t out_stride)
+{
+    const int any_left = q->any_left;
+    const q16_out o = q16_out_load(q);
+    for (size_t c = 0; c < n; c += 8) {
+        const size_t m = n - c < 8 ? n - c : 8;
+        const fx_rq4 kl = fx_rq4_load(q, c0 + c), kh = fx_rq4_load(q, c0 + c + 4);
+        for (size_t r = 0; r < rows; r++) {
+            int32_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (size_t j = 0; j < m; j++)      /* never read past the row's n sums */
+                buf[j] = acc[r * acc_stride + c + j];
+            q16_store_row8(out + r * out_stride + c,
+                           q16_pack8(fx_mbqm4_k(vld1q_s32(buf), kl, any_left),
+                                     fx_mbqm4_k(vld1q_s32(buf + 4), kh, any_left), o), m);
+        }
+    }
+}
+
+/* ---- the smlal kernels (the dot-product build has its own: qgemm16_neondot.h) ----------- */
+#if !defined(__ARM_FEATURE_DOTPROD)
 
 typedef struct {
     int32x4_t c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h;
@@ -44,12 +108,6 @@ typedef struct {
         if ((n) > 5) MAC(A, w, 5); \
         if ((n) > 6) MAC(A, w, 6); \
     } while (0)
-
-/* n < 8 int16 at p in lanes [0, n), the other lanes 0, reading only those 2 n bytes. */
-NEON_INLINE int16x8_t q16_load_partial(const int16_t* p, size_t n)
-{
-    return vreinterpretq_s16_s8(neon_load_partial16((const int8_t*)p, 2 * n));
-}
 
 /* Sum every tap of the tile into A: a[4 t + r] is the row of tap t for pixel r. */
 NEON_INLINE void q16_acc_taps_4x8(q16_acc_4x8* A, size_t taps, size_t cin, const int16_t** a,
@@ -108,36 +166,6 @@ static inline void q16_tile(size_t taps, size_t cin, const int16_t** a, const vo
     vst1q_s32(c + 2 * c_stride + 4, A.c2h);
     vst1q_s32(c + 3 * c_stride, A.c3l);
     vst1q_s32(c + 3 * c_stride + 4, A.c3h);
-}
-
-/* The int16 bounds as vectors (loaded before the stores, which may alias q). */
-typedef struct {
-    int16x8_t lo, hi;
-} q16_out;
-
-NEON_INLINE q16_out q16_out_load(const fx_requant* q)
-{
-    q16_out o;
-    o.lo = vdupq_n_s16((int16_t)q->act_min);
-    o.hi = vdupq_n_s16((int16_t)q->act_max);
-    return o;
-}
-
-/* 8 requantized int32 (channels 0-3, 4-7) to int16: saturating narrow (exact: the bounds lie
-   inside int16), clamp. */
-NEON_INLINE int16x8_t q16_pack8(int32x4_t lo4, int32x4_t hi4, q16_out o)
-{
-    const int16x8_t v = vcombine_s16(vqmovn_s32(lo4), vqmovn_s32(hi4));
-    return vminq_s16(vmaxq_s16(v, o.lo), o.hi);
-}
-
-/* One row of 8 int16 results: stored whole, or its first nc lanes. */
-NEON_INLINE void q16_store_row8(int16_t* out, int16x8_t v, size_t nc)
-{
-    if (nc == 8)
-        vst1q_s16(out, v);
-    else
-        neon_store_partial16((int8_t*)out, vreinterpretq_s8_s16(v), 2 * nc);
 }
 
 #define Q16_HAVE_TILE_Q16 1
@@ -233,26 +261,6 @@ static inline void q16_row_q16(size_t taps, size_t cin, const int16_t** a, const
     q16_store_row8(out, q16_pack8(lo4, hi4, q16_out_load(q)), nc);
 }
 
-/* int32 rows in memory (the long-tap path): 8 channels at a time. */
-#define Q16_HAVE_REQUANT_ROWS 1
-static inline void q16_requant_rows(const int32_t* acc, size_t acc_stride, size_t rows,
-                                    size_t n, const fx_requant* q, size_t c0, int16_t* out,
-                                    size_t out_stride)
-{
-    const int any_left = q->any_left;
-    const q16_out o = q16_out_load(q);
-    for (size_t c = 0; c < n; c += 8) {
-        const size_t m = n - c < 8 ? n - c : 8;
-        const fx_rq4 kl = fx_rq4_load(q, c0 + c), kh = fx_rq4_load(q, c0 + c + 4);
-        for (size_t r = 0; r < rows; r++) {
-            int32_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (size_t j = 0; j < m; j++)      /* never read past the row's n sums */
-                buf[j] = acc[r * acc_stride + c + j];
-            q16_store_row8(out + r * out_stride + c,
-                           q16_pack8(fx_mbqm4_k(vld1q_s32(buf), kl, any_left),
-                                     fx_mbqm4_k(vld1q_s32(buf + 4), kh, any_left), o), m);
-        }
-    }
-}
+#endif /* !__ARM_FEATURE_DOTPROD */
 
 #endif /* FIXNET_QGEMM16_NEON_H */
