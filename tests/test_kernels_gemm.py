@@ -6,7 +6,9 @@ K step, Cout not a multiple of the channel block, pixel counts not a multiple of
 tile, padding taps, dilation), extreme zero points and weights, left shifts and clamps.
 Also: the task ranges of one call are independent (any split, any order, several threads),
 the kernel never reads past the end of its input, and the packed weights are made once and
-checked against the arrays they are used with.
+checked against the arrays they are used with. The same for int16 activations (the last
+section: csrc/qgemm16.h's micro-kernels, conv2d and dense), with the int16 oracle checked
+against the definition.
 
 Hypothesis draws the shapes, parameters and a seed; NumPy fills the arrays from the seed.
 """
@@ -159,12 +161,12 @@ def test_task_ranges_are_independent(conv):
         call.run_tasks(0, call.n_tasks + 1)
 
 
-def _guarded_int8(shape):
-    """An int8 array whose last byte is the last byte before a page the process may not
-    read (Linux): a kernel reading one byte past it crashes the test run."""
+def _guarded_int8(shape, dtype=np.int8):
+    """An int8 (or dtype) array whose last byte is the last byte before a page the process
+    may not read (Linux): a kernel reading one byte past it crashes the test run."""
     libc = ctypes.CDLL(None, use_errno=True)
     page = mmap.PAGESIZE
-    size = int(np.prod(shape))
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     n_pages = -(-size // page) + 1
     buf = mmap.mmap(-1, n_pages * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
@@ -172,7 +174,7 @@ def _guarded_int8(shape):
     if libc.mprotect(base + (n_pages - 1) * page, page, 0) != 0:
         pytest.skip("mprotect failed")
     start = (n_pages - 1) * page - size
-    a = np.frombuffer(buf, np.int8, count=size, offset=start).reshape(shape)
+    a = np.frombuffer(buf, dtype, count=int(np.prod(shape)), offset=start).reshape(shape)
     return a, buf
 
 
@@ -383,3 +385,402 @@ def test_dense_every_k_and_row_count(dense, k):
             out = np.full((n, c), 99, np.int8)
             dense.dense(*args, out)
             np.testing.assert_array_equal(out, oracle.dense(*args), f"n={n} c={c}")
+
+
+
+# ---- int16 activations (csrc/qgemm16.h) -------------------------------------------------------
+
+def int16_array(rng, shape, lo=-32768, hi=32767):
+    """Uniform int16 in [lo, hi], about 10% of entries forced to lo or hi."""
+    a = rng.integers(lo, hi, size=shape, endpoint=True).astype(np.int16)
+    extremes = rng.random(shape) < 0.1
+    a[extremes] = rng.choice(np.array([lo, hi], np.int16), size=int(extremes.sum()))
+    return a
+
+
+INT16_BOUNDS = [(-32768, 32767), (0, 32767), (-1000, 3000), (5, 5)]
+
+
+def make_args16(c):
+    """make_args for int16 activations: pad_value and out_zp 0, int16 clamp bounds, shifts
+    that land the sums of int16 x int8 products near the int16 range."""
+    (x, w, bias, m0, shift, params), oh, ow = make_args(c)
+    rng = np.random.default_rng(c["seed"] + 1)
+    x16 = int16_array(rng, x.shape)
+    shift = np.where(shift < 0, shift + 6, shift).astype(np.int32)
+    params = dict(params, pad_value=0, out_zp=0)
+    params["act_min"], params["act_max"] = INT16_BOUNDS[c["out_zp"] % len(INT16_BOUNDS)]
+    return (x16, w, bias, m0, shift, params), oh, ow
+
+
+def run16(conv, args, oh, ow, **kw):
+    out = np.full((args[0].shape[0], oh, ow, args[1].shape[0]), 99, np.int16)
+    conv.Conv2dCall(*args, out, **kw)()
+    return out
+
+
+def _check_all16(conv, args, oh, ow):
+    want = oracle.conv2d(*args, out_h=oh, out_w=ow)
+    assert want.dtype == np.int16
+    np.testing.assert_array_equal(run16(conv, args, oh, ow, scalar=True), want)
+    np.testing.assert_array_equal(run16(conv, args, oh, ow), want)
+
+
+def _edge_case16(rng, n, h, w, cin, cout, kernel, groups, shift, bias_bound=2 ** 24):
+    """_edge_case with int16 activations (pad_value and out_zp 0)."""
+    args, oh, ow = _edge_case(rng, n, h, w, cin, cout, kernel, groups, shift, bias_bound)
+    x, wt, bias, m0, shift, params = args
+    params = dict(params, pad_value=0, out_zp=0, act_min=-32768, act_max=32767)
+    return (int16_array(rng, x.shape), wt, bias, m0, shift, params), oh, ow
+
+
+@settings(max_examples=200, deadline=None)
+@given(conv_cases())
+def test_int16_simd_scalar_twin_and_oracle_agree(conv, case):
+    args, oh, ow = make_args16(case)
+    _check_all16(conv, args, oh, ow)
+
+
+@pytest.mark.parametrize("x_value, w_value", [(-32768, -127), (-32768, 127), (32767, 127),
+                                              (32767, -127)])
+def test_int16_extreme_products_in_every_lane(conv, x_value, w_value):
+    # Every product at the extreme of int16 x int8 (pmaddwd's pair sums: 2 * 2^15 * 127, far
+    # inside int32), 5x5 taps of 33 channels (an odd K: the last pair holds one value), padding
+    # taps of 0; 19 output channels. The bias puts the largest sum right at the int32 limit.
+    x = np.full((1, 6, 7, 33), x_value, np.int16)
+    w = np.full((19, 5, 5, 33), w_value, np.int8)
+    acc = oracle.conv2d_accumulators(x, w, np.zeros(19, np.int32),
+                                     conv2d_params(1, 1, 1, 1, 2, 2, 1, 0, 0, -32768, 32767),
+                                     out_h=6, out_w=7)
+    peak = int(np.abs(acc).max())
+    bias = (np.arange(19) * 1000 - 9000).astype(np.int32)
+    bias[0] = (2 ** 31 - 1 - peak) if acc.max() > 0 else -(2 ** 31) + peak
+    m0 = np.full(19, 2 ** 30 + 12345, np.int32)
+    shift = np.full(19, -10, np.int32)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 2, 2, 1, 0, 0, -32768, 32767))
+    _check_all16(conv, args, 6, 7)
+
+
+@pytest.mark.parametrize("cin_g", list(range(1, 20)) + [31, 33, 47])
+def test_int16_every_k_tail(conv, cin_g):
+    # Every length of the last K step of a tap (odd Cin: the last pair's second value is 0 on
+    # AVX2; Cin % 8 lanes on SSE2 and NEON), 3x3 taps with groups = 2 and a 1x1 conv.
+    rng = np.random.default_rng(5000 + cin_g)
+    for kernel, groups in (((3, 3), 2), ((1, 1), 1)):
+        args, oh, ow = _edge_case16(rng, 1, 4, 5, cin_g * groups, 19 * groups, kernel, groups,
+                                    rng.integers(-20, -4, 19 * groups))
+        _check_all16(conv, args, oh, ow)
+
+
+@pytest.mark.parametrize("cout", list(range(1, 18)) + [23, 33, 64])
+def test_int16_partial_channel_blocks_and_pixel_tiles(conv, cout):
+    # The last block of output channels holds 1 .. NR channels (partial int16 stores), the last
+    # tile of pixels 1 .. MR pixels; a tile of one pixel takes the one-row kernel.
+    rng = np.random.default_rng(6000 + cout)
+    for h, w in ((1, 1), (1, 2), (1, 3), (1, 5), (2, 3), (3, 3)):
+        for kernel, cin in (((1, 1), 21), ((3, 3), 34)):
+            args, oh, ow = _edge_case16(rng, 2, h, w, cin, cout, kernel, 1,
+                                        rng.integers(-22, -6, cout))
+            _check_all16(conv, args, oh, ow)
+
+
+@pytest.mark.parametrize("left", [1, 3, 6])
+def test_int16_left_shifts_saturate_like_the_rule(conv, left):
+    rng = np.random.default_rng(70 + left)
+    args, oh, ow = _edge_case16(rng, 1, 3, 4, 24, 37, (3, 3), 1, left, bias_bound=2 ** 31 - 1)
+    bias = args[2]
+    bias[::3] = np.int32(2 ** 31 - 1)
+    bias[1::3] = np.int32(-2 ** 31)
+    _check_all16(conv, args, oh, ow)
+
+
+@pytest.mark.parametrize("cin_g, cout_g", [(5, 9), (21, 300), (16, 17)])
+def test_int16_more_taps_than_one_chunk(conv, cin_g, cout_g):
+    # 7x7 = 49 taps (> TAP_CHUNK): q16_tile sums the taps in chunks from the previous chunk's
+    # accumulators, then q16_requant_rows requantizes the int32 tile.
+    rng = np.random.default_rng(cin_g * 1000 + cout_g + 7)
+    args, oh, ow = _edge_case16(rng, 1, 4, 3, 2 * cin_g, 2 * cout_g, (7, 7), 2,
+                                rng.integers(-24, -8, 2 * cout_g))
+    _check_all16(conv, args, oh, ow)
+
+
+@pytest.mark.parametrize("kernel, cin, stride", [((3, 3), 3, 2), ((3, 3), 1, 1), ((5, 5), 3, 1),
+                                                 ((7, 7), 1, 2), ((2, 3), 3, 1), ((10, 4), 1, 2),
+                                                 ((7, 7), 3, 2), ((3, 3), 6, 1)])
+def test_int16_patch_mode_for_few_input_channels(conv, kernel, cin, stride):
+    # A first layer on int16 images: Cin not a multiple of the int16 kernel's K step, so each
+    # pixel's window is copied into one zero-padded int16 row, a single tap (patch_k); padding
+    # taps read zeros. A window of more than 160 values takes the per-tap path.
+    kr, k_step = conv.GEMM16_TILE[2], conv.GEMM16_K_STEP
+    rng = np.random.default_rng(cin * 100 + kernel[0] + 16)
+    kh, kw = kernel
+    x = int16_array(rng, (2, 11, 13, cin))
+    w = int8_array(rng, (19, kh, kw, cin), -127, 127)
+    bias = rng.integers(-2 ** 16, 2 ** 16, 19).astype(np.int32)
+    m0 = rng.integers(2 ** 30, 2 ** 31, 19).astype(np.int32)
+    shift = rng.integers(-20, -4, 19).astype(np.int32)
+    packed = conv.pack_conv_weights(w, bias, 1, bits=16)
+    padded = -(-kh * kw * cin // kr) * kr
+    assert packed.patch_k == (padded if cin % k_step and padded <= 160 else 0)
+    pads = ((kh - 1) // 2, (kw - 1) // 2)
+    oh = out_size(11, kh, stride, 1, pads[0], kh - 1 - pads[0])
+    ow = out_size(13, kw, stride, 1, pads[1], kw - 1 - pads[1])
+    args = (x, w, bias, m0, shift,
+            conv2d_params(stride, stride, 1, 1, *pads, 1, 0, 0, -30000, 32767))
+    want = oracle.conv2d(*args, out_h=oh, out_w=ow)
+    for scalar in (True, False):
+        np.testing.assert_array_equal(run16(conv, args, oh, ow, scalar=scalar, packed=packed),
+                                      want)
+
+
+def test_int16_task_ranges_are_independent(conv):
+    rng = np.random.default_rng(12)
+    args, oh, ow = _edge_case16(rng, 3, 13, 11, 20, 37, (3, 3), 1, -16)
+    want = oracle.conv2d(*args, out_h=oh, out_w=ow)
+    out = np.zeros((3, oh, ow, 37), np.int16)
+    call = conv.Conv2dCall(*args, out)
+    assert call.n_tasks == 3 * -(-oh * ow // conv.GEMM16_TILE[0])
+    singles = [(i, i + 1) for i in range(call.n_tasks)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda r: call.run_tasks(*r), singles[::-1]))
+    np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect guard page: Linux")
+@pytest.mark.parametrize("cin", [1, 3, 5, 7, 9, 33])
+def test_int16_never_reads_past_the_input(conv, dense, cin):
+    # The int16 input ends right before an unreadable page, Cin odd: the last pixel's last
+    # pair (AVX2) or partial step of 8 (SSE2, NEON) must not read past it. conv2d and dense.
+    x, buf = _guarded_int8((1, 4, 5, cin), np.int16)
+    rng = np.random.default_rng(cin)
+    x[...] = int16_array(rng, x.shape)
+    w = int8_array(rng, (9, 3, 3, cin), -127, 127)
+    bias = np.zeros(9, np.int32)
+    m0 = np.full(9, 2 ** 30, np.int32)
+    shift = np.full(9, -6, np.int32)
+    for pads in ((1, 1), (0, 0)):
+        oh, ow = (4, 5) if pads == (1, 1) else (2, 3)
+        args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, *pads, 1, 0, 0, -32768, 32767))
+        _check_all16(conv, args, oh, ow)
+    rows = x.reshape(20, cin)
+    for n in (1, 2, 3, 5, 20):
+        d_args = (rows[20 - n:], w[:, 0, 0, :].copy(), bias, m0, shift, 0, -32768, 32767)
+        out = np.zeros((n, 9), np.int16)
+        dense.DenseCall(*d_args, out)()
+        np.testing.assert_array_equal(out, oracle.dense(*d_args))
+    assert not buf.closed
+
+
+@pytest.mark.parametrize("k", list(range(1, 42)) + [255, 257, 4097])
+def test_int16_dense_every_k_and_row_count(dense, k):
+    # dense on int16: the tile (MR rows) and, for a batch of one and a last single row, the
+    # one-row kernel; every K tail, partial channel blocks; SIMD, scalar twin and oracle.
+    rng = np.random.default_rng(7000 + k)
+    for n in (1, 2, 3, 5) if k < 4000 else (1, 5):
+        for c in (1, 9, 16, 17, 40, 100) if k < 4000 else (3, 17):
+            x = int16_array(rng, (n, k))
+            w = int8_array(rng, (c, k), -127, 127)
+            bias = rng.integers(-2 ** 24, 2 ** 24, c, endpoint=True).astype(np.int32)
+            m0 = rng.integers(2 ** 30, 2 ** 31, c).astype(np.int32)
+            shift = rng.integers(-24, 2, c, endpoint=True).astype(np.int32)
+            args = (x, w, bias, m0, shift, 0, *INT16_BOUNDS[(k + c) % len(INT16_BOUNDS)])
+            want = oracle.dense(*args)
+            assert want.dtype == np.int16
+            for scalar in (False, True):
+                out = np.full((n, c), 99, np.int16)
+                dense.DenseCall(*args, out, scalar=scalar)()
+                np.testing.assert_array_equal(out, want, f"n={n} c={c} scalar={scalar}")
+
+
+@pytest.mark.parametrize("n, h, w, sh, sw", [(1, 5, 7, 2, 2), (2, 4, 4, 1, 3), (1, 1, 9, 1, 2)])
+def test_int16_dense_on_strided_pixels_is_a_strided_1x1_conv(dense, n, h, w, sh, sw):
+    rng = np.random.default_rng(h * w + sh)
+    cin, cout = 13, 21
+    x = int16_array(rng, (n, h, w, cin))
+    wt = int8_array(rng, (cout, 1, 1, cin), -127, 127)
+    bias = rng.integers(-2 ** 20, 2 ** 20, cout).astype(np.int32)
+    m0 = rng.integers(2 ** 30, 2 ** 31, cout).astype(np.int32)
+    shift = np.full(cout, -12, np.int32)
+    oh, ow = (h - 1) // sh + 1, (w - 1) // sw + 1
+    want = oracle.conv2d(x, wt, bias, m0, shift,
+                         conv2d_params(sh, sw, 1, 1, 0, 0, 1, 0, 0, -32768, 32767),
+                         out_h=oh, out_w=ow)
+    w2 = wt.reshape(cout, cin)
+    packed = dense.pack_dense_weights(w2, bias, bits=16)
+    out = np.zeros((n * oh * ow, cout), np.int16)
+    dense.DenseCall(x.reshape(-1, cin), w2, bias, m0, shift, 0, -32768, 32767, out,
+                    packed=packed, pixels=(h, w, oh, ow, sh, sw))()
+    np.testing.assert_array_equal(out.reshape(want.shape), want)
+
+
+def test_int16_packed_weights_are_per_activation_type(conv, dense):
+    # A packing is for one activation type: the Call refuses the other's, naming the fix.
+    rng = np.random.default_rng(4)
+    w = int8_array(rng, (10, 3, 3, 6), -127, 127)
+    bias = rng.integers(-99, 99, 10).astype(np.int32)
+    m0 = np.full(10, 2 ** 30, np.int32)
+    shift = np.full(10, -8, np.int32)
+    x16 = int16_array(rng, (1, 5, 5, 6))
+    params = conv2d_params(1, 1, 1, 1, 1, 1, 1, 0, 0, -32768, 32767)
+    packed16 = conv.pack_conv_weights(w, bias, 1, bits=16)
+    assert packed16.bits == 16 and conv.pack_conv_weights(w, bias).bits == 8
+    assert "int16" in repr(packed16)
+    want = oracle.conv2d(x16, w, bias, m0, shift, params, out_h=5, out_w=5)
+    np.testing.assert_array_equal(run16(conv, (x16, w, bias, m0, shift, params), 5, 5,
+                                        packed=packed16), want)
+    with pytest.raises(ValueError, match="packed for int8 activations.*bits=16"):
+        run16(conv, (x16, w, bias, m0, shift, params), 5, 5,
+              packed=conv.pack_conv_weights(w, bias))
+    with pytest.raises(ValueError, match="packed for int16 activations.*bits=8"):
+        run(conv, (int8_array(rng, (1, 5, 5, 6)), w, bias, m0, shift,
+                   conv2d_params(1, 1, 1, 1, 1, 1, 1, 0, 0, -128, 127)), 5, 5, packed=packed16)
+    with pytest.raises(ValueError, match="bits = 12"):
+        conv.pack_conv_weights(w, bias, 1, bits=12)
+    w2 = w.reshape(10, -1)
+    d16 = dense.pack_dense_weights(w2, bias, bits=16)
+    assert d16.bits == 16 and d16.source is w2
+    x2 = int16_array(rng, (3, w2.shape[1]))
+    out = np.zeros((3, 10), np.int16)
+    with pytest.raises(ValueError, match="packed for int8 activations.*bits=16"):
+        dense.DenseCall(x2, w2, bias, m0, shift, 0, -32768, 32767, out,
+                        packed=dense.pack_dense_weights(w2, bias))
+    dense.DenseCall(x2, w2, bias, m0, shift, 0, -32768, 32767, out, packed=d16)()
+    np.testing.assert_array_equal(out, oracle.dense(x2, w2, bias, m0, shift, 0, -32768, 32767))
+    with pytest.raises(ValueError, match="bits = 4"):
+        dense.pack_dense_weights(w2, bias, bits=4)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(out=np.zeros((1, 3, 3, 4), np.int8)), "out has dtype int8 but x has dtype int16"),
+    (dict(x=np.zeros((1, 3, 3, 2), np.int32)), "x has dtype int32"),
+    (dict(pad_value=3), "pad_value = 3: int16 tensors are symmetric"),
+    (dict(out_zp=1), "out_zp = 1: int16 tensors are symmetric"),
+    (dict(act_min=-32769), "act_min = -32769"),
+    (dict(act_max=32768), "act_max = 32768"),
+    (dict(act_min=7, act_max=6), "act_min = 7, act_max = 6"),
+])
+def test_int16_conv2d_and_dense_reject(conv, dense, change, match):
+    # One activation type per call; an int16 call has zero points (and padding) 0 and bounds
+    # in int16. The oracle refuses the same arguments.
+    change = dict(change)
+    x = change.pop("x", np.zeros((1, 3, 3, 2), np.int16))
+    out = change.pop("out", np.zeros((1, 3, 3, 4), np.int16))
+    w, bias = np.zeros((4, 1, 1, 2), np.int8), np.zeros(4, np.int32)
+    m0, shift = np.full(4, 2 ** 30, np.int32), np.zeros(4, np.int32)
+    params = dict(conv2d_params(1, 1, 1, 1, 0, 0, 1, 0, 0, -32768, 32767), **change)
+    with pytest.raises(ValueError, match=match):
+        conv.Conv2dCall(x, w, bias, m0, shift, params, out)
+    if "pad_value" in change:
+        return
+    d_args = (x.reshape(9, 2), w.reshape(4, 2), bias, m0, shift, params["out_zp"],
+              params["act_min"], params["act_max"], out.reshape(9, 4))
+    with pytest.raises(ValueError, match=match):
+        dense.DenseCall(*d_args)
+    if "out" not in match and "x has dtype" not in match:
+        with pytest.raises(ValueError, match=match.split(":")[0]):
+            oracle.dense(*d_args[:-1])
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [((0, 3, 3, 2), (4, 3, 3, 2)),
+                                              ((1, 3, 3, 2), (0, 3, 3, 2)),
+                                              ((2, 1, 1, 3), (5, 3, 3, 3)),
+                                              ((2, 3, 1, 0), (3, 1, 1, 0))])
+def test_int16_degenerate_shapes_and_read_only_inputs(conv, dense, x_shape, w_shape):
+    # No images, no channels, every tap in the padding, no input channels (K = 0: the bias
+    # alone); conv2d and dense; read-only arrays.
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x = int16_array(rng, x_shape)
+    w = int8_array(rng, w_shape, -127, 127)
+    cout = w_shape[0]
+    bias = rng.integers(-2 ** 20, 2 ** 20, cout).astype(np.int32)
+    m0, shift = np.full(cout, 2 ** 30, np.int32), np.full(cout, -3, np.int32)
+    for a in (x, w, bias, m0, shift):
+        a.setflags(write=False)
+    args = (x, w, bias, m0, shift, conv2d_params(1, 1, 1, 1, 1, 1, 1, 0, 0, -32768, 32767))
+    _check_all16(conv, args, x_shape[1], x_shape[2])
+    rows = x.reshape(int(np.prod(x_shape[:3])), x_shape[3])
+    w2 = np.ascontiguousarray(w[:, 0, 0, :])
+    d_args = (rows, w2, bias, m0, shift, 0, -32768, 32767)
+    out = np.full((rows.shape[0], cout), 99, np.int16)
+    dense.dense(*d_args, out)
+    np.testing.assert_array_equal(out, oracle.dense(*d_args))
+
+
+def test_int16_oracle_pad_value_and_types():
+    # int16 padding is the zero point 0; an int16 call takes int16 activations only.
+    x = np.zeros((1, 3, 3, 2), np.int16)
+    w, bias = np.ones((4, 3, 3, 2), np.int8), np.zeros(4, np.int32)
+    m0, shift = np.full(4, 2 ** 30, np.int32), np.zeros(4, np.int32)
+    with pytest.raises(ValueError, match="pad_value = 2: int16 tensors are symmetric"):
+        oracle.conv2d(x, w, bias, m0, shift,
+                      conv2d_params(1, 1, 1, 1, 1, 1, 1, 2, 0, -32768, 32767), out_h=3, out_w=3)
+    with pytest.raises(TypeError, match="int8 or int16"):
+        oracle.dense(np.zeros((1, 2), np.int32), w[:, 0, 0], bias, m0, shift, 0, -128, 127)
+
+
+def _definition_conv2d16(x, w, bias, m0, shift, stride, pad, out_hw, lo, hi):
+    """conv2d on int16 from its definition, one Python int at a time: the exact sum, wrapped
+    to int32, requantized with the rule written out (TFLite's two roundings), clamped."""
+    n_b, h, w_, cin = x.shape
+    cout, kh, kw, _ = w.shape
+    out = np.zeros((n_b,) + out_hw + (cout,), np.int64)
+    for n in range(n_b):
+        for oh in range(out_hw[0]):
+            for ow in range(out_hw[1]):
+                for co in range(cout):
+                    total = int(bias[co])
+                    for i in range(kh):
+                        for j in range(kw):
+                            ih, iw = oh * stride - pad + i, ow * stride - pad + j
+                            if 0 <= ih < h and 0 <= iw < w_:
+                                total += sum(int(x[n, ih, iw, c]) * int(w[co, i, j, c])
+                                             for c in range(cin))
+                    total = (total + 2 ** 31) % 2 ** 32 - 2 ** 31
+                    s = int(shift[co])
+                    v = min(max(total * 2 ** max(s, 0), -2 ** 31), 2 ** 31 - 1)
+                    prod = v * int(m0[co])
+                    high = (prod + (1 << 30)) >> 31            # m0 >= 0: rounds ties up
+                    right = max(-s, 0)
+                    if right:
+                        mask, q = (1 << right) - 1, high >> right
+                        rem, threshold = high & mask, (mask >> 1) + (high < 0)
+                        high = q + (rem > threshold)
+                    out[n, oh, ow, co] = min(max(high, lo), hi)
+    return out.astype(np.int16)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_int16_oracle_matches_the_definition(seed):
+    # The oracle's int16 conv2d (and dense, its 1x1 case) against the definition above, on
+    # full-range int16 inputs, with right and left shifts and a clamp.
+    rng = np.random.default_rng(seed)
+    x = int16_array(rng, (2, 4, 5, 3))
+    w = int8_array(rng, (5, 3, 3, 3), -127, 127)
+    bias = rng.integers(-2 ** 30, 2 ** 30, 5).astype(np.int32)
+    m0 = rng.integers(2 ** 30, 2 ** 31, 5).astype(np.int32)
+    shift = np.array([-20, -9, 0, 2, -31], np.int32)
+    stride, pad = 1 + seed % 2, 1
+    oh, ow = (4 + 2 * pad - 3) // stride + 1, (5 + 2 * pad - 3) // stride + 1
+    params = conv2d_params(stride, stride, 1, 1, pad, pad, 1, 0, 0, -20000, 30000)
+    got = oracle.conv2d(x, w, bias, m0, shift, params, out_h=oh, out_w=ow)
+    assert got.dtype == np.int16
+    np.testing.assert_array_equal(
+        got, _definition_conv2d16(x, w, bias, m0, shift, stride, pad, (oh, ow), -20000, 30000))
+    x1, w1 = x.reshape(-1, 3), w[:, 1, 1, :].copy()
+    want1 = _definition_conv2d16(x1.reshape(1, 1, -1, 3), w1.reshape(5, 1, 1, 3), bias, m0,
+                                 shift, 1, 0, (1, x1.shape[0]), -32768, 32767)
+    np.testing.assert_array_equal(oracle.dense(x1, w1, bias, m0, shift, 0, -32768, 32767),
+                                  want1.reshape(-1, 5))
+
+
+def test_int16_oracle_hand_checked_dense():
+    # x = [1000, -2000, 32767], w = [3, 5, -127]: acc = 3000 - 10000 - 4161409 + bias 7 =
+    # -4168402; m0 = 2^30 (x0.5), shift -4: -4168402 / 32 = -130262.5625 -> -130263 (nearest),
+    # clamped to -32768; the second channel w = [1, 0, 0], bias 0: 1000 / 32 = 31.25 -> 31.
+    x = np.array([[1000, -2000, 32767]], np.int16)
+    w = np.array([[3, 5, -127], [1, 0, 0]], np.int8)
+    bias = np.array([7, 0], np.int32)
+    m0, shift = np.full(2, 2 ** 30, np.int32), np.full(2, -4, np.int32)
+    assert oracle.dense_accumulators(x, w, bias).tolist() == [[-4168402, 1000]]
+    got = oracle.dense(x, w, bias, m0, shift, 0, -32768, 32767)
+    assert got.dtype == np.int16 and got.tolist() == [[-32768, 31]]

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""2-D convolutions on int8 (NHWC): conv2d (with groups) and depthwise_conv2d.
+"""2-D convolutions on int8 (NHWC): conv2d (with groups) and depthwise_conv2d; conv2d on int16
+activations too.
 
 Bit-exact with ``fixnet.oracle.conv2d`` / ``fixnet.oracle.depthwise_conv2d``. Private:
 fixnet.runtime plans the calls.
@@ -45,6 +46,12 @@ conv2d is an indirect GEMM (no im2col copy):
   them with no shared scratch, so disjoint ranges may run on several threads at once.
 * Each micro-kernel has a scalar twin over the same packing (``scalar=True``), which the
   tests hold bit-exact with it and with the oracle in every build.
+* int16 activations (TFLite's 16x8: symmetric, zero point 0; x and out both int16) run the
+  same indirect GEMM on the int16 micro-kernels (csrc/qgemm16.h; ``GEMM16_ISA``,
+  ``GEMM16_TILE``) over weights packed for them (``pack_conv_weights(w, bias, groups,
+  bits=16)``): the row pointers point at int16 rows, padding taps at a row of zeros (the
+  zero point; pad_value must be 0); patch mode when Cin is not a multiple of the int16
+  kernel's K step (Q16_KSTEP).
 
 depthwise_conv2d: a row driver and micro-kernels in C, csrc/dwconv.h (its header describes
 the lanes over pixels x channels, the phase rows and the packing; the vector tile per ISA in
@@ -68,7 +75,8 @@ import math
 
 import numpy as np
 
-from fixnet._kernels.gemm_pack import check_weights, pack_gemm
+from fixnet._kernels.gemm_pack import (activation_bits, check_int16_output, check_weights,
+                                        pack_gemm)
 
 from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.requant cimport (
@@ -156,21 +164,62 @@ cdef extern from "qgemm.h" nogil:
     void qg_row2_q8(size_t taps, size_t cin, const int8_t** a, const void* block,
                     size_t block_bytes, size_t nc, const fx_requant* q, size_t c0, int8_t* out)
 
+cdef extern from "qgemm16.h" nogil:
+    const char* Q16_ISA
+    enum:
+        Q16_MR
+        Q16_NR
+        Q16_KR
+        Q16_KSTEP
+        Q16_W16
+        Q16_INPUT_OFFSET
+    void q16_pointers(const int32_t* offs, size_t n, const int16_t* image,
+                      const int16_t* pad_row, size_t c0, const int16_t** ptrs)
+    void q16_tile(size_t taps, size_t cin, const int16_t** a, const void* w,
+                  const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
+    void q16_tile_scalar(size_t taps, size_t cin, const int16_t** a, const void* w,
+                         const int32_t* init, size_t init_stride, int32_t* c, size_t c_stride)
+    void q16_tile_q16(size_t taps, size_t cin, const int16_t** a, const void* block, size_t mr,
+                      size_t nc, const fx_requant* q, size_t c0, int16_t* out, size_t out_stride)
+    void q16_tile_q16_scalar(size_t taps, size_t cin, const int16_t** a, const void* block,
+                             size_t mr, size_t nc, const fx_requant* q, size_t c0, int16_t* out,
+                             size_t out_stride)
+    void q16_row_q16(size_t taps, size_t cin, const int16_t** a, const void* block, size_t nc,
+                     const fx_requant* q, size_t c0, int16_t* out)
+    void q16_requant_rows(const int32_t* acc, size_t acc_stride, size_t rows, size_t n,
+                          const fx_requant* q, size_t c0, int16_t* out, size_t out_stride)
+    void q16_requant_rows_scalar(const int32_t* acc, size_t acc_stride, size_t rows, size_t n,
+                                 const fx_requant* q, size_t c0, int16_t* out,
+                                 size_t out_stride)
+
+# The activation types of conv2d's GEMM drivers (long_tile is written once for both).
+ctypedef fused act_t:
+    int8_t
+    int16_t
+
 cdef enum:
-    # Stack buffers of one task (qgemm.h checks QG_MR <= MR_MAX): the row pointers of up to
-    # TAP_CHUNK taps of one tile of pixels, and the accumulators of up to CH_CHUNK channels.
+    # Stack buffers of one task (qgemm.h and qgemm16.h check QG_MR, Q16_MR <= MR_MAX): the
+    # row pointers of up to TAP_CHUNK taps of one tile of pixels, and the accumulators of up
+    # to CH_CHUNK channels.
     MR_MAX = 8
     TAP_CHUNK = 32
     CH_CHUNK = 256
-    # Patch mode (a first layer on RGB or grey images): when Cin is not a multiple of KR and
-    # a pixel's whole window holds at most PATCH_K_MAX values, a task copies each pixel's window into one row on its stack (zero-padded to a multiple of
-    # KR) and runs the micro-kernel on one "tap" of that length, instead of one short K step
-    # with a tail copy per tap. The weights are packed for that shape (patch_k).
+    # Patch mode (a first layer on RGB or grey images): when Cin is not a multiple of the
+    # kernel's K step (int8: KR; int16: Q16_KSTEP) and a pixel's whole window holds at most
+    # PATCH_K_MAX values, a task copies each pixel's window into one row on its stack
+    # (zero-padded to a multiple of KR) and runs the micro-kernel on one "tap" of that
+    # length, instead of one short K step with a tail per tap. The weights are packed for
+    # that shape (patch_k).
     PATCH_K_MAX = 160
 
 # The micro-kernel of this build: its name and tile (pixels MR x channels NR, K steps of KR).
 GEMM_ISA = QG_ISA.decode()
 GEMM_TILE = (QG_MR, QG_NR, QG_KR)
+# The same for int16 activations (csrc/qgemm16.h), and the input channels one pass of its K
+# loop takes (patch mode below it).
+GEMM16_ISA = Q16_ISA.decode()
+GEMM16_TILE = (Q16_MR, Q16_NR, Q16_KR)
+GEMM16_K_STEP = Q16_KSTEP
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -179,8 +228,10 @@ cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 @cython.auto_pickle(False)
 cdef class PackedConvWeights:
-    """The weights and bias of one conv2d in this build's micro-kernel layout (qgemm.h), made
-    by ``pack_conv_weights(w, bias, groups)``; read-only, shared by every Call of that conv.
+    """The weights and bias of one conv2d in this build's micro-kernel layout for one
+    activation type (``bits`` 8: qgemm.h, GEMM_TILE; 16: qgemm16.h, GEMM16_TILE, int8
+    weights on AVX2 and int16 elsewhere, no uint8 offset), made by
+    ``pack_conv_weights(w, bias, groups, bits)``; read-only, shared by every Call of that conv.
 
     ``data`` is int8 [groups * blocks_per_group, block_bytes]: per group and block of NR =
     GEMM_TILE[1] output channels, NR int32 biases (bias[c]; in builds whose kernel offsets
@@ -191,6 +242,7 @@ cdef class PackedConvWeights:
     cdef readonly Py_ssize_t out_c, kernel_h, kernel_w, in_c_group, groups
     cdef readonly Py_ssize_t blocks_per_group, k_groups, block_bytes
     cdef readonly Py_ssize_t patch_k    # patch mode: the padded window length (else 0)
+    cdef readonly int bits              # the activation type it is packed for: 8 or 16
     cdef readonly object data        # the packed int8 array
     cdef readonly object source_w    # the arrays it was packed from (kept alive)
     cdef readonly object source_bias
@@ -199,14 +251,18 @@ cdef class PackedConvWeights:
     cdef const int8_t* packed
 
     def __repr__(self):
+        isa, tile = (GEMM_ISA, GEMM_TILE) if self.bits == 8 else (GEMM16_ISA, GEMM16_TILE)
         return (f"<PackedConvWeights Cout={self.out_c} {self.kernel_h}x{self.kernel_w}x"
-                f"{self.in_c_group} groups={self.groups} ({GEMM_ISA} tile {GEMM_TILE})>")
+                f"{self.in_c_group} groups={self.groups} int{self.bits} activations "
+                f"({isa} tile {tile})>")
 
 
-def pack_conv_weights(w not None, bias not None, int groups=1):
+def pack_conv_weights(w not None, bias not None, int groups=1, int bits=8):
     """Pack conv2d weights w int8 [Cout, KH, KW, Cin // groups] (values in [-127, 127]) and
-    bias int32 [Cout] for Conv2dCall (``packed=``). Do it once per weight array: the Call
-    reads only the packed copy, so w and bias must not change in place afterwards."""
+    bias int32 [Cout] for Conv2dCall (``packed=``) on activations of ``bits`` bits: 8 for
+    int8 x and out, 16 for int16 (a step passes its own ``bits``; a Conv2dCall refuses a
+    packing of the other type). Do it once per weight array: the Call reads only the packed
+    copy, so w and bias must not change in place afterwards."""
     cdef const int8_t[:, :, :, ::1] w_view = w
     cdef const int32_t[::1] bias_view = bias
     cdef PackedConvWeights p = PackedConvWeights.__new__(PackedConvWeights)
@@ -217,15 +273,24 @@ def pack_conv_weights(w not None, bias not None, int groups=1):
                          f"channels Cout = w.shape[0] = {cout}")
     check_length("conv2d", "bias", bias_view.shape[0], cout,
                  "one per output channel, Cout = w.shape[0]")
+    if bits not in (8, 16):
+        raise ValueError(f"conv2d: bits = {bits}: activations are int8 (8) or int16 (16)")
     w_array = np.asarray(w_view)
     check_weights("conv2d", w_array)
     taps = kh * kw
-    patch_k = patch_length(kh, kw, cin_g, groups)
+    patch_k = (patch_length(kh, kw, cin_g, groups, QG_KR, QG_KR) if bits == 8
+               else patch_length(kh, kw, cin_g, groups, Q16_KSTEP, Q16_KR))
     if patch_k:     # one tap whose K is the whole window, (kh, kw, ci) flattened
         w_array = w_array.reshape(cout, 1, taps * cin_g)
     else:
         w_array = w_array.reshape(cout, taps, cin_g)
-    data, nbg, kg = pack_gemm(w_array, bias_view, groups, QG_NR, QG_KR, QG_W16, QG_UINT8_INPUT)
+    if bits == 8:
+        data, nbg, kg = pack_gemm(w_array, bias_view, groups, QG_NR, QG_KR, QG_W16,
+                                  128 * QG_UINT8_INPUT)
+    else:
+        data, nbg, kg = pack_gemm(w_array, bias_view, groups, Q16_NR, Q16_KR, Q16_W16,
+                                  Q16_INPUT_OFFSET)
+    p.bits = bits
     p.out_c, p.kernel_h, p.kernel_w, p.in_c_group, p.groups = cout, kh, kw, cin_g, groups
     p.blocks_per_group, p.k_groups, p.block_bytes = nbg, kg, data.shape[1]
     p.patch_k = patch_k
@@ -237,11 +302,13 @@ def pack_conv_weights(w not None, bias not None, int groups=1):
 
 
 cdef inline Py_ssize_t patch_length(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t cin_g,
-                                    Py_ssize_t groups) noexcept:
-    """The padded window length of patch mode (see PATCH_K_MAX), or 0 if the conv does
-    not use it."""
-    cdef Py_ssize_t k = kh * kw * cin_g, padded = ceil_div(kh * kw * cin_g, QG_KR) * QG_KR
-    if groups == 1 and kh * kw > 1 and cin_g % QG_KR != 0 and padded <= PATCH_K_MAX:
+                                    Py_ssize_t groups, Py_ssize_t k_step,
+                                    Py_ssize_t kr) noexcept:
+    """The padded window length of patch mode (see PATCH_K_MAX; the window rounded up to the
+    packing's kr), or 0 if the conv does not use it (Cin a multiple of the kernel's K step
+    k_step)."""
+    cdef Py_ssize_t padded = ceil_div(kh * kw * cin_g, kr) * kr
+    if groups == 1 and kh * kw > 1 and cin_g % k_step != 0 and padded <= PATCH_K_MAX:
         return padded
     return 0
 
@@ -253,6 +320,12 @@ cdef struct GemmConv:
     const int8_t* packed            # PackedConvWeights.data
     const int32_t* offsets          # [tiles, taps, MR]: image offset of each row, -1: padding
     const int8_t* pad_row           # Cin copies of pad_value
+    # int16 activations (wide): x16, out16 and pad_row16 (Cin zeros) instead of x, out and
+    # pad_row; MR is then Q16_MR
+    bint wide
+    const int16_t* x16
+    int16_t* out16
+    const int16_t* pad_row16
     Py_ssize_t image_len, pixels, tiles, taps, kernel_w, in_c, in_c_group, out_c, out_c_group
     Py_ssize_t groups, blocks_per_group, k_groups, block_bytes
     Py_ssize_t patch_k              # patch mode: the padded window length (else 0)
@@ -294,6 +367,63 @@ cdef inline void blocks_q8(const GemmConv* a, size_t taps, size_t cin, const int
         b += 1
 
 
+cdef inline void blocks_q16(const GemmConv* a, size_t taps, size_t cin, const int16_t** ptrs,
+                            Py_ssize_t grp, Py_ssize_t mr, const fx_requant* q,
+                            int16_t* out_rows) noexcept nogil:
+    """blocks_q8 on int16 activations (csrc/qgemm16.h): every block of Q16_NR channels of
+    group grp for one tile, one fused micro-kernel call each; a tile of one pixel takes the
+    one-row kernel. scalar: the scalar twin."""
+    cdef const int16_t* row[TAP_CHUNK]
+    cdef Py_ssize_t b, c0, nc
+    cdef size_t t
+    cdef const int8_t* blk
+    if mr == 1:
+        for t in range(taps):
+            row[t] = ptrs[t * Q16_MR]
+    for b in range(a.blocks_per_group):
+        c0 = grp * a.out_c_group + b * Q16_NR
+        nc = a.out_c_group - b * Q16_NR
+        nc = nc if nc < Q16_NR else Q16_NR
+        blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
+        if a.scalar:
+            q16_tile_q16_scalar(taps, cin, ptrs, blk, mr, nc, q, c0, out_rows + c0, a.out_c)
+        elif mr == 1:
+            q16_row_q16(taps, cin, row, blk, nc, q, c0, out_rows + c0)
+        else:
+            q16_tile_q16(taps, cin, ptrs, blk, mr, nc, q, c0, out_rows + c0, a.out_c)
+
+
+cdef void conv2d16_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
+                         Py_ssize_t last) noexcept nogil:
+    """conv2d_tasks on int16 activations: tiles of Q16_MR pixels, padding taps on the row of
+    zeros, blocks_q16."""
+    cdef const int16_t* ptrs[MR_MAX * TAP_CHUNK]
+    cdef int16_t patch[MR_MAX * PATCH_K_MAX]
+    cdef const int16_t* patch_rows[MR_MAX]
+    cdef Py_ssize_t task, n, tile, p0, mr, grp
+    cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group
+    cdef const int16_t* image
+    cdef int16_t* out_rows
+    for task in range(first, last):
+        n = task // a.tiles
+        tile = task - n * a.tiles
+        p0 = tile * Q16_MR
+        mr = a.pixels - p0 if a.pixels - p0 < Q16_MR else Q16_MR
+        image = a.x16 + n * a.image_len
+        out_rows = a.out16 + (n * a.pixels + p0) * a.out_c
+        if a.patch_k:      # one "tap" of patch_k values per pixel
+            build_patches(a, tile, image, patch, patch_rows)
+            blocks_q16(a, 1, a.patch_k, patch_rows, 0, mr, q, out_rows)
+            continue
+        if taps > TAP_CHUNK:
+            long_tile(a, q, tile, image, mr, out_rows)
+            continue
+        for grp in range(a.groups):
+            q16_pointers(a.offsets + tile * taps * Q16_MR, taps * Q16_MR, image, a.pad_row16,
+                         grp * cin_g, ptrs)
+            blocks_q16(a, taps, cin_g, ptrs, grp, mr, q, out_rows)
+
+
 cdef void conv2d_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
                        Py_ssize_t last) noexcept nogil:
     """Tasks [first, last): task i is the tile of QG_MR output pixels (i % tiles) of image
@@ -301,7 +431,7 @@ cdef void conv2d_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
     taps point at pad_row; pixels beyond the last repeat it), then blocks_q8. A layer with
     more than TAP_CHUNK taps sums the taps in chunks into int32 accumulators of up to
     CH_CHUNK channels on the stack, requantized afterwards (long_tile). Scratch on the stack
-    only."""
+    only. int16 activations: conv2d16_tasks."""
     cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
     cdef int8_t patch[MR_MAX * PATCH_K_MAX]
     cdef const int8_t* patch_rows[MR_MAX]
@@ -309,6 +439,9 @@ cdef void conv2d_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group, out_c = a.out_c
     cdef const int8_t* image
     cdef int8_t* out_rows
+    if a.wide:
+        conv2d16_tasks(a, q, first, last)
+        return
     for task in range(first, last):
         n = task // a.tiles
         tile = task - n * a.tiles
@@ -329,15 +462,20 @@ cdef void conv2d_tasks(const GemmConv* a, const fx_requant* q, Py_ssize_t first,
 
 
 cdef void long_tile(const GemmConv* a, const fx_requant* q, Py_ssize_t tile,
-                    const int8_t* image, Py_ssize_t mr, int8_t* out_rows) noexcept nogil:
+                    const act_t* image, Py_ssize_t mr, act_t* out_rows) noexcept nogil:
     """One tile of a layer with more than TAP_CHUNK taps: per group and chunk of up to
     CH_CHUNK channels, the taps in chunks of TAP_CHUNK (each chunk's row pointers on the
-    stack) summed into int32 accumulators, then requantized while in L1."""
-    cdef const int8_t* ptrs[MR_MAX * TAP_CHUNK]
+    stack) summed into int32 accumulators, then requantized while in L1. For int8 or int16
+    activations (act_t), on that type's micro-kernels (qgemm.h, qgemm16.h)."""
+    cdef const act_t* ptrs[MR_MAX * TAP_CHUNK]
     cdef int32_t acc[MR_MAX * CH_CHUNK]
     cdef Py_ssize_t grp, c_in0, b0, b1, b, width, t0, tn, c0, n_valid
     cdef Py_ssize_t taps = a.taps, cin_g = a.in_c_group
-    cdef Py_ssize_t tap_bytes = a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
+    cdef Py_ssize_t mr_tile = QG_MR if act_t is int8_t else Q16_MR
+    cdef Py_ssize_t nr = QG_NR if act_t is int8_t else Q16_NR
+    cdef Py_ssize_t tap_bytes = (a.k_groups * QG_NR * QG_KR * (2 if QG_W16 else 1)
+                                 if act_t is int8_t else
+                                 a.k_groups * Q16_NR * Q16_KR * (2 if Q16_W16 else 1))
     cdef const int8_t* blk
     cdef const int8_t* wts
     cdef const int32_t* init
@@ -346,38 +484,67 @@ cdef void long_tile(const GemmConv* a, const fx_requant* q, Py_ssize_t tile,
         c_in0 = grp * cin_g
         b0 = 0
         while b0 < a.blocks_per_group:
-            b1 = b0 + CH_CHUNK // QG_NR
+            b1 = b0 + CH_CHUNK // nr
             if b1 > a.blocks_per_group:
                 b1 = a.blocks_per_group
-            width = (b1 - b0) * QG_NR
+            width = (b1 - b0) * nr
             t0 = 0
             while t0 < taps:
                 tn = taps - t0 if taps - t0 < TAP_CHUNK else TAP_CHUNK
-                qg_pointers(a.offsets + (tile * taps + t0) * QG_MR, tn * QG_MR, image,
-                            a.pad_row, c_in0, ptrs)
+                if act_t is int8_t:
+                    qg_pointers(a.offsets + (tile * taps + t0) * mr_tile, tn * mr_tile, image,
+                                a.pad_row, c_in0, ptrs)
+                else:
+                    q16_pointers(a.offsets + (tile * taps + t0) * mr_tile, tn * mr_tile, image,
+                                 a.pad_row16, c_in0, ptrs)
                 for b in range(b0, b1):
                     blk = a.packed + (grp * a.blocks_per_group + b) * a.block_bytes
-                    wts = blk + QG_NR * sizeof(int32_t) + t0 * tap_bytes
+                    wts = blk + nr * sizeof(int32_t) + t0 * tap_bytes
                     if t0 == 0:
                         init, init_stride = <const int32_t*>blk, 0
                     else:
-                        init, init_stride = acc + (b - b0) * QG_NR, width
-                    if a.scalar:
-                        qg_tile_scalar(tn, cin_g, ptrs, wts, init, init_stride,
-                                       acc + (b - b0) * QG_NR, width)
-                    else:
-                        qg_tile(tn, cin_g, ptrs, wts, init, init_stride,
-                                acc + (b - b0) * QG_NR, width)
+                        init, init_stride = acc + (b - b0) * nr, width
+                    sum_taps(a.scalar, tn, cin_g, ptrs, wts, init, init_stride,
+                             acc + (b - b0) * nr, width)
                 t0 += tn
-            c0 = grp * a.out_c_group + b0 * QG_NR
-            n_valid = a.out_c_group - b0 * QG_NR
+            c0 = grp * a.out_c_group + b0 * nr
+            n_valid = a.out_c_group - b0 * nr
             if n_valid > width:
                 n_valid = width
-            if a.scalar:
-                fx_requant_rows_scalar(acc, width, mr, n_valid, q, c0, out_rows + c0, a.out_c)
-            else:
-                fx_requant_rows(acc, width, mr, n_valid, q, c0, out_rows + c0, a.out_c)
+            requant_rows(a.scalar, acc, width, mr, n_valid, q, c0, out_rows + c0, a.out_c)
             b0 = b1
+
+
+cdef inline void sum_taps(bint scalar, size_t taps, size_t cin, const act_t** a, const void* w,
+                          const int32_t* init, size_t init_stride, int32_t* c,
+                          size_t c_stride) noexcept nogil:
+    """The int32 tile kernel of act_t's micro-kernels (qg_tile, q16_tile), or its scalar twin."""
+    if act_t is int8_t:
+        if scalar:
+            qg_tile_scalar(taps, cin, a, w, init, init_stride, c, c_stride)
+        else:
+            qg_tile(taps, cin, a, w, init, init_stride, c, c_stride)
+    else:
+        if scalar:
+            q16_tile_scalar(taps, cin, a, w, init, init_stride, c, c_stride)
+        else:
+            q16_tile(taps, cin, a, w, init, init_stride, c, c_stride)
+
+
+cdef inline void requant_rows(bint scalar, const int32_t* acc, size_t acc_stride, size_t rows,
+                              size_t n, const fx_requant* q, size_t c0, act_t* out,
+                              size_t out_stride) noexcept nogil:
+    """int32 rows requantized to act_t (requant.h's rows, qgemm16.h's), or the scalar twin."""
+    if act_t is int8_t:
+        if scalar:
+            fx_requant_rows_scalar(acc, acc_stride, rows, n, q, c0, out, out_stride)
+        else:
+            fx_requant_rows(acc, acc_stride, rows, n, q, c0, out, out_stride)
+    else:
+        if scalar:
+            q16_requant_rows_scalar(acc, acc_stride, rows, n, q, c0, out, out_stride)
+        else:
+            q16_requant_rows(acc, acc_stride, rows, n, q, c0, out, out_stride)
 
 
 cdef inline void copy_small(int8_t* dst, const int8_t* src, Py_ssize_t n) noexcept nogil:
@@ -396,33 +563,38 @@ cdef inline void copy_small(int8_t* dst, const int8_t* src, Py_ssize_t n) noexce
         dst[i] = src[i]
 
 
-cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const int8_t* image,
-                       int8_t* patch, const int8_t** rows) noexcept nogil:
-    """Patch mode: row r of ``patch`` (patch_k bytes, r < QG_MR) is the window of the tile's
-    pixel r, tap-major (the padding taps read pad_row), zero-filled after taps * Cin. A
-    kernel row whose taps are consecutive pixels inside the image (no padding, no dilation)
-    is one copy of KW * Cin bytes; other kernel rows go tap by tap."""
+cdef void build_patches(const GemmConv* a, Py_ssize_t tile, const act_t* image,
+                       act_t* patch, const act_t** rows) noexcept nogil:
+    """Patch mode: row r of ``patch`` (patch_k values, r < MR of act_t's kernel) is the
+    window of the tile's pixel r, tap-major (the padding taps read the pad row), zero-filled
+    after taps * Cin. A kernel row whose taps are consecutive pixels inside the image (no
+    padding, no dilation) is one copy of KW * Cin values; other kernel rows go tap by tap."""
     cdef Py_ssize_t r, t, kh, kw = a.kernel_w, cin = a.in_c, taps = a.taps, used = a.taps * a.in_c
-    cdef Py_ssize_t span = kw * cin
-    cdef const int32_t* offs = a.offsets + tile * taps * QG_MR
+    cdef Py_ssize_t size = sizeof(act_t), mr = QG_MR if act_t is int8_t else Q16_MR
+    cdef const int32_t* offs = a.offsets + tile * taps * mr
     cdef int32_t off, first, last
-    cdef int8_t* row
-    cdef int8_t* dst
-    cdef const int8_t* src
-    for r in range(QG_MR):
+    cdef act_t* row
+    cdef const act_t* src
+    cdef const act_t* pad_row
+    if act_t is int8_t:
+        pad_row = a.pad_row
+    else:
+        pad_row = a.pad_row16
+    for r in range(mr):
         row = patch + r * a.patch_k
         for kh in range(taps // kw):
             t = kh * kw
-            first = offs[t * QG_MR + r]
-            last = offs[(t + kw - 1) * QG_MR + r]
+            first = offs[t * mr + r]
+            last = offs[(t + kw - 1) * mr + r]
             if first >= 0 and last == first + (kw - 1) * cin:
-                copy_small(row + t * cin, image + first, span)
+                copy_small(<int8_t*>(row + t * cin), <const int8_t*>(image + first),
+                           kw * cin * size)
                 continue
             for t in range(kh * kw, kh * kw + kw):
-                off = offs[t * QG_MR + r]
-                src = (image + off) if off >= 0 else a.pad_row
-                copy_small(row + t * cin, src, cin)
-        memset(row + used, 0, a.patch_k - used)
+                off = offs[t * mr + r]
+                src = (image + off) if off >= 0 else pad_row
+                copy_small(<int8_t*>(row + t * cin), <const int8_t*>src, cin * size)
+        memset(row + used, 0, (a.patch_k - used) * size)
         rows[r] = row
 
 
@@ -470,8 +642,10 @@ cdef class Conv2dCall(KernelCall):
 
     ``params`` (the conv2d_params struct, given as a mapping) is read once, here: ``params``
     gives it back as a dict. x is read at every call; w and bias once, packed (``packed``:
-    the result of ``pack_conv_weights(w, bias, groups)`` for these very arrays, shared by
-    every Call of a layer; by default they are packed here); m0 at every call; shift once.
+    the result of ``pack_conv_weights(w, bias, groups, bits)`` for these very arrays and
+    this activation type, shared by every Call of a layer; by default they are packed here);
+    m0 at every call; shift once. x and out are both int8 or both int16 (int16: pad_value and
+    out_zp 0, act_min / act_max in int16).
     ``scalar=True`` runs the scalar twin of this build's micro-kernel (same packing; for
     tests).
 
@@ -481,6 +655,8 @@ cdef class Conv2dCall(KernelCall):
     """
     cdef const int8_t[:, :, :, ::1] x
     cdef int8_t[:, :, :, ::1] out
+    cdef const int16_t[:, :, :, ::1] x16
+    cdef int16_t[:, :, :, ::1] out16
     cdef const int32_t[::1] m0
     cdef readonly conv2d_params params
     cdef readonly PackedConvWeights packed
@@ -489,18 +665,27 @@ cdef class Conv2dCall(KernelCall):
     cdef fx_requant requant
     cdef void* requant_block      # owns the arrays of requant
 
-    def __init__(self, const int8_t[:, :, :, ::1] x not None,
-                 const int8_t[:, :, :, ::1] w not None, const int32_t[::1] bias not None,
-                 const int32_t[::1] m0 not None, const int32_t[::1] shift not None, params,
-                 int8_t[:, :, :, ::1] out not None, PackedConvWeights packed=None,
-                 bint scalar=False):
+    def __init__(self, x not None, const int8_t[:, :, :, ::1] w not None,
+                 const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
+                 const int32_t[::1] shift not None, params, out not None,
+                 PackedConvWeights packed=None, bint scalar=False):
         cdef str k = "conv2d"
-        cdef Py_ssize_t n_in = x.shape[0], cin = x.shape[3], cout = w.shape[0]
-        cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], pixels, image_len
+        cdef const int8_t[:, :, :, ::1] x8 = None
+        cdef int8_t[:, :, :, ::1] out8 = None
+        cdef const int16_t[:, :, :, ::1] x16 = None
+        cdef int16_t[:, :, :, ::1] out16 = None
+        cdef int bits = activation_bits(k, x, out)
+        cdef Py_ssize_t cout = w.shape[0], kh = w.shape[1], kw = w.shape[2], pixels, image_len
         cdef fx_requant requant
         cdef void* requant_block
         cdef GemmConv* a = &self.args
         cdef conv2d_params p
+        if bits == 8:
+            x8, out8 = x, out
+        else:
+            x16, out16 = x, out
+        x_shape, out_shape = np.shape(x), np.shape(out)     # both 4-D: checked just above
+        cdef Py_ssize_t n_in = x_shape[0], cin = x_shape[3], mr = QG_MR if bits == 8 else Q16_MR
         check_params(k, params, CONV2D_PARAMS)
         p = params
         cdef int groups = p.groups
@@ -520,43 +705,64 @@ cdef class Conv2dCall(KernelCall):
         check_length(k, "shift", shift.shape[0], cout, "one per output channel, Cout = w.shape[0]")
         check_window(k, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
                      p.pad_left)
-        check_int8(k, "pad_value", p.pad_value)
-        check_output_range(k, p.out_zp, p.act_min, p.act_max)
-        if out.shape[0] != n_in or out.shape[3] != cout:
-            raise ValueError(f"{k}: out has shape ({out.shape[0]}, {out.shape[1]}, "
-                             f"{out.shape[2]}, {out.shape[3]}), expected "
+        if bits == 8:
+            check_int8(k, "pad_value", p.pad_value)
+            check_output_range(k, p.out_zp, p.act_min, p.act_max)
+        else:
+            if p.pad_value != 0:
+                raise ValueError(f"{k}: pad_value = {p.pad_value}: int16 tensors are symmetric, "
+                                 f"their zero point (the padding) is 0")
+            check_int16_output(k, p.out_zp, p.act_min, p.act_max)
+        if out_shape[0] != n_in or out_shape[3] != cout:
+            raise ValueError(f"{k}: out has shape {out_shape}, expected "
                              f"(N, OH, OW, Cout) = ({n_in}, OH, OW, {cout})")
         if cout:
             check_multipliers(k, &m0[0], &shift[0], cout)
-        image_len = x.shape[1] * x.shape[2] * cin
+        image_len = x_shape[1] * x_shape[2] * cin
         if image_len >= 2 ** 31:
             raise ValueError(f"{k}: one input image holds {image_len} values; at most 2^31 - 1")
         if packed is None:
             packed = pack_conv_weights(w.base if w.base is not None else np.asarray(w),
                                        bias.base if bias.base is not None else np.asarray(bias),
-                                       groups)
+                                       groups, bits)
         elif (packed.out_c != cout or packed.kernel_h != kh or packed.kernel_w != kw
               or packed.in_c_group != w.shape[3] or packed.groups != groups
               or (w.size and packed.w_src != &w[0, 0, 0, 0])
               or (cout and packed.bias_src != &bias[0])):
             raise ValueError(f"{k}: packed holds the weights of other arrays ({packed!r}); pass "
-                             f"pack_conv_weights(w, bias, groups) of this w and bias")
-        pixels = out.shape[1] * out.shape[2]
-        offsets = offset_table(x.shape[1], x.shape[2], cin, out.shape[1], out.shape[2], kh, kw,
-                               &p, QG_MR)
-        pad_row = np.full(max(cin, 1), p.pad_value, np.int8)
+                             f"pack_conv_weights(w, bias, groups, {bits}) of this w and bias")
+        elif packed.bits != bits:
+            raise ValueError(f"{k}: packed is packed for int{packed.bits} activations, x and "
+                             f"out are int{bits}; pass pack_conv_weights(w, bias, groups, "
+                             f"bits={bits})")
+        pixels = out_shape[1] * out_shape[2]
+        offsets = offset_table(x_shape[1], x_shape[2], cin, out_shape[1], out_shape[2], kh, kw,
+                               &p, mr)
+        pad_row = (np.full(max(cin, 1), p.pad_value, np.int8) if bits == 8
+                   else np.zeros(max(cin, 1), np.int16))
         # Last (after every check), so that a failed re-initialisation leaves the object as it was.
         requant_block = new_requant(&requant, m0, shift, p.out_zp, p.act_min, p.act_max)
         PyMem_Free(self.requant_block)      # __init__ may run twice on one object
         self.requant, self.requant_block = requant, requant_block
-        self.x, self.out, self.m0, self.packed, self.params = x, out, m0, packed, p
+        self.x, self.out, self.x16, self.out16 = x8, out8, x16, out16
+        self.m0, self.packed, self.params = m0, packed, p
         self.arrays = (offsets, pad_row)
-        a.x = &x[0, 0, 0, 0] if x.size else NULL
-        a.out = &out[0, 0, 0, 0] if out.size else NULL
+        a.wide = bits == 16
+        a.x = a.pad_row = NULL
+        a.out = NULL
+        a.x16 = a.pad_row16 = NULL
+        a.out16 = NULL
+        if bits == 8:
+            a.x = &x8[0, 0, 0, 0] if x8.size else NULL
+            a.out = &out8[0, 0, 0, 0] if out8.size else NULL
+            a.pad_row = <const int8_t*><size_t>pad_row.ctypes.data
+        else:
+            a.x16 = &x16[0, 0, 0, 0] if x16.size else NULL
+            a.out16 = &out16[0, 0, 0, 0] if out16.size else NULL
+            a.pad_row16 = <const int16_t*><size_t>pad_row.ctypes.data
         a.packed = packed.packed
         a.offsets = <const int32_t*><size_t>offsets.ctypes.data
-        a.pad_row = <const int8_t*><size_t>pad_row.ctypes.data
-        a.image_len, a.pixels, a.tiles = image_len, pixels, ceil_div(pixels, QG_MR)
+        a.image_len, a.pixels, a.tiles = image_len, pixels, ceil_div(pixels, mr)
         a.taps, a.kernel_w, a.in_c, a.in_c_group = kh * kw, kw, cin, cin // groups
         a.out_c, a.out_c_group, a.groups = cout, cout // groups, groups
         a.blocks_per_group, a.k_groups = packed.blocks_per_group, packed.k_groups
@@ -577,10 +783,9 @@ cdef class Conv2dCall(KernelCall):
         conv2d_tasks(&self.args, &self.requant, first, last)
 
 
-def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w not None,
-           const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
-           const int32_t[::1] shift not None, params, int8_t[:, :, :, ::1] out not None,
-           bint scalar=False):
+def conv2d(x not None, const int8_t[:, :, :, ::1] w not None, const int32_t[::1] bias not None,
+           const int32_t[::1] m0 not None, const int32_t[::1] shift not None, params,
+           out not None, bint scalar=False):
     """out[n, oh, ow, co] = clamp(out_zp + MBQM(acc, m0[co], shift[co]), act_min, act_max),
     acc = bias[co] + sum_{kh, kw, ci} x[n, ih, iw, g * Cin_g + ci] * w[co, kh, kw, ci]
     (int32, wrapping modulo 2^32), ih = oh * stride_h - pad_top + kh * dilation_h,
@@ -588,13 +793,15 @@ def conv2d(const int8_t[:, :, :, ::1] x not None, const int8_t[:, :, :, ::1] w n
     x[n, ih, iw, .] reads pad_value outside [0, H) x [0, W). MBQM =
     multiply_by_quantized_multiplier.
 
-    x: int8 [N, H, W, Cin] (input zero point folded into bias by the quantizer).
+    x: int8 or int16 [N, H, W, Cin] (int8: input zero point folded into bias by the
+    quantizer; int16: symmetric, zero point 0).
     w: int8 [Cout, KH, KW, Cin // groups], values in [-127, 127]; KH, KW >= 1.
     bias, m0, shift: int32 [Cout]; m0 in [2^30, 2^31) or 0, shift in [-31, 30].
     params: a mapping with exactly the keys CONV2D_PARAMS (params.pxd's conv2d_params):
     stride_*, dilation_* >= 1; pad_top, pad_left >= 0 (bottom/right padding is implied by
-    out's shape); groups >= 1 divides Cin and Cout; pad_value, out_zp: int8;
-    -128 <= act_min <= act_max <= 127. out: int8 [N, OH, OW, Cout], written in full.
+    out's shape); groups >= 1 divides Cin and Cout; int8 x: pad_value, out_zp int8,
+    -128 <= act_min <= act_max <= 127; int16 x: pad_value = out_zp = 0, -32768 <= act_min
+    <= act_max <= 32767. out: [N, OH, OW, Cout] of x's dtype, written in full.
     scalar: run the scalar twin of the micro-kernel (tests).
     """
     Conv2dCall(x, w, bias, m0, shift, params, out, scalar=scalar)()

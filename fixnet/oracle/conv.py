@@ -1,5 +1,5 @@
-"""Oracle for convolutions (conv2d with groups, depthwise_conv2d), NHWC int8 (depthwise_conv2d
-also int16: x and its output int16, symmetric, weights int8).
+"""Oracle for convolutions (conv2d with groups, depthwise_conv2d), NHWC, on int8 or int16
+activations (output dtype = input dtype; int16 symmetric), weights int8.
 
 Geometry shared by both: output pixel (oh, ow) with kernel tap (kh, kw) reads input pixel
 ih = oh * stride_h - pad_top + kh * dilation_h, iw = ow * stride_w - pad_left + kw * dilation_w,
@@ -19,6 +19,7 @@ from .core import (
     ACTIVATION_RANGES,
     _act,
     _check_act_output_range,
+    _check_act_zero_point,
     _check_output_range,
     _check_zero_point,
     _clamp_to,
@@ -96,15 +97,17 @@ def conv2d_accumulators(x, w, bias, params, *, out_h, out_w):
     acc[n, oh, ow, co] = bias[co] + sum_{kh, kw, ci} x[n, ih, iw, g * Cin_g + ci] * w[co, kh, kw, ci]
     with g = co // (Cout // groups), Cin_g = Cin // groups; taps outside x read pad_value.
 
-    x: int8 [N, H, W, Cin]; w: int8 [Cout, KH, KW, Cin // groups], KH, KW >= 1;
-    bias: int32 [Cout]; params: conv2d's mapping (CONV2D_PARAMS; out_zp, act_min and act_max
-    are not read here): strides, dilations >= 1; pads >= 0; groups >= 1 divides Cin and Cout;
-    pad_value: int8 (the input zero point); out_h, out_w >= 0: the output size.
+    x: int8 or int16 [N, H, W, Cin] (activations); w: int8 [Cout, KH, KW, Cin // groups],
+    KH, KW >= 1; bias: int32 [Cout]; params: conv2d's mapping (CONV2D_PARAMS; out_zp,
+    act_min and act_max are not read here): strides, dilations >= 1; pads >= 0; groups >= 1
+    divides Cin and Cout; pad_value: the input zero point (int8 x: in int8; int16 x: 0);
+    out_h, out_w >= 0: the output size.
     Returns int64 [N, out_h, out_w, Cout]; a value outside int32 means the kernel would wrap.
     """
     (stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, groups, pad_value,
      _, _, _) = _params(params, CONV2D_PARAMS, "conv2d")
-    x = _int64(x, "x", -128, 127)
+    x, dtype = _act(x, "x")
+    _check_act_zero_point(pad_value, dtype, "pad_value")
     w = _int64(w, "w", -128, 127)
     bias = _int64(bias, "bias")
     if x.ndim != 4:
@@ -128,24 +131,26 @@ def conv2d_accumulators(x, w, bias, params, *, out_h, out_w):
         for g in range(groups):
             x_g = x_tap[..., g * cin_g:(g + 1) * cin_g]            # [N, OH, OW, Cin_g]
             w_g = w[g * cout_g:(g + 1) * cout_g, kh, kw, :]        # [Cout_g, Cin_g]
-            # int64 matmul is exact: |sum| <= KH * KW * Cin_g * 2^14 + 2^31, far below 2^63.
+            # int64 matmul is exact: |sum| <= KH * KW * Cin_g * 2^22 + 2^31, far below 2^63.
             acc[..., g * cout_g:(g + 1) * cout_g] += x_g @ w_g.T
     return acc
 
 
 def conv2d(x, w, bias, m0, shift, params, *, out_h, out_w):
-    """2-D convolution on int8, NHWC, with groups.
+    """2-D convolution on int8 or int16 activations, NHWC, with groups.
 
     out[n, oh, ow, co] = clamp(out_zp + multiply_by_quantized_multiplier(acc, m0[co],
     shift[co]), act_min, act_max), acc = conv2d_accumulators(...) taken modulo 2^32.
     m0, shift: int32 [Cout] (m0 in [2^30, 2^31) or 0, shift in [-31, 30]); params: conv2d's
-    mapping (CONV2D_PARAMS), with out_zp: int8, -128 <= act_min <= act_max <= 127.
-    Returns int8 [N, out_h, out_w, Cout].
+    mapping (CONV2D_PARAMS), with out_zp, act_min, act_max in x's type (int8: out_zp int8,
+    -128 <= act_min <= act_max <= 127; int16: out_zp = 0, -32768 <= act_min <= act_max <=
+    32767). Returns [N, out_h, out_w, Cout] of x's dtype.
     """
     *_, out_zp, act_min, act_max = _params(params, CONV2D_PARAMS, "conv2d")
-    _check_output_range(out_zp, act_min, act_max)
+    dtype = _act(x, "x")[1]
+    _check_act_output_range(dtype, out_zp, act_min, act_max)
     acc = conv2d_accumulators(x, w, bias, params, out_h=out_h, out_w=out_w)
-    return _requantize_channels(acc, m0, shift, out_zp, act_min, act_max)
+    return _requantize_channels(acc, m0, shift, out_zp, act_min, act_max, dtype)
 
 
 def depthwise_conv2d_accumulators(x, w, bias, params, *, out_h, out_w):
@@ -201,8 +206,8 @@ def depthwise_conv2d(x, w, bias, m0, shift, params, *, out_h, out_w):
 
 
 def _requantize_channels(acc, m0, shift, out_zp, act_min, act_max, dtype=np.int8):
-    """int64 accumulators [..., C] -> ``dtype`` (int8 or int16) with per-channel (m0, shift)
-    [C], like dense."""
+    """int64 accumulators [..., C] -> activations of type dtype (int8 or int16) with
+    per-channel (m0, shift) [C], like dense."""
     channels = acc.shape[-1]
     for name, values in (("m0", m0), ("shift", shift)):
         if np.shape(values) != (channels,):
