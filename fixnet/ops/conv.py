@@ -221,20 +221,22 @@ class ConvStep(_WindowStep):
     def packed_weights(self):
         """w_q and bias in the layout of self.kernel() (its pack_* function), packed once and
         shared by every arena's Call; packed again only if w_q or bias was replaced by another
-        array (adjust_bias does that; changing them in place is not noticed)."""
+        array (adjust_bias does that; changing them in place is not noticed) or the step's
+        activation type changed (the quantizer sets ``bits`` after building the step)."""
         p = self.__dict__.get("_packed")
-        if p is None or p[0] is not self.w_q or p[1] is not self.bias:
+        if p is None or p[0] is not self.w_q or p[1] is not self.bias or p[3] != self.bits:
             cout = self.w_q.shape[0]
             kind = self.kernel()
             if kind == "dense":         # [Cout, Cin]
                 packed = _dense.pack_dense_weights(
-                    np.ascontiguousarray(self.w_q.reshape(cout, -1)), self.bias)
+                    np.ascontiguousarray(self.w_q.reshape(cout, -1)), self.bias, bits=self.bits)
             elif kind == "depthwise":   # [KH, KW, Cout]
                 packed = _conv.pack_depthwise_weights(
-                    np.ascontiguousarray(self.w_q[..., 0].transpose(1, 2, 0)), self.bias)
+                    np.ascontiguousarray(self.w_q[..., 0].transpose(1, 2, 0)), self.bias,
+                    bits=self.bits)
             else:
-                packed = _conv.pack_conv_weights(self.w_q, self.bias, self.groups)
-            p = self._packed = (self.w_q, self.bias, packed)
+                packed = _conv.pack_conv_weights(self.w_q, self.bias, self.groups, bits=self.bits)
+            p = self._packed = (self.w_q, self.bias, packed, self.bits)
         return p[2]
 
     def __getstate__(self):
@@ -294,8 +296,8 @@ class DepthwiseStep(_WindowStep):
         packed once and shared read-only by every arena's Call; packed again if w_q or bias
         is replaced (adjust_bias makes a new bias array)."""
         p = self.__dict__.get("_packed")
-        if p is None or p.w is not self.w_q or p.bias is not self.bias:
-            p = self._packed = _conv.pack_depthwise_weights(self.w_q, self.bias)
+        if p is None or p.w is not self.w_q or p.bias is not self.bias or p.bits != self.bits:
+            p = self._packed = _conv.pack_depthwise_weights(self.w_q, self.bias, bits=self.bits)
         return p
 
     def __getstate__(self):

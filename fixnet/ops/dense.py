@@ -78,8 +78,9 @@ class DenseStep(KeepsWidened, Step):
         packed again only if w_q or bias was replaced by another array (adjust_bias does
         that; changing them in place is not noticed)."""
         p = self._packed
-        if p is None or p.source is not self.w_q or p.source_bias is not self.bias:
-            p = self._packed = _dense.pack_dense_weights(self.w_q, self.bias)
+        if p is None or p.source is not self.w_q or p.source_bias is not self.bias \
+                or p.bits != self.bits:
+            p = self._packed = _dense.pack_dense_weights(self.w_q, self.bias, bits=self.bits)
         return p
 
     def __getstate__(self):

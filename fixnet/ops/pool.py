@@ -105,7 +105,7 @@ class GlobalPool(Op):
         return GlobalAveragePoolStep(node.name, node.layer, node.inputs, node.outputs, w_q, (1, 1),
                                      (1, 1), 1, bias=bias.astype(np.int32), m0=m0, shift=shift,
                                      pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
-                                     act_min=-128, act_max=127, pads=((0, 0), (0, 0)),
+                                     act_min=y_qp.qmin, act_max=y_qp.qmax, pads=((0, 0), (0, 0)),
                                      nhwc_in=nhwc_in, nhwc_out=(1, 1, c))
 
 

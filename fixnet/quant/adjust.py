@@ -23,7 +23,7 @@ import numpy as np
 from .. import reference
 from ..errors import ConfigError
 from ..metrics import sqnr_db
-from .config import INT16_OPS
+from .config import INT16_OPS, exact_pattern
 
 VALIDATION_LIMIT = 512          # samples measured per build
 MISS_MARGIN_DB = 0.5            # when the target is out of reach: this close to all-int16
@@ -129,13 +129,8 @@ def candidate_layers(g, qm):
     return out
 
 
-def _pattern(name):
-    """An fnmatch pattern matching exactly ``name``."""
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
-
-
 def with_int16(config, layers):
-    return config.with_overrides({_pattern(name): {"activations": "int16"} for name in layers})
+    return config.with_overrides({exact_pattern(name): {"activations": "int16"} for name in layers})
 
 
 def int16_gains(cal, config, qm, score):

@@ -177,6 +177,11 @@ class QuantConfig:
         return "\n".join(lines) or "defaults"
 
 
+def exact_pattern(name):
+    """An fnmatch pattern that matches exactly the layer name ``name``."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
 def _normalized_overrides(overrides):
     """((pattern, LayerOverride), ...) from a mapping {pattern: keys} or pairs."""
     if overrides is None:

@@ -19,7 +19,7 @@ from ..ops.activation import RescaleStep
 from ..step import TensorSpec
 from .bias_correction import correct_bias
 from .calibrate import DEFAULT_BATCH, calibrated_ranges, collect_statistics
-from .config import INT16_OPS, ConfigError, QuantConfig
+from .config import INT16_OPS, ConfigError, QuantConfig, exact_pattern
 from .datafree import datafree_ranges, datafree_statistics
 from .histogram import DEFAULT_BINS
 from .qparams import QParams, qparams_from_range, quantize_channels, requant_multipliers
@@ -373,7 +373,7 @@ class Converts:
 
 def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, input_means=None,
                           on_overflow_risk="error", moments=None, softmax_levels=255, config=None,
-                          step_cache=None):
+                          step_cache=None, _kept=None):
     """The QuantizedModel of an optimized graph ``g`` given every tensor's range.
 
     config: the QuantConfig (None: one from per_channel, weight_clipping, on_overflow_risk and
@@ -424,9 +424,18 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
                               any_length, g)
         steps.append(step)
     tensors = {t: TensorSpec(lengths[t][0], qp, lengths[t][1]) for t, qp in q.qp.items()}
+    if kept_int8 and _kept is None:
+        # build again with those layers int8 from the start, so that no tensor (a model input)
+        # is made int16 only to be converted back for them
+        forced = config.with_overrides({exact_pattern(name): {"activations": "int8"}
+                                        for name, _ in kept_int8})
+        qm = build_quantized_model(g, ranges, input_means=input_means, moments=moments,
+                                   config=forced, step_cache=step_cache, _kept=kept_int8)
+        qm.config = config
+        return qm
     qm = QuantizedModel(steps, tensors, g.inputs, g.outputs, g.name, g.source)
     qm.config = config
-    qm.kept_int8 = kept_int8
+    qm.kept_int8 = list(_kept or ()) + kept_int8
     risky = [b for b in qm.overflow_bounds() if not b.proven]
     if risky:
         msg = "; ".join(f"layer '{b.layer}' ({b.op}): worst-case |{b.what}| {int(b.worst.max())} "
@@ -451,7 +460,8 @@ def _node_step(n, bits, q, converts, steps, step_cache, base_key, input_means, a
     key = None
     if step_cache is not None:
         key = (n.name, bits, base_key, tuple(sorted(q.config.for_layer(n.layer, n.name).items())),
-               tuple(q.qp[t] for t in typed.inputs), tuple(q.qp[t] for t in n.outputs))
+               tuple(typed.inputs), tuple(q.qp[t] for t in typed.inputs),
+               tuple(q.qp[t] for t in n.outputs))
         if key in step_cache:
             return step_cache[key]
     try:
