@@ -167,7 +167,8 @@ def initial_levels(srt, levels):
     int4 = INT4_STEP * np.arange(-INT4_MAX, INT4_MAX + 1, dtype=np.float64)
     plus = ((srt > 0) & (srt < INT4_STEP)).sum(axis=1) >= ((srt < 0) & (srt > -INT4_STEP)).sum(axis=1)
     extra = np.where(plus, INT4_STEP // 2, -(INT4_STEP // 2))[:, None]
-    return quantiles, spread, np.concatenate([np.broadcast_to(int4, (srt.shape[0], int4.size)), extra], axis=1)
+    int4 = np.concatenate([np.broadcast_to(int4, (srt.shape[0], int4.size)), extra], axis=1)
+    return quantiles, spread, int4
 
 
 def lloyd(h, table, iterations, keep_zero=False):
