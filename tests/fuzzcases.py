@@ -1082,16 +1082,8 @@ def base_fxn(fixture):
 
 
 def quantize_codebook16(fm, calibration):
-    """``fm`` quantized with codebook16 weights (nearest rounding): the quantizer's
-    quantize_channels given ``weights="codebook16"`` while it runs."""
-    import functools
-    from fixnet.quant import qparams, quantizer
-    plain = quantizer.quantize_channels
-    quantizer.quantize_channels = functools.partial(qparams.quantize_channels, weights="codebook16")
-    try:
-        return fm.quantize(calibration, weight_rounding="nearest", progress=False)
-    finally:
-        quantizer.quantize_channels = plain
+    """``fm`` quantized with codebook16 weights (nearest rounding)."""
+    return fm.quantize(calibration, weights="codebook16", weight_rounding="nearest", progress=False)
 
 
 _BASE_OUT = {}

@@ -1,9 +1,6 @@
 """Weights of 16 levels as int8 codes (fixnet/quant/codebook.py, qparams' weight options), their
 4-bit storage in .fxn files (fixnet/fxn/palette.py), and the report comparing the options.
-
-The quantizer's ``weights=`` option is the lead's to add (QuantContext passes it to
-qparams.quantize_channels); until then these tests quantize a whole model with an option by
-giving the quantizer module a quantize_channels that has it (``quantized_with``)."""
+A whole model takes an option as ``quantize(..., weights=option)``."""
 import io
 import json
 import os
@@ -17,8 +14,7 @@ import fixnet
 from fixnet import fxn, layouts
 from fixnet.errors import ModelFileError
 from fixnet.fxn.palette import MAX_CODES, expand_palette, palette_form, stored_shape
-from fixnet.quant import codebook, quantizer
-from fixnet.quant.rounding import round_rows, row_groups
+from fixnet.quant import codebook
 from fixnet.quant.qparams import (WEIGHT_MAX, WEIGHT_OPTIONS, QParams, quantize_channels, quantize_weights,
                                   weight_codes)
 from fixnet.passes import optimize
@@ -29,27 +25,6 @@ from conftest import fixture_data, fixture_path, sqnr_db
 # the convnet fixtures of issue 19's "done when" (MobileNetV2-style, ResNet-style, DS-CNN)
 CONVNETS = ("mobilenetv2_k3", "mobilenet_small_k3", "resnet_small_k3", "kws_dscnn_k3")
 SIZE_RATIO_BAR = 0.55            # a codebook16 .fxn against the int8 .fxn of the same model
-
-
-def quantized_with(monkeypatch, option):
-    """Make the quantizer quantize every weighted layer with weight option ``option``: its
-    QuantContext.quantize_channels as it is, plus ``weights=option`` and a round_codes that
-    takes the codebook's ``levels`` (what the quantizer's own must pass)."""
-    def quantize_channels_with(self, node, rows, bias, per_channel=None, adaptive=True):
-        m = self.moments.get(node.name) if adaptive else None
-        round_codes = None
-        if m is not None and m.count:
-            def round_codes(flat, scale, levels=None):
-                return round_rows(flat, scale, m.moment, row_groups(node, flat.shape[0]),
-                                  levels=levels)
-        cq = quantize_channels(rows, bias, self.qparams(node.inputs[0]),
-                               self.qparams(node.outputs[0]), node.describe(),
-                               per_channel=self.per_channel if per_channel is None else per_channel,
-                               clipping=self.weight_clipping, round_codes=round_codes,
-                               weights=option)
-        self.weights[node.name] = (cq.w_q, cq.scale)
-        return cq
-    monkeypatch.setattr(quantizer.QuantContext, "quantize_channels", quantize_channels_with)
 
 
 def heavy_tailed_rows(seed, shape):
@@ -223,19 +198,14 @@ def test_arrays_without_a_smaller_palette_form_stay_plain():
 @pytest.fixture(scope="module")
 def cnn_models(tmp_path_factory):
     """cnn_digits_k3 quantized with int8 and codebook16 weights, saved."""
-    mp = pytest.MonkeyPatch()
     d = fixture_data("cnn_digits_k3")
     fm = fixnet.load(fixture_path("cnn_digits_k3"))
     out = {}
-    try:
-        for option in ("int8", "codebook16"):
-            quantized_with(mp, option)
-            qm = fm.quantize(d["x_calib"][:64], progress=False)
-            path = tmp_path_factory.mktemp("cb") / f"{option}.fxn"
-            qm.save(path)
-            out[option] = (qm, str(path))
-    finally:
-        mp.undo()
+    for option in ("int8", "codebook16"):
+        qm = fm.quantize(d["x_calib"][:64], weights=option, progress=False)
+        path = tmp_path_factory.mktemp("cb") / f"{option}.fxn"
+        qm.save(path)
+        out[option] = (qm, str(path))
     return out, d["x_test"][:50]
 
 
@@ -402,13 +372,13 @@ def test_a_nonzero_padding_nibble_is_refused():
 
 # ---- the report ------------------------------------------------------------------------------
 
-def test_weight_options_report_on_a_model(monkeypatch):
+def test_weight_options_report_on_a_model():
     d = fixture_data("cnn_digits_k3")
     fm = fixnet.load(fixture_path("cnn_digits_k3"))
 
     def quantize(option):
-        quantized_with(monkeypatch, option)
-        return fm.quantize(d["x_calib"][:32], progress=False, weight_rounding="nearest")
+        return fm.quantize(d["x_calib"][:32], weights=option, progress=False,
+                           weight_rounding="nearest")
     rep = weight_options(fm, d["x_test"][:40], quantize)
     assert len(rep) == sum(n.op in layouts.KERNEL_OPS for n in fm.graph.nodes)
     for r in rep:
