@@ -44,7 +44,7 @@ def wanted_runners(args):
     """The runner keys of this run, in RUNNER_KEYS order: the int8 ones (and with --int16 the
     int16 ones, with --float the float ones), or --only's, less --skip's; always the
     baseline."""
-    base = (INT8_KEYS + TFLITE_FLOAT_KEYS + (INT16_KEYS if getattr(args, "int16", False) else [])
+    base = (INT8_KEYS + TFLITE_FLOAT_KEYS + (INT16_KEYS if args.int16 else [])
             + (FLOAT_KEYS if args.float else []))
     want = [k for k in RUNNER_KEYS
             if ((k in args.only) if args.only else (k in base)) or k == BASELINE]

@@ -226,9 +226,9 @@ def tflite_float_child(spec_path):
 
 def tflite_16x8_runners(m, want, which, threads):
     """TFLite 16x8 of model `m`: the Keras model converted here with the 16x8 recipe of
-    models/make_tflite16x8_goldens.py (the fixture's calibration data, int16 codes in and out),
-    in a child process; run with catalog.TFLITE_16X8_KINDS. Returns (made, failed) as
-    tflite_runners."""
+    models/make_tflite16x8_goldens.py (the fixture's calibration data, int16 codes in and out;
+    a recurrent model from its unrolled copy, batch 1), in a child process; run with
+    catalog.TFLITE_16X8_KINDS. Returns (made, failed) as tflite_runners."""
     if importlib.util.find_spec("tensorflow") is None:
         raise Unavailable("tensorflow not installed (the 16x8 model is converted at run time, "
                           "by TensorFlow's converter)")
@@ -240,7 +240,9 @@ def tflite_16x8_runners(m, want, which, threads):
     made, failed = tflite_runners(m, want, which, threads, model=tfl, xs=xs,
                                   kinds=TFLITE_16X8_KINDS)
     for r in made:
-        r.note += f"; {len(tfl)} bytes, int16 in / int16 out"
+        r.note += (f"; {len(tfl)} bytes, int16 in / int16 out"
+                   + ("; converted from an unrolled copy, batch 1 (the recurrent layers do "
+                      "not convert to 16x8 as they are)" if m.kind == "rnn" else ""))
     return made, failed
 
 
@@ -275,7 +277,8 @@ def tflite_16x8_child(spec_path):
     from make_tflite16x8_goldens import convert_16x8   # the goldens' recipe, one place
 
     calib = np.load(spec["calib"])
-    tfl, _ = convert_16x8(tf, model, calib, spec["recurrent"], which.startswith("keras "),
-                          int16_io=True)
+    # a recurrent model converts only from its unrolled copy (make_tflite16x8_goldens.py)
+    tfl, _ = convert_16x8(tf, model, calib, "unrolled" if spec["recurrent"] else "keras",
+                          which.startswith("keras "), int16_io=True)
     pathlib.Path(spec["out"]).write_bytes(tfl)
     return 0
