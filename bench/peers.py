@@ -6,6 +6,7 @@
     python bench/peers.py --quick                  # a smoke run (few rounds)
     python bench/peers.py --json r.json --markdown r.md   # the table bench/README.md keeps
     python bench/peers.py --models rnn --micro none --float   # the 20 recurrent fixtures
+    python bench/peers.py --models mobilenetv2 resnet_small --micro none --int16  # int16 vs int8
 
 The code is the package bench/peerbench/ (its __init__.py says what is timed and how, and
 which module does what); this file only runs its command line. Run as a script, this folder is

@@ -6,13 +6,18 @@ must not parse those arguments, change os.environ, sys.argv or sys.path, try to 
 peer runtime (TensorFlow, Keras, ONNX Runtime, tf2onnx, LiteRT: tried, not only imported, so
 the check means something where they are not installed), write, create, rename or delete a
 file, or start a process. The command line's module imports nothing but the standard library,
-so that main() sets the thread variables before NumPy starts its BLAS pool."""
+so that main() sets the thread variables before NumPy starts its BLAS pool.
+
+Also the int16 runners (issue 19: fixnet int16, TFLite 16x8), as far as they run without
+int16 kernels and without TensorFlow: listed, selected by --int16 and --only, the fixnet runner's
+call (with stand-in models), the int16 input codes, and their side-by-side table."""
 import json
 import os
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import BENCH, peerbench
@@ -160,3 +165,138 @@ def test_seconds_per_call_and_calls_per_sample():
     n = fixnet_measure.calls_per_sample(sleep_1ms, 0.02)
     assert 1 <= n <= 20                        # at most 20 calls of at least 1 ms in 20 ms
     assert fixnet_measure.calls_per_sample(lambda: None, 1e-12) == 1     # never below 1
+
+
+# --------------------------------------------------------------------------- int16 runners
+def _args(*argv):
+    return peerbench("cli").parse_args(["--models", "none", "--micro", "none", *argv])
+
+
+def test_the_int16_runners_are_listed_and_selected_by_int16_and_only():
+    catalog, run = peerbench("catalog"), peerbench("run")
+    assert catalog.INT16_KEYS == ["fixnet_int16", "tflite_16x8"]
+    assert set(catalog.INT16_KEYS) <= set(catalog.RUNNER_KEYS)
+    assert not set(catalog.INT16_KEYS) & set(catalog.INT8_KEYS + catalog.DEPLOY_PEERS)
+    for k in catalog.INT16_KEYS:
+        assert k in catalog.SHORT and k in catalog.LABELS
+    assert "fixnet_int16, tflite_16x8" in peerbench("cli").EPILOG
+    default = run.wanted_runners(_args())
+    assert not set(catalog.INT16_KEYS) & set(default)              # opt-in: --int16 or --only
+    assert run.wanted_runners(_args("--int16")) == (
+        catalog.INT8_KEYS + catalog.INT16_KEYS + catalog.TFLITE_FLOAT_KEYS)
+    assert run.wanted_runners(_args("--only", "fixnet_int16,tflite_16x8")) == [
+        "fixnet_int8", "fixnet_int16", "tflite_16x8"]
+    assert run.wanted_runners(_args("--only", "tflite_16x8")) == ["fixnet_int8", "tflite_16x8"]
+    assert "tflite_16x8" not in run.wanted_runners(_args("--int16", "--skip", "tflite_16x8"))
+
+
+class _FakeQuantized:
+    """A stand-in QuantizedModel: int16 input, outputs of the given types; predict records its
+    calls (or raises `error`)."""
+
+    def __init__(self, out_bits, error=None):
+        from fixnet.quant.qparams import QParams
+        self.input_qparams = [QParams(1 / 4096, 0, 16)]
+        self.output_qparams = [QParams(1 / 256, -128, 8) if b == 8 else QParams(1 / 32768, 0, 16)
+                               for b in out_bits]
+        self.error, self.calls = error, []
+
+    def predict(self, x, output="float32", **kw):
+        self.calls.append((x.dtype, x.shape, output))
+        if self.error is not None:
+            raise self.error
+        return np.zeros((x.shape[0], 10), np.int16 if output == "int16" else np.int8)
+
+
+class _FakeFloat:
+    def __init__(self, qm=None, error=None):
+        self.qm, self.error, self.asked = qm, error, []
+
+    def quantize(self, calibration, config=None, **settings):
+        self.asked.append(settings)
+        if self.error is not None:
+            raise self.error
+        return self.qm
+
+
+def _inputs():
+    import pathlib
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (6, 8)).astype(np.float32)
+    return peerbench("models").ModelInputs("fake", pathlib.Path("fake.h5"),
+                                           pathlib.Path("fake.tflite"), x, x[:4],
+                                           np.zeros((6, 10), np.float32), None, None, [1], 4,
+                                           "cnn")
+
+
+def test_fixnet_int16_quantizes_with_activations_int16_and_runs_on_int16_codes():
+    fr = peerbench("runners.fixnet_runners")
+    m = _inputs()
+    qm = _FakeQuantized([8])                  # a softmax output may stay int8
+    fm = _FakeFloat(qm)
+    r = fr.fixnet_int16_runner(m, fm)
+    assert fm.asked == [{"activations": "int16"}]
+    assert r.key == "fixnet_int16" and qm.calls == [(np.dtype(np.int16), (1, 8), "int8")]
+    assert r.out_q == (1 / 256, -128) and "output='int8'" in r.note
+    r.calls[4]()
+    assert qm.calls[-1] == (np.dtype(np.int16), (4, 8), "int8")
+    # codes of one type out; both types among the outputs: floats
+    assert fr.codes_runner("k", "k", _FakeQuantized([16]), m, 1).out_q == (1 / 32768, 0)
+    both = fr.codes_runner("k", "k", _FakeQuantized([16, 8]), m, 1)
+    assert both.out_q == [None, None] and "output='float32'" in both.note
+
+
+def test_fixnet_int16_failures_say_which_call_failed():
+    fr = peerbench("runners.fixnet_runners")
+    m = _inputs()
+    with pytest.raises(RuntimeError, match=r"quantize\(calib, activations='int16'\) raised "
+                                           r"OverflowRiskError: layer 'x'"):
+        fr.fixnet_int16_runner(m, _FakeFloat(error=fixnet.OverflowRiskError("layer 'x'")))
+    dtype_error = ValueError("Buffer dtype mismatch, expected 'const int8_t' but got 'short'")
+    with pytest.raises(RuntimeError, match="all-int16 model raised ValueError: Buffer dtype "
+                                           ".*no int16 kernel for that layer yet"):
+        fr.fixnet_int16_runner(m, _FakeFloat(_FakeQuantized([16], error=dtype_error)))
+
+
+def test_tflite_16x8_input_codes_round_half_away_from_zero_and_clip():
+    int16_codes = peerbench("runners.tflite").int16_codes
+    detail = {"dtype": np.int16, "quantization": (0.5, 0)}
+    x = np.array([0.25, -0.25, 0.75, -0.74, 20000.0, -20000.0], np.float32)
+    q = int16_codes(x, detail)
+    assert q.dtype == np.int16 and q.tolist() == [1, -1, 2, -1, 32767, -32768]
+    tokens = np.array([[3, 4]], np.int64)
+    assert int16_codes(tokens, {"dtype": np.int32, "quantization": (0.0, 0)}).dtype == np.int32
+
+
+def test_the_int16_table_sets_each_engines_int16_beside_its_int8():
+    tables = peerbench("tables")
+
+    def ok(us, sqnr):
+        return {"label": "x", "status": "ok", "note": "", "sqnr_db": sqnr,
+                "batches": {"1": {"median_us": us, "fixnet_over": None, "gmacs": 1.0}}}
+    failed = {"label": "x", "status": "failed: RuntimeError: boom", "note": "failed: boom"}
+    models = {
+        "a": {"kind": "cnn", "runners": {"fixnet_int8": ok(100.0, 20.0), "fixnet_int16": ok(
+            130.0, 30.0), "tflite_xnnpack": ok(200.0, 19.0), "tflite_16x8": ok(2600.0, 25.0)}},
+        "b": {"kind": "rnn", "runners": {"fixnet_int8": ok(10.0, 40.0),
+                                         "fixnet_int16": failed, "tflite_16x8": failed}},
+        "c": {"kind": "cnn", "runners": {"fixnet_int8": ok(10.0, 40.0)}},    # no int16 runner
+    }
+    ((title, header, rows, notes),) = tables.int16_tables(models, 1)
+    assert "batch 1" in title and [r[0] for r in rows] == ["a", "b"]
+    row = dict(zip(header, rows[0]))
+    assert row["fixnet int16 / int8"] == "1.30x" and row["TFLite 16x8 / XNNPACK int8"] == "13.0x"
+    assert row["fixnet int16 / TFLite 16x8"] == "0.05x"
+    assert (row["SQNR fixnet int16"], row["SQNR TFLite 16x8"]) == ("30.0", "25.0")
+    row = dict(zip(header, rows[1]))
+    assert row["fixnet int16"] == "failed" and row["fixnet int16 / int8"] == ""
+    assert "fixnet int16 failed on b: failed: boom" in notes
+    assert "TFLite 16x8 failed on b: failed: boom" in notes
+    # the int16 runners have this table only, not columns in the int8 tables
+    results = {"machine": {"fixnet_isa": "avx2"}, "models": {"a": dict(
+        models["a"], what="", macs_per_sample=1000, accuracy_samples=10)}}
+    keys = peerbench("catalog").RUNNER_KEYS
+    titles = [t[0] for t in tables.tables(results, keys, [1])]
+    assert titles[-1] == title
+    for t, header, _, _ in tables.tables(results, keys, [1])[:-1]:
+        assert not any("int16" in h or "16x8" in h for h in header), t

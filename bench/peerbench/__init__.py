@@ -17,6 +17,11 @@ What is timed (one predict call each, inputs already in memory, int8 in and int8
   with --float, also:    fixnet int8 with float in/out, fixnet's NumPy float reference, Keras
                          float (fastest of three call styles) and ONNX Runtime float (tf2onnx of
                          the Keras model)
+  with --int16, also:    fixnet int16 (quantize(calib, activations="int16"), int16 codes in) and
+                         TFLite 16x8 (converted at run time in a child process with
+                         models/make_tflite16x8_goldens.py's recipe, int16 in and out, builtin
+                         kernels without a delegate: XNNPACK has no int16 kernels); issue 19's
+                         side-by-side table of int8 and int16, no bar
 
 Models: every CNN fixture and every MLP fixture in models/ (both writers, *_k3 and *_tfk2), or
 --models (names, families such as mlp_seq, groups cnn / mlp / rnn / zoo, shell patterns or .h5

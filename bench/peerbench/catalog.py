@@ -18,7 +18,11 @@ INT8_KEYS = ["fixnet_int8", "tflite_xnnpack", "tflite_builtin", "tflite_ref", "o
 # .tflite could not be made (its .npz holds `tflite_error`); never a deployment peer.
 TFLITE_FLOAT_KEYS = ["tflite_f32_xnnpack", "tflite_f32_builtin", "tflite_f32_ref"]
 FLOAT_KEYS = ["fixnet_int8_float_io", "fixnet_float", "keras", "ort_float"]
-RUNNER_KEYS = INT8_KEYS + TFLITE_FLOAT_KEYS + FLOAT_KEYS
+# int16 activations with int8 weights (issue 19): fixnet's all-int16 model and TFLite's 16x8
+# mode, int16 codes in and out; with --int16 (or named in --only). Not deployment peers of the
+# int8 bars: their own side-by-side table compares them with fixnet int8 and XNNPACK int8.
+INT16_KEYS = ["fixnet_int16", "tflite_16x8"]
+RUNNER_KEYS = INT8_KEYS + INT16_KEYS + TFLITE_FLOAT_KEYS + FLOAT_KEYS
 # The runtimes someone deploys: the accuracy rule and the bars are taken against these.
 DEPLOY_PEERS = ["tflite_xnnpack", "tflite_builtin", "ort_int8"]
 COUNTS_WITHIN_DB = 1.0
@@ -26,6 +30,7 @@ SHORT = {"fixnet_int8": "fixnet", "tflite_xnnpack": "XNNPACK", "tflite_builtin":
          "tflite_ref": "TFLite ref", "ort_int8": "ORT int8",
          "tflite_f32_xnnpack": "TFLite FLOAT XNNPACK", "tflite_f32_builtin": "TFLite FLOAT builtin",
          "tflite_f32_ref": "TFLite FLOAT ref",
+         "fixnet_int16": "fixnet int16", "tflite_16x8": "TFLite 16x8",
          "fixnet_int8_float_io": "fixnet f32 io",
          "fixnet_float": "fixnet float ref", "keras": "Keras float", "ort_float": "ORT float"}
 
@@ -41,11 +46,19 @@ TFLITE_KINDS = [
 TFLITE_FLOAT_KINDS = [
     (fkey, label.replace("TFLite int8", "TFLite FLOAT (no int8 .tflite)"), resolver, how)
     for fkey, (_, label, resolver, how) in zip(TFLITE_FLOAT_KEYS, TFLITE_KINDS)]
+# TFLite's 16x8 model (converted at run time): the builtin kernels without a delegate, since
+# XNNPACK has no int16 kernels (the default interpreter would hand every int16 op back to them)
+TFLITE_16X8_KINDS = [
+    ("tflite_16x8", "TFLite 16x8 (int16 activations, int8 weights), builtin kernels",
+     "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+     "16x8 .tflite converted at run time, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES "
+     "(XNNPACK has no int16 kernels)")]
 # The label of each runner in a row that says why it did not run
-LABELS = {k: label for k, label, _, _ in TFLITE_KINDS + TFLITE_FLOAT_KINDS}
+LABELS = {k: label for k, label, _, _ in TFLITE_KINDS + TFLITE_FLOAT_KINDS + TFLITE_16X8_KINDS}
 LABELS.update({"fixnet_int8": "fixnet int8", "keras": "Keras float",
                "fixnet_int8_float_io": "fixnet int8 (float in/out)",
                "fixnet_float": "fixnet float reference (NumPy)",
+               "fixnet_int16": "fixnet int16 (quantize(calib, activations='int16'))",
                "ort_float": "ONNX Runtime float",
                "ort_int8": "ONNX Runtime int8 (QDQ from the .tflite)"})
 

@@ -7,8 +7,8 @@ import argparse
 import os
 import sys
 
-from .catalog import (BASELINE, CNN_FAMILIES, FLOAT_KEYS, GROUPS, MICRO, MICRO_SAMPLES,
-                      MLP_FAMILIES, REPO, RNN_FAMILIES, RUNNER_KEYS, ZOO_GROUP)
+from .catalog import (BASELINE, CNN_FAMILIES, FLOAT_KEYS, GROUPS, INT16_KEYS, MICRO,
+                      MICRO_SAMPLES, MLP_FAMILIES, REPO, RNN_FAMILIES, RUNNER_KEYS, ZOO_GROUP)
 
 DESCRIPTION = "Time fixnet against its peers on the same models, in one run, on one machine."
 EPILOG = ("Runner keys for --only/--skip: " + ", ".join(RUNNER_KEYS)
@@ -49,6 +49,9 @@ def build_parser():
                    default="auto", help="where the TFLite interpreter comes from")
     p.add_argument("--float", action="store_true",
                    help="also the float runners: " + ", ".join(FLOAT_KEYS))
+    p.add_argument("--int16", action="store_true",
+                   help="also the int16-activation runners (issue 19): " + ", ".join(INT16_KEYS)
+                        + "; their own table sets them beside fixnet int8 and XNNPACK int8")
     p.add_argument("--only", default="",
                    help="comma-separated runner keys to run (plus the baseline)")
     p.add_argument("--skip", default="", help="comma-separated runner keys to leave out")
@@ -61,6 +64,7 @@ def build_parser():
     # the child processes a run starts (runners/children.py)
     p.add_argument("--fixnet-child", metavar="SPEC", help=argparse.SUPPRESS)
     p.add_argument("--tflite-float-child", metavar="SPEC", help=argparse.SUPPRESS)
+    p.add_argument("--tflite-16x8-child", metavar="SPEC", help=argparse.SUPPRESS)
     return p
 
 
@@ -68,7 +72,7 @@ def parse_args(argv=None):
     """The arguments of `argv` (default sys.argv[1:]), checked; --quick sets its rounds."""
     p = build_parser()
     args = p.parse_args(argv)
-    if args.fixnet_child or args.tflite_float_child or args.from_json:
+    if args.fixnet_child or args.tflite_float_child or args.tflite_16x8_child or args.from_json:
         return args
     if args.quick:
         args.rounds, args.sample_ms, args.warmup = 15, 0.5, 5
@@ -121,6 +125,9 @@ def main(argv=None):
     if args.tflite_float_child:
         from .runners.tflite import tflite_float_child
         return tflite_float_child(args.tflite_float_child)
+    if args.tflite_16x8_child:
+        from .runners.tflite import tflite_16x8_child
+        return tflite_16x8_child(args.tflite_16x8_child)
     from . import run
     if args.from_json:
         return run.from_json(args)

@@ -9,11 +9,11 @@ from .accuracy import accuracy, apply_counting_rule
 from .catalog import BASELINE, RUNNER_KEYS, TFLITE_FLOAT_KEYS
 from .measure import blas_limit, measure, summarize
 from .runners.base import Unavailable
-from .runners.fixnet_runners import (fixnet_float_runner, fixnet_other_builds, fixnet_runners,
-                                     int8_digest)
+from .runners.fixnet_runners import (fixnet_float_runner, fixnet_int16_runner,
+                                     fixnet_other_builds, fixnet_runners, int8_digest)
 from .runners.keras_float import keras_runner
 from .runners.onnx_runtime import onnx_runners
-from .runners.tflite import tflite_float_runners, tflite_runners
+from .runners.tflite import tflite_16x8_runners, tflite_float_runners, tflite_runners
 from .text import one_line
 
 
@@ -82,12 +82,13 @@ def build_runners(m, args, want, console, labels):
         fm = fixnet.load(str(m.h5))
     except Exception as e:  # noqa: BLE001 - reported below (fatal but for a recurrent model)
         fm = None
-        for k in ["fixnet_int8", "fixnet_int8_float_io", "fixnet_float"]:
+        for k in ["fixnet_int8", "fixnet_int8_float_io", "fixnet_float", "fixnet_int16"]:
             status[k] = (labels.get(k, k), f"failed: {type(e).__name__}: {e}")
     if fm is not None:
         attempt(["fixnet_int8", "fixnet_int8_float_io"],
                 lambda: fixnet_runners(m, fm, want, args.threads))
         attempt(["fixnet_float"], lambda: fixnet_float_runner(m, fm))
+        attempt(["fixnet_int16"], lambda: fixnet_int16_runner(m, fm, args.threads))
     if not any(r.key == BASELINE for r in runners):
         why = one_line(status.get(BASELINE, ("", "?"))[1], 400)
         if m.kind != "rnn":
@@ -100,6 +101,8 @@ def build_runners(m, args, want, console, labels):
     if m.kind == "rnn" and m.tflite_error is not None:
         attempt(TFLITE_FLOAT_KEYS,
                 with_failures(lambda: tflite_float_runners(m, want, args.tflite, args.threads)))
+    attempt(["tflite_16x8"],
+            with_failures(lambda: tflite_16x8_runners(m, want, args.tflite, args.threads)))
     attempt(["keras"], lambda: keras_runner(m, args.threads, args.warmup))
     attempt(["ort_float", "ort_int8"],
             with_failures(lambda: onnx_runners(m, args.threads, want)))

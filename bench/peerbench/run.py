@@ -9,8 +9,8 @@ import shlex
 import sys
 import tempfile
 
-from .catalog import (BASELINE, COUNTS_WITHIN_DB, DEPLOY_PEERS, FLOAT_KEYS, INT8_KEYS, LABELS,
-                      RUNNER_KEYS, TFLITE_FLOAT_KEYS)
+from .catalog import (BASELINE, COUNTS_WITHIN_DB, DEPLOY_PEERS, FLOAT_KEYS, INT8_KEYS,
+                      INT16_KEYS, LABELS, RUNNER_KEYS, TFLITE_FLOAT_KEYS)
 from .layer_benches import build_micro
 from .measure import machine_info
 from .model_bench import bench_model
@@ -41,9 +41,11 @@ def from_json(args):
 
 
 def wanted_runners(args):
-    """The runner keys of this run, in RUNNER_KEYS order: the int8 ones (and with --float the
-    float ones), or --only's, less --skip's; always the baseline."""
-    base = INT8_KEYS + TFLITE_FLOAT_KEYS + (FLOAT_KEYS if args.float else [])
+    """The runner keys of this run, in RUNNER_KEYS order: the int8 ones (and with --int16 the
+    int16 ones, with --float the float ones), or --only's, less --skip's; always the
+    baseline."""
+    base = (INT8_KEYS + TFLITE_FLOAT_KEYS + (INT16_KEYS if args.int16 else [])
+            + (FLOAT_KEYS if args.float else []))
     want = [k for k in RUNNER_KEYS
             if ((k in args.only) if args.only else (k in base)) or k == BASELINE]
     return [k for k in want if k not in args.skip]

@@ -1,7 +1,9 @@
 """The report of a run as (title, header, rows, notes) tables, which the console and the Markdown
-file both print: per batch size the models (fixtures, then the zoo), the layer benches and the
-recurrent models; and the number formats of their cells."""
-from .catalog import BASELINE, COUNTS_WITHIN_DB, INT8_KEYS, SHORT, TFLITE_FLOAT_KEYS, ZOO_KIND
+file both print: per batch size the models (fixtures, then the zoo), the layer benches, the
+recurrent models, and int16 activations side by side with int8 (where those runners ran); and
+the number formats of their cells."""
+from .catalog import (BASELINE, COUNTS_WITHIN_DB, INT8_KEYS, INT16_KEYS, SHORT, TFLITE_FLOAT_KEYS,
+                      ZOO_KIND)
 from .text import why as why_text
 
 STAR = (f"`*` after a number: that runtime's SQNR is more than {COUNTS_WITHIN_DB:g} dB below "
@@ -77,8 +79,11 @@ def tables(results, keys, batches):
                {k: v for k, v in models.items() if v["kind"] == ZOO_KIND})]
     micro = {k: v for k, v in results["models"].items() if v["kind"] == "micro"}
     rnn = {k: v for k, v in results["models"].items() if v["kind"] == "rnn"}
-    # columns: the runners that ran or were tried on some model (TFLite FLOAT: recurrent only)
-    keys = [k for k in keys if any(k in res["runners"] for res in results["models"].values())]
+    # columns: the runners that ran or were tried on some model (TFLite FLOAT: recurrent only;
+    # the int16 runners: their own table)
+    tried = [k for k in keys if any(k in res["runners"] for res in results["models"].values())]
+    int16 = [k for k in tried if k in INT16_KEYS]
+    keys = [k for k in tried if k not in INT16_KEYS]
     peers = [k for k in keys if k != BASELINE and k not in TFLITE_FLOAT_KEYS]
     int8 = [k for k in keys if k in INT8_KEYS]
     for b in batches:
@@ -89,6 +94,8 @@ def tables(results, keys, batches):
             out += micro_tables(micro, results["machine"]["fixnet_isa"], peers, int8, b)
         if rnn:
             out += rnn_tables(rnn, keys, b)
+        if int16:
+            out += int16_tables(results["models"], b)
     return out
 
 
@@ -202,3 +209,58 @@ def rnn_notes(rnn, cols):
         if why:
             notes.append(f"{name}: " + "; ".join(why))
     return notes
+
+
+# the int16 table's runners, in its column order: each engine's int8, then its int16
+INT16_SIDE = [BASELINE, "fixnet_int16", "tflite_xnnpack", "tflite_16x8"]
+
+
+def time_ratio(res, num, den, batch):
+    """median time of runner `num` / median time of runner `den` at `batch`, or ""."""
+    t = []
+    for k in (num, den):
+        r = res["runners"].get(k)
+        st = r["batches"].get(str(batch)) if r and r["status"] == "ok" else None
+        if not st:
+            return ""
+        t.append(st["median_us"])
+    return fmt_ratio(t[0] / t[1])
+
+
+def int16_tables(models, batch):
+    """int16 activations side by side with int8 (issue 19) at one batch size: per model where an
+    int16 runner was tried, the time of fixnet int8, fixnet int16, XNNPACK int8 and TFLite
+    16x8, the int16 / int8 ratio of each engine, fixnet int16 / TFLite 16x8, and the SQNR of
+    the four."""
+    group = {k: v for k, v in models.items() if any(i in v["runners"] for i in INT16_KEYS)}
+    header = (["model"] + [SHORT[k] for k in INT16_SIDE]
+              + ["fixnet int16 / int8", "TFLite 16x8 / XNNPACK int8", "fixnet int16 / TFLite 16x8"]
+              + [f"SQNR {SHORT[k]}" for k in INT16_SIDE])
+    rows = [[name] + [cell(res, k, batch, "time") for k in INT16_SIDE]
+            + [time_ratio(res, "fixnet_int16", BASELINE, batch),
+               time_ratio(res, "tflite_16x8", "tflite_xnnpack", batch),
+               time_ratio(res, "fixnet_int16", "tflite_16x8", batch)]
+            + [cell(res, k, batch, "sqnr") for k in INT16_SIDE] for name, res in group.items()]
+    notes = ["time = median per call; ratios = ratios of those medians (below 1: the first is "
+             "faster)",
+             "fixnet int16: quantize(calib, activations='int16'), int16 codes in, codes out "
+             "(int16, or int8 where the model's outputs stay int8); "
+             "TFLite 16x8: converted at run time (models/make_tflite16x8_goldens.py's recipe, "
+             "the same calibration data, int16 in and out), builtin kernels without a delegate "
+             "(XNNPACK has no int16 kernels)",
+             "SQNR (dB) against Keras float"] + int16_failures(group)
+    return [(f"int16 activations beside int8, batch {batch}: time per call and output SQNR",
+             header, rows, notes)]
+
+
+def int16_failures(group):
+    """The int16 table's notes on what did not run: per runner and reason, the models."""
+    failed = {}
+    for name, res in group.items():
+        for k in INT16_SIDE:
+            r = res["runners"].get(k)
+            if r and r["status"] not in ("ok", "not installed") \
+                    and not r["status"].startswith("no int8 .tflite"):
+                failed.setdefault((SHORT[k], why_text(r["note"], name, 400)), []).append(name)
+    return [f"{who} failed on {', '.join(names)}: {text}"
+            for (who, text), names in failed.items()]

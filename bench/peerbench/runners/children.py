@@ -1,8 +1,9 @@
 """The child processes of a run: bench/peers.py again, in this Python, with a hidden option and
 the path of a JSON spec. --fixnet-child times fixnet in another kernel build (FIXNET_ISA is
-read when fixnet is imported); --tflite-float-child converts a Keras model to a float .tflite
-(the converter kills its process on some recurrent models). cli.main sends each to its entry
-point (runners/fixnet_runners.fixnet_child, runners/tflite.tflite_float_child)."""
+read when fixnet is imported); --tflite-float-child and --tflite-16x8-child convert a Keras
+model to a float or a 16x8 .tflite (the converter kills its process on some recurrent models).
+cli.main sends each to its entry point (runners/fixnet_runners.fixnet_child,
+runners/tflite.tflite_float_child, runners/tflite.tflite_16x8_child)."""
 import json
 import pathlib
 import subprocess

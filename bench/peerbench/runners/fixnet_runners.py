@@ -1,9 +1,11 @@
-"""fixnet's runners: int8 (the baseline of every ratio), int8 with float in/out, the NumPy float
-reference; and fixnet in its other kernel builds, timed alone in a child process each."""
+"""fixnet's runners: int8 (the baseline of every ratio), int8 with float in/out, int16
+activations (issue 19), the NumPy float reference; and fixnet in its other kernel builds, timed
+alone in a child process each."""
 import hashlib
 import json
 import os
 import pathlib
+import re
 import statistics
 
 import numpy as np
@@ -19,17 +21,8 @@ def fixnet_runners(m, fm, want, threads=1):
     fixture's calibration data. Raises what quantize() or a first predict raises (a model
     fixnet cannot run in int8 yet is a result of the run, reported in its row)."""
     qm = fm.quantize(m.x_calib)
-    qp = qm.input_qparams[0]
-    # integer inputs (token ids) go in as they are; float inputs as int8 codes
-    xq = {n: x if qp is None or np.issubdtype(x.dtype, np.integer)
-          else np.ascontiguousarray(qp.quantize(x)) for n, x in m.x.items()}
-    oqs = [(float(q.scale), int(q.zero_point)) for q in qm.output_qparams]
-
-    # the same thread budget as the peers (num_threads left out at 1: the call as users make it)
-    tkw, tnote = ({"num_threads": threads}, f", num_threads={threads}") if threads > 1 else ({}, "")
-    out = [Runner("fixnet_int8", "fixnet int8",
-                  {n: bind(qm.predict, xq[n], output="int8", **tkw) for n in m.batches},
-                  f"qm.predict(x_q, output='int8'{tnote})", oqs[0] if len(oqs) == 1 else oqs)]
+    tkw, tnote = thread_kw(threads)
+    out = [codes_runner("fixnet_int8", "fixnet int8", qm, m, threads)]
     if "fixnet_int8_float_io" in want:
         out.append(Runner("fixnet_int8_float_io", "fixnet int8 (float in/out)",
                           {n: bind(qm.predict, m.x[n], **tkw) for n in m.batches},
@@ -37,6 +30,52 @@ def fixnet_runners(m, fm, want, threads=1):
     for r in out:                 # a run-time failure is reported here, not in the timing loop
         r.calls[m.timed[0]]()
     return out
+
+
+def thread_kw(threads):
+    """predict's thread keyword and its note: the same thread budget as the peers
+    (num_threads left out at 1: the call as users make it)."""
+    return ({"num_threads": threads}, f", num_threads={threads}") if threads > 1 else ({}, "")
+
+
+def codes_runner(key, label, qm, m, threads):
+    """The Runner of quantized model `qm` on `m`'s inputs, codes in (the input's type: int8, or
+    int16) and codes out: float inputs quantized beforehand with the input's qparams, integer
+    inputs (token ids) as they are. Outputs in their type (int8 or int16; float32 where a
+    model's outputs have both types, as predict gives codes of one type only)."""
+    qp = qm.input_qparams[0]
+    xq = {n: x if qp is None or np.issubdtype(x.dtype, np.integer)
+          else np.ascontiguousarray(qp.quantize(x)) for n, x in m.x.items()}
+    types = {q.type_name for q in qm.output_qparams}
+    output = types.pop() if len(types) == 1 else "float32"
+    oqs = ([(float(q.scale), int(q.zero_point)) for q in qm.output_qparams]
+           if output != "float32" else [None] * len(qm.output_qparams))
+    tkw, tnote = thread_kw(threads)
+    return Runner(key, label,
+                  {n: bind(qm.predict, xq[n], output=output, **tkw) for n in m.batches},
+                  f"qm.predict(x_q, output='{output}'{tnote})", oqs[0] if len(oqs) == 1 else oqs)
+
+
+def fixnet_int16_runner(m, fm, threads=1):
+    """fixnet with int16 activations everywhere (FloatModel.quantize(calibration,
+    activations="int16"): int8 weights, symmetric int16 tensors), int16 codes in and out: TFLite
+    16x8's counterpart. Raises what quantize() or a first predict raises (reported in the
+    model's row, as "failed: ...")."""
+    try:
+        qm = fm.quantize(m.x_calib, activations="int16")
+    except Exception as e:  # noqa: BLE001 - said with the call that failed
+        raise RuntimeError(f"quantize(calib, activations='int16') raised "
+                           f"{type(e).__name__}: {e}") from e
+    r = codes_runner("fixnet_int16", "fixnet int16", qm, m, threads)
+    try:                         # a run-time failure is reported here, not in the timing loop
+        r.calls[m.timed[0]]()
+    except Exception as e:  # noqa: BLE001 - said with the call that failed
+        hint = (" (a kernel of this fixnet build takes int8 arrays only: no int16 kernel for "
+                "that layer yet)" if re.search(r"expected '(const )?int8_t' but got 'short'",
+                                               str(e)) else "")
+        raise RuntimeError(f"{r.note} on the all-int16 model raised {type(e).__name__}: "
+                           f"{e}{hint}") from e
+    return r
 
 
 def fixnet_float_runner(m, fm):

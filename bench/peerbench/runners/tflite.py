@@ -1,7 +1,10 @@
 """TensorFlow Lite: the fixture's int8 .tflite in the three interpreters of catalog.TFLITE_KINDS
 (XNNPACK, builtin, reference kernels), from `tensorflow`, `ai_edge_litert` or `tflite_runtime`;
-and, for a recurrent fixture without an int8 .tflite, a FLOAT .tflite converted at run time in
-a child process."""
+for a recurrent fixture without an int8 .tflite, a FLOAT .tflite converted at run time; and
+TFLite's 16x8 mode (int16 activations, int8 weights; issue 19), converted at run time. Both
+conversions run in a child process (the converter kills its process on some recurrent
+models)."""
+import importlib.util
 import os
 import pathlib
 import sys
@@ -10,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from ..catalog import TFLITE_FLOAT_KINDS, TFLITE_KINDS
+from ..catalog import MODELS_DIR, TFLITE_16X8_KINDS, TFLITE_FLOAT_KINDS, TFLITE_KINDS
 from ..text import first_line
 from .base import Runner, Unavailable, import_tensorflow, module_version
 from .children import read_spec, run_child, write_spec
@@ -164,23 +167,34 @@ def tflite_float_runners(m, want, which, threads):
 
 def convert_tflite_float(m, threads):
     """The float .tflite bytes of fixture `m` (see tflite_float_runners)."""
+    return convert_in_child(m, threads, "--tflite-float-child", "float",
+                            {"shape": list(m.x[m.batches[0]].shape[1:]),
+                             "int": bool(np.issubdtype(m.x_calib.dtype, np.integer))})
+
+
+def convert_in_child(m, threads, option, what, spec, calib=None):
+    """The .tflite bytes a child process (bench/peers.py `option`) converts from model `m`'s
+    .h5 with `spec` (plus the model's name, file, output path and threads, and the path of
+    `calib` saved as .npy when given); RuntimeError with the child's last error line when it
+    fails or dies."""
     with tempfile.TemporaryDirectory(prefix="fixnet-peers-tfl-") as tmp:
-        out = pathlib.Path(tmp) / f"{m.name}-float.tflite"
-        spec = write_spec(pathlib.Path(tmp) / "spec.json",
-                          {"name": m.name, "h5": str(m.h5), "out": str(out),
-                           "shape": list(m.x[m.batches[0]].shape[1:]),
-                           "int": bool(np.issubdtype(m.x_calib.dtype, np.integer)),
-                           "threads": threads})
+        out = pathlib.Path(tmp) / f"{m.name}-{what}.tflite"
+        spec = dict(spec, name=m.name, h5=str(m.h5), out=str(out), threads=threads)
+        if calib is not None:
+            spec["calib"] = str(pathlib.Path(tmp) / "calib.npy")
+            np.save(spec["calib"], calib)
+        spec = write_spec(pathlib.Path(tmp) / "spec.json", spec)
         env = dict(os.environ)
         if m.name.endswith("_tfk2"):        # tf.keras 2, as the fixture was written
             env["TF_USE_LEGACY_KERAS"] = "1"
-        r = run_child("--tflite-float-child", spec, env)
+        r = run_child(option, spec, env)
         if r.returncode != 0 or not out.exists():
             how = (f"killed by signal {-r.returncode}" if r.returncode < 0
                    else f"exit code {r.returncode}")
             tail = [ln for ln in r.stderr.splitlines() if ln.strip()
-                    and not ln.startswith(("W0000", "I0000", "WARNING: All log"))]
-            raise RuntimeError(f"TFLite float conversion {how}"
+                    and not ln.startswith(("W0000", "I0000", "WARNING: All log"))
+                    and "cuInit" not in ln]
+            raise RuntimeError(f"TFLite {what} conversion {how}"
                                + (f": {tail[-1][:300]}" if tail else ""))
         return out.read_bytes()
 
@@ -207,4 +221,64 @@ def tflite_float_child(spec_path):
     fn = serving_fn(tf, model, [1] + spec["shape"], dtype)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
     pathlib.Path(spec["out"]).write_bytes(conv.convert())
+    return 0
+
+
+def tflite_16x8_runners(m, want, which, threads):
+    """TFLite 16x8 of model `m`: the Keras model converted here with the 16x8 recipe of
+    models/make_tflite16x8_goldens.py (the fixture's calibration data, int16 codes in and out;
+    a recurrent model from its unrolled copy, batch 1), in a child process; run with
+    catalog.TFLITE_16X8_KINDS. Returns (made, failed) as tflite_runners."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise Unavailable("tensorflow not installed (the 16x8 model is converted at run time, "
+                          "by TensorFlow's converter)")
+    tfl = convert_in_child(m, threads, "--tflite-16x8-child", "16x8",
+                           {"recurrent": m.kind == "rnn"}, calib=m.x_calib)
+    Interpreter, _, _ = tflite_interpreter_api(which, threads)
+    inp = Interpreter(model_content=tfl).get_input_details()[0]
+    xs = {n: int16_codes(x, inp) for n, x in m.x.items()}
+    made, failed = tflite_runners(m, want, which, threads, model=tfl, xs=xs,
+                                  kinds=TFLITE_16X8_KINDS)
+    for r in made:
+        r.note += (f"; {len(tfl)} bytes, int16 in / int16 out"
+                   + ("; converted from an unrolled copy, batch 1 (the recurrent layers do "
+                      "not convert to 16x8 as they are)" if m.kind == "rnn" else ""))
+    return made, failed
+
+
+def int16_codes(x, detail):
+    """`x` as the 16x8 model's input takes it: int16 codes (TFLite's QUANTIZE rounding, half
+    away from zero), or token ids as they are for an integer input."""
+    if detail["dtype"] != np.int16:
+        return np.ascontiguousarray(x, detail["dtype"])
+    scale, zp = detail["quantization"]
+    v = np.asarray(x, np.float64) / scale
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zp
+    return np.ascontiguousarray(np.clip(q, -32768, 32767).astype(np.int16))
+
+
+def tflite_16x8_child(spec_path):
+    """--tflite-16x8-child: convert one Keras model with the 16x8 recipe (see
+    tflite_16x8_runners); exits non-zero with the error on stderr when conversion fails."""
+    import types
+
+    from .keras_float import load_keras_model
+
+    spec = read_spec(spec_path)
+    try:
+        tf = import_tensorflow(spec["threads"])
+        model, which = load_keras_model(types.SimpleNamespace(name=spec["name"],
+                                                              h5=pathlib.Path(spec["h5"])),
+                                        spec["threads"])
+    except Unavailable as e:
+        print(f"Unavailable: {e}", file=sys.stderr)
+        return 1
+    sys.path.insert(0, str(MODELS_DIR))
+    from make_tflite16x8_goldens import convert_16x8   # the goldens' recipe, one place
+
+    calib = np.load(spec["calib"])
+    # a recurrent model converts only from its unrolled copy (make_tflite16x8_goldens.py)
+    tfl, _ = convert_16x8(tf, model, calib, "unrolled" if spec["recurrent"] else "keras",
+                          which.startswith("keras "), int16_io=True)
+    pathlib.Path(spec["out"]).write_bytes(tfl)
     return 0
