@@ -57,14 +57,19 @@ def valid_out(size, k, s, d):
     return (size - (k - 1) * d - 1) // s + 1
 
 
-def make_case(seed, n, h, w_, c, mult, kh, kw, stride, dilation, padding, shift_range,
-              zp_in, zp_out, bounds, w_range=(-127, 127)):
-    rng = np.random.default_rng(seed)
+def geometry(h, w_, kh, kw, stride, dilation, padding):
+    """(out_h, out_w, pad_top, pad_left) of 'same' or 'valid' padding."""
     if padding == "same":
         oh, pt = same_padding(h, kh, stride, dilation)
         ow, pl = same_padding(w_, kw, stride, dilation)
-    else:
-        oh, ow, pt, pl = valid_out(h, kh, stride, dilation), valid_out(w_, kw, stride, dilation), 0, 0
+        return oh, ow, pt, pl
+    return valid_out(h, kh, stride, dilation), valid_out(w_, kw, stride, dilation), 0, 0
+
+
+def make_case(seed, n, h, w_, c, mult, kh, kw, stride, dilation, padding, shift_range,
+              zp_in, zp_out, bounds, w_range=(-127, 127)):
+    rng = np.random.default_rng(seed)
+    oh, ow, pt, pl = geometry(h, w_, kh, kw, stride, dilation, padding)
     x = int8_array(rng, (n, h, w_, c))
     w = int8_array(rng, (kh, kw, c * mult), *w_range)
     bias = random_bias(rng, c * mult, False)
@@ -298,11 +303,7 @@ def make_case16(seed, n, h, w_, c, mult, kh, kw, stride, dilation, padding, shif
                 pad_value, bounds, w_range=(-127, 127)):
     """make_case with int16 x (out_zp 0, pad_value and clamp bounds int16)."""
     rng = np.random.default_rng(seed)
-    if padding == "same":
-        oh, pt = same_padding(h, kh, stride, dilation)
-        ow, pl = same_padding(w_, kw, stride, dilation)
-    else:
-        oh, ow, pt, pl = valid_out(h, kh, stride, dilation), valid_out(w_, kw, stride, dilation), 0, 0
+    oh, ow, pt, pl = geometry(h, w_, kh, kw, stride, dilation, padding)
     x = int16_array(rng, (n, h, w_, c))
     w = int8_array(rng, (kh, kw, c * mult), *w_range)
     bias = random_bias(rng, c * mult, False)
