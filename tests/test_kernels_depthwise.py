@@ -57,14 +57,19 @@ def valid_out(size, k, s, d):
     return (size - (k - 1) * d - 1) // s + 1
 
 
-def make_case(seed, n, h, w_, c, mult, kh, kw, stride, dilation, padding, shift_range,
-              zp_in, zp_out, bounds, w_range=(-127, 127)):
-    rng = np.random.default_rng(seed)
+def geometry(h, w_, kh, kw, stride, dilation, padding):
+    """(out_h, out_w, pad_top, pad_left) of 'same' or 'valid' padding."""
     if padding == "same":
         oh, pt = same_padding(h, kh, stride, dilation)
         ow, pl = same_padding(w_, kw, stride, dilation)
-    else:
-        oh, ow, pt, pl = valid_out(h, kh, stride, dilation), valid_out(w_, kw, stride, dilation), 0, 0
+        return oh, ow, pt, pl
+    return valid_out(h, kh, stride, dilation), valid_out(w_, kw, stride, dilation), 0, 0
+
+
+def make_case(seed, n, h, w_, c, mult, kh, kw, stride, dilation, padding, shift_range,
+              zp_in, zp_out, bounds, w_range=(-127, 127)):
+    rng = np.random.default_rng(seed)
+    oh, ow, pt, pl = geometry(h, w_, kh, kw, stride, dilation, padding)
     x = int8_array(rng, (n, h, w_, c))
     w = int8_array(rng, (kh, kw, c * mult), *w_range)
     bias = random_bias(rng, c * mult, False)
@@ -298,11 +303,7 @@ def make_case16(seed, n, h, w_, c, mult, kh, kw, stride, dilation, padding, shif
                 pad_value, bounds, w_range=(-127, 127)):
     """make_case with int16 x (out_zp 0, pad_value and clamp bounds int16)."""
     rng = np.random.default_rng(seed)
-    if padding == "same":
-        oh, pt = same_padding(h, kh, stride, dilation)
-        ow, pl = same_padding(w_, kw, stride, dilation)
-    else:
-        oh, ow, pt, pl = valid_out(h, kh, stride, dilation), valid_out(w_, kw, stride, dilation), 0, 0
+    oh, ow, pt, pl = geometry(h, w_, kh, kw, stride, dilation, padding)
     x = int16_array(rng, (n, h, w_, c))
     w = int8_array(rng, (kh, kw, c * mult), *w_range)
     bias = random_bias(rng, c * mult, False)
@@ -585,3 +586,27 @@ def test_oracle_int16_rejects(name, value, match):
 def test_oracle_int8_results_keep_their_type():
     args, shape = make_case(8, 1, 5, 5, 4, 1, 3, 3, 1, 1, "same", "fit", -3, 4, (-128, 127))
     assert oracle.depthwise_conv2d(*args, out_h=shape[1], out_w=shape[2]).dtype == np.int8
+
+
+@pytest.mark.parametrize("h,w_,c", [(7, 7, 40), (4, 6, 3), (12, 12, 96)])
+def test_int16_global_average_pooling_step(h, w_, c):
+    # global average pooling runs on this kernel (fixnet/ops/pool.py: weights 127 at weight
+    # scale 1 / (127 H W)); on int16 tensors (zero point 0, clamp at the int16 range) the
+    # result is the rounded mean of the codes when the output scale is the input's
+    from fixnet import layouts
+    from fixnet.ops.pool import GlobalAveragePoolStep
+    from fixnet.quant.qparams import requant_multipliers
+    rng = np.random.default_rng(h * w_ + c)
+    w_q = layouts.step_from_rows("depthwise_conv2d", np.full((c, h, w_), 127, np.int8))
+    m0, shift = requant_multipliers(np.full(c, 1.0 / (127 * h * w_)), "gap")
+    step = GlobalAveragePoolStep("gap", "gap", ["x"], ["y"], w_q, (1, 1), (1, 1), 1,
+                                 bias=np.zeros(c, np.int32), m0=m0, shift=shift, pad_value=0,
+                                 out_zp=0, act_min=-32768, act_max=32767,
+                                 pads=((0, 0), (0, 0)), nhwc_in=(h, w_, c), nhwc_out=(1, 1, c))
+    x = int16_array(rng, (3, h * w_ * c))
+    y = np.zeros((3, c), np.int16)
+    step.bind({"x": x, "y": y})()
+    want = step.oracle([x])[0].reshape(3, c)
+    np.testing.assert_array_equal(y, want)
+    mean = x.reshape(3, h * w_, c).astype(np.float64).mean(axis=1)
+    assert np.abs(y - np.round(mean)).max() <= 1

@@ -191,9 +191,10 @@ static inline size_t dw_scratch_bytes(const dw_call* k) {
     return (size_t)(k->ring * k->stride_w * k->phase_len * k->elem);
 }
 
-/* Tasks, phase rows and mode of k, whose geometry and elem are set: the widest column segment whose
-   ring of phase rows fits DW_SCRATCH (rows_ok = 0 if not even one column does), about
-   8 bands of rows per image. */
+/* Tasks, phase rows and mode of k, whose geometry and elem are set: the widest column
+   segment whose ring of phase rows fits DW_SCRATCH (rows_ok = 0 if not even one column does;
+   int16 rows take twice the bytes, so their segments are narrower), about 8 bands of rows per
+   image. */
 static inline void dw_plan(dw_call* k) {
     ptrdiff_t q_max = ((k->kernel_w - 1) * k->dil_w) / k->stride_w;
     ptrdiff_t seg = k->out_w > 0 ? k->out_w : 1;

@@ -178,11 +178,34 @@ static void dw16_run_scalar(const dw_call* k, ptrdiff_t first, ptrdiff_t last) {
      dw16_acc_t, dw16_out_t (16 int16 results in channel order), dw16_bounds_t (the clamp);
      dw16_bounds_load(q); dw16_tile_acc(r, taps, j, tile): bias + every tap of 16 lanes;
      dw16_epilogue(acc, q, lane0, bounds, left): the requantization of the tile's slots
-     (constants at lane0 + slot), clamp; dw16_store(out, v, n): the first n <= 16 values. */
+     (constants at lane0 + slot), clamp; dw16_store(out, v, n): the first n <= 16 values;
+   and may define dw16_pair (DW16_HAVE_PAIR), two tiles with the same lanes at once (they
+   share the weight, bias and constant loads; dwconv16_neon.h does). */
 
-/* The row of one segment with the vector tile; `taps` and `left` (some channel shifts left)
-   are compile-time constants in the specialised copies dw16_row_simd chooses. The fields the
-   tiles read are copied to locals first: the int16 stores could alias k and *k->q. */
+/* The tile at value j of the rows, lanes lane0 .. lane0 + 15 (tile pt), to o (n values). */
+DW_INLINE void dw16_one(const int16_t* const* r, ptrdiff_t taps, ptrdiff_t j,
+                        const uint8_t* pt, const fx_requant* q, ptrdiff_t lane0,
+                        dw16_bounds_t bounds, int left, int16_t* o, ptrdiff_t n) {
+    dw16_store(o, dw16_epilogue(dw16_tile_acc(r, taps, j, pt), q, lane0, bounds, left), n);
+}
+
+#ifndef DW16_HAVE_PAIR
+/* Two tiles with the same lanes (values ja and jb of the rows), one after the other. */
+DW_INLINE void dw16_pair(const int16_t* const* r, ptrdiff_t taps, ptrdiff_t ja, ptrdiff_t jb,
+                         const uint8_t* pt, const fx_requant* q, ptrdiff_t lane0,
+                         dw16_bounds_t bounds, int left, int16_t* oa, int16_t* ob,
+                         ptrdiff_t n) {
+    dw16_one(r, taps, ja, pt, q, lane0, bounds, left, oa, n);
+    dw16_one(r, taps, jb, pt, q, lane0, bounds, left, ob, n);
+}
+#endif
+
+/* The row of one segment with the vector tiles, walked as dwconv_neon.h's int8 row: tiles
+   with the same lanes in pairs (flat mode: tile l and tile L + l of each block of 2L lanes,
+   then the rest one at a time from lane 0; pixel mode: the same channels of two adjacent
+   pixels). `taps` and `left` (some channel shifts left) are compile-time constants in the
+   specialised copies dw16_row_simd chooses. The fields the tiles read are copied to locals
+   first: the int16 stores could alias k and *k->q. */
 DW_INLINE void dw16_row_simd_taps(const dw_call* k, const int8_t* const* base, ptrdiff_t taps,
                                   ptrdiff_t pixels, int8_t* out_bytes, int left) {
     const int16_t* r[DW_MAX_TAPS];
@@ -192,27 +215,42 @@ DW_INLINE void dw16_row_simd_taps(const dw_call* k, const int8_t* const* base, p
     const size_t tb = dw16_tile_bytes(taps);
     const fx_requant q = *k->q;
     const dw16_bounds_t bounds = dw16_bounds_load(&q);
-    ptrdiff_t j, lane0 = 0, p;
+    ptrdiff_t j, l, p;
     dw16_rows(k, base, r);
-#define DW16_TILE_AT(j, lane0, n, o) \
-    dw16_store(o, dw16_epilogue(dw16_tile_acc(r, taps, j, packed + ((lane0) / DW_TILE) * tb), \
-                                &q, lane0, bounds, left), n)
+#define DW16_PT(lane0) (packed + (size_t)(lane0) / DW_TILE * tb)
     if (k->flat) {
-        for (j = 0; j + DW_TILE <= len; j += DW_TILE) {
-            DW16_TILE_AT(j, lane0, DW_TILE, out + j);
-            lane0 = lane0 + DW_TILE == lanes ? 0 : lane0 + DW_TILE;
+        for (j = 0; j + 2 * lanes <= len; j += 2 * lanes)
+            for (l = 0; l < lanes; l += DW_TILE)
+                dw16_pair(r, taps, j + l, j + lanes + l, DW16_PT(l), &q, l, bounds, left,
+                          out + j + l, out + j + lanes + l, DW_TILE);
+        for (l = 0; j < len; j += DW_TILE) {
+            dw16_one(r, taps, j, DW16_PT(l), &q, l, bounds, left, out + j,
+                     len - j < DW_TILE ? len - j : DW_TILE);
+            l = l + DW_TILE == lanes ? 0 : l + DW_TILE;
         }
-        if (j < len)
-            DW16_TILE_AT(j, lane0, len - j, out + j);
     } else {
-        for (p = 0; p < pixels; p++) {
-            for (j = 0; j + DW_TILE <= cout; j += DW_TILE)
-                DW16_TILE_AT(p * cout + j, j, DW_TILE, out + p * cout + j);
-            if (j < cout)
-                DW16_TILE_AT(p * cout + j, j, cout - j, out + p * cout + j);
+        /* each pixel's whole tiles, then its partial last one (n lanes), stored apart so
+           that the whole ones store without a length */
+        const ptrdiff_t whole = cout / DW_TILE * DW_TILE, n = cout - whole;
+        for (p = 0; p + 2 <= pixels; p += 2) {
+            int16_t* const o = out + p * cout;
+            for (l = 0; l < whole; l += DW_TILE)
+                dw16_pair(r, taps, p * cout + l, (p + 1) * cout + l, DW16_PT(l), &q, l, bounds,
+                          left, o + l, o + cout + l, DW_TILE);
+            if (n)
+                dw16_pair(r, taps, p * cout + l, (p + 1) * cout + l, DW16_PT(l), &q, l, bounds,
+                          left, o + l, o + cout + l, n);
+        }
+        for (; p < pixels; p++) {
+            for (l = 0; l < whole; l += DW_TILE)
+                dw16_one(r, taps, p * cout + l, DW16_PT(l), &q, l, bounds, left,
+                         out + p * cout + l, DW_TILE);
+            if (n)
+                dw16_one(r, taps, p * cout + l, DW16_PT(l), &q, l, bounds, left,
+                         out + p * cout + l, n);
         }
     }
-#undef DW16_TILE_AT
+#undef DW16_PT
 }
 
 static inline void dw16_row_simd(const dw_call* k, const int8_t* const* base, ptrdiff_t pixels,
