@@ -11,6 +11,7 @@ from fixnet.metrics import sqnr_db
 
 from conftest import fixture_data, fixture_path, rewrite_fxn_manifest
 
+ACCURACY = ("mobilenetv2_k3", "resnet_small_k3", "kws_dscnn_k3")
 CONVNETS = ("mobilenetv2_k3", "resnet_small_k3", "kws_dscnn_k3", "cnn_digits_k3",
             "mobilenet_small_k3", "layers_merge_k3", "layers_pooling_k3", "layers_activations_k3",
             "concat_branches_k3", "mlp_seq_k3")
@@ -24,15 +25,29 @@ def inputs(d, split, n):
     return [d[f"{split}_{i}"][:n] for i in range(len(d)) if f"{split}_{i}" in d]
 
 
+_MODELS = {}
+
+
 def quantized(name, n_calib=64, **settings):
-    d = fixture_data(name)
-    fm = fixnet.load(fixture_path(name))
-    return fm, fm.quantize(inputs(d, "x_calib", n_calib), progress=False, **settings), d
+    """(FloatModel, QuantizedModel, fixture data), made once per module run for the same
+    arguments (quantizing MobileNetV2 takes seconds; several tests read the same models)."""
+    key = (name, n_calib, repr(sorted(settings.items())))
+    if key not in _MODELS:
+        d = fixture_data(name)
+        fm = fixnet.load(fixture_path(name))
+        _MODELS[key] = (fm, fm.quantize(inputs(d, "x_calib", n_calib), progress=False,
+                                        **settings), d)
+    return _MODELS[key]
+
+
+# the convnets of the accuracy tests are calibrated on all their calibration samples, as
+# TFLite's converter was for the goldens
+FULL = 200
 
 
 @pytest.mark.parametrize("name", CONVNETS)
 def test_all_int16_runs_bit_exactly_with_the_oracle(name):
-    fm, qm, d = quantized(name, activations="int16")
+    fm, qm, d = quantized(name, FULL if name in ACCURACY else 64, activations="int16")
     x = inputs(d, "x_test", 16)
     int16_steps = [s for s in qm.steps if s.bits == 16]
     assert int16_steps, "no layer ran int16"
@@ -49,8 +64,8 @@ def test_all_int16_runs_bit_exactly_with_the_oracle(name):
 
 @pytest.mark.parametrize("name", ["mobilenetv2_k3", "resnet_small_k3", "kws_dscnn_k3"])
 def test_int16_is_more_accurate_than_int8(name):
-    fm, q8, d = quantized(name)
-    _, q16, _ = quantized(name, activations="int16")
+    fm, q8, d = quantized(name, FULL)
+    _, q16, _ = quantized(name, FULL, activations="int16")
     x, ref = d["x_test"][:64], d["keras_float"][:64]
     s8, s16 = sqnr_db(ref, q8.predict(x)), sqnr_db(ref, q16.predict(x))
     assert s16 > s8 + 1.0, (s8, s16)     # int8 weights bound the gain (38 -> 40 dB on resnet)
@@ -64,15 +79,14 @@ def tflite16x8(name):
         return {k: z[k] for k in z.files}
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2_k3", "mobilenetv2_tfk2", "resnet_small_k3",
-                                  "resnet_small_tfk2", "kws_dscnn_k3", "kws_dscnn_tfk2"])
+@pytest.mark.parametrize("name", list(ACCURACY) + [
+    pytest.param(n, marks=pytest.mark.slow)
+    for n in ("mobilenetv2_tfk2", "resnet_small_tfk2", "kws_dscnn_tfk2")])
 def test_int16_at_least_as_accurate_as_tflite_16x8(name):
     golden = tflite16x8(name)
     assert golden is not None, f"models/{name}.tflite16x8.npz is missing (models/make_tflite16x8_goldens.py)"
-    d = fixture_data(name)
-    fm = fixnet.load(fixture_path(name))
     # the same calibration TFLite's converter was given
-    qm = fm.quantize(d["x_calib"], activations="int16", progress=False)
+    fm, qm, d = quantized(name, FULL, activations="int16")
     x, ref = d["x_test"], d["keras_float"]
     ours = sqnr_db(ref, qm.predict(x))
     theirs = sqnr_db(ref, golden["tflite16x8"])
