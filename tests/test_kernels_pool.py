@@ -290,12 +290,14 @@ def test_pool_oracle_rejects_empty_windows():
 
 
 def test_avg_pool2d_rejects_windows_whose_sum_could_wrap():
+    # n = pool_h * pool_w: n * 128 + n // 2 (the sum and its rounding term) must fit int32
     x, out = np.zeros((1, 4, 4, 1), np.int8), np.zeros((1, 1, 1, 1), np.int8)
-    _pool.avg_pool2d(x, pool_params(4096, 4095, 1, 1, 0, 0), out)  # 4096 * 4095 * 128 < 2^31
-    with pytest.raises(ValueError, match="pool_h \\* pool_w"):
-        _pool.avg_pool2d(x, pool_params(4096, 4096, 1, 1, 0, 0), out)
-    with pytest.raises(ValueError, match="pool_h \\* pool_w"):
-        oracle.avg_pool2d(x, pool_params(4096, 4096, 1, 1, 0, 0), out_h=1, out_w=1)
+    _pool.avg_pool2d(x, pool_params(255, 65537, 1, 1, 0, 0), out)  # n = 16711935: 2^31 - 1
+    for too_big in (pool_params(256, 65537, 1, 1, 0, 0), pool_params(4096, 4095, 1, 1, 0, 0)):
+        with pytest.raises(ValueError, match="pool_h \\* pool_w"):
+            _pool.avg_pool2d(x, too_big, out)
+        with pytest.raises(ValueError, match="pool_h \\* pool_w"):
+            oracle.avg_pool2d(x, too_big, out_h=1, out_w=1)
     _pool.max_pool2d(x, pool_params(4096, 4096, 1, 1, 0, 0), out)  # max pooling sums nothing
 
 
@@ -867,7 +869,7 @@ def test_avg_pool2d_int16_window_limit():
     # elements. The largest window, full of either extreme, sums to within 2^15 of int32's
     # ends, the rounding term included, and averages exactly.
     assert oracle.window_sum_limit(np.int16) == 65535 == 255 * 257
-    assert oracle.window_sum_limit(np.int8) == 2 ** 24 - 1
+    assert oracle.window_sum_limit(np.int8) == 16711935 == 255 * 65537
     params = pool_params(255, 257, 1, 1, 0, 0)
     for value in (-32768, 32767, -32767):
         x = np.full((1, 255, 257, 2), value, np.int16)
@@ -877,7 +879,8 @@ def test_avg_pool2d_int16_window_limit():
         np.testing.assert_array_equal(oracle.avg_pool2d(x, params, out_h=1, out_w=1), out)
     x, out = np.zeros((1, 4, 4, 1), np.int16), np.zeros((1, 1, 1, 1), np.int16)
     for too_big in (pool_params(256, 256, 1, 1, 0, 0), pool_params(65536, 1, 1, 1, 0, 0)):
-        with pytest.raises(ValueError, match="int16 values needs pool_h \\* pool_w \\* 32768"):
+        with pytest.raises(ValueError, match="int16 values and its rounding term need "
+                                             "pool_h \\* pool_w \\* 32768"):
             _pool.avg_pool2d(x, too_big, out)
         with pytest.raises(ValueError, match="pool_h \\* pool_w"):
             oracle.avg_pool2d(x, too_big, out_h=1, out_w=1)
@@ -885,10 +888,10 @@ def test_avg_pool2d_int16_window_limit():
 
 
 def test_avg_pool2d_int8_largest_window_rounds_without_wrapping():
-    # 4096 * 4095 int8 elements of -128 (the largest window the entry check takes): the sum
-    # and its rounding term, -128.5 * count, pass INT32_MIN; the mean is still -128.
-    x = np.full((1, 4096, 4095, 1), -128, np.int8)
-    out = run_pool("avg_pool2d", x, pool_params(4096, 4095, 1, 1, 0, 0), 1, 1)
+    # 255 * 65537 int8 elements of -128, the largest window the entry check takes: the sum
+    # and its rounding term reach -(2^31 - 1) exactly; the mean is -128.
+    x = np.full((1, 255, 65537, 1), -128, np.int8)
+    out = run_pool("avg_pool2d", x, pool_params(255, 65537, 1, 1, 0, 0), 1, 1)
     assert out.ravel().tolist() == [-128]
 
 

@@ -11,8 +11,9 @@ pool = (H, W), stride 1, no padding. The kernels take x, one ``params`` mapping 
 the fields of params.pxd's pool_params (POOL_PARAMS: pool_h, pool_w, stride_h, stride_w,
 pad_top, pad_left), and out; the oracle takes the same mapping.
 
-Average pooling sums a window in int32: |sum| <= pool_h * pool_w * 128 for int8, * 32768 for
-int16, so the window may hold up to 2^24 - 1 int8 elements, 65535 int16 ones (checked at entry).
+Average pooling sums a window in int32 and adds half the count to round: with n = pool_h *
+pool_w, |sum| + n // 2 <= n * 128 + n // 2 for int8, n * 32768 + n // 2 for int16, which must
+stay below 2^31: windows of up to 16711935 int8 elements, 65535 int16 ones (checked at entry).
 
 A Call object is not thread-safe (AvgPool2dCall owns a scratch row): one per thread.
 """
@@ -48,38 +49,88 @@ cdef inline void window_bounds(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t pad, 
     hi[0] = start + pool if start + pool < length else length
 
 
+cdef inline void whole_windows(Py_ssize_t n_out, Py_ssize_t stride, Py_ssize_t pad,
+                               Py_ssize_t pool, Py_ssize_t length, Py_ssize_t* lo,
+                               Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the outputs along one axis whose window lies wholly inside the input
+    (o * stride - pad >= 0 and o * stride - pad + pool <= length); lo <= hi <= n_out."""
+    cdef Py_ssize_t first = (pad + stride - 1) // stride
+    cdef Py_ssize_t last = (length + pad - pool) // stride + 1 if length + pad >= pool else 0
+    lo[0] = first if first < n_out else n_out
+    hi[0] = last if last < n_out else n_out
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
 cdef extern from "maxpool.h" nogil:
+    enum: MP_TILE
+    void mp_window_offsets(ptrdiff_t* off, ptrdiff_t pool_h, ptrdiff_t pool_w,
+                           ptrdiff_t row_len, ptrdiff_t c)
     void mp_pixel(int8_t* dst, const int8_t* image, ptrdiff_t row_len, ptrdiff_t c,
                   ptrdiff_t h0, ptrdiff_t h1, ptrdiff_t w0, ptrdiff_t w1)
+    void mp_pixel_tile(int8_t* dst, const int8_t* base, const ptrdiff_t* off, ptrdiff_t n,
+                       ptrdiff_t c)
     void mp_pixel16(int16_t* dst, const int16_t* image, ptrdiff_t row_len, ptrdiff_t c,
                     ptrdiff_t h0, ptrdiff_t h1, ptrdiff_t w0, ptrdiff_t w1)
+    void mp_pixel_tile16(int16_t* dst, const int16_t* base, const ptrdiff_t* off, ptrdiff_t n,
+                         ptrdiff_t c)
+
+
+cdef inline act_t* max_pixels(act_t* dst, const act_t* image, const PoolGeometry* g,
+                             Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t ow_from,
+                             Py_ssize_t ow_to) noexcept nogil:
+    """Outputs [ow_from, ow_to) of one row, any windows, each by its rows and columns
+    (csrc/maxpool.h's mp_pixel); returns dst past them."""
+    cdef Py_ssize_t c = g.channels, row_len = g.in_w * g.channels, ow, w0, w1
+    for ow in range(ow_from, ow_to):
+        window_bounds(ow, g.stride_w, g.pad_left, g.pool_w, g.in_w, &w0, &w1)
+        if act_t is int8_t:
+            mp_pixel(dst, image, row_len, c, h0, h1, w0, w1)
+        else:
+            mp_pixel16(dst, image, row_len, c, h0, h1, w0, w1)
+        dst += c
+    return dst
 
 
 cdef void max_pool2d_impl(const act_t* x, act_t* out, const PoolGeometry* g) noexcept nogil:
     """out[n, oh, ow, :] = max of x[n, h, w, :] over the window's in-bounds (h, w), a vector
-    of channels at a time (csrc/maxpool.h: 16 int8 or 8 int16)."""
+    of channels at a time (csrc/maxpool.h: 16 int8 or 8 int16). A row's whole windows of at
+    most MP_TILE pixels: one pass over the channels each, at offsets fixed for the call
+    (mp_pixel_tile); the others (clipped at an edge, or larger): by their rows and columns."""
     cdef Py_ssize_t c = g.channels, row_len = g.in_w * g.channels
-    cdef Py_ssize_t n, oh, ow, h0, h1, w0, w1
+    cdef Py_ssize_t n, oh, ow, h0, h1, ow_lo, ow_hi, size = g.pool_h * g.pool_w
+    cdef ptrdiff_t off[MP_TILE]
+    cdef bint tiles = size <= MP_TILE
     cdef const act_t* image
+    cdef const act_t* base
     cdef act_t* dst = out
+    whole_windows(g.out_w, g.stride_w, g.pad_left, g.pool_w, g.in_w, &ow_lo, &ow_hi)
+    if tiles:
+        mp_window_offsets(off, g.pool_h, g.pool_w, row_len, c)
     for n in range(g.batch):
         image = x + n * g.in_h * row_len
         for oh in range(g.out_h):
             window_bounds(oh, g.stride_h, g.pad_top, g.pool_h, g.in_h, &h0, &h1)
-            for ow in range(g.out_w):
-                window_bounds(ow, g.stride_w, g.pad_left, g.pool_w, g.in_w, &w0, &w1)
+            if not (tiles and h1 - h0 == g.pool_h):
+                dst = max_pixels(dst, image, g, h0, h1, 0, g.out_w)
+                continue
+            dst = max_pixels(dst, image, g, h0, h1, 0, ow_lo)
+            base = image + h0 * row_len + (ow_lo * g.stride_w - g.pad_left) * c
+            for ow in range(ow_lo, ow_hi):
                 if act_t is int8_t:
-                    mp_pixel(dst, image, row_len, c, h0, h1, w0, w1)
+                    mp_pixel_tile(dst, base, off, size, c)
                 else:
-                    mp_pixel16(dst, image, row_len, c, h0, h1, w0, w1)
+                    mp_pixel_tile16(dst, base, off, size, c)
+                base += g.stride_w * c
                 dst += c
+            dst = max_pixels(dst, image, g, h0, h1, ow_hi, g.out_w)
 
 
 cdef void avg_pool2d_impl(const act_t* x, act_t* out, int32_t* acc,
                           const PoolGeometry* g) noexcept nogil:
     """out[n, oh, ow, :] = rounded mean of x[n, h, w, :] over the window's in-bounds (h, w),
-    summed in acc[0:C] (int32; |sum| <= pool_h * pool_w * 2^(bits - 1) < 2^31, checked at
-    entry)."""
+    summed in acc[0:C] (int32; |sum| + count // 2 <= pool_h * pool_w * 2^(bits - 1) +
+    pool_h * pool_w // 2 < 2^31, checked at entry)."""
     cdef Py_ssize_t c = g.channels, row_len = g.in_w * g.channels
     cdef Py_ssize_t n, oh, ow, h, w, i, h0, h1, w0, w1
     cdef const act_t* image
@@ -104,19 +155,18 @@ cdef void avg_pool2d_impl(const act_t* x, act_t* out, int32_t* acc,
                         for i in range(c):  # int8 (int16) -> int32 widening adds
                             acc[i] += src[i]
                 # Round half away from zero: trunc((s + sign(s) * (count // 2)) / count).
-                # The sign is applied without a branch ((half ^ m) - m is half for m = 0,
-                # -half for m = -1), the sum and the division are done in double (|s| +
-                # count // 2 may pass 2^31 by half a count: 128.5 * count for the largest
-                # int8 windows), so the loop vectorises (there is no SIMD integer division).
-                # Exact: the sum is an integer below 2^53, and a quotient of such integers
-                # that is not an integer is at least 1/count away from one, far more than the
-                # rounding error; the quotient's magnitude is at most 2^(bits - 1).
+                # |s| + count // 2 <= 2^(bits - 1) * count + count // 2 <= 2^31 - 1 (the
+                # entry check): fits int32. The sign is applied without a branch ((half ^ m)
+                # - m is half for m = 0, -half for m = -1) and the division is done in
+                # double, so the loop vectorises (there is no SIMD integer division). Exact: a
+                # quotient of integers below 2^53 that is not an integer is at least 1/count
+                # away from one, far more than the rounding error.
                 count = <double>((h1 - h0) * (w1 - w0))
                 half = <int32_t>((h1 - h0) * (w1 - w0) // 2)
                 for i in range(c):
                     s = acc[i]
                     m = s >> 31  # 0 if s >= 0, -1 if s < 0 (arithmetic shift)
-                    dst[i] = <act_t><int32_t>((<double>s + <double>((half ^ m) - m)) / count)
+                    dst[i] = <act_t><int32_t>(<double>(s + ((half ^ m) - m)) / count)
                 dst += c
 
 
@@ -259,10 +309,10 @@ cdef class AvgPool2dCall(PoolCall):
         self.bind("avg_pool2d", x, params, out)
         cdef int64_t size = <int64_t>self.params.pool_h * self.params.pool_w
         cdef int64_t magnitude = 128 if self.bits == 8 else 32768
-        if size * magnitude >= (<int64_t>1 << 31):
+        if size * magnitude + size // 2 >= (<int64_t>1 << 31):
             raise ValueError(f"avg_pool2d: pool_h * pool_w = {size} is too large: the int32 "
-                             f"window sum of int{self.bits} values needs pool_h * pool_w * "
-                             f"{magnitude} < 2^31")
+                             f"window sum of int{self.bits} values and its rounding term need "
+                             f"pool_h * pool_w * {magnitude} + pool_h * pool_w // 2 < 2^31")
         if self.acc != NULL:  # __init__ called twice
             PyMem_Free(self.acc)
         self.acc = <int32_t*>PyMem_Malloc(max(self.g.channels, 1) * sizeof(int32_t))
@@ -300,7 +350,8 @@ def avg_pool2d(x, params, out):
     """out[n, oh, ow, c] = mean of x[n, h, w, c] over the in-bounds (h, w) of window (oh, ow),
     rounded half away from zero; input and output share scale and zero point.
 
-    Arguments as max_pool2d; also pool_h * pool_w * 128 < 2^31 for int8, * 32768 < 2^31 for
-    int16 (int32 window sums: up to 65535 elements a window).
+    Arguments as max_pool2d; also n * 128 + n // 2 < 2^31 for int8, n * 32768 + n // 2 < 2^31
+    for int16, n = pool_h * pool_w (the int32 window sum and its rounding term: up to 16711935
+    int8 or 65535 int16 elements a window).
     """
     AvgPool2dCall(x, params, out)()

@@ -174,8 +174,10 @@ class PoolStep(Step):
     def overflow_bound(self):
         if self.kind != "avg":
             return None
-        # the window sum of |x| <= 128 (int8) or 32768 (int16) codes
-        worst = acc_input_max(self.bits) * self.pool[0] * self.pool[1]
+        # the window sum of |x| <= 128 (int8) or 32768 (int16) codes, and the rounding term
+        # (half the count) the kernel adds to it in int32
+        n = self.pool[0] * self.pool[1]
+        worst = acc_input_max(self.bits) * n + n // 2
         return OverflowBound(self.layer, self.op, np.array([worst], np.int64), what="window sum")
 
 

@@ -73,10 +73,11 @@ def _pool_input(x, kernel):
 
 
 def window_sum_limit(dtype):
-    """The largest pool_h * pool_w whose int32 window sum cannot wrap: |sum| <= pool_h *
-    pool_w * 2^(bits - 1) < 2^31, i.e. 2^24 - 1 for int8, 65535 for int16."""
+    """The largest n = pool_h * pool_w whose int32 window sum, with the rounding term n // 2
+    added, cannot wrap: n * 2^(bits - 1) + n // 2 <= 2^31 - 1, i.e. n (2 * 2^(bits - 1) + 1)
+    <= 2^32 - 1: 16711935 for int8, 65535 for int16."""
     magnitude = -ACTIVATION_RANGES[np.dtype(dtype)][0]
-    return (2 ** 31 - 1) // magnitude
+    return (2 ** 32 - 1) // (2 * magnitude + 1)
 
 
 def max_pool2d(x, params, *, out_h, out_w):
@@ -103,8 +104,8 @@ def avg_pool2d_sums(x, params, *, out_h, out_w):
     """Exact window sums and in-bounds counts of avg_pool2d.
 
     Returns (sums int64 [N, out_h, out_w, C], counts int64 [out_h, out_w]); the int32 kernel
-    holds the sums, which cannot wrap while pool_h * pool_w <= window_sum_limit(x.dtype)
-    (avg_pool2d checks).
+    holds the sums, which with their rounding term cannot wrap while pool_h * pool_w <=
+    window_sum_limit(x.dtype) (avg_pool2d checks).
     """
     x, _ = _pool_input(x, "avg_pool2d")
     h_lo, h_hi, w_lo, w_hi = pool_windows(x.shape[1], x.shape[2], params, out_h=out_h,
@@ -123,8 +124,8 @@ def avg_pool2d(x, params, *, out_h, out_w):
     With s the sum and n the count: (s + n // 2) // n for s >= 0, -((-s + n // 2) // n) for
     s < 0, i.e. round half away from zero (TFLite's reference average pool). Input and output
     share scale and zero point, so there is no requantization. Arguments as max_pool2d;
-    pool_h * pool_w * 128 < 2^31 for int8, pool_h * pool_w * 32768 < 2^31 for int16 (the
-    int32 window sum cannot wrap: window_sum_limit). Returns x's type [N, out_h, out_w, C].
+    pool_h * pool_w <= window_sum_limit(x.dtype) (16711935 for int8, 65535 for int16: the
+    int32 window sum and its rounding term cannot wrap). Returns x's type [N, out_h, out_w, C].
     """
     pool_h, pool_w, *_ = _params(params, POOL_PARAMS, "avg_pool2d")
     _, dtype = _act(x, "x")
@@ -132,7 +133,8 @@ def avg_pool2d(x, params, *, out_h, out_w):
     if size > window_sum_limit(dtype):
         magnitude = -ACTIVATION_RANGES[dtype][0]
         raise ValueError(f"avg_pool2d: pool_h * pool_w = {size} is too large: the int32 window "
-                         f"sum of {dtype} values needs pool_h * pool_w * {magnitude} < 2^31")
+                         f"sum of {dtype} values and its rounding term need pool_h * pool_w * "
+                         f"{magnitude} + pool_h * pool_w // 2 < 2^31")
     sums, counts = avg_pool2d_sums(x, params, out_h=out_h, out_w=out_w)
     n = counts[None, :, :, None]
     mean = np.where(sums >= 0, (sums + n // 2) // n, -((-sums + n // 2) // n))
