@@ -214,7 +214,9 @@ def adjust_to_target(cal, config, qm, data):
         chosen = order[:hi]
         result.reached = best_score >= target
     result.after = best_score
-    result.int16_layers = chosen
+    # a layer whose int16 inputs break its int32 proof stays int8 (qm.kept_int8): not moved
+    int16_now = {s.layer for s in best.steps if s.bits == 16 and s.op != "rescale"}
+    result.int16_layers = [name for name in chosen if name in int16_now]
     result.predicted_time = predicted_time(qm, best)
     result.measured_ms = {"configured": measured_ms(qm, xs), "result": measured_ms(best, xs),
                           "all_int16": measured_ms(qm_all, xs)}
