@@ -930,7 +930,7 @@ def test_lookup_call_copies_its_int16_table(build):
 
 
 @each_build
-def test_input_stage_int16_quantizes_floats_and_declines_codes(build):
+def test_input_stage_int16_quantizes_floats_copies_int16_codes_and_declines_the_rest(build):
     e = build._elementwise
     buf = np.zeros((3, 4, 5), np.int16)
     stage = e.InputStage(buf, 0.001, 0)
@@ -940,10 +940,14 @@ def test_input_stage_int16_quantizes_floats_and_declines_codes(build):
     np.testing.assert_array_equal(buf, oracle.quantize(xf, 0.001, 0, np.int16))
     xf[0, 1, 2] = np.inf
     assert stage(xf) == 1
+    # int16 arrays given to an int16 input are its codes (fixnet.step.check_input_array)
+    codes = int16_array(rng, (3, 4, 5))
+    assert stage(codes) == 0
+    np.testing.assert_array_equal(buf, codes)
     before = buf.copy()
-    # int8/uint8 codes are codes of another scale; int16 arrays given to predict are real
-    # values (fixnet.step.check_input_array): the caller converts or refuses them
-    for declined in (int8_array(rng, (3, 4, 5)), int16_array(rng, (3, 4, 5)),
+    # int8/uint8 codes are codes of another scale: the caller refuses them; other layouts
+    # and dtypes the caller converts
+    for declined in (int8_array(rng, (3, 4, 5)), codes.view(np.uint16), codes[:, :, ::-1],
                      xf.astype(np.float64), xf[:, :, ::-1], xf[:2]):
         assert stage(declined) == -1
     np.testing.assert_array_equal(buf, before)

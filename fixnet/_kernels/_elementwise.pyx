@@ -638,12 +638,13 @@ cdef int array_bits(cnp.ndarray a, str what) except -1:
 @cython.auto_pickle(False)
 cdef class InputStage:
     """Puts the caller's input into an arena buffer of int8 or int16 codes: ``stage(x)``
-    quantizes a float32 x (as quantize) into ``out``, or copies an int8 x into an int8
-    ``out``, and returns the number of non-finite values (0 for int8), or -1 without
-    touching anything if x is not a C-contiguous NumPy array of shape ``shape`` and of dtype
-    float32 or (for an int8 ``out`` only) int8: the caller then converts it. An int16
-    ``out`` takes float32 only: int8 codes mean nothing for an int16 input (they are codes of
-    another scale), and an int16 array given to predict holds real values, not codes.
+    quantizes a float32 x (as quantize) into ``out``, or copies codes of out's own type (an
+    int8 x into an int8 ``out``, an int16 x into an int16 ``out``), and returns the number of
+    non-finite values (0 for codes), or -1 without touching anything if x is not a
+    C-contiguous NumPy array of shape ``shape`` and of dtype float32 or out's: the caller
+    then converts or refuses it. int8 codes mean nothing for an int16 input (codes of
+    another scale); an int16 array given to an int16 input holds its codes
+    (fixnet.step.check_input_array).
 
     out: the arena buffer, int8 or int16, C-contiguous, shape ``shape``; scale, zp: the
     input's quantization (as quantize; zp 0 for int16)."""
@@ -680,7 +681,8 @@ cdef class InputStage:
             return -1
         a = <cnp.ndarray>x
         kind = cnp.PyArray_TYPE(a)
-        if not (kind == cnp.NPY_FLOAT32 or (kind == cnp.NPY_INT8 and self.bits == 8)):
+        if not (kind == cnp.NPY_FLOAT32 or (kind == cnp.NPY_INT8 and self.bits == 8)
+                or (kind == cnp.NPY_INT16 and self.bits == 16)):
             return -1
         if not cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_NDIM(a) != self.ndim:
             return -1
@@ -689,8 +691,8 @@ cdef class InputStage:
                 return -1
         if self.size == 0:
             return 0
-        if kind == cnp.NPY_INT8:
-            memcpy(self.out, cnp.PyArray_DATA(a), self.size)
+        if kind != cnp.NPY_FLOAT32:     # codes of out's type
+            memcpy(self.out, cnp.PyArray_DATA(a), self.size * (self.bits // 8))
             return 0
         if self.size >= NOGIL_MIN_ELEMENTS:
             with nogil:
