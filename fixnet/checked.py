@@ -89,7 +89,8 @@ def run_checked(qm, x, nonfinite="error"):
         raw = _unclamped(s, acc)
         saturated = 0
         if raw is not None:
-            lo, hi = (-32768, 32767) if s.bits == 16 else (-128, 127)
+            out_qp = qm.tensors[s.outputs[0]].qparams
+            lo, hi = out_qp.qmin, out_qp.qmax
             # below the type's minimum is a fused ReLU doing its job when the clamp starts at
             # real 0
             lower_is_activation = getattr(s, "act_min", lo) == s.out_zp

@@ -136,10 +136,9 @@ def with_int16(config, layers):
     return config.with_overrides({exact_pattern(name): {"activations": "int16"} for name in layers})
 
 
-def int16_gains(cal, config, qm, score):
-    """[(layer, measure with only that layer moved to int16)] for every candidate layer."""
-    return [(name, score(cal.build(with_int16(config, [name]))))
-            for name in candidate_layers(cal.g, qm)]
+def int16_gains(cal, config, names, score):
+    """[(layer, measure with only that layer moved to int16)] for each layer in ``names``."""
+    return [(name, score(cal.build(with_int16(config, [name])))) for name in names]
 
 
 def predicted_time(qm_before, qm_after):
@@ -165,7 +164,9 @@ def predicted_time(qm_before, qm_after):
 
 
 def measured_ms(qm, xs, rounds=20):
-    """Median batch-1 predict time in ms on the first validation sample."""
+    """Median batch-1 predict time in ms on the first validation sample, after one untimed
+    call. (fixnet.cli.measure.time_calls is the same loop; importing the cli package from
+    here would close an import cycle through fixnet.api.)"""
     x1 = [x[:1] for x in xs]
     arg = x1 if len(x1) > 1 else x1[0]
     qm.predict(arg)
@@ -188,15 +189,18 @@ def adjust_to_target(cal, config, qm, data):
     score = Scorer(g, xs, metric)
     before = score(qm)
     candidates = candidate_layers(g, qm)
-    all_cfg = with_int16(config, candidates)
-    qm_all = cal.build(all_cfg) if candidates else qm
+    qm_all = cal.build(with_int16(config, candidates)) if candidates else qm
+    # a layer whose int16 inputs break its int32 proof stays int8 even when asked (kept_int8):
+    # no candidate, so the ranking builds no model for it
+    kept = {name for name, _ in qm_all.kept_int8} if candidates else set()
+    candidates = [name for name in candidates if name not in kept]
     all16 = score(qm_all) if candidates else before
     result = Adjustment(metric, target, before, before, all16, before >= target, [],
                         candidates=len(candidates))
     chosen, best, best_score = [], qm, before
     if before < target and candidates:
         goal = target if all16 >= target else all16 - margin
-        gains = int16_gains(cal, config, qm, score)
+        gains = int16_gains(cal, config, candidates, score)
         result.gains = sorted(gains, key=lambda kv: -kv[1])
         order = [name for name, _ in result.gains]
         lo, hi = 1, len(order)          # the prefix of length hi meets the goal (all-int16)
@@ -214,7 +218,7 @@ def adjust_to_target(cal, config, qm, data):
         chosen = order[:hi]
         result.reached = best_score >= target
     result.after = best_score
-    # a layer whose int16 inputs break its int32 proof stays int8 (qm.kept_int8): not moved
+    # the layers that run int16 in the result (a proof that fails there keeps a layer int8)
     int16_now = {s.layer for s in best.steps if s.bits == 16 and s.op != "rescale"}
     result.int16_layers = [name for name in chosen if name in int16_now]
     result.predicted_time = predicted_time(qm, best)

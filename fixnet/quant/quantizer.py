@@ -26,7 +26,6 @@ from .qparams import QParams, qparams_from_range, quantize_channels, requant_mul
 from .rounding import round_rows, row_groups
 
 
-
 # ops whose output keeps its input's scale and zero point (they move codes, not values)
 SAME_QPARAMS_OPS = {"reshape", "identity", "transpose", "pad", "pool", "upsample", "crop", "zero_insert",
                     "masking"}
@@ -216,10 +215,10 @@ class Calibrated:
         """The report's adjust records for ``qm`` (built from this calibration) on inputs
         ``xs``: per layer that runs int8 and could run int16, the output SQNR with that layer
         alone in int16, best first (fixnet.quant.adjust.int16_gains)."""
-        from .adjust import Scorer, int16_gains
+        from .adjust import Scorer, candidate_layers, int16_gains
         score = Scorer(self.g, xs, "sqnr")
         base = score(qm)
-        gains = int16_gains(self, qm.config, qm, score)
+        gains = int16_gains(self, qm.config, candidate_layers(self.g, qm), score)
         return [{"layer": name, "sqnr_db": s, "gain_db": s - base, "base_db": base}
                 for name, s in sorted(gains, key=lambda kv: -kv[1])]
 
@@ -423,7 +422,6 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
             step = _node_step(n, 8, q, converts, steps, step_cache, base_key, input_means,
                               any_length, g)
         steps.append(step)
-    tensors = {t: TensorSpec(lengths[t][0], qp, lengths[t][1]) for t, qp in q.qp.items()}
     if kept_int8 and _kept is None:
         # build again with those layers int8 from the start, so that no tensor (a model input)
         # is made int16 only to be converted back for them
@@ -433,6 +431,7 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
                                    config=forced, step_cache=step_cache, _kept=kept_int8)
         qm.config = config
         return qm
+    tensors = {t: TensorSpec(lengths[t][0], qp, lengths[t][1]) for t, qp in q.qp.items()}
     qm = QuantizedModel(steps, tensors, g.inputs, g.outputs, g.name, g.source)
     qm.config = config
     qm.kept_int8 = list(_kept or ()) + kept_int8
