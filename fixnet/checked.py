@@ -1,6 +1,6 @@
 """Checked execution: the int8 network run step by step through the NumPy oracle with int64
 accumulators, raising AccumulatorOverflowError (naming the layer) if any int32 accumulator the
-kernels use would wrap, and counting how often each layer saturates at the int8 clamp.
+kernels use would wrap (or an int64 one of a wide step would reach 2^47), and counting how often each layer saturates at the int8 clamp.
 
 The outputs are bit-identical to ``QuantizedModel.predict`` (the kernels are bit-exact with
 the oracle); only slower.
@@ -26,6 +26,11 @@ def _accumulators(step, ins):
     return None
 
 
+def _is_wide(step):
+    """True for a step with int64 accumulators (fixnet.ops.base.WideAccumulators)."""
+    return getattr(step, "acc_bits", 32) == 64
+
+
 def _unclamped(step, acc):
     """out_zp + requantized accumulator, before the clamp (None where the step has none)."""
     m0, shift, zp = getattr(step, "m0", None), getattr(step, "shift", None), getattr(step, "out_zp", None)
@@ -34,6 +39,8 @@ def _unclamped(step, acc):
     c = np.asarray(m0).shape[0]
     if acc.shape[-1] != c:
         return None
+    if _is_wide(step):
+        return oracle.multiply_by_quantized_multiplier_wide(acc, m0, shift) + zp
     inside = np.clip(acc, INT32_MIN, INT32_MAX)
     return oracle.multiply_by_quantized_multiplier(inside, m0, shift).astype(np.int64) + zp
 
@@ -78,11 +85,16 @@ def run_checked(qm, x, nonfinite="error"):
         if acc is not None:
             acc = np.asarray(acc, np.int64)
             max_abs = int(np.abs(acc).max()) if acc.size else 0
-            if acc.size and (acc.max() > INT32_MAX or acc.min() < INT32_MIN):
+            # int32 accumulators must not wrap; a wide step's int64 ones must stay below
+            # 2^47, the bound of its requantization
+            lo, hi, kind = ((-oracle.WIDE_ACC_LIMIT + 1, oracle.WIDE_ACC_LIMIT - 1,
+                             "int64 accumulator would exceed 2^47") if _is_wide(s)
+                            else (INT32_MIN, INT32_MAX, "int32 accumulator would wrap"))
+            if acc.size and (acc.max() > hi or acc.min() < lo):
                 where = np.unravel_index(np.argmax(np.abs(acc)), acc.shape)
                 raise AccumulatorOverflowError(
-                    f"layer '{s.layer}' ({s.op}): an int32 accumulator would wrap: "
-                    f"{int(acc[where])} at index {tuple(int(i) for i in where)} is outside int32")
+                    f"layer '{s.layer}' ({s.op}): an {kind}: {int(acc[where])} at index "
+                    f"{tuple(int(i) for i in where)} is outside [{lo}, {hi}]")
         outs = s.oracle(ins)
         for t, o in zip(s.outputs, outs):
             vals[t] = o.reshape((o.shape[0],) + shapes[t])

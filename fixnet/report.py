@@ -8,11 +8,14 @@ from .tables import render_table
 
 
 class OverflowReport:
-    """Static int32 accumulator bound per layer: worst case over every input, in bits of headroom."""
+    """Static accumulator bound per layer: worst case over every input, in bits of headroom
+    below the limit of the layer's accumulator ("accumulator": int32, limit 2^31; or int64,
+    limit 2^47, for the int16 dense/conv2d layers whose int32 proof fails)."""
 
     def __init__(self, bounds):
         self.records = [{
             "layer": b.layer, "op": b.op, "what": b.what, "channels": int(b.worst.size),
+            "accumulator": b.accumulator,
             "worst_abs": int(b.worst.max()) if b.worst.size else 0,
             "headroom_bits": round(b.headroom_bits, 2), "proven": bool(b.proven),
         } for b in bounds]
@@ -31,10 +34,13 @@ class OverflowReport:
         return len(self.records)
 
     def __str__(self):
-        rows = [(r["layer"], r["op"], r["what"], r["worst_abs"], f"{r['headroom_bits']:.1f}",
-                 "yes" if r["proven"] else "NO") for r in self.records]
-        return render_table("int32 overflow proof (worst case over all int8 inputs)",
-                            ["layer", "op", "what", "worst |acc|", "headroom bits", "proven"], rows)
+        rows = [(r["layer"], r["op"], r["what"], r["accumulator"], r["worst_abs"],
+                 f"{r['headroom_bits']:.1f}", "yes" if r["proven"] else "NO")
+                for r in self.records]
+        return render_table("overflow proof (worst case over all inputs; headroom below 2^31 "
+                            "for int32 accumulators, 2^47 for int64)",
+                            ["layer", "op", "what", "acc", "worst |acc|", "headroom bits",
+                             "proven"], rows)
 
 
 ADJUST_ROWS = 10       # layers the printed "adjust" section lists

@@ -28,21 +28,30 @@ class TensorSpec:
 
 @dataclass
 class OverflowBound:
-    """Static proof for one layer: the worst |int32 accumulator| any input can produce."""
+    """Static proof for one layer: the worst |accumulator| any input can produce, against the
+    limit of the accumulator the layer runs with: 2^31 for int32 (every int8 layer, most
+    int16 ones), 2^47 for the int64 accumulators of a wide step (an int16 dense or conv2d
+    whose int32 proof fails; the int64 requantization needs |acc| < 2^47)."""
     layer: str
     op: str
     worst: np.ndarray               # int64 [channels]: worst-case |accumulator| per output channel
     what: str = "accumulator"
+    limit_bits: int = 31            # proven when every worst case is below 2^limit_bits
+
+    @property
+    def accumulator(self):
+        """"int32" or "int64": the accumulator type the layer's kernel sums in."""
+        return "int32" if self.limit_bits == 31 else "int64"
 
     @property
     def headroom_bits(self):
-        """Bits left before int32 wraps (>= 0 means proven; negative means it can wrap)."""
+        """Bits left before the limit (>= 0 means proven; negative means it can overflow)."""
         w = max(int(self.worst.max()) if self.worst.size else 0, 1)
-        return 31.0 - float(np.log2(w))
+        return float(self.limit_bits) - float(np.log2(w))
 
     @property
     def proven(self):
-        return int(self.worst.max() if self.worst.size else 0) < 2 ** 31
+        return int(self.worst.max() if self.worst.size else 0) < 2 ** self.limit_bits
 
 
 class Step:

@@ -163,18 +163,93 @@ def test_output_and_input_codes_follow_the_tensor_types():
     np.testing.assert_allclose(qm.predict(x), qm.output_qparams[0].dequantize(out16))
 
 
-def test_int16_layer_whose_proof_fails_stays_int8():
-    from fixnet.graph import Graph, Node
-    k, c = 4096, 4
-    w = {"kernel": np.ones((k, c)), "bias": np.zeros(c)}
-    g = Graph(["x"], ["y"], [Node("wide", "dense", ["x"], ["y"], {}, w, "wide", "Dense")],
-              {"x": (k,), "y": (c,)})
+def _one_layer(node, shapes):
+    from fixnet.graph import Graph
+    return Graph(["x"], ["y"], [node], shapes)
+
+
+def test_int16_dense_whose_int32_proof_fails_accumulates_in_int64(tmp_path):
+    from fixnet.graph import Node
     from fixnet.quant.quantizer import build_quantized_model, make_config
+    k, c = 4096, 4
+    rng = np.random.default_rng(3)
+    w = {"kernel": np.ones((k, c)), "bias": rng.normal(0, 8, c)}
+    g = _one_layer(Node("wide", "dense", ["x"], ["y"], {}, w, "wide", "Dense"),
+                   {"x": (k,), "y": (c,)})
     qm = build_quantized_model(g, {"x": (-1.0, 1.0), "y": (-4096.0, 4096.0)},
                                config=make_config(activations="int16"))
+    (step,) = qm.steps
+    assert (step.bits, step.acc_bits) == (16, 64) and not qm.kept_int8
+    # the proof: int32 cannot hold the worst case, int64 (below 2^47) does, stated per layer
+    (rec,) = qm.overflow_report()
+    assert rec["accumulator"] == "int64" and rec["worst_abs"] >= 2 ** 31 and rec["proven"]
+    assert "int64" in str(qm.overflow_report())
+    # the largest inputs: sums far beyond int32, the kernel equal to the oracle and checked run
+    x = np.concatenate([np.ones((2, k)), -np.ones((2, k)), rng.uniform(-1, 1, (4, k))])
+    x = x.astype(np.float32)
+    codes = qm.predict(x, output="int16")
+    np.testing.assert_array_equal(codes, qm.predict_oracle(x))
+    np.testing.assert_array_equal(qm.predict(x, check_overflow=True), qm.predict(x))
+    assert max(r["max_abs_accumulator"] for r in qm.last_check) >= 2 ** 31
+    # against the float layer (clipped to the output's range): input and output rounding and
+    # the 16-bit multiplier stay within two output steps
+    out_qp = qm.output_qparams[0]
+    ref = np.clip(x.astype(np.float64) @ w["kernel"] + w["bias"], *out_qp.real_range)
+    assert np.abs(qm.predict(x) - ref).max() <= 2 * out_qp.scale
+    # saved and loaded: still int64, same outputs; a damaged acc_bits is a FixnetError
+    qm.save(tmp_path / "wide.fxn")
+    back = fixnet.load(tmp_path / "wide.fxn")
+    assert back.steps[0].acc_bits == 64
+    np.testing.assert_array_equal(back.predict(x, output="int16"), codes)
+    for bad in (48, True, "64"):
+        rewrite_fxn_manifest(tmp_path / "wide.fxn", tmp_path / "bad.fxn",
+                             lambda m: m["steps"][0]["state"].__setitem__("acc_bits", bad))
+        with pytest.raises(fixnet.FixnetError, match="acc_bits"):
+            fixnet.load(tmp_path / "bad.fxn")
+
+
+def test_int16_conv2d_whose_int32_proof_fails_accumulates_in_int64():
+    from fixnet.graph import Node
+    from fixnet.quant.quantizer import build_quantized_model, make_config
+    attrs = {"rank": 2, "kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1),
+             "padding": "same", "groups": 1, "clamp": None}
+    w = {"kernel": np.ones((3, 3, 512, 3)), "bias": np.zeros(3)}
+    g = _one_layer(Node("c", "conv2d", ["x"], ["y"], attrs, w, "c", "Conv2D"),
+                   {"x": (4, 5, 512), "y": (4, 5, 3)})
+    qm = build_quantized_model(g, {"x": (-1.0, 1.0), "y": (-4608.0, 4608.0)},
+                               config=make_config(activations="int16"))
+    (step,) = qm.steps
+    assert (step.bits, step.acc_bits) == (16, 64) and qm.overflow_report().proven
+    rng = np.random.default_rng(4)
+    x = np.sign(rng.uniform(-1, 1, (3, 4, 5, 512))).astype(np.float32)
+    x[0] = 1.0
+    np.testing.assert_array_equal(qm.predict(x, output="int16"), qm.predict_oracle(x))
+    np.testing.assert_array_equal(qm.predict(x, check_overflow=True), qm.predict(x))
+
+
+def test_int16_layer_without_int64_kernel_whose_proof_fails_stays_int8():
+    from fixnet.graph import Node
+    from fixnet.quant.quantizer import build_quantized_model, make_config
+    # a 23x23 depthwise window of large weights: 529 taps of 2^15 * 127 pass 2^31, and
+    # depthwise has no int64 kernel (its windows are short everywhere else)
+    attrs = {"rank": 2, "kernel_size": (23, 23), "strides": (1, 1), "dilation": (1, 1),
+             "padding": "valid", "clamp": None}
+    w = {"kernel": np.ones((23, 23, 2, 1)), "bias": np.zeros(2)}
+    g = _one_layer(Node("dw", "depthwise_conv2d", ["x"], ["y"], attrs, w, "dw", "DepthwiseConv2D"),
+                   {"x": (23, 23, 2), "y": (1, 1, 2)})
+    qm = build_quantized_model(g, {"x": (-1.0, 1.0), "y": (-529.0, 529.0)},
+                               config=make_config(activations="int16"))
     assert [s.bits for s in qm.steps] == [8]
-    assert qm.kept_int8 and qm.kept_int8[0][0] == "wide" and "2^31" in qm.kept_int8[0][1]
+    assert qm.kept_int8 and qm.kept_int8[0][0] == "dw" and "2^31" in qm.kept_int8[0][1]
     assert qm.overflow_report().proven
+
+
+def test_mobilenetv2_classifier_runs_int16_with_int64_accumulators():
+    fm, qm, d = quantized("mobilenetv2_k3", FULL, activations="int16")
+    wide = [s.layer for s in qm.steps if getattr(s, "acc_bits", 32) == 64]
+    assert wide == ["predictions"] and not qm.kept_int8
+    assert [r["accumulator"] for r in qm.overflow_report()
+            if r["layer"] in wide and r["op"] == "dense"] == ["int64"]
 
 
 def test_target_sqnr_moves_the_fewest_layers_that_meet_it():

@@ -142,7 +142,8 @@ def describe_quantized(qm, path):
             scales.append(n_scales)
         rows.append((s.layer, s.op, step_types(s, qm.tensors), shapes_text(shapes, s.outputs),
                      f"{p:,}" if p else "", f"{m:,}" if m else "", f"{qp.scale:.4g}",
-                     qp.zero_point, "" if b is None else f"{b.headroom_bits:.1f}"))
+                     qp.zero_point, "" if b is None else f"{b.headroom_bits:.1f}"
+                     + ("" if b.accumulator == "int32" else f" ({b.accumulator})")))
     try:
         origin = f" (converted from {read_manifest(path)['converted_from']})"
     except Exception:       # the model itself was read: the manifest is there; be safe anyway
@@ -152,7 +153,8 @@ def describe_quantized(qm, path):
                                  "scale", "zero pt", "headroom bits"], rows)
     lines = [table, "(type: activations in -> out (weights are int8); scale, zero pt: of the "
                     "output; headroom bits: how far the int32 accumulator stays below 2^31 in "
-                    "the worst case over all inputs)",
+                    "the worst case over all inputs, or an int64 one (an int16 layer whose "
+                    "int32 proof fails) below 2^47)",
              *filter(None, [any_length_note(shapes, qm.inputs)])]
     for kind, names in (("input", qm.inputs), ("output", qm.outputs)):
         for t in names:
@@ -212,4 +214,8 @@ def overflow_line(qm):
     if risky:
         return (f"int32 overflow proof: does NOT hold for {len(risky)} layer(s); worst "
                 f"{where}: {worst.headroom_bits:.1f} bits")
-    return f"int32 overflow proof: holds for every layer; least headroom {worst.headroom_bits:.1f} bits in {where}"
+    wide = sorted({b.layer for b in bounds if b.accumulator == "int64"})
+    also = (f"; int64 accumulators (int32 cannot be proven with int16 inputs) in "
+            f"{', '.join(wide)}" if wide else "")
+    return (f"int32 overflow proof: holds for every layer; least headroom "
+            f"{worst.headroom_bits:.1f} bits in {where}{also}")

@@ -8,11 +8,11 @@ padding contributes exactly 0), y_q = clamp(y_zp + multiply_by_quantized_multipl
 import numpy as np
 
 from .. import layouts, oracle
-from .._kernels import _conv, _dense
+from .._kernels import _conv, _dense, _wide
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import INT32_MAX, acc_input_max, activation_bounds
 from ..step import OverflowBound, Step
-from .base import KeepsWidened, Op, register
+from .base import KeepsWidened, Op, WideAccumulators, register
 from .dense import apply_clamp
 from .spatial import geometry, windows
 
@@ -171,12 +171,16 @@ class _WindowStep(KeepsWidened, Step):
         """|w_q| summed per output channel (for the overflow bound)."""
         raise NotImplementedError
 
+    def worst_accumulators(self):
+        """The exact worst-case |accumulator| per output channel, over every input."""
+        return np.abs(self.bias.astype(np.int64)) + acc_input_max(self.bits) * self.channel_weights()
+
     def overflow_bound(self):
-        worst = np.abs(self.bias.astype(np.int64)) + acc_input_max(self.bits) * self.channel_weights()
+        worst = self.worst_accumulators()
         return OverflowBound(self.layer, self.op, worst << np.maximum(self.shift.astype(np.int64), 0))
 
 
-class ConvStep(_WindowStep):
+class ConvStep(WideAccumulators, _WindowStep):
     op = "conv2d"
 
     def __init__(self, name, layer, inputs, outputs, w_q, strides, dilation, groups, **p):
@@ -187,6 +191,9 @@ class ConvStep(_WindowStep):
     def kernel_params(self):
         """The params of _conv.conv2d and oracle.conv2d (CONV2D_PARAMS)."""
         return self.window_params(groups=self.groups)
+
+    def overflow_bound(self):
+        return self.accumulator_bound(self.worst_accumulators())
 
     def is_pointwise(self):
         """A 1x1 kernel at stride 1 over one group, without padding: a dense layer applied to
@@ -247,6 +254,9 @@ class ConvStep(_WindowStep):
 
     def bind(self, bufs):
         x4, y4 = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
+        if self.is_wide():
+            return _wide.Conv2dWideCall(x4, self.w_q, self.bias, self.m0, self.shift,
+                                        self.kernel_params(), y4)
         packed = self.packed_weights()
         kind = self.kernel()
         if kind == "dense":
@@ -266,8 +276,9 @@ class ConvStep(_WindowStep):
 
     def oracle(self, ins):
         x4 = ins[0].reshape((-1,) + self.nhwc_in)
-        y = oracle.conv2d(x4, self.w_q, self.bias, self.m0, self.shift, self.kernel_params(),
-                          out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
+        run = oracle.conv2d_wide if self.is_wide() else oracle.conv2d
+        y = run(x4, self.w_q, self.bias, self.m0, self.shift, self.kernel_params(),
+                out_h=self.nhwc_out[0], out_w=self.nhwc_out[1])
         return [y]
 
     def accumulators(self, ins):

@@ -6,11 +6,11 @@ int8: acc[c] = bias_eff[c] + sum_k x_q[k] * w_q[c, k]   (int32; bias_eff holds -
 import numpy as np
 
 from .. import layouts, oracle
-from .._kernels import _dense
+from .._kernels import _dense, _wide
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import INT32_MAX, acc_input_max, activation_bounds
-from ..step import OverflowBound, Step
-from .base import KeepsWidened, Op, register
+from ..step import Step
+from .base import KeepsWidened, Op, WideAccumulators, register
 
 
 def apply_clamp(y, clamp):
@@ -56,7 +56,7 @@ class Dense(Op):
         return step
 
 
-class DenseStep(KeepsWidened, Step):
+class DenseStep(WideAccumulators, KeepsWidened, Step):
     op = "dense"
 
     def __init__(self, name, layer, inputs, outputs, w_q, bias, m0, shift, out_zp, act_min, act_max):
@@ -93,6 +93,10 @@ class DenseStep(KeepsWidened, Step):
         x = bufs[self.inputs[0]]
         y = bufs[self.outputs[0]]
         k, c = self.w_q.shape[1], self.w_q.shape[0]
+        if self.is_wide():
+            return _wide.DenseWideCall(x.reshape(-1, k), self.w_q, self.bias, self.m0,
+                                       self.shift, self.out_zp, self.act_min, self.act_max,
+                                       y.reshape(-1, c))
         return _dense.DenseCall(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift,
                                 self.out_zp, self.act_min, self.act_max, y.reshape(-1, c),
                                 packed=self.packed_weights())
@@ -104,12 +108,12 @@ class DenseStep(KeepsWidened, Step):
     def oracle(self, ins):
         x = ins[0]
         k = self.w_q.shape[1]
-        y = oracle.dense(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift,
-                         self.out_zp, self.act_min, self.act_max)
+        run = oracle.dense_wide if self.is_wide() else oracle.dense
+        y = run(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift, self.out_zp,
+                self.act_min, self.act_max)
         return [y.reshape(x.shape[:-1] + (self.w_q.shape[0],))]
 
     def overflow_bound(self):
         worst = (np.abs(self.bias.astype(np.int64))
                  + acc_input_max(self.bits) * np.abs(self.w_q.astype(np.int64)).sum(axis=1))
-        worst = worst << np.maximum(self.shift.astype(np.int64), 0)   # left shift before the multiply
-        return OverflowBound(self.layer, self.op, worst)
+        return self.accumulator_bound(worst)

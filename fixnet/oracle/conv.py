@@ -27,6 +27,7 @@ from .core import (
     _params,
     _wrap_int32,
     multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_wide,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "DEPTHWISE_PARAMS",
     "conv2d",
     "conv2d_accumulators",
+    "conv2d_wide",
     "depthwise_conv2d",
     "depthwise_conv2d_accumulators",
 ]
@@ -151,6 +153,23 @@ def conv2d(x, w, bias, m0, shift, params, *, out_h, out_w):
     _check_act_output_range(dtype, out_zp, act_min, act_max)
     acc = conv2d_accumulators(x, w, bias, params, out_h=out_h, out_w=out_w)
     return _requantize_channels(acc, m0, shift, out_zp, act_min, act_max, dtype)
+
+
+def conv2d_wide(x, w, bias, m0, shift, params, *, out_h, out_w):
+    """conv2d with int64 accumulators (a "wide" step), as dense_wide is to dense: acc =
+    conv2d_accumulators(...) exact, |acc| < 2^47, requantized by
+    multiply_by_quantized_multiplier_wide (shift in [-31, 14]). Arguments and result as for
+    conv2d."""
+    *_, out_zp, act_min, act_max = _params(params, CONV2D_PARAMS, "conv2d")
+    dtype = _act(x, "x")[1]
+    _check_act_output_range(dtype, out_zp, act_min, act_max)
+    acc = conv2d_accumulators(x, w, bias, params, out_h=out_h, out_w=out_w)
+    channels = acc.shape[-1]
+    for name, values in (("m0", m0), ("shift", shift)):
+        if np.shape(values) != (channels,):
+            raise ValueError(f"{name} has shape {np.shape(values)}, expected ({channels},)")
+    return _clamp_to(dtype, out_zp, multiply_by_quantized_multiplier_wide(acc, m0, shift),
+                     act_min, act_max)
 
 
 def depthwise_conv2d_accumulators(x, w, bias, params, *, out_h, out_w):

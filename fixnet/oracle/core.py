@@ -29,6 +29,8 @@ __all__ = [
     "saturating_rounding_doubling_high_mul",
     "rounding_divide_by_pot",
     "multiply_by_quantized_multiplier",
+    "multiply_by_quantized_multiplier_wide",
+    "WIDE_ACC_LIMIT",
     "quantize_multiplier",
     "round_half_away",
     "quantize",
@@ -166,6 +168,32 @@ def multiply_by_quantized_multiplier(acc, m0, shift):
     right = np.maximum(-shift, 0)
     x = np.clip(acc * (np.int64(1) << left), INT32_MIN, INT32_MAX)  # |acc * 2^30| < 2^62
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, m0), right)
+
+
+# int64 accumulators ("wide" steps): |acc| below 2^47, so that acc times a 16-bit multiplier
+# stays inside int64 (TFLite's 16x8 kernels take the same bound)
+WIDE_ACC_LIMIT = 2 ** 47
+
+
+def multiply_by_quantized_multiplier_wide(acc, m0, shift):
+    """acc * m0 * 2^(shift - 31) for int64 accumulators, with one rounding: TFLite's rule for
+    the int64 accumulators of its 16x8 kernels (MultiplyByQuantizedMultiplier of an int64).
+
+    The multiplier is first rounded to 16 bits, r = (m0 + 2^15) >> 16 (0x7FFF when m0 >=
+    0x7FFF0000), then result = (acc * r + 2^(t - 1)) >> t with t = 15 - shift (an arithmetic
+    shift: the rounding is half up, toward +inf). acc: int64 integers, first saturated to
+    [-(2^47 - 1), 2^47 - 1] (defined here, as the int32 rule defines its left shift's
+    overflow; TFLite assumes |acc| < 2^47, which a wide step's overflow proof shows); m0: in
+    [0, 2^31); shift: in [-31, 14] (t >= 1). Returns int64 (|acc * r| < 2^62; the caller
+    clamps to its output type).
+    """
+    acc = np.clip(_int64(acc, "acc", -2 ** 63, 2 ** 63 - 1), -WIDE_ACC_LIMIT + 1,
+                  WIDE_ACC_LIMIT - 1)
+    m0 = _int64(m0, "m0", 0, INT32_MAX)
+    shift = _int64(shift, "shift", -31, 14)
+    reduced = np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, np.int64(0x7FFF))
+    total = 15 - shift
+    return (acc * reduced + (np.int64(1) << (total - 1))) >> total
 
 
 def quantize_multiplier(real):

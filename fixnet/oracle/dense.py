@@ -1,10 +1,11 @@
 """Oracle of dense (fixnet/ops/dense.py; kernel fixnet/_kernels/_dense.pyx)."""
 from .core import (_act, _check_act_output_range, _clamp_to, _int64, _wrap_int32,
-                   multiply_by_quantized_multiplier)
+                   multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_wide)
 
 __all__ = [
     "dense_accumulators",
     "dense",
+    "dense_wide",
 ]
 
 
@@ -39,4 +40,20 @@ def dense(x, w, bias, m0, shift, out_zp, act_min, act_max):
     _check_act_output_range(dtype, out_zp, act_min, act_max)
     acc = _wrap_int32(dense_accumulators(x, w, bias))
     return _clamp_to(dtype, out_zp, multiply_by_quantized_multiplier(acc, m0, shift),
+                     act_min, act_max)
+
+
+def dense_wide(x, w, bias, m0, shift, out_zp, act_min, act_max):
+    """Fully connected layer with int64 accumulators (a "wide" step): for int16 layers whose
+    int32 accumulators cannot be proven safe (TFLite's 16x8 kernels accumulate in int64 too).
+
+    out[n, c] = clamp(out_zp + multiply_by_quantized_multiplier_wide(acc[n, c], m0[c],
+    shift[c]), act_min, act_max), acc = dense_accumulators(x, w, bias) exact (no wrap), which
+    must stay below 2^47 in magnitude (the overflow proof of a wide step says it does).
+    Arguments as for dense; shift in [-31, 14]. Returns [N, C] of x's dtype.
+    """
+    dtype = _act(x, "x")[1]
+    _check_act_output_range(dtype, out_zp, act_min, act_max)
+    acc = dense_accumulators(x, w, bias)
+    return _clamp_to(dtype, out_zp, multiply_by_quantized_multiplier_wide(acc, m0, shift),
                      act_min, act_max)

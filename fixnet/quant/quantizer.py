@@ -408,9 +408,12 @@ def build_quantized_model(g, ranges, per_channel=True, weight_clipping=None, inp
         step = _node_step(n, bits, q, converts, steps, step_cache, base_key, input_means,
                           any_length, g)
         bound = step.overflow_bound() if bits == 16 else None
+        if bound is not None and not bound.proven and hasattr(step, "widen") and step.widen():
+            bound = None    # dense / conv2d: int64 accumulators, proven below 2^47
         if bound is not None and not bound.proven:
-            # int16 inputs break this layer's int32 proof (|x| up to 32768 instead of 128):
-            # it runs int8, converted at both ends, rather than wrap or widen to int64
+            # int16 inputs break this layer's int32 proof (|x| up to 32768 instead of 128)
+            # and it has no int64 kernel (only dense and conv2d do), or even int64 cannot be
+            # proven: it runs int8, converted at both ends, rather than wrap
             del steps[mark[0]:]
             for key, name in converts.made.items():
                 if key not in mark[1]:
