@@ -1,6 +1,7 @@
 """int16 activations end to end: whole models and mixed ones run bit-exactly with the oracle,
 convert where types meet, keep the overflow proof, save and load, and are at least as accurate
 as TFLite's 16x8 mode on the same calibration."""
+import dataclasses
 import os
 
 import numpy as np
@@ -267,9 +268,10 @@ def test_target_sqnr_moves_the_fewest_layers_that_meet_it():
     assert sqnr_db(ref, qm.predict(val)) == pytest.approx(a.after)
     assert 0 < len(a.int16_layers) < a.candidates
     assert {s.layer for s in qm.steps if s.bits == 16 and s.op != "rescale"} == set(a.int16_layers)
-    # one fewer layer of the ranking does not meet it
+    # one fewer layer of the ranking (with the range methods it kept) does not meet it
+    methods = {n: {"method": m} for n, m in a.range_methods.items()}
     fewer = fm.quantize(calib, progress=False, overrides={
-        n: {"activations": "int16"} for n in a.int16_layers[:-1]}) if len(a.int16_layers) > 1 else q8
+        **methods, **{n: {"activations": "int16"} for n in a.int16_layers[:-1]}})
     assert sqnr_db(ref, fewer.predict(val)) < target
     assert qm.config.target_sqnr == target and "int16" in qm.config.describe()
     assert "met" in a.summary()
@@ -280,6 +282,27 @@ def test_target_sqnr_moves_the_fewest_layers_that_meet_it():
     assert "NOT reachable" in far.adjustment.summary()
 
 
+def test_target_met_by_a_range_method_moves_no_layer_to_int16():
+    # on the digits convnet, conv2d_1's output range by "mse" instead of "auto"'s per-tensor
+    # choice gains about 5 dB at the output: cheaper than any int16 layer
+    d = fixture_data("cnn_digits_k3")
+    fm = fixnet.load(fixture_path("cnn_digits_k3"))
+    calib, val = d["x_calib"][:64], d["x_test"][:64]
+    ref = fm.predict(val)
+    s8 = sqnr_db(ref, fm.quantize(calib, progress=False).predict(val))
+    qm = fm.quantize(calib, target_sqnr=s8 + 1.0, validation=val, progress=False)
+    a = qm.adjustment
+    assert a.reached and a.range_methods and a.int16_layers == []
+    assert all(s.bits == 8 for s in qm.steps)
+    assert "range method changed" in a.summary()
+    assert sqnr_db(ref, qm.predict(val)) == pytest.approx(a.after) and a.after >= s8 + 1.0
+    # the config it returns says so, and rebuilds the same model
+    assert {n: m for n, m in a.range_methods.items()} == {
+        n: qm.config.layer_value("method", n) for n in a.range_methods}
+    again = fm.quantize(calib, dataclasses.replace(qm.config, target_sqnr=None), progress=False)
+    np.testing.assert_array_equal(again.predict(val), qm.predict(val))
+
+
 def test_report_has_types_and_an_adjust_section():
     fm, qm, d = quantized("cnn_digits_k3")
     r = qm.report(d["x_test"][:32])
@@ -288,3 +311,32 @@ def test_report_has_types_and_an_adjust_section():
     assert adj and all(a["gain_db"] == pytest.approx(a["sqnr_db"] - a["base_db"]) for a in adj)
     assert adj == sorted(adj, key=lambda a: -a["sqnr_db"])
     assert "adjust: output SQNR with one layer moved to int16" in str(r)
+
+
+def test_int16_global_average_pool_over_more_than_516_pixels_stays_int16():
+    from fixnet.graph import Node
+    from fixnet.quant.quantizer import build_quantized_model, make_config
+    attrs = {"kind": "avg", "rank": 2, "keepdims": False}
+    g = _one_layer(Node("gap", "global_pool", ["x"], ["y"], attrs, {}, "gap", "GlobalAveragePooling2D"),
+                   {"x": (40, 30, 3), "y": (3,)})
+    qm = build_quantized_model(g, {"x": (-2.0, 2.0), "y": (-2.0, 2.0)},
+                               config=make_config(activations="int16"))
+    (step,) = qm.steps
+    assert step.bits == 16 and not qm.kept_int8 and qm.overflow_report().proven
+    x = np.random.default_rng(5).uniform(-2, 2, (4, 40, 30, 3)).astype(np.float32)
+    x[0] = 2.0                                   # the largest sum: 1200 pixels of 32767
+    np.testing.assert_array_equal(qm.predict(x, output="int16"), qm.predict_oracle(x))
+    np.testing.assert_array_equal(qm.predict(x, check_overflow=True), qm.predict(x))
+    assert np.abs(qm.predict(x) - x.mean(axis=(1, 2))).max() <= qm.output_qparams[0].scale
+
+
+def test_multipliers_saturate_where_the_output_type_ends():
+    from fixnet.oracle import multiply_by_quantized_multiplier
+    from fixnet.quant.qparams import requant_multipliers
+    (m8,), (s8,) = requant_multipliers(1000.0, "test")
+    (m16,), (s16,) = requant_multipliers(1000.0, "test", bits=16)
+    assert m8 * 2.0 ** (s8 - 31) == 256.0           # int8: every v != 0 is beyond int8 anyway
+    assert m16 * 2.0 ** (s16 - 31) == 1000.0        # int16: 1000 * v is still inside int16
+    assert multiply_by_quantized_multiplier(7, m16, s16) == 7000
+    (m,), (s,) = requant_multipliers(1e6, "test", bits=16)
+    assert m * 2.0 ** (s - 31) == 65536.0

@@ -44,7 +44,7 @@ class Activation(Op):
         x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
         f, clamp = activation_function(node.attrs)
         if clamp is not None:
-            m0, shift = requant_multipliers(x_qp.scale / y_qp.scale, node.describe())
+            m0, shift = requant_multipliers(x_qp.scale / y_qp.scale, node.describe(), y_qp.bits)
             lo, hi = activation_bounds(clamp, y_qp)
             return RescaleStep(node.name, node.layer, node.inputs, node.outputs, x_qp.zero_point,
                                int(m0[0]), int(shift[0]), y_qp.zero_point, lo, hi,

@@ -74,18 +74,18 @@ class Binary(Op):
             out_real = twice_max / ((1 << left_shift) * oq.scale)
             if kind == "average":
                 out_real /= 2.0
-            (mo,), (so,) = requant_multipliers(out_real, where)
+            (mo,), (so,) = requant_multipliers(out_real, where, oq.bits)
             params = dict(x_zp=xq.zero_point, x_m0=mx, x_shift=sx, y_zp=yq.zero_point, y_m0=my,
                           y_shift=sy, left_shift=left_shift, out_m0=mo, out_shift=so,
                           out_zp=oq.zero_point, act_min=lo, act_max=hi,
                           subtract=int(kind == "subtract"))
         elif kind == "multiply":
-            (m,), (s,) = requant_multipliers(xq.scale * yq.scale / oq.scale, where)
+            (m,), (s,) = requant_multipliers(xq.scale * yq.scale / oq.scale, where, oq.bits)
             params = dict(x_zp=xq.zero_point, y_zp=yq.zero_point, m0=m, shift=s,
                           out_zp=oq.zero_point, act_min=lo, act_max=hi)
         else:
-            (mx,), (sx,) = requant_multipliers(xq.scale / oq.scale, where)
-            (my,), (sy,) = requant_multipliers(yq.scale / oq.scale, where)
+            (mx,), (sx,) = requant_multipliers(xq.scale / oq.scale, where, oq.bits)
+            (my,), (sy,) = requant_multipliers(yq.scale / oq.scale, where, oq.bits)
             params = dict(x_zp=xq.zero_point, x_m0=mx, x_shift=sx, y_zp=yq.zero_point, y_m0=my,
                           y_shift=sy, out_zp=oq.zero_point, act_min=lo, act_max=hi,
                           take_min=int(kind == "minimum"))
@@ -177,7 +177,8 @@ class Concat(Op):
             if iq == oq:
                 m0, shift = 0, 0                    # same quantization: the kernel copies bytes
             else:
-                (m0,), (shift,) = requant_multipliers(iq.scale / oq.scale, node.describe())
+                (m0,), (shift,) = requant_multipliers(iq.scale / oq.scale, node.describe(),
+                                                      oq.bits)
                 if m0 == 0:
                     # a factor below 2^-32 (requant_multipliers' 0) maps every code of this input
                     # to the output zero point; m0 = 0 means "copy bytes" to the kernel, so use

@@ -98,10 +98,17 @@ class GlobalPool(Op):
                             (0, 0), nhwc_in, (1, 1, c))
         x_qp, y_qp = q.qparams(node.inputs[0]), q.qparams(node.outputs[0])
         from ..quant.qparams import requant_multipliers
-        w_scale = 1.0 / (127.0 * h * w)
-        w_q = layouts.step_from_rows("depthwise_conv2d", np.full((c, h, w), 127, np.int8))
-        bias = (-x_qp.zero_point * 127 * h * w) * np.ones(c, np.int64)
-        m0, shift = requant_multipliers(np.full(c, x_qp.scale * w_scale / y_qp.scale), node.describe())
+        # weights of 127 (the multiplier then divides by 127 * H * W); int16 inputs (|x| up to
+        # 2^15) over more than 516 pixels take the largest weight that keeps the int32 sum
+        # proven, down to 1 (65535 pixels): the multiplier's 31 bits carry the division
+        weight = 127
+        if x_qp.bits == 16:
+            weight = int(min(127, max(1, (2 ** 31 - 1) // (32768 * h * w))))
+        w_scale = 1.0 / (weight * h * w)
+        w_q = layouts.step_from_rows("depthwise_conv2d", np.full((c, h, w), weight, np.int8))
+        bias = (-x_qp.zero_point * weight * h * w) * np.ones(c, np.int64)
+        m0, shift = requant_multipliers(np.full(c, x_qp.scale * w_scale / y_qp.scale), node.describe(),
+                                        y_qp.bits)
         return GlobalAveragePoolStep(node.name, node.layer, node.inputs, node.outputs, w_q, (1, 1),
                                      (1, 1), 1, bias=bias.astype(np.int32), m0=m0, shift=shift,
                                      pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
@@ -112,7 +119,7 @@ class GlobalPool(Op):
 class GlobalAveragePoolStep(DepthwiseStep):
     """A global average pooling: the mean over the whole window, run on the depthwise kernel as
     a depthwise convolution whose weights are all 127 and whose multiplier divides by
-    127 * H * W. Its own op: reports label it, and it counts no multiply-adds (fixnet.cost
+    127 * H * W (int16 over more than 516 pixels: a smaller weight, see GlobalPool.quantize). Its own op: reports label it, and it counts no multiply-adds (fixnet.cost
     counts pooling as none, as benchmarks do). A .fxn file written before it existed holds
     such a step as a DepthwiseStep (labelled depthwise_conv2d); it runs the same."""
     op = "global_average_pool"

@@ -30,8 +30,9 @@ class PReLU(Op):
         shape = q.shape(node.inputs[0])
         alpha = np.broadcast_to(node.weights["alpha"], shape).reshape(1, -1)
         a_q, (a_scale,) = quantize_weights(alpha, per_channel=True)     # one scale for all
-        (pm,), (ps,) = requant_multipliers(x_qp.scale / y_qp.scale, node.describe())
-        (nm,), (ns,) = requant_multipliers(x_qp.scale * a_scale / y_qp.scale, node.describe())
+        (pm,), (ps,) = requant_multipliers(x_qp.scale / y_qp.scale, node.describe(), y_qp.bits)
+        (nm,), (ns,) = requant_multipliers(x_qp.scale * a_scale / y_qp.scale, node.describe(),
+                                           y_qp.bits)
         lo, hi = activation_bounds(None, y_qp)
         return PReLUStep(node.name, node.layer, node.inputs, node.outputs, a_q[0], x_qp.zero_point,
                          int(pm), int(ps), int(nm), int(ns), y_qp.zero_point, lo, hi)

@@ -5,9 +5,14 @@ target is met (``quantize(calib, target_sqnr=DB)`` or ``target_agreement=FRACTIO
    output SQNR against the float graph, or top-1 agreement with it.
 2. For every layer that runs int16 kernels, the same measure with that one layer in int16
    (``int16_gains``; the report's "adjust" section prints it): what moving it alone buys.
-3. Rank the layers by that gain and take the shortest prefix of the ranking whose model meets
-   the target (bisection over the prefix length: about log2(layers) more builds).
-4. If even every layer in int16 misses the target, aim at 0.5 dB below all-int16 (or 0.5
+3. The cheaper remedy first: for the layers at the top of that ranking (METHOD_TRIALS), try
+   the other range methods of their int8 output (minmax, percentile, mse, entropy), which
+   cost no time at run time; keep a method where it raises the measure, one layer after
+   the other. If that meets the target, no layer moves to int16.
+4. Otherwise rank the layers by their int16 gain and take the shortest prefix of the ranking
+   whose model (with the kept range methods) meets the target (bisection over the prefix
+   length: about log2(layers) more builds).
+5. If even every layer in int16 misses the target, aim at 0.5 dB below all-int16 (or 0.5
    point of agreement) instead and say so: the int8 weights are then the limit, and the
    fewest int16 layers that come that close are kept.
 
@@ -26,6 +31,10 @@ from ..metrics import sqnr_db
 from .config import INT16_OPS, exact_pattern
 
 VALIDATION_LIMIT = 512          # samples measured per build
+METHOD_TRIALS = 6               # layers (best int16 gain first) whose range method is tried
+RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
+# a range method is kept when it raises the measure by more than this (noise of one build)
+METHOD_MIN_GAIN = {"sqnr": 0.05, "agreement": 0.002}
 MISS_MARGIN_DB = 0.5            # when the target is out of reach: this close to all-int16
 MISS_MARGIN_AGREEMENT = 0.005
 # Predicted cost of an int16 layer relative to its int8 time, per kernel type: int16 time /
@@ -48,6 +57,7 @@ class Adjustment:
     all_int16: float                # the measure with every int16-capable layer in int16
     reached: bool                   # the target was met
     int16_layers: List[str]         # the layers moved to int16
+    range_methods: dict = field(default_factory=dict)  # {layer: range method} changed (int8)
     gains: List[tuple] = field(default_factory=list)  # (layer, measure with it alone in int16)
     predicted_time: Optional[float] = None   # predicted time relative to as-configured
     measured_ms: dict = field(default_factory=dict)  # batch-1 ms: configured, result, all_int16
@@ -69,6 +79,9 @@ class Adjustment:
                  f"(all-int16 {self.all_int16:.2f}{u})",
                  f"  {len(self.int16_layers)} of {self.candidates} layers moved to int16: "
                  + (", ".join(self.int16_layers) or "none")]
+        if self.range_methods:
+            lines.insert(2, "  range method changed (no run-time cost): " + ", ".join(
+                f"{name} -> {method}" for name, method in self.range_methods.items()))
         if self.predicted_time is not None:
             lines.append(f"  time: predicted {self.predicted_time:.2f}x the configured model's")
         if self.measured_ms:
@@ -141,6 +154,29 @@ def int16_gains(cal, config, names, score):
     return [(name, score(cal.build(with_int16(config, [name])))) for name in names]
 
 
+def try_range_methods(cal, config, names, score, start, goal, metric):
+    """(config, measure, model or None, {layer: method}): for each layer of ``names`` in turn,
+    the range method of its output that raises the measure most over ``start`` (by more than
+    METHOD_MIN_GAIN), kept before the next layer is tried; stops once ``goal`` is met."""
+    changed, best_qm, best = {}, None, start
+    for name in names:
+        current = config.layer_value("method", name)
+        pick = None
+        for method in RANGE_METHODS:
+            if method == current:
+                continue
+            trial = config.with_overrides({exact_pattern(name): {"method": method}})
+            m = cal.build(trial)
+            s = score(m)
+            if s > best + METHOD_MIN_GAIN[metric] and (pick is None or s > pick[1]):
+                pick = (trial, s, m, method)
+        if pick is not None:
+            config, best, best_qm, changed[name] = pick
+            if best >= goal:
+                break
+    return config, best, best_qm, changed
+
+
 def predicted_time(qm_before, qm_after):
     """Time of ``qm_after`` relative to ``qm_before`` from MACs per kernel type (a step
     without MACs counts its output values / 8: memory-bound steps are cheap per value)."""
@@ -197,25 +233,42 @@ def adjust_to_target(cal, config, qm, data):
     all16 = score(qm_all) if candidates else before
     result = Adjustment(metric, target, before, before, all16, before >= target, [],
                         candidates=len(candidates))
-    chosen, best, best_score = [], qm, before
+    chosen, best, best_score, base = [], qm, before, config
     if before < target and candidates:
         goal = target if all16 >= target else all16 - margin
         gains = int16_gains(cal, config, candidates, score)
         result.gains = sorted(gains, key=lambda kv: -kv[1])
         order = [name for name, _ in result.gains]
-        lo, hi = 1, len(order)          # the prefix of length hi meets the goal (all-int16)
-        found = {len(order): (qm_all, all16)}
-        while lo < hi:
-            mid = (lo + hi) // 2
-            m = cal.build(with_int16(config, order[:mid]))
-            s = score(m)
-            if s >= goal:
-                hi = mid
-                found[mid] = (m, s)
-            else:
-                lo = mid + 1
-        best, best_score = found[hi]
-        chosen = order[:hi]
+        # the cheaper remedy first: range methods, no run-time cost
+        base, s, m, result.range_methods = try_range_methods(
+            cal, config, order[:METHOD_TRIALS], score, before, target, metric)
+        if result.range_methods:
+            best, best_score = m, s
+        if best_score < target:
+            # the kept range methods under int16 too, unless all-int16 is better without them
+            if result.range_methods:
+                m_all = cal.build(with_int16(base, order))
+                s_all = score(m_all)
+                if s_all >= all16:
+                    all16, qm_all = s_all, m_all
+                    result.all_int16 = s_all
+                    goal = target if all16 >= target else all16 - margin
+                else:
+                    base, result.range_methods = config, {}
+            # the prefix of length hi meets the goal (all-int16)
+            lo, hi = 1, len(order)
+            found = {len(order): (qm_all, all16)}
+            while lo < hi:
+                mid = (lo + hi) // 2
+                m = cal.build(with_int16(base, order[:mid]))
+                s = score(m)
+                if s >= goal:
+                    hi = mid
+                    found[mid] = (m, s)
+                else:
+                    lo = mid + 1
+            best, best_score = found[hi]
+            chosen = order[:hi]
         result.reached = best_score >= target
     result.after = best_score
     # the layers that run int16 in the result (a proof that fails there keeps a layer int8)
@@ -226,6 +279,6 @@ def adjust_to_target(cal, config, qm, data):
                           "all_int16": measured_ms(qm_all, xs)}
     result.arena_bytes = {name: m.memory_plan(1).peak_bytes if not m.length_symbols else None
                           for name, m in (("configured", qm), ("result", best), ("all_int16", qm_all))}
-    best.config = with_int16(config, chosen) if chosen else config
+    best.config = with_int16(base, chosen) if chosen else base
     best.adjustment = result
     return best

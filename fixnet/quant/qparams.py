@@ -240,34 +240,38 @@ def quantize_bias(b, scale, where):
 # v != 0 lands at least 256 steps away, beyond int8 from any zero point, and v = 0 lands on the
 # zero point: every such multiplier gives the same int8 outputs. So they are all represented
 # by 256 exactly (m0 = 2^30, shift 9), which keeps the left shift (and the overflow proof's
-# factor 2^shift) small. 2^30 is where the fixed-point form itself ends (shift 30).
+# factor 2^shift) small. 2^30 is where the fixed-point form itself ends (shift 30). For an
+# int16 output the same holds from 65536 (every v != 0 lands beyond int16 from zero point 0).
 MULTIPLIER_SATURATES = 256.0
+MULTIPLIER_SATURATES_BY_BITS = {8: MULTIPLIER_SATURATES, 16: 65536.0}
 # Below 2^-32, m0 * 2^(shift - 31) is (0, 0): |accumulator| < 2^31 (the overflow proof) times
 # the multiplier is below half an output step, so the exact product rounds to 0 as well.
 MULTIPLIER_UNDERFLOW = 2.0 ** -32
 
 
-def fixed_point_multiplier(real):
-    """(m0, shift) for one real multiplier >= 0 under the rules above: multipliers from 256 up
-    become 256 (the same int8 results), those below 2^-32 become (0, 0). Raises ValueError
-    for a negative or non-finite value (requant_multipliers turns it into a
-    QuantizationError naming the layer)."""
+def fixed_point_multiplier(real, bits=8):
+    """(m0, shift) for one real multiplier >= 0 under the rules above, for a result of
+    ``bits`` (8 or 16): multipliers from 256 up (int16: 65536) become 256 (65536), with the
+    same results, those below 2^-32 become (0, 0). Raises ValueError for a negative or
+    non-finite value (requant_multipliers turns it into a QuantizationError naming the
+    layer)."""
     real = float(real)
     if not np.isfinite(real) or real < 0:
         raise ValueError(f"real multiplier {real!r} is not finite and >= 0")
-    return quantize_multiplier(min(real, MULTIPLIER_SATURATES))
+    return quantize_multiplier(min(real, MULTIPLIER_SATURATES_BY_BITS[bits]))
 
 
-def left_shift_of(real):
+def left_shift_of(real, bits=8):
     """The left shift (>= 0) the requantization of ``real`` applies to the accumulator."""
-    return max(fixed_point_multiplier(real)[1], 0)
+    return max(fixed_point_multiplier(real, bits)[1], 0)
 
 
-def requant_multipliers(real, where):
+def requant_multipliers(real, where, bits=8):
     """Fixed-point (m0 int32, shift int32) arrays for an array of positive real multipliers.
 
     Every finite multiplier >= 0 has one (see fixed_point_multiplier: >= 256 saturates
-    exactly as 256 does, < 2^-32 is 0); a multiplier that is not finite or negative (damaged
+    exactly as 256 does, or >= 65536 as 65536 for ``bits`` 16, the type of the result;
+    < 2^-32 is 0); a multiplier that is not finite or negative (damaged
     weights or scales) is a QuantizationError naming ``where``, never a bare ValueError."""
     real = np.atleast_1d(np.asarray(real, np.float64))
     bad = ~np.isfinite(real) | (real < 0)
@@ -275,7 +279,7 @@ def requant_multipliers(real, where):
         i = int(np.argmax(bad))
         raise QuantizationError(f"{where}: requantization factor {real[i]!r} (channel {i}) is not "
                                 "a finite non-negative number; are its weights or ranges finite?")
-    out = [fixed_point_multiplier(r) for r in real]
+    out = [fixed_point_multiplier(r, bits) for r in real]
     m0 = np.array([m for m, _ in out], np.int32)
     shift = np.array([s for _, s in out], np.int32)
     return m0, shift
@@ -321,7 +325,7 @@ def channel_worst(codes, b, scale, x_qp, y_qp):
     b_q = float(round_half_away(b / (x_qp.scale * scale)))
     b_eff = b_q - x_qp.zero_point * float(codes.sum())
     worst = abs(b_eff) + acc_input_max(x_qp.bits) * float(np.abs(codes).sum())
-    return worst * 2.0 ** left_shift_of(x_qp.scale * scale / y_qp.scale)
+    return worst * 2.0 ** left_shift_of(x_qp.scale * scale / y_qp.scale, y_qp.bits)
 
 
 def widened_scale(row, b, natural, x_qp, y_qp, where, channel):
@@ -424,7 +428,7 @@ def quantize_channels(rows, bias, x_qp, y_qp, where, per_channel=True, clipping=
         i = int(np.argmax(np.abs(b_eff)))
         raise OverflowRiskError(f"{where}: the int32 bias of channel {i} with the input "
                                 "zero-point term folded in does not fit int32")
-    m0, shift = requant_multipliers(x_qp.scale * scale / y_qp.scale, where)
+    m0, shift = requant_multipliers(x_qp.scale * scale / y_qp.scale, where, y_qp.bits)
     return ChannelQuant(w_q.reshape(rows.shape), scale, b_eff.astype(np.int32), m0, shift,
                         tuple(widened))
 

@@ -357,7 +357,7 @@ class Converts:
             else:               # rounds: to the int8 range of the tensor's group
                 self.q.bits = 8
                 dst = self.q.preferred_qparams(t)
-            m0, shift = requant_multipliers(src.scale / dst.scale, reader.describe())
+            m0, shift = requant_multipliers(src.scale / dst.scale, reader.describe(), dst.bits)
             step = RescaleStep(f"{name}/convert", reader.layer, [t], [name], src.zero_point,
                                int(m0[0]), int(shift[0]), dst.zero_point, dst.qmin, dst.qmax,
                                in_bits=src.bits)
