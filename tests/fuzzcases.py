@@ -56,7 +56,7 @@ PREDICT_SAMPLES = 3
 #   self-consistent: finite outputs, kernels bit-exact with the oracle.
 SQNR_BAR = 20.0
 EXTREME_WEIGHT = 1e20
-FXN_CRAFTED = ("fxn_manifest", "fxn_array", "fxn_palette")
+FXN_CRAFTED = ("fxn_manifest", "fxn_array", "fxn_palette", "fxn_stored")
 
 # (fixture, format). "h5": full-model HDF5; "keras": Keras 3 archive; "json": architecture JSON
 # + weights file; "fxn": fixnet's own file, made at test time with qm.save from the fixture.
@@ -836,6 +836,10 @@ def _fxn_parts(path):
     return head, data[51:]
 
 
+def _fxn_version(path):
+    return struct.unpack_from("<I", open(path, "rb").read(11), 7)[0]
+
+
 def _fxn_write(path, version, payload, length=None, digest=None):
     import hashlib
     header = struct.pack("<7sIQ32s", b"FIXNET\x00", version,
@@ -847,7 +851,7 @@ def _fxn_write(path, version, payload, length=None, digest=None):
 def _fxn_edit_archive(path, fn):
     """Unpack the payload, let fn edit {entry: bytes}, repack with a valid checksum (a crafted
     file: the checksum only proves it was not damaged by accident)."""
-    _, payload = _fxn_parts(path)
+    version, payload = _fxn_version(path), _fxn_parts(path)[1]
     with zipfile.ZipFile(io.BytesIO(payload)) as z:
         entries = {i.filename: z.read(i.filename) for i in z.infolist()}
     what = fn(entries)
@@ -855,8 +859,21 @@ def _fxn_edit_archive(path, fn):
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for k, v in entries.items():
             z.writestr(k, v)
-    _fxn_write(path, 1, buf.getvalue())
+    _fxn_write(path, version, buf.getvalue())
     return what
+
+
+def _fxn_edit_arrays(path, fn):
+    """As _fxn_edit_archive, fn editing (manifest, {array name: stored bytes}) of a format-2
+    file (fixnet/fxn/stored.py); the offsets follow the manifest's order of the arrays."""
+    import fxn_files
+
+    def edit(entries):
+        m, segs = fxn_files.segments(entries)
+        what = fn(m, segs)
+        fxn_files.pack_segments(entries, m, segs)
+        return what
+    return _fxn_edit_archive(path, edit)
 
 
 def m_fxn_manifest(rng, files):
@@ -908,11 +925,11 @@ def m_fxn_manifest(rng, files):
 
 def m_fxn_array(rng, files):
     import numpy as np
+    import fxn_files
 
-    def fn(entries):
-        m = json.loads(entries["manifest.json"])
-        entry = rng.choice(sorted(k for k in entries if k.startswith("arrays/")))
-        a = np.lib.format.read_array(io.BytesIO(entries[entry]))
+    def fn(m, segs):
+        entry = rng.choice(sorted(segs))
+        a = fxn_files.decode(m, segs, entry)
         kind = rng.randrange(5)
         if kind == 0:                    # random values, same dtype and shape
             if a.dtype.kind in "iu":
@@ -931,77 +948,67 @@ def m_fxn_array(rng, files):
         elif kind == 2:                  # other dtype, manifest consistent
             b = a.astype(rng.choice([np.int8, np.int32, np.float32, np.int64, np.uint8]))
             what = f"{entry}: dtype {a.dtype} -> {b.dtype} (manifest updated)"
-        elif kind == 3:                  # a .npy that is not what the manifest says
-            b = np.zeros(7, np.float64)
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, b)
-            entries[entry] = buf.getvalue()
-            return f"{entry}: replaced by float64 (7,), manifest unchanged"
-        else:                            # a pickled object array
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.array([None, 1], dtype=object), allow_pickle=True)
-            entries[entry] = buf.getvalue()
-            return f"{entry}: replaced by a pickled object array"
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, b)
-        entries[entry] = buf.getvalue()
-        m["arrays"][entry] = {"dtype": b.dtype.str, "shape": list(b.shape)}
-        entries["manifest.json"] = json.dumps(m).encode()
+        elif kind == 3:                  # bytes that are not what the spec says
+            segs[entry] = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 7, 64])))
+            return f"{entry}: stored bytes replaced by {len(segs[entry])} random bytes, spec unchanged"
+        else:                            # the bytes of another array, spec unchanged
+            other = rng.choice(sorted(segs))
+            segs[entry] = segs[other]
+            return f"{entry}: stored bytes of {other}, spec unchanged"
+        fxn_files.store(m, segs, entry, b)
         return what
-    return _fxn_edit_archive(files.model, fn)
+    return _fxn_edit_arrays(files.model, fn)
 
 
 def m_fxn_header(rng, files):
+    version = _fxn_version(files.model)
     head, payload = _fxn_parts(files.model)
     kind = rng.randrange(4)
     if kind == 0:
-        v = rng.choice([0, 2, 2 ** 32 - 1])
+        v = rng.choice([0, version - 1, version + 1, 2 ** 32 - 1])
         _fxn_write(files.model, v, payload)
         return f"header version {v}"
     if kind == 1:
         n = rng.choice([0, len(payload) - 1, len(payload) + 1, 2 ** 63, 2 ** 64 - 1])
-        _fxn_write(files.model, 1, payload, length=n)
+        _fxn_write(files.model, version, payload, length=n)
         return f"header length {n} (payload {len(payload)})"
     if kind == 2:
-        _fxn_write(files.model, 1, payload + b"\x00" * rng.choice([1, 100]))
+        _fxn_write(files.model, version, payload + b"\x00" * rng.choice([1, 100]))
         return "bytes appended after the payload, header consistent"
-    _fxn_write(files.model, 1, b"")
+    _fxn_write(files.model, version, b"")
     return "empty payload, header consistent"
 
 
 def m_fxn_palette(rng, files):
     """Damage an array stored as tables of codes and 4-bit indices: its bytes (an index beyond
     its table, any nibble, the padding, a shorter array) or its spec (codes, axis, dtype, no
-    palette), with a valid checksum."""
+    palette, a narrower dtype or a fill besides), with a valid checksum."""
     import numpy as np
 
-    def fn(entries):
-        m = json.loads(entries["manifest.json"])
+    def fn(m, segs):
         palettes = sorted(e for e, spec in m["arrays"].items() if "palette" in spec)
         if not palettes:
             return "no array stored with a palette"
         entry = rng.choice(palettes)
         spec = m["arrays"][entry]
         p = spec["palette"]
-        stored = np.lib.format.read_array(io.BytesIO(entries[entry]))
+        stored = np.frombuffer(segs[entry], np.uint8).copy()
         rows = stored.reshape(1 if p["axis"] is None else spec["shape"][p["axis"]], -1)
-        kind = rng.randrange(8)
+        kind = rng.randrange(10)
         if kind == 0:                    # one code fewer in each table: an index beyond it
-            stored = np.delete(rows, p["codes"] - 1, axis=1).reshape(
-                (-1,) if p["axis"] is None else (rows.shape[0], -1))
+            stored = np.delete(rows, p["codes"] - 1, axis=1)
             p["codes"] -= 1
             what = f"{entry}: tables of {p['codes']} codes, indices unchanged"
         elif kind == 1:                  # any byte of a table or of the indices
-            flat = stored.reshape(-1)
-            i = rng.randrange(flat.size)
-            flat[i] = rng.randrange(256)
-            what = f"{entry}: stored byte {i} = {flat[i]}"
+            i = rng.randrange(stored.size)
+            stored[i] = rng.randrange(256)
+            what = f"{entry}: stored byte {i} = {stored[i]}"
         elif kind == 2:                  # the last byte: padding nibble of an odd row
-            stored.reshape(-1)[-1] |= 0xF0
+            stored[-1] |= 0xF0
             what = f"{entry}: last byte's high nibble = 15"
-        elif kind == 3:                  # a shorter stored array
-            stored = stored.reshape(-1)[:-rng.choice([1, 2, 17])].copy()
-            what = f"{entry}: stored array shortened to {stored.shape}"
+        elif kind == 3:                  # shorter stored bytes
+            stored = stored[:-rng.choice([1, 2, 17])].copy()
+            what = f"{entry}: stored bytes shortened to {stored.size}"
         elif kind == 4:
             p["codes"] = rng.choice([0, 1, 15, 17, 255, -1, "16", None])
             what = f"{entry}: palette codes = {p['codes']!r}"
@@ -1011,15 +1018,85 @@ def m_fxn_palette(rng, files):
         elif kind == 6:
             spec["dtype"] = rng.choice(["|u1", "<i4", "<f4"])
             what = f"{entry}: palette array of dtype {spec['dtype']}"
+        elif kind == 7:
+            spec["as"] = rng.choice(["|u1", "|i1", "<i2"])
+            what = f"{entry}: palette array stored as {spec['as']}"
+        elif kind == 8:
+            spec["fill"] = True
+            what = f"{entry}: palette array marked as a fill"
         else:
             del spec["palette"]
             what = f"{entry}: palette removed from the spec"
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, np.ascontiguousarray(stored))
-        entries[entry] = buf.getvalue()
-        entries["manifest.json"] = json.dumps(m).encode()
+        segs[entry] = np.ascontiguousarray(stored).tobytes()
         return what
-    return _fxn_edit_archive(files.model, fn)
+    return _fxn_edit_arrays(files.model, fn)
+
+
+def m_fxn_stored(rng, files):
+    """Damage how format 2 lays out its arrays (fixnet/fxn/stored.py), with a valid checksum:
+    an offset (a gap, an overlap, beyond the end, not an int), a narrower dtype ("as") that
+    cannot hold or widen, a fill, the arrays.bin entry (shorter, longer, missing, another
+    entry besides), keys the format does not know."""
+    import fxn_files
+
+    def fn(m, segs):
+        entry = rng.choice(sorted(segs))
+        spec = m["arrays"][entry]
+        kind = rng.randrange(8)
+        if kind == 0:                    # an offset elsewhere (written after pack_segments)
+            delta = rng.choice([-1, 1, -8, 2 ** 20, 2 ** 62, "0", None, 0.5, True])
+            return ("offset", entry, delta)
+        if kind == 1:
+            spec["as"] = rng.choice(["|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<f4",
+                                     "|b1", "<f2", spec["dtype"], None, 8])
+            return f"{entry}: stored as {spec['as']!r} (bytes unchanged)"
+        if kind == 2:                    # a narrower dtype, the bytes narrowed to it (wrapping)
+            import numpy as np
+            from fixnet.fxn.stored import _planes
+            a = fxn_files.decode(m, segs, entry)
+            narrow = rng.choice(["|i1", "|u1", "<i2"])
+            spec.pop("fill", None), spec.pop("palette", None)
+            spec["as"] = narrow
+            segs[entry] = _planes(a.reshape(-1).astype(np.dtype(narrow)))
+            return f"{entry}: values wrapped into {narrow}"
+        if kind == 3:
+            spec["fill"] = rng.choice([True, False, 1, None, "true"])
+            return f"{entry}: fill = {spec['fill']!r} (bytes unchanged)"
+        if kind == 4:                    # a fill's one element, or one more element
+            segs[entry] = segs[entry][:rng.choice([0, 1, 2, 4, 8])] + (b"\x01" * rng.choice([0, 1]))
+            return f"{entry}: stored bytes cut to {len(segs[entry])}"
+        if kind == 5:
+            spec[rng.choice(["shuffle", "offsets", "codec"])] = rng.choice([True, 1, "zlib"])
+            return f"{entry}: spec with a key the format does not know"
+        if kind == 6:
+            return ("blob", rng.choice(["short", "long", "missing", "extra"]), None)
+        spec["shape"] = spec["shape"] + [1] if rng.random() < 0.5 else [0] + spec["shape"]
+        return f"{entry}: shape {spec['shape']} (bytes unchanged)"
+
+    def edit(entries):
+        m, segs = fxn_files.segments(entries)
+        what = fn(m, segs)
+        fxn_files.pack_segments(entries, m, segs)
+        if isinstance(what, tuple) and what[0] == "offset":
+            _, entry, delta = what
+            m["arrays"][entry]["offset"] = (m["arrays"][entry]["offset"] + delta
+                                            if type(delta) is int else delta)
+            entries["manifest.json"] = json.dumps(m).encode()
+            return f"{entry}: offset {m['arrays'][entry]['offset']!r}"
+        if isinstance(what, tuple):
+            how = what[1]
+            blob = entries[fxn_files.BLOB]
+            if how == "short":
+                entries[fxn_files.BLOB] = blob[:-rng.choice([1, 3, len(blob)])]
+            elif how == "long":
+                entries[fxn_files.BLOB] = blob + b"\x00" * rng.choice([1, 100])
+            elif how == "missing":
+                del entries[fxn_files.BLOB]
+            else:
+                entries["arrays/00000_w_q.npy"] = b"\x93NUMPY"
+            return f"{fxn_files.BLOB}: {how}"
+        return what
+    return _fxn_edit_archive(files.model, edit)
 
 
 BYTE_MUTATIONS = [m_truncate, m_flip_bits, m_overwrite]
@@ -1030,7 +1107,7 @@ KERAS_MUTATIONS = [
     m_weight_values, m_weight_shape, m_weight_dtype, m_weight_missing_or_extra,
     m_weight_declared_huge, m_h5_external_link, m_h5_soft_link, m_h5_external_storage, m_h5_virtual,
 ]
-FXN_MUTATIONS = [m_fxn_manifest, m_fxn_array, m_fxn_header, m_fxn_palette]
+FXN_MUTATIONS = [m_fxn_manifest, m_fxn_array, m_fxn_header, m_fxn_palette, m_fxn_stored]
 MUTATIONS = BYTE_MUTATIONS + KERAS_MUTATIONS + FXN_MUTATIONS
 
 

@@ -1,11 +1,9 @@
 """Weights of 16 levels as int8 codes (fixnet/quant/codebook.py, qparams' weight options), their
 4-bit storage in .fxn files (fixnet/fxn/palette.py), and the report comparing the options.
 A whole model takes an option as ``quantize(..., weights=option)``."""
-import io
 import json
 import os
 import re
-import zipfile
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from fixnet.passes import optimize
 from fixnet.report import weight_options
 from fixnet.runtime import load_fxn
 from conftest import fixture_data, fixture_path, sqnr_db
+import fxn_files
 
 # the convnet fixtures of issue 19's "done when" (MobileNetV2-style, ResNet-style, DS-CNN)
 CONVNETS = ("mobilenetv2_k3", "mobilenet_small_k3", "resnet_small_k3", "kws_dscnn_k3")
@@ -237,13 +236,14 @@ def test_codebook_model_is_accurate_and_has_16_codes_per_channel(cnn_models):
 
 
 def _weight_bytes(path):
-    """Bytes of the archive entries holding the steps' weights (w_q), compressed."""
-    m = fxn.read_manifest(path)
-    entries = {v["$array"] for s in m["steps"] for k, v in s["state"].items()
-               if k == "w_q" and isinstance(v, dict) and "$array" in v}
+    """Bytes of the steps' weights (w_q) as stored in the file, deflated together."""
+    import zlib
     with open(path, "rb") as f:
-        z = zipfile.ZipFile(io.BytesIO(f.read()[fxn.HEADER_SIZE:]))
-    return sum(z.getinfo(e).compress_size for e in entries)
+        _, entries = fxn_files.split(f.read())
+    m, segs = fxn_files.segments(entries)
+    names = {v["$array"] for s in m["steps"] for k, v in s["state"].items()
+             if k == "w_q" and isinstance(v, dict) and "$array" in v}
+    return len(zlib.compress(b"".join(segs[n] for n in sorted(names)), 9))
 
 
 def test_codebook_file_is_smaller(cnn_models):
@@ -257,103 +257,80 @@ def test_codebook_file_is_smaller(cnn_models):
 
 # ---- damaged palettes ------------------------------------------------------------------------
 
-def _entries(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    with zipfile.ZipFile(io.BytesIO(data[fxn.HEADER_SIZE:])) as z:
-        return {n: z.read(n) for n in z.namelist()}
-
-
-def _write_entries(path, files):
-    import hashlib
-    import struct
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for n, b in files.items():
-            z.writestr(n, b)
-    payload = buf.getvalue()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<7sIQ32s", fxn.MAGIC, 1, len(payload),
-                            hashlib.sha256(payload).digest()) + payload)
-
-
-def _npy(a):
-    b = io.BytesIO()
-    np.save(b, a, allow_pickle=False)
-    return b.getvalue()
-
-
-def _palette_entry(files):
-    m = json.loads(files["manifest.json"])
-    for entry, spec in m["arrays"].items():
-        if "palette" in spec:
-            return m, entry, spec
-    raise AssertionError("no array stored with a palette")
-
-
 def _damage(tmp_path, path, edit):
-    files = _entries(path)
-    m, entry, spec = _palette_entry(files)
-    edit(files, m, entry, spec)
-    files["manifest.json"] = json.dumps(m).encode()
+    """Load ``path`` with its first palette array damaged by edit(m, segs, entry, spec)."""
+    def fn(m, segs):
+        entry = next(e for e, spec in m["arrays"].items() if "palette" in spec)
+        edit(m, segs, entry, m["arrays"][entry])
+        found.append(entry)
+    found = []
     bad = tmp_path / "bad.fxn"
-    _write_entries(bad, files)
+    with open(path, "rb") as f:
+        bad.write_bytes(fxn_files.edit_arrays(f.read(), fn))
     with pytest.raises(ModelFileError) as e:
         load_fxn(str(bad))
     assert str(bad) in str(e.value), "the message names the file"
-    return entry, str(e.value)
+    return found[0], str(e.value)
 
 
-def _stored(files, entry):
-    return np.load(io.BytesIO(files[entry]), allow_pickle=False)
-
-
-def _index_beyond(files, m, entry, spec):
-    """One code fewer in the table (the spec agrees): the last code's index is beyond it."""
+def _rows(segs, entry, spec):
     p = spec["palette"]
-    st = _stored(files, entry).reshape(1 if p["axis"] is None else spec["shape"][p["axis"]], -1)
-    files[entry] = _npy(np.delete(st, p["codes"] - 1, axis=1).reshape(
-        (-1,) if p["axis"] is None else (st.shape[0], -1)))
-    m["arrays"][entry]["palette"]["codes"] = p["codes"] - 1
+    return np.frombuffer(segs[entry], np.uint8).reshape(
+        1 if p["axis"] is None else spec["shape"][p["axis"]], -1)
 
 
-def _stored_short(files, m, entry, spec):
-    files[entry] = _npy(_stored(files, entry).reshape(-1)[:-1].copy())
+def _index_beyond(m, segs, entry, spec):
+    """One code fewer in the table (the spec agrees): the last code's index is beyond it."""
+    segs[entry] = np.delete(_rows(segs, entry, spec), spec["palette"]["codes"] - 1, axis=1).tobytes()
+    spec["palette"]["codes"] -= 1
 
 
-def _entry_truncated(files, m, entry, spec):
-    files[entry] = files[entry][:-5]
+def _stored_short(m, segs, entry, spec):
+    segs[entry] = segs[entry][:-1]
 
 
-def _codes_17(files, m, entry, spec):
-    m["arrays"][entry]["palette"]["codes"] = 17
+def _stored_long(m, segs, entry, spec):
+    segs[entry] = segs[entry] + b"\x00"
 
 
-def _codes_0(files, m, entry, spec):
-    m["arrays"][entry]["palette"]["codes"] = 0
+def _codes_17(m, segs, entry, spec):
+    spec["palette"]["codes"] = 17
 
 
-def _axis_out_of_range(files, m, entry, spec):
-    m["arrays"][entry]["palette"]["axis"] = len(spec["shape"])
+def _codes_0(m, segs, entry, spec):
+    spec["palette"]["codes"] = 0
 
 
-def _palette_extra_key(files, m, entry, spec):
-    m["arrays"][entry]["palette"]["table"] = "arrays/x.npy"
+def _axis_out_of_range(m, segs, entry, spec):
+    spec["palette"]["axis"] = len(spec["shape"])
 
 
-def _palette_removed(files, m, entry, spec):
-    del m["arrays"][entry]["palette"]
+def _palette_extra_key(m, segs, entry, spec):
+    spec["palette"]["table"] = "x"
 
 
-def _palette_on_int32(files, m, entry, spec):
-    m["arrays"][entry]["dtype"] = "<i4"
+def _palette_removed(m, segs, entry, spec):
+    del spec["palette"]
+
+
+def _palette_on_int32(m, segs, entry, spec):
+    spec["dtype"] = "<i4"
+
+
+def _palette_stored_narrower(m, segs, entry, spec):
+    spec["as"] = "|u1"
+
+
+def _palette_of_a_fill(m, segs, entry, spec):
+    spec["fill"] = True
 
 
 @pytest.mark.parametrize("edit,match", [
-    (_index_beyond, "beyond its table"), (_stored_short, "its palette form needs"),
-    (_entry_truncated, "cannot be read"), (_codes_17, "palette"), (_codes_0, "palette"),
+    (_index_beyond, "beyond its table"), (_stored_short, "starts at byte|ends at byte"),
+    (_stored_long, "starts at byte|ends at byte"), (_codes_17, "palette"), (_codes_0, "palette"),
     (_axis_out_of_range, "palette"), (_palette_extra_key, "palette"),
-    (_palette_removed, "the manifest says \\|i1"), (_palette_on_int32, "palette")])
+    (_palette_removed, "starts at byte|ends at byte"), (_palette_on_int32, "palette"),
+    (_palette_stored_narrower, "palette|cannot be stored as"), (_palette_of_a_fill, "palette")])
 def test_a_damaged_palette_is_a_model_file_error_naming_the_array(cnn_models, tmp_path, edit, match):
     models, _ = cnn_models
     entry, msg = _damage(tmp_path, models["codebook16"][1], edit)

@@ -17,7 +17,9 @@ from fixnet.runtime import load_fxn
 from fixnet.errors import ModelFileError
 from fixnet.runtime import QuantizedModel
 from fixnet.step import Step
+from fixnet.fxn.stored import store_array, stored_spec
 from conftest import ALL_FIXTURES, as_list, fixture_data, fixture_path
+import fxn_files
 
 FIXTURES = list(ALL_FIXTURES)          # pinned in conftest.py: a missing file fails, by name
 # The fixtures fixnet refuses to load, with the error: every other one must save and reload
@@ -168,12 +170,15 @@ def test_header_layout(saved):
     with open(path, "rb") as f:
         data = f.read()
     magic, version, length, digest = struct.unpack_from("<7sIQ32s", data)
-    assert magic == b"FIXNET\x00" and version == fxn.FORMAT_VERSION == 1
+    assert magic == b"FIXNET\x00" and version == fxn.FORMAT_VERSION == 2
     assert length == len(data) - 51 == len(data) - fxn.HEADER_SIZE
     assert hashlib.sha256(data[51:]).digest() == digest
     with zipfile.ZipFile(io.BytesIO(data[51:])) as z:
         m = json.loads(z.read("manifest.json"))
-    assert m["format"] == "fixnet-int8-model" and m["format_version"] == 1
+        # format 2: the manifest and every array in one entry, both deflated
+        assert z.namelist() == ["manifest.json"] + (["arrays.bin"] if m["arrays"] else [])
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist())
+    assert m["format"] == "fixnet-int8-model" and m["format_version"] == 2
     assert fxn.is_fxn_file(path)
 
 
@@ -315,14 +320,14 @@ def test_newer_format_version(good, tmp_path):
     data = bytearray(good[0])
     struct.pack_into("<I", data, 7, 7)
     e = _load_fails(_write(tmp_path, bytes(data)), cls=fxn.FxnVersionError,
-                    match=r"written by a newer fixnet: format version 7, this fixnet reads up to 1; "
+                    match=r"written by a newer fixnet: format version 7, this fixnet reads up to 2; "
                           r"upgrade fixnet")
     assert isinstance(e, ModelFileError)
 
 
 def test_newer_version_is_reported_even_if_the_rest_differs(tmp_path):
     # a future layout: whatever follows the version, the version error comes first
-    data = b"FIXNET\x00" + struct.pack("<I", 2) + b"an entirely different layout"
+    data = b"FIXNET\x00" + struct.pack("<I", 3) + b"an entirely different layout"
     _load_fails(_write(tmp_path, data), cls=fxn.FxnVersionError, match="newer fixnet")
 
 
@@ -426,28 +431,29 @@ def _array_of(m, step, attr):
     return m["steps"][step]["state"][attr]["$array"]
 
 
+def _with_arrays(data, fn):
+    """``data`` (a format-2 file) with ``fn(manifest, {array name: stored bytes})`` applied."""
+    return fxn_files.edit_arrays(data, fn)
+
+
 def test_weights_of_the_wrong_dtype(good, tmp_path):
     m0 = fxn.read_manifest(_write(tmp_path, good[0], "ok.fxn"))
-    i = _dense(m0)
-    entry = _array_of(m0, i, "w_q")
+    entry = _array_of(m0, _dense(m0), "w_q")
     shape = m0["arrays"][entry]["shape"]
 
-    def edit(m):
-        m["arrays"][entry]["dtype"] = "<f4"
-
-    def entries(files):
-        files[entry] = _npy(np.zeros(shape, np.float32))
-    _load_fails(_write(tmp_path, _rebuild(good[0], edit, entries)), "w_q.*not int8")
+    def edit(m, segs):
+        fxn_files.store(m, segs, entry, np.ones(shape, np.float32))
+    _load_fails(_write(tmp_path, _with_arrays(good[0], edit)), "w_q.*not int8")
 
 
 def test_array_disagreeing_with_the_manifest(good, tmp_path):
     m0 = fxn.read_manifest(_write(tmp_path, good[0], "ok.fxn"))
-    i = _dense(m0)
-    entry = _array_of(m0, i, "bias")
+    entry = _array_of(m0, _dense(m0), "bias")
 
-    def entries(files):
-        files[entry] = _npy(np.zeros(3, np.int16))
-    _load_fails(_write(tmp_path, _rebuild(good[0], None, entries)), "the manifest says")
+    def edit(m, segs):                     # 3 int16 in place of the bias, its spec unchanged
+        segs[entry] = np.arange(3, dtype="<i2").tobytes()
+    e = _load_fails(_write(tmp_path, _with_arrays(good[0], edit)), "inconsistent")
+    assert entry in str(e)
 
 
 def test_bias_of_the_wrong_dtype_or_length_names_the_step(good, tmp_path):
@@ -455,51 +461,214 @@ def test_bias_of_the_wrong_dtype_or_length_names_the_step(good, tmp_path):
     i = _dense(m0)
     entry = _array_of(m0, i, "bias")
     n = m0["arrays"][entry]["shape"][0]
-    for arr in (np.zeros(n, np.int16), np.zeros(n + 1, np.int32)):
-        def edit(m, arr=arr):
-            m["arrays"][entry] = {"dtype": arr.dtype.str, "shape": list(arr.shape)}
-
-        def entries(files, arr=arr):
-            files[entry] = _npy(arr)
+    for arr in (np.arange(n, dtype=np.int16), np.arange(n + 1, dtype=np.int32)):
+        def edit(m, segs, arr=arr):
+            fxn_files.store(m, segs, entry, arr)
         name = m0["steps"][i]["state"]["name"]
-        _load_fails(_write(tmp_path, _rebuild(good[0], edit, entries)),
+        _load_fails(_write(tmp_path, _with_arrays(good[0], edit)),
                     f"step {i} '{name}' \\(DenseStep\\) does not fit its tensors")
 
 
 def test_weights_holding_minus_128(good, tmp_path):
     m0 = fxn.read_manifest(_write(tmp_path, good[0], "ok.fxn"))
-    i = _dense(m0)
-    entry = _array_of(m0, i, "w_q")
+    entry = _array_of(m0, _dense(m0), "w_q")
     shape = m0["arrays"][entry]["shape"]
 
-    def entries(files):
-        files[entry] = _npy(np.full(shape, -128, np.int8))
-    _load_fails(_write(tmp_path, _rebuild(good[0], None, entries)), "-128")
+    def edit(m, segs):
+        fxn_files.store(m, segs, entry, np.full(shape, -128, np.int8))
+    _load_fails(_write(tmp_path, _with_arrays(good[0], edit)), "-128")
 
 
 def test_missing_array(good, tmp_path):
     m0 = fxn.read_manifest(_write(tmp_path, good[0], "ok.fxn"))
-    i = _dense(m0)
-    entry = _array_of(m0, i, "w_q")
-    _load_fails(_write(tmp_path, _rebuild(good[0], None, lambda f: f.pop(entry))), "missing")
+    entry = _array_of(m0, _dense(m0), "w_q")
+
+    def edit(m, segs):
+        del m["arrays"][entry], segs[entry]
+    _load_fails(_write(tmp_path, _with_arrays(good[0], edit)), "does not hold")
 
 
 def test_reference_to_an_array_not_in_the_file(good, tmp_path):
     def edit(m):
-        m["steps"][_dense(m)]["state"]["w_q"] = {"$array": "arrays/elsewhere.npy"}
+        m["steps"][_dense(m)]["state"]["w_q"] = {"$array": "elsewhere"}
     _load_fails(_write(tmp_path, _rebuild(good[0], edit)), "does not hold")
 
 
-def test_pickled_array_is_refused(good, tmp_path):
+# ---- format 2: how the arrays are stored (fixnet/fxn/stored.py) ----------------------------
+
+def test_stored_forms_round_trip_every_dtype_exactly():
+    rng = np.random.default_rng(0)
+    cases = []
+    for dt in fxn.container.ARRAY_DTYPES:
+        d = np.dtype(dt)
+        if d.kind in "iu":
+            info = np.iinfo(d)
+            cases += [rng.integers(info.min, info.max, (3, 5), dtype=d, endpoint=True),
+                      np.array([info.min, info.max], d), np.array([0, 1, 2], d),
+                      np.full((4, 2), info.max, d), np.zeros((0, 3), d), np.array([7], d)]
+        elif d.kind == "f":
+            cases += [rng.normal(size=(2, 3)).astype(d), np.array([0.0, -0.0, np.nan, np.inf], d),
+                      np.full(5, -0.0, d), np.full(3, np.nan, d)]
+        else:
+            cases += [np.array([True, False, True]), np.ones(4, bool)]
+    for a in cases:
+        spec, data = store_array(a)
+        s = stored_spec("x", dict(spec, offset=0), fxn.container.ARRAY_DTYPES,
+                        fxn.container._is_shape)
+        assert s.nbytes == len(data)
+        b = s.decode(data)
+        assert b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous and b.flags.writeable
+        assert b.tobytes() == a.tobytes(), (a, spec)     # bit for bit: -0.0, NaN payloads
+
+
+def test_stored_forms_take_the_fewest_bytes():
+    spec, data = store_array(np.array([-13, -5, -7, -13], "<i4"))       # shifts: int8
+    assert spec.get("as") == "|i1" and len(data) == 4
+    spec, data = store_array(np.array([0, 200, 7], "<i4"))              # unsigned byte
+    assert spec.get("as") == "|u1" and len(data) == 3
+    spec, data = store_array(np.array([-705269, 551186], "<i4"))        # needs all 4 bytes
+    assert "as" not in spec and len(data) == 8
+    spec, data = store_array(np.full((64, 3), 4194304, "<i4"))          # one value
+    assert spec.get("fill") is True and len(data) == 4
+    spec, data = store_array(np.full((64, 3), 12, "<i8"))
+    assert spec.get("fill") is True and spec.get("as") == "|i1" and len(data) == 1
+    spec, data = store_array(np.array([1, -1] * 50, np.int8))           # 4-bit indices
+    assert spec["palette"] == {"axis": None, "codes": 2} and len(data) == 2 + 50
+    # byte planes: byte 0 of every element, then byte 1, ...
+    assert store_array(np.array([0x0102, 0x0304], "<i2"))[1] == bytes([2, 4, 1, 3])
+
+
+def test_an_int_array_is_never_stored_as_a_type_it_cannot_widen_from():
+    for dt in ("<u2", "<u4", "<u8"):
+        spec, _ = store_array(np.array([0, 300], dt))
+        assert np.can_cast(spec.get("as", dt), dt, "safe")
+    spec, _ = store_array(np.array([-1, 1], "<i2"))
+    assert spec["as"] == "|i1"
+
+
+def _segment_edit(tmp_path, good, fn, match):
+    """Load ``good`` with fn(manifest, segments) applied; the error names the array."""
     m0 = fxn.read_manifest(_write(tmp_path, good[0], "ok.fxn"))
-    i = _dense(m0)
-    entry = _array_of(m0, i, "w_q")
+    entry = _array_of(m0, _dense(m0), "bias")
+    e = _load_fails(_write(tmp_path, _with_arrays(good[0], lambda m, segs: fn(m, segs, entry))),
+                    match)
+    return entry, str(e)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda m, segs, e: m["arrays"][e].update(**{"as": "<i8"}), "cannot be stored as '<i8'"),
+    (lambda m, segs, e: m["arrays"][e].update(**{"as": "<u2"}), "cannot be stored as|starts at"),
+    (lambda m, segs, e: m["arrays"][e].update(**{"as": "<f4"}), "cannot be stored as '<f4'"),
+    (lambda m, segs, e: m["arrays"][e].update(**{"as": "<i4"}), "cannot be stored as '<i4'"),
+    (lambda m, segs, e: m["arrays"][e].update(fill=1), "fill 1"),
+    (lambda m, segs, e: m["arrays"][e].update(palette={"axis": None, "codes": 4}), "palette"),
+    (lambda m, segs, e: m["arrays"][e].update(shuffle=True), "is not one the format stores"),
+    (lambda m, segs, e: segs.update({e: segs[e][:-1]}), "starts at|ends at"),
+    (lambda m, segs, e: segs.update({e: segs[e] + b"\x00"}), "starts at|ends at"),
+])
+def test_a_damaged_stored_form_names_the_array(good, tmp_path, edit, match):
+    entry, msg = _segment_edit(tmp_path, good, edit, match)
+    assert entry in msg, msg
+
+
+def test_offsets_must_tile_the_arrays_entry(good, tmp_path):
+    specs = fxn.read_manifest(_write(tmp_path, good[0], "ok.fxn"))["arrays"]
+    name = max(specs, key=lambda n: specs[n]["offset"])          # not the first array
+    for delta, match in ((1, "starts at byte"), (-1, "starts at byte"), (2 ** 40, "starts at"),
+                         ("0", "offset '0'"), (-5, "offset -5"), (None, "offset None")):
+        def edit(m, delta=delta):
+            spec = m["arrays"][name]
+            spec["offset"] = spec["offset"] + delta if type(delta) is int and delta != -5 else delta
+        e = _load_fails(_write(tmp_path, _rebuild(good[0], edit)), match)
+        assert name in str(e)
+
+
+@pytest.mark.parametrize("how,match", [
+    ("short", "arrays.bin holds|arrays.bin.*bytes"), ("long", "arrays.bin holds"),
+    ("missing", "arrays.bin.*missing"), ("extra", "unexpected")])
+def test_the_arrays_entry_must_hold_exactly_the_arrays(good, tmp_path, how, match):
+    def entries(files):
+        if how == "short":
+            files["arrays.bin"] = files["arrays.bin"][:-1]
+        elif how == "long":
+            files["arrays.bin"] += b"\x00"
+        elif how == "missing":
+            del files["arrays.bin"]
+        else:
+            files["arrays/00000_w_q.npy"] = _npy(np.zeros(3, np.int8))
+    _load_fails(_write(tmp_path, _rebuild(good[0], None, entries)), match)
+
+
+def test_a_bool_stored_as_another_byte_is_refused(tmp_path):
+    qm, _ = _quantize(SMALL)
+    qm.steps[0].flags_extra = np.array([True, False, True])
+    p = tmp_path / "m.fxn"
+    fxn.save_model(qm, p)
+    name = next(n for n, s in fxn.read_manifest(p)["arrays"].items() if s["dtype"] == "|b1")
+
+    def edit(m, segs):
+        segs[name] = b"\x01\x02\x01"
+    e = _load_fails(_write(tmp_path, _with_arrays(p.read_bytes(), edit)), "a bool is stored as")
+    assert name in str(e)
+
+
+def test_an_older_fixnet_refuses_a_format_2_file_by_its_version(good, tmp_path, monkeypatch):
+    monkeypatch.setattr(fxn.container, "READABLE_VERSIONS", (1,))
+    _load_fails(_write(tmp_path, good[0]), cls=fxn.FxnVersionError,
+                match=r"format version 2, this fixnet reads up to 1; upgrade fixnet")
+
+
+# ---- format 1 (one .npy entry per array), still read: tests/data/fxn_094588e ---------------
+
+OLD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fxn_094588e",
+                   SMALL + ".fxn")
+
+
+@pytest.fixture(scope="module")
+def old():
+    with open(OLD, "rb") as f:
+        data = f.read()
+    assert struct.unpack_from("<I", data, 7)[0] == 1
+    return data
+
+
+def test_format_1_file_is_read(old, tmp_path):
+    load_fxn(_write(tmp_path, old))
+    load_fxn(_write(tmp_path, _rebuild(old)))
+
+
+def test_format_1_array_disagreeing_with_the_manifest(old, tmp_path):
+    m0 = fxn.read_manifest(_write(tmp_path, old, "ok.fxn"))
+    entry = _array_of(m0, _dense(m0), "bias")
+
+    def entries(files):
+        files[entry] = _npy(np.zeros(3, np.int16))
+    _load_fails(_write(tmp_path, _rebuild(old, None, entries)), "the manifest says")
+
+
+def test_format_1_missing_array(old, tmp_path):
+    m0 = fxn.read_manifest(_write(tmp_path, old, "ok.fxn"))
+    entry = _array_of(m0, _dense(m0), "w_q")
+    _load_fails(_write(tmp_path, _rebuild(old, None, lambda f: f.pop(entry))), "missing")
+
+
+def test_pickled_array_is_refused(old, tmp_path):
+    m0 = fxn.read_manifest(_write(tmp_path, old, "ok.fxn"))
+    entry = _array_of(m0, _dense(m0), "w_q")
 
     def entries(files):
         b = io.BytesIO()
         np.save(b, np.array([object()], dtype=object), allow_pickle=True)
         files[entry] = b.getvalue()
-    _load_fails(_write(tmp_path, _rebuild(good[0], None, entries)), "damaged|inconsistent")
+    _load_fails(_write(tmp_path, _rebuild(old, None, entries)), "damaged|inconsistent")
+
+
+def test_format_1_entries_in_a_format_2_file_are_refused(old, tmp_path):
+    """A format-1 archive under a format-2 header (and manifest): its .npy entries are not
+    arrays.bin."""
+    def edit(m):
+        m["format_version"] = 2
+    _load_fails(_write(tmp_path, _rebuild(old, edit, version=2)), "inconsistent|damaged")
 
 
 def test_bad_json_manifest(good, tmp_path):
@@ -597,7 +766,7 @@ def test_values_json_lacks_round_trip(tmp_path):
 
 def test_manifest_version_must_match_the_header(good, tmp_path):
     def edit(m):
-        m["format_version"] = 2
+        m["format_version"] = 1
     _load_fails(_write(tmp_path, _rebuild(good[0], edit)), "differs from the header")
 
 

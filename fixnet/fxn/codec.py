@@ -21,7 +21,7 @@ from ..quant.qparams import QParams
 from ..step import Step
 from .container import (ARRAY_DTYPES, FORMAT_NAME, FORMAT_VERSION, HEADER, MAGIC, MANIFEST_NAME,
                         FxnWriteError, bad_file, short_repr, zip_write)
-from .palette import palette_form
+from .stored import BLOB_NAME, store_array
 
 # Value types allowed inside a step's state as tagged dataclasses.
 _DATACLASSES = {"QParams": QParams}
@@ -59,10 +59,10 @@ def encode_model(qm, where="<model>"):
         where_step = f"step {i} '{getattr(step, 'name', '?')}' ({cls.__name__})"
         encoded = {}
         for k, v in state.items():
-            enc.array_hint = f"{i:04d}_{re.sub(r'[^A-Za-z0-9_]+', '_', k)}"
+            enc.step_index, enc.attr = i, re.sub(r"[^A-Za-z0-9_]+", "_", k)[:60]
             encoded[k] = enc.value(v, f"{where_step} attribute '{k}'")
         steps.append({"class": cls.__name__, "module": cls.__module__, "state": encoded})
-    specs, stored = _stored_arrays(enc.arrays)
+    specs, blob = _stored_arrays(enc.arrays)
     try:
         proven = bool(qm.overflow_report().proven)
     except Exception:   # the proof is a cross-check on load, not a requirement to save
@@ -83,36 +83,29 @@ def encode_model(qm, where="<model>"):
     config = getattr(qm, "config", None)
     if config is not None:
         manifest["config"] = config.to_dict()
-    manifest_bytes = json.dumps(manifest, indent=1, allow_nan=False).encode("utf-8")
+    manifest_bytes = json.dumps(manifest, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         zip_write(z, MANIFEST_NAME, manifest_bytes)
-        for entry, a in stored:
-            npy = io.BytesIO()
-            np.lib.format.write_array(npy, a, allow_pickle=False)
-            zip_write(z, entry, npy.getvalue())
+        if specs:
+            zip_write(z, BLOB_NAME, blob)
     payload = buf.getvalue()
     header = HEADER.pack(MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest())
     return header + payload
 
 
 def _stored_arrays(arrays):
-    """The manifest's array specs and the (entry, array) pairs the archive holds: an int8 array
-    of at most 16 distinct values per table (fixnet/fxn/palette.py), where that is smaller, as
-    its tables and 4-bit indices (its spec says "palette": {"axis", "codes"}); any other array
-    as itself."""
-    specs, stored = {}, []
-    for entry, a in arrays.items():
-        specs[entry] = {"dtype": a.dtype.str, "shape": list(a.shape)}
-        form = palette_form(a)
-        if form is None:
-            stored.append((entry, a))
-            continue
-        axis, packed, codes = form
-        specs[entry]["palette"] = {"axis": axis, "codes": codes}
-        stored.append((entry, packed))
-    return specs, stored
+    """The manifest's array specs and the bytes of BLOB_NAME: each array in its stored form
+    (fixnet/fxn/stored.py), the arrays of one attribute (every step's "m0", every "bias", ...)
+    next to each other, as they deflate better side by side."""
+    specs, parts, offset = {}, [], 0
+    for name, (attr, a) in sorted(arrays.items(), key=lambda kv: kv[1][0]):   # stable
+        spec, data = store_array(a)
+        specs[name] = dict(spec, offset=offset)
+        parts.append(data)
+        offset += len(data)
+    return {name: specs[name] for name in arrays}, b"".join(parts)
 
 
 class _Encoder:
@@ -120,9 +113,9 @@ class _Encoder:
 
     def __init__(self, where):
         self.where = where
-        self.arrays = {}        # zip entry -> little-endian array
+        self.arrays = {}        # name -> (attribute, little-endian array)
         self._by_id = {}        # id(original array) -> (entry, original: kept alive)
-        self.array_hint = "x"
+        self.step_index, self.attr = 0, "x"
 
     def value(self, v, what):
         # exact types only: a subclass (np.float64 is a float, a namedtuple a tuple) would
@@ -162,10 +155,10 @@ class _Encoder:
         if dt.str not in ARRAY_DTYPES:
             raise self._error(what, f"an array of dtype {a.dtype}")
         le = a.astype(dt, copy=False)
-        entry = f"arrays/{len(self.arrays):05d}_{self.array_hint}.npy"
-        self.arrays[entry] = le
-        self._by_id[id(a)] = (entry, a)
-        return entry
+        name = f"{len(self.arrays)}_{self.step_index}_{self.attr}"
+        self.arrays[name] = (self.attr, le)
+        self._by_id[id(a)] = (name, a)
+        return name
 
     def _error(self, what, kind):
         return ModelFileError(f"{self.where}: cannot save {what}: it holds {kind}, which the .fxn "

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import sys
 import zipfile
@@ -15,10 +16,12 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .palette import MAX_CODES, expand_palette, stored_shape
+from .stored import BLOB_NAME, check_tiling, stored_spec
 
 MAGIC = b"FIXNET\x00"
-FORMAT_VERSION = 1                  # what save_model writes
-READABLE_VERSIONS = (1,)            # what read_model_parts reads
+FORMAT_VERSION = 2                  # what save_model writes
+READABLE_VERSIONS = (1, 2)          # what read_model_parts reads
+# 1: one .npy entry per array; 2: every array in one entry (fixnet/fxn/stored.py)
 FORMAT_NAME = "fixnet-int8-model"
 HEADER = struct.Struct("<7sIQ32s")
 HEADER_SIZE = HEADER.size          # 51 bytes
@@ -46,7 +49,7 @@ def zip_write(z, name, data):
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))   # same model, same bytes
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16
-    z.writestr(info, data)
+    z.writestr(info, data, compresslevel=9)
 
 
 def read_manifest(path):
@@ -98,6 +101,8 @@ def parse_container(path, data, with_arrays, budget=None):
             raise damaged_file(path, f"the archive has no {MANIFEST_NAME}")
         manifest = _parse_manifest(path, _read_entry(path, z, z.getinfo(MANIFEST_NAME),
                                                      MAX_MANIFEST_BYTES), version)
+        if version >= 2:
+            return manifest, _read_stored_arrays(path, z, names, manifest, with_arrays, budget)
         specs = _array_specs(path, manifest)
         extra = set(names) - set(specs) - {MANIFEST_NAME}
         if extra:
@@ -117,6 +122,51 @@ def parse_container(path, data, with_arrays, budget=None):
                 else:
                     arrays[entry] = _read_palette_array(path, z, entry, shape, *palette)
     return manifest, arrays
+
+
+def _read_stored_arrays(path, z, names, m, with_arrays, budget):
+    """{name: array} of a format-2 archive (``with_arrays``; else {} once the specs are
+    checked): every array's bytes in its BLOB_NAME entry, as fixnet/fxn/stored.py lays out."""
+    specs = []
+    for name, spec in m["arrays"].items():
+        if not _ARRAY_NAME.fullmatch(name):
+            raise bad_file(path, f"array name {short_repr(name)} is not one the format stores")
+        try:
+            specs.append(stored_spec(name, spec, ARRAY_DTYPES, _is_shape))
+        except ValueError as e:
+            raise bad_file(path, f"array {name}: {e}")
+    expected = {MANIFEST_NAME, BLOB_NAME} if specs else {MANIFEST_NAME}
+    if set(names) != expected:
+        extra, missing = set(names) - expected, expected - set(names)
+        raise damaged_file(path, f"the archive holds {sorted(names)[:5]}, not {sorted(expected)}"
+                           + (f": {sorted(missing)} missing" if missing else "")
+                           + (f": {sorted(extra)[:5]} unexpected" if extra else ""))
+    if not specs:
+        return {}
+    blob_size = sum(s.nbytes for s in specs)
+    try:
+        check_tiling(specs, z.getinfo(BLOB_NAME).file_size)
+    except ValueError as e:
+        raise bad_file(path, str(e))
+    if not with_arrays:
+        return {}
+    if budget is not None:
+        for s in specs:
+            budget.need(s.dtype.itemsize * math.prod(s.shape), f"array {s.name}")
+    blob = _read_entry(path, z, z.getinfo(BLOB_NAME), blob_size)
+    if len(blob) != blob_size:
+        raise damaged_file(path, f"entry {BLOB_NAME} holds {len(blob)} bytes, the arrays "
+                                 f"{blob_size}")
+    arrays = {}
+    for s in specs:
+        try:
+            arrays[s.name] = s.decode(blob)
+        except ValueError as e:
+            raise bad_file(path, f"array {s.name}: its stored form does not hold together: {e}")
+    return arrays
+
+
+_ARRAY_NAME = re.compile(r"[A-Za-z0-9_.]{1,120}")
 
 
 def _check_magic_and_version(path, data):
