@@ -340,7 +340,7 @@ class _Reader:
                           f"{shape[qdim]} (shape {shape})")
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             bad = np.flatnonzero(~np.isfinite(scale) | (scale <= 0))
-            self.fail(where, f"quantization scale {scale[bad[0]]!r} (index {int(bad[0])}) is not "
+            self.fail(where, f"quantization scale {float(scale[bad[0]])!r} (index {int(bad[0])}) is not "
                       "a finite positive number")
         if type_name in ZERO_POINT_RANGE:
             lo, hi = ZERO_POINT_RANGE[type_name]
