@@ -451,6 +451,8 @@ def test_not_a_tflite_file(tmp_path, data, message):
 def test_a_missing_file_is_a_fixnet_error(tmp_path):
     with pytest.raises(TfliteFileError, match=r"nothere\.tflite: cannot read"):
         read_tflite(tmp_path / "nothere.tflite")
+    with pytest.raises(fixnet.ArgumentError, match="read_tflite: source must be a path"):
+        read_tflite(42)
     assert issubclass(TfliteFileError, fixnet.ModelFileError)
 
 

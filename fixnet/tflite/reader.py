@@ -29,7 +29,7 @@ import struct
 
 import numpy as np
 
-from ..errors import FixnetError, ModelFileError
+from ..errors import ArgumentError, FixnetError, ModelFileError
 from ..limits import ENV_VAR, _human, max_memory_bytes
 from .model import Operator, OperatorCode, Quantization, SignatureDef, Tensor, TfliteModel
 
@@ -86,7 +86,11 @@ def read_tflite(source, *, max_memory=None):
             raise TfliteFileError(f"{label}: {_human(len(data))} is past the memory limit of "
                                   f"{_human(limit)}")
     else:
-        label = os.fspath(source)
+        try:
+            label = os.fspath(source)
+        except TypeError:
+            raise ArgumentError(f"read_tflite: source must be a path or the file's bytes, not "
+                                f"{type(source).__name__}") from None
         data = _read_file(label, limit)
     return _Reader(label, data, limit).model()
 
