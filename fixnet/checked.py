@@ -41,6 +41,9 @@ def _unclamped(step, acc):
         return None
     if _is_wide(step):
         return oracle.multiply_by_quantized_multiplier_wide(acc, m0, shift) + zp
+    if getattr(step, "rounding", "double") == "single":
+        inside = np.clip(acc, INT32_MIN, INT32_MAX)
+        return oracle.multiply_by_quantized_multiplier_single(inside, m0, shift) + zp
     inside = np.clip(acc, INT32_MIN, INT32_MAX)
     return oracle.multiply_by_quantized_multiplier(inside, m0, shift).astype(np.int64) + zp
 

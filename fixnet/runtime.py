@@ -535,6 +535,23 @@ def model_from_bytes(data, name="<fxn bytes>", max_memory=None):
     return _model_from_parts(fxn.model_parts_from_bytes(data, name, max_memory))
 
 
+def load_tflite(path, max_memory=None):
+    """The QuantizedModel of the int8 .tflite file ``path`` (``fixnet.load`` calls this for a
+    .tflite file): read and checked by fixnet.tflite (ModelFileError naming the file; the
+    parser is the optional extra fixnet[tflite]), converted op by op to fixnet's steps with
+    TFLite's own scales, zero points and multiplier rules (UnsupportedTfliteError listing every
+    operator it cannot run), and run once on zero-point inputs before it is returned."""
+    from .tflite import read_tflite
+    from .tflite.convert import convert
+    parts = convert(read_tflite(path, max_memory=max_memory))
+    qm = QuantizedModel(parts.steps, parts.tensors, parts.inputs, parts.outputs,
+                        name=parts.name, source=parts.source)
+    qm.config = None
+    qm.io_types = parts.io_types
+    fxn.check_plan(parts.source, qm)
+    return qm
+
+
 def _model_from_parts(parts):
     qm = QuantizedModel(parts.steps, parts.tensors, parts.inputs, parts.outputs,
                         name=parts.name, source=parts.source)

@@ -85,4 +85,4 @@ Loading rebuilds each step from a registry of the Step subclasses defined in the
 from .codec import encode_model, save_model, step_registry  # noqa: F401
 from .container import (FORMAT_VERSION, HEADER, HEADER_SIZE, MAGIC, MANIFEST_NAME,  # noqa: F401
                         FxnVersionError, FxnWriteError, is_fxn_file, read_manifest)
-from .parts import ModelParts, check_model, model_parts_from_bytes, read_model_parts  # noqa: F401
+from .parts import ModelParts, check_model, check_plan, model_parts_from_bytes, read_model_parts  # noqa: F401

@@ -231,10 +231,10 @@ def _read_step(path, i, s, registry, dec, tensors, defined):
 
 def check_model(parts, qm):
     """The model ``qm`` built from ``parts`` (fixnet.runtime.load_fxn) runs: every step binds
-    to its buffers and runs once (_check_plan), and a model saved with an overflow proof has
+    to its buffers and runs once (check_plan), and a model saved with an overflow proof has
     one again. ModelFileError naming the file otherwise."""
     path = parts.source
-    _check_plan(path, qm)
+    check_plan(path, qm)
     if parts.overflow_proven:
         try:
             proven = qm.overflow_report().proven
@@ -259,7 +259,7 @@ def _check_lengths(path, tensors, inputs):
                              f"the inputs do not have ({len(symbols)} of any length)")
 
 
-def _check_plan(path, qm):
+def check_plan(path, qm):
     """Bind every step to buffers for a batch of one (at length 1 for the dimensions of any
     length), run it on zero-point inputs and check its oracle gives the same outputs, naming
     the step whose arrays or shapes do not fit (kernel calls check dtypes and shapes, the

@@ -9,7 +9,7 @@ from .. import layouts, oracle
 from .._kernels import _dense, _wide
 from ..errors import UnsupportedLayerError
 from ..quant.qparams import INT32_MAX, acc_input_max, activation_bounds
-from ..step import Step
+from ..step import OverflowBound, Step
 from .base import KeepsWidened, Op, WideAccumulators, register
 
 
@@ -58,6 +58,9 @@ class Dense(Op):
 
 class DenseStep(WideAccumulators, KeepsWidened, Step):
     op = "dense"
+    # "double": multiply_by_quantized_multiplier (fixnet's rule); "single": TFLite's
+    # single-rounding rule of its per-channel FULLY_CONNECTED (fixnet.tflite sets it)
+    rounding = "double"
 
     def __init__(self, name, layer, inputs, outputs, w_q, bias, m0, shift, out_zp, act_min, act_max):
         super().__init__(name, layer, inputs, outputs)
@@ -97,6 +100,10 @@ class DenseStep(WideAccumulators, KeepsWidened, Step):
             return _wide.DenseWideCall(x.reshape(-1, k), self.w_q, self.bias, self.m0,
                                        self.shift, self.out_zp, self.act_min, self.act_max,
                                        y.reshape(-1, c))
+        if self.single_rounding():
+            return _dense.DenseSingleRoundingCall(x.reshape(-1, k), self.w_q, self.bias,
+                                                  self.m0, self.shift, self.out_zp,
+                                                  self.act_min, self.act_max, y.reshape(-1, c))
         return _dense.DenseCall(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift,
                                 self.out_zp, self.act_min, self.act_max, y.reshape(-1, c),
                                 packed=self.packed_weights())
@@ -108,12 +115,27 @@ class DenseStep(WideAccumulators, KeepsWidened, Step):
     def oracle(self, ins):
         x = ins[0]
         k = self.w_q.shape[1]
-        run = oracle.dense_wide if self.is_wide() else oracle.dense
-        y = run(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift, self.out_zp,
-                self.act_min, self.act_max)
+        if self.is_wide():
+            y = oracle.dense_wide(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift,
+                                  self.out_zp, self.act_min, self.act_max)
+        else:
+            y = oracle.dense(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift,
+                             self.out_zp, self.act_min, self.act_max,
+                             rounding="single" if self.single_rounding() else "double")
         return [y.reshape(x.shape[:-1] + (self.w_q.shape[0],))]
 
     def overflow_bound(self):
         worst = (np.abs(self.bias.astype(np.int64))
                  + acc_input_max(self.bits) * np.abs(self.w_q.astype(np.int64)).sum(axis=1))
+        if self.single_rounding():     # no left shift: the int64 product takes acc as it is
+            return OverflowBound(self.layer, self.op, worst)
         return self.accumulator_bound(worst)
+
+    def single_rounding(self):
+        """True for TFLite's single-rounding requantization; ValueError for a rounding that
+        is not "double" or "single", or "single" on int16 (a damaged file: bind names it)."""
+        if self.rounding not in ("double", "single"):
+            raise ValueError(f"rounding {self.rounding!r} is not 'double' or 'single'")
+        if self.rounding == "single" and self.bits != 8:
+            raise ValueError("single rounding is for int8 dense steps")
+        return self.rounding == "single"

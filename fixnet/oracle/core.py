@@ -30,6 +30,7 @@ __all__ = [
     "rounding_divide_by_pot",
     "multiply_by_quantized_multiplier",
     "multiply_by_quantized_multiplier_wide",
+    "multiply_by_quantized_multiplier_single",
     "WIDE_ACC_LIMIT",
     "quantize_multiplier",
     "round_half_away",
@@ -168,6 +169,19 @@ def multiply_by_quantized_multiplier(acc, m0, shift):
     right = np.maximum(-shift, 0)
     x = np.clip(acc * (np.int64(1) << left), INT32_MIN, INT32_MAX)  # |acc * 2^30| < 2^62
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, m0), right)
+
+
+def multiply_by_quantized_multiplier_single(acc, m0, shift):
+    """acc * m0 * 2^(shift - 31) with one rounding, half up: (acc * m0 + 2^(30 - shift)) >>
+    (31 - shift), an arithmetic shift of the exact int64 product (TFLite's single-rounding
+    MultiplyByQuantizedMultiplier; its reference FULLY_CONNECTED with per-channel weights
+    rounds so in TFLite 2.21). acc: int32 values; m0: in [0, 2^31); shift: in [-31, 30] (no
+    left shift of acc, so no saturation). Returns int64 (the caller clamps)."""
+    acc = _int64(acc, "acc")
+    m0 = _int64(m0, "m0", 0, INT32_MAX)
+    shift = _int64(shift, "shift", -31, 30)
+    total = 31 - shift
+    return (acc * m0 + (np.int64(1) << (total - 1))) >> total
 
 
 # int64 accumulators ("wide" steps): |acc| below 2^47, so that acc times a 16-bit multiplier

@@ -1,6 +1,9 @@
 """Oracle of dense (fixnet/ops/dense.py; kernel fixnet/_kernels/_dense.pyx)."""
+import numpy as np
+
 from .core import (_act, _check_act_output_range, _clamp_to, _int64, _wrap_int32,
-                   multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_wide)
+                   multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single,
+                   multiply_by_quantized_multiplier_wide)
 
 __all__ = [
     "dense_accumulators",
@@ -27,7 +30,7 @@ def dense_accumulators(x, w, bias):
     return bias[None, :] + x @ w.T
 
 
-def dense(x, w, bias, m0, shift, out_zp, act_min, act_max):
+def dense(x, w, bias, m0, shift, out_zp, act_min, act_max, rounding="double"):
     """Fully connected layer on int8 or int16 activations.
 
     out[n, c] = clamp(out_zp + multiply_by_quantized_multiplier(acc[n, c], m0[c], shift[c]),
@@ -35,10 +38,21 @@ def dense(x, w, bias, m0, shift, out_zp, act_min, act_max):
     x: int8 [N, K] (input zero point folded into bias) or int16 [N, K] (zero point 0);
     w: int8 [C, K] in [-127, 127]; bias, m0, shift: int32 [C]; out_zp, act_min, act_max in
     x's type (int16: out_zp = 0). Returns [N, C] of x's dtype.
+    rounding: "double" (multiply_by_quantized_multiplier, gemmlowp's two roundings: fixnet's
+    rule, and TFLite's CONV_2D / DEPTHWISE_CONV_2D) or "single"
+    (multiply_by_quantized_multiplier_single: TFLite's per-channel FULLY_CONNECTED; int8
+    only, kernel _dense.DenseSingleRoundingCall).
     """
     dtype = _act(x, "x")[1]
     _check_act_output_range(dtype, out_zp, act_min, act_max)
     acc = _wrap_int32(dense_accumulators(x, w, bias))
+    if rounding == "single":
+        if dtype != np.int8:
+            raise ValueError("dense: single rounding is for int8 activations")
+        return _clamp_to(dtype, out_zp, multiply_by_quantized_multiplier_single(acc, m0, shift),
+                         act_min, act_max)
+    if rounding != "double":
+        raise ValueError(f"dense: rounding {rounding!r} is not 'double' or 'single'")
     return _clamp_to(dtype, out_zp, multiply_by_quantized_multiplier(acc, m0, shift),
                      act_min, act_max)
 

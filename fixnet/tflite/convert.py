@@ -1,0 +1,538 @@
+"""An int8 .tflite model as fixnet steps: each TFLite operator becomes the fixnet step that
+computes the same integers, with TFLite's own scales, zero points and weights, and its
+multipliers derived as TFLite's kernels derive them (Prepare), so that the int8 outputs are
+TFLite's reference kernels' (``OpResolverType.BUILTIN_REF``) bit for bit.
+
+``convert(model)`` takes what fixnet.tflite.read_tflite read and returns the parts of a
+QuantizedModel (fixnet.api.load builds it); anything it cannot run is refused with one
+UnsupportedTfliteError that lists every operator at fault and why.
+
+What maps where (TFLite op -> fixnet step):
+
+* FULLY_CONNECTED -> dense (DenseStep); CONV_2D -> conv2d (ConvStep); DEPTHWISE_CONV_2D ->
+  depthwise_conv2d (DepthwiseStep). The input zero point is folded into the bias
+  (bias - x_zp * sum(w)), which is the same integer sum as TFLite's sum of (x - x_zp) * w;
+  padded taps read the zero point, as TFLite's skip them. The real multiplier is
+  double(input_scale) * double(filter_scale) / double(output_scale), split by the same rule
+  as TFLite's QuantizeMultiplier, and applied with the same two roundings.
+* MAX_POOL_2D, AVERAGE_POOL_2D -> max/avg pool (in and out share scale and zero point;
+  average rounds half away from zero over the in-bounds taps, TFLite's reference rule).
+* ADD, SUB -> add/subtract with TFLite's left shift 20 and per-input multipliers; MUL ->
+  multiply.
+* RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
+  PACK / ... ops that only compute them, are constants of the file's static shapes).
+* PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the
+  output's scale where they differ).
+* QUANTIZE between int8 and uint8 at the model's input or output -> the model's int8 tensor
+  (uint8 codes are the int8 codes + 128: predict takes and gives them); DEQUANTIZE at an
+  output -> the int8 output (predict dequantizes it).
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import layouts
+from ..errors import UnsupportedLayerError
+from ..ops.conv import ConvStep, DepthwiseStep
+from ..ops.dense import DenseStep
+from ..ops.merge import BinaryStep, ConcatStep
+from ..ops.pool import GlobalAveragePoolStep, PadStep, PoolStep
+from ..ops.reshape import AliasStep
+from ..oracle.core import quantize_multiplier
+from ..quant.qparams import QParams
+from ..step import TensorSpec
+
+INT32_MAX = 2 ** 31 - 1
+ADD_LEFT_SHIFT = 20         # TFLite's int8 ADD/SUB: inputs shifted left by 20 bits first
+# ops that compute only shapes (int32 tensors feeding RESHAPE's shape operand): constants here
+SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "CAST", "SLICE"}
+VIEW_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+
+
+class UnsupportedTfliteError(UnsupportedLayerError):
+    """A .tflite model fixnet cannot run: every operator at fault, each with the reason."""
+
+
+@dataclass
+class TfliteParts:
+    """What convert() makes: the QuantizedModel's constructor arguments, and where each model
+    input and output came from (the uint8 I/O of a converter's inference_input_type)."""
+    source: str
+    name: str
+    steps: list
+    tensors: dict
+    inputs: list
+    outputs: list
+    io_types: dict = field(default_factory=dict)    # fixnet tensor -> "int8" | "uint8" | "float32"
+
+
+def _f32(x):
+    """A float32 value as the Python float TFLite's double arithmetic sees."""
+    return float(np.float32(x))
+
+
+def _round_half_away(x):
+    return int(np.sign(x) * np.floor(np.abs(x) + 0.5))
+
+
+class _Fault(Exception):
+    """One operator that cannot be converted (collected, then raised together)."""
+
+
+def _fault(why):
+    raise _Fault(why)
+
+
+class Converter:
+    def __init__(self, model):
+        self.m = model
+        self.steps = []
+        self.specs = {}             # fixnet tensor name -> TensorSpec
+        self.alias = {}             # tflite tensor index -> fixnet tensor name it equals
+        self.names = {}
+        self.io_types = {}
+        used = {}
+        for t in model.tensors:     # unique, readable names
+            base = t.name or f"tensor_{t.index}"
+            n = used.get(base, 0)
+            used[base] = n + 1
+            self.names[t.index] = base if n == 0 else f"{base}#{t.index}"
+
+    # -- tensors ---------------------------------------------------------------------------
+    def tensor(self, i):
+        return self.m.tensors[i]
+
+    def qparams(self, i):
+        t = self.tensor(i)
+        q = t.quantization
+        if t.type != "INT8":
+            _fault(f"tensor '{t.name}' is {t.type}: only int8 activations run here")
+        if q is None or q.scale.shape[0] != 1:
+            _fault(f"tensor '{t.name}' has no per-tensor scale and zero point")
+        return QParams(_f32(q.scale[0]), int(q.zero_point[0]))
+
+    def name_of(self, i):
+        return self.alias.get(i, self.names[i])
+
+    def sample_shape(self, i):
+        """The shape without the batch axis (TFLite's first dimension)."""
+        shape = self.tensor(i).shape
+        if len(shape) == 0:
+            _fault(f"tensor '{self.tensor(i).name}' is a scalar: no batch axis")
+        return tuple(int(d) for d in shape[1:])
+
+    def define(self, i):
+        """The fixnet tensor of TFLite tensor ``i`` (an activation computed by a step)."""
+        name = self.name_of(i)
+        if name not in self.specs:
+            self.specs[name] = TensorSpec(self.sample_shape(i), self.qparams(i))
+        return name
+
+    def constant(self, i, what):
+        t = self.tensor(i)
+        if t.data is None:
+            _fault(f"its {what} '{t.name}' is computed at run time; fixnet needs it constant")
+        return np.asarray(t.data)
+
+    # -- the graph -------------------------------------------------------------------------
+    def convert(self):
+        m = self.m
+        consumers = {}
+        for op in m.operators:
+            for i in op.inputs:
+                if i >= 0:
+                    consumers.setdefault(i, []).append(op)
+        self.consumers = consumers
+        shape_only = self.shape_only_tensors()
+        inputs, faults = [], []
+        for i in m.inputs:
+            t = self.tensor(i)
+            if t.type in ("INT8",):
+                inputs.append(i)
+                self.io_types[self.names[i]] = "int8"
+        ops = list(m.operators)
+        done = set()
+        # the converter's uint8/float model inputs: a QUANTIZE to int8 right after them
+        for op in ops:
+            if op.op == "QUANTIZE" and op.inputs[0] in m.inputs:
+                src, dst = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
+                try:
+                    self.check_io_quantize(src, dst, "input")
+                except _Fault as e:
+                    faults.append(self.describe(op, e))
+                    continue
+                inputs.append(op.outputs[0])
+                self.io_types[self.names[op.outputs[0]]] = src.type.lower()
+                done.add(op.index)
+        for i in inputs:
+            try:
+                self.define(i)
+            except _Fault as e:
+                faults.append(f"model input '{self.tensor(i).name}': {e}")
+        outputs = []
+        out_source = {}
+        for op in ops:
+            if op.op in ("DEQUANTIZE", "QUANTIZE") and op.outputs[0] in m.outputs \
+                    and op.index not in done:
+                src, dst = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
+                try:
+                    self.check_io_quantize(dst, src, "output")
+                except _Fault as e:
+                    faults.append(self.describe(op, e))
+                    continue
+                out_source[op.outputs[0]] = op.inputs[0]
+                self.io_types[self.names[op.inputs[0]]] = dst.type.lower()
+                done.add(op.index)
+        for op in ops:
+            if op.index in done:
+                continue
+            if all(o in shape_only for o in op.outputs if o >= 0):
+                continue                # computes a shape operand: a constant of the file
+            try:
+                self.operator(op)
+            except _Fault as e:
+                faults.append(self.describe(op, e))
+        for i in m.outputs:
+            src = out_source.get(i, i)
+            if self.tensor(src).type != "INT8":
+                if not any(str(f).find(self.tensor(src).name) >= 0 for f in faults):
+                    faults.append(f"model output '{self.tensor(i).name}' is {self.tensor(i).type}")
+                continue
+            outputs.append(self.name_of(src))
+            self.io_types.setdefault(self.name_of(src), "int8")
+        if faults:
+            raise UnsupportedTfliteError(
+                f"{m.source}: fixnet cannot run {len(faults)} operator(s) of this model:\n  "
+                + "\n  ".join(faults))
+        missing = [t for t in outputs if t not in self.specs]
+        if missing:
+            raise UnsupportedTfliteError(f"{m.source}: outputs {missing} are computed by no operator")
+        name = m.signature_defs[0].key if m.signature_defs else "tflite_model"
+        return TfliteParts(m.source, name, self.steps, self.specs,
+                           [self.name_of(i) for i in inputs], outputs, self.io_types)
+
+    def describe(self, op, e):
+        outs = ", ".join(f"'{self.tensor(o).name}'" for o in op.outputs if o >= 0)
+        return f"operator {op.index} {op.op} (output {outs}): {e}"
+
+    def shape_only_tensors(self):
+        """Tensors that only feed RESHAPE's shape operand, directly or through SHAPE_OPS."""
+        m = self.m
+        shape_only = set()
+        for op in m.operators:
+            if op.op == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] >= 0:
+                shape_only.add(op.inputs[1])
+        changed = True
+        while changed:
+            changed = False
+            for op in m.operators:
+                if op.op in SHAPE_OPS and op.outputs and all(o in shape_only for o in op.outputs):
+                    for i in op.inputs:
+                        t = self.tensor(i) if i >= 0 else None
+                        if t is not None and t.type == "INT32" and i not in shape_only \
+                                and all(c.op in SHAPE_OPS or (c.op == "RESHAPE" and c.inputs[1] == i)
+                                        for c in self.consumers.get(i, [])):
+                            shape_only.add(i)
+                            changed = True
+        return shape_only
+
+    def check_io_quantize(self, outer, inner, where):
+        """A uint8/int8/float32 model I/O tensor ``outer`` and its int8 tensor ``inner`` mean the
+        same reals: uint8 codes = int8 codes + 128 at one scale; float32 is quantized by predict."""
+        if inner.type != "INT8":
+            _fault(f"the model's {where} becomes {inner.type}, not int8")
+        if outer.type == "FLOAT32":
+            return
+        if outer.type not in ("UINT8", "INT8"):
+            _fault(f"the model's {where} is {outer.type}")
+        qo, qi = outer.quantization, inner.quantization
+        shift = 128 if outer.type == "UINT8" else 0
+        if qo is None or qi is None or _f32(qo.scale[0]) != _f32(qi.scale[0]) \
+                or int(qo.zero_point[0]) - shift != int(qi.zero_point[0]):
+            _fault(f"its {where} requantizes ({outer.type} to int8 at another scale or zero "
+                   f"point); fixnet's {where} codes are the int8 tensor's (uint8 = int8 + 128)")
+
+    # -- operators -------------------------------------------------------------------------
+    def operator(self, op):
+        handler = getattr(self, "op_" + op.op.lower(), None)
+        if handler is None:
+            _fault("not supported")
+        handler(op)
+
+    def activation_range(self, op, out_qp):
+        fn = op.options.get("fused_activation_function", "NONE")
+        lo, hi = -128, 127
+
+        def code(real):         # TFLite: zero_point + round(real / scale) in float32
+            return out_qp.zero_point + _round_half_away(np.float32(real) / np.float32(out_qp.scale))
+        if fn == "NONE":
+            return lo, hi
+        if fn == "RELU":
+            return max(lo, code(0.0)), hi
+        if fn == "RELU6":
+            return max(lo, code(0.0)), min(hi, code(6.0))
+        if fn == "RELU_N1_TO_1":
+            return max(lo, code(-1.0)), min(hi, code(1.0))
+        _fault(f"fused activation {fn}")
+
+    def weights(self, i, axis):
+        """int8 weight codes and per-output-channel float32 scales (axis: the channel axis)."""
+        t = self.tensor(i)
+        if t.type != "INT8":
+            _fault(f"weights '{t.name}' are {t.type} (a float or hybrid model): only int8 "
+                   "weights run here")
+        w = self.constant(i, "weights").astype(np.int8)
+        q = t.quantization
+        if q is None:
+            _fault(f"weights '{t.name}' have no scale")
+        if np.any(q.zero_point != 0):
+            _fault(f"weights '{t.name}' are asymmetric (zero point != 0)")
+        if w.size and int(w.min()) < -127:
+            _fault(f"weights '{t.name}' hold -128 (fixnet's weights are in [-127, 127])")
+        channels = w.shape[axis]
+        if q.scale.shape[0] == 1:
+            scales = np.full(channels, q.scale[0], np.float32)
+        elif q.quantized_dimension == axis and q.scale.shape[0] == channels:
+            scales = q.scale.astype(np.float32)
+        else:
+            _fault(f"weights '{t.name}' are quantized per channel along axis "
+                   f"{q.quantized_dimension}, expected axis {axis}")
+        return w, scales
+
+    def bias(self, op, channels, x_qp, w_scales):
+        if len(op.inputs) < 3 or op.inputs[2] < 0:
+            return np.zeros(channels, np.int64)
+        t = self.tensor(op.inputs[2])
+        if t.type != "INT32":
+            _fault(f"bias '{t.name}' is {t.type}, not int32")
+        b = self.constant(op.inputs[2], "bias").astype(np.int64).reshape(-1)
+        if b.shape != (channels,):
+            _fault(f"bias '{t.name}' has {b.size} values for {channels} channels")
+        return b
+
+    def multipliers(self, x_qp, w_scales, y_qp, product_in_float32=False):
+        """Per channel (m0, shift) of double(input_scale) * double(filter_scale) /
+        double(output_scale), as TFLite's PopulateConvolutionQuantizationParams; with
+        ``product_in_float32`` the product is rounded to float32 first, as
+        GetQuantizedConvolutionMultipler (FULLY_CONNECTED with one weight scale) forms it."""
+        def real(s):
+            if product_in_float32:
+                return _f32(np.float32(x_qp.scale) * np.float32(s)) / y_qp.scale
+            return x_qp.scale * _f32(s) / y_qp.scale
+        m0, shift = zip(*[quantize_multiplier(real(s)) for s in w_scales])
+        return np.array(m0, np.int32), np.array(shift, np.int32)
+
+    def folded_bias(self, bias, w_rows, x_zp, where):
+        eff = bias - int(x_zp) * w_rows.astype(np.int64).sum(axis=1)
+        if np.any(np.abs(eff) > INT32_MAX):
+            _fault(f"{where}: the bias with the input zero point folded in leaves int32")
+        return eff.astype(np.int32)
+
+    def op_fully_connected(self, op):
+        o = op.options
+        if o.get("weights_format", "DEFAULT") != "DEFAULT":
+            _fault(f"weights format {o['weights_format']}")
+        if o.get("keep_num_dims"):
+            _fault("keep_num_dims")
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        w, scales = self.weights(op.inputs[1], 0)              # [C, K]
+        c, k = w.shape
+        if int(np.prod(self.sample_shape(x))) != k or self.sample_shape(y) != (c,):
+            _fault(f"input {self.tensor(x).shape} does not flatten to {k} features per sample")
+        bias = self.folded_bias(self.bias(op, c, x_qp, scales), w, x_qp.zero_point, "dense")
+        per_tensor = self.tensor(op.inputs[1]).quantization.scale.shape[0] == 1
+        m0, shift = self.multipliers(x_qp, scales, y_qp, product_in_float32=per_tensor)
+        lo, hi = self.activation_range(op, y_qp)
+        xin = self.name_of(x)
+        step = DenseStep(self.names[y], self.tensor(y).name, [xin], [self.define(y)],
+                         layouts.step_from_rows("dense", w), bias, m0, shift, y_qp.zero_point,
+                         lo, hi)
+        if not per_tensor:
+            step.rounding = "single"     # TFLite's reference per-channel FULLY_CONNECTED
+        self.steps.append(step)
+
+    def window(self, op, x, y, kh, kw):
+        o = op.options
+        h, w_, _ = self.nhwc(x)
+        oh, ow, _ = self.nhwc(y)
+        sh, sw = int(o.get("stride_h", 1)), int(o.get("stride_w", 1))
+        dh, dw = int(o.get("dilation_h_factor", 1)), int(o.get("dilation_w_factor", 1))
+        if o.get("padding") == "SAME":
+            def pad(n_in, n_out, k, s, d):
+                total = max((n_out - 1) * s + (k - 1) * d + 1 - n_in, 0)
+                return total // 2, total - total // 2
+            pads = (pad(h, oh, kh, sh, dh), pad(w_, ow, kw, sw, dw))
+        elif o.get("padding") == "VALID":
+            pads = ((0, 0), (0, 0))
+        else:
+            _fault(f"padding {o.get('padding')}")
+        return (sh, sw), (dh, dw), pads
+
+    def nhwc(self, i):
+        s = self.sample_shape(i)
+        if len(s) != 3:
+            _fault(f"tensor '{self.tensor(i).name}' has shape {self.tensor(i).shape}, not NHWC")
+        return s
+
+    def op_conv_2d(self, op):
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        w, scales = self.weights(op.inputs[1], 0)               # [Cout, KH, KW, Cin/groups]
+        cin = self.nhwc(x)[2]
+        if cin % w.shape[3]:
+            _fault(f"filter depth {w.shape[3]} does not divide the {cin} input channels")
+        groups = cin // w.shape[3]
+        strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
+        rows = w.reshape(w.shape[0], -1)
+        bias = self.folded_bias(self.bias(op, w.shape[0], x_qp, scales), rows, x_qp.zero_point,
+                                "conv2d")
+        m0, shift = self.multipliers(x_qp, scales, y_qp)
+        lo, hi = self.activation_range(op, y_qp)
+        self.steps.append(ConvStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+                                   [self.define(y)], np.ascontiguousarray(w), strides, dilation,
+                                   groups, bias=bias, m0=m0, shift=shift,
+                                   pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
+                                   act_min=lo, act_max=hi, pads=pads, nhwc_in=self.nhwc(x),
+                                   nhwc_out=self.nhwc(y)))
+
+    def op_depthwise_conv_2d(self, op):
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        w, scales = self.weights(op.inputs[1], 3)               # [1, KH, KW, C * M]
+        c = self.nhwc(x)[2]
+        mult = int(op.options.get("depth_multiplier", 1)) or 1
+        if w.shape[0] != 1 or w.shape[3] != self.nhwc(y)[2] or w.shape[3] % max(c, 1):
+            _fault(f"filter shape {w.shape} does not fit {c} input channels")
+        mult = w.shape[3] // c
+        strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
+        w3 = np.ascontiguousarray(w[0])                          # [KH, KW, C * M]
+        rows = w3.reshape(-1, w3.shape[2]).T
+        bias = self.folded_bias(self.bias(op, w3.shape[2], x_qp, scales), rows,
+                                x_qp.zero_point, "depthwise_conv2d")
+        m0, shift = self.multipliers(x_qp, scales, y_qp)
+        lo, hi = self.activation_range(op, y_qp)
+        self.steps.append(DepthwiseStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+                                        [self.define(y)], w3, strides, dilation, mult,
+                                        bias=bias, m0=m0, shift=shift,
+                                        pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
+                                        act_min=lo, act_max=hi, pads=pads,
+                                        nhwc_in=self.nhwc(x), nhwc_out=self.nhwc(y)))
+
+    def pool(self, op, kind):
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        if x_qp != y_qp:
+            _fault("input and output are quantized differently (TFLite pools keep them equal)")
+        if op.options.get("fused_activation_function", "NONE") != "NONE":
+            lo, hi = self.activation_range(op, y_qp)
+            if (lo, hi) != (-128, 127):
+                _fault(f"fused activation {op.options['fused_activation_function']} that clamps")
+        kh, kw = int(op.options["filter_height"]), int(op.options["filter_width"])
+        strides, _, pads = self.window(op, x, y, kh, kw)
+        step = PoolStep(self.names[y], self.tensor(y).name, [self.name_of(x)], [self.define(y)],
+                        kind, (kh, kw), strides, (pads[0][0], pads[1][0]), self.nhwc(x),
+                        self.nhwc(y))
+        self.steps.append(step)
+
+    def op_max_pool_2d(self, op):
+        self.pool(op, "max")
+
+    def op_average_pool_2d(self, op):
+        self.pool(op, "avg")
+
+    def binary(self, op, kind):
+        a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
+        if self.sample_shape(a) != self.sample_shape(b) or self.sample_shape(a) != self.sample_shape(y):
+            _fault(f"operands of shapes {self.tensor(a).shape} and {self.tensor(b).shape} "
+                   "(broadcasting is not supported)")
+        aq, bq, oq = self.qparams(a), self.qparams(b), self.qparams(y)
+        lo, hi = self.activation_range(op, oq)
+        if kind in ("add", "subtract"):
+            twice_max = 2.0 * max(aq.scale, bq.scale)
+            (ma, sa), (mb, sb) = (quantize_multiplier(aq.scale / twice_max),
+                                  quantize_multiplier(bq.scale / twice_max))
+            mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * oq.scale))
+            params = dict(x_zp=aq.zero_point, x_m0=ma, x_shift=sa, y_zp=bq.zero_point, y_m0=mb,
+                          y_shift=sb, left_shift=ADD_LEFT_SHIFT, out_m0=mo, out_shift=so,
+                          out_zp=oq.zero_point, act_min=lo, act_max=hi,
+                          subtract=int(kind == "subtract"))
+        else:
+            # TFLite's MUL: the real multiplier in float32 arithmetic
+            real = float(np.float32(np.float32(aq.scale) * np.float32(bq.scale))
+                         / np.float32(oq.scale))
+            m, s = quantize_multiplier(real)
+            params = dict(x_zp=aq.zero_point, y_zp=bq.zero_point, m0=m, shift=s,
+                          out_zp=oq.zero_point, act_min=lo, act_max=hi)
+        self.steps.append(BinaryStep(self.names[y], self.tensor(y).name,
+                                     [self.name_of(a), self.name_of(b)], [self.define(y)], kind,
+                                     {k: int(v) for k, v in params.items()}))
+
+    def op_add(self, op):
+        self.binary(op, "add")
+
+    def op_sub(self, op):
+        self.binary(op, "subtract")
+
+    def op_mul(self, op):
+        self.binary(op, "multiply")
+
+    def view(self, op):
+        x, y = op.inputs[0], op.outputs[0]
+        if self.qparams(x) != self.qparams(y):
+            _fault("a reshape that requantizes")
+        if int(np.prod(self.sample_shape(x))) != int(np.prod(self.sample_shape(y))):
+            _fault(f"reshape of {self.tensor(x).shape} to {self.tensor(y).shape} moves values "
+                   "across the batch axis")
+        self.steps.append(AliasStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+                                    [self.define(y)], "reshape"))
+
+    op_reshape = op_squeeze = op_expand_dims = view
+
+    def op_pad(self, op):
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp = self.qparams(x)
+        if x_qp != self.qparams(y):
+            _fault("input and output are quantized differently")
+        p = self.constant(op.inputs[1], "paddings").astype(np.int64)
+        if p.shape != (4, 2) or np.any(p[0] != 0) or np.any(p[3] != 0) or np.any(p < 0):
+            _fault(f"paddings {p.tolist()}: only the H and W axes of NHWC")
+        pads = ((int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1])))
+        self.steps.append(PadStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+                                  [self.define(y)], pads, x_qp.zero_point, self.nhwc(x),
+                                  self.nhwc(y)))
+
+    def op_mean(self, op):
+        """MEAN over H and W (Keras' global average pooling): TFLite's reference kernel sums
+        x - x_zp over the window and requantizes the sum once, with the multiplier
+        input_scale / (H * W * output_scale), plus the output zero point. That is a
+        depthwise convolution with weights 1 and bias -x_zp * H * W (global_average_pool)."""
+        x, y = op.inputs[0], op.outputs[0]
+        axes = sorted(int(a) % 4 for a in np.asarray(self.constant(op.inputs[1], "axes")).reshape(-1))
+        if len(self.tensor(x).shape) != 4 or axes != [1, 2]:
+            _fault(f"MEAN over axes {axes} of a rank-{len(self.tensor(x).shape)} tensor "
+                   "(only H and W of NHWC: global average pooling)")
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        h, w_, c = self.nhwc(x)
+        if int(np.prod(self.sample_shape(y))) != c:
+            _fault(f"output shape {self.tensor(y).shape} is not one value per channel")
+        m0, shift = quantize_multiplier(x_qp.scale / (h * w_ * y_qp.scale))
+        ones = np.ones((h, w_, c), np.int8)
+        bias = np.full(c, -x_qp.zero_point * h * w_, np.int64)
+        if np.any(np.abs(bias) > INT32_MAX):
+            _fault("the window is too large for an int32 sum")
+        self.steps.append(GlobalAveragePoolStep(
+            self.names[y], self.tensor(y).name, [self.name_of(x)], [self.define(y)], ones,
+            (1, 1), (1, 1), 1, bias=bias.astype(np.int32), m0=np.full(c, m0, np.int32),
+            shift=np.full(c, shift, np.int32), pad_value=x_qp.zero_point,
+            out_zp=y_qp.zero_point, act_min=-128, act_max=127, pads=((0, 0), (0, 0)),
+            nhwc_in=(h, w_, c), nhwc_out=(1, 1, c)))
+
+    def op_softmax(self, op):
+        _fault("SOFTMAX needs TFLite's fixed-point softmax (not mapped yet)")
+
+
+def convert(model):
+    """TfliteParts of a TfliteModel (fixnet.tflite.read_tflite); UnsupportedTfliteError
+    listing every operator that cannot run."""
+    return Converter(model).convert()
