@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import layouts
 from ..errors import UnsupportedLayerError
+from ..ops.activation import RescaleStep
 from ..ops.conv import ConvStep, DepthwiseStep
 from ..ops.dense import DenseStep
 from ..ops.merge import BinaryStep, ConcatStep
@@ -105,11 +106,14 @@ class Converter:
     def qparams(self, i):
         t = self.tensor(i)
         q = t.quantization
-        if t.type != "INT8":
-            _fault(f"tensor '{t.name}' is {t.type}: only int8 activations run here")
+        if t.type not in ("INT8", "UINT8"):
+            _fault(f"tensor '{t.name}' is {t.type}: only int8 (and uint8) activations run here")
         if q is None or q.scale.shape[0] != 1:
             _fault(f"tensor '{t.name}' has no per-tensor scale and zero point")
-        return QParams(_f32(q.scale[0]), int(q.zero_point[0]))
+        # a uint8 tensor is held as int8 codes u - 128 at zero point zp - 128: the same reals
+        # (predict takes and gives uint8 codes as int8 codes + 128)
+        shift = 128 if t.type == "UINT8" else 0
+        return QParams(_f32(q.scale[0]), int(q.zero_point[0]) - shift)
 
     def name_of(self, i):
         return self.alias.get(i, self.names[i])
@@ -144,44 +148,33 @@ class Converter:
                     consumers.setdefault(i, []).append(op)
         self.consumers = consumers
         shape_only = self.shape_only_tensors()
-        inputs, faults = [], []
+        inputs, faults, done = [], [], set()
+        ops = list(m.operators)
         for i in m.inputs:
             t = self.tensor(i)
-            if t.type in ("INT8",):
+            if t.type in ("INT8", "UINT8"):
                 inputs.append(i)
-                self.io_types[self.names[i]] = "int8"
-        ops = list(m.operators)
-        done = set()
-        # the converter's uint8/float model inputs: a QUANTIZE to int8 right after them
-        for op in ops:
-            if op.op == "QUANTIZE" and op.inputs[0] in m.inputs:
-                src, dst = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
-                try:
-                    self.check_io_quantize(src, dst, "input")
-                except _Fault as e:
-                    faults.append(self.describe(op, e))
-                    continue
-                inputs.append(op.outputs[0])
-                self.io_types[self.names[op.outputs[0]]] = src.type.lower()
-                done.add(op.index)
+                self.io_types[self.names[i]] = t.type.lower()
+                continue
+            # a float input quantized by the model's first op: predict quantizes it
+            first = [op for op in self.consumers.get(i, []) if op.op == "QUANTIZE"]
+            if t.type == "FLOAT32" and len(first) == len(self.consumers.get(i, [])) == 1:
+                inputs.append(first[0].outputs[0])
+                self.io_types[self.names[first[0].outputs[0]]] = "float32"
+                done.add(first[0].index)
+            else:
+                faults.append(f"model input '{t.name}' is {t.type}: only int8, uint8, or float32 "
+                              "quantized at once, are inputs fixnet takes")
         for i in inputs:
             try:
                 self.define(i)
             except _Fault as e:
                 faults.append(f"model input '{self.tensor(i).name}': {e}")
-        outputs = []
         out_source = {}
         for op in ops:
-            if op.op in ("DEQUANTIZE", "QUANTIZE") and op.outputs[0] in m.outputs \
-                    and op.index not in done:
-                src, dst = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
-                try:
-                    self.check_io_quantize(dst, src, "output")
-                except _Fault as e:
-                    faults.append(self.describe(op, e))
-                    continue
+            if op.op == "DEQUANTIZE" and op.outputs[0] in m.outputs:
                 out_source[op.outputs[0]] = op.inputs[0]
-                self.io_types[self.names[op.inputs[0]]] = dst.type.lower()
+                self.io_types[self.names[op.inputs[0]]] = "float32"
                 done.add(op.index)
         for op in ops:
             if op.index in done:
@@ -192,14 +185,15 @@ class Converter:
                 self.operator(op)
             except _Fault as e:
                 faults.append(self.describe(op, e))
+        outputs = []
         for i in m.outputs:
             src = out_source.get(i, i)
-            if self.tensor(src).type != "INT8":
+            if self.tensor(src).type not in ("INT8", "UINT8"):
                 if not any(str(f).find(self.tensor(src).name) >= 0 for f in faults):
                     faults.append(f"model output '{self.tensor(i).name}' is {self.tensor(i).type}")
                 continue
             outputs.append(self.name_of(src))
-            self.io_types.setdefault(self.name_of(src), "int8")
+            self.io_types.setdefault(self.name_of(src), self.tensor(src).type.lower())
         if faults:
             raise UnsupportedTfliteError(
                 f"{m.source}: fixnet cannot run {len(faults)} operator(s) of this model:\n  "
@@ -235,22 +229,6 @@ class Converter:
                             shape_only.add(i)
                             changed = True
         return shape_only
-
-    def check_io_quantize(self, outer, inner, where):
-        """A uint8/int8/float32 model I/O tensor ``outer`` and its int8 tensor ``inner`` mean the
-        same reals: uint8 codes = int8 codes + 128 at one scale; float32 is quantized by predict."""
-        if inner.type != "INT8":
-            _fault(f"the model's {where} becomes {inner.type}, not int8")
-        if outer.type == "FLOAT32":
-            return
-        if outer.type not in ("UINT8", "INT8"):
-            _fault(f"the model's {where} is {outer.type}")
-        qo, qi = outer.quantization, inner.quantization
-        shift = 128 if outer.type == "UINT8" else 0
-        if qo is None or qi is None or _f32(qo.scale[0]) != _f32(qi.scale[0]) \
-                or int(qo.zero_point[0]) - shift != int(qi.zero_point[0]):
-            _fault(f"its {where} requantizes ({outer.type} to int8 at another scale or zero "
-                   f"point); fixnet's {where} codes are the int8 tensor's (uint8 = int8 + 128)")
 
     # -- operators -------------------------------------------------------------------------
     def operator(self, op):
@@ -501,6 +479,48 @@ class Converter:
         self.steps.append(PadStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
                                   [self.define(y)], pads, x_qp.zero_point, self.nhwc(x),
                                   self.nhwc(y)))
+
+    def op_concatenation(self, op):
+        """TFLite's int8 CONCATENATION keeps every input's scale and zero point equal to the
+        output's (its Prepare checks it): the values are copied."""
+        y = op.outputs[0]
+        oq = self.qparams(y)
+        if op.options.get("fused_activation_function", "NONE") != "NONE":
+            _fault(f"fused activation {op.options['fused_activation_function']}")
+        rank = len(self.tensor(y).shape)
+        axis = int(op.options.get("axis", 0))
+        axis = axis + rank if axis < 0 else axis
+        if not 1 <= axis < rank:
+            _fault(f"axis {op.options.get('axis')} (the batch axis, or outside the rank)")
+        parts, offset = [], 0
+        for i in op.inputs:
+            if self.qparams(i) != oq:
+                _fault("inputs quantized differently from the output")
+            inner = int(np.prod(self.sample_shape(i)[axis - 1:]))
+            parts.append((oq.zero_point, 0, 0, inner, offset))
+            offset += inner
+        if offset != int(np.prod(self.sample_shape(y)[axis - 1:])):
+            _fault("input shapes do not add up to the output's")
+        self.steps.append(ConcatStep(self.names[y], self.tensor(y).name,
+                                     [self.name_of(i) for i in op.inputs], [self.define(y)],
+                                     parts, offset, oq.zero_point, self.sample_shape(y)))
+
+    def op_quantize(self, op):
+        """QUANTIZE between int8 and uint8 tensors: a view where both mean the same reals (uint8
+        codes are held as int8 codes - 128), else TFLite's Requantize: out_zp +
+        MBQM(x - x_zp, input_scale / output_scale), clamped (fixnet's rescale)."""
+        x, y = op.inputs[0], op.outputs[0]
+        if self.tensor(x).type == "FLOAT32":
+            _fault("a float tensor inside the model (float or hybrid ops)")
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        if x_qp == y_qp:
+            self.steps.append(AliasStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+                                        [self.define(y)], "reshape"))
+            return
+        m0, shift = quantize_multiplier(x_qp.scale / y_qp.scale)
+        self.steps.append(RescaleStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+                                      [self.define(y)], x_qp.zero_point, m0, shift,
+                                      y_qp.zero_point, -128, 127))
 
     def op_mean(self, op):
         """MEAN over H and W (Keras' global average pooling): TFLite's reference kernel sums
