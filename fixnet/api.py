@@ -15,7 +15,10 @@ def load(path, weights=None, *, max_memory=None):
 
     path: a full-model HDF5 file (``model.save("x.h5")``, any Keras from 2.0 to 3), a Keras 3
         ``.keras`` archive, or an architecture JSON (``model.to_json()``) with ``weights``;
-        or a fixnet ``.fxn`` file, which gives back the QuantizedModel it holds.
+        or a fixnet ``.fxn`` file, which gives back the QuantizedModel it holds; or an int8
+        TensorFlow Lite ``.tflite`` file (the optional extra ``fixnet[tflite]``), which gives
+        a QuantizedModel computing TFLite's reference kernels' integers (fixnet.tflite.convert
+        says which ops run).
     weights: with a JSON architecture, the weights file (``save_weights``: ``.h5`` or
         ``.weights.h5``).
     max_memory: the most memory, in bytes (or a string such as "512M", "4G"), the model's

@@ -536,7 +536,8 @@ def model_from_bytes(data, name="<fxn bytes>", max_memory=None):
 
 
 def load_tflite(path, max_memory=None):
-    """The QuantizedModel of the int8 .tflite file ``path`` (``fixnet.load`` calls this for a
+    """The QuantizedModel of the int8 .tflite file ``path`` (or its bytes; ``fixnet.load``
+    calls this for a
     .tflite file): read and checked by fixnet.tflite (ModelFileError naming the file; the
     parser is the optional extra fixnet[tflite]), converted op by op to fixnet's steps with
     TFLite's own scales, zero points and multiplier rules (UnsupportedTfliteError listing every

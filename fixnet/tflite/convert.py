@@ -235,7 +235,13 @@ class Converter:
         handler = getattr(self, "op_" + op.op.lower(), None)
         if handler is None:
             _fault("not supported")
-        handler(op)
+        try:
+            handler(op)
+        except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as e:
+            # an operator whose options, operands or shapes are not what the op has (a
+            # damaged or hand-made file): refused, naming it
+            _fault(f"malformed ({type(e).__name__}: {e}): its options, operands or shapes "
+                   "are not those of a " + op.op)
 
     def activation_range(self, op, out_qp):
         fn = op.options.get("fused_activation_function", "NONE")
