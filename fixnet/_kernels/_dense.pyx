@@ -488,12 +488,12 @@ def dense(x not None, const int8_t[:, ::1] w not None, const int32_t[::1] bias n
 
 
 cdef class DenseSingleRoundingCall(KernelCall):
-    """dense on int8 with TFLite's single-rounding requantization (the rule TFLite 2.21's
-    reference FULLY_CONNECTED applies to per-channel weights; oracle
-    ``multiply_by_quantized_multiplier_single``): out[n, c] = clamp(out_zp +
-    ((acc * m0[c] + 2^(30 - shift[c])) >> (31 - shift[c])), act_min, act_max), acc =
-    bias[c] + sum_k x[n, k] * w[c, k] in int32 (the product in int64: no left shift, no
-    saturation). Arguments as dense's, int8 only.
+    """dense on int8 with one rounding of the exact product, ties away from zero (the rule
+    TFLite 2.21's reference FULLY_CONNECTED applies; oracle
+    ``multiply_by_quantized_multiplier_single``): out[n, c] = clamp(out_zp + round(acc *
+    m0[c] / 2^(31 - shift[c])), act_min, act_max), acc = bias[c] + sum_k x[n, k] * w[c, k]
+    in int32 (the product in int64: no left shift, no saturation). Arguments as dense's,
+    int8 only.
 
     The loops are plain C (each row of x widened to int16 once, so the dot products vectorise
     to pmaddwd / smlal), one task per row: not the packed GEMM of DenseCall, whose epilogue
@@ -551,7 +551,11 @@ cdef class DenseSingleRoundingCall(KernelCall):
                     acc = wrapping_add_int32(acc, dot_int16_int8(row + k0, &self.w[c, k0], part))
                     k0 += part
                 total = 31 - self.shift[c]
-                v = (<int64_t>acc * self.m0[c] + (<int64_t>1 << (total - 1))) >> total
+                v = <int64_t>acc * self.m0[c]          # |v| < 2^62; ties away from zero
+                if v >= 0:
+                    v = (v + (<int64_t>1 << (total - 1))) >> total
+                else:
+                    v = -((-v + (<int64_t>1 << (total - 1))) >> total)
                 v += self.out_zp
                 if v < self.act_min:
                     v = self.act_min

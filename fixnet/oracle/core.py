@@ -172,16 +172,19 @@ def multiply_by_quantized_multiplier(acc, m0, shift):
 
 
 def multiply_by_quantized_multiplier_single(acc, m0, shift):
-    """acc * m0 * 2^(shift - 31) with one rounding, half up: (acc * m0 + 2^(30 - shift)) >>
-    (31 - shift), an arithmetic shift of the exact int64 product (TFLite's single-rounding
-    MultiplyByQuantizedMultiplier; its reference FULLY_CONNECTED with per-channel weights
-    rounds so in TFLite 2.21). acc: int32 values; m0: in [0, 2^31); shift: in [-31, 30] (no
-    left shift of acc, so no saturation). Returns int64 (the caller clamps)."""
+    """acc * m0 * 2^(shift - 31) with one rounding of the exact int64 product, ties away from
+    zero: sign(p) * ((|p| + 2^(30 - shift)) >> (31 - shift)), p = acc * m0. This is what
+    TFLite 2.21's reference FULLY_CONNECTED computes (measured: models/tflite/ROUNDING.md; the
+    gemmlowp rule rounds twice, TFLITE_SINGLE_ROUNDING's ties go toward +inf). acc: int32
+    values; m0: in [0, 2^31); shift: in [-31, 30] (no left shift of acc, so no saturation).
+    Returns int64 (the caller clamps)."""
     acc = _int64(acc, "acc")
     m0 = _int64(m0, "m0", 0, INT32_MAX)
     shift = _int64(shift, "shift", -31, 30)
     total = 31 - shift
-    return (acc * m0 + (np.int64(1) << (total - 1))) >> total
+    p = acc * m0                                   # |p| < 2^62
+    half = np.int64(1) << (total - 1)
+    return np.where(p >= 0, (p + half) >> total, -((-p + half) >> total))
 
 
 # int64 accumulators ("wide" steps): |acc| below 2^47, so that acc times a 16-bit multiplier

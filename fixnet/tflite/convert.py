@@ -332,8 +332,7 @@ class Converter:
         step = DenseStep(self.names[y], self.tensor(y).name, [xin], [self.define(y)],
                          layouts.step_from_rows("dense", w), bias, m0, shift, y_qp.zero_point,
                          lo, hi)
-        if not per_tensor:
-            step.rounding = "single"     # TFLite's reference per-channel FULLY_CONNECTED
+        step.rounding = "single"     # TFLite's reference FULLY_CONNECTED rounds once
         self.steps.append(step)
 
     def window(self, op, x, y, kh, kw):
