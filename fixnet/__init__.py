@@ -13,6 +13,7 @@ from .runtime import QuantizedModel
 from .quant.config import LayerOverride, QuantConfig
 from .quant.datafree import DataFreeWarning
 from ._version import __version__
+from .tflite import steps as _tflite_steps  # noqa: F401  (step classes .fxn files may name)
 
 __all__ = [
     "load", "FloatModel", "QuantizedModel", "FixnetError", "ModelFileError", "MissingWeightError",

@@ -1,0 +1,55 @@
+"""Steps that run TensorFlow Lite's own int8 semantics where they differ from fixnet's.
+
+TfliteSoftmaxStep: SOFTMAX on int8 as TFLite's reference kernel computes it (gemmlowp
+fixed-point exp and reciprocal; fixnet.oracle.tflite.softmax_reference), from the ints its
+Prepare derives from the input scale and beta (fixnet.oracle.tflite.softmax_params). The
+elementwise ops need no step of their own: fixnet.tflite.tables.table_for gives the table
+fixnet's LookupStep runs.
+
+A .fxn file stores the step by class name and state; the .fxn registry finds it among the
+Step subclasses of the fixnet package once this module is imported (fixnet imports it).
+"""
+import numpy as np
+
+from .._kernels import _tflite_softmax
+from ..oracle import tflite as tfl
+from ..step import OverflowBound, Step
+
+# output quantization TFLite requires of an int8 SOFTMAX (activations.cc SoftmaxPrepare)
+SOFTMAX_OUTPUT_SCALE = 1.0 / 256
+SOFTMAX_OUTPUT_ZERO_POINT = -128
+# exp(0) in Q12.19: the largest term of a row's int32 sum
+_SUM_TERM_MAX = 1 << 19
+
+
+class TfliteSoftmaxStep(Step):
+    """int8 [..., C] logits -> int8 probabilities (scale 1/256, zero point -128) over the last
+    axis, as TFLite's BUILTIN_REF SOFTMAX. ``params``: {input_multiplier, input_left_shift,
+    diff_min} (ints, ``softmax_params(input_scale, beta)``); ``channels``: C (at most 4095)."""
+    op = "tflite_softmax"
+
+    def __init__(self, name, layer, inputs, outputs, params, channels):
+        super().__init__(name, layer, inputs, outputs)
+        self.params = {k: int(params[k]) for k in _tflite_softmax.TFLITE_SOFTMAX_PARAMS}
+        self.channels = int(channels)
+
+    @classmethod
+    def from_scales(cls, name, layer, inputs, outputs, input_scale, channels, beta=1.0):
+        """The step of a SOFTMAX whose input has scale ``input_scale`` (float32) and whose
+        option beta is ``beta``, with the params TFLite's Prepare computes."""
+        return cls(name, layer, inputs, outputs, tfl.softmax_params(input_scale, beta), channels)
+
+    def bind(self, bufs):
+        c = self.channels
+        return _tflite_softmax.TfliteSoftmaxCall(bufs[self.inputs[0]].reshape(-1, c),
+                                                 self.params, bufs[self.outputs[0]].reshape(-1, c))
+
+    def oracle(self, ins):
+        x = np.asarray(ins[0])
+        y = tfl.softmax_reference(x.reshape(-1, self.channels), **self.params)
+        return [y.reshape(x.shape)]
+
+    def overflow_bound(self):
+        # the int32 row sum of Q12.19 exponentials, each at most exp(0) = 2^19
+        return OverflowBound(self.layer, self.op,
+                             np.array([self.channels * _SUM_TERM_MAX], np.int64), what="exp sum")
