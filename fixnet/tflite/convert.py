@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import layouts
 from ..errors import UnsupportedLayerError
-from ..ops.activation import RescaleStep
+from ..ops.activation import LookupStep, RescaleStep
 from ..ops.conv import ConvStep, DepthwiseStep
 from ..ops.dense import DenseStep
 from ..ops.merge import BinaryStep, ConcatStep
@@ -42,6 +42,10 @@ from ..ops.reshape import AliasStep
 from ..oracle.core import quantize_multiplier
 from ..quant.qparams import QParams
 from ..step import TensorSpec
+from .steps import TfliteSoftmaxStep
+from .tables import TABLE_OPS, table_for
+
+SOFTMAX_MAX_CLASSES = 4095      # the int32 row sum of TfliteSoftmaxStep
 
 INT32_MAX = 2 ** 31 - 1
 ADD_LEFT_SHIFT = 20         # TFLite's int8 ADD/SUB: inputs shifted left by 20 bits first
@@ -554,7 +558,42 @@ class Converter:
             nhwc_in=(h, w_, c), nhwc_out=(1, 1, c)))
 
     def op_softmax(self, op):
-        _fault("SOFTMAX needs TFLite's fixed-point softmax (not mapped yet)")
+        """TFLite's reference int8 SOFTMAX (gemmlowp fixed-point exp and reciprocal; output
+        scale 1/256, zero point -128): fixnet.tflite.steps.TfliteSoftmaxStep."""
+        x, y = op.inputs[0], op.outputs[0]
+        self.int8_only(x, y)
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        if y_qp != QParams(_f32(1.0 / 256), -128):
+            _fault(f"output quantized at scale {y_qp.scale}, zero point {y_qp.zero_point} "
+                   "(TFLite's int8 softmax writes 1/256 and -128)")
+        channels = self.sample_shape(x)[-1] if self.sample_shape(x) else 1
+        if not 1 <= channels <= SOFTMAX_MAX_CLASSES:
+            _fault(f"{channels} classes (at most {SOFTMAX_MAX_CLASSES})")
+        self.steps.append(TfliteSoftmaxStep.from_scales(
+            self.names[y], self.tensor(y).name, [self.name_of(x)], [self.define(y)],
+            x_qp.scale, channels, float(op.options.get("beta", 1.0))))
+
+    def int8_only(self, *tensors):
+        for i in tensors:
+            if self.tensor(i).type != "INT8":
+                _fault(f"tensor '{self.tensor(i).name}' is {self.tensor(i).type} (int8 only here)")
+
+    def table(self, op):
+        """An elementwise op as its 256-entry table of TFLite's integer results
+        (fixnet.tflite.tables.table_for), run by fixnet's lookup step."""
+        x, y = op.inputs[0], op.outputs[0]
+        self.int8_only(x, y)
+        options = {}
+        if op.op == "LEAKY_RELU":
+            options["alpha"] = float(op.options.get("alpha", 0.2))
+        if op.op == "GELU":
+            options["approximate"] = bool(op.options.get("approximate", False))
+        table = table_for(op.op, self.qparams(x), self.qparams(y), options)
+        self.steps.append(LookupStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+                                     [self.define(y)], np.asarray(table, np.int8)))
+
+    op_logistic = op_tanh = op_elu = op_gelu = op_hard_swish = op_leaky_relu = table
+    op_relu = op_relu6 = op_relu_n1_to_1 = op_relu_0_to_1 = table
 
 
 def convert(model):
