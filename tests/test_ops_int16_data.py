@@ -377,3 +377,22 @@ def test_int16_mask_meets_int8_readers_as_an_int8_mask():
     np.testing.assert_array_equal(got[1], want[1])
     for t, o, g in zip(qm.outputs, qm.predict_oracle(ids), got):
         np.testing.assert_array_equal(qm.tensors[t].qparams.dequantize(o), g)
+
+
+def test_masking_fixture_int16_beside_int8_recurrent_layers(tmp_path):
+    """rnn_variants_k3 (Masking -> recurrent layers, a masked GlobalAveragePooling1D) with
+    activations="int16": masking and the masked mean run int16, the recurrent layers int8
+    reading the int16 mask converted to an int8 mask; bit-exact with the oracle, checked,
+    saved and loaded, every output at least as accurate as int8."""
+    d = fixture_data("rnn_variants_k3")
+    fm = fixnet.load(fixture_path("rnn_variants_k3"))
+    q8 = fm.quantize(d["x_calib"][:64], progress=False)
+    q16 = fm.quantize(d["x_calib"][:64], activations="int16", progress=False)
+    masks = [s for s in q16.steps if s.op == "rescale" and s.bits == 8
+             and q16.tensors[s.inputs[0]].qparams == MASK16_QPARAMS]
+    assert masks and all(q16.tensors[s.outputs[0]].qparams == MASK_QPARAMS for s in masks)
+    x = d["x_test"][:32]
+    got = check_int16_model(q16, x, tmp_path, {"masking", "masked_mean"})
+    refs = by_index(d, "keras_float")
+    for i, (a, b) in enumerate(zip(q8.predict(x), got)):
+        assert sqnr_db(refs[i][:32], b) >= sqnr_db(refs[i][:32], a), i
