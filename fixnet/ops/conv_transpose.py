@@ -11,7 +11,8 @@ before and by whatever makes the output length right after. So the loader emits 
 
     zero_insert (this module)  ->  conv2d (fixnet/ops/conv.py, explicit padding)
 
-In int8 the gaps are filled with the input's zero point (exactly real 0.0) and the padding too,
+In int8 the gaps are filled with the input's zero point (exactly real 0.0) and the padding too
+(int16: 0, the zero point of every int16 tensor),
 so the integer arithmetic is that of the verified conv2d kernel and oracle, with its
 quantization, overflow proof, bias correction and BatchNorm folding; zero_insert keeps the
 input's scale and zero point (fixnet.quant.quantizer.SAME_QPARAMS_OPS).
@@ -25,7 +26,7 @@ from .. import oracle
 from ..step import Step
 from .base import Op, register
 from .conv import as_nhwc_shape
-from .resize import as_nhwc, spatial_input
+from .resize import as_nhwc, check_same_type, spatial_input
 
 
 def transpose_axis(size, kernel, stride, padding, output_padding=None):
@@ -147,6 +148,10 @@ class ZeroInsertStep(Step):
         y = out.reshape((-1, (h - 1) * sh + 1, (w - 1) * sw + 1, c))
         if x.shape[0] != y.shape[0] or not out.flags.c_contiguous:    # reshape must be a view
             raise ValueError(f"{self.name}: buffers of {x.shape} and {out.shape} do not fit")
+        check_same_type(self.name, x, y)
+        if y.dtype == np.int16 and self.value != 0:
+            raise ValueError(f"{self.name}: value {self.value}: int16 tensors are symmetric, "
+                             f"their zero point is 0")
         y.fill(self.value)
         dst = y[:, ::sh, ::sw]
         return lambda: np.copyto(dst, x)

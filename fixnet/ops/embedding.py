@@ -15,6 +15,11 @@ int8: a row lookup (kernel: fixnet/_kernels/_embedding.pyx; oracle: fixnet/oracl
   (rows that calibration never read are not clipped).
 - An id >= V (a code up to 127 is id 255) raises InputError naming the layer, at run time,
   before any row is read out of bounds.
+
+int16 (one type per step): the int8 ids input is converted exactly to int16 as every int8
+tensor feeding an int16 node is (code - zero point: the token id itself, scale 1.0, zero point
+0: IDS16_QPARAMS), and the table holds int16 codes at the output's int16 scale (symmetric,
+max |table| / 32767). The model input still holds ids 0..255 as int8 codes.
 """
 import numpy as np
 
@@ -27,6 +32,8 @@ from .base import Op, register
 
 # Token ids in int8: code k - 128 is id k (uint8 inputs, codes + 128, are the ids themselves).
 IDS_QPARAMS = QParams(1.0, -128)
+# The same ids converted to int16 (code - zero point): code k is id k.
+IDS16_QPARAMS = QParams(1.0, 0, 16)
 MAX_VOCAB = 256
 
 
@@ -76,14 +83,15 @@ class Embedding(Op):
     def output_qparams(self, node, q):
         table = np.asarray(node.weights["table"], np.float64)
         try:
-            return [qparams_from_range(table.min(), table.max()) if table.size
-                    else QParams(1.0 / 255.0, -128)]
+            # an empty table: the qparams of an empty range, [0, 0]
+            return [qparams_from_range(table.min(), table.max(), bits=q.bits) if table.size
+                    else qparams_from_range(0.0, 0.0, bits=q.bits)]
         except QuantizationError as e:
             raise QuantizationError(f"{node.describe()}: embedding table: {e}") from None
 
     def quantize(self, node, q):
         why = _vocab_too_large(node)
-        (ids,) = node.inputs
+        ids = model_ids(node, q)
         if why is None and ids not in q.graph.inputs:
             src = q.graph.producers()[ids]
             why = (f"its token ids come from {src.describe()}, not from a model input; int8 "
@@ -96,18 +104,33 @@ class Embedding(Op):
                    "not hold token ids exactly")
         if why is not None:
             raise UnsupportedLayerError(f"{node.describe()}: cannot run in int8: {why}")
+        # the ids the step reads: the model input, or (an int16 node) its exact int16 copy
+        ids_qp = q.qparams(node.inputs[0])
+        if ids_qp not in (IDS_QPARAMS, IDS16_QPARAMS):
+            raise UnsupportedLayerError(f"{node.describe()}: its token ids '{node.inputs[0]}' are "
+                                        f"quantized with {ids_qp}, not as token ids")
         y_qp = q.qparams(node.outputs[0])
         return EmbeddingStep(node.name, node.layer, node.inputs, node.outputs,
-                             y_qp.quantize(node.weights["table"]), IDS_QPARAMS.zero_point)
+                             y_qp.quantize(node.weights["table"]), ids_qp.zero_point)
+
+
+def model_ids(node, q):
+    """The tensor of token ids the graph gives ``node`` (an int16 node reads an int16 copy of
+    it, made by the quantizer: the graph's node of the same name reads the tensor itself)."""
+    original = next((n for n in q.graph.nodes if n.name == node.name), node)
+    return original.inputs[0]
 
 
 class EmbeddingStep(Step):
-    """y = oracle.embedding(ids, ids_zp, table_q); an id without a row is an InputError."""
+    """y = oracle.embedding(ids, ids_zp, table_q); an id without a row is an InputError.
+    table_q: int8 or int16 [V, D], the output's codes (its type is the step's)."""
     op = "embedding"
 
     def __init__(self, name, layer, inputs, outputs, table_q, ids_zp):
         super().__init__(name, layer, inputs, outputs)
-        self.table_q = np.ascontiguousarray(table_q, np.int8)   # [V, D], the output's codes
+        table_q = np.asarray(table_q)
+        self.table_q = np.ascontiguousarray(
+            table_q, np.int16 if table_q.dtype == np.int16 else np.int8)
         self.ids_zp = int(ids_zp)
 
     def bad_id_error(self, token_id):

@@ -27,13 +27,22 @@ int8 (kernels: fixnet/_kernels/_mask.pyx; oracle: fixnet/oracle/mask.py):
   then y = clamp(y_zp + multiply_by_quantized_multiplier(a, s_x / (256 s_y))). A row with no
   present step (NaN in float) gives the zero point, real 0.0. T is at most
   oracle.MASKED_MEAN_MAX_STEPS (32767: 256 S stays in int32).
+
+int16 (one type per step; the same kernels and oracles on int16 arrays): a mask is an int16
+tensor with MASK16_QPARAMS (scale 1.0, zero point 0, codes 0 and 1). masking: y = x or 0, the
+mask code of mask_value at x's int16 scale. token_mask: a 65536-entry lookup over the int16
+token ids (the int8 ids converted exactly: the code is the id), 1 where the code is not 0.
+masked_mean: S in int32 (|S| <= 32768 T < 2^30), a = round(256 S / n) formed in int64, |a| <=
+2^23; the requantization as for int8, clamped to int16. Where an int16 mask meets an int8
+reader (a recurrent layer, a masked mean kept int8) the quantizer converts it to MASK_QPARAMS
+exactly (fixnet.quant.quantizer.Converts), and an int8 mask to MASK16_QPARAMS.
 """
 import numpy as np
 
 from .. import oracle
 from .._kernels import _mask
 from ..errors import UnsupportedLayerError
-from ..quant.qparams import QParams, requant_multipliers
+from ..quant.qparams import QParams, acc_input_max, requant_multipliers
 from ..step import OverflowBound, Step
 from .base import Op, register
 from .activation import LookupStep
@@ -41,13 +50,21 @@ from .embedding import IDS_QPARAMS
 
 # The quantization of every mask tensor: codes 0 and 1 are the reals 0.0 and 1.0.
 MASK_QPARAMS = QParams(1.0, 0)
+MASK16_QPARAMS = QParams(1.0, 0, 16)        # the same codes in an int16 tensor
+
+
+def mask_qparams(bits):
+    """The QParams of a mask tensor of activation type ``bits`` (8 or 16)."""
+    return MASK16_QPARAMS if bits == 16 else MASK_QPARAMS
 
 
 def require_mask(node, q, tensor):
-    """UnsupportedLayerError naming the layer unless ``tensor`` is quantized as a mask."""
-    if q.qparams(tensor) != MASK_QPARAMS:
+    """UnsupportedLayerError naming the layer unless ``tensor`` is quantized as a mask of the
+    node's activation type."""
+    want = mask_qparams(q.qparams(tensor).bits)
+    if q.qparams(tensor) != want:
         raise UnsupportedLayerError(f"{node.describe()}: its mask '{tensor}' is quantized with "
-                                    f"{q.qparams(tensor)}, not as a 0/1 mask {MASK_QPARAMS}")
+                                    f"{q.qparams(tensor)}, not as a 0/1 mask {want}")
 
 
 @register
@@ -67,7 +84,7 @@ class Masking(Op):
         return [x * m[:, :, None], m]
 
     def output_qparams(self, node, q):
-        return [q.qparams(node.inputs[0]), MASK_QPARAMS]
+        return [q.qparams(node.inputs[0]), mask_qparams(q.qparams(node.inputs[0]).bits)]
 
     def quantize(self, node, q):
         x_qp = q.qparams(node.inputs[0])
@@ -114,17 +131,19 @@ class TokenMask(Op):
         return IDS_QPARAMS          # it reads token ids, as the Embedding beside it does
 
     def output_qparams(self, node, q):
-        return [MASK_QPARAMS]
+        return [mask_qparams(q.qparams(node.inputs[0]).bits)]
 
     def quantize(self, node, q):
         ids_qp = q.qparams(node.inputs[0])
-        ids = np.trunc(ids_qp.dequantize(np.arange(-128, 128)).astype(np.float64))
+        ids = np.trunc(ids_qp.dequantize(np.arange(ids_qp.qmin, ids_qp.qmax + 1))
+                       .astype(np.float64))
         return TokenMaskStep(node.name, node.layer, node.inputs, node.outputs,
-                             (ids != 0).astype(np.int8))
+                             (ids != 0).astype(ids_qp.dtype))
 
 
 class TokenMaskStep(LookupStep):
-    """mask = table[ids + 128]: 1 where the code's token id is not 0 (see TokenMask)."""
+    """mask = table[ids - min]: 1 where the code's token id is not 0 (see TokenMask); int8 ids
+    256 entries, int16 ids 65536."""
     op = "token_mask"
 
 
@@ -158,7 +177,8 @@ class MaskedMean(Op):
                                         f"int8 averages at most {oracle.MASKED_MEAN_MAX_STEPS}")
         x_qp, y_qp = q.qparams(x), q.qparams(node.outputs[0])
         (m0,), (shift,) = requant_multipliers(
-            x_qp.scale / ((1 << oracle.MASKED_MEAN_SCALE_BITS) * y_qp.scale), node.describe())
+            x_qp.scale / ((1 << oracle.MASKED_MEAN_SCALE_BITS) * y_qp.scale), node.describe(),
+            y_qp.bits)
         return MaskedMeanStep(node.name, node.layer, node.inputs, node.outputs, x_qp.zero_point,
                               int(m0), int(shift), y_qp.zero_point, (t, c))
 
@@ -172,7 +192,8 @@ class MaskedMeanStep(Step):
         self.in_zp, self.m0, self.shift, self.out_zp = int(in_zp), int(m0), int(shift), int(out_zp)
         self.shape = tuple(None if d is None else int(d) for d in shape)   # (T, C)
 
-    # x and the mask come as (N, T, C) and (N, T) (T from them: see MaskingStep); the output
+    # x and the mask come as (N, T, C) and (N, T) (T from them: see MaskingStep), int8 or int16
+    # (the step's type); the output
     # is (N, C) or, with keepdims, (N, 1, C): the same bytes.
     def _check_length(self, x):
         """InputShapeError naming the layer for a sequence longer than the kernel averages (an
@@ -195,15 +216,22 @@ class MaskedMeanStep(Step):
         return [oracle.masked_mean(ins[0], ins[1], self.in_zp, self.m0, self.shift, self.out_zp)]
 
     def accumulators(self, ins):
-        # what the kernel holds in int32: the sum times 256 (before the division by n)
+        # what the kernel holds in int32: int8, the sum times 256 (before the division by n);
+        # int16, the sum (times 256 in int64)
         s, _ = oracle.masked_mean_sums(ins[0], ins[1], self.in_zp)
-        return s << oracle.MASKED_MEAN_SCALE_BITS
+        return s if self.bits == 16 else s << oracle.MASKED_MEAN_SCALE_BITS
 
     def overflow_bound(self):
-        """The largest int32 value: 256 |S| <= 256 * 255 * T, or the mean |a| <= 255 * 256
-        shifted left by the requantization. T: the steps planned, or for a sequence of any
-        length (None) the most the kernel takes, MASKED_MEAN_MAX_STEPS (it refuses longer)."""
-        scaled = 255 << oracle.MASKED_MEAN_SCALE_BITS
+        """The largest int32 value: int8, 256 |S| <= 256 * 255 * T, or the mean |a| <= 255 *
+        256 shifted left by the requantization; int16, |S| <= 32768 T, or |a| <= 32768 * 256
+        shifted left. T: the steps planned, or for a sequence of any length (None) the most
+        the kernel takes, MASKED_MEAN_MAX_STEPS (it refuses longer)."""
         t = self.shape[0] if self.shape[0] is not None else oracle.MASKED_MEAN_MAX_STEPS
-        worst = max(scaled * t, scaled << max(self.shift, 0))
+        if self.bits == 16:
+            largest = acc_input_max(16)                      # |x| <= 32768
+            mean = largest << oracle.MASKED_MEAN_SCALE_BITS
+            worst = max(largest * t, mean << max(self.shift, 0))
+        else:
+            scaled = 255 << oracle.MASKED_MEAN_SCALE_BITS
+            worst = max(scaled * t, scaled << max(self.shift, 0))
         return OverflowBound(self.layer, self.op, np.full(self.shape[1], worst, np.int64))

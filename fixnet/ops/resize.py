@@ -1,16 +1,18 @@
 """upsample and crop: Keras UpSampling1D/2D and Cropping1D/2D (NHWC; 1D layers are H = 1).
 
-int8: nearest up-sampling and cropping only move codes, so the output keeps the input's scale
-and zero point (fixnet.quant.quantizer.SAME_QPARAMS_OPS). Bilinear up-sampling (integer factors)
-takes a weighted mean of four codes with exact integer weights and rounds once; its output lies
-between its inputs, so it keeps them too. The steps are NumPy copies into the planned buffers;
-their oracles are in fixnet/oracle/resize.py.
+int8 or int16 (one type per step: the input's and the output's): nearest up-sampling and
+cropping only move codes, so the output keeps the input's scale and zero point
+(fixnet.quant.quantizer.SAME_QPARAMS_OPS). Bilinear up-sampling (integer factors) takes a
+weighted mean of four codes with exact integer weights and rounds once; its output lies between
+its inputs, so it keeps them too. The steps are NumPy copies into the planned buffers (the same
+code on every kernel build); their oracles are in fixnet/oracle/resize.py.
 """
 import numpy as np
 
 from .. import oracle
 from ..errors import UnsupportedLayerError
-from ..step import Step
+from ..quant.qparams import acc_input_max
+from ..step import OverflowBound, Step
 from .base import Op, register
 from .conv import as_nhwc_shape
 
@@ -30,6 +32,14 @@ def as_nhwc(node, x):
     """float64 NHWC view of a batch ``x`` of the op's input."""
     x = np.asarray(x, np.float64)
     return x.reshape((x.shape[0],) + as_nhwc_shape(x.shape[1:], node.attrs["rank"]))
+
+
+def check_same_type(name, x, y):
+    """ValueError naming the step unless buffers ``x`` and ``y`` are both int8 or both int16
+    (one activation type per step)."""
+    if x.dtype != y.dtype or x.dtype not in (np.int8, np.int16):
+        raise ValueError(f"{name}: input {x.dtype}, output {y.dtype}: one activation type per "
+                         f"step (both int8 or both int16)")
 
 
 def _out_shape(rank, h, w, c):
@@ -106,6 +116,7 @@ class UpsampleStep(_UpsampleStep):
         y = bufs[self.outputs[0]].reshape((-1, h, sh, w, sw, c))   # a view: the planned buffer
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"{self.name}: batch {x.shape[0]} in, {y.shape[0]} out")
+        check_same_type(self.name, x, y)
         return lambda: np.copyto(y, x)
 
     def oracle(self, ins):
@@ -116,9 +127,22 @@ class UpsampleStep(_UpsampleStep):
 class BilinearUpsampleStep(_UpsampleStep):
     """Bilinear up-sampling by integer factors, separable, in int32: rows first (weights sum
     to 2 * size_h), then columns (to 2 * size_w), then one rounding division by their product
-    D: floor((acc + D / 2) / D), as the oracle. |acc| <= 128 * D, far inside int32. Scratch
-    arrays are allocated once, at bind."""
+    D: floor((acc + D / 2) / D), as the oracle. |acc| + D / 2 <= 128.5 * D for int8, far inside
+    int32; 32768.5 * D for int16, inside int32 while size_h * size_w < 16384 (the overflow
+    bound states it; bind refuses more). Scratch arrays are allocated once, at bind."""
     op = "upsample_bilinear"
+
+    def _worst(self, bits):
+        """The largest |int32| the step holds: the weighted sum plus the rounding term."""
+        d = 4 * self.size[0] * self.size[1]
+        return acc_input_max(bits) * d + d // 2
+
+    def overflow_bound(self):
+        # int8's bound (128.5 * D) is proven for any factor a model can hold; int16 states it
+        if self.bits != 16:
+            return None
+        return OverflowBound(self.layer, self.op, np.array([self._worst(16)], np.int64),
+                             what="weighted sum")
 
     def bind(self, bufs):
         (sh, sw), (h, w, c) = self.size, self.nhwc_in
@@ -127,6 +151,10 @@ class BilinearUpsampleStep(_UpsampleStep):
         n = x.shape[0]
         if y.shape[0] != n:
             raise ValueError(f"{self.name}: batch {n} in, {y.shape[0]} out")
+        check_same_type(self.name, x, y)
+        if self._worst(16 if x.dtype == np.int16 else 8) >= 2 ** 31:
+            raise ValueError(f"{self.name}: factors {sh} x {sw}: the int32 weighted sum of "
+                             f"{x.dtype} codes could wrap")
         lo_h, hi_h, a_lo, a_hi = (t.astype(np.intp) for t in oracle.bilinear_taps(h, sh))
         lo_w, hi_w, b_lo, b_hi = (t.astype(np.intp) for t in oracle.bilinear_taps(w, sw))
         a_lo, a_hi = (v.astype(np.int32)[None, :, None, None] for v in (a_lo, a_hi))
@@ -151,7 +179,7 @@ class BilinearUpsampleStep(_UpsampleStep):
             np.add(acc, tmp_c, out=acc)                    # acc: weights sum to D
             np.add(acc, half, out=acc)
             np.floor_divide(acc, d, out=acc)
-            np.copyto(y, acc, casting="unsafe")            # in [-128, 127]: a mean of int8 codes
+            np.copyto(y, acc, casting="unsafe")            # a mean of codes: in x's type
         return run
 
     def oracle(self, ins):
@@ -205,6 +233,7 @@ class CropStep(Step):
         y = bufs[self.outputs[0]].reshape((-1, h - t - b, w - l - r, c))
         if x.shape != y.shape:
             raise ValueError(f"{self.name}: cropped input {x.shape}, output {y.shape}")
+        check_same_type(self.name, x, y)
         return lambda: np.copyto(y, x)
 
     def oracle(self, ins):

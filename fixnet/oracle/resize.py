@@ -3,14 +3,15 @@ transposed convolution's: conv_transpose.py).
 
 Pure NumPy, written element by element from index arithmetic (not from the slicing the runtime
 steps use): the bit-exact ground truth for ``fixnet/ops/resize.py`` and
-``fixnet/ops/conv_transpose.py``. Every tensor is int8 NHWC [N, H, W, C] (a 1D layer is H = 1).
+``fixnet/ops/conv_transpose.py``. Every tensor is NHWC [N, H, W, C] (a 1D layer is H = 1), of
+one activation type: int8, or int16 (symmetric, zero point 0); the output has the input's type.
 Nearest up-sampling, cropping and zero insertion only move codes, so input and output share
 one scale and zero point; bilinear up-sampling averages codes with integer weights (its output
 lies between its inputs, so it keeps the scale and zero point too).
 """
 import numpy as np
 
-from .core import _int64
+from .core import _act
 
 __all__ = [
     "upsample_nearest",
@@ -21,10 +22,11 @@ __all__ = [
 
 
 def _nhwc(x, what):
-    x = _int64(x, "x", -128, 127)
+    """(int64 copy of the int8 or int16 NHWC array x, its dtype)."""
+    x, dtype = _act(x, f"{what}: x")
     if x.ndim != 4:
         raise ValueError(f"{what}: x has shape {x.shape}, expected NHWC [N, H, W, C]")
-    return x
+    return x, dtype
 
 
 def _positive(what, **values):
@@ -36,13 +38,13 @@ def _positive(what, **values):
 def upsample_nearest(x, size_h, size_w):
     """Repeat every row size_h times and every column size_w times (Keras UpSampling1D/2D,
     interpolation='nearest'): out[n, i, j, c] = x[n, i // size_h, j // size_w, c].
-    Returns int8 [N, H * size_h, W * size_w, C]."""
-    x = _nhwc(x, "upsample_nearest")
+    Returns x's type [N, H * size_h, W * size_w, C]."""
+    x, dtype = _nhwc(x, "upsample_nearest")
     _positive("upsample_nearest", size_h=size_h, size_w=size_w)
     n, h, w, c = x.shape
     rows = np.arange(h * size_h) // size_h
     cols = np.arange(w * size_w) // size_w
-    return x[:, rows[:, None], cols[None, :], :].astype(np.int8)
+    return x[:, rows[:, None], cols[None, :], :].astype(dtype)
 
 
 def bilinear_taps(n_in, scale):
@@ -69,16 +71,16 @@ def upsample_bilinear(x, size_h, size_w):
 
     With the taps of ``bilinear_taps`` along H (weights summing to 2 * size_h) and W (summing
     to 2 * size_w), acc = sum of w_h * w_w * x over the four neighbours (exact, |acc| <= 128 *
-    D with D = 4 * size_h * size_w) and out = floor((acc + D / 2) / D): the weighted mean of the
-    codes rounded to nearest, ties up. The zero point cancels because the weights sum to D.
-    Returns int8 [N, H * size_h, W * size_w, C]."""
-    x = _nhwc(x, "upsample_bilinear")
+    D for int8, 32768 * D for int16, with D = 4 * size_h * size_w) and out = floor((acc + D / 2)
+    / D): the weighted mean of the codes rounded to nearest, ties up. The zero point cancels
+    because the weights sum to D. Returns x's type [N, H * size_h, W * size_w, C]."""
+    x, dtype = _nhwc(x, "upsample_bilinear")
     _positive("upsample_bilinear", size_h=size_h, size_w=size_w)
     n, h, w, c = x.shape
     lo_h, hi_h, a_lo, a_hi = bilinear_taps(h, size_h)
     lo_w, hi_w, b_lo, b_hi = bilinear_taps(w, size_w)
     d = 4 * size_h * size_w
-    out = np.empty((n, h * size_h, w * size_w, c), np.int8)
+    out = np.empty((n, h * size_h, w * size_w, c), dtype)
     for i in range(h * size_h):
         for j in range(w * size_w):
             acc = (a_lo[i] * b_lo[j] * x[:, lo_h[i], lo_w[j], :]
@@ -91,8 +93,9 @@ def upsample_bilinear(x, size_h, size_w):
 
 def crop_nhwc(x, top, bottom, left, right):
     """Drop top/bottom rows and left/right columns (Keras Cropping1D/2D). Crops >= 0 and
-    leaving at least one row and column. Returns int8 [N, H - top - bottom, W - left - right, C]."""
-    x = _nhwc(x, "crop_nhwc")
+    leaving at least one row and column. Returns x's type [N, H - top - bottom, W - left - right,
+    C]."""
+    x, dtype = _nhwc(x, "crop_nhwc")
     for name, p in (("top", top), ("bottom", bottom), ("left", left), ("right", right)):
         if int(p) < 0:
             raise ValueError(f"crop_nhwc: {name} = {p} must be >= 0")
@@ -101,7 +104,7 @@ def crop_nhwc(x, top, bottom, left, right):
     if oh < 1 or ow < 1:
         raise ValueError(f"crop_nhwc: cropping ({top}, {bottom}), ({left}, {right}) leaves "
                          f"nothing of {h} x {w}")
-    out = np.empty((n, oh, ow, c), np.int8)
+    out = np.empty((n, oh, ow, c), dtype)
     for i in range(oh):
         for j in range(ow):
             out[:, i, j, :] = x[:, i + int(top), j + int(left), :]

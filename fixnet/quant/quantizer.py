@@ -16,6 +16,7 @@ from ..ops import op_for
 from ..passes import optimize
 from ..runtime import QuantizedModel
 from ..ops.activation import RescaleStep
+from ..ops.mask import MASK16_QPARAMS, MASK_QPARAMS
 from ..step import TensorSpec
 from .bias_correction import correct_bias
 from .calibrate import DEFAULT_BATCH, calibrated_ranges, collect_statistics
@@ -345,6 +346,13 @@ class Converts:
         typed.inputs = names
         return typed
 
+    def is_mask(self, t, src):
+        """True for an int16 mask (fixnet/ops/mask.py: codes 0 and 1 at scale 1.0, values in
+        [0, 1] in calibration): its int8 readers (recurrent layers, masked means) need it as
+        an int8 mask, MASK_QPARAMS, not at its calibrated range."""
+        lo, hi = self.q.shared.get(t, (0.0, 1.0))
+        return src == MASK16_QPARAMS and 0.0 <= lo and hi <= 1.0
+
     def tensor_as(self, t, bits, reader, steps):
         src = self.q.qp[t]
         if src.bits == bits:
@@ -354,6 +362,8 @@ class Converts:
             name = f"{t}:int{bits}"
             if bits == 16:      # exact: the int8 codes minus their zero point, same scale
                 dst = QParams(src.scale, 0, 16)
+            elif self.is_mask(t, src):  # exact: codes 0 and 1 stay 0 and 1
+                dst = MASK_QPARAMS
             else:               # rounds: to the int8 range of the tensor's group
                 self.q.bits = 8
                 dst = self.q.preferred_qparams(t)
