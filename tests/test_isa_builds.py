@@ -115,8 +115,10 @@ KERNEL_TEST_FILES = {
     "test_kernels_pool.py": "kernel_build",
     "test_kernels_recurrent.py": "build",
     "test_kernels_prelu.py": None,          # _prelu: baseline only (not an ISA module)
+    "test_kernels_rounding.py": "kernel_build",
+    "test_kernels_wide.py": None,           # _wide: baseline only (not an ISA module)
 }
-SINGLE_BUILD_MODULES = {"test_kernels_prelu.py": "_prelu"}
+SINGLE_BUILD_MODULES = {"test_kernels_prelu.py": "_prelu", "test_kernels_wide.py": "_wide"}
 # tests of a parametrised file that test no one build: the build machinery itself, a whole
 # model on the build in use, or the oracle alone
 NOT_PER_BUILD = {
@@ -126,6 +128,7 @@ NOT_PER_BUILD = {
                         "test_predict_fast_path_agrees_with_every_other_way_in"},
     "test_kernels_recurrent.py": {"test_function_table_error_bound",
                                   "test_table_lookup_interpolates_between_entries"},
+    "test_kernels_rounding.py": {"test_single_rounding_rule_is_exact_rational_rounding_ties_away"},
 }
 # tests whose build parameter has another name than their file's
 PARAM_BY_TEST = {("test_kernels.py", "test_fixnet_isa_forces_a_build"): "name"}

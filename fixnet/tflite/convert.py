@@ -320,13 +320,14 @@ class Converter:
         o = op.options
         if o.get("weights_format", "DEFAULT") != "DEFAULT":
             _fault(f"weights format {o['weights_format']}")
-        if o.get("keep_num_dims"):
-            _fault("keep_num_dims")
         x, y = op.inputs[0], op.outputs[0]
         x_qp, y_qp = self.qparams(x), self.qparams(y)
         w, scales = self.weights(op.inputs[1], 0)              # [C, K]
         c, k = w.shape
-        if int(np.prod(self.sample_shape(x))) != k or self.sample_shape(y) != (c,):
+        xs, ys = self.sample_shape(x), self.sample_shape(y)
+        if o.get("keep_num_dims") and xs and xs[-1] == k and ys == xs[:-1] + (c,):
+            pass            # dense over the last axis, the others kept: the same rows
+        elif int(np.prod(xs)) != k or ys != (c,):
             _fault(f"input {self.tensor(x).shape} does not flatten to {k} features per sample")
         bias = self.folded_bias(self.bias(op, c, x_qp, scales), w, x_qp.zero_point, "dense")
         per_tensor = self.tensor(op.inputs[1]).quantization.scale.shape[0] == 1
