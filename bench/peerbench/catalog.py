@@ -13,7 +13,8 @@ ZOO_PY = BENCH_DIR / "zoo.py"               # the bench model zoo (issue 17)
 LAUNCHER = BENCH_DIR / "peers.py"           # what the child processes run
 
 BASELINE = "fixnet_int8"
-INT8_KEYS = ["fixnet_int8", "tflite_xnnpack", "tflite_builtin", "tflite_ref", "ort_int8"]
+INT8_KEYS = ["fixnet_int8", "fixnet_tflite", "tflite_xnnpack", "tflite_builtin", "tflite_ref",
+             "ort_int8"]
 # TFLite float, converted here from the Keras model: only for a recurrent fixture whose int8
 # .tflite could not be made (its .npz holds `tflite_error`); never a deployment peer.
 TFLITE_FLOAT_KEYS = ["tflite_f32_xnnpack", "tflite_f32_builtin", "tflite_f32_ref"]
@@ -26,7 +27,7 @@ RUNNER_KEYS = INT8_KEYS + INT16_KEYS + TFLITE_FLOAT_KEYS + FLOAT_KEYS
 # The runtimes someone deploys: the accuracy rule and the bars are taken against these.
 DEPLOY_PEERS = ["tflite_xnnpack", "tflite_builtin", "ort_int8"]
 COUNTS_WITHIN_DB = 1.0
-SHORT = {"fixnet_int8": "fixnet", "tflite_xnnpack": "XNNPACK", "tflite_builtin": "TFLite builtin",
+SHORT = {"fixnet_int8": "fixnet", "fixnet_tflite": "fixnet .tflite", "tflite_xnnpack": "XNNPACK", "tflite_builtin": "TFLite builtin",
          "tflite_ref": "TFLite ref", "ort_int8": "ORT int8",
          "tflite_f32_xnnpack": "TFLite FLOAT XNNPACK", "tflite_f32_builtin": "TFLite FLOAT builtin",
          "tflite_f32_ref": "TFLite FLOAT ref",
@@ -56,6 +57,8 @@ TFLITE_16X8_KINDS = [
 # The label of each runner in a row that says why it did not run
 LABELS = {k: label for k, label, _, _ in TFLITE_KINDS + TFLITE_FLOAT_KINDS + TFLITE_16X8_KINDS}
 LABELS.update({"fixnet_int8": "fixnet int8", "keras": "Keras float",
+               "fixnet_tflite": "fixnet int8 on the fixture's .tflite (fixnet.load: TFLite's "
+                                "quantization, its reference kernels' integers)",
                "fixnet_int8_float_io": "fixnet int8 (float in/out)",
                "fixnet_float": "fixnet float reference (NumPy)",
                "fixnet_int16": "fixnet int16 (quantize(calib, activations='int16'))",

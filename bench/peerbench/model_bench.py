@@ -9,7 +9,7 @@ from .accuracy import accuracy, apply_counting_rule
 from .catalog import BASELINE, RUNNER_KEYS, TFLITE_FLOAT_KEYS
 from .measure import blas_limit, measure, summarize
 from .runners.base import Unavailable
-from .runners.fixnet_runners import (fixnet_float_runner, fixnet_int16_runner,
+from .runners.fixnet_runners import (fixnet_float_runner, fixnet_int16_runner, fixnet_tflite_runner,
                                      fixnet_other_builds, fixnet_runners, int8_digest)
 from .runners.keras_float import keras_runner
 from .runners.onnx_runtime import onnx_runners
@@ -89,6 +89,7 @@ def build_runners(m, args, want, console, labels):
                 lambda: fixnet_runners(m, fm, want, args.threads))
         attempt(["fixnet_float"], lambda: fixnet_float_runner(m, fm))
         attempt(["fixnet_int16"], lambda: fixnet_int16_runner(m, fm, args.threads))
+    attempt(["fixnet_tflite"], lambda: fixnet_tflite_runner(m, args.threads))
     if not any(r.key == BASELINE for r in runners):
         why = one_line(status.get(BASELINE, ("", "?"))[1], 400)
         if m.kind != "rnn":

@@ -33,10 +33,10 @@ version)::
     {"schema": "fixnet-bench/1", "timestamp": "2026-11-29T22:00:00Z",
      "host": {"hostname", "cpu", "machine", "cores", "cores_usable", "platform", "isa",
               "isa_forced", "builds_runnable", "python", "numpy", "fixnet", "blas_threads_env"},
-     "model": {"file", "path", "sha256", "format": "fxn" | "keras-h5" | "keras" | "json",
+     "model": {"file", "path", "sha256", "format": "fxn" | "tflite" | "keras-h5" | "keras" | "json",
                "weights_file", "weights_sha256", "name", "inputs", "outputs",
                "macs_per_sample"},
-     "calibration": {"kind": "data" | "data-free" | "fxn", "data", "samples", "input_range"},
+     "calibration": {"kind": "data" | "data-free" | "fxn" | "tflite", "data", "samples", "input_range"},
      "settings": {"batch", "threads", "runs", "warmup", "seed", "input_ranges"},
      "load_peak_rss_bytes": peak RSS after loading and quantizing,
      "int8": PATH, "float": PATH or null, "float_note": why float is null (or null),
@@ -161,10 +161,10 @@ def _check_usage(args):
         raise UsageError("--input-range is for data-free quantization; --calib gives the "
                          "calibration data instead")
     fmt = _model_format(args.model, args.weights)
-    if fmt == "fxn":
+    if fmt in ("fxn", "tflite"):
         for name, v in (("--calib", args.calib), ("--input-range", args.input_range)):
             if v is not None:
-                raise UsageError(f"{name}: {args.model} is a .fxn file, quantized already")
+                raise UsageError(f"{name}: {args.model} is a .{fmt} file, quantized already")
     elif fmt == "json" and args.weights is None:
         raise UsageError(f"{args.model}: an architecture .json needs its weights: --weights W")
     if args.input_range is not None and not args.input_range[0] < args.input_range[1]:
@@ -188,6 +188,9 @@ def _model_format(path, weights):
         return "json"                 # an architecture file and its weights, as fixnet.load
     if is_fxn_file(path):
         return "fxn"
+    from ..api import _is_tflite_file
+    if _is_tflite_file(path):
+        return "tflite"
     low = path.lower()
     if low.endswith(".json"):
         return "json"
@@ -266,9 +269,9 @@ def bench_model(args):
     warmup = args.warmup if args.warmup is not None else 3
     fmt = _model_format(path, args.weights)
     loaded = fixnet.load(path, args.weights)
-    if fmt == "fxn":
+    if fmt in ("fxn", "tflite"):
         fm, qm = None, loaded
-        calibration = {"kind": "fxn", "data": None, "samples": 0, "input_range": None}
+        calibration = {"kind": fmt, "data": None, "samples": 0, "input_range": None}
     else:
         fm = loaded
         qm, calibration = _quantize(fm, args)
@@ -286,7 +289,7 @@ def bench_model(args):
 
     flt, note = None, None
     if fm is None:
-        note = "a .fxn file holds no float weights: no float path"
+        note = f"a .{fmt} file holds no float weights: no float path"
     elif args.no_float:
         note = "not timed (--no-float)"
     else:
@@ -354,7 +357,7 @@ def _calibration_text(cal):
         src = (f"--input-range {cal['input_range'][0]:g} {cal['input_range'][1]:g}"
                if cal.get("input_range") else "the input range its first layer implies")
         return f"data-free (ranges derived from the model; {src})"
-    return "none: a .fxn file is quantized already"
+    return f"none: a .{cal['kind']} file is quantized already"
 
 
 def _rstrip_lines(text):
@@ -385,7 +388,7 @@ def result_text(r):
         f"batch {s['batch']}{length_text(s)}, int8 threads {s['threads']}, {s['warmup']} warm-up calls, "
         f"random float32 inputs in "
         + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in s["input_ranges"]),
-        "peak RSS after loading" + (" and quantizing" if r["calibration"]["kind"] != "fxn"
+        "peak RSS after loading" + (" and quantizing" if r["calibration"]["kind"] not in ("fxn", "tflite")
                                      else "") + f": {_mib(r['load_peak_rss_bytes'])}",
         "",
     ]

@@ -170,9 +170,15 @@ def describe_quantized(qm, path):
     lines.append(overflow_line(qm))
     lines.append(dead_channels_line(qm))
     config = getattr(qm, "config", None)
-    lines.append("quantization config: " + ("not recorded (a file written before configs were "
-                                            "recorded)" if config is None else
-                                            config.describe().replace("\n", "; ")))
+    if getattr(qm, "io_types", None) is not None:      # fixnet.load of a .tflite file
+        lines.append("quantization: TFLite's converter's (scales, zero points and weights read "
+                     "from the .tflite file); model inputs and outputs: " + ", ".join(
+                         f"'{t}' {kind}" for t, kind in qm.io_types.items()
+                         if t in qm.inputs or t in qm.outputs))
+    else:
+        lines.append("quantization config: " + ("not recorded (a file written before configs "
+                                                "were recorded)" if config is None else
+                                                config.describe().replace("\n", "; ")))
     return "\n".join(lines)
 
 

@@ -119,6 +119,11 @@ class Converter:
         shift = 128 if t.type == "UINT8" else 0
         return QParams(_f32(q.scale[0]), int(q.zero_point[0]) - shift)
 
+    def layer_name(self, i):
+        """The name reports give the step writing tensor ``i``: the converter's tensor name up
+        to its first ';' (it joins the names of the fused Keras ops: "model/re_lu/Relu;...")."""
+        return (self.tensor(i).name or self.names[i]).split(";")[0]
+
     def name_of(self, i):
         return self.alias.get(i, self.names[i])
 
@@ -334,7 +339,7 @@ class Converter:
         m0, shift = self.multipliers(x_qp, scales, y_qp, product_in_float32=per_tensor)
         lo, hi = self.activation_range(op, y_qp)
         xin = self.name_of(x)
-        step = DenseStep(self.names[y], self.tensor(y).name, [xin], [self.define(y)],
+        step = DenseStep(self.names[y], self.layer_name(y), [xin], [self.define(y)],
                          layouts.step_from_rows("dense", w), bias, m0, shift, y_qp.zero_point,
                          lo, hi)
         step.rounding = "single"     # TFLite's reference FULLY_CONNECTED rounds once
@@ -377,7 +382,7 @@ class Converter:
                                 "conv2d")
         m0, shift = self.multipliers(x_qp, scales, y_qp)
         lo, hi = self.activation_range(op, y_qp)
-        self.steps.append(ConvStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+        self.steps.append(ConvStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                    [self.define(y)], np.ascontiguousarray(w), strides, dilation,
                                    groups, bias=bias, m0=m0, shift=shift,
                                    pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
@@ -400,7 +405,7 @@ class Converter:
                                 x_qp.zero_point, "depthwise_conv2d")
         m0, shift = self.multipliers(x_qp, scales, y_qp)
         lo, hi = self.activation_range(op, y_qp)
-        self.steps.append(DepthwiseStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+        self.steps.append(DepthwiseStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                         [self.define(y)], w3, strides, dilation, mult,
                                         bias=bias, m0=m0, shift=shift,
                                         pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
@@ -418,7 +423,7 @@ class Converter:
                 _fault(f"fused activation {op.options['fused_activation_function']} that clamps")
         kh, kw = int(op.options["filter_height"]), int(op.options["filter_width"])
         strides, _, pads = self.window(op, x, y, kh, kw)
-        step = PoolStep(self.names[y], self.tensor(y).name, [self.name_of(x)], [self.define(y)],
+        step = PoolStep(self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)],
                         kind, (kh, kw), strides, (pads[0][0], pads[1][0]), self.nhwc(x),
                         self.nhwc(y))
         self.steps.append(step)
@@ -452,7 +457,7 @@ class Converter:
             m, s = quantize_multiplier(real)
             params = dict(x_zp=aq.zero_point, y_zp=bq.zero_point, m0=m, shift=s,
                           out_zp=oq.zero_point, act_min=lo, act_max=hi)
-        self.steps.append(BinaryStep(self.names[y], self.tensor(y).name,
+        self.steps.append(BinaryStep(self.names[y], self.layer_name(y),
                                      [self.name_of(a), self.name_of(b)], [self.define(y)], kind,
                                      {k: int(v) for k, v in params.items()}))
 
@@ -472,7 +477,7 @@ class Converter:
         if int(np.prod(self.sample_shape(x))) != int(np.prod(self.sample_shape(y))):
             _fault(f"reshape of {self.tensor(x).shape} to {self.tensor(y).shape} moves values "
                    "across the batch axis")
-        self.steps.append(AliasStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+        self.steps.append(AliasStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                     [self.define(y)], "reshape"))
 
     op_reshape = op_squeeze = op_expand_dims = view
@@ -486,7 +491,7 @@ class Converter:
         if p.shape != (4, 2) or np.any(p[0] != 0) or np.any(p[3] != 0) or np.any(p < 0):
             _fault(f"paddings {p.tolist()}: only the H and W axes of NHWC")
         pads = ((int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1])))
-        self.steps.append(PadStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+        self.steps.append(PadStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                   [self.define(y)], pads, x_qp.zero_point, self.nhwc(x),
                                   self.nhwc(y)))
 
@@ -511,7 +516,7 @@ class Converter:
             offset += inner
         if offset != int(np.prod(self.sample_shape(y)[axis - 1:])):
             _fault("input shapes do not add up to the output's")
-        self.steps.append(ConcatStep(self.names[y], self.tensor(y).name,
+        self.steps.append(ConcatStep(self.names[y], self.layer_name(y),
                                      [self.name_of(i) for i in op.inputs], [self.define(y)],
                                      parts, offset, oq.zero_point, self.sample_shape(y)))
 
@@ -524,11 +529,11 @@ class Converter:
             _fault("a float tensor inside the model (float or hybrid ops)")
         x_qp, y_qp = self.qparams(x), self.qparams(y)
         if x_qp == y_qp:
-            self.steps.append(AliasStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+            self.steps.append(AliasStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                         [self.define(y)], "reshape"))
             return
         m0, shift = quantize_multiplier(x_qp.scale / y_qp.scale)
-        self.steps.append(RescaleStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+        self.steps.append(RescaleStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                       [self.define(y)], x_qp.zero_point, m0, shift,
                                       y_qp.zero_point, -128, 127))
 
@@ -552,7 +557,7 @@ class Converter:
         if np.any(np.abs(bias) > INT32_MAX):
             _fault("the window is too large for an int32 sum")
         self.steps.append(GlobalAveragePoolStep(
-            self.names[y], self.tensor(y).name, [self.name_of(x)], [self.define(y)], ones,
+            self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)], ones,
             (1, 1), (1, 1), 1, bias=bias.astype(np.int32), m0=np.full(c, m0, np.int32),
             shift=np.full(c, shift, np.int32), pad_value=x_qp.zero_point,
             out_zp=y_qp.zero_point, act_min=-128, act_max=127, pads=((0, 0), (0, 0)),
@@ -571,7 +576,7 @@ class Converter:
         if not 1 <= channels <= SOFTMAX_MAX_CLASSES:
             _fault(f"{channels} classes (at most {SOFTMAX_MAX_CLASSES})")
         self.steps.append(TfliteSoftmaxStep.from_scales(
-            self.names[y], self.tensor(y).name, [self.name_of(x)], [self.define(y)],
+            self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)],
             x_qp.scale, channels, float(op.options.get("beta", 1.0))))
 
     def int8_only(self, *tensors):
@@ -590,7 +595,7 @@ class Converter:
         if op.op == "GELU":
             options["approximate"] = bool(op.options.get("approximate", False))
         table = table_for(op.op, self.qparams(x), self.qparams(y), options)
-        self.steps.append(LookupStep(self.names[y], self.tensor(y).name, [self.name_of(x)],
+        self.steps.append(LookupStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                      [self.define(y)], np.asarray(table, np.int8)))
 
     op_logistic = op_tanh = op_elu = op_gelu = op_hard_swish = op_leaky_relu = table

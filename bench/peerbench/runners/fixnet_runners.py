@@ -32,6 +32,20 @@ def fixnet_runners(m, fm, want, threads=1):
     return out
 
 
+def fixnet_tflite_runner(m, threads=1):
+    """fixnet running the fixture's int8 .tflite itself (fixnet.load of the file: TFLite's
+    scales, zero points and weights; its reference kernels' integers, bit for bit), fed the
+    int8 codes TFLite is fed: the same model as the TFLite runners, on fixnet's kernels."""
+    import fixnet
+    if not m.tflite.exists():
+        from .base import Unavailable
+        raise Unavailable(f"no {m.tflite.name}")
+    qm = fixnet.load(str(m.tflite))
+    r = codes_runner("fixnet_tflite", "fixnet int8 on the .tflite", qm, m, threads)
+    r.calls[m.timed[0]]()
+    return r
+
+
 def thread_kw(threads):
     """predict's thread keyword and its note: the same thread budget as the peers
     (num_threads left out at 1: the call as users make it)."""
