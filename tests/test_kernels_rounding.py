@@ -74,7 +74,7 @@ def test_dense_single_rounding_checks_its_arguments():
     with pytest.raises(ValueError, match="out has shape"):
         _dense.DenseSingleRoundingCall(x, w, b, m0, s, 0, -128, 127, np.zeros((2, 2), np.int8))
     with pytest.raises(ValueError, match="m0"):
-        _dense.DenseSingleRoundingCall(x, w, b, np.full(3, 7, np.int32), s, 0, -128, 127,
+        _dense.DenseSingleRoundingCall(x, w, b, np.full(3, -7, np.int32), s, 0, -128, 127,
                                        np.zeros((2, 3), np.int8))
     with pytest.raises(ValueError):
         oracle.dense(x.astype(np.int16), w, b, m0, s, 0, -32768, 32767, rounding="single")

@@ -126,7 +126,7 @@ def test_wide_kernels_check_their_arguments():
     with pytest.raises(ValueError, match="shift"):
         _wide.DenseWideCall(x, w, b, m0, np.full(3, 15, np.int32), 0, -32768, 32767, out)
     with pytest.raises(ValueError, match="m0"):
-        _wide.DenseWideCall(x, w, b, np.full(3, 5, np.int32), np.zeros(3, np.int32), 0,
+        _wide.DenseWideCall(x, w, b, np.full(3, -5, np.int32), np.zeros(3, np.int32), 0,
                             -32768, 32767, out)
     with pytest.raises(ValueError, match="out_zp"):
         _wide.DenseWideCall(x, w, b, m0, np.zeros(3, np.int32), 3, -32768, 32767, out)

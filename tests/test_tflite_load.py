@@ -17,7 +17,8 @@ pytest.importorskip("tflite")
 # the int8 .tflite fixtures whose every op fixnet runs (models/*.tflite; the others hold ops
 # not mapped yet, see test_unsupported_operators_are_listed_together)
 BIT_EXACT = ["cnn_digits_k3", "cnn_digits_tfk2", "concat_branches_k3", "concat_branches_tfk2",
-             "dead_digits_k3", "dead_digits_tfk2", "kws_dscnn_k3", "mlp_func_k3", "mlp_func_tfk2",
+             "dead_digits_k3", "dead_digits_tfk2", "kws_dscnn_k3", "kws_dscnn_tfk2", "mlp_func_k3",
+             "mlp_func_tfk2",
              "mlp_seq_k3", "mlp_seq_tfk2", "mobilenet_small_k3", "mobilenet_small_tfk2",
              "resnet_small_k3", "resnet_small_tfk2",
              pytest.param("mobilenetv2_k3", marks=pytest.mark.slow),

@@ -79,7 +79,7 @@ cdef int check_wide_multipliers(str kernel, const int32_t[::1] m0, const int32_t
     cdef Py_ssize_t c
     for c in range(channels):
         if not is_valid_multiplier(m0[c]):
-            raise ValueError(f"{kernel}: m0[{c}] = {m0[c]} must be 0 or in [2^30, 2^31)")
+            raise ValueError(f"{kernel}: m0[{c}] = {m0[c]} must be in [0, 2^31)")
         if not -31 <= shift[c] <= SHIFT_MAX:
             raise ValueError(f"{kernel}: shift[{c}] = {shift[c]} must be in [-31, {SHIFT_MAX}] "
                              f"(the int64 requantization shifts right by 15 - shift >= 1)")

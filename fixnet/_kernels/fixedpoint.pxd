@@ -90,8 +90,10 @@ cdef inline int8_t requantize_accumulator(int32_t acc, int32_t m0, int shift, in
 
 
 cdef inline bint is_valid_multiplier(int32_t m0) noexcept nogil:
-    """m0 is 0 or in [2^30, 2^31) (the normalised mantissa quantize_multiplier makes)."""
-    return m0 == 0 or m0 >= (<int32_t>1 << 30)
+    """m0 is in [0, 2^31). quantize_multiplier makes normalised mantissas, in [2^30, 2^31)
+    (or 0); TFLite's MEAN divides its multiplier by the window size, which leaves it below
+    2^30 (fixnet.tflite.convert): the rule is the same integers for any m0 >= 0."""
+    return m0 >= 0
 
 
 cdef inline bint is_valid_shift(int32_t shift) noexcept nogil:
@@ -193,7 +195,7 @@ cdef inline int check_multipliers(str kernel, const int32_t* m0, const int32_t* 
     cdef Py_ssize_t i
     for i in range(n):
         if not is_valid_multiplier(m0[i]):
-            raise ValueError(f"{kernel}: m0[{i}] = {m0[i]} must be 0 or in [2^30, 2^31)")
+            raise ValueError(f"{kernel}: m0[{i}] = {m0[i]} must be in [0, 2^31)")
         if not is_valid_shift(shift[i]):
             raise ValueError(f"{kernel}: shift[{i}] = {shift[i]} must be in [-31, 30]")
     return 0

@@ -538,10 +538,13 @@ class Converter:
                                       y_qp.zero_point, -128, 127))
 
     def op_mean(self, op):
-        """MEAN over H and W (Keras' global average pooling): TFLite's reference kernel sums
-        x - x_zp over the window and requantizes the sum once, with the multiplier
-        input_scale / (H * W * output_scale), plus the output zero point. That is a
-        depthwise convolution with weights 1 and bias -x_zp * H * W (global_average_pool)."""
+        """MEAN over H and W (Keras' global average pooling): TFLite's reference kernel
+        (QuantizedMeanOrSum) sums x - x_zp over the window of n = H * W values and
+        requantizes the sum once, plus the output zero point, with the multiplier (m, s) of
+        input_scale / output_scale divided by n in integers: k = min(floor(log2 n), 32,
+        31 + s), m' = (m << k) // n (truncated), s' = s - k. That is a depthwise convolution
+        with weights 1 and bias -x_zp * n (global_average_pool) at (m', s'); m' may lie below
+        2^30 (any m0 in [0, 2^31) gives the same rule)."""
         x, y = op.inputs[0], op.outputs[0]
         axes = sorted(int(a) % 4 for a in np.asarray(self.constant(op.inputs[1], "axes")).reshape(-1))
         if len(self.tensor(x).shape) != 4 or axes != [1, 2]:
@@ -551,7 +554,10 @@ class Converter:
         h, w_, c = self.nhwc(x)
         if int(np.prod(self.sample_shape(y))) != c:
             _fault(f"output shape {self.tensor(y).shape} is not one value per channel")
-        m0, shift = quantize_multiplier(x_qp.scale / (h * w_ * y_qp.scale))
+        n = h * w_
+        m, s = quantize_multiplier(x_qp.scale / y_qp.scale)
+        k = min(n.bit_length() - 1, 32, 31 + s)
+        m0, shift = int((m << k) // n), s - k
         ones = np.ones((h, w_, c), np.int8)
         bias = np.full(c, -x_qp.zero_point * h * w_, np.int64)
         if np.any(np.abs(bias) > INT32_MAX):
