@@ -1,8 +1,10 @@
 """The recurrent kernel (_kernels/_recurrent.pyx) is bit-exact with fixnet.oracle.rnn for every
 cell (SimpleRNN, GRU with and without reset_after, LSTM), direction, output mode, mask and
 initial state, on random parameters far beyond what quantize() makes (any int16 table, any
-valid multiplier, any zero point), on every kernel build this CPU runs; and the int16 function
-tables meet their stated error bounds, checked on all 65536 inputs.
+valid multiplier, any zero point), with int8 and with int16 activations, on every kernel
+build this CPU runs; both refuse a call that mixes the types or gives an int16 tensor a zero
+point; and the int16 function tables meet their stated error bounds, checked on all 65536
+inputs.
 
 Hypothesis draws the shapes and flags and a seed; NumPy fills the arrays from the seed.
 """
@@ -88,28 +90,44 @@ def test_token_input_is_bit_exact_with_the_oracle(build, cfg, vocab):
     check_against_oracle(build._recurrent, p, x, rng)
 
 
+def as_int16(p):
+    """The parameters ``p`` for int16 activations: every zero point of a tensor 0."""
+    p.y_zp = p.hs_zp = p.cs_zp = p.mask_zp = p.ids_zp = 0
+    p.init_zp = (0, 0)
+    return p
+
+
+def random_codes(rng, dtype, shape):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
 def check_against_oracle(module, p, x, rng):
-    """Random initial states (if p takes them) and mask codes (30% padding, if masked); the
-    kernel's outputs must be the oracle's, bit for bit."""
+    """Random initial states (if p takes them) and mask codes (30% padding, if masked), of
+    x's type; the kernel's outputs must be the oracle's, bit for bit, and of that type."""
     B, T = x.shape[0], x.shape[1]
-    inits = [rng.integers(-128, 128, (B, p.units)).astype(np.int8) for _ in range(p.n_init)]
+    inits = [random_codes(rng, x.dtype, (B, p.units)) for _ in range(p.n_init)]
     mask = None
     if p.masked:
         mask = np.where(rng.random((B, T)) < 0.3, p.mask_zp,
-                        rng.integers(-128, 128, (B, T))).astype(np.int8)
+                        random_codes(rng, x.dtype, (B, T))).astype(x.dtype)
     want = oracle.rnn(p, x, inits, mask)
     got = run_kernel(module, p, x, inits, mask)
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
+        assert w.dtype == x.dtype
         np.testing.assert_array_equal(g, w)
 
 
-def run_kernel(module, p, x, inits, mask):
-    B, T = x.shape[0], x.shape[1]
+def output_shapes(p, B, T):
     shapes = [(B, T, p.units) if p.return_sequences else (B, p.units)]
     if p.return_state:
         shapes += [(B, p.units)] * (2 if p.cell == "lstm" else 1)
-    outs = [np.full(s, 99, np.int8) for s in shapes]
+    return shapes
+
+
+def run_kernel(module, p, x, inits, mask, out_dtype=None):
+    outs = [np.full(s, 99, out_dtype or x.dtype) for s in output_shapes(p, x.shape[0], x.shape[1])]
     module.RnnCall(x, list(inits), mask, outs, p)()
     return outs
 
@@ -123,6 +141,80 @@ def test_kernel_is_bit_exact_with_the_oracle(build, cfg):
     p = random_step(rng, cell, U, F, flags)
     x = rng.integers(-128, 128, (B, T, F)).astype(np.int8)
     check_against_oracle(build._recurrent, p, x, rng)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@SETTINGS
+@given(configs())
+def test_int16_kernel_is_bit_exact_with_the_oracle(build, cfg):
+    """int16 x, initial states, mask and outputs (zero points 0) over the full int16 range:
+    the input projection multiplies int16 codes, the outputs are int16 codes."""
+    cell, U, F, T, B, flags, seed = cfg
+    rng = np.random.default_rng(seed)
+    p = as_int16(random_step(rng, cell, U, F, flags))
+    x = random_codes(rng, np.int16, (B, T, F))
+    if rng.random() < 0.2:
+        x[:] = rng.choice([-32768, 32767])             # the extremes the overflow proof allows
+    check_against_oracle(build._recurrent, p, x, rng)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@SETTINGS
+@given(configs(), st.integers(1, 40))
+def test_int16_token_input_is_bit_exact_with_the_oracle(build, cfg, vocab):
+    """Token ids as int16 codes (zero point 0: the code is the id)."""
+    cell, U, _, T, B, flags, seed = cfg
+    rng = np.random.default_rng(seed)
+    p = as_int16(random_step(rng, cell, U, 0, flags))
+    p.token_gx = rng.integers(-2 ** 20, 2 ** 20, (vocab, GATES[cell] * U)).astype(np.int32)
+    x = rng.integers(0, vocab, (B, T)).astype(np.int16)
+    check_against_oracle(build._recurrent, p, x, rng)
+
+
+LSTM_FLAGS = dict(reset_after=True, go_backwards=False, reverse_output=False, return_sequences=True,
+                  return_state=True, zero_output_for_mask=False, masked=True, n_init=2)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_one_activation_type_per_call(build):
+    """x, initial states, mask and outputs of one type: a call that mixes int8 and int16
+    is refused by the kernel (ValueError) and the oracle (TypeError), naming the array."""
+    rng = np.random.default_rng(3)
+    p = as_int16(random_step(rng, "lstm", 3, 2, LSTM_FLAGS))
+    B, T = 2, 4
+    x16 = random_codes(rng, np.int16, (B, T, 2))
+    s16 = [random_codes(rng, np.int16, (B, 3)) for _ in range(2)]
+    m16 = np.ones((B, T), np.int16)
+    with pytest.raises(ValueError, match="output 0 has dtype int8.*one activation type per call"):
+        run_kernel(build._recurrent, p, x16, s16, m16, out_dtype=np.int8)
+    s_mixed = [s16[0], s16[1].astype(np.int8)]
+    with pytest.raises(ValueError, match="initial state 1 has dtype int8"):
+        run_kernel(build._recurrent, p, x16, s_mixed, m16)
+    with pytest.raises(TypeError, match="initial state 1: dtype int8"):
+        oracle.rnn(p, x16, s_mixed, m16)
+    with pytest.raises(ValueError, match="mask has dtype int8"):
+        run_kernel(build._recurrent, p, x16, s16, m16.astype(np.int8))
+    with pytest.raises(TypeError, match="mask: dtype int8"):
+        oracle.rnn(p, x16, s16, m16.astype(np.int8))
+    with pytest.raises(TypeError, match="int8 or int16"):
+        oracle.rnn(p, x16.astype(np.int32), s16, m16)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("field", ["y_zp", "hs_zp", "cs_zp", "mask_zp", "init_zp"])
+def test_int16_zero_points_are_zero(build, field):
+    """int16 tensors are symmetric: a nonzero zero point of any of the call's tensors is
+    refused by the kernel and the oracle alike."""
+    rng = np.random.default_rng(4)
+    p = as_int16(random_step(rng, "lstm", 3, 2, LSTM_FLAGS))
+    setattr(p, field, (0, 5) if field == "init_zp" else 5)
+    x = random_codes(rng, np.int16, (2, 4, 2))
+    s = [random_codes(rng, np.int16, (2, 3)) for _ in range(2)]
+    m = np.ones((2, 4), np.int16)
+    with pytest.raises(ValueError, match="zero point is 0"):
+        run_kernel(build._recurrent, p, x, s, m)
+    with pytest.raises(ValueError, match="zero point is 0"):
+        oracle.rnn(p, x, s, m)
 
 
 @pytest.mark.parametrize("build", BUILDS)

@@ -1,13 +1,18 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Integer recurrent layers (SimpleRNN, GRU, LSTM) over int8 sequences.
+"""Integer recurrent layers (SimpleRNN, GRU, LSTM) over int8 or int16 sequences.
 
 Bit-exact with ``fixnet.oracle.rnn`` (fixnet/oracle/recurrent.py states every step's
 arithmetic). Private: fixnet/ops/recurrent.py's RNNStep binds a RnnCall to its buffers.
 
-Per batch row, per step: the int8 input is widened to int16 once, every gate row's input and
-recurrent dot products run four rows at a time (dot4_int16_int8: pmaddwd on x86-64, smlal
-pairs on arm64), then the cell's int16 arithmetic. Rows are independent: the call splits into
-one task per row, each with its own scratch.
+Per batch row, per step: an int8 input is widened to int16 once (an int16 one is read in
+place), every gate row's input and recurrent dot products run four rows at a time
+(dot4_int16_int8: pmaddwd on x86-64, smlal pairs on arm64), then the cell's int16
+arithmetic. Rows are independent: the call splits into one task per row, each with its own
+scratch.
+
+One activation type per call (acttype.pxd): x, the initial states, the mask and the outputs
+are all int8, or all int16 (zero points 0); x's dtype chooses. Only the loads of x, states
+and mask and the stores of the outputs depend on it.
 """
 import numpy as np
 
@@ -15,6 +20,7 @@ from libc.stdint cimport INT32_MAX, INT32_MIN, int8_t, int16_t, int32_t, int64_t
 from libc.string cimport memcpy
 
 from fixnet._kernels._step cimport KernelCall
+from fixnet._kernels.acttype cimport call_bits, check_act_zp
 from fixnet._kernels.fixedpoint cimport (
     DOT_BLOCK,
     dot4_int16_int8,
@@ -65,13 +71,53 @@ cdef inline int32_t mbqm(int32_t v, const int32_t* m0, const int32_t* shift, int
     return multiply_by_quantized_multiplier(v, m0[i], shift[i])
 
 
-cdef inline int8_t to_int8(int32_t v, int zp, int32_t m0, int32_t shift) noexcept nogil:
+cdef inline int32_t to_act(int32_t v, int zp, int32_t m0, int32_t shift, int32_t lo,
+                           int32_t hi) noexcept nogil:
+    """An int16 state code -> an output code of zero point zp, clamped to [lo, hi] (the
+    activation type's range)."""
     cdef int64_t y = <int64_t>zp + multiply_by_quantized_multiplier(v, m0, shift)
-    if y > 127:
-        return 127
-    if y < -128:
-        return -128
-    return <int8_t>y
+    if y > hi:
+        return hi
+    if y < lo:
+        return lo
+    return <int32_t>y
+
+
+cdef inline int32_t load_code(const void* a, Py_ssize_t i, bint wide) noexcept nogil:
+    """Element i of an int8 array, or of an int16 one (``wide``)."""
+    if wide:
+        return (<const int16_t*>a)[i]
+    return (<const int8_t*>a)[i]
+
+
+cdef inline void store_codes(void* a, Py_ssize_t i, const int16_t* v, Py_ssize_t n,
+                             bint wide) noexcept nogil:
+    """Elements i .. i + n - 1 of an int8 array, or of an int16 one (``wide``) = v[0 .. n - 1]
+    (codes in the array's range)."""
+    cdef Py_ssize_t j
+    if wide:
+        memcpy(<int16_t*>a + i, v, n * sizeof(int16_t))
+    else:
+        for j in range(n):
+            (<int8_t*>a)[i + j] = <int8_t>v[j]
+
+
+def _array(a, str name, dtype, tuple shape, bint writable):
+    """``a`` as an ndarray of the call's dtype, C-contiguous, of ``shape`` (a view, so that
+    outputs are written in place); ValueError naming the argument otherwise."""
+    arr = np.asarray(a)
+    if arr.dtype != dtype:
+        raise ValueError(f"rnn: {name} has dtype {arr.dtype}, the call's activations are {dtype}")
+    if arr.size != int(np.prod(shape)) or not arr.flags.c_contiguous:
+        raise ValueError(f"rnn: {name} of shape {arr.shape} must be C-contiguous with "
+                         f"{int(np.prod(shape))} elements {shape}")
+    if writable and not arr.flags.writeable:
+        raise ValueError(f"rnn: {name} is read-only")
+    return arr.reshape(shape)
+
+
+cdef inline void* data_of(object arr):
+    return <void*><size_t>arr.ctypes.data
 
 
 cdef inline int32_t lookup(const int16_t* table, int32_t v) noexcept nogil:
@@ -125,19 +171,25 @@ cdef void project(const int16_t* v, const int8_t* rows, const int32_t* bias, Py_
 
 
 cdef class RnnCall(KernelCall):
-    """One int8 recurrent layer bound to its buffers: x [B, T, F]; outputs y ([B, T, U] with
+    """One recurrent layer bound to its buffers: x [B, T, F]; outputs y ([B, T, U] with
     return_sequences, else [B, U]), then the final h (and c) with return_state; optional
-    initial states [B, U] and mask [B, T]. ``p`` is the RNNStep (its attributes are the
-    parameters; see fixnet/ops/recurrent.py quantize_rnn)."""
+    initial states [B, U] and mask [B, T]; all int8, or all int16 (zero points 0). ``p`` is
+    the RNNStep (its attributes are the parameters; see fixnet/ops/recurrent.py
+    quantize_rnn)."""
     cdef object keep
-    cdef const int8_t[:, :, ::1] x
-    cdef const int8_t[:, ::1] init_h
-    cdef const int8_t[:, ::1] init_c
-    cdef const int8_t[:, ::1] mask
-    cdef int8_t[:, :, ::1] y_seq
-    cdef int8_t[:, ::1] y_last
-    cdef int8_t[:, ::1] hs
-    cdef int8_t[:, ::1] cs
+    # the activation arrays, of the call's type (int16 when ``wide``), C-contiguous:
+    # x [B, T, F] (token ids: [B, T]), init_h, init_c [B, U], mask [B, T],
+    # y_seq [B, T, U] or y_last [B, U], hs, cs [B, U]; NULL where absent
+    cdef const void* x
+    cdef const void* init_h
+    cdef const void* init_c
+    cdef const void* mask
+    cdef void* y_seq
+    cdef void* y_last
+    cdef void* hs
+    cdef void* cs
+    cdef bint wide
+    cdef int32_t act_min, act_max
     cdef const int8_t[:, ::1] w_q
     cdef const int8_t[:, ::1] r_q
     cdef const int32_t[::1] bx
@@ -153,7 +205,7 @@ cdef class RnnCall(KernelCall):
     cdef int tokens, ids_zp
     cdef int64_t[::1] kh
     cdef int16_t[:, ::1] scratch16
-    cdef int8_t[:, ::1] prev
+    cdef int16_t[:, ::1] prev            # the last output codes of each row
     cdef int32_t m0[N_SCALARS]
     cdef int32_t shift[N_SCALARS]
     cdef int cell, reset_after, go_backwards, reverse_output, sequences, has_init, has_c_init
@@ -162,23 +214,32 @@ cdef class RnnCall(KernelCall):
     cdef Py_ssize_t B, T, F, U, G
 
     def __init__(self, x not None, list inits not None, mask, list outs not None, p not None):
-        cdef int i
+        cdef int i, bits
         cdef Py_ssize_t B, T, F, U, G
         self.cell = {"simple_rnn": CELL_SIMPLE, "gru": CELL_GRU, "lstm": CELL_LSTM}[p.cell]
         G = {CELL_SIMPLE: 1, CELL_GRU: 3, CELL_LSTM: 4}[self.cell]
         U = p.units
+        acts = (x,) + tuple(inits) + ((mask,) if mask is not None else ()) + tuple(outs)
+        names = ("x",) + tuple(f"initial state {i}" for i in range(len(inits))) \
+            + (("mask",) if mask is not None else ()) + tuple(f"output {i}" for i in range(len(outs)))
+        bits = call_bits("rnn", acts, names)
+        self.wide = bits == 16
+        dtype = np.dtype(np.int16 if self.wide else np.int8)
+        self.act_min, self.act_max = (-32768, 32767) if self.wide else (-128, 127)
         x3 = np.asarray(x)
         self.tokens = p.token_gx is not None
         if self.tokens and x3.ndim == 2:
             x3 = x3.reshape(x3.shape[0], x3.shape[1], 1)       # token id codes [B, T]
-        if x3.ndim != 3 or x3.dtype != np.int8:
-            raise ValueError(f"rnn: x must be int8 [B, T, F], not {x3.dtype} {x3.shape}")
+        if x3.ndim != 3:
+            raise ValueError(f"rnn: x must be {dtype} [B, T, F], not {x3.dtype} {x3.shape}")
         B, T, F = x3.shape[0], x3.shape[1], x3.shape[2]
-        self.x = x3
+        x3 = _array(x3, "x", dtype, (B, T, F), False)
+        self.x = data_of(x3)
         if self.tokens:
             self.token_gx, self.ids_zp = p.token_gx, p.ids_zp
             if x3.shape[2] != 1 or self.token_gx.shape[1] != len(p.bx) or self.token_gx.shape[0] < 1:
                 raise ValueError(f"rnn: token projections {p.token_gx.shape} do not fit ids {x3.shape}")
+            check_act_zp("rnn", "ids_zp", self.ids_zp, bits)
             F = 0
         else:
             self.token_gx = np.zeros((1, 1), np.int32)
@@ -210,38 +271,54 @@ cdef class RnnCall(KernelCall):
         self.reverse_output, self.sequences = bool(p.reverse_output), bool(p.return_sequences)
         self.zero_output, self.return_state = bool(p.zero_output_for_mask), bool(p.return_state)
         self.y_zp, self.hs_zp, self.cs_zp = p.y_zp, p.hs_zp, p.cs_zp
+        for name, zp in (("y_zp", self.y_zp), ("hs_zp", self.hs_zp), ("cs_zp", self.cs_zp)):
+            check_act_zp("rnn", name, zp, bits)
         self.one_z, self.mask_zp = p.one_z, p.mask_zp
         self.has_init = len(inits) > 0
         self.has_c_init = len(inits) > 1 and self.cell == CELL_LSTM
-        empty = np.zeros((max(B, 1), max(U, 1)), np.int8)
-        self.init_h = np.asarray(inits[0]).reshape(B, U) if self.has_init else empty
-        self.init_c = np.asarray(inits[1]).reshape(B, U) if self.has_c_init else empty
-        self.init_h_zp = p.init_zp[0] if self.has_init else 0
-        self.init_c_zp = p.init_zp[1] if self.has_c_init else 0
+        kept = [x3]
+        self.init_h = self.init_c = self.mask = NULL
+        self.init_h_zp = self.init_c_zp = 0
+        if self.has_init:
+            self.init_h_zp = p.init_zp[0]
+            check_act_zp("rnn", "init_zp[0]", self.init_h_zp, bits)
+            self.init_h = self.bind_array(kept, inits[0], "initial state 0", dtype, (B, U), False)
+        if self.has_c_init:
+            self.init_c_zp = p.init_zp[1]
+            check_act_zp("rnn", "init_zp[1]", self.init_c_zp, bits)
+            self.init_c = self.bind_array(kept, inits[1], "initial state 1", dtype, (B, U), False)
         self.has_mask = mask is not None
-        self.mask = np.asarray(mask).reshape(B, T) if self.has_mask else np.zeros((max(B, 1), max(T, 1)), np.int8)
-        y = outs[0]
+        if self.has_mask:
+            check_act_zp("rnn", "mask_zp", self.mask_zp, bits)
+            self.mask = self.bind_array(kept, mask, "mask", dtype, (B, T), False)
+        self.y_seq = self.y_last = self.hs = self.cs = NULL
         if self.sequences:
-            self.y_seq = y.reshape(B, T, U)
-            self.y_last = np.zeros((1, 1), np.int8)
+            self.y_seq = self.bind_array(kept, outs[0], "output 0", dtype, (B, T, U), True)
         else:
-            self.y_seq = np.zeros((1, 1, 1), np.int8)
-            self.y_last = y.reshape(B, U)
+            self.y_last = self.bind_array(kept, outs[0], "output 0", dtype, (B, U), True)
         n_states = 2 if self.cell == CELL_LSTM else 1
-        if self.return_state and len(outs) != 1 + n_states:
-            raise ValueError("rnn: return_state needs the state outputs")
-        self.hs = outs[1].reshape(B, U) if self.return_state else np.zeros((1, 1), np.int8)
-        self.cs = outs[2].reshape(B, U) if self.return_state and n_states == 2 else np.zeros((1, 1), np.int8)
+        if self.return_state:
+            if len(outs) != 1 + n_states:
+                raise ValueError("rnn: return_state needs the state outputs")
+            self.hs = self.bind_array(kept, outs[1], "output 1", dtype, (B, U), True)
+            if n_states == 2:
+                self.cs = self.bind_array(kept, outs[2], "output 2", dtype, (B, U), True)
         # per row: accx, gx, acch, gh (G*U int32 each), gate values (5 U int32);
         # x widened (F int16), h16, c16, rh16 (U int16 each)
         self.scratch32 = np.zeros((max(B, 1), 4 * G * U + 5 * U + 1), np.int32)
         self.scratch16 = np.zeros((max(B, 1), F + 3 * U + 1), np.int16)
-        self.prev = np.zeros((max(B, 1), max(U, 1)), np.int8)
-        self.keep = (x3, inits, mask, outs, p)
+        self.prev = np.zeros((max(B, 1), max(U, 1)), np.int16)
+        self.keep = (kept, inits, mask, outs, p)
         self.B, self.T, self.F, self.U, self.G = B, T, F, U, G
         self.n_tasks = B               # one task per batch row
         self.splittable = True
         self.work_share = self.macs() / NOGIL_MIN_MACS
+
+    cdef void* bind_array(self, list kept, a, str name, dtype, tuple shape, bint writable) except? NULL:
+        """The data of ``a`` checked by _array (kept alive in ``kept``)."""
+        arr = _array(a, name, dtype, shape, writable)
+        kept.append(arr)
+        return data_of(arr)
 
     cdef constants(self, const int32_t[::1] shift):
         """[left, nudge, neg_adjust, total_shift] per row for requant_rows."""
@@ -275,7 +352,10 @@ cdef class RnnCall(KernelCall):
         cdef int16_t* h = xs + F
         cdef int16_t* c = h + U
         cdef int16_t* rh = c + U
-        cdef int8_t* prev = &self.prev[b, 0]
+        cdef const int16_t* xrow = xs
+        cdef int16_t* prev = &self.prev[b, 0]
+        cdef bint wide = self.wide
+        cdef int32_t lo = self.act_min, hi = self.act_max
         cdef const int32_t* m0 = self.m0
         cdef const int32_t* sh = self.shift
         cdef const int16_t* tab = &self.tables[0, 0]
@@ -286,32 +366,35 @@ cdef class RnnCall(KernelCall):
         for j in range(U):
             if self.has_init:
                 h[j] = <int16_t>sat16(multiply_by_quantized_multiplier(
-                    <int32_t>self.init_h[b, j] - self.init_h_zp, m0[M_INIT_H], sh[M_INIT_H]))
+                    load_code(self.init_h, b * U + j, wide) - self.init_h_zp, m0[M_INIT_H], sh[M_INIT_H]))
             else:
                 h[j] = 0
             if self.has_c_init:
                 c[j] = <int16_t>sat16(multiply_by_quantized_multiplier(
-                    <int32_t>self.init_c[b, j] - self.init_c_zp, m0[M_INIT_C], sh[M_INIT_C]))
+                    load_code(self.init_c, b * U + j, wide) - self.init_c_zp, m0[M_INIT_C], sh[M_INIT_C]))
             else:
                 c[j] = 0
-            prev[j] = <int8_t>self.y_zp
+            prev[j] = <int16_t>self.y_zp
         n_rec = 2 * U if (self.cell == CELL_GRU and not self.reset_after) else GU
         for k in range(T):
             t = T - 1 - k if self.go_backwards else k
-            if self.has_mask and self.mask[b, t] == self.mask_zp:
+            if self.has_mask and load_code(self.mask, b * T + t, wide) == self.mask_zp:
                 if self.zero_output:
                     for j in range(U):
-                        prev[j] = <int8_t>self.y_zp
+                        prev[j] = <int16_t>self.y_zp
                 if self.sequences:
                     idx = T - 1 - k if self.reverse_output else k
-                    memcpy(&self.y_seq[b, idx, 0], prev, U)
+                    store_codes(self.y_seq, (b * T + idx) * U, prev, U, wide)
                 continue
             if self.tokens:        # the token's projection, precomputed (ids checked by the caller)
-                gx = &self.token_gx[<int32_t>self.x[b, t, 0] - self.ids_zp, 0]
+                gx = &self.token_gx[load_code(self.x, b * T + t, wide) - self.ids_zp, 0]
             else:
-                for j in range(F):
-                    xs[j] = self.x[b, t, j]
-                project(xs, &self.w_q[0, 0], &self.bx[0], GU, F, accx)
+                if wide:
+                    xrow = <const int16_t*>self.x + (b * T + t) * F
+                else:
+                    for j in range(F):
+                        xs[j] = (<const int8_t*>self.x)[(b * T + t) * F + j]
+                project(xrow, &self.w_q[0, 0], &self.bx[0], GU, F, accx)
                 requant_rows(accx, GU, &self.mx[0], &self.kx[0], gx_buf)
             project(h, &self.r_q[0, 0], &self.bh[0], n_rec, U, acch)
             requant_rows(acch, n_rec, &self.mh[0], &self.kh[0], gh)
@@ -364,14 +447,18 @@ cdef class RnnCall(KernelCall):
                     new = multiply_by_quantized_multiplier(pre * v, m0[M_NZH], sh[M_NZH])
                     h[j] = <int16_t>sat16(<int64_t>keep + new)
             for j in range(U):
-                prev[j] = to_int8(h[j], self.y_zp, m0[M_Y], sh[M_Y])
+                prev[j] = <int16_t>to_act(h[j], self.y_zp, m0[M_Y], sh[M_Y], lo, hi)
             if self.sequences:
                 idx = T - 1 - k if self.reverse_output else k
-                memcpy(&self.y_seq[b, idx, 0], prev, U)
+                store_codes(self.y_seq, (b * T + idx) * U, prev, U, wide)
         if not self.sequences:
-            memcpy(&self.y_last[b, 0], prev, U)
+            store_codes(self.y_last, b * U, prev, U, wide)
         if self.return_state:
+            # the final states' codes, through rh (free after the last step) as a staging row
             for j in range(U):
-                self.hs[b, j] = to_int8(h[j], self.hs_zp, m0[M_HS], sh[M_HS])
-                if self.cell == CELL_LSTM:
-                    self.cs[b, j] = to_int8(c[j], self.cs_zp, m0[M_CS], sh[M_CS])
+                rh[j] = <int16_t>to_act(h[j], self.hs_zp, m0[M_HS], sh[M_HS], lo, hi)
+            store_codes(self.hs, b * U, rh, U, wide)
+            if self.cell == CELL_LSTM:
+                for j in range(U):
+                    rh[j] = <int16_t>to_act(c[j], self.cs_zp, m0[M_CS], sh[M_CS], lo, hi)
+                store_codes(self.cs, b * U, rh, U, wide)

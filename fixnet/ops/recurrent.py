@@ -33,6 +33,12 @@ The state fed back into the recurrent product is int16 (real = sH * h16): with a
 the rounding of h at every step cost 2-4 dB of output SQNR on the fixtures, below ONNX
 Runtime's int8 models (which keep the recurrence in float). The int8 outputs are made from it.
 
+int16 activations (activations="int16"): the same step with int16 inputs and outputs (one
+type per step: x, initial states, mask and outputs; zero points 0). The input projection
+multiplies int16 x by the int8 kernel rows into int32, proven with |x| <= 32768
+(overflow_bound; a layer whose proof fails runs int8, the quantizer's fallback); the outputs
+are requantized from h16 to the output's int16 codes. Everything inside the step is as above.
+
 Scales (quantize): a gate whose function saturates (sigmoid, tanh, hard_sigmoid) reads a fixed
 input domain (|x| < 16, 8, 4: int16 codes of 2^-11, 2^-12, 2^-13); other functions read
 HEADROOM x the calibrated range of their input. Functions bounded by 1 give Q0.15 outputs;
@@ -50,7 +56,7 @@ from .._kernels import _recurrent
 from ..activations import activation, canonical
 from ..errors import QuantizationError, UnsupportedLayerError
 from ..quant.gptq import round_rows_scaled
-from ..quant.qparams import WEIGHT_MAX, requant_multipliers, round_half_away
+from ..quant.qparams import QParams, WEIGHT_MAX, acc_input_max, requant_multipliers, round_half_away
 from ..step import OverflowBound, Step
 from .base import Op, register
 
@@ -280,10 +286,10 @@ Q15 = 2.0 ** -15
 TABLE_ERROR_BOUND = {"sigmoid": 1.6 * Q15, "tanh": 1.6 * Q15, "hard_sigmoid": 1.6 * Q15}
 
 
-def _m(real, where):
-    """(m0, shift) of one real multiplier, as requant_multipliers makes them (a QuantizationError
-    naming ``where`` for one that is not finite and >= 0)."""
-    m0, shift = requant_multipliers(real, where)
+def _m(real, where, bits=8):
+    """(m0, shift) of one real multiplier, as requant_multipliers makes them for a result of
+    ``bits`` bits (a QuantizationError naming ``where`` for one that is not finite and >= 0)."""
+    m0, shift = requant_multipliers(real, where, bits)
     return int(m0[0]), int(shift[0])
 
 
@@ -347,9 +353,11 @@ def quantize_rnn(node, q):
         # every token's input projection, straight in the gates' int16 domains (int32 codes;
         # sat16 after the recurrent part is added, as for a computed projection)
         from .embedding import IDS_QPARAMS
-        if x_qp != IDS_QPARAMS:
+        ids16 = QParams(IDS_QPARAMS.scale, 0, 16)   # the int8 ids converted: code = id
+        if x_qp not in (IDS_QPARAMS, ids16):
             raise UnsupportedLayerError(f"{where}: its token ids need the input quantization "
-                                        f"{IDS_QPARAMS}, the input has {x_qp}")
+                                        f"{IDS_QPARAMS} (or {ids16} in an int16 step), the "
+                                        f"input has {x_qp}")
         proj = w["token_kernel"].astype(np.float64) + (b if b is not None else 0.0)
         token_gx = np.clip(round_half_away(proj / s_in_c), -2 ** 30, 2 ** 30).astype(np.int32)
         bx = np.zeros(G * U, np.int64)
@@ -367,7 +375,7 @@ def quantize_rnn(node, q):
              ids_zp=int(x_qp.zero_point),
              r_q=r_q, bh=_int32(bh, where), mh=mh, sh_h=sh_h, tables=tables,
              s_in=tuple(s_in), s_out=tuple(s_out), sH=sH, sC=sC,
-             y_zp=int(out_qp.zero_point), m_y=_m(sH / out_qp.scale, where))
+             y_zp=int(out_qp.zero_point), m_y=_m(sH / out_qp.scale, where, out_qp.bits))
     p.update(_cell_multipliers(cell, s_in, s_out, sH, sC, where))
     p.update(_state_params(q, node, out_qp, init_qp, sH, sC, where))
     p["mask_zp"] = int(q.qparams(node.inputs[-1]).zero_point) if a.get("masked") else 0
@@ -432,9 +440,9 @@ def _state_params(q, node, out_qp, init_qp, sH, sC, where):
     state_out = node.outputs[1:] if a.get("return_state") else []
     hs_qp = q.qparams(state_out[0]) if state_out else out_qp
     cs_qp = q.qparams(state_out[1]) if len(state_out) > 1 else None
-    p.update(hs_zp=int(hs_qp.zero_point), m_hs=_m(sH / hs_qp.scale, where),
+    p.update(hs_zp=int(hs_qp.zero_point), m_hs=_m(sH / hs_qp.scale, where, hs_qp.bits),
              cs_zp=int(cs_qp.zero_point) if cs_qp else 0,
-             m_cs=_m(sC / cs_qp.scale, where) if cs_qp else (0, 0))
+             m_cs=_m(sC / cs_qp.scale, where, cs_qp.bits) if cs_qp else (0, 0))
     p.update(init_zp=tuple(int(qp.zero_point) for qp in init_qp),
              m_init_h=_m(init_qp[0].scale / sH, where) if init_qp else (0, 0),
              m_init_c=_m(init_qp[1].scale / sC, where) if len(init_qp) > 1 else (0, 0))
@@ -465,8 +473,9 @@ def _round_weights(q, node, W, R, sW, sR):
 
 
 class RNNStep(Step):
-    """An int8 recurrent layer (fixnet/oracle/recurrent.py states the arithmetic). Parameters
-    are attributes (see quantize_rnn); inputs: x [T, F], initial states, mask."""
+    """An integer recurrent layer, int8 or int16 activations (``bits``; fixnet/oracle/recurrent.py
+    states the arithmetic). Parameters are attributes (see quantize_rnn); inputs: x [T, F],
+    initial states, mask."""
     op = "rnn"
 
     def __init__(self, name, layer, inputs, outputs, params):
@@ -495,7 +504,8 @@ class RNNStep(Step):
         return out
 
     def internal_values(self, ins):
-        """{trace name: real values [B, steps, U]} inside the step on int8 inputs ``ins``,
+        """{trace name: real values [B, steps, U]} inside the step on inputs ``ins`` (codes of
+        the step's type),
         through the oracle: every gate's pre-activation and value, the states (h, c)."""
         seen = {}
         self.oracle(ins, trace=lambda name, k, v: seen.setdefault(name, []).append(v))
@@ -512,10 +522,12 @@ class RNNStep(Step):
         return np.concatenate(accs, axis=1)
 
     def overflow_bound(self):
-        # accx: raw int8 codes (|x| <= 128) times the kernel rows, plus the bias;
-        # acch: int16 states (|h| <= 32768, and r * h for GRU's reset) times the recurrent rows
+        # accx: raw input codes (|x| <= 128 for int8, 32768 for int16) times the kernel rows,
+        # plus the bias; acch: int16 states (|h| <= 32768, and r * h for GRU's reset) times
+        # the recurrent rows
         left = lambda sh: np.int64(1) << np.maximum(sh.astype(np.int64), 0)
-        wx = (np.abs(self.bx.astype(np.int64)) + 128 * np.abs(self.w_q.astype(np.int64)).sum(axis=1)) \
+        x_max = acc_input_max(self.bits)
+        wx = (np.abs(self.bx.astype(np.int64)) + x_max * np.abs(self.w_q.astype(np.int64)).sum(axis=1)) \
             * left(self.sh_x)
         wh = (np.abs(self.bh.astype(np.int64)) + 32768 * np.abs(self.r_q.astype(np.int64)).sum(axis=1)) \
             * left(self.sh_h)
@@ -536,7 +548,7 @@ class RNNStep(Step):
         """InputError naming the layer for a token id without a row (token_input)."""
         from ..errors import InputError
         ids = np.asarray(x, np.int64) - self.ids_zp
-        bad = ids >= self.token_gx.shape[0]
+        bad = (ids < 0) | (ids >= self.token_gx.shape[0])
         if bad.any():
             raise InputError(f"layer '{self.layer}': token id {int(ids[bad].flat[0])} is outside "
                              f"[0, {self.token_gx.shape[0]}) (the folded Embedding's input_dim)")

@@ -2,14 +2,19 @@
 
 Numbers inside one step (fixnet/ops/recurrent.py derives every scale and multiplier):
 
-  x      int8 codes of the layer's input, zero point folded into the input bias
+  x      codes of the layer's input: int8 (zero point folded into the input bias) or int16
+         (zero point 0); the call's activation type, that of its initial states, mask and
+         outputs too (one activation type per call)
   h16    int16 hidden state, real = sH * h16 (zero point 0); it is what the recurrent product
-         reads, so the state fed back keeps 16 bits (the layer's int8 outputs are made from it)
+         reads, so the state fed back keeps 16 bits (the layer's outputs are made from it)
   c16    int16 LSTM cell state, real = sC * c16
   pre    int16 gate pre-activation, real = s_in[g] * pre: the input of gate g's function table
   a      int16 gate value (the table's output), real = s_out[g] * a (2^-15 for sigmoid/tanh)
   acc    int32 accumulators: accx = bx + sum x_q * w_q (every step's input projection),
          acch = bh + sum h16 * r_q (one step's recurrent projection)
+  y      output codes (the sequence or last output, returned states) of the call's type:
+         clamp(zp + mbqm(h16, m_y), type's range), zp 0 for int16; an initial state s of zero
+         point zp enters as h16 = sat16(mbqm(s - zp, m_init_h))
 
 One step, with mbqm(v, m) = multiply_by_quantized_multiplier(v, m0, shift) and sat16 a clamp
 to [-32768, 32767]:
@@ -37,7 +42,8 @@ and T(v) interpolates linearly between the two entries around v:
 """
 import numpy as np
 
-from .core import multiply_by_quantized_multiplier, round_half_away
+from .core import (ACTIVATION_RANGES, _act, _check_act_zero_point, _same_act,
+                   multiply_by_quantized_multiplier, round_half_away)
 
 TABLE_SIZE = 1025                  # entries of a function table: 1024 intervals of 64 codes
 TABLE_STEP_BITS = 6
@@ -74,9 +80,29 @@ def _mb(v, m):
     return multiply_by_quantized_multiplier(v, m[0], m[1]).astype(np.int64)
 
 
-def _requant8(v, m, zp):
-    """int16 state codes -> int8 codes of a tensor with zero point zp."""
-    return np.clip(zp + _mb(v, m), -128, 127).astype(np.int8)
+def _requant(v, m, zp, dtype):
+    """int16 state codes -> codes of activation type ``dtype`` (int8 or int16) of a tensor
+    with zero point zp."""
+    lo, hi = ACTIVATION_RANGES[dtype]
+    return np.clip(zp + _mb(v, m), lo, hi).astype(dtype)
+
+
+def _check_call(p, x, initial_states, mask):
+    """The activation type of a call (x's dtype): its initial states and mask are of it
+    (TypeError), and its zero points are valid for it (ValueError; int16: all 0)."""
+    x, dtype = _act(x, "x")
+    _same_act(dtype, *[(s, f"initial state {i}") for i, s in enumerate(initial_states)],
+              *([(mask, "mask")] if mask is not None else []))
+    zps = [("y_zp", p.y_zp), ("hs_zp", p.hs_zp), ("cs_zp", p.cs_zp)]
+    if initial_states:
+        zps += [(f"init_zp[{i}]", p.init_zp[i]) for i in range(len(initial_states))]
+    if mask is not None:
+        zps.append(("mask_zp", p.mask_zp))
+    if getattr(p, "token_gx", None) is not None:
+        zps.append(("ids_zp", p.ids_zp))
+    for name, zp in zps:
+        _check_act_zero_point(zp, dtype, name)
+    return x, dtype
 
 
 def _cell_step(p, gx, h, c, trace, accs):
@@ -131,17 +157,19 @@ def input_accumulators(p, x):
 
 
 def rnn(p, x, initial_states=(), mask=None, trace=None, accumulators=None):
-    """Run the integer recurrent layer ``p`` (an RNNStep's parameters) over int8 x [B, T, F]
-    (or, with p.token_gx, token id codes x [B, T]: gx = token_gx[x - ids_zp], ids in range).
+    """Run the integer recurrent layer ``p`` (an RNNStep's parameters) over x [B, T, F] of
+    int8 or int16 codes (or, with p.token_gx, token id codes x [B, T]: gx = token_gx[x -
+    ids_zp], ids in range). x's dtype is the call's activation type.
 
-    initial_states: int8 arrays [B, U] (h, and c for an LSTM) or (); mask: int8 [B, T] codes
-    of a mask tensor (present where the code differs from p.mask_zp) or None.
+    initial_states: arrays [B, U] of that type (h, and c for an LSTM) or (); mask: [B, T]
+    codes of that type of a mask tensor (present where the code differs from p.mask_zp) or
+    None. int16 zero points are 0.
     trace(name, step, int array): sees every gate's pre-activation ("pre_<gate>") and value
     ("<gate>") and the states ("h", "c") of every step, in processing order.
     accumulators: a list, or None: receives every step's exact recurrent accumulators.
-    Returns the int8 outputs the node declares: the sequence [B, T, U] or last output [B, U],
-    then with return_state h (and c)."""
-    x = np.asarray(x, np.int8)
+    Returns the outputs the node declares, of the call's type: the sequence [B, T, U] or last
+    output [B, U], then with return_state h (and c)."""
+    x, dtype = _check_call(p, x, initial_states, mask)
     B, T = x.shape[0], x.shape[1]
     U = p.units
     if getattr(p, "token_gx", None) is not None:
@@ -155,9 +183,9 @@ def rnn(p, x, initial_states=(), mask=None, trace=None, accumulators=None):
         h = _sat16(_mb(np.asarray(initial_states[0], np.int64) - p.init_zp[0], p.m_init_h))
         if p.cell == "lstm":
             c = _sat16(_mb(np.asarray(initial_states[1], np.int64) - p.init_zp[1], p.m_init_c))
-    present = None if mask is None else (np.asarray(mask, np.int8) != p.mask_zp)
-    y = np.full((B, T, U), p.y_zp, np.int8)
-    prev = np.full((B, U), p.y_zp, np.int8)
+    present = None if mask is None else (np.asarray(mask, np.int64) != p.mask_zp)
+    y = np.full((B, T, U), p.y_zp, dtype)
+    prev = np.full((B, U), p.y_zp, dtype)
     order = range(T - 1, -1, -1) if p.go_backwards else range(T)
     gate_names = p.gate_names
     for k, t in enumerate(order):
@@ -167,12 +195,12 @@ def rnn(p, x, initial_states=(), mask=None, trace=None, accumulators=None):
                 trace("pre_" + gate_names[g], k, pre)
                 trace(gate_names[g], k, a)
         h_new, c_new = _cell_step(p, gx_all[:, t], h, c, tr, accumulators)
-        out = _requant8(h_new, p.m_y, p.y_zp)
+        out = _requant(h_new, p.m_y, p.y_zp, dtype)
         if present is not None:
             m = present[:, t][:, None]
             h_new = np.where(m, h_new, h)
             c_new = np.where(m, c_new, c)
-            out = np.where(m, out, np.int8(p.y_zp) if p.zero_output_for_mask else prev)
+            out = np.where(m, out, dtype.type(p.y_zp) if p.zero_output_for_mask else prev)
         h, c, prev = h_new, c_new, out
         if trace is not None:
             trace("h", k, h)
@@ -182,9 +210,9 @@ def rnn(p, x, initial_states=(), mask=None, trace=None, accumulators=None):
     if p.return_sequences:
         result = [y]
     else:
-        result = [prev if T else np.full((B, U), p.y_zp, np.int8)]
+        result = [prev if T else np.full((B, U), p.y_zp, dtype)]
     if p.return_state:
-        result.append(_requant8(h, p.m_hs, p.hs_zp))
+        result.append(_requant(h, p.m_hs, p.hs_zp, dtype))
         if p.cell == "lstm":
-            result.append(_requant8(c, p.m_cs, p.cs_zp))
+            result.append(_requant(c, p.m_cs, p.cs_zp, dtype))
     return result

@@ -22,7 +22,8 @@ ACTIVATION_TYPES = ("int8", "int16")
 # is refused
 INT16_OPS = {"dense", "conv2d", "depthwise_conv2d", "pool", "global_pool", "pad", "binary",
              "concat", "affine", "prelu", "activation", "softmax", "reshape", "transpose",
-             "identity", "upsample", "crop", "zero_insert", "embedding", "masking", "masked_mean", "token_mask"}
+             "identity", "upsample", "crop", "zero_insert", "embedding", "masking",
+             "masked_mean", "token_mask", "rnn"}
 
 WEIGHT_TYPES = ("int8", "codebook16", "codebook16-channel", "int4")
 ROUNDINGS = ("nearest", "adaptive")
