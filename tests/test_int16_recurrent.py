@@ -78,7 +78,8 @@ def test_rnn_steps_run_int16_bit_exactly(name, tmp_path):
 
 def test_int16_states_and_mask_follow_the_step():
     """rnn_variants' decoder reads the encoder's returned states as initial states, and the
-    masked layers read the mask: all int16 tensors (the mask converted once from int8)."""
+    masked layers read the mask: all int16 tensors (one mask, made by the int16 masking
+    layer)."""
     qm, _ = quantized("rnn_variants_k3", 64, activations="int16")
     by_name = {s.name: s for s in qm.steps}
     dec = next(s for s in qm.steps if s.op == "rnn" and s.n_init == 2)
@@ -87,8 +88,11 @@ def test_int16_states_and_mask_follow_the_step():
     assert enc.bits == 16 and (enc.y_zp, enc.hs_zp, enc.cs_zp) == (0, 0, 0)
     masked = [s for s in qm.steps if s.op == "rnn" and s.masked]
     assert masked and all(s.mask_zp == 0 for s in masked)
-    assert len({s.inputs[-1] for s in masked}) == 1        # one converted mask for all
-    assert by_name.get(f"{masked[0].inputs[-1]}/convert") is not None
+    assert len({s.inputs[-1] for s in masked}) == 1        # one mask for all
+    mask = masked[0].inputs[-1]
+    assert qm.tensors[mask].qparams.bits == 16
+    writer = next(s for s in qm.steps if mask in s.outputs)
+    assert writer.bits == 16 and writer is by_name[writer.name]
 
 
 def test_rnn_whose_int16_proof_fails_stays_int8():

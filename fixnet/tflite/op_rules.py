@@ -1,0 +1,409 @@
+"""How each TFLite operator becomes fixnet steps: the op_<name> methods of OpRules (one per
+builtin op, named as TFLite names it, lower case), mixed into fixnet.tflite.convert.Converter,
+which calls them in the file's order. Each reads the operator's tensors and options, derives
+the integers TFLite's kernel would (its Prepare), and appends the step that computes them; a
+case it cannot run raises _Fault with the reason (the converter lists them all)."""
+import numpy as np
+
+from .. import layouts
+from ..ops.activation import LookupStep, RescaleStep
+from ..ops.conv import ConvStep, DepthwiseStep
+from ..ops.dense import DenseStep
+from ..ops.merge import BinaryStep, ConcatStep
+from ..ops.pool import GlobalAveragePoolStep, PadStep, PoolStep
+from ..ops.reshape import AliasStep
+from ..oracle.core import quantize_multiplier
+from ..quant.qparams import QParams
+from .steps import TfliteSoftmaxStep
+from .tables import table_for
+
+INT32_MAX = 2 ** 31 - 1
+ADD_LEFT_SHIFT = 20         # TFLite's int8 ADD/SUB: inputs shifted left by 20 bits first
+SOFTMAX_MAX_CLASSES = 4095      # the int32 row sum of TfliteSoftmaxStep
+
+
+def _f32(x):
+    """A float32 value as the Python float TFLite's double arithmetic sees."""
+    return float(np.float32(x))
+
+
+def _round_half_away(x):
+    return int(np.sign(x) * np.floor(np.abs(x) + 0.5))
+
+
+class _Fault(Exception):
+    """One operator that cannot be converted (collected, then raised together)."""
+
+
+def _fault(why):
+    raise _Fault(why)
+
+
+class OpRules:
+    """The operator handlers of Converter (see the module docstring)."""
+    def operator(self, op):
+        handler = getattr(self, "op_" + op.op.lower(), None)
+        if handler is None:
+            _fault("not supported")
+        try:
+            handler(op)
+        except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as e:
+            # an operator whose options, operands or shapes are not what the op has (a
+            # damaged or hand-made file): refused, naming it
+            _fault(f"malformed ({type(e).__name__}: {e}): its options, operands or shapes "
+                   "are not those of a " + op.op)
+
+    def activation_range(self, op, out_qp):
+        fn = op.options.get("fused_activation_function", "NONE")
+        lo, hi = -128, 127
+
+        def code(real):         # TFLite: zero_point + round(real / scale) in float32
+            return out_qp.zero_point + _round_half_away(np.float32(real) / np.float32(out_qp.scale))
+        if fn == "NONE":
+            return lo, hi
+        if fn == "RELU":
+            return max(lo, code(0.0)), hi
+        if fn == "RELU6":
+            return max(lo, code(0.0)), min(hi, code(6.0))
+        if fn == "RELU_N1_TO_1":
+            return max(lo, code(-1.0)), min(hi, code(1.0))
+        _fault(f"fused activation {fn}")
+
+    def weights(self, i, axis):
+        """int8 weight codes and per-output-channel float32 scales (axis: the channel axis)."""
+        t = self.tensor(i)
+        if t.type != "INT8":
+            _fault(f"weights '{t.name}' are {t.type} (a float or hybrid model): only int8 "
+                   "weights run here")
+        w = self.constant(i, "weights").astype(np.int8)
+        q = t.quantization
+        if q is None:
+            _fault(f"weights '{t.name}' have no scale")
+        if np.any(q.zero_point != 0):
+            _fault(f"weights '{t.name}' are asymmetric (zero point != 0)")
+        if w.size and int(w.min()) < -127:
+            _fault(f"weights '{t.name}' hold -128 (fixnet's weights are in [-127, 127])")
+        channels = w.shape[axis]
+        if q.scale.shape[0] == 1:
+            scales = np.full(channels, q.scale[0], np.float32)
+        elif q.quantized_dimension == axis and q.scale.shape[0] == channels:
+            scales = q.scale.astype(np.float32)
+        else:
+            _fault(f"weights '{t.name}' are quantized per channel along axis "
+                   f"{q.quantized_dimension}, expected axis {axis}")
+        return w, scales
+
+    def bias(self, op, channels, x_qp, w_scales):
+        if len(op.inputs) < 3 or op.inputs[2] < 0:
+            return np.zeros(channels, np.int64)
+        t = self.tensor(op.inputs[2])
+        if t.type != "INT32":
+            _fault(f"bias '{t.name}' is {t.type}, not int32")
+        b = self.constant(op.inputs[2], "bias").astype(np.int64).reshape(-1)
+        if b.shape != (channels,):
+            _fault(f"bias '{t.name}' has {b.size} values for {channels} channels")
+        return b
+
+    def multipliers(self, x_qp, w_scales, y_qp, product_in_float32=False):
+        """Per channel (m0, shift) of double(input_scale) * double(filter_scale) /
+        double(output_scale), as TFLite's PopulateConvolutionQuantizationParams; with
+        ``product_in_float32`` the product is rounded to float32 first, as
+        GetQuantizedConvolutionMultipler (FULLY_CONNECTED with one weight scale) forms it."""
+        def real(s):
+            if product_in_float32:
+                return _f32(np.float32(x_qp.scale) * np.float32(s)) / y_qp.scale
+            return x_qp.scale * _f32(s) / y_qp.scale
+        m0, shift = zip(*[quantize_multiplier(real(s)) for s in w_scales])
+        return np.array(m0, np.int32), np.array(shift, np.int32)
+
+    def folded_bias(self, bias, w_rows, x_zp, where):
+        eff = bias - int(x_zp) * w_rows.astype(np.int64).sum(axis=1)
+        if np.any(np.abs(eff) > INT32_MAX):
+            _fault(f"{where}: the bias with the input zero point folded in leaves int32")
+        return eff.astype(np.int32)
+
+    def op_fully_connected(self, op):
+        o = op.options
+        if o.get("weights_format", "DEFAULT") != "DEFAULT":
+            _fault(f"weights format {o['weights_format']}")
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        w, scales = self.weights(op.inputs[1], 0)              # [C, K]
+        c, k = w.shape
+        xs, ys = self.sample_shape(x), self.sample_shape(y)
+        if o.get("keep_num_dims") and xs and xs[-1] == k and ys == xs[:-1] + (c,):
+            pass            # dense over the last axis, the others kept: the same rows
+        elif int(np.prod(xs)) != k or ys != (c,):
+            _fault(f"input {self.tensor(x).shape} does not flatten to {k} features per sample")
+        bias = self.folded_bias(self.bias(op, c, x_qp, scales), w, x_qp.zero_point, "dense")
+        per_tensor = self.tensor(op.inputs[1]).quantization.scale.shape[0] == 1
+        m0, shift = self.multipliers(x_qp, scales, y_qp, product_in_float32=per_tensor)
+        lo, hi = self.activation_range(op, y_qp)
+        xin = self.name_of(x)
+        step = DenseStep(self.names[y], self.layer_name(y), [xin], [self.define(y)],
+                         layouts.step_from_rows("dense", w), bias, m0, shift, y_qp.zero_point,
+                         lo, hi)
+        step.rounding = "single"     # TFLite's reference FULLY_CONNECTED rounds once
+        self.steps.append(step)
+
+    def window(self, op, x, y, kh, kw):
+        o = op.options
+        h, w_, _ = self.nhwc(x)
+        oh, ow, _ = self.nhwc(y)
+        sh, sw = int(o.get("stride_h", 1)), int(o.get("stride_w", 1))
+        dh, dw = int(o.get("dilation_h_factor", 1)), int(o.get("dilation_w_factor", 1))
+        if o.get("padding") == "SAME":
+            def pad(n_in, n_out, k, s, d):
+                total = max((n_out - 1) * s + (k - 1) * d + 1 - n_in, 0)
+                return total // 2, total - total // 2
+            pads = (pad(h, oh, kh, sh, dh), pad(w_, ow, kw, sw, dw))
+        elif o.get("padding") == "VALID":
+            pads = ((0, 0), (0, 0))
+        else:
+            _fault(f"padding {o.get('padding')}")
+        return (sh, sw), (dh, dw), pads
+
+    def nhwc(self, i):
+        s = self.sample_shape(i)
+        if len(s) != 3:
+            _fault(f"tensor '{self.tensor(i).name}' has shape {self.tensor(i).shape}, not NHWC")
+        return s
+
+    def op_conv_2d(self, op):
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        w, scales = self.weights(op.inputs[1], 0)               # [Cout, KH, KW, Cin/groups]
+        cin = self.nhwc(x)[2]
+        if cin % w.shape[3]:
+            _fault(f"filter depth {w.shape[3]} does not divide the {cin} input channels")
+        groups = cin // w.shape[3]
+        strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
+        rows = w.reshape(w.shape[0], -1)
+        bias = self.folded_bias(self.bias(op, w.shape[0], x_qp, scales), rows, x_qp.zero_point,
+                                "conv2d")
+        m0, shift = self.multipliers(x_qp, scales, y_qp)
+        lo, hi = self.activation_range(op, y_qp)
+        self.steps.append(ConvStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                   [self.define(y)], np.ascontiguousarray(w), strides, dilation,
+                                   groups, bias=bias, m0=m0, shift=shift,
+                                   pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
+                                   act_min=lo, act_max=hi, pads=pads, nhwc_in=self.nhwc(x),
+                                   nhwc_out=self.nhwc(y)))
+
+    def op_depthwise_conv_2d(self, op):
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        w, scales = self.weights(op.inputs[1], 3)               # [1, KH, KW, C * M]
+        c = self.nhwc(x)[2]
+        mult = int(op.options.get("depth_multiplier", 1)) or 1
+        if w.shape[0] != 1 or w.shape[3] != self.nhwc(y)[2] or w.shape[3] % max(c, 1):
+            _fault(f"filter shape {w.shape} does not fit {c} input channels")
+        mult = w.shape[3] // c
+        strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
+        w3 = np.ascontiguousarray(w[0])                          # [KH, KW, C * M]
+        rows = w3.reshape(-1, w3.shape[2]).T
+        bias = self.folded_bias(self.bias(op, w3.shape[2], x_qp, scales), rows,
+                                x_qp.zero_point, "depthwise_conv2d")
+        m0, shift = self.multipliers(x_qp, scales, y_qp)
+        lo, hi = self.activation_range(op, y_qp)
+        self.steps.append(DepthwiseStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                        [self.define(y)], w3, strides, dilation, mult,
+                                        bias=bias, m0=m0, shift=shift,
+                                        pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
+                                        act_min=lo, act_max=hi, pads=pads,
+                                        nhwc_in=self.nhwc(x), nhwc_out=self.nhwc(y)))
+
+    def pool(self, op, kind):
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        if x_qp != y_qp:
+            _fault("input and output are quantized differently (TFLite pools keep them equal)")
+        if op.options.get("fused_activation_function", "NONE") != "NONE":
+            lo, hi = self.activation_range(op, y_qp)
+            if (lo, hi) != (-128, 127):
+                _fault(f"fused activation {op.options['fused_activation_function']} that clamps")
+        kh, kw = int(op.options["filter_height"]), int(op.options["filter_width"])
+        strides, _, pads = self.window(op, x, y, kh, kw)
+        step = PoolStep(self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)],
+                        kind, (kh, kw), strides, (pads[0][0], pads[1][0]), self.nhwc(x),
+                        self.nhwc(y))
+        self.steps.append(step)
+
+    def op_max_pool_2d(self, op):
+        self.pool(op, "max")
+
+    def op_average_pool_2d(self, op):
+        self.pool(op, "avg")
+
+    def binary(self, op, kind):
+        a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
+        if self.sample_shape(a) != self.sample_shape(b) or self.sample_shape(a) != self.sample_shape(y):
+            _fault(f"operands of shapes {self.tensor(a).shape} and {self.tensor(b).shape} "
+                   "(broadcasting is not supported)")
+        aq, bq, oq = self.qparams(a), self.qparams(b), self.qparams(y)
+        lo, hi = self.activation_range(op, oq)
+        if kind in ("add", "subtract"):
+            twice_max = 2.0 * max(aq.scale, bq.scale)
+            (ma, sa), (mb, sb) = (quantize_multiplier(aq.scale / twice_max),
+                                  quantize_multiplier(bq.scale / twice_max))
+            mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * oq.scale))
+            params = dict(x_zp=aq.zero_point, x_m0=ma, x_shift=sa, y_zp=bq.zero_point, y_m0=mb,
+                          y_shift=sb, left_shift=ADD_LEFT_SHIFT, out_m0=mo, out_shift=so,
+                          out_zp=oq.zero_point, act_min=lo, act_max=hi,
+                          subtract=int(kind == "subtract"))
+        else:
+            # TFLite's MUL: the real multiplier in float32 arithmetic
+            real = float(np.float32(np.float32(aq.scale) * np.float32(bq.scale))
+                         / np.float32(oq.scale))
+            m, s = quantize_multiplier(real)
+            params = dict(x_zp=aq.zero_point, y_zp=bq.zero_point, m0=m, shift=s,
+                          out_zp=oq.zero_point, act_min=lo, act_max=hi)
+        self.steps.append(BinaryStep(self.names[y], self.layer_name(y),
+                                     [self.name_of(a), self.name_of(b)], [self.define(y)], kind,
+                                     {k: int(v) for k, v in params.items()}))
+
+    def op_add(self, op):
+        self.binary(op, "add")
+
+    def op_sub(self, op):
+        self.binary(op, "subtract")
+
+    def op_mul(self, op):
+        self.binary(op, "multiply")
+
+    def view(self, op):
+        x, y = op.inputs[0], op.outputs[0]
+        if self.qparams(x) != self.qparams(y):
+            _fault("a reshape that requantizes")
+        if int(np.prod(self.sample_shape(x))) != int(np.prod(self.sample_shape(y))):
+            _fault(f"reshape of {self.tensor(x).shape} to {self.tensor(y).shape} moves values "
+                   "across the batch axis")
+        self.steps.append(AliasStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                    [self.define(y)], "reshape"))
+
+    op_reshape = op_squeeze = op_expand_dims = view
+
+    def op_pad(self, op):
+        x, y = op.inputs[0], op.outputs[0]
+        x_qp = self.qparams(x)
+        if x_qp != self.qparams(y):
+            _fault("input and output are quantized differently")
+        p = self.constant(op.inputs[1], "paddings").astype(np.int64)
+        if p.shape != (4, 2) or np.any(p[0] != 0) or np.any(p[3] != 0) or np.any(p < 0):
+            _fault(f"paddings {p.tolist()}: only the H and W axes of NHWC")
+        pads = ((int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1])))
+        self.steps.append(PadStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                  [self.define(y)], pads, x_qp.zero_point, self.nhwc(x),
+                                  self.nhwc(y)))
+
+    def op_concatenation(self, op):
+        """TFLite's int8 CONCATENATION keeps every input's scale and zero point equal to the
+        output's (its Prepare checks it): the values are copied."""
+        y = op.outputs[0]
+        oq = self.qparams(y)
+        if op.options.get("fused_activation_function", "NONE") != "NONE":
+            _fault(f"fused activation {op.options['fused_activation_function']}")
+        rank = len(self.tensor(y).shape)
+        axis = int(op.options.get("axis", 0))
+        axis = axis + rank if axis < 0 else axis
+        if not 1 <= axis < rank:
+            _fault(f"axis {op.options.get('axis')} (the batch axis, or outside the rank)")
+        parts, offset = [], 0
+        for i in op.inputs:
+            if self.qparams(i) != oq:
+                _fault("inputs quantized differently from the output")
+            inner = int(np.prod(self.sample_shape(i)[axis - 1:]))
+            parts.append((oq.zero_point, 0, 0, inner, offset))
+            offset += inner
+        if offset != int(np.prod(self.sample_shape(y)[axis - 1:])):
+            _fault("input shapes do not add up to the output's")
+        self.steps.append(ConcatStep(self.names[y], self.layer_name(y),
+                                     [self.name_of(i) for i in op.inputs], [self.define(y)],
+                                     parts, offset, oq.zero_point, self.sample_shape(y)))
+
+    def op_quantize(self, op):
+        """QUANTIZE between int8 and uint8 tensors: a view where both mean the same reals (uint8
+        codes are held as int8 codes - 128), else TFLite's Requantize: out_zp +
+        MBQM(x - x_zp, input_scale / output_scale), clamped (fixnet's rescale)."""
+        x, y = op.inputs[0], op.outputs[0]
+        if self.tensor(x).type == "FLOAT32":
+            _fault("a float tensor inside the model (float or hybrid ops)")
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        if x_qp == y_qp:
+            self.steps.append(AliasStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                        [self.define(y)], "reshape"))
+            return
+        m0, shift = quantize_multiplier(x_qp.scale / y_qp.scale)
+        self.steps.append(RescaleStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                      [self.define(y)], x_qp.zero_point, m0, shift,
+                                      y_qp.zero_point, -128, 127))
+
+    def op_mean(self, op):
+        """MEAN over H and W (Keras' global average pooling): TFLite's reference kernel
+        (QuantizedMeanOrSum) sums x - x_zp over the window of n = H * W values and
+        requantizes the sum once, plus the output zero point, with the multiplier (m, s) of
+        input_scale / output_scale divided by n in integers: k = min(floor(log2 n), 32,
+        31 + s), m' = (m << k) // n (truncated), s' = s - k. That is a depthwise convolution
+        with weights 1 and bias -x_zp * n (global_average_pool) at (m', s'); m' may lie below
+        2^30 (any m0 in [0, 2^31) gives the same rule)."""
+        x, y = op.inputs[0], op.outputs[0]
+        axes = sorted(int(a) % 4 for a in np.asarray(self.constant(op.inputs[1], "axes")).reshape(-1))
+        if len(self.tensor(x).shape) != 4 or axes != [1, 2]:
+            _fault(f"MEAN over axes {axes} of a rank-{len(self.tensor(x).shape)} tensor "
+                   "(only H and W of NHWC: global average pooling)")
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        h, w_, c = self.nhwc(x)
+        if int(np.prod(self.sample_shape(y))) != c:
+            _fault(f"output shape {self.tensor(y).shape} is not one value per channel")
+        n = h * w_
+        m, s = quantize_multiplier(x_qp.scale / y_qp.scale)
+        k = min(n.bit_length() - 1, 32, 31 + s)
+        m0, shift = int((m << k) // n), s - k
+        ones = np.ones((h, w_, c), np.int8)
+        bias = np.full(c, -x_qp.zero_point * h * w_, np.int64)
+        if np.any(np.abs(bias) > INT32_MAX):
+            _fault("the window is too large for an int32 sum")
+        self.steps.append(GlobalAveragePoolStep(
+            self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)], ones,
+            (1, 1), (1, 1), 1, bias=bias.astype(np.int32), m0=np.full(c, m0, np.int32),
+            shift=np.full(c, shift, np.int32), pad_value=x_qp.zero_point,
+            out_zp=y_qp.zero_point, act_min=-128, act_max=127, pads=((0, 0), (0, 0)),
+            nhwc_in=(h, w_, c), nhwc_out=(1, 1, c)))
+
+    def op_softmax(self, op):
+        """TFLite's reference int8 SOFTMAX (gemmlowp fixed-point exp and reciprocal; output
+        scale 1/256, zero point -128): fixnet.tflite.steps.TfliteSoftmaxStep."""
+        x, y = op.inputs[0], op.outputs[0]
+        self.int8_only(x, y)
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        if y_qp != QParams(_f32(1.0 / 256), -128):
+            _fault(f"output quantized at scale {y_qp.scale}, zero point {y_qp.zero_point} "
+                   "(TFLite's int8 softmax writes 1/256 and -128)")
+        channels = self.sample_shape(x)[-1] if self.sample_shape(x) else 1
+        if not 1 <= channels <= SOFTMAX_MAX_CLASSES:
+            _fault(f"{channels} classes (at most {SOFTMAX_MAX_CLASSES})")
+        self.steps.append(TfliteSoftmaxStep.from_scales(
+            self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)],
+            x_qp.scale, channels, float(op.options.get("beta", 1.0))))
+
+    def int8_only(self, *tensors):
+        for i in tensors:
+            if self.tensor(i).type != "INT8":
+                _fault(f"tensor '{self.tensor(i).name}' is {self.tensor(i).type} (int8 only here)")
+
+    def table(self, op):
+        """An elementwise op as its 256-entry table of TFLite's integer results
+        (fixnet.tflite.tables.table_for), run by fixnet's lookup step."""
+        x, y = op.inputs[0], op.outputs[0]
+        self.int8_only(x, y)
+        options = {}
+        if op.op == "LEAKY_RELU":
+            options["alpha"] = float(op.options.get("alpha", 0.2))
+        if op.op == "GELU":
+            options["approximate"] = bool(op.options.get("approximate", False))
+        table = table_for(op.op, self.qparams(x), self.qparams(y), options)
+        self.steps.append(LookupStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                     [self.define(y)], np.asarray(table, np.int8)))
+
+    op_logistic = op_tanh = op_elu = op_gelu = op_hard_swish = op_leaky_relu = table
+    op_relu = op_relu6 = op_relu_n1_to_1 = op_relu_0_to_1 = table
