@@ -560,8 +560,10 @@ samples from three interpreters (one sample at a time, `num_threads=1`) and, for
 when none did). `tflite/ROUNDING.md` (from `probe_tflite_rounding.py`) says which requantization
 rounding each interpreter uses.
 
-Regenerate (about 15 minutes on 2 busy cores; `--only a_k3,b_tfk2`, `--kinds keras|16x8` for
-part of it; `--readme` rewrites this README from the files present, without TensorFlow):
+Regenerate (about 30 minutes on 2 busy cores, or two runs in parallel with `--only` the `_k3`
+and the `_tfk2` names; `--only a_k3,b_tfk2`, `--kinds keras|16x8` for part of it; `--readme`
+rewrites this README from the files present, without TensorFlow). The conversions are
+deterministic (the same bytes run to run):
 
 ```
 nice -n 5 /path/to/venv-with-tf/bin/python models/make_tflite_fixtures.py
