@@ -329,12 +329,13 @@ def extended_readme():
     import make_recurrent_models as mr
     import make_anylength_models as ma
     import make_tflite16x8_goldens as m16
+    import make_tflite_fixtures as mt
     files = ["cnn_digits_k3.keras", "multi_io_k3.keras", "cnn_digits_k3.json", "cnn_digits_k3.weights.h5",
              "cnn_digits_tfk2.json", "cnn_digits_tfk2.weights.h5", "cnn_digits_tfk2_saving_lib.weights.h5"]
     parts = [EXTENDED_HEAD, CNN_TEXT, cnn_section(mc.MODELS, mc.ARCH, mc.TRAIN), LAYER_TEXT,
              layer_section(ml.GROUPS, ml.DESCRIPTION), ACT_TEXT, activation_table(),
              md.readme_section(), mr.readme_section(), m16.readme_section(),
-             ma.readme_section(),
+             mt.readme_section(), ma.readme_section(),
              FORMATS_TEXT + "\n".join(_files(files)), RESIZE_TEXT, NOTES_TEXT]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
