@@ -37,8 +37,8 @@ class OverflowReport:
         rows = [(r["layer"], r["op"], r["what"], r["accumulator"], r["worst_abs"],
                  f"{r['headroom_bits']:.1f}", "yes" if r["proven"] else "NO")
                 for r in self.records]
-        return render_table("overflow proof (worst case over all inputs; headroom below 2^31 "
-                            "for int32 accumulators, 2^47 for int64)",
+        return render_table("int32 overflow proof (worst case over all inputs; headroom below "
+                            "2^31, or 2^47 for the int64 accumulators of a wide int16 layer)",
                             ["layer", "op", "what", "acc", "worst |acc|", "headroom bits",
                              "proven"], rows)
 

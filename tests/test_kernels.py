@@ -254,7 +254,7 @@ def dense_args(n=2, k=3, c=5):
     ("out_zp", 128, "out_zp"),
     ("act_min", -129, "act_min"),
     ("act_max", 128, "act_max"),
-    ("m0", np.array([2 ** 30, 5, 0, 2 ** 30, 2 ** 30], np.int32), "m0\\[1\\]"),  # not normalised
+    ("m0", np.array([2 ** 30, -5, 0, 2 ** 30, 2 ** 30], np.int32), "m0\\[1\\]"),  # negative
     ("m0", np.full(5, -(2 ** 30), np.int32), "m0\\[0\\]"),
     ("shift", np.array([0, 0, 31, 0, 0], np.int32), "shift\\[2\\]"),
     ("shift", np.array([0, -32, 0, 0, 0], np.int32), "shift\\[1\\]"),
@@ -578,12 +578,12 @@ def i32(*shape):
     (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), i32(4), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
     (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(1), 0, -128, 127, i8(2, 3)), "shift"),
     (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, -128, 127, i8(3, 2)), "out"),
-    (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), np.full(3, 7, np.int32), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
+    (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), np.full(3, -7, np.int32), i32(3), 0, -128, 127, i8(2, 3)), "m0"),
     (lambda b: b._affine.channel_affine(i8(2, 3), i8(3), i32(3), i32(3), i32(3), 0, 5, 4, i8(2, 3)), "act_min"),
     (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, 0, 0, -128, 127, i8(3)), "out"),
     (lambda b: b._elementwise.requantize(i8(4), 200, 2 ** 30, 0, 0, -128, 127, i8(4)), "in_zp"),
     (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, 0, -129, -128, 127, i8(4)), "out_zp"),
-    (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 29, 0, 0, -128, 127, i8(4)), "m0"),
+    (lambda b: b._elementwise.requantize(i8(4), 0, -(2 ** 29), 0, 0, -128, 127, i8(4)), "m0"),
     (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, 31, 0, -128, 127, i8(4)), "shift"),
     (lambda b: b._elementwise.requantize(i8(4), 0, 2 ** 30, -32, 0, -128, 127, i8(4)), "shift"),
     (lambda b: b._elementwise.quantize(np.zeros(4, np.float32), 0.1, 0, i8(5)), "out"),

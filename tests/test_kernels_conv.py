@@ -512,7 +512,7 @@ COMMON_REJECTS = [
     ("act_min", -129, "act_min"),
     ("act_max", 128, "act_max"),
     ("act_min", 10, "act_min"),                                     # act_min > act_max = 9
-    ("m0", np.array([2 ** 30, 5, 0, 2 ** 30, 2 ** 30, 2 ** 30], np.int32), "m0\\[1\\]"),
+    ("m0", np.array([2 ** 30, -5, 0, 2 ** 30, 2 ** 30, 2 ** 30], np.int32), "m0\\[1\\]"),
     ("shift", np.array([0, 0, 31, 0, 0, 0], np.int32), "shift\\[2\\]"),
     ("shift", np.array([0, -32, 0, 0, 0, 0], np.int32), "shift\\[1\\]"),
     ("out", np.zeros((1, 3, 3, 6), np.int8), "out"),                # N mismatch

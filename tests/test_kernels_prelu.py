@@ -58,7 +58,7 @@ def prelu_args():
     (dict(alpha=np.zeros(3, np.int8)), "alpha"),
     (dict(out=np.zeros((2, 5), np.int8)), "out"),
     (dict(in_zp=200), "in_zp"),
-    (dict(pos_m0=5), "m0"),
+    (dict(pos_m0=-5), "m0"),
     (dict(neg_shift=31), "shift"),
     (dict(out_zp=-129), "out_zp"),
     (dict(act_min=5, act_max=4), "act_min"),

@@ -242,7 +242,7 @@ def test_bad_weights_are_refused(build):
     with pytest.raises(ValueError, match="do not fit"):
         run_kernel(build._recurrent, p, x, [], None)
     p.mx = p.mx.copy()
-    p.mx[0] = 5                                       # not a normalised multiplier
+    p.mx[0] = -5                                      # a negative multiplier
     with pytest.raises(ValueError, match="invalid multiplier"):
         run_kernel(build._recurrent, p, np.zeros((2, 5, 3), np.int8), [], None)
 

@@ -141,7 +141,7 @@ def test_embedding_bit_exact(seed, vocab, dim, n, ids_zp, with_bad):
                                np.zeros((1, 2), np.int8)), "in_zp"),
     (lambda: _mask.masking(np.zeros((1, 2, 3), np.int8), 0, 0, np.zeros((1, 2, 3), np.int8),
                                np.zeros((1, 3), np.int8)), "mask has shape"),
-    (lambda: _mask.masked_mean(np.zeros((1, 2, 3), np.int8), np.zeros((1, 2), np.int8), 0, 5,
+    (lambda: _mask.masked_mean(np.zeros((1, 2, 3), np.int8), np.zeros((1, 2), np.int8), 0, -5,
                                    0, 0, np.zeros((1, 3), np.int8)), "m0"),
     (lambda: _mask.masked_mean(np.zeros((1, 2, 3), np.int8), np.zeros((1, 2), np.int8), 0,
                                    2 ** 30, 0, 0, np.zeros((1, 2), np.int8)), "out has shape"),
