@@ -28,19 +28,16 @@ The call's dtype chooses: x and out both int8, or both int16.
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
-from libc.stdlib cimport free, malloc
+from libc.stdint cimport int8_t, int16_t, int32_t
 
 import numpy as np
 
 from fixnet._kernels._step cimport KernelCall
-from fixnet._kernels.fixedpoint cimport (DOT_BLOCK, check_length, check_multipliers,
-                                         check_output_range, dot_int16_int8,
-                                         wrapping_add_int32)
+from fixnet._kernels.fixedpoint cimport check_length, check_multipliers, check_output_range
 from fixnet._kernels.gemm_pack import (activation_bits, check_int16_output, check_weights,
                                         pack_gemm)
 
-from fixnet._kernels.requant cimport fx_requant, fx_requant_bytes, fx_requant_init
+from fixnet._kernels.requant cimport fx_requant, fx_requant_bytes, fx_requant_init_rounding
 
 cdef extern from "qdense.h" nogil:
     const char* QD_ISA
@@ -349,6 +346,11 @@ cdef class DenseCall(KernelCall):
     ``pack_dense_weights(w, bias, bits)`` for these very arrays and this activation type
     (shared by every Call of a layer); by default they are packed here.
     ``scalar=True`` runs the scalar twin of the micro-kernel (same packing; for tests).
+    ``rounding``: "double" (multiply_by_quantized_multiplier, fixnet's rule) or, int8 only,
+    "single": one rounding of the exact int64 product acc * m0[c], ties away from zero, no
+    left shift (TFLite 2.21's reference FULLY_CONNECTED; oracle
+    ``multiply_by_quantized_multiplier_single``), in the same micro-kernels' epilogue
+    (csrc/requant.h, FX_RQ_SINGLE).
     ``pixels=(H, W, OH, OW, stride_h, stride_w)``: x holds NHWC images of H x W pixels and out
     row (n, oh, ow) is computed from pixel (n, oh * stride_h, ow * stride_w): a 1x1 conv with
     strides (out then [N * OH * OW, C]).
@@ -368,7 +370,8 @@ cdef class DenseCall(KernelCall):
     def __init__(self, x not None, const int8_t[:, ::1] w not None,
                  const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
                  const int32_t[::1] shift not None, int out_zp, int act_min, int act_max,
-                 out not None, PackedDenseWeights packed=None, bint scalar=False, pixels=None):
+                 out not None, PackedDenseWeights packed=None, bint scalar=False, pixels=None,
+                 rounding="double"):
         cdef const int8_t[:, ::1] x8 = None
         cdef int8_t[:, ::1] out8 = None
         cdef const int16_t[:, ::1] x16 = None
@@ -384,6 +387,11 @@ cdef class DenseCall(KernelCall):
         else:
             x16, out16 = x, out
             n_rows, k_len, out_rows, out_cols = x16.shape[0], x16.shape[1], out16.shape[0], out16.shape[1]
+        if rounding not in ("double", "single"):
+            raise ValueError(f"dense: rounding {rounding!r} is not 'double' or 'single'")
+        if rounding == "single" and bits != 8:
+            raise ValueError("dense: rounding='single' is for int8 activations (x and out "
+                             "int8)")
         if w.shape[1] != k_len:
             raise ValueError(f"dense: w has shape ({w.shape[0]}, {w.shape[1]}), expected "
                              f"(C, {k_len}): one row of K = x.shape[1] = {k_len} weights per channel")
@@ -428,8 +436,9 @@ cdef class DenseCall(KernelCall):
         if q_block == NULL:
             raise MemoryError(f"dense: cannot allocate the requantization constants of "
                               f"{n_channels} channels")
-        fx_requant_init(&q, q_block, &m0[0] if n_channels else NULL,
-                        &shift[0] if n_channels else NULL, n_channels, out_zp, act_min, act_max)
+        fx_requant_init_rounding(&q, q_block, &m0[0] if n_channels else NULL,
+                                 &shift[0] if n_channels else NULL, n_channels, out_zp,
+                                 act_min, act_max, rounding == "single")
         PyMem_Free(self.q_block)     # __init__ may run twice on one object
         self.q, self.q_block = q, q_block
         self.x, self.out, self.x16, self.out16, self.packed = x8, out8, x16, out16, packed
@@ -485,81 +494,3 @@ def dense(x not None, const int8_t[:, ::1] w not None, const int32_t[::1] bias n
     quantizer's overflow proof does not hold (oracle.dense_accumulators detects that).
     """
     DenseCall(x, w, bias, m0, shift, out_zp, act_min, act_max, out)()
-
-
-cdef class DenseSingleRoundingCall(KernelCall):
-    """dense on int8 with one rounding of the exact product, ties away from zero (the rule
-    TFLite 2.21's reference FULLY_CONNECTED applies; oracle
-    ``multiply_by_quantized_multiplier_single``): out[n, c] = clamp(out_zp + round(acc *
-    m0[c] / 2^(31 - shift[c])), act_min, act_max), acc = bias[c] + sum_k x[n, k] * w[c, k]
-    in int32 (the product in int64: no left shift, no saturation). Arguments as dense's,
-    int8 only.
-
-    The loops are plain C (each row of x widened to int16 once, so the dot products vectorise
-    to pmaddwd / smlal), one task per row: not the packed GEMM of DenseCall, whose epilogue
-    rounds twice. Bit-exact with ``fixnet.oracle.dense(..., rounding="single")``.
-    """
-    cdef const int8_t[:, ::1] x
-    cdef const int8_t[:, ::1] w
-    cdef const int32_t[::1] bias, m0, shift
-    cdef int8_t[:, ::1] out
-    cdef int out_zp, act_min, act_max
-
-    def __init__(self, const int8_t[:, ::1] x not None, const int8_t[:, ::1] w not None,
-                 const int32_t[::1] bias not None, const int32_t[::1] m0 not None,
-                 const int32_t[::1] shift not None, int out_zp, int act_min, int act_max,
-                 int8_t[:, ::1] out not None):
-        cdef Py_ssize_t c = w.shape[0]
-        if w.shape[1] != x.shape[1]:
-            raise ValueError(f"dense: w has shape ({w.shape[0]}, {w.shape[1]}), expected "
-                             f"(C, {x.shape[1]}): one row of K = x.shape[1] weights per channel")
-        per_channel = "one per output channel, C = w.shape[0]"
-        check_length("dense", "bias", bias.shape[0], c, per_channel)
-        check_length("dense", "m0", m0.shape[0], c, per_channel)
-        check_length("dense", "shift", shift.shape[0], c, per_channel)
-        if out.shape[0] != x.shape[0] or out.shape[1] != c:
-            raise ValueError(f"dense: out has shape ({out.shape[0]}, {out.shape[1]}), "
-                             f"expected (N, C) = ({x.shape[0]}, {c})")
-        check_output_range("dense", out_zp, act_min, act_max)
-        if c:
-            check_multipliers("dense", &m0[0], &shift[0], c)
-        self.x, self.w, self.bias, self.m0, self.shift, self.out = x, w, bias, m0, shift, out
-        self.out_zp, self.act_min, self.act_max = out_zp, act_min, act_max
-        self.n_tasks = x.shape[0]
-        self.splittable = True
-        self.work_share = <double>x.shape[0] * c * (x.shape[1] + 8) / NOGIL_MIN_WORK
-
-    cdef void run_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-        cdef Py_ssize_t k = self.x.shape[1], channels = self.w.shape[0], n, c, i, k0, part
-        cdef int16_t* row
-        cdef int32_t acc
-        cdef int64_t v
-        cdef int total
-        if first >= last or channels == 0:
-            return
-        row = <int16_t*>malloc((k if k > 0 else 1) * sizeof(int16_t))
-        if row == NULL:
-            return
-        for n in range(first, last):
-            for i in range(k):
-                row[i] = self.x[n, i]
-            for c in range(channels):
-                acc = self.bias[c]
-                k0 = 0
-                while k0 < k:       # int32 sums wrap modulo 2^32, as the other kernels' do
-                    part = DOT_BLOCK if k - k0 > DOT_BLOCK else k - k0
-                    acc = wrapping_add_int32(acc, dot_int16_int8(row + k0, &self.w[c, k0], part))
-                    k0 += part
-                total = 31 - self.shift[c]
-                v = <int64_t>acc * self.m0[c]          # |v| < 2^62; ties away from zero
-                if v >= 0:
-                    v = (v + (<int64_t>1 << (total - 1))) >> total
-                else:
-                    v = -((-v + (<int64_t>1 << (total - 1))) >> total)
-                v += self.out_zp
-                if v < self.act_min:
-                    v = self.act_min
-                elif v > self.act_max:
-                    v = self.act_max
-                self.out[n, c] = <int8_t>v
-        free(row)

@@ -100,13 +100,10 @@ class DenseStep(WideAccumulators, KeepsWidened, Step):
             return _wide.DenseWideCall(x.reshape(-1, k), self.w_q, self.bias, self.m0,
                                        self.shift, self.out_zp, self.act_min, self.act_max,
                                        y.reshape(-1, c))
-        if self.single_rounding():
-            return _dense.DenseSingleRoundingCall(x.reshape(-1, k), self.w_q, self.bias,
-                                                  self.m0, self.shift, self.out_zp,
-                                                  self.act_min, self.act_max, y.reshape(-1, c))
         return _dense.DenseCall(x.reshape(-1, k), self.w_q, self.bias, self.m0, self.shift,
                                 self.out_zp, self.act_min, self.act_max, y.reshape(-1, c),
-                                packed=self.packed_weights())
+                                packed=self.packed_weights(),
+                                rounding="single" if self.single_rounding() else "double")
 
     def accumulators(self, ins):
         k = self.w_q.shape[1]

@@ -41,7 +41,7 @@ def dense(x, w, bias, m0, shift, out_zp, act_min, act_max, rounding="double"):
     rounding: "double" (multiply_by_quantized_multiplier, gemmlowp's two roundings: fixnet's
     rule, and TFLite's CONV_2D / DEPTHWISE_CONV_2D) or "single"
     (multiply_by_quantized_multiplier_single: TFLite's per-channel FULLY_CONNECTED; int8
-    only, kernel _dense.DenseSingleRoundingCall).
+    only, kernel _dense.DenseCall(..., rounding="single")).
     """
     dtype = _act(x, "x")[1]
     _check_act_output_range(dtype, out_zp, act_min, act_max)

@@ -10,6 +10,16 @@
  * (the saturating rounding doubling high multiply; m0 >= 0 never saturates) and
  * rounding_divide_by_pot rounding ties away from zero.
  *
+ * Or, chosen per call (fx_requant_init_rounding(..., single = 1); dense only: TFLite's
+ * reference FULLY_CONNECTED, fixnet.oracle.multiply_by_quantized_multiplier_single), one
+ * rounding of the exact int64 product, ties away from zero:
+ *
+ *   out = clamp(out_zp + sign(p) ((|p| + 2^(t - 1)) >> t), act_min, act_max),
+ *   p = acc m0, t = 31 - shift in [1, 62]
+ *
+ * (no left shift, no saturation of acc; the result, up to 2^61 when shift > 0, saturates to
+ * int32 before the clamp, which does not change the clamped value).
+ *
  * fx_requant holds, per output channel, the constants the vector forms want (derived once
  * from m0 and shift by fx_requant_init), in arrays padded with zeros (fx_requant_padded), so
  * a kernel may load a whole vector of up to FX_RQ_PAD lanes at any channel it computes. The
@@ -46,8 +56,15 @@ typedef struct {
     const int64_t* neg_adjust;
     const int64_t* total_shift;
     int32_t out_zp, act_min, act_max;
-    int any_left;               /* some channel has left > 0 */
+    /* FX_RQ_LEFT: some channel has left > 0 (single rounding: some channel has shift > 0,
+       so a result may exceed int32 and saturates); FX_RQ_SINGLE: the single rounding. The
+       epilogues take this value as an argument (read once per tile): one test in a register
+       chooses the rule. */
+    int any_left;
 } fx_requant;
+
+#define FX_RQ_LEFT 1
+#define FX_RQ_SINGLE 2
 
 #define FX_RQ_ARRAYS 8          /* int32 arrays */
 #define FX_RQ_ARRAYS64 3        /* int64 arrays (first in the block: 8-byte aligned) */
@@ -66,10 +83,16 @@ static inline size_t fx_requant_bytes(size_t channels) {
 }
 
 /* Fill q and its arrays (in `block`, fx_requant_bytes(channels) bytes) from m0 and shift
-   (both already checked: m0 in [2^30, 2^31) or 0, shift in [-31, 30]). */
-static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0,
-                                   const int32_t* shift, size_t channels, int32_t out_zp,
-                                   int32_t act_min, int32_t act_max) {
+   (both already checked: m0 in [2^30, 2^31) or 0, shift in [-31, 30]), for the double
+   rounding (single = 0) or the single rounding (single = 1). With the single rounding the
+   arrays hold, per channel, t = 31 - shift in the forms the epilogues want: left 0,
+   right t - 1 (AVX2: (|p| >> (t - 1)) + 1 >> 1), neg_right -t (NEON: vrshl by -t), nudge
+   2^(t - 1), neg_adjust 1, total_shift t (scalar: (p + 2^(t - 1) - [p < 0]) >> t, which is
+   -((-p + 2^(t - 1)) >> t) for p < 0); mask, half, hi_lim, lo_lim unused (0). */
+static inline void fx_requant_init_rounding(fx_requant* q, void* block, const int32_t* m0,
+                                            const int32_t* shift, size_t channels,
+                                            int32_t out_zp, int32_t act_min, int32_t act_max,
+                                            int single) {
     size_t n = fx_requant_padded(channels), c;
     int64_t* a64 = (int64_t*)block;
     int64_t *nudge = a64, *neg_adjust = a64 + n, *total_shift = a64 + 2 * n;
@@ -82,6 +105,16 @@ static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0
         int32_t s = c < channels ? shift[c] : 0;
         int32_t l = s > 0 ? s : 0, r = s < 0 ? -s : 0;
         qm0[c] = c < channels ? m0[c] : 0;
+        if (single) {
+            int32_t t = 31 - s;
+            right[c] = t - 1;
+            neg_right[c] = -t;
+            nudge[c] = (int64_t)1 << (t - 1);
+            neg_adjust[c] = 1;
+            total_shift[c] = t;
+            q->any_left |= l > 0;
+            continue;
+        }
         left[c] = l;
         right[c] = r;
         neg_right[c] = -r;
@@ -108,6 +141,14 @@ static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0
     q->out_zp = out_zp;
     q->act_min = act_min;
     q->act_max = act_max;
+    if (single)
+        q->any_left |= FX_RQ_SINGLE;
+}
+
+static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0,
+                                   const int32_t* shift, size_t channels, int32_t out_zp,
+                                   int32_t act_min, int32_t act_max) {
+    fx_requant_init_rounding(q, block, m0, shift, channels, out_zp, act_min, act_max, 0);
 }
 
 /* multiply_by_quantized_multiplier(acc, m0[c], shift[c]): branch-free scalar form. Both
@@ -117,6 +158,11 @@ static inline void fx_requant_init(fx_requant* q, void* block, const int32_t* m0
 static inline int32_t fx_mbqm_scalar(int32_t acc, const fx_requant* q, size_t c) {
     int64_t x = acc, u;
     int32_t l = q->left[c];
+    if (q->any_left & FX_RQ_SINGLE) {   /* one rounding of p = acc m0, saturated to int32 */
+        u = x * q->m0[c];
+        u = (u + q->nudge[c] - ((u >> 63) & q->neg_adjust[c])) >> q->total_shift[c];
+        return u > INT32_MAX ? INT32_MAX : u < INT32_MIN ? INT32_MIN : (int32_t)u;
+    }
     if (l)
         x = acc > q->hi_lim[c] ? INT32_MAX
             : acc < q->lo_lim[c] ? INT32_MIN : (int32_t)((uint32_t)acc << l);

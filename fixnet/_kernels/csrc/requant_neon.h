@@ -29,10 +29,31 @@ static inline fx_rq4 fx_rq4_load(const fx_requant* q, size_t c)
     return k;
 }
 
-/* multiply_by_quantized_multiplier of 4 int32 accumulators with the constants k. */
+/* The single rounding (requant.h) of 4 int32 accumulators with the constants k: |p| = |x| m0
+   exactly by umull (|INT32_MIN| = 2^31 as unsigned, m0 < 2^31), a rounding shift by -t (k's
+   neg_right: srshl, (|p| + 2^(t - 1)) >> t, |p| < 2^62), a saturating narrow to int32, then
+   the sign of x restored ((r ^ s) - s, s = x >> 31). */
+static inline int32x4_t fx_mbqm4_single(int32x4_t x, fx_rq4 k)
+{
+    const uint32x4_t ax = vreinterpretq_u32_s32(vabsq_s32(x));
+    const uint32x4_t m0 = vreinterpretq_u32_s32(k.m0);
+    int64x2_t lo = vreinterpretq_s64_u64(vmull_u32(vget_low_u32(ax), vget_low_u32(m0)));
+    int64x2_t hi = vreinterpretq_s64_u64(vmull_high_u32(ax, m0));
+    const int32x4_t s = vshrq_n_s32(x, 31);
+    int32x4_t r;
+    lo = vrshlq_s64(lo, vmovl_s32(vget_low_s32(k.neg_right)));
+    hi = vrshlq_s64(hi, vmovl_high_s32(k.neg_right));
+    r = vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
+    return vsubq_s32(veorq_s32(r, s), s);
+}
+
+/* multiply_by_quantized_multiplier of 4 int32 accumulators with the constants k (or, with
+   FX_RQ_SINGLE in any_left, fx_mbqm4_single). */
 static inline int32x4_t fx_mbqm4_k(int32x4_t x, fx_rq4 k, int any_left)
 {
     int32x4_t y;
+    if (any_left & FX_RQ_SINGLE)
+        return fx_mbqm4_single(x, k);
     if (any_left)
         x = vqshlq_s32(x, k.left);                      /* saturating, like the rule */
     y = vqrdmulhq_s32(x, k.m0);

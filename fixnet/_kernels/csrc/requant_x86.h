@@ -12,7 +12,33 @@
 
 #define FX_LOAD8(p) _mm256_loadu_si256((const __m256i*)(p))
 
-/* multiply_by_quantized_multiplier of 8 int32 accumulators, channels c .. c + 7 of q:
+/* The single rounding (requant.h) of 8 int32 accumulators, channels c .. c + 7 of q: |p| =
+   |x| m0 exactly by vpmuludq (|INT32_MIN| = 2^31 as unsigned, m0 < 2^31), on even and odd
+   lanes; (|p| + 2^(t - 1)) >> t as ((|p| >> (t - 1)) + 1) >> 1 with vpsrlvq (the counts
+   t - 1 in q->right: AVX2 has no 64-bit arithmetic shift, |p| needs none); results above
+   INT32_MAX (only where shift > 0: FX_RQ_LEFT) saturated; the sign of x restored (vpsignd). */
+static inline __m256i fx_mbqm8_single(__m256i x, const fx_requant* q, size_t c, int saturate)
+{
+    const __m256i m0 = FX_LOAD8(q->m0 + c);
+    const __m256i cnt = FX_LOAD8(q->right + c);
+    const __m256i one = _mm256_set1_epi64x(1);
+    const __m256i ax = _mm256_abs_epi32(x);
+    __m256i pe = _mm256_mul_epu32(ax, m0);
+    __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(ax, 32), _mm256_srli_epi64(m0, 32));
+    pe = _mm256_srlv_epi64(pe, _mm256_and_si256(cnt, _mm256_set1_epi64x(0xFFFFFFFF)));
+    po = _mm256_srlv_epi64(po, _mm256_srli_epi64(cnt, 32));
+    pe = _mm256_srli_epi64(_mm256_add_epi64(pe, one), 1);
+    po = _mm256_srli_epi64(_mm256_add_epi64(po, one), 1);
+    if (saturate) {
+        const __m256i lim = _mm256_set1_epi64x(INT32_MAX);
+        pe = _mm256_blendv_epi8(pe, lim, _mm256_cmpgt_epi64(pe, lim));
+        po = _mm256_blendv_epi8(po, lim, _mm256_cmpgt_epi64(po, lim));
+    }
+    return _mm256_sign_epi32(_mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA), x);
+}
+
+/* multiply_by_quantized_multiplier of 8 int32 accumulators, channels c .. c + 7 of q
+   (or, with FX_RQ_SINGLE in any_left, fx_mbqm8_single):
    sat32(x << left) (sllv, then the lanes beyond hi_lim / lo_lim saturated), SRDHM as two
    vpmuldq (even and odd lanes) of 64-bit products + 2^30 whose bits 31..62 are the result,
    then the rounding divide by 2^right: (y >> right) + (remainder > half + [y < 0]). */
@@ -21,6 +47,8 @@ static inline __m256i fx_mbqm8(__m256i x, const fx_requant* q, size_t c, int any
     const __m256i m0 = FX_LOAD8(q->m0 + c);
     const __m256i round = _mm256_set1_epi64x((int64_t)1 << 30);
     __m256i pe, po, y, rem, thr;
+    if (any_left & FX_RQ_SINGLE)
+        return fx_mbqm8_single(x, q, c, any_left & FX_RQ_LEFT);
     if (any_left) {
         __m256i sh = _mm256_sllv_epi32(x, FX_LOAD8(q->left + c));
         sh = _mm256_blendv_epi8(sh, _mm256_set1_epi32(INT32_MAX),
