@@ -17,8 +17,9 @@
  *   out = clamp(out_zp + sign(p) ((|p| + 2^(t - 1)) >> t), act_min, act_max),
  *   p = acc m0, t = 31 - shift in [1, 62]
  *
- * (no left shift, no saturation of acc; the result, up to 2^61 when shift > 0, saturates to
- * int32 before the clamp, which does not change the clamped value).
+ * (no left shift, no saturation of acc; the result, up to 2^61 in magnitude when shift > 0,
+ * saturates to [-(2^31 - 1), 2^31 - 1] before the clamp, which does not change the clamped
+ * value; the vector forms and the scalar twin agree on that int32 too).
  *
  * fx_requant holds, per output channel, the constants the vector forms want (derived once
  * from m0 and shift by fx_requant_init), in arrays padded with zeros (fx_requant_padded), so
@@ -161,7 +162,7 @@ static inline int32_t fx_mbqm_scalar(int32_t acc, const fx_requant* q, size_t c)
     if (q->any_left & FX_RQ_SINGLE) {   /* one rounding of p = acc m0, saturated to int32 */
         u = x * q->m0[c];
         u = (u + q->nudge[c] - ((u >> 63) & q->neg_adjust[c])) >> q->total_shift[c];
-        return u > INT32_MAX ? INT32_MAX : u < INT32_MIN ? INT32_MIN : (int32_t)u;
+        return u > INT32_MAX ? INT32_MAX : u < -INT32_MAX ? -INT32_MAX : (int32_t)u;
     }
     if (l)
         x = acc > q->hi_lim[c] ? INT32_MAX
