@@ -80,6 +80,8 @@ def test_dense_single_rounding_is_bit_exact_with_the_oracle(seed, k):
     rng = np.random.default_rng(seed * 7919 + k)
     n = [1, 1, 3, 5, 9, 70][seed]
     c = int(rng.integers(1, 80)) if k < 4000 else int(rng.integers(1, 24))
+    if seed < 2:
+        c = (24, 40)[seed]      # batch 1 over two blocks at once (row2) and a last block
     x = rng.integers(-128, 128, (n, k)).astype(np.int8)
     w = rng.integers(-127, 128, (c, k)).astype(np.int8)
     bias = rng.integers(-2 ** 20, 2 ** 20, c).astype(np.int32)
