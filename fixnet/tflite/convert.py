@@ -18,7 +18,15 @@ What maps where (TFLite op -> fixnet step):
 * MAX_POOL_2D, AVERAGE_POOL_2D -> max/avg pool (in and out share scale and zero point;
   average rounds half away from zero over the in-bounds taps, TFLite's reference rule).
 * ADD, SUB -> add/subtract with TFLite's left shift 20 and per-input multipliers; MUL ->
-  multiply.
+  multiply; MAXIMUM, MINIMUM (one quantization for all three: a max of codes) -> maximum,
+  minimum. An operand that is a constant of the file broadcasting to the other's shape (a
+  per-channel bias, a scalar) -> TfliteConstantBinaryStep, the same kernels.
+* SPACE_TO_BATCH_ND -> [EXPAND_DIMS] -> CONV_2D | DEPTHWISE_CONV_2D -> [RESHAPE | SQUEEZE] ->
+  BATCH_TO_SPACE_ND (the converter's dilated convolution) -> one dilated conv2d /
+  depthwise_conv2d step.
+* REDUCE_MAX over H and W (or L) -> a max pool over the whole window; MEAN likewise ->
+  global average pooling; TRANSPOSE keeping the batch axis first -> transpose.
+* Rank-3 tensors [N, L, C] (Conv1D models) are held as (L, 1, C) by PAD, MEAN, REDUCE_MAX.
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
 * PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the
@@ -65,6 +73,7 @@ class Converter(OpRules):
         self.alias = {}             # tflite tensor index -> fixnet tensor name it equals
         self.names = {}
         self.io_types = {}
+        self.skip = set()           # operators folded into an earlier one's step
         used = {}
         for t in model.tensors:     # unique, readable names
             base = t.name or f"tensor_{t.index}"
@@ -155,7 +164,7 @@ class Converter(OpRules):
                 self.io_types[self.names[op.inputs[0]]] = "float32"
                 done.add(op.index)
         for op in ops:
-            if op.index in done:
+            if op.index in done or op.index in self.skip:
                 continue
             if all(o in shape_only for o in op.outputs if o >= 0):
                 continue                # computes a shape operand: a constant of the file

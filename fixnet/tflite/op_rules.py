@@ -11,10 +11,10 @@ from ..ops.conv import ConvStep, DepthwiseStep
 from ..ops.dense import DenseStep
 from ..ops.merge import BinaryStep, ConcatStep
 from ..ops.pool import GlobalAveragePoolStep, PadStep, PoolStep
-from ..ops.reshape import AliasStep
+from ..ops.reshape import AliasStep, TransposeStep
 from ..oracle.core import quantize_multiplier
 from ..quant.qparams import QParams
-from .steps import TfliteSoftmaxStep
+from .steps import TfliteConstantBinaryStep, TfliteSoftmaxStep
 from .tables import table_for
 
 INT32_MAX = 2 ** 31 - 1
@@ -163,21 +163,33 @@ class OpRules:
             _fault(f"padding {o.get('padding')}")
         return (sh, sw), (dh, dw), pads
 
-    def nhwc(self, i):
+    def nhwc(self, i, rank3=False):
+        """A tensor's sample shape as (H, W, C); with ``rank3``, a rank-3 tensor [N, L, C] (a
+        Conv1D model's) is (L, 1, C)."""
         s = self.sample_shape(i)
+        if rank3 and len(s) == 2:
+            return (s[0], 1, s[1])
         if len(s) != 3:
             _fault(f"tensor '{self.tensor(i).name}' has shape {self.tensor(i).shape}, not NHWC")
         return s
 
-    def op_conv_2d(self, op):
+    def op_conv_2d(self, op, fold=None):
+        """``fold``: the SPACE_TO_BATCH_ND -> ... -> BATCH_TO_SPACE_ND around this op as one
+        dilated convolution (see op_space_to_batch_nd): its x, y, nhwc_in, nhwc_out, dilation
+        and pads replace the op's own."""
         x, y = op.inputs[0], op.outputs[0]
-        x_qp, y_qp = self.qparams(x), self.qparams(y)
         w, scales = self.weights(op.inputs[1], 0)               # [Cout, KH, KW, Cin/groups]
-        cin = self.nhwc(x)[2]
+        if fold is None:
+            nhwc_in, nhwc_out = self.nhwc(x), self.nhwc(y)
+            strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
+        else:
+            x, y, nhwc_in, nhwc_out, dilation, pads = fold
+            strides = (1, 1)
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        cin = nhwc_in[2]
         if cin % w.shape[3]:
             _fault(f"filter depth {w.shape[3]} does not divide the {cin} input channels")
         groups = cin // w.shape[3]
-        strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
         rows = w.reshape(w.shape[0], -1)
         bias = self.folded_bias(self.bias(op, w.shape[0], x_qp, scales), rows, x_qp.zero_point,
                                 "conv2d")
@@ -187,19 +199,24 @@ class OpRules:
                                    [self.define(y)], np.ascontiguousarray(w), strides, dilation,
                                    groups, bias=bias, m0=m0, shift=shift,
                                    pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
-                                   act_min=lo, act_max=hi, pads=pads, nhwc_in=self.nhwc(x),
-                                   nhwc_out=self.nhwc(y)))
+                                   act_min=lo, act_max=hi, pads=pads, nhwc_in=nhwc_in,
+                                   nhwc_out=nhwc_out))
 
-    def op_depthwise_conv_2d(self, op):
+    def op_depthwise_conv_2d(self, op, fold=None):
+        """``fold``: as op_conv_2d's."""
         x, y = op.inputs[0], op.outputs[0]
-        x_qp, y_qp = self.qparams(x), self.qparams(y)
         w, scales = self.weights(op.inputs[1], 3)               # [1, KH, KW, C * M]
-        c = self.nhwc(x)[2]
-        mult = int(op.options.get("depth_multiplier", 1)) or 1
-        if w.shape[0] != 1 or w.shape[3] != self.nhwc(y)[2] or w.shape[3] % max(c, 1):
+        if fold is None:
+            nhwc_in, nhwc_out = self.nhwc(x), self.nhwc(y)
+            strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
+        else:
+            x, y, nhwc_in, nhwc_out, dilation, pads = fold
+            strides = (1, 1)
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        c = nhwc_in[2]
+        if w.shape[0] != 1 or w.shape[3] != nhwc_out[2] or w.shape[3] % max(c, 1):
             _fault(f"filter shape {w.shape} does not fit {c} input channels")
         mult = w.shape[3] // c
-        strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
         w3 = np.ascontiguousarray(w[0])                          # [KH, KW, C * M]
         rows = w3.reshape(-1, w3.shape[2]).T
         bias = self.folded_bias(self.bias(op, w3.shape[2], x_qp, scales), rows,
@@ -211,7 +228,7 @@ class OpRules:
                                         bias=bias, m0=m0, shift=shift,
                                         pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
                                         act_min=lo, act_max=hi, pads=pads,
-                                        nhwc_in=self.nhwc(x), nhwc_out=self.nhwc(y)))
+                                        nhwc_in=nhwc_in, nhwc_out=nhwc_out))
 
     def pool(self, op, kind):
         x, y = op.inputs[0], op.outputs[0]
@@ -237,9 +254,6 @@ class OpRules:
 
     def binary(self, op, kind):
         a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
-        if self.sample_shape(a) != self.sample_shape(b) or self.sample_shape(a) != self.sample_shape(y):
-            _fault(f"operands of shapes {self.tensor(a).shape} and {self.tensor(b).shape} "
-                   "(broadcasting is not supported)")
         aq, bq, oq = self.qparams(a), self.qparams(b), self.qparams(y)
         lo, hi = self.activation_range(op, oq)
         if kind in ("add", "subtract"):
@@ -258,9 +272,151 @@ class OpRules:
             m, s = quantize_multiplier(real)
             params = dict(x_zp=aq.zero_point, y_zp=bq.zero_point, m0=m, shift=s,
                           out_zp=oq.zero_point, act_min=lo, act_max=hi)
-        self.steps.append(BinaryStep(self.names[y], self.layer_name(y),
-                                     [self.name_of(a), self.name_of(b)], [self.define(y)], kind,
-                                     {k: int(v) for k, v in params.items()}))
+        self.binary_step(op, kind, params)
+
+    def binary_step(self, op, kind, params):
+        """The step of a two-operand op: BinaryStep when both operands are activations of the
+        output's shape; TfliteConstantBinaryStep when one is a constant of the file that
+        broadcasts to the other's shape (TFLite's broadcast kernels compute each element by
+        the same rule, with the constant's element at that position)."""
+        a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
+        params = {k: int(v) for k, v in params.items()}
+        const = [i for i in (a, b) if self.tensor(i).data is not None]
+        out_shape = tuple(int(d) for d in self.tensor(y).shape)
+        if not const:
+            if self.sample_shape(a) != self.sample_shape(b) or self.sample_shape(a) != self.sample_shape(y):
+                _fault(f"operands of shapes {self.tensor(a).shape} and {self.tensor(b).shape} "
+                       "(broadcasting two activations is not supported)")
+            self.steps.append(BinaryStep(self.names[y], self.layer_name(y),
+                                         [self.name_of(a), self.name_of(b)], [self.define(y)],
+                                         kind, params))
+            return
+        if len(const) == 2:
+            _fault("both operands are constants")
+        c = const[0]
+        x = b if c == a else a
+        x_shape = tuple(int(d) for d in self.tensor(x).shape)
+        c_shape = tuple(int(d) for d in self.tensor(c).shape)
+        if x_shape != out_shape or tuple(np.broadcast_shapes(x_shape, c_shape)) != out_shape:
+            _fault(f"operands of shapes {x_shape} and {c_shape}: the constant must broadcast "
+                   f"to the activation's shape {out_shape}")
+        t = self.tensor(c)
+        if t.type not in ("INT8", "UINT8"):
+            _fault(f"constant operand '{t.name}' is {t.type}")
+        codes = self.constant(c, "constant operand").astype(np.int64).reshape(c_shape)
+        codes = codes - (128 if t.type == "UINT8" else 0)
+        sample = np.broadcast_to(codes, out_shape)[0].astype(np.int8)
+        self.steps.append(TfliteConstantBinaryStep(
+            self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)], kind, params,
+            sample, constant_first=(c == a)))
+
+    def op_maximum(self, op):
+        """MAXIMUM / MINIMUM: TFLite's int8 kernel compares the codes as they are (no
+        rescaling); fixnet's maximum with every multiplier 1 (exact) is the same when both
+        inputs and the output share one scale and zero point, as the converter writes them."""
+        a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
+        qp = self.qparams(y)
+        if self.qparams(a) != qp or self.qparams(b) != qp:
+            _fault("inputs and output quantized differently (TFLite compares raw codes)")
+        m, s = quantize_multiplier(1.0)
+        params = dict(x_zp=qp.zero_point, x_m0=m, x_shift=s, y_zp=qp.zero_point, y_m0=m,
+                      y_shift=s, out_zp=qp.zero_point, act_min=-128, act_max=127,
+                      take_min=int(op.op == "MINIMUM"))
+        self.binary_step(op, "minimum" if op.op == "MINIMUM" else "maximum", params)
+
+    op_minimum = op_maximum
+
+    def op_transpose(self, op):
+        """TRANSPOSE that keeps the batch axis first: the codes copied in the new order."""
+        x, y = op.inputs[0], op.outputs[0]
+        if self.qparams(x) != self.qparams(y):
+            _fault("input and output are quantized differently")
+        perm = [int(p) for p in self.constant(op.inputs[1], "permutation").reshape(-1)]
+        rank = len(self.tensor(x).shape)
+        if sorted(perm) != list(range(rank)) or perm[0] != 0:
+            _fault(f"permutation {perm} (the batch axis must stay first)")
+        self.steps.append(TransposeStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                        [self.define(y)], [p - 1 for p in perm[1:]]))
+
+    def op_space_to_batch_nd(self, op):
+        """The converter writes a dilated convolution as SPACE_TO_BATCH_ND -> [EXPAND_DIMS] ->
+        CONV_2D | DEPTHWISE_CONV_2D (VALID, stride 1) -> [RESHAPE | SQUEEZE] ->
+        BATCH_TO_SPACE_ND. Along each spatial axis (length L, block d, paddings (p0, p1),
+        crops (c0, c1), kernel k), the sub-images' convolutions reassembled are
+        z[o] = sum_j xp[o + j * d] * w[j] over x padded by (p0, p1) with the zero point
+        (TFLite's SPACE_TO_BATCH_ND pads with it), and y[i] = z[i + c0]: one convolution
+        with dilation d and padding p0 - c0 before, the same integers. The chain becomes that
+        one step; its inner ops are skipped."""
+        x, s2b = op.inputs[0], op.outputs[0]
+        block = [int(v) for v in self.constant(op.inputs[1], "block shape").reshape(-1)]
+        pads_in = self.constant(op.inputs[2], "paddings").astype(np.int64).reshape(-1, 2)
+        chain = [self.only_consumer(s2b)]
+        if chain[-1].op == "EXPAND_DIMS":
+            chain.append(self.only_consumer(chain[-1].outputs[0]))
+        conv = chain[-1]
+        if conv.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or conv.inputs[0] != (
+                chain[-2].outputs[0] if len(chain) > 1 else s2b):
+            _fault(f"followed by {conv.op}: only a convolution between SPACE_TO_BATCH_ND and "
+                   "BATCH_TO_SPACE_ND runs (a dilated convolution)")
+        o = conv.options
+        if (o.get("padding") != "VALID" or int(o.get("stride_h", 1)) != 1
+                or int(o.get("stride_w", 1)) != 1 or int(o.get("dilation_h_factor", 1)) != 1
+                or int(o.get("dilation_w_factor", 1)) != 1):
+            _fault("the convolution inside is not VALID with stride 1 and no dilation")
+        chain.append(self.only_consumer(conv.outputs[0]))
+        if chain[-1].op in ("RESHAPE", "SQUEEZE"):
+            chain.append(self.only_consumer(chain[-1].outputs[0]))
+        b2s = chain[-1]
+        if b2s.op != "BATCH_TO_SPACE_ND":
+            _fault(f"the convolution is followed by {b2s.op}, not BATCH_TO_SPACE_ND")
+        y = b2s.outputs[0]
+        if [int(v) for v in self.constant(b2s.inputs[1], "block shape").reshape(-1)] != block:
+            _fault("BATCH_TO_SPACE_ND's block shape is not SPACE_TO_BATCH_ND's")
+        crops = self.constant(b2s.inputs[2], "crops").astype(np.int64).reshape(-1, 2)
+        x_qp = self.qparams(x)
+        if self.qparams(s2b) != x_qp or self.qparams(conv.inputs[0]) != x_qp:
+            _fault("SPACE_TO_BATCH_ND requantizes")
+        if self.qparams(y) != self.qparams(conv.outputs[0]):
+            _fault("BATCH_TO_SPACE_ND requantizes")
+        kernel = self.tensor(conv.inputs[1]).shape[1:3]
+        inner = self.sample_shape(conv.inputs[0])
+        rank = len(self.tensor(x).shape)
+        if rank == 4 and len(block) == 2:
+            nhwc_in, nhwc_out, axes = self.nhwc(x), self.nhwc(y), (0, 1)
+        elif rank == 3 and len(block) == 1 and len(inner) == 3:
+            (length, c), (out_len, cy) = self.sample_shape(x), self.sample_shape(y)
+            if inner[0] == 1:           # EXPAND_DIMS made [N, 1, L, C]: the axis is W
+                nhwc_in, nhwc_out, axes = (1, length, c), (1, out_len, cy), (1,)
+            else:
+                nhwc_in, nhwc_out, axes = (length, 1, c), (out_len, 1, cy), (0,)
+        else:
+            _fault(f"block shape {block} on a rank-{rank} tensor")
+        if pads_in.shape != (len(block), 2) or crops.shape != (len(block), 2) \
+                or np.any(pads_in < 0) or np.any(crops < 0) or min(block) < 1:
+            _fault(f"paddings {pads_in.tolist()}, crops {crops.tolist()}")
+        dilation, pads = [1, 1], [(0, 0), (0, 0)]
+        for a, d, (p0, p1), (c0, c1) in zip(axes, block, pads_in.tolist(), crops.tolist()):
+            n, k, n_out = nhwc_in[a], int(kernel[a]), nhwc_out[a]
+            padded = n + p0 + p1
+            if padded % d or c0 > p0 or (padded // d - k + 1) * d - c0 - c1 != n_out:
+                _fault(f"block {d}, paddings {(p0, p1)}, crops {(c0, c1)} and kernel {k} do not "
+                       f"make a dilated convolution of {n} to {n_out}")
+            end = n_out + (k - 1) * d - n - (p0 - c0)
+            if end > p1:
+                _fault("the convolution reads past SPACE_TO_BATCH_ND's padding")
+            dilation[a], pads[a] = d, (p0 - c0, max(end, 0))
+        for a in range(2):
+            if a not in axes and (kernel[a] != 1 or nhwc_in[a] != nhwc_out[a]):
+                _fault(f"kernel {tuple(kernel)} on a rank-{rank} tensor")
+        fold = (x, y, tuple(nhwc_in), tuple(nhwc_out), tuple(dilation), tuple(pads))
+        getattr(self, "op_" + conv.op.lower())(conv, fold=fold)
+        self.skip.update(c.index for c in chain)
+
+    def only_consumer(self, t):
+        users = self.consumers.get(t, [])
+        if len(users) != 1 or t in self.m.outputs:
+            _fault(f"tensor '{self.tensor(t).name}' feeds {len(users)} operators")
+        return users[0]
 
     def op_add(self, op):
         self.binary(op, "add")
@@ -284,17 +440,22 @@ class OpRules:
     op_reshape = op_squeeze = op_expand_dims = view
 
     def op_pad(self, op):
+        """PAD with the zero point over H and W of NHWC, or over L of a rank-3 [N, L, C] tensor
+        (held as (L, 1, C))."""
         x, y = op.inputs[0], op.outputs[0]
         x_qp = self.qparams(x)
         if x_qp != self.qparams(y):
             _fault("input and output are quantized differently")
         p = self.constant(op.inputs[1], "paddings").astype(np.int64)
+        rank = len(self.tensor(x).shape)
+        if rank == 3 and p.shape == (3, 2):
+            p = np.array([p[0], p[1], [0, 0], p[2]])
         if p.shape != (4, 2) or np.any(p[0] != 0) or np.any(p[3] != 0) or np.any(p < 0):
-            _fault(f"paddings {p.tolist()}: only the H and W axes of NHWC")
+            _fault(f"paddings {p.tolist()}: only the H and W axes of NHWC (L of a rank-3 tensor)")
         pads = ((int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1])))
         self.steps.append(PadStep(self.names[y], self.layer_name(y), [self.name_of(x)],
-                                  [self.define(y)], pads, x_qp.zero_point, self.nhwc(x),
-                                  self.nhwc(y)))
+                                  [self.define(y)], pads, x_qp.zero_point,
+                                  self.nhwc(x, rank3=True), self.nhwc(y, rank3=True)))
 
     def op_concatenation(self, op):
         """TFLite's int8 CONCATENATION keeps every input's scale and zero point equal to the
@@ -347,12 +508,8 @@ class OpRules:
         with weights 1 and bias -x_zp * n (global_average_pool) at (m', s'); m' may lie below
         2^30 (any m0 in [0, 2^31) gives the same rule)."""
         x, y = op.inputs[0], op.outputs[0]
-        axes = sorted(int(a) % 4 for a in np.asarray(self.constant(op.inputs[1], "axes")).reshape(-1))
-        if len(self.tensor(x).shape) != 4 or axes != [1, 2]:
-            _fault(f"MEAN over axes {axes} of a rank-{len(self.tensor(x).shape)} tensor "
-                   "(only H and W of NHWC: global average pooling)")
+        h, w_, c = self.global_window(op, "MEAN")
         x_qp, y_qp = self.qparams(x), self.qparams(y)
-        h, w_, c = self.nhwc(x)
         if int(np.prod(self.sample_shape(y))) != c:
             _fault(f"output shape {self.tensor(y).shape} is not one value per channel")
         n = h * w_
@@ -369,6 +526,32 @@ class OpRules:
             shift=np.full(c, shift, np.int32), pad_value=x_qp.zero_point,
             out_zp=y_qp.zero_point, act_min=-128, act_max=127, pads=((0, 0), (0, 0)),
             nhwc_in=(h, w_, c), nhwc_out=(1, 1, c)))
+
+    def global_window(self, op, what):
+        """(H, W, C) of a reduction over H and W of NHWC, or over L of a rank-3 [N, L, C]
+        tensor (held as (L, 1, C)): Keras' global pooling."""
+        x = op.inputs[0]
+        rank = len(self.tensor(x).shape)
+        axes = sorted(int(a) % max(rank, 1)
+                      for a in np.asarray(self.constant(op.inputs[1], "axes")).reshape(-1))
+        if (rank, axes) not in ((4, [1, 2]), (3, [1])):
+            _fault(f"{what} over axes {axes} of a rank-{rank} tensor (only H and W of NHWC, "
+                   "or L of [N, L, C]: global pooling)")
+        return self.nhwc(x, rank3=True)
+
+    def op_reduce_max(self, op):
+        """REDUCE_MAX over H and W (or L): TFLite's int8 kernel takes the largest code, the
+        output keeping the input's scale and zero point; fixnet's max pooling over the whole
+        window is the same."""
+        x, y = op.inputs[0], op.outputs[0]
+        h, w_, c = self.global_window(op, "REDUCE_MAX")
+        if self.qparams(x) != self.qparams(y):
+            _fault("input and output are quantized differently (the max of codes needs them equal)")
+        if int(np.prod(self.sample_shape(y))) != c:
+            _fault(f"output shape {self.tensor(y).shape} is not one value per channel")
+        self.steps.append(PoolStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                   [self.define(y)], "max", (h, w_), (1, 1), (0, 0), (h, w_, c),
+                                   (1, 1, c)))
 
     def op_softmax(self, op):
         """TFLite's reference int8 SOFTMAX (gemmlowp fixed-point exp and reciprocal; output

@@ -6,12 +6,20 @@ Prepare derives from the input scale and beta (fixnet.oracle.tflite.softmax_para
 elementwise ops need no step of their own: fixnet.tflite.tables.table_for gives the table
 fixnet's LookupStep runs.
 
+TfliteConstantBinaryStep: ADD / SUB / MUL / MAXIMUM / MINIMUM of an activation and a constant
+of the file that broadcasts to it (a per-channel bias, a scalar): TFLite's broadcast kernels
+compute each element by the rule of equal shapes, so fixnet's binary kernel runs on the
+activation and the constant broadcast to the batch (made once per batch size, at bind).
+
 A .fxn file stores the step by class name and state; the .fxn registry finds it among the
 Step subclasses of the fixnet package once this module is imported (fixnet imports it).
 """
 import numpy as np
 
 from .._kernels import _tflite_softmax
+from .. import oracle
+from .._kernels import _merge
+from ..ops.merge import BinaryStep
 from ..oracle import tflite as tfl
 from ..step import OverflowBound, Step
 
@@ -53,3 +61,38 @@ class TfliteSoftmaxStep(Step):
         # the int32 row sum of Q12.19 exponentials, each at most exp(0) = 2^19
         return OverflowBound(self.layer, self.op,
                              np.array([self.channels * _SUM_TERM_MAX], np.int64), what="exp sum")
+
+
+class TfliteConstantBinaryStep(BinaryStep):
+    """One activation input and a constant operand: ``constant``, int8 codes of one sample in
+    the output's sample shape (the file's constant broadcast); ``constant_first``: the constant
+    is the op's first operand (x - c or c - x). ``kind`` and ``params``: BinaryStep's."""
+
+    def __init__(self, name, layer, inputs, outputs, kind, params, constant, constant_first):
+        super().__init__(name, layer, inputs, outputs, kind, params)
+        self.constant = np.ascontiguousarray(constant, np.int8)
+        self.constant_first = bool(constant_first)
+
+    def operands(self, x):
+        """(first, second) flat operands for the activation codes ``x`` [N, ...sample]."""
+        n = x.size // max(self.constant.size, 1)
+        c = np.ascontiguousarray(np.broadcast_to(self.constant, (n,) + self.constant.shape))
+        x, c = x.reshape(-1), c.reshape(-1)
+        return (c, x) if self.constant_first else (x, c)
+
+    def bind(self, bufs):
+        call = getattr(_merge, self.kernel.capitalize() + "Call")
+        first, second = self.operands(bufs[self.inputs[0]])
+        return call(first, second, self.kernel_params(), bufs[self.outputs[0]].reshape(-1))
+
+    def oracle(self, ins):
+        x = np.asarray(ins[0])
+        first, second = self.operands(x)
+        return [getattr(oracle, self.kernel)(first, second, self.kernel_params()).reshape(x.shape)]
+
+    def accumulators(self, ins):
+        """add / subtract: the int32 sum of the two rescaled operands (checked execution);
+        the other kernels' intermediates are bounded by overflow_bound."""
+        if self.kernel != "add":
+            return None
+        return oracle.add_accumulators(*self.operands(np.asarray(ins[0])), self.kernel_params())
