@@ -14,7 +14,7 @@ from ..ops.pool import GlobalAveragePoolStep, PadStep, PoolStep
 from ..ops.reshape import AliasStep, TransposeStep
 from ..oracle.core import quantize_multiplier
 from ..quant.qparams import QParams
-from .steps import TfliteConstantBinaryStep, TfliteSoftmaxStep
+from .steps import TfliteBroadcastBinaryStep, TfliteConstantBinaryStep, TfliteSoftmaxStep
 from .tables import table_for
 
 INT32_MAX = 2 ** 31 - 1
@@ -284,12 +284,20 @@ class OpRules:
         const = [i for i in (a, b) if self.tensor(i).data is not None]
         out_shape = tuple(int(d) for d in self.tensor(y).shape)
         if not const:
-            if self.sample_shape(a) != self.sample_shape(b) or self.sample_shape(a) != self.sample_shape(y):
+            shapes = [self.sample_shape(a), self.sample_shape(b)]
+            ys = self.sample_shape(y)
+            inputs = [self.name_of(a), self.name_of(b)]
+            if shapes[0] == shapes[1] == ys:
+                self.steps.append(BinaryStep(self.names[y], self.layer_name(y), inputs,
+                                             [self.define(y)], kind, params))
+                return
+            if len(shapes[0]) != len(shapes[1]) or \
+                    tuple(np.broadcast_shapes(*shapes)) != ys:
                 _fault(f"operands of shapes {self.tensor(a).shape} and {self.tensor(b).shape} "
-                       "(broadcasting two activations is not supported)")
-            self.steps.append(BinaryStep(self.names[y], self.layer_name(y),
-                                         [self.name_of(a), self.name_of(b)], [self.define(y)],
-                                         kind, params))
+                       f"do not broadcast to {self.tensor(y).shape}")
+            self.steps.append(TfliteBroadcastBinaryStep(self.names[y], self.layer_name(y), inputs,
+                                                        [self.define(y)], kind, params, shapes,
+                                                        ys))
             return
         if len(const) == 2:
             _fault("both operands are constants")

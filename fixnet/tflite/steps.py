@@ -10,6 +10,9 @@ TfliteConstantBinaryStep: ADD / SUB / MUL / MAXIMUM / MINIMUM of an activation a
 of the file that broadcasts to it (a per-channel bias, a scalar): TFLite's broadcast kernels
 compute each element by the rule of equal shapes, so fixnet's binary kernel runs on the
 activation and the constant broadcast to the batch (made once per batch size, at bind).
+TfliteBroadcastBinaryStep: the same for two activations where one broadcasts to the other
+(a squeeze-and-excite gate [N, 1, 1, C] times [N, H, W, C]): the smaller is copied to the
+full shape into a buffer of the step's own before each call.
 
 A .fxn file stores the step by class name and state; the .fxn registry finds it among the
 Step subclasses of the fixnet package once this module is imported (fixnet imports it).
@@ -96,3 +99,53 @@ class TfliteConstantBinaryStep(BinaryStep):
         if self.kernel != "add":
             return None
         return oracle.add_accumulators(*self.operands(np.asarray(ins[0])), self.kernel_params())
+
+
+class TfliteBroadcastBinaryStep(BinaryStep):
+    """Two activation inputs of sample shapes ``shapes`` (same rank) that broadcast to the
+    output's sample shape ``out_shape``; ``kind`` and ``params``: BinaryStep's."""
+
+    def __init__(self, name, layer, inputs, outputs, kind, params, shapes, out_shape):
+        super().__init__(name, layer, inputs, outputs, kind, params)
+        self.shapes = [tuple(int(d) for d in s) for s in shapes]
+        self.out_shape = tuple(int(d) for d in out_shape)
+
+    def full(self, x, shape, n):
+        return np.broadcast_to(x.reshape((n,) + shape), (n,) + self.out_shape)
+
+    def bind(self, bufs):
+        y = bufs[self.outputs[0]]
+        n = y.size // max(int(np.prod(self.out_shape)), 1)
+        views, flat, fills = [], [], []
+        for t, shape in zip(self.inputs, self.shapes):
+            x = bufs[t]
+            if shape == self.out_shape:
+                flat.append(x.reshape(-1))
+            else:                   # this step's own buffer, refilled before every call
+                buf = np.empty((n,) + self.out_shape, x.dtype)
+                fills.append((buf, self.full(x, shape, n)))
+                flat.append(buf.reshape(-1))
+        call = getattr(_merge, self.kernel.capitalize() + "Call")(
+            flat[0], flat[1], self.kernel_params(), y.reshape(-1))
+
+        def run():
+            for buf, src in fills:
+                np.copyto(buf, src)
+            call()
+        return run
+
+    def operands(self, ins):
+        n = np.asarray(ins[0]).size // max(int(np.prod(self.shapes[0])), 1)
+        return [np.ascontiguousarray(self.full(np.asarray(x), s, n)).reshape(-1)
+                for x, s in zip(ins, self.shapes)]
+
+    def oracle(self, ins):
+        first, second = self.operands(ins)
+        y = getattr(oracle, self.kernel)(first, second, self.kernel_params())
+        return [y.reshape((-1,) + self.out_shape)]
+
+    def accumulators(self, ins):
+        """add / subtract: the int32 sum of the two rescaled operands (checked execution)."""
+        if self.kernel != "add":
+            return None
+        return oracle.add_accumulators(*self.operands(ins), self.kernel_params())
