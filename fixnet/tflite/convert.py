@@ -26,7 +26,12 @@ What maps where (TFLite op -> fixnet step):
   depthwise_conv2d step.
 * REDUCE_MAX over H and W (or L) -> a max pool over the whole window; MEAN likewise ->
   global average pooling; TRANSPOSE keeping the batch axis first -> transpose.
-* Rank-3 tensors [N, L, C] (Conv1D models) are held as (L, 1, C) by PAD, MEAN, REDUCE_MAX.
+* Rank-3 tensors [N, L, C] (Conv1D models) are held as (L, 1, C) by PAD, MEAN, REDUCE_MAX,
+  STRIDED_SLICE.
+* TRANSPOSE_CONV -> zero_insert + a stride-1 conv2d with the kernel flipped (its output-shape
+  operand, and the SHAPE / PACK ops computing it, are constants of the file); STRIDED_SLICE
+  cropping H and W -> crop; RESIZE_NEAREST_NEIGHBOR by whole factors -> upsample_nearest;
+  RESIZE_BILINEAR -> TfliteResizeBilinearStep (TFLite's integer rule).
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
 * PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the
@@ -203,6 +208,8 @@ class Converter(OpRules):
         for op in m.operators:
             if op.op == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] >= 0:
                 shape_only.add(op.inputs[1])
+            if op.op == "TRANSPOSE_CONV" and op.inputs and op.inputs[0] >= 0:
+                shape_only.add(op.inputs[0])        # its output shape: the file's static one
         changed = True
         while changed:
             changed = False
@@ -212,6 +219,7 @@ class Converter(OpRules):
                         t = self.tensor(i) if i >= 0 else None
                         if t is not None and t.type == "INT32" and i not in shape_only \
                                 and all(c.op in SHAPE_OPS or (c.op == "RESHAPE" and c.inputs[1] == i)
+                                        or (c.op == "TRANSPOSE_CONV" and c.inputs[0] == i)
                                         for c in self.consumers.get(i, [])):
                             shape_only.add(i)
                             changed = True

@@ -11,10 +11,14 @@ from ..ops.conv import ConvStep, DepthwiseStep
 from ..ops.dense import DenseStep
 from ..ops.merge import BinaryStep, ConcatStep
 from ..ops.pool import GlobalAveragePoolStep, PadStep, PoolStep
+from ..ops.conv_transpose import ZeroInsertStep
 from ..ops.reshape import AliasStep, TransposeStep
+from ..ops.resize import CropStep, UpsampleStep
 from ..oracle.core import quantize_multiplier
 from ..quant.qparams import QParams
-from .steps import TfliteBroadcastBinaryStep, TfliteConstantBinaryStep, TfliteSoftmaxStep
+from ..step import TensorSpec
+from .steps import (TfliteBroadcastBinaryStep, TfliteConstantBinaryStep,
+                    TfliteResizeBilinearStep, TfliteSoftmaxStep)
 from .tables import table_for
 
 INT32_MAX = 2 ** 31 - 1
@@ -345,6 +349,128 @@ class OpRules:
             _fault(f"permutation {perm} (the batch axis must stay first)")
         self.steps.append(TransposeStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                         [self.define(y)], [p - 1 for p in perm[1:]]))
+
+    def op_transpose_conv(self, op):
+        """TRANSPOSE_CONV (operands: output shape, weights [Cout, KH, KW, Cin], x, bias):
+        TFLite's reference kernel adds (x - x_zp) * w[t] into y[i * s + t - pad], pad its
+        forward-convolution padding of the output (SAME: half the total, rounded down), then
+        requantizes as CONV_2D does. The same sums: x with s - 1 zero points between values
+        (zero_insert), then a stride-1 conv2d with the kernel flipped, padded by k - 1 - pad
+        before (fixnet/ops/conv_transpose.py)."""
+        x, y = op.inputs[2], op.outputs[0]
+        o = op.options
+        w, scales = self.weights(op.inputs[1], 0)               # [Cout, KH, KW, Cin]
+        (h, w_, c), (oh, ow, cout) = self.nhwc(x), self.nhwc(y)
+        if w.shape[0] != cout or w.shape[3] != c:
+            _fault(f"filter shape {w.shape} does not fit {c} input and {cout} output channels")
+        strides = (int(o.get("stride_h", 1)), int(o.get("stride_w", 1)))
+        if min(strides) < 1:
+            _fault(f"strides {strides}")
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        pads = []
+        for n_in, n_out, k, st in ((h, oh, w.shape[1], strides[0]), (w_, ow, w.shape[2], strides[1])):
+            if o.get("padding") == "SAME":
+                fwd = -(-n_out // st)
+                before = max((fwd - 1) * st + k - n_out, 0) // 2
+            elif o.get("padding") == "VALID":
+                before = 0
+            else:
+                _fault(f"padding {o.get('padding')}")
+            inserted = (n_in - 1) * st + 1
+            lead = k - 1 - before
+            if lead < 0:
+                _fault("padding larger than the kernel")
+            pads.append((lead, max(n_out + k - 1 - inserted - lead, 0)))
+        xd = self.names[y] + "/zero_insert"
+        inserted_shape = ((h - 1) * strides[0] + 1, (w_ - 1) * strides[1] + 1, c)
+        self.specs[xd] = TensorSpec(inserted_shape, x_qp)
+        self.steps.append(ZeroInsertStep(xd, self.layer_name(y), [self.name_of(x)], [xd],
+                                         strides, x_qp.zero_point, (h, w_, c)))
+        flipped = np.ascontiguousarray(w[:, ::-1, ::-1, :])
+        bias = self.folded_bias(self.bias_operand(op, 3, cout), flipped.reshape(cout, -1),
+                                x_qp.zero_point, "transpose_conv")
+        m0, shift = self.multipliers(x_qp, scales, y_qp)
+        lo, hi = self.activation_range(op, y_qp)
+        self.steps.append(ConvStep(self.names[y], self.layer_name(y), [xd], [self.define(y)],
+                                   flipped, (1, 1), (1, 1), 1, bias=bias, m0=m0, shift=shift,
+                                   pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
+                                   act_min=lo, act_max=hi, pads=tuple(pads),
+                                   nhwc_in=inserted_shape, nhwc_out=(oh, ow, cout)))
+
+    def bias_operand(self, op, index, channels):
+        """The int32 bias operand ``index`` of ``op`` (zeros when absent)."""
+        if len(op.inputs) <= index or op.inputs[index] < 0:
+            return np.zeros(channels, np.int64)
+        t = self.tensor(op.inputs[index])
+        if t.type != "INT32":
+            _fault(f"bias '{t.name}' is {t.type}, not int32")
+        b = self.constant(op.inputs[index], "bias").astype(np.int64).reshape(-1)
+        if b.shape != (channels,):
+            _fault(f"bias '{t.name}' has {b.size} values for {channels} channels")
+        return b
+
+    def op_strided_slice(self, op):
+        """STRIDED_SLICE of an activation that crops H and W (or L of [N, L, C]) with stride 1
+        and keeps the batch and channels: Keras' Cropping layers (a copy of codes)."""
+        x, y = op.inputs[0], op.outputs[0]
+        o = op.options
+        for mask in ("ellipsis_mask", "new_axis_mask", "shrink_axis_mask"):
+            if int(o.get(mask, 0)):
+                _fault(f"{mask} {o[mask]}")
+        if o.get("offset"):
+            _fault("offset slicing")
+        if self.qparams(x) != self.qparams(y):
+            _fault("input and output are quantized differently")
+        shape = [int(d) for d in self.tensor(x).shape]
+        rank = len(shape)
+        begin, end, step = (self.constant(op.inputs[k], what).astype(np.int64).reshape(-1)
+                            for k, what in ((1, "begin"), (2, "end"), (3, "strides")))
+        if not (len(begin) == len(end) == len(step) == rank) or np.any(step != 1):
+            _fault(f"begin {begin.tolist()}, end {end.tolist()}, strides {step.tolist()}")
+        crops = []
+        for a in range(rank):
+            lo = 0 if int(o.get("begin_mask", 0)) >> a & 1 else int(begin[a])
+            hi = shape[a] if int(o.get("end_mask", 0)) >> a & 1 else int(end[a])
+            lo, hi = (v + shape[a] if v < 0 else v for v in (lo, hi))
+            lo, hi = min(max(lo, 0), shape[a]), min(max(hi, 0), shape[a])
+            if hi <= lo:
+                _fault(f"an empty slice along axis {a}")
+            crops.append((lo, shape[a] - hi))
+        if crops[0] != (0, 0) or crops[-1] != (0, 0) or rank not in (3, 4):
+            _fault(f"slices {crops}: only H and W (or L) are cropped here")
+        hw = (crops[1], (0, 0)) if rank == 3 else (crops[1], crops[2])
+        self.steps.append(CropStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                   [self.define(y)], hw, self.nhwc(x, rank3=True)))
+
+    def op_resize_nearest_neighbor(self, op):
+        """RESIZE_NEAREST_NEIGHBOR by whole factors without align_corners: TFLite's source
+        index floor(out * in / out_size) (with half_pixel_centers floor((out + 0.5) * in /
+        out_size)) is out // factor either way: each code repeated (upsample_nearest)."""
+        x, y = op.inputs[0], op.outputs[0]
+        if op.options.get("align_corners"):
+            _fault("align_corners")
+        if self.qparams(x) != self.qparams(y):
+            _fault("input and output are quantized differently")
+        (h, w_, c), (oh, ow, oc) = self.nhwc(x), self.nhwc(y)
+        if c != oc or oh % h or ow % w_:
+            _fault(f"{(h, w_)} -> {(oh, ow)} is not a whole-factor up-sampling")
+        self.steps.append(UpsampleStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                       [self.define(y)], (oh // h, ow // w_), (h, w_, c)))
+
+    def op_resize_bilinear(self, op):
+        """RESIZE_BILINEAR with input and output quantized alike (TFLite interpolates the
+        codes): TfliteResizeBilinearStep, TFLite's integer rule."""
+        x, y = op.inputs[0], op.outputs[0]
+        self.int8_only(x, y)
+        if self.qparams(x) != self.qparams(y):
+            _fault("input and output are quantized differently")
+        (h, w_, c), (oh, ow, oc) = self.nhwc(x), self.nhwc(y)
+        if c != oc or min(h, w_, oh, ow) < 1:
+            _fault(f"{(h, w_, c)} -> {(oh, ow, oc)}")
+        self.steps.append(TfliteResizeBilinearStep(
+            self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)], (h, w_, c),
+            (oh, ow, oc), op.options.get("align_corners", False),
+            op.options.get("half_pixel_centers", False)))
 
     def op_space_to_batch_nd(self, op):
         """The converter writes a dilated convolution as SPACE_TO_BATCH_ND -> [EXPAND_DIMS] ->

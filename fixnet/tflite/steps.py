@@ -13,6 +13,9 @@ activation and the constant broadcast to the batch (made once per batch size, at
 TfliteBroadcastBinaryStep: the same for two activations where one broadcasts to the other
 (a squeeze-and-excite gate [N, 1, 1, C] times [N, H, W, C]): the smaller is copied to the
 full shape into a buffer of the step's own before each call.
+TfliteResizeBilinearStep: RESIZE_BILINEAR on int8 as TFLite's reference kernel computes it
+(ResizeBilinearInteger: 10-bit fixed-point source positions and weights, the four codes
+weighted in int64, rounded half away from zero at 2^20).
 
 A .fxn file stores the step by class name and state; the .fxn registry finds it among the
 Step subclasses of the fixnet package once this module is imported (fixnet imports it).
@@ -149,3 +152,56 @@ class TfliteBroadcastBinaryStep(BinaryStep):
         if self.kernel != "add":
             return None
         return oracle.add_accumulators(*self.operands(ins), self.kernel_params())
+
+
+def _div_toward_zero(a, b):
+    """C++'s integer division (truncation toward zero) of int arrays by a positive int."""
+    a = np.asarray(a, np.int64)
+    return np.where(a >= 0, a // b, -((-a) // b))
+
+
+def bilinear_taps(out_size, in_size, align_corners, half_pixel_centers):
+    """Per output index along one axis: the two source indices and the weight of the second,
+    in 1/1024 (ComputeInterpolationValuesInteger of TFLite's ResizeBilinearInteger)."""
+    scale = ((1 << 10) * in_size + out_size // 2) // out_size
+    if align_corners and out_size > 1:
+        scale = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    v = np.arange(out_size, dtype=np.int64) * scale
+    if half_pixel_centers:
+        v = v + scale // 2 - (1 << 9)
+    lo = np.maximum(_div_toward_zero(v, 1 << 10), 0)
+    hi = np.minimum(_div_toward_zero(v + (1 << 10) - 1, 1 << 10), in_size - 1)
+    return lo, hi, v - (lo << 10)
+
+
+class TfliteResizeBilinearStep(Step):
+    """int8 [N, H, W, C] -> [N, OH, OW, C], input and output quantized alike; ``taps``: the
+    (lo, hi, weight) arrays of bilinear_taps for H and for W. A NumPy computation (int64
+    temporaries per call): a small op in the models that use it."""
+    op = "tflite_resize_bilinear"
+
+    def __init__(self, name, layer, inputs, outputs, nhwc_in, nhwc_out, align_corners,
+                 half_pixel_centers):
+        super().__init__(name, layer, inputs, outputs)
+        self.nhwc_in, self.nhwc_out = tuple(nhwc_in), tuple(nhwc_out)
+        self.align_corners, self.half_pixel_centers = bool(align_corners), bool(half_pixel_centers)
+
+    def compute(self, x):
+        (h, w, c), (oh, ow, _) = self.nhwc_in, self.nhwc_out
+        x4 = np.asarray(x).reshape((-1, h, w, c)).astype(np.int64)
+        y0, y1, wy = bilinear_taps(oh, h, self.align_corners, self.half_pixel_centers)
+        x0, x1, wx = bilinear_taps(ow, w, self.align_corners, self.half_pixel_centers)
+        one = 1 << 10
+        acc = np.zeros((x4.shape[0], oh, ow, c), np.int64)
+        for rows, ry in ((y0, one - wy), (y1, wy)):
+            for cols, rx in ((x0, one - wx), (x1, wx)):
+                acc += x4[:, rows][:, :, cols] * (ry[:, None, None] * rx[None, :, None])
+        half = np.where(acc > 0, 1 << 19, -(1 << 19))
+        return np.clip(_div_toward_zero(acc + half, 1 << 20), -128, 127).astype(np.int8)
+
+    def bind(self, bufs):
+        x, y = bufs[self.inputs[0]], bufs[self.outputs[0]].reshape((-1,) + self.nhwc_out)
+        return lambda: np.copyto(y, self.compute(x))
+
+    def oracle(self, ins):
+        return [self.compute(ins[0])]
