@@ -48,6 +48,7 @@ from ..errors import UnsupportedLayerError
 from ..quant.qparams import QParams
 from ..step import TensorSpec
 from .op_rules import OpRules, _f32, _fault, _Fault
+from .op_rules_layout import LayoutRules
 
 # ops that compute only shapes (int32 tensors feeding RESHAPE's shape operand): constants here
 SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "CAST", "SLICE"}
@@ -70,7 +71,7 @@ class TfliteParts:
     io_types: dict = field(default_factory=dict)    # fixnet tensor -> "int8" | "uint8" | "float32"
 
 
-class Converter(OpRules):
+class Converter(OpRules, LayoutRules):
     def __init__(self, model):
         self.m = model
         self.steps = []
