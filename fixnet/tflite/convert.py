@@ -30,7 +30,7 @@ What maps where (TFLite op -> fixnet step):
   STRIDED_SLICE.
 * TRANSPOSE_CONV -> zero_insert + a stride-1 conv2d with the kernel flipped (its output-shape
   operand, and the SHAPE / PACK ops computing it, are constants of the file); STRIDED_SLICE
-  cropping H and W -> crop; RESIZE_NEAREST_NEIGHBOR by whole factors -> upsample_nearest;
+  cropping H and W -> crop; TILE -> tile; RESIZE_NEAREST_NEIGHBOR by whole factors -> upsample_nearest;
   RESIZE_BILINEAR -> TfliteResizeBilinearStep (TFLite's integer rule).
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
@@ -203,7 +203,8 @@ class Converter(OpRules, LayoutRules):
         return f"operator {op.index} {op.op} (output {outs}): {e}"
 
     def shape_only_tensors(self):
-        """Tensors that only feed RESHAPE's shape operand, directly or through SHAPE_OPS."""
+        """Tensors that only feed a shape operand (RESHAPE's new shape, TRANSPOSE_CONV's
+        output shape), directly or through SHAPE_OPS and RESHAPEs of int32 tensors."""
         m = self.m
         shape_only = set()
         for op in m.operators:
@@ -211,17 +212,23 @@ class Converter(OpRules, LayoutRules):
                 shape_only.add(op.inputs[1])
             if op.op == "TRANSPOSE_CONV" and op.inputs and op.inputs[0] >= 0:
                 shape_only.add(op.inputs[0])        # its output shape: the file's static one
+
+        def computes_shape(op):
+            return op.op in SHAPE_OPS or (op.op == "RESHAPE" and op.outputs
+                                          and self.tensor(op.outputs[0]).type == "INT32")
+
+        def feeds_shape(c, i):
+            return computes_shape(c) or (c.op == "RESHAPE" and c.inputs[1] == i) \
+                or (c.op == "TRANSPOSE_CONV" and c.inputs[0] == i)
         changed = True
         while changed:
             changed = False
             for op in m.operators:
-                if op.op in SHAPE_OPS and op.outputs and all(o in shape_only for o in op.outputs):
+                if computes_shape(op) and op.outputs and all(o in shape_only for o in op.outputs):
                     for i in op.inputs:
                         t = self.tensor(i) if i >= 0 else None
                         if t is not None and t.type == "INT32" and i not in shape_only \
-                                and all(c.op in SHAPE_OPS or (c.op == "RESHAPE" and c.inputs[1] == i)
-                                        or (c.op == "TRANSPOSE_CONV" and c.inputs[0] == i)
-                                        for c in self.consumers.get(i, [])):
+                                and all(feeds_shape(c, i) for c in self.consumers.get(i, [])):
                             shape_only.add(i)
                             changed = True
         return shape_only

@@ -8,7 +8,7 @@ import numpy as np
 from ..ops.reshape import TransposeStep
 from ..ops.resize import CropStep, UpsampleStep
 from .op_rules import _fault
-from .steps import TfliteResizeBilinearStep
+from .steps import TfliteResizeBilinearStep, TfliteTileStep
 
 
 class LayoutRules:
@@ -58,6 +58,21 @@ class LayoutRules:
         hw = (crops[1], (0, 0)) if rank == 3 else (crops[1], crops[2])
         self.steps.append(CropStep(self.names[y], self.layer_name(y), [self.name_of(x)],
                                    [self.define(y)], hw, self.nhwc(x, rank3=True)))
+
+    def op_tile(self, op):
+        """TILE of an activation, the batch axis not tiled: the codes copied (TfliteTileStep;
+        Keras' UpSampling1D is EXPAND_DIMS -> TILE -> RESHAPE)."""
+        x, y = op.inputs[0], op.outputs[0]
+        if self.qparams(x) != self.qparams(y):
+            _fault("input and output are quantized differently")
+        mult = [int(m) for m in self.constant(op.inputs[1], "multiples").reshape(-1)]
+        shape = self.sample_shape(x)
+        if len(mult) != len(shape) + 1 or mult[0] != 1 or min(mult) < 1:
+            _fault(f"multiples {mult} (the batch axis is not tiled here)")
+        if tuple(d * m for d, m in zip(shape, mult[1:])) != self.sample_shape(y):
+            _fault(f"{self.tensor(x).shape} tiled by {mult} is not {self.tensor(y).shape}")
+        self.steps.append(TfliteTileStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                         [self.define(y)], shape, mult[1:]))
 
     def op_resize_nearest_neighbor(self, op):
         """RESIZE_NEAREST_NEIGHBOR by whole factors without align_corners: TFLite's source

@@ -13,6 +13,7 @@ activation and the constant broadcast to the batch (made once per batch size, at
 TfliteBroadcastBinaryStep: the same for two activations where one broadcasts to the other
 (a squeeze-and-excite gate [N, 1, 1, C] times [N, H, W, C]): the smaller is copied to the
 full shape into a buffer of the step's own before each call.
+TfliteTileStep: TILE (a broadcasting copy of codes).
 TfliteResizeBilinearStep: RESIZE_BILINEAR on int8 as TFLite's reference kernel computes it
 (ResizeBilinearInteger: 10-bit fixed-point source positions and weights, the four codes
 weighted in int64, rounded half away from zero at 2^20).
@@ -205,3 +206,28 @@ class TfliteResizeBilinearStep(Step):
 
     def oracle(self, ins):
         return [self.compute(ins[0])]
+
+
+class TfliteTileStep(Step):
+    """TILE of a sample of shape ``shape`` by ``multiples`` (one per sample axis; the batch
+    axis is not tiled): output[..., j * s + i, ...] = x[..., i, ...], one broadcasting copy
+    into the planned buffer (each axis viewed as (multiple, size))."""
+    op = "tile"
+
+    def __init__(self, name, layer, inputs, outputs, shape, multiples):
+        super().__init__(name, layer, inputs, outputs)
+        self.shape = tuple(int(d) for d in shape)
+        self.multiples = tuple(int(m) for m in multiples)
+
+    def views(self, x, y):
+        ins = sum(((1, d) for d in self.shape), ())
+        outs = sum(((m, d) for m, d in zip(self.multiples, self.shape)), ())
+        return x.reshape((-1,) + ins), y.reshape((-1,) + outs)
+
+    def bind(self, bufs):
+        x, y = self.views(bufs[self.inputs[0]], bufs[self.outputs[0]])
+        return lambda: np.copyto(y, x)
+
+    def oracle(self, ins):
+        x = np.asarray(ins[0]).reshape((-1,) + self.shape)
+        return [np.tile(x, (1,) + self.multiples)]
