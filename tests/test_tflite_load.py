@@ -210,8 +210,8 @@ def test_converted_file_gives_tflite_reference_outputs_and_tensors(stem):
 
 def test_files_fixnet_cannot_run_are_refused_with_the_reasons():
     """Every other converted file (ops not mapped yet: SPLIT, EXP / LOG / SELECT_V2 / NEG,
-    PRELU, float ops inside, tensors whose static shapes the file leaves wrong) is refused with one UnsupportedLayerError
-    naming the file and its operators, never another error."""
+    PRELU, float ops inside, tensors whose static shapes the file leaves wrong) is refused
+    with one UnsupportedLayerError naming the file and its operators, never another error."""
     import glob
     supported = {p if isinstance(p, str) else p.values[0] for p in CONVERTED}
     refused = 0

@@ -30,8 +30,8 @@ What maps where (TFLite op -> fixnet step):
   STRIDED_SLICE.
 * TRANSPOSE_CONV -> zero_insert + a stride-1 conv2d with the kernel flipped (its output-shape
   operand, and the SHAPE / PACK ops computing it, are constants of the file); STRIDED_SLICE
-  cropping H and W -> crop; TILE -> tile; RESIZE_NEAREST_NEIGHBOR by whole factors -> upsample_nearest;
-  RESIZE_BILINEAR -> TfliteResizeBilinearStep (TFLite's integer rule).
+  cropping H and W -> crop; TILE -> tile; RESIZE_NEAREST_NEIGHBOR by whole factors ->
+  upsample_nearest; RESIZE_BILINEAR -> TfliteResizeBilinearStep (TFLite's integer rule).
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
 * PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the

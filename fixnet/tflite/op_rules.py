@@ -347,7 +347,8 @@ class OpRules:
             _fault(f"strides {strides}")
         x_qp, y_qp = self.qparams(x), self.qparams(y)
         pads = []
-        for n_in, n_out, k, st in ((h, oh, w.shape[1], strides[0]), (w_, ow, w.shape[2], strides[1])):
+        for n_in, n_out, k, st in ((h, oh, w.shape[1], strides[0]),
+                                   (w_, ow, w.shape[2], strides[1])):
             if o.get("padding") == "SAME":
                 fwd = -(-n_out // st)
                 before = max((fwd - 1) * st + k - n_out, 0) // 2
