@@ -32,6 +32,7 @@ What maps where (TFLite op -> fixnet step):
   operand, and the SHAPE / PACK ops computing it, are constants of the file); STRIDED_SLICE
   cropping H and W -> crop; TILE -> tile; RESIZE_NEAREST_NEIGHBOR by whole factors ->
   upsample_nearest; RESIZE_BILINEAR -> TfliteResizeBilinearStep (TFLite's integer rule).
+* DEQUANTIZE -> float NEG (and views) -> QUANTIZE inside the model -> one lookup table.
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
 * PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the
@@ -140,7 +141,7 @@ class Converter(OpRules, LayoutRules):
                 if i >= 0:
                     consumers.setdefault(i, []).append(op)
         self.consumers = consumers
-        shape_only = self.shape_only_tensors()
+        shape_only = self.shape_only = self.shape_only_tensors()
         inputs, faults, done = [], [], set()
         ops = list(m.operators)
         for i in m.inputs:

@@ -1,10 +1,12 @@
 """The operators that move codes without arithmetic (TRANSPOSE, STRIDED_SLICE cropping,
 RESIZE_NEAREST_NEIGHBOR; RESIZE_BILINEAR, which interpolates codes) and the converter's
-pattern that spans several operators (a dilated convolution written as SPACE_TO_BATCH_ND ->
-conv -> BATCH_TO_SPACE_ND): the op_<name> methods of LayoutRules, mixed into
-fixnet.tflite.convert.Converter beside OpRules (fixnet/tflite/op_rules.py)."""
+patterns that span several operators (a dilated convolution written as SPACE_TO_BATCH_ND ->
+conv -> BATCH_TO_SPACE_ND; a float NEG between DEQUANTIZE and QUANTIZE): the op_<name>
+methods of LayoutRules, mixed into fixnet.tflite.convert.Converter beside OpRules
+(fixnet/tflite/op_rules.py)."""
 import numpy as np
 
+from ..ops.activation import LookupStep
 from ..ops.reshape import TransposeStep
 from ..ops.resize import CropStep, UpsampleStep
 from .op_rules import _fault
@@ -179,7 +181,45 @@ class LayoutRules:
         self.skip.update(c.index for c in chain)
 
     def only_consumer(self, t):
-        users = self.consumers.get(t, [])
+        """The one operator reading tensor ``t`` (besides ops that only compute shapes)."""
+        shape_only = getattr(self, "shape_only", set())
+        users = [c for c in self.consumers.get(t, [])
+                 if not (c.outputs and all(o in shape_only for o in c.outputs))]
         if len(users) != 1 or t in self.m.outputs:
             _fault(f"tensor '{self.tensor(t).name}' feeds {len(users)} operators")
         return users[0]
+
+    FLOAT_ISLAND_OPS = {"NEG": np.negative, "RESHAPE": None, "SQUEEZE": None, "EXPAND_DIMS": None}
+
+    def op_dequantize(self, op):
+        """DEQUANTIZE -> float NEG (and RESHAPE / SQUEEZE / EXPAND_DIMS) -> QUANTIZE inside an
+        int8 model (how the converter leaves tf.math.negative): 256 possible inputs, so a
+        lookup table of TFLite's float32 arithmetic: v = scale * (q - zp) (float32), -v,
+        then round(v / out_scale) half away from zero + out_zp, clamped. The chain becomes
+        the table; its other ops are skipped."""
+        x = op.inputs[0]
+        chain, elementwise, t = [], [], op.outputs[0]
+        while True:
+            c = self.only_consumer(t)
+            chain.append(c)
+            if c.op == "QUANTIZE":
+                break
+            if c.op not in self.FLOAT_ISLAND_OPS or self.tensor(c.outputs[0]).type != "FLOAT32":
+                _fault(f"a float tensor feeding {c.op} (only NEG, views, then QUANTIZE run "
+                       "between DEQUANTIZE and QUANTIZE)")
+            if self.FLOAT_ISLAND_OPS[c.op] is not None:
+                elementwise.append(self.FLOAT_ISLAND_OPS[c.op])
+            t = c.outputs[0]
+        y = chain[-1].outputs[0]
+        self.int8_only(x, y)
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        q = np.arange(-128, 128, dtype=np.int32)
+        v = np.float32(x_qp.scale) * (q - x_qp.zero_point).astype(np.float32)
+        for f in elementwise:
+            v = f(v).astype(np.float32)
+        r = (v / np.float32(y_qp.scale)).astype(np.float64)
+        codes = np.sign(r) * np.floor(np.abs(r) + 0.5) + y_qp.zero_point
+        table = np.clip(codes, -128, 127).astype(np.int8)
+        self.steps.append(LookupStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                     [self.define(y)], table))
+        self.skip.update(c.index for c in chain)
