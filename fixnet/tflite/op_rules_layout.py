@@ -176,6 +176,8 @@ class LayoutRules:
         for a in range(2):
             if a not in axes and (kernel[a] != 1 or nhwc_in[a] != nhwc_out[a]):
                 _fault(f"kernel {tuple(kernel)} on a rank-{rank} tensor")
+        if any(c.index <= op.index for c in chain):
+            _fault("the convolution's operators come before SPACE_TO_BATCH_ND in the file")
         fold = (x, y, tuple(nhwc_in), tuple(nhwc_out), tuple(dilation), tuple(pads))
         getattr(self, "op_" + conv.op.lower())(conv, fold=fold)
         self.skip.update(c.index for c in chain)
@@ -201,6 +203,8 @@ class LayoutRules:
         chain, elementwise, t = [], [], op.outputs[0]
         while True:
             c = self.only_consumer(t)
+            if c.index <= op.index or c in chain:
+                _fault(f"{c.op} (operator {c.index}) comes before it in the file")
             chain.append(c)
             if c.op == "QUANTIZE":
                 break
