@@ -27,6 +27,7 @@ BIT_EXACT = ["cnn_digits_k3", "cnn_digits_tfk2", "concat_branches_k3", "concat_b
              "layers_depthwise_tfk2", "layers_noise_norm_k3", "layers_noise_norm_tfk2",
              "layers_padding_reshape_k3", "layers_padding_reshape_tfk2",
              "layers_mobilenetv3_small_k3", "layers_mobilenetv3_small_tfk2",
+             "layers_tensor_ops_k3", "layers_tensor_ops_tfk2",
              pytest.param("mobilenetv2_k3", marks=pytest.mark.slow),
              pytest.param("mobilenetv2_tfk2", marks=pytest.mark.slow)]
 
@@ -48,7 +49,8 @@ def test_tflite_file_gives_tflite_reference_outputs_bit_for_bit(name):
 @pytest.mark.parametrize("name", ["cnn_digits_k3", "kws_dscnn_k3", "mlp_func_tfk2",
                                   "concat_branches_k3", "resnet_small_tfk2", "kws_conv1d_k3",
                                   "layers_conv2d_tfk2", "layers_noise_norm_k3",
-                                  "layers_padding_reshape_tfk2", "layers_mobilenetv3_small_k3"])
+                                  "layers_padding_reshape_tfk2", "layers_mobilenetv3_small_k3",
+                                  "layers_tensor_ops_tfk2", "layers_upsampling1d_k3"])
 def test_tflite_model_kernels_oracle_checked_run_and_fxn_agree(name, tmp_path):
     qm = fixnet.load(fixture_path(name, ".tflite"))
     x = golden(name)[0][:24]
