@@ -18,7 +18,21 @@ What maps where (TFLite op -> fixnet step):
 * MAX_POOL_2D, AVERAGE_POOL_2D -> max/avg pool (in and out share scale and zero point;
   average rounds half away from zero over the in-bounds taps, TFLite's reference rule).
 * ADD, SUB -> add/subtract with TFLite's left shift 20 and per-input multipliers; MUL ->
-  multiply.
+  multiply; MAXIMUM, MINIMUM (one quantization for all three: a max of codes) -> maximum,
+  minimum. An operand that is a constant of the file broadcasting to the other's shape (a
+  per-channel bias, a scalar) -> TfliteConstantBinaryStep, the same kernels.
+* SPACE_TO_BATCH_ND -> [EXPAND_DIMS] -> CONV_2D | DEPTHWISE_CONV_2D -> [RESHAPE | SQUEEZE] ->
+  BATCH_TO_SPACE_ND (the converter's dilated convolution) -> one dilated conv2d /
+  depthwise_conv2d step.
+* REDUCE_MAX over H and W (or L) -> a max pool over the whole window; MEAN likewise ->
+  global average pooling; TRANSPOSE keeping the batch axis first -> transpose.
+* Rank-3 tensors [N, L, C] (Conv1D models) are held as (L, 1, C) by PAD, MEAN, REDUCE_MAX,
+  STRIDED_SLICE.
+* TRANSPOSE_CONV -> zero_insert + a stride-1 conv2d with the kernel flipped (its output-shape
+  operand, and the SHAPE / PACK ops computing it, are constants of the file); STRIDED_SLICE
+  cropping H and W -> crop; TILE -> tile; RESIZE_NEAREST_NEIGHBOR by whole factors ->
+  upsample_nearest; RESIZE_BILINEAR -> TfliteResizeBilinearStep (TFLite's integer rule).
+* DEQUANTIZE -> float NEG (and views) -> QUANTIZE inside the model -> one lookup table.
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
 * PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the
@@ -35,6 +49,7 @@ from ..errors import UnsupportedLayerError
 from ..quant.qparams import QParams
 from ..step import TensorSpec
 from .op_rules import OpRules, _f32, _fault, _Fault
+from .op_rules_layout import LayoutRules
 
 # ops that compute only shapes (int32 tensors feeding RESHAPE's shape operand): constants here
 SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "CAST", "SLICE"}
@@ -57,7 +72,7 @@ class TfliteParts:
     io_types: dict = field(default_factory=dict)    # fixnet tensor -> "int8" | "uint8" | "float32"
 
 
-class Converter(OpRules):
+class Converter(OpRules, LayoutRules):
     def __init__(self, model):
         self.m = model
         self.steps = []
@@ -65,6 +80,7 @@ class Converter(OpRules):
         self.alias = {}             # tflite tensor index -> fixnet tensor name it equals
         self.names = {}
         self.io_types = {}
+        self.skip = set()           # operators folded into an earlier one's step
         used = {}
         for t in model.tensors:     # unique, readable names
             base = t.name or f"tensor_{t.index}"
@@ -125,7 +141,7 @@ class Converter(OpRules):
                 if i >= 0:
                     consumers.setdefault(i, []).append(op)
         self.consumers = consumers
-        shape_only = self.shape_only_tensors()
+        shape_only = self.shape_only = self.shape_only_tensors()
         inputs, faults, done = [], [], set()
         ops = list(m.operators)
         for i in m.inputs:
@@ -155,7 +171,7 @@ class Converter(OpRules):
                 self.io_types[self.names[op.inputs[0]]] = "float32"
                 done.add(op.index)
         for op in ops:
-            if op.index in done:
+            if op.index in done or op.index in self.skip:
                 continue
             if all(o in shape_only for o in op.outputs if o >= 0):
                 continue                # computes a shape operand: a constant of the file
@@ -188,22 +204,32 @@ class Converter(OpRules):
         return f"operator {op.index} {op.op} (output {outs}): {e}"
 
     def shape_only_tensors(self):
-        """Tensors that only feed RESHAPE's shape operand, directly or through SHAPE_OPS."""
+        """Tensors that only feed a shape operand (RESHAPE's new shape, TRANSPOSE_CONV's
+        output shape), directly or through SHAPE_OPS and RESHAPEs of int32 tensors."""
         m = self.m
         shape_only = set()
         for op in m.operators:
             if op.op == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] >= 0:
                 shape_only.add(op.inputs[1])
+            if op.op == "TRANSPOSE_CONV" and op.inputs and op.inputs[0] >= 0:
+                shape_only.add(op.inputs[0])        # its output shape: the file's static one
+
+        def computes_shape(op):
+            return op.op in SHAPE_OPS or (op.op == "RESHAPE" and op.outputs
+                                          and self.tensor(op.outputs[0]).type == "INT32")
+
+        def feeds_shape(c, i):
+            return computes_shape(c) or (c.op == "RESHAPE" and c.inputs[1] == i) \
+                or (c.op == "TRANSPOSE_CONV" and c.inputs[0] == i)
         changed = True
         while changed:
             changed = False
             for op in m.operators:
-                if op.op in SHAPE_OPS and op.outputs and all(o in shape_only for o in op.outputs):
+                if computes_shape(op) and op.outputs and all(o in shape_only for o in op.outputs):
                     for i in op.inputs:
                         t = self.tensor(i) if i >= 0 else None
                         if t is not None and t.type == "INT32" and i not in shape_only \
-                                and all(c.op in SHAPE_OPS or (c.op == "RESHAPE" and c.inputs[1] == i)
-                                        for c in self.consumers.get(i, [])):
+                                and all(feeds_shape(c, i) for c in self.consumers.get(i, [])):
                             shape_only.add(i)
                             changed = True
         return shape_only

@@ -2,19 +2,22 @@
 builtin op, named as TFLite names it, lower case), mixed into fixnet.tflite.convert.Converter,
 which calls them in the file's order. Each reads the operator's tensors and options, derives
 the integers TFLite's kernel would (its Prepare), and appends the step that computes them; a
-case it cannot run raises _Fault with the reason (the converter lists them all)."""
+case it cannot run raises _Fault with the reason (the converter lists them all). The ops that
+only move codes, and the dilated-convolution pattern, are in op_rules_layout.py."""
 import numpy as np
 
 from .. import layouts
 from ..ops.activation import LookupStep, RescaleStep
 from ..ops.conv import ConvStep, DepthwiseStep
+from ..ops.conv_transpose import ZeroInsertStep
 from ..ops.dense import DenseStep
 from ..ops.merge import BinaryStep, ConcatStep
 from ..ops.pool import GlobalAveragePoolStep, PadStep, PoolStep
 from ..ops.reshape import AliasStep
 from ..oracle.core import quantize_multiplier
 from ..quant.qparams import QParams
-from .steps import TfliteSoftmaxStep
+from ..step import TensorSpec
+from .steps import TfliteBroadcastBinaryStep, TfliteConstantBinaryStep, TfliteSoftmaxStep
 from .tables import table_for
 
 INT32_MAX = 2 ** 31 - 1
@@ -94,15 +97,7 @@ class OpRules:
         return w, scales
 
     def bias(self, op, channels, x_qp, w_scales):
-        if len(op.inputs) < 3 or op.inputs[2] < 0:
-            return np.zeros(channels, np.int64)
-        t = self.tensor(op.inputs[2])
-        if t.type != "INT32":
-            _fault(f"bias '{t.name}' is {t.type}, not int32")
-        b = self.constant(op.inputs[2], "bias").astype(np.int64).reshape(-1)
-        if b.shape != (channels,):
-            _fault(f"bias '{t.name}' has {b.size} values for {channels} channels")
-        return b
+        return self.bias_operand(op, 2, channels)
 
     def multipliers(self, x_qp, w_scales, y_qp, product_in_float32=False):
         """Per channel (m0, shift) of double(input_scale) * double(filter_scale) /
@@ -163,21 +158,33 @@ class OpRules:
             _fault(f"padding {o.get('padding')}")
         return (sh, sw), (dh, dw), pads
 
-    def nhwc(self, i):
+    def nhwc(self, i, rank3=False):
+        """A tensor's sample shape as (H, W, C); with ``rank3``, a rank-3 tensor [N, L, C] (a
+        Conv1D model's) is (L, 1, C)."""
         s = self.sample_shape(i)
+        if rank3 and len(s) == 2:
+            return (s[0], 1, s[1])
         if len(s) != 3:
             _fault(f"tensor '{self.tensor(i).name}' has shape {self.tensor(i).shape}, not NHWC")
         return s
 
-    def op_conv_2d(self, op):
+    def op_conv_2d(self, op, fold=None):
+        """``fold``: the SPACE_TO_BATCH_ND -> ... -> BATCH_TO_SPACE_ND around this op as one
+        dilated convolution (see op_space_to_batch_nd): its x, y, nhwc_in, nhwc_out, dilation
+        and pads replace the op's own."""
         x, y = op.inputs[0], op.outputs[0]
-        x_qp, y_qp = self.qparams(x), self.qparams(y)
         w, scales = self.weights(op.inputs[1], 0)               # [Cout, KH, KW, Cin/groups]
-        cin = self.nhwc(x)[2]
+        if fold is None:
+            nhwc_in, nhwc_out = self.nhwc(x), self.nhwc(y)
+            strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
+        else:
+            x, y, nhwc_in, nhwc_out, dilation, pads = fold
+            strides = (1, 1)
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        cin = nhwc_in[2]
         if cin % w.shape[3]:
             _fault(f"filter depth {w.shape[3]} does not divide the {cin} input channels")
         groups = cin // w.shape[3]
-        strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
         rows = w.reshape(w.shape[0], -1)
         bias = self.folded_bias(self.bias(op, w.shape[0], x_qp, scales), rows, x_qp.zero_point,
                                 "conv2d")
@@ -187,19 +194,24 @@ class OpRules:
                                    [self.define(y)], np.ascontiguousarray(w), strides, dilation,
                                    groups, bias=bias, m0=m0, shift=shift,
                                    pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
-                                   act_min=lo, act_max=hi, pads=pads, nhwc_in=self.nhwc(x),
-                                   nhwc_out=self.nhwc(y)))
+                                   act_min=lo, act_max=hi, pads=pads, nhwc_in=nhwc_in,
+                                   nhwc_out=nhwc_out))
 
-    def op_depthwise_conv_2d(self, op):
+    def op_depthwise_conv_2d(self, op, fold=None):
+        """``fold``: as op_conv_2d's."""
         x, y = op.inputs[0], op.outputs[0]
-        x_qp, y_qp = self.qparams(x), self.qparams(y)
         w, scales = self.weights(op.inputs[1], 3)               # [1, KH, KW, C * M]
-        c = self.nhwc(x)[2]
-        mult = int(op.options.get("depth_multiplier", 1)) or 1
-        if w.shape[0] != 1 or w.shape[3] != self.nhwc(y)[2] or w.shape[3] % max(c, 1):
+        if fold is None:
+            nhwc_in, nhwc_out = self.nhwc(x), self.nhwc(y)
+            strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
+        else:
+            x, y, nhwc_in, nhwc_out, dilation, pads = fold
+            strides = (1, 1)
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        c = nhwc_in[2]
+        if w.shape[0] != 1 or w.shape[3] != nhwc_out[2] or w.shape[3] % max(c, 1):
             _fault(f"filter shape {w.shape} does not fit {c} input channels")
         mult = w.shape[3] // c
-        strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
         w3 = np.ascontiguousarray(w[0])                          # [KH, KW, C * M]
         rows = w3.reshape(-1, w3.shape[2]).T
         bias = self.folded_bias(self.bias(op, w3.shape[2], x_qp, scales), rows,
@@ -211,7 +223,7 @@ class OpRules:
                                         bias=bias, m0=m0, shift=shift,
                                         pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
                                         act_min=lo, act_max=hi, pads=pads,
-                                        nhwc_in=self.nhwc(x), nhwc_out=self.nhwc(y)))
+                                        nhwc_in=nhwc_in, nhwc_out=nhwc_out))
 
     def pool(self, op, kind):
         x, y = op.inputs[0], op.outputs[0]
@@ -237,9 +249,6 @@ class OpRules:
 
     def binary(self, op, kind):
         a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
-        if self.sample_shape(a) != self.sample_shape(b) or self.sample_shape(a) != self.sample_shape(y):
-            _fault(f"operands of shapes {self.tensor(a).shape} and {self.tensor(b).shape} "
-                   "(broadcasting is not supported)")
         aq, bq, oq = self.qparams(a), self.qparams(b), self.qparams(y)
         lo, hi = self.activation_range(op, oq)
         if kind in ("add", "subtract"):
@@ -258,9 +267,127 @@ class OpRules:
             m, s = quantize_multiplier(real)
             params = dict(x_zp=aq.zero_point, y_zp=bq.zero_point, m0=m, shift=s,
                           out_zp=oq.zero_point, act_min=lo, act_max=hi)
-        self.steps.append(BinaryStep(self.names[y], self.layer_name(y),
-                                     [self.name_of(a), self.name_of(b)], [self.define(y)], kind,
-                                     {k: int(v) for k, v in params.items()}))
+        self.binary_step(op, kind, params)
+
+    def binary_step(self, op, kind, params):
+        """The step of a two-operand op: BinaryStep when both operands are activations of the
+        output's shape; TfliteConstantBinaryStep when one is a constant of the file that
+        broadcasts to the other's shape (TFLite's broadcast kernels compute each element by
+        the same rule, with the constant's element at that position)."""
+        a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
+        params = {k: int(v) for k, v in params.items()}
+        const = [i for i in (a, b) if self.tensor(i).data is not None]
+        out_shape = tuple(int(d) for d in self.tensor(y).shape)
+        if not const:
+            shapes = [self.sample_shape(a), self.sample_shape(b)]
+            ys = self.sample_shape(y)
+            inputs = [self.name_of(a), self.name_of(b)]
+            if shapes[0] == shapes[1] == ys:
+                self.steps.append(BinaryStep(self.names[y], self.layer_name(y), inputs,
+                                             [self.define(y)], kind, params))
+                return
+            if len(shapes[0]) != len(shapes[1]) or \
+                    tuple(np.broadcast_shapes(*shapes)) != ys:
+                _fault(f"operands of shapes {self.tensor(a).shape} and {self.tensor(b).shape} "
+                       f"do not broadcast to {self.tensor(y).shape}")
+            self.steps.append(TfliteBroadcastBinaryStep(self.names[y], self.layer_name(y), inputs,
+                                                        [self.define(y)], kind, params, shapes,
+                                                        ys))
+            return
+        if len(const) == 2:
+            _fault("both operands are constants")
+        c = const[0]
+        x = b if c == a else a
+        x_shape = tuple(int(d) for d in self.tensor(x).shape)
+        c_shape = tuple(int(d) for d in self.tensor(c).shape)
+        if x_shape != out_shape or tuple(np.broadcast_shapes(x_shape, c_shape)) != out_shape:
+            _fault(f"operands of shapes {x_shape} and {c_shape}: the constant must broadcast "
+                   f"to the activation's shape {out_shape}")
+        t = self.tensor(c)
+        if t.type not in ("INT8", "UINT8"):
+            _fault(f"constant operand '{t.name}' is {t.type}")
+        codes = self.constant(c, "constant operand").astype(np.int64).reshape(c_shape)
+        codes = codes - (128 if t.type == "UINT8" else 0)
+        sample = np.broadcast_to(codes, out_shape)[0].astype(np.int8)
+        self.steps.append(TfliteConstantBinaryStep(
+            self.names[y], self.layer_name(y), [self.name_of(x)], [self.define(y)], kind, params,
+            sample, constant_first=(c == a)))
+
+    def op_maximum(self, op):
+        """MAXIMUM / MINIMUM: TFLite's int8 kernel compares the codes as they are (no
+        rescaling); fixnet's maximum with every multiplier 1 (exact) is the same when both
+        inputs and the output share one scale and zero point, as the converter writes them."""
+        a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
+        qp = self.qparams(y)
+        if self.qparams(a) != qp or self.qparams(b) != qp:
+            _fault("inputs and output quantized differently (TFLite compares raw codes)")
+        m, s = quantize_multiplier(1.0)
+        params = dict(x_zp=qp.zero_point, x_m0=m, x_shift=s, y_zp=qp.zero_point, y_m0=m,
+                      y_shift=s, out_zp=qp.zero_point, act_min=-128, act_max=127,
+                      take_min=int(op.op == "MINIMUM"))
+        self.binary_step(op, "minimum" if op.op == "MINIMUM" else "maximum", params)
+
+    op_minimum = op_maximum
+
+    def op_transpose_conv(self, op):
+        """TRANSPOSE_CONV (operands: output shape, weights [Cout, KH, KW, Cin], x, bias):
+        TFLite's reference kernel adds (x - x_zp) * w[t] into y[i * s + t - pad], pad its
+        forward-convolution padding of the output (SAME: half the total, rounded down), then
+        requantizes as CONV_2D does. The same sums: x with s - 1 zero points between values
+        (zero_insert), then a stride-1 conv2d with the kernel flipped, padded by k - 1 - pad
+        before (fixnet/ops/conv_transpose.py)."""
+        x, y = op.inputs[2], op.outputs[0]
+        o = op.options
+        w, scales = self.weights(op.inputs[1], 0)               # [Cout, KH, KW, Cin]
+        (h, w_, c), (oh, ow, cout) = self.nhwc(x), self.nhwc(y)
+        if w.shape[0] != cout or w.shape[3] != c:
+            _fault(f"filter shape {w.shape} does not fit {c} input and {cout} output channels")
+        strides = (int(o.get("stride_h", 1)), int(o.get("stride_w", 1)))
+        if min(strides) < 1:
+            _fault(f"strides {strides}")
+        x_qp, y_qp = self.qparams(x), self.qparams(y)
+        pads = []
+        for n_in, n_out, k, st in ((h, oh, w.shape[1], strides[0]),
+                                   (w_, ow, w.shape[2], strides[1])):
+            if o.get("padding") == "SAME":
+                fwd = -(-n_out // st)
+                before = max((fwd - 1) * st + k - n_out, 0) // 2
+            elif o.get("padding") == "VALID":
+                before = 0
+            else:
+                _fault(f"padding {o.get('padding')}")
+            inserted = (n_in - 1) * st + 1
+            lead = k - 1 - before
+            if lead < 0:
+                _fault("padding larger than the kernel")
+            pads.append((lead, max(n_out + k - 1 - inserted - lead, 0)))
+        xd = self.names[y] + "/zero_insert"
+        inserted_shape = ((h - 1) * strides[0] + 1, (w_ - 1) * strides[1] + 1, c)
+        self.specs[xd] = TensorSpec(inserted_shape, x_qp)
+        self.steps.append(ZeroInsertStep(xd, self.layer_name(y), [self.name_of(x)], [xd],
+                                         strides, x_qp.zero_point, (h, w_, c)))
+        flipped = np.ascontiguousarray(w[:, ::-1, ::-1, :])
+        bias = self.folded_bias(self.bias_operand(op, 3, cout), flipped.reshape(cout, -1),
+                                x_qp.zero_point, "transpose_conv")
+        m0, shift = self.multipliers(x_qp, scales, y_qp)
+        lo, hi = self.activation_range(op, y_qp)
+        self.steps.append(ConvStep(self.names[y], self.layer_name(y), [xd], [self.define(y)],
+                                   flipped, (1, 1), (1, 1), 1, bias=bias, m0=m0, shift=shift,
+                                   pad_value=x_qp.zero_point, out_zp=y_qp.zero_point,
+                                   act_min=lo, act_max=hi, pads=tuple(pads),
+                                   nhwc_in=inserted_shape, nhwc_out=(oh, ow, cout)))
+
+    def bias_operand(self, op, index, channels):
+        """The int32 bias operand ``index`` of ``op`` (zeros when absent)."""
+        if len(op.inputs) <= index or op.inputs[index] < 0:
+            return np.zeros(channels, np.int64)
+        t = self.tensor(op.inputs[index])
+        if t.type != "INT32":
+            _fault(f"bias '{t.name}' is {t.type}, not int32")
+        b = self.constant(op.inputs[index], "bias").astype(np.int64).reshape(-1)
+        if b.shape != (channels,):
+            _fault(f"bias '{t.name}' has {b.size} values for {channels} channels")
+        return b
 
     def op_add(self, op):
         self.binary(op, "add")
@@ -284,17 +411,22 @@ class OpRules:
     op_reshape = op_squeeze = op_expand_dims = view
 
     def op_pad(self, op):
+        """PAD with the zero point over H and W of NHWC, or over L of a rank-3 [N, L, C] tensor
+        (held as (L, 1, C))."""
         x, y = op.inputs[0], op.outputs[0]
         x_qp = self.qparams(x)
         if x_qp != self.qparams(y):
             _fault("input and output are quantized differently")
         p = self.constant(op.inputs[1], "paddings").astype(np.int64)
+        rank = len(self.tensor(x).shape)
+        if rank == 3 and p.shape == (3, 2):
+            p = np.array([p[0], p[1], [0, 0], p[2]])
         if p.shape != (4, 2) or np.any(p[0] != 0) or np.any(p[3] != 0) or np.any(p < 0):
-            _fault(f"paddings {p.tolist()}: only the H and W axes of NHWC")
+            _fault(f"paddings {p.tolist()}: only the H and W axes of NHWC (L of a rank-3 tensor)")
         pads = ((int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1])))
         self.steps.append(PadStep(self.names[y], self.layer_name(y), [self.name_of(x)],
-                                  [self.define(y)], pads, x_qp.zero_point, self.nhwc(x),
-                                  self.nhwc(y)))
+                                  [self.define(y)], pads, x_qp.zero_point,
+                                  self.nhwc(x, rank3=True), self.nhwc(y, rank3=True)))
 
     def op_concatenation(self, op):
         """TFLite's int8 CONCATENATION keeps every input's scale and zero point equal to the
@@ -347,12 +479,8 @@ class OpRules:
         with weights 1 and bias -x_zp * n (global_average_pool) at (m', s'); m' may lie below
         2^30 (any m0 in [0, 2^31) gives the same rule)."""
         x, y = op.inputs[0], op.outputs[0]
-        axes = sorted(int(a) % 4 for a in np.asarray(self.constant(op.inputs[1], "axes")).reshape(-1))
-        if len(self.tensor(x).shape) != 4 or axes != [1, 2]:
-            _fault(f"MEAN over axes {axes} of a rank-{len(self.tensor(x).shape)} tensor "
-                   "(only H and W of NHWC: global average pooling)")
+        h, w_, c = self.global_window(op, "MEAN")
         x_qp, y_qp = self.qparams(x), self.qparams(y)
-        h, w_, c = self.nhwc(x)
         if int(np.prod(self.sample_shape(y))) != c:
             _fault(f"output shape {self.tensor(y).shape} is not one value per channel")
         n = h * w_
@@ -369,6 +497,32 @@ class OpRules:
             shift=np.full(c, shift, np.int32), pad_value=x_qp.zero_point,
             out_zp=y_qp.zero_point, act_min=-128, act_max=127, pads=((0, 0), (0, 0)),
             nhwc_in=(h, w_, c), nhwc_out=(1, 1, c)))
+
+    def global_window(self, op, what):
+        """(H, W, C) of a reduction over H and W of NHWC, or over L of a rank-3 [N, L, C]
+        tensor (held as (L, 1, C)): Keras' global pooling."""
+        x = op.inputs[0]
+        rank = len(self.tensor(x).shape)
+        axes = sorted(int(a) % max(rank, 1)
+                      for a in np.asarray(self.constant(op.inputs[1], "axes")).reshape(-1))
+        if (rank, axes) not in ((4, [1, 2]), (3, [1])):
+            _fault(f"{what} over axes {axes} of a rank-{rank} tensor (only H and W of NHWC, "
+                   "or L of [N, L, C]: global pooling)")
+        return self.nhwc(x, rank3=True)
+
+    def op_reduce_max(self, op):
+        """REDUCE_MAX over H and W (or L): TFLite's int8 kernel takes the largest code, the
+        output keeping the input's scale and zero point; fixnet's max pooling over the whole
+        window is the same."""
+        x, y = op.inputs[0], op.outputs[0]
+        h, w_, c = self.global_window(op, "REDUCE_MAX")
+        if self.qparams(x) != self.qparams(y):
+            _fault("input and output are quantized differently (the max of codes needs them equal)")
+        if int(np.prod(self.sample_shape(y))) != c:
+            _fault(f"output shape {self.tensor(y).shape} is not one value per channel")
+        self.steps.append(PoolStep(self.names[y], self.layer_name(y), [self.name_of(x)],
+                                   [self.define(y)], "max", (h, w_), (1, 1), (0, 0), (h, w_, c),
+                                   (1, 1, c)))
 
     def op_softmax(self, op):
         """TFLite's reference int8 SOFTMAX (gemmlowp fixed-point exp and reciprocal; output
