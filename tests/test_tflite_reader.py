@@ -457,7 +457,7 @@ def test_a_missing_file_is_a_fixnet_error(tmp_path):
     assert issubclass(TfliteFileError, fixnet.ModelFileError)
 
 
-def test_without_the_parser_packages_the_package_imports_and_reading_says_what_to_install():
+def test_without_the_parser_packages_the_package_imports_and_reading_says_what_to_install(tmp_path):
     code = (
         "import sys\n"
         "class Block:\n"
@@ -473,8 +473,9 @@ def test_without_the_parser_packages_the_package_imports_and_reading_says_what_t
         "    print(e)\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(fixnet.__file__)), os.environ.get("PYTHONPATH", "")]))
+    # run outside the checkout: its unbuilt source tree must not shadow the fixnet imported here
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=120)
+                       timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "pip install 'fixnet[tflite]'" in r.stdout
     assert issubclass(TfliteDependencyError, fixnet.FixnetError)

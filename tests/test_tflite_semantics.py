@@ -17,6 +17,8 @@ import sys
 import numpy as np
 import pytest
 
+import fixnet
+
 from fixnet._kernels import _tflite_softmax
 from fixnet.oracle import gemmlowp as fp
 from fixnet.oracle import tflite as tfl
@@ -193,7 +195,9 @@ def test_saved_model_with_the_step_loads_in_a_fresh_process(tmp_path):
             f"y = qm.predict(np.load({str(tmp_path / 'x.npy')!r}), output='int8')\n"
             f"assert np.array_equal(y, np.load({str(tmp_path / 'y.npy')!r}))\n"
             "print(type(qm.steps[0]).__name__)\n")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # the fixnet this test imported (the installed one, or this source tree when built in place)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fixnet.__file__))
+               + os.pathsep + os.environ.get("PYTHONPATH", ""))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          cwd=str(tmp_path))
     assert run.returncode == 0, run.stderr
