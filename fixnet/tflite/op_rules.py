@@ -168,18 +168,24 @@ class OpRules:
             _fault(f"tensor '{self.tensor(i).name}' has shape {self.tensor(i).shape}, not NHWC")
         return s
 
+    def conv_geometry(self, op, w, fold):
+        """(x, y, nhwc_in, nhwc_out, strides, dilation, pads) of a CONV_2D or
+        DEPTHWISE_CONV_2D with weights ``w`` ([., KH, KW, .]): its own, or those of the
+        dilated convolution ``fold`` (op_space_to_batch_nd) it is the middle of."""
+        x, y = op.inputs[0], op.outputs[0]
+        if fold is None:
+            return (x, y, self.nhwc(x), self.nhwc(y)) + self.window(op, x, y, w.shape[1],
+                                                                      w.shape[2])
+        x, y, nhwc_in, nhwc_out, dilation, pads = fold
+        return x, y, nhwc_in, nhwc_out, (1, 1), dilation, pads
+
     def op_conv_2d(self, op, fold=None):
         """``fold``: the SPACE_TO_BATCH_ND -> ... -> BATCH_TO_SPACE_ND around this op as one
         dilated convolution (see op_space_to_batch_nd): its x, y, nhwc_in, nhwc_out, dilation
         and pads replace the op's own."""
         x, y = op.inputs[0], op.outputs[0]
         w, scales = self.weights(op.inputs[1], 0)               # [Cout, KH, KW, Cin/groups]
-        if fold is None:
-            nhwc_in, nhwc_out = self.nhwc(x), self.nhwc(y)
-            strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
-        else:
-            x, y, nhwc_in, nhwc_out, dilation, pads = fold
-            strides = (1, 1)
+        x, y, nhwc_in, nhwc_out, strides, dilation, pads = self.conv_geometry(op, w, fold)
         x_qp, y_qp = self.qparams(x), self.qparams(y)
         cin = nhwc_in[2]
         if cin % w.shape[3]:
@@ -201,12 +207,7 @@ class OpRules:
         """``fold``: as op_conv_2d's."""
         x, y = op.inputs[0], op.outputs[0]
         w, scales = self.weights(op.inputs[1], 3)               # [1, KH, KW, C * M]
-        if fold is None:
-            nhwc_in, nhwc_out = self.nhwc(x), self.nhwc(y)
-            strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
-        else:
-            x, y, nhwc_in, nhwc_out, dilation, pads = fold
-            strides = (1, 1)
+        x, y, nhwc_in, nhwc_out, strides, dilation, pads = self.conv_geometry(op, w, fold)
         x_qp, y_qp = self.qparams(x), self.qparams(y)
         c = nhwc_in[2]
         if w.shape[0] != 1 or w.shape[3] != nhwc_out[2] or w.shape[3] % max(c, 1):
