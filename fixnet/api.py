@@ -31,11 +31,12 @@ def load(path, weights=None, *, max_memory=None):
     """
     from .fxn import is_fxn_file
     from .limits import max_memory_bytes
+    from .tflite import is_tflite_file
     from .runtime import load_fxn
     limit = max_memory_bytes(max_memory)
     if weights is None and is_fxn_file(path):
         return load_fxn(path, max_memory=limit)      # NumPy only: h5py is not imported
-    if weights is None and _is_tflite_file(path):
+    if weights is None and is_tflite_file(path):
         from .runtime import load_tflite
         return load_tflite(path, max_memory=limit)
     from .keras import load_keras_h5, load_keras_json
@@ -45,18 +46,6 @@ def load(path, weights=None, *, max_memory=None):
         raise FixnetError(f"{path}: an architecture JSON needs its weights: "
                           "fixnet.load(path, weights='model.weights.h5')")
     return FloatModel(load_keras_h5(path, max_memory=limit))
-
-
-def _is_tflite_file(path):
-    """True for a FlatBuffer with TFLite's identifier "TFL3" (bytes 4..8), or a path ending in
-    .tflite (whose reader then says what is wrong with it)."""
-    if os.fspath(path).lower().endswith(".tflite"):
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(8)[4:8] == b"TFL3"
-    except (OSError, TypeError):
-        return False
 
 
 @contextlib.contextmanager

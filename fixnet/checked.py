@@ -1,6 +1,7 @@
-"""Checked execution: the int8 network run step by step through the NumPy oracle with int64
+"""Checked execution: the network run step by step through the NumPy oracle with int64
 accumulators, raising AccumulatorOverflowError (naming the layer) if any int32 accumulator the
-kernels use would wrap (or an int64 one of a wide step would reach 2^47), and counting how often each layer saturates at the int8 clamp.
+kernels use would wrap (or an int64 one of a wide step would reach 2^47), and counting how
+often each layer saturates at the clamp of its output type.
 
 The outputs are bit-identical to ``QuantizedModel.predict`` (the kernels are bit-exact with
 the oracle); only slower.
@@ -41,11 +42,11 @@ def _unclamped(step, acc):
         return None
     if _is_wide(step):
         return oracle.multiply_by_quantized_multiplier_wide(acc, m0, shift) + zp
-    if getattr(step, "rounding", "double") == "single":
-        inside = np.clip(acc, INT32_MIN, INT32_MAX)
-        return oracle.multiply_by_quantized_multiplier_single(inside, m0, shift) + zp
     inside = np.clip(acc, INT32_MIN, INT32_MAX)
-    return oracle.multiply_by_quantized_multiplier(inside, m0, shift).astype(np.int64) + zp
+    rule = (oracle.multiply_by_quantized_multiplier_single
+            if getattr(step, "rounding", "double") == "single"
+            else oracle.multiply_by_quantized_multiplier)
+    return rule(inside, m0, shift).astype(np.int64) + zp
 
 
 class CheckReport:

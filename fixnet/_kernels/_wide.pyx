@@ -20,7 +20,7 @@ from libc.stdlib cimport free, malloc
 
 from fixnet._kernels._step cimport KernelCall
 from fixnet._kernels.acttype cimport check_act_output_range, check_act_zp
-from fixnet._kernels.fixedpoint cimport check_params, is_valid_multiplier
+from fixnet._kernels.fixedpoint cimport check_params, dot_int16_int8, is_valid_multiplier
 from fixnet._kernels.params cimport conv2d_params
 
 cdef conv2d_params _conv2d_fields
@@ -37,18 +37,14 @@ WIDE_ACC_LIMIT = 1 << 47
 
 
 cdef inline int64_t dot_wide(const int16_t* x, const int8_t* w, Py_ssize_t n) noexcept nogil:
-    """sum_k x[k] * w[k] in int64: int32 partial sums of WIDE_BLOCK products each."""
+    """sum_k x[k] * w[k] in int64: fixedpoint's int32 dot product over blocks of WIDE_BLOCK
+    products (each block sums to at most 2^30), the blocks added in int64."""
     cdef int64_t total = 0
-    cdef int32_t part
-    cdef Py_ssize_t k0, k, end
-    k0 = 0
+    cdef Py_ssize_t k0 = 0, part
     while k0 < n:
-        end = k0 + WIDE_BLOCK if k0 + WIDE_BLOCK < n else n
-        part = 0
-        for k in range(k0, end):
-            part += <int32_t>x[k] * <int32_t>w[k]
-        total += part
-        k0 = end
+        part = WIDE_BLOCK if n - k0 > WIDE_BLOCK else n - k0
+        total += dot_int16_int8(x + k0, w + k0, part)
+        k0 += part
     return total
 
 

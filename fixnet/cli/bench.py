@@ -188,8 +188,8 @@ def _model_format(path, weights):
         return "json"                 # an architecture file and its weights, as fixnet.load
     if is_fxn_file(path):
         return "fxn"
-    from ..api import _is_tflite_file
-    if _is_tflite_file(path):
+    from ..tflite import is_tflite_file
+    if is_tflite_file(path):
         return "tflite"
     low = path.lower()
     if low.endswith(".json"):

@@ -207,11 +207,6 @@ def _read_step(path, i, s, registry, dec, tensors, defined):
     bits = state.get("bits", 8)
     if isinstance(bits, bool) or bits not in ACTIVATION_BITS:
         raise bad_file(path, f"{where}: bits {short_repr(bits)} is not 8 or 16")
-    acc_bits = state.get("acc_bits", 32)       # int64 accumulators: int16 dense/conv2d only
-    if isinstance(acc_bits, bool) or acc_bits not in (32, 64) or (acc_bits == 64 and (
-            bits != 16 or not hasattr(cls, "acc_bits"))):
-        raise bad_file(path, f"{where}: acc_bits {short_repr(acc_bits)} is not 32, or 64 on an "
-                             "int16 dense or conv2d step")
     # one activation type per step: its outputs (and, but for a convert, its inputs) are of it
     typed = state["outputs"] + ([] if cls_name == "RescaleStep" else state["inputs"])
     for t in typed:

@@ -8,7 +8,7 @@ Needs the optional extra ``pip install 'fixnet[tflite]'`` (the ``tflite`` and ``
 packages) to read a file; importing this package does not. No op is run or mapped here.
 """
 from .model import Operator, OperatorCode, Quantization, SignatureDef, Tensor, TfliteModel
-from .reader import TfliteDependencyError, TfliteFileError, read_tflite
+from .reader import TfliteDependencyError, TfliteFileError, is_tflite_file, read_tflite
 
-__all__ = ["read_tflite", "TfliteModel", "Tensor", "Operator", "OperatorCode", "Quantization",
+__all__ = ["read_tflite", "is_tflite_file", "TfliteModel", "Tensor", "Operator", "OperatorCode", "Quantization",
            "SignatureDef", "TfliteFileError", "TfliteDependencyError"]

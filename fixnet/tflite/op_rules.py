@@ -14,7 +14,7 @@ from ..ops.dense import DenseStep
 from ..ops.merge import BinaryStep, ConcatStep
 from ..ops.pool import GlobalAveragePoolStep, PadStep, PoolStep
 from ..ops.reshape import AliasStep
-from ..oracle.core import quantize_multiplier
+from ..oracle.core import quantize_multiplier, round_half_away
 from ..quant.qparams import QParams
 from ..step import TensorSpec
 from .steps import TfliteBroadcastBinaryStep, TfliteConstantBinaryStep, TfliteSoftmaxStep
@@ -28,10 +28,6 @@ SOFTMAX_MAX_CLASSES = 4095      # the int32 row sum of TfliteSoftmaxStep
 def _f32(x):
     """A float32 value as the Python float TFLite's double arithmetic sees."""
     return float(np.float32(x))
-
-
-def _round_half_away(x):
-    return int(np.sign(x) * np.floor(np.abs(x) + 0.5))
 
 
 class _Fault(Exception):
@@ -61,7 +57,8 @@ class OpRules:
         lo, hi = -128, 127
 
         def code(real):         # TFLite: zero_point + round(real / scale) in float32
-            return out_qp.zero_point + _round_half_away(np.float32(real) / np.float32(out_qp.scale))
+            return out_qp.zero_point + int(round_half_away(np.float32(real)
+                                                           / np.float32(out_qp.scale)))
         if fn == "NONE":
             return lo, hi
         if fn == "RELU":

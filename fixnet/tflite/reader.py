@@ -70,6 +70,18 @@ def _require_parser():
             "pip install 'fixnet[tflite]'") from None
 
 
+def is_tflite_file(path):
+    """True for a path ending in .tflite (whose reader then says what is wrong with it), or a
+    file whose FlatBuffer identifier (bytes 4..8) is IDENTIFIER; nothing else is checked."""
+    if os.fspath(path).lower().endswith(".tflite"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == IDENTIFIER
+    except (OSError, TypeError):
+        return False
+
+
 def read_tflite(source, *, max_memory=None):
     """The model in the .tflite file ``source`` (a path, or the file's bytes) as a
     fixnet.tflite.TfliteModel, after the checks in this module's docstring.
