@@ -726,7 +726,7 @@ def test_damaged_files_read_or_give_a_tflite_file_error(tmp_path):
     reads, or gives a TfliteFileError whose message starts with the file's name; nothing else."""
     counts, by_edit, failures = campaign(range(FUZZ_CASES), str(tmp_path))
     assert not failures, f"{len(failures)} of {FUZZ_CASES} damaged files:\n" + "\n".join(failures[:20])
-    assert counts["refused"] > 0 and counts["ok"] + counts["loaded-refused"] > 0, counts
+    assert counts["refused"] > 0 and counts["ok"] > 0 and counts["loaded-refused"] > 0, counts
     # the targeted edits break what they edit: the reader must refuse nearly all of them (a
     # shape edited to 0 or 1000, say, may stay consistent with nothing to contradict it)
     for edit in ("tensor_buffer_index", "buffer_size", "opcode_index", "tensor_type",
