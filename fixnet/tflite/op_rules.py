@@ -127,11 +127,17 @@ class OpRules:
             pass            # dense over the last axis, the others kept: the same rows
         elif int(np.prod(xs)) != k or ys != (c,):
             _fault(f"input {self.tensor(x).shape} does not flatten to {k} features per sample")
+        xin = self.name_of(x)
+        if len(xs) > 1 and not o.get("keep_num_dims"):
+            # TFLite flattens a higher-rank input to [batch, K] itself (no RESHAPE in the file)
+            flat = self.names[y] + "/flatten"
+            self.specs[flat] = TensorSpec((k,), x_qp)
+            self.steps.append(AliasStep(flat, self.layer_name(y), [xin], [flat], "reshape"))
+            xin = flat
         bias = self.folded_bias(self.bias(op, c, x_qp, scales), w, x_qp.zero_point, "dense")
         per_tensor = self.tensor(op.inputs[1]).quantization.scale.shape[0] == 1
         m0, shift = self.multipliers(x_qp, scales, y_qp, product_in_float32=per_tensor)
         lo, hi = self.activation_range(op, y_qp)
-        xin = self.name_of(x)
         step = DenseStep(self.names[y], self.layer_name(y), [xin], [self.define(y)],
                          layouts.step_from_rows("dense", w), bias, m0, shift, y_qp.zero_point,
                          lo, hi)
