@@ -59,7 +59,8 @@ EXTREME_WEIGHT = 1e20
 FXN_CRAFTED = ("fxn_manifest", "fxn_array", "fxn_palette", "fxn_stored")
 
 # (fixture, format). "h5": full-model HDF5; "keras": Keras 3 archive; "json": architecture JSON
-# + weights file; "fxn": fixnet's own file, made at test time with qm.save from the fixture.
+# + weights file; "fxn": fixnet's own file, made at test time with qm.save from the fixture;
+# "tflite": models/tflite/<fixture>.tflite, the TFLite converter's file (loaded, no quantize).
 TARGETS = [
     ("mlp_seq_k3", "h5"), ("mlp_seq_tfk2", "h5"), ("mlp_func_k3", "h5"), ("mlp_func_tfk2", "h5"),
     ("cnn_digits_k3", "h5"), ("cnn_digits_tfk2", "h5"), ("layers_conv1d_tfk2", "h5"),
@@ -68,6 +69,10 @@ TARGETS = [
     ("cnn_digits_k3", "json"), ("cnn_digits_tfk2", "json"),
     ("mlp_seq_k3", "fxn"), ("mlp_func_tfk2", "fxn"), ("cnn_digits_tfk2", "fxn"),
     ("cnn_digits_k3", "fxn"),
+    # TFLite's converter's files of the fixtures (models/tflite/), loaded with fixnet.load
+    ("mlp_seq_k3.int8io", "tflite"), ("cnn_digits_k3.uint8io", "tflite"),
+    ("layers_merge_k3.int8io", "tflite"), ("kws_dscnn_k3.int8io", "tflite"),
+    ("layers_tensor_ops_k3.int8io", "tflite"),
 ]
 # .fxn targets quantized with codebook16 weights: their weight arrays are stored as tables of
 # codes and 4-bit indices (fixnet/fxn/palette.py), which m_fxn_palette damages
@@ -76,6 +81,7 @@ CODEBOOK_FXN = {"cnn_digits_k3"}
 NO_WEIGHTS = {"layers_merge_k3"}
 # fixtures cheap enough for the default run (most cases go to these)
 SMALL = {"mlp_seq_k3", "mlp_seq_tfk2", "mlp_func_k3", "mlp_func_tfk2", "layers_merge_k3",
+         "mlp_seq_k3.int8io", "layers_merge_k3.int8io", "layers_tensor_ops_k3.int8io",
          "layers_conv1d_tfk2", "multi_io_tfk2", "multi_io_k3", "layers_tensor_ops_tfk2",
          "layers_tensor_ops_k3"}
 
@@ -103,11 +109,14 @@ class Files:
             self.model = os.path.join(workdir, fixture + ".fxn")
             shutil.copy(base_fxn(fixture), self.model)
             self.weights = None
+        elif fmt == "tflite":
+            self.model = self._copy(os.path.join("tflite", fixture + ".tflite"))
+            self.weights = None
         else:
             raise ValueError(fmt)
 
     def _copy(self, name):
-        dst = os.path.join(self.workdir, "case_" + name)
+        dst = os.path.join(self.workdir, "case_" + os.path.basename(name))
         shutil.copy(os.path.join(MODELS, name), dst)
         return dst
 
@@ -1099,6 +1108,20 @@ def m_fxn_stored(rng, files):
     return _fxn_edit_archive(files.model, edit)
 
 
+def m_tflite_field(rng, files):
+    """One of tests/tflite_edits.py's structured edits (an offset, buffer index, shape, type,
+    vector length, operator tensor index... of the FlatBuffer), on a .tflite target."""
+    import tflite_edits
+
+    edit = rng.choice(tflite_edits.EDITS[3:])       # the byte-level ones are m_truncate & co
+    with open(files.model, "rb") as f:
+        data = bytearray(f.read())
+    what = edit(rng, data, tflite_edits.tables(bytes(data)))
+    with open(files.model, "wb") as f:
+        f.write(data)
+    return f"{edit.__name__[2:]}: {what}"
+
+
 BYTE_MUTATIONS = [m_truncate, m_flip_bits, m_overwrite]
 KERAS_MUTATIONS = [
     m_config_delete_key, m_config_wrong_type, m_config_absurd_number, m_config_unknown_string,
@@ -1108,7 +1131,8 @@ KERAS_MUTATIONS = [
     m_weight_declared_huge, m_h5_external_link, m_h5_soft_link, m_h5_external_storage, m_h5_virtual,
 ]
 FXN_MUTATIONS = [m_fxn_manifest, m_fxn_array, m_fxn_header, m_fxn_palette, m_fxn_stored]
-MUTATIONS = BYTE_MUTATIONS + KERAS_MUTATIONS + FXN_MUTATIONS
+TFLITE_MUTATIONS = [m_tflite_field]
+MUTATIONS = BYTE_MUTATIONS + KERAS_MUTATIONS + FXN_MUTATIONS + TFLITE_MUTATIONS
 
 
 def case_for_seed(seed, small_only=False):
@@ -1120,8 +1144,10 @@ def case_for_seed(seed, small_only=False):
         targets = [t for t in TARGETS if t[1] == "fxn"]
         if mutation is m_fxn_palette:
             targets = [t for t in targets if t[0] in CODEBOOK_FXN]
+    elif mutation in TFLITE_MUTATIONS:
+        targets = [t for t in TARGETS if t[1] == "tflite"]
     elif mutation in KERAS_MUTATIONS:
-        targets = [t for t in TARGETS if t[1] != "fxn"]
+        targets = [t for t in TARGETS if t[1] not in ("fxn", "tflite")]
         if mutation.__name__.startswith(("m_weight", "m_h5")):
             targets = [t for t in targets if t[0] not in NO_WEIGHTS]
     else:
@@ -1206,10 +1232,12 @@ def check_outputs(qm, m, fixture, fmt, mname, outs):
         if not same:
             return False, "a damaged .fxn loaded and predicts otherwise than the undamaged file"
         return True, "the same bits as the undamaged .fxn"
-    if fmt == "fxn":
+    if fmt in ("fxn", "tflite"):
         mine, oracle = _list(qm.predict(x, output="int8")), _list(qm.predict_oracle(x))
         if len(mine) != len(oracle) or not all(np.array_equal(a, b) for a, b in zip(mine, oracle)):
-            return False, "a crafted .fxn's kernels disagree with its oracle"
+            return False, f"a damaged or crafted .{fmt}'s kernels disagree with its oracle"
+        if fmt == "tflite":
+            return True, "a .tflite that loaded: finite outputs, kernels bit-exact with the oracle"
         return True, "finite outputs, kernels bit-exact with the oracle"
     big = max((float(np.max(np.abs(w), initial=0.0)) for n in m.graph.nodes
                for w in n.weights.values() if np.issubdtype(np.asarray(w).dtype, np.floating)),
@@ -1242,7 +1270,8 @@ def fixture_inputs(fixture):
     """{"x_calib": [arrays], "x_test": [arrays]} of a fixture (one array per model input)."""
     if fixture not in _DATA:
         import numpy as np
-        with np.load(os.path.join(MODELS, fixture + ".npz")) as d:
+        # a .tflite target (<fixture>.int8io) takes its Keras fixture's float inputs
+        with np.load(os.path.join(MODELS, fixture.split(".")[0] + ".npz")) as d:
             out = {}
             for key, n in (("x_calib", CALIBRATION_SAMPLES), ("x_test", PREDICT_SAMPLES)):
                 if key in d.files:
@@ -1308,7 +1337,7 @@ def run_case(seed, workdir, small_only=False):
             m = fixnet.load(files.model, weights=files.weights)
         else:
             m = fixnet.load(files.model)
-        if fmt == "fxn":
+        if fmt in ("fxn", "tflite"):
             qm = m
         else:
             stage = "quantize"

@@ -187,7 +187,8 @@ def describe_failure(r, small_only):
 CHECK_KINDS = {"the same bits as the undamaged .fxn": "same bits as the undamaged .fxn",
                "finite outputs, kernels bit-exact with the oracle": "crafted .fxn: kernels == oracle",
                "int8 within": "Keras file: int8 within the SQNR bar of its float path",
-               "a weight of": "Keras file with a weight beyond EXTREME_WEIGHT: kernels == oracle"}
+               "a weight of": "Keras file with a weight beyond EXTREME_WEIGHT: kernels == oracle",
+               "a .tflite that loaded": "damaged .tflite: kernels == oracle"}
 
 
 def _check_kind(r):
@@ -237,6 +238,9 @@ def _check(name, seeds, small_only):
     # (a .fxn with damaged bytes almost never loads: its checksum refuses it; the check of one
     # that does is tested below, test_the_ok_checks_catch_wrong_outputs)
     assert checked[CHECK_KINDS["int8 within"]] > 0, f"ok cases checked for: {dict(checked)}"
+    # damaged .tflite files went through the whole path (fixnet.load, predict) too
+    tfl = FUZZ_COUNTS[name]["by_mutation"]["tflite_field"]
+    assert tfl["fixnet_error"] > 0, f"tflite_field cases: {dict(tfl)}"
 
 
 def test_the_keras_check_uses_the_suites_sqnr_bar():
