@@ -229,3 +229,20 @@ def test_files_fixnet_cannot_run_are_refused_with_the_reasons():
         assert str(e.value).startswith(path) and "operator " in str(e.value)
         refused += 1
     assert refused >= 1 and refused + len(supported) == len(paths)    # every CONVERTED exists
+
+
+EDGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models",
+                    "tflite", "edge")
+
+
+@pytest.mark.parametrize("name", ["fc_rank4_input"])
+def test_edited_files_in_shapes_older_converters_wrote_give_tflite_reference_outputs(name):
+    """models/make_tflite_edge_cases.py's files (a converted fixture edited into a shape that
+    real files hold, TFLite's outputs recorded on it): fc_rank4_input is a FULLY_CONNECTED
+    reading a [1, H, W, C] tensor with no RESHAPE before it, which TFLite flattens itself."""
+    qm = fixnet.load(os.path.join(EDGE, name + ".tflite"))
+    with np.load(os.path.join(EDGE, name + ".npz")) as z:
+        x, want = z["x"], z["y_ref"]
+    got = qm.predict(x, output="int8")
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(qm.predict_oracle(x), got)
