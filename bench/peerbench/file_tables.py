@@ -72,7 +72,8 @@ def timing_tables(ran):
 def exactness_table(ran):
     """fixnet's outputs against TFLite's on the same inputs, per file."""
     against = [k for k in ("tflite_ref", "tflite_xnnpack", "tflite_builtin")
-               if any(k in res.get("exactness", {}) for res in ran.values())]
+               if any(k in res.get("exactness", {}) for res in ran.values())] \
+        or ["tflite_ref", "tflite_xnnpack"]           # none ran: the columns say "not run"
     header = ["file", "inputs", "samples"] + [h for k in against
                                     for h in (f"= {SHORT[k]}", f"max diff {SHORT[k]}")]
     rows = [[name, ", ".join(res["inputs"]), str(res["accuracy_samples"])]
