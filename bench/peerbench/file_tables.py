@@ -82,9 +82,9 @@ def exactness_table(ran):
             for name, res in ran.items()]
     notes = ["values of fixnet's outputs equal to that TFLite runner's / all values, over every "
              "output, in the file's output type (codes for int8 / uint8 outputs, floats for "
-             "float ones); max diff: the largest |difference| in those units; fixnet follows TFLite's reference kernels (TFLite ref) bit for bit, "
-             "XNNPACK and the builtin kernels are shown for information (they may round "
-             "differently)"]
+             "float ones); max diff: the largest |difference| in those units; fixnet follows "
+             "TFLite's reference kernels (TFLite ref) bit for bit, XNNPACK and the builtin "
+             "kernels are shown for information (they may round differently)"]
     for name, res in ran.items():
         for k, e in res.get("exactness", {}).items():
             if "error" in e:
