@@ -24,8 +24,19 @@ What is timed (one predict call each, inputs already in memory, int8 in and int8
                          side-by-side table of int8 and int16, no bar
 
 Models: every CNN fixture and every MLP fixture in models/ (both writers, *_k3 and *_tfk2), or
---models (names, families such as mlp_seq, groups cnn / mlp / rnn / zoo, shell patterns or .h5
-paths).
+--models (names, families such as mlp_seq, groups cnn / mlp / rnn / zoo, shell patterns, .h5
+paths, .tflite paths and folders of .tflite files).
+
+Your own .tflite files (--models model.tflite, or a folder: each .tflite file in it): no Keras
+model, so their runners are fixnet on the file (fixnet.load, qm.predict in the file's own input
+and output types: the baseline of their ratios, `fixnet .tflite / XNNPACK`) and the three TFLite
+interpreters on the same file. Inputs: random codes of each input's type and shape, seeded
+(floats uniform over a float input's quantized range); --batches where TFLite resizes the file's
+batch axis (resize_tensor_input, strict), else batch 1 only, said in the report. Instead of
+SQNR: fixnet's outputs against TFLite's reference kernels' (and XNNPACK's, the builtin kernels',
+for information) on --accuracy-samples such inputs (default 32): values equal / total and the
+largest difference. A file fixnet refuses is listed as skipped with fixnet's reason; the run
+goes on. Their tables and summary are their own (not issue 9's or 17's bars).
 
 The bench model zoo (issue 17; --models zoo, or zoo_emotion, zoo_mnv2 (both writers), 'zoo_*',
 ...): bench/zoo.py's Keras stand-ins for the model files issue 17 timed (same architectures and
@@ -82,15 +93,22 @@ no peer runtime and writes no file; tests/test_bench_peerbench.py checks it):
                     set there, before NumPy or TensorFlow start)
   catalog.py        names and constants: runner keys and labels, fixture families and groups,
                     the layer benches, paths; imports nothing but the standard library
-  models.py         which .h5 files --models means (fixtures, zoo) and ModelInputs
+  models.py         which files --models means (fixtures, zoo, .h5 / .tflite paths, folders)
+                    and ModelInputs
+  tflite_inputs.py  a .tflite file's inputs: their types and shapes, seeded random draws,
+                    TfliteFileInputs (per batch size)
   layer_benches.py  the one-layer Keras models made at run time (TensorFlow)
   runners/          one module per runtime (fixnet, TFLite, Keras, ONNX Runtime), base.py (the
-                    Runner and the lazy TensorFlow import), children.py (the child processes)
+                    Runner and the lazy TensorFlow import), children.py (the child processes),
+                    tflite_file.py (TFLite on a .tflite file given on --models)
   model_bench.py    one model: build its runners, time them, check their outputs
+  file_bench.py     one .tflite file: fixnet and TFLite on it, timed; exactness; or skipped
+  exactness.py      fixnet's outputs against TFLite's on a .tflite file (equal values, max diff)
   measure.py        interleaved timing rounds, their summary, the host (fixnet.cli.measure's)
   accuracy.py       SQNR and top-1 against Keras float, the 1 dB counting rule
   verdicts.py       issue 9's and issue 17's bars
   tables.py         the report as tables (shared by the console and the Markdown)
+  file_tables.py    the tables of the .tflite files (timing, exactness, skipped)
   report.py         the console report and the Markdown file
   run.py            a whole run (and --from-json)
   text.py           error messages on one line for table notes

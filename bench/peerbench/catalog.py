@@ -79,6 +79,15 @@ GROUPS = {"cnn": CNN_FAMILIES, "mlp": MLP_FAMILIES, "rnn": RNN_FAMILIES}
 ZOO_GROUP = "zoo"
 FIXTURE_KINDS = ("cnn", "mlp")        # the models issue 9's bars are taken over
 ZOO_KIND = "zoo"                      # bench/zoo.py's models: issue 17's bars
+# --models paths to .tflite files (or folders of them): the user's own files, no Keras model.
+# Their runners: fixnet on the file (the baseline of their ratios) and the three TFLite
+# interpreters on the same file; instead of SQNR against Keras, fixnet's outputs are compared
+# with TFLite's on random inputs of each input's type (TFLITE_FILE_SAMPLES of them by default).
+TFLITE_FILE_KIND = "tflite"
+TFLITE_FILE_BASE = "fixnet_tflite"
+TFLITE_FILE_KEYS = [TFLITE_FILE_BASE, "tflite_xnnpack", "tflite_builtin", "tflite_ref"]
+TFLITE_FILE_SAMPLES = 32
+TFLITE_FILE_SEED = 0
 
 # Layer benches: name -> (what, input shape without batch, Keras layer factory arguments)
 MICRO = {

@@ -8,7 +8,8 @@ import os
 import sys
 
 from .catalog import (BASELINE, CNN_FAMILIES, FLOAT_KEYS, GROUPS, INT16_KEYS, MICRO,
-                      MICRO_SAMPLES, MLP_FAMILIES, REPO, RNN_FAMILIES, RUNNER_KEYS, ZOO_GROUP)
+                      MICRO_SAMPLES, MLP_FAMILIES, REPO, RNN_FAMILIES, RUNNER_KEYS,
+                      TFLITE_FILE_SAMPLES, ZOO_GROUP)
 
 DESCRIPTION = "Time fixnet against its peers on the same models, in one run, on one machine."
 EPILOG = ("Runner keys for --only/--skip: " + ", ".join(RUNNER_KEYS)
@@ -23,7 +24,9 @@ def build_parser():
     p.add_argument("--models", nargs="+", default=None,
                    help="model names in models/ (e.g. mlp_seq_k3), families (mlp_seq: both "
                         "writers), groups (" + ", ".join(list(GROUPS) + [ZOO_GROUP]) + "), "
-                        "shell patterns ('resnet*', 'rnn_*') or paths to .h5 files, or 'none'; "
+                        "shell patterns ('resnet*', 'rnn_*'), paths to .h5 files, paths to "
+                        ".tflite files or folders of them (your own files: fixnet on the file "
+                        "beside TFLite on it, and fixnet's outputs against TFLite's), or 'none'; "
                         "default: every CNN and MLP fixture ("
                         + ", ".join(CNN_FAMILIES + MLP_FAMILIES)
                         + "; *_k3 and *_tfk2); the recurrent ones (rnn: "
@@ -42,7 +45,9 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=20, help="untimed calls per runner first")
     p.add_argument("--accuracy-samples", type=int, default=None,
                    help="test samples the SQNR and top-1 columns are computed on (default: all "
-                        f"of a fixture's, {MICRO_SAMPLES} random inputs for a layer bench)")
+                        f"of a fixture's, {MICRO_SAMPLES} random inputs for a layer bench); for "
+                        "a .tflite file, the random inputs fixnet's outputs are compared with "
+                        f"TFLite's on (default {TFLITE_FILE_SAMPLES})")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for every runtime (TFLite, TF/Keras, ONNX Runtime, BLAS)")
     p.add_argument("--tflite", choices=["auto", "tensorflow", "ai_edge_litert", "tflite_runtime"],

@@ -36,10 +36,11 @@ def measure(runners, batch, rounds, sample_s, warmup):
     return samples, inner
 
 
-def summarize(samples, inner, macs, batch):
-    """Per runner: median / quartile times, GMAC/s and fixnet_over (None when fixnet int8 did
-    not run: a recurrent model before fixnet runs it in int8)."""
-    base = np.asarray(samples[BASELINE]) if BASELINE in samples else None
+def summarize(samples, inner, macs, batch, base_key=BASELINE):
+    """Per runner: median / quartile times, GMAC/s and fixnet_over, the ratio to runner
+    `base_key` (fixnet int8; fixnet on the file for a .tflite file given on --models); None
+    when that did not run (a recurrent model before fixnet runs it in int8)."""
+    base = np.asarray(samples[base_key]) if base_key in samples else None
     stats = {}
     for k, s in samples.items():
         q = np.percentile(s, [25, 50, 75])

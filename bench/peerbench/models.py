@@ -1,8 +1,10 @@
-"""The models of a run: which .h5 files --models means (fixtures in models/, the bench model zoo
-in bench/zoo/, paths), building missing zoo models, and ModelInputs (a model's inputs at each
-batch size, its calibration data and Keras float outputs)."""
+"""The models of a run: which files --models means (.h5 fixtures in models/, the bench model zoo
+in bench/zoo/, paths to .h5 files; paths to .tflite files and folders of them), building missing
+zoo models, and ModelInputs (a Keras model's inputs at each batch size, its calibration data and
+Keras float outputs; a .tflite file's inputs are tflite_inputs.py's)."""
 import fnmatch
 import importlib.util
+import os
 import pathlib
 import sys
 
@@ -72,39 +74,69 @@ def family_paths(fams):
             if p.stem in (f"{f}_k3", f"{f}_tfk2")]
 
 
+MODEL_SUFFIXES = (".h5", ".tflite")
+
+
+def tflite_folder(folder):
+    """The .tflite files in `folder` (not its subfolders), sorted; exits if there is none."""
+    found = sorted(q for q in folder.iterdir() if q.suffix == ".tflite" and q.is_file())
+    if not found:
+        sys.exit(f"peers.py: no .tflite file in the folder {folder}")
+    return found
+
+
 def model_paths(names):
-    """The .h5 files of --models `names` (None: every CNN and MLP fixture), in order, each
-    once; exits naming what matches nothing."""
+    """The .h5 and .tflite files of --models `names` (None: every CNN and MLP fixture), in
+    order, each once; exits naming what matches nothing, a missing file, or a file that is
+    neither .h5 nor .tflite. A folder means each .tflite file in it. A name with a path
+    separator is a path; a bare name is a fixture name, family, group, zoo name or pattern
+    first, and a folder only if it is none of those."""
     if names == ["none"]:
         return []
     if not names:
         return family_paths(CNN_FAMILIES + MLP_FAMILIES)
     out = []
     for name in names:
-        p = pathlib.Path(name)
-        if p.suffix == ".h5":
-            if not p.exists():
-                sys.exit(f"peers.py: no model file {p}")
-            out.append(p)
-            continue
-        fams = GROUPS.get(name, [name] if name in CNN_FAMILIES + MLP_FAMILIES + RNN_FAMILIES
-                          else None)
-        if fams is not None:
-            out += [q for q in family_paths(fams) if q not in out]
-            continue
-        if name.startswith(ZOO_GROUP):
-            zoo = zoo_module()
-            found = zoo.resolve(name)
-            if not found:
-                sys.exit(f"peers.py: no zoo model matches {name!r} (bench/zoo.py list: "
-                         f"{', '.join(zoo.ZOO)})")
-            out += [q for q in (zoo.ZOO[n].h5 for n in found) if q not in out]
-            continue
-        matches = sorted(q for q in MODELS_DIR.glob("*.h5") if fnmatch.fnmatch(q.stem, name))
-        if not matches:
-            sys.exit(f"peers.py: no model in {MODELS_DIR} matches {name!r}")
-        out += [q for q in matches if q not in out]
+        found = (file_paths(name) if pathlib.Path(name).suffix in MODEL_SUFFIXES
+                 or os.sep in name or "/" in name else named_paths(name))
+        out += [q for q in found if q not in out]
     return out
+
+
+def file_paths(name):
+    """The model files of a path on --models: a .h5 or .tflite file, or a folder's .tflite
+    files; exits naming a path that is missing or is another kind of file."""
+    p = pathlib.Path(name)
+    if p.is_dir():
+        return tflite_folder(p)
+    if not p.exists():
+        sys.exit(f"peers.py: no model file {p}" if p.suffix in MODEL_SUFFIXES
+                 else f"peers.py: no such file or folder {p}")
+    if p.suffix not in MODEL_SUFFIXES or not p.is_file():
+        sys.exit(f"peers.py: {p} is not a .h5 or .tflite file (nor a folder of .tflite files)")
+    return [p]
+
+
+def named_paths(name):
+    """The .h5 files a bare --models name means (family, group, zoo name, pattern over
+    models/), else the .tflite files of a folder of that name; exits if it matches nothing."""
+    fams = GROUPS.get(name, [name] if name in CNN_FAMILIES + MLP_FAMILIES + RNN_FAMILIES
+                      else None)
+    if fams is not None:
+        return family_paths(fams)
+    if name.startswith(ZOO_GROUP):
+        zoo = zoo_module()
+        found = zoo.resolve(name)
+        if not found:
+            sys.exit(f"peers.py: no zoo model matches {name!r} (bench/zoo.py list: "
+                     f"{', '.join(zoo.ZOO)})")
+        return [zoo.ZOO[n].h5 for n in found]
+    matches = sorted(q for q in MODELS_DIR.glob("*.h5") if fnmatch.fnmatch(q.stem, name))
+    if matches:
+        return matches
+    if pathlib.Path(name).exists():
+        return file_paths(name)
+    sys.exit(f"peers.py: no model in {MODELS_DIR} matches {name!r}")
 
 
 _ZOO = None

@@ -2,7 +2,7 @@
 as a Markdown file (the tables bench/README.md keeps, with the machine and the command)."""
 import pathlib
 
-from .catalog import MICRO_SAMPLES, SHORT
+from .catalog import MICRO_SAMPLES, SHORT, TFLITE_FILE_KIND
 from .tables import tables
 from .verdicts import VERDICT_TITLES
 
@@ -53,10 +53,17 @@ def print_report(console, results, keys, batches):
     for key, title in VERDICT_TITLES:
         v = results.get(key)
         if v:
-            console.print(f"[bold]{title} (batch 1, one thread, int8 in/out):[/bold]")
+            console.print(f"[bold]{title} {verdict_scope(key)}:[/bold]")
             for ok, text in v["lines"]:
                 console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] "
                               f"{text}")
+
+
+def verdict_scope(key):
+    """What the bars of results[key] are taken on, after their title."""
+    if key == "verdicts_tflite_files":
+        return "(batch 1, one thread, each file's own input and output types)"
+    return "(batch 1, one thread, int8 in/out)"
 
 
 def write_markdown(path, results, keys, batches):
@@ -72,7 +79,7 @@ def write_markdown(path, results, keys, batches):
     for key, title in VERDICT_TITLES:
         v = results.get(key)
         if v:
-            lines += [f"**{title}** (batch 1, one thread, int8 in/out):", ""]
+            lines += [f"**{title}** {verdict_scope(key)}:", ""]
             lines += [f"- {'PASS' if ok else '**FAIL**'}: {text}" for ok, text in v["lines"]]
             lines.append("")
     pathlib.Path(path).write_text("\n".join(lines))
@@ -96,11 +103,22 @@ def markdown_preamble(results):
              f"on {s['accuracy_samples'] or 'all the'} test samples of each fixture, "
              f"{s['accuracy_samples'] or MICRO_SAMPLES} random inputs per layer bench"]
     kinds = {v["kind"] for v in results["models"].values()}
-    if kinds - {"rnn"}:
+    if kinds == {TFLITE_FILE_KIND}:            # only .tflite files: no Keras, no SQNR
+        lines[-1] = (f"- {s['threads']} thread(s) per runtime, {s['rounds']} interleaved rounds "
+                     f"of ~{s['sample_ms']:g} ms samples per file and batch")
+    if kinds - {"rnn", TFLITE_FILE_KIND}:
         lines += ["- ONNX Runtime int8: tf2onnx `from_tflite` of the same .tflite (QDQ graph, "
                   "CPUExecutionProvider); TFLite builtin: "
                   "`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`; TFLite ref: `BUILTIN_REF` "
                   "(not a deployment peer: shown for scale, no bar)"]
+    if TFLITE_FILE_KIND in kinds:
+        files = [v for v in results["models"].values() if v["kind"] == TFLITE_FILE_KIND]
+        n = sorted({v["accuracy_samples"] for v in files if "accuracy_samples" in v})
+        lines += ["- Your .tflite files: fixnet = `fixnet.load` of the file, `qm.predict` in the "
+                  "file's own input and output types (the baseline of their ratios); TFLite "
+                  "XNNPACK / builtin / ref on the same file and inputs (random codes of each "
+                  "input's type, seeded; floats uniform over a float input's quantized range); "
+                  f"exactness on {'/'.join(map(str, n)) or '?'} such inputs per file"]
     if "rnn" in kinds:
         lines += ["- Recurrent models: TFLite int8 = the committed batch-1 .tflite, one "
                   "`reset_all_variables()` + `invoke()` per sample; TFLite FLOAT = the Keras "

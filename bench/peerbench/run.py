@@ -11,6 +11,7 @@ import tempfile
 
 from .catalog import (BASELINE, COUNTS_WITHIN_DB, DEPLOY_PEERS, FLOAT_KEYS, INT8_KEYS,
                       INT16_KEYS, LABELS, RUNNER_KEYS, TFLITE_FLOAT_KEYS)
+from .file_bench import bench_tflite_file
 from .layer_benches import build_micro
 from .measure import machine_info
 from .model_bench import bench_model
@@ -88,9 +89,14 @@ def run(args, argv=None):
                             "command": command_line(argv),
                             "load_before": load_average()},
                "models": {}}
-    for h5 in ensure_zoo(model_paths(args.models), out):
-        out.print(f"[bold]{h5.stem}[/bold]: building runners ...")
-        m = ModelInputs.fixture(h5, batches, args.accuracy_samples)
+    for path in ensure_zoo(model_paths(args.models), out):
+        if path.suffix == ".tflite":
+            name = file_model_name(path, results["models"])
+            out.print(f"[bold]{name}[/bold] ({path}): fixnet and TFLite on the file ...")
+            results["models"][name] = bench_tflite_file(path, name, args, want, out)
+            continue
+        out.print(f"[bold]{path.stem}[/bold]: building runners ...")
+        m = ModelInputs.fixture(path, batches, args.accuracy_samples)
         results["models"][m.name] = bench_model(m, args, want, out, LABELS)
     run_layer_benches(args, batches, want, out, results)
 
@@ -109,6 +115,13 @@ def run(args, argv=None):
         write_markdown(args.markdown, results, keys, batches)
         out.print(f"wrote {args.markdown}")
     return 0
+
+
+def file_model_name(path, taken):
+    """The report's name of a .tflite file: its file name without .tflite, with its folder's
+    name in front where another model of the run has that name already."""
+    name = path.stem
+    return name if name not in taken else f"{path.parent.name}/{name}"
 
 
 def run_layer_benches(args, batches, want, out, results):

@@ -1,9 +1,9 @@
 """The report of a run as (title, header, rows, notes) tables, which the console and the Markdown
 file both print: per batch size the models (fixtures, then the zoo), the layer benches, the
-recurrent models, and int16 activations side by side with int8 (where those runners ran); and
-the number formats of their cells."""
-from .catalog import (BASELINE, COUNTS_WITHIN_DB, INT8_KEYS, INT16_KEYS, SHORT, TFLITE_FLOAT_KEYS,
-                      ZOO_KIND)
+recurrent models, and int16 activations side by side with int8 (where those runners ran); then
+the .tflite files given on --models (file_tables.py); and the number formats of their cells."""
+from .catalog import (BASELINE, COUNTS_WITHIN_DB, INT8_KEYS, INT16_KEYS, SHORT, TFLITE_FILE_KIND,
+                      TFLITE_FLOAT_KEYS, ZOO_KIND)
 from .text import why as why_text
 
 STAR = (f"`*` after a number: that runtime's SQNR is more than {COUNTS_WITHIN_DB:g} dB below "
@@ -71,8 +71,12 @@ def cell(res, key, batch, what):
 
 def tables(results, keys, batches):
     """The report as (title, header, rows, notes) tables, shared by the console and Markdown."""
+    from .file_tables import tflite_file_tables      # (it imports this module's cells)
+
     out = []
-    models = {k: v for k, v in results["models"].items() if v["kind"] not in ("micro", "rnn")}
+    files = {k: v for k, v in results["models"].items() if v["kind"] == TFLITE_FILE_KIND}
+    models = {k: v for k, v in results["models"].items()
+              if v["kind"] not in ("micro", "rnn", TFLITE_FILE_KIND)}
     # the fixtures (and .h5 paths) first, then the zoo of issue 17 in tables of its own
     groups = [("Models", {k: v for k, v in models.items() if v["kind"] != ZOO_KIND}),
               ("Zoo models (bench/zoo.py, issue 17)",
@@ -81,7 +85,8 @@ def tables(results, keys, batches):
     rnn = {k: v for k, v in results["models"].items() if v["kind"] == "rnn"}
     # columns: the runners that ran or were tried on some model (TFLite FLOAT: recurrent only;
     # the int16 runners: their own table)
-    tried = [k for k in keys if any(k in res["runners"] for res in results["models"].values())]
+    tried = [k for k in keys if any(k in res["runners"] for name, res in results["models"].items()
+                                    if name not in files)]
     int16 = [k for k in tried if k in INT16_KEYS]
     keys = [k for k in tried if k not in INT16_KEYS]
     peers = [k for k in keys if k != BASELINE and k not in TFLITE_FLOAT_KEYS]
@@ -96,6 +101,8 @@ def tables(results, keys, batches):
             out += rnn_tables(rnn, keys, b)
         if int16:
             out += int16_tables(results["models"], b)
+    if files:                       # their own batch sizes (a file may run at batch 1 only)
+        out += tflite_file_tables(files)
     return out
 
 

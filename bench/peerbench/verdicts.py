@@ -1,14 +1,17 @@
 """The bars a run is judged by: issue 9's "Done when" on the CNN and MLP fixtures (and the 3x3
-conv layer bench), issue 17's on the zoo models. Each is a list of (holds, text) lines and the
-numbers behind them."""
+conv layer bench), issue 17's on the zoo models; and the summary of the .tflite files given on
+--models (fixnet on the file / XNNPACK on it, and whether fixnet's outputs are TFLite's
+reference kernels'). Each is a list of (holds, text) lines and the numbers behind them."""
 import math
 import statistics
 
-from .catalog import BASELINE, CONV3X3_BAR_GMACS, FIXTURE_KINDS, SHORT, ZOO_KIND
+from .catalog import (BASELINE, CONV3X3_BAR_GMACS, FIXTURE_KINDS, SHORT, TFLITE_FILE_KIND,
+                      ZOO_KIND)
 
 # results key -> the title of its bars in the report
 VERDICT_TITLES = [("verdicts", 'Issue 9, "Done when"'),
-                  ("verdicts_issue17", "Issue 17's bars, on the zoo models")]
+                  ("verdicts_issue17", "Issue 17's bars, on the zoo models"),
+                  ("verdicts_tflite_files", "Your .tflite files")]
 
 
 def ratio(res, key, batch=1):
@@ -27,6 +30,7 @@ def set_verdicts(results):
     results["verdicts"] = (verdicts(results)
                            if at_1 and kinds & set(FIXTURE_KINDS + ("micro",)) else None)
     results["verdicts_issue17"] = verdicts_issue17(results) if at_1 else None
+    results["verdicts_tflite_files"] = verdicts_tflite_files(results)
 
 
 def verdicts(results, batch=1):
@@ -141,3 +145,47 @@ def _against_xnnpack(models, batch):
                          f" -> {'yes' if not above else 'NO'}"
               + (f" ({len(above)} above: {', '.join(above)})" if above else ""))]
     return numbers, lines
+
+
+def verdicts_tflite_files(results, batch=1):
+    """The .tflite files given on --models: fixnet's outputs equal to TFLite's reference
+    kernels' on every file fixnet runs; fixnet on the file / XNNPACK on it at `batch` per
+    file, their geometric mean <= 1 and none above 1.25x (issue 17's bars, as a yardstick);
+    the files skipped (listed, no line: the report's table of skipped files says why). None
+    without such files."""
+    files = {k: v for k, v in results["models"].items() if v["kind"] == TFLITE_FILE_KIND}
+    if not files:
+        return None
+    ran = {k: v for k, v in files.items() if not v.get("skipped")}
+    lines, out = [], {"files": list(files), "skipped": [k for k in files if k not in ran]}
+    checked = {k: v["exactness"]["tflite_ref"] for k, v in ran.items()
+               if "tflite_ref" in v.get("exactness", {})
+               and "error" not in v["exactness"]["tflite_ref"]}
+    differ = [f"{k} {e['equal']}/{e['total']} (max |diff| {e['max_abs_diff']:g})"
+              for k, e in checked.items() if e["equal"] != e["total"]]
+    unchecked = [k for k in ran if k not in checked]
+    out["exact_vs_ref"], out["differ_from_ref"] = list(checked), differ
+    lines.append((bool(checked) and not differ,
+                  f"fixnet's outputs equal TFLite reference kernels' on every file: "
+                  + ("not measured" if not checked else "yes" if not differ else "NO")
+                  + (f" ({len(checked)} files)" if checked and not differ else "")
+                  + (f" (differ on {len(differ)}/{len(checked)}: {', '.join(differ)})"
+                     if differ else "")
+                  + (f"; not compared on {', '.join(unchecked)}" if unchecked else "")))
+    ratios = {k: ratio(v, "tflite_xnnpack", batch) for k, v in ran.items()}
+    ratios = {k: r for k, r in ratios.items() if r is not None}
+    out["fixnet_over_xnnpack"] = ratios
+    if ratios:
+        geo = math.exp(statistics.fmean(math.log(v) for v in ratios.values()))
+        above = [f"{n} {v:.2f}x" for n, v in ratios.items() if v > 1.25]
+        out.update({"geomean": geo, "above_1.25": above})
+        each = ", ".join(f"{n} {v:.2f}x" for n, v in ratios.items())
+        lines.append((geo <= 1.0, f"fixnet .tflite / XNNPACK at batch {batch}, geometric mean "
+                                  f"over {len(ratios)} files <= 1: {geo:.2f}x -> "
+                                  f"{'yes' if geo <= 1 else 'NO'} ({each})"))
+        lines.append((not above, "no file above 1.25x XNNPACK: "
+                      + ("yes" if not above else f"NO ({', '.join(above)})")))
+    else:
+        lines.append((False, f"fixnet .tflite / XNNPACK at batch {batch}: not measured"))
+    out["lines"] = [(bool(ok), text) for ok, text in lines]
+    return out

@@ -46,6 +46,50 @@ def fixnet_tflite_runner(m, threads=1):
     return r
 
 
+def fixnet_file_runner(m, qm, threads=1):
+    """fixnet on a .tflite file given on --models (`qm`: fixnet.load of it; `m`:
+    TfliteFileInputs), fed what TFLite is fed: the file's own input types (int8 / uint8 codes,
+    or floats that predict quantizes with the file's input scale), outputs in the file's own
+    type (float32 where its outputs mix types). A batch above 1 of a file whose batch axis
+    TFLite cannot resize runs sample by sample, as TFLite's does. The timed calls are run once
+    here (fixnet failing to run the file is then a reason to skip it)."""
+    types = {qm.io_types.get(o, "float32") for o in qm.outputs}
+    output = types.pop() if len(types) == 1 else "float32"
+    oqs = [None if output == "float32" else
+           (float(q.scale), int(q.zero_point) + (128 if output == "uint8" else 0))
+           for q in qm.output_qparams]
+    tkw, tnote = thread_kw(threads)
+    one_input = len(m.specs) == 1
+
+    def predict(xs):
+        return qm.predict(xs[0] if one_input else xs, output=output, **tkw)
+
+    calls = {}
+    for n in m.batches:
+        if n > 1 and m.batch_free is False:
+            calls[n] = _sample_by_sample(predict, m.x[n])
+        else:
+            calls[n] = bind(predict, m.x[n])
+    r = Runner("fixnet_tflite", "fixnet on the .tflite file (fixnet.load)", calls,
+               f"qm.predict(x, output='{output}'{tnote}), x in the file's input type",
+               oqs[0] if len(oqs) == 1 else oqs)
+    for n in m.timed:
+        r.calls[n]()
+    return r
+
+
+def _sample_by_sample(predict, xs):
+    """predict on every sample of `xs` (a list, one array per input) in turn, concatenated."""
+    samples = [[np.ascontiguousarray(x[i:i + 1]) for x in xs] for i in range(xs[0].shape[0])]
+
+    def run():
+        ys = [predict(s) for s in samples]
+        if isinstance(ys[0], (list, tuple)):
+            return [np.concatenate([y[j] for y in ys]) for j in range(len(ys[0]))]
+        return np.concatenate(ys)
+    return run
+
+
 def thread_kw(threads):
     """predict's thread keyword and its note: the same thread budget as the peers
     (num_threads left out at 1: the call as users make it)."""
