@@ -66,16 +66,23 @@ class ErrorReport:
     layers that gain most), for each layer that could run int16, the model's output SQNR with
     that layer alone moved to int16 and the gain over the model as it is (a model quantized in
     this process only: a .fxn file has no calibration to re-quantize from).
+
+    Without a float network (a .tflite or .fxn file: ``reference`` "layer"), sqnr_db and clipped
+    are each layer's own share instead, where it can be taken: its int8 output against the same
+    layer computed exactly (no rounding, the fused activation's bounds only) from its dequantized
+    int8 inputs and weights (see local_records); the layers whose output is a requantized
+    accumulator (dense, conv, depthwise, affine, average pooling...) have one.
     """
 
-    def __init__(self, records, widened=(), internal=(), adjust=()):
+    def __init__(self, records, widened=(), internal=(), adjust=(), reference="model"):
         self.records = records
         self.widened = list(widened)
         self.internal = list(internal)
         self.adjust = list(adjust)
+        self.reference = reference
 
     def to_dict(self):
-        return {"layers": [dict(r) for r in self.records],
+        return {"reference": self.reference, "layers": [dict(r) for r in self.records],
                 "widened_channels": [dict(r) for r in self.widened],
                 "internal": [dict(r) for r in self.internal],
                 "adjust": [dict(r) for r in self.adjust]}
@@ -93,7 +100,10 @@ class ErrorReport:
                  f(100 * r["clipped"], ".3f") if r["clipped"] is not None else "",
                  r["saturated"], f(r["headroom_bits"], ".1f"), f(r["weight_range_use"], ".2f"))
                 for r in self.records]
-        text = render_table("quantization error by layer",
+        title = ("quantization error by layer" if self.reference == "model" else
+                 "quantization error by layer (no float model: SQNR and clipped % are each "
+                 "layer's own, against its exact computation on its dequantized int8 inputs)")
+        text = render_table(title,
                             ["layer", "op", "type", "SQNR dB", "clipped %", "saturated",
                              "headroom bits", "weight range use"], rows)
         if self.adjust:
@@ -164,6 +174,7 @@ def error_report(qm, float_graph, x):
     bounds = {}
     for b in qm.overflow_bounds():
         bounds.setdefault((b.layer, b.op), b)
+    local = {} if float_graph is not None else local_records(qm, ints)
     records, internal = [], []
     for s, c in zip(qm.steps, check):
         if hasattr(s, "internal_values"):
@@ -176,6 +187,8 @@ def error_report(qm, float_graph, x):
             sqnr = sqnr_db(ref, qp.dequantize(ints[t]))
             lo, hi = qp.real_range
             clipped = float(np.mean((ref < lo - qp.scale / 2) | (ref > hi + qp.scale / 2)))
+        elif s.name in local:
+            sqnr, clipped = local[s.name]
         b = bounds.get((s.layer, s.op))
         w = getattr(s, "w_q", None)
         use = None
@@ -193,7 +206,76 @@ def error_report(qm, float_graph, x):
     calibrated = getattr(qm, "calibrated", None)
     if calibrated is not None and float_graph is not None:
         adjust = calibrated.int16_gains(qm, xs)
-    return ErrorReport(records, widened_channels(qm), internal, adjust)
+    return ErrorReport(records, widened_channels(qm), internal, adjust,
+                       reference="model" if float_graph is not None else "layer")
+
+
+def local_records(qm, ints):
+    """{step name: (SQNR dB, clipped share)} of the steps of a model without a float network
+    that can be recomputed exactly from their dequantized int8 inputs:
+
+    - a step whose output is a requantized accumulator (``accumulators`` and per-channel or
+      scalar ``m0``/``shift``: dense, conv, depthwise, affine, global average pooling...): the
+      exact value acc * M (M = m0 * 2^(shift - 31), the multiplier the step applies; acc the
+      exact integer sum of the inputs times the weights, around their zero points);
+    - an elementwise add, subtract, multiply, average, maximum or minimum of two tensors: the
+      same operation on their dequantized values.
+
+    Each against the step's rounded output, relative to the output zero point. The exact value
+    is clamped only where act_min/act_max are tighter than the output type's range, or act_min
+    is real 0 (a fused ReLU/ReLU6: the model's, not quantization's); the type's own bounds are
+    quantization's: what lies beyond them counts as clipped (so a ReLU6 whose range is exactly
+    [0, 6] counts its cut as clipping). ``ints``: every tensor's integers on the report's
+    inputs."""
+    out = {}
+    for s in qm.steps:
+        if len(s.outputs) != 1:
+            continue
+        y = ints[s.outputs[0]]
+        qp = qm.tensors[s.outputs[0]].qparams
+        p = getattr(s, "params", None)
+        if s.op in _BINARY and len(s.inputs) == 2 and isinstance(p, dict) and all(
+                k in p for k in ("out_zp", "act_min", "act_max")):
+            a, b = (qm.tensors[t].qparams.dequantize(ints[t]) for t in s.inputs)
+            try:
+                real = _BINARY[s.op](a, b)
+            except ValueError:
+                continue
+            if real.size == y.size:
+                out[s.name] = _local(p["out_zp"] + real.reshape(y.shape) / qp.scale,
+                                     p["act_min"], p["act_max"], y, p["out_zp"], qp.scale)
+            continue
+        if not all(hasattr(s, a) for a in ("accumulators", "m0", "shift", "act_min", "act_max",
+                                            "out_zp")):
+            continue
+        try:
+            acc = np.asarray(s.accumulators([ints[t] for t in s.inputs]), np.float64)
+        except (AttributeError, TypeError, ValueError, NotImplementedError):
+            continue
+        m = np.asarray(s.m0, np.float64) * np.exp2(np.asarray(s.shift, np.float64) - 31.0)
+        if acc.size != y.size or m.size == 0 or (m.size > 1 and m.size != y.shape[-1]):
+            continue
+        exact = s.out_zp + acc.reshape(y.shape) * (m if m.size > 1 else float(m.reshape(-1)[0]))
+        out[s.name] = _local(exact, s.act_min, s.act_max, y, s.out_zp, qp.scale)
+    return out
+
+
+# the elementwise binary steps local_records recomputes on their dequantized inputs
+_BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply,
+           "average": lambda a, b: (a + b) / 2, "maximum": np.maximum, "minimum": np.minimum}
+
+
+def _local(exact, act_min, act_max, y, out_zp, scale):
+    """(SQNR dB, clipped share) of integer output ``y`` against the exact codes ``exact``
+    around zero point ``out_zp`` (see local_records for which bounds are the model's)."""
+    qmin, qmax = np.iinfo(y.dtype).min, np.iinfo(y.dtype).max
+    lo = act_min if act_min > qmin or act_min == out_zp else -np.inf
+    hi = act_max if act_max < qmax else np.inf
+    exact = np.clip(exact, lo, hi)
+    clipped = float(np.mean((exact < qmin - 0.5) | (exact > qmax + 0.5)))
+    ref = (exact - out_zp) * scale
+    got = (y.astype(np.float64) - out_zp) * scale
+    return float(sqnr_db(ref, got)), clipped
 
 
 def _internal_records(step, ins, floats):

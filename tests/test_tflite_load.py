@@ -246,3 +246,46 @@ def test_edited_files_in_shapes_older_converters_wrote_give_tflite_reference_out
     got = qm.predict(x, output="int8")
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(qm.predict_oracle(x), got)
+
+
+def test_report_without_a_float_model_gives_each_layers_own_error_from_the_files_numbers():
+    """qm.report on a .tflite (no float network): a FULLY_CONNECTED's SQNR is its int8 output
+    against the same layer in float from the file's own numbers (dequantized input, weights
+    and bias with their scales, ReLU), computed here independently of fixnet's folded biases
+    and multipliers."""
+    from fixnet.metrics import sqnr_db
+    from fixnet.tflite import read_tflite
+
+    path = os.path.join(os.path.dirname(EDGE), "mlp_seq_k3.int8io.tflite")
+    qm = fixnet.load(path)
+    x = np.load(fixture_path("mlp_seq_k3", ".npz"))["x_test"][:200]
+    report = qm.report(x)
+    assert report.reference == "layer" and report.to_dict()["reference"] == "layer"
+    assert "no float model" in str(report)
+    rec = {r["tensor"]: r for r in report}
+
+    m = read_tflite(path)
+    op = m.operators[0]
+    assert op.op == "FULLY_CONNECTED" and op.options["fused_activation_function"] == "RELU"
+    (xi, wi, bi), (yi,) = op.inputs[:3], op.outputs
+    q = {i: m.tensors[i].quantization for i in (xi, wi, bi, yi)}
+    xq = qm.tensors[qm.inputs[0]].qparams.quantize(x)
+    x_real = (xq.astype(np.float64) - q[xi].zero_point[0]) * q[xi].scale[0]
+    w_real = m.tensors[wi].data.astype(np.float64) * q[wi].scale[:, None]
+    b_real = m.tensors[bi].data.astype(np.float64) * q[bi].scale
+    want_real = np.maximum(x_real @ w_real.T + b_real, 0.0)
+    name = m.tensors[yi].name
+    # the layer's int8 output, as the report saw it: run the first step alone on the input
+    step = qm.steps[0]
+    assert step.outputs == [name]
+    y = step.oracle([xq])[0].reshape(len(x), -1)
+    y_real = (y.astype(np.float64) - q[yi].zero_point[0]) * q[yi].scale[0]
+    want = float(sqnr_db(want_real, y_real))
+    assert rec[name]["sqnr_db"] == pytest.approx(want, abs=0.05)
+    assert 30 < want < 60 and rec[name]["clipped"] == pytest.approx(
+        float(np.mean(want_real > (127 - q[yi].zero_point[0] + 0.5) * q[yi].scale[0])))
+    # every weighted layer and the elementwise ones have their own figure; softmax has none
+    for r in report:
+        assert (r["sqnr_db"] is not None) == (r["op"] in ("dense", "conv2d", "depthwise_conv2d",
+                                                          "add", "rescale",
+                                                          "global_average_pool")), r
