@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from . import layouts
-from .errors import ArgumentError, FixnetError
+from .errors import ArgumentError
 from .html_plots import HIST_BINS, Plots, activation_hist, bar_chart, weight_hist
 from .html_plots import load_matplotlib as _matplotlib  # noqa: F401  (cli/report.py asks it)
 from .metrics import sqnr_db
@@ -90,11 +90,33 @@ def _fmt_db(v):
     return "n/a" if v is None else ("exact" if v == float("inf") else f"{v:.1f} dB")
 
 
-def conclusion_line(costs, records):
-    """One sentence naming the layer that adds the most quantization noise."""
+def local_costs(qm, records):
+    """layer_costs for a model without a float network: per layer (its steps grouped), the
+    noise power of its own (10^(-SQNR/10) of the records' layer-local SQNR, the largest of its
+    steps'); sqnr_in None, sqnr_out that SQNR."""
+    by_layer = {}
+    for r in records:
+        if r["sqnr_db"] is not None:
+            by_layer.setdefault(r["layer"], []).append(r)
+    out = []
+    for layer, rs in by_layer.items():
+        worst = max(rs, key=lambda r: _noise(r["sqnr_db"]))
+        out.append({"layer": layer, "ops": [r["op"] for r in rs], "sqnr_in": None,
+                    "sqnr_out": worst["sqnr_db"], "noise_added": _noise(worst["sqnr_db"])})
+    return out
+
+
+def conclusion_line(costs, records, local=False):
+    """One sentence naming the layer that adds the most quantization noise (``local``: of its
+    own, from layer-local SQNRs: a model without a float network)."""
     if not costs:
         return "no layer has an SQNR to compare (no float model?)"
     worst = max(costs, key=lambda c: c["noise_added"])
+    if local:
+        return (f"layer '{worst['layer']}' ({'+'.join(worst['ops'])}) adds the most quantization "
+                f"noise of its own: {_fmt_db(worst['sqnr_out'])} SQNR against its exact "
+                f"computation on its dequantized int8 inputs ({100 * worst['noise_added']:.3g}% "
+                "noise power relative to the signal)")
     if worst["noise_added"] <= 0:
         return ("no layer adds measurable quantization noise: every int8 tensor equals the "
                 "float one on this data")
@@ -116,7 +138,8 @@ def conclusion_line(costs, records):
 
 def _activation_histograms(qm, xs, wanted):
     """{tensor: (counts, edges, vmin, vmax)} of the float model's values of the ``wanted``
-    tensors on inputs ``xs`` (bins spanning both the values and the tensor's int8 range)."""
+    tensors on inputs ``xs`` (bins spanning both the values and the tensor's int8 range); for
+    a model without a float network, of its dequantized int8 values."""
     from . import reference
     hists = {}
 
@@ -132,13 +155,26 @@ def _activation_histograms(qm, xs, wanted):
             edges = np.linspace(edges[0] - 1, edges[0] + 1, HIST_BINS + 1)
         hists[t] = (np.histogram(v, edges)[0], edges, vmin, vmax)
 
-    reference.run(qm.float_graph, [np.asarray(x, np.float64) for x in xs], observe=observe)
+    if getattr(qm, "float_graph", None) is not None:
+        reference.run(qm.float_graph, [np.asarray(x, np.float64) for x in xs], observe=observe)
+        return hists
+    # no float model: the int8 values themselves, dequantized (the oracle's, bit-identical)
+    vals = {t: (x if x.dtype.kind == "i" else qm.tensors[t].qparams.quantize(x))
+            for t, x in zip(qm.inputs, xs)}
+    lengths = qm.lengths_of(xs)
+    shapes = qm.shapes_for(lengths)
+    for s in qm.steps_for(lengths):
+        for t, o in zip(s.outputs, s.oracle([vals[t] for t in s.inputs])):
+            vals[t] = o.reshape((o.shape[0],) + shapes[t])
+            observe(t, qm.tensors[t].qparams.dequantize(vals[t]))
     return hists
 
 
 def _float_kernels(qm):
     """{tensor: float kernel} of the float graph's weighted nodes, keyed by output tensor."""
     out = {}
+    if getattr(qm, "float_graph", None) is None:
+        return out
     for n in qm.float_graph.nodes:
         k = n.weights.get("kernel")
         if k is not None:
@@ -279,10 +315,7 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
     None: ``auto_samples(qm)``, e.g. all of a small model's, 16 of a 96x96 MobileNetV2's).
     ``float_model``, ``eval_x`` [, ``labels``]: output-level numbers on the evaluation data.
     ``details``: [(label, value)] shown at the top (files, options)."""
-    if getattr(qm, "float_graph", None) is None:
-        raise FixnetError(f"{qm.source or qm.name}: the report compares the int8 network with "
-                          "its float model: quantize the Keras model (a .fxn file has no float "
-                          "weights)")
+    float_free = getattr(qm, "float_graph", None) is None
     plots = Plots()
     xs = qm._check_inputs(x)
     xs = _first(xs, max_samples or auto_samples(qm, lengths=qm.lengths_of(xs)))
@@ -291,17 +324,21 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
     records = rep.records
     input_sqnr = {t: float(sqnr_db(v, qm.tensors[t].qparams.dequantize(
         qm.tensors[t].qparams.quantize(v)))) for t, v in zip(qm.inputs, xs) if v.dtype != np.int8}
-    costs = layer_costs(qm, records, input_sqnr)
-    conclusion = conclusion_line(costs, records)
+    if float_free:
+        costs = local_costs(qm, records)
+        conclusion = conclusion_line(costs, records, local=True)
+    else:
+        costs = layer_costs(qm, records, input_sqnr)
+        conclusion = conclusion_line(costs, records)
     worst = max(costs, key=lambda c: c["noise_added"])["layer"] if costs else None
     outputs = []
     if eval_x is not None and float_model is not None:
         outputs = output_metrics(qm, float_model, eval_x, labels)
 
-    parts = _head(title or qm.name, details, n, conclusion)
+    parts = _head(title or qm.name, details, n, conclusion, local=float_free)
     parts += _outputs_section(outputs)
-    parts += _layers_section(records, worst)
-    parts += _summary_plots(plots, records, n)
+    parts += _layers_section(records, worst, local=float_free)
+    parts += _summary_plots(plots, records, n, local=float_free)
     parts += _internal_section(rep)
     parts += _widened_section(rep)
     parts += _weights_section(plots, qm)
@@ -310,7 +347,7 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
     return HtmlReport("\n".join(parts), conclusion, rep, costs, outputs, dict(plots.count), n)
 
 
-def _head(title, details, n, conclusion):
+def _head(title, details, n, conclusion, local=False):
     """The page head, the details table and the conclusion."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>fixnet report: {html.escape(title)}</title><style>{_CSS}</style></head><body>",
@@ -319,6 +356,12 @@ def _head(title, details, n, conclusion):
     parts.append("<table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                                      for k, v in info) + "</table>")
     parts.append(f'<p class="conclusion" id="conclusion">{html.escape(conclusion)}</p>')
+    if local:
+        parts.append('<p class="note">No float model (a .tflite or .fxn file): each layer\'s SQNR is '
+                     'its own, its int8 output against the same layer computed exactly from its '
+                     'dequantized int8 inputs and weights; the layer named adds the most noise '
+                     'power (10^(-SQNR/10)) of its own.</p>')
+        return parts
     parts.append('<p class="note">The layer named is the one adding the most quantization noise '
                  'power (10^(-SQNR/10) against the float model) between its input and its output; '
                  'a Keras layer\'s steps (e.g. a Dense and its softmax) count together.</p>')
@@ -340,7 +383,7 @@ def _outputs_section(outputs):
     return parts
 
 
-def _layers_section(records, worst):
+def _layers_section(records, worst, local=False):
     """The per-layer table, the worst layer marked."""
     parts = []
     parts.append("<h2>Per layer</h2>")
@@ -354,8 +397,12 @@ def _layers_section(records, worst):
                          "max |accumulator|", "headroom bits", "weight range use", "scale",
                          "zero point"], rows,
                         row_class=lambda i: "worst" if records[i]["layer"] == worst else ""))
-    parts.append('<p class="note">SQNR: float model vs dequantized int8 tensor, error accumulated '
-                 'from the input. Clipped: share of float values outside the tensor\'s int8 range. '
+    first = ('SQNR: the layer\'s own, its exact computation on its dequantized int8 inputs vs its '
+             'int8 output (no float model). Clipped: share of exact values outside the '
+             'tensor\'s int8 range. ' if local else
+             'SQNR: float model vs dequantized int8 tensor, error accumulated '
+             'from the input. Clipped: share of float values outside the tensor\'s int8 range. ')
+    parts.append('<p class="note">' + first +
                  'Saturated: int8 outputs the clamp cut. Headroom: bits below 2^31 of the worst '
                  'int32 accumulator over all inputs (static proof). Weight range use: mean over '
                  'channels of max|w_q|/127.'
@@ -365,12 +412,13 @@ def _layers_section(records, worst):
     return parts
 
 
-def _summary_plots(plots, records, n):
+def _summary_plots(plots, records, n, local=False):
     """Bar charts of SQNR, headroom and saturations per layer."""
     parts = []
     labels_ = [f"{r['layer']}" + (f" ({r['op']})" if r["op"] not in r["layer"] else "") for r in records]
     parts.append("<h2>Summary plots</h2><div class='grid'>")
     parts.append(bar_chart(plots, labels_, [r["sqnr_db"] for r in records],
+                            "each layer's own SQNR (no float model)" if local else
                             "SQNR against the float model per layer", "dB", "#4878a8"))
     hr = [(lab, r["headroom_bits"]) for lab, r in zip(labels_, records) if r["headroom_bits"] is not None]
     if hr:

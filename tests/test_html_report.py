@@ -136,12 +136,19 @@ def test_weight_ranges_marked_are_the_ones_the_int8_weights_use(cnn):
         assert np.all(np.abs(w - k) <= ranges / 127 * 0.5 * (1 + 1e-4))
 
 
-def test_report_refuses_a_model_without_its_float_graph(mlp, tmp_path):
+def test_report_of_a_model_without_its_float_graph_gives_each_layers_own_error(mlp, tmp_path):
+    """A .fxn file has no float graph: the page says so, and each layer's SQNR is its own
+    (ErrorReport reference "layer"); the worst layer named is the one with the lowest."""
     fm, qm, x, d = mlp
     qm.save(str(tmp_path / "m.fxn"))
     q2 = fixnet.load(str(tmp_path / "m.fxn"))
-    with pytest.raises(FixnetError, match="m.fxn.*float model"):
-        html_report(q2, x)
+    rep = html_report(q2, x)
+    assert rep.to_dict()["reference"] == "layer"
+    assert "No float model" in rep.html and "of its own" in rep.conclusion
+    layers = [r for r in rep.to_dict()["layers"] if r["sqnr_db"] is not None]
+    assert {r["op"] for r in layers} >= {"dense"}
+    worst = min(layers, key=lambda r: r["sqnr_db"])
+    assert f"'{worst['layer']}'" in rep.conclusion
 
 
 def test_missing_matplotlib_is_one_line_naming_the_extra(monkeypatch):
@@ -215,12 +222,29 @@ def test_fixnet_report_errors_are_one_line(tmp_path):
     _one_line_error(_cli(["report", MLP, "--calib", calib, "--eval", MLP_NPZ + ":x_calib",
                           "--eval-labels", MLP_NPZ + ":y_test", "--html", html], tmp_path), 1,
                     "--eval-labels", "y_test")
-    # a .fxn file: the report needs the float model
+    # a .fxn file has no float model: quantization options and labels need the Keras file
     fm = fixnet.load(MLP)
     fm.quantize(np.load(MLP_NPZ)["x_calib"], progress=False).save(str(tmp_path / "m.fxn"))
-    _one_line_error(_cli(["report", str(tmp_path / "m.fxn"), "--calib", calib, "--html", html],
-                         tmp_path), 1, "m.fxn", "float model")
+    _one_line_error(_cli(["report", str(tmp_path / "m.fxn"), "--calib", calib, "--html", html,
+                          "--method", "mse"], tmp_path), 2, "m.fxn", "--method", "Keras model")
     # an output folder that does not exist: a usage error (exit 2) before the work, as in every command
     _one_line_error(_cli(["report", MLP, "--calib", calib, "--html",
                           str(tmp_path / "no" / "r.html")], tmp_path), 2, "--html")
     assert not os.path.exists(html)
+
+
+def test_fixnet_report_of_a_tflite_file(tmp_path):
+    """`fixnet report model.tflite`: no quantization (the file's own), the page and the JSON
+    with each layer's own SQNR, the conclusion naming a layer."""
+    from conftest import fixture_path
+    tfl = fixture_path("tflite/mlp_seq_k3.int8io", ".tflite")
+    out, js = tmp_path / "r.html", tmp_path / "r.json"
+    r = _cli(["report", tfl, "--calib", fixture_path("mlp_seq_k3", ".npz") + ":x_test", "--html",
+              str(out), "--json", str(js)], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "adds the most quantization noise of its own" in r.stdout
+    d = json.loads(js.read_text())
+    assert d["reference"] == "layer" and d["outputs"] == []
+    dense = [l for l in d["layers"] if l["op"] == "dense"]
+    assert len(dense) == 3 and all(20 < l["sqnr_db"] < 80 for l in dense)
+    assert "No float model" in out.read_text()

@@ -3,12 +3,15 @@ int8 network lost against the float one: per-layer SQNR, weight and activation h
 the int8 ranges, clipped tails, accumulator headroom, saturations, dead channels, and a
 conclusion line naming the layer that costs the most.
 
-The page needs no network to be viewed (plots are inline SVG and PNG data). It needs the
-float model, so MODEL is a Keras file, not a .fxn."""
+The page needs no network to be viewed (plots are inline SVG and PNG data). MODEL is a Keras
+file (quantized here with --calib, compared with its float model), or an int8 file without a
+float model (a .tflite or .fxn): then --calib is only the data the numbers are measured on, and
+each layer's SQNR is its own: its int8 output against the same layer computed exactly from its
+dequantized int8 inputs and weights."""
 import json
 import os
 
-from ..errors import DataFileError, ModelFileError
+from ..errors import DataFileError
 from ..fileio import write_atomically
 from . import UsageError
 from .common import finite_float, positive_int
@@ -22,9 +25,11 @@ METHODS = ("auto", "minmax", "percentile", "mse", "entropy")
 
 
 def add_arguments(p):
-    p.add_argument("model", help="a Keras .h5 or .keras file, or an architecture .json with --weights")
+    p.add_argument("model", help="a Keras .h5 or .keras file, an architecture .json with "
+                                 "--weights, or an int8 .tflite or .fxn file (no float model)")
     p.add_argument("--calib", required=True, metavar="DATA",
-                   help="calibration data: .npy, .npz (file.npz:name) or a folder of images")
+                   help="calibration data: .npy, .npz (file.npz:name) or a folder of images "
+                        "(for a .tflite or .fxn file: the data the numbers are measured on)")
     p.add_argument("--html", required=True, metavar="OUT", help="the HTML file to write")
     p.add_argument("--eval", metavar="DATA",
                    help="evaluation data: the per-layer numbers are measured on it (instead of "
@@ -48,13 +53,13 @@ def add_arguments(p):
     p.add_argument("--json", metavar="OUT", help="also write the numbers behind the page as JSON")
 
 
-def _load_float_model(args):
-    import fixnet
-    from ..fxn import is_fxn_file
+QUANTIZING = {"method": "auto", "no_bias_correction": False, "weight_rounding": "adaptive",
+              "input_range": None}
 
-    if args.weights is None and os.path.isfile(args.model) and is_fxn_file(args.model):
-        raise ModelFileError(f"{args.model}: a .fxn file holds only the int8 network; the report "
-                             "compares it with the float model: give the Keras file")
+
+def _load_model(args):
+    """The FloatModel of a Keras file, or the QuantizedModel of an int8 file (.tflite, .fxn)."""
+    import fixnet
     return fixnet.load(args.model, args.weights)
 
 
@@ -80,10 +85,21 @@ def run(args):
         if path:
             check_output_path(path, opt, inputs)
     _matplotlib()                       # fail early, before the work, when matplotlib is missing
-    fm = _load_float_model(args)
-    names = list(fm.graph.inputs)
-    calib = read_data(args.calib, fm.input_shapes, names, what="--calib")
-    ev = read_data(args.eval, fm.input_shapes, names, what="--eval") if args.eval else None
+    from ..runtime import QuantizedModel
+    model = _load_model(args)
+    int8_file = isinstance(model, QuantizedModel)
+    if int8_file:
+        set_ = [f"--{k.replace('_', '-')}" for k, v in QUANTIZING.items() if getattr(args, k) != v]
+        if set_ or args.eval_labels:
+            raise UsageError(f"{args.model}: an int8 file without a float model; these "
+                             "options need the Keras model: "
+                             + ", ".join(set_ + (["--eval-labels"] if args.eval_labels else [])))
+        names = list(model.inputs)
+        shapes = model.input_shapes
+    else:
+        names, shapes = list(model.graph.inputs), model.input_shapes
+    calib = read_data(args.calib, shapes, names, what="--calib")
+    ev = read_data(args.eval, shapes, names, what="--eval") if args.eval else None
     labels = _read_labels(args.eval_labels) if args.eval_labels else None
     if labels is not None:
         n_eval = (ev[0] if isinstance(ev, list) else ev).shape[0]
@@ -91,15 +107,23 @@ def run(args):
             raise DataFileError(f"--eval-labels {args.eval_labels}: {labels.shape[0]} labels for "
                                 f"{n_eval} samples in --eval {args.eval}")
 
-    qm = fm.quantize(calib, method=args.method, bias_correction=not args.no_bias_correction,
-                     weight_rounding=args.weight_rounding,
-                     input_range=tuple(args.input_range) if args.input_range else None)
     first = calib[0] if isinstance(calib, list) else calib
-    details = [("model", os.path.abspath(args.model)),
-               ("calibration data", f"{args.calib} ({first.shape[0]} samples)"),
-               ("quantization", f"method {args.method}, weight rounding {args.weight_rounding}, "
-                                f"bias correction {'off' if args.no_bias_correction else 'on'}"
-                + (f", input range {args.input_range}" if args.input_range else ""))]
+    if int8_file:
+        qm, fm = model, None
+        details = [("model", os.path.abspath(args.model)),
+                   ("data", f"{args.calib} ({first.shape[0]} samples)"),
+                   ("quantization", "the file's own (no float model: each layer's SQNR is its "
+                                    "own)")]
+    else:
+        fm = model
+        qm = fm.quantize(calib, method=args.method, bias_correction=not args.no_bias_correction,
+                         weight_rounding=args.weight_rounding,
+                         input_range=tuple(args.input_range) if args.input_range else None)
+        details = [("model", os.path.abspath(args.model)),
+                   ("calibration data", f"{args.calib} ({first.shape[0]} samples)"),
+                   ("quantization", f"method {args.method}, weight rounding {args.weight_rounding}, "
+                                    f"bias correction {'off' if args.no_bias_correction else 'on'}"
+                    + (f", input range {args.input_range}" if args.input_range else ""))]
     if ev is not None:
         e0 = ev[0] if isinstance(ev, list) else ev
         details.append(("evaluation data", f"{args.eval} ({e0.shape[0]} samples)"
