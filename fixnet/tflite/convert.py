@@ -33,6 +33,9 @@ What maps where (TFLite op -> fixnet step):
   cropping H and W -> crop; TILE -> tile; RESIZE_NEAREST_NEIGHBOR by whole factors ->
   upsample_nearest; RESIZE_BILINEAR -> TfliteResizeBilinearStep (TFLite's integer rule).
 * DEQUANTIZE -> float NEG (and views) -> QUANTIZE inside the model -> one lookup table.
+* SLICE, STRIDED_SLICE that is not a crop, SPLIT, SPLIT_V, UNPACK, GATHER with constant
+  indices, DEPTH_TO_SPACE, SPACE_TO_DEPTH, REVERSE_V2 -> one TfliteGatherStep per output (a
+  static index map of one sample's codes; fixnet/tflite/op_rules_gather.py).
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
 * PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the
@@ -49,6 +52,7 @@ from ..errors import UnsupportedLayerError
 from ..quant.qparams import QParams
 from ..step import TensorSpec
 from .op_rules import OpRules, _f32, _fault, _Fault
+from .op_rules_gather import GatherRules
 from .op_rules_layout import LayoutRules
 
 # ops that compute only shapes (int32 tensors feeding RESHAPE's shape operand): constants here
@@ -72,7 +76,7 @@ class TfliteParts:
     io_types: dict = field(default_factory=dict)    # fixnet tensor -> "int8" | "uint8" | "float32"
 
 
-class Converter(OpRules, LayoutRules):
+class Converter(OpRules, GatherRules, LayoutRules):
     def __init__(self, model):
         self.m = model
         self.steps = []

@@ -231,3 +231,30 @@ class TfliteTileStep(Step):
     def oracle(self, ins):
         x = np.asarray(ins[0]).reshape((-1,) + self.shape)
         return [np.tile(x, (1,) + self.multiples)]
+
+
+class TfliteGatherStep(Step):
+    """A static rearrangement of one sample's codes: output element j is input element
+    ``index[j]`` (both flattened per sample; the batch axis untouched). TFLite's operators that
+    only move codes along the sample axes (SLICE, STRIDED_SLICE with strides or shrinking,
+    SPLIT, SPLIT_V, UNPACK, GATHER with constant indices, DEPTH_TO_SPACE, SPACE_TO_DEPTH,
+    REVERSE_V2) become one of these, their index map computed once by applying the operator to
+    the element numbers (fixnet/tflite/op_rules_gather.py). One np.take per call."""
+    op = "gather_codes"
+
+    def __init__(self, name, layer, inputs, outputs, index, in_size):
+        super().__init__(name, layer, inputs, outputs)
+        self.index = np.ascontiguousarray(index, np.int64).reshape(-1)
+        self.in_size = int(in_size)
+        if self.index.size and (self.index.min() < 0 or self.index.max() >= self.in_size):
+            raise ValueError(f"gather step '{name}': an index outside the {self.in_size} "
+                             "values of a sample")
+
+    def bind(self, bufs):
+        x = bufs[self.inputs[0]].reshape(-1, self.in_size)
+        y = bufs[self.outputs[0]].reshape(-1, self.index.size)
+        return lambda: np.take(x, self.index, axis=1, out=y)
+
+    def oracle(self, ins):
+        x = np.asarray(ins[0])
+        return [x.reshape(-1, self.in_size)[:, self.index]]
