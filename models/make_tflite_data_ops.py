@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Small int8 .tflite models of TFLite's data-movement operators (SLICE, STRIDED_SLICE with
 strides and shrinking, SPLIT, SPLIT_V, UNPACK, GATHER, DEPTH_TO_SPACE, SPACE_TO_DEPTH,
-REVERSE_V2), each after a 1x1 convolution on scikit-learn's digits, converted by TFLite's
+REVERSE_V2; PADV2), each after a 1x1 convolution on scikit-learn's digits, converted by TFLite's
 converter (full-integer int8, int8 I/O) with TFLite's outputs on the test digits.
 
 Run by hand, never in CI, with a Python that has tensorflow 2.21, tf_keras and scikit-learn::
@@ -37,6 +37,8 @@ def cases(tf):
         "depth_to_space": (8, lambda t: [tf.nn.depth_to_space(t, 2)]),
         "space_to_depth": (3, lambda t: [tf.nn.space_to_depth(t, 2)]),
         "reverse": (4, lambda t: [tf.reverse(t, axis=[2])]),
+        "padv2": (4, lambda t: [tf.pad(t, [[0, 0], [1, 2], [2, 1], [0, 0]],
+                                       constant_values=0.75)]),
     }
 
 

@@ -416,11 +416,18 @@ class OpRules:
 
     def op_pad(self, op):
         """PAD with the zero point over H and W of NHWC, or over L of a rank-3 [N, L, C] tensor
-        (held as (L, 1, C))."""
+        (held as (L, 1, C)); PADV2 likewise with its constant's code."""
         x, y = op.inputs[0], op.outputs[0]
         x_qp = self.qparams(x)
         if x_qp != self.qparams(y):
             _fault("input and output are quantized differently")
+        value = x_qp.zero_point
+        if op.op == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            c = self.constant(op.inputs[2], "constant value").reshape(-1)
+            if (c.size != 1 or c.dtype not in (np.int8, np.uint8)
+                    or self.qparams(op.inputs[2]) != x_qp):
+                _fault("its constant value is not one code quantized as the input")
+            value = int(c[0]) - (128 if c.dtype == np.uint8 else 0)
         p = self.constant(op.inputs[1], "paddings").astype(np.int64)
         rank = len(self.tensor(x).shape)
         if rank == 3 and p.shape == (3, 2):
@@ -429,8 +436,10 @@ class OpRules:
             _fault(f"paddings {p.tolist()}: only the H and W axes of NHWC (L of a rank-3 tensor)")
         pads = ((int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1])))
         self.steps.append(PadStep(self.names[y], self.layer_name(y), [self.name_of(x)],
-                                  [self.define(y)], pads, x_qp.zero_point,
+                                  [self.define(y)], pads, value,
                                   self.nhwc(x, rank3=True), self.nhwc(y, rank3=True)))
+
+    op_padv2 = op_pad
 
     def op_concatenation(self, op):
         """TFLite's int8 CONCATENATION keeps every input's scale and zero point equal to the
