@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Small int8 .tflite models of TFLite's data-movement operators (SLICE, STRIDED_SLICE with
 strides and shrinking, SPLIT, SPLIT_V, UNPACK, GATHER, DEPTH_TO_SPACE, SPACE_TO_DEPTH,
-REVERSE_V2; PADV2), each after a 1x1 convolution on scikit-learn's digits, converted by TFLite's
+REVERSE_V2; PADV2; and PRELU), each after a 1x1 convolution on scikit-learn's digits, converted by TFLite's
 converter (full-integer int8, int8 I/O) with TFLite's outputs on the test digits.
 
 Run by hand, never in CI, with a Python that has tensorflow 2.21, tf_keras and scikit-learn::
@@ -39,6 +39,9 @@ def cases(tf):
         "reverse": (4, lambda t: [tf.reverse(t, axis=[2])]),
         "padv2": (4, lambda t: [tf.pad(t, [[0, 0], [1, 2], [2, 1], [0, 0]],
                                        constant_values=0.75)]),
+        # not data movement: Keras' PReLU (one slope per element, and one per channel) after a
+        # convolution without ReLU, so both branches are taken
+        "prelu": (4, "prelu"),
     }
 
 
@@ -51,11 +54,17 @@ def digits():
 
 def build(tf, channels, fn):
     inp = tf.keras.Input((8, 8, 1))
-    t = tf.keras.layers.Conv2D(channels, 1, activation="relu", kernel_initializer=
+    t = tf.keras.layers.Conv2D(channels, 1, activation=None if fn == "prelu" else "relu",
+                               kernel_initializer=
                                tf.keras.initializers.RandomNormal(stddev=1.0, seed=1),
                                bias_initializer=tf.keras.initializers.RandomUniform(-0.2, 0.2,
                                                                                     seed=2))(inp)
-    outs = tf.keras.layers.Lambda(lambda v: fn(v))(t)
+    if fn == "prelu":
+        slopes = tf.keras.initializers.RandomUniform(-0.5, 0.9, seed=3)
+        outs = [tf.keras.layers.PReLU(alpha_initializer=slopes)(t),
+                tf.keras.layers.PReLU(alpha_initializer=slopes, shared_axes=[1, 2])(t)]
+    else:
+        outs = tf.keras.layers.Lambda(lambda v: fn(v))(t)
     return tf.keras.Model(inp, outs if isinstance(outs, (list, tuple)) else [outs])
 
 

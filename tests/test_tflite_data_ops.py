@@ -1,5 +1,6 @@
 """TFLite's data-movement operators (SLICE, STRIDED_SLICE with strides and shrinking, SPLIT,
-SPLIT_V, UNPACK, GATHER, DEPTH_TO_SPACE, SPACE_TO_DEPTH, REVERSE_V2; and PADV2): each fixture of
+SPLIT_V, UNPACK, GATHER, DEPTH_TO_SPACE, SPACE_TO_DEPTH, REVERSE_V2; and PADV2, and Keras'
+PReLU as the converter writes it: RELU, MUL, ADD and a float NEG): each fixture of
 models/tflite/data_ops/ (models/make_tflite_data_ops.py: the converter's file of a small model
 on the digits, with TFLite's outputs) gives TFLite's outputs bit for bit; the steps equal their
 oracle and survive a .fxn round trip; what moves codes across the batch axis is refused."""
@@ -20,8 +21,8 @@ CASES = sorted(os.path.basename(p)[:-7] for p in glob.glob(os.path.join(DIR, "*.
 
 
 def test_every_case_is_here():
-    assert CASES == ["depth_to_space", "gather", "padv2", "reverse", "slice", "space_to_depth",
-                     "split", "split_v", "strided", "unpack"]
+    assert CASES == ["depth_to_space", "gather", "padv2", "prelu", "reverse", "slice",
+                     "space_to_depth", "split", "split_v", "strided", "unpack"]
 
 
 def outputs(qm, x, names):
@@ -39,7 +40,7 @@ def test_data_ops_give_tflite_outputs(name, tmp_path):
         want = [z[f"ref_{k}"] for k in range(len(names))]
         ops = set(str(o) for o in z["ops"])
     assert any(isinstance(s, TfliteGatherStep) for s in qm.steps) or ops & {"STRIDED_SLICE",
-                                                                              "PADV2"}
+                                                                              "PADV2", "MUL"}
     got = outputs(qm, x, names)
     assert len(got) == len(want)
     for g, w in zip(got, want):
