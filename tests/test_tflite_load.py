@@ -289,3 +289,43 @@ def test_report_without_a_float_model_gives_each_layers_own_error_from_the_files
         assert (r["sqnr_db"] is not None) == (r["op"] in ("dense", "conv2d", "depthwise_conv2d",
                                                           "add", "rescale",
                                                           "global_average_pool")), r
+
+
+def test_a_file_whose_accumulators_cannot_be_proven_is_reported_as_such(tmp_path):
+    """mlp_seq_k3.int8io.tflite with its first FULLY_CONNECTED's bias of channel 0 edited to
+    2^31 - 50: it loads (fixnet runs what the file says), the overflow proof says NO for that
+    layer (qm.overflow_report(), fixnet inspect), and checked execution stops on an input that
+    does wrap its accumulator."""
+    import subprocess
+    import sys
+    from fixnet.tflite import read_tflite
+
+    src = os.path.join(os.path.dirname(EDGE), "mlp_seq_k3.int8io.tflite")
+    data = bytearray(open(src, "rb").read())
+    m = read_tflite(src)
+    op = m.operators[0]
+    bias = m.tensors[op.inputs[2]].data.astype("<i4")
+    pos = bytes(data).find(bias.tobytes())
+    assert pos > 0 and bytes(data).count(bias.tobytes()) == 1
+    edited = bias.copy()
+    edited[0] = 2 ** 31 - 50
+    data[pos:pos + bias.nbytes] = edited.tobytes()
+    path = tmp_path / "overflow.tflite"
+    path.write_bytes(bytes(data))
+
+    qm = fixnet.load(path)
+    report = qm.overflow_report()
+    assert not report.proven
+    bad = [r for r in report if not r["proven"]]
+    assert [r["layer"] for r in bad] == [qm.steps[0].layer]
+    out = subprocess.run([sys.executable, "-m", "fixnet.cli", "inspect", str(path)],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                             os.path.dirname(fixnet.__file__))))
+    assert out.returncode == 0, out.stderr
+    assert "does NOT hold for 1 layer" in out.stdout and qm.steps[0].layer in out.stdout
+    # the input that drives channel 0's sum up: the largest code where its weight is positive
+    w = m.tensors[op.inputs[1]].data[0]
+    x = np.where(w > 0, 127, -128).astype(np.int8)[None]
+    with pytest.raises(fixnet.FixnetError, match="overflow|wrap|int32"):
+        qm.predict(x, output="int8", check_overflow=True)
