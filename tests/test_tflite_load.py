@@ -329,3 +329,19 @@ def test_a_file_whose_accumulators_cannot_be_proven_is_reported_as_such(tmp_path
     x = np.where(w > 0, 127, -128).astype(np.int8)[None]
     with pytest.raises(fixnet.FixnetError, match="overflow|wrap|int32"):
         qm.predict(x, output="int8", check_overflow=True)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(weight_type="UINT8", zero_points=(128, 128, 128)), "UINT8 with a zero point"),
+    (dict(zero_points=(3, 0, 0)), "asymmetric"),
+    (dict(weight_bytes=np.array([-128] + [1] * 11, np.int8).tobytes()), "hold -128"),
+])
+def test_weights_outside_int8_symmetric_are_refused_naming_why(tmp_path, kwargs, message):
+    """TensorFlow 1's uint8 models (asymmetric uint8 weights), asymmetric int8 weights and the
+    code -128 (outside TFLite's int8 specification) are refused, naming the weights and why."""
+    from test_tflite_reader import build
+    path = tmp_path / "w.tflite"
+    path.write_bytes(build(**kwargs))
+    with pytest.raises(fixnet.UnsupportedLayerError, match=message) as e:
+        fixnet.load(path)
+    assert "FULLY_CONNECTED" in str(e.value) and "'w'" in str(e.value)

@@ -72,6 +72,10 @@ class OpRules:
     def weights(self, i, axis):
         """int8 weight codes and per-output-channel float32 scales (axis: the channel axis)."""
         t = self.tensor(i)
+        if t.type == "UINT8":
+            _fault(f"weights '{t.name}' are UINT8 with a zero point (the older uint8 "
+                   "quantization of TensorFlow 1's converter): only symmetric int8 weights "
+                   "run here; convert the model again with int8 quantization")
         if t.type != "INT8":
             _fault(f"weights '{t.name}' are {t.type} (a float or hybrid model): only int8 "
                    "weights run here")
@@ -80,9 +84,11 @@ class OpRules:
         if q is None:
             _fault(f"weights '{t.name}' have no scale")
         if np.any(q.zero_point != 0):
-            _fault(f"weights '{t.name}' are asymmetric (zero point != 0)")
+            _fault(f"weights '{t.name}' are asymmetric (zero point != 0): only symmetric int8 "
+                   "weights run here")
         if w.size and int(w.min()) < -127:
-            _fault(f"weights '{t.name}' hold -128 (fixnet's weights are in [-127, 127])")
+            _fault(f"weights '{t.name}' hold -128 (fixnet's weights are in [-127, 127], as "
+                   "TFLite's int8 quantization specification asks)")
         channels = w.shape[axis]
         if q.scale.shape[0] == 1:
             scales = np.full(channels, q.scale[0], np.float32)
