@@ -33,6 +33,8 @@ What maps where (TFLite op -> fixnet step):
   cropping H and W -> crop; TILE -> tile; RESIZE_NEAREST_NEIGHBOR by whole factors ->
   upsample_nearest; RESIZE_BILINEAR -> TfliteResizeBilinearStep (TFLite's integer rule).
 * DEQUANTIZE -> float NEG (and views) -> QUANTIZE inside the model -> one lookup table.
+* UNIDIRECTIONAL_SEQUENCE_LSTM (int8, 8x8_16) -> TfliteLstmStep (fixnet/tflite/lstm.py);
+  STRIDED_SLICE taking one time step of [N, T, C] -> crop.
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
 * PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the
