@@ -208,8 +208,10 @@ class TfliteLstmStep(Step):
         bx, bh = p["b_x"].reshape(-1).astype(np.int64), p["b_h"].reshape(-1).astype(np.int64)
         mx, sx = np.repeat(p["m_x"], units), np.repeat(p["s_x"], units)
         mh, sh = np.repeat(p["m_h"], units), np.repeat(p["s_h"], units)
-        # every input product at once: [N, T, 4U], exact in float64
-        ax = wrap(bx + (x.astype(np.float64) @ wx.T).astype(np.int64), 32)
+        # every input product at once: [N, T, 4U], exact in float64 (one 2-D product: NumPy
+        # runs a stacked 3-D one without BLAS)
+        prod = (x.reshape(-1, x.shape[2]).astype(np.float64) @ wx.T).reshape(n, self.steps, -1)
+        ax = wrap(bx + prod.astype(np.int64), 32)
         ax = _clamp(multiply_by_quantized_multiplier(ax, mx, sx), INT16_MIN, INT16_MAX)
         h = np.full((n, out_units), p["state_zp"], np.int64)
         c = np.zeros((n, units), np.int64)
