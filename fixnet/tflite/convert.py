@@ -36,6 +36,8 @@ What maps where (TFLite op -> fixnet step):
 * SLICE, STRIDED_SLICE that is not a crop, SPLIT, SPLIT_V, UNPACK, GATHER with constant
   indices, DEPTH_TO_SPACE, SPACE_TO_DEPTH, REVERSE_V2 -> one TfliteGatherStep per output (a
   static index map of one sample's codes; fixnet/tflite/op_rules_gather.py).
+* UNIDIRECTIONAL_SEQUENCE_LSTM (int8, 8x8_16) -> TfliteLstmStep (fixnet/tflite/lstm.py);
+  STRIDED_SLICE taking one time step of [N, T, C] -> crop.
 * RESHAPE, SQUEEZE, EXPAND_DIMS -> a view (the shape operands, and SHAPE / STRIDED_SLICE /
   PACK / ... ops that only compute them, are constants of the file's static shapes).
 * PAD -> pad with the zero point; CONCATENATION -> concat (inputs requantized to the

@@ -33,6 +33,8 @@ class LayoutRules:
         and keeps the batch and channels: Keras' Cropping layers (a copy of codes)."""
         x, y = op.inputs[0], op.outputs[0]
         o = op.options
+        if int(o.get("shrink_axis_mask", 0)) == 2 and len(self.tensor(x).shape) == 3:
+            return self.strided_slice_time_step(op)     # one time step (fixnet/tflite/lstm.py)
         for mask in ("ellipsis_mask", "new_axis_mask", "shrink_axis_mask"):
             if int(o.get(mask, 0)):
                 _fault(f"{mask} {o[mask]}")
