@@ -141,8 +141,8 @@ class Int16Rules:
             _fault(f"filter shape {w.shape} does not fit {c} input channels")
         strides, dilation, pads = self.window(op, x, y, w.shape[1], w.shape[2])
         bias = self.bias64(op, 2, w.shape[3])
-        self.wide_conv(op, x, y, depthwise_as_grouped(w), c, strides, dilation, pads, nhwc_in, nhwc_out,
-                       scales, bias)
+        self.wide_conv(op, x, y, depthwise_as_grouped(w), c, strides, dilation, pads, nhwc_in,
+                       nhwc_out, scales, bias)
 
     def op16_fully_connected(self, op):
         o = op.options
