@@ -40,6 +40,8 @@ What maps where (TFLite op -> fixnet step):
 * QUANTIZE between int8 and uint8 at the model's input or output -> the model's int8 tensor
   (uint8 codes are the int8 codes + 128: predict takes and gives them); DEQUANTIZE at an
   output -> the int8 output (predict dequantizes it).
+* A 16x8 file (int16 activations, int64 biases) goes to the op16_* rules of
+  fixnet/tflite/int16.py instead (its docstring: TFLite's 16x8 rule per op).
 """
 from dataclasses import dataclass, field
 
