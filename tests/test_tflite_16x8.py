@@ -191,3 +191,19 @@ def test_dense16_reference_rounds_the_double_product_half_away_from_zero():
     out = np.zeros((3, 2), np.int16)
     step.bind({"x": x, "y": out})()
     assert out.tolist() == [[3, 1], [-3, -1], [5, 2]]
+
+
+def test_16x8_mode_needs_int16_activations_and_no_int8_ones():
+    """A file is converted by the 16x8 rules when its computed tensors hold int16 and no int8
+    or uint8 (int8 weights are constants); a file mixing the two keeps the int8 rules, which
+    refuse its int16 tensors as before."""
+    from types import SimpleNamespace
+    from fixnet.tflite.convert import Converter
+
+    def model(*kinds):
+        return SimpleNamespace(tensors=[SimpleNamespace(index=i, name=f"t{i}", type=t, data=d)
+                                        for i, (t, d) in enumerate(kinds)], operators=[])
+    w = np.zeros(4, np.int8)
+    assert Converter(model(("INT16", None), ("INT8", w), ("INT64", w))).int16
+    assert not Converter(model(("INT8", None), ("INT16", None), ("INT8", w))).int16
+    assert not Converter(model(("INT8", None), ("INT8", w), ("INT32", w))).int16

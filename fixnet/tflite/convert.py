@@ -84,8 +84,11 @@ class Converter(OpRules, LayoutRules, Int16Rules):
         self.names = {}
         self.io_types = {}
         self.skip = set()           # operators folded into an earlier one's step
-        # a 16x8 file (int16 activations): its ops go to Int16Rules' op16_* handlers
-        self.int16 = any(t.type == "INT16" for t in model.tensors)
+        # a 16x8 file (int16 activations, none int8): its ops go to Int16Rules' op16_*
+        # handlers; a file mixing int8 and int16 activations stays an int8 one (its int16
+        # tensors refused, as before)
+        computed = {t.type for t in model.tensors if t.data is None}
+        self.int16 = "INT16" in computed and not computed & {"INT8", "UINT8"}
         self.act_types = ("INT16",) if self.int16 else ("INT8", "UINT8")
         used = {}
         for t in model.tensors:     # unique, readable names
