@@ -15,6 +15,7 @@ from .quant.datafree import DataFreeWarning
 from ._version import __version__
 from .tflite import steps as _tflite_steps  # noqa: F401  (step classes .fxn files may name)
 from .tflite import lstm as _tflite_lstm  # noqa: F401  (TfliteLstmStep)
+from .tflite import steps16 as _tflite_steps16  # noqa: F401  (the 16x8 step classes)
 
 __all__ = [
     "load", "FloatModel", "QuantizedModel", "FixnetError", "ModelFileError", "MissingWeightError",

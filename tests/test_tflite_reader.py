@@ -520,7 +520,8 @@ def fuzz_case(seed, originals, workdir):
     # FixnetError, which names the file, may come out of that either
     try:
         qm = load_tflite(source)
-        x = [np.full((1,) + qm.tensors[t].shape, qm.tensors[t].qparams.zero_point, np.int8)
+        x = [np.full((1,) + qm.tensors[t].shape, qm.tensors[t].qparams.zero_point,
+                     qm.tensors[t].qparams.dtype)
              for t in qm.inputs]
         qm.predict(x if len(x) > 1 else x[0])
     except fixnet.FixnetError as e:

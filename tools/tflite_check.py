@@ -10,7 +10,7 @@ Two steps, because fixnet never imports TensorFlow:
 
 ``reference`` draws ``--n`` random inputs per input tensor (int8/uint8: uniform over every code;
 float: a normal sample spread over the input's quantized range where the file gives one) and runs
-them one at a time through TFLite's reference kernels (``OpResolverType.BUILTIN_REF``) and its
+them one at a time, each from the initial state, through TFLite's reference kernels (``OpResolverType.BUILTIN_REF``) and its
 default optimised kernels (``BUILTIN``, XNNPACK). It writes ``refs/<stem>.npz`` with ``x_<i>``,
 ``ref_<j>`` and ``builtin_<j>``.
 
@@ -73,6 +73,9 @@ def reference(args):
                 xs = _inputs(ins, args.n, rng)
             got = [[] for _ in outs]
             for k in range(args.n):
+                # each sample from the initial state (a recurrent model's state would otherwise
+                # carry over from the previous sample; fixnet's predict starts every call afresh)
+                it.reset_all_variables()
                 for d, x in zip(ins, xs):
                     it.set_tensor(d["index"], x[k:k + 1])
                 it.invoke()

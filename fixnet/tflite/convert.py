@@ -45,6 +45,8 @@ What maps where (TFLite op -> fixnet step):
 * QUANTIZE between int8 and uint8 at the model's input or output -> the model's int8 tensor
   (uint8 codes are the int8 codes + 128: predict takes and gives them); DEQUANTIZE at an
   output -> the int8 output (predict dequantizes it).
+* A 16x8 file (int16 activations, int64 biases) goes to the op16_* rules of
+  fixnet/tflite/int16.py instead (its docstring: TFLite's 16x8 rule per op).
 """
 from dataclasses import dataclass, field
 
@@ -56,6 +58,7 @@ from ..step import TensorSpec
 from .op_rules import OpRules, _f32, _fault, _Fault
 from .op_rules_gather import GatherRules
 from .op_rules_layout import LayoutRules
+from .int16 import Int16Rules
 
 # ops that compute only shapes (int32 tensors feeding RESHAPE's shape operand): constants here
 SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "CAST", "SLICE"}
@@ -78,7 +81,7 @@ class TfliteParts:
     io_types: dict = field(default_factory=dict)    # fixnet tensor -> "int8" | "uint8" | "float32"
 
 
-class Converter(OpRules, GatherRules, LayoutRules):
+class Converter(OpRules, GatherRules, LayoutRules, Int16Rules):
     def __init__(self, model):
         self.m = model
         self.steps = []
@@ -87,6 +90,12 @@ class Converter(OpRules, GatherRules, LayoutRules):
         self.names = {}
         self.io_types = {}
         self.skip = set()           # operators folded into an earlier one's step
+        # a 16x8 file (int16 activations, none int8): its ops go to Int16Rules' op16_*
+        # handlers; a file mixing int8 and int16 activations stays an int8 one (its int16
+        # tensors refused, as before)
+        computed = {t.type for t in model.tensors if t.data is None}
+        self.int16 = "INT16" in computed and not computed & {"INT8", "UINT8"}
+        self.act_types = ("INT16",) if self.int16 else ("INT8", "UINT8")
         used = {}
         for t in model.tensors:     # unique, readable names
             base = t.name or f"tensor_{t.index}"
@@ -101,10 +110,16 @@ class Converter(OpRules, GatherRules, LayoutRules):
     def qparams(self, i):
         t = self.tensor(i)
         q = t.quantization
-        if t.type not in ("INT8", "UINT8"):
-            _fault(f"tensor '{t.name}' is {t.type}: only int8 (and uint8) activations run here")
+        if t.type not in self.act_types:
+            _fault(f"tensor '{t.name}' is {t.type}: only int8 (and uint8) activations, or int16 "
+                   "ones in a 16x8 file, run here")
         if q is None or q.scale.shape[0] != 1:
             _fault(f"tensor '{t.name}' has no per-tensor scale and zero point")
+        if t.type == "INT16":
+            if int(q.zero_point[0]) != 0:
+                _fault(f"int16 tensor '{t.name}' has zero point {int(q.zero_point[0])} (16x8 "
+                       "files are symmetric)")
+            return QParams(_f32(q.scale[0]), 0, 16)
         # a uint8 tensor is held as int8 codes u - 128 at zero point zp - 128: the same reals
         # (predict takes and gives uint8 codes as int8 codes + 128)
         shift = 128 if t.type == "UINT8" else 0
@@ -152,7 +167,7 @@ class Converter(OpRules, GatherRules, LayoutRules):
         ops = list(m.operators)
         for i in m.inputs:
             t = self.tensor(i)
-            if t.type in ("INT8", "UINT8"):
+            if t.type in self.act_types:
                 inputs.append(i)
                 self.io_types[self.names[i]] = t.type.lower()
                 continue
@@ -188,7 +203,7 @@ class Converter(OpRules, GatherRules, LayoutRules):
         outputs = []
         for i in m.outputs:
             src = out_source.get(i, i)
-            if self.tensor(src).type not in ("INT8", "UINT8"):
+            if self.tensor(src).type not in self.act_types:
                 if not any(str(f).find(self.tensor(src).name) >= 0 for f in faults):
                     faults.append(f"model output '{self.tensor(i).name}' is {self.tensor(i).type}")
                 continue

@@ -42,9 +42,14 @@ def _fault(why):
 class OpRules(LstmRules):
     """The operator handlers of Converter (see the module docstring)."""
     def operator(self, op):
+        if getattr(self, "int16", False):
+            return self.operator16(op)      # a 16x8 file: fixnet/tflite/int16.py
         handler = getattr(self, "op_" + op.op.lower(), None)
         if handler is None:
             _fault("not supported")
+        self.run_handler(op, handler)
+
+    def run_handler(self, op, handler):
         try:
             handler(op)
         except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as e:
