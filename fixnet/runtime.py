@@ -24,6 +24,7 @@ from .cost import step_macs
 from .errors import ArgumentError, FixnetError, InputShapeError
 from .lengths import length_symbols, resolve_shape, substitute
 from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
+from .oracle.core import round_half_away
 from .step import (Step, check_inputs, check_nonfinite_policy, check_num_threads,
                    check_output_codes, check_runs, clip_nonfinite, nonfinite_input_error,
                    output_is_float, require_finite)
@@ -67,6 +68,10 @@ class QuantizedModel:
     """An int8 network ready to run. Build one with ``fixnet.load(path).quantize(data)``."""
 
     config = None       # the QuantConfig it was made with (None: unknown, a file from before)
+    # how float inputs become codes: "fixnet" (round half away of the float64 quotient, the
+    # quantizer's rule) or "tflite" (TFLite's QUANTIZE: the float32 quotient of float32 values,
+    # rounded half away from zero; a model read from a .tflite file, and its .fxn)
+    input_rounding = "fixnet"
 
     def __init__(self, steps: List[Step], tensors, inputs, outputs, name="model", source=""):
         self.steps = steps
@@ -173,6 +178,8 @@ class QuantizedModel:
         """
         if num_threads.__class__ is not int or not 0 < num_threads <= MAX_THREADS:
             num_threads = check_num_threads(num_threads)
+        if self.input_rounding != "fixnet":
+            x = self.input_codes(x)
         if check_overflow or nonfinite != "error":
             return self._predict(x, output, check_overflow, nonfinite, num_threads)
         # Fast path: one C-contiguous float32/int8 array of a shape seen before (so its arena
@@ -245,12 +252,33 @@ class QuantizedModel:
             outs = [self.tensors[t].qparams.dequantize(o) for t, o in zip(self.outputs, outs)]
         return outs[0] if len(outs) == 1 else outs
 
+    def input_codes(self, x):
+        """``x`` (an array, or a list for several inputs) with its finite float arrays turned
+        into the input tensors' codes by the model's ``input_rounding`` where that is not
+        fixnet's own (a .tflite model: TFLite's QUANTIZE rule, float32 division); anything
+        else as it is (predict checks it as usual)."""
+        if self.input_rounding != "tflite":
+            return x
+        if isinstance(x, (list, tuple)):
+            if len(x) != len(self.inputs):
+                return x
+            return [self._tflite_codes(v, t) for v, t in zip(x, self.inputs)]
+        return self._tflite_codes(x, self.inputs[0]) if len(self.inputs) == 1 else x
+
+    def _tflite_codes(self, v, t):
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or not np.all(np.isfinite(v)):
+            return v
+        qp = self.tensors[t].qparams
+        # the float32 quotient, exact in float64, rounded half away from zero (std::round)
+        q = round_half_away(np.asarray(np.float32(v) / np.float32(qp.scale), np.float64))
+        return np.clip(q + qp.zero_point, qp.qmin, qp.qmax).astype(qp.dtype)
+
     def predict_oracle(self, x, nonfinite="error"):
         """The same network run step by step with the pure-NumPy oracle (int8 outputs).
         Slow; it is the ground truth the Cython kernels are checked against. ``nonfinite``
         as for predict."""
         check_nonfinite_policy(nonfinite, "predict_oracle")
-        xs = self._check_inputs(x, nonfinite)
+        xs = self._check_inputs(self.input_codes(x), nonfinite)
         lengths = self.lengths_of(xs)
         shapes = self.shapes_for(lengths)
         vals = {}
@@ -549,6 +577,7 @@ def load_tflite(path, max_memory=None):
                         name=parts.name, source=parts.source)
     qm.config = None
     qm.io_types = parts.io_types
+    qm.input_rounding = "tflite"
     fxn.check_plan(parts.source, qm)
     return qm
 
@@ -557,6 +586,7 @@ def _model_from_parts(parts):
     qm = QuantizedModel(parts.steps, parts.tensors, parts.inputs, parts.outputs,
                         name=parts.name, source=parts.source)
     qm.config = parts.config
+    qm.input_rounding = parts.input_rounding
     fxn.check_model(parts, qm)
     return qm
 

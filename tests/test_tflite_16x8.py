@@ -32,8 +32,8 @@ def golden(name):
 
 def tflite_quantize16(x, scale):
     """TFLite's QUANTIZE float32 -> int16 (reference AffineQuantize): round(x / scale) in
-    float32, ties away from zero, clamped. (predict's own quantization of floats divides in
-    float64 and may differ by one code where the float32 quotient rounds to a half.)"""
+    float32, ties away from zero, clamped. (predict does the same for a .tflite model's float
+    inputs, input_rounding "tflite"; this independent copy checks it.)"""
     q = (np.float32(x) / np.float32(scale)).astype(np.float64)
     t = np.trunc(q)
     r = t + np.where(np.abs(q - t) >= 0.5, np.sign(q), 0.0)
@@ -63,6 +63,8 @@ def test_16x8_file_gives_tflite_reference_outputs_and_tensors(name):
     got = qm.predict(x, output="int16")
     assert got.dtype == np.int16
     np.testing.assert_array_equal(got, d["out_ref"].reshape(got.shape))
+    # float inputs: predict quantizes them as TFLite's QUANTIZE does (float32 division)
+    np.testing.assert_array_equal(qm.predict(np.float32(d["input"]), output="int16"), got)
     np.testing.assert_array_equal(qm.predict(x), d["out_ref_float"].reshape(got.shape))
     checked = 0
     for s in qm.steps:

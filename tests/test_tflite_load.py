@@ -345,3 +345,43 @@ def test_weights_outside_int8_symmetric_are_refused_naming_why(tmp_path, kwargs,
     with pytest.raises(fixnet.UnsupportedLayerError, match=message) as e:
         fixnet.load(path)
     assert "FULLY_CONNECTED" in str(e.value) and "'w'" in str(e.value)
+
+
+def test_float_inputs_are_quantized_as_tflites_quantize_and_the_fxn_keeps_the_rule(tmp_path):
+    """A .tflite model quantizes float inputs by TFLite's QUANTIZE rule (the float32 quotient,
+    half away from zero), not fixnet's float64 one: on values whose float32 and float64
+    quotients round differently, predict gives TFLite's codes; the .fxn saved from it keeps the
+    rule (its manifest's input_rounding), and a damaged value is refused."""
+    qm = fixnet.load(fixture_path("tflite/mlp_seq_k3.int8io", ".tflite"))
+    assert qm.input_rounding == "tflite"
+    qp = qm.tensors[qm.inputs[0]].qparams
+    s32 = np.float32(qp.scale)
+    # reals whose float32 quotient is exactly k + 0.5 while the float64 one is not
+    k = np.arange(0, 250, dtype=np.float64) - (qp.zero_point + 128)     # inside the range
+    x = np.float32((k + 0.5) * np.float64(s32))
+    q32 = np.float64(x / s32)
+    q64 = np.float64(x) / qp.scale
+    differ = (np.abs(q32 - np.trunc(q32)) == 0.5) & (np.abs(q64 - np.trunc(q64)) != 0.5)
+    assert differ.sum() > 10
+    row = np.resize(x[differ], 64)[None].astype(np.float32)
+    want = np.clip(np.sign(np.float64(row / s32)) * np.floor(np.abs(np.float64(row / s32)) + 0.5)
+                   + qp.zero_point, -128, 127).astype(np.int8)
+    assert not np.array_equal(want, qp.quantize(row))       # fixnet's own rule differs here
+    np.testing.assert_array_equal(qm.input_codes(row), want)
+    np.testing.assert_array_equal(qm.predict(row, output="int8"), qm.predict(want, output="int8"))
+    np.testing.assert_array_equal(qm.predict_oracle(row), qm.predict(want, output="int8"))
+    qm.save(tmp_path / "m.fxn")
+    back = fixnet.load(tmp_path / "m.fxn")
+    assert back.input_rounding == "tflite"
+    np.testing.assert_array_equal(back.predict(row, output="int8"), qm.predict(row, output="int8"))
+    # a model quantized by fixnet keeps fixnet's rule, and its file says nothing of it
+    fm = fixnet.load(fixture_path("mlp_seq_k3"))
+    own = fm.quantize(np.load(fixture_path("mlp_seq_k3", ".npz"))["x_calib"], progress=False)
+    assert own.input_rounding == "fixnet"
+    # a .fxn whose manifest names another rule is refused, naming the file
+    from fxn_files import edit_arrays
+    bad = tmp_path / "bad.fxn"
+    bad.write_bytes(edit_arrays((tmp_path / "m.fxn").read_bytes(),
+                                lambda m, segs: m.__setitem__("input_rounding", "numpy")))
+    with pytest.raises(fixnet.ModelFileError, match="bad.fxn.*input_rounding"):
+        fixnet.load(bad)

@@ -83,6 +83,8 @@ def encode_model(qm, where="<model>"):
     config = getattr(qm, "config", None)
     if config is not None:
         manifest["config"] = config.to_dict()
+    if getattr(qm, "input_rounding", "fixnet") != "fixnet":
+        manifest["input_rounding"] = str(qm.input_rounding)
     manifest_bytes = json.dumps(manifest, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     buf = io.BytesIO()

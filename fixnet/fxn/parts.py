@@ -21,6 +21,9 @@ from .container import (HEADER_SIZE, MAX_TENSOR_ELEMENTS, bad_file, is_tensor_sh
 WEIGHT_ATTRS = ("w_q", "alpha_q")
 
 
+INPUT_ROUNDINGS = ("fixnet", "tflite")
+
+
 @dataclasses.dataclass
 class ModelParts:
     """What a .fxn file holds, read and checked: a QuantizedModel's constructor arguments, and
@@ -33,6 +36,7 @@ class ModelParts:
     outputs: list
     overflow_proven: bool = False
     config: object = None       # the QuantConfig the model was made with (None: not recorded)
+    input_rounding: str = "fixnet"  # QuantizedModel.input_rounding ("tflite": a .tflite's)
 
 
 def read_model_parts(path, max_memory=None):
@@ -80,8 +84,11 @@ def _model_parts(path, m, arrays, budget=None):
         raise bad_file(path, f"array(s) {sorted(unused)[:5]} are referred to by no step")
 
     _check_lengths(path, tensors, m["inputs"])
+    rounding = m.get("input_rounding", "fixnet")
+    if rounding not in INPUT_ROUNDINGS:
+        raise bad_file(path, f"input_rounding {rounding!r} is not one of {INPUT_ROUNDINGS}")
     return ModelParts(path, m["name"], steps, tensors, m["inputs"], m["outputs"],
-                      m.get("overflow_proven") is True, _config(path, m.get("config")))
+                      m.get("overflow_proven") is True, _config(path, m.get("config")), rounding)
 
 
 def _config(path, record):
