@@ -5,7 +5,7 @@
  *
  *   build                 macro                   MR x NR, KR   inner step
  *   AVX-512 VNNI          __AVX512VNNI__           8 x 16,  4   vpdpbusd (u8 x s8), zmm
- *   AVX2                  __AVX2__                 3 x  8,  8   vpmovsxbw + vpmaddwd, ymm
+ *   AVX2                  __AVX2__                 3 x  8,  8   vpmaddwd on int16 weights in memory, ymm
  *   x86-64 baseline       __SSE2__                 2 x  4,  8   punpcklbw/psraw + pmaddwd
  *   aarch64 + dot product __ARM_FEATURE_DOTPROD    4 x 16,  4   sdot by lane on 16-byte row loads
  *   aarch64               __aarch64__              2 x  8, 16   smull + smlal2 + sadalp
@@ -16,8 +16,11 @@
  * input channels (Cin rounded up to QG_KR, zero-padded) the weights of the block's
  * channels, channel-major: w[j * QG_KR + kk] is the weight of channel j of the block for
  * input channel k0 + kk; int16 (qg_w_t) in the SSE2 build, whose kernel multiplies int16
- * (widened once when packing: SSE2 has no pmovsxbw), int8 elsewhere (AVX2 widens them in
- * the loop, as XNNPACK does: half the bytes to stream, which is what bounds a GEMV). Channels beyond Cout are zero. With QG_UINT8_INPUT (VNNI) the kernel
+ * (widened once when packing: SSE2 has no pmovsxbw), and in the AVX2 build, whose vpmaddwd
+ * reads them from memory: no widening in the loop and no weight register, so the 12
+ * accumulators, 3 rows and a product fit the 16 ymm registers (int8 weights widened in the
+ * loop spilled two accumulators per K step); int8 elsewhere. (AVX2's dense keeps int8
+ * weights, widened in the loop: half the bytes to stream, which is what bounds a GEMV.) Channels beyond Cout are zero. With QG_UINT8_INPUT (VNNI) the kernel
  * multiplies (x + 128) as uint8, and the packed bias holds bias - 128 * sum_k w[c, k]:
  * sums modulo 2^32 are the same.
  *
@@ -54,7 +57,7 @@
 #elif defined(__AVX2__)
 #include <immintrin.h>
 #define QG_ISA "avx2"
-#define QG_W16 0
+#define QG_W16 1
 #define QG_MR 3
 #define QG_NR 8
 #define QG_KR 8

@@ -1,5 +1,5 @@
-/* conv2d's GEMM micro-kernel, AVX2: 3 x 8 tile, K in steps of 8, vpmovsxbw + vpmaddwd (int8 weights
- * widened in the loop).
+/* conv2d's GEMM micro-kernel, AVX2: 3 x 8 tile, K in steps of 8, vpmaddwd of the rows (widened
+ * to int16 once per step) with the int16 weights read from memory (packed as int16: QG_W16).
  * Included by qgemm.h (which defines the tile macros and the packing it reads); see there. */
 #ifndef FIXNET_QGEMM_AVX2_H
 #define FIXNET_QGEMM_AVX2_H
@@ -27,27 +27,25 @@ typedef struct {
     __m256i a0c01, a0c23, a0c45, a0c67, a1c01, a1c23, a1c45, a1c67, a2c01, a2c23, a2c45, a2c67;
 } qg_avx2_acc;
 
-/* 16 int8 weights (two channels x 8 k) widened to int16. */
-#define QG_AVX2_W(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(p)))
+/* 16 int16 weights (two channels x 8 k), a memory operand of vpmaddwd. */
+#define QG_AVX2_W(p) _mm256_loadu_si256((const __m256i*)(p))
 
-/* One K step of 8: rows v0..v2 (qg_avx2_row) against the 8 x 8 int8 weights at w. */
+/* One K step of 8: rows v0..v2 (qg_avx2_row) against the 8 x 8 int16 weights at w, one pair
+   of channels at a time (each weight vector read where it is used, folded into vpmaddwd). */
 #define QG_AVX2_STEP(s, v0, v1, v2, w) do { \
-        const __m256i w01_ = QG_AVX2_W(w); \
-        const __m256i w23_ = QG_AVX2_W((w) + 16); \
-        const __m256i w45_ = QG_AVX2_W((w) + 32); \
-        const __m256i w67_ = QG_AVX2_W((w) + 48); \
-        (s).a0c01 = _mm256_add_epi32((s).a0c01, _mm256_madd_epi16(v0, w01_)); \
-        (s).a0c23 = _mm256_add_epi32((s).a0c23, _mm256_madd_epi16(v0, w23_)); \
-        (s).a0c45 = _mm256_add_epi32((s).a0c45, _mm256_madd_epi16(v0, w45_)); \
-        (s).a0c67 = _mm256_add_epi32((s).a0c67, _mm256_madd_epi16(v0, w67_)); \
-        (s).a1c01 = _mm256_add_epi32((s).a1c01, _mm256_madd_epi16(v1, w01_)); \
-        (s).a1c23 = _mm256_add_epi32((s).a1c23, _mm256_madd_epi16(v1, w23_)); \
-        (s).a1c45 = _mm256_add_epi32((s).a1c45, _mm256_madd_epi16(v1, w45_)); \
-        (s).a1c67 = _mm256_add_epi32((s).a1c67, _mm256_madd_epi16(v1, w67_)); \
-        (s).a2c01 = _mm256_add_epi32((s).a2c01, _mm256_madd_epi16(v2, w01_)); \
-        (s).a2c23 = _mm256_add_epi32((s).a2c23, _mm256_madd_epi16(v2, w23_)); \
-        (s).a2c45 = _mm256_add_epi32((s).a2c45, _mm256_madd_epi16(v2, w45_)); \
-        (s).a2c67 = _mm256_add_epi32((s).a2c67, _mm256_madd_epi16(v2, w67_)); \
+        const __m256i v0_ = (v0), v1_ = (v1), v2_ = (v2); \
+        (s).a0c01 = _mm256_add_epi32((s).a0c01, _mm256_madd_epi16(v0_, QG_AVX2_W(w))); \
+        (s).a1c01 = _mm256_add_epi32((s).a1c01, _mm256_madd_epi16(v1_, QG_AVX2_W(w))); \
+        (s).a2c01 = _mm256_add_epi32((s).a2c01, _mm256_madd_epi16(v2_, QG_AVX2_W(w))); \
+        (s).a0c23 = _mm256_add_epi32((s).a0c23, _mm256_madd_epi16(v0_, QG_AVX2_W((w) + 16))); \
+        (s).a1c23 = _mm256_add_epi32((s).a1c23, _mm256_madd_epi16(v1_, QG_AVX2_W((w) + 16))); \
+        (s).a2c23 = _mm256_add_epi32((s).a2c23, _mm256_madd_epi16(v2_, QG_AVX2_W((w) + 16))); \
+        (s).a0c45 = _mm256_add_epi32((s).a0c45, _mm256_madd_epi16(v0_, QG_AVX2_W((w) + 32))); \
+        (s).a1c45 = _mm256_add_epi32((s).a1c45, _mm256_madd_epi16(v1_, QG_AVX2_W((w) + 32))); \
+        (s).a2c45 = _mm256_add_epi32((s).a2c45, _mm256_madd_epi16(v2_, QG_AVX2_W((w) + 32))); \
+        (s).a0c67 = _mm256_add_epi32((s).a0c67, _mm256_madd_epi16(v0_, QG_AVX2_W((w) + 48))); \
+        (s).a1c67 = _mm256_add_epi32((s).a1c67, _mm256_madd_epi16(v1_, QG_AVX2_W((w) + 48))); \
+        (s).a2c67 = _mm256_add_epi32((s).a2c67, _mm256_madd_epi16(v2_, QG_AVX2_W((w) + 48))); \
     } while (0)
 
 /* Sum every tap of a 3 x 8 tile into s: full K steps in the loop, the tail (cin % 8 values,
