@@ -178,7 +178,8 @@ class QuantizedModel:
         """
         if num_threads.__class__ is not int or not 0 < num_threads <= MAX_THREADS:
             num_threads = check_num_threads(num_threads)
-        if self.input_rounding != "fixnet":
+        if self.input_rounding != "fixnet" and (x.__class__ is not np.ndarray
+                                                 or x.dtype.kind == "f"):
             x = self.input_codes(x)
         if check_overflow or nonfinite != "error":
             return self._predict(x, output, check_overflow, nonfinite, num_threads)
