@@ -37,7 +37,6 @@ def load(path, weights=None, *, max_memory=None):
     if weights is None and is_fxn_file(path):
         return load_fxn(path, max_memory=limit)      # NumPy only: h5py is not imported
     if weights is None and is_tflite_file(path):
-        from .runtime import load_tflite
         return load_tflite(path, max_memory=limit)
     from .keras import load_keras_h5, load_keras_json
     if weights is not None:
@@ -60,6 +59,27 @@ def _naming_the_file(source):
             e.args = (f"{name}: {e.args[0]}",) + e.args[1:]
         raise
 
+
+
+def load_tflite(path, max_memory=None):
+    """The QuantizedModel of the int8 .tflite file ``path`` (or its bytes; ``fixnet.load``
+    calls this for a .tflite file): read and checked by fixnet.tflite (ModelFileError naming
+    the file; the parser is the optional extra fixnet[tflite]), converted op by op to fixnet's
+    steps with TFLite's own scales, zero points and multiplier rules (UnsupportedTfliteError
+    listing every operator it cannot run), and run once on zero-point inputs before it is
+    returned. Its float inputs are quantized as TFLite's QUANTIZE does (input_rounding)."""
+    from . import fxn
+    from .runtime import QuantizedModel
+    from .tflite import read_tflite
+    from .tflite.convert import convert
+    parts = convert(read_tflite(path, max_memory=max_memory))
+    qm = QuantizedModel(parts.steps, parts.tensors, parts.inputs, parts.outputs,
+                        name=parts.name, source=parts.source)
+    qm.config = None
+    qm.io_types = parts.io_types
+    qm.input_rounding = "tflite"
+    fxn.check_plan(parts.source, qm)
+    return qm
 
 class FloatModel:
     """A Keras model as a float graph: ``predict`` runs the NumPy float reference,

@@ -24,8 +24,7 @@ from .cost import step_macs
 from .errors import ArgumentError, FixnetError, InputShapeError
 from .lengths import length_symbols, resolve_shape, substitute
 from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
-from .oracle.core import round_half_away
-from .step import (Step, check_inputs, check_nonfinite_policy, check_num_threads,
+from .step import (Step, check_inputs, input_codes, check_nonfinite_policy, check_num_threads,
                    check_output_codes, check_runs, clip_nonfinite, nonfinite_input_error,
                    output_is_float, require_finite)
 
@@ -68,10 +67,7 @@ class QuantizedModel:
     """An int8 network ready to run. Build one with ``fixnet.load(path).quantize(data)``."""
 
     config = None       # the QuantConfig it was made with (None: unknown, a file from before)
-    # how float inputs become codes: "fixnet" (round half away of the float64 quotient, the
-    # quantizer's rule) or "tflite" (TFLite's QUANTIZE: the float32 quotient of float32 values,
-    # rounded half away from zero; a model read from a .tflite file, and its .fxn)
-    input_rounding = "fixnet"
+    input_rounding = "fixnet"   # "tflite": float inputs as TFLite's QUANTIZE (step.input_codes)
 
     def __init__(self, steps: List[Step], tensors, inputs, outputs, name="model", source=""):
         self.steps = steps
@@ -254,25 +250,8 @@ class QuantizedModel:
         return outs[0] if len(outs) == 1 else outs
 
     def input_codes(self, x):
-        """``x`` (an array, or a list for several inputs) with its finite float arrays turned
-        into the input tensors' codes by the model's ``input_rounding`` where that is not
-        fixnet's own (a .tflite model: TFLite's QUANTIZE rule, float32 division); anything
-        else as it is (predict checks it as usual)."""
-        if self.input_rounding != "tflite":
-            return x
-        if isinstance(x, (list, tuple)):
-            if len(x) != len(self.inputs):
-                return x
-            return [self._tflite_codes(v, t) for v, t in zip(x, self.inputs)]
-        return self._tflite_codes(x, self.inputs[0]) if len(self.inputs) == 1 else x
-
-    def _tflite_codes(self, v, t):
-        if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or not np.all(np.isfinite(v)):
-            return v
-        qp = self.tensors[t].qparams
-        # the float32 quotient, exact in float64, rounded half away from zero (std::round)
-        q = round_half_away(np.asarray(np.float32(v) / np.float32(qp.scale), np.float64))
-        return np.clip(q + qp.zero_point, qp.qmin, qp.qmax).astype(qp.dtype)
+        """``x`` with its float arrays made codes by the model's input_rounding (step.py)."""
+        return input_codes(x, [self.tensors[t] for t in self.inputs], self.input_rounding)
 
     def predict_oracle(self, x, nonfinite="error"):
         """The same network run step by step with the pure-NumPy oracle (int8 outputs).
@@ -562,25 +541,6 @@ def model_from_bytes(data, name="<fxn bytes>", max_memory=None):
     makes them; checked exactly as a file is). ``name`` names the data in errors. This is
     what unpickling a QuantizedModel calls: a pickle of one holds only these bytes."""
     return _model_from_parts(fxn.model_parts_from_bytes(data, name, max_memory))
-
-
-def load_tflite(path, max_memory=None):
-    """The QuantizedModel of the int8 .tflite file ``path`` (or its bytes; ``fixnet.load``
-    calls this for a
-    .tflite file): read and checked by fixnet.tflite (ModelFileError naming the file; the
-    parser is the optional extra fixnet[tflite]), converted op by op to fixnet's steps with
-    TFLite's own scales, zero points and multiplier rules (UnsupportedTfliteError listing every
-    operator it cannot run), and run once on zero-point inputs before it is returned."""
-    from .tflite import read_tflite
-    from .tflite.convert import convert
-    parts = convert(read_tflite(path, max_memory=max_memory))
-    qm = QuantizedModel(parts.steps, parts.tensors, parts.inputs, parts.outputs,
-                        name=parts.name, source=parts.source)
-    qm.config = None
-    qm.io_types = parts.io_types
-    qm.input_rounding = "tflite"
-    fxn.check_plan(parts.source, qm)
-    return qm
 
 
 def _model_from_parts(parts):

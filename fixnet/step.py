@@ -137,6 +137,23 @@ def check_inputs(x, names, shapes, allow_int8, code_dtypes=None):
     return out
 
 
+def input_codes(x, specs, rounding):
+    """``x`` (an array, or a list, one per input TensorSpec of ``specs``) with its finite
+    float arrays made codes by TFLite's QUANTIZE rule (QParams.quantize_tflite) where
+    ``rounding`` (a QuantizedModel's input_rounding) is "tflite", a model read from a .tflite
+    file; anything else (and every input under "fixnet") as it is: predict checks and
+    quantizes it as usual."""
+    if rounding != "tflite":
+        return x
+    one = not isinstance(x, (list, tuple))
+    xs = [x] if one else list(x)
+    if len(xs) != len(specs):
+        return x
+    xs = [s.qparams.quantize_tflite(v) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+          and np.all(np.isfinite(v)) else v for v, s in zip(xs, specs)]
+    return xs[0] if one else xs
+
+
 def check_nonfinite_policy(nonfinite, where):
     if nonfinite not in NONFINITE_POLICIES:
         raise FixnetError(f"{where}: nonfinite must be one of {NONFINITE_POLICIES}, "

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fixnet
-from fixnet.runtime import load_tflite
+from fixnet.api import load_tflite
 from fixnet.tflite import TfliteDependencyError, TfliteFileError, TfliteModel, read_tflite
 
 # the parser packages are in the test extra (pip install '.[test]'): a missing one fails here

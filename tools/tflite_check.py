@@ -34,8 +34,9 @@ def _inputs(details, n, rng):
     xs = []
     for d in details:
         shape = [int(s) for s in d["shape"]]
-        shape[0] = 1
-        full = [n] + shape[1:]
+        # a first dimension of 1 is the batch axis: samples stack along it; any other first
+        # dimension is part of the sample (each sample is the whole tensor, one more axis)
+        full = [n] + shape[1:] if shape and shape[0] == 1 else [n] + shape
         dt = np.dtype(d["dtype"])
         if dt.kind in "iu":
             info = np.iinfo(dt)
@@ -72,15 +73,11 @@ def reference(args):
             if xs is None:
                 xs = _inputs(ins, args.n, rng)
             got = [[] for _ in outs]
-            for k in range(args.n):
-                # each sample from the initial state (a recurrent model's state would otherwise
-                # carry over from the previous sample; fixnet's predict starts every call afresh)
-                it.reset_all_variables()
-                for d, x in zip(ins, xs):
-                    it.set_tensor(d["index"], x[k:k + 1])
-                it.invoke()
-                for j, d in enumerate(outs):
-                    got[j].append(it.get_tensor(d["index"]).copy())
+            try:
+                run_samples(it, ins, outs, xs, got, args.n)
+            except (RuntimeError, ValueError) as e:
+                print(f"{path}: TFLite ({key}) fails on it: {str(e).splitlines()[0]}")
+                break
             for j, g in enumerate(got):
                 stored[f"{key}_{j}"] = np.concatenate(g)
         else:
@@ -89,6 +86,20 @@ def reference(args):
             dest = os.path.join(args.out, _stem(path) + ".npz")
             np.savez_compressed(dest, **stored)
             print(f"{path}: {args.n} inputs -> {dest}")
+
+
+def run_samples(it, ins, outs, xs, got, n):
+    """Each of the n samples through interpreter ``it`` from its initial state, its outputs
+    appended to ``got`` (one list per output)."""
+    for k in range(n):
+        # each sample from the initial state (a recurrent model's state would otherwise carry
+        # over from the previous sample; fixnet's predict starts every call afresh)
+        it.reset_all_variables()
+        for d, x in zip(ins, xs):
+            it.set_tensor(d["index"], x[k:k + 1] if x.ndim == len(d["shape"]) else x[k])
+        it.invoke()
+        for j, d in enumerate(outs):
+            got[j].append(it.get_tensor(d["index"]).copy())
 
 
 def _diff(a, b):
@@ -125,12 +136,14 @@ def compare(args):
         while f"ref_{n_out}" in d:
             n_out += 1
         # ask for the file's own output type: codes for an int8/uint8 output, floats otherwise
-        kind = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}.get(d["ref_0"].dtype,
+        kind = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8",
+                np.dtype(np.int16): "int16"}.get(d["ref_0"].dtype,
                                                                                "float32")
         outs = []
+        whole = [x.ndim == len(qm.tensors[t].shape) + 2 for x, t in zip(xs, qm.inputs)]
         for k in range(len(xs[0])):
-            one = qm.predict([x[k:k + 1] for x in xs] if len(xs) > 1 else xs[0][k:k + 1],
-                             output=kind)
+            one = [x[k] if w else x[k:k + 1] for x, w in zip(xs, whole)]
+            one = qm.predict(one if len(one) > 1 else one[0], output=kind)
             outs.append(list(one) if isinstance(one, (list, tuple)) else [one])
         for j in range(n_out):
             got = np.concatenate([o[j] for o in outs])

@@ -49,6 +49,13 @@ class QParams:
         q = round_half_away(np.asarray(x, np.float64) / self.scale) + self.zero_point
         return np.clip(q, self.qmin, self.qmax).astype(self.dtype)
 
+    def quantize_tflite(self, x):
+        """TFLite's QUANTIZE (reference AffineQuantize): the float32 quotient of float32
+        values, rounded half away from zero (std::round), + zero point, clamped. Differs from
+        quantize (a float64 quotient) by one code where the float32 quotient is a half."""
+        q = round_half_away(np.asarray(np.float32(x) / np.float32(self.scale), np.float64))
+        return np.clip(q + self.zero_point, self.qmin, self.qmax).astype(self.dtype)
+
     def dequantize(self, q):
         return ((np.asarray(q, np.float64) - self.zero_point) * self.scale).astype(np.float32)
 

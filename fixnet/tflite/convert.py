@@ -56,6 +56,7 @@ from ..errors import UnsupportedLayerError
 from ..quant.qparams import QParams
 from ..step import TensorSpec
 from .op_rules import OpRules, _f32, _fault, _Fault
+from .lstm import LstmRules
 from .op_rules_gather import GatherRules
 from .op_rules_layout import LayoutRules
 from .int16 import Int16Rules
@@ -81,7 +82,7 @@ class TfliteParts:
     io_types: dict = field(default_factory=dict)    # fixnet tensor -> "int8" | "uint8" | "float32"
 
 
-class Converter(OpRules, GatherRules, LayoutRules, Int16Rules):
+class Converter(OpRules, GatherRules, LstmRules, LayoutRules, Int16Rules):
     def __init__(self, model):
         self.m = model
         self.steps = []

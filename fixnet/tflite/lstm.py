@@ -47,6 +47,7 @@ import numpy as np
 from ..oracle.core import multiply_by_quantized_multiplier, quantize_multiplier
 from ..oracle.gemmlowp import logistic, rounding_divide_by_pot, tanh, wrap
 from ..step import OverflowBound, Step
+from .op_rules import _fault
 
 GATES = ("input", "forget", "cell", "output")
 GATE_BITS = 3               # the gates are Q3.12 int16 (no layer norm)
@@ -254,7 +255,9 @@ class LstmRules:
     sequence (how the converter writes return_sequences=False), mixed into OpRules."""
 
     def op_unidirectional_sequence_lstm(self, op):
-        from .op_rules import _fault
+        """UNIDIRECTIONAL_SEQUENCE_LSTM -> TfliteLstmStep. Long because it is one list: the
+        refusals of each variant TFLite's integer LSTM has and this step does not, then the
+        gates' weights, biases and multipliers read as TFLite's Prepare derives them."""
         o = op.options
         ins = list(op.inputs) + [-1] * max(0, 24 - len(op.inputs))
         if len(op.inputs) != 24:
@@ -365,7 +368,6 @@ class LstmRules:
     def lstm_weights(self, i):
         """int8 [rows, cols] weight codes and their one float32 scale (TFLite's LSTM reads
         params.scale: per-tensor weights)."""
-        from .op_rules import _fault
         t = self.tensor(i)
         if t.type != "INT8":
             _fault(f"weights '{t.name}' are {t.type} (a float or hybrid LSTM)")
@@ -384,7 +386,6 @@ class LstmRules:
         batch and channels whole): a crop of L to one step (Keras' return_sequences=False
         after a fused LSTM)."""
         from ..ops.resize import CropStep
-        from .op_rules import _fault
         x, y = op.inputs[0], op.outputs[0]
         o = op.options
         if self.qparams(x) != self.qparams(y):

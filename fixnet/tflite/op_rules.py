@@ -17,7 +17,6 @@ from ..ops.reshape import AliasStep
 from ..oracle.core import quantize_multiplier, round_half_away
 from ..quant.qparams import QParams
 from ..step import TensorSpec
-from .lstm import LstmRules
 from .steps import TfliteBroadcastBinaryStep, TfliteConstantBinaryStep, TfliteSoftmaxStep
 from .tables import table_for
 
@@ -39,7 +38,7 @@ def _fault(why):
     raise _Fault(why)
 
 
-class OpRules(LstmRules):
+class OpRules:
     """The operator handlers of Converter (see the module docstring)."""
     def operator(self, op):
         if getattr(self, "int16", False):
