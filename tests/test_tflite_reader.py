@@ -12,7 +12,6 @@ in worker processes that may crash) damages .tflite files with the same edits.
 import glob
 import os
 import random
-import struct
 import subprocess
 import sys
 

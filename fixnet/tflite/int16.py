@@ -45,7 +45,7 @@ from ..ops.pool import GlobalAveragePoolStep
 from ..oracle.core import quantize_multiplier
 from .op_rules import INT32_MAX, OpRules, _f32, _fault
 from .steps16 import (INT16_MAX, INT16_MIN, SOFTMAX_MAX_CLASSES, Tflite16DenseStep,
-                      Tflite16SoftmaxStep, c_round, softmax16_params)
+                      Tflite16SoftmaxStep, softmax16_params)
 
 ADD_LEFT_SHIFT_16 = 15          # add.cc: general int16 ADD shifts its inputs left by 15 bits
 
@@ -72,20 +72,7 @@ class Int16Rules:
             s.bits = 16
 
     def activation_range16(self, op, out_qp):
-        fn = op.options.get("fused_activation_function", "NONE")
-
-        def code(real):         # TFLite: zero_point + round(real / scale), float32
-            q = np.float32(real) / np.float32(out_qp.scale)
-            return int(c_round(float(q)))
-        if fn == "NONE":
-            return INT16_MIN, INT16_MAX
-        if fn == "RELU":
-            return max(INT16_MIN, code(0.0)), INT16_MAX
-        if fn == "RELU6":
-            return max(INT16_MIN, code(0.0)), min(INT16_MAX, code(6.0))
-        if fn == "RELU_N1_TO_1":
-            return max(INT16_MIN, code(-1.0)), min(INT16_MAX, code(1.0))
-        _fault(f"fused activation {fn}")
+        return OpRules.activation_range(self, op, out_qp, INT16_MIN, INT16_MAX)
 
     def bias64(self, op, index, channels):
         """The int64 bias operand of a 16x8 op (zeros when absent)."""

@@ -57,9 +57,10 @@ class OpRules:
             _fault(f"malformed ({type(e).__name__}: {e}): its options, operands or shapes "
                    "are not those of a " + op.op)
 
-    def activation_range(self, op, out_qp):
+    def activation_range(self, op, out_qp, lo=-128, hi=127):
+        """The clamp of the op's fused activation on output codes in [lo, hi] (int8 by
+        default; the 16x8 rules pass int16's bounds)."""
         fn = op.options.get("fused_activation_function", "NONE")
-        lo, hi = -128, 127
 
         def code(real):         # TFLite: zero_point + round(real / scale) in float32
             return out_qp.zero_point + int(round_half_away(np.float32(real)
