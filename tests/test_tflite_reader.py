@@ -582,3 +582,12 @@ def test_every_truncation_of_a_small_file_is_refused():
     for n in range(0, len(data), 7):
         with pytest.raises(TfliteFileError, match=r"^<bytes>: "):
             read_tflite(data[:n])
+
+
+def test_a_damaged_stride_asking_for_a_huge_padded_image_is_refused(tmp_path):
+    """Case 1025893 of the long campaign: a bit flip makes a CONV_2D's stride 2^24, so SAME
+    padding asks for 520 million padded rows; the converter refuses the operator (the padded
+    image is past the memory limit) instead of the oracle check running out of memory."""
+    originals = {n: open(model_path(n), "rb").read() for n in FUZZ_FIXTURES}
+    outcome, what = fuzz_case(1025893, originals, str(tmp_path))
+    assert outcome == "loaded-refused", what
