@@ -51,10 +51,22 @@ def test_clipped_share_sees_a_too_narrow_range(cnn):
     assert first["clipped"] > 0.01
 
 
-def test_report_of_a_model_read_from_fxn_has_no_float_columns(cnn, tmp_path):
+def test_report_of_a_model_read_from_fxn_gives_each_layers_own_error(cnn, tmp_path):
+    """A .fxn has no float network: the SQNR and clipped columns are then each layer's own
+    (its output against its exact computation on its dequantized int8 inputs), which for a
+    layer of the same model is at least the accumulated SQNR the float model's report gives
+    (the error up to a layer includes that layer's own)."""
     d, _, qm = cnn
     p = str(tmp_path / "m.fxn")
     qm.save(p)
-    rep = fixnet.load(p).report(d["x_test"][:16]).to_dict()["layers"]
-    assert all(r["sqnr_db"] is None and r["clipped"] is None for r in rep)
+    x = d["x_test"][:16]
+    report = fixnet.load(p).report(x)
+    assert report.reference == "layer"
+    rep = report.to_dict()["layers"]
     assert all(r["saturated"] >= 0 for r in rep)
+    weighted = [r for r in rep if r["op"] in ("dense", "conv2d", "depthwise_conv2d")]
+    assert weighted and all(r["sqnr_db"] is not None and r["clipped"] is not None
+                            for r in weighted)
+    accumulated = {r["tensor"]: r["sqnr_db"] for r in qm.report(x).to_dict()["layers"]}
+    for r in weighted:
+        assert r["sqnr_db"] >= accumulated[r["tensor"]] - 0.5, r

@@ -319,7 +319,7 @@ def test_a_file_whose_accumulators_cannot_be_proven_is_reported_as_such(tmp_path
     bad = [r for r in report if not r["proven"]]
     assert [r["layer"] for r in bad] == [qm.steps[0].layer]
     out = subprocess.run([sys.executable, "-m", "fixnet.cli", "inspect", str(path)],
-                         capture_output=True, text=True, timeout=120,
+                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
                          env=dict(os.environ, PYTHONPATH=os.path.dirname(
                              os.path.dirname(fixnet.__file__))))
     assert out.returncode == 0, out.stderr

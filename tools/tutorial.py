@@ -7,14 +7,19 @@ checkout's root, as one reader's session would; each block's printed output goes
     python tools/tutorial.py --write     # run the blocks, rewrite the output blocks
     python tools/tutorial.py --check     # run them, exit 1 where an output differs
 
-tests/test_tutorial.py runs --check's comparison.
+tests/test_tutorial.py runs --check's comparison. The steps run in a child Python whose
+OpenBLAS is pinned to its AVX2 kernels on x86-64 (float_env), so that every x86-64 machine
+prints the same numbers.
 """
 import argparse
 import contextlib
 import difflib
 import io
+import json
 import os
+import platform
 import re
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +33,35 @@ def blocks(text):
     return [(m, m.group("code"), m.group("out")) for m in BLOCK.finditer(text)]
 
 
+def float_env():
+    """The environment the steps run in: on an x86-64 CPU with AVX2, OpenBLAS pinned to its
+    Haswell (AVX2) kernels. The float reference behind every number the tutorial prints is
+    NumPy's matrix products; OpenBLAS picks its kernels by CPU, and its AVX-512 ones round
+    differently, so an AVX-512 machine would print other calibration ranges and SQNRs than
+    an AVX2 one. Pinned, every x86-64 machine prints the same."""
+    env = dict(os.environ)
+    if platform.machine() in ("x86_64", "AMD64") and "OPENBLAS_CORETYPE" not in env:
+        try:
+            with open("/proc/cpuinfo") as f:
+                avx2 = " avx2" in f.read()
+        except OSError:
+            avx2 = False
+        if avx2:
+            env["OPENBLAS_CORETYPE"] = "Haswell"
+    return env
+
+
 def run_blocks(text):
+    """The printed output of each step block (run_here's), in a child Python started with
+    float_env()."""
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--emit"], input=text,
+                       capture_output=True, text=True, env=float_env(), cwd=ROOT)
+    if r.returncode:
+        raise RuntimeError(f"the tutorial's steps failed:\n{r.stderr[-4000:]}")
+    return json.loads(r.stdout)
+
+
+def run_here(text):
     """The printed output of each step block, run in order in one namespace from ROOT."""
     namespace = {"__name__": "__tutorial__"}
     outputs = []
@@ -69,7 +102,13 @@ def main(argv=None):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--write", action="store_true", help="rewrite the output blocks")
     g.add_argument("--check", action="store_true", help="exit 1 where an output differs")
+    g.add_argument("--emit", action="store_true",
+                   help="(internal) run the tutorial text on stdin here, print its outputs as JSON")
     args = p.parse_args(argv)
+    if args.emit:
+        out = sys.stdout
+        print(json.dumps(run_here(sys.stdin.read())), file=out)
+        return 0
     with open(TUTORIAL, encoding="utf-8") as f:
         text = f.read()
     if args.write:
