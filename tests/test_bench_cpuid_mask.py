@@ -37,7 +37,9 @@ def test_the_shim_hides_avx512_and_fixnet_then_picks_its_avx2_build(tmp_path):
              "print(K.ISA, K.cpu_supports('avx512vnni'), K.cpu_supports('avx2'))")
     env.update(LD_PRELOAD=path, PYTHONPATH=os.path.dirname(os.path.dirname(fixnet.__file__)))
     env.pop("FIXNET_ISA", None)
+    # outside the checkout: "-c" puts the working folder first on sys.path, and a checkout's
+    # fixnet/ (unbuilt, in a fresh clone) would shadow the installed package
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
-                       timeout=120)
+                       timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["avx2", "False", "True"]
