@@ -60,7 +60,6 @@ def _naming_the_file(source):
         raise
 
 
-
 def load_tflite(path, max_memory=None):
     """The QuantizedModel of the int8 .tflite file ``path`` (or its bytes; ``fixnet.load``
     calls this for a .tflite file): read and checked by fixnet.tflite (ModelFileError naming
@@ -80,6 +79,7 @@ def load_tflite(path, max_memory=None):
     qm.input_rounding = "tflite"
     fxn.check_plan(parts.source, qm)
     return qm
+
 
 class FloatModel:
     """A Keras model as a float graph: ``predict`` runs the NumPy float reference,

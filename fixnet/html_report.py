@@ -159,14 +159,8 @@ def _activation_histograms(qm, xs, wanted):
         reference.run(qm.float_graph, [np.asarray(x, np.float64) for x in xs], observe=observe)
         return hists
     # no float model: the int8 values themselves, dequantized (the oracle's, bit-identical)
-    vals = {t: (x if x.dtype.kind == "i" else qm.tensors[t].qparams.quantize(x))
-            for t, x in zip(qm.inputs, xs)}
-    lengths = qm.lengths_of(xs)
-    shapes = qm.shapes_for(lengths)
-    for s in qm.steps_for(lengths):
-        for t, o in zip(s.outputs, s.oracle([vals[t] for t in s.inputs])):
-            vals[t] = o.reshape((o.shape[0],) + shapes[t])
-            observe(t, qm.tensors[t].qparams.dequantize(vals[t]))
+    from .report import tensor_codes
+    tensor_codes(qm, xs, lambda t, v: observe(t, qm.tensors[t].qparams.dequantize(v)))
     return hists
 
 
@@ -323,7 +317,8 @@ def html_report(qm, x, *, float_model=None, eval_x=None, labels=None, title=None
     rep = qm.report(xs if len(xs) > 1 else xs[0])
     records = rep.records
     input_sqnr = {t: float(sqnr_db(v, qm.tensors[t].qparams.dequantize(
-        qm.tensors[t].qparams.quantize(v)))) for t, v in zip(qm.inputs, xs) if v.dtype != np.int8}
+        qm.tensors[t].qparams.quantize(v)))) for t, v in zip(qm.inputs, xs)
+        if v.dtype.kind == "f"}
     if float_free:
         costs = local_costs(qm, records)
         conclusion = conclusion_line(costs, records, local=True)

@@ -161,15 +161,7 @@ def error_report(qm, float_graph, x):
     if float_graph is not None:      # a model read from a .fxn file has no float weights
         reference.run(float_graph, [np.asarray(v, np.float64) for v in xs],
                       observe=lambda t, v: floats.__setitem__(t, v))
-    # int8 values of every tensor, through the oracle (bit-identical to the kernels)
-    ints = {}
-    for t, xi in zip(qm.inputs, xs):
-        ints[t] = xi if xi.dtype.kind == "i" else qm.tensors[t].qparams.quantize(xi)
-    lengths = qm.lengths_of(xs)          # inputs of any length: this call's shapes
-    shapes = qm.shapes_for(lengths)
-    for s in qm.steps_for(lengths):
-        for t, o in zip(s.outputs, s.oracle([ints[t] for t in s.inputs])):
-            ints[t] = o.reshape((o.shape[0],) + shapes[t])
+    ints = tensor_codes(qm, xs)
     _, check = run_checked(qm, x)
     bounds = {}
     for b in qm.overflow_bounds():
@@ -208,6 +200,23 @@ def error_report(qm, float_graph, x):
         adjust = calibrated.int16_gains(qm, xs)
     return ErrorReport(records, widened_channels(qm), internal, adjust,
                        reference="model" if float_graph is not None else "layer")
+
+
+def tensor_codes(qm, xs, observe=None):
+    """{tensor: integer codes} of every tensor of ``qm`` on its checked inputs ``xs``
+    (qm._check_inputs), through the oracle (bit-identical to the kernels); ``observe(t, v)``,
+    if given, is called with each step output as it is computed."""
+    ints = {}
+    for t, xi in zip(qm.inputs, xs):
+        ints[t] = xi if xi.dtype.kind == "i" else qm.tensors[t].qparams.quantize(xi)
+    lengths = qm.lengths_of(xs)          # inputs of any length: this call's shapes
+    shapes = qm.shapes_for(lengths)
+    for s in qm.steps_for(lengths):
+        for t, o in zip(s.outputs, s.oracle([ints[t] for t in s.inputs])):
+            ints[t] = o.reshape((o.shape[0],) + shapes[t])
+            if observe is not None:
+                observe(t, ints[t])
+    return ints
 
 
 def local_records(qm, ints):

@@ -24,9 +24,9 @@ from .cost import step_macs
 from .errors import ArgumentError, FixnetError, InputShapeError
 from .lengths import length_symbols, resolve_shape, substitute
 from .memory_plan import ALIGN, MemoryPlan, TensorPlacement, allocate, plan_memory
-from .step import (Step, check_inputs, input_codes, check_nonfinite_policy, check_num_threads,
-                   check_output_codes, check_runs, clip_nonfinite, nonfinite_input_error,
-                   output_is_float, require_finite)
+from .step import (Step, check_inputs, check_nonfinite_policy, check_num_threads,
+                   check_output_codes, check_runs, clip_nonfinite, input_codes,
+                   nonfinite_input_error, output_is_float, require_finite)
 
 MAX_ROWS_PER_PASS = 256      # larger batches run in chunks, so the arena stays small
 BATCH_SIZES_KEPT = 4         # arena pools kept for this many run keys (batch size, lengths)
@@ -258,7 +258,7 @@ class QuantizedModel:
         Slow; it is the ground truth the Cython kernels are checked against. ``nonfinite``
         as for predict."""
         check_nonfinite_policy(nonfinite, "predict_oracle")
-        xs = self._check_inputs(self.input_codes(x), nonfinite)
+        xs = self._check_inputs(x, nonfinite)
         lengths = self.lengths_of(xs)
         shapes = self.shapes_for(lengths)
         vals = {}
@@ -318,8 +318,10 @@ class QuantizedModel:
     def _check_inputs(self, x, nonfinite="error"):
         """The inputs as a list of checked arrays (float32 or int8, the model's shapes, one
         batch size); with nonfinite="clip", float inputs with their non-finite values
-        replaced (see predict). Raises InputShapeError / InputDtypeError naming the input."""
-        xs = check_inputs(x, self.inputs, [self.tensors[t].shape for t in self.inputs],
+        replaced (see predict). Raises InputShapeError / InputDtypeError naming the input.
+        Float inputs of a .tflite model become its codes here (input_codes), so every path
+        (the oracle, checked runs, reports) quantizes them as predict does."""
+        xs = check_inputs(self.input_codes(x), self.inputs, [self.tensors[t].shape for t in self.inputs],
                           allow_int8=True,
                           code_dtypes=[self.tensors[t].qparams.dtype for t in self.inputs])
         if nonfinite == "clip":

@@ -370,6 +370,10 @@ def test_float_inputs_are_quantized_as_tflites_quantize_and_the_fxn_keeps_the_ru
     np.testing.assert_array_equal(qm.input_codes(row), want)
     np.testing.assert_array_equal(qm.predict(row, output="int8"), qm.predict(want, output="int8"))
     np.testing.assert_array_equal(qm.predict_oracle(row), qm.predict(want, output="int8"))
+    # every other path takes the same codes: checked runs and the report
+    np.testing.assert_array_equal(qm.predict(row, output="int8", check_overflow=True),
+                                  qm.predict(want, output="int8"))
+    assert qm.report(row).to_dict() == qm.report(want).to_dict()
     qm.save(tmp_path / "m.fxn")
     back = fixnet.load(tmp_path / "m.fxn")
     assert back.input_rounding == "tflite"
