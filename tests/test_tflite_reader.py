@@ -591,3 +591,11 @@ def test_a_damaged_stride_asking_for_a_huge_padded_image_is_refused(tmp_path):
     originals = {n: open(model_path(n), "rb").read() for n in FUZZ_FIXTURES}
     outcome, what = fuzz_case(1025893, originals, str(tmp_path))
     assert outcome == "loaded-refused", what
+
+
+def test_a_large_memory_limit_does_not_reserve_it_to_read_a_small_file():
+    """max_memory bounds what a file may hold; reading a 5 kB file under a limit of 1 TB reads
+    5 kB (it once asked for a buffer of the whole limit and ran out of memory)."""
+    m = read_tflite(model_path("layers_merge_k3"), max_memory="1TB")
+    assert isinstance(m, TfliteModel) and m.operators
+    assert fixnet.load(model_path("layers_merge_k3"), max_memory="1TB").steps

@@ -115,7 +115,13 @@ def _read_file(path, limit):
                 raise TfliteFileError(
                     f"{path}: the file's {_human(size)} are past the memory limit of "
                     f"{_human(limit)}; pass a larger max_memory= (or set {ENV_VAR})")
-            return f.read(limit + 1)
+            # at most the file's size and one byte more (a file that grew is still caught):
+            # read(limit + 1) would reserve the whole limit, gigabytes, for a small file
+            data = f.read(size + 1)
+            if len(data) > limit:
+                raise TfliteFileError(f"{path}: the file grew past the memory limit of "
+                                      f"{_human(limit)} while it was read")
+            return data
     except OSError as e:
         raise TfliteFileError(f"{path}: cannot read the model file: {e.strerror or e}") from e
 
