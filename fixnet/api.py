@@ -71,7 +71,7 @@ def load_tflite(path, max_memory=None):
     from .runtime import QuantizedModel
     from .tflite import read_tflite
     from .tflite.convert import convert
-    parts = convert(read_tflite(path, max_memory=max_memory))
+    parts = convert(read_tflite(path, max_memory=max_memory), max_memory)
     qm = QuantizedModel(parts.steps, parts.tensors, parts.inputs, parts.outputs,
                         name=parts.name, source=parts.source)
     qm.config = None

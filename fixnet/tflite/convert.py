@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UnsupportedLayerError
+from ..limits import max_memory_bytes
 from ..quant.qparams import QParams
 from ..step import TensorSpec
 from .op_rules import OpRules, _f32, _fault, _Fault
@@ -83,8 +84,9 @@ class TfliteParts:
 
 
 class Converter(OpRules, GatherRules, LstmRules, LayoutRules, Int16Rules):
-    def __init__(self, model):
+    def __init__(self, model, max_memory=None):
         self.m = model
+        self.max_memory = max_memory_bytes(max_memory)
         self.steps = []
         self.specs = {}             # fixnet tensor name -> TensorSpec
         self.alias = {}             # tflite tensor index -> fixnet tensor name it equals
@@ -257,7 +259,8 @@ class Converter(OpRules, GatherRules, LstmRules, LayoutRules, Int16Rules):
         return shape_only
 
 
-def convert(model):
+def convert(model, max_memory=None):
     """TfliteParts of a TfliteModel (fixnet.tflite.read_tflite); UnsupportedTfliteError
-    listing every operator that cannot run."""
-    return Converter(model).convert()
+    listing every operator that cannot run. ``max_memory``: the limit fixnet.load was given
+    (None: FIXNET_MAX_MEMORY or the default), which the operators' work must stay under."""
+    return Converter(model, max_memory).convert()

@@ -14,7 +14,6 @@ from ..ops.dense import DenseStep
 from ..ops.merge import BinaryStep, ConcatStep
 from ..ops.pool import GlobalAveragePoolStep, PadStep, PoolStep
 from ..ops.reshape import AliasStep
-from ..limits import max_memory_bytes
 from ..oracle.core import quantize_multiplier, round_half_away
 from ..quant.qparams import QParams
 from ..step import TensorSpec
@@ -175,7 +174,7 @@ class OpRules:
         # the padded image the oracle (int64) and the kernels' window walk over must fit the
         # memory limit: a damaged stride or dilation can ask for millions of padded rows
         padded = (h + sum(pads[0])) * (w_ + sum(pads[1])) * self.nhwc(x)[2] * 8
-        if padded > max_memory_bytes():
+        if padded > self.max_memory:
             _fault(f"padding {pads} (strides {sh}x{sw}, dilation {dh}x{dw}) makes a padded "
                    f"image of {padded} bytes, past the memory limit")
         return (sh, sw), (dh, dw), pads
