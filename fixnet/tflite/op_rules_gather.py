@@ -23,9 +23,8 @@ class GatherRules:
         shape = self.sample_shape(i)
         return np.arange(int(np.prod(shape)), dtype=np.int64).reshape((1,) + shape)
 
-    def gather_to(self, op, y, index):
-        """Append the step that writes output ``y`` of ``op`` as input 0's codes at ``index``."""
-        x = op.inputs[0]
+    def gather_to(self, x, y, index):
+        """Append the step that writes tensor ``y`` as tensor ``x``'s codes at ``index``."""
         if self.qparams(x) != self.qparams(y):
             _fault("input and output are quantized differently")
         index = np.asarray(index)
@@ -58,7 +57,7 @@ class GatherRules:
         n = self.numbers(x)
         sl = [slice(None)] + [slice(int(b), None if s == -1 else int(b + s))
                               for b, s in zip(begin[1:], size[1:])]
-        self.gather_to(op, y, n[tuple(sl)])
+        self.gather_to(x, y, n[tuple(sl)])
 
     def op_strided_slice(self, op):
         try:
@@ -85,12 +84,11 @@ class GatherRules:
             else:
                 sl.append(slice(None if bm >> a & 1 else int(begin[a]),
                                 None if em >> a & 1 else int(end[a]), int(step[a])))
-        if sl[0] != slice(None, None, 1) and not (
-                isinstance(sl[0], slice) and sl[0].step == 1
-                and range(self.tensor(x).shape[0])[sl[0]] == range(self.tensor(x).shape[0])):
+        batch = range(self.tensor(x).shape[0])
+        if not isinstance(sl[0], slice) or batch[sl[0]] != batch:
             _fault("it slices the batch axis")
         n = self.numbers(x)
-        self.gather_to(op, y, n[(slice(None),) + tuple(sl[1:])])
+        self.gather_to(x, y, n[(slice(None),) + tuple(sl[1:])])
 
     def split_outputs(self, op, x, axis, sizes):
         n = self.numbers(x)
@@ -100,7 +98,7 @@ class GatherRules:
         for k, y in enumerate(op.outputs):
             sl = [slice(None)] * n.ndim
             sl[axis] = slice(int(starts[k]), int(starts[k + 1]))
-            self.gather_to(_with_input(op, x), y, n[tuple(sl)])
+            self.gather_to(x, y, n[tuple(sl)])
 
     def op_split(self, op):
         axis_t, x = op.inputs[0], op.inputs[1]
@@ -130,7 +128,7 @@ class GatherRules:
         if n.shape[axis] != len(op.outputs):
             _fault(f"{len(op.outputs)} outputs of an axis of {n.shape[axis]}")
         for k, y in enumerate(op.outputs):
-            self.gather_to(op, y, np.take(n, k, axis=axis))
+            self.gather_to(x, y, np.take(n, k, axis=axis))
 
     def op_gather(self, op):
         x = op.inputs[0]
@@ -143,13 +141,13 @@ class GatherRules:
         d = n.shape[axis]
         if idx.size and (idx.min() < -d or idx.max() >= d):
             _fault(f"an index outside the axis of {d}")
-        self.gather_to(op, op.outputs[0], np.take(n, np.where(idx < 0, idx + d, idx), axis=axis))
+        self.gather_to(x, op.outputs[0], np.take(n, np.where(idx < 0, idx + d, idx), axis=axis))
 
     def op_reverse_v2(self, op):
         x = op.inputs[0]
         rank = len(self.tensor(x).shape)
         axes = [self.axis_of(op, a, rank) for a in self.constant(op.inputs[1], "axis").reshape(-1)]
-        self.gather_to(op, op.outputs[0], np.flip(self.numbers(x), axis=tuple(axes)))
+        self.gather_to(x, op.outputs[0], np.flip(self.numbers(x), axis=tuple(axes)))
 
     def op_depth_to_space(self, op):
         x = op.inputs[0]
@@ -159,7 +157,7 @@ class GatherRules:
             _fault(f"block size {b} of a {list(self.tensor(x).shape)} tensor")
         _, h, w, c = n.shape
         m = n.reshape(1, h, w, b, b, c // (b * b)).transpose(0, 1, 3, 2, 4, 5)
-        self.gather_to(op, op.outputs[0], m.reshape(1, h * b, w * b, c // (b * b)))
+        self.gather_to(x, op.outputs[0], m.reshape(1, h * b, w * b, c // (b * b)))
 
     def op_space_to_depth(self, op):
         x = op.inputs[0]
@@ -169,13 +167,5 @@ class GatherRules:
             _fault(f"block size {b} of a {list(self.tensor(x).shape)} tensor")
         _, h, w, c = n.shape
         m = n.reshape(1, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5)
-        self.gather_to(op, op.outputs[0], m.reshape(1, h // b, w // b, b * b * c))
+        self.gather_to(x, op.outputs[0], m.reshape(1, h // b, w // b, b * b * c))
 
-
-class _with_input:
-    """``op`` seen with input 0 replaced (SPLIT's data is its second input)."""
-    def __init__(self, op, x):
-        self._op, self.inputs = op, (x,) + tuple(op.inputs[1:])
-
-    def __getattr__(self, name):
-        return getattr(self._op, name)
