@@ -16,10 +16,11 @@
  * input channels (Cin rounded up to QG_KR, zero-padded) the weights of the block's
  * channels, channel-major: w[j * QG_KR + kk] is the weight of channel j of the block for
  * input channel k0 + kk; int16 (qg_w_t) in the SSE2 build, whose kernel multiplies int16
- * (widened once when packing: SSE2 has no pmovsxbw), and in the AVX2 build, whose vpmaddwd
- * reads them from memory: no widening in the loop and no weight register, so the 12
- * accumulators, 3 rows and a product fit the 16 ymm registers (int8 weights widened in the
- * loop spilled two accumulators per K step); int8 elsewhere. (AVX2's dense keeps int8
+ * (widened once when packing: SSE2 has no pmovsxbw), and in the AVX2 build, whose kernel
+ * loads each pair of channels' int16 weights where it uses them: no widening in the loop and
+ * one weight register (12 accumulators, 3 rows, a weight and a product are 17 values for 16
+ * ymm registers: GCC keeps one accumulator on the stack, where int8 weights widened into 4
+ * registers up front kept two); int8 elsewhere. (AVX2's dense keeps int8
  * weights, widened in the loop: half the bytes to stream, which is what bounds a GEMV.) Channels beyond Cout are zero. With QG_UINT8_INPUT (VNNI) the kernel
  * multiplies (x + 128) as uint8, and the packed bias holds bias - 128 * sum_k w[c, k]:
  * sums modulo 2^32 are the same.

@@ -27,11 +27,11 @@ typedef struct {
     __m256i a0c01, a0c23, a0c45, a0c67, a1c01, a1c23, a1c45, a1c67, a2c01, a2c23, a2c45, a2c67;
 } qg_avx2_acc;
 
-/* 16 int16 weights (two channels x 8 k), a memory operand of vpmaddwd. */
+/* 16 int16 weights (two channels x 8 k). */
 #define QG_AVX2_W(p) _mm256_loadu_si256((const __m256i*)(p))
 
 /* One K step of 8: rows v0..v2 (qg_avx2_row) against the 8 x 8 int16 weights at w, one pair
-   of channels at a time (each weight vector read where it is used, folded into vpmaddwd). */
+   of channels at a time (each weight vector loaded where it is used). */
 #define QG_AVX2_STEP(s, v0, v1, v2, w) do { \
         const __m256i v0_ = (v0), v1_ = (v1), v2_ = (v2); \
         (s).a0c01 = _mm256_add_epi32((s).a0c01, _mm256_madd_epi16(v0_, QG_AVX2_W(w))); \
