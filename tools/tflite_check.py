@@ -8,10 +8,10 @@ Two steps, because fixnet never imports TensorFlow:
     # 2. in fixnet's environment, load each file with fixnet and compare
     python tools/tflite_check.py compare model.tflite other.tflite --refs refs/
 
-``reference`` draws ``--n`` random inputs per input tensor (int8/uint8: uniform over every code;
-float: a normal sample spread over the input's quantized range where the file gives one) and runs
-them one at a time, each from the initial state, through TFLite's reference kernels (``OpResolverType.BUILTIN_REF``) and its
-default optimised kernels (``BUILTIN``, XNNPACK). It writes ``refs/<stem>.npz`` with ``x_<i>``,
+``reference`` draws ``--n`` random inputs per input tensor (integer: uniform over every code of
+its type; float: unit normal, the file not saying what reals it expects) and runs them one at a
+time, each from the initial state, through TFLite's reference kernels
+(``OpResolverType.BUILTIN_REF``) and its default optimised kernels (``BUILTIN``, XNNPACK). It writes ``refs/<stem>.npz`` with ``x_<i>``,
 ``ref_<j>`` and ``builtin_<j>``.
 
 ``compare`` loads each file with ``fixnet.load`` (a refusal is printed with its reason), predicts
@@ -42,13 +42,7 @@ def _inputs(details, n, rng):
             info = np.iinfo(dt)
             xs.append(rng.integers(info.min, info.max + 1, size=full, dtype=np.int64).astype(dt))
         else:
-            scale, zp = d.get("quantization", (0.0, 0))
-            centre, spread = 0.0, 1.0
-            if scale:
-                # the reals the first QUANTIZE can represent are unknown here; a unit normal is
-                # what most float-input models are fed
-                pass
-            xs.append(rng.normal(centre, spread, size=full).astype(dt))
+            xs.append(rng.normal(0.0, 1.0, size=full).astype(dt))
     return xs
 
 
